@@ -1,0 +1,36 @@
+// ForwardBatch: one step of work for the model, a flattened batch of new tokens from several
+// sequences. It is plain data (no pointers into engine state) so that rank 0 can serialize it and
+// broadcast it to tensor-parallel workers.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace dsv3 {
+
+// The new tokens of one sequence in this step. They occupy rows
+// [token_begin, token_begin + num_tokens) of the flattened batch and positions
+// [context_begin, context_begin + num_tokens). The KV cache already holds positions
+// [0, context_begin); this step writes the new ones.
+struct SequenceSlice {
+  int32_t token_begin = 0;
+  int32_t num_tokens = 0;
+  int32_t context_begin = 0;
+  // Physical KV block ids covering positions [0, context_begin + num_tokens):
+  // position p lives in block block_table[p / block_size], slot p % block_size.
+  std::vector<int32_t> block_table;
+
+  int32_t context_end() const { return context_begin + num_tokens; }
+};
+
+struct ForwardBatch {
+  std::vector<int32_t> token_ids;  // [T]
+  std::vector<SequenceSlice> sequences;
+  // Rows of the flattened batch whose logits the caller wants, in output order
+  // (usually the last new token of each sequence; every row for --logits-out).
+  std::vector<int32_t> logits_rows;
+
+  int32_t num_tokens() const { return static_cast<int32_t>(token_ids.size()); }
+};
+
+}  // namespace dsv3

@@ -1,0 +1,29 @@
+// Helpers shared by tests: paths to test data and to built programs, temporary directories.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+namespace dsv3::testing {
+
+inline std::string TestDataPath(const std::string& relative) {
+  return std::string(DSV3_TEST_DATA) + "/" + relative;
+}
+
+inline std::string BinaryPath(const std::string& relative) {
+  return std::string(DSV3_BINARY_DIR) + "/" + relative;
+}
+
+// A fresh, empty directory under the system temp dir, removed when the object dies.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::filesystem::path& path() const { return path_; }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+}  // namespace dsv3::testing
