@@ -72,9 +72,10 @@ struct ModelConfig {
   int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
   // Latent cache width per token per layer: kv_lora_rank + qk_rope_head_dim (576 for V3).
   int64_t kv_cache_dim() const { return kv_lora_rank + qk_rope_head_dim; }
+  // transformers' DeepseekV3DecoderLayer: every layer from first_k_dense_replace on is MoE
+  // (moe_layer_freq is parsed but, as there, not used).
   bool is_moe_layer(int64_t layer) const {
-    return n_routed_experts > 0 && layer >= first_k_dense_replace &&
-           layer % moe_layer_freq == 0;
+    return n_routed_experts > 0 && layer >= first_k_dense_replace;
   }
   // Softmax scale: qk_head_dim^-0.5 times mscale(factor, mscale_all_dim)^2 for YaRN.
   double softmax_scale() const;
