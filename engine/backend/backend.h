@@ -1,0 +1,149 @@
+// The op interface the model is written against. One implementation per device (cpu/, cuda/);
+// the model never branches on the device. Every op takes plain views and small params structs
+// (pointers, sizes, strides), so the host can fill them once per step and reuse them per layer.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/backend/tensor.h"
+
+namespace dsv3 {
+
+class Checkpoint;
+struct Slice2D;
+
+// A linear layer's weight as the backend keeps it: y[M,N] = x[M,K] W[N,K]^T.
+// CPU: F32 (dequantized at load). CUDA: F8_E4M3 with block scales, or BF16.
+struct LinearWeight {
+  TensorView weight;     // [N, K]
+  TensorView scale_inv;  // [ceil(N/128), ceil(K/128)] F32 for FP8 weights, else empty
+  int64_t n() const { return weight.dim(0); }
+  int64_t k() const { return weight.dim(1); }
+};
+
+// Rotary embedding parameters shared by every layer (YaRN already folded into inv_freq).
+struct RopeParams {
+  const float* inv_freq = nullptr;  // [rope_dim / 2], host memory
+  int64_t rope_dim = 0;
+  float attention_factor = 1.0f;  // multiplies cos and sin (YaRN mscale ratio)
+  bool interleaved = true;        // pairs (2i, 2i+1); false: pairs (i, i + rope_dim/2)
+};
+
+// The per-step layout of the batch that attention needs: which rows belong to which sequence,
+// their positions, and where each position lives in the paged latent cache.
+struct AttentionBatch {
+  struct Sequence {
+    int32_t token_begin;    // first row in the flattened batch
+    int32_t num_tokens;     // new tokens
+    int32_t context_begin;  // position of the first new token
+    const int32_t* block_table;  // physical block per logical block, covers context_end
+    int32_t num_blocks;
+  };
+  std::vector<Sequence> sequences;
+  std::vector<int32_t> positions;     // [T]
+  std::vector<int64_t> slot_mapping;  // [T]: block * block_size + offset of each new token
+  int32_t block_size = 0;
+};
+
+enum class MlaMode {
+  kAuto,      // naive for sequences with several new tokens (prefill), absorbed for one (decode)
+  kNaive,     // up-project the cached latents to per-head K and V, then attend
+  kAbsorbed,  // fold W_UK into the query and W_UV into the output; attend over the latents
+};
+
+struct MlaParams {
+  int64_t num_heads = 0;  // heads on this rank
+  int64_t nope_dim = 0;
+  int64_t rope_dim = 0;
+  int64_t v_dim = 0;
+  int64_t kv_lora_rank = 0;
+  float softmax_scale = 1.0f;
+  MlaMode mode = MlaMode::kAuto;
+};
+
+// Routing parameters of a MoE layer (noaux_tc: sigmoid scores, correction bias, group limit).
+struct MoeRouteParams {
+  int64_t num_experts = 0;
+  int64_t top_k = 0;
+  int64_t num_groups = 1;
+  int64_t topk_groups = 1;
+  bool norm_topk_prob = true;
+  float routed_scaling_factor = 1.0f;
+};
+
+struct ExpertWeights {
+  LinearWeight gate;  // [I, H]
+  LinearWeight up;    // [I, H]
+  LinearWeight down;  // [H, I]
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual Allocator* allocator() = 0;
+  virtual std::string name() const = 0;
+
+  // ---- Weights -------------------------------------------------------------------------------
+  // Loads "<prefix>.weight" ([n, k], FP8 with scale_inv or a float type) in the backend's format.
+  virtual absl::StatusOr<LinearWeight> LoadLinear(const Checkpoint& ckpt, const std::string& prefix,
+                                                  int64_t n, int64_t k, const Slice2D& slice,
+                                                  std::vector<Tensor>& storage) = 0;
+  // Loads a float tensor (norm weights, router, embedding) as F32 (CPU) or the device's format.
+  virtual absl::StatusOr<TensorView> LoadDense(const Checkpoint& ckpt, const std::string& name,
+                                               std::span<const int64_t> shape,
+                                               std::vector<Tensor>& storage) = 0;
+  // Copies host data to a new device tensor (F32 in, backend layout out) or host to host.
+  virtual Tensor Upload(const TensorView& host) = 0;
+  // Copies a device tensor into host memory (F32).
+  virtual void Download(const TensorView& device_tensor, float* host) = 0;
+
+  // ---- Ops (all outputs are written completely; inputs are never modified unless stated) -----
+  // out[t, :] = table[ids[t], :]. table [V, H], out [T, H].
+  virtual void Embedding(const TensorView& table, std::span<const int32_t> ids,
+                         const TensorView& out) = 0;
+  // out = x / sqrt(mean(x^2) + eps) * weight, row by row. x, out [M, D] (row strides allowed).
+  virtual void RmsNorm(const TensorView& x, const TensorView& weight, float eps,
+                       const TensorView& out) = 0;
+  // y[M, N] = x[M, K] W^T.
+  virtual void Linear(const TensorView& x, const LinearWeight& w, const TensorView& y) = 0;
+  // out = a + b, elementwise, [M, D].
+  virtual void Add(const TensorView& a, const TensorView& b, const TensorView& out) = 0;
+  // Rotates x [T, heads, rope_dim] (any strides) in place at positions[t].
+  virtual void Rope(const TensorView& x, std::span<const int32_t> positions,
+                    const RopeParams& rope) = 0;
+  // out[M, I] = silu(gate[M, I]) * up[M, I].
+  virtual void SiluMul(const TensorView& gate, const TensorView& up, const TensorView& out) = 0;
+  // Gathers rows: out[r, :] = x[rows[r], :].
+  virtual void GatherRows(const TensorView& x, std::span<const int32_t> rows,
+                          const TensorView& out) = 0;
+
+  // Writes the new tokens' latents into the paged cache: cache[slot_mapping[t], :] = latent[t, :].
+  // latent [T, kv_dim], cache [num_blocks, block_size, kv_dim].
+  virtual void WriteKvCache(const TensorView& latent, const AttentionBatch& batch,
+                            const TensorView& cache) = 0;
+  // Multi-head latent attention over the paged cache (which already holds the new tokens).
+  // q [T, heads, nope + rope] (q_pe part already rotated), kv_b = kv_b_proj [heads*(nope+v),
+  // kv_lora], out [T, heads * v].
+  virtual void MlaAttention(const TensorView& q, const TensorView& cache, const LinearWeight& kv_b,
+                            const AttentionBatch& batch, const MlaParams& params,
+                            const TensorView& out) = 0;
+
+  // noaux_tc routing: scores = sigmoid(x W_g^T); top-k experts per token.
+  // x [T, H], router [E, H], bias [E]; topk_ids [T, k] I32, topk_weights [T, k] F32.
+  virtual void MoeRoute(const TensorView& x, const TensorView& router, const TensorView& bias,
+                        const MoeRouteParams& params, const TensorView& topk_ids,
+                        const TensorView& topk_weights) = 0;
+  // out[t] = sum_j w[t,j] * Expert_{ids[t,j]}(x[t]) over the experts this rank holds
+  // (global ids [expert_begin, expert_begin + experts.size())). x, out [T, H].
+  virtual void MoeExperts(const TensorView& x, const TensorView& topk_ids,
+                          const TensorView& topk_weights, std::span<const ExpertWeights> experts,
+                          int64_t expert_begin, const TensorView& out) = 0;
+};
+
+}  // namespace dsv3

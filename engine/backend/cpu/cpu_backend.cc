@@ -1,0 +1,154 @@
+#include "engine/backend/cpu/cpu_backend.h"
+
+#include <cblas.h>
+
+#include <cassert>
+#include <cmath>
+#include <cstring>
+
+#include "engine/weights/checkpoint.h"
+
+namespace dsv3 {
+
+void SgemmNT(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+             int64_t ldb, float* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n),
+              static_cast<int>(k), 1.0f, a, static_cast<int>(lda), b, static_cast<int>(ldb), 0.0f,
+              c, static_cast<int>(ldc));
+}
+
+void SgemmNN(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+             int64_t ldb, float* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(n),
+              static_cast<int>(k), 1.0f, a, static_cast<int>(lda), b, static_cast<int>(ldb), 0.0f,
+              c, static_cast<int>(ldc));
+}
+
+CpuBackend::CpuBackend(int num_threads) : pool_(num_threads) {}
+
+absl::StatusOr<LinearWeight> CpuBackend::LoadLinear(const Checkpoint& ckpt,
+                                                    const std::string& prefix, int64_t n,
+                                                    int64_t k, const Slice2D& slice,
+                                                    std::vector<Tensor>& storage) {
+  auto values = ckpt.LoadLinearF32(prefix, n, k, slice);
+  if (!values.ok()) return values.status();
+  const int64_t rows = (slice.row_end < 0 ? n : slice.row_end) - slice.row_begin;
+  const int64_t cols = (slice.col_end < 0 ? k : slice.col_end) - slice.col_begin;
+  Tensor t(HostAllocator(), DType::kF32, {rows, cols});
+  std::memcpy(t.ptr<float>(), values->data(), sizeof(float) * rows * cols);
+  LinearWeight w;
+  w.weight = t.view();
+  storage.push_back(std::move(t));
+  return w;
+}
+
+absl::StatusOr<TensorView> CpuBackend::LoadDense(const Checkpoint& ckpt, const std::string& name,
+                                                 std::span<const int64_t> shape,
+                                                 std::vector<Tensor>& storage) {
+  auto values = ckpt.LoadF32(name, shape);
+  if (!values.ok()) return values.status();
+  Tensor t(HostAllocator(), DType::kF32, shape.data(), static_cast<int>(shape.size()));
+  std::memcpy(t.ptr<float>(), values->data(), sizeof(float) * values->size());
+  TensorView v = t.view();
+  storage.push_back(std::move(t));
+  return v;
+}
+
+Tensor CpuBackend::Upload(const TensorView& host) {
+  assert(host.dtype == DType::kF32 && host.is_contiguous());
+  Tensor t(HostAllocator(), DType::kF32, host.shape.data(), host.ndim);
+  std::memcpy(t.ptr<float>(), host.data, host.nbytes());
+  return t;
+}
+
+void CpuBackend::Download(const TensorView& t, float* host) {
+  assert(t.dtype == DType::kF32 && t.is_contiguous());
+  std::memcpy(host, t.data, t.nbytes());
+}
+
+void CpuBackend::Embedding(const TensorView& table, std::span<const int32_t> ids,
+                           const TensorView& out) {
+  const int64_t h = table.dim(1);
+  for (size_t t = 0; t < ids.size(); ++t) {
+    std::memcpy(out.ptr<float>() + t * out.strides[0], table.ptr<float>() + ids[t] * h,
+                sizeof(float) * h);
+  }
+}
+
+void CpuBackend::RmsNorm(const TensorView& x, const TensorView& weight, float eps,
+                         const TensorView& out) {
+  const int64_t m = x.dim(0), d = x.dim(1);
+  const float* w = weight.ptr<float>();
+  for (int64_t r = 0; r < m; ++r) {
+    const float* xr = x.ptr<float>() + r * x.strides[0];
+    float* yr = out.ptr<float>() + r * out.strides[0];
+    double sum = 0;
+    for (int64_t i = 0; i < d; ++i) sum += static_cast<double>(xr[i]) * xr[i];
+    const float inv = static_cast<float>(1.0 / std::sqrt(sum / d + eps));
+    for (int64_t i = 0; i < d; ++i) yr[i] = w[i] * (xr[i] * inv);
+  }
+}
+
+void CpuBackend::Linear(const TensorView& x, const LinearWeight& w, const TensorView& y) {
+  assert(w.weight.dtype == DType::kF32 && x.dim(1) == w.k() && y.dim(1) == w.n());
+  SgemmNT(x.dim(0), w.n(), w.k(), x.ptr<float>(), x.strides[0], w.weight.ptr<float>(),
+          w.weight.strides[0], y.ptr<float>(), y.strides[0]);
+}
+
+void CpuBackend::Add(const TensorView& a, const TensorView& b, const TensorView& out) {
+  const int64_t m = a.dim(0), d = a.dim(1);
+  for (int64_t r = 0; r < m; ++r) {
+    const float* ar = a.ptr<float>() + r * a.strides[0];
+    const float* br = b.ptr<float>() + r * b.strides[0];
+    float* o = out.ptr<float>() + r * out.strides[0];
+    for (int64_t i = 0; i < d; ++i) o[i] = ar[i] + br[i];
+  }
+}
+
+void CpuBackend::Rope(const TensorView& x, std::span<const int32_t> positions,
+                      const RopeParams& rope) {
+  // x [T, heads, d]. Angles in float32 as transformers computes them (inv_freq * position).
+  const int64_t tokens = x.dim(0), heads = x.dim(1), half = rope.rope_dim / 2;
+  std::vector<float> cos_t(half), sin_t(half);
+  for (int64_t t = 0; t < tokens; ++t) {
+    const float pos = static_cast<float>(positions[t]);
+    for (int64_t i = 0; i < half; ++i) {
+      const float angle = rope.inv_freq[i] * pos;
+      cos_t[i] = std::cos(angle) * rope.attention_factor;
+      sin_t[i] = std::sin(angle) * rope.attention_factor;
+    }
+    for (int64_t h = 0; h < heads; ++h) {
+      float* v = x.ptr<float>() + t * x.strides[0] + h * x.strides[1];
+      for (int64_t i = 0; i < half; ++i) {
+        float* a = rope.interleaved ? &v[2 * i] : &v[i];
+        float* b = rope.interleaved ? &v[2 * i + 1] : &v[i + half];
+        const float x0 = *a, x1 = *b;
+        *a = x0 * cos_t[i] - x1 * sin_t[i];
+        *b = x1 * cos_t[i] + x0 * sin_t[i];
+      }
+    }
+  }
+}
+
+void CpuBackend::SiluMul(const TensorView& gate, const TensorView& up, const TensorView& out) {
+  const int64_t m = gate.dim(0), d = gate.dim(1);
+  for (int64_t r = 0; r < m; ++r) {
+    const float* g = gate.ptr<float>() + r * gate.strides[0];
+    const float* u = up.ptr<float>() + r * up.strides[0];
+    float* o = out.ptr<float>() + r * out.strides[0];
+    for (int64_t i = 0; i < d; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+  }
+}
+
+void CpuBackend::GatherRows(const TensorView& x, std::span<const int32_t> rows,
+                            const TensorView& out) {
+  const int64_t d = x.dim(1);
+  for (size_t r = 0; r < rows.size(); ++r) {
+    std::memcpy(out.ptr<float>() + r * out.strides[0], x.ptr<float>() + rows[r] * x.strides[0],
+                sizeof(float) * d);
+  }
+}
+
+}  // namespace dsv3

@@ -1,0 +1,67 @@
+// The CPU backend: the numerical reference for every other backend. Float32 everywhere (FP8 and
+// BF16 weights are dequantized at load), matmuls through OpenBLAS, other loops spread over a
+// thread pool. Simple on purpose: it must be obviously right.
+#pragma once
+
+#include <memory>
+
+#include "engine/backend/backend.h"
+#include "engine/backend/cpu/thread_pool.h"
+
+namespace dsv3 {
+
+class CpuBackend final : public Backend {
+ public:
+  // num_threads <= 0: one per hardware thread.
+  explicit CpuBackend(int num_threads = 0);
+
+  Device device() const override { return Device::kCpu; }
+  Allocator* allocator() override { return HostAllocator(); }
+  std::string name() const override { return "cpu"; }
+
+  absl::StatusOr<LinearWeight> LoadLinear(const Checkpoint& ckpt, const std::string& prefix,
+                                          int64_t n, int64_t k, const Slice2D& slice,
+                                          std::vector<Tensor>& storage) override;
+  absl::StatusOr<TensorView> LoadDense(const Checkpoint& ckpt, const std::string& name,
+                                       std::span<const int64_t> shape,
+                                       std::vector<Tensor>& storage) override;
+  Tensor Upload(const TensorView& host) override;
+  void Download(const TensorView& device_tensor, float* host) override;
+
+  void Embedding(const TensorView& table, std::span<const int32_t> ids,
+                 const TensorView& out) override;
+  void RmsNorm(const TensorView& x, const TensorView& weight, float eps,
+               const TensorView& out) override;
+  void Linear(const TensorView& x, const LinearWeight& w, const TensorView& y) override;
+  void Add(const TensorView& a, const TensorView& b, const TensorView& out) override;
+  void Rope(const TensorView& x, std::span<const int32_t> positions,
+            const RopeParams& rope) override;
+  void SiluMul(const TensorView& gate, const TensorView& up, const TensorView& out) override;
+  void GatherRows(const TensorView& x, std::span<const int32_t> rows,
+                  const TensorView& out) override;
+  void WriteKvCache(const TensorView& latent, const AttentionBatch& batch,
+                    const TensorView& cache) override;
+  void MlaAttention(const TensorView& q, const TensorView& cache, const LinearWeight& kv_b,
+                    const AttentionBatch& batch, const MlaParams& params,
+                    const TensorView& out) override;
+  void MoeRoute(const TensorView& x, const TensorView& router, const TensorView& bias,
+                const MoeRouteParams& params, const TensorView& topk_ids,
+                const TensorView& topk_weights) override;
+  void MoeExperts(const TensorView& x, const TensorView& topk_ids, const TensorView& topk_weights,
+                  std::span<const ExpertWeights> experts, int64_t expert_begin,
+                  const TensorView& out) override;
+
+  ThreadPool& pool() { return pool_; }
+
+ private:
+  ThreadPool pool_;
+};
+
+// C[M, N] = A[M, K] B[N, K]^T with row strides lda, ldb, ldc (float32, OpenBLAS).
+void SgemmNT(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+             int64_t ldb, float* c, int64_t ldc);
+// C[M, N] = A[M, K] B[K, N] with row strides lda, ldb, ldc.
+void SgemmNN(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+             int64_t ldb, float* c, int64_t ldc);
+
+}  // namespace dsv3

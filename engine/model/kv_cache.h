@@ -1,0 +1,34 @@
+// KvCache: the paged latent cache storage of every layer. Block b of layer l holds, for
+// block_size consecutive positions of one sequence, the latent (c, k_pe): kv_lora_rank +
+// qk_rope_head_dim values per token. Which block belongs to whom is the block pool's business
+// (engine/kv); this class only owns the memory.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/backend/backend.h"
+#include "engine/config/model_config.h"
+
+namespace dsv3 {
+
+class KvCache {
+ public:
+  KvCache(Backend& backend, const ModelConfig& config, int64_t num_blocks, int32_t block_size);
+
+  // [num_blocks, block_size, kv_lora_rank + qk_rope_head_dim] of layer `layer`.
+  const TensorView& layer(int64_t layer) const { return layers_[layer].view(); }
+  int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
+  int64_t num_blocks() const { return num_blocks_; }
+  int32_t block_size() const { return block_size_; }
+
+  // Bytes one block takes across all layers, for sizing the pool from a memory budget.
+  static int64_t BytesPerBlock(const ModelConfig& config, int32_t block_size, DType dtype);
+
+ private:
+  std::vector<Tensor> layers_;
+  int64_t num_blocks_;
+  int32_t block_size_;
+};
+
+}  // namespace dsv3

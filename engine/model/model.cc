@@ -1,0 +1,173 @@
+#include "engine/model/model.h"
+
+#include <cassert>
+
+#include "engine/util/status_macros.h"
+
+namespace dsv3 {
+
+namespace {
+
+Tensor NewF32(Backend& b, int64_t rows, int64_t cols) {
+  return Tensor(b.allocator(), DType::kF32, {rows, cols});
+}
+
+// Columns [begin, begin + width) of a row-major [rows, cols] view.
+TensorView Columns(const TensorView& t, int64_t begin, int64_t width) {
+  TensorView v = t;
+  v.data = t.ptr<float>() + begin;
+  v.shape[1] = width;
+  return v;
+}
+
+}  // namespace
+
+AttentionBatch MakeAttentionBatch(const ForwardBatch& batch, int32_t block_size) {
+  AttentionBatch ab;
+  ab.block_size = block_size;
+  ab.positions.resize(batch.num_tokens());
+  ab.slot_mapping.resize(batch.num_tokens());
+  for (const SequenceSlice& s : batch.sequences) {
+    assert(static_cast<int64_t>(s.block_table.size()) * block_size >= s.context_end());
+    ab.sequences.push_back({s.token_begin, s.num_tokens, s.context_begin, s.block_table.data(),
+                            static_cast<int32_t>(s.block_table.size())});
+    for (int32_t i = 0; i < s.num_tokens; ++i) {
+      const int32_t pos = s.context_begin + i;
+      ab.positions[s.token_begin + i] = pos;
+      ab.slot_mapping[s.token_begin + i] =
+          static_cast<int64_t>(s.block_table[pos / block_size]) * block_size + pos % block_size;
+    }
+  }
+  return ab;
+}
+
+absl::StatusOr<std::unique_ptr<DeepseekV3Model>> DeepseekV3Model::Load(
+    const std::string& model_dir, Backend& backend) {
+  DSV3_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromModelDir(model_dir));
+  std::unique_ptr<DeepseekV3Model> model(new DeepseekV3Model(std::move(config), backend));
+  DSV3_ASSIGN_OR_RETURN(model->checkpoint_, Checkpoint::Open(model_dir));
+  DSV3_ASSIGN_OR_RETURN(model->weights_,
+                        ModelWeights::Load(*model->checkpoint_, model->config_, backend));
+  model->rope_ = RopeTable::FromConfig(model->config_);
+  return model;
+}
+
+void DeepseekV3Model::Forward(const ForwardBatch& batch, KvCache& cache,
+                              std::vector<float>& logits, MlaMode mla_mode) {
+  const ModelConfig& c = config_;
+  const int64_t t = batch.num_tokens(), h = c.hidden_size;
+  const AttentionBatch ab = MakeAttentionBatch(batch, cache.block_size());
+  const float eps = static_cast<float>(c.rms_norm_eps);
+
+  Tensor x = NewF32(backend_, t, h);       // residual stream [T, H]
+  Tensor normed = NewF32(backend_, t, h);  // [T, H]
+  Tensor branch = NewF32(backend_, t, h);  // attention or FFN output [T, H]
+  backend_.Embedding(weights_->embed, batch.token_ids, x);
+
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const LayerWeights& layer = weights_->layers[l];
+    backend_.RmsNorm(x, layer.input_norm, eps, normed);
+    Attention(layer, normed, ab, cache.layer(l), mla_mode, branch);
+    backend_.Add(x, branch, x);
+    backend_.RmsNorm(x, layer.post_attention_norm, eps, normed);
+    if (layer.is_moe) {
+      Moe(layer.moe, normed, branch);
+    } else {
+      Mlp(layer.dense_mlp, normed, branch);
+    }
+    backend_.Add(x, branch, x);
+  }
+
+  const int64_t rows = static_cast<int64_t>(batch.logits_rows.size());
+  Tensor last = NewF32(backend_, rows, h);  // [R, H]
+  Tensor out = NewF32(backend_, rows, c.vocab_size);  // [R, V]
+  backend_.GatherRows(x, batch.logits_rows, last);
+  backend_.RmsNorm(last, weights_->final_norm, eps, last);
+  backend_.Linear(last, weights_->lm_head, out);
+  logits.resize(rows * c.vocab_size);
+  backend_.Download(out, logits.data());
+}
+
+void DeepseekV3Model::Attention(const LayerWeights& layer, const TensorView& x,
+                                const AttentionBatch& batch, const TensorView& cache,
+                                MlaMode mode, const TensorView& out) {
+  const ModelConfig& c = config_;
+  const AttentionWeights& a = layer.attn;
+  const int64_t t = x.dim(0), nh = c.num_attention_heads, qk = c.qk_head_dim();
+  const float eps = static_cast<float>(c.rms_norm_eps);
+
+  Tensor q = NewF32(backend_, t, nh * qk);  // [T, nh * (nope + rope)]
+  if (a.q_a) {
+    Tensor q_lat = NewF32(backend_, t, a.q_a->n());  // [T, q_lora]
+    backend_.Linear(x, *a.q_a, q_lat);
+    backend_.RmsNorm(q_lat, a.q_a_norm, eps, q_lat);
+    backend_.Linear(q_lat, *a.q_b, q);
+  } else {
+    backend_.Linear(x, *a.q, q);
+  }
+  // latent [T, kv_lora + rope]: c = RMSNorm(kv[:, :kv_lora]), k_pe = RoPE(kv[:, kv_lora:]).
+  Tensor latent = NewF32(backend_, t, c.kv_cache_dim());
+  backend_.Linear(x, a.kv_a, latent);
+  const TensorView c_part = Columns(latent, 0, c.kv_lora_rank);
+  backend_.RmsNorm(c_part, a.kv_a_norm, eps, c_part);
+
+  TensorView k_pe = latent.view();  // [T, 1, rope]
+  k_pe.data = latent.ptr<float>() + c.kv_lora_rank;
+  k_pe.ndim = 3;
+  k_pe.shape = {t, 1, c.qk_rope_head_dim, 0};
+  k_pe.strides = {c.kv_cache_dim(), c.qk_rope_head_dim, 1, 0};
+  backend_.Rope(k_pe, batch.positions, rope_.params());
+
+  TensorView q3 = q.view();  // [T, nh, nope + rope]
+  q3.ndim = 3;
+  q3.shape = {t, nh, qk, 0};
+  q3.strides = {nh * qk, qk, 1, 0};
+  TensorView q_pe = q3;  // [T, nh, rope]
+  q_pe.data = q.ptr<float>() + c.qk_nope_head_dim;
+  q_pe.shape[2] = c.qk_rope_head_dim;
+  backend_.Rope(q_pe, batch.positions, rope_.params());
+
+  backend_.WriteKvCache(latent, batch, cache);
+  MlaParams params;
+  params.num_heads = nh;
+  params.nope_dim = c.qk_nope_head_dim;
+  params.rope_dim = c.qk_rope_head_dim;
+  params.v_dim = c.v_head_dim;
+  params.kv_lora_rank = c.kv_lora_rank;
+  params.softmax_scale = static_cast<float>(c.softmax_scale());
+  params.mode = mode;
+  Tensor attn = NewF32(backend_, t, nh * c.v_head_dim);  // [T, nh * v]
+  backend_.MlaAttention(q3, cache, a.kv_b, batch, params, attn);
+  backend_.Linear(attn, a.o, out);
+}
+
+void DeepseekV3Model::Mlp(const ExpertWeights& w, const TensorView& x, const TensorView& out) {
+  const int64_t t = x.dim(0), inter = w.gate.n();
+  Tensor gate = NewF32(backend_, t, inter);  // [T, I]
+  Tensor up = NewF32(backend_, t, inter);    // [T, I]
+  backend_.Linear(x, w.gate, gate);
+  backend_.Linear(x, w.up, up);
+  backend_.SiluMul(gate, up, gate);
+  backend_.Linear(gate, w.down, out);
+}
+
+void DeepseekV3Model::Moe(const MoeWeights& w, const TensorView& x, const TensorView& out) {
+  const ModelConfig& c = config_;
+  const int64_t t = x.dim(0), k = c.num_experts_per_tok;
+  Tensor ids(backend_.allocator(), DType::kI32, {t, k});      // [T, k]
+  Tensor weights(backend_.allocator(), DType::kF32, {t, k});  // [T, k]
+  MoeRouteParams route;
+  route.num_experts = c.n_routed_experts;
+  route.top_k = k;
+  route.num_groups = c.n_group;
+  route.topk_groups = c.topk_group;
+  route.norm_topk_prob = c.norm_topk_prob;
+  route.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
+  backend_.MoeRoute(x, w.router, w.bias, route, ids, weights);
+  backend_.MoeExperts(x, ids, weights, w.experts, /*expert_begin=*/0, out);
+  Tensor shared = NewF32(backend_, t, c.hidden_size);  // [T, H]
+  Mlp(w.shared, x, shared);
+  backend_.Add(out, shared, out);
+}
+
+}  // namespace dsv3
