@@ -14,6 +14,18 @@ inline std::string BinaryPath(const std::string& relative) {
   return std::string(DSV3_BINARY_DIR) + "/" + relative;
 }
 
+// Runs `command` through /bin/sh and captures its output.
+struct CommandResult {
+  int exit_code = -1;     // valid when !signaled
+  bool signaled = false;  // killed by a signal (a crash)
+  std::string out;
+  std::string err;
+};
+CommandResult RunCommand(const std::string& command);
+
+// Copies a directory tree (for tests that damage a fixture).
+void CopyTree(const std::string& from, const std::string& to);
+
 // A fresh, empty directory under the system temp dir, removed when the object dies.
 class TempDir {
  public:

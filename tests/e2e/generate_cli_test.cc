@@ -1,0 +1,98 @@
+// dsv3-generate as users run it: stdout format, --logits-out, and clean failures on damaged
+// checkpoints (a non-zero exit, never a signal, and one error line naming the file).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "engine/util/npy.h"
+#include "nlohmann/json.hpp"
+#include "tests/test_util.h"
+
+namespace dsv3 {
+namespace {
+
+using ::dsv3::testing::BinaryPath;
+using ::dsv3::testing::CommandResult;
+using ::dsv3::testing::RunCommand;
+using ::dsv3::testing::TempDir;
+using ::dsv3::testing::TestDataPath;
+
+std::string Generate(const std::string& args) {
+  return BinaryPath("tools/dsv3-generate") + " " + args;
+}
+
+nlohmann::json Reference(const std::string& fixture) {
+  std::ifstream in(TestDataPath("fixtures/" + fixture + "-ref/prompts.json"));
+  return nlohmann::json::parse(in);
+}
+
+std::string Ids(const std::vector<int32_t>& ids) { return absl::StrJoin(ids, ","); }
+
+TEST(GenerateCliTest, OneLinePerPromptWithTheReferenceContinuations) {
+  const auto ref = Reference("ragged");
+  const auto prompts = ref["prompts"].get<std::vector<std::vector<int32_t>>>();
+  const auto want = ref["continuations"].get<std::vector<std::vector<int32_t>>>();
+  const CommandResult r = RunCommand(Generate(
+      "--model " + TestDataPath("fixtures/ragged-fp8") + " --prompt-ids " + Ids(prompts[1]) +
+      " --prompt-ids " + Ids(prompts[2]) + " --max-new-tokens " +
+      std::to_string(ref["max_new_tokens"].get<int>())));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, absl::StrJoin(want[1], " ") + "\n" + absl::StrJoin(want[2], " ") + "\n");
+}
+
+TEST(GenerateCliTest, LogitsOutWritesEveryPromptPosition) {
+  TempDir dir;
+  const auto prompts = Reference("tiny")["prompts"].get<std::vector<std::vector<int32_t>>>();
+  const CommandResult r = RunCommand(Generate("--model " + TestDataPath("fixtures/tiny-bf16") +
+                                              " --prompt-ids " + Ids(prompts[2]) +
+                                              " --max-new-tokens 1 --logits-out " +
+                                              dir.file("l.npy")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto logits = ReadNpyF32(dir.file("l.npy"));
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  EXPECT_EQ(logits->shape, (std::vector<int64_t>{static_cast<int64_t>(prompts[2].size()), 1024}));
+}
+
+// A copy of a fixture with one shard cut short.
+TEST(GenerateCliTest, TruncatedShardFailsWithTheFileName) {
+  TempDir dir;
+  const std::string model = dir.file("model");
+  ::dsv3::testing::CopyTree(TestDataPath("fixtures/tiny-fp8"), model);
+  const std::string shard = model + "/model-00002-of-00004.safetensors";
+  for (const auto keep : {std::filesystem::file_size(shard) / 2, uintmax_t{100}, uintmax_t{5}}) {
+    std::filesystem::resize_file(shard, keep);
+    const CommandResult r =
+        RunCommand(Generate("--model " + model + " --prompt-ids 1,2,3 --max-new-tokens 2"));
+    EXPECT_FALSE(r.signaled) << "kept " << keep << " bytes: " << r.err;
+    EXPECT_NE(r.exit_code, 0) << "kept " << keep << " bytes";
+    EXPECT_NE(r.err.find("model-00002-of-00004.safetensors"), std::string::npos) << r.err;
+    EXPECT_TRUE(r.out.empty());
+  }
+}
+
+TEST(GenerateCliTest, MissingShardFailsWithTheFileName) {
+  TempDir dir;
+  const std::string model = dir.file("model");
+  ::dsv3::testing::CopyTree(TestDataPath("fixtures/tiny-fp8"), model);
+  std::filesystem::remove(model + "/model-00003-of-00004.safetensors");
+  const CommandResult r =
+      RunCommand(Generate("--model " + model + " --prompt-ids 1,2,3 --max-new-tokens 2"));
+  EXPECT_FALSE(r.signaled);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("model-00003-of-00004.safetensors"), std::string::npos) << r.err;
+}
+
+TEST(GenerateCliTest, TokenIdOutsideTheVocabularyIsRejected) {
+  const CommandResult r = RunCommand(Generate("--model " + TestDataPath("fixtures/tiny-fp8") +
+                                              " --prompt-ids 1,5000 --max-new-tokens 2"));
+  EXPECT_FALSE(r.signaled);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("5000"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace dsv3
