@@ -88,6 +88,10 @@ class Backend {
   virtual Device device() const = 0;
   virtual Allocator* allocator() = 0;
   virtual std::string name() const = 0;
+  // Element type of activations between ops (F32 on the CPU; BF16 on GPUs) and of the latent
+  // KV cache. Logits are always F32.
+  virtual DType activation_dtype() const { return DType::kF32; }
+  virtual DType kv_cache_dtype() const { return DType::kF32; }
 
   // ---- Weights -------------------------------------------------------------------------------
   // Loads "<prefix>.weight" ([n, k], FP8 with scale_inv or a float type) in the backend's format.

@@ -7,7 +7,7 @@ KvCache::KvCache(Backend& backend, const ModelConfig& config, int64_t num_blocks
     : num_blocks_(num_blocks), block_size_(block_size) {
   layers_.reserve(config.num_hidden_layers);
   for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
-    layers_.emplace_back(backend.allocator(), DType::kF32,
+    layers_.emplace_back(backend.allocator(), backend.kv_cache_dtype(),
                          std::initializer_list<int64_t>{num_blocks, block_size,
                                                         config.kv_cache_dim()});
   }

@@ -8,14 +8,15 @@ namespace dsv3 {
 
 namespace {
 
-Tensor NewF32(Backend& b, int64_t rows, int64_t cols) {
-  return Tensor(b.allocator(), DType::kF32, {rows, cols});
+// An activation [rows, cols] in the backend's activation type.
+Tensor NewActivation(Backend& b, int64_t rows, int64_t cols) {
+  return Tensor(b.allocator(), b.activation_dtype(), {rows, cols});
 }
 
 // Columns [begin, begin + width) of a row-major [rows, cols] view.
 TensorView Columns(const TensorView& t, int64_t begin, int64_t width) {
   TensorView v = t;
-  v.data = t.ptr<float>() + begin;
+  v.data = static_cast<char*>(t.data) + begin * DTypeSize(t.dtype);
   v.shape[1] = width;
   return v;
 }
@@ -59,9 +60,9 @@ void DeepseekV3Model::Forward(const ForwardBatch& batch, KvCache& cache,
   const AttentionBatch ab = MakeAttentionBatch(batch, cache.block_size());
   const float eps = static_cast<float>(c.rms_norm_eps);
 
-  Tensor x = NewF32(backend_, t, h);       // residual stream [T, H]
-  Tensor normed = NewF32(backend_, t, h);  // [T, H]
-  Tensor branch = NewF32(backend_, t, h);  // attention or FFN output [T, H]
+  Tensor x = NewActivation(backend_, t, h);       // residual stream [T, H]
+  Tensor normed = NewActivation(backend_, t, h);  // [T, H]
+  Tensor branch = NewActivation(backend_, t, h);  // attention or FFN output [T, H]
   backend_.Embedding(weights_->embed, batch.token_ids, x);
 
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
@@ -79,8 +80,8 @@ void DeepseekV3Model::Forward(const ForwardBatch& batch, KvCache& cache,
   }
 
   const int64_t rows = static_cast<int64_t>(batch.logits_rows.size());
-  Tensor last = NewF32(backend_, rows, h);  // [R, H]
-  Tensor out = NewF32(backend_, rows, c.vocab_size);  // [R, V]
+  Tensor last = NewActivation(backend_, rows, h);  // [R, H]
+  Tensor out(backend_.allocator(), DType::kF32, {rows, c.vocab_size});  // [R, V] logits
   backend_.GatherRows(x, batch.logits_rows, last);
   backend_.RmsNorm(last, weights_->final_norm, eps, last);
   backend_.Linear(last, weights_->lm_head, out);
@@ -96,9 +97,9 @@ void DeepseekV3Model::Attention(const LayerWeights& layer, const TensorView& x,
   const int64_t t = x.dim(0), nh = c.num_attention_heads, qk = c.qk_head_dim();
   const float eps = static_cast<float>(c.rms_norm_eps);
 
-  Tensor q = NewF32(backend_, t, nh * qk);  // [T, nh * (nope + rope)]
+  Tensor q = NewActivation(backend_, t, nh * qk);  // [T, nh * (nope + rope)]
   if (a.q_a) {
-    Tensor q_lat = NewF32(backend_, t, a.q_a->n());  // [T, q_lora]
+    Tensor q_lat = NewActivation(backend_, t, a.q_a->n());  // [T, q_lora]
     backend_.Linear(x, *a.q_a, q_lat);
     backend_.RmsNorm(q_lat, a.q_a_norm, eps, q_lat);
     backend_.Linear(q_lat, *a.q_b, q);
@@ -106,13 +107,13 @@ void DeepseekV3Model::Attention(const LayerWeights& layer, const TensorView& x,
     backend_.Linear(x, *a.q, q);
   }
   // latent [T, kv_lora + rope]: c = RMSNorm(kv[:, :kv_lora]), k_pe = RoPE(kv[:, kv_lora:]).
-  Tensor latent = NewF32(backend_, t, c.kv_cache_dim());
+  Tensor latent = NewActivation(backend_, t, c.kv_cache_dim());
   backend_.Linear(x, a.kv_a, latent);
   const TensorView c_part = Columns(latent, 0, c.kv_lora_rank);
   backend_.RmsNorm(c_part, a.kv_a_norm, eps, c_part);
 
   TensorView k_pe = latent.view();  // [T, 1, rope]
-  k_pe.data = latent.ptr<float>() + c.kv_lora_rank;
+  k_pe.data = static_cast<char*>(latent.view().data) + c.kv_lora_rank * DTypeSize(latent.view().dtype);
   k_pe.ndim = 3;
   k_pe.shape = {t, 1, c.qk_rope_head_dim, 0};
   k_pe.strides = {c.kv_cache_dim(), c.qk_rope_head_dim, 1, 0};
@@ -123,7 +124,7 @@ void DeepseekV3Model::Attention(const LayerWeights& layer, const TensorView& x,
   q3.shape = {t, nh, qk, 0};
   q3.strides = {nh * qk, qk, 1, 0};
   TensorView q_pe = q3;  // [T, nh, rope]
-  q_pe.data = q.ptr<float>() + c.qk_nope_head_dim;
+  q_pe.data = static_cast<char*>(q.view().data) + c.qk_nope_head_dim * DTypeSize(q.view().dtype);
   q_pe.shape[2] = c.qk_rope_head_dim;
   backend_.Rope(q_pe, batch.positions, rope_.params());
 
@@ -136,15 +137,15 @@ void DeepseekV3Model::Attention(const LayerWeights& layer, const TensorView& x,
   params.kv_lora_rank = c.kv_lora_rank;
   params.softmax_scale = static_cast<float>(c.softmax_scale());
   params.mode = mode;
-  Tensor attn = NewF32(backend_, t, nh * c.v_head_dim);  // [T, nh * v]
+  Tensor attn = NewActivation(backend_, t, nh * c.v_head_dim);  // [T, nh * v]
   backend_.MlaAttention(q3, cache, a.kv_b, batch, params, attn);
   backend_.Linear(attn, a.o, out);
 }
 
 void DeepseekV3Model::Mlp(const ExpertWeights& w, const TensorView& x, const TensorView& out) {
   const int64_t t = x.dim(0), inter = w.gate.n();
-  Tensor gate = NewF32(backend_, t, inter);  // [T, I]
-  Tensor up = NewF32(backend_, t, inter);    // [T, I]
+  Tensor gate = NewActivation(backend_, t, inter);  // [T, I]
+  Tensor up = NewActivation(backend_, t, inter);    // [T, I]
   backend_.Linear(x, w.gate, gate);
   backend_.Linear(x, w.up, up);
   backend_.SiluMul(gate, up, gate);
@@ -165,7 +166,7 @@ void DeepseekV3Model::Moe(const MoeWeights& w, const TensorView& x, const Tensor
   route.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
   backend_.MoeRoute(x, w.router, w.bias, route, ids, weights);
   backend_.MoeExperts(x, ids, weights, w.experts, /*expert_begin=*/0, out);
-  Tensor shared = NewF32(backend_, t, c.hidden_size);  // [T, H]
+  Tensor shared = NewActivation(backend_, t, c.hidden_size);  // [T, H]
   Mlp(w.shared, x, shared);
   backend_.Add(out, shared, out);
 }

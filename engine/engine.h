@@ -1,0 +1,149 @@
+// Engine: the serving loop. Thread-safe Submit and Abort from any thread; one engine thread runs
+// Scheduler::Schedule -> model Forward -> sampling -> stop checks -> output deltas, step after
+// step. Each request gets a RequestStream: a bounded queue of output deltas that the engine
+// thread fills and a consumer (a gRPC reactor, dsv3-generate) drains. The engine thread never
+// blocks on a consumer: when a stream's queue is full, new output is merged into its last queued
+// delta, so memory per request stays bounded by its own output.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "engine/sampling/sampler.h"
+#include "engine/sampling/sampling_params.h"
+#include "engine/scheduler/scheduler.h"
+
+namespace dsv3 {
+
+class DeepseekV3Model;
+class Tokenizer;
+
+struct EngineConfig {
+  int32_t block_size = 64;        // tokens per KV block
+  int64_t num_kv_blocks = 0;      // > 0: exactly this many blocks
+  int64_t kv_memory_bytes = 1ll << 30;  // used when num_kv_blocks == 0
+  SchedulerConfig scheduler;
+  int32_t max_queued_requests = 1024;  // waiting requests; Submit beyond: RESOURCE_EXHAUSTED
+  int64_t max_queued_tokens = 1 << 20;  // prompt tokens of waiting requests; beyond: same
+  int32_t stream_queue_capacity = 64;   // deltas per request before merging
+
+  // InvalidArgument naming the field.
+  absl::Status Validate() const;
+};
+
+struct EngineRequest {
+  std::string request_id;  // for logs; the engine assigns its own numeric id
+  std::vector<int32_t> prompt_ids;
+  SamplingParams sampling;
+  bool detokenize = true;  // produce text deltas (ignored when no tokenizer is loaded)
+  bool skip_special_tokens = true;
+};
+
+enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
+const char* FinishReasonName(FinishReason reason);  // "stop", "length", "abort", "error"
+
+struct OutputDelta {
+  std::vector<int32_t> token_ids;
+  std::string text;  // never ends inside a UTF-8 character; stop strings are never included
+  std::vector<float> logprobs;                       // one per token, when requested
+  std::vector<std::vector<TokenLogprob>> top_logprobs;  // one list per token, when requested
+  FinishReason finish_reason = FinishReason::kNone;  // set on the last delta only
+  std::string error;                                 // kError: what went wrong
+  // Set on the last delta:
+  int32_t prompt_tokens = 0;
+  int32_t completion_tokens = 0;
+  int32_t cached_tokens = 0;  // prompt tokens served from the prefix cache
+  double time_to_first_token_s = 0;
+  double time_per_output_token_s = 0;  // mean over the tokens after the first
+
+  bool finished() const { return finish_reason != FinishReason::kNone; }
+};
+
+// The consumer side of one request. Thread-safe.
+class RequestStream {
+ public:
+  explicit RequestStream(int64_t id, int32_t capacity) : id_(id), capacity_(capacity) {}
+  int64_t id() const { return id_; }
+
+  // The next delta, waiting up to `timeout`; nullopt on timeout. After the delta with a finish
+  // reason, returns nullopt at once.
+  std::optional<OutputDelta> Next(absl::Duration timeout = absl::InfiniteDuration());
+  std::optional<OutputDelta> TryNext() { return Next(absl::ZeroDuration()); }
+  // `notify` runs on the engine thread whenever a delta is pushed (keep it short, never block).
+  void SetNotify(std::function<void()> notify);
+
+  // Engine side.
+  void Push(OutputDelta delta);
+
+ private:
+  const int64_t id_;
+  const int32_t capacity_;
+  absl::Mutex mu_;
+  std::deque<OutputDelta> queue_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;  // the final delta was taken
+  std::function<void()> notify_ ABSL_GUARDED_BY(mu_);
+};
+
+struct EngineStats {
+  int32_t queued_requests = 0;
+  int32_t running_sequences = 0;
+  int64_t kv_blocks_total = 0;
+  int64_t kv_blocks_used = 0;    // held by sequences
+  int64_t kv_blocks_free = 0;    // free list plus evictable cached blocks
+  int64_t kv_blocks_cached = 0;  // in the prefix cache
+  int64_t prefix_cache_queries = 0;
+  int64_t prefix_cache_hits = 0;
+  int64_t preemptions = 0;
+  int64_t generated_tokens = 0;
+  int64_t prompt_tokens = 0;
+  int64_t finished_requests = 0;
+  int64_t aborted_requests = 0;
+  int64_t steps = 0;
+  double ttft_seconds_sum = 0;  // over finished requests with a first token
+  int64_t ttft_count = 0;
+  double tpot_seconds_sum = 0;  // over output tokens after the first
+  int64_t tpot_count = 0;
+};
+
+class Engine {
+ public:
+  // `model` (and `tokenizer`, which may be null) must outlive the engine. Starts the engine
+  // thread. Fails when the config is invalid or the KV pool cannot hold one block per layer.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(DeepseekV3Model& model,
+                                                        const Tokenizer* tokenizer,
+                                                        const EngineConfig& config);
+  ~Engine();  // Shutdown()
+
+  // Validates (sampling parameters, token ids inside the vocabulary, prompt not empty, prompt +
+  // max_tokens within the context and the KV pool) and queues the request. InvalidArgument names
+  // the problem; ResourceExhausted when the queue limits are reached; FailedPrecondition after
+  // Shutdown.
+  absl::StatusOr<std::shared_ptr<RequestStream>> Submit(EngineRequest request);
+  // Ends the request at its next step boundary with finish reason abort, releasing its blocks.
+  // Unknown or finished ids are ignored.
+  void Abort(int64_t id);
+  // Stops admitting, aborts every request, joins the engine thread. Idempotent.
+  void Shutdown();
+
+  EngineStats Stats() const;
+  const EngineConfig& config() const;
+  int64_t max_context() const;  // longest prompt + output a request may have
+
+ private:
+  class Impl;
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dsv3
