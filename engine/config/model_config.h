@@ -80,7 +80,12 @@ struct ModelConfig {
   // Softmax scale: qk_head_dim^-0.5 times mscale(factor, mscale_all_dim)^2 for YaRN.
   double softmax_scale() const;
 
-  // Parses and validates config.json text; `source` names the file in error messages.
+  // Parses and validates config.json text; `source` names the file in error messages, which
+  // also name the field ("rope_scaling.factor"). Shape-defining fields are required (q_lora_rank
+  // and n_routed_experts may be null: no q LoRA, all layers dense); the others default as in
+  // transformers' DeepseekV3Config (n_group 8, topk_group 4, first_k_dense_replace 3, ...), with
+  // a null n_group/topk_group meaning one group. rope_parameters (transformers 5) is read in
+  // place of rope_scaling when present, including its rope_theta.
   static absl::StatusOr<ModelConfig> FromJson(const std::string& json_text,
                                               const std::string& source = "config.json");
   // Reads <model_dir>/config.json.

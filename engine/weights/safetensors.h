@@ -26,7 +26,9 @@ struct SafetensorsEntry {
 class SafetensorsFile {
  public:
   // Maps `path` read-only and validates the header: JSON well-formed, known dtypes, shapes of
-  // non-negative dims, end - begin == numel * dtype size, ranges inside the file, no overlaps.
+  // non-negative dims (at most kMaxDims), end - begin == numel * dtype size with no overflow,
+  // ranges inside the file, no overlaps, __metadata__ values strings. Errors read
+  // "<path>: <what>" or "<path>: tensor '<name>': <what>".
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
@@ -37,6 +39,7 @@ class SafetensorsFile {
   const std::vector<SafetensorsEntry>& entries() const { return entries_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   // A host view of the entry's bytes inside the mapping (read-only memory: never write to it).
+  // The format does not align tensors: data may be misaligned for its dtype (copy with memcpy).
   TensorView View(const SafetensorsEntry& entry) const;
 
  private:
