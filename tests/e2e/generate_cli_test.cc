@@ -57,6 +57,32 @@ TEST(GenerateCliTest, LogitsOutWritesEveryPromptPosition) {
   EXPECT_EQ(logits->shape, (std::vector<int64_t>{static_cast<int64_t>(prompts[2].size()), 1024}));
 }
 
+// Every prompt of the fixture in one file, through a pool so small that sequences are preempted:
+// the outputs are still transformers' greedy continuations, in file order.
+TEST(GenerateCliTest, PromptsFileWithPreemptionMatchesTheReference) {
+  TempDir dir;
+  const auto ref = Reference("tiny");
+  const auto prompts = ref["prompts"].get<std::vector<std::vector<int32_t>>>();
+  const auto want = ref["continuations"].get<std::vector<std::vector<int32_t>>>();
+  std::ofstream(dir.file("prompts.txt")) << [&] {
+    std::string text;
+    for (const auto& p : prompts) text += Ids(p) + "\n";
+    return text;
+  }();
+  const CommandResult r = RunCommand(Generate(
+      "--model " + TestDataPath("fixtures/tiny-fp8") + " --prompts-file " +
+      dir.file("prompts.txt") + " --max-new-tokens 16 --kv-blocks 24 --block-size 16" +
+      " --max-batched-tokens 32 --stats"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string expected;
+  for (const auto& c : want) expected += absl::StrJoin(c, " ") + "\n";
+  EXPECT_EQ(r.out, expected);
+  const std::string stats_line = r.err.substr(r.err.rfind('{'));
+  const auto stats = nlohmann::json::parse(stats_line);
+  EXPECT_GT(stats["preemptions"].get<int>(), 0) << stats_line;
+  EXPECT_EQ(stats["kv_blocks_used"].get<int>(), 0);
+}
+
 // A copy of a fixture with one shard cut short.
 TEST(GenerateCliTest, TruncatedShardFailsWithTheFileName) {
   TempDir dir;

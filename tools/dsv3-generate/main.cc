@@ -1,13 +1,17 @@
 // dsv3-generate: offline generation from token ids on the CPU backend.
 //
-//   dsv3-generate --model DIR --prompt-ids 1,2,3 [--prompt-ids 4,5] --max-new-tokens N
-//                 [--logits-out FILE.npy]
+//   dsv3-generate --model DIR --prompt-ids 1,2,3 [--prompt-ids 4,5] [--prompts-file F]
+//                 --max-new-tokens N [--logits-out FILE.npy] [sampling and engine flags]
 //
-// stdout: one line per prompt, the generated token ids separated by spaces. Logs go to stderr.
-// --logits-out writes the float32 logits of every prompt position from one prefill, [T, V].
+// Every prompt is submitted at once to the engine (continuous batching, paged KV cache).
+// stdout: one line per prompt, in order, the generated token ids separated by spaces.
+// Logs and --stats go to stderr. --logits-out writes the float32 logits of every prompt position
+// from one prefill, [T, V]. Greedy unless --temperature > 0.
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -16,8 +20,10 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "engine/backend/cpu/cpu_backend.h"
+#include "engine/engine.h"
 #include "engine/model/model.h"
 #include "engine/util/npy.h"
+#include "nlohmann/json.hpp"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
@@ -42,25 +48,70 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text, int64_t v
   return ids;
 }
 
-int32_t Argmax(const float* v, int64_t n) {
-  int64_t best = 0;
-  for (int64_t i = 1; i < n; ++i) {
-    if (v[i] > v[best]) best = i;
-  }
-  return static_cast<int32_t>(best);
-}
-
 struct Options {
   std::string model;
   std::vector<std::string> prompt_ids;
+  std::string prompts_file;
   int max_new_tokens = 16;
   std::string logits_out;
   int threads = 0;
-  bool ignore_eos = false;
   std::string mla_mode = "auto";
+  int64_t kv_blocks = 0;
+  int64_t kv_memory_mb = 1024;
+  int block_size = 64;
+  int max_batched_tokens = 8192;
+  int max_running_seqs = 0;  // 0: min(256, max_batched_tokens)
+  bool stats = false;
+  SamplingParams sampling;
+  int64_t seed = -1;
 };
 
-int Run(const Options& opt) {
+absl::StatusOr<std::vector<std::string>> ReadPromptLines(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError("--prompts-file: cannot open " + path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (!line.empty()) lines.push_back(line);
+  }
+  return lines;
+}
+
+// The logits of every position of `prompt` from one prefill, written as [T, V] float32 .npy.
+absl::Status WritePromptLogits(DeepseekV3Model& model, Backend& backend,
+                               const std::vector<int32_t>& prompt, MlaMode mode,
+                               const std::string& path) {
+  constexpr int32_t kBlockSize = 64;
+  const int32_t n = static_cast<int32_t>(prompt.size());
+  const int32_t num_blocks = (n + kBlockSize - 1) / kBlockSize;
+  KvCache cache(backend, model.config(), num_blocks, kBlockSize);
+  ForwardBatch batch;
+  batch.token_ids = prompt;
+  SequenceSlice seq{0, n, 0, {}};
+  for (int32_t b = 0; b < num_blocks; ++b) seq.block_table.push_back(b);
+  batch.sequences.push_back(std::move(seq));
+  for (int32_t r = 0; r < n; ++r) batch.logits_rows.push_back(r);
+  std::vector<float> logits;
+  model.Forward(batch, cache, logits, mode);
+  return WriteNpyF32(path, {n, model.config().vocab_size}, logits.data());
+}
+
+std::string StatsJson(const EngineStats& s) {
+  nlohmann::json j = {
+      {"preemptions", s.preemptions},         {"generated_tokens", s.generated_tokens},
+      {"prompt_tokens", s.prompt_tokens},     {"finished_requests", s.finished_requests},
+      {"aborted_requests", s.aborted_requests}, {"steps", s.steps},
+      {"queued_requests", s.queued_requests}, {"running_sequences", s.running_sequences},
+      {"kv_blocks_total", s.kv_blocks_total}, {"kv_blocks_used", s.kv_blocks_used},
+      {"kv_blocks_free", s.kv_blocks_free},   {"kv_blocks_cached", s.kv_blocks_cached},
+      {"prefix_cache_queries", s.prefix_cache_queries},
+      {"prefix_cache_hits", s.prefix_cache_hits},
+      {"mean_ttft_s", s.ttft_count ? s.ttft_seconds_sum / s.ttft_count : 0.0},
+      {"mean_tpot_s", s.tpot_count ? s.tpot_seconds_sum / s.tpot_count : 0.0}};
+  return j.dump();
+}
+
+int Run(Options opt) {
   CpuBackend backend(opt.threads);
   auto model = DeepseekV3Model::Load(opt.model, backend);
   if (!model.ok()) {
@@ -71,8 +122,21 @@ int Run(const Options& opt) {
   const MlaMode mode = opt.mla_mode == "naive"      ? MlaMode::kNaive
                        : opt.mla_mode == "absorbed" ? MlaMode::kAbsorbed
                                                     : MlaMode::kAuto;
+  std::vector<std::string> texts = opt.prompt_ids;
+  if (!opt.prompts_file.empty()) {
+    auto lines = ReadPromptLines(opt.prompts_file);
+    if (!lines.ok()) {
+      spdlog::error("{}", std::string(lines.status().message()));
+      return 2;
+    }
+    texts.insert(texts.end(), lines->begin(), lines->end());
+  }
+  if (texts.empty()) {
+    spdlog::error("no prompts: give --prompt-ids or --prompts-file");
+    return 2;
+  }
   std::vector<std::vector<int32_t>> prompts;
-  for (const auto& text : opt.prompt_ids) {
+  for (const auto& text : texts) {
     auto ids = ParseIds(text, config.vocab_size);
     if (!ids.ok()) {
       spdlog::error("{}", std::string(ids.status().message()));
@@ -80,60 +144,70 @@ int Run(const Options& opt) {
     }
     prompts.push_back(*std::move(ids));
   }
-  if (!opt.logits_out.empty() && prompts.size() != 1) {
-    spdlog::error("--logits-out needs exactly one --prompt-ids");
-    return 2;
+  if (!opt.logits_out.empty()) {
+    if (prompts.size() != 1) {
+      spdlog::error("--logits-out needs exactly one prompt");
+      return 2;
+    }
+    auto s = WritePromptLogits(**model, backend, prompts[0], mode, opt.logits_out);
+    if (!s.ok()) {
+      spdlog::error("{}", std::string(s.message()));
+      return 1;
+    }
+  }
+  if (opt.max_new_tokens == 0) {
+    for (size_t i = 0; i < prompts.size(); ++i) std::cout << "\n";
+    return 0;
   }
 
-  constexpr int32_t kBlockSize = 64;
-  for (const auto& prompt : prompts) {
-    // One sequence at a time in a cache of contiguous blocks.
-    const int64_t total = static_cast<int64_t>(prompt.size()) + opt.max_new_tokens;
-    const int64_t num_blocks = (total + kBlockSize - 1) / kBlockSize;
-    KvCache cache(backend, config, num_blocks, kBlockSize);
-    std::vector<int32_t> table(num_blocks);
-    for (int64_t b = 0; b < num_blocks; ++b) table[b] = static_cast<int32_t>(b);
-
-    ForwardBatch batch;
-    batch.token_ids = prompt;
-    batch.sequences.push_back({0, static_cast<int32_t>(prompt.size()), 0, table});
-    const bool all_rows = !opt.logits_out.empty();
-    for (int32_t r = all_rows ? 0 : static_cast<int32_t>(prompt.size()) - 1;
-         r < static_cast<int32_t>(prompt.size()); ++r) {
-      batch.logits_rows.push_back(r);
+  EngineConfig ec;
+  ec.block_size = opt.block_size;
+  ec.num_kv_blocks = opt.kv_blocks;
+  ec.kv_memory_bytes = opt.kv_memory_mb << 20;
+  ec.scheduler.max_batched_tokens = opt.max_batched_tokens;
+  // Unless given, seats never exceed the step budget (every running sequence decodes each step).
+  ec.scheduler.max_running_seqs =
+      opt.max_running_seqs > 0 ? opt.max_running_seqs : std::min(256, opt.max_batched_tokens);
+  ec.max_queued_requests = std::max<int32_t>(ec.max_queued_requests, prompts.size());
+  ec.max_queued_tokens = std::numeric_limits<int32_t>::max();
+  auto engine = Engine::Create(**model, /*tokenizer=*/nullptr, ec);
+  if (!engine.ok()) {
+    spdlog::error("{}", std::string(engine.status().message()));
+    return 2;
+  }
+  opt.sampling.max_tokens = opt.max_new_tokens;
+  if (opt.seed >= 0) opt.sampling.seed = static_cast<uint64_t>(opt.seed);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EngineRequest request;
+    request.request_id = "prompt-" + std::to_string(i);
+    request.prompt_ids = prompts[i];
+    request.sampling = opt.sampling;
+    request.detokenize = false;
+    auto stream = (*engine)->Submit(std::move(request));
+    if (!stream.ok()) {
+      spdlog::error("prompt {}: {}", i, std::string(stream.status().message()));
+      return 2;
     }
-    std::vector<float> logits;
-    (*model)->Forward(batch, cache, logits, mode);
-    if (all_rows) {
-      auto status = WriteNpyF32(opt.logits_out,
-                                {static_cast<int64_t>(prompt.size()), config.vocab_size},
-                                logits.data());
-      if (!status.ok()) {
-        spdlog::error("{}", std::string(status.message()));
-        return 1;
-      }
-    }
+    streams.push_back(*std::move(stream));
+  }
+  int rc = 0;
+  for (size_t i = 0; i < streams.size(); ++i) {
     std::vector<int32_t> generated;
-    int32_t context = static_cast<int32_t>(prompt.size());
-    const float* last = logits.data() + (batch.logits_rows.size() - 1) * config.vocab_size;
-    int32_t next = Argmax(last, config.vocab_size);
-    while (static_cast<int>(generated.size()) < opt.max_new_tokens) {
-      generated.push_back(next);
-      const bool eos = std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), next) !=
-                       config.eos_token_ids.end();
-      if ((eos && !opt.ignore_eos) || static_cast<int>(generated.size()) == opt.max_new_tokens) break;
-      ForwardBatch step;
-      step.token_ids = {next};
-      step.sequences.push_back({0, 1, context, table});
-      step.logits_rows = {0};
-      (*model)->Forward(step, cache, logits, mode);
-      ++context;
-      next = Argmax(logits.data(), config.vocab_size);
+    while (auto delta = streams[i]->Next()) {
+      generated.insert(generated.end(), delta->token_ids.begin(), delta->token_ids.end());
+      if (delta->finish_reason == FinishReason::kError) {
+        spdlog::error("prompt {}: {}", i, delta->error);
+        rc = 1;
+      }
     }
     std::cout << absl::StrJoin(generated, " ") << "\n";
   }
   std::cout.flush();
-  return 0;
+  const EngineStats stats = (*engine)->Stats();
+  (*engine)->Shutdown();
+  if (opt.stats) std::cerr << StatsJson(stats) << std::endl;
+  return rc;
 }
 
 }  // namespace
@@ -142,18 +216,37 @@ int Run(const Options& opt) {
 int main(int argc, char** argv) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("dsv3"));
   dsv3::Options opt;
+  opt.sampling.temperature = 0.0f;  // greedy unless asked otherwise
   CLI::App app{"dsv3-generate: offline DeepSeek-V3 generation from token ids"};
   app.add_option("--model", opt.model, "model directory (config.json + safetensors)")->required();
-  app.add_option("--prompt-ids", opt.prompt_ids, "comma-separated token ids; repeat for more prompts")
-      ->required();
+  app.add_option("--prompt-ids", opt.prompt_ids, "comma-separated token ids; repeat for more prompts");
+  app.add_option("--prompts-file", opt.prompts_file,
+                 "one prompt per line as comma-separated ids, all submitted at once");
   app.add_option("--max-new-tokens", opt.max_new_tokens, "tokens to generate per prompt")
       ->check(CLI::Range(0, 1 << 20));
   app.add_option("--logits-out", opt.logits_out,
                  "write the prompt's logits [T, V] as float32 .npy (one prompt only)");
   app.add_option("--threads", opt.threads, "CPU threads (0: all)");
-  app.add_flag("--ignore-eos", opt.ignore_eos, "keep generating after an end-of-sequence token");
-  app.add_option("--mla-mode", opt.mla_mode, "auto, naive or absorbed")
+  app.add_option("--mla-mode", opt.mla_mode, "MLA form for --logits-out: auto, naive or absorbed")
       ->check(CLI::IsMember({"auto", "naive", "absorbed"}));
+  app.add_option("--kv-blocks", opt.kv_blocks, "KV cache blocks (0: from --kv-memory-mb)");
+  app.add_option("--kv-memory-mb", opt.kv_memory_mb, "KV cache budget when --kv-blocks is 0");
+  app.add_option("--block-size", opt.block_size, "tokens per KV block");
+  app.add_option("--max-batched-tokens", opt.max_batched_tokens, "new tokens per engine step");
+  app.add_option("--max-running-seqs", opt.max_running_seqs,
+                 "sequences running at once (0: min(256, --max-batched-tokens))");
+  app.add_option("--temperature", opt.sampling.temperature, "0: greedy");
+  app.add_option("--top-p", opt.sampling.top_p);
+  app.add_option("--top-k", opt.sampling.top_k);
+  app.add_option("--min-p", opt.sampling.min_p);
+  app.add_option("--repetition-penalty", opt.sampling.repetition_penalty);
+  app.add_option("--presence-penalty", opt.sampling.presence_penalty);
+  app.add_option("--frequency-penalty", opt.sampling.frequency_penalty);
+  app.add_option("--min-tokens", opt.sampling.min_tokens);
+  app.add_option("--stop-token-ids", opt.sampling.stop_token_ids, "extra stop token ids")->delimiter(',');
+  app.add_option("--seed", opt.seed, "per-request seed (the same for every prompt)");
+  app.add_flag("--ignore-eos", opt.sampling.ignore_eos, "keep generating after an end-of-sequence token");
+  app.add_flag("--stats", opt.stats, "print the engine counters as one JSON object on stderr");
   CLI11_PARSE(app, argc, argv);
-  return dsv3::Run(opt);
+  return dsv3::Run(std::move(opt));
 }

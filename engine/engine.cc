@@ -1,0 +1,397 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "engine/model/kv_cache.h"
+#include "engine/model/model.h"
+#include "engine/sampling/stop_checker.h"
+#include "engine/tokenizer/detokenizer.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "spdlog/spdlog.h"
+
+namespace dsv3 {
+
+absl::Status EngineConfig::Validate() const {
+  if (block_size < 1) return absl::InvalidArgumentError("block_size must be >= 1");
+  if (num_kv_blocks < 0) return absl::InvalidArgumentError("num_kv_blocks must be >= 0");
+  if (num_kv_blocks == 0 && kv_memory_bytes <= 0) {
+    return absl::InvalidArgumentError("kv_memory_bytes must be > 0 when num_kv_blocks is 0");
+  }
+  if (max_queued_requests < 1) return absl::InvalidArgumentError("max_queued_requests must be >= 1");
+  if (max_queued_tokens < 1) return absl::InvalidArgumentError("max_queued_tokens must be >= 1");
+  if (stream_queue_capacity < 1) {
+    return absl::InvalidArgumentError("stream_queue_capacity must be >= 1");
+  }
+  return scheduler.Validate();
+}
+
+namespace {
+
+std::vector<int32_t> EosIds(const ModelConfig& config) {
+  return std::vector<int32_t>(config.eos_token_ids.begin(), config.eos_token_ids.end());
+}
+
+}  // namespace
+
+// Everything the engine keeps for one request between Submit and its last delta.
+struct ActiveRequest {
+  ActiveRequest(int64_t id, EngineRequest req, std::shared_ptr<RequestStream> stream,
+                uint64_t seed, std::vector<int32_t> eos_ids, const Tokenizer* tokenizer)
+      : id(id),
+        request(std::move(req)),
+        stream(std::move(stream)),
+        sampling_state(seed, request.prompt_ids),
+        stop(request.sampling, std::move(eos_ids)),
+        arrival(absl::Now()) {
+    if (tokenizer != nullptr && request.detokenize) {
+      detokenizer = std::make_unique<IncrementalDetokenizer>(*tokenizer,
+                                                             request.skip_special_tokens);
+    }
+  }
+
+  int64_t id;
+  EngineRequest request;
+  std::shared_ptr<RequestStream> stream;
+  SequenceSamplingState sampling_state;
+  StopChecker stop;
+  std::unique_ptr<IncrementalDetokenizer> detokenizer;
+  absl::Time arrival;
+  absl::Time first_token;
+  absl::Time last_token;
+  int32_t cached_tokens = -1;  // known when first scheduled
+  int32_t num_output = 0;
+};
+
+class Engine::Impl {
+ public:
+  Impl(DeepseekV3Model& model, const Tokenizer* tokenizer, const EngineConfig& config,
+       int32_t num_blocks)
+      : model_(model),
+        tokenizer_(tokenizer),
+        config_(config),
+        cache_(model.backend(), model.config(), num_blocks, config.block_size),
+        pool_(num_blocks, config.block_size),
+        scheduler_(config.scheduler, pool_),
+        sampler_(EosIds(model.config())) {
+    max_context_ = std::min<int64_t>(model.config().max_position_embeddings,
+                                     static_cast<int64_t>(num_blocks) * config.block_size);
+    stats_.kv_blocks_total = num_blocks;
+    stats_.kv_blocks_free = num_blocks;
+    thread_ = std::thread([this] { Loop(); });
+  }
+
+  ~Impl() { Shutdown(); }
+
+  absl::StatusOr<std::shared_ptr<RequestStream>> Submit(EngineRequest request) {
+    if (auto s = request.sampling.Validate(); !s.ok()) return s;
+    const int64_t vocab = model_.config().vocab_size;
+    const int64_t n = static_cast<int64_t>(request.prompt_ids.size());
+    if (n == 0) return absl::InvalidArgumentError("prompt is empty");
+    for (size_t i = 0; i < request.prompt_ids.size(); ++i) {
+      const int32_t id = request.prompt_ids[i];
+      if (id < 0 || id >= vocab) {
+        return absl::InvalidArgumentError(absl::StrCat("prompt token ", i, " is ", id,
+                                                       ", outside the vocabulary [0, ", vocab, ")"));
+      }
+    }
+    for (int32_t id : request.sampling.stop_token_ids) {
+      if (id < 0 || id >= vocab) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("stop_token_ids: ", id, " is outside the vocabulary [0, ", vocab, ")"));
+      }
+    }
+    if (n + request.sampling.max_tokens > max_context_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "prompt (", n, " tokens) plus max_tokens (", request.sampling.max_tokens,
+          ") exceeds the context limit of ", max_context_, " tokens"));
+    }
+    if (!request.sampling.stop.empty() && tokenizer_ == nullptr) {
+      return absl::FailedPreconditionError("stop strings need a tokenizer; none is loaded");
+    }
+    const uint64_t seed = request.sampling.seed.value_or(SequenceSamplingState::RandomSeed());
+
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::FailedPreconditionError("the engine is shutting down");
+    if (queued_requests_ >= config_.max_queued_requests) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "too many queued requests (limit ", config_.max_queued_requests, ")"));
+    }
+    if (queued_tokens_ + n > config_.max_queued_tokens) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "too many queued prompt tokens (limit ", config_.max_queued_tokens, ")"));
+    }
+    const int64_t id = next_id_++;
+    auto stream = std::make_shared<RequestStream>(id, config_.stream_queue_capacity);
+    incoming_.push_back(std::make_unique<ActiveRequest>(
+        id, std::move(request), stream, seed, EosIds(model_.config()), tokenizer_));
+    ++queued_requests_;
+    queued_tokens_ += n;
+    return stream;
+  }
+
+  void Abort(int64_t id) {
+    absl::MutexLock lock(&mu_);
+    aborts_.push_back(id);
+  }
+
+  void Shutdown() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_ && !thread_.joinable()) return;
+      stopping_ = true;
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+  EngineStats Stats() const {
+    absl::MutexLock lock(&mu_);
+    EngineStats s = stats_;
+    s.queued_requests = queued_requests_;
+    return s;
+  }
+
+  const EngineConfig& config() const { return config_; }
+  int64_t max_context() const { return max_context_; }
+
+ private:
+  // Takes what arrived since the last step. Returns false when the engine must stop.
+  bool TakeInput(std::vector<std::unique_ptr<ActiveRequest>>& incoming,
+                 std::vector<int64_t>& aborts) {
+    absl::MutexLock lock(&mu_);
+    const auto has_input = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+      return stopping_ || !incoming_.empty() || !aborts_.empty();
+    };
+    if (!scheduler_.HasWork()) mu_.Await(absl::Condition(&has_input));
+    for (auto& r : incoming_) incoming.push_back(std::move(r));
+    incoming_.clear();
+    aborts.swap(aborts_);
+    return !stopping_;
+  }
+
+  void Loop() {
+    std::vector<float> logits;
+    while (true) {
+      std::vector<std::unique_ptr<ActiveRequest>> incoming;
+      std::vector<int64_t> aborts;
+      const bool running = TakeInput(incoming, aborts);
+      for (auto& r : incoming) Admit(std::move(r));
+      for (int64_t id : aborts) End(id, FinishReason::kAbort, "");
+      if (!running) {
+        std::vector<int64_t> ids;
+        for (const auto& [id, r] : active_) ids.push_back(id);
+        for (int64_t id : ids) End(id, FinishReason::kAbort, "");
+      } else {
+        Step(logits);
+      }
+      // Final deltas go out only after the stats that account for them: a consumer that sees
+      // its request end also sees its blocks returned.
+      PublishStats();
+      for (auto& [stream, delta] : final_deltas_) stream->Push(std::move(delta));
+      final_deltas_.clear();
+      if (!running) return;
+    }
+  }
+
+  void Admit(std::unique_ptr<ActiveRequest> r) {
+    const int64_t id = r->id;
+    const auto& prompt = r->request.prompt_ids;
+    absl::Status s = scheduler_.AddSequence(id, prompt, r->request.sampling.max_tokens);
+    {
+      absl::MutexLock lock(&mu_);
+      --queued_requests_;
+      queued_tokens_ -= static_cast<int64_t>(prompt.size());
+    }
+    active_[id] = std::move(r);
+    if (!s.ok()) End(id, FinishReason::kError, std::string(s.message()));
+  }
+
+  void Step(std::vector<float>& logits) {
+    const StepPlan plan = scheduler_.Schedule();
+    if (plan.empty()) return;
+    const ForwardBatch batch = plan.ToForwardBatch();
+    model_.Forward(batch, cache_, logits);
+    ++steps_;
+
+    const int64_t vocab = model_.config().vocab_size;
+    std::vector<int32_t> sampled;
+    std::vector<std::pair<ActiveRequest*, SampledToken>> outputs;
+    size_t row = 0;
+    for (const ScheduledSequence& entry : plan.sequences) {
+      auto it = active_.find(entry.id);
+      ActiveRequest* r = it == active_.end() ? nullptr : it->second.get();
+      if (r != nullptr && r->cached_tokens < 0) r->cached_tokens = entry.context_begin;
+      if (!entry.sample) continue;
+      const float* row_logits = logits.data() + row++ * vocab;
+      if (r == nullptr) {
+        sampled.push_back(0);  // aborted during the step; CommitStep skips it
+        continue;
+      }
+      SampledToken t = sampler_.Sample(absl::MakeConstSpan(row_logits, vocab),
+                                       r->request.sampling, r->sampling_state);
+      sampled.push_back(t.token);
+      outputs.emplace_back(r, std::move(t));
+    }
+    scheduler_.CommitStep(plan, sampled);
+    for (auto& [r, token] : outputs) Emit(*r, token);
+  }
+
+  // Sends one new token of `r` and ends the request when a stop condition is met.
+  void Emit(ActiveRequest& r, const SampledToken& t) {
+    const absl::Time now = absl::Now();
+    if (r.num_output++ == 0) r.first_token = now;
+    r.last_token = now;
+    ++generated_tokens_;
+    std::string text = r.detokenizer ? r.detokenizer->Push(t.token) : std::string();
+    StopUpdate update = r.stop.Append(t.token, text);
+    OutputDelta delta;
+    delta.token_ids.push_back(t.token);
+    delta.text = std::move(update.text);
+    if (r.request.sampling.logprobs > 0) {
+      delta.logprobs.push_back(t.logprob);
+      delta.top_logprobs.push_back(t.top_logprobs);
+    }
+    if (!update.finished()) {
+      r.stream->Push(std::move(delta));
+      return;
+    }
+    if (update.reason != StopReason::kStopString && r.detokenizer) {
+      delta.text += r.detokenizer->Flush();  // bytes of an unfinished character, if any
+    }
+    const FinishReason reason =
+        update.reason == StopReason::kMaxTokens ? FinishReason::kLength : FinishReason::kStop;
+    Finish(r, reason, "", std::move(delta));
+    (void)scheduler_.Finish(r.id);
+    active_.erase(r.id);
+  }
+
+  // Ends request `id` (abort or error) if it is still active.
+  void End(int64_t id, FinishReason reason, const std::string& error) {
+    auto it = active_.find(id);
+    if (it == active_.end()) return;
+    (void)scheduler_.Abort(id);
+    Finish(*it->second, reason, error, OutputDelta{});
+    active_.erase(it);
+  }
+
+  // Fills the final fields of `delta` and pushes it.
+  void Finish(ActiveRequest& r, FinishReason reason, const std::string& error, OutputDelta delta) {
+    delta.finish_reason = reason;
+    delta.error = error;
+    delta.prompt_tokens = static_cast<int32_t>(r.request.prompt_ids.size());
+    delta.completion_tokens = r.num_output;
+    delta.cached_tokens = std::max(r.cached_tokens, 0);
+    if (r.num_output > 0) {
+      delta.time_to_first_token_s = absl::ToDoubleSeconds(r.first_token - r.arrival);
+      ttft_sum_ += delta.time_to_first_token_s;
+      ++ttft_count_;
+    }
+    if (r.num_output > 1) {
+      const double span = absl::ToDoubleSeconds(r.last_token - r.first_token);
+      delta.time_per_output_token_s = span / (r.num_output - 1);
+      tpot_sum_ += span;
+      tpot_count_ += r.num_output - 1;
+    }
+    prompt_tokens_ += delta.prompt_tokens;
+    if (reason == FinishReason::kAbort) {
+      ++aborted_;
+    } else {
+      ++finished_;
+    }
+    if (reason == FinishReason::kError) {
+      spdlog::warn("request {} failed: {}", r.request.request_id, error);
+    }
+    final_deltas_.emplace_back(r.stream, std::move(delta));
+  }
+
+  void PublishStats() {
+    const BlockPoolStats pool = pool_.stats();
+    const SchedulerStats sched = scheduler_.stats();
+    absl::MutexLock lock(&mu_);
+    stats_.running_sequences = sched.num_running;
+    stats_.kv_blocks_total = pool.num_blocks;
+    stats_.kv_blocks_used = pool.num_used;
+    stats_.kv_blocks_free = pool.num_free + pool.num_evictable;
+    stats_.kv_blocks_cached = pool.num_cached;
+    stats_.prefix_cache_queries = pool.prefix_queried_blocks;
+    stats_.prefix_cache_hits = pool.prefix_hit_blocks;
+    stats_.preemptions = sched.num_preemptions;
+    stats_.generated_tokens = generated_tokens_;
+    stats_.prompt_tokens = prompt_tokens_;
+    stats_.finished_requests = finished_;
+    stats_.aborted_requests = aborted_;
+    stats_.steps = steps_;
+    stats_.ttft_seconds_sum = ttft_sum_;
+    stats_.ttft_count = ttft_count_;
+    stats_.tpot_seconds_sum = tpot_sum_;
+    stats_.tpot_count = tpot_count_;
+  }
+
+  DeepseekV3Model& model_;
+  const Tokenizer* tokenizer_;
+  const EngineConfig config_;
+  int64_t max_context_ = 0;
+
+  // Engine-thread state.
+  KvCache cache_;
+  BlockPool pool_;
+  Scheduler scheduler_;
+  Sampler sampler_;
+  absl::flat_hash_map<int64_t, std::unique_ptr<ActiveRequest>> active_;
+  // Last deltas of the requests that ended in this iteration, pushed after PublishStats.
+  std::vector<std::pair<std::shared_ptr<RequestStream>, OutputDelta>> final_deltas_;
+  int64_t generated_tokens_ = 0, prompt_tokens_ = 0, finished_ = 0, aborted_ = 0, steps_ = 0;
+  double ttft_sum_ = 0, tpot_sum_ = 0;
+  int64_t ttft_count_ = 0, tpot_count_ = 0;
+
+  // Shared with submitting threads.
+  mutable absl::Mutex mu_;
+  std::vector<std::unique_ptr<ActiveRequest>> incoming_ ABSL_GUARDED_BY(mu_);
+  std::vector<int64_t> aborts_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  int32_t queued_requests_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t queued_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  EngineStats stats_ ABSL_GUARDED_BY(mu_);
+
+  std::thread thread_;
+};
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(DeepseekV3Model& model,
+                                                       const Tokenizer* tokenizer,
+                                                       const EngineConfig& config) {
+  if (auto s = config.Validate(); !s.ok()) return s;
+  const ModelConfig& mc = model.config();
+  int64_t num_blocks = config.num_kv_blocks;
+  if (num_blocks == 0) {
+    const int64_t bytes_per_token = KvCache::BytesPerBlock(mc, 1, model.backend().kv_cache_dtype()) /
+                                    mc.num_hidden_layers;
+    auto blocks = NumBlocksForBudget(config.kv_memory_bytes, config.block_size,
+                                     mc.num_hidden_layers, bytes_per_token);
+    if (!blocks.ok()) return blocks.status();
+    num_blocks = *blocks;
+  }
+  if (num_blocks > (int64_t{1} << 31) - 1) {
+    return absl::InvalidArgumentError("num_kv_blocks is too large for a block id");
+  }
+  spdlog::info("engine: {} KV blocks of {} tokens ({} tokens)", num_blocks, config.block_size,
+               num_blocks * config.block_size);
+  return std::unique_ptr<Engine>(new Engine(
+      std::make_unique<Impl>(model, tokenizer, config, static_cast<int32_t>(num_blocks))));
+}
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() { Shutdown(); }
+
+absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(EngineRequest request) {
+  return impl_->Submit(std::move(request));
+}
+void Engine::Abort(int64_t id) { impl_->Abort(id); }
+void Engine::Shutdown() { impl_->Shutdown(); }
+EngineStats Engine::Stats() const { return impl_->Stats(); }
+const EngineConfig& Engine::config() const { return impl_->config(); }
+int64_t Engine::max_context() const { return impl_->max_context(); }
+
+}  // namespace dsv3
