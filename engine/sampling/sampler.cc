@@ -27,12 +27,12 @@ int32_t Argmax(absl::Span<const float> logits) {
   return best;
 }
 
-// log(sum(exp(logits))), in double.
+// log(sum(exp(logits))): terms in float, their sum in double.
 double LogSumExp(absl::Span<const float> logits) {
   const float max = *std::max_element(logits.begin(), logits.end());
   if (!std::isfinite(max)) return max;
   double sum = 0;
-  for (float x : logits) sum += std::exp(static_cast<double>(x) - max);
+  for (float x : logits) sum += std::exp(x - max);
   return max + std::log(sum);
 }
 
@@ -93,66 +93,65 @@ SampledToken Sampler::Sample(absl::Span<const float> logits, const SamplingParam
 int32_t Sampler::Draw(const SamplingParams& params, double u) {
   // candidates_: the unmasked tokens with logits / temperature, in id order until sorted.
   candidates_.clear();
+  float max_logit = kMasked;
   for (int32_t i = 0; i < static_cast<int32_t>(logits_.size()); ++i) {
-    if (logits_[i] > kMasked) candidates_.push_back({logits_[i] / params.temperature, i});
+    if (logits_[i] > kMasked) {
+      candidates_.push_back({logits_[i] / params.temperature, i, 0.0});
+      max_logit = std::max(max_logit, candidates_.back().logit);
+    }
   }
   if (candidates_.empty()) return 0;  // all masked; Sample falls back to the raw argmax
   const auto better = [](const Candidate& a, const Candidate& b) {
     return Better(a.logit, a.token, b.logit, b.token);
   };
-  bool sorted = false;
+  size_t sorted_end = 0;  // candidates_[0, sorted_end) are the best ones, best first
   if (params.top_k > 0 && static_cast<size_t>(params.top_k) < candidates_.size()) {
     std::partial_sort(candidates_.begin(), candidates_.begin() + params.top_k, candidates_.end(),
                       better);
     candidates_.resize(params.top_k);
-    sorted = true;
-  }
-  if (params.top_p < 1.0f && !sorted) {
-    std::sort(candidates_.begin(), candidates_.end(), better);
-    sorted = true;
+    sorted_end = candidates_.size();
   }
 
   // Unnormalized probabilities relative to the most likely candidate (weight 1).
-  float max_logit = kMasked;
-  for (const Candidate& c : candidates_) max_logit = std::max(max_logit, c.logit);
-  weights_.resize(candidates_.size());
   double total = 0;
-  for (size_t i = 0; i < candidates_.size(); ++i) {
-    weights_[i] = std::exp(static_cast<double>(candidates_[i].logit) - max_logit);
-    total += weights_[i];
+  for (Candidate& c : candidates_) {
+    c.weight = std::exp(c.logit - max_logit);
+    total += c.weight;
   }
   if (params.top_p < 1.0f) {
-    // Keep the shortest prefix (best first) whose mass reaches top_p: token i stays while the
-    // mass before it is still short of top_p.
+    // Keep the shortest best-first prefix whose mass reaches top_p: token i stays while the mass
+    // before it is short of top_p. Top-p usually keeps few tokens of a large vocabulary, so the
+    // head is sorted in growing stretches rather than the whole vocabulary at once.
     const double target = params.top_p * total;
     double before = 0;
     size_t keep = 0;
-    while (keep < weights_.size() && before < target) before += weights_[keep++];
+    while (keep < candidates_.size() && before < target) {
+      if (keep == sorted_end) {
+        // Select the next best stretch (linear time), then sort only that stretch.
+        const auto begin = candidates_.begin() + sorted_end;
+        const size_t next = std::min(candidates_.size(), std::max<size_t>(64, 2 * sorted_end));
+        std::nth_element(begin, candidates_.begin() + next - 1, candidates_.end(), better);
+        std::sort(begin, candidates_.begin() + next, better);
+        sorted_end = next;
+      }
+      before += candidates_[keep++].weight;
+    }
     candidates_.resize(keep);
-    weights_.resize(keep);
     total = before;
   }
   if (params.min_p > 0.0f) {
     // The best candidate has weight 1, so min_p * top probability is min_p in weight units.
-    size_t kept = 0;
+    std::erase_if(candidates_, [&](const Candidate& c) { return c.weight < params.min_p; });
     total = 0;
-    for (size_t i = 0; i < candidates_.size(); ++i) {
-      if (weights_[i] >= params.min_p) {
-        candidates_[kept] = candidates_[i];
-        weights_[kept] = weights_[i];
-        total += weights_[kept++];
-      }
-    }
-    candidates_.resize(kept);
-    weights_.resize(kept);
+    for (const Candidate& c : candidates_) total += c.weight;
   }
 
   // Inverse CDF over the candidates in their current order.
   const double target = u * total;
   double cumulative = 0;
-  for (size_t i = 0; i < candidates_.size(); ++i) {
-    cumulative += weights_[i];
-    if (target < cumulative) return candidates_[i].token;
+  for (const Candidate& c : candidates_) {
+    cumulative += c.weight;
+    if (target < cumulative) return c.token;
   }
   return candidates_.back().token;
 }

@@ -76,8 +76,9 @@ class Sampler {
 
  private:
   struct Candidate {
-    float logit;
+    float logit;  // after penalties, masks and temperature
     int32_t token;
+    double weight;  // exp(logit - best logit): probability up to normalization
   };
 
   int32_t Draw(const SamplingParams& params, double u);
@@ -85,7 +86,6 @@ class Sampler {
   std::vector<int32_t> eos_token_ids_;
   std::vector<float> logits_;  // [vocab] penalized and masked copy of the row
   std::vector<Candidate> candidates_;
-  std::vector<double> weights_;
 };
 
 }  // namespace dsv3
