@@ -1,13 +1,13 @@
 #include "engine/tokenizer/bpe.h"
 
 #include <algorithm>
+#include <mutex>
 #include <span>
 #include <utility>
 
 #include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "engine/tokenizer/byte_level.h"
 
 namespace dsv3::tokenizer {
@@ -17,12 +17,12 @@ namespace dsv3::tokenizer {
 // fills up is emptied, which bounds memory without bookkeeping on every hit.
 class BpeCache {
  public:
-  // Pieces longer than this are rare enough repeats that caching them only costs memory.
+  static constexpr size_t kMinPieceBytes = 4;
   static constexpr size_t kMaxPieceBytes = 128;
 
   bool Lookup(std::string_view piece, std::vector<int32_t>& ids) {
     Shard& shard = ShardFor(piece);
-    absl::MutexLock lock(&shard.mu);
+    std::lock_guard lock(shard.mu);
     auto it = shard.map.find(absl::string_view(piece.data(), piece.size()));
     if (it == shard.map.end()) return false;
     ids.insert(ids.end(), it->second.begin(), it->second.end());
@@ -31,7 +31,7 @@ class BpeCache {
 
   void Insert(std::string_view piece, std::span<const int32_t> ids) {
     Shard& shard = ShardFor(piece);
-    absl::MutexLock lock(&shard.mu);
+    std::lock_guard lock(shard.mu);
     if (shard.map.size() >= kEntriesPerShard) shard.map.clear();
     shard.map.try_emplace(std::string(piece), ids.begin(), ids.end());
   }
@@ -41,8 +41,10 @@ class BpeCache {
   static constexpr size_t kEntriesPerShard = 8192;
 
   struct Shard {
-    absl::Mutex mu;
-    absl::flat_hash_map<std::string, std::vector<int32_t>> map ABSL_GUARDED_BY(mu);
+    // std::mutex rather than absl::Mutex: uncontended, it is the cheaper of the two here, and
+    // a lookup is the hot path of encoding.
+    std::mutex mu;
+    absl::flat_hash_map<std::string, std::vector<int32_t>> map;  // guarded by mu
   };
 
   Shard& ShardFor(std::string_view piece) {
@@ -127,11 +129,51 @@ void BpeModel::Encode(std::string_view piece, std::vector<int32_t>& ids) const {
     if (const int32_t id = byte_ids_[static_cast<uint8_t>(piece[0])]; id >= 0) ids.push_back(id);
     return;
   }
-  const bool cacheable = piece.size() <= BpeCache::kMaxPieceBytes;
+  // Pieces of a few bytes merge faster than a cache lookup costs; long ones rarely repeat.
+  const bool cacheable =
+      piece.size() >= BpeCache::kMinPieceBytes && piece.size() <= BpeCache::kMaxPieceBytes;
   if (cacheable && cache_->Lookup(piece, ids)) return;
   const size_t first = ids.size();
   Merge(piece, ids);
   if (cacheable) cache_->Insert(piece, std::span(ids).subspan(first));
+}
+
+void BpeModel::MergeSmall(std::string_view piece, std::vector<int32_t>& ids) const {
+  // Arrays on the stack instead of a heap: rank[i] is the rank of the pair (symbol[i],
+  // symbol[i + 1]). Each step merges the lowest-ranked pair, leftmost first, as the heap order
+  // does, and only the two pairs next to it change.
+  int32_t symbol[kSmallPiece];
+  uint32_t rank[kSmallPiece];
+  int32_t merged[kSmallPiece];
+  size_t n = 0;
+  for (const char c : piece) {
+    const int32_t id = byte_ids_[static_cast<uint8_t>(c)];
+    if (id >= 0) symbol[n++] = id;
+  }
+  constexpr uint32_t kNone = UINT32_MAX;
+  const auto rank_pair = [&](size_t i) {
+    const MergeResult* m = FindMerge(symbol[i], symbol[i + 1]);
+    rank[i] = m ? m->rank : kNone;
+    merged[i] = m ? m->id : -1;
+  };
+  for (size_t i = 0; i + 1 < n; ++i) rank_pair(i);
+  while (n > 1) {
+    size_t best = 0;
+    for (size_t i = 1; i + 1 < n; ++i) {
+      if (rank[i] < rank[best]) best = i;
+    }
+    if (rank[best] == kNone) break;
+    symbol[best] = merged[best];
+    for (size_t i = best + 1; i + 1 < n; ++i) {
+      symbol[i] = symbol[i + 1];
+      rank[i] = rank[i + 1];
+      merged[i] = merged[i + 1];
+    }
+    --n;
+    if (best > 0) rank_pair(best - 1);
+    if (best + 1 < n) rank_pair(best);
+  }
+  ids.insert(ids.end(), symbol, symbol + n);
 }
 
 void BpeModel::Merge(std::string_view piece, std::vector<int32_t>& ids) const {
@@ -142,6 +184,10 @@ void BpeModel::Merge(std::string_view piece, std::vector<int32_t>& ids) const {
       ids.push_back(it->second);
       return;
     }
+  }
+  if (piece.size() <= kSmallPiece) {
+    MergeSmall(piece, ids);
+    return;
   }
   // Symbols form a doubly linked list over the piece; a merge folds the right symbol into the
   // left one. Candidates are (rank, position) pairs in a min-heap; one that went stale (its

@@ -49,6 +49,9 @@ class BpeModel {
     return it == merges_.end() ? nullptr : &it->second;
   }
   void Merge(std::string_view piece, std::vector<int32_t>& ids) const;
+  // Merge for pieces of at most kSmallPiece bytes, the common case.
+  static constexpr size_t kSmallPiece = 32;
+  void MergeSmall(std::string_view piece, std::vector<int32_t>& ids) const;
 
   absl::flat_hash_map<std::string, int32_t> vocab_;
   std::array<int32_t, 256> byte_ids_;  // -1: the byte has no token and is dropped, as in HF
