@@ -1,0 +1,36 @@
+// The step plan as rank 0 broadcasts it: one flat byte buffer per step, decoded by every worker.
+// Workers never see requests or the scheduler; this message is everything they get.
+//
+// Layout (host byte order: all ranks run the same binary): a 24-byte header (magic "DSV3PLAN",
+// version, kind, MLA mode, payload size, FNV-1a checksum of the payload), then for kStep the
+// ForwardBatch as length-prefixed int32 arrays. Decoding checks every size against the buffer
+// and the batch's internal consistency: a corrupt or truncated buffer is a DataLoss error, never
+// a crash. (Whether token ids and block ids fit the model and the cache is the worker's check.)
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/backend/backend.h"
+#include "engine/model/forward_batch.h"
+
+namespace dsv3 {
+
+inline constexpr uint16_t kPlanCodecVersion = 1;
+
+struct ControlMessage {
+  enum class Kind : uint8_t {
+    kStep = 1,       // run `batch`
+    kShutdown = 2,   // rank 0 is stopping: exit cleanly
+    kHeartbeat = 3,  // rank 0 is alive but idle: answer with a barrier
+  };
+  Kind kind = Kind::kStep;
+  MlaMode mla_mode = MlaMode::kAuto;
+  ForwardBatch batch;  // kStep only
+};
+
+std::string EncodeControlMessage(const ControlMessage& message);
+absl::StatusOr<ControlMessage> DecodeControlMessage(const std::string& bytes);
+
+}  // namespace dsv3
