@@ -1,0 +1,70 @@
+#include "server/chat_reactor.h"
+
+#include "server/generate_reactor.h"
+#include "server/validation.h"
+
+namespace dsv3::server {
+
+ChatReactor::ChatReactor(ServingState& state, grpc::CallbackServerContext* context,
+                         const v1::ChatRequest& request)
+    : StreamReactor(state, context, "Chat") {
+  if (grpc::Status st = state_.Admit(*context); !st.ok()) {
+    Reject(st);
+    return;
+  }
+  auto client_id = ClientRequestId(request.request_id());
+  if (!client_id.ok()) {
+    Reject(ToGrpcStatus(client_id.status()));
+    return;
+  }
+  request_id_ = state_.NewRequestId(*client_id);
+  const LoadedModel& model = state_.model();
+  auto call = BuildChatCall(request, model.limits(), model.tokenizer.get());
+  if (!call.ok()) {
+    Reject(ToGrpcStatus(call.status()));
+    return;
+  }
+  return_token_ids_ = call->return_token_ids;
+  if (call->chat_template == ChatTemplate::kR1) {
+    reasoning_.emplace(call->prompt_opened_think);
+  } else {
+    tools_.emplace();
+  }
+  Submit(std::move(call->request));
+}
+
+bool ChatReactor::Fill(OutputDelta& delta, v1::ChatResponse& response) {
+  if (return_token_ids_) {
+    response.mutable_token_ids()->Add(delta.token_ids.begin(), delta.token_ids.end());
+  }
+  AddLogprobs(delta, response);
+  if (reasoning_) {
+    ReasoningParser::Delta d = reasoning_->Push(delta.text);
+    if (delta.finished()) {
+      ReasoningParser::Delta rest = reasoning_->Flush();
+      d.reasoning += rest.reasoning;
+      d.content += rest.content;
+    }
+    response.set_reasoning_content(std::move(d.reasoning));
+    response.set_content(std::move(d.content));
+  } else {
+    ToolCallParser::Delta d = tools_->Push(delta.text);
+    if (delta.finished()) {
+      ToolCallParser::Delta rest = tools_->Flush();
+      d.content += rest.content;
+      for (ToolCall& call : rest.tool_calls) d.tool_calls.push_back(std::move(call));
+    }
+    response.set_content(std::move(d.content));
+    for (const ToolCall& call : d.tool_calls) {
+      v1::ToolCall* out = response.add_tool_calls();
+      out->set_type(call.type);
+      out->set_name(call.name);
+      out->set_arguments(call.arguments);
+    }
+  }
+  return response.token_ids_size() > 0 || !response.content().empty() ||
+         !response.reasoning_content().empty() || response.tool_calls_size() > 0 ||
+         response.logprobs_size() > 0;
+}
+
+}  // namespace dsv3::server

@@ -1,0 +1,38 @@
+#include "server/generate_reactor.h"
+
+#include "server/validation.h"
+
+namespace dsv3::server {
+
+GenerateReactor::GenerateReactor(ServingState& state, grpc::CallbackServerContext* context,
+                                 const v1::GenerateRequest& request)
+    : StreamReactor(state, context, "Generate") {
+  if (grpc::Status st = state_.Admit(*context); !st.ok()) {
+    Reject(st);
+    return;
+  }
+  auto client_id = ClientRequestId(request.request_id());
+  if (!client_id.ok()) {
+    Reject(ToGrpcStatus(client_id.status()));
+    return;
+  }
+  request_id_ = state_.NewRequestId(*client_id);
+  const LoadedModel& model = state_.model();
+  auto call = BuildGenerateCall(request, model.limits(), model.tokenizer.get());
+  if (!call.ok()) {
+    Reject(ToGrpcStatus(call.status()));
+    return;
+  }
+  return_token_ids_ = call->return_token_ids;
+  return_text_ = call->return_text;
+  Submit(std::move(call->request));
+}
+
+bool GenerateReactor::Fill(OutputDelta& delta, v1::GenerateResponse& response) {
+  if (return_token_ids_) response.mutable_token_ids()->Add(delta.token_ids.begin(), delta.token_ids.end());
+  if (return_text_) response.set_text(std::move(delta.text));
+  AddLogprobs(delta, response);
+  return response.token_ids_size() > 0 || !response.text().empty() || response.logprobs_size() > 0;
+}
+
+}  // namespace dsv3::server

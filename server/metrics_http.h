@@ -1,0 +1,35 @@
+// The Prometheus endpoint: GET /metrics on its own port (cpp-httplib, its own threads), so that
+// scraping never competes with gRPC for its threads and can be firewalled separately.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/status.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace dsv3::server {
+
+class MetricsHttpServer {
+ public:
+  explicit MetricsHttpServer(std::function<std::string()> render);
+  ~MetricsHttpServer();  // Stop()
+
+  // Binds `host`:`port` (port 0: any free port) and serves in the background.
+  absl::Status Start(const std::string& host, int port);
+  int port() const { return port_; }
+  void Stop();
+
+ private:
+  std::function<std::string()> render_;
+  std::unique_ptr<httplib::Server> http_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+}  // namespace dsv3::server

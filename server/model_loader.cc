@@ -1,0 +1,67 @@
+#include "server/model_loader.h"
+
+#include <filesystem>
+
+#include "engine/backend/cpu/cpu_backend.h"
+#include "server/smoke_model.h"
+#include "spdlog/spdlog.h"
+
+namespace dsv3::server {
+
+EngineConfig EngineConfigFromFlags(const ServerOptions& o) {
+  EngineConfig c;
+  c.block_size = o.kv_block_size;
+  c.num_kv_blocks = o.num_kv_blocks;
+  c.kv_memory_bytes = o.kv_memory_mb << 20;
+  c.scheduler.max_batched_tokens = o.max_batched_tokens;
+  c.scheduler.max_running_seqs = o.max_running_seqs;
+  c.scheduler.enable_prefix_caching = !o.disable_prefix_cache;
+  c.max_queued_requests = o.max_queued_requests;
+  c.max_queued_tokens = o.max_queued_tokens;
+  c.stream_queue_capacity = o.stream_queue_capacity;
+  return c;
+}
+
+absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const ServerOptions& o) {
+  auto loaded = std::make_unique<LoadedModel>();
+  if (o.model_dir.empty()) {
+    const std::string cache = o.cache_dir.empty() ? DefaultCacheDir() : o.cache_dir;
+    spdlog::info("no --model: using the embedded smoke model (cache {})", cache);
+    auto dir = EnsureSmokeModel(cache, DefaultTokenizerDir());
+    if (!dir.ok()) return dir.status();
+    loaded->model_dir = *dir;
+  } else {
+    loaded->model_dir = o.model_dir;
+  }
+  loaded->is_smoke_model = IsSmokeModel(loaded->model_dir);
+  if (loaded->is_smoke_model) {
+    spdlog::warn("SMOKE MODEL: {} has random weights; its output is meaningless (it exercises "
+                 "the serving stack only)",
+                 loaded->model_dir);
+  }
+
+  loaded->backend = std::make_unique<CpuBackend>(o.threads);
+  auto model = DeepseekV3Model::Load(loaded->model_dir, *loaded->backend);
+  if (!model.ok()) return model.status();
+  loaded->model = *std::move(model);
+
+  const std::string tokenizer_dir = o.tokenizer_dir.empty() ? loaded->model_dir : o.tokenizer_dir;
+  if (std::filesystem::exists(std::filesystem::path(tokenizer_dir) / "tokenizer.json")) {
+    auto tokenizer = Tokenizer::Load(tokenizer_dir);
+    if (!tokenizer.ok()) return tokenizer.status();
+    loaded->tokenizer = *std::move(tokenizer);
+  } else if (!o.tokenizer_dir.empty()) {
+    return absl::NotFoundError("--tokenizer " + o.tokenizer_dir + " holds no tokenizer.json");
+  } else {
+    spdlog::warn("{} holds no tokenizer.json: token-id requests only (text requests get "
+                 "FAILED_PRECONDITION)",
+                 loaded->model_dir);
+  }
+
+  auto engine = Engine::Create(*loaded->model, loaded->tokenizer.get(), EngineConfigFromFlags(o));
+  if (!engine.ok()) return engine.status();
+  loaded->engine = *std::move(engine);
+  return loaded;
+}
+
+}  // namespace dsv3::server

@@ -1,0 +1,49 @@
+// The daemon's lifecycle: listen first (health NOT_SERVING, calls get UNAVAILABLE), load the
+// model, serve, and on a signal drain: stop admitting, let calls in flight finish within the
+// grace period, abort the rest, shut down.
+#pragma once
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/server.h"
+#include "server/inference_service.h"
+#include "server/metrics.h"
+#include "server/metrics_http.h"
+#include "server/server_flags.h"
+#include "server/serving_state.h"
+
+namespace dsv3::server {
+
+class Server {
+ public:
+  // Binds the gRPC and metrics ports and starts answering (health NOT_SERVING).
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options);
+  ~Server();
+
+  // Loads the model and starts serving (health SERVING). Blocks while loading.
+  absl::Status LoadAndServe();
+  // Graceful shutdown; returns when every call has ended. Idempotent.
+  void Drain(absl::Duration grace);
+
+  int grpc_port() const { return grpc_port_; }
+  int metrics_port() const { return metrics_http_ ? metrics_http_->port() : 0; }
+
+ private:
+  explicit Server(const ServerOptions& options);
+  void SetHealth(bool serving);
+  std::string RenderMetrics() const;
+
+  const ServerOptions options_;
+  std::unique_ptr<LoadedModel> model_;  // outlives everything that serves it
+  ServerMetrics metrics_;
+  std::unique_ptr<ServingState> state_;
+  std::unique_ptr<InferenceService> service_;
+  std::unique_ptr<MetricsHttpServer> metrics_http_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+  int grpc_port_ = 0;
+  bool drained_ = false;
+};
+
+}  // namespace dsv3::server

@@ -1,0 +1,118 @@
+#include "server/server_flags.h"
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/numbers.h"
+
+namespace dsv3::server {
+
+absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  int port = -1;
+  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
+      port < 0 || port > 65535) {
+    return absl::InvalidArgumentError("'" + address + "' is not HOST:PORT");
+  }
+  std::string host = address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host.empty()) return absl::InvalidArgumentError("'" + address + "' has no host");
+  return std::make_pair(host, port);
+}
+
+ParsedFlags ParseServerFlags(int argc, char** argv) {
+  ServerOptions o;
+  CLI::App app{
+      "dsv3-server: serves a DeepSeek-V3-architecture model over gRPC (dsv3.v1.Inference),\n"
+      "with grpc.health.v1, server reflection and Prometheus metrics. Without --model it serves\n"
+      "the embedded smoke model: random weights, the real DeepSeek-V3 tokenizer."};
+  app.option_defaults()->always_capture_default();
+
+  app.add_option("--model", o.model_dir,
+                 "model directory (config.json, safetensors, optional tokenizer.json); "
+                 "default: the embedded smoke model");
+  app.add_option("--tokenizer", o.tokenizer_dir,
+                 "directory holding tokenizer.json, when the model directory has none");
+  app.add_option("--cache-dir", o.cache_dir,
+                 "where the smoke model is generated (default $XDG_CACHE_HOME/dsv3-serve or "
+                 "~/.cache/dsv3-serve)");
+  app.add_option("--listen", o.listen, "gRPC address HOST:PORT (port 0: any free port)");
+  app.add_option("--metrics-listen", o.metrics_listen,
+                 "Prometheus /metrics address HOST:PORT; empty: disabled");
+  app.add_option("--threads", o.threads, "CPU backend threads (0: all)")->check(CLI::NonNegativeNumber);
+  app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+
+  auto* limits = "Limits";
+  app.add_option("--kv-block-size", o.kv_block_size, "tokens per KV block")->group(limits)
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--num-kv-blocks", o.num_kv_blocks, "KV blocks (0: from --kv-memory-mb)")
+      ->group(limits)->check(CLI::NonNegativeNumber);
+  app.add_option("--kv-memory-mb", o.kv_memory_mb, "KV cache memory when --num-kv-blocks is 0")
+      ->group(limits)->check(CLI::PositiveNumber);
+  app.add_option("--max-batched-tokens", o.max_batched_tokens, "new tokens per engine step")
+      ->group(limits)->check(CLI::PositiveNumber);
+  app.add_option("--max-running-seqs", o.max_running_seqs, "sequences per batch")->group(limits)
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-queued-requests", o.max_queued_requests,
+                 "waiting requests before RESOURCE_EXHAUSTED")->group(limits)
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-queued-tokens", o.max_queued_tokens,
+                 "prompt tokens of waiting requests before RESOURCE_EXHAUSTED")->group(limits)
+      ->check(CLI::PositiveNumber);
+  app.add_option("--stream-queue", o.stream_queue_capacity,
+                 "output deltas buffered per request before they are merged")->group(limits)
+      ->check(CLI::PositiveNumber);
+  app.add_flag("--disable-prefix-cache", o.disable_prefix_cache, "no prefix caching")
+      ->group(limits);
+  app.add_option("--max-message-mb", o.max_message_mb, "largest gRPC message, both directions")
+      ->group(limits)->check(CLI::Range(1, 1024));
+  app.add_option("--keepalive-time-s", o.keepalive_time_s, "HTTP/2 keepalive ping interval")
+      ->group(limits)->check(CLI::PositiveNumber);
+  app.add_option("--keepalive-timeout-s", o.keepalive_timeout_s,
+                 "close a connection whose keepalive ping is not answered within this")
+      ->group(limits)->check(CLI::PositiveNumber);
+  app.add_option("--max-concurrent-streams", o.max_concurrent_streams,
+                 "concurrent calls per connection")->group(limits)->check(CLI::PositiveNumber);
+  app.add_option("--grace-period-s", o.grace_period_s,
+                 "on SIGTERM/SIGINT, how long in-flight requests may run before they are aborted")
+      ->group(limits)->check(CLI::NonNegativeNumber);
+
+  auto* security = "Security";
+  app.add_option("--tls-cert", o.tls_cert, "server certificate chain (PEM); enables TLS")
+      ->group(security)->check(CLI::ExistingFile);
+  app.add_option("--tls-key", o.tls_key, "server private key (PEM)")->group(security)
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-client-ca", o.tls_client_ca,
+                 "CA (PEM) that client certificates must chain to; enables mutual TLS")
+      ->group(security)->check(CLI::ExistingFile);
+  app.add_option("--api-key", o.api_keys,
+                 "accepted API key (repeatable); prefer --api-key-file, argv is visible to ps")
+      ->group(security);
+  app.add_option("--api-key-file", o.api_key_file, "file of accepted API keys, one per line")
+      ->group(security)->check(CLI::ExistingFile);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return {std::nullopt, app.exit(e)};
+  }
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    std::cerr << "--tls-cert and --tls-key go together\n";
+    return {std::nullopt, 2};
+  }
+  if (!o.tls_client_ca.empty() && o.tls_cert.empty()) {
+    std::cerr << "--tls-client-ca needs --tls-cert and --tls-key\n";
+    return {std::nullopt, 2};
+  }
+  for (const std::string* address : {&o.listen, &o.metrics_listen}) {
+    if (address->empty() && address == &o.metrics_listen) continue;
+    if (auto hp = SplitHostPort(*address); !hp.ok()) {
+      std::cerr << hp.status().message() << "\n";
+      return {std::nullopt, 2};
+    }
+  }
+  return {std::move(o), 0};
+}
+
+}  // namespace dsv3::server

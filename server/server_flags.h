@@ -1,0 +1,60 @@
+// dsv3-server's command line.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace dsv3::server {
+
+struct ServerOptions {
+  std::string model_dir;      // empty: the embedded smoke model
+  std::string tokenizer_dir;  // empty: the model directory's tokenizer.json, if any
+  std::string cache_dir;      // where the smoke model is generated
+  std::string listen = "127.0.0.1:50051";
+  std::string metrics_listen = "127.0.0.1:9090";  // empty: no metrics endpoint
+  int threads = 0;            // CPU backend threads; 0: all
+
+  // Engine limits.
+  int32_t kv_block_size = 64;
+  int64_t num_kv_blocks = 0;
+  int64_t kv_memory_mb = 1024;
+  int32_t max_batched_tokens = 8192;
+  int32_t max_running_seqs = 256;
+  int32_t max_queued_requests = 1024;
+  int64_t max_queued_tokens = 1 << 20;
+  int32_t stream_queue_capacity = 64;
+  bool disable_prefix_cache = false;
+
+  // Transport.
+  int max_message_mb = 16;
+  int keepalive_time_s = 60;
+  int keepalive_timeout_s = 20;
+  int max_concurrent_streams = 1024;  // per HTTP/2 connection
+  double grace_period_s = 30;         // draining on SIGTERM/SIGINT
+
+  // Security.
+  std::string tls_cert;    // PEM; with tls_key enables TLS
+  std::string tls_key;
+  std::string tls_client_ca;  // PEM CA; requires and verifies client certificates (mTLS)
+  std::vector<std::string> api_keys;
+  std::string api_key_file;
+
+  std::string log_level = "info";
+};
+
+// Parses argv. Returns the options, or the exit code to end with (0 after --help, 2 on a usage
+// error; CLI11 has printed the message).
+struct ParsedFlags {
+  std::optional<ServerOptions> options;
+  int exit_code = 0;
+};
+ParsedFlags ParseServerFlags(int argc, char** argv);
+
+// "host:port" or "[v6]:port" split; port 0 is allowed (any free port).
+absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& address);
+
+}  // namespace dsv3::server

@@ -1,0 +1,34 @@
+#include "server/serving_state.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace dsv3::server {
+
+void ServingState::SetServing(LoadedModel* model) {
+  model_.store(model, std::memory_order_release);
+  Phase expected = Phase::kLoading;
+  // A drain that began during loading wins: the server never starts serving.
+  phase_.compare_exchange_strong(expected, Phase::kServing);
+}
+
+grpc::Status ServingState::Admit(const grpc::CallbackServerContext& context) const {
+  // Authentication first, so that an unauthenticated caller learns nothing about the server.
+  if (grpc::Status st = auth_.Check(context.client_metadata()); !st.ok()) return st;
+  switch (phase_.load()) {
+    case Phase::kLoading:
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading; retry");
+    case Phase::kDraining:
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "the server is shutting down and admits no new requests");
+    case Phase::kServing:
+      break;
+  }
+  return grpc::Status::OK;
+}
+
+std::string ServingState::NewRequestId(const std::string& client_id) {
+  const int64_t n = next_id_.fetch_add(1);
+  return client_id.empty() ? absl::StrCat("r", n) : client_id;
+}
+
+}  // namespace dsv3::server

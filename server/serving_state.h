@@ -1,0 +1,70 @@
+// What every call shares: the loaded model and engine (once loading is done), limits, metrics,
+// API-key auth, and the server's phase. Calls are admitted only while serving.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/synchronization/mutex.h"
+#include "engine/backend/backend.h"
+#include "engine/engine.h"
+#include "engine/model/model.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "grpcpp/server_context.h"
+#include "server/auth.h"
+#include "server/metrics.h"
+#include "server/validation.h"
+
+namespace dsv3::server {
+
+// A loaded model and the engine serving it. Members are destroyed in reverse order: the engine
+// (which uses the others) first.
+struct LoadedModel {
+  std::string model_dir;
+  bool is_smoke_model = false;
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<DeepseekV3Model> model;
+  std::unique_ptr<Tokenizer> tokenizer;  // null: token-id requests only
+  std::unique_ptr<Engine> engine;
+
+  ModelLimits limits() const {
+    return {.vocab_size = model->config().vocab_size, .max_context = engine->max_context()};
+  }
+};
+
+class ServingState {
+ public:
+  enum class Phase { kLoading, kServing, kDraining };
+
+  ServingState(ServerMetrics& metrics, ApiKeyAuth auth)
+      : metrics_(metrics), auth_(std::move(auth)) {}
+
+  // Called once, when loading is done; from then on calls are admitted.
+  void SetServing(LoadedModel* model);
+  // Stops admitting calls (they get UNAVAILABLE); calls in flight go on.
+  void StartDraining() { phase_.store(Phase::kDraining); }
+  Phase phase() const { return phase_.load(); }
+
+  // For a new Inference call: OK, UNAUTHENTICATED (API key), or UNAVAILABLE (loading or
+  // draining). The model is valid when OK.
+  grpc::Status Admit(const grpc::CallbackServerContext& context) const;
+
+  // Valid once serving started (never unset afterwards).
+  LoadedModel& model() const { return *model_.load(std::memory_order_acquire); }
+  // Null until serving started.
+  LoadedModel* loaded() const { return model_.load(std::memory_order_acquire); }
+  ServerMetrics& metrics() const { return metrics_; }
+
+  // The client's request id if it sent one, else "r<N>" from a counter.
+  std::string NewRequestId(const std::string& client_id);
+
+ private:
+  ServerMetrics& metrics_;
+  const ApiKeyAuth auth_;
+  std::atomic<Phase> phase_{Phase::kLoading};
+  std::atomic<LoadedModel*> model_{nullptr};
+  std::atomic<int64_t> next_id_{1};
+};
+
+}  // namespace dsv3::server

@@ -1,0 +1,242 @@
+#include "server/validation.h"
+
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace dsv3::server {
+namespace {
+
+absl::Status Invalid(auto&&... parts) {
+  return absl::InvalidArgumentError(absl::StrCat(parts...));
+}
+
+absl::Status NeedsTokenizer(absl::string_view what) {
+  return absl::FailedPreconditionError(
+      absl::StrCat(what, " needs a tokenizer, and this server has none (its model directory "
+                         "holds no tokenizer.json); send token ids instead"));
+}
+
+absl::Status CheckTokenId(int32_t id, const ModelLimits& limits, absl::string_view field,
+                          size_t index) {
+  if (id < 0 || id >= limits.vocab_size) {
+    return Invalid(field, "[", index, "] = ", id, " is outside the vocabulary [0, ",
+                   limits.vocab_size, ")");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ChatTemplate> ToChatTemplate(v1::ChatTemplate t) {
+  switch (t) {
+    case v1::CHAT_TEMPLATE_UNSPECIFIED:
+    case v1::CHAT_TEMPLATE_V3: return ChatTemplate::kV3;
+    case v1::CHAT_TEMPLATE_R1: return ChatTemplate::kR1;
+    default: return Invalid("template ", static_cast<int>(t), " is not a known chat template");
+  }
+}
+
+}  // namespace
+
+absl::Status CheckUtf8(absl::string_view text, absl::string_view field) {
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  const size_t n = text.size();
+  size_t i = 0;
+  while (i < n) {
+    const unsigned char c = s[i];
+    int len;
+    uint32_t min;  // smallest code point of this length: anything below is an overlong form
+    uint32_t cp;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      len = 2, min = 0x80, cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3, min = 0x800, cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4, min = 0x10000, cp = c & 0x07;
+    } else {
+      return Invalid(field, " is not valid UTF-8 (at byte ", i, ")");
+    }
+    if (i + len > n) return Invalid(field, " is not valid UTF-8 (truncated at byte ", i, ")");
+    for (int k = 1; k < len; ++k) {
+      if ((s[i + k] & 0xC0) != 0x80) return Invalid(field, " is not valid UTF-8 (at byte ", i, ")");
+      cp = (cp << 6) | (s[i + k] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+      return Invalid(field, " is not valid UTF-8 (at byte ", i, ")");
+    }
+    i += len;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SamplingParams> ToSamplingParams(const v1::SamplingParameters& p,
+                                                const ModelLimits& limits, bool have_tokenizer) {
+  SamplingParams s;
+  if (p.has_temperature()) s.temperature = p.temperature();
+  if (p.has_top_p()) s.top_p = p.top_p();
+  if (p.has_top_k()) s.top_k = p.top_k();
+  if (p.has_min_p()) s.min_p = p.min_p();
+  if (p.has_repetition_penalty()) s.repetition_penalty = p.repetition_penalty();
+  if (p.has_presence_penalty()) s.presence_penalty = p.presence_penalty();
+  if (p.has_frequency_penalty()) s.frequency_penalty = p.frequency_penalty();
+  if (p.has_seed()) s.seed = p.seed();
+  if (p.has_max_tokens()) s.max_tokens = p.max_tokens();
+  if (p.has_min_tokens()) s.min_tokens = p.min_tokens();
+  s.ignore_eos = p.ignore_eos();
+  s.logprobs = p.logprobs();
+  for (int i = 0; i < p.stop_size(); ++i) {
+    // Checked before copying so that a huge list fails fast.
+    if (i >= kMaxStopStrings) {
+      return Invalid("sampling.stop has ", p.stop_size(), " strings; at most ", kMaxStopStrings,
+                     " are allowed");
+    }
+    const std::string field = absl::StrCat("sampling.stop[", i, "]");
+    if (absl::Status st = CheckUtf8(p.stop(i), field); !st.ok()) return st;
+    s.stop.push_back(p.stop(i));
+  }
+  if (!s.stop.empty() && !have_tokenizer) return NeedsTokenizer("sampling.stop (stop strings)");
+  for (int i = 0; i < p.stop_token_ids_size(); ++i) {
+    if (absl::Status st = CheckTokenId(p.stop_token_ids(i), limits, "sampling.stop_token_ids", i);
+        !st.ok()) {
+      return st;
+    }
+    s.stop_token_ids.push_back(p.stop_token_ids(i));
+  }
+  if (absl::Status st = s.Validate(); !st.ok()) {
+    return Invalid("sampling.", st.message());
+  }
+  return s;
+}
+
+absl::Status CheckPrompt(std::span<const int32_t> ids, const SamplingParams& sampling,
+                         const ModelLimits& limits, absl::string_view field) {
+  if (ids.empty()) return Invalid(field, " is empty");
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (absl::Status st = CheckTokenId(ids[i], limits, field, i); !st.ok()) return st;
+  }
+  const int64_t total = static_cast<int64_t>(ids.size()) + sampling.max_tokens;
+  if (total > limits.max_context) {
+    return Invalid("prompt (", ids.size(), " tokens) + sampling.max_tokens (", sampling.max_tokens,
+                   ") = ", total, " exceeds the context limit of ", limits.max_context, " tokens");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ClientRequestId(absl::string_view id) {
+  if (id.size() > kMaxRequestIdBytes) {
+    return Invalid("request_id is ", id.size(), " bytes; at most ", kMaxRequestIdBytes,
+                   " are allowed");
+  }
+  if (absl::Status st = CheckUtf8(id, "request_id"); !st.ok()) return st;
+  return std::string(id);
+}
+
+absl::StatusOr<GenerateCall> BuildGenerateCall(const v1::GenerateRequest& request,
+                                               const ModelLimits& limits,
+                                               const Tokenizer* tokenizer) {
+  GenerateCall call;
+  call.return_token_ids = request.has_return_token_ids() ? request.return_token_ids() : true;
+  call.return_text = request.has_return_text() ? request.return_text() : tokenizer != nullptr;
+  if (call.return_text && tokenizer == nullptr) return NeedsTokenizer("return_text");
+  if (!call.return_token_ids && !call.return_text) {
+    return Invalid("return_token_ids and return_text are both false: the response would be empty");
+  }
+
+  auto sampling = ToSamplingParams(request.sampling(), limits, tokenizer != nullptr);
+  if (!sampling.ok()) return sampling.status();
+  EngineRequest& er = call.request;
+  er.sampling = *std::move(sampling);
+  er.detokenize = call.return_text;
+  er.skip_special_tokens = request.has_skip_special_tokens() ? request.skip_special_tokens() : true;
+
+  switch (request.prompt_case()) {
+    case v1::GenerateRequest::kText: {
+      if (tokenizer == nullptr) return NeedsTokenizer("a text prompt");
+      if (request.text().empty()) return Invalid("prompt text is empty");
+      if (absl::Status st = CheckUtf8(request.text(), "prompt text"); !st.ok()) return st;
+      const bool add_bos = request.has_add_bos_token() ? request.add_bos_token() : true;
+      if (add_bos && tokenizer->bos_id() >= 0) er.prompt_ids.push_back(tokenizer->bos_id());
+      const std::vector<int32_t> ids = tokenizer->Encode(request.text());
+      er.prompt_ids.insert(er.prompt_ids.end(), ids.begin(), ids.end());
+      break;
+    }
+    case v1::GenerateRequest::kTokenIds:
+      er.prompt_ids.assign(request.token_ids().ids().begin(), request.token_ids().ids().end());
+      break;
+    default:
+      return Invalid("prompt is not set: send text or token_ids");
+  }
+  if (absl::Status st = CheckPrompt(er.prompt_ids, er.sampling, limits,
+                                    request.has_token_ids() ? "prompt token_ids" : "prompt");
+      !st.ok()) {
+    return st;
+  }
+  return call;
+}
+
+absl::StatusOr<ChatCall> BuildChatCall(const v1::ChatRequest& request, const ModelLimits& limits,
+                                       const Tokenizer* tokenizer) {
+  if (tokenizer == nullptr) return NeedsTokenizer("Chat");
+  ChatCall call;
+  auto chat_template = ToChatTemplate(request.template_());
+  if (!chat_template.ok()) return chat_template.status();
+  call.chat_template = *chat_template;
+  call.return_token_ids = request.return_token_ids();
+
+  if (request.messages().empty()) return Invalid("messages is empty");
+  if (request.messages_size() > static_cast<int>(kMaxChatMessages)) {
+    return Invalid("messages has ", request.messages_size(), " entries; at most ",
+                   kMaxChatMessages, " are allowed");
+  }
+  std::vector<ChatMessage> messages;
+  for (int i = 0; i < request.messages_size(); ++i) {
+    const v1::ChatMessage& m = request.messages(i);
+    const std::string field = absl::StrCat("messages[", i, "]");
+    if (m.role() != "system" && m.role() != "user" && m.role() != "assistant" &&
+        m.role() != "tool") {
+      return Invalid(field, ".role '", m.role(), "' is not one of system, user, assistant, tool");
+    }
+    if (absl::Status st = CheckUtf8(m.content(), field + ".content"); !st.ok()) return st;
+    if (!m.has_content() && (m.role() != "assistant" || m.tool_calls().empty())) {
+      return Invalid(field, ".content is unset; only an assistant turn with tool_calls may omit "
+                            "it");
+    }
+    if (!m.tool_calls().empty() && m.role() != "assistant") {
+      return Invalid(field, ".tool_calls are only allowed on assistant turns, not '", m.role(),
+                     "'");
+    }
+    ChatMessage out{.role = m.role(), .content = m.content(), .content_is_null = !m.has_content()};
+    for (const v1::ToolCall& t : m.tool_calls()) {
+      out.tool_calls.push_back(
+          {.type = t.type().empty() ? "function" : t.type(), .name = t.name(), .arguments = t.arguments()});
+    }
+    messages.push_back(std::move(out));
+  }
+
+  auto sampling = ToSamplingParams(request.sampling(), limits, /*have_tokenizer=*/true);
+  if (!sampling.ok()) return sampling.status();
+
+  const std::string bos = tokenizer->bos_id() >= 0
+                              ? std::string(tokenizer->TokenBytes(tokenizer->bos_id()))
+                              : std::string();
+  auto prompt = RenderChat(call.chat_template, messages, /*add_generation_prompt=*/true, bos);
+  if (!prompt.ok()) return Invalid("messages: ", prompt.status().message());
+  call.prompt_opened_think =
+      call.chat_template == ChatTemplate::kR1 && prompt->ends_with("<think>\n");
+
+  EngineRequest& er = call.request;
+  er.sampling = *std::move(sampling);
+  er.prompt_ids = tokenizer->Encode(*prompt);
+  er.detokenize = true;
+  er.skip_special_tokens = true;  // the tool-call markers are not special tokens: they stay
+  if (absl::Status st = CheckPrompt(er.prompt_ids, er.sampling, limits, "rendered chat prompt");
+      !st.ok()) {
+    return st;
+  }
+  return call;
+}
+
+}  // namespace dsv3::server

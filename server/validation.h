@@ -1,0 +1,67 @@
+// Turns API requests into engine requests, checking everything a client can get wrong. Every
+// failure is InvalidArgument naming the field and the value (FailedPrecondition when the request
+// needs a tokenizer and the server has none), so that clients can fix the request from the
+// message alone. Pure logic: no gRPC calls, no engine.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "dsv3/v1/inference.pb.h"
+#include "engine/engine.h"
+#include "engine/tokenizer/chat_template.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace dsv3::server {
+
+// What requests are checked against.
+struct ModelLimits {
+  int64_t vocab_size = 0;   // token ids must be in [0, vocab_size)
+  int64_t max_context = 0;  // prompt + max_tokens must not exceed it
+};
+
+inline constexpr size_t kMaxRequestIdBytes = 128;
+inline constexpr size_t kMaxChatMessages = 1024;
+
+// OK when `text` is well-formed UTF-8 (no overlong forms, surrogates or code points past
+// U+10FFFF); else InvalidArgument "<field> is not valid UTF-8 (at byte N)".
+absl::Status CheckUtf8(absl::string_view text, absl::string_view field);
+
+// The engine's sampling parameters, defaults filled in, validated. `have_tokenizer`: stop
+// strings need one (they are matched on text).
+absl::StatusOr<SamplingParams> ToSamplingParams(const v1::SamplingParameters& params,
+                                                const ModelLimits& limits, bool have_tokenizer);
+
+// Token ids inside the vocabulary, the prompt not empty, prompt + max_tokens within the context.
+absl::Status CheckPrompt(std::span<const int32_t> ids, const SamplingParams& sampling,
+                         const ModelLimits& limits, absl::string_view field);
+
+struct GenerateCall {
+  EngineRequest request;
+  bool return_token_ids = true;
+  bool return_text = false;
+};
+
+// `tokenizer` may be null: token-id prompts still work, text prompts get FailedPrecondition.
+absl::StatusOr<GenerateCall> BuildGenerateCall(const v1::GenerateRequest& request,
+                                               const ModelLimits& limits,
+                                               const Tokenizer* tokenizer);
+
+struct ChatCall {
+  EngineRequest request;
+  ChatTemplate chat_template = ChatTemplate::kV3;
+  bool prompt_opened_think = false;  // R1: the prompt ends inside "<think>"
+  bool return_token_ids = false;
+};
+
+// Renders the messages with the template and encodes them; needs a tokenizer.
+absl::StatusOr<ChatCall> BuildChatCall(const v1::ChatRequest& request, const ModelLimits& limits,
+                                       const Tokenizer* tokenizer);
+
+// A request id from the client's (checked: UTF-8, at most kMaxRequestIdBytes), or "" if unset.
+absl::StatusOr<std::string> ClientRequestId(absl::string_view id);
+
+}  // namespace dsv3::server
