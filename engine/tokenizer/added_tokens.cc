@@ -30,12 +30,11 @@ size_t WhitespaceLength(std::string_view text, size_t pos) {
   const size_t n = FirstCharLength(text, pos);
   std::string_view ch = text.substr(pos, n);
   static constexpr std::string_view kMultiByte[] = {
-      "\u0085", "\u00A0", "\u1680", "\u2000", "\u2001", "\u2002", "\u2003", "\u2004",
-      "\u2005", "\u2006", "\u2007", "\u2008", "\u2009", "\u200A", "\u2028", "\u2029",
-      "\u202F", "\u205F", "\u3000"};
-  return std::find(std::begin(kMultiByte), std::end(kMultiByte), ch) != std::end(kMultiByte)
-             ? n
-             : 0;
+      "\u0085", "\u00A0", "\u1680", "\u2000", "\u2001", "\u2002", "\u2003",
+      "\u2004", "\u2005", "\u2006", "\u2007", "\u2008", "\u2009", "\u200A",
+      "\u2028", "\u2029", "\u202F", "\u205F", "\u3000"};
+  return std::find(std::begin(kMultiByte), std::end(kMultiByte), ch) != std::end(kMultiByte) ? n
+                                                                                             : 0;
 }
 
 }  // namespace
@@ -136,9 +135,8 @@ void AddedTokenMatcher::Split(std::string_view text, size_t begin, size_t end,
     // Matches never overlap: the search resumes after this one whether or not it is used.
     pos = stop;
     if (token.single_word) {
-      const bool word_before =
-          start > 0 && is_word_char(start - LastCharLength(sentence, start),
-                                    LastCharLength(sentence, start));
+      const bool word_before = start > 0 && is_word_char(start - LastCharLength(sentence, start),
+                                                         LastCharLength(sentence, start));
       const bool word_after =
           stop < sentence.size() && is_word_char(stop, FirstCharLength(sentence, stop));
       if (word_before || word_after) continue;

@@ -103,8 +103,8 @@ absl::StatusOr<BpeModel> BpeModel::FromJson(const nlohmann::json& config) {
       }
       left = m.substr(0, space);
       right = m.substr(space + 1);
-    } else if (merges[rank].is_array() && merges[rank].size() == 2 &&
-               merges[rank][0].is_string() && merges[rank][1].is_string()) {
+    } else if (merges[rank].is_array() && merges[rank].size() == 2 && merges[rank][0].is_string() &&
+               merges[rank][1].is_string()) {
       left = merges[rank][0];
       right = merges[rank][1];
     } else {

@@ -26,8 +26,8 @@ void Append(std::string& out, const Parts&... parts) {
 }
 
 void AppendCall(const ToolCall& call, std::string& out) {
-  Append(out, kCallBegin, call.type, kSep, call.name, "\n```json\n", call.arguments,
-                  "\n```", kCallEnd);
+  Append(out, kCallBegin, call.type, kSep, call.name, "\n```json\n", call.arguments, "\n```",
+         kCallEnd);
 }
 
 // R1's template shows earlier answers without their reasoning: whatever precedes the last
@@ -45,12 +45,12 @@ absl::StatusOr<std::string> RenderChat(ChatTemplate chat_template,
   for (size_t i = 0; i < messages.size(); ++i) {
     const ChatMessage& m = messages[i];
     if (m.role != "system" && m.role != "user" && m.role != "assistant" && m.role != "tool") {
-      return absl::InvalidArgumentError(absl::StrCat("message ", i, ": unknown role \"", m.role,
-                                                     "\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat("message ", i, ": unknown role \"", m.role, "\""));
     }
     if (m.content_is_null && m.role != "assistant") {
-      return absl::InvalidArgumentError(absl::StrCat("message ", i, " (", m.role,
-                                                     "): content must not be null"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("message ", i, " (", m.role, "): content must not be null"));
     }
   }
 

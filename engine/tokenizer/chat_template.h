@@ -18,7 +18,7 @@ enum class ChatTemplate {
 };
 
 struct ToolCall {
-  std::string type;       // "function"
+  std::string type;  // "function"
   std::string name;
   std::string arguments;  // JSON text, rendered as given
 };

@@ -99,8 +99,8 @@ void PreTokenizer::Split(std::string_view text, Piece range, std::vector<Piece>&
       size_t offset = 0;
       Match m;
       while (offset < subject.size() && stage.regex.Find(subject, offset, &m)) {
-        if (m.begin > gap_begin) scratch.push_back({piece.begin + gap_begin,
-                                                    piece.begin + m.begin});
+        if (m.begin > gap_begin)
+          scratch.push_back({piece.begin + gap_begin, piece.begin + m.begin});
         if (m.end == m.begin) {
           // An empty match still splits the gap, as Oniguruma's find_iter reports it.
           gap_begin = m.begin;

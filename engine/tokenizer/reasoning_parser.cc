@@ -47,8 +47,8 @@ ReasoningParser::Delta ReasoningParser::Push(std::string_view text) {
 
 ReasoningParser::Delta ReasoningParser::Flush() {
   Delta delta;
-  const bool reasoning = state_ == State::kReasoning ||
-                         (state_ == State::kStart && reasoning_by_default_);
+  const bool reasoning =
+      state_ == State::kReasoning || (state_ == State::kStart && reasoning_by_default_);
   (reasoning ? delta.reasoning : delta.content).append(held_);
   held_.clear();
   return delta;

@@ -77,14 +77,13 @@ std::string OnigurumaToPcre2(std::string_view pattern) {
 absl::StatusOr<Regex> Regex::Compile(std::string_view pattern) {
   int error = 0;
   PCRE2_SIZE error_offset = 0;
-  pcre2_code* code =
-      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                    PCRE2_UTF | PCRE2_UCP, &error, &error_offset, nullptr);
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                                   PCRE2_UTF | PCRE2_UCP, &error, &error_offset, nullptr);
   if (code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error, message, sizeof(message));
-    return absl::InvalidArgumentError(absl::StrCat("regex \"", std::string(pattern), "\" at offset ",
-                                                   error_offset, ": ",
+    return absl::InvalidArgumentError(absl::StrCat("regex \"", std::string(pattern),
+                                                   "\" at offset ", error_offset, ": ",
                                                    reinterpret_cast<char*>(message)));
   }
   // JIT is an optimisation: where the platform lacks it, the interpreter gives the same matches.
@@ -104,8 +103,7 @@ bool Regex::Find(std::string_view subject, size_t offset, Match* match) const {
     // The interpreter keeps its backtracking frames on the heap, so it copes where JIT's fixed
     // stack did not.
     rc = pcre2_match(code_.get(), data, subject.size(), offset, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT,
-                     scratch.data,
-                     nullptr);
+                     scratch.data, nullptr);
   }
   // Besides "no match", a match that hits PCRE2's resource limits also ends the search: the rest
   // of the subject then stays one piece.

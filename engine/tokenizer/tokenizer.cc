@@ -48,8 +48,8 @@ absl::Status CheckSupported(const nlohmann::json& json) {
       return absl::UnimplementedError(absl::StrCat("normalizer ", n->dump()));
     }
   }
-  if (const auto d = json.find("decoder"); d == json.end() || d->is_null() ||
-                                             d->value("type", "") != "ByteLevel") {
+  if (const auto d = json.find("decoder");
+      d == json.end() || d->is_null() || d->value("type", "") != "ByteLevel") {
     return absl::UnimplementedError("decoder: only ByteLevel is supported");
   }
   return absl::OkStatus();
@@ -91,9 +91,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& pa
       AddedTokenMatcher::Create(std::move(normalized));
   if (!normalized_matcher.ok()) return normalized_matcher.status();
 
-  std::unique_ptr<Tokenizer> tok(new Tokenizer(*std::move(model), *std::move(pre),
-                                               *std::move(raw_matcher),
-                                               *std::move(normalized_matcher)));
+  std::unique_ptr<Tokenizer> tok(new Tokenizer(
+      *std::move(model), *std::move(pre), *std::move(raw_matcher), *std::move(normalized_matcher)));
   int32_t size = 0;
   for (const auto& [token, id] : tok->model_.vocab()) size = std::max(size, id + 1);
   for (const AddedToken& t : *added) size = std::max(size, t.id + 1);
@@ -191,8 +190,6 @@ std::string_view Tokenizer::TokenBytes(int32_t id) const {
   return id >= 0 && id < vocab_size() ? std::string_view(token_bytes_[id]) : std::string_view();
 }
 
-bool Tokenizer::IsSpecial(int32_t id) const {
-  return id >= 0 && id < vocab_size() && special_[id];
-}
+bool Tokenizer::IsSpecial(int32_t id) const { return id >= 0 && id < vocab_size() && special_[id]; }
 
 }  // namespace dsv3

@@ -55,8 +55,8 @@ ToolCallParser::Delta ToolCallParser::Push(std::string_view text) {
         const size_t block = held_.find(kCallsBegin);
         const size_t call = held_.find(kCallBegin);
         if (block != std::string::npos || call != std::string::npos) {
-          const bool is_block = call == std::string::npos || (block != std::string::npos &&
-                                                               block < call);
+          const bool is_block =
+              call == std::string::npos || (block != std::string::npos && block < call);
           const size_t at = is_block ? block : call;
           delta.content.append(held_, 0, at);
           held_.erase(0, at + (is_block ? kCallsBegin : kCallBegin).size());

@@ -50,8 +50,8 @@ void CheckDetokenizer(const std::vector<int32_t>& ids, bool skip_special) {
 std::string Reasoning(bool prompt_opened_think, std::string_view text, size_t cut) {
   dsv3::ReasoningParser parser(prompt_opened_think);
   std::string reasoning, content;
-  for (const auto& d : {parser.Push(text.substr(0, cut)), parser.Push(text.substr(cut)),
-                        parser.Flush()}) {
+  for (const auto& d :
+       {parser.Push(text.substr(0, cut)), parser.Push(text.substr(cut)), parser.Flush()}) {
     reasoning += d.reasoning;
     content += d.content;
   }
@@ -61,8 +61,8 @@ std::string Reasoning(bool prompt_opened_think, std::string_view text, size_t cu
 std::string ToolCalls(std::string_view text, size_t cut) {
   dsv3::ToolCallParser parser;
   std::string content, calls;
-  for (const auto& d : {parser.Push(text.substr(0, cut)), parser.Push(text.substr(cut)),
-                        parser.Flush()}) {
+  for (const auto& d :
+       {parser.Push(text.substr(0, cut)), parser.Push(text.substr(cut)), parser.Flush()}) {
     content += d.content;
     for (const auto& c : d.tool_calls) calls += c.type + '\0' + c.name + '\0' + c.arguments + '\0';
   }

@@ -1,9 +1,8 @@
-#include "engine/tokenizer/byte_level.h"
-
 #include <gtest/gtest.h>
 
 #include <string>
 
+#include "engine/tokenizer/byte_level.h"
 #include "engine/tokenizer/regex.h"
 
 namespace dsv3::tokenizer {
@@ -36,14 +35,16 @@ TEST(ByteLevelTest, LossyReplacesEachMaximalIllFormedSubsequence) {
       {"plain", "plain"},
       {"\xC3\xA9", "\xC3\xA9"},
       {"a\xC3", "a" + r},
-      {"\xE4\xB8z", r + "z"},                  // truncated 3-byte sequence: one U+FFFD
-      {"\xF0\x9F\x98", r},                     // truncated 4-byte sequence: one U+FFFD
-      {"\x80\x80", r + r},                     // lone continuations: one each
-      {"\xC0\xAF", r + r},                     // overlong lead: never valid, one each
-      {"\xED\xA0\x80", r + r + r},             // surrogate: ED then A0 is ill-formed
-      {"\xF4\x90\x80\x80", r + r + r + r},     // above U+10FFFF
-      {"\xE0\xA0", r},                         // well-formed prefix of U+0800
-      {"\xFF" "a\xF0\x9F\x98\x80", r + "a\xF0\x9F\x98\x80"},
+      {"\xE4\xB8z", r + "z"},               // truncated 3-byte sequence: one U+FFFD
+      {"\xF0\x9F\x98", r},                  // truncated 4-byte sequence: one U+FFFD
+      {"\x80\x80", r + r},                  // lone continuations: one each
+      {"\xC0\xAF", r + r},                  // overlong lead: never valid, one each
+      {"\xED\xA0\x80", r + r + r},          // surrogate: ED then A0 is ill-formed
+      {"\xF4\x90\x80\x80", r + r + r + r},  // above U+10FFFF
+      {"\xE0\xA0", r},                      // well-formed prefix of U+0800
+      {"\xFF"
+       "a\xF0\x9F\x98\x80",
+       r + "a\xF0\x9F\x98\x80"},
   };
   for (const LossyCase& c : cases) {
     std::string out;
@@ -64,9 +65,9 @@ TEST(ByteLevelTest, CompleteUtf8PrefixHoldsOnlyAnUnfinishedCharacter) {
       {"\xE4\xB8", 0},
       {"x\xF0\x9F\x98", 1},
       {"\xF0\x9F\x98\x80", 4},
-      {"a\x80", 2},          // a stray continuation finishes nothing: emit it (as U+FFFD)
-      {"\xE4\x41", 2},       // already ill-formed: nothing to wait for
-      {"\xED\xA0", 2},       // ill-formed second byte
+      {"a\x80", 2},     // a stray continuation finishes nothing: emit it (as U+FFFD)
+      {"\xE4\x41", 2},  // already ill-formed: nothing to wait for
+      {"\xED\xA0", 2},  // ill-formed second byte
       {"\xC3\xA9\xC3", 2},
   };
   for (const auto& c : cases) {

@@ -1,11 +1,11 @@
 // Chat renderings. The V3 expectations are what transformers' apply_chat_template (Jinja, with
 // DeepSeek-V3's tokenizer_config.json template) renders for the same messages, quirks included.
-#include "engine/tokenizer/chat_template.h"
-
 #include <gtest/gtest.h>
 
 #include <string>
 #include <vector>
+
+#include "engine/tokenizer/chat_template.h"
 
 namespace dsv3 {
 namespace {
@@ -53,17 +53,25 @@ const std::string kCallB =
 INSTANTIATE_TEST_SUITE_P(
     Cases, ChatTemplateTest,
     testing::Values(
-        ChatCase{"SystemAndUser", ChatTemplate::kV3, {Msg("system", "S"), Msg("user", "Hi")}, true,
+        ChatCase{"SystemAndUser",
+                 ChatTemplate::kV3,
+                 {Msg("system", "S"), Msg("user", "Hi")},
+                 true,
                  "<B>S<｜User｜>Hi<｜Assistant｜>"},
-        ChatCase{"SystemsAreJoinedAndHoisted", ChatTemplate::kV3,
-                 {Msg("system", "A"), Msg("user", "Q"), Msg("system", "B")}, false,
+        ChatCase{"SystemsAreJoinedAndHoisted",
+                 ChatTemplate::kV3,
+                 {Msg("system", "A"), Msg("user", "Q"), Msg("system", "B")},
+                 false,
                  "<B>A\n\nB<｜User｜>Q"},
-        ChatCase{"MultiTurn", ChatTemplate::kV3,
-                 {Msg("user", "1"), Msg("assistant", "2"), Msg("user", "3")}, true,
+        ChatCase{"MultiTurn",
+                 ChatTemplate::kV3,
+                 {Msg("user", "1"), Msg("assistant", "2"), Msg("user", "3")},
+                 true,
                  "<B><｜User｜>1<｜Assistant｜>2<｜end▁of▁sentence｜><｜User｜>3<｜Assistant｜>"},
         // The first call of a conversation leaves its block unclosed; the answer after tool
         // output follows <｜tool▁outputs▁end｜> directly.
-        ChatCase{"OneCallThenOutputThenAnswer", ChatTemplate::kV3,
+        ChatCase{"OneCallThenOutputThenAnswer",
+                 ChatTemplate::kV3,
                  {Msg("user", "W?"), Calls({Call("a", "{}")}), Msg("tool", "sunny"),
                   Msg("assistant", "It is sunny.")},
                  false,
@@ -71,7 +79,8 @@ INSTANTIATE_TEST_SUITE_P(
                      "<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>sunny<｜tool▁output▁end｜>"
                      "<｜tool▁outputs▁end｜>It is sunny.<｜end▁of▁sentence｜>"},
         // No generation prompt after tool output, even when asked for.
-        ChatCase{"TwoCallsTwoOutputs", ChatTemplate::kV3,
+        ChatCase{"TwoCallsTwoOutputs",
+                 ChatTemplate::kV3,
                  {Msg("user", "Q"), Calls({Call("a", "{}"), Call("b", "[]")}), Msg("tool", "x"),
                   Msg("tool", "y")},
                  true,
@@ -80,27 +89,34 @@ INSTANTIATE_TEST_SUITE_P(
                      "<｜tool▁output▁begin｜>x<｜tool▁output▁end｜>\n<｜tool▁output▁begin｜>y"
                      "<｜tool▁output▁end｜><｜tool▁outputs▁end｜>"},
         // Calls and outputs of a later turn render as continuations of the first ones.
-        ChatCase{"SecondTurnCallsContinueTheFirst", ChatTemplate::kV3,
-                 {Msg("user", "Q"), Calls({Call("a", "{}")}), Msg("tool", "x"),
-                  Msg("assistant", "A"), Msg("user", "Q2"), Calls({Call("b", "[]")}),
-                  Msg("tool", "y")},
-                 true,
-                 "<B><｜User｜>Q<｜Assistant｜><｜tool▁calls▁begin｜>" + kCallA +
-                     "<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>x<｜tool▁output▁end｜>"
-                     "<｜tool▁outputs▁end｜>A<｜end▁of▁sentence｜><｜User｜>Q2\n" + kCallB +
-                     "<｜tool▁calls▁end｜><｜end▁of▁sentence｜>\n<｜tool▁output▁begin｜>y"
-                     "<｜tool▁output▁end｜><｜tool▁outputs▁end｜>"},
-        ChatCase{"V3KeepsReasoning", ChatTemplate::kV3,
-                 {Msg("user", "Q"), Msg("assistant", "<think>r</think>A")}, false,
+        ChatCase{
+            "SecondTurnCallsContinueTheFirst",
+            ChatTemplate::kV3,
+            {Msg("user", "Q"), Calls({Call("a", "{}")}), Msg("tool", "x"), Msg("assistant", "A"),
+             Msg("user", "Q2"), Calls({Call("b", "[]")}), Msg("tool", "y")},
+            true,
+            "<B><｜User｜>Q<｜Assistant｜><｜tool▁calls▁begin｜>" + kCallA +
+                "<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>x<｜tool▁output▁end｜>"
+                "<｜tool▁outputs▁end｜>A<｜end▁of▁sentence｜><｜User｜>Q2\n" +
+                kCallB +
+                "<｜tool▁calls▁end｜><｜end▁of▁sentence｜>\n<｜tool▁output▁begin｜>y"
+                "<｜tool▁output▁end｜><｜tool▁outputs▁end｜>"},
+        ChatCase{"V3KeepsReasoning",
+                 ChatTemplate::kV3,
+                 {Msg("user", "Q"), Msg("assistant", "<think>r</think>A")},
+                 false,
                  "<B><｜User｜>Q<｜Assistant｜><think>r</think>A<｜end▁of▁sentence｜>"},
-        ChatCase{"R1DropsReasoningUpToTheLastClose", ChatTemplate::kR1,
+        ChatCase{"R1DropsReasoningUpToTheLastClose",
+                 ChatTemplate::kR1,
                  {Msg("user", "Q"), Msg("assistant", "<think>r</think>x</think>\n\nA"),
                   Msg("user", "Q2")},
                  true,
                  "<B><｜User｜>Q<｜Assistant｜>\n\nA<｜end▁of▁sentence｜><｜User｜>Q2"
                  "<｜Assistant｜><think>\n"},
-        ChatCase{"R1WithoutReasoningOrPrompt", ChatTemplate::kR1,
-                 {Msg("system", "S"), Msg("user", "Q"), Msg("assistant", "A")}, false,
+        ChatCase{"R1WithoutReasoningOrPrompt",
+                 ChatTemplate::kR1,
+                 {Msg("system", "S"), Msg("user", "Q"), Msg("assistant", "A")},
+                 false,
                  "<B>S<｜User｜>Q<｜Assistant｜>A<｜end▁of▁sentence｜>"},
         ChatCase{"Empty", ChatTemplate::kV3, {}, true, "<B><｜Assistant｜>"}),
     [](const testing::TestParamInfo<ChatCase>& info) { return info.param.name; });

@@ -1,4 +1,4 @@
-#include "engine/tokenizer/detokenizer.h"
+#include "engine/tokenizer/tokenizer.h"
 
 #include <gtest/gtest.h>
 
@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "engine/tokenizer/byte_level.h"
-#include "engine/tokenizer/tokenizer.h"
+#include "engine/tokenizer/detokenizer.h"
 
 namespace dsv3 {
 namespace {
@@ -38,7 +38,7 @@ std::vector<std::string> Deltas(const std::vector<int32_t>& ids, bool skip_speci
 
 TEST(IncrementalDetokenizerTest, HoldsBytesUntilTheCharacterIsComplete) {
   // 😀 is F0 9F 98 80.
-  const std::vector<int32_t> ids = {ByteToken('a'), ByteToken(0xF0), ByteToken(0x9F),
+  const std::vector<int32_t> ids = {ByteToken('a'),  ByteToken(0xF0), ByteToken(0x9F),
                                     ByteToken(0x98), ByteToken(0x80), ByteToken('b')};
   EXPECT_EQ(Deltas(ids), (std::vector<std::string>{"a", "", "", "", "😀", "b", ""}));
 }
@@ -46,11 +46,9 @@ TEST(IncrementalDetokenizerTest, HoldsBytesUntilTheCharacterIsComplete) {
 TEST(IncrementalDetokenizerTest, IllFormedBytesBecomeReplacementCharacters) {
   const std::string r = "\xEF\xBF\xBD";
   // A lead byte that is then not continued: replaced once its fate is known.
-  EXPECT_EQ(Deltas({ByteToken(0xC3), ByteToken('A')}),
-            (std::vector<std::string>{"", r + "A", ""}));
+  EXPECT_EQ(Deltas({ByteToken(0xC3), ByteToken('A')}), (std::vector<std::string>{"", r + "A", ""}));
   // A stray continuation byte: replaced at once.
-  EXPECT_EQ(Deltas({ByteToken(0x80), ByteToken('A')}),
-            (std::vector<std::string>{r, "A", ""}));
+  EXPECT_EQ(Deltas({ByteToken(0x80), ByteToken('A')}), (std::vector<std::string>{r, "A", ""}));
   // A character cut off by the end of the stream: Flush replaces it.
   EXPECT_EQ(Deltas({ByteToken(0xE4), ByteToken(0xB8)}), (std::vector<std::string>{"", "", r}));
 }

@@ -43,12 +43,12 @@ TEST(PreTokenizerTest, SplitsLikeTheV3Patterns) {
     std::vector<std::string> pieces;
   } cases[] = {
       {"Hello world", {"Hello", " world"}},
-      {"12345", {"123", "45"}},                         // digits in threes
+      {"12345", {"123", "45"}},  // digits in threes
       {"a1234b", {"a", "123", "4", "b"}},
-      {"你好世界abc", {"你好世界", "abc"}},             // CJK runs stand alone
+      {"你好世界abc", {"你好世界", "abc"}},  // CJK runs stand alone
       {"日本語のテキスト", {"日本語のテキスト"}},
-      {"  hello", {" ", " hello"}},                     // \s+(?!\S) leaves the last space
-      {"a.b", {"a", ".b"}},                             // punctuation + ASCII letters
+      {"  hello", {" ", " hello"}},  // \s+(?!\S) leaves the last space
+      {"a.b", {"a", ".b"}},          // punctuation + ASCII letters
       {"x\n\ny", {"x", "\n\n", "y"}},
       {"foo!!!\n", {"foo", "!!!\n"}},
       {"trailing   ", {"trailing", "   "}},
@@ -61,9 +61,11 @@ TEST(PreTokenizerTest, RejectsWhatItDoesNotImplement) {
   const auto config = nlohmann::json::parse(
       R"({"type": "Split", "pattern": {"Regex": "a"}, "behavior": "MergedWithNext"})");
   EXPECT_FALSE(tokenizer::PreTokenizer::FromJson(config).ok());
-  EXPECT_FALSE(tokenizer::PreTokenizer::FromJson(nlohmann::json::parse(R"({"type": "Nope"})")).ok());
-  EXPECT_FALSE(tokenizer::PreTokenizer::FromJson(nlohmann::json::parse(
-                   R"({"type": "Split", "pattern": {"Regex": "("}, "behavior": "Isolated"})"))
+  EXPECT_FALSE(
+      tokenizer::PreTokenizer::FromJson(nlohmann::json::parse(R"({"type": "Nope"})")).ok());
+  EXPECT_FALSE(tokenizer::PreTokenizer::FromJson(
+                   nlohmann::json::parse(
+                       R"({"type": "Split", "pattern": {"Regex": "("}, "behavior": "Isolated"})"))
                    .ok());
 }
 
@@ -98,7 +100,8 @@ TEST(TokenizerTest, VocabularyAndSpecialTokens) {
 }
 
 TEST(TokenizerTest, SkipSpecialTokensDropsOnlySpecialOnes) {
-  const std::vector<int32_t> ids = V3().Encode("<｜begin▁of▁sentence｜><｜User｜>Hi<｜end▁of▁sentence｜>");
+  const std::vector<int32_t> ids =
+      V3().Encode("<｜begin▁of▁sentence｜><｜User｜>Hi<｜end▁of▁sentence｜>");
   EXPECT_EQ(V3().Decode(ids, /*skip_special_tokens=*/true), "<｜User｜>Hi");
 }
 
@@ -114,13 +117,16 @@ TEST(TokenizerTest, DecodeReplacesIllFormedBytesAndSkipsUnknownIds) {
 }
 
 TEST(TokenizerTest, IllFormedInputIsEncodedAsItsReplacement) {
-  EXPECT_EQ(V3().Encode("a\xFF" "b"), V3().Encode("a\xEF\xBF\xBD" "b"));
+  EXPECT_EQ(V3().Encode("a\xFF"
+                        "b"),
+            V3().Encode("a\xEF\xBF\xBD"
+                        "b"));
 }
 
 TEST(TokenizerTest, RoundTripsMixedText) {
   const std::string texts[] = {
-      "def f(x):\n    return x * 2\n",       "naïve café — «quoted» …",
-      "  leading and trailing  \n\n",         "🇺🇸👨‍👩‍👧 emoji",
+      "def f(x):\n    return x * 2\n",      "naïve café — «quoted» …",
+      "  leading and trailing  \n\n",       "🇺🇸👨‍👩‍👧 emoji",
       "\t\r\n mixed\u00a0spaces\u3000here", "<｜tool▁sep｜>not<｜Assistant｜>",
       "مرحبا بالعالم Привет мир 한국어",
   };

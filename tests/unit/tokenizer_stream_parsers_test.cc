@@ -60,8 +60,7 @@ INSTANTIATE_TEST_SUITE_P(
                       "A</think>"},
         ReasoningCase{"NoReasoning", false, "<thin>plain answer", "", "<thin>plain answer"},
         ReasoningCase{"TagPrefixAtTheEnd", false, "<thi", "", "<thi"},
-        ReasoningCase{"CloseTagPrefixInsideReasoning", true, "a</thin</think>b", "a</thin",
-                      "b"},
+        ReasoningCase{"CloseTagPrefixInsideReasoning", true, "a</thin</think>b", "a</thin", "b"},
         ReasoningCase{"EmptyReasoning", true, "</think>", "", ""}),
     [](const testing::TestParamInfo<ReasoningCase>& info) { return info.param.name; });
 
@@ -108,14 +107,16 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, ToolCallParserTest,
     testing::Values(
         ToolCase{"PlainText", "no calls here <｜tool", "no calls here <｜tool", {}},
-        ToolCase{"TwoCallsAfterText",
-                 "Let me check." + kTwoCalls,
-                 "Let me check.",
-                 {{"function", "get_weather", "{\"city\": \"Paris\"}"},
-                  {"function", "get_time", "{}"}}},
-        ToolCase{"TextAfterTheBlock", kTwoCalls + " done", " done",
-                 {{"function", "get_weather", "{\"city\": \"Paris\"}"},
-                  {"function", "get_time", "{}"}}},
+        ToolCase{
+            "TwoCallsAfterText",
+            "Let me check." + kTwoCalls,
+            "Let me check.",
+            {{"function", "get_weather", "{\"city\": \"Paris\"}"}, {"function", "get_time", "{}"}}},
+        ToolCase{
+            "TextAfterTheBlock",
+            kTwoCalls + " done",
+            " done",
+            {{"function", "get_weather", "{\"city\": \"Paris\"}"}, {"function", "get_time", "{}"}}},
         // As the V3 template renders a first call: no <｜tool▁calls▁end｜>.
         ToolCase{"BlockNeverClosed",
                  "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>f\n```json\n"

@@ -38,36 +38,102 @@ class Random {
   uint64_t state_;
 };
 
-constexpr const char* kEnglish[] = {
-    "the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be",
-    "by", "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but",
-    "have", "an", "had", "they", "you", "were", "their", "one", "all", "we", "can", "her",
-    "has", "there", "been", "if", "more", "when", "will", "would", "who", "so", "no",
-    "model", "language", "token", "server", "request", "stream", "latency", "throughput",
-    "distributed", "attention", "experts", "inference", "quantization", "benchmark",
-    "unbelievably", "internationalization", "misunderstanding", "photosynthesis", "Paris",
-    "DeepSeek", "Kubernetes", "PostgreSQL", "isn't", "we've", "they'll", "O'Brien"};
+constexpr const char* kEnglish[] = {"the",
+                                    "of",
+                                    "and",
+                                    "to",
+                                    "in",
+                                    "is",
+                                    "that",
+                                    "for",
+                                    "it",
+                                    "as",
+                                    "was",
+                                    "with",
+                                    "be",
+                                    "by",
+                                    "on",
+                                    "not",
+                                    "he",
+                                    "this",
+                                    "are",
+                                    "or",
+                                    "his",
+                                    "from",
+                                    "at",
+                                    "which",
+                                    "but",
+                                    "have",
+                                    "an",
+                                    "had",
+                                    "they",
+                                    "you",
+                                    "were",
+                                    "their",
+                                    "one",
+                                    "all",
+                                    "we",
+                                    "can",
+                                    "her",
+                                    "has",
+                                    "there",
+                                    "been",
+                                    "if",
+                                    "more",
+                                    "when",
+                                    "will",
+                                    "would",
+                                    "who",
+                                    "so",
+                                    "no",
+                                    "model",
+                                    "language",
+                                    "token",
+                                    "server",
+                                    "request",
+                                    "stream",
+                                    "latency",
+                                    "throughput",
+                                    "distributed",
+                                    "attention",
+                                    "experts",
+                                    "inference",
+                                    "quantization",
+                                    "benchmark",
+                                    "unbelievably",
+                                    "internationalization",
+                                    "misunderstanding",
+                                    "photosynthesis",
+                                    "Paris",
+                                    "DeepSeek",
+                                    "Kubernetes",
+                                    "PostgreSQL",
+                                    "isn't",
+                                    "we've",
+                                    "they'll",
+                                    "O'Brien"};
 constexpr const char* kPunctuation[] = {".", ",", ";", ":", "!", "?", " —", "...", ")", "\""};
 constexpr const char* kChinese[] = {
-    "我们", "模型", "语言", "推理", "服务器", "的", "是", "在", "了", "和", "有", "这个",
-    "人工智能", "深度学习", "数据", "计算", "分布式", "系统", "性能", "测试", "中国",
-    "北京", "上海", "时间", "问题", "因为", "所以", "但是", "可以", "需要", "，", "。",
-    "、", "：", "“", "”", "！", "？"};
-constexpr const char* kJapanese[] = {"これは", "テスト", "です", "。", "日本語", "の", "文章",
-                                     "カタカナ", "ひらがな", "東京", "、"};
+    "我们", "模型", "语言",     "推理",     "服务器", "的",   "是",     "在",   "了",   "和",
+    "有",   "这个", "人工智能", "深度学习", "数据",   "计算", "分布式", "系统", "性能", "测试",
+    "中国", "北京", "上海",     "时间",     "问题",   "因为", "所以",   "但是", "可以", "需要",
+    "，",   "。",   "、",       "：",       "“",      "”",    "！",     "？"};
+constexpr const char* kJapanese[] = {"これは", "テスト",   "です",     "。",   "日本語", "の",
+                                     "文章",   "カタカナ", "ひらがな", "東京", "、"};
 constexpr const char* kOtherScripts[] = {
-    "Привет", "мир", "مرحبا", "بالعالم", "안녕하세요", "세계", "Γειά", "σου", "नमस्ते",
-    "สวัสดี", "naïve", "café", "Ångström", "über", "ﬁnance", "Ｆｕｌｌｗｉｄｔｈ"};
-constexpr const char* kEmoji[] = {"😀", "🚀", "👍", "🇺🇸", "👨‍👩‍👧", "❤️", "🤖", "✨", "🎉", "½",
-                                  "²", "€", "→", "∑", "≤"};
-constexpr const char* kCode[] = {
-    "def {id}(x, y):\n    return x * {n} + y\n\n",
-    "for (int i = 0; i < {n}; ++i) {\n  {id}[i] = i * i;\n}\n",
-    "const {id} = await fetch(`/api/v1/items/${{n}}`);\n",
-    "if err != nil {\n\treturn fmt.Errorf(\"{id}: %w\", err)\n}\n",
-    "SELECT {id}, COUNT(*) FROM events WHERE ts > {n} GROUP BY 1;\n",
-    "    self.{id} = nn.Linear({n}, {n}, bias=False)  # projection\n",
-    "<div class=\"{id}\">{n}</div>\n", "{\"{id}\": [{n}, {n}], \"ok\": true}\n"};
+    "Привет", "мир",  "مرحبا", "بالعالم", "안녕하세요", "세계", "Γειά",   "σου",
+    "नमस्ते",   "สวัสดี", "naïve", "café",    "Ångström",   "über", "ﬁnance", "Ｆｕｌｌｗｉｄｔｈ"};
+constexpr const char* kEmoji[] = {"😀",      "🚀",    "👍", "🇺🇸", "👨‍👩‍👧",
+                                  "❤️", "🤖", "✨", "🎉",  "½",
+                                  "²",      "€",    "→", "∑",  "≤"};
+constexpr const char* kCode[] = {"def {id}(x, y):\n    return x * {n} + y\n\n",
+                                 "for (int i = 0; i < {n}; ++i) {\n  {id}[i] = i * i;\n}\n",
+                                 "const {id} = await fetch(`/api/v1/items/${{n}}`);\n",
+                                 "if err != nil {\n\treturn fmt.Errorf(\"{id}: %w\", err)\n}\n",
+                                 "SELECT {id}, COUNT(*) FROM events WHERE ts > {n} GROUP BY 1;\n",
+                                 "    self.{id} = nn.Linear({n}, {n}, bias=False)  # projection\n",
+                                 "<div class=\"{id}\">{n}</div>\n",
+                                 "{\"{id}\": [{n}, {n}], \"ok\": true}\n"};
 
 std::string Identifier(Random& rng) {
   static constexpr char kLetters[] = "abcdefghijklmnopqrstuvwxyz_ABCDEFGHIJKLMNOPQRSTUVWXYZ";
@@ -79,9 +145,12 @@ std::string Identifier(Random& rng) {
 
 std::string Number(Random& rng) {
   switch (rng.Below(4)) {
-    case 0: return std::to_string(rng.Below(100));
-    case 1: return std::to_string(rng.Below(10000000));
-    case 2: return std::to_string(rng.Below(1000)) + "." + std::to_string(rng.Below(100000));
+    case 0:
+      return std::to_string(rng.Below(100));
+    case 1:
+      return std::to_string(rng.Below(10000000));
+    case 2:
+      return std::to_string(rng.Below(1000)) + "." + std::to_string(rng.Below(100000));
     default:
       return "20" + std::to_string(10 + rng.Below(20)) + "-0" + std::to_string(1 + rng.Below(9)) +
              "-1" + std::to_string(rng.Below(10));
@@ -119,7 +188,8 @@ std::string Corpus(size_t bytes) {
     } else if (kind < 75) {
       text += Fill(rng.Pick(kCode), rng);
     } else if (kind < 82) {
-      for (size_t n = 3 + rng.Below(8); n > 0; --n) text += Number(rng) + (rng.Below(2) ? ", " : " ");
+      for (size_t n = 3 + rng.Below(8); n > 0; --n)
+        text += Number(rng) + (rng.Below(2) ? ", " : " ");
     } else if (kind < 87) {
       for (size_t n = 3 + rng.Below(8); n > 0; --n) text += rng.Pick(kJapanese);
       text += "\n";
@@ -178,9 +248,9 @@ int main(int argc, char** argv) {
   double warm = cold;
   for (int i = 0; i < iterations; ++i) warm = std::min(warm, time_encode(&tokens));
   const double mb = static_cast<double>(corpus.size()) / 1e6;
-  std::cout << nlohmann::json{{"bytes", corpus.size()},     {"tokens", tokens},
-                              {"cold_seconds", cold},        {"cold_mb_per_s", mb / cold},
-                              {"seconds", warm},             {"mb_per_s", mb / warm}}
+  std::cout << nlohmann::json{{"bytes", corpus.size()}, {"tokens", tokens},
+                              {"cold_seconds", cold},   {"cold_mb_per_s", mb / cold},
+                              {"seconds", warm},        {"mb_per_s", mb / warm}}
                    .dump()
             << "\n";
   return 0;

@@ -18,7 +18,8 @@
 
 namespace {
 
-using nlohmann::json;
+// Keys keep their insertion order, so that "text" comes before "ids".
+using json = nlohmann::ordered_json;
 
 absl::StatusOr<std::vector<dsv3::ChatMessage>> ParseMessages(const json& request) {
   if (!request.is_object() || !request.contains("messages") || !request["messages"].is_array()) {
@@ -58,9 +59,8 @@ absl::StatusOr<std::vector<dsv3::ChatMessage>> ParseMessages(const json& request
   return messages;
 }
 
-absl::StatusOr<json> HandleLine(const dsv3::Tokenizer& tokenizer, const json& input,
-                                bool decode, bool skip_special, bool chat,
-                                dsv3::ChatTemplate chat_template) {
+absl::StatusOr<json> HandleLine(const dsv3::Tokenizer& tokenizer, const json& input, bool decode,
+                                bool skip_special, bool chat, dsv3::ChatTemplate chat_template) {
   if (chat) {
     absl::StatusOr<std::vector<dsv3::ChatMessage>> messages = ParseMessages(input);
     if (!messages.ok()) return messages.status();
