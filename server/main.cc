@@ -4,6 +4,9 @@
 // may finish within --grace-period-s, the rest are aborted, and the process exits 0.
 #include <signal.h>
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <thread>
 
@@ -12,6 +15,18 @@
 #include "server/server_flags.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
+
+namespace {
+
+int g_signal_pipe[2] = {-1, -1};
+
+void OnSignal(int signal) {
+  const unsigned char byte = static_cast<unsigned char>(signal);
+  // Nothing useful to do if the pipe is full: a signal is already pending.
+  [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &byte, 1);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace dsv3::server;
@@ -23,17 +38,23 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(options.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
 
-  // Signals are taken by one thread with sigwait, blocked everywhere else (threads inherit the
-  // mask, so block before any thread starts).
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // The handler only writes to a pipe (async-signal-safe); a thread reads it. A handler rather
+  // than a blocked mask plus sigwait, because libraries start threads before main (OpenBLAS's
+  // pool) that would not have the signals blocked and would take the default action.
+  if (pipe(g_signal_pipe) != 0) {
+    std::perror("pipe");
+    return 1;
+  }
+  struct sigaction action {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
   absl::Notification stop;
   std::thread signal_thread([&] {
-    int signal = 0;
-    sigwait(&signals, &signal);
+    unsigned char signal = 0;
+    while (read(g_signal_pipe[0], &signal, 1) < 0 && errno == EINTR) {
+    }
     spdlog::info("received {}: draining", signal == SIGTERM ? "SIGTERM" : "SIGINT");
     stop.Notify();
   });

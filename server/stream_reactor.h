@@ -41,15 +41,13 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
   // once, from the subclass constructor.
   void Submit(EngineRequest request) {
     request.request_id = request_id_;
-    const size_t prompt_tokens = request.prompt_ids.size();
-    const int32_t max_tokens = request.sampling.max_tokens;
+    spdlog::debug("{} {}: {} prompt tokens, max_tokens {}", request_id_, method_,
+                  request.prompt_ids.size(), request.sampling.max_tokens);
     auto stream = state_.model().engine->Submit(std::move(request));
     if (!stream.ok()) {
       Reject(ToGrpcStatus(stream.status()));
       return;
     }
-    SPDLOG_DEBUG("{} {}: {} prompt tokens, max_tokens {}", request_id_, method_, prompt_tokens,
-                 max_tokens);
     stream_ = *std::move(stream);
     link_ = std::make_shared<Link>();
     link_->pump = [this] { Pump(); };
