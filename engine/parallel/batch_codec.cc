@@ -44,6 +44,7 @@ class Reader {
 
   absl::Status U32(uint32_t* v) { return Bytes(v, sizeof(*v), "a count"); }
   absl::Status I32(int32_t* v) { return Bytes(v, sizeof(*v), "a field"); }
+  absl::Status I64(int64_t* v) { return Bytes(v, sizeof(*v), "a field"); }
   absl::Status Array(std::vector<int32_t>* v, const char* what) {
     uint32_t n = 0;
     DSV3_RETURN_IF_ERROR(U32(&n));
@@ -104,6 +105,9 @@ std::string EncodeControlMessage(const ControlMessage& message) {
       PutArray(payload, s.block_table);
     }
     PutArray(payload, b.logits_rows);
+  } else if (message.kind == ControlMessage::Kind::kAllocateCache) {
+    payload.append(reinterpret_cast<const char*>(&message.num_kv_blocks), sizeof(int64_t));
+    payload.append(reinterpret_cast<const char*>(&message.kv_block_size), sizeof(int32_t));
   }
   Header h{};
   std::memcpy(h.magic, kMagic, sizeof(kMagic));
@@ -142,7 +146,7 @@ absl::StatusOr<ControlMessage> DecodeControlMessage(const std::string& bytes) {
     return absl::DataLossError("step plan: checksum mismatch");
   }
   ControlMessage m;
-  if (h.kind < 1 || h.kind > 3) {
+  if (h.kind < 1 || h.kind > 4) {
     return absl::DataLossError(absl::StrCat("step plan: unknown kind ", h.kind));
   }
   if (h.mla_mode > static_cast<uint8_t>(MlaMode::kAbsorbed)) {
@@ -170,6 +174,13 @@ absl::StatusOr<ControlMessage> DecodeControlMessage(const std::string& bytes) {
     }
     DSV3_RETURN_IF_ERROR(r.Array(&b.logits_rows, "logits rows"));
     DSV3_RETURN_IF_ERROR(CheckBatch(b));
+  } else if (m.kind == ControlMessage::Kind::kAllocateCache) {
+    DSV3_RETURN_IF_ERROR(r.I64(&m.num_kv_blocks));
+    DSV3_RETURN_IF_ERROR(r.I32(&m.kv_block_size));
+    if (m.num_kv_blocks < 1 || m.kv_block_size < 1) {
+      return absl::DataLossError(absl::StrCat("step plan: cache of ", m.num_kv_blocks,
+                                              " blocks of ", m.kv_block_size, " tokens"));
+    }
   }
   if (r.left() != 0) {
     return absl::DataLossError(absl::StrCat("step plan: ", r.left(), " trailing bytes"));

@@ -24,10 +24,13 @@ struct ControlMessage {
     kStep = 1,       // run `batch`
     kShutdown = 2,   // rank 0 is stopping: exit cleanly
     kHeartbeat = 3,  // rank 0 is alive but idle: answer with a barrier
+    kAllocateCache = 4,  // make the KV cache rank 0 sized: block ids in plans index it
   };
   Kind kind = Kind::kStep;
   MlaMode mla_mode = MlaMode::kAuto;
-  ForwardBatch batch;  // kStep only
+  ForwardBatch batch = {};  // kStep only
+  int64_t num_kv_blocks = 0;  // kAllocateCache only
+  int32_t kv_block_size = 0;  // kAllocateCache only
 };
 
 std::string EncodeControlMessage(const ControlMessage& message);

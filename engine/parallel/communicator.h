@@ -30,10 +30,6 @@ class Communicator {
   // A barrier with its own timeout, for the first meeting after loading weights, which may take
   // some ranks minutes longer than others (the per-collective timeout is seconds).
   virtual absl::Status StartupBarrier(absl::Duration timeout) { return Barrier(); }
-  // OK, or the first collective error. After an error every collective fails at once with it,
-  // so code that runs on after one failed collective (a Forward that returns void) cannot hang
-  // in the next one; the caller checks status() once at the end of the step.
-  virtual absl::Status status() const { return absl::OkStatus(); }
 };
 
 // A communicator of one rank: every collective is the identity. Used when --tp is 1, so the

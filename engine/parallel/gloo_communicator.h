@@ -50,7 +50,9 @@ class GlooCommunicator final : public Communicator {
   absl::Status Broadcast(std::string& bytes, int root) override;
   absl::Status Barrier() override;
   absl::Status StartupBarrier(absl::Duration timeout) override;
-  absl::Status status() const override { return failed_; }
+  // OK, or the first collective error. After one, every collective fails at once with it: a
+  // caller that carries on after an error cannot hang in the next collective.
+  absl::Status status() const { return failed_; }
 
  private:
   GlooCommunicator(GlooOptions options, std::shared_ptr<gloo::Context> context);

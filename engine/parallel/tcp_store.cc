@@ -75,13 +75,20 @@ class TcpStore::Server {
     table_[key] = value;
   }
 
-  // nullopt-like: false when the key did not appear in time (or the server stops).
-  bool Get(const std::string& key, absl::Duration timeout, std::string* value) {
+  void Abort(const absl::Status& reason) {
+    absl::MutexLock lock(&mu_);
+    if (aborted_.ok()) aborted_ = reason;
+  }
+
+  // False when the key did not appear in time (or the server stops); the abort reason once
+  // Abort was called.
+  absl::StatusOr<bool> Get(const std::string& key, absl::Duration timeout, std::string* value) {
     absl::MutexLock lock(&mu_);
     auto present = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-      return stopping_ || table_.contains(key);
+      return stopping_ || !aborted_.ok() || table_.contains(key);
     };
     mu_.AwaitWithTimeout(absl::Condition(&present), timeout);
+    if (!aborted_.ok()) return aborted_;
     auto it = table_.find(key);
     if (it == table_.end()) return false;
     *value = it->second;
@@ -126,7 +133,8 @@ class TcpStore::Server {
     int64_t timeout_ms = 0;
     DSV3_RETURN_IF_ERROR(ReadFull(fd, &timeout_ms, sizeof(timeout_ms), deadline));
     std::string value;
-    const uint8_t found = Get(key, absl::Milliseconds(timeout_ms), &value) ? 1 : 0;
+    auto got = Get(key, absl::Milliseconds(timeout_ms), &value);
+    const uint8_t found = got.ok() && *got ? 1 : 0;
     const absl::Time reply_deadline = absl::Now() + absl::Seconds(30);
     DSV3_RETURN_IF_ERROR(WriteFull(fd, &found, 1, reply_deadline));
     return found ? WriteString(fd, value, reply_deadline) : absl::OkStatus();
@@ -136,6 +144,7 @@ class TcpStore::Server {
   std::thread accept_thread_;
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status aborted_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::string> table_ ABSL_GUARDED_BY(mu_);
   std::vector<int> connections_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> connection_threads_ ABSL_GUARDED_BY(mu_);
@@ -215,6 +224,10 @@ TcpStore::TcpStore(std::string host, int port) : host_(std::move(host)), port_(p
 
 TcpStore::~TcpStore() = default;
 
+void TcpStore::Abort(const absl::Status& reason) {
+  if (server_) server_->Abort(reason);
+}
+
 std::string TcpStore::Describe() const {
   return absl::StrCat("MASTER_ADDR:MASTER_PORT = ", host_, ":", port_);
 }
@@ -236,7 +249,7 @@ absl::StatusOr<std::string> TcpStore::Get(const std::string& key, absl::Duration
   std::string value;
   bool found = false;
   if (server_) {
-    found = server_->Get(key, timeout, &value);
+    DSV3_ASSIGN_OR_RETURN(found, server_->Get(key, timeout, &value));
   } else if (absl::Status st = client_->Get(key, timeout, &found, &value); !st.ok()) {
     return absl::UnavailableError(absl::StrCat("reading rendezvous key '", key, "' at ",
                                                Describe(), ": ", st.message()));

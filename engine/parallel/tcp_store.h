@@ -39,6 +39,10 @@ class TcpStore {
   // naming the key, the store and the timeout; Unavailable when the server is gone.
   absl::StatusOr<std::string> Get(const std::string& key, absl::Duration timeout);
 
+  // Server only: every pending and later Get of this process fails with `reason` at once (a
+  // worker died during rendezvous: waiting for it is pointless).
+  void Abort(const absl::Status& reason);
+
   int port() const { return port_; }
   // "MASTER_ADDR:MASTER_PORT = host:port", for error messages.
   std::string Describe() const;

@@ -43,6 +43,21 @@ TEST(BatchCodecTest, StepRoundTrips) {
   ExpectSameBatch(decoded->batch, m.batch);
 }
 
+TEST(BatchCodecTest, CacheGeometryRoundTrips) {
+  ControlMessage m;
+  m.kind = ControlMessage::Kind::kAllocateCache;
+  m.num_kv_blocks = 1ll << 33;
+  m.kv_block_size = 64;
+  auto decoded = DecodeControlMessage(EncodeControlMessage(m));
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->kind, ControlMessage::Kind::kAllocateCache);
+  EXPECT_EQ(decoded->num_kv_blocks, 1ll << 33);
+  EXPECT_EQ(decoded->kv_block_size, 64);
+  m.kv_block_size = 0;
+  EXPECT_EQ(DecodeControlMessage(EncodeControlMessage(m)).status().code(),
+            absl::StatusCode::kDataLoss);
+}
+
 TEST(BatchCodecTest, EmptyStepAndControlKindsRoundTrip) {
   for (auto kind : {ControlMessage::Kind::kStep, ControlMessage::Kind::kShutdown,
                     ControlMessage::Kind::kHeartbeat}) {

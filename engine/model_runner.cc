@@ -1,0 +1,203 @@
+#include "engine/model_runner.h"
+
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "engine/model/model.h"
+#include "engine/parallel/batch_codec.h"
+#include "engine/util/status_macros.h"
+
+namespace dsv3 {
+namespace {
+
+class LocalModelRunner final : public ModelRunner {
+ public:
+  explicit LocalModelRunner(DeepseekV3Model& model) : model_(model) {}
+
+  absl::Status AllocateCache(int64_t num_blocks, int32_t block_size) override {
+    cache_ = std::make_unique<KvCache>(model_.backend(), model_.config(), num_blocks, block_size);
+    return absl::OkStatus();
+  }
+  absl::Status Execute(const ForwardBatch& batch, std::vector<float>& logits,
+                       MlaMode mla_mode) override {
+    return model_.Forward(batch, *cache_, logits, mla_mode);
+  }
+  absl::Status Health() override { return absl::OkStatus(); }
+  void Shutdown() override {}
+  DeepseekV3Model& model() override { return model_; }
+  KvCache& cache() override { return *cache_; }
+
+ private:
+  DeepseekV3Model& model_;
+  std::unique_ptr<KvCache> cache_;
+};
+
+// Rank 0: every message goes out under one mutex, so heartbeats never interleave with a step.
+class TpLeaderRunner final : public ModelRunner {
+ public:
+  TpLeaderRunner(DeepseekV3Model& model, Communicator& comm, TpLeaderOptions options)
+      : model_(model), comm_(comm), options_(std::move(options)) {
+    heartbeat_ = std::thread([this] { HeartbeatLoop(); });
+  }
+
+  ~TpLeaderRunner() override { Shutdown(); }
+
+  absl::Status AllocateCache(int64_t num_blocks, int32_t block_size) override {
+    absl::MutexLock lock(&mu_);
+    ControlMessage m{.kind = ControlMessage::Kind::kAllocateCache,
+                     .num_kv_blocks = num_blocks,
+                     .kv_block_size = block_size};
+    DSV3_RETURN_IF_ERROR(SendLocked(m));
+    cache_ = std::make_unique<KvCache>(model_.backend(), model_.config(), num_blocks, block_size);
+    return absl::OkStatus();
+  }
+
+  absl::Status Execute(const ForwardBatch& batch, std::vector<float>& logits,
+                       MlaMode mla_mode) override {
+    absl::MutexLock lock(&mu_);
+    ControlMessage m{.kind = ControlMessage::Kind::kStep, .mla_mode = mla_mode, .batch = batch};
+    DSV3_RETURN_IF_ERROR(SendLocked(m));
+    if (absl::Status st = model_.Forward(batch, *cache_, logits, mla_mode); !st.ok()) {
+      return FailLocked(st);
+    }
+    last_activity_ = absl::Now();
+    return absl::OkStatus();
+  }
+
+  absl::Status Health() override {
+    absl::MutexLock lock(&mu_);
+    return failed_;
+  }
+
+  void Shutdown() override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+      stopping_ = true;
+      // Best effort: a broken group has nobody to tell.
+      if (failed_.ok()) SendLocked({.kind = ControlMessage::Kind::kShutdown}).IgnoreError();
+    }
+    heartbeat_.join();
+  }
+
+  DeepseekV3Model& model() override { return model_; }
+  KvCache& cache() override { return *cache_; }
+
+ private:
+  absl::Status SendLocked(const ControlMessage& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!failed_.ok()) return failed_;
+    if (stopping_ && m.kind != ControlMessage::Kind::kShutdown) {
+      return absl::FailedPreconditionError("the model runner was shut down");
+    }
+    std::string bytes = EncodeControlMessage(m);
+    if (absl::Status st = comm_.Broadcast(bytes, 0); !st.ok()) return FailLocked(st);
+    return absl::OkStatus();
+  }
+
+  absl::Status FailLocked(const absl::Status& st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (failed_.ok()) {
+      failed_ = absl::UnavailableError(
+          absl::StrCat("tensor-parallel group failed: ", st.message()));
+      if (options_.on_failure) options_.on_failure(failed_);
+    }
+    return failed_;
+  }
+
+  void HeartbeatLoop() {
+    absl::MutexLock lock(&mu_);
+    while (true) {
+      auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+      mu_.AwaitWithTimeout(absl::Condition(&stop), options_.heartbeat_interval);
+      if (stopping_ || !failed_.ok()) return;
+      if (absl::Now() - last_activity_ < options_.heartbeat_interval) continue;
+      if (!SendLocked({.kind = ControlMessage::Kind::kHeartbeat}).ok()) return;
+      // The barrier makes every worker answer: a dead or stuck one shows up here.
+      if (absl::Status st = comm_.Barrier(); !st.ok()) {
+        FailLocked(st).IgnoreError();
+        return;
+      }
+      last_activity_ = absl::Now();
+    }
+  }
+
+  DeepseekV3Model& model_;
+  Communicator& comm_;
+  const TpLeaderOptions options_;
+  absl::Mutex mu_;
+  std::unique_ptr<KvCache> cache_ ABSL_GUARDED_BY(mu_);
+  absl::Status failed_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time last_activity_ ABSL_GUARDED_BY(mu_) = absl::Now();
+  std::thread heartbeat_;
+};
+
+// A plan from rank 0 is trusted to be valid, but it must at least fit this rank's model and
+// cache: a mismatch (ranks of different builds or checkpoints) must fail, not crash.
+absl::Status CheckPlanFits(const ForwardBatch& batch, const ModelConfig& config,
+                           const KvCache* cache) {
+  if (cache == nullptr) return absl::FailedPreconditionError("a step arrived before the cache");
+  for (int32_t id : batch.token_ids) {
+    if (id < 0 || id >= config.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("plan token id ", id, " outside the vocabulary of ", config.vocab_size));
+    }
+  }
+  for (const SequenceSlice& s : batch.sequences) {
+    const int64_t blocks_needed =
+        (static_cast<int64_t>(s.context_end()) + cache->block_size() - 1) / cache->block_size();
+    if (static_cast<int64_t>(s.block_table.size()) < blocks_needed) {
+      return absl::InvalidArgumentError("plan block table does not cover its positions");
+    }
+    for (int32_t block : s.block_table) {
+      if (block < 0 || block >= cache->num_blocks()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("plan block ", block, " outside the cache of ", cache->num_blocks()));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::unique_ptr<ModelRunner> MakeLocalModelRunner(DeepseekV3Model& model) {
+  return std::make_unique<LocalModelRunner>(model);
+}
+
+std::unique_ptr<ModelRunner> MakeTpLeaderRunner(DeepseekV3Model& model, Communicator& comm,
+                                                TpLeaderOptions options) {
+  return std::make_unique<TpLeaderRunner>(model, comm, std::move(options));
+}
+
+absl::Status RunWorker(DeepseekV3Model& model, Communicator& comm) {
+  std::unique_ptr<KvCache> cache;
+  std::vector<float> logits;  // every rank computes them; only rank 0 samples
+  while (true) {
+    std::string bytes;
+    if (absl::Status st = comm.Broadcast(bytes, 0); !st.ok()) {
+      return absl::UnavailableError(absl::StrCat("rank ", comm.rank(),
+                                                 ": lost rank 0 while waiting for the next step: ",
+                                                 st.message()));
+    }
+    DSV3_ASSIGN_OR_RETURN(ControlMessage m, DecodeControlMessage(bytes));
+    switch (m.kind) {
+      case ControlMessage::Kind::kShutdown:
+        return absl::OkStatus();
+      case ControlMessage::Kind::kHeartbeat:
+        DSV3_RETURN_IF_ERROR(comm.Barrier());
+        break;
+      case ControlMessage::Kind::kAllocateCache:
+        cache = std::make_unique<KvCache>(model.backend(), model.config(), m.num_kv_blocks,
+                                          m.kv_block_size);
+        break;
+      case ControlMessage::Kind::kStep:
+        DSV3_RETURN_IF_ERROR(CheckPlanFits(m.batch, model.config(), cache.get()));
+        DSV3_RETURN_IF_ERROR(model.Forward(m.batch, *cache, logits, m.mla_mode));
+        break;
+    }
+  }
+}
+
+}  // namespace dsv3
