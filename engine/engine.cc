@@ -212,7 +212,14 @@ class Engine::Impl {
     const StepPlan plan = scheduler_.Schedule();
     if (plan.empty()) return;
     const ForwardBatch batch = plan.ToForwardBatch();
-    model_.Forward(batch, cache_, logits);
+    if (absl::Status s = model_.Forward(batch, cache_, logits); !s.ok()) {
+      // Only a failed collective (a lost tensor-parallel peer) gets here: no request can go on.
+      spdlog::error("model step failed: {}", std::string(s.message()));
+      std::vector<int64_t> ids;
+      for (const auto& [id, r] : active_) ids.push_back(id);
+      for (int64_t id : ids) End(id, FinishReason::kError, "model step failed: " + std::string(s.message()));
+      return;
+    }
     ++steps_;
 
     const int64_t vocab = model_.config().vocab_size;

@@ -102,14 +102,46 @@ class Backend {
   virtual absl::StatusOr<TensorView> LoadDense(const Checkpoint& ckpt, const std::string& name,
                                                std::span<const int64_t> shape,
                                                std::vector<Tensor>& storage) = 0;
+  // Makes a linear weight from host data: `weight` [N, K] F8_E4M3 with `scale_inv`
+  // [ceil(N/128), ceil(K/128)] F32, or an F32/BF16 weight with `scale_inv` empty. The data is
+  // copied; `storage` owns the result (as for LoadLinear).
+  virtual absl::StatusOr<LinearWeight> MakeLinear(const TensorView& weight,
+                                                  const TensorView& scale_inv,
+                                                  std::vector<Tensor>& storage) = 0;
+  // Random weights generated where they live (benchmarks at full size): `dtype` F8_E4M3 gives
+  // values of about `scale` times a unit normal, BF16 a uniform in [-scale, scale].
+  virtual absl::StatusOr<LinearWeight> MakeRandomLinear(int64_t n, int64_t k, DType dtype,
+                                                        float scale, uint64_t seed,
+                                                        std::vector<Tensor>& storage) {
+    return absl::UnimplementedError(name() + " backend: no random weights");
+  }
+  // A random float tensor in LoadDense's format: `mean` + uniform in [-scale, scale].
+  virtual absl::StatusOr<TensorView> MakeRandomDense(std::span<const int64_t> shape, float mean,
+                                                     float scale, uint64_t seed,
+                                                     std::vector<Tensor>& storage) {
+    return absl::UnimplementedError(name() + " backend: no random weights");
+  }
   // Copies host data to a new device tensor (F32 in, backend layout out) or host to host.
   virtual Tensor Upload(const TensorView& host) = 0;
   // Copies a device tensor into host memory (F32).
   virtual void Download(const TensorView& device_tensor, float* host) = 0;
 
+  // ---- Step hooks (the CPU needs none) --------------------------------------------------------
+  // Called once per step before its first op, with the step's attention layout (which stays
+  // alive and unchanged until the step's last op): a GPU backend uploads its host arrays here
+  // once instead of in every layer.
+  virtual void BeginStep(const AttentionBatch& batch) {}
+  // Called before layer `layer`'s first op, and with layer = -1 before the final norm and head
+  // (per-layer timing in benchmarks).
+  virtual void BeginLayer(int64_t layer) {}
+  // Waits for all queued device work.
+  virtual void Synchronize() {}
+
   // ---- Ops (all outputs are written completely; inputs are never modified unless stated) -----
-  // out[t, :] = table[ids[t], :]. table [V, H], out [T, H].
-  virtual void Embedding(const TensorView& table, std::span<const int32_t> ids,
+  // A vocabulary shard's lookup: table holds rows [first_row, first_row + V_shard) of the
+  // embedding; out[t, :] = table[ids[t] - first_row, :] for ids inside the shard, zeros for ids
+  // outside (another rank's). table [V_shard, H], out [T, H].
+  virtual void Embedding(const TensorView& table, std::span<const int32_t> ids, int64_t first_row,
                          const TensorView& out) = 0;
   // out = x / sqrt(mean(x^2) + eps) * weight, row by row. x, out [M, D] (row strides allowed).
   virtual void RmsNorm(const TensorView& x, const TensorView& weight, float eps,

@@ -44,31 +44,57 @@ AttentionBatch MakeAttentionBatch(const ForwardBatch& batch, int32_t block_size)
 
 absl::StatusOr<std::unique_ptr<DeepseekV3Model>> DeepseekV3Model::Load(
     const std::string& model_dir, Backend& backend) {
+  // One rank: the collectives are the identity, so a stateless instance serves every model.
+  static SingleRankCommunicator single_rank;
+  return Load(model_dir, backend, single_rank);
+}
+
+absl::StatusOr<std::unique_ptr<DeepseekV3Model>> DeepseekV3Model::Load(
+    const std::string& model_dir, Backend& backend, Communicator& comm) {
   DSV3_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromModelDir(model_dir));
-  std::unique_ptr<DeepseekV3Model> model(new DeepseekV3Model(std::move(config), backend));
+  std::unique_ptr<DeepseekV3Model> model(new DeepseekV3Model(std::move(config), backend, comm));
   DSV3_ASSIGN_OR_RETURN(model->checkpoint_, Checkpoint::Open(model_dir));
+  const Shard shard{comm.rank(), comm.world_size()};
   DSV3_ASSIGN_OR_RETURN(model->weights_,
-                        ModelWeights::Load(*model->checkpoint_, model->config_, backend));
+                        ModelWeights::Load(*model->checkpoint_, model->config_, backend, shard));
   model->rope_ = RopeTable::FromConfig(model->config_);
   return model;
 }
 
-void DeepseekV3Model::Forward(const ForwardBatch& batch, KvCache& cache,
-                              std::vector<float>& logits, MlaMode mla_mode) {
+absl::StatusOr<std::unique_ptr<DeepseekV3Model>> DeepseekV3Model::Random(
+    const ModelConfig& config, Backend& backend, uint64_t seed) {
+  static SingleRankCommunicator single_rank;
+  std::unique_ptr<DeepseekV3Model> model(new DeepseekV3Model(config, backend, single_rank));
+  DSV3_ASSIGN_OR_RETURN(model->weights_, ModelWeights::Random(model->config_, backend, seed));
+  model->rope_ = RopeTable::FromConfig(model->config_);
+  return model;
+}
+
+absl::Status DeepseekV3Model::AllReduce(const TensorView& t) {
+  return comm_.world_size() == 1 ? absl::OkStatus() : comm_.AllReduceSum(t);
+}
+
+absl::Status DeepseekV3Model::Forward(const ForwardBatch& batch, KvCache& cache,
+                                      std::vector<float>& logits, MlaMode mla_mode) {
   const ModelConfig& c = config_;
   const int64_t t = batch.num_tokens(), h = c.hidden_size;
   const AttentionBatch ab = MakeAttentionBatch(batch, cache.block_size());
   const float eps = static_cast<float>(c.rms_norm_eps);
+  backend_.BeginStep(ab);
 
   Tensor x = NewActivation(backend_, t, h);       // residual stream [T, H]
   Tensor normed = NewActivation(backend_, t, h);  // [T, H]
   Tensor branch = NewActivation(backend_, t, h);  // attention or FFN output [T, H]
-  backend_.Embedding(weights_->embed, batch.token_ids, x);
+  // Vocabulary-parallel embedding: each rank fills the rows of its tokens, zeros elsewhere.
+  backend_.Embedding(weights_->embed, batch.token_ids, weights_->shard.Begin(c.vocab_size), x);
+  DSV3_RETURN_IF_ERROR(AllReduce(x));
 
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& layer = weights_->layers[l];
+    backend_.BeginLayer(l);
     backend_.RmsNorm(x, layer.input_norm, eps, normed);
     Attention(layer, normed, ab, cache.layer(l), mla_mode, branch);
+    DSV3_RETURN_IF_ERROR(AllReduce(branch));  // heads are split: o_proj gives partial sums
     backend_.Add(x, branch, x);
     backend_.RmsNorm(x, layer.post_attention_norm, eps, normed);
     if (layer.is_moe) {
@@ -76,17 +102,35 @@ void DeepseekV3Model::Forward(const ForwardBatch& batch, KvCache& cache,
     } else {
       Mlp(layer.dense_mlp, normed, branch);
     }
+    DSV3_RETURN_IF_ERROR(AllReduce(branch));  // experts and MLP widths are split
     backend_.Add(x, branch, x);
   }
 
+  backend_.BeginLayer(-1);
   const int64_t rows = static_cast<int64_t>(batch.logits_rows.size());
   Tensor last = NewActivation(backend_, rows, h);  // [R, H]
-  Tensor out(backend_.allocator(), DType::kF32, {rows, c.vocab_size});  // [R, V] logits
+  const int world = comm_.world_size();
+  const int64_t v_local = c.vocab_size / world;
+  Tensor out(backend_.allocator(), DType::kF32, {rows, v_local});  // [R, V_local] logits
   backend_.GatherRows(x, batch.logits_rows, last);
   backend_.RmsNorm(last, weights_->final_norm, eps, last);
   backend_.Linear(last, weights_->lm_head, out);
   logits.resize(rows * c.vocab_size);
-  backend_.Download(out, logits.data());
+  if (world == 1) {
+    backend_.Download(out, logits.data());
+    return absl::OkStatus();
+  }
+  // Vocabulary-parallel head: gather [world, R, V_local], then interleave into [R, V].
+  Tensor gathered(backend_.allocator(), DType::kF32, {world * rows, v_local});
+  DSV3_RETURN_IF_ERROR(comm_.AllGather(out, gathered));
+  std::vector<float> host(world * rows * v_local);
+  backend_.Download(gathered, host.data());
+  for (int w = 0; w < world; ++w) {
+    for (int64_t r = 0; r < rows; ++r) {
+      std::copy_n(&host[(w * rows + r) * v_local], v_local, &logits[r * c.vocab_size + w * v_local]);
+    }
+  }
+  return absl::OkStatus();
 }
 
 void DeepseekV3Model::Attention(const LayerWeights& layer, const TensorView& x,
@@ -94,7 +138,9 @@ void DeepseekV3Model::Attention(const LayerWeights& layer, const TensorView& x,
                                 MlaMode mode, const TensorView& out) {
   const ModelConfig& c = config_;
   const AttentionWeights& a = layer.attn;
-  const int64_t t = x.dim(0), nh = c.num_attention_heads, qk = c.qk_head_dim();
+  // This rank's heads.
+  const int64_t t = x.dim(0), nh = c.num_attention_heads / comm_.world_size();
+  const int64_t qk = c.qk_head_dim();
   const float eps = static_cast<float>(c.rms_norm_eps);
 
   Tensor q = NewActivation(backend_, t, nh * qk);  // [T, nh * (nope + rope)]
@@ -165,7 +211,7 @@ void DeepseekV3Model::Moe(const MoeWeights& w, const TensorView& x, const Tensor
   route.norm_topk_prob = c.norm_topk_prob;
   route.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
   backend_.MoeRoute(x, w.router, w.bias, route, ids, weights);
-  backend_.MoeExperts(x, ids, weights, w.experts, /*expert_begin=*/0, out);
+  backend_.MoeExperts(x, ids, weights, w.experts, weights_->shard.Begin(c.n_routed_experts), out);
   Tensor shared = NewActivation(backend_, t, c.hidden_size);  // [T, H]
   Mlp(w.shared, x, shared);
   backend_.Add(out, shared, out);

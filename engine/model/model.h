@@ -15,6 +15,7 @@
 #include "engine/model/kv_cache.h"
 #include "engine/model/model_weights.h"
 #include "engine/model/rope.h"
+#include "engine/parallel/communicator.h"
 #include "engine/weights/checkpoint.h"
 
 namespace dsv3 {
@@ -25,6 +26,17 @@ class DeepseekV3Model {
   // (which must outlive the model).
   static absl::StatusOr<std::unique_ptr<DeepseekV3Model>> Load(const std::string& model_dir,
                                                                Backend& backend);
+  // With tensor parallelism: loads rank comm.rank()'s shard of comm.world_size(); Forward then
+  // runs the collectives through `comm` (which must outlive the model). Every rank must call
+  // Forward with the same batch.
+  static absl::StatusOr<std::unique_ptr<DeepseekV3Model>> Load(const std::string& model_dir,
+                                                               Backend& backend,
+                                                               Communicator& comm);
+
+  // A model of `config`'s shapes with random weights made by the backend (FP8 where the config
+  // says so), for benchmarks at full size without a checkpoint.
+  static absl::StatusOr<std::unique_ptr<DeepseekV3Model>> Random(const ModelConfig& config,
+                                                                 Backend& backend, uint64_t seed);
 
   const ModelConfig& config() const { return config_; }
   Backend& backend() { return backend_; }
@@ -33,11 +45,17 @@ class DeepseekV3Model {
   // batch.logits_rows into `logits` ([logits_rows.size(), vocab_size], resized here).
   // The batch must be valid (token ids in range, block tables covering every position): the
   // engine validates requests before they get here.
-  void Forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>& logits,
-               MlaMode mla_mode = MlaMode::kAuto);
+  // Fails only when a collective fails (a tensor-parallel peer died or timed out); the logits
+  // are then undefined.
+  absl::Status Forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>& logits,
+                       MlaMode mla_mode = MlaMode::kAuto);
 
  private:
-  DeepseekV3Model(ModelConfig config, Backend& backend) : config_(std::move(config)), backend_(backend) {}
+  DeepseekV3Model(ModelConfig config, Backend& backend, Communicator& comm)
+      : config_(std::move(config)), backend_(backend), comm_(comm) {}
+
+  // Sums a partial result over the tensor-parallel ranks (nothing to do on one rank).
+  absl::Status AllReduce(const TensorView& t);
 
   void Attention(const LayerWeights& layer, const TensorView& x, const AttentionBatch& batch,
                  const TensorView& cache, MlaMode mode, const TensorView& out);
@@ -46,6 +64,7 @@ class DeepseekV3Model {
 
   ModelConfig config_;
   Backend& backend_;
+  Communicator& comm_;
   std::unique_ptr<Checkpoint> checkpoint_;  // keeps the mmapped files for the backend's views
   std::unique_ptr<ModelWeights> weights_;
   RopeTable rope_;

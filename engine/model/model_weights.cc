@@ -1,5 +1,8 @@
 #include "engine/model/model_weights.h"
 
+#include <cmath>
+#include <functional>
+#include <span>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -9,43 +12,62 @@ namespace dsv3 {
 
 namespace {
 
+// Where the weights come from: the checkpoint (Load) or the backend's generator (Random).
+// A linear weight is requested by its full shape [n, k] and the slice this rank keeps.
+using LinearSource = std::function<absl::StatusOr<LinearWeight>(
+    const std::string& prefix, int64_t n, int64_t k, const Slice2D& slice)>;
+using DenseSource = std::function<absl::StatusOr<TensorView>(const std::string& name,
+                                                             std::span<const int64_t> shape)>;
+
+Slice2D Rows(int64_t begin, int64_t end) { return {begin, end, 0, -1}; }
+Slice2D Cols(int64_t begin, int64_t end) { return {0, -1, begin, end}; }
+
+// Loads the shard of one rank (SPEC section 2 names). Column-parallel weights (q_b, kv_b, MLP
+// gate/up) keep a range of output rows, row-parallel ones (o_proj, MLP down) the matching input
+// columns; routed experts are split whole; the rest is replicated.
 class Loader {
  public:
-  Loader(const Checkpoint& ckpt, const ModelConfig& config, Backend& backend, ModelWeights& out)
-      : ckpt_(ckpt), c_(config), backend_(backend), out_(out) {}
+  Loader(LinearSource linear, DenseSource dense, const ModelConfig& config, const Shard& shard)
+      : linear_(std::move(linear)), dense_(std::move(dense)), c_(config), shard_(shard) {}
 
-  absl::StatusOr<LinearWeight> Linear(const std::string& prefix, int64_t n, int64_t k) {
-    return backend_.LoadLinear(ckpt_, prefix, n, k, Slice2D{}, out_.storage);
+  absl::StatusOr<LinearWeight> Linear(const std::string& prefix, int64_t n, int64_t k,
+                                      const Slice2D& slice = {}) {
+    return linear_(prefix, n, k, slice);
   }
   absl::StatusOr<TensorView> Dense(const std::string& name, std::initializer_list<int64_t> shape) {
     std::vector<int64_t> s(shape);
-    return backend_.LoadDense(ckpt_, name, s, out_.storage);
+    return dense_(name, s);
   }
 
-  absl::StatusOr<ExpertWeights> Mlp(const std::string& prefix, int64_t inter) {
+  // gate/up keep rows [i0, i1) of the intermediate width, down the same columns.
+  absl::StatusOr<ExpertWeights> Mlp(const std::string& prefix, int64_t inter, bool split) {
     ExpertWeights w;
     const int64_t h = c_.hidden_size;
-    DSV3_ASSIGN_OR_RETURN(w.gate, Linear(prefix + "gate_proj", inter, h));
-    DSV3_ASSIGN_OR_RETURN(w.up, Linear(prefix + "up_proj", inter, h));
-    DSV3_ASSIGN_OR_RETURN(w.down, Linear(prefix + "down_proj", h, inter));
+    const int64_t i0 = split ? shard_.Begin(inter) : 0, i1 = split ? shard_.End(inter) : inter;
+    DSV3_ASSIGN_OR_RETURN(w.gate, Linear(prefix + "gate_proj", inter, h, Rows(i0, i1)));
+    DSV3_ASSIGN_OR_RETURN(w.up, Linear(prefix + "up_proj", inter, h, Rows(i0, i1)));
+    DSV3_ASSIGN_OR_RETURN(w.down, Linear(prefix + "down_proj", h, inter, Cols(i0, i1)));
     return w;
   }
 
   absl::Status Attention(const std::string& p, AttentionWeights& a) {
-    const int64_t h = c_.hidden_size, nh = c_.num_attention_heads;
+    const int64_t h = c_.hidden_size, nh = c_.num_attention_heads, qk = c_.qk_head_dim();
+    const int64_t kvh = c_.qk_nope_head_dim + c_.v_head_dim;
+    const int64_t h0 = shard_.Begin(nh), h1 = shard_.End(nh);  // this rank's heads
     if (c_.q_lora_rank) {
       const int64_t r = *c_.q_lora_rank;
       DSV3_ASSIGN_OR_RETURN(a.q_a, Linear(p + "q_a_proj", r, h));
       DSV3_ASSIGN_OR_RETURN(a.q_a_norm, Dense(p + "q_a_layernorm.weight", {r}));
-      DSV3_ASSIGN_OR_RETURN(a.q_b, Linear(p + "q_b_proj", nh * c_.qk_head_dim(), r));
+      DSV3_ASSIGN_OR_RETURN(a.q_b, Linear(p + "q_b_proj", nh * qk, r, Rows(h0 * qk, h1 * qk)));
     } else {
-      DSV3_ASSIGN_OR_RETURN(a.q, Linear(p + "q_proj", nh * c_.qk_head_dim(), h));
+      DSV3_ASSIGN_OR_RETURN(a.q, Linear(p + "q_proj", nh * qk, h, Rows(h0 * qk, h1 * qk)));
     }
     DSV3_ASSIGN_OR_RETURN(a.kv_a, Linear(p + "kv_a_proj_with_mqa", c_.kv_cache_dim(), h));
     DSV3_ASSIGN_OR_RETURN(a.kv_a_norm, Dense(p + "kv_a_layernorm.weight", {c_.kv_lora_rank}));
-    DSV3_ASSIGN_OR_RETURN(
-        a.kv_b, Linear(p + "kv_b_proj", nh * (c_.qk_nope_head_dim + c_.v_head_dim), c_.kv_lora_rank));
-    DSV3_ASSIGN_OR_RETURN(a.o, Linear(p + "o_proj", h, nh * c_.v_head_dim));
+    DSV3_ASSIGN_OR_RETURN(a.kv_b, Linear(p + "kv_b_proj", nh * kvh, c_.kv_lora_rank,
+                                         Rows(h0 * kvh, h1 * kvh)));
+    DSV3_ASSIGN_OR_RETURN(a.o, Linear(p + "o_proj", h, nh * c_.v_head_dim,
+                                      Cols(h0 * c_.v_head_dim, h1 * c_.v_head_dim)));
     return absl::OkStatus();
   }
 
@@ -57,44 +79,114 @@ class Loader {
     DSV3_RETURN_IF_ERROR(Attention(p + "self_attn.", l.attn));
     l.is_moe = c_.is_moe_layer(i);
     if (!l.is_moe) {
-      DSV3_ASSIGN_OR_RETURN(l.dense_mlp, Mlp(p + "mlp.", c_.intermediate_size));
+      DSV3_ASSIGN_OR_RETURN(l.dense_mlp, Mlp(p + "mlp.", c_.intermediate_size, /*split=*/true));
       return absl::OkStatus();
     }
     const int64_t e = c_.n_routed_experts;
     DSV3_ASSIGN_OR_RETURN(l.moe.router, Dense(p + "mlp.gate.weight", {e, h}));
     DSV3_ASSIGN_OR_RETURN(l.moe.bias, Dense(p + "mlp.gate.e_score_correction_bias", {e}));
-    l.moe.experts.resize(e);
-    for (int64_t j = 0; j < e; ++j) {
-      DSV3_ASSIGN_OR_RETURN(l.moe.experts[j],
-                            Mlp(absl::StrCat(p, "mlp.experts.", j, "."), c_.moe_intermediate_size));
+    for (int64_t j = shard_.Begin(e); j < shard_.End(e); ++j) {
+      DSV3_ASSIGN_OR_RETURN(
+          l.moe.experts.emplace_back(),
+          Mlp(absl::StrCat(p, "mlp.experts.", j, "."), c_.moe_intermediate_size, /*split=*/false));
     }
     DSV3_ASSIGN_OR_RETURN(l.moe.shared, Mlp(p + "mlp.shared_experts.",
-                                            c_.moe_intermediate_size * c_.n_shared_experts));
+                                            c_.moe_intermediate_size * c_.n_shared_experts,
+                                            /*split=*/true));
     return absl::OkStatus();
   }
 
  private:
-  const Checkpoint& ckpt_;
+  LinearSource linear_;
+  DenseSource dense_;
   const ModelConfig& c_;
-  Backend& backend_;
-  ModelWeights& out_;
+  const Shard shard_;
 };
+
+absl::Status LoadAll(Loader& loader, const ModelConfig& config, const Shard& shard,
+                     ModelWeights& w) {
+  const int64_t v = config.vocab_size, h = config.hidden_size;
+  w.shard = shard;
+  // Vocabulary-parallel: this rank's rows of the embedding and of lm_head.
+  const Slice2D vocab = Rows(shard.Begin(v), shard.End(v));
+  DSV3_ASSIGN_OR_RETURN(const LinearWeight embed, loader.Linear("model.embed_tokens", v, h, vocab));
+  w.embed = embed.weight;
+  DSV3_ASSIGN_OR_RETURN(w.final_norm, loader.Dense("model.norm.weight", {h}));
+  DSV3_ASSIGN_OR_RETURN(w.lm_head, loader.Linear("lm_head", v, h, vocab));
+  w.layers.resize(config.num_hidden_layers);
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
+    DSV3_RETURN_IF_ERROR(loader.Layer(i, w.layers[i]));
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
+absl::Status Shard::Validate(const ModelConfig& c) const {
+  if (world < 1 || rank < 0 || rank >= world) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor parallel rank ", rank,
+                                                   " is outside a world of ", world));
+  }
+  const std::pair<const char*, int64_t> divisible[] = {
+      {"vocab_size", c.vocab_size},
+      {"num_attention_heads", c.num_attention_heads},
+      {"intermediate_size", c.intermediate_size},
+      {"n_routed_experts", c.n_routed_experts},
+      {"moe_intermediate_size * n_shared_experts", c.moe_intermediate_size * c.n_shared_experts}};
+  for (const auto& [field, value] : divisible) {
+    if (value % world != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config.json: ", field, " (", value, ") is not divisible by the tensor parallel size ",
+          world));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const Checkpoint& ckpt,
                                                                 const ModelConfig& config,
-                                                                Backend& backend) {
+                                                                Backend& backend,
+                                                                const Shard& shard) {
+  DSV3_RETURN_IF_ERROR(shard.Validate(config));
   auto w = std::make_unique<ModelWeights>();
-  Loader loader(ckpt, config, backend, *w);
-  const int64_t v = config.vocab_size, h = config.hidden_size;
-  DSV3_ASSIGN_OR_RETURN(w->embed, loader.Dense("model.embed_tokens.weight", {v, h}));
-  DSV3_ASSIGN_OR_RETURN(w->final_norm, loader.Dense("model.norm.weight", {h}));
-  DSV3_ASSIGN_OR_RETURN(w->lm_head, loader.Linear("lm_head", v, h));
-  w->layers.resize(config.num_hidden_layers);
-  for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
-    DSV3_RETURN_IF_ERROR(loader.Layer(i, w->layers[i]));
-  }
+  Loader loader(
+      [&](const std::string& prefix, int64_t n, int64_t k, const Slice2D& slice) {
+        return backend.LoadLinear(ckpt, prefix, n, k, slice, w->storage);
+      },
+      [&](const std::string& name, std::span<const int64_t> shape) {
+        return backend.LoadDense(ckpt, name, shape, w->storage);
+      },
+      config, shard);
+  DSV3_RETURN_IF_ERROR(LoadAll(loader, config, shard, *w));
+  return w;
+}
+
+absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Random(const ModelConfig& config,
+                                                                  Backend& backend,
+                                                                  uint64_t seed) {
+  auto w = std::make_unique<ModelWeights>();
+  uint64_t next_seed = seed;
+  const bool fp8 = config.quantization.has_value() && config.quantization->fp8;
+  const Shard shard;  // one rank holds everything
+  Loader loader(
+      [&](const std::string& prefix, int64_t n, int64_t k, const Slice2D& slice) {
+        n = (slice.row_end < 0 ? n : slice.row_end) - slice.row_begin;
+        k = (slice.col_end < 0 ? k : slice.col_end) - slice.col_begin;
+        // lm_head stays BF16 as in the checkpoints; scale keeps activations O(1) layer to layer.
+        const bool quantized = fp8 && prefix != "lm_head" && prefix != "model.embed_tokens";
+        const float scale = 1.0f / std::sqrt(static_cast<float>(k));
+        return backend.MakeRandomLinear(n, k, quantized ? DType::kF8E4M3 : DType::kBF16, scale,
+                                        ++next_seed, w->storage);
+      },
+      [&](const std::string& name, std::span<const int64_t> shape) {
+        // Norm weights near 1, router and embedding small, correction bias near 0.
+        const bool norm = shape.size() == 1 && name.find("bias") == std::string::npos;
+        const float mean = norm ? 1.0f : 0.0f;
+        const float scale = norm ? 0.1f : 0.02f;
+        return backend.MakeRandomDense(shape, mean, scale, ++next_seed, w->storage);
+      },
+      config, shard);
+  DSV3_RETURN_IF_ERROR(LoadAll(loader, config, shard, *w));
   return w;
 }
 

@@ -14,6 +14,20 @@
 
 namespace dsv3 {
 
+// The part of the model one tensor-parallel rank holds: items [Begin(n), End(n)) of every split
+// dimension n (heads, intermediate widths, routed experts, vocabulary), which must divide evenly.
+struct Shard {
+  int rank = 0;
+  int world = 1;
+
+  int64_t Begin(int64_t n) const { return n / world * rank; }
+  int64_t End(int64_t n) const { return n / world * (rank + 1); }
+  // InvalidArgument naming the config field that world does not divide.
+  absl::Status Validate(const ModelConfig& config) const;
+};
+
+// Shapes below are per rank: nh = num_attention_heads / world, I = widths / world,
+// E_local = n_routed_experts / world, V_local = vocab_size / world.
 struct AttentionWeights {
   std::optional<LinearWeight> q_a;   // [q_lora, H]        (q_lora_rank set)
   TensorView q_a_norm;               // [q_lora]
@@ -28,7 +42,7 @@ struct AttentionWeights {
 struct MoeWeights {
   TensorView router;                 // [E, H] F32
   TensorView bias;                   // [E] F32 (e_score_correction_bias)
-  std::vector<ExpertWeights> experts;
+  std::vector<ExpertWeights> experts;  // this rank's experts, from Shard::Begin(E)
   ExpertWeights shared;              // width moe_intermediate_size * n_shared_experts
 };
 
@@ -42,15 +56,21 @@ struct LayerWeights {
 };
 
 struct ModelWeights {
-  TensorView embed;                  // [V, H]
+  Shard shard;
+  TensorView embed;                  // [V_local, H], rows from shard.Begin(V)
   TensorView final_norm;             // [H]
-  LinearWeight lm_head;              // [V, H]
+  LinearWeight lm_head;              // [V_local, H]
   std::vector<LayerWeights> layers;
   std::vector<Tensor> storage;       // owns every tensor above
 
+  // Loads this rank's shard; each rank reads only its slices of the mmapped files.
   static absl::StatusOr<std::unique_ptr<ModelWeights>> Load(const Checkpoint& ckpt,
                                                            const ModelConfig& config,
-                                                           Backend& backend);
+                                                           Backend& backend,
+                                                           const Shard& shard = {});
+  // Weights of `config`'s shapes made by backend.MakeRandomLinear / MakeRandomDense.
+  static absl::StatusOr<std::unique_ptr<ModelWeights>> Random(const ModelConfig& config,
+                                                             Backend& backend, uint64_t seed);
 };
 
 }  // namespace dsv3

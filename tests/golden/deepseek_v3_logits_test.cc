@@ -79,7 +79,7 @@ class ModelGoldenTest : public ::testing::TestWithParam<std::string> {
     batch.sequences.push_back({0, n, 0, Blocks(0, (n + 15) / 16)});
     for (int32_t r = 0; r < n; ++r) batch.logits_rows.push_back(r);
     std::vector<float> logits;
-    model_->Forward(batch, cache, logits, mode);
+    EXPECT_TRUE(model_->Forward(batch, cache, logits, mode).ok());
     return logits;
   }
 
@@ -123,7 +123,7 @@ TEST_P(ModelGoldenTest, IncrementalDecodeEqualsFullPrefill) {
   first.sequences.push_back({0, split, 0, table});
   for (int32_t r = 0; r < split; ++r) first.logits_rows.push_back(r);
   std::vector<float> logits;
-  model_->Forward(first, cache, logits);
+  EXPECT_TRUE(model_->Forward(first, cache, logits).ok());
   EXPECT_LT(RelativeError(logits, RowsOf(full, 0, split, vocab())), 1e-5);
 
   for (int32_t pos = split; pos < n; ++pos) {
@@ -131,7 +131,7 @@ TEST_P(ModelGoldenTest, IncrementalDecodeEqualsFullPrefill) {
     step.token_ids = {prompt[pos]};
     step.sequences.push_back({0, 1, pos, table});
     step.logits_rows = {0};
-    model_->Forward(step, cache, logits);
+    EXPECT_TRUE(model_->Forward(step, cache, logits).ok());
     EXPECT_LT(RelativeError(logits, RowsOf(full, pos, pos + 1, vocab())), 1e-5) << "position " << pos;
   }
 }
@@ -155,7 +155,7 @@ TEST_P(ModelGoldenTest, MixedBatchEqualsEachPromptAlone) {
   }
   ASSERT_LE(next_block, 64);
   std::vector<float> logits;
-  model_->Forward(batch, cache, logits);
+  EXPECT_TRUE(model_->Forward(batch, cache, logits).ok());
   for (size_t i = 0; i < ref_.prompts.size(); ++i) {
     const auto alone = Prefill(ref_.prompts[i], MlaMode::kAuto);
     const auto [first, count] = rows[i];
@@ -178,7 +178,7 @@ TEST_P(ModelGoldenTest, GreedyContinuationsMatchTransformers) {
     std::vector<float> logits;
     std::vector<int32_t> generated;
     for (int32_t pos = n;; ++pos) {
-      model_->Forward(batch, cache, logits);
+      EXPECT_TRUE(model_->Forward(batch, cache, logits).ok());
       const int32_t next = static_cast<int32_t>(
           std::max_element(logits.begin(), logits.end()) - logits.begin());
       generated.push_back(next);

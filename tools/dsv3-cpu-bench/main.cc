@@ -26,6 +26,13 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+void CheckOk(const absl::Status& s) {
+  if (!s.ok()) {
+    spdlog::error("{}", std::string(s.message()));
+    std::exit(1);
+  }
+}
+
 double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
@@ -67,7 +74,7 @@ void ModelThroughput(DeepseekV3Model& model, Backend& backend, int repeats) {
     batch.sequences.push_back({0, n, 0, Table((n + kBlock - 1) / kBlock)});
     batch.logits_rows = {n - 1};
     std::vector<float> logits;
-    const double s = MedianSeconds(repeats, [&] { model.Forward(batch, cache, logits); });
+    const double s = MedianSeconds(repeats, [&] { CheckOk(model.Forward(batch, cache, logits)); });
     std::cout << absl::StrFormat("| prefill | %d | %.2f ms | %.0f |\n", n, s * 1e3, n / s);
   }
   // Decode: one token per step at context 512 (each step rewrites the same position, so the
@@ -79,14 +86,14 @@ void ModelThroughput(DeepseekV3Model& model, Backend& backend, int repeats) {
   prefill.sequences.push_back({0, ctx, 0, Table(ctx / kBlock + 1)});
   prefill.logits_rows = {ctx - 1};
   std::vector<float> logits;
-  model.Forward(prefill, cache, logits);
+  CheckOk(model.Forward(prefill, cache, logits));
   ForwardBatch step;
   step.token_ids = {5};
   step.sequences.push_back({0, 1, ctx, Table(ctx / kBlock + 1)});
   step.logits_rows = {0};
   constexpr int kSteps = 32;
   const double s = MedianSeconds(repeats, [&] {
-    for (int i = 0; i < kSteps; ++i) model.Forward(step, cache, logits);
+    for (int i = 0; i < kSteps; ++i) CheckOk(model.Forward(step, cache, logits));
   });
   std::cout << absl::StrFormat("| decode, batch 1, context %d | %d | %.2f ms/token | %.0f |\n",
                                ctx, kSteps, s * 1e3 / kSteps, kSteps / s);

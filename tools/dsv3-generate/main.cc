@@ -23,6 +23,7 @@
 #include "engine/engine.h"
 #include "engine/model/model.h"
 #include "engine/util/npy.h"
+#include "engine/util/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
@@ -92,7 +93,7 @@ absl::Status WritePromptLogits(DeepseekV3Model& model, Backend& backend,
   batch.sequences.push_back(std::move(seq));
   for (int32_t r = 0; r < n; ++r) batch.logits_rows.push_back(r);
   std::vector<float> logits;
-  model.Forward(batch, cache, logits, mode);
+  DSV3_RETURN_IF_ERROR(model.Forward(batch, cache, logits, mode));
   return WriteNpyF32(path, {n, model.config().vocab_size}, logits.data());
 }
 

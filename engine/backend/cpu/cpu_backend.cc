@@ -11,10 +11,10 @@
 namespace dsv3 {
 
 void SgemmNT(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
-             int64_t ldb, float* c, int64_t ldc) {
+             int64_t ldb, float* c, int64_t ldc, float beta) {
   if (m == 0 || n == 0) return;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n),
-              static_cast<int>(k), 1.0f, a, static_cast<int>(lda), b, static_cast<int>(ldb), 0.0f,
+              static_cast<int>(k), 1.0f, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta,
               c, static_cast<int>(ldc));
 }
 
@@ -56,6 +56,39 @@ absl::StatusOr<TensorView> CpuBackend::LoadDense(const Checkpoint& ckpt, const s
   return v;
 }
 
+absl::StatusOr<LinearWeight> CpuBackend::MakeLinear(const TensorView& weight,
+                                                    const TensorView& scale_inv,
+                                                    std::vector<Tensor>& storage) {
+  const int64_t n = weight.dim(0), k = weight.dim(1);
+  if (weight.ndim != 2 || !weight.is_contiguous()) {
+    return absl::InvalidArgumentError("MakeLinear: weight must be a contiguous 2-D tensor");
+  }
+  Tensor t(HostAllocator(), DType::kF32, {n, k});
+  float* out = t.ptr<float>();
+  switch (weight.dtype) {
+    case DType::kF8E4M3:
+      if (scale_inv.empty() || scale_inv.dtype != DType::kF32 ||
+          scale_inv.numel() != ((n + 127) / 128) * ((k + 127) / 128)) {
+        return absl::InvalidArgumentError("MakeLinear: FP8 weight needs F32 block scales");
+      }
+      DequantizeFp8Blocks(weight.ptr<uint8_t>(), n, k, scale_inv.ptr<float>(), 128, 128, 0, n, 0,
+                          k, out);
+      break;
+    case DType::kBF16:
+      for (int64_t i = 0; i < n * k; ++i) out[i] = Bf16ToF32(weight.ptr<uint16_t>()[i]);
+      break;
+    case DType::kF32:
+      std::memcpy(out, weight.data, sizeof(float) * n * k);
+      break;
+    default:
+      return absl::InvalidArgumentError("MakeLinear: weight must be F8_E4M3, BF16 or F32");
+  }
+  LinearWeight w;
+  w.weight = t.view();
+  storage.push_back(std::move(t));
+  return w;
+}
+
 Tensor CpuBackend::Upload(const TensorView& host) {
   assert(host.dtype == DType::kF32 && host.is_contiguous());
   Tensor t(HostAllocator(), DType::kF32, host.shape.data(), host.ndim);
@@ -69,11 +102,16 @@ void CpuBackend::Download(const TensorView& t, float* host) {
 }
 
 void CpuBackend::Embedding(const TensorView& table, std::span<const int32_t> ids,
-                           const TensorView& out) {
-  const int64_t h = table.dim(1);
+                           int64_t first_row, const TensorView& out) {
+  const int64_t h = table.dim(1), rows = table.dim(0);
   for (size_t t = 0; t < ids.size(); ++t) {
-    std::memcpy(out.ptr<float>() + t * out.strides[0], table.ptr<float>() + ids[t] * h,
-                sizeof(float) * h);
+    float* dst = out.ptr<float>() + t * out.strides[0];
+    const int64_t local = ids[t] - first_row;
+    if (local < 0 || local >= rows) {
+      std::fill(dst, dst + h, 0.0f);
+    } else {
+      std::memcpy(dst, table.ptr<float>() + local * table.strides[0], sizeof(float) * h);
+    }
   }
 }
 

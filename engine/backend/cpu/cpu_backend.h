@@ -25,10 +25,12 @@ class CpuBackend final : public Backend {
   absl::StatusOr<TensorView> LoadDense(const Checkpoint& ckpt, const std::string& name,
                                        std::span<const int64_t> shape,
                                        std::vector<Tensor>& storage) override;
+  absl::StatusOr<LinearWeight> MakeLinear(const TensorView& weight, const TensorView& scale_inv,
+                                          std::vector<Tensor>& storage) override;
   Tensor Upload(const TensorView& host) override;
   void Download(const TensorView& device_tensor, float* host) override;
 
-  void Embedding(const TensorView& table, std::span<const int32_t> ids,
+  void Embedding(const TensorView& table, std::span<const int32_t> ids, int64_t first_row,
                  const TensorView& out) override;
   void RmsNorm(const TensorView& x, const TensorView& weight, float eps,
                const TensorView& out) override;
@@ -57,9 +59,9 @@ class CpuBackend final : public Backend {
   ThreadPool pool_;
 };
 
-// C[M, N] = A[M, K] B[N, K]^T with row strides lda, ldb, ldc (float32, OpenBLAS).
+// C[M, N] = A[M, K] B[N, K]^T (+ beta * C) with row strides lda, ldb, ldc (float32, OpenBLAS).
 void SgemmNT(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
-             int64_t ldb, float* c, int64_t ldc);
+             int64_t ldb, float* c, int64_t ldc, float beta = 0.0f);
 // C[M, N] = A[M, K] B[K, N] with row strides lda, ldb, ldc.
 void SgemmNN(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
              int64_t ldb, float* c, int64_t ldc);
