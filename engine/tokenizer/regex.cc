@@ -1,5 +1,8 @@
 #include "engine/tokenizer/regex.h"
 
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
 #include <utility>
 
 #include "absl/status/status.h"
@@ -88,7 +91,7 @@ absl::StatusOr<Regex> Regex::Compile(std::string_view pattern) {
   }
   // JIT is an optimisation: where the platform lacks it, the interpreter gives the same matches.
   const bool jit = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
-  return Regex(std::shared_ptr<pcre2_code>(code, CodeDeleter()), jit);
+  return Regex(std::shared_ptr<pcre2_code>(code, pcre2_code_free), jit);
 }
 
 bool Regex::Find(std::string_view subject, size_t offset, Match* match) const {

@@ -2,15 +2,17 @@
 // it), with the Oniguruma -> PCRE2 translation that Hugging Face patterns need.
 #pragma once
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include <cstddef>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "absl/status/statusor.h"
+
+// PCRE2's compiled-pattern type (pcre2_code for 8-bit code units), declared here so that
+// includers of this header do not see pcre2.h and its macros.
+struct pcre2_real_code_8;
 
 namespace dsv3::tokenizer {
 
@@ -36,12 +38,10 @@ class Regex {
   bool Find(std::string_view subject, size_t offset, Match* match) const;
 
  private:
-  struct CodeDeleter {
-    void operator()(pcre2_code* code) const { pcre2_code_free(code); }
-  };
-  explicit Regex(std::shared_ptr<pcre2_code> code, bool jit) : code_(std::move(code)), jit_(jit) {}
+  explicit Regex(std::shared_ptr<pcre2_real_code_8> code, bool jit)
+      : code_(std::move(code)), jit_(jit) {}
 
-  std::shared_ptr<pcre2_code> code_;
+  std::shared_ptr<pcre2_real_code_8> code_;
   bool jit_ = false;
 };
 
