@@ -29,7 +29,7 @@ class Communicator {
 
   // A barrier with its own timeout, for the first meeting after loading weights, which may take
   // some ranks minutes longer than others (the per-collective timeout is seconds).
-  virtual absl::Status StartupBarrier(absl::Duration timeout) { return Barrier(); }
+  virtual absl::Status StartupBarrier(absl::Duration /*timeout*/) { return Barrier(); }
 };
 
 // A communicator of one rank: every collective is the identity. Used when --tp is 1, so the
