@@ -1,5 +1,7 @@
 #include "engine/tokenizer/byte_level.h"
 
+#include <array>
+
 namespace dsv3::tokenizer {
 namespace {
 

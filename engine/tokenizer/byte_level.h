@@ -2,7 +2,6 @@
 // byte-level BPE vocabularies are written in, and the UTF-8 checks that decoding needs.
 #pragma once
 
-#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
