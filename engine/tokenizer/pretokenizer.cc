@@ -1,5 +1,6 @@
 #include "engine/tokenizer/pretokenizer.h"
 
+#include <cctype>
 #include <string>
 #include <utility>
 
@@ -64,8 +65,13 @@ absl::Status PreTokenizer::AddStage(const nlohmann::json& config) {
     if (pattern->contains("Regex") && (*pattern)["Regex"].is_string()) {
       source = OnigurumaToPcre2((*pattern)["Regex"].get<std::string>());
     } else if (pattern->contains("String") && (*pattern)["String"].is_string()) {
-      // A literal: quote it so PCRE2 matches it character for character.
-      source = absl::StrCat("\\Q", (*pattern)["String"].get<std::string>(), "\\E");
+      // A literal: every ASCII punctuation byte escaped, so PCRE2 matches it as written.
+      for (const char c : (*pattern)["String"].get<std::string>()) {
+        if (static_cast<unsigned char>(c) < 0x80 && !std::isalnum(static_cast<unsigned char>(c))) {
+          source.push_back('\\');
+        }
+        source.push_back(c);
+      }
     } else {
       return absl::InvalidArgumentError("pre_tokenizer Split: pattern needs Regex or String");
     }

@@ -57,6 +57,15 @@ TEST(PreTokenizerTest, SplitsLikeTheV3Patterns) {
   for (const auto& c : cases) EXPECT_EQ(Split(*pre, c.text), c.pieces) << c.text;
 }
 
+TEST(PreTokenizerTest, StringPatternsAreLiteralAndRemovedDropsMatches) {
+  absl::StatusOr<tokenizer::PreTokenizer> pre = tokenizer::PreTokenizer::FromJson(
+      nlohmann::json::parse(R"({"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"String": ".*"}, "behavior": "Isolated"},
+        {"type": "Split", "pattern": {"String": " "}, "behavior": "Removed"}]})"));
+  ASSERT_TRUE(pre.ok()) << pre.status();
+  EXPECT_EQ(Split(*pre, "a.*b c..d"), (std::vector<std::string>{"a", ".*", "b", "c..d"}));
+}
+
 TEST(PreTokenizerTest, RejectsWhatItDoesNotImplement) {
   const auto config = nlohmann::json::parse(
       R"({"type": "Split", "pattern": {"Regex": "a"}, "behavior": "MergedWithNext"})");
