@@ -1,0 +1,182 @@
+// MLA on the GPU (SPEC section 3): the naive form for prefill (latents up-projected to per-head
+// K and V by one GEMM over every context row of the step) and the absorbed form for decode
+// (W_UK folded into the query and W_UV into the output by batched GEMMs, attention over the
+// cached latents).
+#include "engine/backend/cuda/cuda_backend.h"
+#include "kernels/elementwise.cuh"
+#include "kernels/launch_check.h"
+#include "kernels/mla.cuh"
+
+namespace dsv3 {
+
+namespace {
+
+bool UsesNaive(MlaMode mode, const AttentionBatch::Sequence& seq) {
+  return mode == MlaMode::kNaive || (mode == MlaMode::kAuto && seq.num_tokens > 1);
+}
+
+}  // namespace
+
+void CudaBackend::WriteKvCache(const TensorView& latent, const AttentionBatch& batch,
+                               const TensorView& cache) {
+  assert(latent.dtype == DType::kBF16 && cache.dtype == DType::kBF16);
+  const StepPlan& plan = PlanFor(batch);
+  kernels::WriteKvCache({latent.data, latent.strides[0], plan.slots.ptr<int64_t>(), cache.data,
+                         cache.dim(2), latent.dim(0)},
+                        stream_);
+}
+
+const CudaBackend::StepPlan::Form& CudaBackend::FormFor(StepPlan& plan,
+                                                        const AttentionBatch& batch,
+                                                        MlaMode mode, bool naive) {
+  StepPlan::Form& form = plan.forms[{static_cast<int>(mode), naive}];
+  if (form.ready) return form;
+  std::vector<int32_t> rows, slots;
+  std::vector<kernels::MlaSequence> seqs(batch.sequences.size());
+  for (size_t s = 0; s < batch.sequences.size(); ++s) {
+    const auto& seq = batch.sequences[s];
+    seqs[s] = {seq.token_begin, seq.context_begin, plan.table_offsets[s], -1};
+    if (UsesNaive(mode, seq) != naive) continue;
+    for (int32_t i = 0; i < seq.num_tokens; ++i) rows.push_back(seq.token_begin + i);
+    if (naive) {
+      seqs[s].dense_offset = static_cast<int32_t>(slots.size());
+      const int32_t ctx = seq.context_begin + seq.num_tokens;
+      for (int32_t p = 0; p < ctx; ++p) {
+        slots.push_back(seq.block_table[p / batch.block_size] * batch.block_size +
+                        p % batch.block_size);
+      }
+    }
+  }
+  form.tokens = static_cast<int64_t>(rows.size());
+  form.context_rows = static_cast<int64_t>(slots.size());
+  form.token_rows = UploadBytes(rows.data(), DType::kI32, {form.tokens});
+  form.sequences = UploadBytes(seqs.data(), DType::kI32,
+                               {static_cast<int64_t>(seqs.size()), 4});
+  form.context_slots = UploadBytes(slots.data(), DType::kI32, {form.context_rows});
+  form.ready = true;
+  return form;
+}
+
+void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
+                               const LinearWeight& kv_b, const AttentionBatch& batch,
+                               const MlaParams& p, const TensorView& out) {
+  assert(q.dtype == DType::kBF16 && cache.dtype == DType::kBF16 && out.dtype == DType::kBF16);
+  const int64_t t = q.dim(0), nh = p.num_heads, nope = p.nope_dim, rope = p.rope_dim;
+  const int64_t vd = p.v_dim, lora = p.kv_lora_rank, kv_dim = lora + rope;
+  const int64_t head_rows = nope + vd;  // rows of kv_b per head
+  assert(lora + rope <= 640 && lora <= 512 && nope + rope <= 640);
+  if (t == 0) return;
+  StepPlan& plan = const_cast<StepPlan&>(PlanFor(batch));
+  const TensorView wkvb = Bf16Weight(kv_b);  // [nh * (nope + v), lora]
+
+  kernels::MlaAttentionParams a{};
+  a.q_b = static_cast<const char*>(q.data) + nope * 2;  // q_pe, rotated
+  a.q_b_token_stride = q.strides[0];
+  a.q_b_head_stride = q.strides[1];
+  a.db = static_cast<int32_t>(rope);
+  a.heads = nh;
+  a.cache = cache.data;
+  a.kv_dim = kv_dim;
+  a.kpe_offset = static_cast<int32_t>(lora);
+  a.block_size = batch.block_size;
+  a.block_tables = plan.block_tables.ptr<int32_t>();
+  a.token_seq = plan.token_seq.ptr<int32_t>();
+  a.scale = p.softmax_scale;
+
+  const StepPlan::Form& absorbed = FormFor(plan, batch, p.mode, /*naive=*/false);
+  if (absorbed.tokens > 0) {
+    // q_lat [T, nh, lora]: per head, q_lat_h^T [lora, T] = W_UK_h^T [lora, nope] q_nope_h^T.
+    Tensor q_lat(allocator(), DType::kBF16, {t, nh * lora});
+    Bf16GemmArgs uk;
+    uk.m = lora;
+    uk.n = t;
+    uk.k = nope;
+    uk.a = wkvb.data;  // W_UK_h: rows [h * head_rows, + nope) of kv_b, column-major lora x nope
+    uk.lda = wkvb.strides[0];
+    uk.stride_a = head_rows * wkvb.strides[0];
+    uk.b = q.data;
+    uk.ldb = q.strides[0];
+    uk.stride_b = q.strides[1];
+    uk.d = q_lat.view().data;
+    uk.ldd = nh * lora;
+    uk.stride_d = lora;
+    uk.batch = static_cast<int32_t>(nh);
+    Check(gemm_->Bf16(uk), "MLA W_UK absorption");
+
+    Tensor o_lat(allocator(), DType::kBF16, {t, nh * lora});  // [T, nh, lora]
+    a.q_a = q_lat.view().data;
+    a.q_a_token_stride = nh * lora;
+    a.q_a_head_stride = lora;
+    a.da = static_cast<int32_t>(lora);
+    a.dv = static_cast<int32_t>(lora);
+    a.tokens = absorbed.tokens;
+    a.token_rows = absorbed.token_rows.ptr<int32_t>();
+    a.sequences = static_cast<const kernels::MlaSequence*>(absorbed.sequences.view().data);
+    a.dense_kv = nullptr;
+    a.out = o_lat.view().data;
+    a.out_token_stride = nh * lora;
+    a.out_head_stride = lora;
+    kernels::MlaAttention(a, stream_);
+
+    // out_h^T [v, T] = W_UV_h [v, lora] o_lat_h^T. Rows of tokens the naive form handles get
+    // overwritten below.
+    Bf16GemmArgs uv;
+    uv.trans_a = true;
+    uv.m = vd;
+    uv.n = t;
+    uv.k = lora;
+    uv.a = static_cast<const char*>(wkvb.data) + nope * wkvb.strides[0] * 2;
+    uv.lda = wkvb.strides[0];
+    uv.stride_a = head_rows * wkvb.strides[0];
+    uv.b = o_lat.view().data;
+    uv.ldb = nh * lora;
+    uv.stride_b = lora;
+    uv.d = out.data;
+    uv.ldd = out.strides[0];
+    uv.stride_d = vd;
+    uv.batch = static_cast<int32_t>(nh);
+    Check(gemm_->Bf16(uv), "MLA W_UV projection");
+  }
+
+  const StepPlan::Form& naive = FormFor(plan, batch, p.mode, /*naive=*/true);
+  if (naive.tokens > 0) {
+    // Every context row of the naive sequences, then kv [rows, nh * (nope + v)] = c W_kvb^T.
+    Tensor latents(allocator(), DType::kBF16, {naive.context_rows, kv_dim});
+    kernels::GatherRows({cache.data, kv_dim, naive.context_slots.ptr<int32_t>(),
+                         latents.view().data, kv_dim, naive.context_rows, kv_dim,
+                         kernels::ElemType::kBF16},
+                        stream_);
+    Tensor kv(allocator(), DType::kBF16, {naive.context_rows, nh * head_rows});
+    Bf16GemmArgs up;
+    up.trans_a = true;
+    up.m = nh * head_rows;
+    up.n = naive.context_rows;
+    up.k = lora;
+    up.a = wkvb.data;
+    up.lda = wkvb.strides[0];
+    up.b = latents.view().data;
+    up.ldb = kv_dim;
+    up.d = kv.view().data;
+    up.ldd = nh * head_rows;
+    Check(gemm_->Bf16(up), "MLA K/V up-projection");
+
+    a.q_a = q.data;
+    a.q_a_token_stride = q.strides[0];
+    a.q_a_head_stride = q.strides[1];
+    a.da = static_cast<int32_t>(nope);
+    a.dv = static_cast<int32_t>(vd);
+    a.tokens = naive.tokens;
+    a.token_rows = naive.token_rows.ptr<int32_t>();
+    a.sequences = static_cast<const kernels::MlaSequence*>(naive.sequences.view().data);
+    a.dense_kv = kv.view().data;
+    a.dense_row_stride = nh * head_rows;
+    a.dense_head_stride = head_rows;
+    a.dense_v_offset = static_cast<int32_t>(nope);
+    a.out = out.data;
+    a.out_token_stride = out.strides[0];
+    a.out_head_stride = vd;
+    kernels::MlaAttention(a, stream_);
+  }
+}
+
+}  // namespace dsv3

@@ -1,0 +1,450 @@
+#include "engine/backend/cuda/cuda_backend.h"
+
+#include <cstring>
+#include <functional>
+#include <new>
+
+#include "absl/strings/str_cat.h"
+#include "engine/weights/checkpoint.h"
+#include "kernels/elementwise.cuh"
+#include "kernels/launch_check.h"
+
+namespace dsv3 {
+
+namespace {
+
+using kernels::ElemType;
+
+// Stream-ordered allocations from the device's default pool, which keeps freed memory for
+// reuse instead of returning it to the driver.
+// `on_free` runs before a block goes back to the pool (caches keyed by address forget it).
+class StreamAllocator final : public Allocator {
+ public:
+  StreamAllocator(cudaStream_t stream, std::function<void(void*)> on_free)
+      : stream_(stream), on_free_(std::move(on_free)) {}
+  void* Allocate(int64_t bytes) override {
+    void* p = nullptr;
+    if (cudaMallocAsync(&p, bytes == 0 ? 256 : static_cast<size_t>(bytes), stream_) !=
+        cudaSuccess) {
+      cudaGetLastError();
+      throw std::bad_alloc();
+    }
+    return p;
+  }
+  void Free(void* p) override {
+    on_free_(p);
+    DSV3_CUDA_CHECK(cudaFreeAsync(p, stream_));
+  }
+  Device device() const override { return Device::kCuda; }
+
+ private:
+  cudaStream_t stream_;
+  std::function<void(void*)> on_free_;
+};
+
+ElemType ElemTypeOf(DType t) {
+  switch (t) {
+    case DType::kBF16: return ElemType::kBF16;
+    case DType::kF8E4M3: return ElemType::kF8E4M3;
+    case DType::kI32: return ElemType::kI32;
+    default: return ElemType::kF32;
+  }
+}
+
+int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// An FP8 weight's K as cuBLASLt gets it: whole 128-blocks, and a multiple of 4 blocks, because
+// the 128x128 block scales are read in rows of 16 bytes (ragged K with 1 or 2 blocks gave
+// garbage, measured 2026-11-28; every DeepSeek-V3 K is already a multiple of 512).
+int64_t Fp8PaddedK(int64_t k) {
+  const int64_t blocks = (k + 127) / 128;
+  return RoundUp(blocks, 4) * 128;
+}
+
+}  // namespace
+
+int CudaBackend::DeviceCount() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const Options& options) {
+  if (DeviceCount() <= options.device) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("CUDA device ", options.device, " not present (", DeviceCount(), " found)"));
+  }
+  std::unique_ptr<CudaBackend> b(new CudaBackend());
+  b->options_ = options;
+  if (cudaSetDevice(options.device) != cudaSuccess ||
+      cudaStreamCreateWithFlags(&b->stream_, cudaStreamNonBlocking) != cudaSuccess) {
+    return absl::InternalError(absl::StrCat("CUDA init: ", cudaGetErrorString(cudaGetLastError())));
+  }
+  cudaMemPool_t pool;
+  if (cudaDeviceGetDefaultMemPool(&pool, options.device) == cudaSuccess) {
+    uint64_t keep_all = UINT64_MAX;
+    cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_all);
+  }
+  CudaBackend* self = b.get();
+  b->allocator_ = std::make_unique<StreamAllocator>(b->stream_, [self](void* p) {
+    auto it = self->dequantized_.find(p);
+    if (it == self->dequantized_.end()) return;
+    Tensor copy = std::move(it->second);  // freed after the erase, never during it
+    self->dequantized_.erase(it);
+  });
+  auto gemm = CublasLtGemm::Create(b->stream_);
+  if (!gemm.ok()) return gemm.status();
+  b->gemm_ = *std::move(gemm);
+  return b;
+}
+
+CudaBackend::~CudaBackend() {
+  if (stream_ == nullptr) return;
+  cudaStreamSynchronize(stream_);
+  plan_ = StepPlan();
+  fallback_plan_ = StepPlan();
+  inv_freq_.clear();
+  { auto copies = std::move(dequantized_); dequantized_.clear(); }
+  for (auto& [layer, e] : layer_events_) cudaEventDestroy(e);
+  for (cudaEvent_t e : free_events_) cudaEventDestroy(e);
+  gemm_.reset();
+  cudaStreamSynchronize(stream_);
+  cudaStreamDestroy(stream_);
+}
+
+void CudaBackend::Check(const absl::Status& status, const char* what) {
+  if (status.ok()) return;
+  std::fprintf(stderr, "CUDA backend %s: %s\n", what, std::string(status.message()).c_str());
+  std::abort();
+}
+
+Tensor CudaBackend::UploadBytes(const void* host, DType dtype,
+                                std::initializer_list<int64_t> shape) {
+  Tensor t(allocator(), dtype, shape);
+  if (t.view().nbytes() > 0) {
+    DSV3_CUDA_CHECK(cudaMemcpyAsync(t.view().data, host, t.view().nbytes(),
+                                    cudaMemcpyHostToDevice, stream_));
+  }
+  return t;
+}
+
+// ---- Weights ---------------------------------------------------------------------------------
+
+absl::StatusOr<LinearWeight> CudaBackend::MakeLinear(const TensorView& weight,
+                                                     const TensorView& scale_inv,
+                                                     std::vector<Tensor>& storage) {
+  if (weight.ndim != 2 || !weight.is_contiguous() || weight.device != Device::kCpu) {
+    return absl::InvalidArgumentError("MakeLinear: weight must be a contiguous 2-D host tensor");
+  }
+  const int64_t n = weight.dim(0), k = weight.dim(1);
+  LinearWeight w;
+  if (weight.dtype == DType::kF8E4M3) {
+    const int64_t blocks = ((n + 127) / 128) * ((k + 127) / 128);
+    if (scale_inv.empty() || scale_inv.dtype != DType::kF32 || scale_inv.numel() != blocks) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "MakeLinear: FP8 weight [", n, ", ", k, "] needs ", blocks, " F32 block scales"));
+    }
+    // Padded to cuBLASLt's operand sizes (zeros): K by Fp8PaddedK, N to 64 rows; the scales'
+    // rows to K's blocks (padding scales 1).
+    const int64_t n_pad = RoundUp(n, 64), k_pad = Fp8PaddedK(k);
+    const int64_t nb = (n + 127) / 128, kb = (k + 127) / 128, kb_pad = k_pad / 128;
+    Tensor t(allocator(), DType::kF8E4M3, {n_pad, k_pad});
+    DSV3_CUDA_CHECK(cudaMemsetAsync(t.view().data, 0, n_pad * k_pad, stream_));
+    DSV3_CUDA_CHECK(cudaMemcpy2DAsync(t.view().data, k_pad, weight.data, k, k, n,
+                                      cudaMemcpyHostToDevice, stream_));
+    std::vector<float> scales(nb * kb_pad, 1.0f);
+    for (int64_t r = 0; r < nb; ++r) {
+      std::memcpy(&scales[r * kb_pad], scale_inv.ptr<float>() + r * kb, kb * sizeof(float));
+    }
+    Tensor s = UploadBytes(scales.data(), DType::kF32, {nb, kb_pad});
+    w.weight = t.view();
+    w.weight.shape = {n, k, 0, 0};
+    w.weight.strides = {k_pad, 1, 0, 0};
+    w.scale_inv = s.view();
+    w.scale_inv.shape = {nb, kb, 0, 0};
+    storage.push_back(std::move(t));
+    storage.push_back(std::move(s));
+    return w;
+  }
+  std::vector<uint16_t> bf16;
+  const void* src = weight.data;
+  if (weight.dtype == DType::kF32) {
+    bf16.resize(n * k);
+    for (int64_t i = 0; i < n * k; ++i) bf16[i] = F32ToBf16(weight.ptr<float>()[i]);
+    src = bf16.data();
+  } else if (weight.dtype != DType::kBF16) {
+    return absl::InvalidArgumentError("MakeLinear: weight must be F8_E4M3, BF16 or F32");
+  }
+  Tensor t = UploadBytes(src, DType::kBF16, {n, k});
+  // The host buffer may die now: wait for the copy out of it.
+  DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  w.weight = t.view();
+  storage.push_back(std::move(t));
+  return w;
+}
+
+absl::StatusOr<LinearWeight> CudaBackend::LoadLinear(const Checkpoint& ckpt,
+                                                     const std::string& prefix, int64_t n,
+                                                     int64_t k, const Slice2D& slice,
+                                                     std::vector<Tensor>& storage) {
+  if (slice.row_begin != 0 || slice.col_begin != 0 || (slice.row_end >= 0 && slice.row_end != n) ||
+      (slice.col_end >= 0 && slice.col_end != k)) {
+    return absl::UnimplementedError(
+        absl::StrCat(prefix, ": the CUDA backend loads whole weights only (no tensor parallel yet)"));
+  }
+  auto raw = ckpt.Get(prefix + ".weight");
+  if (!raw.ok()) return raw.status();
+  if (raw->dtype == DType::kF8E4M3) {
+    const int64_t shape[] = {n, k};
+    const int64_t scale_shape[] = {(n + 127) / 128, (k + 127) / 128};
+    auto w = ckpt.Get(prefix + ".weight", shape, {DType::kF8E4M3});
+    if (!w.ok()) return w.status();
+    auto s = ckpt.Get(prefix + ".weight_scale_inv", scale_shape, {DType::kF32});
+    if (!s.ok()) return s.status();
+    auto result = MakeLinear(*w, *s, storage);
+    DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));  // copies out of the mmap finished
+    return result;
+  }
+  auto values = ckpt.LoadLinearF32(prefix, n, k, slice);
+  if (!values.ok()) return values.status();
+  return MakeLinear(TensorView::Contiguous(values->data(), DType::kF32, {n, k}), TensorView(),
+                    storage);
+}
+
+absl::StatusOr<TensorView> CudaBackend::LoadDense(const Checkpoint& ckpt, const std::string& name,
+                                                  std::span<const int64_t> shape,
+                                                  std::vector<Tensor>& storage) {
+  auto values = ckpt.LoadF32(name, shape);
+  if (!values.ok()) return values.status();
+  const bool bf16 = shape.size() >= 2;
+  std::vector<uint16_t> converted;
+  const void* src = values->data();
+  if (bf16) {
+    converted.resize(values->size());
+    for (size_t i = 0; i < values->size(); ++i) converted[i] = F32ToBf16((*values)[i]);
+    src = converted.data();
+  }
+  Tensor t(allocator(), bf16 ? DType::kBF16 : DType::kF32, shape.data(),
+           static_cast<int>(shape.size()));
+  DSV3_CUDA_CHECK(cudaMemcpyAsync(t.view().data, src, t.view().nbytes(), cudaMemcpyHostToDevice,
+                                  stream_));
+  DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  TensorView v = t.view();
+  storage.push_back(std::move(t));
+  return v;
+}
+
+absl::StatusOr<LinearWeight> CudaBackend::MakeRandomLinear(int64_t n, int64_t k, DType dtype,
+                                                           float scale, uint64_t seed,
+                                                           std::vector<Tensor>& storage) {
+  LinearWeight w;
+  if (dtype == DType::kF8E4M3) {
+    // FP8 values of standard deviation 64 (well inside e4m3's range) and a uniform block scale.
+    constexpr float kSpread = 64.0f;
+    const int64_t n_pad = RoundUp(n, 64), k_pad = Fp8PaddedK(k);
+    Tensor t(allocator(), DType::kF8E4M3, {n_pad, k_pad});
+    Tensor s(allocator(), DType::kF32, {(n + 127) / 128, k_pad / 128});
+    kernels::RandomFill({t.view().data, n_pad * k_pad, ElemType::kF8E4M3, 0.0f, kSpread, seed},
+                        stream_);
+    kernels::RandomFill({s.view().data, s.numel(), ElemType::kF32, scale / kSpread, 0.0f, seed},
+                        stream_);
+    w.weight = t.view();
+    w.weight.shape = {n, k, 0, 0};
+    w.weight.strides = {k_pad, 1, 0, 0};
+    w.scale_inv = s.view();
+    w.scale_inv.shape = {(n + 127) / 128, (k + 127) / 128, 0, 0};
+    storage.push_back(std::move(t));
+    storage.push_back(std::move(s));
+    return w;
+  }
+  if (dtype != DType::kBF16) return absl::InvalidArgumentError("random linear: FP8 or BF16");
+  Tensor t(allocator(), DType::kBF16, {n, k});
+  kernels::RandomFill({t.view().data, n * k, ElemType::kBF16, 0.0f, scale, seed}, stream_);
+  w.weight = t.view();
+  storage.push_back(std::move(t));
+  return w;
+}
+
+absl::StatusOr<TensorView> CudaBackend::MakeRandomDense(std::span<const int64_t> shape,
+                                                        float mean, float scale, uint64_t seed,
+                                                        std::vector<Tensor>& storage) {
+  const DType dtype = shape.size() >= 2 ? DType::kBF16 : DType::kF32;
+  Tensor t(allocator(), dtype, shape.data(), static_cast<int>(shape.size()));
+  kernels::RandomFill({t.view().data, t.numel(), ElemTypeOf(dtype), mean, scale, seed}, stream_);
+  TensorView v = t.view();
+  storage.push_back(std::move(t));
+  return v;
+}
+
+Tensor CudaBackend::Upload(const TensorView& host) {
+  assert(host.is_contiguous() && (host.dtype == DType::kF32 || host.dtype == DType::kI32));
+  if (host.dtype == DType::kI32) {
+    Tensor t(allocator(), DType::kI32, host.shape.data(), host.ndim);
+    DSV3_CUDA_CHECK(cudaMemcpyAsync(t.view().data, host.data, host.nbytes(),
+                                    cudaMemcpyHostToDevice, stream_));
+    return t;
+  }
+  std::vector<uint16_t> bf16(host.numel());
+  for (int64_t i = 0; i < host.numel(); ++i) bf16[i] = F32ToBf16(host.ptr<float>()[i]);
+  Tensor t(allocator(), DType::kBF16, host.shape.data(), host.ndim);
+  DSV3_CUDA_CHECK(cudaMemcpyAsync(t.view().data, bf16.data(), t.view().nbytes(),
+                                  cudaMemcpyHostToDevice, stream_));
+  DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return t;
+}
+
+void CudaBackend::Download(const TensorView& t, float* host) {
+  assert(t.is_contiguous());
+  const int64_t n = t.numel();
+  if (t.dtype == DType::kF32) {
+    DSV3_CUDA_CHECK(cudaMemcpyAsync(host, t.data, n * 4, cudaMemcpyDeviceToHost, stream_));
+  } else {
+    Tensor f32(allocator(), DType::kF32, {n});
+    kernels::Copy2D({t.data, n, ElemTypeOf(t.dtype), f32.view().data, n, ElemType::kF32, 1, n},
+                    stream_);
+    DSV3_CUDA_CHECK(cudaMemcpyAsync(host, f32.view().data, n * 4, cudaMemcpyDeviceToHost, stream_));
+  }
+  DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+// ---- Step plan and timing ----------------------------------------------------------------------
+
+void CudaBackend::BuildPlan(const AttentionBatch& batch, StepPlan& plan) {
+  plan = StepPlan();
+  plan.batch = &batch;
+  plan.positions_host = batch.positions.data();
+  const int64_t t = static_cast<int64_t>(batch.positions.size());
+  std::vector<int32_t> token_seq(t, 0), tables;
+  for (size_t s = 0; s < batch.sequences.size(); ++s) {
+    const auto& seq = batch.sequences[s];
+    plan.table_offsets.push_back(static_cast<int32_t>(tables.size()));
+    tables.insert(tables.end(), seq.block_table, seq.block_table + seq.num_blocks);
+    for (int32_t i = 0; i < seq.num_tokens; ++i) token_seq[seq.token_begin + i] = static_cast<int32_t>(s);
+  }
+  plan.positions = UploadBytes(batch.positions.data(), DType::kI32, {t});
+  plan.slots = UploadBytes(batch.slot_mapping.data(), DType::kI64, {t});
+  plan.token_seq = UploadBytes(token_seq.data(), DType::kI32, {t});
+  plan.block_tables =
+      UploadBytes(tables.data(), DType::kI32, {static_cast<int64_t>(tables.size())});
+}
+
+void CudaBackend::BeginStep(const AttentionBatch& batch) { BuildPlan(batch, plan_); }
+
+const CudaBackend::StepPlan& CudaBackend::PlanFor(const AttentionBatch& batch) {
+  if (plan_.batch == &batch && plan_.positions_host == batch.positions.data()) return plan_;
+  BuildPlan(batch, fallback_plan_);
+  return fallback_plan_;
+}
+
+const int32_t* CudaBackend::DevicePositions(std::span<const int32_t> positions, Tensor& scratch) {
+  if (plan_.batch != nullptr && positions.data() == plan_.positions_host &&
+      positions.size() == plan_.batch->positions.size()) {
+    return plan_.positions.ptr<int32_t>();
+  }
+  scratch = UploadBytes(positions.data(), DType::kI32, {static_cast<int64_t>(positions.size())});
+  return scratch.ptr<int32_t>();
+}
+
+const float* CudaBackend::DeviceInvFreq(const RopeParams& rope) {
+  const int64_t half = rope.rope_dim / 2;
+  auto it = inv_freq_.find(rope.inv_freq);
+  if (it == inv_freq_.end() || it->second.first.size() != static_cast<size_t>(half) ||
+      std::memcmp(it->second.first.data(), rope.inv_freq, half * sizeof(float)) != 0) {
+    std::vector<float> copy(rope.inv_freq, rope.inv_freq + half);
+    Tensor t = UploadBytes(copy.data(), DType::kF32, {half});
+    it = inv_freq_.insert_or_assign(rope.inv_freq, std::make_pair(std::move(copy), std::move(t)))
+             .first;
+  }
+  return it->second.second.ptr<float>();
+}
+
+void CudaBackend::BeginLayer(int64_t layer) {
+  if (!layer_timing_) return;
+  cudaEvent_t e;
+  if (free_events_.empty()) {
+    DSV3_CUDA_CHECK(cudaEventCreate(&e));
+  } else {
+    e = free_events_.back();
+    free_events_.pop_back();
+  }
+  DSV3_CUDA_CHECK(cudaEventRecord(e, stream_));
+  layer_events_.emplace_back(layer, e);
+}
+
+void CudaBackend::SetLayerTiming(bool on) { layer_timing_ = on; }
+
+std::vector<std::pair<int64_t, float>> CudaBackend::LayerTimes() {
+  std::vector<std::pair<int64_t, float>> times;
+  if (layer_events_.empty()) return times;
+  cudaEvent_t end;
+  DSV3_CUDA_CHECK(cudaEventCreate(&end));
+  DSV3_CUDA_CHECK(cudaEventRecord(end, stream_));
+  DSV3_CUDA_CHECK(cudaEventSynchronize(end));
+  for (size_t i = 0; i < layer_events_.size(); ++i) {
+    const cudaEvent_t next = i + 1 < layer_events_.size() ? layer_events_[i + 1].second : end;
+    float ms = 0;
+    DSV3_CUDA_CHECK(cudaEventElapsedTime(&ms, layer_events_[i].second, next));
+    times.emplace_back(layer_events_[i].first, ms);
+    free_events_.push_back(layer_events_[i].second);
+  }
+  layer_events_.clear();
+  DSV3_CUDA_CHECK(cudaEventDestroy(end));
+  return times;
+}
+
+void CudaBackend::Synchronize() { DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+// ---- Elementwise ops -------------------------------------------------------------------------
+
+void CudaBackend::Embedding(const TensorView& table, std::span<const int32_t> ids,
+                            int64_t first_row, const TensorView& out) {
+  assert(table.dtype == DType::kBF16 && out.dtype == DType::kBF16);
+  Tensor d_ids = UploadBytes(ids.data(), DType::kI32, {static_cast<int64_t>(ids.size())});
+  kernels::Embedding({table.data, d_ids.ptr<int32_t>(), out.data, out.strides[0],
+                      static_cast<int64_t>(ids.size()), table.dim(1), first_row, table.dim(0)},
+                     stream_);
+}
+
+void CudaBackend::RmsNorm(const TensorView& x, const TensorView& weight, float eps,
+                          const TensorView& out) {
+  assert(x.dtype == DType::kBF16 && out.dtype == DType::kBF16 && weight.dtype == DType::kF32);
+  kernels::RmsNorm({x.data, x.strides[0], weight.ptr<float>(), out.data, out.strides[0], x.dim(0),
+                    x.dim(1), eps},
+                   stream_);
+}
+
+void CudaBackend::Add(const TensorView& a, const TensorView& b, const TensorView& out) {
+  kernels::Binary({a.data, a.strides[0], b.data, b.strides[0], out.data, out.strides[0], a.dim(0),
+                   a.dim(1), kernels::BinaryKind::kAdd},
+                  stream_);
+}
+
+void CudaBackend::SiluMul(const TensorView& gate, const TensorView& up, const TensorView& out) {
+  kernels::Binary({gate.data, gate.strides[0], up.data, up.strides[0], out.data, out.strides[0],
+                   gate.dim(0), gate.dim(1), kernels::BinaryKind::kSiluMul},
+                  stream_);
+}
+
+void CudaBackend::Rope(const TensorView& x, std::span<const int32_t> positions,
+                       const RopeParams& rope) {
+  assert(x.dtype == DType::kBF16 && x.ndim == 3);
+  Tensor scratch;
+  const int32_t* pos = DevicePositions(positions, scratch);
+  kernels::Rope({x.data, x.strides[0], x.strides[1], x.dim(0), x.dim(1), rope.rope_dim, pos,
+                 DeviceInvFreq(rope), rope.attention_factor, rope.interleaved},
+                stream_);
+}
+
+void CudaBackend::GatherRows(const TensorView& x, std::span<const int32_t> rows,
+                             const TensorView& out) {
+  assert(x.dtype == out.dtype && (x.dtype == DType::kBF16 || x.dtype == DType::kF32));
+  Tensor d_rows = UploadBytes(rows.data(), DType::kI32, {static_cast<int64_t>(rows.size())});
+  kernels::GatherRows({x.data, x.strides[0], d_rows.ptr<int32_t>(), out.data, out.strides[0],
+                       static_cast<int64_t>(rows.size()), x.dim(1), ElemTypeOf(x.dtype)},
+                      stream_);
+}
+
+}  // namespace dsv3

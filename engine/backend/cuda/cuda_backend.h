@@ -1,0 +1,155 @@
+// The CUDA backend (H100/H200, sm_90a): BF16 activations and latent cache, FP8 weights with
+// their checkpoint block scales (BF16 where the checkpoint has no FP8), FP8 linear layers through
+// cuBLASLt block scaling (SPEC section 4), and the kernels of kernels/. All work goes to one
+// stream; memory comes from the stream-ordered pool, so a tensor freed on the host may be reused
+// by the next op without a synchronization.
+//
+// Host arrays that ops receive (token ids, positions, block tables) are uploaded per call, except
+// those of the step announced by BeginStep, which are uploaded once and reused by every layer.
+// Ops check their CUDA and cuBLASLt calls and abort on failure (a device fault or a bug: the
+// model validates everything user-controlled before it gets here).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "engine/backend/backend.h"
+#include "engine/backend/cuda/cublaslt_gemm.h"
+
+namespace dsv3 {
+
+class CudaBackend final : public Backend {
+ public:
+  struct Options {
+    int device = 0;
+    bool ue8m0_activation_scales = false;  // V3.1's scale_fmt "ue8m0"
+  };
+  // Fails when there is no usable CUDA device.
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const Options& options);
+  ~CudaBackend() override;
+
+  // Number of CUDA devices (0 without a driver or a GPU), for tests that skip.
+  static int DeviceCount();
+
+  Device device() const override { return Device::kCuda; }
+  Allocator* allocator() override { return allocator_.get(); }
+  std::string name() const override { return "cuda"; }
+  DType activation_dtype() const override { return DType::kBF16; }
+  DType kv_cache_dtype() const override { return DType::kBF16; }
+
+  absl::StatusOr<LinearWeight> LoadLinear(const Checkpoint& ckpt, const std::string& prefix,
+                                          int64_t n, int64_t k, const Slice2D& slice,
+                                          std::vector<Tensor>& storage) override;
+  // 1-D tensors (norm weights, biases) become F32, 2-D ones (embedding, router) BF16.
+  absl::StatusOr<TensorView> LoadDense(const Checkpoint& ckpt, const std::string& name,
+                                       std::span<const int64_t> shape,
+                                       std::vector<Tensor>& storage) override;
+  absl::StatusOr<LinearWeight> MakeLinear(const TensorView& weight, const TensorView& scale_inv,
+                                          std::vector<Tensor>& storage) override;
+  absl::StatusOr<LinearWeight> MakeRandomLinear(int64_t n, int64_t k, DType dtype, float scale,
+                                                uint64_t seed,
+                                                std::vector<Tensor>& storage) override;
+  absl::StatusOr<TensorView> MakeRandomDense(std::span<const int64_t> shape, float mean,
+                                             float scale, uint64_t seed,
+                                             std::vector<Tensor>& storage) override;
+  // F32 host data becomes BF16, I32 stays I32.
+  Tensor Upload(const TensorView& host) override;
+  void Download(const TensorView& device_tensor, float* host) override;
+
+  void BeginStep(const AttentionBatch& batch) override;
+  void BeginLayer(int64_t layer) override;
+  void Synchronize() override;
+
+  void Embedding(const TensorView& table, std::span<const int32_t> ids, int64_t first_row,
+                 const TensorView& out) override;
+  void RmsNorm(const TensorView& x, const TensorView& weight, float eps,
+               const TensorView& out) override;
+  void Linear(const TensorView& x, const LinearWeight& w, const TensorView& y) override;
+  void Add(const TensorView& a, const TensorView& b, const TensorView& out) override;
+  void Rope(const TensorView& x, std::span<const int32_t> positions,
+            const RopeParams& rope) override;
+  void SiluMul(const TensorView& gate, const TensorView& up, const TensorView& out) override;
+  void GatherRows(const TensorView& x, std::span<const int32_t> rows,
+                  const TensorView& out) override;
+  void WriteKvCache(const TensorView& latent, const AttentionBatch& batch,
+                    const TensorView& cache) override;
+  void MlaAttention(const TensorView& q, const TensorView& cache, const LinearWeight& kv_b,
+                    const AttentionBatch& batch, const MlaParams& params,
+                    const TensorView& out) override;
+  void MoeRoute(const TensorView& x, const TensorView& router, const TensorView& bias,
+                const MoeRouteParams& params, const TensorView& topk_ids,
+                const TensorView& topk_weights) override;
+  void MoeExperts(const TensorView& x, const TensorView& topk_ids, const TensorView& topk_weights,
+                  std::span<const ExpertWeights> experts, int64_t expert_begin,
+                  const TensorView& out) override;
+
+  cudaStream_t stream() const { return stream_; }
+
+  // Layer timing (benchmarks): while on, BeginLayer records an event on the stream.
+  // LayerTimes() synchronizes and returns, per BeginLayer call since the last one, the layer id
+  // and the milliseconds from its event to the next (the last one runs to the call itself).
+  void SetLayerTiming(bool on);
+  std::vector<std::pair<int64_t, float>> LayerTimes();
+  // Distinct experts each MoeExperts call ran since the last call of this (benchmarks' HBM floor).
+  std::vector<int64_t> TakeActiveExperts() { return std::exchange(active_experts_, {}); }
+
+ private:
+  // Device copies of one step's attention layout.
+  struct StepPlan {
+    const AttentionBatch* batch = nullptr;
+    const int32_t* positions_host = nullptr;  // identifies the step together with `batch`
+    Tensor positions;     // [T] I32
+    Tensor slots;         // [T] I64
+    Tensor token_seq;     // [T] I32
+    Tensor block_tables;  // concatenated I32
+    std::vector<int32_t> table_offsets;  // per sequence
+    // Per MlaMode (kNaive / kAbsorbed used as "which form"): the tokens and sequence records
+    // that form handles, made at the first attention of the step.
+    struct Form {
+      bool ready = false;
+      int64_t tokens = 0;
+      Tensor token_rows;        // [tokens] I32
+      Tensor sequences;         // kernels::MlaSequence per sequence
+      Tensor context_slots;     // naive: cache slots of every context row, I32
+      int64_t context_rows = 0;
+    };
+    std::map<std::pair<int, bool>, Form> forms;  // (mode, naive) -> form
+  };
+
+  CudaBackend() = default;
+  // Device copy of host memory (stream-ordered; the host buffer may be reused at once).
+  Tensor UploadBytes(const void* host, DType dtype, std::initializer_list<int64_t> shape);
+  const StepPlan& PlanFor(const AttentionBatch& batch);
+  void BuildPlan(const AttentionBatch& batch, StepPlan& plan);
+  const StepPlan::Form& FormFor(StepPlan& plan, const AttentionBatch& batch, MlaMode mode,
+                                bool naive);
+  const int32_t* DevicePositions(std::span<const int32_t> positions, Tensor& scratch);
+  const float* DeviceInvFreq(const RopeParams& rope);
+  // The BF16 [N, K] form of a linear weight (dequantized once and cached for FP8 weights).
+  TensorView Bf16Weight(const LinearWeight& w);
+  // y = x W^T for a BF16 weight view [N, K].
+  void Bf16Linear(const TensorView& x, const TensorView& w, const TensorView& y);
+  void Check(const absl::Status& status, const char* what);
+
+  Options options_;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<Allocator> allocator_;
+  std::unique_ptr<CublasLtGemm> gemm_;
+  StepPlan plan_;
+  StepPlan fallback_plan_;  // for ops called outside a planned step (tests)
+  std::unordered_map<const float*, std::pair<std::vector<float>, Tensor>> inv_freq_;
+  // BF16 copies of FP8 weights by weight address; an entry goes when its weight is freed.
+  std::unordered_map<const void*, Tensor> dequantized_;
+  bool layer_timing_ = false;
+  std::vector<std::pair<int64_t, cudaEvent_t>> layer_events_;
+  std::vector<cudaEvent_t> free_events_;
+  std::vector<int64_t> active_experts_;
+};
+
+}  // namespace dsv3

@@ -1,0 +1,95 @@
+// Linear layers on the GPU: FP8 weights through cuBLASLt block scaling after a 1x128
+// activation quantization (SPEC section 4), BF16 weights through a plain BF16 GEMM.
+#include <cstdio>
+
+#include "engine/backend/cuda/cuda_backend.h"
+#include "kernels/elementwise.cuh"
+#include "kernels/fp8_quant.cuh"
+#include "kernels/launch_check.h"
+
+namespace dsv3 {
+
+namespace {
+
+int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+kernels::ElemType ElemTypeOf(DType t) {
+  return t == DType::kBF16 ? kernels::ElemType::kBF16 : kernels::ElemType::kF32;
+}
+
+}  // namespace
+
+TensorView CudaBackend::Bf16Weight(const LinearWeight& w) {
+  if (w.weight.dtype == DType::kBF16) return w.weight;
+  auto it = dequantized_.find(w.weight.data);
+  if (it == dequantized_.end()) {
+    Tensor t(allocator(), DType::kBF16, {w.n(), w.k()});  // [N, K]
+    kernels::DequantizeFp8({w.weight.ptr<uint8_t>(), w.weight.strides[0], w.scale_inv.ptr<float>(),
+                            w.scale_inv.strides[0], w.n(), w.k(), t.view().data, w.k()},
+                           stream_);
+    it = dequantized_.emplace(w.weight.data, std::move(t)).first;
+  }
+  return it->second.view();
+}
+
+void CudaBackend::Bf16Linear(const TensorView& x, const TensorView& w, const TensorView& y) {
+  assert(x.dtype == DType::kBF16 && w.dtype == DType::kBF16);
+  assert(y.dtype == DType::kBF16 || y.dtype == DType::kF32);
+  // Column-major: y^T [N, M] = W [N, K] (stored K x N, transposed) x^T [K, M].
+  Bf16GemmArgs g;
+  g.trans_a = true;
+  g.m = w.dim(0);
+  g.n = x.dim(0);
+  g.k = w.dim(1);
+  g.a = w.data;
+  g.lda = w.strides[0];
+  g.b = x.data;
+  g.ldb = x.strides[0];
+  g.d = y.data;
+  g.ldd = y.strides[0];
+  g.d_f32 = y.dtype == DType::kF32;
+  Check(gemm_->Bf16(g), "BF16 linear");
+}
+
+void CudaBackend::Linear(const TensorView& x, const LinearWeight& w, const TensorView& y) {
+  const int64_t m = x.dim(0), n = w.n(), k = w.k();
+  assert(x.dim(1) == k && y.dim(0) == m && y.dim(1) == n && x.dtype == DType::kBF16);
+  if (m == 0) return;
+  if (w.weight.dtype == DType::kBF16) {
+    Bf16Linear(x, w.weight, y);
+    return;
+  }
+  const int64_t m_pad = RoundUp(m, 4), n_pad = RoundUp(n, 64), k_pad = w.weight.strides[0];
+  Tensor xq(allocator(), DType::kF8E4M3, {m_pad, k_pad});      // [M_pad, K_pad]
+  Tensor xs(allocator(), DType::kF32, {k_pad / 128, m_pad});   // [K_pad/128, M_pad]
+  kernels::QuantizeActivations({x.data, x.strides[0], m, k, m_pad, k_pad, xq.ptr<uint8_t>(),
+                                xs.ptr<float>(), options_.ue8m0_activation_scales},
+                               stream_);
+  // cuBLASLt writes [M_pad, N_pad]: straight into y when that is y's shape, else into a
+  // scratch that is copied (and converted) into y.
+  const bool direct = y.dtype == DType::kBF16 && m_pad == m && n_pad == n;
+  Tensor d;
+  if (!direct) d = Tensor(allocator(), DType::kBF16, {m_pad, n_pad});
+  Fp8GemmArgs g{w.weight.data, w.scale_inv.ptr<float>(), n_pad, k_pad, xq.view().data,
+                xs.ptr<float>(), m_pad, direct ? y.data : d.view().data,
+                direct ? y.strides[0] : n_pad};
+  const absl::Status status = gemm_->Fp8(g);
+  if (!status.ok()) {
+    // No block-scaled kernel for this shape: dequantized BF16 weight instead.
+    static bool warned = false;
+    if (!warned) {
+      std::fprintf(stderr, "CUDA backend: %s; using BF16 weights there\n",
+                   std::string(status.message()).c_str());
+      warned = true;
+    }
+    Bf16Linear(x, Bf16Weight(w), y);
+    return;
+  }
+  if (!direct) {
+    kernels::Copy2D({d.view().data, n_pad, kernels::ElemType::kBF16, y.data, y.strides[0],
+                     ElemTypeOf(y.dtype), m, n},
+                    stream_);
+  }
+}
+
+}  // namespace dsv3

@@ -1,0 +1,85 @@
+// MoE on the GPU: noaux_tc routing (router GEMM, then a top-k kernel) and the routed experts.
+// The experts run as one FP8 GEMM chain per active expert over its tokens, gathered contiguous
+// (a permutation built on the host from the routing, which costs one synchronization per
+// layer), then one weighted combine. docs/cuda.md: the grouped kernel that replaces this.
+#include <algorithm>
+
+#include "engine/backend/cuda/cuda_backend.h"
+#include "kernels/elementwise.cuh"
+#include "kernels/launch_check.h"
+#include "kernels/moe.cuh"
+
+namespace dsv3 {
+
+void CudaBackend::MoeRoute(const TensorView& x, const TensorView& router, const TensorView& bias,
+                           const MoeRouteParams& p, const TensorView& topk_ids,
+                           const TensorView& topk_weights) {
+  assert(router.dtype == DType::kBF16 && bias.dtype == DType::kF32 && p.num_experts <= 1024);
+  const int64_t t = x.dim(0), e = p.num_experts;
+  if (t == 0) return;
+  Tensor logits(allocator(), DType::kF32, {t, e});  // [T, E]
+  Bf16Linear(x, router, logits);
+  kernels::MoeTopk({logits.ptr<float>(), bias.ptr<float>(), t, e, p.top_k, p.num_groups,
+                    p.topk_groups, p.norm_topk_prob, p.routed_scaling_factor,
+                    topk_ids.ptr<int32_t>(), topk_ids.strides[0], topk_weights.ptr<float>(),
+                    topk_weights.strides[0]},
+                   stream_);
+}
+
+void CudaBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
+                             const TensorView& topk_weights,
+                             std::span<const ExpertWeights> experts, int64_t expert_begin,
+                             const TensorView& out) {
+  const int64_t t = x.dim(0), h = x.dim(1), k = topk_ids.dim(1);
+  const int64_t local = static_cast<int64_t>(experts.size());
+  if (t == 0) return;
+  assert(topk_ids.is_contiguous() && topk_weights.dtype == DType::kF32);
+  std::vector<int32_t> ids(t * k);
+  DSV3_CUDA_CHECK(cudaMemcpyAsync(ids.data(), topk_ids.data, ids.size() * 4,
+                                  cudaMemcpyDeviceToHost, stream_));
+  DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
+
+  // Permuted order: expert by expert, tokens in order within an expert.
+  std::vector<int64_t> begin(local + 1, 0);
+  for (int32_t id : ids) {
+    const int64_t e = id - expert_begin;
+    if (e >= 0 && e < local) ++begin[e + 1];
+  }
+  active_experts_.push_back(std::count_if(begin.begin() + 1, begin.end(),
+                                          [](int64_t n) { return n > 0; }));
+  for (int64_t e = 0; e < local; ++e) begin[e + 1] += begin[e];
+  const int64_t rows = begin[local];
+  std::vector<int32_t> token_of(rows), row_of(t * k, -1);
+  std::vector<int64_t> fill(begin.begin(), begin.end() - 1);
+  for (int64_t i = 0; i < t * k; ++i) {
+    const int64_t e = ids[i] - expert_begin;
+    if (e < 0 || e >= local) continue;
+    token_of[fill[e]] = static_cast<int32_t>(i / k);
+    row_of[i] = static_cast<int32_t>(fill[e]++);
+  }
+  Tensor d_token_of = UploadBytes(token_of.data(), DType::kI32, {rows});
+  Tensor d_row_of = UploadBytes(row_of.data(), DType::kI32, {t * k});
+
+  Tensor xp(allocator(), DType::kBF16, {rows, h});  // [rows, H] routed copies of x
+  Tensor yp(allocator(), DType::kBF16, {rows, h});  // [rows, H] expert outputs
+  kernels::GatherRows({x.data, x.strides[0], d_token_of.ptr<int32_t>(), xp.view().data, h, rows,
+                       h, kernels::ElemType::kBF16},
+                      stream_);
+  for (int64_t e = 0; e < local; ++e) {
+    const int64_t r0 = begin[e], r1 = begin[e + 1];
+    if (r0 == r1) continue;
+    const int64_t inter = experts[e].gate.n();
+    Tensor gate(allocator(), DType::kBF16, {r1 - r0, inter});  // [n, I]
+    Tensor up(allocator(), DType::kBF16, {r1 - r0, inter});    // [n, I]
+    const TensorView xe = xp.view().Rows(r0, r1);
+    Linear(xe, experts[e].gate, gate);
+    Linear(xe, experts[e].up, up);
+    SiluMul(gate, up, gate);
+    Linear(gate, experts[e].down, yp.view().Rows(r0, r1));
+  }
+  kernels::MoeCombine({yp.view().data, h, d_row_of.ptr<int32_t>(), topk_weights.ptr<float>(),
+                       topk_weights.strides[0], out.data, out.strides[0], t, k, h},
+                      stream_);
+}
+
+}  // namespace dsv3

@@ -1,0 +1,100 @@
+// Row-wise and elementwise kernels of the CUDA backend: embedding, RMSNorm, add, SiLU-gate,
+// row gather, rotary embedding, 2-D copies with type conversion, random fills.
+// All activations are BF16 unless a field says otherwise; strides are in elements.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace dsv3::kernels {
+
+enum class ElemType : uint8_t { kF32, kBF16, kF8E4M3, kI32 };
+
+// out[t, :] = table[ids[t] - first_row, :]. table [rows, H] BF16, ids [T] (device), out [T, H].
+struct EmbeddingParams {
+  const void* table;  // rows [first_row, first_row + rows) of the embedding
+  const int32_t* ids;
+  void* out;  // ids outside the table's rows give zeros (another rank's shard)
+  int64_t out_stride;
+  int64_t tokens, hidden;
+  int64_t first_row, rows;
+};
+void Embedding(const EmbeddingParams& p, cudaStream_t stream);
+
+// out = x / sqrt(mean(x^2) + eps) * weight per row. x, out [rows, dim] (may alias), weight F32.
+struct RmsNormParams {
+  const void* x;
+  int64_t x_stride;
+  const float* weight;
+  void* out;
+  int64_t out_stride;
+  int64_t rows, dim;
+  float eps;
+};
+void RmsNorm(const RmsNormParams& p, cudaStream_t stream);
+
+// out = a + b (kind kAdd) or silu(a) * b (kind kSiluMul). [rows, cols], outputs may alias inputs.
+enum class BinaryKind : uint8_t { kAdd, kSiluMul };
+struct BinaryParams {
+  const void* a;
+  int64_t a_stride;
+  const void* b;
+  int64_t b_stride;
+  void* out;
+  int64_t out_stride;
+  int64_t rows, cols;
+  BinaryKind kind;
+};
+void Binary(const BinaryParams& p, cudaStream_t stream);
+
+// out[r, :] = x[rows[r], :] for rows [n] (device); elements of `type` (F32 or BF16).
+struct GatherRowsParams {
+  const void* x;
+  int64_t x_stride;
+  const int32_t* rows;
+  void* out;
+  int64_t out_stride;
+  int64_t n, cols;
+  ElemType type;
+};
+void GatherRows(const GatherRowsParams& p, cudaStream_t stream);
+
+// Rotates x [tokens, heads, rope_dim] in place at positions[t] (device); angle = inv_freq[i] *
+// position in F32 as the CPU reference computes it; cos and sin times attention_factor.
+struct RopeParams {
+  void* x;
+  int64_t token_stride, head_stride;
+  int64_t tokens, heads, rope_dim;
+  const int32_t* positions;
+  const float* inv_freq;  // [rope_dim / 2], device
+  float attention_factor;
+  bool interleaved;
+};
+void Rope(const RopeParams& p, cudaStream_t stream);
+
+// dst[r, c] = convert(src[r, c]) for [rows, cols]; F32, BF16 or I32 sources, F32 or BF16
+// destinations.
+struct Copy2DParams {
+  const void* src;
+  int64_t src_stride;
+  ElemType src_type;
+  void* dst;
+  int64_t dst_stride;
+  ElemType dst_type;
+  int64_t rows, cols;
+};
+void Copy2D(const Copy2DParams& p, cudaStream_t stream);
+
+// Fills n elements from a counter-based generator keyed by seed: BF16/F32 get mean + uniform in
+// [-scale, scale]; F8_E4M3 gets a rounded normal of standard deviation `scale`, clamped to 448.
+struct RandomFillParams {
+  void* out;
+  int64_t n;
+  ElemType type;
+  float mean, scale;
+  uint64_t seed;
+};
+void RandomFill(const RandomFillParams& p, cudaStream_t stream);
+
+}  // namespace dsv3::kernels

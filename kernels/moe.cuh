@@ -1,0 +1,41 @@
+// MoE routing (noaux_tc, SPEC section 3) and the weighted combine of expert outputs.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace dsv3::kernels {
+
+// From router logits [T, E] F32: s = sigmoid(logits), c = s + bias; groups of E / groups
+// experts scored by the sum of their two best c; the topk_groups best groups kept; the top_k
+// best c among them chosen (ties: lower index); weights s / sum(s) (if norm) * scaling.
+// ids [T, top_k] I32, weights [T, top_k] F32. E <= 1024.
+struct MoeTopkParams {
+  const float* logits;
+  const float* bias;
+  int64_t tokens, experts, top_k, groups, topk_groups;
+  bool norm_topk_prob;
+  float scaling;
+  int32_t* ids;
+  int64_t ids_stride;
+  float* weights;
+  int64_t weights_stride;
+};
+void MoeTopk(const MoeTopkParams& p, cudaStream_t stream);
+
+// out[t, :] = sum_j weights[t, j] * y[row_of[t * top_k + j], :] over j with row_of >= 0, in
+// F32, written as BF16. y [rows, hidden] BF16 (expert outputs in permuted order).
+struct MoeCombineParams {
+  const void* y;
+  int64_t y_stride;
+  const int32_t* row_of;  // [T * top_k], -1 for experts this rank does not hold
+  const float* weights;
+  int64_t weights_stride;
+  void* out;
+  int64_t out_stride;
+  int64_t tokens, top_k, hidden;
+};
+void MoeCombine(const MoeCombineParams& p, cudaStream_t stream);
+
+}  // namespace dsv3::kernels

@@ -1,0 +1,205 @@
+// The fixture models on the GPU against transformers' references (tests/data/fixtures): logits
+// within 3e-2 relative error (BF16 activations, FP8 activation quantization for FP8 weights),
+// and the same greedy tokens wherever the reference's top-2 margin exceeds 0.1, through prefill,
+// decode steps over the paged cache, and batches mixing both.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+#include <numeric>
+
+#include "engine/backend/cpu/cpu_backend.h"
+#include "engine/model/model.h"
+#include "engine/util/npy.h"
+#include "nlohmann/json.hpp"
+#include "tests/gpu/gpu_test_util.h"
+#include "tests/test_util.h"
+
+namespace dsv3 {
+namespace {
+
+using ::dsv3::testing::RelError;
+using ::dsv3::testing::TestDataPath;
+
+constexpr double kLogitsTol = 3e-2;
+constexpr float kMargin = 0.1f;
+
+struct Reference {
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<std::vector<int32_t>> continuations;
+};
+
+Reference LoadReference(const std::string& fixture) {
+  std::ifstream in(TestDataPath("fixtures/" + fixture + "-ref/prompts.json"));
+  const auto j = nlohmann::json::parse(in);
+  return {j["prompts"].get<std::vector<std::vector<int32_t>>>(),
+          j["continuations"].get<std::vector<std::vector<int32_t>>>()};
+}
+
+// Index of the largest value of row r, and its margin over the second largest.
+std::pair<int32_t, float> Top(const std::vector<float>& logits, int64_t r, int64_t vocab) {
+  const float* row = logits.data() + r * vocab;
+  int32_t best = 0;
+  for (int64_t i = 1; i < vocab; ++i) {
+    if (row[i] > row[best]) best = static_cast<int32_t>(i);
+  }
+  float second = -INFINITY;
+  for (int64_t i = 0; i < vocab; ++i) {
+    if (i != best) second = std::max(second, row[i]);
+  }
+  return {best, row[best] - second};
+}
+
+std::vector<int32_t> Blocks(int32_t first, int32_t n) {
+  std::vector<int32_t> t(n);
+  std::iota(t.begin(), t.end(), first);
+  return t;
+}
+
+class CudaModelTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    DSV3_SKIP_WITHOUT_GPU();
+    auto gpu = CudaBackend::Create({});
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    gpu_ = *std::move(gpu);
+    auto model = DeepseekV3Model::Load(TestDataPath("fixtures/" + GetParam()), *gpu_);
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = *std::move(model);
+    auto cpu_model = DeepseekV3Model::Load(TestDataPath("fixtures/" + GetParam()), cpu_);
+    ASSERT_TRUE(cpu_model.ok()) << cpu_model.status();
+    cpu_model_ = *std::move(cpu_model);
+    fixture_ = GetParam().substr(0, GetParam().rfind('-'));
+    ref_ = LoadReference(fixture_);
+  }
+  void TearDown() override {
+    model_.reset();  // before the backend that owns its memory
+  }
+
+  int64_t vocab() const { return model_->config().vocab_size; }
+
+  // Logits of every position of `tokens` from one prefill on `model`.
+  std::vector<float> Prefill(DeepseekV3Model& model, Backend& backend,
+                             const std::vector<int32_t>& tokens) {
+    const int32_t n = static_cast<int32_t>(tokens.size());
+    KvCache cache(backend, model.config(), (n + 15) / 16, 16);
+    ForwardBatch batch;
+    batch.token_ids = tokens;
+    batch.sequences.push_back({0, n, 0, Blocks(0, (n + 15) / 16)});
+    batch.logits_rows.resize(n);
+    std::iota(batch.logits_rows.begin(), batch.logits_rows.end(), 0);
+    std::vector<float> logits;
+    EXPECT_TRUE(model.Forward(batch, cache, logits).ok());
+    return logits;
+  }
+
+  CpuBackend cpu_{4};
+  std::unique_ptr<CudaBackend> gpu_;
+  std::unique_ptr<DeepseekV3Model> model_, cpu_model_;
+  std::string fixture_;
+  Reference ref_;
+};
+
+TEST_P(CudaModelTest, PrefillLogitsMatchTransformers) {
+  for (size_t i = 0; i < ref_.prompts.size(); ++i) {
+    auto want = ReadNpyF32(TestDataPath("fixtures/" + fixture_ + "-ref/logits_" +
+                                        std::to_string(i) + ".npy"));
+    ASSERT_TRUE(want.ok()) << want.status();
+    const auto got = Prefill(*model_, *gpu_, ref_.prompts[i]);
+    EXPECT_LT(RelError(got, want->data), kLogitsTol) << "prompt " << i;
+    for (int64_t r = 0; r < static_cast<int64_t>(ref_.prompts[i].size()); ++r) {
+      const auto [ref_token, margin] = Top(want->data, r, vocab());
+      if (margin > kMargin) {
+        EXPECT_EQ(Top(got, r, vocab()).first, ref_token) << "prompt " << i << " row " << r;
+      }
+    }
+  }
+}
+
+// Prefill the prompt, then feed the reference continuation one token per step (decode through
+// the paged cache, absorbed MLA): each step's greedy token must be the reference's wherever
+// the reference is decisive (the CPU backend, equal to transformers to 1e-4, gives the margin).
+TEST_P(CudaModelTest, TeacherForcedDecodeMatchesReferenceTokens) {
+  for (size_t i = 0; i < ref_.prompts.size(); ++i) {
+    std::vector<int32_t> all = ref_.prompts[i];
+    all.insert(all.end(), ref_.continuations[i].begin(), ref_.continuations[i].end());
+    const auto cpu_logits = Prefill(*cpu_model_, cpu_, all);
+    const int32_t n = static_cast<int32_t>(ref_.prompts[i].size());
+    const int32_t total = static_cast<int32_t>(all.size());
+    KvCache cache(*gpu_, model_->config(), (total + 15) / 16 + 2, 16);
+    std::vector<int32_t> table = Blocks(0, (total + 15) / 16 + 2);
+    std::reverse(table.begin(), table.end());  // physical blocks out of order
+    ForwardBatch batch;
+    batch.token_ids.assign(all.begin(), all.begin() + n);
+    batch.sequences.push_back({0, n, 0, table});
+    batch.logits_rows = {n - 1};
+    std::vector<float> logits;
+    for (int32_t pos = n;; ++pos) {
+      ASSERT_TRUE(model_->Forward(batch, cache, logits).ok());
+      const auto [want, margin] = Top(cpu_logits, pos - 1, vocab());
+      if (margin > kMargin) {
+        EXPECT_EQ(Top(logits, 0, vocab()).first, want) << "prompt " << i << " position " << pos;
+      }
+      EXPECT_LT(RelError(logits, std::vector<float>(cpu_logits.begin() + (pos - 1) * vocab(),
+                                                    cpu_logits.begin() + pos * vocab())),
+                kLogitsTol)
+          << "prompt " << i << " position " << pos;
+      if (pos == total) break;
+      batch.token_ids = {all[pos]};
+      batch.sequences = {{0, 1, pos, table}};
+      batch.logits_rows = {0};
+    }
+  }
+}
+
+// Every prompt in one batch, some as a cached prefix plus a chunk and some as one decode token
+// after a prefill: each sequence's logits match its CPU logits.
+TEST_P(CudaModelTest, MixedBatchMatchesCpu) {
+  const int64_t v = vocab();
+  KvCache cache(*gpu_, model_->config(), 96, 16);
+  ForwardBatch warm, step;
+  int32_t next_block = 0;
+  std::vector<std::vector<int32_t>> tables;
+  for (size_t i = 0; i < ref_.prompts.size(); ++i) {
+    const auto& prompt = ref_.prompts[i];
+    const int32_t n = static_cast<int32_t>(prompt.size());
+    const int32_t blocks = (n + 15) / 16;
+    tables.push_back(Blocks(next_block, blocks));
+    next_block += blocks;
+    // First step: all but the last `tail` tokens; second step: the tail (1 token: decode).
+    const int32_t tail = i % 2 == 0 ? 1 : std::min(n - 1, 5);
+    if (n > tail) {
+      warm.sequences.push_back({warm.num_tokens(), n - tail, 0, tables.back()});
+      warm.token_ids.insert(warm.token_ids.end(), prompt.begin(), prompt.end() - tail);
+    }
+    step.sequences.push_back({step.num_tokens(), tail, n - tail, tables.back()});
+    step.token_ids.insert(step.token_ids.end(), prompt.end() - tail, prompt.end());
+    for (int32_t r = 0; r < tail; ++r) step.logits_rows.push_back(step.sequences.back().token_begin + r);
+  }
+  ASSERT_LE(next_block, 96);
+  warm.logits_rows = {0};
+  std::vector<float> logits;
+  ASSERT_TRUE(model_->Forward(warm, cache, logits).ok());
+  ASSERT_TRUE(model_->Forward(step, cache, logits).ok());
+  int64_t row = 0;
+  for (size_t i = 0; i < ref_.prompts.size(); ++i) {
+    const auto want = Prefill(*cpu_model_, cpu_, ref_.prompts[i]);
+    const int32_t tail = step.sequences[i].num_tokens, n = static_cast<int32_t>(ref_.prompts[i].size());
+    std::vector<float> got(logits.begin() + row * v, logits.begin() + (row + tail) * v);
+    std::vector<float> ref(want.begin() + (n - tail) * v, want.end());
+    EXPECT_LT(RelError(got, ref), kLogitsTol) << "prompt " << i;
+    row += tail;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, CudaModelTest,
+                         ::testing::Values("tiny-fp8", "ragged-fp8", "noqlora-fp8", "tiny-bf16",
+                                           "ragged-bf16", "noqlora-bf16"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+}  // namespace
+}  // namespace dsv3

@@ -1,0 +1,91 @@
+// Helpers for GPU tests: skipping without a device, random host data, device transfers with
+// poisoned outputs, and the error measure every comparison uses.
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "engine/backend/cuda/cuda_backend.h"
+#include "engine/backend/dtype.h"
+
+namespace dsv3::testing {
+
+// In a test body: skips with a message when no GPU is present.
+#define DSV3_SKIP_WITHOUT_GPU()                                                   \
+  do {                                                                            \
+    if (::dsv3::CudaBackend::DeviceCount() == 0) {                                \
+      GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount found none): GPU test skipped"; \
+    }                                                                             \
+  } while (0)
+
+// ||got - want|| / ||want||; NaN (an unwritten, poisoned element) gives +inf.
+inline double RelError(const std::vector<float>& got, const std::vector<float>& want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (!std::isfinite(got[i])) return INFINITY;
+    const double d = static_cast<double>(got[i]) - want[i];
+    num += d * d;
+    den += static_cast<double>(want[i]) * want[i];
+  }
+  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
+}
+
+// Uniform values in [-scale, scale], rounded to BF16 so that both backends see the same inputs.
+inline std::vector<float> RandomBf16(int64_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = Bf16ToF32(F32ToBf16(u(rng)));
+  return v;
+}
+
+// Fills a device tensor with 0xff bytes: NaN for BF16 and F32, so unwritten elements show.
+// (The backend's stream does not order against the legacy stream: synchronize around.)
+inline void Poison(CudaBackend& gpu, const TensorView& t) {
+  gpu.Synchronize();
+  ASSERT_EQ(cudaMemset(t.data, 0xff, t.nbytes()), cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
+// Raw copies between host and a backend tensor, ordered after the backend's queued work.
+inline void CopyIn(CudaBackend& gpu, const TensorView& t, const void* host) {
+  gpu.Synchronize();
+  ASSERT_EQ(cudaMemcpy(t.data, host, t.nbytes(), cudaMemcpyHostToDevice), cudaSuccess);
+}
+inline void CopyOut(CudaBackend& gpu, const TensorView& t, void* host) {
+  gpu.Synchronize();
+  ASSERT_EQ(cudaMemcpy(host, t.data, t.nbytes(), cudaMemcpyDeviceToHost), cudaSuccess);
+}
+
+inline std::vector<float> ToHost(CudaBackend& gpu, const TensorView& t) {
+  std::vector<float> v(t.numel());
+  gpu.Download(t, v.data());
+  return v;
+}
+
+// Random FP8 weight [n, k] (bytes of finite e4m3 values) and its block scales.
+struct Fp8Weight {
+  std::vector<uint8_t> q;
+  std::vector<float> scale;
+  int64_t n, k;
+  TensorView weight() { return TensorView::Contiguous(q.data(), DType::kF8E4M3, {n, k}); }
+  TensorView scale_inv() {
+    return TensorView::Contiguous(scale.data(), DType::kF32, {(n + 127) / 128, (k + 127) / 128});
+  }
+};
+inline Fp8Weight RandomFp8(int64_t n, int64_t k, std::mt19937& rng) {
+  Fp8Weight w{std::vector<uint8_t>(n * k), std::vector<float>(((n + 127) / 128) * ((k + 127) / 128)),
+              n, k};
+  std::normal_distribution<float> normal(0.0f, 100.0f);
+  for (uint8_t& b : w.q) b = F32ToFp8E4M3(std::fmax(std::fmin(normal(rng), 448.0f), -448.0f));
+  std::uniform_real_distribution<float> u(0.5f, 1.5f);
+  for (float& s : w.scale) s = u(rng) / (100.0f * std::sqrt(static_cast<float>(k)));
+  return w;
+}
+
+}  // namespace dsv3::testing

@@ -1,0 +1,270 @@
+// dsv3-bench: DeepSeek-V3 layers at their real sizes with random FP8 weights on one GPU.
+// Reports per-layer decode time at several batch sizes (every sequence at the same context),
+// each MoE layer's HBM floor (the bytes a decode step must read over the copy bandwidth
+// measured in the same run), prefill throughput, and per-kernel GB/s and TFLOP/s of the FP8
+// linear layers. Markdown tables on stdout (docs/perf/h200.md collects them).
+#include <algorithm>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+
+#ifdef DSV3_HAVE_CUDA_BACKEND
+#include <cuda_runtime_api.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/backend/cuda/cuda_backend.h"
+#include "engine/model/model.h"
+#include "kernels/elementwise.cuh"
+
+namespace dsv3 {
+namespace {
+
+struct Args {
+  int dense_layers = 1;
+  int moe_layers = 3;
+  int context = 1024;
+  std::vector<int> batches = {1, 8, 32, 128};
+  int prefill_tokens = 4096;
+  int iters = 5;
+};
+
+std::string V3ConfigJson(const Args& a) {
+  return absl::StrCat(R"({"model_type": "deepseek_v3", "vocab_size": 129280, "hidden_size": 7168,
+    "intermediate_size": 18432, "moe_intermediate_size": 2048, "num_hidden_layers": )",
+                      a.dense_layers + a.moe_layers, R"(, "first_k_dense_replace": )",
+                      a.dense_layers, R"(, "num_attention_heads": 128,
+    "num_key_value_heads": 128, "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
+    "qk_rope_head_dim": 64, "v_head_dim": 128, "n_routed_experts": 256, "n_shared_experts": 1,
+    "num_experts_per_tok": 8, "n_group": 8, "topk_group": 4, "routed_scaling_factor": 2.5,
+    "norm_topk_prob": true, "scoring_func": "sigmoid", "topk_method": "noaux_tc",
+    "rms_norm_eps": 1e-6, "rope_theta": 10000, "max_position_embeddings": 163840,
+    "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096,
+      "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0},
+    "bos_token_id": 0, "eos_token_id": 1, "tie_word_embeddings": false,
+    "quantization_config": {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+      "weight_block_size": [128, 128]}})");
+}
+
+float Median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0f : v[v.size() / 2];
+}
+
+// Device-to-device copy bandwidth (bytes read + written per second) over 2 GiB.
+double CopyBandwidth(cudaStream_t stream) {
+  const size_t bytes = size_t{1} << 31;
+  void *a = nullptr, *b = nullptr;
+  cudaMalloc(&a, bytes);
+  cudaMalloc(&b, bytes);
+  cudaMemsetAsync(a, 1, bytes, stream);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  std::vector<float> ms;
+  for (int i = 0; i < 12; ++i) {
+    cudaEventRecord(e0, stream);
+    cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream);
+    cudaEventRecord(e1, stream);
+    cudaEventSynchronize(e1);
+    float t = 0;
+    cudaEventElapsedTime(&t, e0, e1);
+    if (i >= 2) ms.push_back(t);
+  }
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * bytes / (Median(ms) * 1e-3);
+}
+
+// Bytes of FP8 weights with their block scales.
+double Fp8Bytes(double n, double k) { return n * k + (n / 128) * (k / 128) * 4; }
+
+int Run(const Args& args) {
+  auto gpu_or = CudaBackend::Create({});
+  if (!gpu_or.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(gpu_or.status().message()).c_str());
+    return 1;
+  }
+  CudaBackend& gpu = **gpu_or;
+  auto config = ModelConfig::FromJson(V3ConfigJson(args), "bench config");
+  if (!config.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
+    return 1;
+  }
+  const ModelConfig& c = *config;
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, 0);
+  int driver = 0, runtime = 0;
+  cudaDriverGetVersion(&driver);
+  cudaRuntimeGetVersion(&runtime);
+  const double copy_bw = CopyBandwidth(gpu.stream());
+  std::printf("device: %s, driver API %d, runtime %d, copy bandwidth %.2f TB/s\n", prop.name,
+              driver, runtime, copy_bw / 1e12);
+
+  auto model_or = DeepseekV3Model::Random(c, gpu, 1234);
+  if (!model_or.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(model_or.status().message()).c_str());
+    return 1;
+  }
+  DeepseekV3Model& model = **model_or;
+  const int32_t block = 64;
+  const int max_batch = *std::max_element(args.batches.begin(), args.batches.end());
+  const int32_t blocks_per_seq = (args.context + 1 + block - 1) / block;
+  const int64_t num_blocks =
+      std::max<int64_t>(int64_t{max_batch} * blocks_per_seq, (args.prefill_tokens + block - 1) / block);
+  KvCache cache(gpu, c, num_blocks, block);
+  for (int64_t l = 0; l < cache.num_layers(); ++l) {
+    kernels::RandomFill({cache.layer(l).data, cache.layer(l).numel(), kernels::ElemType::kBF16,
+                         0.0f, 1.0f, 99 + static_cast<uint64_t>(l)},
+                        gpu.stream());
+  }
+  gpu.Synchronize();
+
+  // Weight bytes a decode step reads per MoE layer, besides the routed experts.
+  const double h = 7168, q_lora = 1536, nh = 128;
+  const double attn_bytes = Fp8Bytes(q_lora, h) + Fp8Bytes(nh * 192, q_lora) +
+                            Fp8Bytes(576, h) + Fp8Bytes(nh * 256, 512) + Fp8Bytes(h, nh * 128);
+  const double expert_bytes = 3 * Fp8Bytes(2048, h);
+  const double router_bytes = 256 * h * 2;
+
+  std::printf("\n## Decode, context %d (ms per layer, median of %d steps)\n\n", args.context,
+              args.iters);
+  std::printf("| batch | dense layer | MoE layer | active experts | HBM floor (MoE) | MoE / floor |"
+              " step (all layers + head) |\n|---|---|---|---|---|---|---|\n");
+  for (int b : args.batches) {
+    ForwardBatch fb;
+    for (int s = 0; s < b; ++s) {
+      std::vector<int32_t> table(blocks_per_seq);
+      for (int32_t i = 0; i < blocks_per_seq; ++i) table[i] = s * blocks_per_seq + i;
+      fb.sequences.push_back({s, 1, args.context, table});
+      fb.token_ids.push_back(static_cast<int32_t>((s * 7919) % c.vocab_size));
+      fb.logits_rows.push_back(s);
+    }
+    std::vector<float> logits;
+    std::vector<std::vector<float>> per_layer(c.num_hidden_layers + 1);
+    std::vector<float> step_ms;
+    std::vector<int64_t> active;
+    for (int it = 0; it < args.iters + 2; ++it) {
+      gpu.SetLayerTiming(true);
+      cudaEvent_t e0, e1;
+      cudaEventCreate(&e0);
+      cudaEventCreate(&e1);
+      cudaEventRecord(e0, gpu.stream());
+      if (!model.Forward(fb, cache, logits).ok()) return 1;
+      cudaEventRecord(e1, gpu.stream());
+      const auto times = gpu.LayerTimes();
+      float ms = 0;
+      cudaEventElapsedTime(&ms, e0, e1);
+      cudaEventDestroy(e0);
+      cudaEventDestroy(e1);
+      const auto act = gpu.TakeActiveExperts();
+      if (it < 2) continue;  // warm-up
+      step_ms.push_back(ms);
+      for (const auto& [layer, t] : times) per_layer[layer < 0 ? c.num_hidden_layers : layer].push_back(t);
+      active.insert(active.end(), act.begin(), act.end());
+    }
+    float dense = 0, moe = 0;
+    for (int l = 0; l < args.dense_layers; ++l) dense += Median(per_layer[l]) / args.dense_layers;
+    for (int l = args.dense_layers; l < c.num_hidden_layers; ++l) moe += Median(per_layer[l]) / args.moe_layers;
+    double mean_active = 0;
+    for (int64_t a : active) mean_active += static_cast<double>(a) / active.size();
+    const double kv_bytes = double{b} * (args.context + 1) * 576 * 2;
+    const double floor_ms =
+        (attn_bytes + router_bytes + expert_bytes * (1 + mean_active) + kv_bytes) / copy_bw * 1e3;
+    std::printf("| %d | %.3f | %.3f | %.1f | %.3f | %.2fx | %.3f |\n", b, dense, moe, mean_active,
+                floor_ms, moe / floor_ms, Median(step_ms));
+    std::fflush(stdout);
+  }
+
+  // Prefill: one sequence of prefill_tokens tokens.
+  {
+    const int32_t n = args.prefill_tokens;
+    ForwardBatch fb;
+    std::vector<int32_t> table((n + block - 1) / block);
+    for (size_t i = 0; i < table.size(); ++i) table[i] = static_cast<int32_t>(i);
+    fb.sequences.push_back({0, n, 0, table});
+    for (int32_t i = 0; i < n; ++i) fb.token_ids.push_back((i * 104729) % c.vocab_size);
+    fb.logits_rows = {n - 1};
+    std::vector<float> logits;
+    std::vector<std::vector<float>> per_layer(c.num_hidden_layers + 1);
+    for (int it = 0; it < 3; ++it) {
+      gpu.SetLayerTiming(true);
+      if (!model.Forward(fb, cache, logits).ok()) return 1;
+      const auto times = gpu.LayerTimes();
+      gpu.TakeActiveExperts();
+      if (it == 0) continue;
+      for (const auto& [layer, t] : times) per_layer[layer < 0 ? c.num_hidden_layers : layer].push_back(t);
+    }
+    float moe = 0;
+    for (int l = args.dense_layers; l < c.num_hidden_layers; ++l) moe += Median(per_layer[l]) / args.moe_layers;
+    const double t = n;
+    const double attn_flops = 2 * t * attn_bytes /* ~ parameters: one byte each */ +
+                              2 * t * 512 * nh * 256 /* K/V up-projection */ +
+                              2 * (t * t / 2) * nh * (192 + 128);
+    const double moe_flops = 2 * t * 9 * 3 * h * 2048 + 2 * t * 256 * h;
+    std::printf("\n## Prefill, %d tokens (one sequence)\n\n| MoE layer ms | tokens/s per MoE layer |"
+                " effective TFLOP/s (attention + MoE) |\n|---|---|---|\n| %.2f | %.0f | %.1f |\n",
+                n, moe, t / (moe * 1e-3), (attn_flops + moe_flops) / (moe * 1e-3) / 1e12);
+  }
+
+  // Per kernel: the FP8 linear layers of a layer at decode and prefill sizes.
+  std::printf("\n## FP8 linear (cuBLASLt block scaling, with activation quantization)\n\n"
+              "| N x K | M | us | GB/s | TFLOP/s |\n|---|---|---|---|---|\n");
+  const std::pair<int64_t, int64_t> shapes[] = {{1536, 7168}, {24576, 1536}, {576, 7168},
+                                                {7168, 16384}, {2048, 7168}, {7168, 2048}};
+  std::vector<Tensor> storage;
+  for (auto [n, k] : shapes) {
+    auto w = gpu.MakeRandomLinear(n, k, DType::kF8E4M3, 0.01f, n * 31 + k, storage);
+    if (!w.ok()) return 1;
+    for (int64_t m : {1, 32, 128, 4096}) {
+      Tensor x(gpu.allocator(), DType::kBF16, {m, k});
+      Tensor y(gpu.allocator(), DType::kBF16, {m, n});
+      kernels::RandomFill({x.view().data, m * k, kernels::ElemType::kBF16, 0.0f, 1.0f, 7}, gpu.stream());
+      cudaEvent_t e0, e1;
+      cudaEventCreate(&e0);
+      cudaEventCreate(&e1);
+      std::vector<float> ms;
+      for (int it = 0; it < 12; ++it) {
+        cudaEventRecord(e0, gpu.stream());
+        gpu.Linear(x, *w, y);
+        cudaEventRecord(e1, gpu.stream());
+        cudaEventSynchronize(e1);
+        float t = 0;
+        cudaEventElapsedTime(&t, e0, e1);
+        if (it >= 2) ms.push_back(t);
+      }
+      cudaEventDestroy(e0);
+      cudaEventDestroy(e1);
+      const double sec = Median(ms) * 1e-3;
+      const double bytes = Fp8Bytes(n, k) + m * k * 2.0 + m * n * 2.0;
+      std::printf("| %ld x %ld | %ld | %.1f | %.0f | %.1f |\n", n, k, m, sec * 1e6, bytes / sec / 1e9,
+                  2.0 * m * n * k / sec / 1e12);
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace dsv3
+#endif
+
+int main(int argc, char** argv) {
+  CLI::App app{"dsv3-bench: DeepSeek-V3 layers at real sizes with random FP8 weights"};
+#ifdef DSV3_HAVE_CUDA_BACKEND
+  dsv3::Args args;
+  app.add_option("--dense-layers", args.dense_layers, "dense layers (first)");
+  app.add_option("--moe-layers", args.moe_layers, "MoE layers");
+  app.add_option("--context", args.context, "context length of every decode sequence");
+  app.add_option("--batches", args.batches, "decode batch sizes");
+  app.add_option("--prefill-tokens", args.prefill_tokens, "prefill length");
+  app.add_option("--iters", args.iters, "timed decode steps per batch size");
+  CLI11_PARSE(app, argc, argv);
+  return dsv3::Run(args);
+#else
+  CLI11_PARSE(app, argc, argv);
+  std::fprintf(stderr, "dsv3-bench: built without the CUDA backend (no nvcc at configure time)\n");
+  return 1;
+#endif
+}
