@@ -57,6 +57,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   }
   if (!keys.empty()) spdlog::info("API keys required ({} configured)", keys.size());
   s->state_ = std::make_unique<ServingState>(s->metrics_, ApiKeyAuth(std::move(keys)));
+  s->state_->set_max_in_flight(static_cast<int64_t>(options.max_running_seqs) +
+                               options.max_queued_requests);
   s->service_ = std::make_unique<InferenceService>(*s->state_);
 
   if (!options.metrics_listen.empty()) {

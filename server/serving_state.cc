@@ -26,6 +26,14 @@ grpc::Status ServingState::Admit(const grpc::CallbackServerContext& context) con
   return grpc::Status::OK;
 }
 
+bool ServingState::TryStartStream() {
+  int64_t n = in_flight_.load();
+  do {
+    if (n >= max_in_flight_) return false;
+  } while (!in_flight_.compare_exchange_weak(n, n + 1));
+  return true;
+}
+
 std::string ServingState::NewRequestId(const std::string& client_id) {
   const int64_t n = next_id_.fetch_add(1);
   return client_id.empty() ? absl::StrCat("r", n) : client_id;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -56,6 +57,14 @@ class ServingState {
   LoadedModel* loaded() const { return model_.load(std::memory_order_acquire); }
   ServerMetrics& metrics() const { return metrics_; }
 
+  // Streams admitted to the engine and not yet ended. The engine bounds only requests it has not
+  // yet handed to its scheduler, so the server bounds the rest: more than `max_in_flight`
+  // (running plus queued) get RESOURCE_EXHAUSTED instead of an unbounded wait.
+  void set_max_in_flight(int64_t n) { max_in_flight_ = n; }
+  bool TryStartStream();
+  void EndStream() { in_flight_.fetch_sub(1); }
+  int64_t max_in_flight() const { return max_in_flight_; }
+
   // The client's request id if it sent one, else "r<N>" from a counter.
   std::string NewRequestId(const std::string& client_id);
 
@@ -65,6 +74,8 @@ class ServingState {
   std::atomic<Phase> phase_{Phase::kLoading};
   std::atomic<LoadedModel*> model_{nullptr};
   std::atomic<int64_t> next_id_{1};
+  std::atomic<int64_t> in_flight_{0};
+  int64_t max_in_flight_ = INT64_MAX;
 };
 
 }  // namespace dsv3::server

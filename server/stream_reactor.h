@@ -41,6 +41,14 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
   // once, from the subclass constructor.
   void Submit(EngineRequest request) {
     request.request_id = request_id_;
+    if (!state_.TryStartStream()) {
+      Reject(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "too many requests in flight (limit " +
+                              std::to_string(state_.max_in_flight()) +
+                              ": --max-running-seqs plus --max-queued-requests); retry later"));
+      return;
+    }
+    holds_slot_ = true;
     spdlog::debug("{} {}: {} prompt tokens, max_tokens {}", request_id_, method_,
                   request.prompt_ids.size(), request.sampling.max_tokens);
     auto stream = state_.model().engine->Submit(std::move(request));
@@ -162,6 +170,7 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
       link_->pump = nullptr;
     }
     if (stream_) stream_->SetNotify(nullptr);
+    if (holds_slot_) state_.EndStream();
     state_.metrics().StreamEnded();
     delete this;
   }
@@ -215,6 +224,7 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
 
   std::shared_ptr<RequestStream> stream_;
   std::shared_ptr<Link> link_;
+  bool holds_slot_ = false;  // counted in ServingState's streams in flight
   absl::Mutex mu_;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;   // a StartWrite awaits OnWriteDone
   bool finished_ ABSL_GUARDED_BY(mu_) = false;  // Finish called or scheduled

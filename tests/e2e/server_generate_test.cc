@@ -21,7 +21,9 @@ using Health = grpc::health::v1::HealthCheckResponse;
 const std::vector<int32_t> kPrompt = {0, 17, 99, 512, 3};
 
 std::vector<std::string> TinyArgs() {
-  return {"--model=" + TestDataPath("fixtures/tiny-fp8"), "--num-kv-blocks=64",
+  // 512 blocks of 16: a context of 8192 tokens, so that the long streams below outlast the
+  // cancels, deadlines and grace periods aimed at them.
+  return {"--model=" + TestDataPath("fixtures/tiny-fp8"), "--num-kv-blocks=512",
           "--kv-block-size=16"};
 }
 
@@ -64,7 +66,7 @@ TEST_F(ServerGenerateTest, ModelInfo) {
   EXPECT_EQ(info.architecture().weight_format(), "fp8");
   EXPECT_FALSE(info.has_tokenizer());
   EXPECT_FALSE(info.is_smoke_model());
-  EXPECT_EQ(info.kv_capacity_blocks(), 64);
+  EXPECT_EQ(info.kv_capacity_blocks(), 512);
   EXPECT_EQ(info.kv_block_size(), 16);
   EXPECT_EQ(info.tensor_parallel_size(), 1);
   EXPECT_GT(info.max_context_tokens(), 0);
@@ -120,7 +122,7 @@ bool WaitForBlocksFreed(ServerProcess& server, std::chrono::seconds timeout) {
 TEST_F(ServerGenerateTest, CancelFreesBlocks) {
   auto stub = server_->Stub();
   grpc::ClientContext context;
-  auto reader = stub->Generate(&context, GreedyIds(kPrompt, 900));
+  auto reader = stub->Generate(&context, GreedyIds(kPrompt, 8000));
   v1::GenerateResponse response;
   int tokens = 0;
   while (tokens < 5 && reader->Read(&response)) tokens += response.token_ids_size();
@@ -135,7 +137,7 @@ TEST_F(ServerGenerateTest, DeadlineExceededFreesBlocks) {
   auto stub = server_->Stub();
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(300));
-  const StreamResult r = ReadGenerate(*stub, GreedyIds(kPrompt, 900), &context);
+  const StreamResult r = ReadGenerate(*stub, GreedyIds(kPrompt, 8000), &context);
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_TRUE(WaitForBlocksFreed(*server_, std::chrono::seconds(5))) << server_->Metrics();
 }
@@ -221,7 +223,8 @@ TEST_F(ServerGenerateTest, BadRequestsGetPreciseErrorsWhileOthersStream) {
   EXPECT_EQ(r.ids, expected);
 }
 
-// A server that admits one waiting request at most: a burst gets RESOURCE_EXHAUSTED, not a hang.
+// A server that runs one request and queues one more: a burst gets RESOURCE_EXHAUSTED, not a
+// hang, and the admitted requests complete.
 TEST(ServerOverload, BurstGetsResourceExhausted) {
   std::vector<std::string> args = TinyArgs();
   args.push_back("--max-queued-requests=1");
@@ -265,7 +268,7 @@ TEST(ServerDrain, SigtermDrainsAndExitsZero) {
 
   // A short call that finishes inside the grace period, and one that cannot.
   grpc::ClientContext long_context;
-  auto long_reader = stub->Generate(&long_context, GreedyIds(kPrompt, 1000));
+  auto long_reader = stub->Generate(&long_context, GreedyIds(kPrompt, 8000));
   v1::GenerateResponse response;
   ASSERT_TRUE(long_reader->Read(&response));
 
