@@ -1,0 +1,57 @@
+# dsv3-serve image: build on Debian bookworm with the CUDA 13 toolkit from NVIDIA's debian12
+# repository (the same Debian packages as scripts/install-deps.sh, so the image builds exactly
+# what CI builds), then copy the binaries into a small bookworm runtime with only the shared
+# libraries they load. The NVIDIA container toolkit supplies the driver at run time.
+#
+#   docker build -t dsv3-serve .
+#   docker run --gpus all --shm-size 16g -p 50051:50051 -p 9090:9090 -v /models:/models \
+#       dsv3-serve --model /models/DeepSeek-V3 --tp 8 \
+#       --listen 0.0.0.0:50051 --metrics-listen 0.0.0.0:9090
+ARG CUDA_REPO=https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64
+
+FROM debian:bookworm AS build
+ARG CUDA_REPO
+ENV DEBIAN_FRONTEND=noninteractive
+RUN apt-get update -qq \
+ && apt-get install -y -qq --no-install-recommends ca-certificates curl \
+ && curl -fsSL -o /tmp/cuda-keyring.deb ${CUDA_REPO}/cuda-keyring_1.1-1_all.deb \
+ && dpkg -i /tmp/cuda-keyring.deb && rm /tmp/cuda-keyring.deb \
+ && apt-get update -qq \
+ && apt-get install -y -qq --no-install-recommends \
+      cuda-nvcc-13-0 cuda-cudart-dev-13-0 libcublas-dev-13-0 libnccl-dev \
+ && rm -rf /var/lib/apt/lists/*
+COPY scripts/install-deps.sh /tmp/install-deps.sh
+RUN /tmp/install-deps.sh && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cmake -S . -B build -G Ninja -DDSV3_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc \
+ && ninja -C build dsv3-server dsv3-generate dsv3-client \
+ && install -D -t /out/bin build/server/dsv3-server build/tools/dsv3-generate \
+      build/tools/dsv3-client
+
+FROM debian:bookworm-slim AS runtime
+ARG CUDA_REPO
+ENV DEBIAN_FRONTEND=noninteractive
+RUN apt-get update -qq \
+ && apt-get install -y -qq --no-install-recommends ca-certificates curl \
+ && curl -fsSL -o /tmp/cuda-keyring.deb ${CUDA_REPO}/cuda-keyring_1.1-1_all.deb \
+ && dpkg -i /tmp/cuda-keyring.deb && rm /tmp/cuda-keyring.deb \
+ && apt-get update -qq \
+ && apt-get install -y -qq --no-install-recommends \
+      cuda-cudart-13-0 libcublas-13-0 libnccl2 \
+      libabsl20220623 libgrpc++1.51 libgrpc29 libprotobuf32 libre2-9 libc-ares2 libssl3 \
+      libspdlog1.10 libfmt9 libopenblas0-pthread libpcre2-8-0 libgloo0 libcpp-httplib0.11 \
+      libbrotli1 zlib1g \
+ && apt-get purge -y -qq curl && apt-get autoremove -y -qq \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin dsv3
+COPY --from=build /out/bin/ /usr/local/bin/
+ENV NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda/lib
+USER 10001
+# gRPC, Prometheus metrics, and the rendezvous port of multi-node groups (MASTER_PORT).
+EXPOSE 50051 9090 29500
+ENTRYPOINT ["/usr/local/bin/dsv3-server"]
+# Arguments given to `docker run` (or a pod's args) replace these, so repeat them there.
+CMD ["--listen", "0.0.0.0:50051", "--metrics-listen", "0.0.0.0:9090"]
