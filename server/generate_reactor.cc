@@ -29,7 +29,8 @@ GenerateReactor::GenerateReactor(ServingState& state, grpc::CallbackServerContex
 }
 
 bool GenerateReactor::Fill(OutputDelta& delta, v1::GenerateResponse& response) {
-  if (return_token_ids_) response.mutable_token_ids()->Add(delta.token_ids.begin(), delta.token_ids.end());
+  if (return_token_ids_)
+    response.mutable_token_ids()->Add(delta.token_ids.begin(), delta.token_ids.end());
   if (return_text_) response.set_text(std::move(delta.text));
   AddLogprobs(delta, response);
   return response.token_ids_size() > 0 || !response.text().empty() || response.logprobs_size() > 0;

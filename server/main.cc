@@ -3,7 +3,6 @@
 // SIGTERM or SIGINT drains: health goes NOT_SERVING, new calls get UNAVAILABLE, calls in flight
 // may finish within --grace-period-s, the rest are aborted, and the process exits 0.
 #include <signal.h>
-
 #include <unistd.h>
 
 #include <cerrno>

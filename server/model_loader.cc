@@ -35,9 +35,10 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const ServerOptions& o) {
   }
   loaded->is_smoke_model = IsSmokeModel(loaded->model_dir);
   if (loaded->is_smoke_model) {
-    spdlog::warn("SMOKE MODEL: {} has random weights; its output is meaningless (it exercises "
-                 "the serving stack only)",
-                 loaded->model_dir);
+    spdlog::warn(
+        "SMOKE MODEL: {} has random weights; its output is meaningless (it exercises "
+        "the serving stack only)",
+        loaded->model_dir);
   }
 
   loaded->backend = std::make_unique<CpuBackend>(o.threads);
@@ -53,9 +54,10 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const ServerOptions& o) {
   } else if (!o.tokenizer_dir.empty()) {
     return absl::NotFoundError("--tokenizer " + o.tokenizer_dir + " holds no tokenizer.json");
   } else {
-    spdlog::warn("{} holds no tokenizer.json: token-id requests only (text requests get "
-                 "FAILED_PRECONDITION)",
-                 loaded->model_dir);
+    spdlog::warn(
+        "{} holds no tokenizer.json: token-id requests only (text requests get "
+        "FAILED_PRECONDITION)",
+        loaded->model_dir);
   }
 
   auto engine = Engine::Create(*loaded->model, loaded->tokenizer.get(), EngineConfigFromFlags(o));

@@ -64,9 +64,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   if (!options.metrics_listen.empty()) {
     auto hp = SplitHostPort(options.metrics_listen);
     if (!hp.ok()) return hp.status();
-    s->metrics_http_ = std::make_unique<MetricsHttpServer>([raw = s.get()] {
-      return raw->RenderMetrics();
-    });
+    s->metrics_http_ =
+        std::make_unique<MetricsHttpServer>([raw = s.get()] { return raw->RenderMetrics(); });
     if (absl::Status st = s->metrics_http_->Start(hp->first, hp->second); !st.ok()) return st;
   }
 
@@ -111,13 +110,14 @@ absl::Status Server::LoadAndServe() {
   if (!loaded.ok()) return loaded.status();
   model_ = *std::move(loaded);
   const v1::ModelInfo info = DescribeModel(*model_);
-  spdlog::info("loaded {} in {:.1f} s: {} layers, vocab {}, {} KV blocks of {} tokens, context "
-               "{}, tokenizer {}{}",
-               model_->model_dir, absl::ToDoubleSeconds(absl::Now() - start),
-               info.architecture().num_hidden_layers(), info.architecture().vocab_size(),
-               info.kv_capacity_blocks(), info.kv_block_size(), info.max_context_tokens(),
-               info.has_tokenizer() ? "yes" : "no",
-               info.is_smoke_model() ? " [SMOKE MODEL: random weights]" : "");
+  spdlog::info(
+      "loaded {} in {:.1f} s: {} layers, vocab {}, {} KV blocks of {} tokens, context "
+      "{}, tokenizer {}{}",
+      model_->model_dir, absl::ToDoubleSeconds(absl::Now() - start),
+      info.architecture().num_hidden_layers(), info.architecture().vocab_size(),
+      info.kv_capacity_blocks(), info.kv_block_size(), info.max_context_tokens(),
+      info.has_tokenizer() ? "yes" : "no",
+      info.is_smoke_model() ? " [SMOKE MODEL: random weights]" : "");
   state_->SetServing(model_.get());
   if (state_->phase() == ServingState::Phase::kServing) {
     SetHealth(true);

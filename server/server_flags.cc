@@ -39,58 +39,77 @@ ParsedFlags ParseServerFlags(int argc, char** argv) {
   app.add_option("--listen", o.listen, "gRPC address HOST:PORT (port 0: any free port)");
   app.add_option("--metrics-listen", o.metrics_listen,
                  "Prometheus /metrics address HOST:PORT; empty: disabled");
-  app.add_option("--threads", o.threads, "CPU backend threads (0: all)")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", o.threads, "CPU backend threads (0: all)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
 
   auto* limits = "Limits";
-  app.add_option("--kv-block-size", o.kv_block_size, "tokens per KV block")->group(limits)
+  app.add_option("--kv-block-size", o.kv_block_size, "tokens per KV block")
+      ->group(limits)
       ->check(CLI::Range(1, 4096));
   app.add_option("--num-kv-blocks", o.num_kv_blocks, "KV blocks (0: from --kv-memory-mb)")
-      ->group(limits)->check(CLI::NonNegativeNumber);
+      ->group(limits)
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--kv-memory-mb", o.kv_memory_mb, "KV cache memory when --num-kv-blocks is 0")
-      ->group(limits)->check(CLI::PositiveNumber);
+      ->group(limits)
+      ->check(CLI::PositiveNumber);
   app.add_option("--max-batched-tokens", o.max_batched_tokens, "new tokens per engine step")
-      ->group(limits)->check(CLI::PositiveNumber);
-  app.add_option("--max-running-seqs", o.max_running_seqs, "sequences per batch")->group(limits)
+      ->group(limits)
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-running-seqs", o.max_running_seqs, "sequences per batch")
+      ->group(limits)
       ->check(CLI::PositiveNumber);
   app.add_option("--max-queued-requests", o.max_queued_requests,
-                 "waiting requests before RESOURCE_EXHAUSTED")->group(limits)
+                 "waiting requests before RESOURCE_EXHAUSTED")
+      ->group(limits)
       ->check(CLI::PositiveNumber);
   app.add_option("--max-queued-tokens", o.max_queued_tokens,
-                 "prompt tokens of waiting requests before RESOURCE_EXHAUSTED")->group(limits)
+                 "prompt tokens of waiting requests before RESOURCE_EXHAUSTED")
+      ->group(limits)
       ->check(CLI::PositiveNumber);
   app.add_option("--stream-queue", o.stream_queue_capacity,
-                 "output deltas buffered per request before they are merged")->group(limits)
+                 "output deltas buffered per request before they are merged")
+      ->group(limits)
       ->check(CLI::PositiveNumber);
   app.add_flag("--disable-prefix-cache", o.disable_prefix_cache, "no prefix caching")
       ->group(limits);
   app.add_option("--max-message-mb", o.max_message_mb, "largest gRPC message, both directions")
-      ->group(limits)->check(CLI::Range(1, 1024));
+      ->group(limits)
+      ->check(CLI::Range(1, 1024));
   app.add_option("--keepalive-time-s", o.keepalive_time_s, "HTTP/2 keepalive ping interval")
-      ->group(limits)->check(CLI::PositiveNumber);
+      ->group(limits)
+      ->check(CLI::PositiveNumber);
   app.add_option("--keepalive-timeout-s", o.keepalive_timeout_s,
                  "close a connection whose keepalive ping is not answered within this")
-      ->group(limits)->check(CLI::PositiveNumber);
+      ->group(limits)
+      ->check(CLI::PositiveNumber);
   app.add_option("--max-concurrent-streams", o.max_concurrent_streams,
-                 "concurrent calls per connection")->group(limits)->check(CLI::PositiveNumber);
+                 "concurrent calls per connection")
+      ->group(limits)
+      ->check(CLI::PositiveNumber);
   app.add_option("--grace-period-s", o.grace_period_s,
                  "on SIGTERM/SIGINT, how long in-flight requests may run before they are aborted")
-      ->group(limits)->check(CLI::NonNegativeNumber);
+      ->group(limits)
+      ->check(CLI::NonNegativeNumber);
 
   auto* security = "Security";
   app.add_option("--tls-cert", o.tls_cert, "server certificate chain (PEM); enables TLS")
-      ->group(security)->check(CLI::ExistingFile);
-  app.add_option("--tls-key", o.tls_key, "server private key (PEM)")->group(security)
+      ->group(security)
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", o.tls_key, "server private key (PEM)")
+      ->group(security)
       ->check(CLI::ExistingFile);
   app.add_option("--tls-client-ca", o.tls_client_ca,
                  "CA (PEM) that client certificates must chain to; enables mutual TLS")
-      ->group(security)->check(CLI::ExistingFile);
+      ->group(security)
+      ->check(CLI::ExistingFile);
   app.add_option("--api-key", o.api_keys,
                  "accepted API key (repeatable); prefer --api-key-file, argv is visible to ps")
       ->group(security);
   app.add_option("--api-key-file", o.api_key_file, "file of accepted API keys, one per line")
-      ->group(security)->check(CLI::ExistingFile);
+      ->group(security)
+      ->check(CLI::ExistingFile);
 
   try {
     app.parse(argc, argv);

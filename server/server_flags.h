@@ -16,7 +16,7 @@ struct ServerOptions {
   std::string cache_dir;      // where the smoke model is generated
   std::string listen = "127.0.0.1:50051";
   std::string metrics_listen = "127.0.0.1:9090";  // empty: no metrics endpoint
-  int threads = 0;            // CPU backend threads; 0: all
+  int threads = 0;                                // CPU backend threads; 0: all
 
   // Engine limits.
   int32_t kv_block_size = 64;
@@ -37,7 +37,7 @@ struct ServerOptions {
   double grace_period_s = 30;         // draining on SIGTERM/SIGINT
 
   // Security.
-  std::string tls_cert;    // PEM; with tls_key enables TLS
+  std::string tls_cert;  // PEM; with tls_key enables TLS
   std::string tls_key;
   std::string tls_client_ca;  // PEM CA; requires and verifies client certificates (mTLS)
   std::vector<std::string> api_keys;

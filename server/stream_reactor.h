@@ -143,10 +143,10 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
 
   void OnCancel() override {
     const bool deadline_passed = context_->deadline() <= std::chrono::system_clock::now();
-    grpc::Status status = deadline_passed
-                              ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                                             "the call's deadline passed")
-                              : grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
+    grpc::Status status =
+        deadline_passed
+            ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the call's deadline passed")
+            : grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
     bool finish_now = false;
     {
       absl::MutexLock lock(&mu_);
@@ -189,9 +189,15 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
 
   void AddUsage(const OutputDelta& delta, Response& response) {
     switch (delta.finish_reason) {
-      case FinishReason::kStop: response.set_finish_reason(v1::FINISH_REASON_STOP); break;
-      case FinishReason::kLength: response.set_finish_reason(v1::FINISH_REASON_LENGTH); break;
-      default: response.set_finish_reason(v1::FINISH_REASON_ABORT); break;
+      case FinishReason::kStop:
+        response.set_finish_reason(v1::FINISH_REASON_STOP);
+        break;
+      case FinishReason::kLength:
+        response.set_finish_reason(v1::FINISH_REASON_LENGTH);
+        break;
+      default:
+        response.set_finish_reason(v1::FINISH_REASON_ABORT);
+        break;
     }
     v1::Usage* usage = response.mutable_usage();
     usage->set_prompt_tokens(delta.prompt_tokens);
@@ -202,9 +208,9 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
     state_.metrics().RecordLatency(delta.time_to_first_token_s, delta.time_per_output_token_s,
                                    delta.completion_tokens);
     spdlog::info("{} {}: {} after {}+{} tokens ({} cached), ttft {:.1f} ms, {:.2f} ms/token",
-                 request_id_, method_, FinishReasonName(delta.finish_reason),
-                 delta.prompt_tokens, delta.completion_tokens, delta.cached_tokens,
-                 delta.time_to_first_token_s * 1e3, delta.time_per_output_token_s * 1e3);
+                 request_id_, method_, FinishReasonName(delta.finish_reason), delta.prompt_tokens,
+                 delta.completion_tokens, delta.cached_tokens, delta.time_to_first_token_s * 1e3,
+                 delta.time_per_output_token_s * 1e3);
   }
 
   // The only place Finish is called; callers make sure it runs once (`finished_`).

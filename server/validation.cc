@@ -8,14 +8,13 @@
 namespace dsv3::server {
 namespace {
 
-absl::Status Invalid(auto&&... parts) {
-  return absl::InvalidArgumentError(absl::StrCat(parts...));
-}
+absl::Status Invalid(auto&&... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); }
 
 absl::Status NeedsTokenizer(absl::string_view what) {
   return absl::FailedPreconditionError(
-      absl::StrCat(what, " needs a tokenizer, and this server has none (its model directory "
-                         "holds no tokenizer.json); send token ids instead"));
+      absl::StrCat(what,
+                   " needs a tokenizer, and this server has none (its model directory "
+                   "holds no tokenizer.json); send token ids instead"));
 }
 
 absl::Status CheckTokenId(int32_t id, const ModelLimits& limits, absl::string_view field,
@@ -30,9 +29,12 @@ absl::Status CheckTokenId(int32_t id, const ModelLimits& limits, absl::string_vi
 absl::StatusOr<ChatTemplate> ToChatTemplate(v1::ChatTemplate t) {
   switch (t) {
     case v1::CHAT_TEMPLATE_UNSPECIFIED:
-    case v1::CHAT_TEMPLATE_V3: return ChatTemplate::kV3;
-    case v1::CHAT_TEMPLATE_R1: return ChatTemplate::kR1;
-    default: return Invalid("template ", static_cast<int>(t), " is not a known chat template");
+    case v1::CHAT_TEMPLATE_V3:
+      return ChatTemplate::kV3;
+    case v1::CHAT_TEMPLATE_R1:
+      return ChatTemplate::kR1;
+    default:
+      return Invalid("template ", static_cast<int>(t), " is not a known chat template");
   }
 }
 
@@ -188,8 +190,8 @@ absl::StatusOr<ChatCall> BuildChatCall(const v1::ChatRequest& request, const Mod
 
   if (request.messages().empty()) return Invalid("messages is empty");
   if (request.messages_size() > static_cast<int>(kMaxChatMessages)) {
-    return Invalid("messages has ", request.messages_size(), " entries; at most ",
-                   kMaxChatMessages, " are allowed");
+    return Invalid("messages has ", request.messages_size(), " entries; at most ", kMaxChatMessages,
+                   " are allowed");
   }
   std::vector<ChatMessage> messages;
   for (int i = 0; i < request.messages_size(); ++i) {
@@ -201,17 +203,22 @@ absl::StatusOr<ChatCall> BuildChatCall(const v1::ChatRequest& request, const Mod
     }
     if (absl::Status st = CheckUtf8(m.content(), field + ".content"); !st.ok()) return st;
     if (!m.has_content() && (m.role() != "assistant" || m.tool_calls().empty())) {
-      return Invalid(field, ".content is unset; only an assistant turn with tool_calls may omit "
-                            "it");
+      return Invalid(field,
+                     ".content is unset; only an assistant turn with tool_calls may omit "
+                     "it");
     }
     if (!m.tool_calls().empty() && m.role() != "assistant") {
       return Invalid(field, ".tool_calls are only allowed on assistant turns, not '", m.role(),
                      "'");
     }
-    ChatMessage out{.role = m.role(), .content = m.content(), .content_is_null = !m.has_content()};
+    ChatMessage out;
+    out.role = m.role();
+    out.content = m.content();
+    out.content_is_null = !m.has_content();
     for (const v1::ToolCall& t : m.tool_calls()) {
-      out.tool_calls.push_back(
-          {.type = t.type().empty() ? "function" : t.type(), .name = t.name(), .arguments = t.arguments()});
+      out.tool_calls.push_back({.type = t.type().empty() ? "function" : t.type(),
+                                .name = t.name(),
+                                .arguments = t.arguments()});
     }
     messages.push_back(std::move(out));
   }

@@ -6,10 +6,10 @@
 
 #include <cstdint>
 #include <span>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "dsv3/v1/inference.pb.h"
 #include "engine/engine.h"
 #include "engine/tokenizer/chat_template.h"

@@ -78,8 +78,8 @@ void Worker(int index, const Options& o, int64_t vocab, dsv3::v1::Inference::Stu
     if (ttft >= 0) totals.ttft_s.push_back(ttft);
     if (!status.ok()) {
       if (totals.errors++ == 0) {
-        totals.first_error = fmt::format("{}: {}", static_cast<int>(status.error_code()),
-                                         status.error_message());
+        totals.first_error =
+            fmt::format("{}: {}", static_cast<int>(status.error_code()), status.error_message());
       }
     }
   }
@@ -103,7 +103,8 @@ int main(int argc, char** argv) {
   for (int i = 0; i < o.streams; ++i) {
     grpc::ChannelArguments args;
     args.SetInt("grpc.channel_id", i);  // distinct arguments: distinct connections
-    channels.push_back(grpc::CreateCustomChannel(o.server, grpc::InsecureChannelCredentials(), args));
+    channels.push_back(
+        grpc::CreateCustomChannel(o.server, grpc::InsecureChannelCredentials(), args));
     stubs.push_back(dsv3::v1::Inference::NewStub(channels.back()));
   }
   dsv3::v1::ModelInfo info;
@@ -117,8 +118,8 @@ int main(int argc, char** argv) {
   }
   Totals totals;
   const Clock::time_point start = Clock::now();
-  const Clock::time_point end =
-      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.duration_s));
+  const Clock::time_point end = start + std::chrono::duration_cast<Clock::duration>(
+                                            std::chrono::duration<double>(o.duration_s));
   std::vector<std::thread> threads;
   for (int i = 0; i < o.streams; ++i) {
     threads.emplace_back(Worker, i, std::cref(o), info.architecture().vocab_size(),

@@ -29,10 +29,10 @@ std::vector<std::string> TinyArgs() {
 
 // dsv3-generate: the offline, single-sequence greedy reference.
 std::vector<int32_t> OfflineIds(const std::vector<int32_t>& prompt, int max_tokens) {
-  const CommandResult r = RunCommand(
-      BinaryPath("tools/dsv3-generate") + " --model " + TestDataPath("fixtures/tiny-fp8") +
-      " --ignore-eos --threads 2 --max-new-tokens " + std::to_string(max_tokens) +
-      " --prompt-ids " + absl::StrJoin(prompt, ","));
+  const CommandResult r =
+      RunCommand(BinaryPath("tools/dsv3-generate") + " --model " +
+                 TestDataPath("fixtures/tiny-fp8") + " --ignore-eos --threads 2 --max-new-tokens " +
+                 std::to_string(max_tokens) + " --prompt-ids " + absl::StrJoin(prompt, ","));
   EXPECT_EQ(r.exit_code, 0) << r.err;
   std::vector<int32_t> ids;
   for (absl::string_view s : absl::StrSplit(r.out, ' ', absl::SkipWhitespace())) {
@@ -80,9 +80,8 @@ TEST_F(ServerGenerateTest, StreamedIdsEqualOffline) {
   // Several at once: batching must not change anyone's tokens.
   std::vector<std::future<StreamResult>> streams;
   for (int i = 0; i < 6; ++i) {
-    streams.push_back(std::async(std::launch::async, [&] {
-      return ReadGenerate(*stub, GreedyIds(kPrompt, 24));
-    }));
+    streams.push_back(std::async(std::launch::async,
+                                 [&] { return ReadGenerate(*stub, GreedyIds(kPrompt, 24)); }));
   }
   for (auto& f : streams) {
     const StreamResult r = f.get();
@@ -145,9 +144,8 @@ TEST_F(ServerGenerateTest, DeadlineExceededFreesBlocks) {
 TEST_F(ServerGenerateTest, BadRequestsGetPreciseErrorsWhileOthersStream) {
   const std::vector<int32_t> expected = OfflineIds(kPrompt, 200);
   auto stub = server_->Stub();
-  auto good = std::async(std::launch::async, [&] {
-    return ReadGenerate(*stub, GreedyIds(kPrompt, 200));
-  });
+  auto good =
+      std::async(std::launch::async, [&] { return ReadGenerate(*stub, GreedyIds(kPrompt, 200)); });
 
   struct Bad {
     std::function<void(v1::GenerateRequest&)> mutate;
@@ -171,8 +169,7 @@ TEST_F(ServerGenerateTest, BadRequestsGetPreciseErrorsWhileOthersStream) {
        "sampling.temperature must be >= 0, got -0.5"},
       {[](auto& r) { r.mutable_sampling()->set_top_p(1.5); }, C::INVALID_ARGUMENT,
        "sampling.top_p must be in (0, 1], got 1.5"},
-      {[](auto& r) { r.mutable_sampling()->set_top_k(-3); }, C::INVALID_ARGUMENT,
-       "sampling.top_k"},
+      {[](auto& r) { r.mutable_sampling()->set_top_k(-3); }, C::INVALID_ARGUMENT, "sampling.top_k"},
       {[](auto& r) { r.mutable_sampling()->set_min_p(-0.1f); }, C::INVALID_ARGUMENT,
        "sampling.min_p must be in [0, 1]"},
       {[](auto& r) { r.mutable_sampling()->set_repetition_penalty(-1); }, C::INVALID_ARGUMENT,

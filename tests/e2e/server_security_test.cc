@@ -56,9 +56,9 @@ TEST(ServerSecurity, ApiKeys) {
                                      server.address() + " --prompt-ids 1,2 --max-new-tokens 3");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.err, HasSubstr("error: UNAUTHENTICATED: "));
-  const CommandResult ok = RunCommand(BinaryPath("tools/dsv3-client") + " --server " +
-                                      server.address() +
-                                      " --api-key file-key --prompt-ids 1,2 --max-new-tokens 3");
+  const CommandResult ok =
+      RunCommand(BinaryPath("tools/dsv3-client") + " --server " + server.address() +
+                 " --api-key file-key --prompt-ids 1,2 --max-new-tokens 3");
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
 }
 
@@ -67,7 +67,8 @@ class Certificates {
   Certificates() {
     const std::string d = dir_.path().string();
     const std::string script =
-        "cd " + d + " && set -e; "
+        "cd " + d +
+        " && set -e; "
         "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 "
         "  -subj /CN=dsv3-test-ca; "
         "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext; "
@@ -114,9 +115,9 @@ TEST(ServerSecurity, Tls) {
   ASSERT_TRUE(up) << server.log();
   EXPECT_FALSE(CallGenerate(server.Channel()).ok());  // plaintext is refused
 
-  const CommandResult r = RunCommand(BinaryPath("tools/dsv3-client") + " --server " +
-                                     server.address() + " --tls-ca " + certs.file("ca.pem") +
-                                     " --prompt-ids 1,2 --max-new-tokens 3");
+  const CommandResult r =
+      RunCommand(BinaryPath("tools/dsv3-client") + " --server " + server.address() + " --tls-ca " +
+                 certs.file("ca.pem") + " --prompt-ids 1,2 --max-new-tokens 3");
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
@@ -135,10 +136,10 @@ TEST(ServerSecurity, MutualTls) {
   ASSERT_TRUE(up) << server.log();
   EXPECT_FALSE(CallGenerate(TlsChannel(server, certs, false)).ok());  // no client certificate
 
-  const CommandResult r = RunCommand(
-      BinaryPath("tools/dsv3-client") + " --server " + server.address() + " --tls-ca " +
-      certs.file("ca.pem") + " --tls-cert " + certs.file("client.pem") + " --tls-key " +
-      certs.file("client.key") + " --prompt-ids 1,2 --max-new-tokens 3");
+  const CommandResult r =
+      RunCommand(BinaryPath("tools/dsv3-client") + " --server " + server.address() + " --tls-ca " +
+                 certs.file("ca.pem") + " --tls-cert " + certs.file("client.pem") + " --tls-key " +
+                 certs.file("client.key") + " --prompt-ids 1,2 --max-new-tokens 3");
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 

@@ -14,8 +14,8 @@ using ::testing::StartsWith;
 class ServerTextTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    server_ = new ServerProcess({"--cache-dir=" + SmokeCacheDir(), "--num-kv-blocks=256",
-                                 "--kv-block-size=16"});
+    server_ = new ServerProcess(
+        {"--cache-dir=" + SmokeCacheDir(), "--num-kv-blocks=256", "--kv-block-size=16"});
     ASSERT_TRUE(server_->WaitServing(std::chrono::seconds(300))) << server_->log();
   }
   static void TearDownTestSuite() {
@@ -162,8 +162,8 @@ TEST_F(ServerTextTest, DsvClient) {
 }
 
 TEST_F(ServerTextTest, PythonExample) {
-  const std::string run = TestDataPath("../../examples/python/run.sh") + " --server " +
-                          server_->address();
+  const std::string run =
+      TestDataPath("../../examples/python/run.sh") + " --server " + server_->address();
   CommandResult r = RunCommand(run + " --prompt 'Hello from Python' --max-new-tokens 8 --seed 1");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.err, HasSubstr("completion tokens"));

@@ -41,56 +41,81 @@ std::vector<BadCase> BadGenerateRequests() {
     cases.push_back({name, r, code, message});
   };
   using C = absl::StatusCode;
-  add("no prompt", [](auto& r) { r.clear_prompt(); }, C::kInvalidArgument, "prompt is not set");
-  add("empty ids", [](auto& r) { r.mutable_token_ids()->clear_ids(); }, C::kInvalidArgument,
+  add(
+      "no prompt", [](auto& r) { r.clear_prompt(); }, C::kInvalidArgument, "prompt is not set");
+  add(
+      "empty ids", [](auto& r) { r.mutable_token_ids()->clear_ids(); }, C::kInvalidArgument,
       "prompt token_ids is empty");
-  add("empty text", [](auto& r) { r.set_text(""); }, C::kInvalidArgument, "prompt text is empty");
-  add("negative id", [](auto& r) { r.mutable_token_ids()->add_ids(-1); }, C::kInvalidArgument,
+  add(
+      "empty text", [](auto& r) { r.set_text(""); }, C::kInvalidArgument, "prompt text is empty");
+  add(
+      "negative id", [](auto& r) { r.mutable_token_ids()->add_ids(-1); }, C::kInvalidArgument,
       "prompt token_ids[3] = -1 is outside the vocabulary [0, 129280)");
-  add("id past vocab", [](auto& r) { r.mutable_token_ids()->set_ids(1, 129280); },
+  add(
+      "id past vocab", [](auto& r) { r.mutable_token_ids()->set_ids(1, 129280); },
       C::kInvalidArgument, "token_ids[1] = 129280 is outside the vocabulary");
-  add("context", [](auto& r) { r.mutable_sampling()->set_max_tokens(4094); }, C::kInvalidArgument,
+  add(
+      "context", [](auto& r) { r.mutable_sampling()->set_max_tokens(4094); }, C::kInvalidArgument,
       "prompt (3 tokens) + sampling.max_tokens (4094) = 4097 exceeds the context limit of 4096");
-  add("max_tokens 0", [](auto& r) { r.mutable_sampling()->set_max_tokens(0); },
-      C::kInvalidArgument, "sampling.max_tokens must be >= 1, got 0");
-  add("temperature", [](auto& r) { r.mutable_sampling()->set_temperature(-1); },
+  add(
+      "max_tokens 0", [](auto& r) { r.mutable_sampling()->set_max_tokens(0); }, C::kInvalidArgument,
+      "sampling.max_tokens must be >= 1, got 0");
+  add(
+      "temperature", [](auto& r) { r.mutable_sampling()->set_temperature(-1); },
       C::kInvalidArgument, "sampling.temperature must be >= 0, got -1");
-  add("temperature nan", [](auto& r) { r.mutable_sampling()->set_temperature(NAN); },
+  add(
+      "temperature nan", [](auto& r) { r.mutable_sampling()->set_temperature(NAN); },
       C::kInvalidArgument, "sampling.temperature must be >= 0");
-  add("top_p", [](auto& r) { r.mutable_sampling()->set_top_p(0); }, C::kInvalidArgument,
+  add(
+      "top_p", [](auto& r) { r.mutable_sampling()->set_top_p(0); }, C::kInvalidArgument,
       "sampling.top_p must be in (0, 1], got 0");
-  add("top_k", [](auto& r) { r.mutable_sampling()->set_top_k(-2); }, C::kInvalidArgument,
+  add(
+      "top_k", [](auto& r) { r.mutable_sampling()->set_top_k(-2); }, C::kInvalidArgument,
       "sampling.top_k");
-  add("min_p", [](auto& r) { r.mutable_sampling()->set_min_p(1.5); }, C::kInvalidArgument,
+  add(
+      "min_p", [](auto& r) { r.mutable_sampling()->set_min_p(1.5); }, C::kInvalidArgument,
       "sampling.min_p must be in [0, 1], got 1.5");
-  add("repetition_penalty", [](auto& r) { r.mutable_sampling()->set_repetition_penalty(0); },
+  add(
+      "repetition_penalty", [](auto& r) { r.mutable_sampling()->set_repetition_penalty(0); },
       C::kInvalidArgument, "sampling.repetition_penalty must be > 0");
-  add("presence_penalty", [](auto& r) { r.mutable_sampling()->set_presence_penalty(3); },
+  add(
+      "presence_penalty", [](auto& r) { r.mutable_sampling()->set_presence_penalty(3); },
       C::kInvalidArgument, "sampling.presence_penalty must be in [-2, 2], got 3");
-  add("frequency_penalty", [](auto& r) { r.mutable_sampling()->set_frequency_penalty(-2.5); },
+  add(
+      "frequency_penalty", [](auto& r) { r.mutable_sampling()->set_frequency_penalty(-2.5); },
       C::kInvalidArgument, "sampling.frequency_penalty must be in [-2, 2]");
-  add("min_tokens", [](auto& r) { r.mutable_sampling()->set_min_tokens(20); },
-      C::kInvalidArgument, "sampling.min_tokens must be <= max_tokens (16), got 20");
-  add("logprobs", [](auto& r) { r.mutable_sampling()->set_logprobs(21); }, C::kInvalidArgument,
+  add(
+      "min_tokens", [](auto& r) { r.mutable_sampling()->set_min_tokens(20); }, C::kInvalidArgument,
+      "sampling.min_tokens must be <= max_tokens (16), got 20");
+  add(
+      "logprobs", [](auto& r) { r.mutable_sampling()->set_logprobs(21); }, C::kInvalidArgument,
       "sampling.logprobs must be in [0, 20], got 21");
-  add("too many stops",
+  add(
+      "too many stops",
       [](auto& r) {
         for (int i = 0; i < 17; ++i) r.mutable_sampling()->add_stop("s" + std::to_string(i));
       },
       C::kInvalidArgument, "sampling.stop has 17 strings; at most 16 are allowed");
-  add("empty stop", [](auto& r) { r.mutable_sampling()->add_stop(""); }, C::kInvalidArgument,
+  add(
+      "empty stop", [](auto& r) { r.mutable_sampling()->add_stop(""); }, C::kInvalidArgument,
       "sampling.stop[0] must not be empty");
-  add("stop utf8", [](auto& r) { r.mutable_sampling()->add_stop("ok\xC3"); },
-      C::kInvalidArgument, "sampling.stop[0] is not valid UTF-8 (truncated at byte 2)");
-  add("stop id", [](auto& r) { r.mutable_sampling()->add_stop_token_ids(200000); },
+  add(
+      "stop utf8", [](auto& r) { r.mutable_sampling()->add_stop("ok\xC3"); }, C::kInvalidArgument,
+      "sampling.stop[0] is not valid UTF-8 (truncated at byte 2)");
+  add(
+      "stop id", [](auto& r) { r.mutable_sampling()->add_stop_token_ids(200000); },
       C::kInvalidArgument, "sampling.stop_token_ids[0] = 200000 is outside the vocabulary");
-  add("text utf8", [](auto& r) { r.set_text("caf\xE9"); }, C::kInvalidArgument,
+  add(
+      "text utf8", [](auto& r) { r.set_text("caf\xE9"); }, C::kInvalidArgument,
       "prompt text is not valid UTF-8");
-  add("overlong utf8", [](auto& r) { r.set_text("\xC0\xAF"); }, C::kInvalidArgument,
+  add(
+      "overlong utf8", [](auto& r) { r.set_text("\xC0\xAF"); }, C::kInvalidArgument,
       "prompt text is not valid UTF-8 (at byte 0)");
-  add("surrogate", [](auto& r) { r.set_text("\xED\xA0\x80"); }, C::kInvalidArgument,
+  add(
+      "surrogate", [](auto& r) { r.set_text("\xED\xA0\x80"); }, C::kInvalidArgument,
       "prompt text is not valid UTF-8");
-  add("nothing returned",
+  add(
+      "nothing returned",
       [](auto& r) {
         r.set_return_text(false);
         r.set_return_token_ids(false);
@@ -166,10 +191,10 @@ TEST(ServerValidation, Utf8) {
   EXPECT_TRUE(CheckUtf8("", "f").ok());
   EXPECT_TRUE(CheckUtf8("plain ascii", "f").ok());
   EXPECT_TRUE(CheckUtf8("caf\xC3\xA9 \xE4\xB8\xAD \xF0\x9F\x98\x80", "f").ok());
-  EXPECT_TRUE(CheckUtf8("\xF4\x8F\xBF\xBF", "f").ok());    // U+10FFFF
-  EXPECT_FALSE(CheckUtf8("\xF4\x90\x80\x80", "f").ok());   // past U+10FFFF
-  EXPECT_FALSE(CheckUtf8("\xE0\x80\x80", "f").ok());       // overlong
-  EXPECT_FALSE(CheckUtf8("\x80", "f").ok());               // lone continuation
+  EXPECT_TRUE(CheckUtf8("\xF4\x8F\xBF\xBF", "f").ok());   // U+10FFFF
+  EXPECT_FALSE(CheckUtf8("\xF4\x90\x80\x80", "f").ok());  // past U+10FFFF
+  EXPECT_FALSE(CheckUtf8("\xE0\x80\x80", "f").ok());      // overlong
+  EXPECT_FALSE(CheckUtf8("\x80", "f").ok());              // lone continuation
   EXPECT_FALSE(CheckUtf8("\xFF", "f").ok());
   EXPECT_EQ(CheckUtf8("ab\xE4\xB8", "field").message(),
             "field is not valid UTF-8 (truncated at byte 2)");

@@ -49,11 +49,23 @@ struct Options {
 };
 
 const char* CodeName(grpc::StatusCode code) {
-  static const char* const kNames[] = {
-      "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-      "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-      "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-      "UNAUTHENTICATED"};
+  static const char* const kNames[] = {"OK",
+                                       "CANCELLED",
+                                       "UNKNOWN",
+                                       "INVALID_ARGUMENT",
+                                       "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND",
+                                       "ALREADY_EXISTS",
+                                       "PERMISSION_DENIED",
+                                       "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION",
+                                       "ABORTED",
+                                       "OUT_OF_RANGE",
+                                       "UNIMPLEMENTED",
+                                       "INTERNAL",
+                                       "UNAVAILABLE",
+                                       "DATA_LOSS",
+                                       "UNAUTHENTICATED"};
   const int i = static_cast<int>(code);
   return i >= 0 && i < 17 ? kNames[i] : "UNKNOWN";
 }
@@ -125,8 +137,7 @@ int Health(const Options& o, const std::shared_ptr<grpc::Channel>& channel) {
   grpc::health::v1::HealthCheckResponse response;
   const grpc::Status status = stub->Check(&context, {}, &response);
   if (!status.ok()) return Fail(status);
-  std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())
-            << "\n";
+  std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status()) << "\n";
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 3;
 }
 
@@ -265,9 +276,9 @@ int main(int argc, char** argv) {
   grpc::ChannelArguments args;
   if (o.tls || !o.tls_ca.empty() || !o.tls_cert.empty()) {
     grpc::SslCredentialsOptions ssl;
-    for (auto [path, out] : {std::pair{&o.tls_ca, &ssl.pem_root_certs},
-                             std::pair{&o.tls_cert, &ssl.pem_cert_chain},
-                             std::pair{&o.tls_key, &ssl.pem_private_key}}) {
+    for (auto [path, out] :
+         {std::pair{&o.tls_ca, &ssl.pem_root_certs}, std::pair{&o.tls_cert, &ssl.pem_cert_chain},
+          std::pair{&o.tls_key, &ssl.pem_private_key}}) {
       if (path->empty()) continue;
       auto text = ReadFile(*path);
       if (!text) return UsageError("cannot read " + *path);
