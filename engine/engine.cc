@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/model/kv_cache.h"
 #include "engine/model/model.h"
+#include "engine/model_runner.h"
 #include "engine/sampling/stop_checker.h"
 #include "engine/tokenizer/detokenizer.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -63,20 +64,21 @@ struct ActiveRequest {
   absl::Time last_token;
   int32_t cached_tokens = -1;  // known when first scheduled
   int32_t num_output = 0;
+  bool queued = true;  // counts towards the queue limits until first scheduled or ended
 };
 
 class Engine::Impl {
  public:
-  Impl(DeepseekV3Model& model, const Tokenizer* tokenizer, const EngineConfig& config,
+  Impl(ModelRunner& runner, const Tokenizer* tokenizer, const EngineConfig& config,
        int32_t num_blocks)
-      : model_(model),
+      : runner_(runner),
+        model_(runner.model()),
         tokenizer_(tokenizer),
         config_(config),
-        cache_(model.backend(), model.config(), num_blocks, config.block_size),
         pool_(num_blocks, config.block_size),
         scheduler_(config.scheduler, pool_),
-        sampler_(EosIds(model.config())) {
-    max_context_ = std::min<int64_t>(model.config().max_position_embeddings,
+        sampler_(EosIds(runner.model().config())) {
+    max_context_ = std::min<int64_t>(model_.config().max_position_embeddings,
                                      static_cast<int64_t>(num_blocks) * config.block_size);
     stats_.kv_blocks_total = num_blocks;
     stats_.kv_blocks_free = num_blocks;
@@ -114,6 +116,7 @@ class Engine::Impl {
     const uint64_t seed = request.sampling.seed.value_or(SequenceSamplingState::RandomSeed());
 
     absl::MutexLock lock(&mu_);
+    if (!broken_.ok()) return broken_;
     if (stopping_) return absl::FailedPreconditionError("the engine is shutting down");
     if (queued_requests_ >= config_.max_queued_requests) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -199,25 +202,28 @@ class Engine::Impl {
     const int64_t id = r->id;
     const auto& prompt = r->request.prompt_ids;
     absl::Status s = scheduler_.AddSequence(id, prompt, r->request.sampling.max_tokens);
-    {
-      absl::MutexLock lock(&mu_);
-      --queued_requests_;
-      queued_tokens_ -= static_cast<int64_t>(prompt.size());
-    }
     active_[id] = std::move(r);
-    if (!s.ok()) End(id, FinishReason::kError, std::string(s.message()));
+    if (!s.ok()) {
+      End(id, FinishReason::kError, std::string(s.message()), absl::StatusCode::kInvalidArgument);
+    }
   }
 
   void Step(std::vector<float>& logits) {
     const StepPlan plan = scheduler_.Schedule();
     if (plan.empty()) return;
     const ForwardBatch batch = plan.ToForwardBatch();
-    if (absl::Status s = model_.Forward(batch, cache_, logits); !s.ok()) {
-      // Only a failed collective (a lost tensor-parallel peer) gets here: no request can go on.
+    if (absl::Status s = runner_.Execute(batch, logits); !s.ok()) {
+      // The model group broke (a tensor-parallel rank died or timed out): no request can go on,
+      // and none will be admitted again.
       spdlog::error("model step failed: {}", std::string(s.message()));
+      const std::string error = "model group unavailable: " + std::string(s.message());
+      {
+        absl::MutexLock lock(&mu_);
+        broken_ = absl::UnavailableError(error);
+      }
       std::vector<int64_t> ids;
       for (const auto& [id, r] : active_) ids.push_back(id);
-      for (int64_t id : ids) End(id, FinishReason::kError, "model step failed: " + std::string(s.message()));
+      for (int64_t id : ids) End(id, FinishReason::kError, error, absl::StatusCode::kUnavailable);
       return;
     }
     ++steps_;
@@ -229,7 +235,10 @@ class Engine::Impl {
     for (const ScheduledSequence& entry : plan.sequences) {
       auto it = active_.find(entry.id);
       ActiveRequest* r = it == active_.end() ? nullptr : it->second.get();
-      if (r != nullptr && r->cached_tokens < 0) r->cached_tokens = entry.context_begin;
+      if (r != nullptr && r->cached_tokens < 0) {
+        r->cached_tokens = entry.context_begin;
+        Dequeue(*r);
+      }
       if (!entry.sample) continue;
       const float* row_logits = logits.data() + row++ * vocab;
       if (r == nullptr) {
@@ -275,16 +284,29 @@ class Engine::Impl {
   }
 
   // Ends request `id` (abort or error) if it is still active.
-  void End(int64_t id, FinishReason reason, const std::string& error) {
+  void End(int64_t id, FinishReason reason, const std::string& error,
+           absl::StatusCode code = absl::StatusCode::kInternal) {
     auto it = active_.find(id);
     if (it == active_.end()) return;
     (void)scheduler_.Abort(id);
-    Finish(*it->second, reason, error, OutputDelta{});
+    OutputDelta delta;
+    if (reason == FinishReason::kError) delta.error_code = code;
+    Finish(*it->second, reason, error, std::move(delta));
     active_.erase(it);
+  }
+
+  // A request stops counting towards the queue limits once it runs (or ends while waiting).
+  void Dequeue(ActiveRequest& r) {
+    if (!r.queued) return;
+    r.queued = false;
+    absl::MutexLock lock(&mu_);
+    --queued_requests_;
+    queued_tokens_ -= static_cast<int64_t>(r.request.prompt_ids.size());
   }
 
   // Fills the final fields of `delta` and pushes it.
   void Finish(ActiveRequest& r, FinishReason reason, const std::string& error, OutputDelta delta) {
+    Dequeue(r);
     delta.finish_reason = reason;
     delta.error = error;
     delta.prompt_tokens = static_cast<int32_t>(r.request.prompt_ids.size());
@@ -336,13 +358,13 @@ class Engine::Impl {
     stats_.tpot_count = tpot_count_;
   }
 
+  ModelRunner& runner_;
   DeepseekV3Model& model_;
   const Tokenizer* tokenizer_;
   const EngineConfig config_;
   int64_t max_context_ = 0;
 
   // Engine-thread state.
-  KvCache cache_;
   BlockPool pool_;
   Scheduler scheduler_;
   Sampler sampler_;
@@ -358,6 +380,7 @@ class Engine::Impl {
   std::vector<std::unique_ptr<ActiveRequest>> incoming_ ABSL_GUARDED_BY(mu_);
   std::vector<int64_t> aborts_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status broken_ ABSL_GUARDED_BY(mu_);  // Unavailable once the model group broke
   int32_t queued_requests_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t queued_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
@@ -369,7 +392,18 @@ class Engine::Impl {
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(DeepseekV3Model& model,
                                                        const Tokenizer* tokenizer,
                                                        const EngineConfig& config) {
+  std::unique_ptr<ModelRunner> runner = MakeLocalModelRunner(model);
+  auto engine = Create(*runner, tokenizer, config);
+  if (!engine.ok()) return engine.status();
+  (*engine)->owned_runner_ = std::move(runner);
+  return engine;
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelRunner& runner,
+                                                       const Tokenizer* tokenizer,
+                                                       const EngineConfig& config) {
   if (auto s = config.Validate(); !s.ok()) return s;
+  DeepseekV3Model& model = runner.model();
   const ModelConfig& mc = model.config();
   int64_t num_blocks = config.num_kv_blocks;
   if (num_blocks == 0) {
@@ -383,13 +417,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(DeepseekV3Model& model,
   if (num_blocks > (int64_t{1} << 31) - 1) {
     return absl::InvalidArgumentError("num_kv_blocks is too large for a block id");
   }
+  if (absl::Status s = runner.AllocateCache(num_blocks, config.block_size); !s.ok()) return s;
   spdlog::info("engine: {} KV blocks of {} tokens ({} tokens)", num_blocks, config.block_size,
                num_blocks * config.block_size);
   return std::unique_ptr<Engine>(new Engine(
-      std::make_unique<Impl>(model, tokenizer, config, static_cast<int32_t>(num_blocks))));
+      nullptr, std::make_unique<Impl>(runner, tokenizer, config, static_cast<int32_t>(num_blocks))));
 }
 
-Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::Engine(std::unique_ptr<ModelRunner> owned_runner, std::unique_ptr<Impl> impl)
+    : owned_runner_(std::move(owned_runner)), impl_(std::move(impl)) {}
 Engine::~Engine() { Shutdown(); }
 
 absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(EngineRequest request) {

@@ -25,6 +25,7 @@
 namespace dsv3 {
 
 class DeepseekV3Model;
+class ModelRunner;
 class Tokenizer;
 
 struct EngineConfig {
@@ -32,8 +33,9 @@ struct EngineConfig {
   int64_t num_kv_blocks = 0;      // > 0: exactly this many blocks
   int64_t kv_memory_bytes = 1ll << 30;  // used when num_kv_blocks == 0
   SchedulerConfig scheduler;
-  int32_t max_queued_requests = 1024;  // waiting requests; Submit beyond: RESOURCE_EXHAUSTED
-  int64_t max_queued_tokens = 1 << 20;  // prompt tokens of waiting requests; beyond: same
+  // Requests submitted but not yet scheduled for their first step; Submit beyond: RESOURCE_EXHAUSTED.
+  int32_t max_queued_requests = 1024;
+  int64_t max_queued_tokens = 1 << 20;  // prompt tokens of those requests; beyond: same
   int32_t stream_queue_capacity = 64;   // deltas per request before merging
 
   // InvalidArgument naming the field.
@@ -58,6 +60,9 @@ struct OutputDelta {
   std::vector<std::vector<TokenLogprob>> top_logprobs;  // one list per token, when requested
   FinishReason finish_reason = FinishReason::kNone;  // set on the last delta only
   std::string error;                                 // kError: what went wrong
+  // kError: kUnavailable when the model group broke (a tensor-parallel rank died), kInternal
+  // otherwise.
+  absl::StatusCode error_code = absl::StatusCode::kOk;
   // Set on the last delta:
   int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;
@@ -94,7 +99,7 @@ class RequestStream {
 };
 
 struct EngineStats {
-  int32_t queued_requests = 0;
+  int32_t queued_requests = 0;  // submitted, not yet scheduled
   int32_t running_sequences = 0;
   int64_t kv_blocks_total = 0;
   int64_t kv_blocks_used = 0;    // held by sequences
@@ -116,8 +121,14 @@ struct EngineStats {
 
 class Engine {
  public:
-  // `model` (and `tokenizer`, which may be null) must outlive the engine. Starts the engine
-  // thread. Fails when the config is invalid or the KV pool cannot hold one block per layer.
+  // Runs steps through `runner` (one rank, or rank 0 of a tensor-parallel group), which
+  // allocates the KV cache here. `runner` (and `tokenizer`, which may be null) must outlive the
+  // engine. Starts the engine thread. Fails when the config is invalid or the cache cannot be
+  // allocated.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(ModelRunner& runner,
+                                                        const Tokenizer* tokenizer,
+                                                        const EngineConfig& config);
+  // One rank: the engine runs `model` in this process.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(DeepseekV3Model& model,
                                                         const Tokenizer* tokenizer,
                                                         const EngineConfig& config);
@@ -126,7 +137,7 @@ class Engine {
   // Validates (sampling parameters, token ids inside the vocabulary, prompt not empty, prompt +
   // max_tokens within the context and the KV pool) and queues the request. InvalidArgument names
   // the problem; ResourceExhausted when the queue limits are reached; FailedPrecondition after
-  // Shutdown.
+  // Shutdown; Unavailable once the model group has broken.
   absl::StatusOr<std::shared_ptr<RequestStream>> Submit(EngineRequest request);
   // Ends the request at its next step boundary with finish reason abort, releasing its blocks.
   // Unknown or finished ids are ignored.
@@ -140,7 +151,8 @@ class Engine {
 
  private:
   class Impl;
-  explicit Engine(std::unique_ptr<Impl> impl);
+  Engine(std::unique_ptr<ModelRunner> owned_runner, std::unique_ptr<Impl> impl);
+  std::unique_ptr<ModelRunner> owned_runner_;  // the local runner of Create(model, ...)
   std::unique_ptr<Impl> impl_;
 };
 

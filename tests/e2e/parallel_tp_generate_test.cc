@@ -113,7 +113,8 @@ TEST(TpFailureTest, KillingAWorkerFailsTheRunWithinTenSecondsAndLeavesNoProcess)
     const std::string model = TestDataPath("fixtures/tiny-bf16");
     const std::string bin = BinaryPath("tools/dsv3-generate");
     execl(bin.c_str(), bin.c_str(), "--model", model.c_str(), "--tp", "2", "--threads", "1",
-          "--prompt-ids", kPrompt, "--max-new-tokens", "100000", "--kv-memory-mb", "64",
+          "--prompt-ids", kPrompt, "--max-new-tokens", "30000", "--ignore-eos", "--kv-memory-mb",
+          "64",
           static_cast<char*>(nullptr));
     _exit(127);
   }

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iostream>
 #include <limits>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
+#include "engine/model_group.h"
 #include "engine/model/model.h"
 #include "engine/util/npy.h"
 #include "engine/util/status_macros.h"
@@ -65,6 +67,9 @@ struct Options {
   bool stats = false;
   SamplingParams sampling;
   int64_t seed = -1;
+  int tp = 1;
+  double rank_timeout_s = 60;
+  std::vector<std::string> argv;  // argv[1..], for spawned tensor-parallel workers
 };
 
 absl::StatusOr<std::vector<std::string>> ReadPromptLines(const std::string& path) {
@@ -79,13 +84,12 @@ absl::StatusOr<std::vector<std::string>> ReadPromptLines(const std::string& path
 }
 
 // The logits of every position of `prompt` from one prefill, written as [T, V] float32 .npy.
-absl::Status WritePromptLogits(DeepseekV3Model& model, Backend& backend,
-                               const std::vector<int32_t>& prompt, MlaMode mode,
-                               const std::string& path) {
+absl::Status WritePromptLogits(ModelRunner& runner, const std::vector<int32_t>& prompt,
+                               MlaMode mode, const std::string& path) {
   constexpr int32_t kBlockSize = 64;
   const int32_t n = static_cast<int32_t>(prompt.size());
   const int32_t num_blocks = (n + kBlockSize - 1) / kBlockSize;
-  KvCache cache(backend, model.config(), num_blocks, kBlockSize);
+  DSV3_RETURN_IF_ERROR(runner.AllocateCache(num_blocks, kBlockSize));
   ForwardBatch batch;
   batch.token_ids = prompt;
   SequenceSlice seq{0, n, 0, {}};
@@ -93,8 +97,8 @@ absl::Status WritePromptLogits(DeepseekV3Model& model, Backend& backend,
   batch.sequences.push_back(std::move(seq));
   for (int32_t r = 0; r < n; ++r) batch.logits_rows.push_back(r);
   std::vector<float> logits;
-  DSV3_RETURN_IF_ERROR(model.Forward(batch, cache, logits, mode));
-  return WriteNpyF32(path, {n, model.config().vocab_size}, logits.data());
+  DSV3_RETURN_IF_ERROR(runner.Execute(batch, logits, mode));
+  return WriteNpyF32(path, {n, runner.model().config().vocab_size}, logits.data());
 }
 
 std::string StatsJson(const EngineStats& s) {
@@ -112,14 +116,10 @@ std::string StatsJson(const EngineStats& s) {
   return j.dump();
 }
 
-int Run(Options opt) {
-  CpuBackend backend(opt.threads);
-  auto model = DeepseekV3Model::Load(opt.model, backend);
-  if (!model.ok()) {
-    spdlog::error("{}", std::string(model.status().message()));
-    return 1;
-  }
-  const ModelConfig& config = (*model)->config();
+// Generation on rank 0 (the only rank with one process).
+int Generate(Options opt, ModelGroup& group) {
+  ModelRunner& runner = group.runner();
+  const ModelConfig& config = group.model().config();
   const MlaMode mode = opt.mla_mode == "naive"      ? MlaMode::kNaive
                        : opt.mla_mode == "absorbed" ? MlaMode::kAbsorbed
                                                     : MlaMode::kAuto;
@@ -150,7 +150,7 @@ int Run(Options opt) {
       spdlog::error("--logits-out needs exactly one prompt");
       return 2;
     }
-    auto s = WritePromptLogits(**model, backend, prompts[0], mode, opt.logits_out);
+    auto s = WritePromptLogits(runner, prompts[0], mode, opt.logits_out);
     if (!s.ok()) {
       spdlog::error("{}", std::string(s.message()));
       return 1;
@@ -171,7 +171,7 @@ int Run(Options opt) {
       opt.max_running_seqs > 0 ? opt.max_running_seqs : std::min(256, opt.max_batched_tokens);
   ec.max_queued_requests = std::max<int32_t>(ec.max_queued_requests, prompts.size());
   ec.max_queued_tokens = std::numeric_limits<int32_t>::max();
-  auto engine = Engine::Create(**model, /*tokenizer=*/nullptr, ec);
+  auto engine = Engine::Create(runner, /*tokenizer=*/nullptr, ec);
   if (!engine.ok()) {
     spdlog::error("{}", std::string(engine.status().message()));
     return 2;
@@ -208,6 +208,39 @@ int Run(Options opt) {
   const EngineStats stats = (*engine)->Stats();
   (*engine)->Shutdown();
   if (opt.stats) std::cerr << StatsJson(stats) << std::endl;
+  return rc;
+}
+
+int Run(Options opt) {
+  CpuBackend backend(opt.threads);
+  ModelGroup* group_ptr = nullptr;
+  ModelGroupOptions go;
+  go.model_dir = opt.model;
+  go.tp = opt.tp;
+  go.rank_timeout = absl::Seconds(opt.rank_timeout_s);
+  go.worker_args = opt.argv;
+  go.on_failure = [&group_ptr](const absl::Status& status) {
+    // A lost rank: rank 0 may be blocked in a collective until its timeout, so end the whole
+    // group now rather than wait (the launcher kills and reaps the workers).
+    spdlog::error("{}", std::string(status.message()));
+    std::thread([&group_ptr] {
+      if (group_ptr != nullptr) group_ptr->KillWorkers();
+      std::_Exit(1);
+    }).detach();
+  };
+  auto group = ModelGroup::Start(backend, go);
+  if (!group.ok()) {
+    spdlog::error("{}", std::string(group.status().message()));
+    return 1;
+  }
+  if ((*group)->is_worker()) {
+    const absl::Status s = (*group)->RunWorker();
+    if (!s.ok()) spdlog::error("{}", std::string(s.message()));
+    return s.ok() ? 0 : 1;
+  }
+  group_ptr = group->get();
+  const int rc = Generate(std::move(opt), **group);
+  (*group)->Shutdown();
   return rc;
 }
 
@@ -248,6 +281,13 @@ int main(int argc, char** argv) {
   app.add_option("--seed", opt.seed, "per-request seed (the same for every prompt)");
   app.add_flag("--ignore-eos", opt.sampling.ignore_eos, "keep generating after an end-of-sequence token");
   app.add_flag("--stats", opt.stats, "print the engine counters as one JSON object on stderr");
+  app.add_option("--tp", opt.tp,
+                 "tensor-parallel ranks on this host (spawns --tp - 1 workers); RANK, WORLD_SIZE, "
+                 "MASTER_ADDR and MASTER_PORT launch ranks externally instead")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--rank-timeout-s", opt.rank_timeout_s,
+                 "seconds a step may wait for another rank before the group is declared broken");
   CLI11_PARSE(app, argc, argv);
+  opt.argv.assign(argv + 1, argv + argc);
   return dsv3::Run(std::move(opt));
 }

@@ -1,0 +1,60 @@
+// ModelGroup: loading a model on one rank or as a tensor-parallel group, the same way for
+// dsv3-server and dsv3-generate. Start() sets up the rank group (on rank 0 of a one-host --tp
+// launch it spawns the workers), loads this rank's shard and meets the other ranks. On a worker
+// rank the caller then runs RunWorker() and exits with its result; on rank 0 it builds an engine
+// on runner().
+//
+// Call Start on the main thread before any other thread exists: spawned workers are forked from
+// it, and they die with the thread that forked them.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/backend/backend.h"
+#include "engine/model/model.h"
+#include "engine/model_runner.h"
+#include "engine/parallel/rank_group.h"
+
+namespace dsv3 {
+
+struct ModelGroupOptions {
+  std::string model_dir;
+  int tp = 1;  // --tp on one host; RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT take precedence
+  absl::Duration rank_timeout = absl::Seconds(60);  // longest wait for any rank in a step
+  std::vector<std::string> worker_args;             // argv[1..], repeated by spawned workers
+  // Rank 0: called once, from a background thread, when the group breaks (a worker exited or
+  // stopped answering). In-flight steps fail with UNAVAILABLE on their own.
+  std::function<void(const absl::Status&)> on_failure;
+};
+
+class ModelGroup {
+ public:
+  static absl::StatusOr<std::unique_ptr<ModelGroup>> Start(Backend& backend,
+                                                           const ModelGroupOptions& options);
+  ~ModelGroup();  // Shutdown()
+
+  bool is_worker() const { return group_->rank() != 0; }
+  int world_size() const { return group_->world_size(); }
+  DeepseekV3Model& model() { return *model_; }
+  // Rank 0 only.
+  ModelRunner& runner() { return *runner_; }
+  // Worker ranks: runs the plans rank 0 sends until it says stop (OK) or disappears.
+  absl::Status RunWorker();
+  // Rank 0: tells the workers to exit and reaps them (killing any that linger). Idempotent.
+  void Shutdown();
+  // Rank 0 after a failure: kills the workers at once.
+  void KillWorkers();
+
+ private:
+  ModelGroup() = default;
+  std::unique_ptr<RankGroup> group_;
+  std::unique_ptr<DeepseekV3Model> model_;
+  std::unique_ptr<ModelRunner> runner_;
+};
+
+}  // namespace dsv3
