@@ -7,38 +7,42 @@
 
 namespace dsv3 {
 
-absl::StatusOr<std::unique_ptr<ModelGroup>> ModelGroup::Start(Backend& backend,
-                                                              const ModelGroupOptions& options) {
+absl::StatusOr<std::unique_ptr<ModelGroup>> ModelGroup::Start(const ModelGroupOptions& options) {
   DSV3_ASSIGN_OR_RETURN(ParallelConfig config,
                         ParallelConfigFromEnvironment(options.tp, options.rank_timeout));
-  std::unique_ptr<ModelGroup> g(new ModelGroup());
+  std::unique_ptr<ModelGroup> g(new ModelGroup(options));
   DSV3_ASSIGN_OR_RETURN(g->group_, RankGroup::Start(config, options.worker_args));
-  Communicator& comm = g->group_->communicator();
+  return g;
+}
+
+absl::Status ModelGroup::Load(const std::string& model_dir, Backend& backend) {
+  const ParallelConfig& config = group_->config();
+  Communicator& comm = group_->communicator();
   if (config.world_size > 1) {
-    spdlog::info("rank {} of {}: loading {}", config.rank, config.world_size, options.model_dir);
+    spdlog::info("rank {} of {}: loading {}", config.rank, config.world_size, model_dir);
   }
-  DSV3_ASSIGN_OR_RETURN(g->model_, DeepseekV3Model::Load(options.model_dir, backend, comm));
+  DSV3_ASSIGN_OR_RETURN(model_, DeepseekV3Model::Load(model_dir, backend, comm));
   // Loading can take minutes on large checkpoints: wait for every rank with the startup timeout.
   DSV3_RETURN_IF_ERROR(comm.StartupBarrier(config.startup_timeout));
-  if (g->is_worker()) return g;
+  if (is_worker()) return absl::OkStatus();
   if (config.world_size == 1) {
-    g->runner_ = MakeLocalModelRunner(*g->model_);
-    return g;
+    runner_ = MakeLocalModelRunner(*model_);
+    return absl::OkStatus();
   }
   // The runner (a failed collective or heartbeat) and the launcher (a worker exited) may both
   // notice one failure: the caller hears of it once.
   auto once = std::make_shared<std::once_flag>();
-  auto fail = [once, on_failure = options.on_failure](const absl::Status& status) {
+  auto fail = [once, on_failure = options_.on_failure](const absl::Status& status) {
     if (on_failure) std::call_once(*once, on_failure, status);
   };
   TpLeaderOptions leader;
-  leader.heartbeat_interval = options.rank_timeout / 4;
+  leader.heartbeat_interval = options_.rank_timeout / 4;
   leader.on_failure = fail;
-  g->runner_ = MakeTpLeaderRunner(*g->model_, comm, leader);
-  g->group_->SetOnWorkerExit([fail](int rank, const std::string& how) {
+  runner_ = MakeTpLeaderRunner(*model_, comm, leader);
+  group_->SetOnWorkerExit([fail](int rank, const std::string& how) {
     fail(absl::UnavailableError("tensor-parallel rank " + std::to_string(rank) + " " + how));
   });
-  return g;
+  return absl::OkStatus();
 }
 
 ModelGroup::~ModelGroup() { Shutdown(); }

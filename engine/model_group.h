@@ -1,11 +1,11 @@
 // ModelGroup: loading a model on one rank or as a tensor-parallel group, the same way for
 // dsv3-server and dsv3-generate. Start() sets up the rank group (on rank 0 of a one-host --tp
-// launch it spawns the workers), loads this rank's shard and meets the other ranks. On a worker
-// rank the caller then runs RunWorker() and exits with its result; on rank 0 it builds an engine
-// on runner().
+// launch it spawns the workers); Load() loads this rank's shard and meets the other ranks. On a
+// worker rank the caller then runs RunWorker() and exits with its result; on rank 0 it builds an
+// engine on runner().
 //
-// Call Start on the main thread before any other thread exists: spawned workers are forked from
-// it, and they die with the thread that forked them.
+// Call Start on the main thread, which must live until the process exits: spawned workers are
+// forked from it and die with it (PR_SET_PDEATHSIG follows the forking thread).
 #pragma once
 
 #include <functional>
@@ -23,7 +23,6 @@
 namespace dsv3 {
 
 struct ModelGroupOptions {
-  std::string model_dir;
   int tp = 1;  // --tp on one host; RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT take precedence
   absl::Duration rank_timeout = absl::Seconds(60);  // longest wait for any rank in a step
   std::vector<std::string> worker_args;             // argv[1..], repeated by spawned workers
@@ -34,12 +33,16 @@ struct ModelGroupOptions {
 
 class ModelGroup {
  public:
-  static absl::StatusOr<std::unique_ptr<ModelGroup>> Start(Backend& backend,
-                                                           const ModelGroupOptions& options);
+  static absl::StatusOr<std::unique_ptr<ModelGroup>> Start(const ModelGroupOptions& options);
   ~ModelGroup();  // Shutdown()
+
+  // Loads `model_dir` (this rank's shard) into `backend` (which must outlive the group), waits
+  // for every rank, and on rank 0 makes the runner. Once.
+  absl::Status Load(const std::string& model_dir, Backend& backend);
 
   bool is_worker() const { return group_->rank() != 0; }
   int world_size() const { return group_->world_size(); }
+  // After Load.
   DeepseekV3Model& model() { return *model_; }
   // Rank 0 only.
   ModelRunner& runner() { return *runner_; }
@@ -51,7 +54,8 @@ class ModelGroup {
   void KillWorkers();
 
  private:
-  ModelGroup() = default;
+  explicit ModelGroup(ModelGroupOptions options) : options_(std::move(options)) {}
+  const ModelGroupOptions options_;
   std::unique_ptr<RankGroup> group_;
   std::unique_ptr<DeepseekV3Model> model_;
   std::unique_ptr<ModelRunner> runner_;

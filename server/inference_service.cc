@@ -47,7 +47,7 @@ v1::ModelInfo DescribeModel(const LoadedModel& model) {
   info.set_kv_block_size(model.engine->config().block_size);
   info.set_kv_capacity_blocks(stats.kv_blocks_total);
   info.set_kv_capacity_tokens(stats.kv_blocks_total * model.engine->config().block_size);
-  info.set_tensor_parallel_size(1);
+  info.set_tensor_parallel_size(model.tensor_parallel_size);
   info.set_is_smoke_model(model.is_smoke_model);
   info.set_has_tokenizer(model.tokenizer != nullptr);
   info.set_backend(model.backend->name());

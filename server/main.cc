@@ -9,7 +9,12 @@
 #include <cstdio>
 #include <thread>
 
+#include <atomic>
+
 #include "absl/synchronization/notification.h"
+#include "engine/backend/cpu/cpu_backend.h"
+#include "engine/model_group.h"
+#include "server/model_loader.h"
 #include "server/server.h"
 #include "server/server_flags.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
@@ -59,18 +64,59 @@ int main(int argc, char** argv) {
   });
   signal_thread.detach();
 
+  // The rank group first, on this (the main) thread and before gRPC starts its threads: rank 0
+  // of a --tp launch forks its workers here, and they die with this thread.
+  auto model_dir = ResolveModelDir(options);
+  if (!model_dir.ok()) {
+    spdlog::error("{}", std::string(model_dir.status().message()));
+    return 1;
+  }
+  static std::atomic<Server*> serving{nullptr};
+  static std::atomic<dsv3::ModelGroup*> group_ptr{nullptr};
+  dsv3::ModelGroupOptions group_options;
+  group_options.tp = options.tp;
+  group_options.rank_timeout = absl::Seconds(options.rank_timeout_s);
+  group_options.worker_args = options.argv;
+  group_options.on_failure = [](const absl::Status& status) {
+    // A lost rank: stop admitting, let the failed steps answer UNAVAILABLE, then end the group.
+    spdlog::error("{}: shutting down", std::string(status.message()));
+    if (Server* s = serving.load(); s != nullptr) s->MarkBroken();
+    std::thread([] {
+      absl::SleepFor(absl::Seconds(1));
+      if (dsv3::ModelGroup* g = group_ptr.load(); g != nullptr) g->KillWorkers();
+      std::_Exit(1);
+    }).detach();
+  };
+  auto group = dsv3::ModelGroup::Start(group_options);
+  if (!group.ok()) {
+    spdlog::error("{}", std::string(group.status().message()));
+    return 1;
+  }
+  group_ptr.store(group->get());
+  if ((*group)->is_worker()) {
+    // Workers hold a shard and run rank 0's plans: no gRPC, no metrics, no tokenizer.
+    dsv3::CpuBackend backend(options.threads);
+    absl::Status st = (*group)->Load(*model_dir, backend);
+    if (st.ok()) st = (*group)->RunWorker();
+    if (!st.ok()) spdlog::error("{}", std::string(st.message()));
+    return st.ok() ? 0 : 1;
+  }
+
   auto server = Server::Start(options);
   if (!server.ok()) {
     spdlog::error("{}", std::string(server.status().message()));
     return 1;
   }
-  if (absl::Status st = (*server)->LoadAndServe(); !st.ok()) {
+  serving.store(server->get());
+  if (absl::Status st = (*server)->LoadAndServe(*model_dir, **group); !st.ok()) {
     spdlog::error("cannot load the model: {}", std::string(st.message()));
     (*server)->Drain(absl::ZeroDuration());
     return 1;
   }
   stop.WaitForNotification();
   (*server)->Drain(absl::Seconds(options.grace_period_s));
+  serving.store(nullptr);
   server->reset();
+  (*group)->Shutdown();  // the workers exit once told, or are killed after a grace period
   return 0;
 }

@@ -22,17 +22,18 @@ EngineConfig EngineConfigFromFlags(const ServerOptions& o) {
   return c;
 }
 
-absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const ServerOptions& o) {
+absl::StatusOr<std::string> ResolveModelDir(const ServerOptions& o) {
+  if (!o.model_dir.empty()) return o.model_dir;
+  const std::string cache = o.cache_dir.empty() ? DefaultCacheDir() : o.cache_dir;
+  spdlog::info("no --model: using the embedded smoke model (cache {})", cache);
+  return EnsureSmokeModel(cache, DefaultTokenizerDir());
+}
+
+absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const ServerOptions& o,
+                                                       const std::string& model_dir,
+                                                       ModelGroup& group) {
   auto loaded = std::make_unique<LoadedModel>();
-  if (o.model_dir.empty()) {
-    const std::string cache = o.cache_dir.empty() ? DefaultCacheDir() : o.cache_dir;
-    spdlog::info("no --model: using the embedded smoke model (cache {})", cache);
-    auto dir = EnsureSmokeModel(cache, DefaultTokenizerDir());
-    if (!dir.ok()) return dir.status();
-    loaded->model_dir = *dir;
-  } else {
-    loaded->model_dir = o.model_dir;
-  }
+  loaded->model_dir = model_dir;
   loaded->is_smoke_model = IsSmokeModel(loaded->model_dir);
   if (loaded->is_smoke_model) {
     spdlog::warn(
@@ -42,9 +43,9 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const ServerOptions& o) {
   }
 
   loaded->backend = std::make_unique<CpuBackend>(o.threads);
-  auto model = DeepseekV3Model::Load(loaded->model_dir, *loaded->backend);
-  if (!model.ok()) return model.status();
-  loaded->model = *std::move(model);
+  if (absl::Status s = group.Load(loaded->model_dir, *loaded->backend); !s.ok()) return s;
+  loaded->model = &group.model();
+  loaded->tensor_parallel_size = group.world_size();
 
   const std::string tokenizer_dir = o.tokenizer_dir.empty() ? loaded->model_dir : o.tokenizer_dir;
   if (std::filesystem::exists(std::filesystem::path(tokenizer_dir) / "tokenizer.json")) {
@@ -60,7 +61,7 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const ServerOptions& o) {
         loaded->model_dir);
   }
 
-  auto engine = Engine::Create(*loaded->model, loaded->tokenizer.get(), EngineConfigFromFlags(o));
+  auto engine = Engine::Create(group.runner(), loaded->tokenizer.get(), EngineConfigFromFlags(o));
   if (!engine.ok()) return engine.status();
   loaded->engine = *std::move(engine);
   return loaded;

@@ -5,12 +5,21 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "engine/model_group.h"
 #include "server/server_flags.h"
 #include "server/serving_state.h"
 
 namespace dsv3::server {
 
-absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const ServerOptions& options);
+// The model directory the flags name: --model, or the embedded smoke model (generated into the
+// cache on first use).
+absl::StatusOr<std::string> ResolveModelDir(const ServerOptions& options);
+
+// Rank 0: loads the model through `group` (every rank loads its shard), the tokenizer and an
+// engine over the group's runner.
+absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const ServerOptions& options,
+                                                       const std::string& model_dir,
+                                                       ModelGroup& group);
 
 // The engine configuration the flags describe.
 EngineConfig EngineConfigFromFlags(const ServerOptions& options);

@@ -104,9 +104,9 @@ void Server::SetHealth(bool serving) {
   health->SetServingStatus(kServiceName, serving);
 }
 
-absl::Status Server::LoadAndServe() {
+absl::Status Server::LoadAndServe(const std::string& model_dir, ModelGroup& group) {
   const absl::Time start = absl::Now();
-  auto loaded = LoadModel(options_);
+  auto loaded = LoadModel(options_, model_dir, group);
   if (!loaded.ok()) return loaded.status();
   model_ = *std::move(loaded);
   const v1::ModelInfo info = DescribeModel(*model_);
@@ -124,6 +124,11 @@ absl::Status Server::LoadAndServe() {
     spdlog::info("serving");
   }
   return absl::OkStatus();
+}
+
+void Server::MarkBroken() {
+  state_->StartDraining();
+  SetHealth(false);
 }
 
 void Server::Drain(absl::Duration grace) {

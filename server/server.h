@@ -12,6 +12,7 @@
 #include "server/metrics.h"
 #include "server/metrics_http.h"
 #include "server/server_flags.h"
+#include "engine/model_group.h"
 #include "server/serving_state.h"
 
 namespace dsv3::server {
@@ -22,8 +23,12 @@ class Server {
   static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options);
   ~Server();
 
-  // Loads the model and starts serving (health SERVING). Blocks while loading.
-  absl::Status LoadAndServe();
+  // Loads the model from `model_dir` through `group` and starts serving (health SERVING).
+  // Blocks while loading. `group` must outlive the server.
+  absl::Status LoadAndServe(const std::string& model_dir, ModelGroup& group);
+  // The model group broke (a tensor-parallel rank died): health NOT_SERVING, no new calls.
+  // Calls in flight end with UNAVAILABLE as the engine's steps fail.
+  void MarkBroken();
   // Graceful shutdown; returns when every call has ended. Idempotent.
   void Drain(absl::Duration grace);
 

@@ -39,6 +39,14 @@ ParsedFlags ParseServerFlags(int argc, char** argv) {
   app.add_option("--listen", o.listen, "gRPC address HOST:PORT (port 0: any free port)");
   app.add_option("--metrics-listen", o.metrics_listen,
                  "Prometheus /metrics address HOST:PORT; empty: disabled");
+  app.add_option("--tp", o.tp,
+                 "tensor-parallel ranks: spawns --tp - 1 workers on this host; with RANK, "
+                 "WORLD_SIZE, MASTER_ADDR, MASTER_PORT (and LOCAL_RANK) set, ranks are launched "
+                 "externally (several hosts, Kubernetes)")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--rank-timeout-s", o.rank_timeout_s,
+                 "seconds a step may wait for another rank before the group counts as broken")
+      ->check(CLI::PositiveNumber);
   app.add_option("--threads", o.threads, "CPU backend threads (0: all)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error")
@@ -116,6 +124,7 @@ ParsedFlags ParseServerFlags(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return {std::nullopt, app.exit(e)};
   }
+  o.argv.assign(argv + 1, argv + argc);
   if (o.tls_cert.empty() != o.tls_key.empty()) {
     std::cerr << "--tls-cert and --tls-key go together\n";
     return {std::nullopt, 2};

@@ -24,8 +24,9 @@ namespace dsv3::server {
 struct LoadedModel {
   std::string model_dir;
   bool is_smoke_model = false;
+  int tensor_parallel_size = 1;
   std::unique_ptr<Backend> backend;
-  std::unique_ptr<DeepseekV3Model> model;
+  DeepseekV3Model* model = nullptr;      // owned by the ModelGroup
   std::unique_ptr<Tokenizer> tokenizer;  // null: token-id requests only
   std::unique_ptr<Engine> engine;
 

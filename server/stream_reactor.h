@@ -178,7 +178,12 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
   grpc::Status FinalStatus(const OutputDelta& delta) {
     switch (delta.finish_reason) {
       case FinishReason::kError:
-        return grpc::Status(grpc::StatusCode::INTERNAL, "generation failed: " + delta.error);
+        // UNAVAILABLE when the model group broke (a tensor-parallel rank died); the engine says
+        // which through error_code.
+        return grpc::Status(delta.error_code == absl::StatusCode::kUnavailable
+                                ? grpc::StatusCode::UNAVAILABLE
+                                : grpc::StatusCode::INTERNAL,
+                            "generation failed: " + delta.error);
       case FinishReason::kAbort:
         return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                             "the request was aborted: the server is shutting down");

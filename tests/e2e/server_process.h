@@ -130,6 +130,17 @@ class ServerProcess {
     return -1;
   }
   void SendSignal(int signal) { kill(pid_, signal); }
+  pid_t pid() const { return pid_; }
+  // Waits up to `timeout` for the process to exit on its own: its exit code, or -1 (killed by
+  // a signal or still running).
+  int WaitExit(std::chrono::milliseconds timeout) {
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+      if (!Running()) return WIFEXITED(exit_status_) ? WEXITSTATUS(exit_status_) : -1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return -1;
+  }
 
   std::string Metrics() const {
     httplib::Client client("127.0.0.1", metrics_port_);

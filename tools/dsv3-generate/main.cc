@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <atomic>
 #include <limits>
 #include <thread>
 #include <string>
@@ -213,24 +214,30 @@ int Generate(Options opt, ModelGroup& group) {
 
 int Run(Options opt) {
   CpuBackend backend(opt.threads);
-  ModelGroup* group_ptr = nullptr;
+  // The failure handler's thread may outlive this frame (it ends the process), so the group it
+  // reaches lives in a static.
+  static std::atomic<ModelGroup*> group_ptr{nullptr};
   ModelGroupOptions go;
-  go.model_dir = opt.model;
   go.tp = opt.tp;
   go.rank_timeout = absl::Seconds(opt.rank_timeout_s);
   go.worker_args = opt.argv;
-  go.on_failure = [&group_ptr](const absl::Status& status) {
+  go.on_failure = [](const absl::Status& status) {
     // A lost rank: rank 0 may be blocked in a collective until its timeout, so end the whole
     // group now rather than wait (the launcher kills and reaps the workers).
     spdlog::error("{}", std::string(status.message()));
-    std::thread([&group_ptr] {
-      if (group_ptr != nullptr) group_ptr->KillWorkers();
+    std::thread([] {
+      if (ModelGroup* g = group_ptr.load(); g != nullptr) g->KillWorkers();
       std::_Exit(1);
     }).detach();
   };
-  auto group = ModelGroup::Start(backend, go);
+  auto group = ModelGroup::Start(go);
   if (!group.ok()) {
     spdlog::error("{}", std::string(group.status().message()));
+    return 1;
+  }
+  group_ptr.store(group->get());
+  if (absl::Status s = (*group)->Load(opt.model, backend); !s.ok()) {
+    spdlog::error("{}", std::string(s.message()));
     return 1;
   }
   if ((*group)->is_worker()) {
@@ -238,7 +245,6 @@ int Run(Options opt) {
     if (!s.ok()) spdlog::error("{}", std::string(s.message()));
     return s.ok() ? 0 : 1;
   }
-  group_ptr = group->get();
   const int rc = Generate(std::move(opt), **group);
   (*group)->Shutdown();
   return rc;
