@@ -8,16 +8,7 @@ namespace dsv3::server {
 ChatReactor::ChatReactor(ServingState& state, grpc::CallbackServerContext* context,
                          const v1::ChatRequest& request)
     : StreamReactor(state, context, "Chat") {
-  if (grpc::Status st = state_.Admit(*context); !st.ok()) {
-    Reject(st);
-    return;
-  }
-  auto client_id = ClientRequestId(request.request_id());
-  if (!client_id.ok()) {
-    Reject(ToGrpcStatus(client_id.status()));
-    return;
-  }
-  request_id_ = state_.NewRequestId(*client_id);
+  if (!AdmitAndName(request.request_id())) return;
   const LoadedModel& model = state_.model();
   auto call = BuildChatCall(request, model.limits(), model.tokenizer.get());
   if (!call.ok()) {

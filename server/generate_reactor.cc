@@ -7,16 +7,7 @@ namespace dsv3::server {
 GenerateReactor::GenerateReactor(ServingState& state, grpc::CallbackServerContext* context,
                                  const v1::GenerateRequest& request)
     : StreamReactor(state, context, "Generate") {
-  if (grpc::Status st = state_.Admit(*context); !st.ok()) {
-    Reject(st);
-    return;
-  }
-  auto client_id = ClientRequestId(request.request_id());
-  if (!client_id.ok()) {
-    Reject(ToGrpcStatus(client_id.status()));
-    return;
-  }
-  request_id_ = state_.NewRequestId(*client_id);
+  if (!AdmitAndName(request.request_id())) return;
   const LoadedModel& model = state_.model();
   auto call = BuildGenerateCall(request, model.limits(), model.tokenizer.get());
   if (!call.ok()) {

@@ -39,6 +39,22 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
 
   // Submits `request` and starts streaming; on a submit error, finishes the call with it. Called
   // once, from the subclass constructor.
+  // Admits the call (auth, serving phase) and names it after the client's request id (checked)
+  // or a counter. False, with the call already finished, when either fails.
+  bool AdmitAndName(const std::string& client_request_id) {
+    if (grpc::Status st = state_.Admit(*context_); !st.ok()) {
+      Reject(st);
+      return false;
+    }
+    auto client_id = ClientRequestId(client_request_id);
+    if (!client_id.ok()) {
+      Reject(ToGrpcStatus(client_id.status()));
+      return false;
+    }
+    request_id_ = state_.NewRequestId(*client_id);
+    return true;
+  }
+
   void Submit(EngineRequest request) {
     request.request_id = request_id_;
     if (!state_.TryStartStream()) {

@@ -13,7 +13,7 @@
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/model/model.h"
 #include "engine/util/npy.h"
-#include "nlohmann/json.hpp"
+#include "tests/fixture_reference.h"
 #include "tests/test_util.h"
 
 namespace dsv3 {
@@ -21,31 +21,9 @@ namespace {
 
 using ::dsv3::testing::TestDataPath;
 
-struct Reference {
-  std::vector<std::vector<int32_t>> prompts;
-  std::vector<std::vector<int32_t>> continuations;
-  int max_new_tokens = 0;
-};
-
-Reference LoadReference(const std::string& fixture) {
-  std::ifstream in(TestDataPath("fixtures/" + fixture + "-ref/prompts.json"));
-  const auto j = nlohmann::json::parse(in);
-  Reference ref;
-  ref.prompts = j["prompts"].get<std::vector<std::vector<int32_t>>>();
-  ref.continuations = j["continuations"].get<std::vector<std::vector<int32_t>>>();
-  ref.max_new_tokens = j["max_new_tokens"].get<int>();
-  return ref;
-}
-
-double RelativeError(const std::vector<float>& got, const std::vector<float>& want) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    const double d = static_cast<double>(got[i]) - want[i];
-    num += d * d;
-    den += static_cast<double>(want[i]) * want[i];
-  }
-  return std::sqrt(num / den);
-}
+using Reference = ::dsv3::testing::FixtureReference;
+using ::dsv3::testing::LoadFixtureReference;
+using ::dsv3::testing::RelativeError;
 
 std::vector<float> RowsOf(const std::vector<float>& v, int64_t begin, int64_t end, int64_t width) {
   return std::vector<float>(v.begin() + begin * width, v.begin() + end * width);
@@ -58,7 +36,7 @@ class ModelGoldenTest : public ::testing::TestWithParam<std::string> {
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = *std::move(model);
     fixture_ = GetParam().substr(0, GetParam().rfind('-'));
-    ref_ = LoadReference(fixture_);
+    ref_ = LoadFixtureReference(fixture_);
   }
 
   int64_t vocab() const { return model_->config().vocab_size; }

@@ -11,7 +11,7 @@
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
 #include "engine/model/model.h"
-#include "nlohmann/json.hpp"
+#include "tests/fixture_reference.h"
 #include "tests/test_util.h"
 
 namespace dsv3 {
@@ -19,19 +19,7 @@ namespace {
 
 using ::dsv3::testing::TestDataPath;
 
-struct Reference {
-  std::vector<std::vector<int32_t>> prompts;
-  std::vector<std::vector<int32_t>> continuations;
-  int max_new_tokens = 0;
-};
-
-Reference LoadReference(const std::string& fixture) {
-  std::ifstream in(TestDataPath("fixtures/" + fixture + "-ref/prompts.json"));
-  const auto j = nlohmann::json::parse(in);
-  return {j["prompts"].get<std::vector<std::vector<int32_t>>>(),
-          j["continuations"].get<std::vector<std::vector<int32_t>>>(),
-          j["max_new_tokens"].get<int>()};
-}
+using Reference = ::dsv3::testing::FixtureReference;
 
 struct Output {
   std::vector<int32_t> tokens;
@@ -59,7 +47,7 @@ class EngineBatchingTest : public ::testing::Test {
     auto model = DeepseekV3Model::Load(TestDataPath("fixtures/ragged-fp8"), backend_);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = *std::move(model);
-    ref_ = LoadReference("ragged");
+    ref_ = ::dsv3::testing::LoadFixtureReference("ragged");
   }
 
   std::unique_ptr<Engine> MakeEngine(int64_t blocks, int32_t block_size, int32_t max_tokens_per_step,

@@ -15,7 +15,7 @@
 
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/model/model.h"
-#include "nlohmann/json.hpp"
+#include "tests/fixture_reference.h"
 #include "tests/test_util.h"
 
 namespace dsv3 {
@@ -77,18 +77,9 @@ class ThreadCommunicator final : public Communicator {
   int rank_;
 };
 
-struct Reference {
-  std::vector<std::vector<int32_t>> prompts;
-  std::vector<std::vector<int32_t>> continuations;
-  int max_new_tokens;
-};
-
-Reference LoadReference(const std::string& fixture) {
-  std::ifstream in(TestDataPath("fixtures/" + fixture + "-ref/prompts.json"));
-  const auto j = nlohmann::json::parse(in);
-  return {j["prompts"].get<std::vector<std::vector<int32_t>>>(),
-          j["continuations"].get<std::vector<std::vector<int32_t>>>(), j["max_new_tokens"]};
-}
+using Reference = ::dsv3::testing::FixtureReference;
+using ::dsv3::testing::LoadFixtureReference;
+using ::dsv3::testing::RelativeError;
 
 struct RankOutput {
   std::vector<std::vector<float>> prefill_logits;  // per prompt, [T, V]
@@ -148,14 +139,6 @@ std::vector<RankOutput> RunGroup(const std::string& model_dir, int world, const 
   return outputs;
 }
 
-double RelativeError(const std::vector<float>& got, const std::vector<float>& want) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    num += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
-    den += static_cast<double>(want[i]) * want[i];
-  }
-  return std::sqrt(num / den);
-}
 
 struct Case {
   std::string fixture;
@@ -167,7 +150,7 @@ class TensorParallelTest : public ::testing::TestWithParam<Case> {};
 TEST_P(TensorParallelTest, ShardedLogitsAndGreedyTokensEqualOneRank) {
   const auto [fixture, world] = GetParam();
   const std::string dir = TestDataPath("fixtures/" + fixture);
-  const Reference ref = LoadReference(fixture.substr(0, fixture.rfind('-')));
+  const Reference ref = LoadFixtureReference(fixture.substr(0, fixture.rfind('-')));
   const RankOutput single = RunGroup(dir, 1, ref)[0];
   const std::vector<RankOutput> ranks = RunGroup(dir, world, ref);
   for (int r = 0; r < world; ++r) {
