@@ -81,11 +81,15 @@ SampledToken Sampler::Sample(absl::Span<const float> logits, const SamplingParam
   // Everything masked (min_tokens over a vocabulary of stop tokens only): the model's choice.
   if (logits_[token] == kMasked) token = Argmax(logits);
 
-  const double lse = LogSumExp(logits);
   SampledToken result;
   result.token = token;
-  result.logprob = static_cast<float>(logits[token] - lse);
-  if (params.logprobs > 0) result.top_logprobs = TopLogprobs(logits, lse, params.logprobs);
+  // The log-softmax costs a pass of exp over the vocabulary, several times the rest of greedy
+  // sampling on a 129K vocabulary: only when asked for.
+  if (params.logprobs > 0) {
+    const double lse = LogSumExp(logits);
+    result.logprob = static_cast<float>(logits[token] - lse);
+    result.top_logprobs = TopLogprobs(logits, lse, params.logprobs);
+  }
   state.AppendOutput(token);
   return result;
 }

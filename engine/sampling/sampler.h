@@ -34,7 +34,7 @@ struct TokenLogprob {
 
 struct SampledToken {
   int32_t token = 0;
-  float logprob = 0;                       // of `token`, from the raw logits
+  float logprob = 0;  // of `token`, from the raw logits; only when params.logprobs > 0
   std::vector<TokenLogprob> top_logprobs;  // params.logprobs most likely, best first
 };
 

@@ -146,7 +146,7 @@ double EngineThroughput(DeepseekV3Model& model, int n, int prompt_len, int new_t
 
 int main(int argc, char** argv) {
   std::string model_dir;
-  int threads = 0, repeats = 5, requests = 32, prompt_len = 128, new_tokens = 32;
+  int threads = 0, repeats = 5, requests = 32, prompt_len = 32, new_tokens = 64;
   CLI::App app{"dsv3-cpu-bench: CPU backend and engine throughput"};
   app.add_option("--model", model_dir, "model directory")->required();
   app.add_option("--threads", threads, "CPU threads (0: all)");
