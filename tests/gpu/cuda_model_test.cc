@@ -1,10 +1,15 @@
 // The fixture models on the GPU against transformers' references (tests/data/fixtures): logits
 // within 3e-2 relative error (BF16 activations, FP8 activation quantization for FP8 weights),
 // and the same greedy tokens wherever the reference's top-2 margin exceeds 0.1, through prefill,
-// decode steps over the paged cache, and batches mixing both.
+// decode steps over the paged cache, and batches mixing both. And against the CPU backend
+// emulating the GPU's numerics (CpuBackendOptions: FP8 activations, BF16 between ops) within
+// 1e-2: the check that separates a GPU bug from the fixtures' inherent quantization noise.
+// Every prefill prints "errors <fixture> prompt <i>: gpu-ref .. emu-ref .. gpu-emu .." for
+// docs/cuda.md.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <numeric>
 
@@ -22,6 +27,7 @@ using ::dsv3::testing::RelError;
 using ::dsv3::testing::TestDataPath;
 
 constexpr double kLogitsTol = 3e-2;
+constexpr double kEmulatedTol = 1e-2;
 constexpr float kMargin = 0.1f;
 
 struct Reference {
@@ -69,6 +75,9 @@ class CudaModelTest : public ::testing::TestWithParam<std::string> {
     auto cpu_model = DeepseekV3Model::Load(TestDataPath("fixtures/" + GetParam()), cpu_);
     ASSERT_TRUE(cpu_model.ok()) << cpu_model.status();
     cpu_model_ = *std::move(cpu_model);
+    auto emu_model = DeepseekV3Model::Load(TestDataPath("fixtures/" + GetParam()), emu_);
+    ASSERT_TRUE(emu_model.ok()) << emu_model.status();
+    emu_model_ = *std::move(emu_model);
     fixture_ = GetParam().substr(0, GetParam().rfind('-'));
     ref_ = LoadReference(fixture_);
   }
@@ -94,11 +103,30 @@ class CudaModelTest : public ::testing::TestWithParam<std::string> {
   }
 
   CpuBackend cpu_{4};
+  CpuBackend emu_{CpuBackendOptions{.num_threads = 4, .fp8_activations = true,
+                                    .bf16_activations = true}};
   std::unique_ptr<CudaBackend> gpu_;
-  std::unique_ptr<DeepseekV3Model> model_, cpu_model_;
+  std::unique_ptr<DeepseekV3Model> model_, cpu_model_, emu_model_;
   std::string fixture_;
   Reference ref_;
 };
+
+// The GPU against the CPU model that rounds like the GPU: a real bug breaks this, the
+// fixtures' FP8/BF16 noise does not. Prints the three errors per prompt.
+TEST_P(CudaModelTest, PrefillLogitsMatchEmulatedCpu) {
+  for (size_t i = 0; i < ref_.prompts.size(); ++i) {
+    auto want = ReadNpyF32(TestDataPath("fixtures/" + fixture_ + "-ref/logits_" +
+                                        std::to_string(i) + ".npy"));
+    ASSERT_TRUE(want.ok()) << want.status();
+    const auto got = Prefill(*model_, *gpu_, ref_.prompts[i]);
+    const auto emu = Prefill(*emu_model_, emu_, ref_.prompts[i]);
+    const double gpu_emu = RelError(got, emu);
+    std::printf("errors %s prompt %zu: gpu-ref %.4f emu-ref %.4f gpu-emu %.4f\n",
+                GetParam().c_str(), i, RelError(got, want->data), RelError(emu, want->data),
+                gpu_emu);
+    EXPECT_LT(gpu_emu, kEmulatedTol) << "prompt " << i;
+  }
+}
 
 TEST_P(CudaModelTest, PrefillLogitsMatchTransformers) {
   for (size_t i = 0; i < ref_.prompts.size(); ++i) {
@@ -107,6 +135,15 @@ TEST_P(CudaModelTest, PrefillLogitsMatchTransformers) {
     ASSERT_TRUE(want.ok()) << want.status();
     const auto got = Prefill(*model_, *gpu_, ref_.prompts[i]);
     EXPECT_LT(RelError(got, want->data), kLogitsTol) << "prompt " << i;
+  }
+}
+
+TEST_P(CudaModelTest, PrefillGreedyMatchesTransformersWhereDecisive) {
+  for (size_t i = 0; i < ref_.prompts.size(); ++i) {
+    auto want = ReadNpyF32(TestDataPath("fixtures/" + fixture_ + "-ref/logits_" +
+                                        std::to_string(i) + ".npy"));
+    ASSERT_TRUE(want.ok()) << want.status();
+    const auto got = Prefill(*model_, *gpu_, ref_.prompts[i]);
     for (int64_t r = 0; r < static_cast<int64_t>(ref_.prompts[i].size()); ++r) {
       const auto [ref_token, margin] = Top(want->data, r, vocab());
       if (margin > kMargin) {
@@ -124,6 +161,7 @@ TEST_P(CudaModelTest, TeacherForcedDecodeMatchesReferenceTokens) {
     std::vector<int32_t> all = ref_.prompts[i];
     all.insert(all.end(), ref_.continuations[i].begin(), ref_.continuations[i].end());
     const auto cpu_logits = Prefill(*cpu_model_, cpu_, all);
+    const auto emu_logits = Prefill(*emu_model_, emu_, all);
     const int32_t n = static_cast<int32_t>(ref_.prompts[i].size());
     const int32_t total = static_cast<int32_t>(all.size());
     KvCache cache(*gpu_, model_->config(), (total + 15) / 16 + 2, 16);
@@ -144,6 +182,11 @@ TEST_P(CudaModelTest, TeacherForcedDecodeMatchesReferenceTokens) {
                                                     cpu_logits.begin() + pos * vocab())),
                 kLogitsTol)
           << "prompt " << i << " position " << pos;
+      // Decode (absorbed MLA) against the emulated prefill (naive MLA): same function.
+      EXPECT_LT(RelError(logits, std::vector<float>(emu_logits.begin() + (pos - 1) * vocab(),
+                                                    emu_logits.begin() + pos * vocab())),
+                kEmulatedTol)
+          << "emulated: prompt " << i << " position " << pos;
       if (pos == total) break;
       batch.token_ids = {all[pos]};
       batch.sequences = {{0, 1, pos, table}};
@@ -188,6 +231,10 @@ TEST_P(CudaModelTest, MixedBatchMatchesCpu) {
     std::vector<float> got(logits.begin() + row * v, logits.begin() + (row + tail) * v);
     std::vector<float> ref(want.begin() + (n - tail) * v, want.end());
     EXPECT_LT(RelError(got, ref), kLogitsTol) << "prompt " << i;
+    const auto emu = Prefill(*emu_model_, emu_, ref_.prompts[i]);
+    EXPECT_LT(RelError(got, std::vector<float>(emu.begin() + (n - tail) * v, emu.end())),
+              kEmulatedTol)
+        << "emulated: prompt " << i;
     row += tail;
   }
 }

@@ -5,6 +5,7 @@
 #include <cassert>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "engine/weights/checkpoint.h"
 
@@ -26,7 +27,10 @@ void SgemmNN(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const
               c, static_cast<int>(ldc));
 }
 
-CpuBackend::CpuBackend(int num_threads) : pool_(num_threads) {}
+CpuBackend::CpuBackend(int num_threads) : CpuBackend(CpuBackendOptions{.num_threads = num_threads}) {}
+
+CpuBackend::CpuBackend(const CpuBackendOptions& options)
+    : options_(options), pool_(options.num_threads) {}
 
 absl::StatusOr<LinearWeight> CpuBackend::LoadLinear(const Checkpoint& ckpt,
                                                     const std::string& prefix, int64_t n,
@@ -41,6 +45,8 @@ absl::StatusOr<LinearWeight> CpuBackend::LoadLinear(const Checkpoint& ckpt,
   LinearWeight w;
   w.weight = t.view();
   storage.push_back(std::move(t));
+  const auto stored = ckpt.Get(prefix + ".weight");
+  if (stored.ok() && stored->dtype == DType::kF8E4M3) NoteFp8(w);
   return w;
 }
 
@@ -86,6 +92,7 @@ absl::StatusOr<LinearWeight> CpuBackend::MakeLinear(const TensorView& weight,
   LinearWeight w;
   w.weight = t.view();
   storage.push_back(std::move(t));
+  if (weight.dtype == DType::kF8E4M3) NoteFp8(w);
   return w;
 }
 
@@ -110,7 +117,8 @@ void CpuBackend::Embedding(const TensorView& table, std::span<const int32_t> ids
     if (local < 0 || local >= rows) {
       std::fill(dst, dst + h, 0.0f);
     } else {
-      std::memcpy(dst, table.ptr<float>() + local * table.strides[0], sizeof(float) * h);
+      const float* src = table.ptr<float>() + local * table.strides[0];
+      for (int64_t i = 0; i < h; ++i) dst[i] = In(src[i]);  // the GPU's table is BF16
     }
   }
 }
@@ -123,15 +131,17 @@ void CpuBackend::RmsNorm(const TensorView& x, const TensorView& weight, float ep
     const float* xr = x.ptr<float>() + r * x.strides[0];
     float* yr = out.ptr<float>() + r * out.strides[0];
     double sum = 0;
-    for (int64_t i = 0; i < d; ++i) sum += static_cast<double>(xr[i]) * xr[i];
+    for (int64_t i = 0; i < d; ++i) sum += static_cast<double>(In(xr[i])) * In(xr[i]);
     const float inv = static_cast<float>(1.0 / std::sqrt(sum / d + eps));
-    for (int64_t i = 0; i < d; ++i) yr[i] = w[i] * (xr[i] * inv);
+    for (int64_t i = 0; i < d; ++i) yr[i] = w[i] * (In(xr[i]) * inv);
   }
 }
 
 void CpuBackend::Linear(const TensorView& x, const LinearWeight& w, const TensorView& y) {
   assert(w.weight.dtype == DType::kF32 && x.dim(1) == w.k() && y.dim(1) == w.n());
-  SgemmNT(x.dim(0), w.n(), w.k(), x.ptr<float>(), x.strides[0], w.weight.ptr<float>(),
+  std::vector<float> buf;
+  const TensorView xe = EmulatedInput(x, fp8_weights_.contains(w.weight.data), buf);
+  SgemmNT(x.dim(0), w.n(), w.k(), xe.ptr<float>(), xe.strides[0], w.weight.ptr<float>(),
           w.weight.strides[0], y.ptr<float>(), y.strides[0]);
 }
 
@@ -141,7 +151,7 @@ void CpuBackend::Add(const TensorView& a, const TensorView& b, const TensorView&
     const float* ar = a.ptr<float>() + r * a.strides[0];
     const float* br = b.ptr<float>() + r * b.strides[0];
     float* o = out.ptr<float>() + r * out.strides[0];
-    for (int64_t i = 0; i < d; ++i) o[i] = ar[i] + br[i];
+    for (int64_t i = 0; i < d; ++i) o[i] = In(ar[i]) + In(br[i]);
   }
 }
 
@@ -162,7 +172,7 @@ void CpuBackend::Rope(const TensorView& x, std::span<const int32_t> positions,
       for (int64_t i = 0; i < half; ++i) {
         float* a = rope.interleaved ? &v[2 * i] : &v[i];
         float* b = rope.interleaved ? &v[2 * i + 1] : &v[i + half];
-        const float x0 = *a, x1 = *b;
+        const float x0 = In(*a), x1 = In(*b);
         *a = x0 * cos_t[i] - x1 * sin_t[i];
         *b = x1 * cos_t[i] + x0 * sin_t[i];
       }
@@ -176,7 +186,10 @@ void CpuBackend::SiluMul(const TensorView& gate, const TensorView& up, const Ten
     const float* g = gate.ptr<float>() + r * gate.strides[0];
     const float* u = up.ptr<float>() + r * up.strides[0];
     float* o = out.ptr<float>() + r * out.strides[0];
-    for (int64_t i = 0; i < d; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    for (int64_t i = 0; i < d; ++i) {
+      const float gi = In(g[i]);
+      o[i] = gi / (1.0f + std::exp(-gi)) * In(u[i]);
+    }
   }
 }
 

@@ -14,9 +14,11 @@ void CpuBackend::MoeRoute(const TensorView& x, const TensorView& router, const T
                           const MoeRouteParams& p, const TensorView& topk_ids,
                           const TensorView& topk_weights) {
   const int64_t tokens = x.dim(0), e = p.num_experts, group_size = e / p.num_groups;
-  std::vector<float> logits(tokens * e);
-  SgemmNT(tokens, e, x.dim(1), x.ptr<float>(), x.strides[0], router.ptr<float>(),
-          router.strides[0], logits.data(), e);
+  std::vector<float> logits(tokens * e), xb, rb;
+  // bf16_activations: BF16 x and router weights, as on the GPU.
+  const TensorView xe = EmulatedInput(x, false, xb), re = EmulatedInput(router, false, rb);
+  SgemmNT(tokens, e, x.dim(1), xe.ptr<float>(), xe.strides[0], re.ptr<float>(), re.strides[0],
+          logits.data(), e);
   const float* b = bias.ptr<float>();
   std::vector<float> s(e), choice(e), group_score(p.num_groups);
   std::vector<int32_t> order(std::max(e, p.num_groups));
@@ -111,7 +113,7 @@ void CpuBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
     for (int64_t r = 0; r < n; ++r) {
       float* o = out.ptr<float>() + rows[r].first * out.strides[0];
       const float w = rows[r].second;
-      for (int64_t d = 0; d < h; ++d) o[d] += y[r * h + d] * w;
+      for (int64_t d = 0; d < h; ++d) o[d] += In(y[r * h + d]) * w;  // GPU: BF16 expert outputs
     }
   }
 }
