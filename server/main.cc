@@ -12,6 +12,7 @@
 #include <atomic>
 
 #include "absl/synchronization/notification.h"
+#include "engine/backend/backend_factory.h"
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/model_group.h"
 #include "server/model_loader.h"
@@ -66,6 +67,10 @@ int main(int argc, char** argv) {
 
   // The rank group first, on this (the main) thread and before gRPC starts its threads: rank 0
   // of a --tp launch forks its workers here, and they die with this thread.
+  if (absl::Status st = dsv3::CheckDeviceParallelism(options.device, options.tp); !st.ok()) {
+    spdlog::error("{}", std::string(st.message()));
+    return 2;
+  }
   auto model_dir = ResolveModelDir(options);
   if (!model_dir.ok()) {
     spdlog::error("{}", std::string(model_dir.status().message()));

@@ -2,7 +2,7 @@
 
 #include <filesystem>
 
-#include "engine/backend/cpu/cpu_backend.h"
+#include "engine/backend/backend_factory.h"
 #include "server/smoke_model.h"
 #include "spdlog/spdlog.h"
 
@@ -42,7 +42,9 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const ServerOptions& o,
         loaded->model_dir);
   }
 
-  loaded->backend = std::make_unique<CpuBackend>(o.threads);
+  auto backend = MakeBackend(o.device, o.threads, /*local_rank=*/0);
+  if (!backend.ok()) return backend.status();
+  loaded->backend = *std::move(backend);
   if (absl::Status s = group.Load(loaded->model_dir, *loaded->backend); !s.ok()) return s;
   loaded->model = &group.model();
   loaded->tensor_parallel_size = group.world_size();

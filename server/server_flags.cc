@@ -49,6 +49,9 @@ ParsedFlags ParseServerFlags(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--threads", o.threads, "CPU backend threads (0: all)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--device", o.device,
+                 "backend: cpu, or cuda (GPU 0; builds with the CUDA backend; --tp 1 only)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
 

@@ -1,4 +1,5 @@
-// dsv3-generate: offline generation from token ids on the CPU backend.
+// dsv3-generate: offline generation from token ids on the CPU backend (or the CUDA backend with
+// --device cuda).
 //
 //   dsv3-generate --model DIR --prompt-ids 1,2,3 [--prompt-ids 4,5] [--prompts-file F]
 //                 --max-new-tokens N [--logits-out FILE.npy] [sampling and engine flags]
@@ -21,7 +22,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "engine/backend/cpu/cpu_backend.h"
+#include "engine/backend/backend_factory.h"
 #include "engine/engine.h"
 #include "engine/model_group.h"
 #include "engine/model/model.h"
@@ -59,6 +60,7 @@ struct Options {
   int max_new_tokens = 16;
   std::string logits_out;
   int threads = 0;
+  std::string device = "cpu";
   std::string mla_mode = "auto";
   int64_t kv_blocks = 0;
   int64_t kv_memory_mb = 1024;
@@ -213,7 +215,15 @@ int Generate(Options opt, ModelGroup& group) {
 }
 
 int Run(Options opt) {
-  CpuBackend backend(opt.threads);
+  if (absl::Status s = CheckDeviceParallelism(opt.device, opt.tp); !s.ok()) {
+    spdlog::error("{}", std::string(s.message()));
+    return 2;
+  }
+  auto backend = MakeBackend(opt.device, opt.threads, /*local_rank=*/0);
+  if (!backend.ok()) {
+    spdlog::error("{}", std::string(backend.status().message()));
+    return 1;
+  }
   // The failure handler's thread may outlive this frame (it ends the process), so the group it
   // reaches lives in a static.
   static std::atomic<ModelGroup*> group_ptr{nullptr};
@@ -236,7 +246,7 @@ int Run(Options opt) {
     return 1;
   }
   group_ptr.store(group->get());
-  if (absl::Status s = (*group)->Load(opt.model, backend); !s.ok()) {
+  if (absl::Status s = (*group)->Load(opt.model, **backend); !s.ok()) {
     spdlog::error("{}", std::string(s.message()));
     return 1;
   }
@@ -267,6 +277,8 @@ int main(int argc, char** argv) {
   app.add_option("--logits-out", opt.logits_out,
                  "write the prompt's logits [T, V] as float32 .npy (one prompt only)");
   app.add_option("--threads", opt.threads, "CPU threads (0: all)");
+  app.add_option("--device", opt.device, "backend: cpu, or cuda (GPU 0; builds with the CUDA backend)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--mla-mode", opt.mla_mode, "MLA form for --logits-out: auto, naive or absorbed")
       ->check(CLI::IsMember({"auto", "naive", "absorbed"}));
   app.add_option("--kv-blocks", opt.kv_blocks, "KV cache blocks (0: from --kv-memory-mb)");
