@@ -170,7 +170,7 @@ int Run(const Args& args) {
     for (int l = args.dense_layers; l < c.num_hidden_layers; ++l) moe += Median(per_layer[l]) / args.moe_layers;
     double mean_active = 0;
     for (int64_t a : active) mean_active += static_cast<double>(a) / active.size();
-    const double kv_bytes = double{b} * (args.context + 1) * 576 * 2;
+    const double kv_bytes = static_cast<double>(b) * (args.context + 1) * 576 * 2;
     const double floor_ms =
         (attn_bytes + router_bytes + expert_bytes * (1 + mean_active) + kv_bytes) / copy_bw * 1e3;
     std::printf("| %d | %.3f | %.3f | %.1f | %.3f | %.2fx | %.3f |\n", b, dense, moe, mean_active,

@@ -90,10 +90,12 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const Options& 
   }
   CudaBackend* self = b.get();
   b->allocator_ = std::make_unique<StreamAllocator>(b->stream_, [self](void* p) {
-    auto it = self->dequantized_.find(p);
-    if (it == self->dequantized_.end()) return;
-    Tensor copy = std::move(it->second);  // freed after the erase, never during it
-    self->dequantized_.erase(it);
+    for (auto* cache : {&self->dequantized_, &self->grouped_weights_}) {
+      auto it = cache->find(p);
+      if (it == cache->end()) continue;
+      Tensor copy = std::move(it->second);  // freed after the erase, never during it
+      cache->erase(it);
+    }
   });
   auto gemm = CublasLtGemm::Create(b->stream_);
   if (!gemm.ok()) return gemm.status();
@@ -108,6 +110,8 @@ CudaBackend::~CudaBackend() {
   fallback_plan_ = StepPlan();
   inv_freq_.clear();
   { auto copies = std::move(dequantized_); dequantized_.clear(); }
+  { auto tables = std::move(grouped_weights_); grouped_weights_.clear(); }
+  active_log_ = Tensor();
   for (auto& [layer, e] : layer_events_) cudaEventDestroy(e);
   for (cudaEvent_t e : free_events_) cudaEventDestroy(e);
   gemm_.reset();

@@ -22,6 +22,10 @@
 #include "engine/backend/backend.h"
 #include "engine/backend/cuda/cublaslt_gemm.h"
 
+namespace dsv3::kernels {
+struct GroupedWeight;
+}  // namespace dsv3::kernels
+
 namespace dsv3 {
 
 class CudaBackend final : public Backend {
@@ -96,8 +100,9 @@ class CudaBackend final : public Backend {
   // and the milliseconds from its event to the next (the last one runs to the call itself).
   void SetLayerTiming(bool on);
   std::vector<std::pair<int64_t, float>> LayerTimes();
-  // Distinct experts each MoeExperts call ran since the last call of this (benchmarks' HBM floor).
-  std::vector<int64_t> TakeActiveExperts() { return std::exchange(active_experts_, {}); }
+  // Distinct experts each MoeExperts call ran since the last call of this (benchmarks' HBM floor;
+  // synchronizes; the grouped path logs at most kActiveLogSize calls between two takes).
+  std::vector<int64_t> TakeActiveExperts();
 
  private:
   // Device copies of one step's attention layout.
@@ -136,6 +141,12 @@ class CudaBackend final : public Backend {
   // y = x W^T for a BF16 weight view [N, K].
   void Bf16Linear(const TensorView& x, const TensorView& w, const TensorView& y);
   void Check(const absl::Status& status, const char* what);
+  // MoeExperts for decode-sized batches of FP8 experts: device-side permutation, grouped GEMMs.
+  void GroupedMoeExperts(const TensorView& x, const TensorView& topk_ids,
+                         const TensorView& topk_weights, std::span<const ExpertWeights> experts,
+                         int64_t expert_begin, const TensorView& out);
+  // Device table [experts, 3] of the experts' gate, up and down (made once per layer).
+  const kernels::GroupedWeight* GroupedWeights(std::span<const ExpertWeights> experts);
 
   Options options_;
   cudaStream_t stream_ = nullptr;
@@ -150,6 +161,11 @@ class CudaBackend final : public Backend {
   std::vector<std::pair<int64_t, cudaEvent_t>> layer_events_;
   std::vector<cudaEvent_t> free_events_;
   std::vector<int64_t> active_experts_;
+  // Grouped weight tables by the first expert's gate weight; an entry goes with that weight.
+  std::unordered_map<const void*, Tensor> grouped_weights_;
+  static constexpr int64_t kActiveLogSize = 4096;
+  Tensor active_log_;  // [kActiveLogSize] I32: active experts of grouped calls, on the device
+  int64_t active_logged_ = 0;
 };
 
 }  // namespace dsv3

@@ -1,15 +1,31 @@
 // MoE on the GPU: noaux_tc routing (router GEMM, then a top-k kernel) and the routed experts.
-// The experts run as one FP8 GEMM chain per active expert over its tokens, gathered contiguous
-// (a permutation built on the host from the routing, which costs one synchronization per
-// layer), then one weighted combine. docs/cuda.md: the grouped kernel that replaces this.
+// Decode-sized batches (FP8 experts, at most kGroupedMaxTokens tokens): the permutation is built
+// on the device and gate+up, then down, run as one grouped FP8 launch each over every active
+// expert, with no host synchronization. Larger batches: one cuBLASLt FP8 GEMM chain per active
+// expert over its tokens (a permutation built on the host, one synchronization per layer), where
+// cuBLASLt's tensor cores pay for the per-call cost. Both end in one weighted combine.
 #include <algorithm>
 
 #include "engine/backend/cuda/cuda_backend.h"
 #include "kernels/elementwise.cuh"
+#include "kernels/fp8_quant.cuh"
 #include "kernels/launch_check.h"
 #include "kernels/moe.cuh"
+#include "kernels/moe_grouped.cuh"
+
 
 namespace dsv3 {
+
+namespace {
+
+// Tokens up to which the grouped CUDA-core kernel beats per-expert cuBLASLt calls (rows per
+// expert stay small: about tokens * top_k / experts).
+constexpr int64_t kGroupedMaxTokens = 256;
+constexpr int64_t kMaxGroupedExperts = 1024;  // MoeAlign's shared counters
+
+int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+}  // namespace
 
 void CudaBackend::MoeRoute(const TensorView& x, const TensorView& router, const TensorView& bias,
                            const MoeRouteParams& p, const TensorView& topk_ids,
@@ -34,6 +50,11 @@ void CudaBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
   const int64_t local = static_cast<int64_t>(experts.size());
   if (t == 0) return;
   assert(topk_ids.is_contiguous() && topk_weights.dtype == DType::kF32);
+  if (t <= kGroupedMaxTokens && local <= kMaxGroupedExperts &&
+      experts.front().gate.weight.dtype == DType::kF8E4M3) {
+    GroupedMoeExperts(x, topk_ids, topk_weights, experts, expert_begin, out);
+    return;
+  }
   std::vector<int32_t> ids(t * k);
   DSV3_CUDA_CHECK(cudaMemcpyAsync(ids.data(), topk_ids.data, ids.size() * 4,
                                   cudaMemcpyDeviceToHost, stream_));
@@ -80,6 +101,105 @@ void CudaBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
   kernels::MoeCombine({yp.view().data, h, d_row_of.ptr<int32_t>(), topk_weights.ptr<float>(),
                        topk_weights.strides[0], out.data, out.strides[0], t, k, h},
                       stream_);
+}
+
+}  // namespace dsv3
+
+namespace dsv3 {
+
+const kernels::GroupedWeight* CudaBackend::GroupedWeights(std::span<const ExpertWeights> experts) {
+  const void* key = experts.front().gate.weight.data;
+  auto it = grouped_weights_.find(key);
+  if (it == grouped_weights_.end()) {
+    std::vector<kernels::GroupedWeight> table;  // [experts, 3]: gate, up, down
+    for (const ExpertWeights& e : experts) {
+      for (const LinearWeight* w : {&e.gate, &e.up, &e.down}) {
+        table.push_back({w->weight.ptr<uint8_t>(), w->scale_inv.ptr<float>()});
+      }
+    }
+    const int64_t bytes = static_cast<int64_t>(table.size() * sizeof(kernels::GroupedWeight));
+    it = grouped_weights_.emplace(key, UploadBytes(table.data(), DType::kU8, {bytes})).first;
+  }
+  return static_cast<const kernels::GroupedWeight*>(it->second.view().data);
+}
+
+void CudaBackend::GroupedMoeExperts(const TensorView& x, const TensorView& topk_ids,
+                                    const TensorView& topk_weights,
+                                    std::span<const ExpertWeights> experts, int64_t expert_begin,
+                                    const TensorView& out) {
+  const int64_t t = x.dim(0), h = x.dim(1), k = topk_ids.dim(1), entries = t * k;
+  const int64_t local = static_cast<int64_t>(experts.size());
+  const ExpertWeights& e0 = experts.front();
+  const int64_t inter = e0.gate.n(), h_pad = e0.gate.weight.strides[0];
+  const int64_t i_pad = e0.down.weight.strides[0], rows_pad = RoundUp(entries, 4);
+  const int64_t max_active = std::min(local, entries);
+
+  Tensor begin(allocator(), DType::kI32, {local + 1});
+  Tensor active(allocator(), DType::kI32, {local});
+  Tensor num_active(allocator(), DType::kI32, {1});
+  Tensor token_of(allocator(), DType::kI32, {entries});  // [T * k] token of each permuted row
+  Tensor row_of(allocator(), DType::kI32, {entries});    // [T * k] permuted row of each (t, j)
+  if (active_log_.view().data == nullptr) {
+    active_log_ = Tensor(allocator(), DType::kI32, {kActiveLogSize});
+  }
+  int32_t* log = active_logged_ < kActiveLogSize
+                     ? active_log_.ptr<int32_t>() + active_logged_++
+                     : nullptr;
+  kernels::MoeAlign({topk_ids.ptr<int32_t>(), entries, k, expert_begin, local,
+                     begin.ptr<int32_t>(), active.ptr<int32_t>(), num_active.ptr<int32_t>(),
+                     token_of.ptr<int32_t>(), row_of.ptr<int32_t>(), log},
+                    stream_);
+
+  Tensor xp(allocator(), DType::kBF16, {entries, h});  // [T * k, H] routed copies of x
+  kernels::GatherRows({x.data, x.strides[0], token_of.ptr<int32_t>(), xp.view().data, h, entries,
+                       h, kernels::ElemType::kBF16},
+                      stream_);
+  Tensor xq(allocator(), DType::kF8E4M3, {rows_pad, h_pad});   // [rows_pad, H_pad]
+  Tensor xs(allocator(), DType::kF32, {h_pad / 128, rows_pad});  // [H_pad / 128, rows_pad]
+  kernels::QuantizeActivations({xp.view().data, h, entries, h, rows_pad, h_pad,
+                                xq.ptr<uint8_t>(), xs.ptr<float>(),
+                                options_.ue8m0_activation_scales},
+                               stream_);
+  const kernels::GroupedWeight* weights = GroupedWeights(experts);
+  Tensor gate_up(allocator(), DType::kBF16, {entries, 2 * inter});  // [T * k, gate | up]
+  kernels::GroupedFp8Gemm({xq.ptr<uint8_t>(), xs.ptr<float>(), rows_pad, h_pad,
+                           begin.ptr<int32_t>(), active.ptr<int32_t>(),
+                           num_active.ptr<int32_t>(), max_active, weights, 3, 0, 2, inter,
+                           e0.gate.scale_inv.strides[0], gate_up.view().data, 2 * inter},
+                          stream_);
+  Tensor act(allocator(), DType::kBF16, {entries, inter});  // [T * k, I] silu(gate) * up
+  const uint16_t* gu = gate_up.ptr<uint16_t>();
+  kernels::Binary({gu, 2 * inter, gu + inter, 2 * inter, act.view().data, inter, entries, inter,
+                   kernels::BinaryKind::kSiluMul},
+                  stream_);
+  Tensor aq(allocator(), DType::kF8E4M3, {rows_pad, i_pad});   // [rows_pad, I_pad]
+  Tensor as(allocator(), DType::kF32, {i_pad / 128, rows_pad});  // [I_pad / 128, rows_pad]
+  kernels::QuantizeActivations({act.view().data, inter, entries, inter, rows_pad, i_pad,
+                                aq.ptr<uint8_t>(), as.ptr<float>(),
+                                options_.ue8m0_activation_scales},
+                               stream_);
+  Tensor yp(allocator(), DType::kBF16, {entries, h});  // [T * k, H] expert outputs
+  kernels::GroupedFp8Gemm({aq.ptr<uint8_t>(), as.ptr<float>(), rows_pad, i_pad,
+                           begin.ptr<int32_t>(), active.ptr<int32_t>(),
+                           num_active.ptr<int32_t>(), max_active, weights, 3, 2, 1, h,
+                           e0.down.scale_inv.strides[0], yp.view().data, h},
+                          stream_);
+  kernels::MoeCombine({yp.view().data, h, row_of.ptr<int32_t>(), topk_weights.ptr<float>(),
+                       topk_weights.strides[0], out.data, out.strides[0], t, k, h},
+                      stream_);
+}
+
+std::vector<int64_t> CudaBackend::TakeActiveExperts() {
+  std::vector<int64_t> all = std::exchange(active_experts_, {});
+  if (active_logged_ > 0) {
+    std::vector<int32_t> logged(active_logged_);
+    DSV3_CUDA_CHECK(cudaMemcpyAsync(logged.data(), active_log_.view().data, active_logged_ * 4,
+                                    cudaMemcpyDeviceToHost, stream_));
+    DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    all.insert(all.end(), logged.begin(), logged.end());
+    active_logged_ = 0;
+  }
+  return all;
 }
 
 }  // namespace dsv3

@@ -1,0 +1,61 @@
+// MoE experts without host synchronization (decode-sized batches): the routing permutation is
+// built on the device, and each GEMM phase is one launch over every active expert.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace dsv3::kernels {
+
+// From topk ids [T * top_k] (global expert ids): the permuted layout of the rows routed to the
+// local experts [expert_begin, expert_begin + experts). Rows are grouped expert by expert
+// (order inside an expert unspecified). begin [experts + 1] row ranges; active [experts] the
+// local ids of experts with rows, first num_active[0] entries; token_of [T * top_k] the token of
+// each permuted row (rows past the routed count: token 0); row_of [T * top_k] the permuted row
+// of each (token, j), -1 when the expert is not local. active_log (optional): num_active is
+// also written there (benchmark statistics). experts <= 1024.
+struct MoeAlignParams {
+  const int32_t* ids;
+  int64_t entries;  // T * top_k
+  int64_t top_k;
+  int64_t expert_begin, experts;
+  int32_t* begin;
+  int32_t* active;
+  int32_t* num_active;
+  int32_t* token_of;
+  int32_t* row_of;
+  int32_t* active_log;
+};
+void MoeAlign(const MoeAlignParams& p, cudaStream_t stream);
+
+// One FP8 matrix of an expert: w [N_pad, K_pad] e4m3 (row stride K_pad), s its block scales
+// [ceil(N/128), scale_stride] F32.
+struct GroupedWeight {
+  const uint8_t* w;
+  const float* s;
+};
+
+// For every active expert e (rows [begin[e], begin[e+1])) and each of `mats` matrices m of it:
+// y[r, m * n + c] = sum_k xq[r, k] * xs[k / 128, r] * w_m[c, k] * s_m[c / 128, k / 128], as BF16.
+// xq [rows_padded, k_pad] e4m3 and xs [k_pad / 128, rows_padded] as QuantizeActivations writes
+// them; weights [experts, weights_stride] (the matrices of expert e from weights[e *
+// weights_stride + first]); k_pad a multiple of 512. y [rows, mats * n] with row stride y_stride.
+// max_active bounds num_active (the grid is sized from it).
+struct GroupedFp8GemmParams {
+  const uint8_t* xq;
+  const float* xs;
+  int64_t rows_padded, k_pad;
+  const int32_t* begin;
+  const int32_t* active;
+  const int32_t* num_active;
+  int64_t max_active;
+  const GroupedWeight* weights;
+  int64_t weights_stride, first, mats;
+  int64_t n, scale_stride;
+  void* y;
+  int64_t y_stride;
+};
+void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream);
+
+}  // namespace dsv3::kernels
