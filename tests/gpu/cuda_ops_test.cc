@@ -11,7 +11,9 @@
 
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/backend/cuda/cuda_backend.h"
+#include "engine/weights/checkpoint.h"
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/test_util.h"
 
 namespace dsv3 {
 namespace {
@@ -200,6 +202,42 @@ TEST_F(CudaOpsTest, Fp8LinearMatchesCpuOnRaggedShapes) {
       EXPECT_LT(RelError(got, want), kFp8ActTol) << "M=" << m << " N=" << n << " K=" << k;
       EXPECT_LT(RelError(got, want_q), kBf16Tol) << "M=" << m << " N=" << n << " K=" << k;
     }
+  }
+}
+
+// Every FP8 linear weight of the FP8 fixtures, loaded by both backends, against the CPU that
+// emulates the GPU's activation quantization and BF16 rounding: the op-level check under the
+// fixture model tests (a weight layout or scale bug shows here, free of the models' error
+// amplification). Only the BF16 output rounding and the summation order differ.
+TEST_F(CudaOpsTest, Fp8LinearOnFixtureWeightsMatchesEmulatedCpu) {
+  CpuBackend emu(CpuBackendOptions{.num_threads = 4, .fp8_activations = true,
+                                   .bf16_activations = true});
+  for (const char* fixture : {"tiny-fp8", "ragged-fp8", "noqlora-fp8"}) {
+    auto ckpt = Checkpoint::Open(::dsv3::testing::TestDataPath(std::string("fixtures/") + fixture));
+    ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+    double worst = 0;
+    for (const std::string& name : (*ckpt)->Names()) {
+      auto stored = (*ckpt)->Get(name);
+      ASSERT_TRUE(stored.ok());
+      if (stored->dtype != DType::kF8E4M3) continue;
+      const std::string prefix = name.substr(0, name.size() - std::string(".weight").size());
+      const int64_t n = stored->dim(0), k = stored->dim(1);
+      std::vector<Tensor> cpu_store, gpu_store;
+      auto ew = emu.LoadLinear(**ckpt, prefix, n, k, {}, cpu_store);
+      auto gw = gpu_->LoadLinear(**ckpt, prefix, n, k, {}, gpu_store);
+      ASSERT_TRUE(ew.ok() && gw.ok()) << name;
+      for (int64_t m : {1, 5, 64}) {
+        auto x = RandomBf16(m * k, rng_, 2.0f);
+        std::vector<float> want(m * n);
+        emu.Linear(Host(x, m, k), *ew, Host(want, m, n));
+        Tensor gx = Dev(x, m, k), gy = DevEmpty(DType::kBF16, m, n);
+        gpu_->Linear(gx, *gw, gy);
+        const double err = RelError(ToHost(*gpu_, gy), want);
+        worst = std::max(worst, err);
+        EXPECT_LT(err, kBf16Tol) << fixture << " " << name << " M=" << m;
+      }
+    }
+    std::printf("fixture FP8 linears %s: worst GPU vs emulated CPU %.2e\n", fixture, worst);
   }
 }
 
