@@ -1,5 +1,7 @@
 #include "engine/model/kv_cache.h"
 
+#include <cstring>
+
 namespace dsv3 {
 
 KvCache::KvCache(Backend& backend, const ModelConfig& config, int64_t num_blocks,
@@ -7,9 +9,13 @@ KvCache::KvCache(Backend& backend, const ModelConfig& config, int64_t num_blocks
     : num_blocks_(num_blocks), block_size_(block_size) {
   layers_.reserve(config.num_hidden_layers);
   for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
-    layers_.emplace_back(backend.allocator(), backend.kv_cache_dtype(),
-                         std::initializer_list<int64_t>{num_blocks, block_size,
-                                                        config.kv_cache_dim()});
+    Tensor& t = layers_.emplace_back(backend.allocator(), backend.kv_cache_dtype(),
+                                     std::initializer_list<int64_t>{num_blocks, block_size,
+                                                                    config.kv_cache_dim()});
+    // Host memory is committed page by page on first touch: without this the process would
+    // grow for as long as the block pool keeps reaching blocks it never used (the pool cycles
+    // through its free list), which looks like a leak. Device memory is committed at allocation.
+    if (t.view().device == Device::kCpu) std::memset(t.view().data, 0, t.view().nbytes());
   }
 }
 

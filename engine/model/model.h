@@ -45,6 +45,7 @@ class DeepseekV3Model {
   // batch.logits_rows into `logits` ([logits_rows.size(), vocab_size], resized here).
   // The batch must be valid (token ids in range, block tables covering every position): the
   // engine validates requests before they get here.
+  // Not reentrant: one Forward at a time per model.
   // Fails only when a collective fails (a tensor-parallel peer died or timed out); the logits
   // are then undefined.
   absl::Status Forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>& logits,
@@ -68,6 +69,7 @@ class DeepseekV3Model {
   std::unique_ptr<Checkpoint> checkpoint_;  // keeps the mmapped files for the backend's views
   std::unique_ptr<ModelWeights> weights_;
   RopeTable rope_;
+  Tensor logits_scratch_;  // the head's output, grown as needed (Forward is not reentrant)
 };
 
 // Builds the attention layout of a batch: positions, cache slots, per-sequence block tables.
