@@ -35,6 +35,8 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) MlaAttentionKernel(MlaAtt
 
   const MlaSequence seq = p.sequences[p.token_seq[t]];
   const int64_t visible = seq.context_begin + (t - seq.token_begin) + 1;
+  const int64_t chunk = (visible + p.splits - 1) / p.splits;
+  const int64_t j_begin = blockIdx.z * chunk, j_end = min(visible, j_begin + chunk);
   const int32_t* table = p.block_tables + seq.table_offset;
   const bf16* cache = static_cast<const bf16*>(p.cache);
   const bf16* dense = static_cast<const bf16*>(p.dense_kv);
@@ -44,7 +46,7 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) MlaAttentionKernel(MlaAtt
 #pragma unroll
   for (int i = 0; i < kMaxV / 32; ++i) acc[i] = 0.0f;
 
-  for (int64_t j = 0; j < visible; ++j) {
+  for (int64_t j = j_begin; j < j_end; ++j) {
     const int64_t slot =
         static_cast<int64_t>(table[j / p.block_size]) * p.block_size + j % p.block_size;
     const bf16* row = cache + slot * p.kv_dim;
@@ -68,12 +70,47 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) MlaAttentionKernel(MlaAtt
       if (e < p.dv) acc[i] = acc[i] * correction + weight * ToFloat(v[e]);
     }
   }
+  if (p.splits > 1) {  // this range's (max, sum, unnormalized output); empty: (-inf, 0, 0)
+    float* part =
+        p.partial + ((static_cast<int64_t>(blockIdx.y) * p.heads + h) * p.splits + blockIdx.z) *
+                        (2 + p.dv);
+    if (lane == 0) {
+      part[0] = m;
+      part[1] = l;
+    }
+#pragma unroll
+    for (int i = 0; i < kMaxV / 32; ++i) {
+      const int e = lane + 32 * i;
+      if (e < p.dv) part[2 + e] = acc[i];
+    }
+    return;
+  }
   bf16* out = static_cast<bf16*>(p.out) + t * p.out_token_stride + h * p.out_head_stride;
   const float inv = 1.0f / l;
 #pragma unroll
   for (int i = 0; i < kMaxV / 32; ++i) {
     const int e = lane + 32 * i;
     if (e < p.dv) out[e] = FromFloat<bf16>(acc[i] * inv);
+  }
+}
+
+// One block per (head, token row): out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s.
+__global__ void MlaMergeSplitsKernel(MlaAttentionParams p) {
+  const int64_t h = blockIdx.x, row = blockIdx.y, t = p.token_rows[row];
+  const float* part = p.partial + (row * p.heads + h) * p.splits * (2 + p.dv);
+  float m = -INFINITY;
+  for (int s = 0; s < p.splits; ++s) m = fmaxf(m, part[s * (2 + p.dv)]);
+  float l = 0.0f;
+  for (int s = 0; s < p.splits; ++s) {
+    l += expf(part[s * (2 + p.dv)] - m) * part[s * (2 + p.dv) + 1];
+  }
+  bf16* out = static_cast<bf16*>(p.out) + t * p.out_token_stride + h * p.out_head_stride;
+  for (int e = threadIdx.x; e < p.dv; e += blockDim.x) {
+    float acc = 0.0f;
+    for (int s = 0; s < p.splits; ++s) {
+      acc += expf(part[s * (2 + p.dv)] - m) * part[s * (2 + p.dv) + 2 + e];
+    }
+    out[e] = FromFloat<bf16>(acc / l);
   }
 }
 
@@ -87,9 +124,15 @@ void WriteKvCache(const WriteKvCacheParams& p, cudaStream_t stream) {
 
 void MlaAttention(const MlaAttentionParams& p, cudaStream_t stream) {
   if (p.tokens == 0) return;
-  const dim3 grid(CeilDiv(p.heads, kHeadsPerBlock), static_cast<unsigned>(p.tokens));
+  const dim3 grid(CeilDiv(p.heads, kHeadsPerBlock), static_cast<unsigned>(p.tokens),
+                  static_cast<unsigned>(p.splits));
   MlaAttentionKernel<<<grid, kHeadsPerBlock * 32, 0, stream>>>(p);
   DSV3_CUDA_CHECK_LAUNCH();
+  if (p.splits > 1) {
+    MlaMergeSplitsKernel<<<dim3(static_cast<unsigned>(p.heads), static_cast<unsigned>(p.tokens)),
+                           128, 0, stream>>>(p);
+    DSV3_CUDA_CHECK_LAUNCH();
+  }
 }
 
 }  // namespace dsv3::kernels

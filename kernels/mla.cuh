@@ -54,6 +54,11 @@ struct MlaAttentionParams {
   void* out;
   int64_t out_token_stride, out_head_stride;
   float scale;
+  // Key splits (flash-decoding): splits > 1 divides each token's keys into `splits` ranges,
+  // attended by separate blocks that write (max, sum, unnormalized output) per range to
+  // `partial` [tokens, heads, splits, 2 + dv] F32; MlaAttention then merges them into out.
+  int32_t splits = 1;
+  float* partial = nullptr;
 };
 void MlaAttention(const MlaAttentionParams& p, cudaStream_t stream);
 

@@ -315,6 +315,7 @@ TEST_P(CudaMlaTest, WriteKvCacheAndAttentionMatchCpuInEveryMode) {
       {{0, 3}},                               // short prefill
       {{17, 1}, {40, 1}, {5, 1}},             // decode
       {{0, 37}, {20, 1}, {16, 5}, {63, 1}},   // mixed prefill chunks and decode
+      {{300, 1}, {1000, 1}, {129, 1}},        // long decode: keys split over blocks
   };
   Fp8Weight wkvb = RandomFp8(s.heads * (s.nope + s.v), s.lora, rng_);
   std::vector<Tensor> cpu_store, gpu_store;

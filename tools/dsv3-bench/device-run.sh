@@ -13,11 +13,12 @@ mkdir -p /work && [ -e /work/main ] || ln -s "$PWD" /work/main
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv | tee "$out/gpu.txt"
 bin=.device/bin
 if [ "$what" != bench ]; then
-  for t in gpu_cuda_ops_test gpu_cuda_engine_test gpu_cuda_model_test; do
+  for t in gpu_cuda_ops_test gpu_cuda_engine_test gpu_cuda_lockstep_test gpu_cuda_model_test; do
     timeout 300 $bin/$t --gtest_brief=1 >"$out/$t.log" 2>&1
     echo "$t rc=$?"
   done
   grep -h "^errors" "$out/gpu_cuda_model_test.log" >"$out/errors.txt"
+  grep -h "^lockstep\|^fixture FP8" "$out"/gpu_cuda_*_test.log
   for d in cpu cuda; do
     $bin/dsv3-generate --model tests/data/fixtures/ragged-fp8 --device $d --threads 8 \
       --prompt-ids 5,77,300,12 --max-new-tokens 12 2>&1 | tail -2 | sed "s/^/generate $d: /"

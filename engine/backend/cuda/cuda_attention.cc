@@ -2,6 +2,8 @@
 // K and V by one GEMM over every context row of the step) and the absorbed form for decode
 // (W_UK folded into the query and W_UV into the output by batched GEMMs, attention over the
 // cached latents).
+#include <algorithm>
+
 #include "engine/backend/cuda/cuda_backend.h"
 #include "kernels/elementwise.cuh"
 #include "kernels/launch_check.h"
@@ -13,6 +15,18 @@ namespace {
 
 bool UsesNaive(MlaMode mode, const AttentionBatch::Sequence& seq) {
   return mode == MlaMode::kNaive || (mode == MlaMode::kAuto && seq.num_tokens > 1);
+}
+
+// Key splits for the absorbed (decode) form: enough blocks to fill the H200's 132 SMs about four
+// times over, each split at least 64 keys, at most 16 splits.
+int32_t KeySplits(const AttentionBatch& batch, MlaMode mode, int64_t tokens, int64_t heads) {
+  int64_t max_context = 0;
+  for (const auto& seq : batch.sequences) {
+    if (!UsesNaive(mode, seq)) max_context = std::max<int64_t>(max_context, seq.context_begin + seq.num_tokens);
+  }
+  const int64_t blocks = (heads + 3) / 4 * tokens;
+  const int64_t wanted = (4 * 132 + blocks - 1) / blocks;
+  return static_cast<int32_t>(std::clamp<int64_t>(std::min<int64_t>(wanted, max_context / 64), 1, 16));
 }
 
 }  // namespace
@@ -116,7 +130,15 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
     a.out = o_lat.view().data;
     a.out_token_stride = nh * lora;
     a.out_head_stride = lora;
+    a.splits = KeySplits(batch, p.mode, absorbed.tokens, nh);
+    Tensor partial;  // [tokens, nh, splits, 2 + lora] F32
+    if (a.splits > 1) {
+      partial = Tensor(allocator(), DType::kF32, {absorbed.tokens * nh * a.splits * (2 + lora)});
+      a.partial = partial.ptr<float>();
+    }
     kernels::MlaAttention(a, stream_);
+    a.splits = 1;  // the naive form below attends each token in one block
+    a.partial = nullptr;
 
     // out_h^T [v, T] = W_UV_h [v, lora] o_lat_h^T. Rows of tokens the naive form handles get
     // overwritten below.
