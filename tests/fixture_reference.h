@@ -7,6 +7,10 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
 
@@ -25,6 +29,18 @@ inline FixtureReference LoadFixtureReference(const std::string& fixture) {
   return {j["prompts"].get<std::vector<std::vector<int32_t>>>(),
           j["continuations"].get<std::vector<std::vector<int32_t>>>(),
           j["max_new_tokens"].get<int>()};
+}
+
+// Every fixture checkpoint, for tests parameterized over them.
+inline std::vector<std::string> AllFixtureCheckpoints() {
+  return {"tiny-fp8", "ragged-fp8", "noqlora-fp8", "tiny-bf16", "ragged-bf16", "noqlora-bf16"};
+}
+
+// The gtest parameter name of a checkpoint: "tiny-fp8" -> "tiny_fp8".
+inline std::string FixtureTestName(const ::testing::TestParamInfo<std::string>& info) {
+  std::string name = info.param;
+  std::replace(name.begin(), name.end(), '-', '_');
+  return name;
 }
 
 // ||got - want|| / ||want|| (Frobenius), in double.

@@ -173,13 +173,8 @@ TEST_P(ModelGoldenTest, GreedyContinuationsMatchTransformers) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ModelGoldenTest,
-                         ::testing::Values("tiny-fp8", "tiny-bf16", "ragged-fp8", "ragged-bf16",
-                                           "noqlora-fp8", "noqlora-bf16"),
-                         [](const auto& info) {
-                           std::string name = info.param;
-                           std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
-                         });
+                         ::testing::ValuesIn(::dsv3::testing::AllFixtureCheckpoints()),
+                         ::dsv3::testing::FixtureTestName);
 
 }  // namespace
 }  // namespace dsv3

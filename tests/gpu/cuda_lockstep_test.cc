@@ -270,13 +270,8 @@ TEST_P(CudaLockstepTest, EveryOpMatchesTheEmulatedCpuOnTheModelsOwnData) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaLockstepTest,
-                         ::testing::Values("tiny-fp8", "ragged-fp8", "noqlora-fp8", "tiny-bf16",
-                                           "ragged-bf16", "noqlora-bf16"),
-                         [](const auto& info) {
-                           std::string name = info.param;
-                           std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
-                         });
+                         ::testing::ValuesIn(::dsv3::testing::AllFixtureCheckpoints()),
+                         ::dsv3::testing::FixtureTestName);
 
 }  // namespace
 }  // namespace dsv3

@@ -17,6 +17,7 @@
 #include "engine/model/model.h"
 #include "engine/util/npy.h"
 #include "nlohmann/json.hpp"
+#include "tests/fixture_reference.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/test_util.h"
 
@@ -240,13 +241,8 @@ TEST_P(CudaModelTest, MixedBatchMatchesCpu) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaModelTest,
-                         ::testing::Values("tiny-fp8", "ragged-fp8", "noqlora-fp8", "tiny-bf16",
-                                           "ragged-bf16", "noqlora-bf16"),
-                         [](const auto& info) {
-                           std::string name = info.param;
-                           std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
-                         });
+                         ::testing::ValuesIn(::dsv3::testing::AllFixtureCheckpoints()),
+                         ::dsv3::testing::FixtureTestName);
 
 }  // namespace
 }  // namespace dsv3
