@@ -44,9 +44,7 @@ AttentionBatch MakeAttentionBatch(const ForwardBatch& batch, int32_t block_size)
 
 absl::StatusOr<std::unique_ptr<DeepseekV3Model>> DeepseekV3Model::Load(
     const std::string& model_dir, Backend& backend) {
-  // One rank: the collectives are the identity, so a stateless instance serves every model.
-  static SingleRankCommunicator single_rank;
-  return Load(model_dir, backend, single_rank);
+  return Load(model_dir, backend, SingleRankCommunicator::Instance());
 }
 
 absl::StatusOr<std::unique_ptr<DeepseekV3Model>> DeepseekV3Model::Load(
@@ -63,8 +61,8 @@ absl::StatusOr<std::unique_ptr<DeepseekV3Model>> DeepseekV3Model::Load(
 
 absl::StatusOr<std::unique_ptr<DeepseekV3Model>> DeepseekV3Model::Random(
     const ModelConfig& config, Backend& backend, uint64_t seed) {
-  static SingleRankCommunicator single_rank;
-  std::unique_ptr<DeepseekV3Model> model(new DeepseekV3Model(config, backend, single_rank));
+  std::unique_ptr<DeepseekV3Model> model(
+      new DeepseekV3Model(config, backend, SingleRankCommunicator::Instance()));
   DSV3_ASSIGN_OR_RETURN(model->weights_, ModelWeights::Random(model->config_, backend, seed));
   model->rope_ = RopeTable::FromConfig(model->config_);
   return model;

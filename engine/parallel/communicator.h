@@ -36,6 +36,12 @@ class Communicator {
 // model code has one path.
 class SingleRankCommunicator final : public Communicator {
  public:
+  // It holds no state, so one instance serves every single-rank model.
+  static SingleRankCommunicator& Instance() {
+    static SingleRankCommunicator instance;
+    return instance;
+  }
+
   int rank() const override { return 0; }
   int world_size() const override { return 1; }
   absl::Status AllReduceSum(const TensorView&) override { return absl::OkStatus(); }
