@@ -2,6 +2,7 @@
 
 #include <mutex>
 
+#include "engine/device_communicator.h"
 #include "engine/util/status_macros.h"
 #include "spdlog/spdlog.h"
 
@@ -15,13 +16,16 @@ absl::StatusOr<std::unique_ptr<ModelGroup>> ModelGroup::Start(const ModelGroupOp
   return g;
 }
 
-absl::Status ModelGroup::Load(const std::string& model_dir, Backend& backend) {
+absl::Status ModelGroup::Load(const std::string& model_dir, std::unique_ptr<Backend> backend) {
+  backend_ = std::move(backend);
   const ParallelConfig& config = group_->config();
-  Communicator& comm = group_->communicator();
+  DSV3_ASSIGN_OR_RETURN(device_comm_, MakeDeviceCommunicator(*backend_, *group_));
+  Communicator& comm = device_comm_ ? *device_comm_ : group_->communicator();
   if (config.world_size > 1) {
-    spdlog::info("rank {} of {}: loading {}", config.rank, config.world_size, model_dir);
+    spdlog::info("rank {} of {}: loading {} ({} collectives)", config.rank, config.world_size,
+                 model_dir, device_comm_ ? "NCCL" : "gloo");
   }
-  DSV3_ASSIGN_OR_RETURN(model_, DeepseekV3Model::Load(model_dir, backend, comm));
+  DSV3_ASSIGN_OR_RETURN(model_, DeepseekV3Model::Load(model_dir, *backend_, comm));
   // Loading can take minutes on large checkpoints: wait for every rank with the startup timeout.
   DSV3_RETURN_IF_ERROR(comm.StartupBarrier(config.startup_timeout));
   if (is_worker()) return absl::OkStatus();
@@ -47,7 +51,9 @@ absl::Status ModelGroup::Load(const std::string& model_dir, Backend& backend) {
 
 ModelGroup::~ModelGroup() { Shutdown(); }
 
-absl::Status ModelGroup::RunWorker() { return dsv3::RunWorker(*model_, group_->communicator()); }
+absl::Status ModelGroup::RunWorker() {
+  return dsv3::RunWorker(*model_, device_comm_ ? *device_comm_ : group_->communicator());
+}
 
 void ModelGroup::Shutdown() {
   if (runner_) runner_->Shutdown();

@@ -36,14 +36,20 @@ class ModelGroup {
   static absl::StatusOr<std::unique_ptr<ModelGroup>> Start(const ModelGroupOptions& options);
   ~ModelGroup();  // Shutdown()
 
-  // Loads `model_dir` (this rank's shard) into `backend` (which must outlive the group), waits
-  // for every rank, and on rank 0 makes the runner. Once.
-  absl::Status Load(const std::string& model_dir, Backend& backend);
+  // Loads `model_dir` (this rank's shard) into `backend`, waits for every rank, and on rank 0
+  // makes the runner. Once. The group keeps the backend and frees the model and the KV cache
+  // before it (their tensors live in its memory). A GPU backend in a group of several ranks gets
+  // NCCL collectives (MakeDeviceCommunicator); make it on device local_rank().
+  absl::Status Load(const std::string& model_dir, std::unique_ptr<Backend> backend);
 
   bool is_worker() const { return group_->rank() != 0; }
+  // This rank's GPU on its host (LOCAL_RANK; the rank itself in a one-host --tp launch): the
+  // device to make the backend on.
+  int local_rank() const { return group_->config().local_rank; }
   int world_size() const { return group_->world_size(); }
   // After Load.
   DeepseekV3Model& model() { return *model_; }
+  Backend& backend() { return *backend_; }
   // Rank 0 only.
   ModelRunner& runner() { return *runner_; }
   // Worker ranks: runs the plans rank 0 sends until it says stop (OK) or disappears.
@@ -57,6 +63,9 @@ class ModelGroup {
   explicit ModelGroup(ModelGroupOptions options) : options_(std::move(options)) {}
   const ModelGroupOptions options_;
   std::unique_ptr<RankGroup> group_;
+  std::unique_ptr<Backend> backend_;  // before everything that holds its tensors
+  // NCCL for GPU backends (null: the model uses group_'s host communicator).
+  std::unique_ptr<Communicator> device_comm_;
   std::unique_ptr<DeepseekV3Model> model_;
   std::unique_ptr<ModelRunner> runner_;
 };

@@ -1,3 +1,6 @@
+#include <algorithm>
+#include <cassert>
+
 #include "kernels/device_utils.cuh"
 #include "kernels/launch_check.h"
 #include "kernels/moe_grouped.cuh"
@@ -47,71 +50,233 @@ __global__ void MoeAlignKernel(MoeAlignParams p) {
   for (int64_t r = total + threadIdx.x; r < p.entries; r += blockDim.x) p.token_of[r] = 0;
 }
 
-// Dot product of 16 e4m3 pairs (two uint4 of packed bytes), in F32.
-__device__ __forceinline__ float Dot16(const uint4& a, const uint4& b) {
-  const uint32_t* pa = reinterpret_cast<const uint32_t*>(&a);
-  const uint32_t* pb = reinterpret_cast<const uint32_t*>(&b);
-  float acc = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const __nv_fp8x2_storage_t sa = static_cast<__nv_fp8x2_storage_t>(pa[i] >> (16 * h));
-      const __nv_fp8x2_storage_t sb = static_cast<__nv_fp8x2_storage_t>(pb[i] >> (16 * h));
-      const float2 fa = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(sa, __NV_E4M3)));
-      const float2 fb = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(sb, __NV_E4M3)));
-      acc = fmaf(fa.x, fb.x, acc);
-      acc = fmaf(fa.y, fb.y, acc);
-    }
-  }
-  return acc;
+// Tensor-core GEMM of few rows per weight. A warp tile is 16 output columns (the mma's M: weight
+// rows c0 .. c0 + 15) by 8 tokens (its N). Hopper has no e4m3 mma.sync (its FP8 tensor cores are
+// reached through wgmma only): ptxas lowers mma.m16n8k32.e4m3 to conversions plus f16 mmas, per
+// instruction, so the weights would be converted again for every token tile. Here each k-block
+// of weights is converted once (cvt.rn.f16x2.e4m3x2, exact: e4m3 values are f16 values) and
+// shared by the token tiles, through mma.m16n8k16.f16 with F32 accumulation: the same products
+// and sums. Lane = 4g + t; fragments (PTX ISA, mma.m16n8k16 .f16; CUTLASS's SM80_16x8x16 traits
+// agree), two f16 a register:
+//   A: a0 row g, k 2t, 2t+1;  a1 row g+8, k 2t, 2t+1;  a2 row g, k 2t+8, 2t+9;  a3 row g+8, same
+//   B: b0 token g, k 2t, 2t+1;  b1 token g, k 2t+8, 2t+9
+//   C: c0, c1 row g, tokens 2t, 2t+1;  c2, c3 row g+8, tokens 2t, 2t+1
+// A dot product is unchanged by a permutation of k applied to A and B alike, and the k slot a
+// value fills depends on (t, register, half) only, never on g. So within a 128-k block each lane
+// loads its own 32 bytes, k [16t, 16t + 16) and [64 + 16t, 64 + 16t + 16), of weight rows g and
+// g + 8 and of token g (every warp-wide 16-byte load then reads 64 contiguous bytes of each row);
+// its 4-byte word s (of 8) becomes two f16x2 words, which mma step s takes as (a0, a2) for row g,
+// (a1, a3) for row g + 8 and (b0, b1) for the token.
+
+constexpr int kTileCols = 16;  // output columns per warp tile (the mma's M)
+constexpr int kTokens = 8;     // tokens per mma (its N)
+constexpr int kTokTiles = 4;   // token tiles a warp accumulates per pass over the weights
+constexpr int kChunkRows = kTokens * kTokTiles;
+constexpr int kBlockWarps = 8;  // warps per block while ksplit <= 8
+constexpr int kMaxKSplit = 16;  // warps sharing one column tile; also the most warps per block
+// Warps a launch should have before K is split no further. A warp has 4 KB of weights in flight
+// per step (2 k-blocks x 16 rows x 128 bytes); 4096 warps are two waves of the 16 per SM that
+// fit at ~126 registers on H200's 132 SMs, and 16 x 132 x 4 KB = 8.6 MB in flight is well over
+// the ~5 MB that 4.8 TB/s x ~1 us of DRAM latency needs.
+constexpr int64_t kTargetWarps = 4096;
+
+// What both entry points launch. Grouped when begin != nullptr; dense otherwise: rows [0, rows)
+// of the single weight `dense`.
+struct MmaGemmArgs {
+  const uint8_t* xq;
+  const float* xs;
+  int64_t rows_padded, k_pad;
+  const int32_t* begin;
+  const int32_t* active;
+  const int32_t* num_active;
+  const GroupedWeight* weights;
+  int64_t weights_stride, first;
+  GroupedWeight dense;
+  int64_t rows;
+  int64_t mats, n, scale_stride;
+  void* y;
+  int64_t y_stride;
+  bool y_f32;
+  int ksplit;  // warps per column tile, each over every ksplit-th pair of 128-k blocks
+};
+
+// Weights are read once per pass: kept out of L1, which serves the activations that every warp
+// of the block rereads.
+__device__ __forceinline__ uint4 LoadStreaming(const uint8_t* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
 }
 
-constexpr int kWarps = 8;
-constexpr int kColsPerWarp = 2;
-constexpr int kColsPerBlock = kWarps * kColsPerWarp;
-constexpr int kRowTile = 4;
+__device__ __forceinline__ void MmaF16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                       uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
 
-// Block (column tile, active expert slot); each warp computes kColsPerWarp output columns for
-// the expert's rows, kRowTile rows at a time, each lane over 16 consecutive K values per step
-// (one 128-block per 8 lanes).
-__global__ void __launch_bounds__(kWarps * 32) GroupedFp8GemmKernel(GroupedFp8GemmParams p) {
-  if (blockIdx.y >= *p.num_active) return;
-  const int32_t e = p.active[blockIdx.y];
-  const int32_t r_begin = p.begin[e], r_end = p.begin[e + 1];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  for (int cw = 0; cw < kColsPerWarp; ++cw) {
-    const int64_t col = (static_cast<int64_t>(blockIdx.x) * kWarps + warp) * kColsPerWarp + cw;
-    if (col >= p.mats * p.n) return;
-    const int64_t m = col / p.n, c = col % p.n;
-    const GroupedWeight gw = p.weights[e * p.weights_stride + p.first + m];
-    const uint8_t* wrow = gw.w + c * p.k_pad;
-    const float* srow = gw.s + (c / 128) * p.scale_stride;
-    for (int32_t r0 = r_begin; r0 < r_end; r0 += kRowTile) {
-      const int rows = min(kRowTile, r_end - r0);
-      float acc[kRowTile] = {};
-#pragma unroll 2
-      for (int64_t k0 = lane * 16; k0 < p.k_pad; k0 += 32 * 16) {
-        const uint4 w = __ldg(reinterpret_cast<const uint4*>(wrow + k0));
-        const int64_t kb = k0 / 128;
-        const float ws = __ldg(srow + kb);
+// A lane's 32 bytes of one row in a k-block (low and high 16) as 16 f16x2 words: 2s and 2s + 1
+// from byte word s.
+__device__ __forceinline__ void ToF16(uint32_t (&out)[16], const uint4 (&raw)[2]) {
+  const uint32_t words[8] = {raw[0].x, raw[0].y, raw[0].z, raw[0].w,
+                             raw[1].x, raw[1].y, raw[1].z, raw[1].w};
 #pragma unroll
-        for (int r = 0; r < kRowTile; ++r) {
-          if (r < rows) {
-            const uint4 x = __ldg(reinterpret_cast<const uint4*>(p.xq + (r0 + r) * p.k_pad + k0));
-            acc[r] = fmaf(Dot16(x, w), ws * p.xs[kb * p.rows_padded + r0 + r], acc[r]);
+  for (int s = 0; s < 8; ++s) {
+    asm("{\n"
+        "  .reg .b16 lo, hi;\n"
+        "  mov.b32 {lo, hi}, %2;\n"
+        "  cvt.rn.f16x2.e4m3x2 %0, lo;\n"
+        "  cvt.rn.f16x2.e4m3x2 %1, hi;\n"
+        "}"
+        : "=r"(out[2 * s]), "=r"(out[2 * s + 1])
+        : "r"(words[s]));
+  }
+}
+
+// d = the 16 x 8 product over one 128-k block, from this lane's f16 words of weight rows g (wg)
+// and g + 8 (wg8) and of token g (x).
+__device__ __forceinline__ void BlockMma(float (&d)[4], const uint32_t (&wg)[16],
+                                         const uint32_t (&wg8)[16], const uint32_t (&x)[16]) {
+  d[0] = d[1] = d[2] = d[3] = 0.0f;
+#pragma unroll
+  for (int s = 0; s < 8; ++s) {
+    MmaF16(d, wg[2 * s], wg8[2 * s], wg[2 * s + 1], wg8[2 * s + 1], x[2 * s], x[2 * s + 1]);
+  }
+}
+
+// Block (column tiles, active expert slot or 0): warp w takes column tile w / ksplit of the
+// block and k-block pairs kpart, kpart + ksplit, ... (kpart = w % ksplit). The expert's rows go
+// in chunks of 32: per chunk, each k-block of weights is loaded and converted once and stays in
+// registers while every token tile of the chunk uses it; split-K partial sums then meet in
+// shared memory, and the kpart 0 warp stores.
+__global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs p) {
+  __shared__ float partial[kMaxKSplit][kTokTiles * 4][32];  // [warp][token tile * 4 + c][lane]
+  int64_t e = 0;
+  int32_t r_begin = 0, r_end = static_cast<int32_t>(p.rows);
+  if (p.begin != nullptr) {
+    if (blockIdx.y >= *p.num_active) return;  // the whole block
+    e = p.active[blockIdx.y];
+    r_begin = p.begin[e];
+    r_end = p.begin[e + 1];
+  }
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int g = lane / 4, t = lane % 4;
+  const int kpart = warp % p.ksplit;
+  const int64_t tiles_per_mat = (p.n + kTileCols - 1) / kTileCols;
+  const int64_t tile =
+      static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32 / p.ksplit) + warp / p.ksplit;
+  const bool has_tile = tile < p.mats * tiles_per_mat;
+  const int64_t m = tile / tiles_per_mat, c0 = tile % tiles_per_mat * kTileCols;
+  const uint8_t* wrow = nullptr;  // this lane's bytes of weight row c0 + g in k-block 0
+  const float* srow = nullptr;    // the tile's block scales (16 | 128: one per k-block)
+  if (has_tile) {
+    const GroupedWeight gw =
+        p.begin != nullptr ? p.weights[e * p.weights_stride + p.first + m] : p.dense;
+    wrow = gw.w + (c0 + g) * p.k_pad + 16 * t;
+    srow = gw.s + c0 / 128 * p.scale_stride;
+  }
+  const int64_t pairs = p.k_pad / 256, row8 = 8 * p.k_pad;
+  for (int32_t r0 = r_begin; r0 < r_end; r0 += kChunkRows) {
+    float acc[kTokTiles][4] = {};
+    for (int64_t pr = kpart; has_tile && pr < pairs; pr += p.ksplit) {
+      uint4 raw_g[2][2], raw_g8[2][2];  // [k-block of the pair][low, high 16 bytes]
+      float ws[2];
+#pragma unroll
+      for (int b = 0; b < 2; ++b) {
+        const uint8_t* w = wrow + (2 * pr + b) * 128;
+        raw_g[b][0] = LoadStreaming(w);
+        raw_g[b][1] = LoadStreaming(w + 64);
+        raw_g8[b][0] = LoadStreaming(w + row8);
+        raw_g8[b][1] = LoadStreaming(w + row8 + 64);
+        ws[b] = __ldg(srow + 2 * pr + b);
+      }
+#pragma unroll
+      for (int b = 0; b < 2; ++b) {
+        const int64_t kb = 2 * pr + b;
+        uint32_t wg[16], wg8[16];
+        ToF16(wg, raw_g[b]);
+        ToF16(wg8, raw_g8[b]);
+#pragma unroll
+        for (int j = 0; j < kTokTiles; ++j) {
+          const int32_t base = r0 + j * kTokens;
+          if (base >= r_end) continue;  // warp-uniform
+          // Rows past the expert's end read its last row instead; their results are not stored.
+          const int32_t xr = min(base + g, r_end - 1);
+          const int32_t ra = min(base + 2 * t, r_end - 1), rb = min(base + 2 * t + 1, r_end - 1);
+          const uint8_t* px = p.xq + xr * p.k_pad + kb * 128 + 16 * t;
+          const uint4 raw_x[2] = {__ldg(reinterpret_cast<const uint4*>(px)),
+                                  __ldg(reinterpret_cast<const uint4*>(px + 64))};
+          uint32_t x[16];
+          ToF16(x, raw_x);
+          float d[4];
+          BlockMma(d, wg, wg8, x);
+          const float sa = ws[b] * __ldg(p.xs + kb * p.rows_padded + ra);
+          const float sb = ws[b] * __ldg(p.xs + kb * p.rows_padded + rb);
+          acc[j][0] = fmaf(d[0], sa, acc[j][0]);
+          acc[j][1] = fmaf(d[1], sb, acc[j][1]);
+          acc[j][2] = fmaf(d[2], sa, acc[j][2]);
+          acc[j][3] = fmaf(d[3], sb, acc[j][3]);
+        }
+      }
+    }
+    if (p.ksplit > 1) {
+      if (kpart != 0) {
+#pragma unroll
+        for (int j = 0; j < kTokTiles; ++j) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) partial[warp][j * 4 + i][lane] = acc[j][i];
+        }
+      }
+      __syncthreads();
+      if (kpart == 0) {
+        for (int q = 1; q < p.ksplit; ++q) {
+#pragma unroll
+          for (int j = 0; j < kTokTiles; ++j) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[j][i] += partial[warp + q][j * 4 + i][lane];
           }
         }
       }
+    }
+    if (kpart == 0 && has_tile) {
 #pragma unroll
-      for (int r = 0; r < kRowTile; ++r) {
-        const float v = WarpSum(acc[r]);
-        if (lane == 0 && r < rows) {
-          static_cast<bf16*>(p.y)[(r0 + r) * p.y_stride + col] = FromFloat<bf16>(v);
+      for (int j = 0; j < kTokTiles; ++j) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int32_t r = r0 + j * kTokens + 2 * t + (i & 1);
+          const int64_t c = c0 + g + 8 * (i >> 1);
+          if (r >= r_end || c >= p.n) continue;
+          const int64_t o = r * p.y_stride + m * p.n + c;
+          if (p.y_f32) {
+            static_cast<float*>(p.y)[o] = acc[j][i];
+          } else {
+            static_cast<bf16*>(p.y)[o] = FromFloat<bf16>(acc[j][i]);
+          }
         }
       }
     }
+    if (p.ksplit > 1) __syncthreads();  // `partial` is rewritten by the next chunk
   }
+}
+
+// groups: grid rows (active expert slots, or 1 for a dense GEMM). K is split while the launch is
+// short of kTargetWarps and every warp keeps at least one pair of k-blocks.
+void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, cudaStream_t stream) {
+  assert(a.k_pad % 256 == 0);
+  const int64_t tiles = a.mats * ((a.n + kTileCols - 1) / kTileCols);
+  const int64_t pairs = a.k_pad / 256;
+  a.ksplit = 1;
+  while (a.ksplit < kMaxKSplit && tiles * groups * a.ksplit < kTargetWarps &&
+         2 * a.ksplit <= pairs) {
+    a.ksplit *= 2;
+  }
+  const int warps = std::max(kBlockWarps, a.ksplit);
+  const dim3 grid(CeilDiv(tiles, warps / a.ksplit), static_cast<unsigned>(groups));
+  Fp8MmaGemmKernel<<<grid, warps * 32, 0, stream>>>(a);
+  DSV3_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -122,10 +287,18 @@ void MoeAlign(const MoeAlignParams& p, cudaStream_t stream) {
 }
 
 void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream) {
-  if (p.max_active == 0) return;
-  const dim3 grid(CeilDiv(p.mats * p.n, kColsPerBlock), static_cast<unsigned>(p.max_active));
-  GroupedFp8GemmKernel<<<grid, kWarps * 32, 0, stream>>>(p);
-  DSV3_CUDA_CHECK_LAUNCH();
+  if (p.max_active == 0 || p.n == 0) return;
+  LaunchMmaGemm({p.xq, p.xs, p.rows_padded, p.k_pad, p.begin, p.active, p.num_active, p.weights,
+                 p.weights_stride, p.first, {}, 0, p.mats, p.n, p.scale_stride, p.y, p.y_stride,
+                 false, 1},
+                p.max_active, stream);
+}
+
+void DenseFp8Gemm(const DenseFp8GemmParams& p, cudaStream_t stream) {
+  if (p.rows == 0 || p.n == 0) return;
+  LaunchMmaGemm({p.xq, p.xs, p.rows_padded, p.k_pad, nullptr, nullptr, nullptr, nullptr, 0, 0,
+                 p.w, p.rows, 1, p.n, p.scale_stride, p.y, p.y_stride, p.y_f32, 1},
+                1, stream);
 }
 
 }  // namespace dsv3::kernels

@@ -1,5 +1,7 @@
-// MoE experts without host synchronization (decode-sized batches): the routing permutation is
-// built on the device, and each GEMM phase is one launch over every active expert.
+// Small-M FP8 GEMMs on tensor cores (mma.sync), where a GEMM is a weight stream: the MoE
+// experts of decode-sized batches without host synchronization (the routing permutation is built
+// on the device, and each GEMM phase is one launch over every active expert), and dense FP8
+// linears of a few rows, where cuBLASLt's fixed per-call cost would dominate.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -29,18 +31,21 @@ struct MoeAlignParams {
 };
 void MoeAlign(const MoeAlignParams& p, cudaStream_t stream);
 
-// One FP8 matrix of an expert: w [N_pad, K_pad] e4m3 (row stride K_pad), s its block scales
-// [ceil(N/128), scale_stride] F32.
+// One FP8 matrix: w [N_pad, K_pad] e4m3 (row stride K_pad; rows up to RoundUp(N, 16) readable,
+// K_pad a multiple of 512 and zero past K), s its block scales [ceil(N/128), scale_stride] F32.
 struct GroupedWeight {
   const uint8_t* w;
   const float* s;
 };
 
+// Both GEMMs below compute, per block of 128 k (kb), in F32:
+//   y[r, c] = sum_kb (sum_{k in kb} xq[r, k] * w[c, k]) * xs[kb, r] * s[c / 128, kb]
+// and write y rounded to its type. xq [rows_padded, k_pad] e4m3 and xs [k_pad / 128,
+// rows_padded] F32 as QuantizeActivations writes them; k_pad a multiple of 512.
+
 // For every active expert e (rows [begin[e], begin[e+1])) and each of `mats` matrices m of it:
-// y[r, m * n + c] = sum_k xq[r, k] * xs[k / 128, r] * w_m[c, k] * s_m[c / 128, k / 128], as BF16.
-// xq [rows_padded, k_pad] e4m3 and xs [k_pad / 128, rows_padded] as QuantizeActivations writes
-// them; weights [experts, weights_stride] (the matrices of expert e from weights[e *
-// weights_stride + first]); k_pad a multiple of 512. y [rows, mats * n] with row stride y_stride.
+// y[r, m * n + c], c < n, as BF16. Weights [experts, weights_stride] (the matrices of expert e
+// from weights[e * weights_stride + first]). y [rows, mats * n] with row stride y_stride.
 // max_active bounds num_active (the grid is sized from it).
 struct GroupedFp8GemmParams {
   const uint8_t* xq;
@@ -57,5 +62,20 @@ struct GroupedFp8GemmParams {
   int64_t y_stride;
 };
 void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream);
+
+// One plain linear: rows [0, rows) of xq times the weight w (given by value: no device tables),
+// y [rows, n] with row stride y_stride, BF16 or (y_f32) F32. Meant for rows <= ~16, where it
+// streams the weight at memory speed; it is correct for any rows.
+struct DenseFp8GemmParams {
+  const uint8_t* xq;
+  const float* xs;
+  int64_t rows, rows_padded, k_pad;
+  GroupedWeight w;
+  int64_t n, scale_stride;
+  void* y;
+  int64_t y_stride;
+  bool y_f32;
+};
+void DenseFp8Gemm(const DenseFp8GemmParams& p, cudaStream_t stream);
 
 }  // namespace dsv3::kernels

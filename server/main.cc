@@ -13,7 +13,6 @@
 
 #include "absl/synchronization/notification.h"
 #include "engine/backend/backend_factory.h"
-#include "engine/backend/cpu/cpu_backend.h"
 #include "engine/model_group.h"
 #include "server/model_loader.h"
 #include "server/server.h"
@@ -67,10 +66,6 @@ int main(int argc, char** argv) {
 
   // The rank group first, on this (the main) thread and before gRPC starts its threads: rank 0
   // of a --tp launch forks its workers here, and they die with this thread.
-  if (absl::Status st = dsv3::CheckDeviceParallelism(options.device, options.tp); !st.ok()) {
-    spdlog::error("{}", std::string(st.message()));
-    return 2;
-  }
   auto model_dir = ResolveModelDir(options);
   if (!model_dir.ok()) {
     spdlog::error("{}", std::string(model_dir.status().message()));
@@ -100,8 +95,9 @@ int main(int argc, char** argv) {
   group_ptr.store(group->get());
   if ((*group)->is_worker()) {
     // Workers hold a shard and run rank 0's plans: no gRPC, no metrics, no tokenizer.
-    dsv3::CpuBackend backend(options.threads);
-    absl::Status st = (*group)->Load(*model_dir, backend);
+    auto backend = dsv3::MakeBackend(options.device, options.threads, (*group)->local_rank());
+    absl::Status st = backend.status();
+    if (st.ok()) st = (*group)->Load(*model_dir, *std::move(backend));
     if (st.ok()) st = (*group)->RunWorker();
     if (!st.ok()) spdlog::error("{}", std::string(st.message()));
     return st.ok() ? 0 : 1;

@@ -42,10 +42,10 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const ServerOptions& o,
         loaded->model_dir);
   }
 
-  auto backend = MakeBackend(o.device, o.threads, /*local_rank=*/0);
+  auto backend = MakeBackend(o.device, o.threads, group.local_rank());
   if (!backend.ok()) return backend.status();
-  loaded->backend = *std::move(backend);
-  if (absl::Status s = group.Load(loaded->model_dir, *loaded->backend); !s.ok()) return s;
+  if (absl::Status s = group.Load(loaded->model_dir, *std::move(backend)); !s.ok()) return s;
+  loaded->backend = &group.backend();
   loaded->model = &group.model();
   loaded->tensor_parallel_size = group.world_size();
 

@@ -50,7 +50,8 @@ ParsedFlags ParseServerFlags(int argc, char** argv) {
   app.add_option("--threads", o.threads, "CPU backend threads (0: all)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--device", o.device,
-                 "backend: cpu, or cuda (GPU 0; builds with the CUDA backend; --tp 1 only)")
+                 "backend: cpu, or cuda (GPU LOCAL_RANK, or one GPU per rank with --tp; builds "
+                 "with the CUDA backend)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));

@@ -25,7 +25,7 @@ struct LoadedModel {
   std::string model_dir;
   bool is_smoke_model = false;
   int tensor_parallel_size = 1;
-  std::unique_ptr<Backend> backend;
+  Backend* backend = nullptr;            // owned by the ModelGroup
   DeepseekV3Model* model = nullptr;      // owned by the ModelGroup
   std::unique_ptr<Tokenizer> tokenizer;  // null: token-id requests only
   std::unique_ptr<Engine> engine;

@@ -40,14 +40,4 @@ inline absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const std::string& d
   return absl::InvalidArgumentError("--device must be cpu or cuda, not '" + device + "'");
 }
 
-// Tensor parallelism on the GPU (NCCL between CUDA backends) is not wired yet.
-inline absl::Status CheckDeviceParallelism(const std::string& device, int tp) {
-  if (device == "cuda" && tp > 1) {
-    return absl::UnimplementedError(
-        "--device cuda with --tp > 1 is not yet supported (tensor parallelism runs on the CPU "
-        "backend only for now)");
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace dsv3

@@ -60,10 +60,11 @@ absl::StatusOr<std::unique_ptr<DeepseekV3Model>> DeepseekV3Model::Load(
 }
 
 absl::StatusOr<std::unique_ptr<DeepseekV3Model>> DeepseekV3Model::Random(
-    const ModelConfig& config, Backend& backend, uint64_t seed) {
-  std::unique_ptr<DeepseekV3Model> model(
-      new DeepseekV3Model(config, backend, SingleRankCommunicator::Instance()));
-  DSV3_ASSIGN_OR_RETURN(model->weights_, ModelWeights::Random(model->config_, backend, seed));
+    const ModelConfig& config, Backend& backend, uint64_t seed, Communicator& comm) {
+  std::unique_ptr<DeepseekV3Model> model(new DeepseekV3Model(config, backend, comm));
+  const Shard shard{comm.rank(), comm.world_size()};
+  DSV3_ASSIGN_OR_RETURN(model->weights_,
+                        ModelWeights::Random(model->config_, backend, seed, shard));
   model->rope_ = RopeTable::FromConfig(model->config_);
   return model;
 }

@@ -34,9 +34,11 @@ class DeepseekV3Model {
                                                                Communicator& comm);
 
   // A model of `config`'s shapes with random weights made by the backend (FP8 where the config
-  // says so), for benchmarks at full size without a checkpoint.
-  static absl::StatusOr<std::unique_ptr<DeepseekV3Model>> Random(const ModelConfig& config,
-                                                                 Backend& backend, uint64_t seed);
+  // says so), for benchmarks at full size without a checkpoint. With `comm`, rank comm.rank()'s
+  // shard of those shapes (the values differ from rank to rank: timing only).
+  static absl::StatusOr<std::unique_ptr<DeepseekV3Model>> Random(
+      const ModelConfig& config, Backend& backend, uint64_t seed,
+      Communicator& comm = SingleRankCommunicator::Instance());
 
   const ModelConfig& config() const { return config_; }
   Backend& backend() { return backend_; }

@@ -163,11 +163,12 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const Checkpoin
 
 absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Random(const ModelConfig& config,
                                                                   Backend& backend,
-                                                                  uint64_t seed) {
+                                                                  uint64_t seed,
+                                                                  const Shard& shard) {
+  DSV3_RETURN_IF_ERROR(shard.Validate(config));
   auto w = std::make_unique<ModelWeights>();
   uint64_t next_seed = seed;
   const bool fp8 = config.quantization.has_value() && config.quantization->fp8;
-  const Shard shard;  // one rank holds everything
   Loader loader(
       [&](const std::string& prefix, int64_t n, int64_t k, const Slice2D& slice) {
         n = (slice.row_end < 0 ? n : slice.row_end) - slice.row_begin;

@@ -68,9 +68,11 @@ struct ModelWeights {
                                                            const ModelConfig& config,
                                                            Backend& backend,
                                                            const Shard& shard = {});
-  // Weights of `config`'s shapes made by backend.MakeRandomLinear / MakeRandomDense.
+  // Weights of `config`'s shapes (this rank's slices of them) made by backend.MakeRandomLinear /
+  // MakeRandomDense.
   static absl::StatusOr<std::unique_ptr<ModelWeights>> Random(const ModelConfig& config,
-                                                             Backend& backend, uint64_t seed);
+                                                             Backend& backend, uint64_t seed,
+                                                             const Shard& shard = {});
 };
 
 }  // namespace dsv3

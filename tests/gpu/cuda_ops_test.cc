@@ -310,12 +310,18 @@ class CudaMlaTest : public CudaOpsTest, public ::testing::WithParamInterface<Mla
 TEST_P(CudaMlaTest, WriteKvCacheAndAttentionMatchCpuInEveryMode) {
   const MlaShape s = GetParam();
   const int64_t kv_dim = s.lora + s.rope, qk = s.nope + s.rope;
+  // 20 one-token sequences (contexts 150..299) with a 70-token prefill chunk after 30 cached
+  // positions: both forms attend by GEMMs in kAuto (cuda_attention_gemm.cc).
+  std::vector<std::pair<int32_t, int32_t>> gemm_batch = {{30, 70}};
+  for (int32_t i = 0; i < 20; ++i) gemm_batch.push_back({150 + (i * 37) % 150, 1});
   const std::vector<std::vector<std::pair<int32_t, int32_t>>> batches = {
       {{0, 1}},                               // first token
       {{0, 3}},                               // short prefill
       {{17, 1}, {40, 1}, {5, 1}},             // decode
       {{0, 37}, {20, 1}, {16, 5}, {63, 1}},   // mixed prefill chunks and decode
       {{300, 1}, {1000, 1}, {129, 1}},        // long decode: keys split over blocks
+      {{0, 100}, {64, 90}},                   // long prefills: naive form by GEMMs
+      gemm_batch,
   };
   Fp8Weight wkvb = RandomFp8(s.heads * (s.nope + s.v), s.lora, rng_);
   std::vector<Tensor> cpu_store, gpu_store;

@@ -1,10 +1,13 @@
-// dsv3-bench: DeepSeek-V3 layers at their real sizes with random FP8 weights on one GPU.
+// dsv3-bench: DeepSeek-V3 layers at their real sizes with random FP8 weights on one GPU (or
+// sharded over --tp GPUs).
 // Reports per-layer decode time at several batch sizes (every sequence at the same context),
 // each MoE layer's HBM floor (the bytes a decode step must read over the copy bandwidth
 // measured in the same run), prefill throughput, and per-kernel GB/s and TFLOP/s of the FP8
 // linear layers. Markdown tables on stdout (docs/perf/h200.md collects them).
 #include <algorithm>
 #include <cstdio>
+#include <future>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -17,6 +20,9 @@
 #include "absl/strings/str_join.h"
 #include "engine/backend/cuda/cuda_backend.h"
 #include "engine/model/model.h"
+#include "engine/parallel/gloo_communicator.h"
+#include "engine/parallel/nccl/nccl_communicator.h"
+#include "engine/parallel/tcp_store.h"
 #include "kernels/elementwise.cuh"
 
 namespace dsv3 {
@@ -29,6 +35,7 @@ struct Args {
   std::vector<int> batches = {1, 8, 32, 128};
   int prefill_tokens = 4096;
   int iters = 5;
+  int tp = 1;
 };
 
 std::string V3ConfigJson(const Args& a) {
@@ -81,13 +88,9 @@ double CopyBandwidth(cudaStream_t stream) {
 // Bytes of FP8 weights with their block scales.
 double Fp8Bytes(double n, double k) { return n * k + (n / 128) * (k / 128) * 4; }
 
-int Run(const Args& args) {
-  auto gpu_or = CudaBackend::Create({});
-  if (!gpu_or.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(gpu_or.status().message()).c_str());
-    return 1;
-  }
-  CudaBackend& gpu = **gpu_or;
+// One rank's whole benchmark. Every rank runs the same steps (the model's collectives meet
+// inside Forward); `out` gets the tables (rank 0's; the others write to /dev/null).
+int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* out) {
   auto config = ModelConfig::FromJson(V3ConfigJson(args), "bench config");
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
@@ -100,10 +103,11 @@ int Run(const Args& args) {
   cudaDriverGetVersion(&driver);
   cudaRuntimeGetVersion(&runtime);
   const double copy_bw = CopyBandwidth(gpu.stream());
-  std::printf("device: %s, driver API %d, runtime %d, copy bandwidth %.2f TB/s\n", prop.name,
-              driver, runtime, copy_bw / 1e12);
+  std::fprintf(out, "device: %s, driver API %d, runtime %d, copy bandwidth %.2f TB/s, "
+               "tensor parallel %d\n", prop.name, driver, runtime, copy_bw / 1e12,
+               comm.world_size());
 
-  auto model_or = DeepseekV3Model::Random(c, gpu, 1234);
+  auto model_or = DeepseekV3Model::Random(c, gpu, 1234, comm);
   if (!model_or.ok()) {
     std::fprintf(stderr, "%s\n", std::string(model_or.status().message()).c_str());
     return 1;
@@ -124,14 +128,19 @@ int Run(const Args& args) {
 
   // Weight bytes a decode step reads per MoE layer, besides the routed experts.
   const double h = 7168, q_lora = 1536, nh = 128;
+  // With tensor parallelism each rank holds q_a and kv_a whole, 1/tp of q_b, kv_b, o_proj and
+  // the shared expert, and its own experts (the active ones are counted on this rank).
+  const double tp = comm.world_size();
   const double attn_bytes = Fp8Bytes(q_lora, h) + Fp8Bytes(nh * 192, q_lora) +
                             Fp8Bytes(576, h) + Fp8Bytes(nh * 256, 512) + Fp8Bytes(h, nh * 128);
+  const double rank_attn_bytes = Fp8Bytes(q_lora, h) + Fp8Bytes(576, h) +
+                                 (attn_bytes - Fp8Bytes(q_lora, h) - Fp8Bytes(576, h)) / tp;
   const double expert_bytes = 3 * Fp8Bytes(2048, h);
   const double router_bytes = 256 * h * 2;
 
-  std::printf("\n## Decode, context %d (ms per layer, median of %d steps)\n\n", args.context,
+  std::fprintf(out, "\n## Decode, context %d (ms per layer, median of %d steps)\n\n", args.context,
               args.iters);
-  std::printf("| batch | dense layer | MoE layer | active experts | HBM floor (MoE) | MoE / floor |"
+  std::fprintf(out, "| batch | dense layer | MoE layer | active experts | HBM floor (MoE) | MoE / floor |"
               " step (all layers + head) |\n|---|---|---|---|---|---|---|\n");
   for (int b : args.batches) {
     ForwardBatch fb;
@@ -172,10 +181,11 @@ int Run(const Args& args) {
     for (int64_t a : active) mean_active += static_cast<double>(a) / active.size();
     const double kv_bytes = static_cast<double>(b) * (args.context + 1) * 576 * 2;
     const double floor_ms =
-        (attn_bytes + router_bytes + expert_bytes * (1 + mean_active) + kv_bytes) / copy_bw * 1e3;
-    std::printf("| %d | %.3f | %.3f | %.1f | %.3f | %.2fx | %.3f |\n", b, dense, moe, mean_active,
+        (rank_attn_bytes + router_bytes + expert_bytes * (1 / tp + mean_active) + kv_bytes) /
+        copy_bw * 1e3;
+    std::fprintf(out, "| %d | %.3f | %.3f | %.1f | %.3f | %.2fx | %.3f |\n", b, dense, moe, mean_active,
                 floor_ms, moe / floor_ms, Median(step_ms));
-    std::fflush(stdout);
+    std::fflush(out);
   }
 
   // Prefill: one sequence of prefill_tokens tokens.
@@ -204,13 +214,14 @@ int Run(const Args& args) {
                               2 * t * 512 * nh * 256 /* K/V up-projection */ +
                               2 * (t * t / 2) * nh * (192 + 128);
     const double moe_flops = 2 * t * 9 * 3 * h * 2048 + 2 * t * 256 * h;
-    std::printf("\n## Prefill, %d tokens (one sequence)\n\n| MoE layer ms | tokens/s per MoE layer |"
+    std::fprintf(out, "\n## Prefill, %d tokens (one sequence)\n\n| MoE layer ms | tokens/s per MoE layer |"
                 " effective TFLOP/s (attention + MoE) |\n|---|---|---|\n| %.2f | %.0f | %.1f |\n",
                 n, moe, t / (moe * 1e-3), (attn_flops + moe_flops) / (moe * 1e-3) / 1e12);
   }
 
+  if (comm.rank() != 0) return 0;
   // Per kernel: the FP8 linear layers of a layer at decode and prefill sizes.
-  std::printf("\n## FP8 linear (cuBLASLt block scaling, with activation quantization)\n\n"
+  std::fprintf(out, "\n## FP8 linear (cuBLASLt block scaling, with activation quantization)\n\n"
               "| N x K | M | us | GB/s | TFLOP/s |\n|---|---|---|---|---|\n");
   const std::pair<int64_t, int64_t> shapes[] = {{1536, 7168}, {24576, 1536}, {576, 7168},
                                                 {7168, 16384}, {2048, 7168}, {7168, 2048}};
@@ -239,11 +250,56 @@ int Run(const Args& args) {
       cudaEventDestroy(e1);
       const double sec = Median(ms) * 1e-3;
       const double bytes = Fp8Bytes(n, k) + m * k * 2.0 + m * n * 2.0;
-      std::printf("| %ld x %ld | %ld | %.1f | %.0f | %.1f |\n", n, k, m, sec * 1e6, bytes / sec / 1e9,
+      std::fprintf(out, "| %ld x %ld | %ld | %.1f | %.0f | %.1f |\n", n, k, m, sec * 1e6, bytes / sec / 1e9,
                   2.0 * m * n * k / sec / 1e12);
     }
   }
   return 0;
+}
+
+// --tp N: N ranks as threads of this process, rank r on GPU r, joined by gloo (control) and NCCL
+// (the model's collectives) as in a --tp launch of the server.
+int Run(const Args& args) {
+  std::vector<int> rc(args.tp, 1);
+  std::promise<int> port;
+  std::shared_future<int> port_future = port.get_future().share();
+  auto rank_main = [&](int rank) {
+    bool port_sent = false;  // rank 0: the others wait for the store's port, or for -1
+    auto fail = [&](const absl::Status& s) {
+      std::fprintf(stderr, "rank %d: %s\n", rank, std::string(s.message()).c_str());
+      if (rank == 0 && !port_sent) port.set_value(-1);
+    };
+    CudaBackend::Options options;
+    options.device = rank;
+    auto gpu = CudaBackend::Create(options);
+    if (!gpu.ok()) return fail(gpu.status());
+    if (args.tp == 1) {
+      rc[rank] = RunRank(args, **gpu, SingleRankCommunicator::Instance(), stdout);
+      return;
+    }
+    const int master_port = rank == 0 ? 0 : port_future.get();
+    if (master_port < 0) return;
+    auto store = TcpStore::Create({.host = "127.0.0.1", .port = master_port, .is_server = rank == 0});
+    if (!store.ok()) return fail(store.status());
+    if (rank == 0) {
+      port.set_value((*store)->port());
+      port_sent = true;
+    }
+    auto host = GlooCommunicator::Create(**store, {.rank = rank, .world_size = args.tp,
+                                                    .timeout = absl::Minutes(10)});
+    if (!host.ok()) return fail(host.status());
+    auto nccl = CreateNcclCommunicator(store->get(), **host,
+                                       {.local_rank = rank, .cuda_stream = (*gpu)->stream()});
+    if (!nccl.ok()) return fail(nccl.status());
+    std::FILE* out = rank == 0 ? stdout : std::fopen("/dev/null", "w");
+    rc[rank] = RunRank(args, **gpu, **nccl, out);
+    if (rank != 0) std::fclose(out);
+    (*host)->Barrier().IgnoreError();  // no rank tears NCCL down while another still runs
+  };
+  std::vector<std::thread> threads;
+  for (int r = 0; r < args.tp; ++r) threads.emplace_back(rank_main, r);
+  for (auto& t : threads) t.join();
+  return *std::max_element(rc.begin(), rc.end());
 }
 
 }  // namespace
@@ -260,6 +316,8 @@ int main(int argc, char** argv) {
   app.add_option("--batches", args.batches, "decode batch sizes");
   app.add_option("--prefill-tokens", args.prefill_tokens, "prefill length");
   app.add_option("--iters", args.iters, "timed decode steps per batch size");
+  app.add_option("--tp", args.tp, "tensor-parallel ranks (threads, one GPU each)")
+      ->check(CLI::Range(1, 8));
   CLI11_PARSE(app, argc, argv);
   return dsv3::Run(args);
 #else

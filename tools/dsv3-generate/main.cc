@@ -215,15 +215,6 @@ int Generate(Options opt, ModelGroup& group) {
 }
 
 int Run(Options opt) {
-  if (absl::Status s = CheckDeviceParallelism(opt.device, opt.tp); !s.ok()) {
-    spdlog::error("{}", std::string(s.message()));
-    return 2;
-  }
-  auto backend = MakeBackend(opt.device, opt.threads, /*local_rank=*/0);
-  if (!backend.ok()) {
-    spdlog::error("{}", std::string(backend.status().message()));
-    return 1;
-  }
   // The failure handler's thread may outlive this frame (it ends the process), so the group it
   // reaches lives in a static.
   static std::atomic<ModelGroup*> group_ptr{nullptr};
@@ -246,7 +237,13 @@ int Run(Options opt) {
     return 1;
   }
   group_ptr.store(group->get());
-  if (absl::Status s = (*group)->Load(opt.model, **backend); !s.ok()) {
+  // After Start: a spawned worker learns its GPU (LOCAL_RANK) there.
+  auto backend = MakeBackend(opt.device, opt.threads, (*group)->local_rank());
+  if (!backend.ok()) {
+    spdlog::error("{}", std::string(backend.status().message()));
+    return 1;
+  }
+  if (absl::Status s = (*group)->Load(opt.model, *std::move(backend)); !s.ok()) {
     spdlog::error("{}", std::string(s.message()));
     return 1;
   }
@@ -277,7 +274,9 @@ int main(int argc, char** argv) {
   app.add_option("--logits-out", opt.logits_out,
                  "write the prompt's logits [T, V] as float32 .npy (one prompt only)");
   app.add_option("--threads", opt.threads, "CPU threads (0: all)");
-  app.add_option("--device", opt.device, "backend: cpu, or cuda (GPU 0; builds with the CUDA backend)")
+  app.add_option("--device", opt.device,
+                 "backend: cpu, or cuda (GPU LOCAL_RANK, or one GPU per rank with --tp; builds "
+                 "with the CUDA backend)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--mla-mode", opt.mla_mode, "MLA form for --logits-out: auto, naive or absorbed")
       ->check(CLI::IsMember({"auto", "naive", "absorbed"}));

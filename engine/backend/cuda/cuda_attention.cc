@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "engine/backend/cuda/cuda_backend.h"
+#include "kernels/attention_gemm.cuh"
 #include "kernels/elementwise.cuh"
 #include "kernels/launch_check.h"
 #include "kernels/mla.cuh"
@@ -12,6 +13,10 @@
 namespace dsv3 {
 
 namespace {
+
+// Prefill steps with at least this many naive-form tokens attend by GEMMs (tensor cores); fewer
+// take the scalar kernel, whose launch is cheaper.
+constexpr int64_t kPrefillGemmMinTokens = 64;
 
 bool UsesNaive(MlaMode mode, const AttentionBatch::Sequence& seq) {
   return mode == MlaMode::kNaive || (mode == MlaMode::kAuto && seq.num_tokens > 1);
@@ -47,11 +52,19 @@ const CudaBackend::StepPlan::Form& CudaBackend::FormFor(StepPlan& plan,
   if (form.ready) return form;
   std::vector<int32_t> rows, slots;
   std::vector<kernels::MlaSequence> seqs(batch.sequences.size());
+  std::vector<kernels::MlaGemmItem> items;
   for (size_t s = 0; s < batch.sequences.size(); ++s) {
     const auto& seq = batch.sequences[s];
     seqs[s] = {seq.token_begin, seq.context_begin, plan.table_offsets[s], -1};
     if (UsesNaive(mode, seq) != naive) continue;
     for (int32_t i = 0; i < seq.num_tokens; ++i) rows.push_back(seq.token_begin + i);
+    const int32_t context = seq.context_begin + seq.num_tokens;
+    form.host_sequences.push_back({seq.token_begin, seq.num_tokens, seq.context_begin,
+                                   naive ? static_cast<int32_t>(slots.size()) : -1});
+    items.push_back({seq.token_begin, plan.table_offsets[s], context, 0});
+    form.max_context = std::max<int64_t>(form.max_context, context);
+    form.total_context += context;
+    form.single_token = form.single_token && seq.num_tokens == 1;
     if (naive) {
       seqs[s].dense_offset = static_cast<int32_t>(slots.size());
       const int32_t ctx = seq.context_begin + seq.num_tokens;
@@ -67,6 +80,10 @@ const CudaBackend::StepPlan::Form& CudaBackend::FormFor(StepPlan& plan,
   form.sequences = UploadBytes(seqs.data(), DType::kI32,
                                {static_cast<int64_t>(seqs.size()), 4});
   form.context_slots = UploadBytes(slots.data(), DType::kI32, {form.context_rows});
+  if (!naive) {
+    form.gemm_items = UploadBytes(items.data(), DType::kI32,
+                                  {static_cast<int64_t>(items.size()), 4});
+  }
   form.ready = true;
   return form;
 }
@@ -130,15 +147,20 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
     a.out = o_lat.view().data;
     a.out_token_stride = nh * lora;
     a.out_head_stride = lora;
-    a.splits = KeySplits(batch, p.mode, absorbed.tokens, nh);
-    Tensor partial;  // [tokens, nh, splits, 2 + lora] F32
-    if (a.splits > 1) {
-      partial = Tensor(allocator(), DType::kF32, {absorbed.tokens * nh * a.splits * (2 + lora)});
-      a.partial = partial.ptr<float>();
+    if (DecodeByGemm(absorbed)) {
+      MlaDecodeByGemm(q, q_lat, cache, plan, absorbed, batch.block_size, p, o_lat);
+    } else {
+      a.splits = KeySplits(batch, p.mode, absorbed.tokens, nh);
+      Tensor partial;  // [tokens, nh, splits, 2 + lora] F32
+      if (a.splits > 1) {
+        partial =
+            Tensor(allocator(), DType::kF32, {absorbed.tokens * nh * a.splits * (2 + lora)});
+        a.partial = partial.ptr<float>();
+      }
+      kernels::MlaAttention(a, stream_);
+      a.splits = 1;  // the naive form below attends each token in one block
+      a.partial = nullptr;
     }
-    kernels::MlaAttention(a, stream_);
-    a.splits = 1;  // the naive form below attends each token in one block
-    a.partial = nullptr;
 
     // out_h^T [v, T] = W_UV_h [v, lora] o_lat_h^T. Rows of tokens the naive form handles get
     // overwritten below.
@@ -181,6 +203,10 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
     up.d = kv.view().data;
     up.ldd = nh * head_rows;
     Check(gemm_->Bf16(up), "MLA K/V up-projection");
+    if (naive.tokens >= kPrefillGemmMinTokens) {
+      MlaPrefillByGemm(q, kv, latents, naive, p, out);
+      return;
+    }
 
     a.q_a = q.data;
     a.q_a_token_stride = q.strides[0];

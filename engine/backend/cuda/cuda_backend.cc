@@ -144,34 +144,14 @@ absl::StatusOr<LinearWeight> CudaBackend::MakeLinear(const TensorView& weight,
     return absl::InvalidArgumentError("MakeLinear: weight must be a contiguous 2-D host tensor");
   }
   const int64_t n = weight.dim(0), k = weight.dim(1);
-  LinearWeight w;
   if (weight.dtype == DType::kF8E4M3) {
     const int64_t blocks = ((n + 127) / 128) * ((k + 127) / 128);
     if (scale_inv.empty() || scale_inv.dtype != DType::kF32 || scale_inv.numel() != blocks) {
       return absl::InvalidArgumentError(absl::StrCat(
           "MakeLinear: FP8 weight [", n, ", ", k, "] needs ", blocks, " F32 block scales"));
     }
-    // Padded to cuBLASLt's operand sizes (zeros): K by Fp8PaddedK, N to 64 rows; the scales'
-    // rows to K's blocks (padding scales 1).
-    const int64_t n_pad = RoundUp(n, 64), k_pad = Fp8PaddedK(k);
-    const int64_t nb = (n + 127) / 128, kb = (k + 127) / 128, kb_pad = k_pad / 128;
-    Tensor t(allocator(), DType::kF8E4M3, {n_pad, k_pad});
-    DSV3_CUDA_CHECK(cudaMemsetAsync(t.view().data, 0, n_pad * k_pad, stream_));
-    DSV3_CUDA_CHECK(cudaMemcpy2DAsync(t.view().data, k_pad, weight.data, k, k, n,
-                                      cudaMemcpyHostToDevice, stream_));
-    std::vector<float> scales(nb * kb_pad, 1.0f);
-    for (int64_t r = 0; r < nb; ++r) {
-      std::memcpy(&scales[r * kb_pad], scale_inv.ptr<float>() + r * kb, kb * sizeof(float));
-    }
-    Tensor s = UploadBytes(scales.data(), DType::kF32, {nb, kb_pad});
-    w.weight = t.view();
-    w.weight.shape = {n, k, 0, 0};
-    w.weight.strides = {k_pad, 1, 0, 0};
-    w.scale_inv = s.view();
-    w.scale_inv.shape = {nb, kb, 0, 0};
-    storage.push_back(std::move(t));
-    storage.push_back(std::move(s));
-    return w;
+    return UploadFp8Linear(weight.ptr<uint8_t>(), k, n, k, scale_inv.ptr<float>(),
+                           (k + 127) / 128, storage);
   }
   std::vector<uint16_t> bf16;
   const void* src = weight.data;
@@ -182,6 +162,7 @@ absl::StatusOr<LinearWeight> CudaBackend::MakeLinear(const TensorView& weight,
   } else if (weight.dtype != DType::kBF16) {
     return absl::InvalidArgumentError("MakeLinear: weight must be F8_E4M3, BF16 or F32");
   }
+  LinearWeight w;
   Tensor t = UploadBytes(src, DType::kBF16, {n, k});
   // The host buffer may die now: wait for the copy out of it.
   DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -190,32 +171,69 @@ absl::StatusOr<LinearWeight> CudaBackend::MakeLinear(const TensorView& weight,
   return w;
 }
 
+LinearWeight CudaBackend::UploadFp8Linear(const uint8_t* weight, int64_t weight_pitch, int64_t n,
+                                          int64_t k, const float* scales, int64_t scale_pitch,
+                                          std::vector<Tensor>& storage) {
+  // Padded to cuBLASLt's operand sizes (zeros): K by Fp8PaddedK, N to 64 rows; the scales'
+  // rows to K's blocks (padding scales 1).
+  const int64_t n_pad = RoundUp(n, 64), k_pad = Fp8PaddedK(k);
+  const int64_t nb = (n + 127) / 128, kb = (k + 127) / 128, kb_pad = k_pad / 128;
+  Tensor t(allocator(), DType::kF8E4M3, {n_pad, k_pad});
+  DSV3_CUDA_CHECK(cudaMemsetAsync(t.view().data, 0, n_pad * k_pad, stream_));
+  DSV3_CUDA_CHECK(cudaMemcpy2DAsync(t.view().data, k_pad, weight, weight_pitch, k, n,
+                                    cudaMemcpyHostToDevice, stream_));
+  std::vector<float> padded(nb * kb_pad, 1.0f);
+  for (int64_t r = 0; r < nb; ++r) {
+    std::memcpy(&padded[r * kb_pad], scales + r * scale_pitch, kb * sizeof(float));
+  }
+  Tensor s = UploadBytes(padded.data(), DType::kF32, {nb, kb_pad});
+  // `padded` (and the caller's host memory) may die now: wait for the copies out of them.
+  DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  LinearWeight w;
+  w.weight = t.view();
+  w.weight.shape = {n, k, 0, 0};
+  w.weight.strides = {k_pad, 1, 0, 0};
+  w.scale_inv = s.view();
+  w.scale_inv.shape = {nb, kb, 0, 0};
+  storage.push_back(std::move(t));
+  storage.push_back(std::move(s));
+  return w;
+}
+
 absl::StatusOr<LinearWeight> CudaBackend::LoadLinear(const Checkpoint& ckpt,
                                                      const std::string& prefix, int64_t n,
                                                      int64_t k, const Slice2D& slice,
                                                      std::vector<Tensor>& storage) {
-  if (slice.row_begin != 0 || slice.col_begin != 0 || (slice.row_end >= 0 && slice.row_end != n) ||
-      (slice.col_end >= 0 && slice.col_end != k)) {
-    return absl::UnimplementedError(
-        absl::StrCat(prefix, ": the CUDA backend loads whole weights only (no tensor parallel yet)"));
-  }
+  const int64_t row_end = slice.row_end < 0 ? n : slice.row_end;
+  const int64_t col_end = slice.col_end < 0 ? k : slice.col_end;
+  const int64_t rows = row_end - slice.row_begin, cols = col_end - slice.col_begin;
   auto raw = ckpt.Get(prefix + ".weight");
   if (!raw.ok()) return raw.status();
-  if (raw->dtype == DType::kF8E4M3) {
+  // An FP8 slice keeps its checkpoint blocks when it starts on a block boundary (tensor
+  // parallel slices of V3's weights all do): rows [r0, r1) use scale rows [r0/128, ceil(r1/128)).
+  const bool block_aligned = slice.row_begin % 128 == 0 && slice.col_begin % 128 == 0;
+  if (raw->dtype == DType::kF8E4M3 && block_aligned) {
     const int64_t shape[] = {n, k};
     const int64_t scale_shape[] = {(n + 127) / 128, (k + 127) / 128};
     auto w = ckpt.Get(prefix + ".weight", shape, {DType::kF8E4M3});
     if (!w.ok()) return w.status();
     auto s = ckpt.Get(prefix + ".weight_scale_inv", scale_shape, {DType::kF32});
     if (!s.ok()) return s.status();
-    auto result = MakeLinear(*w, *s, storage);
-    DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));  // copies out of the mmap finished
-    return result;
+    if (rows <= 0 || cols <= 0 || row_end > n || col_end > k) {
+      return absl::InvalidArgumentError(absl::StrCat(prefix, ": slice rows [", slice.row_begin,
+                                                     ", ", row_end, ") cols [", slice.col_begin,
+                                                     ", ", col_end, ") of [", n, ", ", k, "]"));
+    }
+    const uint8_t* first = w->ptr<uint8_t>() + slice.row_begin * k + slice.col_begin;
+    const float* first_scale =
+        s->ptr<float>() + (slice.row_begin / 128) * scale_shape[1] + slice.col_begin / 128;
+    return UploadFp8Linear(first, k, rows, cols, first_scale, scale_shape[1], storage);
   }
+  // BF16 checkpoints, and FP8 slices that cut through scale blocks: dequantized to BF16.
   auto values = ckpt.LoadLinearF32(prefix, n, k, slice);
   if (!values.ok()) return values.status();
-  return MakeLinear(TensorView::Contiguous(values->data(), DType::kF32, {n, k}), TensorView(),
-                    storage);
+  return MakeLinear(TensorView::Contiguous(values->data(), DType::kF32, {rows, cols}),
+                    TensorView(), storage);
 }
 
 absl::StatusOr<TensorView> CudaBackend::LoadDense(const Checkpoint& ckpt, const std::string& name,
@@ -335,7 +353,12 @@ void CudaBackend::BuildPlan(const AttentionBatch& batch, StepPlan& plan) {
       UploadBytes(tables.data(), DType::kI32, {static_cast<int64_t>(tables.size())});
 }
 
-void CudaBackend::BeginStep(const AttentionBatch& batch) { BuildPlan(batch, plan_); }
+void CudaBackend::BeginStep(const AttentionBatch& batch) {
+  // Steps may run on another thread than the one that made the backend (the engine's loop),
+  // and kernel launches go to the calling thread's current device.
+  DSV3_CUDA_CHECK(cudaSetDevice(options_.device));
+  BuildPlan(batch, plan_);
+}
 
 const CudaBackend::StepPlan& CudaBackend::PlanFor(const AttentionBatch& batch) {
   if (plan_.batch == &batch && plan_.positions_host == batch.positions.data()) return plan_;

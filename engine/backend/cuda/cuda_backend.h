@@ -123,6 +123,16 @@ class CudaBackend final : public Backend {
       Tensor sequences;         // kernels::MlaSequence per sequence
       Tensor context_slots;     // naive: cache slots of every context row, I32
       int64_t context_rows = 0;
+      // The form's sequences on the host (naive: attention by GEMMs walks them).
+      struct HostSequence {
+        int32_t token_begin, num_tokens, context_begin, dense_offset;
+      };
+      std::vector<HostSequence> host_sequences;
+      // Absorbed form: one kernels::MlaGemmItem per sequence (decode by GEMMs), the longest
+      // context, the sum of contexts, and whether every sequence has one new token.
+      Tensor gemm_items;
+      int64_t max_context = 0, total_context = 0;
+      bool single_token = true;
     };
     std::map<std::pair<int, bool>, Form> forms;  // (mode, naive) -> form
   };
@@ -136,6 +146,22 @@ class CudaBackend final : public Backend {
                                 bool naive);
   const int32_t* DevicePositions(std::span<const int32_t> positions, Tensor& scratch);
   const float* DeviceInvFreq(const RopeParams& rope);
+  // An FP8 weight [n, k] (rows weight_pitch bytes apart) with its block scales [ceil(n/128),
+  // ceil(k/128)] (rows scale_pitch floats apart), both in host memory, padded and uploaded.
+  LinearWeight UploadFp8Linear(const uint8_t* weight, int64_t weight_pitch, int64_t n, int64_t k,
+                               const float* scales, int64_t scale_pitch,
+                               std::vector<Tensor>& storage);
+  // MLA attention by cuBLASLt GEMMs (cuda_attention_gemm.cc). Decode: the absorbed form of
+  // `form`'s one-token sequences, q [T, nh, nope + rope] (q_pe rotated), q_lat [T, nh * lora],
+  // o_lat [T, nh * lora] (rows of the form's tokens written). Prefill: the naive form, kv
+  // [context_rows, nh * (nope + v)] and latents [context_rows, lora + rope] of the form's
+  // context rows, out [T, nh * v].
+  static bool DecodeByGemm(const StepPlan::Form& form);
+  void MlaDecodeByGemm(const TensorView& q, const TensorView& q_lat, const TensorView& cache,
+                       const StepPlan& plan, const StepPlan::Form& form, int32_t block_size,
+                       const MlaParams& p, const TensorView& o_lat);
+  void MlaPrefillByGemm(const TensorView& q, const TensorView& kv, const TensorView& latents,
+                        const StepPlan::Form& form, const MlaParams& p, const TensorView& out);
   // The BF16 [N, K] form of a linear weight (dequantized once and cached for FP8 weights).
   TensorView Bf16Weight(const LinearWeight& w);
   // y = x W^T for a BF16 weight view [N, K].

@@ -1,15 +1,22 @@
-// Linear layers on the GPU: FP8 weights through cuBLASLt block scaling after a 1x128
-// activation quantization (SPEC section 4), BF16 weights through a plain BF16 GEMM.
+// Linear layers on the GPU: FP8 weights after a 1x128 activation quantization (SPEC section 4),
+// through the small-M tensor-core kernel for a few rows and cuBLASLt block scaling beyond, BF16
+// weights through a plain BF16 GEMM.
 #include <cstdio>
 
 #include "engine/backend/cuda/cuda_backend.h"
 #include "kernels/elementwise.cuh"
 #include "kernels/fp8_quant.cuh"
 #include "kernels/launch_check.h"
+#include "kernels/moe_grouped.cuh"
 
 namespace dsv3 {
 
 namespace {
+
+// Rows up to which an FP8 linear runs on kernels::DenseFp8Gemm instead of cuBLASLt: cuBLASLt's
+// block-scaled FP8 GEMM costs a ~30 us floor per call whatever the size (H200), while at a few
+// rows the linear is a stream of its weight, which the small-M kernel reads at memory speed.
+constexpr int64_t kSmallFp8Rows = 16;
 
 int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
@@ -65,6 +72,14 @@ void CudaBackend::Linear(const TensorView& x, const LinearWeight& w, const Tenso
   kernels::QuantizeActivations({x.data, x.strides[0], m, k, m_pad, k_pad, xq.ptr<uint8_t>(),
                                 xs.ptr<float>(), options_.ue8m0_activation_scales},
                                stream_);
+  if (m <= kSmallFp8Rows) {
+    assert((y.dtype == DType::kBF16 || y.dtype == DType::kF32) && y.strides[1] == 1);
+    kernels::DenseFp8Gemm({xq.ptr<uint8_t>(), xs.ptr<float>(), m, m_pad, k_pad,
+                           {w.weight.ptr<uint8_t>(), w.scale_inv.ptr<float>()}, n,
+                           w.scale_inv.strides[0], y.data, y.strides[0], y.dtype == DType::kF32},
+                          stream_);
+    return;
+  }
   // cuBLASLt writes [M_pad, N_pad]: straight into y when that is y's shape, else into a
   // scratch that is copied (and converted) into y.
   const bool direct = y.dtype == DType::kBF16 && m_pad == m && n_pad == n;

@@ -1,0 +1,163 @@
+// MLA attention as GEMMs on cuBLASLt's tensor cores, for the shapes where the one-warp-per-
+// (token, head) kernel of kernels/mla.cu is slowest: long prefills (naive form) and large decode
+// batches (absorbed form). Scores are F32; the probabilities are rounded to BF16 for the
+// weighted sum, as FlashAttention-style kernels do. Work is chunked (over sequences for decode,
+// over heads for prefill) so that the scratch of one chunk stays near kScratchBytes.
+#include <algorithm>
+
+#include "engine/backend/cuda/cuda_backend.h"
+#include "kernels/attention_gemm.cuh"
+#include "kernels/launch_check.h"
+
+namespace dsv3 {
+
+namespace {
+
+constexpr int64_t kScratchBytes = int64_t{1} << 30;
+// Decode steps with at least this many one-token sequences attend by GEMMs, when padding every
+// sequence to the longest context wastes at most half the work; below it the split-key kernel
+// already fills the GPU.
+constexpr int64_t kDecodeGemmMinSequences = 16;
+
+const void* Offset(const void* p, int64_t bytes) { return static_cast<const char*>(p) + bytes; }
+void* Offset(void* p, int64_t bytes) { return static_cast<char*>(p) + bytes; }
+
+}  // namespace
+
+bool CudaBackend::DecodeByGemm(const StepPlan::Form& form) {
+  const int64_t n = static_cast<int64_t>(form.host_sequences.size());
+  return form.single_token && n >= kDecodeGemmMinSequences &&
+         2 * form.total_context >= n * form.max_context;
+}
+
+void CudaBackend::MlaDecodeByGemm(const TensorView& q, const TensorView& q_lat,
+                                  const TensorView& cache, const StepPlan& plan,
+                                  const StepPlan::Form& form, int32_t block_size,
+                                  const MlaParams& p, const TensorView& o_lat) {
+  const int64_t nh = p.num_heads, lora = p.kv_lora_rank, rope = p.rope_dim;
+  const int64_t kv_dim = lora + rope, ctx = form.max_context;
+  const int64_t num_items = static_cast<int64_t>(form.host_sequences.size());
+  // Per sequence: latents [ctx, kv_dim] BF16, scores F32 and probs BF16 [nh, ctx], query and
+  // output [nh, kv_dim] BF16.
+  const int64_t per_item = ctx * (kv_dim * 2 + nh * 6) + nh * kv_dim * 4;
+  const int64_t chunk = std::clamp<int64_t>(kScratchBytes / per_item, 1, num_items);
+  const auto* items = static_cast<const kernels::MlaGemmItem*>(form.gemm_items.view().data);
+  for (int64_t i0 = 0; i0 < num_items; i0 += chunk) {
+    const int64_t n = std::min(chunk, num_items - i0);
+    Tensor latents(allocator(), DType::kBF16, {n, ctx, kv_dim});
+    kernels::GatherLatents({cache.data, kv_dim, block_size, plan.block_tables.ptr<int32_t>(),
+                            items + i0, n, ctx, latents.view().data},
+                           stream_);
+    // [q_lat | q_pe] per head: the latent rows hold [c | k_pe].
+    Tensor query(allocator(), DType::kBF16, {n, nh, kv_dim});
+    kernels::GatherQuery({q_lat.data, q_lat.strides[0], lora, lora,
+                          Offset(q.data, p.nope_dim * 2), q.strides[0], q.strides[1], rope,
+                          items + i0, n, nh, query.view().data},
+                         stream_);
+    // Per sequence, column-major: scores [ctx, nh] = latents^T [ctx, kv_dim] x query [kv_dim, nh].
+    Tensor scores(allocator(), DType::kF32, {n, nh, ctx});
+    Bf16GemmArgs s;
+    s.trans_a = true;
+    s.m = ctx;
+    s.n = nh;
+    s.k = kv_dim;
+    s.a = latents.view().data;
+    s.lda = kv_dim;
+    s.stride_a = ctx * kv_dim;
+    s.b = query.view().data;
+    s.ldb = kv_dim;
+    s.stride_b = nh * kv_dim;
+    s.d = scores.view().data;
+    s.ldd = ctx;
+    s.stride_d = nh * ctx;
+    s.d_f32 = true;
+    s.batch = static_cast<int32_t>(n);
+    Check(gemm_->Bf16(s), "MLA decode scores");
+    Tensor probs(allocator(), DType::kBF16, {n, nh, ctx});
+    kernels::MaskedSoftmax({scores.ptr<float>(), probs.view().data, n * nh, ctx,
+                            p.softmax_scale, items + i0, nh, 0, 1},
+                           stream_);
+    // out [lora, nh] = c [lora, ctx] x probs [ctx, nh] (c: the first lora columns of latents).
+    Tensor out(allocator(), DType::kBF16, {n, nh, lora});
+    Bf16GemmArgs o;
+    o.m = lora;
+    o.n = nh;
+    o.k = ctx;
+    o.a = latents.view().data;
+    o.lda = kv_dim;
+    o.stride_a = ctx * kv_dim;
+    o.b = probs.view().data;
+    o.ldb = ctx;
+    o.stride_b = nh * ctx;
+    o.d = out.view().data;
+    o.ldd = lora;
+    o.stride_d = nh * lora;
+    o.batch = static_cast<int32_t>(n);
+    Check(gemm_->Bf16(o), "MLA decode weighted sum");
+    kernels::ScatterItemRows({out.view().data, nh * lora, items + i0, n, nh * lora, o_lat.data,
+                              o_lat.strides[0]},
+                             stream_);
+  }
+}
+
+void CudaBackend::MlaPrefillByGemm(const TensorView& q, const TensorView& kv,
+                                   const TensorView& latents, const StepPlan::Form& form,
+                                   const MlaParams& p, const TensorView& out) {
+  const int64_t nh = p.num_heads, nope = p.nope_dim, rope = p.rope_dim, vd = p.v_dim;
+  const int64_t qk = nope + rope, head_rows = nope + vd, lora = p.kv_lora_rank;
+  // keys [context_rows, nh, qk]: each head's k_nope with the shared k_pe, laid out as q is.
+  Tensor keys(allocator(), DType::kBF16, {form.context_rows, nh, qk});
+  kernels::AssembleKeys({kv.data, kv.strides[0], head_rows, nope, latents.data,
+                         latents.strides[0], lora, rope, form.context_rows, nh,
+                         keys.view().data},
+                        stream_);
+  for (const StepPlan::Form::HostSequence& seq : form.host_sequences) {
+    const int64_t t = seq.num_tokens, ctx = seq.context_begin + seq.num_tokens;
+    const int64_t heads_per_chunk = std::clamp<int64_t>(kScratchBytes / (t * ctx * 6), 1, nh);
+    for (int64_t h0 = 0; h0 < nh; h0 += heads_per_chunk) {
+      const int64_t hc = std::min(heads_per_chunk, nh - h0);
+      // Per head, column-major: scores [ctx, t] = keys_h^T [ctx, qk] x q_h [qk, t].
+      Tensor scores(allocator(), DType::kF32, {hc, t, ctx});
+      Bf16GemmArgs s;
+      s.trans_a = true;
+      s.m = ctx;
+      s.n = t;
+      s.k = qk;
+      s.a = Offset(keys.view().data, ((seq.dense_offset * nh) + h0) * qk * 2);
+      s.lda = nh * qk;
+      s.stride_a = qk;
+      s.b = Offset(q.data, (seq.token_begin * q.strides[0] + h0 * q.strides[1]) * 2);
+      s.ldb = q.strides[0];
+      s.stride_b = q.strides[1];
+      s.d = scores.view().data;
+      s.ldd = ctx;
+      s.stride_d = t * ctx;
+      s.d_f32 = true;
+      s.batch = static_cast<int32_t>(hc);
+      Check(gemm_->Bf16(s), "MLA prefill scores");
+      Tensor probs(allocator(), DType::kBF16, {hc, t, ctx});
+      kernels::MaskedSoftmax({scores.ptr<float>(), probs.view().data, hc * t, ctx,
+                              p.softmax_scale, nullptr, nh, seq.context_begin, t},
+                             stream_);
+      // out_h [v, t] = V_h [v, ctx] x probs_h [ctx, t]; V_h: columns [nope, nope + v) of the
+      // head's kv rows.
+      Bf16GemmArgs o;
+      o.m = vd;
+      o.n = t;
+      o.k = ctx;
+      o.a = Offset(kv.data, (seq.dense_offset * kv.strides[0] + h0 * head_rows + nope) * 2);
+      o.lda = kv.strides[0];
+      o.stride_a = head_rows;
+      o.b = probs.view().data;
+      o.ldb = ctx;
+      o.stride_b = t * ctx;
+      o.d = Offset(out.data, (seq.token_begin * out.strides[0] + h0 * vd) * 2);
+      o.ldd = out.strides[0];
+      o.stride_d = vd;
+      o.batch = static_cast<int32_t>(hc);
+      Check(gemm_->Bf16(o), "MLA prefill weighted sum");
+    }
+  }
+}
+
+}  // namespace dsv3

@@ -1,0 +1,26 @@
+#include "engine/device_communicator.h"
+
+#if defined(DSV3_HAVE_NCCL)
+#include "engine/backend/cuda/cuda_backend.h"
+#include "engine/parallel/nccl/nccl_communicator.h"
+#endif
+
+namespace dsv3 {
+
+absl::StatusOr<std::unique_ptr<Communicator>> MakeDeviceCommunicator(Backend& backend,
+                                                                     RankGroup& group) {
+  if (backend.device() == Device::kCpu || group.world_size() == 1) return nullptr;
+#if defined(DSV3_HAVE_NCCL)
+  if (auto* cuda = dynamic_cast<CudaBackend*>(&backend)) {
+    NcclOptions options;
+    options.local_rank = group.config().local_rank;
+    options.cuda_stream = cuda->stream();
+    options.rendezvous_timeout = group.config().startup_timeout;
+    return CreateNcclCommunicator(group.store(), group.communicator(), options);
+  }
+#endif
+  return absl::UnimplementedError("tensor parallelism on the " + backend.name() +
+                                  " backend: this build has no collectives for its memory");
+}
+
+}  // namespace dsv3

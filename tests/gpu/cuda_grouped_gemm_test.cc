@@ -1,0 +1,257 @@
+// The small-M FP8 tensor-core GEMM (kernels/moe_grouped.cu) through the backend ops that use it:
+// FP8 linears of at most 16 rows (CudaBackend::Linear's dense path) and the grouped MoE experts
+// (decode-sized batches), against the CPU backend emulating the GPU's numerics (FP8 activation
+// quantization, BF16 activations; only summation order and output rounding differ, ~1e-2) and
+// against the plain F32 CPU (FP8 activations, ~6e-2). GPU outputs are poisoned (NaN) first.
+// Shapes cover ragged N (not a multiple of the kernel's 16-column tiles) and K, every K split the
+// launch picks (1 to 16 warps per column tile), token tiles past the last row, experts with no
+// rows and experts with more rows than one 32-row pass.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+#include <random>
+#include <span>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "engine/backend/cpu/cpu_backend.h"
+#include "engine/backend/cuda/cuda_backend.h"
+#include "tests/gpu/gpu_test_util.h"
+
+namespace dsv3 {
+namespace {
+
+using testing::CopyIn;
+using testing::Fp8Weight;
+using testing::Poison;
+using testing::RandomBf16;
+using testing::RandomFp8;
+using testing::RelError;
+using testing::ToHost;
+
+constexpr double kEmulatedTol = 1e-2;
+constexpr double kFp8ActTol = 6e-2;
+
+class CudaGroupedGemmTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    DSV3_SKIP_WITHOUT_GPU();
+    auto gpu = CudaBackend::Create({});
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    gpu_ = *std::move(gpu);
+  }
+  void TearDown() override {
+    if (gpu_) gpu_->Synchronize();
+  }
+
+  // Host [rows, cols] F32 and its device BF16 copy.
+  Tensor Dev(const std::vector<float>& v, int64_t rows, int64_t cols) {
+    return gpu_->Upload(
+        TensorView::Contiguous(const_cast<float*>(v.data()), DType::kF32, {rows, cols}));
+  }
+  Tensor DevEmpty(DType dtype, int64_t rows, int64_t cols) {
+    Tensor t(gpu_->allocator(), dtype, {rows, cols});
+    Poison(*gpu_, t);
+    return t;
+  }
+  static TensorView Host(std::vector<float>& v, int64_t rows, int64_t cols) {
+    return TensorView::Contiguous(v.data(), DType::kF32, {rows, cols});
+  }
+
+  // One FP8 linear [n, k] on the plain CPU, the emulating CPU and the GPU.
+  struct Linears {
+    LinearWeight cpu, emu, gpu;
+  };
+  Linears MakeLinears(int64_t n, int64_t k) {
+    Fp8Weight w = RandomFp8(n, k, rng_);
+    auto c = cpu_.MakeLinear(w.weight(), w.scale_inv(), cpu_store_);
+    auto e = emu_.MakeLinear(w.weight(), w.scale_inv(), cpu_store_);
+    auto g = gpu_->MakeLinear(w.weight(), w.scale_inv(), gpu_store_);
+    EXPECT_TRUE(c.ok() && e.ok() && g.ok());
+    return {*c, *e, *g};
+  }
+
+  CpuBackend cpu_{0};  // every core: the references dominate this test's time
+  CpuBackend emu_{
+      CpuBackendOptions{.num_threads = 0, .fp8_activations = true, .bf16_activations = true}};
+  std::unique_ptr<CudaBackend> gpu_;
+  std::vector<Tensor> cpu_store_, gpu_store_;
+  std::mt19937 rng_{2024};
+};
+
+// Every row count up to the dense path's limit that matters for the token tiles (1, a partial
+// tile, exactly one, one past, two), on ragged and DeepSeek-V3 shapes: K = 7168 splits K over 16
+// warps per column tile (unevenly: 28 pairs of k-blocks), N = 7168 with K = 2048 over 8, K <= 512
+// over 2.
+TEST_F(CudaGroupedGemmTest, SmallRowFp8LinearMatchesEmulatedCpu) {
+  const std::pair<int64_t, int64_t> shapes[] = {{200, 300}, {2048, 7168}, {576, 7168},
+                                                {7168, 2048}, {8, 100},     {200, 7168}};
+  for (auto [n, k] : shapes) {
+    const Linears w = MakeLinears(n, k);
+    for (int64_t m : {1, 3, 5, 8, 9, 16}) {
+      auto x = RandomBf16(m * k, rng_, 2.0f);
+      std::vector<float> want(m * n), emulated(m * n);
+      cpu_.Linear(Host(x, m, k), w.cpu, Host(want, m, n));
+      emu_.Linear(Host(x, m, k), w.emu, Host(emulated, m, n));
+      Tensor gx = Dev(x, m, k), gy = DevEmpty(DType::kBF16, m, n);
+      gpu_->Linear(gx, w.gpu, gy);
+      const auto got = ToHost(*gpu_, gy);
+      std::printf("dense fp8 M=%ld N=%ld K=%ld: gpu-emu %.2e gpu-cpu %.2e\n", m, n, k,
+                  RelError(got, emulated), RelError(got, want));
+      EXPECT_LT(RelError(got, emulated), kEmulatedTol) << "M=" << m << " N=" << n << " K=" << k;
+      EXPECT_LT(RelError(got, want), kFp8ActTol) << "M=" << m << " N=" << n << " K=" << k;
+    }
+  }
+}
+
+// F32 outputs (as the model's logits and router paths use) into a column window of a wider
+// tensor: the kernel honours y's row stride and writes nothing outside [M, N].
+TEST_F(CudaGroupedGemmTest, SmallRowFp8LinearWritesF32IntoStridedWindowOnly) {
+  const int64_t n = 200, k = 300, width = n + 40, offset = 24;
+  const Linears w = MakeLinears(n, k);
+  for (int64_t m : {1, 9, 16}) {
+    auto x = RandomBf16(m * k, rng_, 2.0f);
+    std::vector<float> emulated(m * n);
+    emu_.Linear(Host(x, m, k), w.emu, Host(emulated, m, n));
+    Tensor gx = Dev(x, m, k), wide = DevEmpty(DType::kF32, m, width);
+    TensorView gy = wide.view();
+    gy.data = static_cast<float*>(gy.data) + offset;
+    gy.shape[1] = n;
+    gpu_->Linear(gx, w.gpu, gy);
+    const auto all = ToHost(*gpu_, wide);
+    std::vector<float> got(m * n);
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t c = 0; c < width; ++c) {
+        const float v = all[r * width + c];
+        if (c >= offset && c < offset + n) {
+          got[r * n + c - offset] = v;
+        } else {
+          EXPECT_TRUE(std::isnan(v)) << "written outside y: row " << r << " column " << c;
+        }
+      }
+    }
+    EXPECT_LT(RelError(got, emulated), kEmulatedTol) << "M=" << m;
+  }
+}
+
+// Routing tables [T, top_k] of global expert ids.
+using Routing = std::vector<int32_t>;
+
+// Each token picks top_k distinct experts at random.
+Routing RandomRouting(int64_t t, int64_t top_k, int64_t experts, std::mt19937& rng) {
+  Routing ids(t * top_k);
+  std::vector<int32_t> perm(experts);
+  for (int64_t i = 0; i < t; ++i) {
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    std::copy_n(perm.begin(), top_k, ids.begin() + i * top_k);
+  }
+  return ids;
+}
+
+class CudaGroupedMoeTest : public CudaGroupedGemmTest {
+ protected:
+  // `experts` experts of hidden size h and intermediate size inter, on all three backends.
+  void MakeExperts(int64_t experts, int64_t h, int64_t inter) {
+    h_ = h;
+    cw_.assign(experts, {});
+    ew_.assign(experts, {});
+    gw_.assign(experts, {});
+    for (int64_t j = 0; j < experts; ++j) {
+      for (auto [field, n, k] : {std::tuple{&ExpertWeights::gate, inter, h},
+                                 std::tuple{&ExpertWeights::up, inter, h},
+                                 std::tuple{&ExpertWeights::down, h, inter}}) {
+        const Linears w = MakeLinears(n, k);
+        cw_[j].*field = w.cpu;
+        ew_[j].*field = w.emu;
+        gw_[j].*field = w.gpu;
+      }
+    }
+  }
+
+  // MoeExperts over the local experts [begin, experts) for tokens routed by `ids`, GPU against
+  // both CPUs. The grouped path serves at most 256 tokens.
+  void Check(const Routing& ids, int64_t top_k, int64_t begin, const std::string& what) {
+    const int64_t t = static_cast<int64_t>(ids.size()) / top_k, e = cw_.size(), h = h_;
+    ASSERT_LE(t, 256) << "beyond the grouped path";
+    auto x = RandomBf16(t * h, rng_, 2.0f);
+    std::vector<float> weights(t * top_k);
+    for (int64_t i = 0; i < t * top_k; ++i) {
+      weights[i] = 0.2f + 0.3f * static_cast<float>(i % top_k);
+    }
+    const TensorView hids =
+        TensorView::Contiguous(const_cast<int32_t*>(ids.data()), DType::kI32, {t, top_k});
+    std::vector<float> want(t * h), emulated(t * h);
+    cpu_.MoeExperts(Host(x, t, h), hids, Host(weights, t, top_k),
+                    std::span<const ExpertWeights>(cw_.data() + begin, e - begin), begin,
+                    Host(want, t, h));
+    emu_.MoeExperts(Host(x, t, h), hids, Host(weights, t, top_k),
+                    std::span<const ExpertWeights>(ew_.data() + begin, e - begin), begin,
+                    Host(emulated, t, h));
+    Tensor gx = Dev(x, t, h), out = DevEmpty(DType::kBF16, t, h);
+    Tensor gids(gpu_->allocator(), DType::kI32, {t, top_k});
+    Tensor gweights(gpu_->allocator(), DType::kF32, {t, top_k});
+    CopyIn(*gpu_, gids, ids.data());
+    CopyIn(*gpu_, gweights, weights.data());
+    gpu_->MoeExperts(gx, gids, gweights,
+                     std::span<const ExpertWeights>(gw_.data() + begin, e - begin), begin, out);
+    const auto got = ToHost(*gpu_, out);
+    std::printf("grouped moe %s begin=%ld: gpu-emu %.2e gpu-cpu %.2e\n", what.c_str(), begin,
+                RelError(got, emulated), RelError(got, want));
+    EXPECT_LT(RelError(got, emulated), kEmulatedTol) << what << " begin=" << begin;
+    EXPECT_LT(RelError(got, want), kFp8ActTol) << what << " begin=" << begin;
+  }
+
+  int64_t h_ = 0;
+  std::vector<ExpertWeights> cw_, ew_, gw_;
+};
+
+// 8 experts, ragged H = 1000 and I = 300 (I not a multiple of 16; K split over 4 and 2 warps).
+TEST_F(CudaGroupedMoeTest, RaggedExpertsWithEmptyAndMultiPassExpertsMatchCpu) {
+  const int64_t e = 8, top_k = 2;
+  MakeExperts(e, 1000, 300);
+  {
+    // Expert 0 takes all 40 tokens (two 32-row passes, the second ragged); experts 1-3 share the
+    // second choice; experts 4-7 get none.
+    const int64_t t = 40;
+    Routing ids(t * top_k);
+    for (int64_t i = 0; i < t; ++i) {
+      ids[i * top_k] = 0;
+      ids[i * top_k + 1] = static_cast<int32_t>(1 + i % 3);
+    }
+    for (int64_t begin : {0, 3}) Check(ids, top_k, begin, "skewed t=40");
+  }
+  {
+    // Two experts with 100 rows each: four passes, the last with 4 rows.
+    const int64_t t = 100;
+    Routing ids(t * top_k);
+    for (int64_t i = 0; i < t; ++i) {
+      ids[i * top_k] = 6;
+      ids[i * top_k + 1] = 5;
+    }
+    for (int64_t begin : {0, 5}) Check(ids, top_k, begin, "two experts t=100");
+  }
+  for (int64_t t : {1, 3, 7, 64, 256}) {
+    const Routing ids = RandomRouting(t, top_k, e, rng_);
+    for (int64_t begin : {0, 3}) Check(ids, top_k, begin, "random t=" + std::to_string(t));
+  }
+}
+
+// 64 experts, top 8: at T = 256 (64 experts active) both GEMM phases have enough column tiles
+// times experts to run unsplit (one warp per column tile, 8 tiles per block), and about half the
+// experts have more than 32 rows; at T = 2 (16 active) K is split again.
+TEST_F(CudaGroupedMoeTest, ManyExpertsUnsplitKMatchCpu) {
+  const int64_t e = 64, top_k = 8;
+  MakeExperts(e, 1024, 512);
+  for (int64_t t : {2, 256}) {
+    const Routing ids = RandomRouting(t, top_k, e, rng_);
+    Check(ids, top_k, 0, "t=" + std::to_string(t));
+  }
+}
+
+}  // namespace
+}  // namespace dsv3

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Packs the GPU binaries of a CUDA build for the device machine (docs/cuda.md, "Running on the
+# H200"): stripped binaries into .device/bin, their Debian shared libraries (ldd, minus glibc,
+# the compiler runtime and CUDA, which the device has) into .device/lib.tar.xz (lib/ inside).
+# Then: run(command="tools/dsv3-bench/device-run.sh all", carry=[".device"]).
+# Usage: tools/dsv3-bench/pack-device.sh [build-dir]   (default build-cuda)
+set -euo pipefail
+build=${1:-build-cuda}
+rm -rf .device && mkdir -p .device/bin .device/lib
+for f in "$build"/tests/gpu/gpu_*_test "$build"/tools/dsv3-bench "$build"/tools/dsv3-generate; do
+  [ -x "$f" ] || continue
+  strip -o ".device/bin/$(basename "$f")" "$f"
+done
+ldd .device/bin/* | awk '/=> \// {print $3}' | sort -u |
+  grep -vE '/(libc|libm|libdl|librt|libpthread|libstdc\+\+|libgcc_s)\.so|/usr/local/cuda' |
+  xargs -r cp -L -t .device/lib
+tar cJf .device/lib.tar.xz -C .device lib && rm -rf .device/lib
+ls .device/bin && du -sh .device
