@@ -33,7 +33,8 @@ inline FixtureReference LoadFixtureReference(const std::string& fixture) {
 
 // Every fixture checkpoint, for tests parameterized over them.
 inline std::vector<std::string> AllFixtureCheckpoints() {
-  return {"tiny-fp8", "ragged-fp8", "noqlora-fp8", "tiny-bf16", "ragged-bf16", "noqlora-bf16"};
+  return {"tiny-fp8",  "ragged-fp8",  "noqlora-fp8",  "smooth-fp8",
+          "tiny-bf16", "ragged-bf16", "noqlora-bf16", "smooth-bf16"};
 }
 
 // The gtest parameter name of a checkpoint: "tiny-fp8" -> "tiny_fp8".

@@ -94,9 +94,11 @@ TEST_P(CudaTensorParallelTest, TwoGpusMatchOne) {
 }
 
 // Fixtures whose heads, widths, experts and vocabulary two ranks divide (ragged's 3 heads do
-// not). tiny's o_proj and shared-expert slices are 64 wide: they take the BF16 fallback.
+// not). tiny's o_proj and shared-expert slices are 64 wide: they take the BF16 fallback;
+// smooth's slices all start on 128 boundaries and stay FP8.
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaTensorParallelTest,
-                         ::testing::Values("tiny-fp8", "noqlora-fp8", "tiny-bf16", "noqlora-bf16"),
+                         ::testing::Values("tiny-fp8", "noqlora-fp8", "smooth-fp8", "tiny-bf16",
+                                           "noqlora-bf16", "smooth-bf16"),
                          ::dsv3::testing::FixtureTestName);
 
 }  // namespace
