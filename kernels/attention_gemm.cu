@@ -19,19 +19,33 @@ __device__ __forceinline__ void CopyRow(const bf16* src, bf16* dst, int64_t n) {
   }
 }
 
-// Block (key j, item i).
+// Block (kGatherRows keys, item), one warp per key row: a row is only kv_dim * 2 bytes (1152 for
+// V3), so a block per row would spend more on scheduling than on copying.
+constexpr int kGatherRows = 8;
 __global__ void GatherLatentsKernel(GatherLatentsParams p) {
-  const int64_t j = blockIdx.x, i = blockIdx.y;
+  const int64_t i = blockIdx.y;
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * kGatherRows + threadIdx.x / 32;
+  if (j >= p.max_context) return;
+  const int lane = threadIdx.x % 32;
   const MlaGemmItem item = p.items[i];
   bf16* dst = static_cast<bf16*>(p.latents) + (i * p.max_context + j) * p.kv_dim;
   if (j >= item.context) {
-    for (int64_t e = threadIdx.x; e < p.kv_dim; e += blockDim.x) dst[e] = FromFloat<bf16>(0.0f);
+    for (int64_t e = lane; e < p.kv_dim; e += 32) dst[e] = FromFloat<bf16>(0.0f);
     return;
   }
   const int64_t slot =
       static_cast<int64_t>(p.block_tables[item.table_offset + j / p.block_size]) * p.block_size +
       j % p.block_size;
-  CopyRow(static_cast<const bf16*>(p.cache) + slot * p.kv_dim, dst, p.kv_dim);
+  const bf16* src = static_cast<const bf16*>(p.cache) + slot * p.kv_dim;
+  const bool vec = p.kv_dim % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(dst) % 16 == 0;
+  if (vec) {
+    for (int64_t e = lane; e < p.kv_dim / 8; e += 32) {
+      reinterpret_cast<uint4*>(dst)[e] = reinterpret_cast<const uint4*>(src)[e];
+    }
+  } else {
+    for (int64_t e = lane; e < p.kv_dim; e += 32) dst[e] = src[e];
+  }
 }
 
 // Block (head, item).
@@ -90,9 +104,9 @@ __global__ void AssembleKeysKernel(AssembleKeysParams p) {
 
 void GatherLatents(const GatherLatentsParams& p, cudaStream_t stream) {
   if (p.num_items == 0 || p.max_context == 0) return;
-  GatherLatentsKernel<<<dim3(static_cast<unsigned>(p.max_context),
+  GatherLatentsKernel<<<dim3(static_cast<unsigned>(CeilDiv(p.max_context, kGatherRows)),
                              static_cast<unsigned>(p.num_items)),
-                        96, 0, stream>>>(p);
+                        kGatherRows * 32, 0, stream>>>(p);
   DSV3_CUDA_CHECK_LAUNCH();
 }
 

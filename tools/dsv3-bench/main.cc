@@ -85,6 +85,31 @@ double CopyBandwidth(cudaStream_t stream) {
   return 2.0 * bytes / (Median(ms) * 1e-3);
 }
 
+// A markdown table: one row per op name (in first-seen order), one column per run.
+void PrintOpTable(std::FILE* out, const char* title, const std::vector<int>& columns,
+                  const std::vector<std::vector<std::pair<std::string, float>>>& times) {
+  std::vector<std::string> names;
+  for (const auto& column : times) {
+    for (const auto& [name, ms] : column) {
+      if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+    }
+  }
+  std::fprintf(out, "\n### %s\n\n| op |", title);
+  for (int c : columns) std::fprintf(out, " %d |", c);
+  std::fprintf(out, "\n|---|");
+  for (size_t i = 0; i < columns.size(); ++i) std::fprintf(out, "---|");
+  std::fprintf(out, "\n");
+  for (const std::string& name : names) {
+    std::fprintf(out, "| %s |", name.c_str());
+    for (const auto& column : times) {
+      float ms = 0;
+      for (const auto& [n, t] : column) ms += n == name ? t : 0.0f;
+      std::fprintf(out, " %.3f |", ms);
+    }
+    std::fprintf(out, "\n");
+  }
+}
+
 // Bytes of FP8 weights with their block scales.
 double Fp8Bytes(double n, double k) { return n * k + (n / 128) * (k / 128) * 4; }
 
@@ -142,6 +167,7 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
               args.iters);
   std::fprintf(out, "| batch | dense layer | MoE layer | active experts | HBM floor (MoE) | MoE / floor |"
               " step (all layers + head) |\n|---|---|---|---|---|---|---|\n");
+  std::vector<std::vector<std::pair<std::string, float>>> op_columns;  // per batch
   for (int b : args.batches) {
     ForwardBatch fb;
     for (int s = 0; s < b; ++s) {
@@ -186,7 +212,16 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
     std::fprintf(out, "| %d | %.3f | %.3f | %.1f | %.3f | %.2fx | %.3f |\n", b, dense, moe, mean_active,
                 floor_ms, moe / floor_ms, Median(step_ms));
     std::fflush(out);
+    // One more step with every op timed (events around each op perturb the totals above).
+    gpu.SetLayerTiming(false);
+    gpu.SetOpTiming(true);
+    if (!model.Forward(fb, cache, logits).ok()) return 1;
+    op_columns.push_back(gpu.TakeOpTimes());
+    gpu.SetOpTiming(false);
+    gpu.TakeActiveExperts();
   }
+  PrintOpTable(out, "Decode: time per op in one step (ms, all layers and the head)",
+               args.batches, op_columns);
 
   // Prefill: one sequence of prefill_tokens tokens.
   {
@@ -198,25 +233,55 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
     for (int32_t i = 0; i < n; ++i) fb.token_ids.push_back((i * 104729) % c.vocab_size);
     fb.logits_rows = {n - 1};
     std::vector<float> logits;
-    std::vector<std::vector<float>> per_layer(c.num_hidden_layers + 1);
-    for (int it = 0; it < 3; ++it) {
-      gpu.SetLayerTiming(true);
-      if (!model.Forward(fb, cache, logits).ok()) return 1;
-      const auto times = gpu.LayerTimes();
-      gpu.TakeActiveExperts();
-      if (it == 0) continue;
-      for (const auto& [layer, t] : times) per_layer[layer < 0 ? c.num_hidden_layers : layer].push_back(t);
-    }
-    float moe = 0;
-    for (int l = args.dense_layers; l < c.num_hidden_layers; ++l) moe += Median(per_layer[l]) / args.moe_layers;
+    // Mean MoE-layer milliseconds over two steps after a warm-up.
+    auto moe_layer_ms = [&]() -> float {
+      std::vector<std::vector<float>> per_layer(c.num_hidden_layers + 1);
+      for (int it = 0; it < 3; ++it) {
+        gpu.SetLayerTiming(true);
+        if (!model.Forward(fb, cache, logits).ok()) return -1;
+        const auto times = gpu.LayerTimes();
+        gpu.TakeActiveExperts();
+        if (it == 0) continue;
+        for (const auto& [layer, t] : times) {
+          per_layer[layer < 0 ? c.num_hidden_layers : layer].push_back(t);
+        }
+      }
+      gpu.SetLayerTiming(false);
+      float moe = 0;
+      for (int l = args.dense_layers; l < c.num_hidden_layers; ++l) {
+        moe += Median(per_layer[l]) / args.moe_layers;
+      }
+      return moe;
+    };
     const double t = n;
     const double attn_flops = 2 * t * attn_bytes /* ~ parameters: one byte each */ +
                               2 * t * 512 * nh * 256 /* K/V up-projection */ +
                               2 * (t * t / 2) * nh * (192 + 128);
     const double moe_flops = 2 * t * 9 * 3 * h * 2048 + 2 * t * 256 * h;
-    std::fprintf(out, "\n## Prefill, %d tokens (one sequence)\n\n| MoE layer ms | tokens/s per MoE layer |"
-                " effective TFLOP/s (attention + MoE) |\n|---|---|---|\n| %.2f | %.0f | %.1f |\n",
-                n, moe, t / (moe * 1e-3), (attn_flops + moe_flops) / (moe * 1e-3) / 1e12);
+    std::fprintf(out, "\n## Prefill, %d tokens (one sequence)\n\n| experts by | MoE layer ms | "
+                 "tokens/s per MoE layer | effective TFLOP/s (attention + MoE) |\n"
+                 "|---|---|---|---|\n", n);
+    const std::pair<const char*, int64_t> paths[] = {
+        {"per-expert cuBLASLt (default above 256 tokens)", CudaBackend::kDefaultGroupedMoeMaxTokens},
+        {"grouped tensor-core kernel", int64_t{1} << 40}};
+    std::vector<std::vector<std::pair<std::string, float>>> prefill_ops;  // per path
+    for (const auto& [label, max_tokens] : paths) {
+      gpu.SetGroupedMoeMaxTokens(max_tokens);
+      const float moe = moe_layer_ms();
+      if (moe < 0) return 1;
+      std::fprintf(out, "| %s | %.2f | %.0f | %.1f |\n", label, moe, t / (moe * 1e-3),
+                   (attn_flops + moe_flops) / (moe * 1e-3) / 1e12);
+      gpu.SetOpTiming(true);
+      if (!model.Forward(fb, cache, logits).ok()) return 1;
+      prefill_ops.push_back(gpu.TakeOpTimes());
+      gpu.SetOpTiming(false);
+      gpu.TakeActiveExperts();
+    }
+    gpu.SetGroupedMoeMaxTokens(CudaBackend::kDefaultGroupedMoeMaxTokens);
+    std::fprintf(out, "\nColumns of the next table: experts by per-expert cuBLASLt (0), by the "
+                 "grouped kernel (1).\n");
+    PrintOpTable(out, "Prefill: time per op in one step (ms, all layers and the head)", {0, 1},
+                 prefill_ops);
   }
 
   if (comm.rank() != 0) return 0;

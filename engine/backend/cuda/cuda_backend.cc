@@ -113,6 +113,10 @@ CudaBackend::~CudaBackend() {
   { auto tables = std::move(grouped_weights_); grouped_weights_.clear(); }
   active_log_ = Tensor();
   for (auto& [layer, e] : layer_events_) cudaEventDestroy(e);
+  for (const OpEvents& e : op_events_) {
+    cudaEventDestroy(e.start);
+    cudaEventDestroy(e.end);
+  }
   for (cudaEvent_t e : free_events_) cudaEventDestroy(e);
   gemm_.reset();
   cudaStreamSynchronize(stream_);
@@ -390,13 +394,7 @@ const float* CudaBackend::DeviceInvFreq(const RopeParams& rope) {
 
 void CudaBackend::BeginLayer(int64_t layer) {
   if (!layer_timing_) return;
-  cudaEvent_t e;
-  if (free_events_.empty()) {
-    DSV3_CUDA_CHECK(cudaEventCreate(&e));
-  } else {
-    e = free_events_.back();
-    free_events_.pop_back();
-  }
+  cudaEvent_t e = TakeEvent();
   DSV3_CUDA_CHECK(cudaEventRecord(e, stream_));
   layer_events_.emplace_back(layer, e);
 }
@@ -428,6 +426,7 @@ void CudaBackend::Synchronize() { DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_)
 
 void CudaBackend::Embedding(const TensorView& table, std::span<const int32_t> ids,
                             int64_t first_row, const TensorView& out) {
+  OpScope timed(*this, "embedding");
   assert(table.dtype == DType::kBF16 && out.dtype == DType::kBF16);
   Tensor d_ids = UploadBytes(ids.data(), DType::kI32, {static_cast<int64_t>(ids.size())});
   kernels::Embedding({table.data, d_ids.ptr<int32_t>(), out.data, out.strides[0],
@@ -437,6 +436,7 @@ void CudaBackend::Embedding(const TensorView& table, std::span<const int32_t> id
 
 void CudaBackend::RmsNorm(const TensorView& x, const TensorView& weight, float eps,
                           const TensorView& out) {
+  OpScope timed(*this, "rmsnorm");
   assert(x.dtype == DType::kBF16 && out.dtype == DType::kBF16 && weight.dtype == DType::kF32);
   kernels::RmsNorm({x.data, x.strides[0], weight.ptr<float>(), out.data, out.strides[0], x.dim(0),
                     x.dim(1), eps},
@@ -444,12 +444,14 @@ void CudaBackend::RmsNorm(const TensorView& x, const TensorView& weight, float e
 }
 
 void CudaBackend::Add(const TensorView& a, const TensorView& b, const TensorView& out) {
+  OpScope timed(*this, "add");
   kernels::Binary({a.data, a.strides[0], b.data, b.strides[0], out.data, out.strides[0], a.dim(0),
                    a.dim(1), kernels::BinaryKind::kAdd},
                   stream_);
 }
 
 void CudaBackend::SiluMul(const TensorView& gate, const TensorView& up, const TensorView& out) {
+  OpScope timed(*this, "silu_mul");
   kernels::Binary({gate.data, gate.strides[0], up.data, up.strides[0], out.data, out.strides[0],
                    gate.dim(0), gate.dim(1), kernels::BinaryKind::kSiluMul},
                   stream_);
@@ -457,6 +459,7 @@ void CudaBackend::SiluMul(const TensorView& gate, const TensorView& up, const Te
 
 void CudaBackend::Rope(const TensorView& x, std::span<const int32_t> positions,
                        const RopeParams& rope) {
+  OpScope timed(*this, "rope");
   assert(x.dtype == DType::kBF16 && x.ndim == 3);
   Tensor scratch;
   const int32_t* pos = DevicePositions(positions, scratch);
@@ -467,6 +470,7 @@ void CudaBackend::Rope(const TensorView& x, std::span<const int32_t> positions,
 
 void CudaBackend::GatherRows(const TensorView& x, std::span<const int32_t> rows,
                              const TensorView& out) {
+  OpScope timed(*this, "gather_rows");
   assert(x.dtype == out.dtype && (x.dtype == DType::kBF16 || x.dtype == DType::kF32));
   Tensor d_rows = UploadBytes(rows.data(), DType::kI32, {static_cast<int64_t>(rows.size())});
   kernels::GatherRows({x.data, x.strides[0], d_rows.ptr<int32_t>(), out.data, out.strides[0],

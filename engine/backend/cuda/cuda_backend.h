@@ -100,6 +100,17 @@ class CudaBackend final : public Backend {
   // and the milliseconds from its event to the next (the last one runs to the call itself).
   void SetLayerTiming(bool on);
   std::vector<std::pair<int64_t, float>> LayerTimes();
+  // Op timing (benchmarks): while on, every op records events around its work on the stream.
+  // TakeOpTimes() synchronizes and returns the milliseconds per op name since the last take,
+  // in the order the names were first seen.
+  void SetOpTiming(bool on) { op_timing_ = on; }
+  std::vector<std::pair<std::string, float>> TakeOpTimes();
+  // MoE batches of at most `tokens` tokens take the grouped kernel, larger ones per-expert
+  // cuBLASLt (benchmarks compare the two; the default is kDefaultGroupedMoeMaxTokens).
+  void SetGroupedMoeMaxTokens(int64_t tokens) { grouped_moe_max_tokens_ = tokens; }
+  // Where the grouped kernel stopped beating per-expert calls, measured with its CUDA-core
+  // version (rows per expert: about tokens * top_k / experts).
+  static constexpr int64_t kDefaultGroupedMoeMaxTokens = 256;
   // Distinct experts each MoeExperts call ran since the last call of this (benchmarks' HBM floor;
   // synchronizes; the grouped path logs at most kActiveLogSize calls between two takes).
   std::vector<int64_t> TakeActiveExperts();
@@ -138,6 +149,20 @@ class CudaBackend final : public Backend {
   };
 
   CudaBackend() = default;
+  // Times one op while op timing is on (events on the stream around its lifetime).
+  class OpScope {
+   public:
+    OpScope(CudaBackend& backend, const char* name);
+    ~OpScope();
+    OpScope(const OpScope&) = delete;
+    OpScope& operator=(const OpScope&) = delete;
+
+   private:
+    CudaBackend* backend_ = nullptr;  // null while op timing is off
+    const char* name_;
+    cudaEvent_t start_ = nullptr;
+  };
+  cudaEvent_t TakeEvent();  // from free_events_, or a new one
   // Device copy of host memory (stream-ordered; the host buffer may be reused at once).
   Tensor UploadBytes(const void* host, DType dtype, std::initializer_list<int64_t> shape);
   const StepPlan& PlanFor(const AttentionBatch& batch);
@@ -185,6 +210,13 @@ class CudaBackend final : public Backend {
   std::unordered_map<const void*, Tensor> dequantized_;
   bool layer_timing_ = false;
   std::vector<std::pair<int64_t, cudaEvent_t>> layer_events_;
+  bool op_timing_ = false;
+  struct OpEvents {
+    const char* name;
+    cudaEvent_t start, end;
+  };
+  std::vector<OpEvents> op_events_;
+  int64_t grouped_moe_max_tokens_ = kDefaultGroupedMoeMaxTokens;
   std::vector<cudaEvent_t> free_events_;
   std::vector<int64_t> active_experts_;
   // Grouped weight tables by the first expert's gate weight; an entry goes with that weight.

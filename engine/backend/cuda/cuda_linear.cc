@@ -62,6 +62,9 @@ void CudaBackend::Linear(const TensorView& x, const LinearWeight& w, const Tenso
   const int64_t m = x.dim(0), n = w.n(), k = w.k();
   assert(x.dim(1) == k && y.dim(0) == m && y.dim(1) == n && x.dtype == DType::kBF16);
   if (m == 0) return;
+  OpScope timed(*this, w.weight.dtype == DType::kBF16 ? "linear bf16"
+                       : m <= kSmallFp8Rows          ? "linear fp8 (small-M kernel)"
+                                                     : "linear fp8 (cuBLASLt)");
   if (w.weight.dtype == DType::kBF16) {
     Bf16Linear(x, w.weight, y);
     return;

@@ -1,7 +1,7 @@
 // MoE on the GPU: noaux_tc routing (router GEMM, then a top-k kernel) and the routed experts.
-// Decode-sized batches (FP8 experts, at most kGroupedMaxTokens tokens): the permutation is built
-// on the device and gate+up, then down, run as one grouped FP8 launch each over every active
-// expert, with no host synchronization. Larger batches: one cuBLASLt FP8 GEMM chain per active
+// Decode-sized batches (FP8 experts, at most grouped_moe_max_tokens_ tokens): the permutation is
+// built on the device and gate+up, then down, run as one grouped FP8 launch each over every
+// active expert, with no host synchronization. Larger batches: one cuBLASLt FP8 GEMM chain per active
 // expert over its tokens (a permutation built on the host, one synchronization per layer), where
 // cuBLASLt's tensor cores pay for the per-call cost. Both end in one weighted combine.
 #include <algorithm>
@@ -18,10 +18,6 @@ namespace dsv3 {
 
 namespace {
 
-// Tokens up to which the grouped kernel beats per-expert cuBLASLt calls (rows per expert stay
-// small: about tokens * top_k / experts). Measured with the earlier CUDA-core kernel; the
-// tensor-core one is faster, so the crossover may now lie higher.
-constexpr int64_t kGroupedMaxTokens = 256;
 constexpr int64_t kMaxGroupedExperts = 1024;  // MoeAlign's shared counters
 
 int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
@@ -31,6 +27,7 @@ int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 void CudaBackend::MoeRoute(const TensorView& x, const TensorView& router, const TensorView& bias,
                            const MoeRouteParams& p, const TensorView& topk_ids,
                            const TensorView& topk_weights) {
+  OpScope timed(*this, "moe route");
   assert(router.dtype == DType::kBF16 && bias.dtype == DType::kF32 && p.num_experts <= 1024);
   const int64_t t = x.dim(0), e = p.num_experts;
   if (t == 0) return;
@@ -51,11 +48,13 @@ void CudaBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
   const int64_t local = static_cast<int64_t>(experts.size());
   if (t == 0) return;
   assert(topk_ids.is_contiguous() && topk_weights.dtype == DType::kF32);
-  if (t <= kGroupedMaxTokens && local <= kMaxGroupedExperts &&
+  if (t <= grouped_moe_max_tokens_ && local <= kMaxGroupedExperts &&
       experts.front().gate.weight.dtype == DType::kF8E4M3) {
+    OpScope timed(*this, "moe experts (grouped)");
     GroupedMoeExperts(x, topk_ids, topk_weights, experts, expert_begin, out);
     return;
   }
+  OpScope timed(*this, "moe experts (per expert)");
   std::vector<int32_t> ids(t * k);
   DSV3_CUDA_CHECK(cudaMemcpyAsync(ids.data(), topk_ids.data, ids.size() * 4,
                                   cudaMemcpyDeviceToHost, stream_));
