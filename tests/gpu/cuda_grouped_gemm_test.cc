@@ -36,32 +36,8 @@ using testing::ToHost;
 constexpr double kEmulatedTol = 1e-2;
 constexpr double kFp8ActTol = 6e-2;
 
-class CudaGroupedGemmTest : public ::testing::Test {
+class CudaGroupedGemmTest : public testing::GpuTest {
  protected:
-  void SetUp() override {
-    DSV3_SKIP_WITHOUT_GPU();
-    auto gpu = CudaBackend::Create({});
-    ASSERT_TRUE(gpu.ok()) << gpu.status();
-    gpu_ = *std::move(gpu);
-  }
-  void TearDown() override {
-    if (gpu_) gpu_->Synchronize();
-  }
-
-  // Host [rows, cols] F32 and its device BF16 copy.
-  Tensor Dev(const std::vector<float>& v, int64_t rows, int64_t cols) {
-    return gpu_->Upload(
-        TensorView::Contiguous(const_cast<float*>(v.data()), DType::kF32, {rows, cols}));
-  }
-  Tensor DevEmpty(DType dtype, int64_t rows, int64_t cols) {
-    Tensor t(gpu_->allocator(), dtype, {rows, cols});
-    Poison(*gpu_, t);
-    return t;
-  }
-  static TensorView Host(std::vector<float>& v, int64_t rows, int64_t cols) {
-    return TensorView::Contiguous(v.data(), DType::kF32, {rows, cols});
-  }
-
   // One FP8 linear [n, k] on the plain CPU, the emulating CPU and the GPU.
   struct Linears {
     LinearWeight cpu, emu, gpu;
@@ -78,7 +54,6 @@ class CudaGroupedGemmTest : public ::testing::Test {
   CpuBackend cpu_{0};  // every core: the references dominate this test's time
   CpuBackend emu_{
       CpuBackendOptions{.num_threads = 0, .fp8_activations = true, .bf16_activations = true}};
-  std::unique_ptr<CudaBackend> gpu_;
   std::vector<Tensor> cpu_store_, gpu_store_;
   std::mt19937 rng_{2024};
 };

@@ -31,33 +31,9 @@ constexpr double kBf16Tol = 1e-2;
 constexpr double kFp8ActTol = 6e-2;
 constexpr int64_t kRows[] = {1, 3, 5, 100};
 
-class CudaOpsTest : public ::testing::Test {
+class CudaOpsTest : public testing::GpuTest {
  protected:
-  void SetUp() override {
-    DSV3_SKIP_WITHOUT_GPU();
-    auto gpu = CudaBackend::Create({});
-    ASSERT_TRUE(gpu.ok()) << gpu.status();
-    gpu_ = *std::move(gpu);
-  }
-  void TearDown() override {
-    if (gpu_) gpu_->Synchronize();
-  }
-
-  // Host [rows, cols] F32 and its device BF16 copy.
-  Tensor Dev(const std::vector<float>& v, int64_t rows, int64_t cols) {
-    return gpu_->Upload(TensorView::Contiguous(const_cast<float*>(v.data()), DType::kF32, {rows, cols}));
-  }
-  Tensor DevEmpty(DType dtype, int64_t rows, int64_t cols) {
-    Tensor t(gpu_->allocator(), dtype, {rows, cols});
-    Poison(*gpu_, t);
-    return t;
-  }
-  static TensorView Host(std::vector<float>& v, int64_t rows, int64_t cols) {
-    return TensorView::Contiguous(v.data(), DType::kF32, {rows, cols});
-  }
-
   CpuBackend cpu_{4};
-  std::unique_ptr<CudaBackend> gpu_;
   std::mt19937 rng_{12345};
 };
 

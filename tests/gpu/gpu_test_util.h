@@ -36,6 +36,33 @@ inline double RelError(const std::vector<float>& got, const std::vector<float>& 
   return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
 }
 
+// A test with a CudaBackend on GPU 0 (skipped without a GPU) and host/device helpers.
+class GpuTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    DSV3_SKIP_WITHOUT_GPU();
+    auto gpu = CudaBackend::Create({});
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    gpu_ = *std::move(gpu);
+  }
+  void TearDown() override {
+    if (gpu_) gpu_->Synchronize();
+  }
+
+  // Host [rows, cols] F32 and its device BF16 copy.
+  Tensor Dev(const std::vector<float>& v, int64_t rows, int64_t cols) {
+    return gpu_->Upload(
+        TensorView::Contiguous(const_cast<float*>(v.data()), DType::kF32, {rows, cols}));
+  }
+  // A device tensor poisoned with NaN, so that unwritten elements show.
+  Tensor DevEmpty(DType dtype, int64_t rows, int64_t cols);
+  static TensorView Host(std::vector<float>& v, int64_t rows, int64_t cols) {
+    return TensorView::Contiguous(v.data(), DType::kF32, {rows, cols});
+  }
+
+  std::unique_ptr<CudaBackend> gpu_;
+};
+
 // Uniform values in [-scale, scale], rounded to BF16 so that both backends see the same inputs.
 inline std::vector<float> RandomBf16(int64_t n, std::mt19937& rng, float scale = 1.0f) {
   std::uniform_real_distribution<float> u(-scale, scale);
@@ -86,6 +113,12 @@ inline Fp8Weight RandomFp8(int64_t n, int64_t k, std::mt19937& rng) {
   std::uniform_real_distribution<float> u(0.5f, 1.5f);
   for (float& s : w.scale) s = u(rng) / (100.0f * std::sqrt(static_cast<float>(k)));
   return w;
+}
+
+inline Tensor GpuTest::DevEmpty(DType dtype, int64_t rows, int64_t cols) {
+  Tensor t(gpu_->allocator(), dtype, {rows, cols});
+  Poison(*gpu_, t);
+  return t;
 }
 
 }  // namespace dsv3::testing
