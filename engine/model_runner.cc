@@ -173,7 +173,7 @@ std::unique_ptr<ModelRunner> MakeTpLeaderRunner(DeepseekV3Model& model, Communic
 
 absl::Status RunWorker(DeepseekV3Model& model, Communicator& comm) {
   std::unique_ptr<KvCache> cache;
-  std::vector<float> logits;  // every rank computes them; only rank 0 samples
+  std::vector<float> logits;  // left empty on workers: only rank 0 samples
   while (true) {
     std::string bytes;
     if (absl::Status st = comm.Broadcast(bytes, 0); !st.ok()) {

@@ -120,14 +120,21 @@ absl::Status DeepseekV3Model::Forward(const ForwardBatch& batch, KvCache& cache,
   backend_.GatherRows(x, batch.logits_rows, last);
   backend_.RmsNorm(last, weights_->final_norm, eps, last);
   backend_.Linear(last, weights_->lm_head, out);
-  logits.resize(rows * c.vocab_size);
   if (world == 1) {
+    logits.resize(rows * c.vocab_size);
     backend_.Download(out, logits.data());
     return absl::OkStatus();
   }
-  // Vocabulary-parallel head: gather [world, R, V_local], then interleave into [R, V].
+  // Vocabulary-parallel head: gather [world, R, V_local], then interleave into [R, V]. Only rank
+  // 0 samples, so the others stop after the collective (at batch 128 the download and the
+  // interleave cost more than the layers).
   Tensor gathered(backend_.allocator(), DType::kF32, {world * rows, v_local});
   DSV3_RETURN_IF_ERROR(comm_.AllGather(out, gathered));
+  if (comm_.rank() != 0) {
+    logits.clear();
+    return absl::OkStatus();
+  }
+  logits.resize(rows * c.vocab_size);
   std::vector<float> host(world * rows * v_local);
   backend_.Download(gathered, host.data());
   for (int w = 0; w < world; ++w) {

@@ -44,7 +44,8 @@ class DeepseekV3Model {
   Backend& backend() { return backend_; }
 
   // Runs the batch. Writes the latents of every new token into `cache` and the float32 logits of
-  // batch.logits_rows into `logits` ([logits_rows.size(), vocab_size], resized here).
+  // batch.logits_rows into `logits` ([logits_rows.size(), vocab_size], resized here; with tensor
+  // parallelism on rank 0 only, the other ranks get it empty).
   // The batch must be valid (token ids in range, block tables covering every position): the
   // engine validates requests before they get here.
   // Not reentrant: one Forward at a time per model.
