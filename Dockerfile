@@ -5,7 +5,7 @@
 #
 #   docker build -t dsv3-serve .
 #   docker run --gpus all --shm-size 16g -p 50051:50051 -p 9090:9090 -v /models:/models \
-#       dsv3-serve --model /models/DeepSeek-V3 --tp 8 \
+#       dsv3-serve --model /models/DeepSeek-V3 --device cuda --tp 8 \
 #       --listen 0.0.0.0:50051 --metrics-listen 0.0.0.0:9090
 ARG CUDA_REPO=https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64
 
