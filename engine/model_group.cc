@@ -34,10 +34,16 @@ absl::Status ModelGroup::Load(const std::string& model_dir, std::unique_ptr<Back
     return absl::OkStatus();
   }
   // The runner (a failed collective or heartbeat) and the launcher (a worker exited) may both
-  // notice one failure: the caller hears of it once.
+  // notice one failure: the caller hears of it once. A GPU step may be waiting inside an NCCL
+  // collective for the lost rank: aborting the communicator ends that wait, so the step fails
+  // (and its requests get UNAVAILABLE) instead of hanging until the process exits.
   auto once = std::make_shared<std::once_flag>();
-  auto fail = [once, on_failure = options_.on_failure](const absl::Status& status) {
-    if (on_failure) std::call_once(*once, on_failure, status);
+  auto fail = [once, on_failure = options_.on_failure,
+               device_comm = device_comm_.get()](const absl::Status& status) {
+    std::call_once(*once, [&] {
+      if (device_comm != nullptr) AbortDeviceCommunicator(*device_comm);
+      if (on_failure) on_failure(status);
+    });
   };
   TpLeaderOptions leader;
   leader.heartbeat_interval = options_.rank_timeout / 4;
