@@ -4,6 +4,7 @@
 // weighted sum, as FlashAttention-style kernels do. Work is chunked (over sequences for decode,
 // over heads for prefill) so that the scratch of one chunk stays near kScratchBytes.
 #include <algorithm>
+#include <vector>
 
 #include "engine/backend/cuda/cuda_backend.h"
 #include "kernels/attention_gemm.cuh"
@@ -112,7 +113,19 @@ void CudaBackend::MlaPrefillByGemm(const TensorView& q, const TensorView& kv,
                          latents.strides[0], lora, rope, form.context_rows, nh,
                          keys.view().data},
                         stream_);
+  // A long chunk after a long context would need more than kScratchBytes for even one head's
+  // scores [t, ctx]: split it into runs of tokens, each a sequence of its own over the same
+  // context rows (its keys are the first context_begin + tokens of them).
+  std::vector<StepPlan::Form::HostSequence> runs;
   for (const StepPlan::Form::HostSequence& seq : form.host_sequences) {
+    const int64_t ctx = seq.context_begin + seq.num_tokens;
+    const int64_t run = std::max<int64_t>(1, kScratchBytes / (ctx * 6));
+    for (int32_t i0 = 0; i0 < seq.num_tokens; i0 += static_cast<int32_t>(run)) {
+      const int32_t n = static_cast<int32_t>(std::min<int64_t>(run, seq.num_tokens - i0));
+      runs.push_back({seq.token_begin + i0, n, seq.context_begin + i0, seq.dense_offset});
+    }
+  }
+  for (const StepPlan::Form::HostSequence& seq : runs) {
     const int64_t t = seq.num_tokens, ctx = seq.context_begin + seq.num_tokens;
     const int64_t heads_per_chunk = std::clamp<int64_t>(kScratchBytes / (t * ctx * 6), 1, nh);
     for (int64_t h0 = 0; h0 < nh; h0 += heads_per_chunk) {
