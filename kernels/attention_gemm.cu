@@ -6,16 +6,19 @@ namespace dsv3::kernels {
 
 namespace {
 
-// Copies n BF16 values, 8 at a time when both ends are 16-byte aligned.
-__device__ __forceinline__ void CopyRow(const bf16* src, bf16* dst, int64_t n) {
+// Copies n BF16 values, 8 at a time when both ends are 16-byte aligned, shared by `threads`
+// threads of which the caller is number `first` (a block: threadIdx.x of blockDim.x; a warp:
+// its lane of 32).
+__device__ __forceinline__ void CopyRow(const bf16* src, bf16* dst, int64_t n, int first,
+                                        int threads) {
   const bool vec = n % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(dst) % 16 == 0;
   if (vec) {
-    for (int64_t i = threadIdx.x; i < n / 8; i += blockDim.x) {
+    for (int64_t i = first; i < n / 8; i += threads) {
       reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(src)[i];
     }
   } else {
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
+    for (int64_t i = first; i < n; i += threads) dst[i] = src[i];
   }
 }
 
@@ -36,16 +39,7 @@ __global__ void GatherLatentsKernel(GatherLatentsParams p) {
   const int64_t slot =
       static_cast<int64_t>(p.block_tables[item.table_offset + j / p.block_size]) * p.block_size +
       j % p.block_size;
-  const bf16* src = static_cast<const bf16*>(p.cache) + slot * p.kv_dim;
-  const bool vec = p.kv_dim % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0 &&
-                   reinterpret_cast<uintptr_t>(dst) % 16 == 0;
-  if (vec) {
-    for (int64_t e = lane; e < p.kv_dim / 8; e += 32) {
-      reinterpret_cast<uint4*>(dst)[e] = reinterpret_cast<const uint4*>(src)[e];
-    }
-  } else {
-    for (int64_t e = lane; e < p.kv_dim; e += 32) dst[e] = src[e];
-  }
+  CopyRow(static_cast<const bf16*>(p.cache) + slot * p.kv_dim, dst, p.kv_dim, lane, 32);
 }
 
 // Block (head, item).
@@ -87,7 +81,7 @@ __global__ void ScatterItemRowsKernel(ScatterItemRowsParams p) {
   const int64_t i = blockIdx.x;
   CopyRow(static_cast<const bf16*>(p.src) + i * p.src_stride,
           static_cast<bf16*>(p.dst) + static_cast<int64_t>(p.items[i].token_row) * p.dst_stride,
-          p.cols);
+          p.cols, threadIdx.x, blockDim.x);
 }
 
 // Block (row, head).

@@ -1,6 +1,7 @@
 // Helpers shared by tests: paths to test data and to built programs, temporary directories.
 #pragma once
 
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -12,6 +13,13 @@ inline std::string TestDataPath(const std::string& relative) {
 
 inline std::string BinaryPath(const std::string& relative) {
   return std::string(DSV3_BINARY_DIR) + "/" + relative;
+}
+
+// A program of tools/ (dsv3-generate, dsv3-client, ...): from DSV3_TOOLS_DIR when set (the
+// device machine gets the binaries in a folder of their own), else from this build.
+inline std::string ToolPath(const std::string& name) {
+  if (const char* dir = std::getenv("DSV3_TOOLS_DIR")) return std::string(dir) + "/" + name;
+  return BinaryPath("tools/" + name);
 }
 
 // Runs `command` through /bin/sh and captures its output.

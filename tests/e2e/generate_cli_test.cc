@@ -15,14 +15,14 @@
 namespace dsv3 {
 namespace {
 
-using ::dsv3::testing::BinaryPath;
+using ::dsv3::testing::ToolPath;
 using ::dsv3::testing::CommandResult;
 using ::dsv3::testing::RunCommand;
 using ::dsv3::testing::TempDir;
 using ::dsv3::testing::TestDataPath;
 
 std::string Generate(const std::string& args) {
-  return BinaryPath("tools/dsv3-generate") + " " + args;
+  return ToolPath("dsv3-generate") + " " + args;
 }
 
 nlohmann::json Reference(const std::string& fixture) {

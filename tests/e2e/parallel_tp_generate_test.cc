@@ -20,7 +20,7 @@
 namespace dsv3 {
 namespace {
 
-using ::dsv3::testing::BinaryPath;
+using ::dsv3::testing::ToolPath;
 using ::dsv3::testing::RunCommand;
 using ::dsv3::testing::TempDir;
 using ::dsv3::testing::TestDataPath;
@@ -28,12 +28,12 @@ using ::dsv3::testing::TestDataPath;
 const char* kPrompt = "918,349,723,81,739,677,388,490,471,40,174,444,470,644,418,66,46";
 
 bool GenerateHasTp() {
-  return RunCommand(BinaryPath("tools/dsv3-generate") + " --help").out.find("--tp") !=
+  return RunCommand(ToolPath("dsv3-generate") + " --help").out.find("--tp") !=
          std::string::npos;
 }
 
 std::string Generate(const std::string& args) {
-  return BinaryPath("tools/dsv3-generate") + " --threads 1 " + args;
+  return ToolPath("dsv3-generate") + " --threads 1 " + args;
 }
 
 class TpGenerateTest : public ::testing::TestWithParam<const char*> {
@@ -111,7 +111,7 @@ TEST(TpFailureTest, KillingAWorkerFailsTheRunWithinTenSecondsAndLeavesNoProcess)
   ASSERT_GE(rank0, 0);
   if (rank0 == 0) {
     const std::string model = TestDataPath("fixtures/tiny-bf16");
-    const std::string bin = BinaryPath("tools/dsv3-generate");
+    const std::string bin = ToolPath("dsv3-generate");
     execl(bin.c_str(), bin.c_str(), "--model", model.c_str(), "--tp", "2", "--threads", "1",
           "--prompt-ids", kPrompt, "--max-new-tokens", "30000", "--ignore-eos", "--kv-memory-mb",
           "64",

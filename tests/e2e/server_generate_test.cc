@@ -30,7 +30,7 @@ std::vector<std::string> TinyArgs() {
 // dsv3-generate: the offline, single-sequence greedy reference.
 std::vector<int32_t> OfflineIds(const std::vector<int32_t>& prompt, int max_tokens) {
   const CommandResult r =
-      RunCommand(BinaryPath("tools/dsv3-generate") + " --model " +
+      RunCommand(ToolPath("dsv3-generate") + " --model " +
                  TestDataPath("fixtures/tiny-fp8") + " --ignore-eos --threads 2 --max-new-tokens " +
                  std::to_string(max_tokens) + " --prompt-ids " + absl::StrJoin(prompt, ","));
   EXPECT_EQ(r.exit_code, 0) << r.err;

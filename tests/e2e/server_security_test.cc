@@ -52,12 +52,12 @@ TEST(ServerSecurity, ApiKeys) {
   EXPECT_EQ(stub->GetModelInfo(&context, {}, &info).error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
 
-  const CommandResult r = RunCommand(BinaryPath("tools/dsv3-client") + " --server " +
+  const CommandResult r = RunCommand(ToolPath("dsv3-client") + " --server " +
                                      server.address() + " --prompt-ids 1,2 --max-new-tokens 3");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.err, HasSubstr("error: UNAUTHENTICATED: "));
   const CommandResult ok =
-      RunCommand(BinaryPath("tools/dsv3-client") + " --server " + server.address() +
+      RunCommand(ToolPath("dsv3-client") + " --server " + server.address() +
                  " --api-key file-key --prompt-ids 1,2 --max-new-tokens 3");
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
 }
@@ -116,7 +116,7 @@ TEST(ServerSecurity, Tls) {
   EXPECT_FALSE(CallGenerate(server.Channel()).ok());  // plaintext is refused
 
   const CommandResult r =
-      RunCommand(BinaryPath("tools/dsv3-client") + " --server " + server.address() + " --tls-ca " +
+      RunCommand(ToolPath("dsv3-client") + " --server " + server.address() + " --tls-ca " +
                  certs.file("ca.pem") + " --prompt-ids 1,2 --max-new-tokens 3");
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
@@ -137,7 +137,7 @@ TEST(ServerSecurity, MutualTls) {
   EXPECT_FALSE(CallGenerate(TlsChannel(server, certs, false)).ok());  // no client certificate
 
   const CommandResult r =
-      RunCommand(BinaryPath("tools/dsv3-client") + " --server " + server.address() + " --tls-ca " +
+      RunCommand(ToolPath("dsv3-client") + " --server " + server.address() + " --tls-ca " +
                  certs.file("ca.pem") + " --tls-cert " + certs.file("client.pem") + " --tls-key " +
                  certs.file("client.key") + " --prompt-ids 1,2 --max-new-tokens 3");
   EXPECT_EQ(r.exit_code, 0) << r.err;

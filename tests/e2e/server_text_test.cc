@@ -23,7 +23,7 @@ class ServerTextTest : public ::testing::Test {
     server_ = nullptr;
   }
   static std::string Client(const std::string& args) {
-    return BinaryPath("tools/dsv3-client") + " --server " + server_->address() + " " + args;
+    return ToolPath("dsv3-client") + " --server " + server_->address() + " " + args;
   }
   static ServerProcess* server_;
 };

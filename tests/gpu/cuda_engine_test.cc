@@ -19,20 +19,17 @@ namespace {
 
 using ::dsv3::testing::TestDataPath;
 
-class CudaEngineTest : public ::testing::Test {
+// The model lives in the backend's memory: as a member of the derived class it goes first.
+class CudaEngineTest : public ::dsv3::testing::GpuTest {
  protected:
   void SetUp() override {
-    DSV3_SKIP_WITHOUT_GPU();
-    auto gpu = CudaBackend::Create({});
-    ASSERT_TRUE(gpu.ok()) << gpu.status();
-    gpu_ = *std::move(gpu);
+    GpuTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     auto model = DeepseekV3Model::Load(TestDataPath("fixtures/ragged-fp8"), *gpu_);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = *std::move(model);
     ref_ = ::dsv3::testing::LoadFixtureReference("ragged");
   }
-  void TearDown() override { model_.reset(); }
-
   // The model's greedy loop: prefill, then feed back the argmax, stopping at EOS or max_tokens.
   std::vector<int32_t> ModelGreedy(const std::vector<int32_t>& prompt, int max_tokens) {
     const int64_t vocab = model_->config().vocab_size;
@@ -62,7 +59,6 @@ class CudaEngineTest : public ::testing::Test {
     return out;
   }
 
-  std::unique_ptr<CudaBackend> gpu_;
   std::unique_ptr<DeepseekV3Model> model_;
   ::dsv3::testing::FixtureReference ref_;
 };

@@ -63,13 +63,13 @@ std::vector<int32_t> Blocks(int32_t first, int32_t n) {
   return t;
 }
 
-class CudaModelTest : public ::testing::TestWithParam<std::string> {
+// The models live in their backends' memory: as members of the derived class they go first.
+class CudaModelTest : public ::dsv3::testing::GpuTest,
+                      public ::testing::WithParamInterface<std::string> {
  protected:
   void SetUp() override {
-    DSV3_SKIP_WITHOUT_GPU();
-    auto gpu = CudaBackend::Create({});
-    ASSERT_TRUE(gpu.ok()) << gpu.status();
-    gpu_ = *std::move(gpu);
+    GpuTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     auto model = DeepseekV3Model::Load(TestDataPath("fixtures/" + GetParam()), *gpu_);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = *std::move(model);
@@ -82,10 +82,6 @@ class CudaModelTest : public ::testing::TestWithParam<std::string> {
     fixture_ = GetParam().substr(0, GetParam().rfind('-'));
     ref_ = LoadReference(fixture_);
   }
-  void TearDown() override {
-    model_.reset();  // before the backend that owns its memory
-  }
-
   int64_t vocab() const { return model_->config().vocab_size; }
 
   // Logits of every position of `tokens` from one prefill on `model`.
@@ -106,7 +102,6 @@ class CudaModelTest : public ::testing::TestWithParam<std::string> {
   CpuBackend cpu_{4};
   CpuBackend emu_{CpuBackendOptions{.num_threads = 4, .fp8_activations = true,
                                     .bf16_activations = true}};
-  std::unique_ptr<CudaBackend> gpu_;
   std::unique_ptr<DeepseekV3Model> model_, cpu_model_, emu_model_;
   std::string fixture_;
   Reference ref_;

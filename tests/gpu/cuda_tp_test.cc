@@ -4,13 +4,9 @@
 // and the model's all-reduces and the head's all-gather run over NCCL on the backends' streams.
 // The prompt logits must equal one GPU's (--tp 1) within kTpTol, and wherever one GPU's top-2
 // margin exceeds kMargin the two agree on the greedy token. Skipped without two GPUs.
-//
-// dsv3-generate comes from DSV3_TOOLS_DIR when set (the device machine gets the binaries in a
-// folder of their own), else from this build.
 #include <gtest/gtest.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <string>
 
 #include "absl/strings/str_join.h"
@@ -24,24 +20,21 @@ namespace {
 
 using ::dsv3::testing::RunCommand;
 using ::dsv3::testing::TempDir;
+using ::dsv3::testing::ToolPath;
 using ::dsv3::testing::TestDataPath;
 
 constexpr double kTpTol = 3e-2;
 constexpr float kMargin = 0.1f;
 
-std::string GenerateBinary() {
-  if (const char* dir = std::getenv("DSV3_TOOLS_DIR")) return std::string(dir) + "/dsv3-generate";
-  return ::dsv3::testing::BinaryPath("tools/dsv3-generate");
-}
-
 // Logits [T, V] of one prompt's positions from dsv3-generate on the GPU.
 absl::StatusOr<NpyArray> PromptLogits(const std::string& checkpoint,
                                       const std::vector<int32_t>& prompt, int tp,
                                       const std::string& out) {
-  const auto r = RunCommand(GenerateBinary() + " --device cuda --tp " + std::to_string(tp) +
-                            " --model " + TestDataPath("fixtures/" + checkpoint) +
-                            " --prompt-ids " + absl::StrJoin(prompt, ",") +
-                            " --max-new-tokens 1 --logits-out " + out);
+  const auto r = RunCommand(ToolPath("dsv3-generate") + " --device cuda --tp " +
+                            std::to_string(tp) + " --model " +
+                            TestDataPath("fixtures/" + checkpoint) + " --prompt-ids " +
+                            absl::StrJoin(prompt, ",") + " --max-new-tokens 1 --logits-out " +
+                            out);
   if (r.signaled || r.exit_code != 0) {
     return absl::InternalError("dsv3-generate --tp " + std::to_string(tp) + " failed: " + r.err);
   }

@@ -14,7 +14,7 @@ export LD_LIBRARY_PATH=/tmp/dsv3/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 mkdir -p /work && [ -e /work/main ] || ln -s "$PWD" /work/main
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv | tee "$out/gpu.txt"
 bin=.device/bin
-export DSV3_TOOLS_DIR=$PWD/$bin  # gpu_cuda_tp_test runs dsv3-generate from there
+export DSV3_TOOLS_DIR=$PWD/$bin  # tests run the tools from there (tests/test_util.h ToolPath)
 gpus=$(nvidia-smi -L | wc -l)
 if [ "$what" != bench ]; then
   for t in $(cd $bin && ls gpu_*_test); do

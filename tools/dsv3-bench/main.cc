@@ -60,6 +60,45 @@ float Median(std::vector<float> v) {
   return v.empty() ? 0.0f : v[v.size() / 2];
 }
 
+// Milliseconds of the work enqueued on `stream` between Start() and StopMs() (which waits).
+class StreamTimer {
+ public:
+  explicit StreamTimer(cudaStream_t stream) : stream_(stream) {
+    cudaEventCreate(&start_);
+    cudaEventCreate(&stop_);
+  }
+  ~StreamTimer() {
+    cudaEventDestroy(start_);
+    cudaEventDestroy(stop_);
+  }
+  void Start() { cudaEventRecord(start_, stream_); }
+  float StopMs() {
+    cudaEventRecord(stop_, stream_);
+    cudaEventSynchronize(stop_);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start_, stop_);
+    return ms;
+  }
+
+ private:
+  cudaStream_t stream_;
+  cudaEvent_t start_, stop_;
+};
+
+// Median milliseconds of `work` over 10 timed runs after 2 warm-ups.
+template <typename Work>
+float MedianMs(cudaStream_t stream, Work&& work) {
+  StreamTimer timer(stream);
+  std::vector<float> ms;
+  for (int i = 0; i < 12; ++i) {
+    timer.Start();
+    work();
+    const float t = timer.StopMs();
+    if (i >= 2) ms.push_back(t);
+  }
+  return Median(ms);
+}
+
 // Device-to-device copy bandwidth (bytes read + written per second) over 2 GiB.
 double CopyBandwidth(cudaStream_t stream) {
   const size_t bytes = size_t{1} << 31;
@@ -67,22 +106,11 @@ double CopyBandwidth(cudaStream_t stream) {
   cudaMalloc(&a, bytes);
   cudaMalloc(&b, bytes);
   cudaMemsetAsync(a, 1, bytes, stream);
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  std::vector<float> ms;
-  for (int i = 0; i < 12; ++i) {
-    cudaEventRecord(e0, stream);
-    cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream);
-    cudaEventRecord(e1, stream);
-    cudaEventSynchronize(e1);
-    float t = 0;
-    cudaEventElapsedTime(&t, e0, e1);
-    if (i >= 2) ms.push_back(t);
-  }
+  const float ms =
+      MedianMs(stream, [&] { cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream); });
   cudaFree(a);
   cudaFree(b);
-  return 2.0 * bytes / (Median(ms) * 1e-3);
+  return 2.0 * bytes / (ms * 1e-3);
 }
 
 // A markdown table: one row per op name (in first-seen order), one column per run.
@@ -181,19 +209,13 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
     std::vector<std::vector<float>> per_layer(c.num_hidden_layers + 1);
     std::vector<float> step_ms;
     std::vector<int64_t> active;
+    StreamTimer step(gpu.stream());
     for (int it = 0; it < args.iters + 2; ++it) {
       gpu.SetLayerTiming(true);
-      cudaEvent_t e0, e1;
-      cudaEventCreate(&e0);
-      cudaEventCreate(&e1);
-      cudaEventRecord(e0, gpu.stream());
+      step.Start();
       if (!model.Forward(fb, cache, logits).ok()) return 1;
-      cudaEventRecord(e1, gpu.stream());
+      const float ms = step.StopMs();
       const auto times = gpu.LayerTimes();
-      float ms = 0;
-      cudaEventElapsedTime(&ms, e0, e1);
-      cudaEventDestroy(e0);
-      cudaEventDestroy(e1);
       const auto act = gpu.TakeActiveExperts();
       if (it < 2) continue;  // warm-up
       step_ms.push_back(ms);
@@ -298,22 +320,7 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
       Tensor x(gpu.allocator(), DType::kBF16, {m, k});
       Tensor y(gpu.allocator(), DType::kBF16, {m, n});
       kernels::RandomFill({x.view().data, m * k, kernels::ElemType::kBF16, 0.0f, 1.0f, 7}, gpu.stream());
-      cudaEvent_t e0, e1;
-      cudaEventCreate(&e0);
-      cudaEventCreate(&e1);
-      std::vector<float> ms;
-      for (int it = 0; it < 12; ++it) {
-        cudaEventRecord(e0, gpu.stream());
-        gpu.Linear(x, *w, y);
-        cudaEventRecord(e1, gpu.stream());
-        cudaEventSynchronize(e1);
-        float t = 0;
-        cudaEventElapsedTime(&t, e0, e1);
-        if (it >= 2) ms.push_back(t);
-      }
-      cudaEventDestroy(e0);
-      cudaEventDestroy(e1);
-      const double sec = Median(ms) * 1e-3;
+      const double sec = MedianMs(gpu.stream(), [&] { gpu.Linear(x, *w, y); }) * 1e-3;
       const double bytes = Fp8Bytes(n, k) + m * k * 2.0 + m * n * 2.0;
       std::fprintf(out, "| %ld x %ld | %ld | %.1f | %.0f | %.1f |\n", n, k, m, sec * 1e6, bytes / sec / 1e9,
                   2.0 * m * n * k / sec / 1e12);
