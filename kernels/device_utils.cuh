@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "kernels/elem_type.h"
+
 namespace dsv3::kernels {
 
 using bf16 = __nv_bfloat16;
@@ -43,6 +45,24 @@ __device__ __forceinline__ float BlockSum(float v) {
   const int warps = blockDim.x / 32;
   v = lane < warps ? partial[lane] : 0.0f;
   return WarpSum(v);
+}
+
+// Element i of an F32, BF16 or I32 array, as float.
+__device__ __forceinline__ float LoadAs(const void* base, int64_t i, ElemType t) {
+  switch (t) {
+    case ElemType::kBF16: return ToFloat(static_cast<const bf16*>(base)[i]);
+    case ElemType::kI32: return static_cast<float>(static_cast<const int32_t*>(base)[i]);
+    default: return static_cast<const float*>(base)[i];
+  }
+}
+
+// Stores v as element i of an F32 or BF16 array (rounded to nearest even for BF16).
+__device__ __forceinline__ void StoreAs(void* base, int64_t i, float v, ElemType t) {
+  if (t == ElemType::kBF16) {
+    static_cast<bf16*>(base)[i] = FromFloat<bf16>(v);
+  } else {
+    static_cast<float*>(base)[i] = v;
+  }
 }
 
 inline int CeilDiv(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }

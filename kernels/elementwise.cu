@@ -41,14 +41,12 @@ __global__ void RmsNormKernel(RmsNormParams p) {
 
 __global__ void BinaryKernel(BinaryParams p) {
   const int64_t r = blockIdx.y;
-  const bf16* a = static_cast<const bf16*>(p.a) + r * p.a_stride;
-  const bf16* b = static_cast<const bf16*>(p.b) + r * p.b_stride;
-  bf16* out = static_cast<bf16*>(p.out) + r * p.out_stride;
   for (int64_t i = blockIdx.x * blockDim.x + threadIdx.x; i < p.cols;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float av = ToFloat(a[i]), bv = ToFloat(b[i]);
+    const float av = LoadAs(p.a, r * p.a_stride + i, p.a_type);
+    const float bv = LoadAs(p.b, r * p.b_stride + i, p.b_type);
     const float v = p.kind == BinaryKind::kAdd ? av + bv : av / (1.0f + expf(-av)) * bv;
-    out[i] = FromFloat<bf16>(v);
+    StoreAs(p.out, r * p.out_stride + i, v, p.out_type);
   }
 }
 
@@ -76,24 +74,12 @@ __global__ void RopeKernel(RopeParams p) {
   *b = FromFloat<bf16>(x1 * c + x0 * s);
 }
 
-__device__ __forceinline__ float LoadAs(const void* base, int64_t i, ElemType t) {
-  switch (t) {
-    case ElemType::kBF16: return ToFloat(static_cast<const bf16*>(base)[i]);
-    case ElemType::kI32: return static_cast<float>(static_cast<const int32_t*>(base)[i]);
-    default: return static_cast<const float*>(base)[i];
-  }
-}
-
 __global__ void Copy2DKernel(Copy2DParams p) {
   const int64_t r = blockIdx.y;
   for (int64_t c = blockIdx.x * blockDim.x + threadIdx.x; c < p.cols;
        c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float v = LoadAs(p.src, r * p.src_stride + c, p.src_type);
-    if (p.dst_type == ElemType::kBF16) {
-      static_cast<bf16*>(p.dst)[r * p.dst_stride + c] = FromFloat<bf16>(v);
-    } else {
-      static_cast<float*>(p.dst)[r * p.dst_stride + c] = v;
-    }
+    StoreAs(p.dst, r * p.dst_stride + c, LoadAs(p.src, r * p.src_stride + c, p.src_type),
+            p.dst_type);
   }
 }
 

@@ -7,9 +7,9 @@
 
 #include <cstdint>
 
-namespace dsv3::kernels {
+#include "kernels/elem_type.h"
 
-enum class ElemType : uint8_t { kF32, kBF16, kF8E4M3, kI32 };
+namespace dsv3::kernels {
 
 // out[t, :] = table[ids[t] - first_row, :]. table [rows, H] BF16, ids [T] (device), out [T, H].
 struct EmbeddingParams {
@@ -35,6 +35,7 @@ struct RmsNormParams {
 void RmsNorm(const RmsNormParams& p, cudaStream_t stream);
 
 // out = a + b (kind kAdd) or silu(a) * b (kind kSiluMul). [rows, cols], outputs may alias inputs.
+// Each operand is BF16 or F32; the arithmetic is F32 and the result is rounded once.
 enum class BinaryKind : uint8_t { kAdd, kSiluMul };
 struct BinaryParams {
   const void* a;
@@ -45,6 +46,7 @@ struct BinaryParams {
   int64_t out_stride;
   int64_t rows, cols;
   BinaryKind kind;
+  ElemType a_type = ElemType::kBF16, b_type = ElemType::kBF16, out_type = ElemType::kBF16;
 };
 void Binary(const BinaryParams& p, cudaStream_t stream);
 

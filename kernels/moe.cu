@@ -113,7 +113,6 @@ __global__ void MoeTopkKernel(MoeTopkParams p) {
 __global__ void MoeCombineKernel(MoeCombineParams p) {
   const int64_t t = blockIdx.y;
   const bf16* y = static_cast<const bf16*>(p.y);
-  bf16* out = static_cast<bf16*>(p.out) + t * p.out_stride;
   for (int64_t d = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; d < p.hidden;
        d += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float acc = 0.0f;
@@ -121,7 +120,7 @@ __global__ void MoeCombineKernel(MoeCombineParams p) {
       const int32_t row = p.row_of[t * p.top_k + j];
       if (row >= 0) acc += p.weights[t * p.weights_stride + j] * ToFloat(y[row * p.y_stride + d]);
     }
-    out[d] = FromFloat<bf16>(acc);
+    StoreAs(p.out, t * p.out_stride + d, acc, p.out_type);
   }
 }
 

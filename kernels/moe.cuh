@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "kernels/elem_type.h"
+
 namespace dsv3::kernels {
 
 // From router logits [T, E] F32: s = sigmoid(logits), c = s + bias; groups of E / groups
@@ -25,16 +27,17 @@ struct MoeTopkParams {
 void MoeTopk(const MoeTopkParams& p, cudaStream_t stream);
 
 // out[t, :] = sum_j weights[t, j] * y[row_of[t * top_k + j], :] over j with row_of >= 0, in
-// F32, written as BF16. y [rows, hidden] BF16 (expert outputs in permuted order).
+// F32, rounded once to out_type. y [rows, hidden] BF16 (expert outputs in permuted order).
 struct MoeCombineParams {
   const void* y;
   int64_t y_stride;
   const int32_t* row_of;  // [T * top_k], -1 for experts this rank does not hold
   const float* weights;
   int64_t weights_stride;
-  void* out;
+  void* out;  // [tokens, hidden] of out_type (BF16 or F32)
   int64_t out_stride;
   int64_t tokens, top_k, hidden;
+  ElemType out_type = ElemType::kBF16;
 };
 void MoeCombine(const MoeCombineParams& p, cudaStream_t stream);
 

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "engine/backend/tensor.h"
 
@@ -82,6 +83,17 @@ struct ExpertWeights {
   LinearWeight down;  // [H, I]
 };
 
+// Identifies a graphable part of a step (Backend::RunGraphable): who runs it (an id unique to
+// one model instance), which part (a layer), and the addresses of every tensor the part uses
+// that it does not allocate itself (weights excepted: they live as long as the owner). A replay
+// needs all of them unchanged.
+struct GraphPartKey {
+  uint64_t owner = 0;
+  int64_t part = 0;
+  std::vector<const void*> addresses;
+  auto operator<=>(const GraphPartKey&) const = default;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -136,6 +148,17 @@ class Backend {
   virtual void BeginLayer(int64_t layer) {}
   // Waits for all queued device work.
   virtual void Synchronize() {}
+  // Runs `body`, a sequence of this backend's ops (and collectives on its stream) that allocates
+  // its own temporaries and reads the step only through the tensors named in `key` and the
+  // batch of the last BeginStep. A backend with CUDA graphs runs a decode step's part eagerly,
+  // captures it the next time the same part comes with the same step shape, and from then on
+  // replays the capture without calling `body`. Others just run `body`.
+  virtual absl::Status RunGraphable(const GraphPartKey& key,
+                                    absl::FunctionRef<absl::Status()> body) {
+    return body();
+  }
+  // Frees the graphs of an owner that is going away.
+  virtual void DropGraphs(uint64_t owner) {}
 
   // ---- Ops (all outputs are written completely; inputs are never modified unless stated) -----
   // A vocabulary shard's lookup: table holds rows [first_row, first_row + V_shard) of the
@@ -155,6 +178,9 @@ class Backend {
                     const RopeParams& rope) = 0;
   // out[M, I] = silu(gate[M, I]) * up[M, I].
   virtual void SiluMul(const TensorView& gate, const TensorView& up, const TensorView& out) = 0;
+  // dst = src for 2-D views of the same shape (row strides allowed), converting between F32 and
+  // the activation type.
+  virtual void Copy(const TensorView& src, const TensorView& dst) = 0;
   // Gathers rows: out[r, :] = x[rows[r], :].
   virtual void GatherRows(const TensorView& x, std::span<const int32_t> rows,
                           const TensorView& out) = 0;

@@ -1,5 +1,6 @@
 #include "engine/model/model.h"
 
+#include <atomic>
 #include <cassert>
 
 #include "engine/util/status_macros.h"
@@ -22,6 +23,14 @@ TensorView Columns(const TensorView& t, int64_t begin, int64_t width) {
 }
 
 }  // namespace
+
+DeepseekV3Model::DeepseekV3Model(ModelConfig config, Backend& backend, Communicator& comm)
+    : config_(std::move(config)), backend_(backend), comm_(comm), graph_owner_([] {
+        static std::atomic<uint64_t> next{1};
+        return next.fetch_add(1);
+      }()) {}
+
+DeepseekV3Model::~DeepseekV3Model() { backend_.DropGraphs(graph_owner_); }
 
 AttentionBatch MakeAttentionBatch(const ForwardBatch& batch, int32_t block_size) {
   AttentionBatch ab;
@@ -81,28 +90,26 @@ absl::Status DeepseekV3Model::Forward(const ForwardBatch& batch, KvCache& cache,
   const float eps = static_cast<float>(c.rms_norm_eps);
   backend_.BeginStep(ab);
 
-  Tensor x = NewActivation(backend_, t, h);       // residual stream [T, H]
-  Tensor normed = NewActivation(backend_, t, h);  // [T, H]
-  Tensor branch = NewActivation(backend_, t, h);  // attention or FFN output [T, H]
+  // Residual stream [T, H]: at a fixed address for decode-sized steps (graph replays use it).
+  Tensor x_owned;
+  TensorView x;
+  if (t <= kResidualRows) {
+    if (residual_.empty()) residual_ = NewActivation(backend_, kResidualRows, h);
+    x = residual_.view().Rows(0, t);
+  } else {
+    x_owned = NewActivation(backend_, t, h);
+    x = x_owned.view();
+  }
   // Vocabulary-parallel embedding: each rank fills the rows of its tokens, zeros elsewhere.
   backend_.Embedding(weights_->embed, batch.token_ids, weights_->shard.Begin(c.vocab_size), x);
   DSV3_RETURN_IF_ERROR(AllReduce(x));
 
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const LayerWeights& layer = weights_->layers[l];
     backend_.BeginLayer(l);
-    backend_.RmsNorm(x, layer.input_norm, eps, normed);
-    Attention(layer, normed, ab, cache.layer(l), mla_mode, branch);
-    DSV3_RETURN_IF_ERROR(AllReduce(branch));  // heads are split: o_proj gives partial sums
-    backend_.Add(x, branch, x);
-    backend_.RmsNorm(x, layer.post_attention_norm, eps, normed);
-    if (layer.is_moe) {
-      Moe(layer.moe, normed, branch);
-    } else {
-      Mlp(layer.dense_mlp, normed, branch);
-    }
-    DSV3_RETURN_IF_ERROR(AllReduce(branch));  // experts and MLP widths are split
-    backend_.Add(x, branch, x);
+    const TensorView layer_cache = cache.layer(l);
+    const GraphPartKey part{graph_owner_, l, {x.data, layer_cache.data}};
+    DSV3_RETURN_IF_ERROR(backend_.RunGraphable(
+        part, [&] { return Layer(l, x, ab, layer_cache, mla_mode); }));
   }
 
   backend_.BeginLayer(-1);
@@ -125,23 +132,48 @@ absl::Status DeepseekV3Model::Forward(const ForwardBatch& batch, KvCache& cache,
     backend_.Download(out, logits.data());
     return absl::OkStatus();
   }
-  // Vocabulary-parallel head: gather [world, R, V_local], then interleave into [R, V]. Only rank
-  // 0 samples, so the others stop after the collective (at batch 128 the download and the
-  // interleave cost more than the layers).
+  // Vocabulary-parallel head: gather [world, R, V_local], then place rank w's block at columns
+  // [w * V_local, (w + 1) * V_local) of [R, V] on the device. Only rank 0 samples, so the others
+  // stop after the collective.
   Tensor gathered(backend_.allocator(), DType::kF32, {world * rows, v_local});
   DSV3_RETURN_IF_ERROR(comm_.AllGather(out, gathered));
   if (comm_.rank() != 0) {
     logits.clear();
     return absl::OkStatus();
   }
-  logits.resize(rows * c.vocab_size);
-  std::vector<float> host(world * rows * v_local);
-  backend_.Download(gathered, host.data());
+  Tensor full(backend_.allocator(), DType::kF32, {rows, c.vocab_size});  // [R, V]
   for (int w = 0; w < world; ++w) {
-    for (int64_t r = 0; r < rows; ++r) {
-      std::copy_n(&host[(w * rows + r) * v_local], v_local, &logits[r * c.vocab_size + w * v_local]);
-    }
+    backend_.Copy(gathered.view().Rows(w * rows, (w + 1) * rows),
+                  Columns(full, w * v_local, v_local));
   }
+  logits.resize(rows * c.vocab_size);
+  backend_.Download(full, logits.data());
+  return absl::OkStatus();
+}
+
+absl::Status DeepseekV3Model::Layer(int64_t l, const TensorView& x, const AttentionBatch& batch,
+                                    const TensorView& cache, MlaMode mode) {
+  const ModelConfig& c = config_;
+  const LayerWeights& layer = weights_->layers[l];
+  const int64_t t = x.dim(0), h = c.hidden_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  Tensor normed = NewActivation(backend_, t, h);  // [T, H]
+  // Attention or FFN output [T, H], kept in F32 until the residual add rounds it once: under
+  // tensor parallelism it is a partial sum, and all-reducing unrounded partials rounds TP=N
+  // where TP=1 rounds (BF16 partials gave TP=2 extra roundings that these models amplify).
+  Tensor branch(backend_.allocator(), DType::kF32, {t, h});
+  backend_.RmsNorm(x, layer.input_norm, eps, normed);
+  Attention(layer, normed, batch, cache, mode, branch);
+  DSV3_RETURN_IF_ERROR(AllReduce(branch));  // heads are split: o_proj gives partial sums
+  backend_.Add(x, branch, x);
+  backend_.RmsNorm(x, layer.post_attention_norm, eps, normed);
+  if (layer.is_moe) {
+    Moe(layer.moe, normed, branch);
+  } else {
+    Mlp(layer.dense_mlp, normed, branch);
+  }
+  DSV3_RETURN_IF_ERROR(AllReduce(branch));  // experts and MLP widths are split
+  backend_.Add(x, branch, x);
   return absl::OkStatus();
 }
 
@@ -224,7 +256,7 @@ void DeepseekV3Model::Moe(const MoeWeights& w, const TensorView& x, const Tensor
   route.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
   backend_.MoeRoute(x, w.router, w.bias, route, ids, weights);
   backend_.MoeExperts(x, ids, weights, w.experts, weights_->shard.Begin(c.n_routed_experts), out);
-  Tensor shared = NewActivation(backend_, t, c.hidden_size);  // [T, H]
+  Tensor shared(backend_.allocator(), out.dtype, {t, c.hidden_size});  // [T, H]
   Mlp(w.shared, x, shared);
   backend_.Add(out, shared, out);
 }

@@ -40,6 +40,10 @@ class DeepseekV3Model {
       const ModelConfig& config, Backend& backend, uint64_t seed,
       Communicator& comm = SingleRankCommunicator::Instance());
 
+  ~DeepseekV3Model();
+  DeepseekV3Model(const DeepseekV3Model&) = delete;
+  DeepseekV3Model& operator=(const DeepseekV3Model&) = delete;
+
   const ModelConfig& config() const { return config_; }
   Backend& backend() { return backend_; }
 
@@ -55,12 +59,15 @@ class DeepseekV3Model {
                        MlaMode mla_mode = MlaMode::kAuto);
 
  private:
-  DeepseekV3Model(ModelConfig config, Backend& backend, Communicator& comm)
-      : config_(std::move(config)), backend_(backend), comm_(comm) {}
+  DeepseekV3Model(ModelConfig config, Backend& backend, Communicator& comm);
 
   // Sums a partial result over the tensor-parallel ranks (nothing to do on one rank).
   absl::Status AllReduce(const TensorView& t);
 
+  // One decoder layer over the residual stream x [T, H] (updated in place); a graphable part
+  // (Backend::RunGraphable): its temporaries are its own.
+  absl::Status Layer(int64_t l, const TensorView& x, const AttentionBatch& batch,
+                     const TensorView& cache, MlaMode mode);
   void Attention(const LayerWeights& layer, const TensorView& x, const AttentionBatch& batch,
                  const TensorView& cache, MlaMode mode, const TensorView& out);
   void Mlp(const ExpertWeights& w, const TensorView& x, const TensorView& out);
@@ -73,6 +80,11 @@ class DeepseekV3Model {
   std::unique_ptr<ModelWeights> weights_;
   RopeTable rope_;
   Tensor logits_scratch_;  // the head's output, grown as needed (Forward is not reentrant)
+  // The residual stream of steps of up to kResidualRows tokens, at one address for every such
+  // step (the layers' graphs read and write it there). Made at the first such step.
+  static constexpr int64_t kResidualRows = 256;
+  Tensor residual_;
+  const uint64_t graph_owner_;  // this model's id in GraphPartKey
 };
 
 // Builds the attention layout of a batch: positions, cache slots, per-sequence block tables.

@@ -147,6 +147,7 @@ class LockstepBackend final : public Backend {
     gpu_.SiluMul(gate, up, out);
     Check("silu_mul", out, want);
   }
+  void Copy(const TensorView& src, const TensorView& dst) override { gpu_.Copy(src, dst); }
   void GatherRows(const TensorView& x, std::span<const int32_t> rows,
                   const TensorView& out) override {
     gpu_.GatherRows(x, rows, out);

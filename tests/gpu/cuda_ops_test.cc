@@ -87,6 +87,41 @@ TEST_F(CudaOpsTest, AddAndSiluMulMatchCpu) {
   }
 }
 
+// The residual add of an F32 branch (the model's attention and FFN outputs stay F32 until it)
+// rounds once: exactly round_bf16(float(a) + b). And Copy places an F32 block into columns of a
+// wider matrix (the tensor-parallel head), leaving the other columns alone.
+TEST_F(CudaOpsTest, MixedAddRoundsOnceAndCopyFillsColumns) {
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  for (int64_t m : kRows) {
+    const int64_t d = 200, wide = 3 * d;
+    auto a = RandomBf16(m * d, rng_, 4.0f);
+    std::vector<float> b(m * d), want(m * d);
+    for (float& v : b) v = normal(rng_);
+    for (int64_t i = 0; i < m * d; ++i) want[i] = Bf16ToF32(F32ToBf16(a[i] + b[i]));
+    Tensor ga = Dev(a, m, d), gb = DevEmpty(DType::kF32, m, d), gs = DevEmpty(DType::kBF16, m, d);
+    CopyIn(*gpu_, gb, b.data());
+    gpu_->Add(ga, gb, gs);
+    EXPECT_EQ(RelError(ToHost(*gpu_, gs), want), 0.0) << "mixed add m=" << m;
+
+    Tensor full = DevEmpty(DType::kF32, m, wide);
+    TensorView middle = full.view();
+    middle.data = static_cast<float*>(middle.data) + d;
+    middle.shape[1] = d;
+    gpu_->Copy(gb, middle);
+    const std::vector<float> got = ToHost(*gpu_, full);
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t c = 0; c < wide; ++c) {
+        const float v = got[r * wide + c];
+        if (c >= d && c < 2 * d) {
+          ASSERT_EQ(v, b[r * d + c - d]) << "copy m=" << m << " row " << r << " col " << c;
+        } else {
+          ASSERT_TRUE(std::isnan(v)) << "copy wrote outside its columns: row " << r << " col " << c;
+        }
+      }
+    }
+  }
+}
+
 TEST_F(CudaOpsTest, EmbeddingAndGatherRowsAreExact) {
   const int64_t v = 500, h = 200;
   auto table = RandomBf16(v * h, rng_);

@@ -3,7 +3,8 @@
 // rank loads its shard (FP8 slices on 128-blocks, BF16 fallback where a slice cuts a block),
 // and the model's all-reduces and the head's all-gather run over NCCL on the backends' streams.
 // The prompt logits must equal one GPU's (--tp 1) within kTpTol, and wherever one GPU's top-2
-// margin exceeds kMargin the two agree on the greedy token. Skipped without two GPUs.
+// margin exceeds kMargin the two agree on the greedy token. FP8 slices that cut scale blocks
+// are refused. Skipped without two GPUs.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -87,11 +88,30 @@ TEST_P(CudaTensorParallelTest, TwoGpusMatchOne) {
 }
 
 // Fixtures whose heads, widths, experts and vocabulary two ranks divide (ragged's 3 heads do
-// not). tiny's o_proj and shared-expert slices are 64 wide: they take the BF16 fallback;
-// smooth's slices all start on 128 boundaries and stay FP8.
+// not) and whose FP8 slices start on 128 boundaries (smooth's, like V3's at TP <= 16).
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaTensorParallelTest,
-                         ::testing::Values("tiny-fp8", "noqlora-fp8", "smooth-fp8", "tiny-bf16",
-                                           "noqlora-bf16", "smooth-bf16"),
+                         ::testing::Values("smooth-fp8", "tiny-bf16", "noqlora-bf16", "smooth-bf16"),
+                         ::dsv3::testing::FixtureTestName);
+
+// tiny's and noqlora's o_proj and shared-expert slices are 64 wide at TP=2: they cut the
+// 128x128 FP8 scale blocks, which the GPU refuses with a message that says what to change
+// (CudaBackend::LoadLinear) rather than run another model.
+class CudaTensorParallelRefusalTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CudaTensorParallelRefusalTest, Fp8SlicesThatCutBlocksAreRefused) {
+  if (CudaBackend::DeviceCount() < 2) {
+    GTEST_SKIP() << "fewer than two CUDA devices: tensor-parallel GPU test skipped";
+  }
+  const auto r = RunCommand(ToolPath("dsv3-generate") + " --device cuda --tp 2 --model " +
+                            TestDataPath("fixtures/" + GetParam()) +
+                            " --prompt-ids 5,77 --max-new-tokens 1");
+  EXPECT_FALSE(!r.signaled && r.exit_code == 0) << r.out;
+  EXPECT_NE(r.err.find("cuts its 128x128 scale blocks"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("tensor-parallel size"), std::string::npos) << r.err;
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, CudaTensorParallelRefusalTest,
+                         ::testing::Values("tiny-fp8", "noqlora-fp8"),
                          ::dsv3::testing::FixtureTestName);
 
 }  // namespace

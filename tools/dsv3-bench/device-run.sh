@@ -30,8 +30,8 @@ if [ "$what" != bench ]; then
   done
   for tp in 1 2; do
     [ "$tp" -le "$gpus" ] || continue
-    timeout 60 $bin/dsv3-generate --model tests/data/fixtures/tiny-fp8 --device cuda --tp $tp \
-      --prompt-ids 5,77,300,12 --max-new-tokens 12 2>&1 | tail -1 | sed "s/^/generate tiny cuda tp$tp: /"
+    timeout 60 $bin/dsv3-generate --model tests/data/fixtures/smooth-fp8 --device cuda --tp $tp \
+      --prompt-ids 5,77,300,12 --max-new-tokens 24 2>&1 | tail -1 | sed "s/^/generate smooth cuda tp$tp: /"
   done
 fi
 if [ "$what" != tests ]; then

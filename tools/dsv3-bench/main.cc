@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <future>
+#include <optional>
 #include <thread>
 #include <string>
 #include <vector>
@@ -194,7 +195,8 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
   std::fprintf(out, "\n## Decode, context %d (ms per layer, median of %d steps)\n\n", args.context,
               args.iters);
   std::fprintf(out, "| batch | dense layer | MoE layer | active experts | HBM floor (MoE) | MoE / floor |"
-              " step (all layers + head) |\n|---|---|---|---|---|---|---|\n");
+              " step (all layers + head) | MoE layer, no graphs | step, no graphs |\n"
+              "|---|---|---|---|---|---|---|---|---|\n");
   std::vector<std::vector<std::pair<std::string, float>>> op_columns;  // per batch
   for (int b : args.batches) {
     ForwardBatch fb;
@@ -206,42 +208,66 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
       fb.logits_rows.push_back(s);
     }
     std::vector<float> logits;
-    std::vector<std::vector<float>> per_layer(c.num_hidden_layers + 1);
-    std::vector<float> step_ms;
-    std::vector<int64_t> active;
-    StreamTimer step(gpu.stream());
-    for (int it = 0; it < args.iters + 2; ++it) {
+    // Median ms per dense layer, per MoE layer and per step, with or without CUDA graphs (the
+    // first two steps warm up: with graphs, an eager run and the capture).
+    struct Timing {
+      float dense = 0, moe = 0, step = 0;
+    };
+    auto time_steps = [&](bool graphs) -> std::optional<Timing> {
+      gpu.SetCudaGraphs(graphs);
+      std::vector<std::vector<float>> per_layer(c.num_hidden_layers + 1);
+      std::vector<float> step_ms;
+      StreamTimer step(gpu.stream());
       gpu.SetLayerTiming(true);
-      step.Start();
-      if (!model.Forward(fb, cache, logits).ok()) return 1;
-      const float ms = step.StopMs();
-      const auto times = gpu.LayerTimes();
-      const auto act = gpu.TakeActiveExperts();
-      if (it < 2) continue;  // warm-up
-      step_ms.push_back(ms);
-      for (const auto& [layer, t] : times) per_layer[layer < 0 ? c.num_hidden_layers : layer].push_back(t);
-      active.insert(active.end(), act.begin(), act.end());
-    }
-    float dense = 0, moe = 0;
-    for (int l = 0; l < args.dense_layers; ++l) dense += Median(per_layer[l]) / args.dense_layers;
-    for (int l = args.dense_layers; l < c.num_hidden_layers; ++l) moe += Median(per_layer[l]) / args.moe_layers;
+      for (int it = 0; it < args.iters + 2; ++it) {
+        step.Start();
+        if (!model.Forward(fb, cache, logits).ok()) return std::nullopt;
+        const float ms = step.StopMs();
+        const auto times = gpu.LayerTimes();
+        if (it < 2) continue;
+        step_ms.push_back(ms);
+        for (const auto& [layer, t] : times) {
+          per_layer[layer < 0 ? c.num_hidden_layers : layer].push_back(t);
+        }
+      }
+      gpu.SetLayerTiming(false);
+      Timing timing;
+      for (int l = 0; l < args.dense_layers; ++l) {
+        timing.dense += Median(per_layer[l]) / args.dense_layers;
+      }
+      for (int l = args.dense_layers; l < c.num_hidden_layers; ++l) {
+        timing.moe += Median(per_layer[l]) / args.moe_layers;
+      }
+      timing.step = Median(step_ms);
+      return timing;
+    };
+    const auto eager = time_steps(false);
+    const auto graphed = time_steps(true);
+    if (!eager || !graphed) return 1;
+    // One more step with every op timed (eager: events around each op perturb the totals
+    // above), which also counts the experts the batch activates (graphs do not log them).
+    gpu.TakeActiveExperts();
+    gpu.SetOpTiming(true);
+    if (!model.Forward(fb, cache, logits).ok()) return 1;
+    op_columns.push_back(gpu.TakeOpTimes());
+    gpu.SetOpTiming(false);
+    const std::vector<int64_t> active = gpu.TakeActiveExperts();
     double mean_active = 0;
     for (int64_t a : active) mean_active += static_cast<double>(a) / active.size();
     const double kv_bytes = static_cast<double>(b) * (args.context + 1) * 576 * 2;
     const double floor_ms =
         (rank_attn_bytes + router_bytes + expert_bytes * (1 / tp + mean_active) + kv_bytes) /
         copy_bw * 1e3;
-    std::fprintf(out, "| %d | %.3f | %.3f | %.1f | %.3f | %.2fx | %.3f |\n", b, dense, moe, mean_active,
-                floor_ms, moe / floor_ms, Median(step_ms));
+    std::fprintf(out, "| %d | %.3f | %.3f | %.1f | %.3f | %.2fx | %.3f | %.3f | %.3f |\n", b,
+                 graphed->dense, graphed->moe, mean_active, floor_ms, graphed->moe / floor_ms,
+                 graphed->step, eager->moe, eager->step);
     std::fflush(out);
-    // One more step with every op timed (events around each op perturb the totals above).
-    gpu.SetLayerTiming(false);
-    gpu.SetOpTiming(true);
-    if (!model.Forward(fb, cache, logits).ok()) return 1;
-    op_columns.push_back(gpu.TakeOpTimes());
-    gpu.SetOpTiming(false);
-    gpu.TakeActiveExperts();
   }
+  const CudaBackend::GraphStats gs = gpu.graph_stats();
+  std::fprintf(out, "\nCUDA graphs: %lld held, %lld captures, %lld replays, %lld eager parts, "
+               "%.1f MB of capture arenas\n", static_cast<long long>(gs.graphs),
+               static_cast<long long>(gs.captured), static_cast<long long>(gs.replayed),
+               static_cast<long long>(gs.eager), gs.arena_bytes / 1e6);
   PrintOpTable(out, "Decode: time per op in one step (ms, all layers and the head)",
                args.batches, op_columns);
 

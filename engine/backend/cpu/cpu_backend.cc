@@ -229,6 +229,14 @@ void CpuBackend::SiluMul(const TensorView& gate, const TensorView& up, const Ten
   }
 }
 
+void CpuBackend::Copy(const TensorView& src, const TensorView& dst) {
+  assert(src.dim(0) == dst.dim(0) && src.dim(1) == dst.dim(1));
+  for (int64_t r = 0; r < src.dim(0); ++r) {
+    std::memcpy(dst.ptr<float>() + r * dst.strides[0], src.ptr<float>() + r * src.strides[0],
+                sizeof(float) * src.dim(1));
+  }
+}
+
 void CpuBackend::GatherRows(const TensorView& x, std::span<const int32_t> rows,
                             const TensorView& out) {
   const int64_t d = x.dim(1);

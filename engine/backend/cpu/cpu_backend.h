@@ -76,6 +76,7 @@ class CpuBackend final : public Backend {
   void Rope(const TensorView& x, std::span<const int32_t> positions,
             const RopeParams& rope) override;
   void SiluMul(const TensorView& gate, const TensorView& up, const TensorView& out) override;
+  void Copy(const TensorView& src, const TensorView& dst) override;
   void GatherRows(const TensorView& x, std::span<const int32_t> rows,
                   const TensorView& out) override;
   void WriteKvCache(const TensorView& latent, const AttentionBatch& batch,

@@ -96,7 +96,7 @@ absl::StatusOr<CublasLtGemm::Plan*> CublasLtGemm::Fp8Plan(const Fp8GemmArgs& g) 
   const uint32_t align_a = Alignment(g.w, 0), align_b = Alignment(g.x, 0),
                  align_d = Alignment(g.d, 0);
   const Key key{8,     true, false, g.n_padded, g.m_padded, g.k_padded, g.k_padded, 0, g.k_padded,
-                0,     g.ldd, 0,    1,          false,      align_a,    align_b,    align_d};
+                0,     g.ldd, 0,    1,          g.d_f32,    align_a,    align_b,    align_d};
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second.get();
   auto plan = std::make_unique<Plan>();
@@ -113,14 +113,17 @@ absl::StatusOr<CublasLtGemm::Plan*> CublasLtGemm::Fp8Plan(const Fp8GemmArgs& g) 
   DSV3_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_8F_E4M3, g.k_padded,
                                                      g.m_padded, g.k_padded));
   DSV3_LT_RETURN_IF_ERROR(
-      cublasLtMatrixLayoutCreate(&plan->d, CUDA_R_16BF, g.n_padded, g.m_padded, g.ldd));
+      cublasLtMatrixLayoutCreate(&plan->d, g.d_f32 ? CUDA_R_32F : CUDA_R_16BF, g.n_padded,
+                                 g.m_padded, g.ldd));
   // The heuristic looks at the scale pointers' presence, so set placeholders before choosing.
   DSV3_LT_RETURN_IF_ERROR(SetDesc(plan->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, g.w_scale));
   DSV3_LT_RETURN_IF_ERROR(SetDesc(plan->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, g.x_scale));
   const absl::Status chosen = ChooseAlgo(*plan, align_a, align_b, align_d);
   if (!chosen.ok()) {
-    return absl::Status(chosen.code(), absl::StrCat("FP8 GEMM M=", g.m_padded, " N=", g.n_padded,
-                                                    " K=", g.k_padded, ": ", chosen.message()));
+    return absl::Status(chosen.code(),
+                        absl::StrCat("FP8 GEMM M=", g.m_padded, " N=", g.n_padded, " K=",
+                                     g.k_padded, g.d_f32 ? " (F32 out)" : "", ": ",
+                                     chosen.message()));
   }
   Plan* p = plan.get();
   plans_.emplace(key, std::move(plan));

@@ -18,8 +18,8 @@ namespace dsv3 {
 // Y[M, N] = X[M, K] W[N, K]^T with W e4m3 in 128x128 blocks and X e4m3 in 1x128 blocks.
 // W is stored row-major with row stride k_padded and n_padded rows (both cuBLASLt operand
 // sizes), w_scale is the checkpoint's scale_inv [ceil(N/128), ceil(K/128)]; X is
-// [m_padded, k_padded] with scales [k_padded/128, m_padded]; D is [m_padded, n_padded] BF16,
-// row stride ldd. m_padded % 4 == 0 and k_padded % 128 == 0.
+// [m_padded, k_padded] with scales [k_padded/128, m_padded]; D is [m_padded, n_padded] BF16
+// (F32 with d_f32), row stride ldd. m_padded % 4 == 0 and k_padded % 128 == 0.
 struct Fp8GemmArgs {
   const void* w;
   const float* w_scale;
@@ -29,6 +29,7 @@ struct Fp8GemmArgs {
   int64_t m_padded;
   void* d;
   int64_t ldd;
+  bool d_f32 = false;
 };
 
 // D = op(A) op(B) for `batch` matrices at fixed strides (elements). A and B BF16; D BF16 or F32.

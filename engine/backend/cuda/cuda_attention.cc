@@ -49,8 +49,18 @@ void CudaBackend::WriteKvCache(const TensorView& latent, const AttentionBatch& b
 const CudaBackend::StepPlan::Form& CudaBackend::FormFor(StepPlan& plan,
                                                         const AttentionBatch& batch,
                                                         MlaMode mode, bool naive) {
+  // With one new token per sequence, kAbsorbed picks what kAuto picks: share the form (a graph
+  // step builds kAuto's forms with its plan).
+  bool single_token = true;
+  for (const auto& seq : batch.sequences) single_token = single_token && seq.num_tokens == 1;
+  if (mode == MlaMode::kAbsorbed && single_token) mode = MlaMode::kAuto;
   StepPlan::Form& form = plan.forms[{static_cast<int>(mode), naive}];
   if (form.ready) return form;
+  if (graph_step_ && !plan.building) {
+    // A form made here, at a pool address, must not be read by a captured graph: the rest of
+    // this step runs eagerly.
+    graph_step_.reset();
+  }
   std::vector<int32_t> rows, slots;
   std::vector<kernels::MlaSequence> seqs(batch.sequences.size());
   std::vector<kernels::MlaGemmItem> items;
@@ -77,15 +87,25 @@ const CudaBackend::StepPlan::Form& CudaBackend::FormFor(StepPlan& plan,
   }
   form.tokens = static_cast<int64_t>(rows.size());
   form.context_rows = static_cast<int64_t>(slots.size());
+  const int64_t n = static_cast<int64_t>(form.host_sequences.size());
+  form.by_gemm = !naive && form.single_token && DecodeByGemm(n, form.total_context, form.max_context);
+  form.gemm_context = form.max_context;
+  if (graph_step_ && !naive) {
+    // GraphSignatureOf admitted the step for decode by GEMMs; its graphs pad to the bucket.
+    form.by_gemm = true;
+    form.gemm_context = graph_step_->context_bucket;
+  }
+  form.ready = true;
+  if (form.tokens == 0) return form;  // nothing of the step takes this form: no device copy
   form.token_rows = UploadBytes(rows.data(), DType::kI32, {form.tokens});
   form.sequences = UploadBytes(seqs.data(), DType::kI32,
                                {static_cast<int64_t>(seqs.size()), 4});
-  form.context_slots = UploadBytes(slots.data(), DType::kI32, {form.context_rows});
-  if (!naive) {
+  if (naive) {
+    form.context_slots = UploadBytes(slots.data(), DType::kI32, {form.context_rows});
+  } else {
     form.gemm_items = UploadBytes(items.data(), DType::kI32,
                                   {static_cast<int64_t>(items.size()), 4});
   }
-  form.ready = true;
   return form;
 }
 
@@ -152,7 +172,7 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
     a.out = o_lat.view().data;
     a.out_token_stride = nh * lora;
     a.out_head_stride = lora;
-    if (DecodeByGemm(absorbed)) {
+    if (absorbed.by_gemm) {
       OpScope part(*this, "- mla: absorbed attention (GEMMs)");
       MlaDecodeByGemm(q, q_lat, cache, plan, absorbed, batch.block_size, p, o_lat);
     } else {

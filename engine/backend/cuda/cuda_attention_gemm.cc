@@ -26,10 +26,8 @@ void* Offset(void* p, int64_t bytes) { return static_cast<char*>(p) + bytes; }
 
 }  // namespace
 
-bool CudaBackend::DecodeByGemm(const StepPlan::Form& form) {
-  const int64_t n = static_cast<int64_t>(form.host_sequences.size());
-  return form.single_token && n >= kDecodeGemmMinSequences &&
-         2 * form.total_context >= n * form.max_context;
+bool CudaBackend::DecodeByGemm(int64_t sequences, int64_t total_context, int64_t max_context) {
+  return sequences >= kDecodeGemmMinSequences && 2 * total_context >= sequences * max_context;
 }
 
 void CudaBackend::MlaDecodeByGemm(const TensorView& q, const TensorView& q_lat,
@@ -37,7 +35,7 @@ void CudaBackend::MlaDecodeByGemm(const TensorView& q, const TensorView& q_lat,
                                   const StepPlan::Form& form, int32_t block_size,
                                   const MlaParams& p, const TensorView& o_lat) {
   const int64_t nh = p.num_heads, lora = p.kv_lora_rank, rope = p.rope_dim;
-  const int64_t kv_dim = lora + rope, ctx = form.max_context;
+  const int64_t kv_dim = lora + rope, ctx = form.gemm_context;
   const int64_t num_items = static_cast<int64_t>(form.host_sequences.size());
   // Per sequence: latents [ctx, kv_dim] BF16, scores F32 and probs BF16 [nh, ctx], query and
   // output [nh, kv_dim] BF16.

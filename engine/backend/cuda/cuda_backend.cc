@@ -1,4 +1,5 @@
 #include "engine/backend/cuda/cuda_backend.h"
+#include "engine/backend/cuda/stream_allocator.h"
 
 #include <cstring>
 #include <functional>
@@ -14,42 +15,6 @@ namespace dsv3 {
 namespace {
 
 using kernels::ElemType;
-
-// Stream-ordered allocations from the device's default pool, which keeps freed memory for
-// reuse instead of returning it to the driver.
-// `on_free` runs before a block goes back to the pool (caches keyed by address forget it).
-class StreamAllocator final : public Allocator {
- public:
-  StreamAllocator(cudaStream_t stream, std::function<void(void*)> on_free)
-      : stream_(stream), on_free_(std::move(on_free)) {}
-  void* Allocate(int64_t bytes) override {
-    void* p = nullptr;
-    if (cudaMallocAsync(&p, bytes == 0 ? 256 : static_cast<size_t>(bytes), stream_) !=
-        cudaSuccess) {
-      cudaGetLastError();
-      throw std::bad_alloc();
-    }
-    return p;
-  }
-  void Free(void* p) override {
-    on_free_(p);
-    DSV3_CUDA_CHECK(cudaFreeAsync(p, stream_));
-  }
-  Device device() const override { return Device::kCuda; }
-
- private:
-  cudaStream_t stream_;
-  std::function<void(void*)> on_free_;
-};
-
-ElemType ElemTypeOf(DType t) {
-  switch (t) {
-    case DType::kBF16: return ElemType::kBF16;
-    case DType::kF8E4M3: return ElemType::kF8E4M3;
-    case DType::kI32: return ElemType::kI32;
-    default: return ElemType::kF32;
-  }
-}
 
 int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
@@ -106,8 +71,14 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const Options& 
 CudaBackend::~CudaBackend() {
   if (stream_ == nullptr) return;
   cudaStreamSynchronize(stream_);
+  for (auto& [key, entry] : graphs_) {
+    if (entry.exec != nullptr) cudaGraphExecDestroy(entry.exec);
+  }
+  graphs_.clear();
   plan_ = StepPlan();
   fallback_plan_ = StepPlan();
+  plan_arenas_.clear();
+  capture_arenas_.clear();
   inv_freq_.clear();
   { auto copies = std::move(dequantized_); dequantized_.clear(); }
   { auto tables = std::move(grouped_weights_); grouped_weights_.clear(); }
@@ -131,6 +102,7 @@ void CudaBackend::Check(const absl::Status& status, const char* what) {
 
 Tensor CudaBackend::UploadBytes(const void* host, DType dtype,
                                 std::initializer_list<int64_t> shape) {
+  NoteHostWork("an upload from pageable memory");
   Tensor t(allocator(), dtype, shape);
   if (t.view().nbytes() > 0) {
     DSV3_CUDA_CHECK(cudaMemcpyAsync(t.view().data, host, t.view().nbytes(),
@@ -213,10 +185,20 @@ absl::StatusOr<LinearWeight> CudaBackend::LoadLinear(const Checkpoint& ckpt,
   const int64_t rows = row_end - slice.row_begin, cols = col_end - slice.col_begin;
   auto raw = ckpt.Get(prefix + ".weight");
   if (!raw.ok()) return raw.status();
-  // An FP8 slice keeps its checkpoint blocks when it starts on a block boundary (tensor
-  // parallel slices of V3's weights all do): rows [r0, r1) use scale rows [r0/128, ceil(r1/128)).
-  const bool block_aligned = slice.row_begin % 128 == 0 && slice.col_begin % 128 == 0;
-  if (raw->dtype == DType::kF8E4M3 && block_aligned) {
+  // An FP8 slice keeps its checkpoint blocks: rows [r0, r1) use scale rows [r0/128,
+  // ceil(r1/128)). That needs the slice to start on a block boundary (tensor-parallel slices of
+  // V3's weights all do). A slice that cuts blocks cannot keep the recipe: its activation
+  // blocks along K would differ from one GPU's, and a BF16 fallback drops the activation
+  // quantization, so TP=N would compute another model (by FP8's noise). Refused, as vLLM does.
+  if (raw->dtype == DType::kF8E4M3 && (slice.row_begin % 128 != 0 || slice.col_begin % 128 != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        prefix, ": the tensor-parallel slice rows [", slice.row_begin, ", ", row_end, ") cols [",
+        slice.col_begin, ", ", col_end, ") of the FP8 weight [", n, ", ", k,
+        "] cuts its 128x128 scale blocks; on the GPU, block-scaled FP8 needs every rank's slice "
+        "to start on a multiple of 128 (choose a tensor-parallel size that splits the weights "
+        "into whole blocks, or use a BF16 checkpoint)"));
+  }
+  if (raw->dtype == DType::kF8E4M3) {
     const int64_t shape[] = {n, k};
     const int64_t scale_shape[] = {(n + 127) / 128, (k + 127) / 128};
     auto w = ckpt.Get(prefix + ".weight", shape, {DType::kF8E4M3});
@@ -233,7 +215,7 @@ absl::StatusOr<LinearWeight> CudaBackend::LoadLinear(const Checkpoint& ckpt,
         s->ptr<float>() + (slice.row_begin / 128) * scale_shape[1] + slice.col_begin / 128;
     return UploadFp8Linear(first, k, rows, cols, first_scale, scale_shape[1], storage);
   }
-  // BF16 checkpoints, and FP8 slices that cut through scale blocks: dequantized to BF16.
+  // BF16 checkpoints.
   auto values = ckpt.LoadLinearF32(prefix, n, k, slice);
   if (!values.ok()) return values.status();
   return MakeLinear(TensorView::Contiguous(values->data(), DType::kF32, {rows, cols}),
@@ -306,6 +288,7 @@ absl::StatusOr<TensorView> CudaBackend::MakeRandomDense(std::span<const int64_t>
 }
 
 Tensor CudaBackend::Upload(const TensorView& host) {
+  NoteHostWork("an upload");
   assert(host.is_contiguous() && (host.dtype == DType::kF32 || host.dtype == DType::kI32));
   if (host.dtype == DType::kI32) {
     Tensor t(allocator(), DType::kI32, host.shape.data(), host.ndim);
@@ -323,6 +306,7 @@ Tensor CudaBackend::Upload(const TensorView& host) {
 }
 
 void CudaBackend::Download(const TensorView& t, float* host) {
+  NoteHostWork("a download");
   assert(t.is_contiguous());
   const int64_t n = t.numel();
   if (t.dtype == DType::kF32) {
@@ -342,6 +326,7 @@ void CudaBackend::BuildPlan(const AttentionBatch& batch, StepPlan& plan) {
   plan = StepPlan();
   plan.batch = &batch;
   plan.positions_host = batch.positions.data();
+  plan.building = true;
   const int64_t t = static_cast<int64_t>(batch.positions.size());
   std::vector<int32_t> token_seq(t, 0), tables;
   for (size_t s = 0; s < batch.sequences.size(); ++s) {
@@ -350,17 +335,32 @@ void CudaBackend::BuildPlan(const AttentionBatch& batch, StepPlan& plan) {
     tables.insert(tables.end(), seq.block_table, seq.block_table + seq.num_blocks);
     for (int32_t i = 0; i < seq.num_tokens; ++i) token_seq[seq.token_begin + i] = static_cast<int32_t>(s);
   }
+  const int64_t n = static_cast<int64_t>(batch.sequences.size());
+  if (&plan == &plan_ && graph_step_) {
+    // Into the signature's arena, in an order that puts every array but the block tables at
+    // the same address in every step of the signature: the tables go last.
+    const int64_t bytes = 3 * AlignedDeviceBytes(t * 8) + 4 * AlignedDeviceBytes(n * 16) +
+                          AlignedDeviceBytes(static_cast<int64_t>(tables.size()) * 4);
+    active_arena_ = &PlanArena(*graph_step_, bytes);
+  }
   plan.positions = UploadBytes(batch.positions.data(), DType::kI32, {t});
   plan.slots = UploadBytes(batch.slot_mapping.data(), DType::kI64, {t});
   plan.token_seq = UploadBytes(token_seq.data(), DType::kI32, {t});
+  if (active_arena_ != nullptr) {
+    FormFor(plan, batch, MlaMode::kAuto, /*naive=*/false);
+    FormFor(plan, batch, MlaMode::kAuto, /*naive=*/true);
+  }
   plan.block_tables =
       UploadBytes(tables.data(), DType::kI32, {static_cast<int64_t>(tables.size())});
+  active_arena_ = nullptr;
+  plan.building = false;
 }
 
 void CudaBackend::BeginStep(const AttentionBatch& batch) {
   // Steps may run on another thread than the one that made the backend (the engine's loop),
   // and kernel launches go to the calling thread's current device.
   DSV3_CUDA_CHECK(cudaSetDevice(options_.device));
+  graph_step_ = GraphSignatureOf(batch);
   BuildPlan(batch, plan_);
 }
 
@@ -446,14 +446,16 @@ void CudaBackend::RmsNorm(const TensorView& x, const TensorView& weight, float e
 void CudaBackend::Add(const TensorView& a, const TensorView& b, const TensorView& out) {
   OpScope timed(*this, "add");
   kernels::Binary({a.data, a.strides[0], b.data, b.strides[0], out.data, out.strides[0], a.dim(0),
-                   a.dim(1), kernels::BinaryKind::kAdd},
+                   a.dim(1), kernels::BinaryKind::kAdd, ElemTypeOf(a.dtype), ElemTypeOf(b.dtype),
+                   ElemTypeOf(out.dtype)},
                   stream_);
 }
 
 void CudaBackend::SiluMul(const TensorView& gate, const TensorView& up, const TensorView& out) {
   OpScope timed(*this, "silu_mul");
   kernels::Binary({gate.data, gate.strides[0], up.data, up.strides[0], out.data, out.strides[0],
-                   gate.dim(0), gate.dim(1), kernels::BinaryKind::kSiluMul},
+                   gate.dim(0), gate.dim(1), kernels::BinaryKind::kSiluMul,
+                   ElemTypeOf(gate.dtype), ElemTypeOf(up.dtype), ElemTypeOf(out.dtype)},
                   stream_);
 }
 
@@ -466,6 +468,15 @@ void CudaBackend::Rope(const TensorView& x, std::span<const int32_t> positions,
   kernels::Rope({x.data, x.strides[0], x.strides[1], x.dim(0), x.dim(1), rope.rope_dim, pos,
                  DeviceInvFreq(rope), rope.attention_factor, rope.interleaved},
                 stream_);
+}
+
+void CudaBackend::Copy(const TensorView& src, const TensorView& dst) {
+  OpScope timed(*this, "copy");
+  assert(src.dim(0) == dst.dim(0) && src.dim(1) == dst.dim(1));
+  assert(src.strides[1] == 1 && dst.strides[1] == 1);
+  kernels::Copy2D({src.data, src.strides[0], ElemTypeOf(src.dtype), dst.data, dst.strides[0],
+                   ElemTypeOf(dst.dtype), src.dim(0), src.dim(1)},
+                  stream_);
 }
 
 void CudaBackend::GatherRows(const TensorView& x, std::span<const int32_t> rows,

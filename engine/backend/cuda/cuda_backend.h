@@ -14,13 +14,17 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "engine/backend/backend.h"
 #include "engine/backend/cuda/cublaslt_gemm.h"
+#include "engine/backend/cuda/stream_allocator.h"
+#include "kernels/elem_type.h"
 
 namespace dsv3::kernels {
 struct GroupedWeight;
@@ -28,11 +32,22 @@ struct GroupedWeight;
 
 namespace dsv3 {
 
+// The kernels' element type of a tensor dtype (F32 for types the kernels take as F32).
+inline kernels::ElemType ElemTypeOf(DType t) {
+  switch (t) {
+    case DType::kBF16: return kernels::ElemType::kBF16;
+    case DType::kF8E4M3: return kernels::ElemType::kF8E4M3;
+    case DType::kI32: return kernels::ElemType::kI32;
+    default: return kernels::ElemType::kF32;
+  }
+}
+
 class CudaBackend final : public Backend {
  public:
   struct Options {
     int device = 0;
     bool ue8m0_activation_scales = false;  // V3.1's scale_fmt "ue8m0"
+    bool cuda_graphs = true;  // decode layers as CUDA graphs (cuda_graphs.cc)
   };
   // Fails when there is no usable CUDA device.
   static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const Options& options);
@@ -42,7 +57,10 @@ class CudaBackend final : public Backend {
   static int DeviceCount();
 
   Device device() const override { return Device::kCuda; }
-  Allocator* allocator() override { return allocator_.get(); }
+  // The pool, or the arena of a step plan or a graph capture while one is being made.
+  Allocator* allocator() override {
+    return active_arena_ != nullptr ? static_cast<Allocator*>(active_arena_) : allocator_.get();
+  }
   std::string name() const override { return "cuda"; }
   DType activation_dtype() const override { return DType::kBF16; }
   DType kv_cache_dtype() const override { return DType::kBF16; }
@@ -69,6 +87,9 @@ class CudaBackend final : public Backend {
   void BeginStep(const AttentionBatch& batch) override;
   void BeginLayer(int64_t layer) override;
   void Synchronize() override;
+  absl::Status RunGraphable(const GraphPartKey& key,
+                            absl::FunctionRef<absl::Status()> body) override;
+  void DropGraphs(uint64_t owner) override;
 
   void Embedding(const TensorView& table, std::span<const int32_t> ids, int64_t first_row,
                  const TensorView& out) override;
@@ -79,6 +100,7 @@ class CudaBackend final : public Backend {
   void Rope(const TensorView& x, std::span<const int32_t> positions,
             const RopeParams& rope) override;
   void SiluMul(const TensorView& gate, const TensorView& up, const TensorView& out) override;
+  void Copy(const TensorView& src, const TensorView& dst) override;
   void GatherRows(const TensorView& x, std::span<const int32_t> rows,
                   const TensorView& out) override;
   void WriteKvCache(const TensorView& latent, const AttentionBatch& batch,
@@ -94,6 +116,16 @@ class CudaBackend final : public Backend {
                   const TensorView& out) override;
 
   cudaStream_t stream() const { return stream_; }
+
+  // CUDA graphs for decode steps (default Options::cuda_graphs). Off, or while op timing is on,
+  // every part runs eagerly.
+  void SetCudaGraphs(bool on) { options_.cuda_graphs = on; }
+  struct GraphStats {
+    int64_t eager = 0, captured = 0, replayed = 0;  // parts run each way
+    int64_t graphs = 0;        // instantiated graphs held
+    int64_t arena_bytes = 0;   // device memory of the captured parts' temporaries
+  };
+  GraphStats graph_stats() const;
 
   // Layer timing (benchmarks): while on, BeginLayer records an event on the stream.
   // LayerTimes() synchronizes and returns, per BeginLayer call since the last one, the layer id
@@ -120,6 +152,7 @@ class CudaBackend final : public Backend {
   struct StepPlan {
     const AttentionBatch* batch = nullptr;
     const int32_t* positions_host = nullptr;  // identifies the step together with `batch`
+    bool building = false;  // BuildPlan is making it (forms made then belong to the plan)
     Tensor positions;     // [T] I32
     Tensor slots;         // [T] I64
     Tensor token_seq;     // [T] I32
@@ -144,6 +177,10 @@ class CudaBackend final : public Backend {
       Tensor gemm_items;
       int64_t max_context = 0, total_context = 0;
       bool single_token = true;
+      // Decode by GEMMs (DecodeByGemm), and the context the GEMMs pad every sequence to: the
+      // longest, or a graph step's context bucket (one graph serves every step of the bucket).
+      bool by_gemm = false;
+      int64_t gemm_context = 0;
     };
     std::map<std::pair<int, bool>, Form> forms;  // (mode, naive) -> form
   };
@@ -176,12 +213,31 @@ class CudaBackend final : public Backend {
   LinearWeight UploadFp8Linear(const uint8_t* weight, int64_t weight_pitch, int64_t n, int64_t k,
                                const float* scales, int64_t scale_pitch,
                                std::vector<Tensor>& storage);
+  // The shape of a decode step as CUDA graphs see it (cuda_graphs.cc): every host-side choice
+  // the ops of a layer make follows from it, so one capture serves every step of the shape.
+  struct GraphSignature {
+    int64_t tokens = 0;
+    int64_t context_bucket = 0;  // the longest context, rounded up (GraphContextBucket)
+    int32_t block_size = 0;
+    int64_t grouped_moe_max_tokens = 0;
+    auto operator<=>(const GraphSignature&) const = default;
+  };
+  // A step's signature when its layers may run as graphs: one new token per sequence, at most
+  // kMaxGraphTokens of them, contexts even enough for decode by GEMMs.
+  std::optional<GraphSignature> GraphSignatureOf(const AttentionBatch& batch) const;
+  // The arena of a graph step's plan: at the same address for every step of a signature (the
+  // graphs read the plan there), grown (at a new address, so under new graph keys) when a
+  // step's block tables need more.
+  ArenaAllocator& PlanArena(const GraphSignature& sig, int64_t bytes);
+  // Ops that upload from pageable memory or wait on the host call this: it makes the part being
+  // run eagerly unfit for capture (and aborts inside a capture, which would be a bug).
+  void NoteHostWork(const char* what);
   // MLA attention by cuBLASLt GEMMs (cuda_attention_gemm.cc). Decode: the absorbed form of
   // `form`'s one-token sequences, q [T, nh, nope + rope] (q_pe rotated), q_lat [T, nh * lora],
   // o_lat [T, nh * lora] (rows of the form's tokens written). Prefill: the naive form, kv
   // [context_rows, nh * (nope + v)] and latents [context_rows, lora + rope] of the form's
   // context rows, out [T, nh * v].
-  static bool DecodeByGemm(const StepPlan::Form& form);
+  static bool DecodeByGemm(int64_t sequences, int64_t total_context, int64_t max_context);
   void MlaDecodeByGemm(const TensorView& q, const TensorView& q_lat, const TensorView& cache,
                        const StepPlan& plan, const StepPlan::Form& form, int32_t block_size,
                        const MlaParams& p, const TensorView& o_lat);
@@ -189,6 +245,11 @@ class CudaBackend final : public Backend {
                         const StepPlan::Form& form, const MlaParams& p, const TensorView& out);
   // The BF16 [N, K] form of a linear weight (dequantized once and cached for FP8 weights).
   TensorView Bf16Weight(const LinearWeight& w);
+  // y = x W^T by cuBLASLt block scaling, from the quantized x (xq [M_pad, K_pad], scales xs
+  // [K_pad/128, M_pad]); D in F32 or BF16 (f32_out), converted into y where y differs.
+  absl::Status Fp8Gemm(const Tensor& xq, const Tensor& xs, const LinearWeight& w, int64_t m,
+                       int64_t m_pad, int64_t n_pad, int64_t k_pad, bool f32_out,
+                       const TensorView& y);
   // y = x W^T for a BF16 weight view [N, K].
   void Bf16Linear(const TensorView& x, const TensorView& w, const TensorView& y);
   void Check(const absl::Status& status, const char* what);
@@ -201,7 +262,32 @@ class CudaBackend final : public Backend {
 
   Options options_;
   cudaStream_t stream_ = nullptr;
-  std::unique_ptr<Allocator> allocator_;
+  std::unique_ptr<StreamAllocator> allocator_;
+  ArenaAllocator* active_arena_ = nullptr;
+
+  // ---- CUDA graphs (cuda_graphs.cc) ----
+  struct GraphEntry {
+    cudaGraphExec_t exec = nullptr;
+    bool clean = false;       // the last eager run did no host work: capture next time
+    int64_t arena_bytes = 0;  // its temporaries, counted in that run
+    uint64_t last_use = 0;
+  };
+  using GraphKey = std::tuple<GraphPartKey, GraphSignature, const void*>;  // + plan arena
+  struct PlanArenaSlot {
+    Tensor memory;
+    std::unique_ptr<ArenaAllocator> arena;
+  };
+  std::optional<GraphSignature> graph_step_;  // this step's, when its layers may be graphs
+  const void* graph_plan_base_ = nullptr;     // this step's plan arena
+  std::map<GraphSignature, PlanArenaSlot> plan_arenas_;
+  std::map<GraphKey, GraphEntry> graphs_;
+  uint64_t graph_clock_ = 0;
+  // Captured parts' temporaries: every graph uses the start of the newest arena big enough when
+  // it was captured (graphs run one after another on the stream); older arenas stay for the
+  // graphs that still use them.
+  std::vector<PlanArenaSlot> capture_arenas_;
+  bool part_running_ = false, part_host_work_ = false, capturing_ = false;
+  GraphStats graph_stats_;
   std::unique_ptr<CublasLtGemm> gemm_;
   StepPlan plan_;
   StepPlan fallback_plan_;  // for ops called outside a planned step (tests)

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "engine/backend/cuda/cuda_backend.h"
+#include "engine/util/status_macros.h"
 #include "kernels/elementwise.cuh"
 #include "kernels/fp8_quant.cuh"
 #include "kernels/launch_check.h"
@@ -19,10 +20,6 @@ namespace {
 constexpr int64_t kSmallFp8Rows = 16;
 
 int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
-
-kernels::ElemType ElemTypeOf(DType t) {
-  return t == DType::kBF16 ? kernels::ElemType::kBF16 : kernels::ElemType::kF32;
-}
 
 }  // namespace
 
@@ -83,15 +80,20 @@ void CudaBackend::Linear(const TensorView& x, const LinearWeight& w, const Tenso
                           stream_);
     return;
   }
-  // cuBLASLt writes [M_pad, N_pad]: straight into y when that is y's shape, else into a
-  // scratch that is copied (and converted) into y.
-  const bool direct = y.dtype == DType::kBF16 && m_pad == m && n_pad == n;
-  Tensor d;
-  if (!direct) d = Tensor(allocator(), DType::kBF16, {m_pad, n_pad});
-  Fp8GemmArgs g{w.weight.data, w.scale_inv.ptr<float>(), n_pad, k_pad, xq.view().data,
-                xs.ptr<float>(), m_pad, direct ? y.data : d.view().data,
-                direct ? y.strides[0] : n_pad};
-  const absl::Status status = gemm_->Fp8(g);
+  // cuBLASLt writes [M_pad, N_pad] in y's type (F32 partial sums stay unrounded for the
+  // all-reduce): straight into y when that is y's shape, else into a scratch copied into y.
+  const bool f32_out = y.dtype == DType::kF32;
+  absl::Status status = Fp8Gemm(xq, xs, w, m, m_pad, n_pad, k_pad, f32_out, y);
+  if (!status.ok() && f32_out) {
+    // No F32-out kernel for this shape: BF16 out, converted (rounded once more).
+    static bool warned = false;
+    if (!warned) {
+      std::fprintf(stderr, "CUDA backend: %s; rounding to BF16 there\n",
+                   std::string(status.message()).c_str());
+      warned = true;
+    }
+    status = Fp8Gemm(xq, xs, w, m, m_pad, n_pad, k_pad, false, y);
+  }
   if (!status.ok()) {
     // No block-scaled kernel for this shape: dequantized BF16 weight instead.
     static bool warned = false;
@@ -101,13 +103,27 @@ void CudaBackend::Linear(const TensorView& x, const LinearWeight& w, const Tenso
       warned = true;
     }
     Bf16Linear(x, Bf16Weight(w), y);
-    return;
   }
+}
+
+absl::Status CudaBackend::Fp8Gemm(const Tensor& xq, const Tensor& xs, const LinearWeight& w,
+                                  int64_t m, int64_t m_pad, int64_t n_pad, int64_t k_pad,
+                                  bool f32_out, const TensorView& y) {
+  const int64_t n = w.n();
+  const DType d_type = f32_out ? DType::kF32 : DType::kBF16;
+  const bool direct = y.dtype == d_type && m_pad == m && n_pad == n;
+  Tensor d;
+  if (!direct) d = Tensor(allocator(), d_type, {m_pad, n_pad});
+  Fp8GemmArgs g{w.weight.data, w.scale_inv.ptr<float>(), n_pad, k_pad, xq.view().data,
+                xs.ptr<float>(), m_pad, direct ? y.data : d.view().data,
+                direct ? y.strides[0] : n_pad, f32_out};
+  DSV3_RETURN_IF_ERROR(gemm_->Fp8(g));
   if (!direct) {
-    kernels::Copy2D({d.view().data, n_pad, kernels::ElemType::kBF16, y.data, y.strides[0],
+    kernels::Copy2D({d.view().data, n_pad, ElemTypeOf(d_type), y.data, y.strides[0],
                      ElemTypeOf(y.dtype), m, n},
                     stream_);
   }
+  return absl::OkStatus();
 }
 
 }  // namespace dsv3

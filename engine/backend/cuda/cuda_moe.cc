@@ -99,7 +99,8 @@ void CudaBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
     Linear(gate, experts[e].down, yp.view().Rows(r0, r1));
   }
   kernels::MoeCombine({yp.view().data, h, d_row_of.ptr<int32_t>(), topk_weights.ptr<float>(),
-                       topk_weights.strides[0], out.data, out.strides[0], t, k, h},
+                       topk_weights.strides[0], out.data, out.strides[0], t, k, h,
+                       ElemTypeOf(out.dtype)},
                       stream_);
 }
 
@@ -140,9 +141,10 @@ void CudaBackend::GroupedMoeExperts(const TensorView& x, const TensorView& topk_
   Tensor token_of(allocator(), DType::kI32, {entries});  // [T * k] token of each permuted row
   Tensor row_of(allocator(), DType::kI32, {entries});    // [T * k] permuted row of each (t, j)
   if (active_log_.view().data == nullptr) {
-    active_log_ = Tensor(allocator(), DType::kI32, {kActiveLogSize});
+    active_log_ = Tensor(allocator_.get(), DType::kI32, {kActiveLogSize});
   }
-  int32_t* log = active_logged_ < kActiveLogSize
+  // (A captured graph would write the same log entry at every replay: graphs do not log.)
+  int32_t* log = !capturing_ && active_logged_ < kActiveLogSize
                      ? active_log_.ptr<int32_t>() + active_logged_++
                      : nullptr;
   kernels::MoeAlign({topk_ids.ptr<int32_t>(), entries, k, expert_begin, local,
@@ -185,7 +187,8 @@ void CudaBackend::GroupedMoeExperts(const TensorView& x, const TensorView& topk_
                            e0.down.scale_inv.strides[0], yp.view().data, h},
                           stream_);
   kernels::MoeCombine({yp.view().data, h, row_of.ptr<int32_t>(), topk_weights.ptr<float>(),
-                       topk_weights.strides[0], out.data, out.strides[0], t, k, h},
+                       topk_weights.strides[0], out.data, out.strides[0], t, k, h,
+                       ElemTypeOf(out.dtype)},
                       stream_);
 }
 

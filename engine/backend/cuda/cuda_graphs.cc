@@ -1,0 +1,178 @@
+// CUDA graphs for decode steps. A decode layer at batch 1 is ~45 launches of a few microseconds
+// each (plus their allocations), so the host, not the GPU, set its pace; a graph replays the
+// whole layer with one launch.
+//
+// How a part (one layer, Backend::RunGraphable) becomes a graph:
+// - Only steps of one new token per sequence, at most kMaxGraphTokens of them, qualify (their
+//   GraphSignature: tokens, context bucket, block size, the MoE path threshold). Their plan is
+//   built in a per-signature arena, so the positions, slots, block tables and attention items
+//   sit at the same addresses in every step of the signature, and decode attention pads every
+//   sequence to the context bucket instead of the longest context.
+// - The first time a (part, signature) comes, it runs eagerly while the pool counts its
+//   allocations; if it did no host work (NoteHostWork: pageable uploads, host waits), the next
+//   time it is captured with its temporaries carved from a capture arena of that size, then
+//   launched; later times only launch.
+// - A graph bakes in every address it saw, so its key holds the part's outside tensors (the
+//   residual stream and the layer's cache), the signature and the plan arena.
+#include <algorithm>
+#include <bit>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "engine/backend/cuda/cuda_backend.h"
+#include "kernels/launch_check.h"
+
+namespace dsv3 {
+
+namespace {
+
+// Decode batches up to this many tokens run as graphs (the grouped MoE path's default limit:
+// larger MoE batches synchronize with the host).
+constexpr int64_t kMaxGraphTokens = 256;
+// Instantiated graphs kept; beyond, the least recently used go.
+constexpr size_t kMaxGraphs = 8192;
+
+// The context decode GEMMs pad to in a graph step: multiples of 256 up to 2048, then eight
+// steps per doubling, so padding costs at most 1/8 of the attention while a growing context
+// changes bucket every 256+ steps.
+int64_t GraphContextBucket(int64_t context) {
+  if (context <= 2048) return (std::max<int64_t>(context, 1) + 255) / 256 * 256;
+  const int64_t granule = std::bit_floor(static_cast<uint64_t>(context)) / 8;
+  return (context + granule - 1) / granule * granule;
+}
+
+}  // namespace
+
+std::optional<CudaBackend::GraphSignature> CudaBackend::GraphSignatureOf(
+    const AttentionBatch& batch) const {
+  const int64_t t = static_cast<int64_t>(batch.positions.size());
+  if (!options_.cuda_graphs || op_timing_ || t == 0 || t > kMaxGraphTokens ||
+      t > grouped_moe_max_tokens_) {
+    return std::nullopt;
+  }
+  int64_t max_context = 0, total_context = 0;
+  for (const auto& seq : batch.sequences) {
+    if (seq.num_tokens != 1) return std::nullopt;
+    const int64_t context = seq.context_begin + 1;
+    max_context = std::max(max_context, context);
+    total_context += context;
+  }
+  const int64_t n = static_cast<int64_t>(batch.sequences.size());
+  if (!DecodeByGemm(n, total_context, max_context)) return std::nullopt;
+  return GraphSignature{t, GraphContextBucket(max_context), batch.block_size,
+                        grouped_moe_max_tokens_};
+}
+
+ArenaAllocator& CudaBackend::PlanArena(const GraphSignature& sig, int64_t bytes) {
+  PlanArenaSlot& slot = plan_arenas_[sig];
+  if (slot.arena == nullptr || slot.arena->size() < bytes) {
+    slot.arena.reset();
+    slot.memory = Tensor();
+    const int64_t size = std::max<int64_t>(2 * bytes, 64 << 10);
+    slot.memory = Tensor(allocator_.get(), DType::kU8, {size});
+    slot.arena = std::make_unique<ArenaAllocator>(slot.memory.view().data, size);
+  }
+  slot.arena->Reset();
+  graph_plan_base_ = slot.memory.view().data;
+  return *slot.arena;
+}
+
+void CudaBackend::NoteHostWork(const char* what) {
+  if (capturing_) {
+    std::fprintf(stderr, "CUDA graph capture: %s inside a captured part\n", what);
+    std::abort();
+  }
+  if (part_running_) part_host_work_ = true;
+}
+
+absl::Status CudaBackend::RunGraphable(const GraphPartKey& part,
+                                       absl::FunctionRef<absl::Status()> body) {
+  if (!graph_step_) {
+    ++graph_stats_.eager;
+    return body();
+  }
+  GraphEntry& g = graphs_[GraphKey{part, *graph_step_, graph_plan_base_}];
+  g.last_use = ++graph_clock_;
+  if (g.exec != nullptr) {
+    ++graph_stats_.replayed;
+    DSV3_CUDA_CHECK(cudaGraphLaunch(g.exec, stream_));
+    return absl::OkStatus();
+  }
+  if (!g.clean) {
+    ++graph_stats_.eager;
+    part_running_ = true;
+    part_host_work_ = false;
+    allocator_->StartCounting();
+    absl::Status status = body();
+    g.arena_bytes = allocator_->StopCounting();
+    part_running_ = false;
+    // A step that lost its graph signature inside the part (FormFor) is not a clean run either.
+    g.clean = status.ok() && !part_host_work_ && graph_step_.has_value();
+    return status;
+  }
+
+  // Capture: temporaries from the newest capture arena (a bigger one when this part needs it).
+  if (capture_arenas_.empty() || capture_arenas_.back().arena->size() < g.arena_bytes) {
+    const int64_t previous = capture_arenas_.empty() ? 0 : capture_arenas_.back().arena->size();
+    const int64_t size = std::max(g.arena_bytes, 2 * previous);
+    PlanArenaSlot slot;
+    slot.memory = Tensor(allocator_.get(), DType::kU8, {size});
+    slot.arena = std::make_unique<ArenaAllocator>(slot.memory.view().data, size);
+    graph_stats_.arena_bytes += size;
+    capture_arenas_.push_back(std::move(slot));
+  }
+  ArenaAllocator& arena = *capture_arenas_.back().arena;
+  arena.Reset();
+  DSV3_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  active_arena_ = &arena;
+  capturing_ = true;
+  const absl::Status status = body();
+  capturing_ = false;
+  active_arena_ = nullptr;
+  cudaGraph_t graph = nullptr;
+  DSV3_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+  if (!status.ok()) {
+    // Nothing ran (a collective failed while being recorded): the step fails as it would have.
+    cudaGraphDestroy(graph);
+    g.clean = false;
+    return status;
+  }
+  DSV3_CUDA_CHECK(cudaGraphInstantiate(&g.exec, graph, 0));
+  DSV3_CUDA_CHECK(cudaGraphDestroy(graph));
+  ++graph_stats_.captured;
+  DSV3_CUDA_CHECK(cudaGraphLaunch(g.exec, stream_));
+
+  if (graphs_.size() > kMaxGraphs) {
+    // Drop the least recently used half (never the one just made, which has the newest use).
+    std::vector<uint64_t> uses;
+    for (const auto& [key, entry] : graphs_) uses.push_back(entry.last_use);
+    std::nth_element(uses.begin(), uses.begin() + uses.size() / 2, uses.end());
+    const uint64_t cutoff = uses[uses.size() / 2];
+    DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::erase_if(graphs_, [cutoff](auto& item) {
+      if (item.second.last_use >= cutoff) return false;
+      if (item.second.exec != nullptr) cudaGraphExecDestroy(item.second.exec);
+      return true;
+    });
+  }
+  return absl::OkStatus();
+}
+
+void CudaBackend::DropGraphs(uint64_t owner) {
+  DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  std::erase_if(graphs_, [owner](auto& item) {
+    if (std::get<0>(item.first).owner != owner) return false;
+    if (item.second.exec != nullptr) cudaGraphExecDestroy(item.second.exec);
+    return true;
+  });
+}
+
+CudaBackend::GraphStats CudaBackend::graph_stats() const {
+  GraphStats stats = graph_stats_;
+  stats.graphs = 0;
+  for (const auto& [key, entry] : graphs_) stats.graphs += entry.exec != nullptr;
+  return stats;
+}
+
+}  // namespace dsv3

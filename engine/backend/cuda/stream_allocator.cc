@@ -1,0 +1,39 @@
+#include "engine/backend/cuda/stream_allocator.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <new>
+
+#include "kernels/launch_check.h"
+
+namespace dsv3 {
+
+void* StreamAllocator::Allocate(int64_t bytes) {
+  const int64_t aligned = AlignedDeviceBytes(bytes);
+  if (counting_) counted_ += aligned;
+  void* p = nullptr;
+  if (cudaMallocAsync(&p, static_cast<size_t>(aligned), stream_) != cudaSuccess) {
+    cudaGetLastError();
+    throw std::bad_alloc();
+  }
+  return p;
+}
+
+void StreamAllocator::Free(void* p) {
+  on_free_(p);
+  DSV3_CUDA_CHECK(cudaFreeAsync(p, stream_));
+}
+
+void* ArenaAllocator::Allocate(int64_t bytes) {
+  const int64_t aligned = AlignedDeviceBytes(bytes);
+  if (used_ + aligned > size_) {
+    std::fprintf(stderr, "CUDA arena of %lld bytes exhausted (%lld more wanted)\n",
+                 static_cast<long long>(size_), static_cast<long long>(aligned));
+    std::abort();
+  }
+  void* p = base_ + used_;
+  used_ += aligned;
+  return p;
+}
+
+}  // namespace dsv3
