@@ -8,16 +8,21 @@ set -uo pipefail
 bin=.device/bin
 log=${OUT:-/tmp}/tp-kill.log
 $bin/dsv3-generate --model tests/data/fixtures/smooth-fp8 --device cuda --tp 2 \
-  --prompt-ids 5,77,300 --max-new-tokens 50000 --min-tokens 50000 >"$log" 2>&1 &
+  --prompt-ids 5,77,300 --max-new-tokens 150000 --min-tokens 150000 >"$log" 2>&1 &
 rank0=$!
-# Wait until both ranks are decoding (the worker is rank 0's child).
-for _ in $(seq 60); do
+# The worker is the other dsv3-generate process (rank 0 spawns it); give both time to load and
+# start decoding.
+worker=
+for _ in $(seq 30); do
   sleep 1
-  worker=$(pgrep -P "$rank0" -f dsv3-generate | head -1)
-  [ -n "$worker" ] && [ "$(nvidia-smi --query-compute-apps=pid --format=csv,noheader | wc -l)" -ge 2 ] && break
+  worker=$(pgrep -f "dsv3-generate --model" | grep -vx "$rank0" | head -1)
+  [ -n "$worker" ] && break
 done
-sleep 3
-echo "killing worker $worker of rank 0 $rank0"
+sleep 5
+if [ -z "$worker" ] || ! kill -0 "$rank0" 2>/dev/null; then
+  echo "tp-kill: no worker found or rank 0 already gone"; exit 1
+fi
+echo "tp-kill: killing worker $worker of rank 0 $rank0"
 start=$(date +%s%N)
 kill -9 "$worker"
 wait "$rank0"
@@ -25,9 +30,9 @@ rc=$?
 end=$(date +%s%N)
 echo "tp-kill: rank 0 exit code $rc after $(( (end - start) / 1000000 )) ms"
 sleep 1
-if pgrep -f "$bin/dsv3-generate" >/dev/null; then
-  echo "tp-kill: processes left:"; pgrep -af "$bin/dsv3-generate"
+if pgrep -f "dsv3-generate --model" >/dev/null; then
+  echo "tp-kill: processes left:"; pgrep -af "dsv3-generate --model"
 else
   echo "tp-kill: no dsv3-generate process left"
 fi
-tail -3 "$log"
+grep -v "^[0-9 ]*$" "$log" | cut -c1-300 | tail -5
