@@ -10,12 +10,12 @@ log=${OUT:-/tmp}/tp-kill.log
 $bin/dsv3-generate --model tests/data/fixtures/smooth-fp8 --device cuda --tp 2 \
   --prompt-ids 5,77,300 --max-new-tokens 150000 --min-tokens 150000 >"$log" 2>&1 &
 rank0=$!
-# The worker is the other dsv3-generate process (rank 0 spawns it); give both time to load and
+# The worker is rank 0's child (the launcher forks and execs it); give both time to load and
 # start decoding.
 worker=
 for _ in $(seq 30); do
   sleep 1
-  worker=$(pgrep -f "dsv3-generate --model" | grep -vx "$rank0" | head -1)
+  worker=$(pgrep -P "$rank0" | head -1)
   [ -n "$worker" ] && break
 done
 sleep 5
@@ -30,8 +30,8 @@ rc=$?
 end=$(date +%s%N)
 echo "tp-kill: rank 0 exit code $rc after $(( (end - start) / 1000000 )) ms"
 sleep 1
-if pgrep -f "dsv3-generate --model" >/dev/null; then
-  echo "tp-kill: processes left:"; pgrep -af "dsv3-generate --model"
+if pgrep -f "fixtures/smooth-fp8" >/dev/null; then
+  echo "tp-kill: processes left:"; pgrep -af "fixtures/smooth-fp8"
 else
   echo "tp-kill: no dsv3-generate process left"
 fi
