@@ -1,6 +1,7 @@
 #include "engine/model_group.h"
 
 #include <mutex>
+#include <thread>
 
 #include "engine/device_communicator.h"
 #include "engine/util/status_macros.h"
@@ -34,15 +35,19 @@ absl::Status ModelGroup::Load(const std::string& model_dir, std::unique_ptr<Back
     return absl::OkStatus();
   }
   // The runner (a failed collective or heartbeat) and the launcher (a worker exited) may both
-  // notice one failure: the caller hears of it once. A GPU step may be waiting inside an NCCL
-  // collective for the lost rank: aborting the communicator ends that wait, so the step fails
-  // (and its requests get UNAVAILABLE) instead of hanging until the process exits.
+  // notice one failure: the caller hears of it once, first. A GPU step may be waiting inside
+  // an NCCL collective for the lost rank: aborting the communicator ends that wait, so the step
+  // fails instead of hanging until the process exits. The abort runs on a thread of its own:
+  // with NCCL kernels spinning on a dead peer it can block (measured: a killed worker left rank
+  // 0 hung in it, before the caller heard anything), and the caller's exit must not wait on it.
   auto once = std::make_shared<std::once_flag>();
   auto fail = [once, on_failure = options_.on_failure,
                device_comm = device_comm_.get()](const absl::Status& status) {
     std::call_once(*once, [&] {
-      if (device_comm != nullptr) AbortDeviceCommunicator(*device_comm);
       if (on_failure) on_failure(status);
+      if (device_comm != nullptr) {
+        std::thread([device_comm] { AbortDeviceCommunicator(*device_comm); }).detach();
+      }
     });
   };
   TpLeaderOptions leader;
