@@ -407,10 +407,16 @@ TEST_F(CudaOpsTest, MoeRouteMatchesCpu) {
 }
 
 // Up to 256 tokens the grouped path (device permutation, grouped FP8 kernel), beyond it the
-// per-expert cuBLASLt path; both against the CPU, and against the CPU emulating the GPU's
+// per-expert cuBLASLt path (laned over several streams where cuBLASLt has the shapes); both against the CPU, and against the CPU emulating the GPU's
 // rounding (CpuBackendOptions) within 1e-2.
-TEST_F(CudaOpsTest, MoeExpertsMatchCpu) {
-  const int64_t h = 200, inter = 72, e = 8, k = 3;
+// Ragged widths (200, 72), and widths cuBLASLt's block-scaled kernels take (1024, 512), where the
+// per-expert path spreads its chains over several streams.
+class CudaMoeExpertsTest : public CudaOpsTest,
+                           public ::testing::WithParamInterface<std::pair<int64_t, int64_t>> {};
+
+TEST_P(CudaMoeExpertsTest, MatchCpu) {
+  const auto [h, inter] = GetParam();
+  const int64_t e = 8, k = 3;
   CpuBackend emu(CpuBackendOptions{.num_threads = 4, .fp8_activations = true,
                                    .bf16_activations = true});
   std::vector<ExpertWeights> cw(e), gw(e), ew(e);
@@ -463,6 +469,10 @@ TEST_F(CudaOpsTest, MoeExpertsMatchCpu) {
     }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Widths, CudaMoeExpertsTest,
+                         ::testing::Values(std::pair<int64_t, int64_t>{200, 72},
+                                           std::pair<int64_t, int64_t>{1024, 512}));
 
 }  // namespace
 }  // namespace dsv3

@@ -89,6 +89,12 @@ CudaBackend::~CudaBackend() {
     cudaEventDestroy(e.end);
   }
   for (cudaEvent_t e : free_events_) cudaEventDestroy(e);
+  for (cudaStream_t s : lanes_) {
+    if (s) cudaStreamDestroy(s);
+  }
+  for (cudaEvent_t e : lane_events_) {
+    if (e) cudaEventDestroy(e);
+  }
   gemm_.reset();
   cudaStreamSynchronize(stream_);
   cudaStreamDestroy(stream_);

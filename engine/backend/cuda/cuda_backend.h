@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -257,6 +258,15 @@ class CudaBackend final : public Backend {
   void GroupedMoeExperts(const TensorView& x, const TensorView& topk_ids,
                          const TensorView& topk_weights, std::span<const ExpertWeights> experts,
                          int64_t expert_begin, const TensorView& out);
+  // MoeExperts for large batches of FP8 experts (cuda_moe.cc): one cuBLASLt chain per active
+  // expert, the chains spread over CublasLtGemm::kLanes streams (at ~128 rows an expert's
+  // GEMM fills a fraction of the SMs). xp [R, H] holds the routed copies of x in expert order,
+  // expert e's at rows [begin[e], begin[e + 1]); y [R_pad, H_pad] receives its outputs at
+  // padded rows [padded[e], padded[e] + n_e). False (nothing launched) when cuBLASLt lacks a
+  // shape: the caller runs the serial path.
+  bool LanedFp8Experts(const TensorView& xp, std::span<const ExpertWeights> experts,
+                       std::span<const int64_t> begin, std::span<const int64_t> padded,
+                       const TensorView& y);
   // Device table [experts, 3] of the experts' gate, up and down (made once per layer).
   const kernels::GroupedWeight* GroupedWeights(std::span<const ExpertWeights> experts);
 
@@ -304,6 +314,8 @@ class CudaBackend final : public Backend {
   std::vector<OpEvents> op_events_;
   int64_t grouped_moe_max_tokens_ = kDefaultGroupedMoeMaxTokens;
   std::vector<cudaEvent_t> free_events_;
+  cudaStream_t lanes_[CublasLtGemm::kLanes] = {};  // made at first use (LanedFp8Experts)
+  cudaEvent_t lane_events_[CublasLtGemm::kLanes + 1] = {};
   std::vector<int64_t> active_experts_;
   // Grouped weight tables by the first expert's gate weight; an entry goes with that weight.
   std::unordered_map<const void*, Tensor> grouped_weights_;
