@@ -332,6 +332,7 @@ TEST_P(CudaMlaTest, WriteKvCacheAndAttentionMatchCpuInEveryMode) {
       {{0, 37}, {20, 1}, {16, 5}, {63, 1}},   // mixed prefill chunks and decode
       {{300, 1}, {1000, 1}, {129, 1}},        // long decode: keys split over blocks
       {{0, 100}, {64, 90}},                   // long prefills: naive form by GEMMs
+      {{40, 1100}, {2, 1}},                   // a prompt longer than a causal run (512)
       gemm_batch,
   };
   Fp8Weight wkvb = RandomFp8(s.heads * (s.nope + s.v), s.lora, rng_);

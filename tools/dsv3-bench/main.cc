@@ -326,6 +326,16 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
       gpu.TakeActiveExperts();
     }
     gpu.SetGroupedMoeMaxTokens(CudaBackend::kDefaultGroupedMoeMaxTokens);
+    // The per-expert chains over 1, 2, 4 and 8 streams (the default is CudaBackend's).
+    std::fprintf(out, "\n| per-expert streams | MoE layer ms | effective TFLOP/s |\n|---|---|---|\n");
+    for (int lanes : {1, 2, 4, 8}) {
+      gpu.SetExpertLanes(lanes);
+      const float moe = moe_layer_ms();
+      if (moe < 0) return 1;
+      std::fprintf(out, "| %d | %.2f | %.1f |\n", lanes, moe,
+                   (attn_flops + moe_flops) / (moe * 1e-3) / 1e12);
+    }
+    gpu.SetExpertLanes(CudaBackend::kDefaultExpertLanes);
     std::fprintf(out, "\nColumns of the next table: experts by per-expert cuBLASLt (0), by the "
                  "grouped kernel (1).\n");
     PrintOpTable(out, "Prefill: time per op in one step (ms, all layers and the head)", {0, 1},

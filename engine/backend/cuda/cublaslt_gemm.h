@@ -58,7 +58,7 @@ class CublasLtGemm {
   CublasLtGemm& operator=(const CublasLtGemm&) = delete;
 
   // Concurrent lanes: GEMMs on different streams need workspaces of their own.
-  static constexpr int kLanes = 4;
+  static constexpr int kLanes = 8;
 
   // Fails (without launching) when cuBLASLt offers no algorithm for the shape.
   absl::Status Fp8(const Fp8GemmArgs& args);

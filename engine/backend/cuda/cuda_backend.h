@@ -12,6 +12,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <optional>
@@ -144,6 +145,10 @@ class CudaBackend final : public Backend {
   // Where the grouped kernel stopped beating per-expert calls, measured with its CUDA-core
   // version (rows per expert: about tokens * top_k / experts).
   static constexpr int64_t kDefaultGroupedMoeMaxTokens = 256;
+  // Streams the per-expert FP8 chains of large MoE batches spread over (1 to
+  // CublasLtGemm::kLanes; benchmarks compare them).
+  void SetExpertLanes(int lanes) { expert_lanes_ = std::clamp(lanes, 1, CublasLtGemm::kLanes); }
+  static constexpr int kDefaultExpertLanes = 4;  // measured best of 1/2/4/8 (docs/perf/h200.md)
   // Distinct experts each MoeExperts call ran since the last call of this (benchmarks' HBM floor;
   // synchronizes; the grouped path logs at most kActiveLogSize calls between two takes).
   std::vector<int64_t> TakeActiveExperts();
@@ -314,6 +319,7 @@ class CudaBackend final : public Backend {
   std::vector<OpEvents> op_events_;
   int64_t grouped_moe_max_tokens_ = kDefaultGroupedMoeMaxTokens;
   std::vector<cudaEvent_t> free_events_;
+  int expert_lanes_ = kDefaultExpertLanes;
   cudaStream_t lanes_[CublasLtGemm::kLanes] = {};  // made at first use (LanedFp8Experts)
   cudaEvent_t lane_events_[CublasLtGemm::kLanes + 1] = {};
   std::vector<int64_t> active_experts_;

@@ -127,7 +127,7 @@ void CudaBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
 bool CudaBackend::LanedFp8Experts(const TensorView& xp, std::span<const ExpertWeights> experts,
                                   std::span<const int64_t> begin,
                                   std::span<const int64_t> padded, const TensorView& y) {
-  constexpr int kLanes = CublasLtGemm::kLanes;
+  const int lanes = expert_lanes_;
   const ExpertWeights& e0 = experts.front();
   const int64_t local = static_cast<int64_t>(experts.size());
   const int64_t h = xp.dim(1), inter = e0.gate.n(), total = padded[local];
@@ -144,8 +144,8 @@ bool CudaBackend::LanedFp8Experts(const TensorView& xp, std::span<const ExpertWe
     if (!gemm_->Fp8Supported(gate).ok() || !gemm_->Fp8Supported(down).ok()) return false;
   }
   if (lanes_[0] == nullptr) {
-    for (int l = 0; l < kLanes; ++l) {
-      DSV3_CUDA_CHECK(cudaStreamCreateWithFlags(&lanes_[l], cudaStreamNonBlocking));
+    for (cudaStream_t& lane : lanes_) {
+      DSV3_CUDA_CHECK(cudaStreamCreateWithFlags(&lane, cudaStreamNonBlocking));
     }
     for (cudaEvent_t& ev : lane_events_) {
       DSV3_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
@@ -160,15 +160,14 @@ bool CudaBackend::LanedFp8Experts(const TensorView& xp, std::span<const ExpertWe
   Tensor up(allocator(), DType::kBF16, {total, i_pad});
   Tensor aq(allocator(), DType::kF8E4M3, {total, i_kpad});
   Tensor as(allocator(), DType::kF32, {i_kpad / 128 * total});
-  DSV3_CUDA_CHECK(cudaEventRecord(lane_events_[kLanes], stream_));
-  for (int l = 0; l < kLanes; ++l) {
-    DSV3_CUDA_CHECK(cudaStreamWaitEvent(lanes_[l], lane_events_[kLanes]));
-  }
+  cudaEvent_t fork = lane_events_[CublasLtGemm::kLanes];
+  DSV3_CUDA_CHECK(cudaEventRecord(fork, stream_));
+  for (int l = 0; l < lanes; ++l) DSV3_CUDA_CHECK(cudaStreamWaitEvent(lanes_[l], fork));
   int next = 0;
   for (int64_t e = 0; e < local; ++e) {
     const int64_t n = begin[e + 1] - begin[e], p0 = padded[e], m_pad = padded[e + 1] - p0;
     if (n == 0) continue;
-    const int lane = next++ % kLanes;
+    const int lane = next++ % lanes;
     cudaStream_t s = lanes_[lane];
     const ExpertWeights& w = experts[e];
     uint8_t* xq_e = xq.ptr<uint8_t>() + p0 * h_kpad;
@@ -199,7 +198,7 @@ bool CudaBackend::LanedFp8Experts(const TensorView& xp, std::span<const ExpertWe
     g.lane = lane;
     Check(gemm_->Fp8(g), "MoE expert down");
   }
-  for (int l = 0; l < kLanes; ++l) {
+  for (int l = 0; l < lanes; ++l) {
     DSV3_CUDA_CHECK(cudaEventRecord(lane_events_[l], lanes_[l]));
     DSV3_CUDA_CHECK(cudaStreamWaitEvent(stream_, lane_events_[l]));
   }
