@@ -7,7 +7,12 @@
 set -euo pipefail
 build=${1:-build-cuda}
 rm -rf .device && mkdir -p .device/bin .device/lib
-for f in "$build"/tests/gpu/gpu_*_test "$build"/tools/dsv3-bench "$build"/tools/dsv3-generate; do
+# EXTRA: more binaries of the build, e.g. "server/dsv3-server server/dsv3-server-load
+# tools/dsv3-client" for server-load-gpu.sh.
+extra=()
+for e in ${EXTRA:-}; do extra+=("$build/$e"); done
+for f in "$build"/tests/gpu/gpu_*_test "$build"/tools/dsv3-bench "$build"/tools/dsv3-generate \
+  "${extra[@]}"; do
   [ -x "$f" ] || continue
   strip -o ".device/bin/$(basename "$f")" "$f"
 done

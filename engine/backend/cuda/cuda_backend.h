@@ -291,6 +291,7 @@ class CudaBackend final : public Backend {
   struct PlanArenaSlot {
     Tensor memory;
     std::unique_ptr<ArenaAllocator> arena;
+    uint64_t last_use = 0;
   };
   std::optional<GraphSignature> graph_step_;  // this step's, when its layers may be graphs
   const void* graph_plan_base_ = nullptr;     // this step's plan arena

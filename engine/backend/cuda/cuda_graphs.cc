@@ -30,8 +30,26 @@ namespace {
 // Decode batches up to this many tokens run as graphs (the grouped MoE path's default limit:
 // larger MoE batches synchronize with the host).
 constexpr int64_t kMaxGraphTokens = 256;
-// Instantiated graphs kept; beyond, the least recently used go.
+// Instantiated graphs kept, and step signatures whose plan arena is kept; beyond, the least
+// recently used half goes (a graph whose plan arena went is never hit again: a new arena of the
+// same signature is a new key, or, at the same address, holds the plan at the same offsets).
 constexpr size_t kMaxGraphs = 8192;
+constexpr size_t kMaxPlanArenas = 512;
+
+// Erases the less recently used half of `entries` (values with a last_use), calling `drop` on
+// each first.
+template <typename Map, typename Drop>
+void DropOlderHalf(Map& entries, Drop drop) {
+  std::vector<uint64_t> uses;
+  for (const auto& [key, entry] : entries) uses.push_back(entry.last_use);
+  std::nth_element(uses.begin(), uses.begin() + uses.size() / 2, uses.end());
+  const uint64_t cutoff = uses[uses.size() / 2];
+  std::erase_if(entries, [&](auto& item) {
+    if (item.second.last_use >= cutoff) return false;
+    drop(item.second);
+    return true;
+  });
+}
 
 // The context decode GEMMs pad to in a graph step: multiples of 256 up to 2048, then eight
 // steps per doubling, so padding costs at most 1/8 of the attention while a growing context
@@ -65,7 +83,12 @@ std::optional<CudaBackend::GraphSignature> CudaBackend::GraphSignatureOf(
 }
 
 ArenaAllocator& CudaBackend::PlanArena(const GraphSignature& sig, int64_t bytes) {
+  if (plan_arenas_.size() >= kMaxPlanArenas && !plan_arenas_.contains(sig)) {
+    // Freed in stream order: steps already queued still read them first.
+    DropOlderHalf(plan_arenas_, [](const PlanArenaSlot&) {});
+  }
   PlanArenaSlot& slot = plan_arenas_[sig];
+  slot.last_use = ++graph_clock_;
   if (slot.arena == nullptr || slot.arena->size() < bytes) {
     slot.arena.reset();
     slot.memory = Tensor();
@@ -144,16 +167,10 @@ absl::Status CudaBackend::RunGraphable(const GraphPartKey& part,
   DSV3_CUDA_CHECK(cudaGraphLaunch(g.exec, stream_));
 
   if (graphs_.size() > kMaxGraphs) {
-    // Drop the least recently used half (never the one just made, which has the newest use).
-    std::vector<uint64_t> uses;
-    for (const auto& [key, entry] : graphs_) uses.push_back(entry.last_use);
-    std::nth_element(uses.begin(), uses.begin() + uses.size() / 2, uses.end());
-    const uint64_t cutoff = uses[uses.size() / 2];
+    // Never the one just made, which has the newest use.
     DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    std::erase_if(graphs_, [cutoff](auto& item) {
-      if (item.second.last_use >= cutoff) return false;
-      if (item.second.exec != nullptr) cudaGraphExecDestroy(item.second.exec);
-      return true;
+    DropOlderHalf(graphs_, [](const GraphEntry& entry) {
+      if (entry.exec != nullptr) cudaGraphExecDestroy(entry.exec);
     });
   }
   return absl::OkStatus();
