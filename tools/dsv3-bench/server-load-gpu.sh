@@ -28,9 +28,10 @@ for _ in $(seq 120); do
 done
 echo "gpu memory before load: $(gpu_mem)"
 ( sleep $((duration / 2)); echo "gpu memory during load: $(gpu_mem)" ) &
+sampler=$!
 $bin/dsv3-server-load --server 127.0.0.1:$port --streams "$streams" --duration-s "$duration" \
   --max-tokens 64 --prompt-tokens 32
-wait
+wait $sampler
 echo "gpu memory after load: $(gpu_mem)"
 metrics
 kill -TERM $server
