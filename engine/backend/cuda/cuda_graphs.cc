@@ -15,21 +15,18 @@
 // - A graph bakes in every address it saw, so its key holds the part's outside tensors (the
 //   residual stream and the layer's cache), the signature and the plan arena.
 #include <algorithm>
-#include <bit>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
 #include "engine/backend/cuda/cuda_backend.h"
+#include "engine/backend/cuda/graph_policy.h"
 #include "kernels/launch_check.h"
 
 namespace dsv3 {
 
 namespace {
 
-// Decode batches up to this many tokens run as graphs (the grouped MoE path's default limit:
-// larger MoE batches synchronize with the host).
-constexpr int64_t kMaxGraphTokens = 256;
 // Instantiated graphs kept, and step signatures whose plan arena is kept; beyond, the least
 // recently used half goes (a graph whose plan arena went is never hit again: a new arena of the
 // same signature is a new key, or, at the same address, holds the plan at the same offsets).
@@ -49,15 +46,6 @@ void DropOlderHalf(Map& entries, Drop drop) {
     drop(item.second);
     return true;
   });
-}
-
-// The context decode GEMMs pad to in a graph step: multiples of 256 up to 2048, then eight
-// steps per doubling, so padding costs at most 1/8 of the attention while a growing context
-// changes bucket every 256+ steps.
-int64_t GraphContextBucket(int64_t context) {
-  if (context <= 2048) return (std::max<int64_t>(context, 1) + 255) / 256 * 256;
-  const int64_t granule = std::bit_floor(static_cast<uint64_t>(context)) / 8;
-  return (context + granule - 1) / granule * granule;
 }
 
 }  // namespace
@@ -94,7 +82,7 @@ ArenaAllocator& CudaBackend::PlanArena(const GraphSignature& sig, int64_t bytes)
     slot.memory = Tensor();
     const int64_t size = std::max<int64_t>(2 * bytes, 64 << 10);
     slot.memory = Tensor(allocator_.get(), DType::kU8, {size});
-    slot.arena = std::make_unique<ArenaAllocator>(slot.memory.view().data, size);
+    slot.arena = std::make_unique<ArenaAllocator>(slot.memory.view().data, size, Device::kCuda);
   }
   slot.arena->Reset();
   graph_plan_base_ = slot.memory.view().data;
@@ -141,7 +129,7 @@ absl::Status CudaBackend::RunGraphable(const GraphPartKey& part,
     const int64_t size = std::max(g.arena_bytes, 2 * previous);
     PlanArenaSlot slot;
     slot.memory = Tensor(allocator_.get(), DType::kU8, {size});
-    slot.arena = std::make_unique<ArenaAllocator>(slot.memory.view().data, size);
+    slot.arena = std::make_unique<ArenaAllocator>(slot.memory.view().data, size, Device::kCuda);
     graph_stats_.arena_bytes += size;
     capture_arenas_.push_back(std::move(slot));
   }

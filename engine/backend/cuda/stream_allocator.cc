@@ -1,7 +1,5 @@
 #include "engine/backend/cuda/stream_allocator.h"
 
-#include <cstdio>
-#include <cstdlib>
 #include <new>
 
 #include "kernels/launch_check.h"
@@ -22,18 +20,6 @@ void* StreamAllocator::Allocate(int64_t bytes) {
 void StreamAllocator::Free(void* p) {
   on_free_(p);
   DSV3_CUDA_CHECK(cudaFreeAsync(p, stream_));
-}
-
-void* ArenaAllocator::Allocate(int64_t bytes) {
-  const int64_t aligned = AlignedDeviceBytes(bytes);
-  if (used_ + aligned > size_) {
-    std::fprintf(stderr, "CUDA arena of %lld bytes exhausted (%lld more wanted)\n",
-                 static_cast<long long>(size_), static_cast<long long>(aligned));
-    std::abort();
-  }
-  void* p = base_ + used_;
-  used_ += aligned;
-  return p;
 }
 
 }  // namespace dsv3
