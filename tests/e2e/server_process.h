@@ -46,22 +46,8 @@ inline std::string SmokeCacheDir() { return BinaryPath("test-cache"); }
 class ServerProcess {
  public:
   explicit ServerProcess(std::vector<std::string> args)
-      : port_(FreePort()), metrics_port_(FreePort()), log_path_(dir_.file("server.log")) {
-    args.insert(args.begin(), BinaryPath("server/dsv3-server"));
-    args.push_back("--listen=127.0.0.1:" + std::to_string(port_));
-    args.push_back("--metrics-listen=127.0.0.1:" + std::to_string(metrics_port_));
-    args.push_back("--threads=2");
-    pid_ = fork();
-    if (pid_ == 0) {
-      const int log = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(log, 1);
-      dup2(log, 2);
-      std::vector<char*> argv;
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
+      : args_(std::move(args)), log_path_(dir_.file("server.log")) {
+    Spawn();
   }
   ~ServerProcess() {
     if (pid_ > 0) {
@@ -94,11 +80,20 @@ class ServerProcess {
     return response.status();
   }
 
-  // Waits until health says SERVING; false if the process died or time ran out.
+  // Waits until health says SERVING; false if the process died or time ran out. A port that
+  // FreePort found free can be taken by another test's connection before the server binds it
+  // (tests run in parallel): a server that could not listen is started again on new ports.
   bool WaitServing(std::chrono::seconds timeout = std::chrono::seconds(120)) {
     const auto end = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < end) {
-      if (!Running()) return false;
+      if (!Running()) {
+        if (respawns_ < 3 && log().find("cannot listen") != std::string::npos) {
+          ++respawns_;
+          Spawn();
+          continue;
+        }
+        return false;
+      }
       if (Health() == grpc::health::v1::HealthCheckResponse::SERVING) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
@@ -158,12 +153,36 @@ class ServerProcess {
   }
 
  private:
+  // Starts the server on fresh ports (its output to log_path_).
+  void Spawn() {
+    port_ = FreePort();
+    metrics_port_ = FreePort();
+    std::vector<std::string> args = args_;
+    args.insert(args.begin(), BinaryPath("server/dsv3-server"));
+    args.push_back("--listen=127.0.0.1:" + std::to_string(port_));
+    args.push_back("--metrics-listen=127.0.0.1:" + std::to_string(metrics_port_));
+    args.push_back("--threads=2");
+    pid_ = fork();
+    if (pid_ == 0) {
+      const int log = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      dup2(log, 1);
+      dup2(log, 2);
+      std::vector<char*> argv;
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+  }
+
+  std::vector<std::string> args_;  // the caller's flags (listen flags are added per spawn)
   TempDir dir_;
-  int port_;
-  int metrics_port_;
+  int port_ = 0;
+  int metrics_port_ = 0;
   std::string log_path_;
   pid_t pid_ = -1;
   int exit_status_ = 0;
+  int respawns_ = 0;
 };
 
 // Reads a whole Generate stream.
