@@ -18,22 +18,13 @@ namespace dsv3 {
 namespace {
 
 using ::dsv3::testing::RelError;
+using ::dsv3::testing::TopToken;
 using ::dsv3::testing::TestDataPath;
 
 constexpr double kTol = 1e-2;
 constexpr float kMargin = 0.1f;
 constexpr int32_t kBlock = 16;
 constexpr int32_t kBlocksPerSeq = 8;  // 128 positions per sequence
-
-int32_t Argmax(const float* row, int64_t vocab, float* margin) {
-  const int64_t best = std::max_element(row, row + vocab) - row;
-  float second = -INFINITY;
-  for (int64_t i = 0; i < vocab; ++i) {
-    if (i != best) second = std::max(second, row[i]);
-  }
-  *margin = row[best] - second;
-  return static_cast<int32_t>(best);
-}
 
 class CudaGraphsTest : public ::dsv3::testing::GpuTest,
                        public ::testing::WithParamInterface<std::string> {
@@ -91,8 +82,7 @@ TEST_P(CudaGraphsTest, TeacherForcedDecodeMatchesEager) {
   std::vector<float> graphed_logits, eager_logits;
   ASSERT_TRUE(graphed_model_->Forward(prefill, graphed_cache, graphed_logits).ok());
   ASSERT_TRUE(eager_model_->Forward(prefill, eager_cache, eager_logits).ok());
-  float margin = 0;
-  for (int s = 0; s < num_seqs; ++s) next[s] = Argmax(&eager_logits[s * vocab], vocab, &margin);
+  for (int s = 0; s < num_seqs; ++s) next[s] = TopToken(&eager_logits[s * vocab], vocab).first;
 
   // 24 decode steps of all three sequences (contexts cross block boundaries), then 12 of the
   // last two. Both models get the eager model's greedy tokens.
@@ -114,9 +104,8 @@ TEST_P(CudaGraphsTest, TeacherForcedDecodeMatchesEager) {
     EXPECT_LT(err, kTol) << "step " << step;
     for (int s = first; s < num_seqs; ++s) {
       const int64_t r = s - first;
-      float graphed_margin = 0;
-      const int32_t want = Argmax(&eager_logits[r * vocab], vocab, &margin);
-      const int32_t got = Argmax(&graphed_logits[r * vocab], vocab, &graphed_margin);
+      const auto [want, margin] = TopToken(&eager_logits[r * vocab], vocab);
+      const int32_t got = TopToken(&graphed_logits[r * vocab], vocab).first;
       ++compared;
       if (margin > kMargin) {
         ++decisive;

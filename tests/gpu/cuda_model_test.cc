@@ -25,6 +25,7 @@ namespace dsv3 {
 namespace {
 
 using ::dsv3::testing::RelError;
+using ::dsv3::testing::TopToken;
 using ::dsv3::testing::TestDataPath;
 
 constexpr double kLogitsTol = 3e-2;
@@ -41,20 +42,6 @@ Reference LoadReference(const std::string& fixture) {
   const auto j = nlohmann::json::parse(in);
   return {j["prompts"].get<std::vector<std::vector<int32_t>>>(),
           j["continuations"].get<std::vector<std::vector<int32_t>>>()};
-}
-
-// Index of the largest value of row r, and its margin over the second largest.
-std::pair<int32_t, float> Top(const std::vector<float>& logits, int64_t r, int64_t vocab) {
-  const float* row = logits.data() + r * vocab;
-  int32_t best = 0;
-  for (int64_t i = 1; i < vocab; ++i) {
-    if (row[i] > row[best]) best = static_cast<int32_t>(i);
-  }
-  float second = -INFINITY;
-  for (int64_t i = 0; i < vocab; ++i) {
-    if (i != best) second = std::max(second, row[i]);
-  }
-  return {best, row[best] - second};
 }
 
 std::vector<int32_t> Blocks(int32_t first, int32_t n) {
@@ -141,9 +128,9 @@ TEST_P(CudaModelTest, PrefillGreedyMatchesTransformersWhereDecisive) {
     ASSERT_TRUE(want.ok()) << want.status();
     const auto got = Prefill(*model_, *gpu_, ref_.prompts[i]);
     for (int64_t r = 0; r < static_cast<int64_t>(ref_.prompts[i].size()); ++r) {
-      const auto [ref_token, margin] = Top(want->data, r, vocab());
+      const auto [ref_token, margin] = TopToken(want->data.data() + r * vocab(), vocab());
       if (margin > kMargin) {
-        EXPECT_EQ(Top(got, r, vocab()).first, ref_token) << "prompt " << i << " row " << r;
+        EXPECT_EQ(TopToken(got.data() + r * vocab(), vocab()).first, ref_token) << "prompt " << i << " row " << r;
       }
     }
   }
@@ -170,9 +157,9 @@ TEST_P(CudaModelTest, TeacherForcedDecodeMatchesReferenceTokens) {
     std::vector<float> logits;
     for (int32_t pos = n;; ++pos) {
       ASSERT_TRUE(model_->Forward(batch, cache, logits).ok());
-      const auto [want, margin] = Top(cpu_logits, pos - 1, vocab());
+      const auto [want, margin] = TopToken(cpu_logits.data() + (pos - 1) * vocab(), vocab());
       if (margin > kMargin) {
-        EXPECT_EQ(Top(logits, 0, vocab()).first, want) << "prompt " << i << " position " << pos;
+        EXPECT_EQ(TopToken(logits.data(), vocab()).first, want) << "prompt " << i << " position " << pos;
       }
       EXPECT_LT(RelError(logits, std::vector<float>(cpu_logits.begin() + (pos - 1) * vocab(),
                                                     cpu_logits.begin() + pos * vocab())),

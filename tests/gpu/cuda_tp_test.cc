@@ -69,19 +69,9 @@ TEST_P(CudaTensorParallelTest, TwoGpusMatchOne) {
     EXPECT_LE(tp_err, kTpTol) << checkpoint << " prompt " << p;
     const int64_t vocab = one->shape[1];
     for (int64_t r = 0; r < one->shape[0]; ++r) {
-      const float* a = one->data.data() + r * vocab;
-      const float* b = two->data.data() + r * vocab;
-      int64_t best = 0, second = -1;
-      for (int64_t i = 1; i < vocab; ++i) {
-        if (a[i] > a[best]) {
-          second = best;
-          best = i;
-        } else if (second < 0 || a[i] > a[second]) {
-          second = i;
-        }
-      }
-      if (a[best] - a[second] <= kMargin) continue;
-      const int64_t best_two = std::max_element(b, b + vocab) - b;
+      const auto [best, margin] = ::dsv3::testing::TopToken(one->data.data() + r * vocab, vocab);
+      if (margin <= kMargin) continue;
+      const int32_t best_two = ::dsv3::testing::TopToken(two->data.data() + r * vocab, vocab).first;
       EXPECT_EQ(best_two, best) << checkpoint << " prompt " << p << " position " << r;
     }
   }

@@ -5,10 +5,12 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <memory>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "engine/backend/cuda/cuda_backend.h"
@@ -34,6 +36,20 @@ inline double RelError(const std::vector<float>& got, const std::vector<float>& 
     den += static_cast<double>(want[i]) * want[i];
   }
   return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
+}
+
+// The index of the largest value of row [vocab] (the first on ties) and its margin over the
+// second largest: greedy tokens are compared only where that margin is decisive.
+inline std::pair<int32_t, float> TopToken(const float* row, int64_t vocab) {
+  int32_t best = 0;
+  for (int64_t i = 1; i < vocab; ++i) {
+    if (row[i] > row[best]) best = static_cast<int32_t>(i);
+  }
+  float second = -INFINITY;
+  for (int64_t i = 0; i < vocab; ++i) {
+    if (i != best) second = std::max(second, row[i]);
+  }
+  return {best, row[best] - second};
 }
 
 // A test with a CudaBackend on GPU 0 (skipped without a GPU) and host/device helpers.

@@ -51,9 +51,7 @@ const CudaBackend::StepPlan::Form& CudaBackend::FormFor(StepPlan& plan,
                                                         MlaMode mode, bool naive) {
   // With one new token per sequence, kAbsorbed picks what kAuto picks: share the form (a graph
   // step builds kAuto's forms with its plan).
-  bool single_token = true;
-  for (const auto& seq : batch.sequences) single_token = single_token && seq.num_tokens == 1;
-  if (mode == MlaMode::kAbsorbed && single_token) mode = MlaMode::kAuto;
+  if (mode == MlaMode::kAbsorbed && plan.single_token) mode = MlaMode::kAuto;
   StepPlan::Form& form = plan.forms[{static_cast<int>(mode), naive}];
   if (form.ready) return form;
   if (graph_step_ && !plan.building) {

@@ -340,6 +340,7 @@ void CudaBackend::BuildPlan(const AttentionBatch& batch, StepPlan& plan) {
     plan.table_offsets.push_back(static_cast<int32_t>(tables.size()));
     tables.insert(tables.end(), seq.block_table, seq.block_table + seq.num_blocks);
     for (int32_t i = 0; i < seq.num_tokens; ++i) token_seq[seq.token_begin + i] = static_cast<int32_t>(s);
+    plan.single_token = plan.single_token && seq.num_tokens == 1;
   }
   const int64_t n = static_cast<int64_t>(batch.sequences.size());
   if (&plan == &plan_ && graph_step_) {

@@ -159,6 +159,7 @@ class CudaBackend final : public Backend {
     const AttentionBatch* batch = nullptr;
     const int32_t* positions_host = nullptr;  // identifies the step together with `batch`
     bool building = false;  // BuildPlan is making it (forms made then belong to the plan)
+    bool single_token = true;  // every sequence has one new token (a decode step)
     Tensor positions;     // [T] I32
     Tensor slots;         // [T] I64
     Tensor token_seq;     // [T] I32
