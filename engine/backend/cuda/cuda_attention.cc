@@ -100,6 +100,7 @@ const CudaBackend::StepPlan::Form& CudaBackend::FormFor(StepPlan& plan,
                                {static_cast<int64_t>(seqs.size()), 4});
   if (naive) {
     form.context_slots = UploadBytes(slots.data(), DType::kI32, {form.context_rows});
+    form.flash_tiles = FlashMlaTiles(form);
   } else {
     form.gemm_items = UploadBytes(items.data(), DType::kI32,
                                   {static_cast<int64_t>(items.size()), 4});
@@ -233,7 +234,7 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
       Check(gemm_->Bf16(up), "MLA K/V up-projection");
     }
     if (naive.tokens >= kPrefillGemmMinTokens) {
-      OpScope part(*this, "- mla: naive attention (GEMMs)");
+      OpScope part(*this, "- mla: naive attention (flash kernel or GEMMs)");
       MlaPrefillByGemm(q, kv, latents, naive, p, out);
       return;
     }

@@ -182,6 +182,8 @@ class CudaBackend final : public Backend {
       // Absorbed form: one kernels::MlaGemmItem per sequence (decode by GEMMs), the longest
       // context, the sum of contexts, and whether every sequence has one new token.
       Tensor gemm_items;
+      // Naive form: one kernels::FlashMlaTile per query tile, longest first (FlashMlaTiles).
+      Tensor flash_tiles;
       int64_t max_context = 0, total_context = 0;
       bool single_token = true;
       // Decode by GEMMs (DecodeByGemm), and the context the GEMMs pad every sequence to: the
@@ -239,17 +241,19 @@ class CudaBackend final : public Backend {
   // Ops that upload from pageable memory or wait on the host call this: it makes the part being
   // run eagerly unfit for capture (and aborts inside a capture, which would be a bug).
   void NoteHostWork(const char* what);
-  // MLA attention by cuBLASLt GEMMs (cuda_attention_gemm.cc). Decode: the absorbed form of
-  // `form`'s one-token sequences, q [T, nh, nope + rope] (q_pe rotated), q_lat [T, nh * lora],
-  // o_lat [T, nh * lora] (rows of the form's tokens written). Prefill: the naive form, kv
-  // [context_rows, nh * (nope + v)] and latents [context_rows, lora + rope] of the form's
-  // context rows, out [T, nh * v].
+  // MLA attention on tensor cores (cuda_attention_gemm.cc). Decode, by cuBLASLt GEMMs: the
+  // absorbed form of `form`'s one-token sequences, q [T, nh, nope + rope] (q_pe rotated), q_lat
+  // [T, nh * lora], o_lat [T, nh * lora] (rows of the form's tokens written). Prefill: the naive
+  // form, kv [context_rows, nh * (nope + v)] and latents [context_rows, lora + rope] of the
+  // form's context rows, out [T, nh * v]; the flash kernel at V3's head dims, GEMMs otherwise.
   static bool DecodeByGemm(int64_t sequences, int64_t total_context, int64_t max_context);
   void MlaDecodeByGemm(const TensorView& q, const TensorView& q_lat, const TensorView& cache,
                        const StepPlan& plan, const StepPlan::Form& form, int32_t block_size,
                        const MlaParams& p, const TensorView& o_lat);
   void MlaPrefillByGemm(const TensorView& q, const TensorView& kv, const TensorView& latents,
                         const StepPlan::Form& form, const MlaParams& p, const TensorView& out);
+  // The naive form's query tiles for the flash kernel, uploaded (a form's tokens > 0).
+  Tensor FlashMlaTiles(const StepPlan::Form& form);
   // The BF16 [N, K] form of a linear weight (dequantized once and cached for FP8 weights).
   TensorView Bf16Weight(const LinearWeight& w);
   // y = x W^T by cuBLASLt block scaling, from the quantized x (xq [M_pad, K_pad], scales xs
