@@ -1,0 +1,409 @@
+// Hopper FP8 block-scaled grouped GEMM (see fp8_grouped_gemm.cuh), after DeepGEMM's recipe:
+// wgmma.m64n128k32 e4m3 with both operands K-major in 128-byte-swizzled shared memory, the
+// tensor-core accumulator restarted every 128-k block and "promoted" into an F32 accumulator
+// with that block's scales (acc += partial * xs[kb, row] * s[col / 128, kb]).
+//
+// A work item is one 64-row tile (one expert) by 256 columns of one matrix. Block: 384 threads,
+// warpgroup 0 the producer (one active warp), 1 and 2 the consumers (columns [0, 128) and
+// [128, 256) of the item). The producer streams 128-k blocks through kStages shared-memory
+// stages, each A [64 rows][128 B] and B [256 rows][128 B] by TMA (the copy engine applies the
+// swizzle) plus the block's scales by cp.async, completing on a "full" mbarrier per stage;
+// consumers release a stage through an "empty" mbarrier once their wgmmas have read it. The grid
+// is persistent and both roles walk the same item sequence, so the producer fills the next
+// item's stages while the consumers finish the current one.
+//
+// Weights come from a device table (no host synchronization), so there is no tensor map per
+// matrix: one map spans the whole address space and a matrix is selected by coordinates
+// computed from its pointer (see Fp8GroupedGemm).
+//
+// Measured (H200, V3 prefill of 4096 tokens, 639 tiles; tools/dsv3-bench/grouped_gemm_bench.cu):
+// gate|up ~750 TFLOP/s, down ~710. The same loads by cp.async with a hand-applied swizzle
+// topped out near 500: one SM's load/store unit did not keep enough bytes in flight.
+#include <algorithm>
+#include <cassert>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
+#include "kernels/device_utils.cuh"
+#include "kernels/fp8_grouped_gemm.cuh"
+#include "kernels/launch_check.h"
+
+namespace dsv3::kernels {
+
+namespace {
+
+constexpr int kBM = static_cast<int>(kGroupedTileRows);  // rows per item (the wgmma's M)
+constexpr int kWgCols = 128;                             // columns per consumer (its N)
+constexpr int kConsumers = 2;
+constexpr int kBN = kConsumers * kWgCols;  // columns per item
+constexpr int kBK = 128;                   // k per stage: one scale block, one 128-byte row
+constexpr int kStages = 5;
+constexpr int kATile = kBM * kBK;  // bytes
+constexpr int kBTile = kBN * kBK;
+constexpr int kStageBytes = kATile + kBTile;  // 40 KB; tiles stay 1024-byte aligned (swizzle)
+constexpr int kThreads = 128 * (1 + kConsumers);
+constexpr int kScaleSlot = kBM + 8;  // floats per stage: 64 activation scales, 2 weight scales
+constexpr int kSmemBytes = kStages * (kStageBytes + kScaleSlot * 4 + 2 * 8) + 1024;
+// The weight tensor map's origin and the split of a weight's address into its coordinates.
+constexpr uint64_t kWeightBase = 256;
+constexpr int kWeightHighShift = 35;
+// Items are ordered in groups of kGroupTiles consecutive tiles: all column blocks of a group,
+// tile fastest. The blocks running at one time then cover a few experts' tiles against the same
+// weight columns, so each weight tile comes from DRAM about once and the rest from L2.
+constexpr int64_t kGroupTiles = 8;
+
+struct Item {
+  int64_t tile, m, col0;  // col0: first column of the item within matrix m
+};
+
+__device__ __forceinline__ Item DecodeItem(int64_t w, int64_t num_tiles, int64_t blocks_per_mat,
+                                           int64_t blocks) {
+  const int64_t group = w / (kGroupTiles * blocks), rem = w % (kGroupTiles * blocks);
+  const int64_t in_group = min(kGroupTiles, num_tiles - group * kGroupTiles);
+  const int64_t b = rem / in_group;
+  return {group * kGroupTiles + rem % in_group, b / blocks_per_mat, b % blocks_per_mat * kBN};
+}
+
+__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void MbarInit(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count));
+}
+
+__device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity) {
+  uint32_t done;
+  do {
+    asm volatile(
+        "{\n"
+        "  .reg .pred p;\n"
+        "  mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "  selp.u32 %0, 1, 0, p;\n"
+        "}"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+
+__device__ __forceinline__ void MbarArrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+}
+
+// 16 bytes global -> shared through L2 only (the activation scales).
+__device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+}
+
+// The barrier gets this thread's arrival once all its earlier cp.async have landed.
+__device__ __forceinline__ void CpAsyncArrive(uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
+}
+
+// wgmma operand descriptor of a K-major tile of 128-byte rows, 128-byte swizzle: 8-row groups
+// 1024 bytes apart (SBO), the leading offset unused for swizzled K-major operands, the tile
+// 1024-byte aligned (base offset 0). Advancing k by 32 (one wgmma) adds 32 bytes to the start.
+__device__ __forceinline__ uint64_t SmemDesc(uint32_t addr) {
+  return static_cast<uint64_t>((addr & 0x3ffff) >> 4) | (uint64_t{1} << 16) |
+         (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
+}
+
+__device__ __forceinline__ void WgmmaFence() {
+  asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void WgmmaCommit() {
+  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void WgmmaWait0() {
+  asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+}
+// Keeps the compiler from moving accumulator accesses across wgmma issue and wait.
+__device__ __forceinline__ void FenceRegs(float (&d)[64]) {
+#pragma unroll
+  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// d (+)= A[64 x 32] * B[128 x 32]^T; accumulate = false overwrites d.
+__device__ __forceinline__ void Wgmma64x128x32(float (&d)[64], uint64_t a, uint64_t b,
+                                               bool accumulate) {
+  asm volatile(
+      "{\n"
+      "  .reg .pred p;\n"
+      "  setp.ne.b32 p, %66, 0;\n"
+      "  wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, "
+      "%19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, "
+      "%37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, "
+      "%55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1;\n"
+      "}"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
+        "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]),
+        "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]),
+        "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),
+        "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),
+        "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]),
+        "+f"(d[62]), "+f"(d[63])
+      : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));
+}
+
+// TMA loads completing on an mbarrier with a byte count.
+__device__ __forceinline__ void MbarExpectTx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void TmaLoad2d(uint32_t dst, const CUtensorMap& map, uint32_t bar,
+                                          int32_t x0, int32_t x1) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, "
+      "%4}], [%2];" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(&map)), "r"(bar), "r"(x0), "r"(x1)
+      : "memory");
+}
+__device__ __forceinline__ void TmaLoad4d(uint32_t dst, const CUtensorMap& map, uint32_t bar,
+                                          int32_t x0, int32_t x1, int32_t x2, int32_t x3) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, "
+      "%4, %5, %6}], [%2];" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(&map)), "r"(bar), "r"(x0), "r"(x1), "r"(x2), "r"(x3)
+      : "memory");
+}
+// 4 bytes global -> shared (the weight scales; src_bytes = 0 zero-fills).
+__device__ __forceinline__ void CpAsync4(uint32_t dst, const void* src, uint32_t src_bytes) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(src),
+               "r"(src_bytes)
+               : "memory");
+}
+
+// Producer (one warp): per k-block, lane 0 issues the two tile loads (the tensor maps apply the
+// 128-byte swizzle and zero-fill weight rows >= n), lanes 0-15 copy the tile's 64 activation
+// scales and lanes 16-17 the consumers' two weight scales into the stage's scale slot.
+__device__ void Produce(const CUtensorMap& map_x, const CUtensorMap& map_w,
+                        const Fp8GroupedGemmParams& p, uint8_t* smem, float* scales,
+                        uint32_t full0, uint32_t empty0, int64_t items, int64_t blocks_per_mat,
+                        int64_t blocks) {
+  const int lane = threadIdx.x % 32;
+  const int64_t kblocks = p.k_pad / kBK;
+  int stage = 0;
+  uint32_t phase = 0;
+  for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
+    const Item it = DecodeItem(w, p.num_tiles, blocks_per_mat, blocks);
+    const int64_t e = __ldg(p.tile_expert + it.tile);
+    const GroupedWeight gw = p.weights[e * p.weights_stride + p.first + it.m];
+    const uint64_t off = reinterpret_cast<uintptr_t>(gw.w) - kWeightBase;
+    const int32_t w16 = static_cast<int32_t>((off & ((uint64_t{1} << kWeightHighShift) - 1)) >> 4);
+    const int32_t whigh = static_cast<int32_t>(off >> kWeightHighShift);
+    const int64_t wcol = it.col0 + 128 * (lane - 16);  // lanes 16, 17: a consumer's columns
+    const float* ws = gw.s + (wcol / 128) * p.scale_stride;
+    const float* xs = p.xs + it.tile * kBM + 4 * lane;
+    for (int64_t kb = 0; kb < kblocks; ++kb) {
+      MbarWait(empty0 + 8 * stage, phase ^ 1);  // a fresh barrier passes parity 1 at once
+      const uint32_t full = full0 + 8 * stage;
+      if (lane == 0) {
+        const uint32_t sa = SmemAddr(smem + stage * kStageBytes);
+        MbarExpectTx(full, kStageBytes);
+        TmaLoad2d(sa, map_x, full, static_cast<int32_t>(kb * kBK),
+                  static_cast<int32_t>(it.tile * kBM));
+        TmaLoad4d(sa + kATile, map_w, full, static_cast<int32_t>(kb * kBK),
+                  static_cast<int32_t>(it.col0), w16, whigh);
+      }
+      const uint32_t slot = SmemAddr(scales + stage * kScaleSlot);
+      if (lane < 16) {
+        CpAsync16(slot + 16 * lane, xs + kb * p.rows_padded);
+      } else if (lane < 16 + kConsumers) {
+        const bool in = wcol < p.n;
+        CpAsync4(slot + 4 * (kBM + lane - 16), in ? ws + kb : p.xs, in ? 4 : 0);
+      }
+      CpAsyncArrive(full);
+      if (++stage == kStages) {
+        stage = 0;
+        phase ^= 1;
+      }
+    }
+  }
+  asm volatile("cp.async.wait_all;" ::: "memory");
+}
+
+// Consumer warpgroup wg (0 or 1): columns [col0 + 128 wg, + 128) of each item. Accumulator
+// layout of m64n128 (thread t = 32 warp + lane): d[4j + h] is row 16 warp + lane / 4 (+ 8 for
+// h >= 2), column 8j + 2 (lane % 4) + h % 2.
+__device__ void Consume(const Fp8GroupedGemmParams& p, uint8_t* smem, const float* scales,
+                        uint32_t full0, uint32_t empty0, int64_t items, int64_t blocks_per_mat,
+                        int64_t blocks, int wg) {
+  const int t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
+  const int row = 16 * warp + lane / 4;  // and row + 8
+  const int64_t kblocks = p.k_pad / kBK;
+  const bool vec_store = p.n % 2 == 0 && p.y_stride % 2 == 0;
+  int stage = 0;
+  uint32_t phase = 0;
+  for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
+    const Item it = DecodeItem(w, p.num_tiles, blocks_per_mat, blocks);
+    const int64_t col0 = it.col0 + wg * kWgCols;
+    const bool active = col0 < p.n;  // warpgroup-uniform: no columns of this item left
+    float acc[64], part[64];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+    for (int64_t kb = 0; kb < kblocks; ++kb) {
+      MbarWait(full0 + 8 * stage, phase);
+      const float* slot = scales + stage * kScaleSlot;
+      const float sw = slot[kBM + wg];
+      const float s0 = slot[row] * sw, s1 = slot[row + 8] * sw;
+      if (active) {
+        const uint32_t sa = SmemAddr(smem + stage * kStageBytes);
+        const uint64_t da = SmemDesc(sa), db = SmemDesc(sa + kATile + wg * kWgCols * kBK);
+        FenceRegs(part);
+        WgmmaFence();
+#pragma unroll
+        for (int k = 0; k < kBK / 32; ++k) Wgmma64x128x32(part, da + 2 * k, db + 2 * k, k > 0);
+        WgmmaCommit();
+        WgmmaWait0();
+        FenceRegs(part);
+      }
+      __syncwarp();
+      if (lane == 0) MbarArrive(empty0 + 8 * stage);
+      if (active) {
+#pragma unroll
+        for (int i = 0; i < 64; ++i) acc[i] = fmaf(part[i], (i % 4) < 2 ? s0 : s1, acc[i]);
+      }
+      if (++stage == kStages) {
+        stage = 0;
+        phase ^= 1;
+      }
+    }
+    if (!active) continue;
+    const int64_t r0 = it.tile * kBM + row;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const int64_t c = col0 + 8 * j + 2 * (lane % 4);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t o = (r0 + 8 * h) * p.y_stride + it.m * p.n + c;
+        const float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
+        if (p.y_f32) {
+          float* y = static_cast<float*>(p.y) + o;
+          if (vec_store && c + 1 < p.n) {
+            *reinterpret_cast<float2*>(y) = make_float2(v0, v1);
+          } else {
+            if (c < p.n) y[0] = v0;
+            if (c + 1 < p.n) y[1] = v1;
+          }
+        } else {
+          bf16* y = static_cast<bf16*>(p.y) + o;
+          if (vec_store && c + 1 < p.n) {
+            *reinterpret_cast<__nv_bfloat162*>(y) = __floats2bfloat162_rn(v0, v1);
+          } else {
+            if (c < p.n) y[0] = __float2bfloat16_rn(v0);
+            if (c + 1 < p.n) y[1] = __float2bfloat16_rn(v1);
+          }
+        }
+      }
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kThreads, 1)
+    Fp8GroupedGemmKernel(const __grid_constant__ CUtensorMap map_x,
+                         const __grid_constant__ CUtensorMap map_w, const Fp8GroupedGemmParams p) {
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>(
+      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  float* scales = reinterpret_cast<float*>(smem + kStages * kStageBytes);
+  const uint32_t full0 = SmemAddr(scales + kStages * kScaleSlot), empty0 = full0 + 8 * kStages;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      MbarInit(full0 + 8 * s, 32 + 1);           // the producer's lanes + its expect_tx
+      MbarInit(empty0 + 8 * s, 4 * kConsumers);  // one arrival per consumer warp
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  const int64_t blocks_per_mat = (p.n + kBN - 1) / kBN, blocks = p.mats * blocks_per_mat;
+  const int64_t items = p.num_tiles * blocks;
+  const int wg = threadIdx.x / 128;
+  if (wg == 0) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    if (threadIdx.x < 32) {
+      Produce(map_x, map_w, p, smem, scales, full0, empty0, items, blocks_per_mat, blocks);
+    }
+  } else {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+    Consume(p, smem, scales, full0, empty0, items, blocks_per_mat, blocks, wg - 1);
+  }
+}
+
+// cuTensorMapEncodeTiled through the runtime (no link against the driver library).
+PFN_cuTensorMapEncodeTiled_v12000 EncodeTiled() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult found;
+    DSV3_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000,
+                                                     cudaEnableDefault, &found));
+    if (found != cudaDriverEntryPointSuccess) {
+      std::fprintf(stderr, "cuTensorMapEncodeTiled not found\n");
+      std::abort();
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+CUtensorMap Encode(int rank, const cuuint64_t* dims, const cuuint64_t* strides,
+                   const cuuint32_t* box, void* base) {
+  CUtensorMap map;
+  const cuuint32_t unit[4] = {1, 1, 1, 1};
+  const CUresult r = EncodeTiled()(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, rank, base, dims, strides,
+                                   box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                   CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                   CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) {
+    std::fprintf(stderr, "cuTensorMapEncodeTiled failed (%d), rank %d\n", static_cast<int>(r),
+                 rank);
+    std::abort();
+  }
+  return map;
+}
+
+}  // namespace
+
+void Fp8GroupedGemm(const Fp8GroupedGemmParams& p, cudaStream_t stream) {
+  if (p.num_tiles == 0 || p.n == 0 || p.mats == 0) return;
+  assert(p.k_pad % 512 == 0 && p.rows_padded == p.num_tiles * kGroupedTileRows);
+  assert(reinterpret_cast<uintptr_t>(p.xq) % 16 == 0);
+  assert(reinterpret_cast<uintptr_t>(p.xs) % 16 == 0);
+  int device = 0, sms = 0;
+  DSV3_CUDA_CHECK(cudaGetDevice(&device));
+  DSV3_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  DSV3_CUDA_CHECK(cudaFuncSetAttribute(Fp8GroupedGemmKernel,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
+  // xq: [rows_padded, k_pad], boxes of 64 rows x 128 bytes.
+  const cuuint64_t x_dims[2] = {static_cast<cuuint64_t>(p.k_pad),
+                                static_cast<cuuint64_t>(p.rows_padded)};
+  const cuuint64_t x_strides[1] = {static_cast<cuuint64_t>(p.k_pad)};
+  const cuuint32_t x_box[2] = {kBK, kBM};
+  const CUtensorMap map_x = Encode(2, x_dims, x_strides, x_box, const_cast<uint8_t*>(p.xq));
+  // Every weight matrix through one map, as a window of the address space: byte k of row c of
+  // the matrix at w is kWeightBase + k + k_pad c + 16 x2 + 2^35 x3, with (x2, x3) from w - base
+  // (a 16-byte-aligned offset of up to 2^35 bytes in x2, the rest in x3). Rows >= n are out of
+  // the map and read as zeros. Boxes of 256 rows x 128 bytes.
+  const cuuint64_t w_dims[4] = {static_cast<cuuint64_t>(p.k_pad), static_cast<cuuint64_t>(p.n),
+                                cuuint64_t{1} << (kWeightHighShift - 4), cuuint64_t{1} << 20};
+  const cuuint64_t w_strides[3] = {static_cast<cuuint64_t>(p.k_pad), 16,
+                                   cuuint64_t{1} << kWeightHighShift};
+  const cuuint32_t w_box[4] = {kBK, kBN, 1, 1};
+  const CUtensorMap map_w =
+      Encode(4, w_dims, w_strides, w_box, reinterpret_cast<void*>(uintptr_t{kWeightBase}));
+  const int64_t items = p.num_tiles * p.mats * ((p.n + kBN - 1) / kBN);
+  const int grid = static_cast<int>(std::min<int64_t>(items, sms));
+  Fp8GroupedGemmKernel<<<grid, kThreads, kSmemBytes, stream>>>(map_x, map_w, p);
+  DSV3_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace dsv3::kernels
