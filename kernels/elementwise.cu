@@ -1,4 +1,6 @@
 #include <algorithm>
+#include <initializer_list>
+#include <utility>
 
 #include "kernels/device_utils.cuh"
 #include "kernels/elementwise.cuh"
@@ -21,32 +23,105 @@ __global__ void EmbeddingKernel(EmbeddingParams p) {
   for (int64_t i = threadIdx.x; i < p.hidden; i += blockDim.x) dst[i] = src[i];
 }
 
-// One block per row; the row is read twice (sum of squares, then scale), which keeps any width.
+// Eight consecutive elements of an F32 or BF16 array as float (i a multiple of 8, the array
+// 16-byte aligned: one or two 16-byte loads).
+__device__ __forceinline__ void Load8(const void* base, int64_t i, ElemType t, float v[8]) {
+  if (t == ElemType::kBF16) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const bf16*>(base) + i);
+    const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      v[2 * j] = __low2float(pairs[j]);
+      v[2 * j + 1] = __high2float(pairs[j]);
+    }
+  } else {
+    const float4* src = reinterpret_cast<const float4*>(static_cast<const float*>(base) + i);
+    const float4 lo = src[0], hi = src[1];
+    v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w;
+    v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
+  }
+}
+
+// Stores eight values as elements [i, i + 8) of an F32 or BF16 array (alignment as Load8).
+__device__ __forceinline__ void Store8(void* base, int64_t i, const float v[8], ElemType t) {
+  if (t == ElemType::kBF16) {
+    uint4 raw;
+    __nv_bfloat162* pairs = reinterpret_cast<__nv_bfloat162*>(&raw);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) pairs[j] = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
+    *reinterpret_cast<uint4*>(static_cast<bf16*>(base) + i) = raw;
+  } else {
+    float4* dst = reinterpret_cast<float4*>(static_cast<float*>(base) + i);
+    dst[0] = make_float4(v[0], v[1], v[2], v[3]);
+    dst[1] = make_float4(v[4], v[5], v[6], v[7]);
+  }
+}
+
+// Whether [rows, cols] arrays at these bases and row strides take Load8/Store8 everywhere.
+bool Vectorizable(int64_t cols, std::initializer_list<std::pair<const void*, int64_t>> arrays) {
+  if (cols % 8 != 0) return false;
+  for (const auto& [base, stride] : arrays) {
+    if (reinterpret_cast<uintptr_t>(base) % 16 != 0 || stride % 8 != 0) return false;
+  }
+  return true;
+}
+
+// One block per row; the row is read twice (sum of squares, then scale), which keeps any width
+// (the second read mostly hits the cache). kVector: 8 columns per access (Vectorizable).
+template <bool kVector>
 __global__ void RmsNormKernel(RmsNormParams p) {
   const int64_t r = blockIdx.x;
   const bf16* x = static_cast<const bf16*>(p.x) + r * p.x_stride;
   bf16* out = static_cast<bf16*>(p.out) + r * p.out_stride;
+  constexpr int kWidth = kVector ? 8 : 1;
   float sum = 0.0f;
-  for (int64_t i = threadIdx.x; i < p.dim; i += blockDim.x) {
-    const float v = ToFloat(x[i]);
-    sum += v * v;
+  for (int64_t i = threadIdx.x * kWidth; i < p.dim; i += blockDim.x * kWidth) {
+    float v[kWidth];
+    if constexpr (kVector) Load8(x, i, ElemType::kBF16, v); else v[0] = ToFloat(x[i]);
+#pragma unroll
+    for (int j = 0; j < kWidth; ++j) sum += v[j] * v[j];
   }
   sum = BlockSum(sum);
   const float inv = rsqrtf(sum / static_cast<float>(p.dim) + p.eps);
   // In place is safe: each thread rewrites only the elements it alone read above.
-  for (int64_t i = threadIdx.x; i < p.dim; i += blockDim.x) {
-    out[i] = FromFloat<bf16>(p.weight[i] * (ToFloat(x[i]) * inv));
+  for (int64_t i = threadIdx.x * kWidth; i < p.dim; i += blockDim.x * kWidth) {
+    float v[kWidth], w[kWidth];
+    if constexpr (kVector) {
+      Load8(x, i, ElemType::kBF16, v);
+      Load8(p.weight, i, ElemType::kF32, w);
+    } else {
+      v[0] = ToFloat(x[i]);
+      w[0] = p.weight[i];
+    }
+#pragma unroll
+    for (int j = 0; j < kWidth; ++j) v[j] = w[j] * (v[j] * inv);
+    if constexpr (kVector) Store8(out, i, v, ElemType::kBF16); else out[i] = FromFloat<bf16>(v[0]);
   }
 }
 
+__device__ __forceinline__ float BinaryOp(BinaryKind kind, float a, float b) {
+  return kind == BinaryKind::kAdd ? a + b : a / (1.0f + expf(-a)) * b;
+}
+
+// Grid (column chunks, rows). kVector: 8 columns per thread and access (Vectorizable).
+template <bool kVector>
 __global__ void BinaryKernel(BinaryParams p) {
   const int64_t r = blockIdx.y;
-  for (int64_t i = blockIdx.x * blockDim.x + threadIdx.x; i < p.cols;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float av = LoadAs(p.a, r * p.a_stride + i, p.a_type);
-    const float bv = LoadAs(p.b, r * p.b_stride + i, p.b_type);
-    const float v = p.kind == BinaryKind::kAdd ? av + bv : av / (1.0f + expf(-av)) * bv;
-    StoreAs(p.out, r * p.out_stride + i, v, p.out_type);
+  constexpr int kWidth = kVector ? 8 : 1;
+  for (int64_t i = (blockIdx.x * blockDim.x + threadIdx.x) * kWidth; i < p.cols;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x * kWidth) {
+    if constexpr (kVector) {
+      float a[8], b[8];
+      Load8(p.a, r * p.a_stride + i, p.a_type, a);
+      Load8(p.b, r * p.b_stride + i, p.b_type, b);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) a[j] = BinaryOp(p.kind, a[j], b[j]);
+      Store8(p.out, r * p.out_stride + i, a, p.out_type);
+    } else {
+      const float av = LoadAs(p.a, r * p.a_stride + i, p.a_type);
+      const float bv = LoadAs(p.b, r * p.b_stride + i, p.b_type);
+      StoreAs(p.out, r * p.out_stride + i, BinaryOp(p.kind, av, bv), p.out_type);
+    }
   }
 }
 
@@ -58,20 +133,28 @@ __global__ void GatherRowsKernel(GatherRowsParams p) {
   for (int64_t i = threadIdx.x; i < p.cols; i += blockDim.x) dst[i] = src[i];
 }
 
-// One thread per (token, head, pair).
+// Heads one thread rotates: the angle's cosine and sine are computed once for them, while
+// enough threads stay in flight for a single decode token (128 heads: 16 x 32 pairs).
+constexpr int64_t kRopeHeadsPerThread = 8;
+
+// One thread per (token, group of kRopeHeadsPerThread heads, pair).
 __global__ void RopeKernel(RopeParams p) {
   const int64_t half = p.rope_dim / 2;
+  const int64_t groups = (p.heads + kRopeHeadsPerThread - 1) / kRopeHeadsPerThread;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= p.tokens * p.heads * half) return;
-  const int64_t i = idx % half, h = (idx / half) % p.heads, t = idx / (half * p.heads);
+  if (idx >= p.tokens * groups * half) return;
+  const int64_t i = idx % half, g = (idx / half) % groups, t = idx / (half * groups);
   const float angle = p.inv_freq[i] * static_cast<float>(p.positions[t]);
   const float c = cosf(angle) * p.attention_factor, s = sinf(angle) * p.attention_factor;
-  bf16* v = static_cast<bf16*>(p.x) + t * p.token_stride + h * p.head_stride;
-  bf16* a = p.interleaved ? &v[2 * i] : &v[i];
-  bf16* b = p.interleaved ? &v[2 * i + 1] : &v[i + half];
-  const float x0 = ToFloat(*a), x1 = ToFloat(*b);
-  *a = FromFloat<bf16>(x0 * c - x1 * s);
-  *b = FromFloat<bf16>(x1 * c + x0 * s);
+  const int64_t h_end = min(p.heads, (g + 1) * kRopeHeadsPerThread);
+  for (int64_t h = g * kRopeHeadsPerThread; h < h_end; ++h) {
+    bf16* v = static_cast<bf16*>(p.x) + t * p.token_stride + h * p.head_stride;
+    bf16* a = p.interleaved ? &v[2 * i] : &v[i];
+    bf16* b = p.interleaved ? &v[2 * i + 1] : &v[i + half];
+    const float x0 = ToFloat(*a), x1 = ToFloat(*b);
+    *a = FromFloat<bf16>(x0 * c - x1 * s);
+    *b = FromFloat<bf16>(x1 * c + x0 * s);
+  }
 }
 
 __global__ void Copy2DKernel(Copy2DParams p) {
@@ -124,14 +207,25 @@ void Embedding(const EmbeddingParams& p, cudaStream_t stream) {
 
 void RmsNorm(const RmsNormParams& p, cudaStream_t stream) {
   if (p.rows == 0) return;
-  RmsNormKernel<<<static_cast<unsigned>(p.rows), 256, 0, stream>>>(p);
+  if (Vectorizable(p.dim, {{p.x, p.x_stride}, {p.out, p.out_stride}, {p.weight, 0}})) {
+    RmsNormKernel<true><<<static_cast<unsigned>(p.rows), 256, 0, stream>>>(p);
+  } else {
+    RmsNormKernel<false><<<static_cast<unsigned>(p.rows), 256, 0, stream>>>(p);
+  }
   DSV3_CUDA_CHECK_LAUNCH();
 }
 
 void Binary(const BinaryParams& p, cudaStream_t stream) {
   if (p.rows == 0 || p.cols == 0) return;
-  const dim3 grid(CeilDiv(p.cols, 256 * 4), static_cast<unsigned>(p.rows));
-  BinaryKernel<<<grid, 256, 0, stream>>>(p);
+  auto float_like = [](ElemType t) { return t == ElemType::kF32 || t == ElemType::kBF16; };
+  if (float_like(p.a_type) && float_like(p.b_type) && float_like(p.out_type) &&
+      Vectorizable(p.cols, {{p.a, p.a_stride}, {p.b, p.b_stride}, {p.out, p.out_stride}})) {
+    const dim3 grid(CeilDiv(p.cols, 256 * 8), static_cast<unsigned>(p.rows));
+    BinaryKernel<true><<<grid, 256, 0, stream>>>(p);
+  } else {
+    const dim3 grid(CeilDiv(p.cols, 256 * 4), static_cast<unsigned>(p.rows));
+    BinaryKernel<false><<<grid, 256, 0, stream>>>(p);
+  }
   DSV3_CUDA_CHECK_LAUNCH();
 }
 
@@ -146,7 +240,8 @@ void GatherRows(const GatherRowsParams& p, cudaStream_t stream) {
 }
 
 void Rope(const RopeParams& p, cudaStream_t stream) {
-  const int64_t n = p.tokens * p.heads * (p.rope_dim / 2);
+  const int64_t groups = (p.heads + kRopeHeadsPerThread - 1) / kRopeHeadsPerThread;
+  const int64_t n = p.tokens * groups * (p.rope_dim / 2);
   if (n == 0) return;
   RopeKernel<<<CeilDiv(n, 256), 256, 0, stream>>>(p);
   DSV3_CUDA_CHECK_LAUNCH();

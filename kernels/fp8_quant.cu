@@ -10,21 +10,53 @@ __device__ __forceinline__ uint8_t ToE4M3(float v) {
   return static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
 }
 
-// One warp per (row, 128-column block): each lane owns 4 consecutive columns.
+// Four BF16 values from 8 bytes (the caller checked the alignment).
+__device__ __forceinline__ void Load4(const bf16* src, float v[4]) {
+  const uint2 raw = *reinterpret_cast<const uint2*>(src);
+  const __nv_bfloat162 lo = *reinterpret_cast<const __nv_bfloat162*>(&raw.x);
+  const __nv_bfloat162 hi = *reinterpret_cast<const __nv_bfloat162*>(&raw.y);
+  v[0] = __low2float(lo);
+  v[1] = __high2float(lo);
+  v[2] = __low2float(hi);
+  v[3] = __high2float(hi);
+}
+
+// One warp per (row, 128-column block): each lane owns 4 consecutive columns. kVector: rows
+// and columns allow 8-byte loads of the lane's 4 values.
+template <bool kVector>
 __global__ void QuantizeKernel(QuantizeActivationsParams p) {
   const int lane = threadIdx.x % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.y) * (blockDim.x / 32) + threadIdx.x / 32;
   const int64_t kb = blockIdx.x;
   if (row >= p.rows_padded) return;
   const int64_t c0 = kb * 128 + lane * 4;
-  float v[4];
+  float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  if (row < p.rows) {
+    const int64_t src_row = p.x_rows != nullptr ? p.x_rows[row] : row;
+    const bf16* x = static_cast<const bf16*>(p.x) + src_row * p.x_stride;
+    const bf16* up = static_cast<const bf16*>(p.up) + src_row * p.up_stride;
+    if (kVector && c0 + 4 <= p.cols) {
+      Load4(x + c0, v);
+      if (p.up != nullptr) {
+        float u[4];
+        Load4(up + c0, u);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) v[j] = ToFloat(FromFloat<bf16>(v[j] / (1.0f + expf(-v[j])) * u[j]));
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if (c0 + j >= p.cols) continue;
+        v[j] = ToFloat(x[c0 + j]);
+        if (p.up != nullptr) {
+          v[j] = ToFloat(FromFloat<bf16>(v[j] / (1.0f + expf(-v[j])) * ToFloat(up[c0 + j])));
+        }
+      }
+    }
+  }
   float amax = 0.0f;
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const bool inside = row < p.rows && c0 + j < p.cols;
-    v[j] = inside ? ToFloat(static_cast<const bf16*>(p.x)[row * p.x_stride + c0 + j]) : 0.0f;
-    amax = fmaxf(amax, fabsf(v[j]));
-  }
+  for (int j = 0; j < 4; ++j) amax = fmaxf(amax, fabsf(v[j]));
   amax = WarpMax(amax);
   float s = fmaxf(amax, 1e-4f) / 448.0f;
   if (p.ue8m0) s = exp2f(ceilf(log2f(s)));
@@ -54,7 +86,14 @@ void QuantizeActivations(const QuantizeActivationsParams& p, cudaStream_t stream
   if (p.rows_padded == 0) return;
   constexpr int kWarps = 8;
   const dim3 grid(static_cast<unsigned>(p.cols_padded / 128), CeilDiv(p.rows_padded, kWarps));
-  QuantizeKernel<<<grid, kWarps * 32, 0, stream>>>(p);
+  auto aligned = [](const void* base, int64_t stride) {
+    return reinterpret_cast<uintptr_t>(base) % 8 == 0 && stride % 4 == 0;
+  };
+  if (aligned(p.x, p.x_stride) && (p.up == nullptr || aligned(p.up, p.up_stride))) {
+    QuantizeKernel<true><<<grid, kWarps * 32, 0, stream>>>(p);
+  } else {
+    QuantizeKernel<false><<<grid, kWarps * 32, 0, stream>>>(p);
+  }
   DSV3_CUDA_CHECK_LAUNCH();
 }
 

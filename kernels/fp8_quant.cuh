@@ -10,7 +10,8 @@ namespace dsv3::kernels {
 // Per token per 128 channels: s = max(amax, 1e-4) / 448 (ue8m0: rounded up to a power of two),
 // q = x / s as e4m3. x [rows, cols] BF16 -> q [rows_padded, cols_padded] e4m3 (row stride
 // cols_padded) and scales [cols_padded / 128, rows_padded] F32, M-contiguous as cuBLASLt's
-// VEC128_32F mode wants. Padding rows and columns get q = 0 and scale 1.
+// VEC128_32F mode wants. Padding rows and columns get q = 0 and scale 1. The gather and the
+// SiLU-gate below save the MoE paths a pass over a [rows, cols] BF16 intermediate each.
 struct QuantizeActivationsParams {
   const void* x;
   int64_t x_stride;
@@ -19,6 +20,12 @@ struct QuantizeActivationsParams {
   uint8_t* q;
   float* scales;
   bool ue8m0;
+  // Optional gather: row r of the output quantizes row x_rows[r] of x (device, [rows]).
+  const int32_t* x_rows = nullptr;
+  // Optional SiLU-gate: the value quantized is BF16(silu(x) * up), rounded as kernels::Binary's
+  // kSiluMul rounds it (up [rows, cols] BF16 with row stride up_stride, rows as x's).
+  const void* up = nullptr;
+  int64_t up_stride = 0;
 };
 void QuantizeActivations(const QuantizeActivationsParams& p, cudaStream_t stream);
 

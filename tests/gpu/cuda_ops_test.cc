@@ -39,7 +39,7 @@ class CudaOpsTest : public testing::GpuTest {
 
 TEST_F(CudaOpsTest, RmsNormMatchesCpu) {
   for (int64_t m : kRows) {
-    for (int64_t d : {80, 200, 1536, 7168}) {
+    for (int64_t d : {75, 80, 200, 1536, 7168}) {  // 75: the kernel's one-column path
       auto x = RandomBf16(m * d, rng_, 3.0f), w = RandomBf16(d, rng_);
       std::vector<float> want(m * d);
       cpu_.RmsNorm(Host(x, m, d), TensorView::Contiguous(w.data(), DType::kF32, {d}), 1e-6f,
@@ -72,7 +72,7 @@ TEST_F(CudaOpsTest, RmsNormInPlaceOnStridedColumns) {
 
 TEST_F(CudaOpsTest, AddAndSiluMulMatchCpu) {
   for (int64_t m : kRows) {
-    for (int64_t d : {72, 2048}) {
+    for (int64_t d : {71, 72, 2048}) {  // 71: the kernels' one-column path
       auto a = RandomBf16(m * d, rng_, 4.0f), b = RandomBf16(m * d, rng_, 4.0f);
       std::vector<float> sum(m * d), prod(m * d);
       cpu_.Add(Host(a, m, d), Host(b, m, d), Host(sum, m, d));
@@ -150,7 +150,8 @@ TEST_F(CudaOpsTest, RopeMatchesCpuInsideStridedQuery) {
   // q [T, heads, nope + rope] with q_pe = the last `rope` columns of each head, as the model has.
   for (bool interleaved : {true, false}) {
     for (int64_t t : kRows) {
-      const int64_t heads = 5, nope = 24, rope = 64, qk = nope + rope;
+      // Heads: fewer than the kernel's 8 per thread, or 2 groups and a partial one.
+      const int64_t heads = t % 2 == 0 ? 5 : 19, nope = 24, rope = 64, qk = nope + rope;
       std::vector<float> inv_freq(rope / 2);
       for (int64_t i = 0; i < rope / 2; ++i) {
         inv_freq[i] = std::pow(10000.0f, -2.0f * i / rope) / (i > 10 ? 40.0f : 1.0f);
@@ -407,11 +408,11 @@ TEST_F(CudaOpsTest, MoeRouteMatchesCpu) {
   }
 }
 
-// Up to 256 tokens the grouped path (device permutation, grouped FP8 kernel), beyond it the
-// per-expert cuBLASLt path (laned over several streams where cuBLASLt has the shapes); both against the CPU, and against the CPU emulating the GPU's
-// rounding (CpuBackendOptions) within 1e-2.
-// Ragged widths (200, 72), and widths cuBLASLt's block-scaled kernels take (1024, 512), where the
-// per-expert path spreads its chains over several streams.
+// Up to 256 tokens the grouped path (device permutation, small-M grouped FP8 kernel), beyond it
+// the tiled path (host layout, wgmma grouped FP8 GEMMs over 64-row tiles of one expert); both
+// against the CPU, and against the CPU emulating the GPU's rounding (CpuBackendOptions) within
+// 1e-2. Ragged widths (200, 72) and wider ones (1024, 512); with every expert local and with
+// experts [3, 8) only; and a rank none of whose experts got a token (its part is zeros).
 class CudaMoeExpertsTest : public CudaOpsTest,
                            public ::testing::WithParamInterface<std::pair<int64_t, int64_t>> {};
 
@@ -468,6 +469,19 @@ TEST_P(CudaMoeExpertsTest, MatchCpu) {
                      begin, Host(emulated, t, h));
       EXPECT_LT(RelError(got, emulated), 1e-2) << "emulated: t=" << t << " begin=" << begin;
     }
+  }
+  for (int64_t t : {5, 300}) {
+    auto x = RandomBf16(t * h, rng_, 2.0f);
+    std::vector<int32_t> ids(t * k);
+    for (int64_t i = 0; i < t * k; ++i) ids[i] = static_cast<int32_t>(i % k);  // experts 0..2
+    std::vector<float> w(t * k, 0.5f);
+    Tensor gx = Dev(x, t, h), out = DevEmpty(DType::kBF16, t, h);
+    Tensor gids(gpu_->allocator(), DType::kI32, {t, k}), gwt(gpu_->allocator(), DType::kF32, {t, k});
+    CopyIn(*gpu_, gids, ids.data());
+    CopyIn(*gpu_, gwt, w.data());
+    gpu_->MoeExperts(gx, gids, gwt, std::span<const ExpertWeights>(gw.data() + 3, e - 3), 3, out);
+    const auto got = ToHost(*gpu_, out);
+    EXPECT_EQ(std::count(got.begin(), got.end(), 0.0f), t * h) << "no local rows: t=" << t;
   }
 }
 

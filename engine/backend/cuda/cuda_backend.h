@@ -149,6 +149,8 @@ class CudaBackend final : public Backend {
   // CublasLtGemm::kLanes; benchmarks compare them).
   void SetExpertLanes(int lanes) { expert_lanes_ = std::clamp(lanes, 1, CublasLtGemm::kLanes); }
   static constexpr int kDefaultExpertLanes = 4;  // measured best of 1/2/4/8 (docs/perf/h200.md)
+  // Large FP8 MoE batches take the tiled grouped GEMMs (default) or the per-expert chains.
+  void SetTiledPrefillExperts(bool on) { tiled_prefill_experts_ = on; }
   // Distinct experts each MoeExperts call ran since the last call of this (benchmarks' HBM floor;
   // synchronizes; the grouped path logs at most kActiveLogSize calls between two takes).
   std::vector<int64_t> TakeActiveExperts();
@@ -277,6 +279,12 @@ class CudaBackend final : public Backend {
   bool LanedFp8Experts(const TensorView& xp, std::span<const ExpertWeights> experts,
                        std::span<const int64_t> begin, std::span<const int64_t> padded,
                        const TensorView& y);
+  // MoeExperts for large batches of FP8 experts (cuda_moe_prefill.cc): the routed rows (ids
+  // [T * k], read back from the router) laid out in tiles of kGroupedTileRows rows of one
+  // expert each, then one grouped FP8 GEMM launch for gate|up and one for down over every tile.
+  void TiledFp8Experts(const TensorView& x, std::span<const int32_t> ids,
+                       const TensorView& topk_weights, std::span<const ExpertWeights> experts,
+                       int64_t expert_begin, const TensorView& out);
   // Device table [experts, 3] of the experts' gate, up and down (made once per layer).
   const kernels::GroupedWeight* GroupedWeights(std::span<const ExpertWeights> experts);
 
@@ -326,6 +334,7 @@ class CudaBackend final : public Backend {
   int64_t grouped_moe_max_tokens_ = kDefaultGroupedMoeMaxTokens;
   std::vector<cudaEvent_t> free_events_;
   int expert_lanes_ = kDefaultExpertLanes;
+  bool tiled_prefill_experts_ = true;
   cudaStream_t lanes_[CublasLtGemm::kLanes] = {};  // made at first use (LanedFp8Experts)
   cudaEvent_t lane_events_[CublasLtGemm::kLanes + 1] = {};
   std::vector<int64_t> active_experts_;

@@ -55,12 +55,17 @@ void CudaBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
     GroupedMoeExperts(x, topk_ids, topk_weights, experts, expert_begin, out);
     return;
   }
-  OpScope timed(*this, "moe experts (per expert)");
-  NoteHostWork("the per-expert MoE path's host permutation");
+  const bool tiled = tiled_prefill_experts_ && experts.front().gate.weight.dtype == DType::kF8E4M3;
+  OpScope timed(*this, tiled ? "moe experts (tiled)" : "moe experts (per expert)");
+  NoteHostWork("the large-batch MoE paths' host permutation");
   std::vector<int32_t> ids(t * k);
   DSV3_CUDA_CHECK(cudaMemcpyAsync(ids.data(), topk_ids.data, ids.size() * 4,
                                   cudaMemcpyDeviceToHost, stream_));
   DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (tiled) {
+    TiledFp8Experts(x, ids, topk_weights, experts, expert_begin, out);
+    return;
+  }
 
   // Permuted order: expert by expert, tokens in order within an expert. The laned path keeps
   // each expert's rows at a multiple of 4 (cuBLASLt's M), so it has padded offsets too.
@@ -253,16 +258,15 @@ void CudaBackend::GroupedMoeExperts(const TensorView& x, const TensorView& topk_
                      token_of.ptr<int32_t>(), row_of.ptr<int32_t>(), log},
                     stream_);
 
-  Tensor xp(allocator(), DType::kBF16, {entries, h});  // [T * k, H] routed copies of x
-  kernels::GatherRows({x.data, x.strides[0], token_of.ptr<int32_t>(), xp.view().data, h, entries,
-                       h, kernels::ElemType::kBF16},
-                      stream_);
-  Tensor xq(allocator(), DType::kF8E4M3, {rows_pad, h_pad});   // [rows_pad, H_pad]
-  Tensor xs(allocator(), DType::kF32, {h_pad / 128, rows_pad});  // [H_pad / 128, rows_pad]
-  kernels::QuantizeActivations({xp.view().data, h, entries, h, rows_pad, h_pad,
-                                xq.ptr<uint8_t>(), xs.ptr<float>(),
-                                options_.ue8m0_activation_scales},
-                               stream_);
+  // The routed copies of x, quantized (the gather fused in): xq [rows_pad, H_pad] e4m3,
+  // xs [H_pad / 128, rows_pad].
+  Tensor xq(allocator(), DType::kF8E4M3, {rows_pad, h_pad});
+  Tensor xs(allocator(), DType::kF32, {h_pad / 128, rows_pad});
+  kernels::QuantizeActivationsParams quantize_x{x.data, x.strides[0], entries, h, rows_pad, h_pad,
+                                                xq.ptr<uint8_t>(), xs.ptr<float>(),
+                                                options_.ue8m0_activation_scales};
+  quantize_x.x_rows = token_of.ptr<int32_t>();
+  kernels::QuantizeActivations(quantize_x, stream_);
   const kernels::GroupedWeight* weights = GroupedWeights(experts);
   Tensor gate_up(allocator(), DType::kBF16, {entries, 2 * inter});  // [T * k, gate | up]
   kernels::GroupedFp8Gemm({xq.ptr<uint8_t>(), xs.ptr<float>(), rows_pad, h_pad,
@@ -270,17 +274,16 @@ void CudaBackend::GroupedMoeExperts(const TensorView& x, const TensorView& topk_
                            num_active.ptr<int32_t>(), max_active, weights, 3, 0, 2, inter,
                            e0.gate.scale_inv.strides[0], gate_up.view().data, 2 * inter},
                           stream_);
-  Tensor act(allocator(), DType::kBF16, {entries, inter});  // [T * k, I] silu(gate) * up
+  // silu(gate) * up, quantized in the same pass: aq [rows_pad, I_pad], as [I_pad / 128, rows_pad].
+  Tensor aq(allocator(), DType::kF8E4M3, {rows_pad, i_pad});
+  Tensor as(allocator(), DType::kF32, {i_pad / 128, rows_pad});
   const uint16_t* gu = gate_up.ptr<uint16_t>();
-  kernels::Binary({gu, 2 * inter, gu + inter, 2 * inter, act.view().data, inter, entries, inter,
-                   kernels::BinaryKind::kSiluMul},
-                  stream_);
-  Tensor aq(allocator(), DType::kF8E4M3, {rows_pad, i_pad});   // [rows_pad, I_pad]
-  Tensor as(allocator(), DType::kF32, {i_pad / 128, rows_pad});  // [I_pad / 128, rows_pad]
-  kernels::QuantizeActivations({act.view().data, inter, entries, inter, rows_pad, i_pad,
-                                aq.ptr<uint8_t>(), as.ptr<float>(),
-                                options_.ue8m0_activation_scales},
-                               stream_);
+  kernels::QuantizeActivationsParams quantize_act{gu, 2 * inter, entries, inter, rows_pad, i_pad,
+                                                  aq.ptr<uint8_t>(), as.ptr<float>(),
+                                                  options_.ue8m0_activation_scales};
+  quantize_act.up = gu + inter;
+  quantize_act.up_stride = 2 * inter;
+  kernels::QuantizeActivations(quantize_act, stream_);
   Tensor yp(allocator(), DType::kBF16, {entries, h});  // [T * k, H] expert outputs
   kernels::GroupedFp8Gemm({aq.ptr<uint8_t>(), as.ptr<float>(), rows_pad, i_pad,
                            begin.ptr<int32_t>(), active.ptr<int32_t>(),
