@@ -309,20 +309,13 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
     std::fprintf(out, "\n## Prefill, %d tokens (one sequence)\n\n| experts by | MoE layer ms | "
                  "tokens/s per MoE layer | effective TFLOP/s (attention + MoE) |\n"
                  "|---|---|---|---|\n", n);
-    struct ExpertPath {
-      const char* label;
-      int64_t grouped_max_tokens;
-      bool tiled;
-    };
-    const ExpertPath paths[] = {
+    const std::pair<const char*, int64_t> paths[] = {
         {"tiled grouped FP8 GEMMs (default above 256 tokens)",
-         CudaBackend::kDefaultGroupedMoeMaxTokens, true},
-        {"per-expert cuBLASLt chains", CudaBackend::kDefaultGroupedMoeMaxTokens, false},
-        {"decode's small-M grouped kernel", int64_t{1} << 40, true}};
+         CudaBackend::kDefaultGroupedMoeMaxTokens},
+        {"decode's small-M grouped kernel", int64_t{1} << 40}};
     std::vector<std::vector<std::pair<std::string, float>>> prefill_ops;  // per path
-    for (const auto& [label, max_tokens, tiled] : paths) {
+    for (const auto& [label, max_tokens] : paths) {
       gpu.SetGroupedMoeMaxTokens(max_tokens);
-      gpu.SetTiledPrefillExperts(tiled);
       const float moe = moe_layer_ms();
       if (moe < 0) return 1;
       std::fprintf(out, "| %s | %.2f | %.0f | %.1f |\n", label, moe, t / (moe * 1e-3),
@@ -334,21 +327,9 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
       gpu.TakeActiveExperts();
     }
     gpu.SetGroupedMoeMaxTokens(CudaBackend::kDefaultGroupedMoeMaxTokens);
-    gpu.SetTiledPrefillExperts(false);
-    // The per-expert chains over 1, 2, 4 and 8 streams (the default is CudaBackend's).
-    std::fprintf(out, "\n| per-expert streams | MoE layer ms | effective TFLOP/s |\n|---|---|---|\n");
-    for (int lanes : {1, 2, 4, 8}) {
-      gpu.SetExpertLanes(lanes);
-      const float moe = moe_layer_ms();
-      if (moe < 0) return 1;
-      std::fprintf(out, "| %d | %.2f | %.1f |\n", lanes, moe,
-                   (attn_flops + moe_flops) / (moe * 1e-3) / 1e12);
-    }
-    gpu.SetExpertLanes(CudaBackend::kDefaultExpertLanes);
-    gpu.SetTiledPrefillExperts(true);
-    std::fprintf(out, "\nColumns of the next table: experts by the tiled grouped GEMMs (0), "
-                 "per-expert cuBLASLt chains (1), decode's small-M grouped kernel (2).\n");
-    PrintOpTable(out, "Prefill: time per op in one step (ms, all layers and the head)", {0, 1, 2},
+    std::fprintf(out, "\nColumns of the next table: experts by the tiled grouped GEMMs (0), by "
+                 "decode's small-M grouped kernel (1).\n");
+    PrintOpTable(out, "Prefill: time per op in one step (ms, all layers and the head)", {0, 1},
                  prefill_ops);
   }
 

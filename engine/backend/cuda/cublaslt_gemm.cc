@@ -59,9 +59,6 @@ absl::StatusOr<std::unique_ptr<CublasLtGemm>> CublasLtGemm::Create(cudaStream_t 
 CublasLtGemm::~CublasLtGemm() {
   plans_.clear();
   if (workspace_) cudaFree(workspace_);
-  for (void* w : lane_workspaces_) {
-    if (w) cudaFree(w);
-  }
   if (handle_) cublasLtDestroy(handle_);
 }
 
@@ -139,19 +136,10 @@ absl::Status CublasLtGemm::Fp8(const Fp8GemmArgs& g) {
   Plan& p = **plan;
   DSV3_LT_RETURN_IF_ERROR(SetDesc(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, g.w_scale));
   DSV3_LT_RETURN_IF_ERROR(SetDesc(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, g.x_scale));
-  void* workspace = workspace_;
-  if (g.lane > 0) {
-    if (g.lane >= kLanes) return absl::InvalidArgumentError("cuBLASLt lane out of range");
-    if (lane_workspaces_[g.lane] == nullptr &&
-        cudaMalloc(&lane_workspaces_[g.lane], kWorkspaceBytes) != cudaSuccess) {
-      return absl::ResourceExhaustedError("cuBLASLt lane workspace allocation failed");
-    }
-    workspace = lane_workspaces_[g.lane];
-  }
   const float alpha = 1.0f, beta = 0.0f;
   DSV3_LT_RETURN_IF_ERROR(cublasLtMatmul(handle_, p.desc, &alpha, g.w, p.a, g.x, p.b, &beta, g.d,
-                                         p.d, g.d, p.d, &p.algo, workspace, kWorkspaceBytes,
-                                         g.stream != nullptr ? g.stream : stream_));
+                                         p.d, g.d, p.d, &p.algo, workspace_, kWorkspaceBytes,
+                                         stream_));
   return absl::OkStatus();
 }
 

@@ -30,9 +30,6 @@ struct Fp8GemmArgs {
   void* d;
   int64_t ldd;
   bool d_f32 = false;
-  // Another stream than the object's (concurrent GEMMs), with lane l's own workspace.
-  cudaStream_t stream = nullptr;
-  int lane = 0;
 };
 
 // D = op(A) op(B) for `batch` matrices at fixed strides (elements). A and B BF16; D BF16 or F32.
@@ -57,13 +54,8 @@ class CublasLtGemm {
   CublasLtGemm(const CublasLtGemm&) = delete;
   CublasLtGemm& operator=(const CublasLtGemm&) = delete;
 
-  // Concurrent lanes: GEMMs on different streams need workspaces of their own.
-  static constexpr int kLanes = 8;
-
   // Fails (without launching) when cuBLASLt offers no algorithm for the shape.
   absl::Status Fp8(const Fp8GemmArgs& args);
-  // Whether Fp8 would find an algorithm for these shapes and alignments (makes the plan).
-  absl::Status Fp8Supported(const Fp8GemmArgs& args) { return Fp8Plan(args).status(); }
   absl::Status Bf16(const Bf16GemmArgs& args);
 
  private:
@@ -85,8 +77,7 @@ class CublasLtGemm {
 
   cudaStream_t stream_;
   cublasLtHandle_t handle_ = nullptr;
-  void* workspace_ = nullptr;  // lane 0
-  void* lane_workspaces_[kLanes] = {};  // lanes 1.., made at first use
+  void* workspace_ = nullptr;
   static constexpr size_t kWorkspaceBytes = 32 << 20;
   std::map<Key, std::unique_ptr<Plan>> plans_;
 };

@@ -89,14 +89,10 @@ CudaBackend::~CudaBackend() {
     cudaEventDestroy(e.end);
   }
   for (cudaEvent_t e : free_events_) cudaEventDestroy(e);
-  for (cudaStream_t s : lanes_) {
-    if (s) cudaStreamDestroy(s);
-  }
-  for (cudaEvent_t e : lane_events_) {
-    if (e) cudaEventDestroy(e);
-  }
   gemm_.reset();
   cudaStreamSynchronize(stream_);
+  if (ids_host_ != nullptr) cudaFreeHost(ids_host_);
+  if (ids_copied_ != nullptr) cudaEventDestroy(ids_copied_);
   cudaStreamDestroy(stream_);
 }
 
@@ -427,7 +423,10 @@ std::vector<std::pair<int64_t, float>> CudaBackend::LayerTimes() {
   return times;
 }
 
-void CudaBackend::Synchronize() { DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+void CudaBackend::Synchronize() {
+  DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  ids_in_flight_ = nullptr;  // the caller may rewrite device memory now (tests do)
+}
 
 // ---- Elementwise ops -------------------------------------------------------------------------
 

@@ -139,18 +139,13 @@ class CudaBackend final : public Backend {
   // in the order the names were first seen.
   void SetOpTiming(bool on) { op_timing_ = on; }
   std::vector<std::pair<std::string, float>> TakeOpTimes();
-  // MoE batches of at most `tokens` tokens take the grouped kernel, larger ones per-expert
-  // cuBLASLt (benchmarks compare the two; the default is kDefaultGroupedMoeMaxTokens).
+  // FP8 MoE batches of at most `tokens` tokens take the small-M grouped kernel (device-side
+  // permutation, graph-capturable), larger ones the tiled grouped GEMMs (benchmarks compare the
+  // two; the default is kDefaultGroupedMoeMaxTokens).
   void SetGroupedMoeMaxTokens(int64_t tokens) { grouped_moe_max_tokens_ = tokens; }
-  // Where the grouped kernel stopped beating per-expert calls, measured with its CUDA-core
-  // version (rows per expert: about tokens * top_k / experts).
+  // Decode batches up to the graphs' limit (graph_policy.h) stay on the small-M kernel, which
+  // needs no host synchronization (~32 rows per expert at 256 tokens).
   static constexpr int64_t kDefaultGroupedMoeMaxTokens = 256;
-  // Streams the per-expert FP8 chains of large MoE batches spread over (1 to
-  // CublasLtGemm::kLanes; benchmarks compare them).
-  void SetExpertLanes(int lanes) { expert_lanes_ = std::clamp(lanes, 1, CublasLtGemm::kLanes); }
-  static constexpr int kDefaultExpertLanes = 4;  // measured best of 1/2/4/8 (docs/perf/h200.md)
-  // Large FP8 MoE batches take the tiled grouped GEMMs (default) or the per-expert chains.
-  void SetTiledPrefillExperts(bool on) { tiled_prefill_experts_ = on; }
   // Distinct experts each MoeExperts call ran since the last call of this (benchmarks' HBM floor;
   // synchronizes; the grouped path logs at most kActiveLogSize calls between two takes).
   std::vector<int64_t> TakeActiveExperts();
@@ -270,21 +265,17 @@ class CudaBackend final : public Backend {
   void GroupedMoeExperts(const TensorView& x, const TensorView& topk_ids,
                          const TensorView& topk_weights, std::span<const ExpertWeights> experts,
                          int64_t expert_begin, const TensorView& out);
-  // MoeExperts for large batches of FP8 experts (cuda_moe.cc): one cuBLASLt chain per active
-  // expert, the chains spread over CublasLtGemm::kLanes streams (at ~128 rows an expert's
-  // GEMM fills a fraction of the SMs). xp [R, H] holds the routed copies of x in expert order,
-  // expert e's at rows [begin[e], begin[e + 1]); y [R_pad, H_pad] receives its outputs at
-  // padded rows [padded[e], padded[e] + n_e). False (nothing launched) when cuBLASLt lacks a
-  // shape: the caller runs the serial path.
-  bool LanedFp8Experts(const TensorView& xp, std::span<const ExpertWeights> experts,
-                       std::span<const int64_t> begin, std::span<const int64_t> padded,
-                       const TensorView& y);
   // MoeExperts for large batches of FP8 experts (cuda_moe_prefill.cc): the routed rows (ids
   // [T * k], read back from the router) laid out in tiles of kGroupedTileRows rows of one
   // expert each, then one grouped FP8 GEMM launch for gate|up and one for down over every tile.
   void TiledFp8Experts(const TensorView& x, std::span<const int32_t> ids,
                        const TensorView& topk_weights, std::span<const ExpertWeights> experts,
                        int64_t expert_begin, const TensorView& out);
+  // The router's ids [T * k] on the host: waits for the copy MoeRoute started for these ids,
+  // or copies them now (one synchronization either way). Valid until the next call.
+  const int32_t* HostRouterIds(const TensorView& topk_ids);
+  // Starts copying topk_ids into ids_host_ (grown as needed) on the stream.
+  void StageRouterIds(const TensorView& topk_ids);
   // Device table [experts, 3] of the experts' gate, up and down (made once per layer).
   const kernels::GroupedWeight* GroupedWeights(std::span<const ExpertWeights> experts);
 
@@ -333,10 +324,14 @@ class CudaBackend final : public Backend {
   std::vector<OpEvents> op_events_;
   int64_t grouped_moe_max_tokens_ = kDefaultGroupedMoeMaxTokens;
   std::vector<cudaEvent_t> free_events_;
-  int expert_lanes_ = kDefaultExpertLanes;
-  bool tiled_prefill_experts_ = true;
-  cudaStream_t lanes_[CublasLtGemm::kLanes] = {};  // made at first use (LanedFp8Experts)
-  cudaEvent_t lane_events_[CublasLtGemm::kLanes + 1] = {};
+  // Router ids of a large MoE batch on their way to the host: MoeRoute starts the copy into
+  // pinned memory, MoeExperts waits for it, so the GPU works through whatever the model runs
+  // in between (the shared expert) while the host waits and builds the tile layout. Synchronize
+  // forgets the copy: callers may rewrite device memory after it.
+  const void* ids_in_flight_ = nullptr;  // the topk_ids being copied, or null
+  cudaEvent_t ids_copied_ = nullptr;
+  int32_t* ids_host_ = nullptr;  // pinned, ids_host_capacity_ entries
+  int64_t ids_host_capacity_ = 0;
   std::vector<int64_t> active_experts_;
   // Grouped weight tables by the first expert's gate weight; an entry goes with that weight.
   std::unordered_map<const void*, Tensor> grouped_weights_;

@@ -1,10 +1,10 @@
 // MoE on the GPU: noaux_tc routing (router GEMM, then a top-k kernel) and the routed experts.
 // Decode-sized batches (FP8 experts, at most grouped_moe_max_tokens_ tokens): the permutation is
-// built on the device and gate+up, then down, run as one grouped FP8 launch each over every
-// active expert, with no host synchronization. Larger batches: one cuBLASLt FP8 GEMM chain per active
-// expert over its tokens (a permutation built on the host, one synchronization per layer), where
-// cuBLASLt's tensor cores pay for the per-call cost, spread over several streams for FP8
-// experts. Both end in one weighted combine.
+// built on the device and gate+up, then down, run as one small-M grouped FP8 launch each over
+// every active expert, with no host synchronization. Larger batches: the router's ids come back
+// to the host (the copy starts in MoeRoute, so the shared expert runs while the host waits) and
+// FP8 experts take the tiled grouped GEMMs (cuda_moe_prefill.cc); BF16 experts run one after
+// another through Linear. All end in one weighted combine.
 #include <algorithm>
 
 #include "engine/backend/cuda/cuda_backend.h"
@@ -39,6 +39,39 @@ void CudaBackend::MoeRoute(const TensorView& x, const TensorView& router, const 
                     topk_ids.ptr<int32_t>(), topk_ids.strides[0], topk_weights.ptr<float>(),
                     topk_weights.strides[0]},
                    stream_);
+  if (t <= grouped_moe_max_tokens_ || !topk_ids.is_contiguous()) return;
+  // A large batch's experts need the ids on the host: start the copy now (see ids_in_flight_).
+  NoteHostWork("the router ids' download");
+  StageRouterIds(topk_ids);
+  DSV3_CUDA_CHECK(cudaEventRecord(ids_copied_, stream_));
+  ids_in_flight_ = topk_ids.data;
+}
+
+void CudaBackend::StageRouterIds(const TensorView& topk_ids) {
+  const int64_t entries = topk_ids.numel();
+  if (entries > ids_host_capacity_) {
+    if (ids_host_ != nullptr) DSV3_CUDA_CHECK(cudaFreeHost(ids_host_));
+    DSV3_CUDA_CHECK(
+        cudaMallocHost(reinterpret_cast<void**>(&ids_host_), entries * sizeof(int32_t)));
+    ids_host_capacity_ = entries;
+  }
+  if (ids_copied_ == nullptr) {
+    DSV3_CUDA_CHECK(cudaEventCreateWithFlags(&ids_copied_, cudaEventDisableTiming));
+  }
+  DSV3_CUDA_CHECK(cudaMemcpyAsync(ids_host_, topk_ids.data, entries * sizeof(int32_t),
+                                  cudaMemcpyDeviceToHost, stream_));
+}
+
+const int32_t* CudaBackend::HostRouterIds(const TensorView& topk_ids) {
+  NoteHostWork("the router ids' download");
+  if (ids_in_flight_ == topk_ids.data) {
+    DSV3_CUDA_CHECK(cudaEventSynchronize(ids_copied_));
+  } else {
+    StageRouterIds(topk_ids);
+    DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  ids_in_flight_ = nullptr;
+  return ids_host_;
 }
 
 void CudaBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
@@ -55,39 +88,29 @@ void CudaBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
     GroupedMoeExperts(x, topk_ids, topk_weights, experts, expert_begin, out);
     return;
   }
-  const bool tiled = tiled_prefill_experts_ && experts.front().gate.weight.dtype == DType::kF8E4M3;
-  OpScope timed(*this, tiled ? "moe experts (tiled)" : "moe experts (per expert)");
-  NoteHostWork("the large-batch MoE paths' host permutation");
-  std::vector<int32_t> ids(t * k);
-  DSV3_CUDA_CHECK(cudaMemcpyAsync(ids.data(), topk_ids.data, ids.size() * 4,
-                                  cudaMemcpyDeviceToHost, stream_));
-  DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  if (tiled) {
+  const std::span<const int32_t> ids(HostRouterIds(topk_ids), t * k);
+  if (experts.front().gate.weight.dtype == DType::kF8E4M3) {
+    OpScope timed(*this, "moe experts (tiled)");
     TiledFp8Experts(x, ids, topk_weights, experts, expert_begin, out);
     return;
   }
-
-  // Permuted order: expert by expert, tokens in order within an expert. The laned path keeps
-  // each expert's rows at a multiple of 4 (cuBLASLt's M), so it has padded offsets too.
-  std::vector<int64_t> begin(local + 1, 0), padded(local + 1, 0);
+  OpScope timed(*this, "moe experts (per expert)");
+  // Permuted order: expert by expert, tokens in order within an expert.
+  std::vector<int64_t> begin(local + 1, 0);
   for (int32_t id : ids) {
     const int64_t e = id - expert_begin;
     if (e >= 0 && e < local) ++begin[e + 1];
   }
   active_experts_.push_back(std::count_if(begin.begin() + 1, begin.end(),
                                           [](int64_t n) { return n > 0; }));
-  for (int64_t e = 0; e < local; ++e) {
-    padded[e + 1] = padded[e] + RoundUp(begin[e + 1], 4);
-    begin[e + 1] += begin[e];
-  }
+  for (int64_t e = 0; e < local; ++e) begin[e + 1] += begin[e];
   const int64_t rows = begin[local];
-  std::vector<int32_t> token_of(rows), row_of(t * k, -1), padded_row_of(t * k, -1);
+  std::vector<int32_t> token_of(rows), row_of(t * k, -1);
   std::vector<int64_t> fill(begin.begin(), begin.end() - 1);
   for (int64_t i = 0; i < t * k; ++i) {
     const int64_t e = ids[i] - expert_begin;
     if (e < 0 || e >= local) continue;
     token_of[fill[e]] = static_cast<int32_t>(i / k);
-    padded_row_of[i] = static_cast<int32_t>(padded[e] + fill[e] - begin[e]);
     row_of[i] = static_cast<int32_t>(fill[e]++);
   }
   Tensor d_token_of = UploadBytes(token_of.data(), DType::kI32, {rows});
@@ -95,20 +118,7 @@ void CudaBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
   kernels::GatherRows({x.data, x.strides[0], d_token_of.ptr<int32_t>(), xp.view().data, h, rows,
                        h, kernels::ElemType::kBF16},
                       stream_);
-
-  if (experts.front().gate.weight.dtype == DType::kF8E4M3) {
-    const int64_t h_pad = RoundUp(h, 64);
-    Tensor yp(allocator(), DType::kBF16, {padded[local], h_pad});  // [R_pad, H_pad]
-    if (LanedFp8Experts(xp, experts, begin, padded, yp)) {
-      Tensor d_row_of = UploadBytes(padded_row_of.data(), DType::kI32, {t * k});
-      kernels::MoeCombine({yp.view().data, h_pad, d_row_of.ptr<int32_t>(),
-                           topk_weights.ptr<float>(), topk_weights.strides[0], out.data,
-                           out.strides[0], t, k, h, ElemTypeOf(out.dtype)},
-                          stream_);
-      return;
-    }
-  }
-  // BF16 experts, or shapes cuBLASLt lacks: one expert after another through Linear.
+  // BF16 experts: one expert after another through Linear.
   Tensor d_row_of = UploadBytes(row_of.data(), DType::kI32, {t * k});
   Tensor yp(allocator(), DType::kBF16, {rows, h});  // [rows, H] expert outputs
   for (int64_t e = 0; e < local; ++e) {
@@ -128,91 +138,6 @@ void CudaBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
                        ElemTypeOf(out.dtype)},
                       stream_);
 }
-
-bool CudaBackend::LanedFp8Experts(const TensorView& xp, std::span<const ExpertWeights> experts,
-                                  std::span<const int64_t> begin,
-                                  std::span<const int64_t> padded, const TensorView& y) {
-  const int lanes = expert_lanes_;
-  const ExpertWeights& e0 = experts.front();
-  const int64_t local = static_cast<int64_t>(experts.size());
-  const int64_t h = xp.dim(1), inter = e0.gate.n(), total = padded[local];
-  const int64_t h_kpad = e0.gate.weight.strides[0], i_kpad = e0.down.weight.strides[0];
-  const int64_t i_pad = RoundUp(inter, 64), h_pad = y.dim(1);
-  // Every GEMM shape of the chains must have a block-scaled kernel before anything launches.
-  for (int64_t e = 0; e < local; ++e) {
-    const int64_t m_pad = padded[e + 1] - padded[e];
-    if (m_pad == 0) continue;
-    const Fp8GemmArgs gate{experts[e].gate.weight.data, experts[e].gate.scale_inv.ptr<float>(),
-                           i_pad, h_kpad, nullptr, nullptr, m_pad, y.data, i_pad};
-    const Fp8GemmArgs down{experts[e].down.weight.data, experts[e].down.scale_inv.ptr<float>(),
-                           h_pad, i_kpad, nullptr, nullptr, m_pad, y.data, h_pad};
-    if (!gemm_->Fp8Supported(gate).ok() || !gemm_->Fp8Supported(down).ok()) return false;
-  }
-  if (lanes_[0] == nullptr) {
-    for (cudaStream_t& lane : lanes_) {
-      DSV3_CUDA_CHECK(cudaStreamCreateWithFlags(&lane, cudaStreamNonBlocking));
-    }
-    for (cudaEvent_t& ev : lane_events_) {
-      DSV3_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
-    }
-  }
-  // Scratch for every expert at its padded rows: quantized inputs [R_pad, K_pad] with per-expert
-  // scale segments [K_pad / 128, m_pad] (M-contiguous, as cuBLASLt reads them), gate and up
-  // [R_pad, I_pad], all made on the main stream before the fork and freed after the join.
-  Tensor xq(allocator(), DType::kF8E4M3, {total, h_kpad});
-  Tensor xs(allocator(), DType::kF32, {h_kpad / 128 * total});
-  Tensor gate(allocator(), DType::kBF16, {total, i_pad});
-  Tensor up(allocator(), DType::kBF16, {total, i_pad});
-  Tensor aq(allocator(), DType::kF8E4M3, {total, i_kpad});
-  Tensor as(allocator(), DType::kF32, {i_kpad / 128 * total});
-  cudaEvent_t fork = lane_events_[CublasLtGemm::kLanes];
-  DSV3_CUDA_CHECK(cudaEventRecord(fork, stream_));
-  for (int l = 0; l < lanes; ++l) DSV3_CUDA_CHECK(cudaStreamWaitEvent(lanes_[l], fork));
-  int next = 0;
-  for (int64_t e = 0; e < local; ++e) {
-    const int64_t n = begin[e + 1] - begin[e], p0 = padded[e], m_pad = padded[e + 1] - p0;
-    if (n == 0) continue;
-    const int lane = next++ % lanes;
-    cudaStream_t s = lanes_[lane];
-    const ExpertWeights& w = experts[e];
-    uint8_t* xq_e = xq.ptr<uint8_t>() + p0 * h_kpad;
-    float* xs_e = xs.ptr<float>() + h_kpad / 128 * p0;
-    kernels::QuantizeActivations({xp.ptr<uint16_t>() + begin[e] * h, h, n, h, m_pad, h_kpad, xq_e,
-                                  xs_e, options_.ue8m0_activation_scales},
-                                 s);
-    uint16_t* gate_e = gate.ptr<uint16_t>() + p0 * i_pad;
-    uint16_t* up_e = up.ptr<uint16_t>() + p0 * i_pad;
-    for (auto [lw, d] : {std::pair{&w.gate, gate_e}, std::pair{&w.up, up_e}}) {
-      Fp8GemmArgs g{lw->weight.data, lw->scale_inv.ptr<float>(), i_pad, h_kpad, xq_e, xs_e,
-                    m_pad, d, i_pad};
-      g.stream = s;
-      g.lane = lane;
-      Check(gemm_->Fp8(g), "MoE expert gate/up");
-    }
-    kernels::Binary({gate_e, i_pad, up_e, i_pad, gate_e, i_pad, n, inter,
-                     kernels::BinaryKind::kSiluMul},
-                    s);
-    uint8_t* aq_e = aq.ptr<uint8_t>() + p0 * i_kpad;
-    float* as_e = as.ptr<float>() + i_kpad / 128 * p0;
-    kernels::QuantizeActivations({gate_e, i_pad, n, inter, m_pad, i_kpad, aq_e, as_e,
-                                  options_.ue8m0_activation_scales},
-                                 s);
-    Fp8GemmArgs g{w.down.weight.data, w.down.scale_inv.ptr<float>(), h_pad, i_kpad, aq_e, as_e,
-                  m_pad, y.ptr<uint16_t>() + p0 * h_pad, h_pad};
-    g.stream = s;
-    g.lane = lane;
-    Check(gemm_->Fp8(g), "MoE expert down");
-  }
-  for (int l = 0; l < lanes; ++l) {
-    DSV3_CUDA_CHECK(cudaEventRecord(lane_events_[l], lanes_[l]));
-    DSV3_CUDA_CHECK(cudaStreamWaitEvent(stream_, lane_events_[l]));
-  }
-  return true;
-}
-
-}  // namespace dsv3
-
-namespace dsv3 {
 
 const kernels::GroupedWeight* CudaBackend::GroupedWeights(std::span<const ExpertWeights> experts) {
   const void* key = experts.front().gate.weight.data;
