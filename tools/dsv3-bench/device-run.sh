@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One whole check-and-bench sequence on the device machine (docs/cuda.md, "Running on the
-# H200"): binaries and their shared libraries travel in .device/ (bin/, lib.tar.xz), built here
+# H200"): binaries and their shared libraries travel in .device/ (bin.tar.xz, lib.tar.xz), built here
 # with build-cuda; the GPU tests find their data under /work/main as on the dev machine.
 # Usage (inside the `run` tool, repository root): tools/dsv3-bench/device-run.sh [tests|bench|all]
 # On a machine with two GPUs (nvidia-h200-x2) it also runs the tensor-parallel test and the
@@ -10,6 +10,7 @@ what=${1:-all}
 out=${OUT:-/tmp/out}
 mkdir -p "$out" /tmp/dsv3
 tar xJf .device/lib.tar.xz -C /tmp/dsv3
+tar xJf .device/bin.tar.xz -C .device
 export LD_LIBRARY_PATH=/tmp/dsv3/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 mkdir -p /work && [ -e /work/main ] || ln -s "$PWD" /work/main
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv | tee "$out/gpu.txt"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Packs the GPU binaries of a CUDA build for the device machine (docs/cuda.md, "Running on the
-# H200"): stripped binaries into .device/bin, their Debian shared libraries (ldd, minus glibc,
-# the compiler runtime and CUDA, which the device has) into .device/lib.tar.xz (lib/ inside).
+# H200"): stripped binaries into .device/bin.tar.xz (bin/ inside), their Debian shared libraries
+# (ldd, minus glibc, the compiler runtime and CUDA, which the device has) into
+# .device/lib.tar.xz (lib/ inside). Compressed, both stay well inside the run tool's 64 MiB
+# next to the working tree.
 # Then: run(command="tools/dsv3-bench/device-run.sh all", carry=[".device"]).
 # Usage: tools/dsv3-bench/pack-device.sh [build-dir]   (default build-cuda)
 set -euo pipefail
@@ -20,4 +22,5 @@ ldd .device/bin/* | awk '/=> \// {print $3}' | sort -u |
   grep -vE '/(libc|libm|libdl|librt|libpthread|libstdc\+\+|libgcc_s)\.so|/usr/local/cuda' |
   xargs -r cp -L -t .device/lib
 tar cJf .device/lib.tar.xz -C .device lib && rm -rf .device/lib
-ls .device/bin && du -sh .device
+ls .device/bin && tar cJf .device/bin.tar.xz -C .device bin && rm -rf .device/bin
+du -sh .device
