@@ -1,14 +1,18 @@
 // FlashAttention-2 on mma.sync (BF16 m16n8k16, F32 accumulators) for MLA prefill. Block (query
-// tile, head): 8 warps, 16 query rows each; keys stream through shared memory 64 at a time, in a
-// ring of kStages buffers filled by cp.async; the softmax is online (exp2 with the scale folded
-// in). Key tiles past the diagonal are never loaded, and warps whose rows all precede a key tile
-// skip it.
+// tile, head): 4 warps, 32 query rows each (two 16-row mma tiles, so every K and V fragment read
+// from shared memory feeds two MMAs), two blocks per SM so that one block's softmax overlaps the
+// other's MMAs; keys stream through shared memory 48 at a time, double-buffered by cp.async; the
+// softmax is online (exp2 with the scale folded in, O rescaled only when some row's max grew).
+// Key tiles past the diagonal are never loaded, and warps whose rows all precede a key tile skip
+// it.
 //
 // Measured on the H200 (T = 4096 causal, 128 heads, counting 2 * T^2/2 * 128 * (192 + 128)
-// FLOPs): 3.07 ms, 224 TFLOP/s, against 6.9 ms for the cuBLASLt GEMMs it replaces. Two, three or
-// four stages timed the same (3.09 / 3.07 / 3.07 ms); reading Q from shared memory at every key
-// tile instead of keeping it in registers cost 8% (3.33 ms). Rounding P to BF16 leaves ~2e-3
-// relative error against an F64 reference.
+// FLOPs): 2.90 ms, 237 TFLOP/s, against 3.09 ms for the first version (8 warps x 16 rows, Q in
+// registers, 64-key tiles, one block per SM) and 6.9 ms for the cuBLASLt GEMMs it replaced.
+// Variants that timed the same or worse: 32 or 64 keys per tile, 2 or 3 stages (2.92 - 2.93),
+// 8 warps x 32 rows (2.93), 64-row blocks with Q in registers (3.57 - 3.98), a one-warpgroup
+// wgmma version without warp specialization (3.66). Rounding P to BF16 leaves ~2e-3 relative
+// error against an F64 reference.
 #include "kernels/device_utils.cuh"
 #include "kernels/flash_mla_prefill.cuh"
 #include "kernels/launch_check.h"
@@ -18,15 +22,18 @@ namespace dsv3::kernels {
 namespace {
 
 constexpr int kQk = kFlashMlaNope + kFlashMlaRope, kV = kFlashMlaV;
-constexpr int kKeys = 64;                   // keys per tile
-constexpr int kStages = 3;                  // key tiles in flight
-constexpr int kRows = kFlashMlaTileTokens;  // query rows per block
-constexpr int kWarps = kRows / 16;          // 16 query rows per warp
+constexpr int kMTiles = 2;       // 16-row mma tiles per warp: each K/V fragment feeds 2 MMAs
+constexpr int kWarps = 4;        // warps per block
+constexpr int kKeys = 48;        // keys per tile
+constexpr int kStages = 2;       // key tiles in flight
+constexpr int kBlocksPerSm = 2;  // so that one block's softmax overlaps the other's MMAs
+constexpr int kRows = kWarps * 16 * kMTiles;  // query rows per block
+static_assert(kRows == kFlashMlaTileTokens);
 constexpr int kThreads = kWarps * 32;
 constexpr int kQkChunks = kQk / 8, kVChunks = kV / 8;  // 16-byte chunks per row
 
 // Shared memory, BF16: Q [kRows, 192], then kStages stages of K [kKeys, 192] and V [kKeys, 128]:
-// 48 + 3 * (24 + 16) = 168 KB. The registers (~240 per thread) allow one block per SM anyway.
+// 48 + 2 * 30 = 108 KB, two blocks per SM (255 registers for 128 threads allow two as well).
 constexpr int kQBytes = kRows * kQk * 2, kKBytes = kKeys * kQk * 2, kVBytes = kKeys * kV * 2;
 constexpr int kStageBytes = kKBytes + kVBytes;
 constexpr int kSmemBytes = kQBytes + kStages * kStageBytes;
@@ -49,6 +56,8 @@ __device__ __forceinline__ void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+// ldmatrix stays volatile (ordered against the barriers); the MMAs are pure register math that
+// ptxas may interleave with the loads and the softmax.
 __device__ __forceinline__ void Ldsm4(uint32_t addr, uint32_t (&r)[4]) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -63,8 +72,7 @@ __device__ __forceinline__ void Ldsm4Trans(uint32_t addr, uint32_t (&r)[4]) {
 // d += a b: a 16x16 (row-major fragments), b 16x8 (b0: k 0-7, b1: k 8-15).
 __device__ __forceinline__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
                                     uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
       "{%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
@@ -96,6 +104,7 @@ __device__ __forceinline__ float QuadSum(float v) {
 __device__ __forceinline__ void LoadKeys(const FlashMlaPrefillParams& p, const bf16* kv_head,
                                          const bf16* pe, int k0, int keys, uint32_t stage) {
   const uint32_t sk = stage, sv = stage + kKBytes;
+#pragma unroll
   for (int i = threadIdx.x; i < kKeys * kQkChunks; i += kThreads) {
     const int r = i / kQkChunks, c = i % kQkChunks;
     const bool valid = k0 + r < keys;
@@ -105,6 +114,7 @@ __device__ __forceinline__ void LoadKeys(const FlashMlaPrefillParams& p, const b
                           : pe + row * p.latent_stride + (c - kFlashMlaNope / 8) * 8;
     CpAsync16(sk + Swizzle(r, c, kQkChunks), src, valid);
   }
+#pragma unroll
   for (int i = threadIdx.x; i < kKeys * kVChunks; i += kThreads) {
     const int r = i / kVChunks, c = i % kVChunks;
     const bool valid = k0 + r < keys;
@@ -115,10 +125,11 @@ __device__ __forceinline__ void LoadKeys(const FlashMlaPrefillParams& p, const b
 }
 
 // Block (tile, head), tiles the fast grid dimension: the blocks in flight share a few heads,
-// whose K and V (2.6 MB per head at 4096 keys) stay in L2 across their query tiles. Thread
-// (warp w, lane = 4 g + t) holds, per 8-column slice of a 16-row accumulator, rows 16 w + g and
-// 16 w + g + 8 at columns 2 t, 2 t + 1 (the mma C layout).
-__global__ void __launch_bounds__(kThreads, 1)
+// whose K and V (2.6 MB per head at 4096 keys) stay in L2 across their query tiles. Warp w owns
+// rows [16 kMTiles w, + 16 kMTiles); thread (warp, lane = 4 g + t) holds, per 16-row mma tile mt
+// and 8-column slice of an accumulator, rows 16 (kMTiles w + mt) + g and + 8 at columns 2 t,
+// 2 t + 1 (the mma C layout).
+__global__ void __launch_bounds__(kThreads, kBlocksPerSm)
     FlashMlaPrefillKernel(const FlashMlaPrefillParams p) {
   extern __shared__ __align__(128) unsigned char smem[];
   const FlashMlaTile tile = p.tiles[blockIdx.x];
@@ -149,12 +160,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     CpAsyncCommit();
   }
 
-  const int row0 = warp * 16;
-  const int pos0 = tile.pos + row0 + g, pos1 = pos0 + 8;  // positions of the thread's rows
+  const int row0 = warp * 16 * kMTiles;
+  const int last_pos = tile.pos + row0 + 16 * kMTiles - 1;  // the warp's last row's position
   const float scale_log2 = p.scale * 1.4426950408889634f;
-  uint32_t qf[kQk / 16][4];  // the warp's 16 x 192 query, as mma A fragments
-  float o[kV / 8][4] = {};
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;  // raw-score max, partial sums
+  float o[kMTiles][kV / 8][4] = {};
+  // Per mma tile, the thread's two rows: raw-score max and partial sums.
+  float m[kMTiles][2], l[kMTiles][2] = {};
+#pragma unroll
+  for (int mt = 0; mt < kMTiles; ++mt) m[mt][0] = m[mt][1] = -INFINITY;
 
   for (int kt = 0, stage = 0; kt < key_tiles; ++kt, stage = stage + 1 == kStages ? 0 : stage + 1) {
     const int k0 = kt * kKeys;
@@ -169,100 +182,127 @@ __global__ void __launch_bounds__(kThreads, 1)
                stages + (stage == 0 ? kStages - 1 : stage - 1) * kStageBytes);
     }
     CpAsyncCommit();
-    if (kt == 0) {
-#pragma unroll
-      for (int kk = 0; kk < kQk / 16; ++kk) {
-        Ldsm4(sq + Swizzle(row0 + lane % 16, 2 * kk + lane / 16, kQkChunks), qf[kk]);
-      }
-    }
     // Key tile 0 is never skipped, so every row's max is finite from the first tile on.
-    if (k0 <= tile.pos + row0 + 15) {
-      float s[kKeys / 8][4] = {};
+    if (k0 > last_pos) continue;
+    float s[kMTiles][kKeys / 8][4] = {};
 #pragma unroll
-      for (int kk = 0; kk < kQk / 16; ++kk) {
+    for (int kk = 0; kk < kQk / 16; ++kk) {
+      uint32_t a[kMTiles][4];  // Q from shared memory: 32 rows x 192 would not fit in registers
 #pragma unroll
-        for (int j = 0; j < kKeys / 16; ++j) {
-          uint32_t b[4];
-          Ldsm4(
-              sk + Swizzle(16 * j + lane % 8 + (lane / 16) * 8, 2 * kk + (lane / 8) % 2, kQkChunks),
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        Ldsm4(sq + Swizzle(row0 + 16 * mt + lane % 16, 2 * kk + lane / 16, kQkChunks), a[mt]);
+      }
+#pragma unroll
+      for (int j = 0; j < kKeys / 16; ++j) {
+        uint32_t b[4];
+        Ldsm4(sk + Swizzle(16 * j + lane % 8 + (lane / 16) * 8, 2 * kk + (lane / 8) % 2, kQkChunks),
               b);
-          Mma(s[2 * j], qf[kk], b[0], b[1]);
-          Mma(s[2 * j + 1], qf[kk], b[2], b[3]);
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt) {
+          Mma(s[mt][2 * j], a[mt], b[0], b[1]);
+          Mma(s[mt][2 * j + 1], a[mt], b[2], b[3]);
         }
       }
-      if (k0 + kKeys - 1 > tile.pos + row0) {  // the diagonal crosses the warp's rows
+    }
+    const bool diagonal = k0 + kKeys - 1 > tile.pos + row0;  // some keys follow some rows
+    uint32_t pa[kMTiles][kKeys / 16][4];  // P as mma A fragments, 16 keys each
+    bool grew = false;                    // some row's max grew: O needs rescaling
+    float alpha[kMTiles][2];
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt) {
+      const int pos0 = tile.pos + row0 + 16 * mt + g, pos1 = pos0 + 8;
+      if (diagonal) {
 #pragma unroll
         for (int nt = 0; nt < kKeys / 8; ++nt) {
           const int key = k0 + nt * 8 + 2 * t;
-          if (key > pos0) s[nt][0] = -INFINITY;
-          if (key + 1 > pos0) s[nt][1] = -INFINITY;
-          if (key > pos1) s[nt][2] = -INFINITY;
-          if (key + 1 > pos1) s[nt][3] = -INFINITY;
+          if (key > pos0) s[mt][nt][0] = -INFINITY;
+          if (key + 1 > pos0) s[mt][nt][1] = -INFINITY;
+          if (key > pos1) s[mt][nt][2] = -INFINITY;
+          if (key + 1 > pos1) s[mt][nt][3] = -INFINITY;
         }
       }
-      float mx0 = m0, mx1 = m1;
+      float mx0 = m[mt][0], mx1 = m[mt][1];
 #pragma unroll
       for (int nt = 0; nt < kKeys / 8; ++nt) {
-        mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
-        mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+        mx0 = fmaxf(mx0, fmaxf(s[mt][nt][0], s[mt][nt][1]));
+        mx1 = fmaxf(mx1, fmaxf(s[mt][nt][2], s[mt][nt][3]));
       }
       mx0 = QuadMax(mx0);
       mx1 = QuadMax(mx1);
-      const float alpha0 = Exp2((m0 - mx0) * scale_log2), alpha1 = Exp2((m1 - mx1) * scale_log2);
-      m0 = mx0;
-      m1 = mx1;
+      grew |= mx0 != m[mt][0] || mx1 != m[mt][1];
+      alpha[mt][0] = Exp2((m[mt][0] - mx0) * scale_log2);
+      alpha[mt][1] = Exp2((m[mt][1] - mx1) * scale_log2);
+      m[mt][0] = mx0;
+      m[mt][1] = mx1;
       const float b0 = mx0 * scale_log2, b1 = mx1 * scale_log2;
       float sum0 = 0.0f, sum1 = 0.0f;
 #pragma unroll
       for (int nt = 0; nt < kKeys / 8; ++nt) {
-        s[nt][0] = Exp2(fmaf(s[nt][0], scale_log2, -b0));
-        s[nt][1] = Exp2(fmaf(s[nt][1], scale_log2, -b0));
-        s[nt][2] = Exp2(fmaf(s[nt][2], scale_log2, -b1));
-        s[nt][3] = Exp2(fmaf(s[nt][3], scale_log2, -b1));
-        sum0 += s[nt][0] + s[nt][1];
-        sum1 += s[nt][2] + s[nt][3];
+        s[mt][nt][0] = Exp2(fmaf(s[mt][nt][0], scale_log2, -b0));
+        s[mt][nt][1] = Exp2(fmaf(s[mt][nt][1], scale_log2, -b0));
+        s[mt][nt][2] = Exp2(fmaf(s[mt][nt][2], scale_log2, -b1));
+        s[mt][nt][3] = Exp2(fmaf(s[mt][nt][3], scale_log2, -b1));
+        sum0 += s[mt][nt][0] + s[mt][nt][1];
+        sum1 += s[mt][nt][2] + s[mt][nt][3];
       }
-      l0 = l0 * alpha0 + sum0;
-      l1 = l1 * alpha1 + sum1;
-#pragma unroll
-      for (int dt = 0; dt < kV / 8; ++dt) {
-        o[dt][0] *= alpha0;
-        o[dt][1] *= alpha0;
-        o[dt][2] *= alpha1;
-        o[dt][3] *= alpha1;
-      }
-      // O += P V: the probabilities' C fragments are, pairwise, A fragments of 16 keys.
+      l[mt][0] = l[mt][0] * alpha[mt][0] + sum0;
+      l[mt][1] = l[mt][1] * alpha[mt][1] + sum1;
+      // The probabilities' C fragments are, pairwise, A fragments of 16 keys.
 #pragma unroll
       for (int kk = 0; kk < kKeys / 16; ++kk) {
-        const uint32_t a[4] = {PackBf16(s[2 * kk][0], s[2 * kk][1]),
-                               PackBf16(s[2 * kk][2], s[2 * kk][3]),
-                               PackBf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                               PackBf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+        pa[mt][kk][0] = PackBf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        pa[mt][kk][1] = PackBf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        pa[mt][kk][2] = PackBf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        pa[mt][kk][3] = PackBf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      }
+    }
+    // Once the running max settles (most key tiles), alpha is exactly 1 for the whole warp and
+    // the 64 kMTiles multiplies of O are skipped.
+    if (__any_sync(0xffffffffu, grew)) {
 #pragma unroll
-        for (int d = 0; d < kV / 16; ++d) {
-          uint32_t b[4];
-          Ldsm4Trans(
-              sv + Swizzle(16 * kk + lane % 8 + ((lane / 8) % 2) * 8, 2 * d + lane / 16, kVChunks),
-              b);
-          Mma(o[2 * d], a, b[0], b[1]);
-          Mma(o[2 * d + 1], a, b[2], b[3]);
+      for (int mt = 0; mt < kMTiles; ++mt) {
+#pragma unroll
+        for (int dt = 0; dt < kV / 8; ++dt) {
+          o[mt][dt][0] *= alpha[mt][0];
+          o[mt][dt][1] *= alpha[mt][0];
+          o[mt][dt][2] *= alpha[mt][1];
+          o[mt][dt][3] *= alpha[mt][1];
+        }
+      }
+    }
+    // O += P V.
+#pragma unroll
+    for (int kk = 0; kk < kKeys / 16; ++kk) {
+#pragma unroll
+      for (int d = 0; d < kV / 16; ++d) {
+        uint32_t b[4];
+        Ldsm4Trans(
+            sv + Swizzle(16 * kk + lane % 8 + ((lane / 8) % 2) * 8, 2 * d + lane / 16, kVChunks),
+            b);
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt) {
+          Mma(o[mt][2 * d], pa[mt][kk], b[0], b[1]);
+          Mma(o[mt][2 * d + 1], pa[mt][kk], b[2], b[3]);
         }
       }
     }
   }
 
-  const float inv0 = 1.0f / QuadSum(l0), inv1 = 1.0f / QuadSum(l1);
   bf16* out = static_cast<bf16*>(p.out) + tile.q_row * p.out_token_stride + h * kV + 2 * t;
-  const int r0 = row0 + g, r1 = r0 + 8;
 #pragma unroll
-  for (int dt = 0; dt < kV / 8; ++dt) {
-    if (r0 < tile.rows) {
-      *reinterpret_cast<uint32_t*>(out + r0 * p.out_token_stride + dt * 8) =
-          PackBf16(o[dt][0] * inv0, o[dt][1] * inv0);
-    }
-    if (r1 < tile.rows) {
-      *reinterpret_cast<uint32_t*>(out + r1 * p.out_token_stride + dt * 8) =
-          PackBf16(o[dt][2] * inv1, o[dt][3] * inv1);
+  for (int mt = 0; mt < kMTiles; ++mt) {
+    const float inv0 = 1.0f / QuadSum(l[mt][0]), inv1 = 1.0f / QuadSum(l[mt][1]);
+    const int r0 = row0 + 16 * mt + g, r1 = r0 + 8;
+#pragma unroll
+    for (int dt = 0; dt < kV / 8; ++dt) {
+      if (r0 < tile.rows) {
+        *reinterpret_cast<uint32_t*>(out + r0 * p.out_token_stride + dt * 8) =
+            PackBf16(o[mt][dt][0] * inv0, o[mt][dt][1] * inv0);
+      }
+      if (r1 < tile.rows) {
+        *reinterpret_cast<uint32_t*>(out + r1 * p.out_token_stride + dt * 8) =
+            PackBf16(o[mt][dt][2] * inv1, o[mt][dt][3] * inv1);
+      }
     }
   }
 }
