@@ -10,15 +10,19 @@
 // swizzle) plus the block's scales by cp.async, completing on a "full" mbarrier per stage;
 // consumers release a stage through an "empty" mbarrier once their wgmmas have read it. The grid
 // is persistent and both roles walk the same item sequence, so the producer fills the next
-// item's stages while the consumers finish the current one.
+// item's stages while the consumers finish the current one. Each consumer alternates two partial
+// accumulators, promoting one block while the next block's wgmmas run, and hands its BF16 output
+// tile to a TMA store through shared memory (Consume), which drains during the next item.
 //
 // Weights come from a device table (no host synchronization), so there is no tensor map per
 // matrix: one map spans the whole address space and a matrix is selected by coordinates
 // computed from its pointer (see Fp8GroupedGemm).
 //
 // Measured (H200, V3 prefill of 4096 tokens, 639 tiles; tools/dsv3-bench/grouped_gemm_bench.cu):
-// gate|up ~750 TFLOP/s, down ~710. The same loads by cp.async with a hand-applied swizzle
-// topped out near 500: one SM's load/store unit did not keep enough bytes in flight.
+// gate|up ~865 TFLOP/s, down ~812 (with one partial accumulator, 5 stages and direct global
+// stores from the registers: ~750 and ~730 in the same run). The same loads by cp.async with a
+// hand-applied swizzle topped out near 500: one SM's load/store unit did not keep enough bytes in
+// flight.
 #include <algorithm>
 #include <cassert>
 #include <cstdint>
@@ -41,13 +45,15 @@ constexpr int kWgCols = 128;                             // columns per consumer
 constexpr int kConsumers = 2;
 constexpr int kBN = kConsumers * kWgCols;  // columns per item
 constexpr int kBK = 128;                   // k per stage: one scale block, one 128-byte row
-constexpr int kStages = 5;
-constexpr int kATile = kBM * kBK;  // bytes
+constexpr int kStages = 4;                 // 5 would leave no room for the output tiles
+constexpr int kATile = kBM * kBK;          // bytes
 constexpr int kBTile = kBN * kBK;
 constexpr int kStageBytes = kATile + kBTile;  // 40 KB; tiles stay 1024-byte aligned (swizzle)
 constexpr int kThreads = 128 * (1 + kConsumers);
 constexpr int kScaleSlot = kBM + 8;  // floats per stage: 64 activation scales, 2 weight scales
-constexpr int kSmemBytes = kStages * (kStageBytes + kScaleSlot * 4 + 2 * 8) + 1024;
+constexpr int kEpiBytes = kBM * kWgCols * 2;  // a consumer's BF16 output tile (16 KB)
+constexpr int kSmemBytes =
+    kStages * (kStageBytes + kScaleSlot * 4 + 2 * 8) + kConsumers * kEpiBytes + 1024;
 // The weight tensor map's origin and the split of a weight's address into its coordinates.
 constexpr uint64_t kWeightBase = 256;
 constexpr int kWeightHighShift = 35;
@@ -118,9 +124,6 @@ __device__ __forceinline__ void WgmmaFence() {
 }
 __device__ __forceinline__ void WgmmaCommit() {
   asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
-}
-__device__ __forceinline__ void WgmmaWait0() {
-  asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
 }
 // Keeps the compiler from moving accumulator accesses across wgmma issue and wait.
 __device__ __forceinline__ void FenceRegs(float (&d)[64]) {
@@ -232,90 +235,203 @@ __device__ void Produce(const CUtensorMap& map_x, const CUtensorMap& map_w,
   asm volatile("cp.async.wait_all;" ::: "memory");
 }
 
-// Consumer warpgroup wg (0 or 1): columns [col0 + 128 wg, + 128) of each item. Accumulator
-// layout of m64n128 (thread t = 32 warp + lane): d[4j + h] is row 16 warp + lane / 4 (+ 8 for
-// h >= 2), column 8j + 2 (lane % 4) + h % 2.
-__device__ void Consume(const Fp8GroupedGemmParams& p, uint8_t* smem, const float* scales,
-                        uint32_t full0, uint32_t empty0, int64_t items, int64_t blocks_per_mat,
-                        int64_t blocks, int wg) {
-  const int t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
-  const int row = 16 * warp + lane / 4;  // and row + 8
-  const int64_t kblocks = p.k_pad / kBK;
+// d (+)= one stage's 128-k block for consumer wg: four wgmmas as one commit group.
+__device__ __forceinline__ void IssueBlock(float (&part)[64], uint32_t stage_addr, int wg) {
+  const uint64_t da = SmemDesc(stage_addr);
+  const uint64_t db = SmemDesc(stage_addr + kATile + wg * kWgCols * kBK);
+  FenceRegs(part);
+  WgmmaFence();
+#pragma unroll
+  for (int k = 0; k < kBK / 32; ++k) Wgmma64x128x32(part, da + 2 * k, db + 2 * k, k > 0);
+  WgmmaCommit();
+}
+
+template <int kPending>
+__device__ __forceinline__ void WgmmaWait(float (&part)[64]) {
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(kPending) : "memory");
+  FenceRegs(part);
+}
+
+// Promotion of one block: rows row and row + 8 of this thread (see Consume) have scales s0, s1.
+__device__ __forceinline__ void Promote(float (&acc)[64], const float (&part)[64], float s0,
+                                        float s1) {
+#pragma unroll
+  for (int i = 0; i < 64; ++i) acc[i] = fmaf(part[i], (i % 4) < 2 ? s0 : s1, acc[i]);
+}
+
+__device__ __forceinline__ void Release(uint32_t empty, int lane) {
+  __syncwarp();
+  if (lane == 0) MbarArrive(empty);
+}
+
+__device__ __forceinline__ void BarSync(int id) {
+  asm volatile("bar.sync %0, 128;" ::"r"(id) : "memory");
+}
+
+// Direct global stores of acc's columns [col0, col0 + 128) of matrix m (those < n), skipping the
+// 64-column halves that went out by TMA (tma_half).
+__device__ __forceinline__ void StoreDirect(const Fp8GroupedGemmParams& p, const float (&acc)[64],
+                                            int64_t r0, int64_t m, int64_t col0, int lane,
+                                            const bool (&tma_half)[2]) {
   const bool vec_store = p.n % 2 == 0 && p.y_stride % 2 == 0;
-  int stage = 0;
-  uint32_t phase = 0;
-  for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
-    const Item it = DecodeItem(w, p.num_tiles, blocks_per_mat, blocks);
-    const int64_t col0 = it.col0 + wg * kWgCols;
-    const bool active = col0 < p.n;  // warpgroup-uniform: no columns of this item left
-    float acc[64], part[64];
 #pragma unroll
-    for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
-    for (int64_t kb = 0; kb < kblocks; ++kb) {
-      MbarWait(full0 + 8 * stage, phase);
-      const float* slot = scales + stage * kScaleSlot;
-      const float sw = slot[kBM + wg];
-      const float s0 = slot[row] * sw, s1 = slot[row + 8] * sw;
-      if (active) {
-        const uint32_t sa = SmemAddr(smem + stage * kStageBytes);
-        const uint64_t da = SmemDesc(sa), db = SmemDesc(sa + kATile + wg * kWgCols * kBK);
-        FenceRegs(part);
-        WgmmaFence();
+  for (int j = 0; j < 16; ++j) {
+    if (tma_half[j / 8]) continue;
+    const int64_t c = col0 + 8 * j + 2 * (lane % 4);
 #pragma unroll
-        for (int k = 0; k < kBK / 32; ++k) Wgmma64x128x32(part, da + 2 * k, db + 2 * k, k > 0);
-        WgmmaCommit();
-        WgmmaWait0();
-        FenceRegs(part);
-      }
-      __syncwarp();
-      if (lane == 0) MbarArrive(empty0 + 8 * stage);
-      if (active) {
-#pragma unroll
-        for (int i = 0; i < 64; ++i) acc[i] = fmaf(part[i], (i % 4) < 2 ? s0 : s1, acc[i]);
-      }
-      if (++stage == kStages) {
-        stage = 0;
-        phase ^= 1;
-      }
-    }
-    if (!active) continue;
-    const int64_t r0 = it.tile * kBM + row;
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      const int64_t c = col0 + 8 * j + 2 * (lane % 4);
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int64_t o = (r0 + 8 * h) * p.y_stride + it.m * p.n + c;
-        const float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
-        if (p.y_f32) {
-          float* y = static_cast<float*>(p.y) + o;
-          if (vec_store && c + 1 < p.n) {
-            *reinterpret_cast<float2*>(y) = make_float2(v0, v1);
-          } else {
-            if (c < p.n) y[0] = v0;
-            if (c + 1 < p.n) y[1] = v1;
-          }
+    for (int h = 0; h < 2; ++h) {
+      const int64_t o = (r0 + 8 * h) * p.y_stride + m * p.n + c;
+      const float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
+      if (p.y_f32) {
+        float* y = static_cast<float*>(p.y) + o;
+        if (vec_store && c + 1 < p.n) {
+          *reinterpret_cast<float2*>(y) = make_float2(v0, v1);
         } else {
-          bf16* y = static_cast<bf16*>(p.y) + o;
-          if (vec_store && c + 1 < p.n) {
-            *reinterpret_cast<__nv_bfloat162*>(y) = __floats2bfloat162_rn(v0, v1);
-          } else {
-            if (c < p.n) y[0] = __float2bfloat16_rn(v0);
-            if (c + 1 < p.n) y[1] = __float2bfloat16_rn(v1);
-          }
+          if (c < p.n) y[0] = v0;
+          if (c + 1 < p.n) y[1] = v1;
+        }
+      } else {
+        bf16* y = static_cast<bf16*>(p.y) + o;
+        if (vec_store && c + 1 < p.n) {
+          *reinterpret_cast<__nv_bfloat162*>(y) = __floats2bfloat162_rn(v0, v1);
+        } else {
+          if (c < p.n) y[0] = __float2bfloat16_rn(v0);
+          if (c + 1 < p.n) y[1] = __float2bfloat16_rn(v1);
         }
       }
     }
   }
 }
 
+// Consumer warpgroup wg (0 or 1): columns [col0 + 128 wg, + 128) of each item. Accumulator
+// layout of m64n128 (thread t = 32 warp + lane): d[4j + h] is row 16 warp + lane / 4 (+ 8 for
+// h >= 2), column 8j + 2 (lane % 4) + h % 2.
+//
+// Epilogue (y_tma): direct stores from the registers held the next item's wgmmas back (6% of
+// gate|up's time, 16% of down's). Instead the BF16 tile goes to this warpgroup's
+// [2][64 rows][128 B] buffer in the 128-byte-swizzled layout (16-byte chunk c of row r at chunk
+// c ^ (r % 8): conflict-free, and what the y map expects), one thread issues two 64 x 64 TMA
+// stores and the warpgroup goes on with the next item; the stores drain during its mainloop and
+// are waited for (reads only) before the buffer is written again. Named barrier 1 + wg syncs the
+// warpgroup (0 is __syncthreads).
+__device__ void Consume(const Fp8GroupedGemmParams& p, const CUtensorMap& map_y, bool y_tma,
+                        uint8_t* smem, const float* scales, uint8_t* epi, uint32_t full0,
+                        uint32_t empty0, int64_t items, int64_t blocks_per_mat, int64_t blocks,
+                        int wg) {
+  const int t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
+  const int row = 16 * warp + lane / 4;  // and row + 8
+  const int64_t kblocks = p.k_pad / kBK;
+  int stage = 0;
+  uint32_t phase = 0;
+  auto next = [&] {
+    if (++stage == kStages) {
+      stage = 0;
+      phase ^= 1;
+    }
+  };
+  for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
+    const Item it = DecodeItem(w, p.num_tiles, blocks_per_mat, blocks);
+    const int64_t col0 = it.col0 + wg * kWgCols;
+    if (col0 >= p.n) {  // no columns of this item left: pass its stages on
+      for (int64_t kb = 0; kb < kblocks; ++kb) {
+        MbarWait(full0 + 8 * stage, phase);
+        Release(empty0 + 8 * stage, lane);
+        next();
+      }
+      continue;
+    }
+    float acc[64], pa[64], pb[64];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+    float sa0, sa1, sb0, sb1;  // the scales of pa's and pb's rows
+    int sta, stb;              // and their stages
+    auto start = [&](float(&part)[64], float& s0, float& s1, int& st) {
+      MbarWait(full0 + 8 * stage, phase);
+      const float* slot = scales + stage * kScaleSlot;
+      const float sw = slot[kBM + wg];
+      s0 = slot[row] * sw;
+      s1 = slot[row + 8] * sw;
+      IssueBlock(part, SmemAddr(smem + stage * kStageBytes), wg);
+      st = stage;
+      next();
+    };
+    auto finish = [&](float(&part)[64], float s0, float s1, int st) {
+      Release(empty0 + 8 * st, lane);
+      Promote(acc, part, s0, s1);
+    };
+    // Runs of 4 blocks: pa takes the even ones, pb the odd ones, each promoted while the next
+    // one's wgmmas are in flight; the run's last block is waited for fully, as no wgmma group may
+    // stay in flight across the loop's back edge (ptxas would then serialize every wgmma).
+    for (int64_t kb = 0; kb < kblocks; kb += 4) {  // k_pad is a multiple of 512
+      start(pa, sa0, sa1, sta);
+      start(pb, sb0, sb1, stb);
+      WgmmaWait<1>(pa);
+      finish(pa, sa0, sa1, sta);
+      start(pa, sa0, sa1, sta);
+      WgmmaWait<1>(pb);
+      finish(pb, sb0, sb1, stb);
+      start(pb, sb0, sb1, stb);
+      WgmmaWait<1>(pa);
+      finish(pa, sa0, sa1, sta);
+      WgmmaWait<0>(pb);
+      finish(pb, sb0, sb1, stb);
+    }
+
+    const int64_t r0 = it.tile * kBM + row;
+    bool tma_half[2];
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int64_t c = col0 + 64 * hf;  // the last matrix's columns >= n are clipped by the map
+      tma_half[hf] = y_tma && c < p.n && (c + 64 <= p.n || it.m == p.mats - 1);
+    }
+    if (tma_half[0] || tma_half[1]) {
+      if (t == 0) asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+      BarSync(1 + wg);
+      const uint32_t buf = SmemAddr(epi + wg * kEpiBytes);
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const __nv_bfloat162 v =
+              __floats2bfloat162_rn(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+          const uint32_t a = buf + (j / 8) * (kEpiBytes / 2) + (row + 8 * h) * 128 +
+                             ((j % 8) ^ (lane / 4)) * 16 + (lane % 4) * 4;
+          asm volatile("st.shared.b32 [%0], %1;" ::"r"(a),
+                       "r"(*reinterpret_cast<const uint32_t*>(&v))
+                       : "memory");
+        }
+      }
+      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+      BarSync(1 + wg);
+      if (t == 0) {
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+          if (!tma_half[hf]) continue;
+          asm volatile(
+              "cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];" ::"l"(
+                  reinterpret_cast<uint64_t>(&map_y)),
+              "r"(static_cast<int32_t>(it.m * p.n + col0 + 64 * hf)),
+              "r"(static_cast<int32_t>(it.tile * kBM)), "r"(buf + hf * (kEpiBytes / 2))
+              : "memory");
+        }
+        asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+      }
+    }
+    if (!tma_half[0] || !tma_half[1]) StoreDirect(p, acc, r0, it.m, col0, lane, tma_half);
+  }
+  if (t == 0) asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");  // smem outlives reads
+}
+
 __global__ void __launch_bounds__(kThreads, 1)
     Fp8GroupedGemmKernel(const __grid_constant__ CUtensorMap map_x,
-                         const __grid_constant__ CUtensorMap map_w, const Fp8GroupedGemmParams p) {
+                         const __grid_constant__ CUtensorMap map_w,
+                         const __grid_constant__ CUtensorMap map_y, const Fp8GroupedGemmParams p,
+                         bool y_tma) {
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>(
       (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
-  float* scales = reinterpret_cast<float*>(smem + kStages * kStageBytes);
+  uint8_t* epi = smem + kStages * kStageBytes;  // 1024-byte aligned (the y map's swizzle)
+  float* scales = reinterpret_cast<float*>(epi + kConsumers * kEpiBytes);
   const uint32_t full0 = SmemAddr(scales + kStages * kScaleSlot), empty0 = full0 + 8 * kStages;
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
@@ -335,7 +451,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
-    Consume(p, smem, scales, full0, empty0, items, blocks_per_mat, blocks, wg - 1);
+    Consume(p, map_y, y_tma, smem, scales, epi, full0, empty0, items, blocks_per_mat, blocks,
+            wg - 1);
   }
 }
 
@@ -355,12 +472,12 @@ PFN_cuTensorMapEncodeTiled_v12000 EncodeTiled() {
   return fn;
 }
 
-CUtensorMap Encode(int rank, const cuuint64_t* dims, const cuuint64_t* strides,
-                   const cuuint32_t* box, void* base) {
+CUtensorMap Encode(CUtensorMapDataType type, int rank, const cuuint64_t* dims,
+                   const cuuint64_t* strides, const cuuint32_t* box, void* base) {
   CUtensorMap map;
   const cuuint32_t unit[4] = {1, 1, 1, 1};
-  const CUresult r = EncodeTiled()(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, rank, base, dims, strides,
-                                   box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
+  const CUresult r = EncodeTiled()(&map, type, rank, base, dims, strides, box, unit,
+                                   CU_TENSOR_MAP_INTERLEAVE_NONE,
                                    CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                                    CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS) {
@@ -388,7 +505,8 @@ void Fp8GroupedGemm(const Fp8GroupedGemmParams& p, cudaStream_t stream) {
                                 static_cast<cuuint64_t>(p.rows_padded)};
   const cuuint64_t x_strides[1] = {static_cast<cuuint64_t>(p.k_pad)};
   const cuuint32_t x_box[2] = {kBK, kBM};
-  const CUtensorMap map_x = Encode(2, x_dims, x_strides, x_box, const_cast<uint8_t*>(p.xq));
+  const CUtensorMap map_x = Encode(CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, x_dims, x_strides, x_box,
+                                   const_cast<uint8_t*>(p.xq));
   // Every weight matrix through one map, as a window of the address space: byte k of row c of
   // the matrix at w is kWeightBase + k + k_pad c + 16 x2 + 2^35 x3, with (x2, x3) from w - base
   // (a 16-byte-aligned offset of up to 2^35 bytes in x2, the rest in x3). Rows >= n are out of
@@ -399,10 +517,25 @@ void Fp8GroupedGemm(const Fp8GroupedGemmParams& p, cudaStream_t stream) {
                                    cuuint64_t{1} << kWeightHighShift};
   const cuuint32_t w_box[4] = {kBK, kBN, 1, 1};
   const CUtensorMap map_w =
-      Encode(4, w_dims, w_strides, w_box, reinterpret_cast<void*>(uintptr_t{kWeightBase}));
+      Encode(CU_TENSOR_MAP_DATA_TYPE_UINT8, 4, w_dims, w_strides, w_box,
+             reinterpret_cast<void*>(uintptr_t{kWeightBase}));
+  // BF16 y by TMA stores where the map can address it (16-byte-aligned base and row stride):
+  // all mats * n columns as one [rows_padded, mats * n] tensor, boxes of 64 rows x 64 columns
+  // (the 128-byte swizzle's widest); columns past mats * n are clipped by the map, a box that
+  // would cross into the next matrix is stored directly instead (Consume).
+  const bool y_tma =
+      !p.y_f32 && reinterpret_cast<uintptr_t>(p.y) % 16 == 0 && p.y_stride % 8 == 0;
+  CUtensorMap map_y{};
+  if (y_tma) {
+    const cuuint64_t y_dims[2] = {static_cast<cuuint64_t>(p.mats * p.n),
+                                  static_cast<cuuint64_t>(p.rows_padded)};
+    const cuuint64_t y_strides[1] = {static_cast<cuuint64_t>(p.y_stride * 2)};
+    const cuuint32_t y_box[2] = {64, kBM};
+    map_y = Encode(CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, y_dims, y_strides, y_box, p.y);
+  }
   const int64_t items = p.num_tiles * p.mats * ((p.n + kBN - 1) / kBN);
   const int grid = static_cast<int>(std::min<int64_t>(items, sms));
-  Fp8GroupedGemmKernel<<<grid, kThreads, kSmemBytes, stream>>>(map_x, map_w, p);
+  Fp8GroupedGemmKernel<<<grid, kThreads, kSmemBytes, stream>>>(map_x, map_w, map_y, p, y_tma);
   DSV3_CUDA_CHECK_LAUNCH();
 }
 

@@ -38,7 +38,7 @@ struct Fp8GroupedGemmParams {
 // y[r, m * n + c] = sum_kb (sum_{k in kb} xq[r,k] * w_m[c,k]) * xs[kb, r] * s_m[c / 128, kb], F32
 // accumulation, every row of every tile written, columns c < n only. No host synchronization
 // (graph-capturable; the tensor maps travel by value in the launch); a persistent grid of one
-// 384-thread block per SM with ~203 KB of dynamic shared memory.
+// 384-thread block per SM with ~194 KB of dynamic shared memory.
 void Fp8GroupedGemm(const Fp8GroupedGemmParams& p, cudaStream_t stream);
 
 }  // namespace dsv3::kernels
