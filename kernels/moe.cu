@@ -1,3 +1,5 @@
+#include <cassert>
+
 #include "kernels/device_utils.cuh"
 #include "kernels/launch_check.h"
 #include "kernels/moe.cuh"
@@ -23,9 +25,9 @@ __device__ __forceinline__ bool Beats(const Candidate& a, const Candidate& b) {
   return a.index < b.index;
 }
 
-// The best candidate of the block; every thread gets it. blockDim.x a multiple of 32.
-__device__ Candidate BlockBest(Candidate c) {
-  __shared__ Candidate partial[32];
+// The best candidate of the warp; every lane gets it (Beats is a strict total order, so the
+// butterfly leaves the one maximum in every lane).
+__device__ __forceinline__ Candidate WarpBest(Candidate c) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
     Candidate other;
@@ -34,31 +36,35 @@ __device__ Candidate BlockBest(Candidate c) {
     other.valid = __shfl_xor_sync(0xffffffffu, static_cast<int>(c.valid), o) != 0;
     if (Beats(other, c)) c = other;
   }
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  __syncthreads();  // partial may still be read by a previous call
-  if (lane == 0) partial[warp] = c;
-  __syncthreads();
-  c = partial[0];
-  for (int w = 1; w < static_cast<int>(blockDim.x / 32); ++w) {
-    if (Beats(partial[w], c)) c = partial[w];
-  }
   return c;
 }
 
-// One block per token: scores, group scores and every selection round in parallel (a block-wide
-// arg-max per round), with the reference's tie order, so ids match the CPU exactly.
+// Tokens per block of MoeTopkKernel, one warp each.
+constexpr int kTopkWarps = 4;
+
+// One warp per token: scores, group scores and every selection round (a warp-wide arg-max per
+// round, no block barriers), with the reference's tie order, so ids match the CPU exactly.
+// Dynamic shared memory per warp: s and c [E] F32, taken [E].
 __global__ void MoeTopkKernel(MoeTopkParams p) {
-  __shared__ float s[kMaxExperts], c[kMaxExperts], group_score[kMaxGroups];
-  __shared__ bool keep[kMaxGroups], taken[kMaxExperts];
-  const int64_t t = blockIdx.x;
-  for (int64_t e = threadIdx.x; e < p.experts; e += blockDim.x) {
+  extern __shared__ float scratch[];
+  __shared__ float group_scores[kTopkWarps][kMaxGroups];
+  __shared__ bool kept_groups[kTopkWarps][kMaxGroups];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kTopkWarps + warp;
+  if (t >= p.tokens) return;  // the whole warp: nothing below synchronizes the block
+  float* s = scratch + warp * 2 * p.experts;
+  float* c = s + p.experts;
+  bool* taken = reinterpret_cast<bool*>(scratch + kTopkWarps * 2 * p.experts) + warp * p.experts;
+  float* group_score = group_scores[warp];
+  bool* keep = kept_groups[warp];
+  for (int64_t e = lane; e < p.experts; e += 32) {
     s[e] = 1.0f / (1.0f + expf(-p.logits[t * p.experts + e]));
     c[e] = s[e] + p.bias[e];
     taken[e] = false;
   }
-  __syncthreads();
+  __syncwarp();
   const int64_t group_size = p.experts / p.groups;
-  for (int64_t g = threadIdx.x; g < p.groups; g += blockDim.x) {
+  for (int64_t g = lane; g < p.groups; g += 32) {
     float best = -INFINITY, second = -INFINITY;
     for (int64_t j = 0; j < group_size; ++j) {
       const float v = c[g * group_size + j];
@@ -72,40 +78,40 @@ __global__ void MoeTopkKernel(MoeTopkParams p) {
     group_score[g] = group_size >= 2 ? best + second : best;
     keep[g] = false;
   }
-  __syncthreads();
+  __syncwarp();
   for (int64_t round = 0; round < p.topk_groups; ++round) {
     Candidate mine{-INFINITY, INT32_MAX, false};
-    for (int64_t g = threadIdx.x; g < p.groups; g += blockDim.x) {
+    for (int64_t g = lane; g < p.groups; g += 32) {
       const Candidate cand{group_score[g], static_cast<int32_t>(g), !keep[g]};
       if (Beats(cand, mine)) mine = cand;
     }
-    const Candidate best = BlockBest(mine);
-    if (threadIdx.x == 0) keep[best.index] = true;
-    __syncthreads();
+    const Candidate best = WarpBest(mine);
+    if (lane == 0) keep[best.index] = true;
+    __syncwarp();
   }
-  for (int64_t e = threadIdx.x; e < p.experts; e += blockDim.x) {
+  for (int64_t e = lane; e < p.experts; e += 32) {
     if (!keep[e / group_size]) c[e] = -INFINITY;
   }
-  __syncthreads();
+  __syncwarp();
   int32_t* ids = p.ids + t * p.ids_stride;
   float* w = p.weights + t * p.weights_stride;
-  float sum = 0.0f;  // thread 0's
+  float sum = 0.0f;  // lane 0's
   for (int64_t i = 0; i < p.top_k; ++i) {
     Candidate mine{-INFINITY, INT32_MAX, false};
-    for (int64_t e = threadIdx.x; e < p.experts; e += blockDim.x) {
+    for (int64_t e = lane; e < p.experts; e += 32) {
       const Candidate cand{c[e], static_cast<int32_t>(e), !taken[e]};
       if (Beats(cand, mine)) mine = cand;
     }
-    const Candidate best = BlockBest(mine);
-    if (threadIdx.x == 0) {
+    const Candidate best = WarpBest(mine);
+    if (lane == 0) {
       ids[i] = best.index;
       w[i] = s[best.index];
       sum += s[best.index];
       taken[best.index] = true;
     }
-    __syncthreads();
+    __syncwarp();
   }
-  if (threadIdx.x != 0) return;
+  if (lane != 0) return;
   const float denom = p.norm_topk_prob ? sum + 1e-20f : 1.0f;
   for (int64_t i = 0; i < p.top_k; ++i) w[i] = w[i] / denom * p.scaling;
 }
@@ -128,7 +134,10 @@ __global__ void MoeCombineKernel(MoeCombineParams p) {
 
 void MoeTopk(const MoeTopkParams& p, cudaStream_t stream) {
   if (p.tokens == 0) return;
-  MoeTopkKernel<<<static_cast<unsigned>(p.tokens), 256, 0, stream>>>(p);
+  // s and c F32 and taken per warp; E <= kMaxExperts keeps it at 36 KB.
+  assert(p.experts <= kMaxExperts && p.groups <= kMaxGroups);
+  const size_t scratch = kTopkWarps * p.experts * (2 * sizeof(float) + sizeof(bool));
+  MoeTopkKernel<<<CeilDiv(p.tokens, kTopkWarps), kTopkWarps * 32, scratch, stream>>>(p);
   DSV3_CUDA_CHECK_LAUNCH();
 }
 
