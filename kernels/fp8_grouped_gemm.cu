@@ -191,14 +191,14 @@ __device__ __forceinline__ void CpAsync4(uint32_t dst, const void* src, uint32_t
 // scales and lanes 16-17 the consumers' two weight scales into the stage's scale slot.
 __device__ void Produce(const CUtensorMap& map_x, const CUtensorMap& map_w,
                         const Fp8GroupedGemmParams& p, uint8_t* smem, float* scales,
-                        uint32_t full0, uint32_t empty0, int64_t items, int64_t blocks_per_mat,
-                        int64_t blocks) {
+                        uint32_t full0, uint32_t empty0, int64_t num_tiles, int64_t items,
+                        int64_t blocks_per_mat, int64_t blocks) {
   const int lane = threadIdx.x % 32;
   const int64_t kblocks = p.k_pad / kBK;
   int stage = 0;
   uint32_t phase = 0;
   for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
-    const Item it = DecodeItem(w, p.num_tiles, blocks_per_mat, blocks);
+    const Item it = DecodeItem(w, num_tiles, blocks_per_mat, blocks);
     const int64_t e = __ldg(p.tile_expert + it.tile);
     const GroupedWeight gw = p.weights[e * p.weights_stride + p.first + it.m];
     const uint64_t off = reinterpret_cast<uintptr_t>(gw.w) - kWeightBase;
@@ -316,8 +316,8 @@ __device__ __forceinline__ void StoreDirect(const Fp8GroupedGemmParams& p, const
 // warpgroup (0 is __syncthreads).
 __device__ void Consume(const Fp8GroupedGemmParams& p, const CUtensorMap& map_y, bool y_tma,
                         uint8_t* smem, const float* scales, uint8_t* epi, uint32_t full0,
-                        uint32_t empty0, int64_t items, int64_t blocks_per_mat, int64_t blocks,
-                        int wg) {
+                        uint32_t empty0, int64_t num_tiles, int64_t items,
+                        int64_t blocks_per_mat, int64_t blocks, int wg) {
   const int t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
   const int row = 16 * warp + lane / 4;  // and row + 8
   const int64_t kblocks = p.k_pad / kBK;
@@ -330,7 +330,7 @@ __device__ void Consume(const Fp8GroupedGemmParams& p, const CUtensorMap& map_y,
     }
   };
   for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
-    const Item it = DecodeItem(w, p.num_tiles, blocks_per_mat, blocks);
+    const Item it = DecodeItem(w, num_tiles, blocks_per_mat, blocks);
     const int64_t col0 = it.col0 + wg * kWgCols;
     if (col0 >= p.n) {  // no columns of this item left: pass its stages on
       for (int64_t kb = 0; kb < kblocks; ++kb) {
@@ -442,17 +442,20 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   __syncthreads();
   const int64_t blocks_per_mat = (p.n + kBN - 1) / kBN, blocks = p.mats * blocks_per_mat;
-  const int64_t items = p.num_tiles * blocks;
+  const int64_t num_tiles =
+      p.tiles_used != nullptr ? min(static_cast<int64_t>(*p.tiles_used), p.num_tiles) : p.num_tiles;
+  const int64_t items = num_tiles * blocks;
   const int wg = threadIdx.x / 128;
   if (wg == 0) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
     if (threadIdx.x < 32) {
-      Produce(map_x, map_w, p, smem, scales, full0, empty0, items, blocks_per_mat, blocks);
+      Produce(map_x, map_w, p, smem, scales, full0, empty0, num_tiles, items, blocks_per_mat,
+              blocks);
     }
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
-    Consume(p, map_y, y_tma, smem, scales, epi, full0, empty0, items, blocks_per_mat, blocks,
-            wg - 1);
+    Consume(p, map_y, y_tma, smem, scales, epi, full0, empty0, num_tiles, items, blocks_per_mat,
+            blocks, wg - 1);
   }
 }
 

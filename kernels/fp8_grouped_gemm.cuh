@@ -33,6 +33,9 @@ struct Fp8GroupedGemmParams {
   void* y;                     // [rows_padded, mats * n] BF16, or F32 when y_f32; row stride y_stride
   int64_t y_stride;
   bool y_f32;
+  // Optional device count of the tiles in use (a layout built on the device, sized for the most
+  // tiles it could need): tiles from it on are neither read nor written.
+  const int32_t* tiles_used = nullptr;
 };
 
 // y[r, m * n + c] = sum_kb (sum_{k in kb} xq[r,k] * w_m[c,k]) * xs[kb, r] * s_m[c / 128, kb], F32

@@ -30,8 +30,10 @@ __global__ void QuantizeKernel(QuantizeActivationsParams p) {
   const int64_t kb = blockIdx.x;
   if (row >= p.rows_padded) return;
   const int64_t c0 = kb * 128 + lane * 4;
+  const int64_t rows =
+      p.used_count != nullptr ? min(p.rows, *p.used_count * p.used_unit) : p.rows;
   float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  if (row < p.rows) {
+  if (row < rows) {
     const int64_t src_row = p.x_rows != nullptr ? p.x_rows[row] : row;
     const bf16* x = static_cast<const bf16*>(p.x) + src_row * p.x_stride;
     const bf16* up = static_cast<const bf16*>(p.up) + src_row * p.up_stride;
@@ -60,7 +62,7 @@ __global__ void QuantizeKernel(QuantizeActivationsParams p) {
   amax = WarpMax(amax);
   float s = fmaxf(amax, 1e-4f) / 448.0f;
   if (p.ue8m0) s = exp2f(ceilf(log2f(s)));
-  if (row >= p.rows) s = 1.0f;
+  if (row >= rows) s = 1.0f;
   uint32_t packed = 0;
 #pragma unroll
   for (int j = 0; j < 4; ++j) packed |= static_cast<uint32_t>(ToE4M3(v[j] / s)) << (8 * j);

@@ -26,6 +26,10 @@ struct QuantizeActivationsParams {
   // kSiluMul rounds it (up [rows, cols] BF16 with row stride up_stride, rows as x's).
   const void* up = nullptr;
   int64_t up_stride = 0;
+  // Optional device count: only rows below used_count[0] * used_unit are read; the rest are
+  // written as padding (a layout built on the device, sized for the most rows it could need).
+  const int32_t* used_count = nullptr;
+  int64_t used_unit = 1;
 };
 void QuantizeActivations(const QuantizeActivationsParams& p, cudaStream_t stream);
 

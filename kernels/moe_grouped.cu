@@ -15,8 +15,10 @@ constexpr int kMaxExperts = 1024;
 __global__ void MoeAlignKernel(MoeAlignParams p) {
   __shared__ int32_t count[kMaxExperts];
   __shared__ int32_t fill[kMaxExperts];
-  __shared__ int32_t total;
+  const int64_t tile = p.tile_rows > 0 ? p.tile_rows : 1;
+  const int64_t rows = p.tile_rows > 0 ? p.capacity_rows : p.entries;  // token_of's length
   for (int64_t e = threadIdx.x; e < p.experts; e += blockDim.x) count[e] = 0;
+  for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) p.token_of[r] = 0;
   __syncthreads();
   for (int64_t i = threadIdx.x; i < p.entries; i += blockDim.x) {
     const int64_t e = p.ids[i] - p.expert_begin;
@@ -29,14 +31,21 @@ __global__ void MoeAlignKernel(MoeAlignParams p) {
       p.begin[e] = row;
       fill[e] = row;
       if (count[e] > 0) p.active[n_active++] = static_cast<int32_t>(e);
-      row += count[e];
+      row += static_cast<int32_t>((count[e] + tile - 1) / tile * tile);
     }
     p.begin[p.experts] = row;
     *p.num_active = n_active;
     if (p.active_log != nullptr) *p.active_log = n_active;
-    total = row;
+    if (p.num_tiles != nullptr) *p.num_tiles = static_cast<int32_t>(row / tile);
   }
   __syncthreads();
+  if (p.tile_expert != nullptr) {
+    for (int64_t e = threadIdx.x; e < p.experts; e += blockDim.x) {
+      for (int64_t t = p.begin[e] / tile; t < p.begin[e + 1] / tile; ++t) {
+        p.tile_expert[t] = static_cast<int32_t>(e);
+      }
+    }
+  }
   for (int64_t i = threadIdx.x; i < p.entries; i += blockDim.x) {
     const int64_t e = p.ids[i] - p.expert_begin;
     if (e >= 0 && e < p.experts) {
@@ -47,7 +56,6 @@ __global__ void MoeAlignKernel(MoeAlignParams p) {
       p.row_of[i] = -1;
     }
   }
-  for (int64_t r = total + threadIdx.x; r < p.entries; r += blockDim.x) p.token_of[r] = 0;
 }
 
 // Tensor-core GEMM of few rows per weight. A warp tile is 16 output columns (the mma's M: weight

@@ -28,6 +28,13 @@ struct MoeAlignParams {
   int32_t* token_of;
   int32_t* row_of;
   int32_t* active_log;
+  // Optional tiles (tile_rows > 0): each expert's rows start on a multiple of tile_rows (begin and
+  // row_of count padded rows), tile_expert [capacity_rows / tile_rows] gets the local expert of
+  // each tile in use and num_tiles their count; token_of covers capacity_rows rows (padding: 0).
+  int64_t tile_rows = 0;
+  int32_t* tile_expert = nullptr;
+  int32_t* num_tiles = nullptr;
+  int64_t capacity_rows = 0;
 };
 void MoeAlign(const MoeAlignParams& p, cudaStream_t stream);
 

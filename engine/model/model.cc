@@ -255,11 +255,9 @@ void DeepseekV3Model::Moe(const MoeWeights& w, const TensorView& x, const Tensor
   route.norm_topk_prob = c.norm_topk_prob;
   route.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
   backend_.MoeRoute(x, w.router, w.bias, route, ids, weights);
-  // The shared expert between routing and the routed experts: a backend that reads the router's
-  // choices back to the host (the CUDA backend's prefill path) keeps the device busy meanwhile.
+  backend_.MoeExperts(x, ids, weights, w.experts, weights_->shard.Begin(c.n_routed_experts), out);
   Tensor shared(backend_.allocator(), out.dtype, {t, c.hidden_size});  // [T, H]
   Mlp(w.shared, x, shared);
-  backend_.MoeExperts(x, ids, weights, w.experts, weights_->shard.Begin(c.n_routed_experts), out);
   backend_.Add(out, shared, out);
 }
 

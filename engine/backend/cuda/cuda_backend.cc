@@ -91,8 +91,6 @@ CudaBackend::~CudaBackend() {
   for (cudaEvent_t e : free_events_) cudaEventDestroy(e);
   gemm_.reset();
   cudaStreamSynchronize(stream_);
-  if (ids_host_ != nullptr) cudaFreeHost(ids_host_);
-  if (ids_copied_ != nullptr) cudaEventDestroy(ids_copied_);
   cudaStreamDestroy(stream_);
 }
 
@@ -423,10 +421,7 @@ std::vector<std::pair<int64_t, float>> CudaBackend::LayerTimes() {
   return times;
 }
 
-void CudaBackend::Synchronize() {
-  DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  ids_in_flight_ = nullptr;  // the caller may rewrite device memory now (tests do)
-}
+void CudaBackend::Synchronize() { DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
 // ---- Elementwise ops -------------------------------------------------------------------------
 

@@ -265,17 +265,15 @@ class CudaBackend final : public Backend {
   void GroupedMoeExperts(const TensorView& x, const TensorView& topk_ids,
                          const TensorView& topk_weights, std::span<const ExpertWeights> experts,
                          int64_t expert_begin, const TensorView& out);
-  // MoeExperts for large batches of FP8 experts (cuda_moe_prefill.cc): the routed rows (ids
-  // [T * k], read back from the router) laid out in tiles of kGroupedTileRows rows of one
-  // expert each, then one grouped FP8 GEMM launch for gate|up and one for down over every tile.
-  void TiledFp8Experts(const TensorView& x, std::span<const int32_t> ids,
+  // MoeExperts for large batches of FP8 experts (cuda_moe_prefill.cc): the routed rows laid out
+  // on the device in tiles of kGroupedTileRows rows of one expert each, then one grouped FP8
+  // GEMM launch for gate|up and one for down over every tile.
+  void TiledFp8Experts(const TensorView& x, const TensorView& topk_ids,
                        const TensorView& topk_weights, std::span<const ExpertWeights> experts,
                        int64_t expert_begin, const TensorView& out);
-  // The router's ids [T * k] on the host: waits for the copy MoeRoute started for these ids,
-  // or copies them now (one synchronization either way). Valid until the next call.
-  const int32_t* HostRouterIds(const TensorView& topk_ids);
-  // Starts copying topk_ids into ids_host_ (grown as needed) on the stream.
-  void StageRouterIds(const TensorView& topk_ids);
+  // The next entry of the active-experts log (benchmark statistics), or null when the log is
+  // full or a graph is being captured.
+  int32_t* ActiveLogSlot();
   // Device table [experts, 3] of the experts' gate, up and down (made once per layer).
   const kernels::GroupedWeight* GroupedWeights(std::span<const ExpertWeights> experts);
 
@@ -324,14 +322,6 @@ class CudaBackend final : public Backend {
   std::vector<OpEvents> op_events_;
   int64_t grouped_moe_max_tokens_ = kDefaultGroupedMoeMaxTokens;
   std::vector<cudaEvent_t> free_events_;
-  // Router ids of a large MoE batch on their way to the host: MoeRoute starts the copy into
-  // pinned memory, MoeExperts waits for it, so the GPU works through whatever the model runs
-  // in between (the shared expert) while the host waits and builds the tile layout. Synchronize
-  // forgets the copy: callers may rewrite device memory after it.
-  const void* ids_in_flight_ = nullptr;  // the topk_ids being copied, or null
-  cudaEvent_t ids_copied_ = nullptr;
-  int32_t* ids_host_ = nullptr;  // pinned, ids_host_capacity_ entries
-  int64_t ids_host_capacity_ = 0;
   std::vector<int64_t> active_experts_;
   // Grouped weight tables by the first expert's gate weight; an entry goes with that weight.
   std::unordered_map<const void*, Tensor> grouped_weights_;

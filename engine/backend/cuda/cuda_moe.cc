@@ -1,10 +1,9 @@
 // MoE on the GPU: noaux_tc routing (router GEMM, then a top-k kernel) and the routed experts.
 // Decode-sized batches (FP8 experts, at most grouped_moe_max_tokens_ tokens): the permutation is
 // built on the device and gate+up, then down, run as one small-M grouped FP8 launch each over
-// every active expert, with no host synchronization. Larger batches: the router's ids come back
-// to the host (the copy starts in MoeRoute, so the shared expert runs while the host waits) and
-// FP8 experts take the tiled grouped GEMMs (cuda_moe_prefill.cc); BF16 experts run one after
-// another through Linear. All end in one weighted combine.
+// every active expert, with no host synchronization. Larger batches of FP8 experts: the tiled
+// grouped GEMMs (cuda_moe_prefill.cc), also without host synchronization; BF16 experts read the
+// router's ids back and run one after another through Linear. All end in one weighted combine.
 #include <algorithm>
 
 #include "engine/backend/cuda/cuda_backend.h"
@@ -39,39 +38,6 @@ void CudaBackend::MoeRoute(const TensorView& x, const TensorView& router, const 
                     topk_ids.ptr<int32_t>(), topk_ids.strides[0], topk_weights.ptr<float>(),
                     topk_weights.strides[0]},
                    stream_);
-  if (t <= grouped_moe_max_tokens_ || !topk_ids.is_contiguous()) return;
-  // A large batch's experts need the ids on the host: start the copy now (see ids_in_flight_).
-  NoteHostWork("the router ids' download");
-  StageRouterIds(topk_ids);
-  DSV3_CUDA_CHECK(cudaEventRecord(ids_copied_, stream_));
-  ids_in_flight_ = topk_ids.data;
-}
-
-void CudaBackend::StageRouterIds(const TensorView& topk_ids) {
-  const int64_t entries = topk_ids.numel();
-  if (entries > ids_host_capacity_) {
-    if (ids_host_ != nullptr) DSV3_CUDA_CHECK(cudaFreeHost(ids_host_));
-    DSV3_CUDA_CHECK(
-        cudaMallocHost(reinterpret_cast<void**>(&ids_host_), entries * sizeof(int32_t)));
-    ids_host_capacity_ = entries;
-  }
-  if (ids_copied_ == nullptr) {
-    DSV3_CUDA_CHECK(cudaEventCreateWithFlags(&ids_copied_, cudaEventDisableTiming));
-  }
-  DSV3_CUDA_CHECK(cudaMemcpyAsync(ids_host_, topk_ids.data, entries * sizeof(int32_t),
-                                  cudaMemcpyDeviceToHost, stream_));
-}
-
-const int32_t* CudaBackend::HostRouterIds(const TensorView& topk_ids) {
-  NoteHostWork("the router ids' download");
-  if (ids_in_flight_ == topk_ids.data) {
-    DSV3_CUDA_CHECK(cudaEventSynchronize(ids_copied_));
-  } else {
-    StageRouterIds(topk_ids);
-    DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  }
-  ids_in_flight_ = nullptr;
-  return ids_host_;
 }
 
 void CudaBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
@@ -88,13 +54,17 @@ void CudaBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
     GroupedMoeExperts(x, topk_ids, topk_weights, experts, expert_begin, out);
     return;
   }
-  const std::span<const int32_t> ids(HostRouterIds(topk_ids), t * k);
-  if (experts.front().gate.weight.dtype == DType::kF8E4M3) {
+  if (experts.front().gate.weight.dtype == DType::kF8E4M3 && local <= kMaxGroupedExperts) {
     OpScope timed(*this, "moe experts (tiled)");
-    TiledFp8Experts(x, ids, topk_weights, experts, expert_begin, out);
+    TiledFp8Experts(x, topk_ids, topk_weights, experts, expert_begin, out);
     return;
   }
   OpScope timed(*this, "moe experts (per expert)");
+  NoteHostWork("the per-expert MoE path's host permutation");
+  std::vector<int32_t> ids(t * k);
+  DSV3_CUDA_CHECK(cudaMemcpyAsync(ids.data(), topk_ids.data, ids.size() * 4,
+                                  cudaMemcpyDeviceToHost, stream_));
+  DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
   // Permuted order: expert by expert, tokens in order within an expert.
   std::vector<int64_t> begin(local + 1, 0);
   for (int32_t id : ids) {
@@ -171,16 +141,9 @@ void CudaBackend::GroupedMoeExperts(const TensorView& x, const TensorView& topk_
   Tensor num_active(allocator(), DType::kI32, {1});
   Tensor token_of(allocator(), DType::kI32, {entries});  // [T * k] token of each permuted row
   Tensor row_of(allocator(), DType::kI32, {entries});    // [T * k] permuted row of each (t, j)
-  if (active_log_.view().data == nullptr) {
-    active_log_ = Tensor(allocator_.get(), DType::kI32, {kActiveLogSize});
-  }
-  // (A captured graph would write the same log entry at every replay: graphs do not log.)
-  int32_t* log = !capturing_ && active_logged_ < kActiveLogSize
-                     ? active_log_.ptr<int32_t>() + active_logged_++
-                     : nullptr;
   kernels::MoeAlign({topk_ids.ptr<int32_t>(), entries, k, expert_begin, local,
                      begin.ptr<int32_t>(), active.ptr<int32_t>(), num_active.ptr<int32_t>(),
-                     token_of.ptr<int32_t>(), row_of.ptr<int32_t>(), log},
+                     token_of.ptr<int32_t>(), row_of.ptr<int32_t>(), ActiveLogSlot()},
                     stream_);
 
   // The routed copies of x, quantized (the gather fused in): xq [rows_pad, H_pad] e4m3,
@@ -219,6 +182,16 @@ void CudaBackend::GroupedMoeExperts(const TensorView& x, const TensorView& topk_
                        topk_weights.strides[0], out.data, out.strides[0], t, k, h,
                        ElemTypeOf(out.dtype)},
                       stream_);
+}
+
+int32_t* CudaBackend::ActiveLogSlot() {
+  if (active_log_.view().data == nullptr) {
+    active_log_ = Tensor(allocator_.get(), DType::kI32, {kActiveLogSize});
+  }
+  // (A captured graph would write the same log entry at every replay: graphs do not log.)
+  return !capturing_ && active_logged_ < kActiveLogSize
+             ? active_log_.ptr<int32_t>() + active_logged_++
+             : nullptr;
 }
 
 std::vector<int64_t> CudaBackend::TakeActiveExperts() {
