@@ -409,7 +409,7 @@ TEST_F(CudaOpsTest, MoeRouteMatchesCpu) {
 }
 
 // Up to 256 tokens the grouped path (device permutation, small-M grouped FP8 kernel), beyond it
-// the tiled path (host layout, wgmma grouped FP8 GEMMs over 64-row tiles of one expert); both
+// the tiled path (device layout, wgmma grouped FP8 GEMMs over 64-row tiles of one expert); both
 // against the CPU, and against the CPU emulating the GPU's rounding (CpuBackendOptions) within
 // 1e-2. Ragged widths (200, 72) and wider ones (1024, 512); with every expert local and with
 // experts [3, 8) only; and a rank none of whose experts got a token (its part is zeros).
