@@ -1,18 +1,23 @@
-// FlashAttention-2 on mma.sync (BF16 m16n8k16, F32 accumulators) for MLA prefill. Block (query
-// tile, head): 4 warps, 32 query rows each (two 16-row mma tiles, so every K and V fragment read
-// from shared memory feeds two MMAs), two blocks per SM so that one block's softmax overlaps the
-// other's MMAs; keys stream through shared memory 48 at a time, double-buffered by cp.async; the
-// softmax is online (exp2 with the scale folded in, O rescaled only when some row's max grew).
-// Key tiles past the diagonal are never loaded, and warps whose rows all precede a key tile skip
-// it.
+// FlashAttention-3-style causal MLA prefill for Hopper (sm_90a wgmma, warp-specialized).
+// Block (query tile of 128 rows, head), 384 threads: warpgroup 0 the producer, which streams
+// 128-key tiles (K [128, 192], V [128, 128]) into a ring of two shared-memory stages by
+// cp.async, each K and V half completing on its own "full" mbarrier; warpgroups 1 and 2 the
+// consumers, 64 query rows each. Per key tile j a consumer issues S_j = Q K_j^T (wgmma
+// m64n128k16, Q and K from shared memory) and O += P_{j-1} V_{j-1} (wgmma m64n128k16, P from
+// registers as BF16, V from shared memory, MN-major), then runs the online softmax of S_j while
+// the P V wgmmas are still in flight; K_j is released as soon as S_j is in registers, V_{j-1}
+// once its wgmmas are done. The two consumers also take turns issuing their wgmmas (named
+// barriers), so that one's softmax runs under the other's matrix work. Both consumers walk the
+// same key tiles (the diagonal one half masked for the first), so their turns pair up.
+//
+// Numerics as the FlashAttention-2 mma.sync kernel this replaced: F32 scores and softmax (exp2
+// with scale * log2(e) folded in), P rounded to BF16 for P V, F32 O; ~5.7e-4 relative error
+// against an F64 reference at T = 4096, <= 2.3e-3 on small shapes.
 //
 // Measured on the H200 (T = 4096 causal, 128 heads, counting 2 * T^2/2 * 128 * (192 + 128)
-// FLOPs): 2.90 ms, 237 TFLOP/s, against 3.09 ms for the first version (8 warps x 16 rows, Q in
-// registers, 64-key tiles, one block per SM) and 6.9 ms for the cuBLASLt GEMMs it replaced.
-// Variants that timed the same or worse: 32 or 64 keys per tile, 2 or 3 stages (2.92 - 2.93),
-// 8 warps x 32 rows (2.93), 64-row blocks with Q in registers (3.57 - 3.98), a one-warpgroup
-// wgmma version without warp specialization (3.66). Rounding P to BF16 leaves ~2e-3 relative
-// error against an F64 reference.
+// FLOPs): 1.21 - 1.23 ms, ~565 TFLOP/s; without the consumers' turns 1.27 ms; 64-key tiles in
+// 4 stages 1.39 ms (1.41 without turns); the mma.sync kernel (4 warps x 32 rows, 48-key tiles,
+// two blocks per SM) 2.89 ms, 238 TFLOP/s.
 #include "kernels/device_utils.cuh"
 #include "kernels/flash_mla_prefill.cuh"
 #include "kernels/launch_check.h"
@@ -22,61 +27,129 @@ namespace dsv3::kernels {
 namespace {
 
 constexpr int kQk = kFlashMlaNope + kFlashMlaRope, kV = kFlashMlaV;
-constexpr int kMTiles = 2;       // 16-row mma tiles per warp: each K/V fragment feeds 2 MMAs
-constexpr int kWarps = 4;        // warps per block
-constexpr int kKeys = 48;        // keys per tile
-constexpr int kStages = 2;       // key tiles in flight
-constexpr int kBlocksPerSm = 2;  // so that one block's softmax overlaps the other's MMAs
-constexpr int kRows = kWarps * 16 * kMTiles;  // query rows per block
-static_assert(kRows == kFlashMlaTileTokens);
-constexpr int kThreads = kWarps * 32;
-constexpr int kQkChunks = kQk / 8, kVChunks = kV / 8;  // 16-byte chunks per row
+constexpr int kRows = kFlashMlaTileTokens;  // query rows per block: two consumers x 64
+static_assert(kRows == 128);
+constexpr int kKeys = 128;  // keys per tile: the S wgmma's N, 8 k16 steps of P V
+constexpr int kStages = 2;  // K/V tiles in flight: all the shared memory there is at 128 keys
+constexpr int kThreads = 3 * 128;
 
-// Shared memory, BF16: Q [kRows, 192], then kStages stages of K [kKeys, 192] and V [kKeys, 128]:
-// 48 + 2 * 30 = 108 KB, two blocks per SM (255 registers for 128 threads allow two as well).
+// Shared memory, BF16, every tile in 128-byte-swizzled column blocks of [rows][64 elements]
+// (the wgmma layout): Q [128, 192] = 3 blocks, then per stage K [kKeys, 192] = 3 blocks and
+// V [kKeys, 128] = 2 blocks; then the mbarriers. 128 keys, 2 stages: 48 + 2 * 80 = 208 KB.
 constexpr int kQBytes = kRows * kQk * 2, kKBytes = kKeys * kQk * 2, kVBytes = kKeys * kV * 2;
 constexpr int kStageBytes = kKBytes + kVBytes;
-constexpr int kSmemBytes = kQBytes + kStages * kStageBytes;
+constexpr int kBarBytes = 4 * kStages * 8;  // full K, full V, empty K, empty V per stage
+constexpr int kSmemBytes = 1024 + kQBytes + kStages * kStageBytes + kBarBytes;
 
-// Byte offset of 16-byte chunk c of row r in a tile of `chunks` chunks per row (a multiple of 8).
-// Rows are 384 or 256 bytes, so without the swizzle the 8 rows one ldmatrix reads would share
-// their banks; XOR-ing the chunk with r % 8 spreads them over all 32.
-__device__ __forceinline__ uint32_t Swizzle(int r, int c, int chunks) {
-  return static_cast<uint32_t>((r * chunks + (c ^ (r & 7))) * 16);
+__device__ __forceinline__ void MbarInit(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count));
+}
+__device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity) {
+  uint32_t done;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n}"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+// One arrival from lane 0, predicated rather than branched: consumers arrive while their P V
+// wgmmas are in flight, and divergent code between wgmma issue and wait is one cause of ptxas
+// serializing the wgmmas (warning C7515).
+__device__ __forceinline__ void MbarArriveLane0(uint32_t bar, int lane) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.eq.s32 p, %1, 0;\n@p mbarrier.arrive.shared::cta.b64 _, [%0];\n}" ::
+          "r"(bar),
+      "r"(lane)
+      : "memory");
 }
 
 __device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src, bool valid) {
   // src-size 0 zero-fills: rows past the sequence must hold finite values (0 * NaN in P V).
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(valid ? 16 : 0));
+               "r"(valid ? 16 : 0)
+               : "memory");
 }
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n"); }
+// The barrier gets this thread's arrival once all its earlier cp.async have landed.
+__device__ __forceinline__ void CpAsyncArrive(uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
+}
+
+// Named barriers 1 and 2: consumer w waits on 1 + w before issuing its wgmmas and, once they
+// are issued, lets the other one go.
+__device__ __forceinline__ void BarSync(int id) {
+  asm volatile("bar.sync %0, 256;" ::"r"(id) : "memory");
+}
+__device__ __forceinline__ void BarArrive(int id) {
+  asm volatile("bar.arrive %0, 256;" ::"r"(id) : "memory");
+}
+
+// wgmma operand descriptor, 128-byte swizzle, offsets in bytes. K-major (Q, K): 8-row groups
+// 1024 bytes apart (SBO), LBO unused. MN-major (V): LBO = distance between 64-column blocks,
+// SBO = 1024 between 8-key groups.
+__device__ __forceinline__ uint64_t Desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return static_cast<uint64_t>((addr & 0x3ffff) >> 4) | static_cast<uint64_t>(lbo >> 4) << 16 |
+         static_cast<uint64_t>(sbo >> 4) << 32 | uint64_t{1} << 62;
+}
+
+__device__ __forceinline__ void WgmmaFence() {
+  asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void WgmmaCommit() {
+  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
 template <int N>
-__device__ __forceinline__ void CpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+__device__ __forceinline__ void WgmmaWait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+// Orders register accesses against wgmma issue and wait, which the compiler cannot see.
+template <int N>
+__device__ __forceinline__ void FenceRegs(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+template <int N>
+__device__ __forceinline__ void FenceRegs(uint32_t (&r)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) asm volatile("" : "+r"(r[i][j])::"memory");
+  }
 }
 
-// ldmatrix stays volatile (ordered against the barriers); the MMAs are pure register math that
-// ptxas may interleave with the loads and the softmax.
-__device__ __forceinline__ void Ldsm4(uint32_t addr, uint32_t (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-__device__ __forceinline__ void Ldsm4Trans(uint32_t addr, uint32_t (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
+#define FMLA_D8(i)                                                                            \
+  "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
+      "+f"(d[i + 6]), "+f"(d[i + 7])
+#define FMLA_R64                                                                                \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
+  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "  \
+  "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "  \
+  "%56, %57, %58, %59, %60, %61, %62, %63"
 
-// d += a b: a 16x16 (row-major fragments), b 16x8 (b0: k 0-7, b1: k 8-15).
-__device__ __forceinline__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                    uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+// S [64, 128 keys] (+)= Q K^T over 16 of the 192 dims, both K-major in shared memory.
+__device__ __forceinline__ void WgmmaQk(float (&d)[64], uint64_t a, uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " FMLA_R64
+      "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+      : FMLA_D8(0), FMLA_D8(8), FMLA_D8(16), FMLA_D8(24), FMLA_D8(32), FMLA_D8(40), FMLA_D8(48),
+        FMLA_D8(56)
+      : "l"(a), "l"(b), "r"(accumulate));
 }
+// O [64, 128] += P [64, 16 keys] V [16 keys, 128]: P from registers, V MN-major (transposed).
+__device__ __forceinline__ void WgmmaPv(float (&d)[64], const uint32_t (&a)[4], uint64_t b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.eq.b32 p, 1, 1;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " FMLA_R64
+      "}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+      : FMLA_D8(0), FMLA_D8(8), FMLA_D8(16), FMLA_D8(24), FMLA_D8(32), FMLA_D8(40), FMLA_D8(48),
+        FMLA_D8(56)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+}
+#undef FMLA_D8
+#undef FMLA_R64
 
 __device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
@@ -98,211 +171,274 @@ __device__ __forceinline__ float QuadSum(float v) {
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
-// Copies keys [k0, k0 + kKeys) of one head into a stage (K then V): K rows are the head's
-// k_nope (128) then the shared k_pe (64); V rows the head's v. Keys at or past `keys` are
-// zero-filled.
-__device__ __forceinline__ void LoadKeys(const FlashMlaPrefillParams& p, const bf16* kv_head,
-                                         const bf16* pe, int k0, int keys, uint32_t stage) {
-  const uint32_t sk = stage, sv = stage + kKBytes;
-#pragma unroll
-  for (int i = threadIdx.x; i < kKeys * kQkChunks; i += kThreads) {
-    const int r = i / kQkChunks, c = i % kQkChunks;
-    const bool valid = k0 + r < keys;
-    const int64_t row = valid ? k0 + r : 0;
-    const bf16* src = c < kFlashMlaNope / 8
-                          ? kv_head + row * p.kv_row_stride + c * 8
-                          : pe + row * p.latent_stride + (c - kFlashMlaNope / 8) * 8;
-    CpAsync16(sk + Swizzle(r, c, kQkChunks), src, valid);
-  }
-#pragma unroll
-  for (int i = threadIdx.x; i < kKeys * kVChunks; i += kThreads) {
-    const int r = i / kVChunks, c = i % kVChunks;
-    const bool valid = k0 + r < keys;
-    const int64_t row = valid ? k0 + r : 0;
-    CpAsync16(sv + Swizzle(r, c, kVChunks), kv_head + row * p.kv_row_stride + kFlashMlaNope + c * 8,
-              valid);
-  }
-}
+struct Smem {
+  uint32_t q, stages, bars;
+  __device__ uint32_t K(int st) const { return stages + st * kStageBytes; }
+  __device__ uint32_t V(int st) const { return K(st) + kKBytes; }
+  __device__ uint32_t FullK(int st) const { return bars + 8 * st; }
+  __device__ uint32_t FullV(int st) const { return bars + 8 * (kStages + st); }
+  __device__ uint32_t EmptyK(int st) const { return bars + 8 * (2 * kStages + st); }
+  __device__ uint32_t EmptyV(int st) const { return bars + 8 * (3 * kStages + st); }
+};
 
-// Block (tile, head), tiles the fast grid dimension: the blocks in flight share a few heads,
-// whose K and V (2.6 MB per head at 4096 keys) stay in L2 across their query tiles. Warp w owns
-// rows [16 kMTiles w, + 16 kMTiles); thread (warp, lane = 4 g + t) holds, per 16-row mma tile mt
-// and 8-column slice of an accumulator, rows 16 (kMTiles w + mt) + g and + 8 at columns 2 t,
-// 2 t + 1 (the mma C layout).
-__global__ void __launch_bounds__(kThreads, kBlocksPerSm)
-    FlashMlaPrefillKernel(const FlashMlaPrefillParams p) {
-  extern __shared__ __align__(128) unsigned char smem[];
-  const FlashMlaTile tile = p.tiles[blockIdx.x];
-  const int64_t h = blockIdx.y;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const uint32_t sq = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  const uint32_t stages = sq + kQBytes;  // stage s at stages + s * kStageBytes
-  const int keys = tile.pos + tile.rows;
-  const int key_tiles = (keys + kKeys - 1) / kKeys;
-
-  // Rows past the tile's tokens are zero queries whose outputs are dropped.
+// Producer warpgroup: thread (r = tid / 8, c = tid % 8) copies 16-byte chunk c of each 128-byte
+// row segment of rows r, r + 16, ...; those rows share r % 8, hence one swizzled offset.
+__device__ __forceinline__ void Produce(const FlashMlaPrefillParams& p, const FlashMlaTile& tile,
+                                        int64_t h, const Smem& sm, int key_tiles) {
+  const int c = threadIdx.x % 8, r = threadIdx.x / 8;
+  const uint32_t swz = static_cast<uint32_t>(r * 128 + ((c ^ (r & 7)) << 4));
+  // Q: rows past the tile's tokens are zero queries whose outputs are dropped.
   const bf16* q =
-      static_cast<const bf16*>(p.q) + tile.q_row * p.q_token_stride + h * p.q_head_stride;
-  for (int i = threadIdx.x; i < kRows * kQkChunks; i += kThreads) {
-    const int r = i / kQkChunks, c = i % kQkChunks;
-    const bool valid = r < tile.rows;
-    CpAsync16(sq + Swizzle(r, c, kQkChunks), q + (valid ? r : 0) * p.q_token_stride + c * 8, valid);
+      static_cast<const bf16*>(p.q) + tile.q_row * p.q_token_stride + h * p.q_head_stride + c * 8;
+#pragma unroll
+  for (int i = 0; i < kRows / 16; ++i) {
+    const int row = r + 16 * i;
+    const bool valid = row < tile.rows;
+    const bf16* src = q + (valid ? row : 0) * p.q_token_stride;
+#pragma unroll
+    for (int b = 0; b < kQk / 64; ++b) {
+      CpAsync16(sm.q + b * kRows * 128 + 16 * i * 128 + swz, src + b * 64, valid);
+    }
   }
   const bf16* kv_head = static_cast<const bf16*>(p.kv) + tile.dense_offset * p.kv_row_stride +
-                        h * (kFlashMlaNope + kFlashMlaV);
-  const bf16* pe =
-      static_cast<const bf16*>(p.latents) + tile.dense_offset * p.latent_stride + p.rope_offset;
-  // Commit groups: Q with key tile 0, then one per key tile (empty past the last), so that
-  // tile kt is always group kt.
+                        h * (kFlashMlaNope + kFlashMlaV) + c * 8;
+  const bf16* pe = static_cast<const bf16*>(p.latents) + tile.dense_offset * p.latent_stride +
+                   p.rope_offset + c * 8;
+  const int keys = tile.pos + tile.rows;
+  for (int j = 0, st = 0; j < key_tiles; ++j, st = st + 1 == kStages ? 0 : st + 1) {
+    const uint32_t parity = (j / kStages + 1) & 1;  // of the consumers' previous release
+    if (j >= kStages) MbarWait(sm.EmptyK(st), parity);
+      // K rows: the head's k_nope (2 column blocks), then the shared k_pe; zero past `keys`.
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < key_tiles) LoadKeys(p, kv_head, pe, s * kKeys, keys, stages + s * kStageBytes);
-    CpAsyncCommit();
-  }
-
-  const int row0 = warp * 16 * kMTiles;
-  const int last_pos = tile.pos + row0 + 16 * kMTiles - 1;  // the warp's last row's position
-  const float scale_log2 = p.scale * 1.4426950408889634f;
-  float o[kMTiles][kV / 8][4] = {};
-  // Per mma tile, the thread's two rows: raw-score max and partial sums.
-  float m[kMTiles][2], l[kMTiles][2] = {};
-#pragma unroll
-  for (int mt = 0; mt < kMTiles; ++mt) m[mt][0] = m[mt][1] = -INFINITY;
-
-  for (int kt = 0, stage = 0; kt < key_tiles; ++kt, stage = stage + 1 == kStages ? 0 : stage + 1) {
-    const int k0 = kt * kKeys;
-    const uint32_t sk = stages + stage * kStageBytes, sv = sk + kKBytes;
-    CpAsyncWait<kStages - 2>();
-    // Tile kt is in for every thread, and every warp is done with tile kt - 1, whose stage
-    // takes tile kt + kStages - 1.
-    __syncthreads();
-    const int next = kt + kStages - 1;
-    if (next < key_tiles) {
-      LoadKeys(p, kv_head, pe, next * kKeys, keys,
-               stages + (stage == 0 ? kStages - 1 : stage - 1) * kStageBytes);
+    for (int i = 0; i < kKeys / 16; ++i) {
+      const int key = j * kKeys + r + 16 * i;
+      const bool valid = key < keys;
+      const int64_t row = valid ? key : 0;
+      const bf16* kvr = kv_head + row * p.kv_row_stride;
+      const uint32_t dst = sm.K(st) + 16 * i * 128 + swz;
+      CpAsync16(dst, kvr, valid);
+      CpAsync16(dst + kKeys * 128, kvr + 64, valid);
+      CpAsync16(dst + 2 * kKeys * 128, pe + row * p.latent_stride, valid);
     }
-    CpAsyncCommit();
-    // Key tile 0 is never skipped, so every row's max is finite from the first tile on.
-    if (k0 > last_pos) continue;
-    float s[kMTiles][kKeys / 8][4] = {};
+    CpAsyncArrive(sm.FullK(st));  // tile 0's also covers Q
+    if (j >= kStages) MbarWait(sm.EmptyV(st), parity);
+#pragma unroll
+    for (int i = 0; i < kKeys / 16; ++i) {
+      const int key = j * kKeys + r + 16 * i;
+      const bool valid = key < keys;
+      const bf16* kvr = kv_head + (valid ? key : 0) * p.kv_row_stride + kFlashMlaNope;
+      const uint32_t dst = sm.V(st) + 16 * i * 128 + swz;
+      CpAsync16(dst, kvr, valid);
+      CpAsync16(dst + kKeys * 128, kvr + 64, valid);
+    }
+    CpAsyncArrive(sm.FullV(st));
+  }
+  asm volatile("cp.async.wait_all;" ::: "memory");
+}
+
+// Consumer state: thread (warp w of the warpgroup, lane = 4 g + t) holds rows 16 w + g and
+// 16 w + g + 8 of the warpgroup's 64, at columns 8 n + 2 t, + 1 of each 8-column slice n of S
+// and O (the wgmma accumulator layout): S slice n in s[4 n, + 4), O slice in o[4 n, + 4).
+struct Consumer {
+  float s[kKeys / 2];
+  float o[kV / 2];
+  uint32_t pa[kKeys / 16][4];  // P as wgmma A fragments, 16 keys each
+  float m0, m1, l0, l1, alpha0, alpha1;
+  int pos0, pos1;  // the two rows' positions
+  float scale_log2;
+
+  __device__ __forceinline__ void IssueS(uint32_t qa, uint32_t sk) {
 #pragma unroll
     for (int kk = 0; kk < kQk / 16; ++kk) {
-      uint32_t a[kMTiles][4];  // Q from shared memory: 32 rows x 192 would not fit in registers
-#pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt) {
-        Ldsm4(sq + Swizzle(row0 + 16 * mt + lane % 16, 2 * kk + lane / 16, kQkChunks), a[mt]);
-      }
-#pragma unroll
-      for (int j = 0; j < kKeys / 16; ++j) {
-        uint32_t b[4];
-        Ldsm4(sk + Swizzle(16 * j + lane % 8 + (lane / 16) * 8, 2 * kk + (lane / 8) % 2, kQkChunks),
-              b);
-#pragma unroll
-        for (int mt = 0; mt < kMTiles; ++mt) {
-          Mma(s[mt][2 * j], a[mt], b[0], b[1]);
-          Mma(s[mt][2 * j + 1], a[mt], b[2], b[3]);
-        }
-      }
+      // Dims [16 kk, + 16): column block kk / 4, 32 bytes into its 128-byte rows.
+      WgmmaQk(s, Desc(qa + (kk / 4) * kRows * 128 + (kk % 4) * 32, 16, 1024),
+              Desc(sk + (kk / 4) * kKeys * 128 + (kk % 4) * 32, 16, 1024), kk > 0);
     }
-    const bool diagonal = k0 + kKeys - 1 > tile.pos + row0;  // some keys follow some rows
-    uint32_t pa[kMTiles][kKeys / 16][4];  // P as mma A fragments, 16 keys each
-    bool grew = false;                    // some row's max grew: O needs rescaling
-    float alpha[kMTiles][2];
-#pragma unroll
-    for (int mt = 0; mt < kMTiles; ++mt) {
-      const int pos0 = tile.pos + row0 + 16 * mt + g, pos1 = pos0 + 8;
-      if (diagonal) {
-#pragma unroll
-        for (int nt = 0; nt < kKeys / 8; ++nt) {
-          const int key = k0 + nt * 8 + 2 * t;
-          if (key > pos0) s[mt][nt][0] = -INFINITY;
-          if (key + 1 > pos0) s[mt][nt][1] = -INFINITY;
-          if (key > pos1) s[mt][nt][2] = -INFINITY;
-          if (key + 1 > pos1) s[mt][nt][3] = -INFINITY;
-        }
-      }
-      float mx0 = m[mt][0], mx1 = m[mt][1];
-#pragma unroll
-      for (int nt = 0; nt < kKeys / 8; ++nt) {
-        mx0 = fmaxf(mx0, fmaxf(s[mt][nt][0], s[mt][nt][1]));
-        mx1 = fmaxf(mx1, fmaxf(s[mt][nt][2], s[mt][nt][3]));
-      }
-      mx0 = QuadMax(mx0);
-      mx1 = QuadMax(mx1);
-      grew |= mx0 != m[mt][0] || mx1 != m[mt][1];
-      alpha[mt][0] = Exp2((m[mt][0] - mx0) * scale_log2);
-      alpha[mt][1] = Exp2((m[mt][1] - mx1) * scale_log2);
-      m[mt][0] = mx0;
-      m[mt][1] = mx1;
-      const float b0 = mx0 * scale_log2, b1 = mx1 * scale_log2;
-      float sum0 = 0.0f, sum1 = 0.0f;
-#pragma unroll
-      for (int nt = 0; nt < kKeys / 8; ++nt) {
-        s[mt][nt][0] = Exp2(fmaf(s[mt][nt][0], scale_log2, -b0));
-        s[mt][nt][1] = Exp2(fmaf(s[mt][nt][1], scale_log2, -b0));
-        s[mt][nt][2] = Exp2(fmaf(s[mt][nt][2], scale_log2, -b1));
-        s[mt][nt][3] = Exp2(fmaf(s[mt][nt][3], scale_log2, -b1));
-        sum0 += s[mt][nt][0] + s[mt][nt][1];
-        sum1 += s[mt][nt][2] + s[mt][nt][3];
-      }
-      l[mt][0] = l[mt][0] * alpha[mt][0] + sum0;
-      l[mt][1] = l[mt][1] * alpha[mt][1] + sum1;
-      // The probabilities' C fragments are, pairwise, A fragments of 16 keys.
-#pragma unroll
-      for (int kk = 0; kk < kKeys / 16; ++kk) {
-        pa[mt][kk][0] = PackBf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-        pa[mt][kk][1] = PackBf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-        pa[mt][kk][2] = PackBf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-        pa[mt][kk][3] = PackBf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-      }
-    }
-    // Once the running max settles (most key tiles), alpha is exactly 1 for the whole warp and
-    // the 64 kMTiles multiplies of O are skipped.
-    if (__any_sync(0xffffffffu, grew)) {
-#pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt) {
-#pragma unroll
-        for (int dt = 0; dt < kV / 8; ++dt) {
-          o[mt][dt][0] *= alpha[mt][0];
-          o[mt][dt][1] *= alpha[mt][0];
-          o[mt][dt][2] *= alpha[mt][1];
-          o[mt][dt][3] *= alpha[mt][1];
-        }
-      }
-    }
-    // O += P V.
+  }
+  __device__ __forceinline__ void IssuePv(uint32_t sv) {
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk) {
+      WgmmaPv(o, pa[kk], Desc(sv + kk * 16 * 128, kKeys * 128, 1024));
+    }
+  }
+  // Online softmax of S (keys [k0, k0 + kKeys)): new row maxima, alpha (O's rescale), l, and
+  // S overwritten by exp2(S * scale_log2 - max * scale_log2).
+  template <bool kMask>
+  __device__ __forceinline__ void Softmax(int k0) {
+    const int t = threadIdx.x % 4;
+    if (kMask) {
 #pragma unroll
-      for (int d = 0; d < kV / 16; ++d) {
-        uint32_t b[4];
-        Ldsm4Trans(
-            sv + Swizzle(16 * kk + lane % 8 + ((lane / 8) % 2) * 8, 2 * d + lane / 16, kVChunks),
-            b);
-#pragma unroll
-        for (int mt = 0; mt < kMTiles; ++mt) {
-          Mma(o[mt][2 * d], pa[mt][kk], b[0], b[1]);
-          Mma(o[mt][2 * d + 1], pa[mt][kk], b[2], b[3]);
-        }
+      for (int n = 0; n < kKeys / 8; ++n) {
+        const int key = k0 + n * 8 + 2 * t;
+        if (key > pos0) s[4 * n] = -INFINITY;
+        if (key + 1 > pos0) s[4 * n + 1] = -INFINITY;
+        if (key > pos1) s[4 * n + 2] = -INFINITY;
+        if (key + 1 > pos1) s[4 * n + 3] = -INFINITY;
       }
+    }
+    float mx0 = m0, mx1 = m1;
+#pragma unroll
+    for (int n = 0; n < kKeys / 8; ++n) {
+      mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
+      mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
+    }
+    mx0 = QuadMax(mx0);
+    mx1 = QuadMax(mx1);
+    // Key tile 0 is never masked out entirely, so the maxima are finite from it on.
+    alpha0 = Exp2((m0 - mx0) * scale_log2);
+    alpha1 = Exp2((m1 - mx1) * scale_log2);
+    m0 = mx0;
+    m1 = mx1;
+    const float b0 = mx0 * scale_log2, b1 = mx1 * scale_log2;
+    float sum0 = 0.0f, sum1 = 0.0f;
+#pragma unroll
+    for (int n = 0; n < kKeys / 8; ++n) {
+      s[4 * n] = Exp2(fmaf(s[4 * n], scale_log2, -b0));
+      s[4 * n + 1] = Exp2(fmaf(s[4 * n + 1], scale_log2, -b0));
+      s[4 * n + 2] = Exp2(fmaf(s[4 * n + 2], scale_log2, -b1));
+      s[4 * n + 3] = Exp2(fmaf(s[4 * n + 3], scale_log2, -b1));
+      sum0 += s[4 * n] + s[4 * n + 1];
+      sum1 += s[4 * n + 2] + s[4 * n + 3];
+    }
+    l0 = l0 * alpha0 + sum0;
+    l1 = l1 * alpha1 + sum1;
+  }
+  __device__ __forceinline__ void PackP() {
+#pragma unroll
+    for (int kk = 0; kk < kKeys / 16; ++kk) {
+      pa[kk][0] = PackBf16(s[8 * kk], s[8 * kk + 1]);
+      pa[kk][1] = PackBf16(s[8 * kk + 2], s[8 * kk + 3]);
+      pa[kk][2] = PackBf16(s[8 * kk + 4], s[8 * kk + 5]);
+      pa[kk][3] = PackBf16(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+  }
+  __device__ __forceinline__ void RescaleO() {
+#pragma unroll
+    for (int n = 0; n < kV / 8; ++n) {
+      o[4 * n] *= alpha0;
+      o[4 * n + 1] *= alpha0;
+      o[4 * n + 2] *= alpha1;
+      o[4 * n + 3] *= alpha1;
     }
   }
 
-  bf16* out = static_cast<bf16*>(p.out) + tile.q_row * p.out_token_stride + h * kV + 2 * t;
+  // Key tile j >= 1: S_j = Q K_j^T and O += P_{j-1} V_{j-1} in flight together, the softmax of
+  // S_j under the P V wgmmas.
+  template <bool kMask>
+  __device__ __forceinline__ void Step(const Smem& sm, uint32_t qa, int j, int wg, int lane) {
+    const int st = j % kStages, prev = (j - 1) % kStages;
+    MbarWait(sm.FullK(st), (j / kStages) & 1);
+    MbarWait(sm.FullV(prev), ((j - 1) / kStages) & 1);
+    // cp.async wrote the tiles through the generic proxy; wgmma reads through the async one.
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    BarSync(1 + wg);
+    FenceRegs(s);
+    WgmmaFence();
+    IssueS(qa, sm.K(st));
+    WgmmaCommit();
+    RescaleO();  // by the previous softmax's alpha, under the S wgmmas
+    FenceRegs(o);
+    FenceRegs(pa);
+    WgmmaFence();
+    IssuePv(sm.V(prev));
+    WgmmaCommit();
+    BarArrive(2 - wg);
+    WgmmaWait<1>();
+    FenceRegs(s);
+    MbarArriveLane0(sm.EmptyK(st), lane);
+    Softmax<kMask>(j * kKeys);
+    WgmmaWait<0>();
+    FenceRegs(o);
+    MbarArriveLane0(sm.EmptyV(prev), lane);
+    PackP();
+  }
+};
+
+__global__ void __launch_bounds__(kThreads, 1)
+    FlashMlaPrefillKernel(const FlashMlaPrefillParams p) {
+  extern __shared__ unsigned char smem_raw[];
+  // The 128-byte swizzle repeats every 1024 bytes: tiles start 1024-byte aligned.
+  const uint32_t base = (static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) + 1023) & ~1023u;
+  const Smem sm{base, base + kQBytes, base + kQBytes + kStages * kStageBytes};
+  if (threadIdx.x == 0) {
+    for (int st = 0; st < kStages; ++st) {
+      MbarInit(sm.FullK(st), 128);  // every producer thread's cp.async arrival
+      MbarInit(sm.FullV(st), 128);
+      MbarInit(sm.EmptyK(st), 8);  // one arrival per consumer warp
+      MbarInit(sm.EmptyV(st), 8);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  const FlashMlaTile tile = p.tiles[blockIdx.x];
+  const int64_t h = blockIdx.y;
+  const int key_tiles = (tile.pos + tile.rows + kKeys - 1) / kKeys;
+  const int wg = threadIdx.x / 128;
+  if (wg == 0) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    Produce(p, tile, h, sm, key_tiles);
+    return;
+  }
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+  const int w = wg - 1;  // consumer index: rows [64 w, 64 w + 64) of the tile
+  const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+  const int row = 64 * w + 16 * warp + lane / 4;
+  Consumer cs;
+  cs.pos0 = tile.pos + row;
+  cs.pos1 = cs.pos0 + 8;
+  cs.scale_log2 = p.scale * 1.4426950408889634f;
+  cs.m0 = cs.m1 = -INFINITY;
+  cs.l0 = cs.l1 = 0.0f;
 #pragma unroll
-  for (int mt = 0; mt < kMTiles; ++mt) {
-    const float inv0 = 1.0f / QuadSum(l[mt][0]), inv1 = 1.0f / QuadSum(l[mt][1]);
-    const int r0 = row0 + 16 * mt + g, r1 = r0 + 8;
+  for (int i = 0; i < kV / 2; ++i) cs.o[i] = 0.0f;
+  const uint32_t qa = sm.q + 64 * w * 128;  // the consumer's 64 rows in each Q column block
+  // Tiles [0, unmasked) precede every row of this consumer; the rest need the causal mask.
+  const int unmasked = min((tile.pos + 64 * w + 1) / kKeys, key_tiles);
+
+  MbarWait(sm.FullK(0), 0);
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+  WgmmaFence();
+  cs.IssueS(qa, sm.K(0));
+  WgmmaCommit();
+  WgmmaWait<0>();
+  FenceRegs(cs.s);
+  MbarArriveLane0(sm.EmptyK(0), lane);
+  if (unmasked > 0) {
+    cs.Softmax<false>(0);
+  } else {
+    cs.Softmax<true>(0);
+  }
+  cs.PackP();
+  if (w == 1) BarArrive(1);  // consumer 0 issues first
+  int j = 1;
+  for (; j < unmasked; ++j) cs.Step<false>(sm, qa, j, w, lane);
+  for (; j < key_tiles; ++j) cs.Step<true>(sm, qa, j, w, lane);
+  const int last = (key_tiles - 1) % kStages;
+  MbarWait(sm.FullV(last), ((key_tiles - 1) / kStages) & 1);
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+  BarSync(1 + w);
+  cs.RescaleO();
+  FenceRegs(cs.o);
+  FenceRegs(cs.pa);
+  WgmmaFence();
+  cs.IssuePv(sm.V(last));
+  WgmmaCommit();
+  if (w == 0) BarArrive(2);  // balances consumer 1's first arrival
+  WgmmaWait<0>();
+  FenceRegs(cs.o);
+
+  const float inv0 = 1.0f / QuadSum(cs.l0), inv1 = 1.0f / QuadSum(cs.l1);
+  const int r0 = row, r1 = row + 8;
+  bf16* out = static_cast<bf16*>(p.out) + tile.q_row * p.out_token_stride + h * kV + 2 * (lane % 4);
 #pragma unroll
-    for (int dt = 0; dt < kV / 8; ++dt) {
-      if (r0 < tile.rows) {
-        *reinterpret_cast<uint32_t*>(out + r0 * p.out_token_stride + dt * 8) =
-            PackBf16(o[mt][dt][0] * inv0, o[mt][dt][1] * inv0);
-      }
-      if (r1 < tile.rows) {
-        *reinterpret_cast<uint32_t*>(out + r1 * p.out_token_stride + dt * 8) =
-            PackBf16(o[mt][dt][2] * inv1, o[mt][dt][3] * inv1);
-      }
+  for (int n = 0; n < kV / 8; ++n) {
+    if (r0 < tile.rows) {
+      *reinterpret_cast<uint32_t*>(out + r0 * p.out_token_stride + n * 8) =
+          PackBf16(cs.o[4 * n] * inv0, cs.o[4 * n + 1] * inv0);
+    }
+    if (r1 < tile.rows) {
+      *reinterpret_cast<uint32_t*>(out + r1 * p.out_token_stride + n * 8) =
+          PackBf16(cs.o[4 * n + 2] * inv1, cs.o[4 * n + 3] * inv1);
     }
   }
 }
