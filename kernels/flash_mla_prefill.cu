@@ -21,6 +21,7 @@
 #include "kernels/device_utils.cuh"
 #include "kernels/flash_mla_prefill.cuh"
 #include "kernels/launch_check.h"
+#include "kernels/sm90_async.cuh"
 
 namespace dsv3::kernels {
 
@@ -41,20 +42,6 @@ constexpr int kStageBytes = kKBytes + kVBytes;
 constexpr int kBarBytes = 4 * kStages * 8;  // full K, full V, empty K, empty V per stage
 constexpr int kSmemBytes = 1024 + kQBytes + kStages * kStageBytes + kBarBytes;
 
-__device__ __forceinline__ void MbarInit(uint32_t bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count));
-}
-__device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity) {
-  uint32_t done;
-  do {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        "selp.u32 %0, 1, 0, p;\n}"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-  } while (!done);
-}
 // One arrival from lane 0, predicated rather than branched: consumers arrive while their P V
 // wgmmas are in flight, and divergent code between wgmma issue and wait is one cause of ptxas
 // serializing the wgmmas (warning C7515).
@@ -66,17 +53,6 @@ __device__ __forceinline__ void MbarArriveLane0(uint32_t bar, int lane) {
       : "memory");
 }
 
-__device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src, bool valid) {
-  // src-size 0 zero-fills: rows past the sequence must hold finite values (0 * NaN in P V).
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(valid ? 16 : 0)
-               : "memory");
-}
-// The barrier gets this thread's arrival once all its earlier cp.async have landed.
-__device__ __forceinline__ void CpAsyncArrive(uint32_t bar) {
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
-}
-
 // Named barriers 1 and 2: consumer w waits on 1 + w before issuing its wgmmas and, once they
 // are issued, lets the other one go.
 __device__ __forceinline__ void BarSync(int id) {
@@ -86,38 +62,6 @@ __device__ __forceinline__ void BarArrive(int id) {
   asm volatile("bar.arrive %0, 256;" ::"r"(id) : "memory");
 }
 
-// wgmma operand descriptor, 128-byte swizzle, offsets in bytes. K-major (Q, K): 8-row groups
-// 1024 bytes apart (SBO), LBO unused. MN-major (V): LBO = distance between 64-column blocks,
-// SBO = 1024 between 8-key groups.
-__device__ __forceinline__ uint64_t Desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
-  return static_cast<uint64_t>((addr & 0x3ffff) >> 4) | static_cast<uint64_t>(lbo >> 4) << 16 |
-         static_cast<uint64_t>(sbo >> 4) << 32 | uint64_t{1} << 62;
-}
-
-__device__ __forceinline__ void WgmmaFence() {
-  asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
-}
-__device__ __forceinline__ void WgmmaCommit() {
-  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void WgmmaWait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
-}
-// Orders register accesses against wgmma issue and wait, which the compiler cannot see.
-template <int N>
-__device__ __forceinline__ void FenceRegs(float (&r)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
-}
-template <int N>
-__device__ __forceinline__ void FenceRegs(uint32_t (&r)[N][4]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) asm volatile("" : "+r"(r[i][j])::"memory");
-  }
-}
 
 #define FMLA_D8(i)                                                                            \
   "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
@@ -197,7 +141,7 @@ __device__ __forceinline__ void Produce(const FlashMlaPrefillParams& p, const Fl
     const bf16* src = q + (valid ? row : 0) * p.q_token_stride;
 #pragma unroll
     for (int b = 0; b < kQk / 64; ++b) {
-      CpAsync16(sm.q + b * kRows * 128 + 16 * i * 128 + swz, src + b * 64, valid);
+      CpAsync16(sm.q + b * kRows * 128 + 16 * i * 128 + swz, src + b * 64, valid ? 16 : 0);
     }
   }
   const bf16* kv_head = static_cast<const bf16*>(p.kv) + tile.dense_offset * p.kv_row_stride +
@@ -216,9 +160,9 @@ __device__ __forceinline__ void Produce(const FlashMlaPrefillParams& p, const Fl
       const int64_t row = valid ? key : 0;
       const bf16* kvr = kv_head + row * p.kv_row_stride;
       const uint32_t dst = sm.K(st) + 16 * i * 128 + swz;
-      CpAsync16(dst, kvr, valid);
-      CpAsync16(dst + kKeys * 128, kvr + 64, valid);
-      CpAsync16(dst + 2 * kKeys * 128, pe + row * p.latent_stride, valid);
+      CpAsync16(dst, kvr, valid ? 16 : 0);
+      CpAsync16(dst + kKeys * 128, kvr + 64, valid ? 16 : 0);
+      CpAsync16(dst + 2 * kKeys * 128, pe + row * p.latent_stride, valid ? 16 : 0);
     }
     CpAsyncArrive(sm.FullK(st));  // tile 0's also covers Q
     if (j >= kStages) MbarWait(sm.EmptyV(st), parity);
@@ -228,8 +172,8 @@ __device__ __forceinline__ void Produce(const FlashMlaPrefillParams& p, const Fl
       const bool valid = key < keys;
       const bf16* kvr = kv_head + (valid ? key : 0) * p.kv_row_stride + kFlashMlaNope;
       const uint32_t dst = sm.V(st) + 16 * i * 128 + swz;
-      CpAsync16(dst, kvr, valid);
-      CpAsync16(dst + kKeys * 128, kvr + 64, valid);
+      CpAsync16(dst, kvr, valid ? 16 : 0);
+      CpAsync16(dst + kKeys * 128, kvr + 64, valid ? 16 : 0);
     }
     CpAsyncArrive(sm.FullV(st));
   }
@@ -251,14 +195,14 @@ struct Consumer {
 #pragma unroll
     for (int kk = 0; kk < kQk / 16; ++kk) {
       // Dims [16 kk, + 16): column block kk / 4, 32 bytes into its 128-byte rows.
-      WgmmaQk(s, Desc(qa + (kk / 4) * kRows * 128 + (kk % 4) * 32, 16, 1024),
-              Desc(sk + (kk / 4) * kKeys * 128 + (kk % 4) * 32, 16, 1024), kk > 0);
+      WgmmaQk(s, WgmmaDesc(qa + (kk / 4) * kRows * 128 + (kk % 4) * 32, 16, 1024),
+              WgmmaDesc(sk + (kk / 4) * kKeys * 128 + (kk % 4) * 32, 16, 1024), kk > 0);
     }
   }
   __device__ __forceinline__ void IssuePv(uint32_t sv) {
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk) {
-      WgmmaPv(o, pa[kk], Desc(sv + kk * 16 * 128, kKeys * 128, 1024));
+      WgmmaPv(o, pa[kk], WgmmaDesc(sv + kk * 16 * 128, kKeys * 128, 1024));
     }
   }
   // Online softmax of S (keys [k0, k0 + kKeys)): new row maxima, alpha (O's rescale), l, and

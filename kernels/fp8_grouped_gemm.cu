@@ -35,6 +35,7 @@
 #include "kernels/device_utils.cuh"
 #include "kernels/fp8_grouped_gemm.cuh"
 #include "kernels/launch_check.h"
+#include "kernels/sm90_async.cuh"
 
 namespace dsv3::kernels {
 
@@ -72,63 +73,6 @@ __device__ __forceinline__ Item DecodeItem(int64_t w, int64_t num_tiles, int64_t
   const int64_t in_group = min(kGroupTiles, num_tiles - group * kGroupTiles);
   const int64_t b = rem / in_group;
   return {group * kGroupTiles + rem % in_group, b / blocks_per_mat, b % blocks_per_mat * kBN};
-}
-
-__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-__device__ __forceinline__ void MbarInit(uint32_t bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count));
-}
-
-__device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity) {
-  uint32_t done;
-  do {
-    asm volatile(
-        "{\n"
-        "  .reg .pred p;\n"
-        "  mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        "  selp.u32 %0, 1, 0, p;\n"
-        "}"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-  } while (!done);
-}
-
-__device__ __forceinline__ void MbarArrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
-}
-
-// 16 bytes global -> shared through L2 only (the activation scales).
-__device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
-}
-
-// The barrier gets this thread's arrival once all its earlier cp.async have landed.
-__device__ __forceinline__ void CpAsyncArrive(uint32_t bar) {
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
-}
-
-// wgmma operand descriptor of a K-major tile of 128-byte rows, 128-byte swizzle: 8-row groups
-// 1024 bytes apart (SBO), the leading offset unused for swizzled K-major operands, the tile
-// 1024-byte aligned (base offset 0). Advancing k by 32 (one wgmma) adds 32 bytes to the start.
-__device__ __forceinline__ uint64_t SmemDesc(uint32_t addr) {
-  return static_cast<uint64_t>((addr & 0x3ffff) >> 4) | (uint64_t{1} << 16) |
-         (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
-}
-
-__device__ __forceinline__ void WgmmaFence() {
-  asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
-}
-__device__ __forceinline__ void WgmmaCommit() {
-  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
-}
-// Keeps the compiler from moving accumulator accesses across wgmma issue and wait.
-__device__ __forceinline__ void FenceRegs(float (&d)[64]) {
-#pragma unroll
-  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
 // d (+)= A[64 x 32] * B[128 x 32]^T; accumulate = false overwrites d.
@@ -237,8 +181,8 @@ __device__ void Produce(const CUtensorMap& map_x, const CUtensorMap& map_w,
 
 // d (+)= one stage's 128-k block for consumer wg: four wgmmas as one commit group.
 __device__ __forceinline__ void IssueBlock(float (&part)[64], uint32_t stage_addr, int wg) {
-  const uint64_t da = SmemDesc(stage_addr);
-  const uint64_t db = SmemDesc(stage_addr + kATile + wg * kWgCols * kBK);
+  const uint64_t da = WgmmaDesc(stage_addr, 16, 1024);
+  const uint64_t db = WgmmaDesc(stage_addr + kATile + wg * kWgCols * kBK, 16, 1024);
   FenceRegs(part);
   WgmmaFence();
 #pragma unroll
@@ -246,9 +190,10 @@ __device__ __forceinline__ void IssueBlock(float (&part)[64], uint32_t stage_add
   WgmmaCommit();
 }
 
+// Waits until at most kPending block groups are in flight; part is then readable.
 template <int kPending>
-__device__ __forceinline__ void WgmmaWait(float (&part)[64]) {
-  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(kPending) : "memory");
+__device__ __forceinline__ void WaitBlock(float (&part)[64]) {
+  WgmmaWait<kPending>();
   FenceRegs(part);
 }
 
@@ -365,15 +310,15 @@ __device__ void Consume(const Fp8GroupedGemmParams& p, const CUtensorMap& map_y,
     for (int64_t kb = 0; kb < kblocks; kb += 4) {  // k_pad is a multiple of 512
       start(pa, sa0, sa1, sta);
       start(pb, sb0, sb1, stb);
-      WgmmaWait<1>(pa);
+      WaitBlock<1>(pa);
       finish(pa, sa0, sa1, sta);
       start(pa, sa0, sa1, sta);
-      WgmmaWait<1>(pb);
+      WaitBlock<1>(pb);
       finish(pb, sb0, sb1, stb);
       start(pb, sb0, sb1, stb);
-      WgmmaWait<1>(pa);
+      WaitBlock<1>(pa);
       finish(pa, sa0, sa1, sta);
-      WgmmaWait<0>(pb);
+      WaitBlock<0>(pb);
       finish(pb, sb0, sb1, stb);
     }
 
