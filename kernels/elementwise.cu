@@ -1,6 +1,4 @@
 #include <algorithm>
-#include <initializer_list>
-#include <utility>
 
 #include "kernels/device_utils.cuh"
 #include "kernels/elementwise.cuh"
@@ -21,49 +19,6 @@ __global__ void EmbeddingKernel(EmbeddingParams p) {
   }
   const bf16* src = static_cast<const bf16*>(p.table) + local * p.hidden;
   for (int64_t i = threadIdx.x; i < p.hidden; i += blockDim.x) dst[i] = src[i];
-}
-
-// Eight consecutive elements of an F32 or BF16 array as float (i a multiple of 8, the array
-// 16-byte aligned: one or two 16-byte loads).
-__device__ __forceinline__ void Load8(const void* base, int64_t i, ElemType t, float v[8]) {
-  if (t == ElemType::kBF16) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const bf16*>(base) + i);
-    const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      v[2 * j] = __low2float(pairs[j]);
-      v[2 * j + 1] = __high2float(pairs[j]);
-    }
-  } else {
-    const float4* src = reinterpret_cast<const float4*>(static_cast<const float*>(base) + i);
-    const float4 lo = src[0], hi = src[1];
-    v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w;
-    v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
-  }
-}
-
-// Stores eight values as elements [i, i + 8) of an F32 or BF16 array (alignment as Load8).
-__device__ __forceinline__ void Store8(void* base, int64_t i, const float v[8], ElemType t) {
-  if (t == ElemType::kBF16) {
-    uint4 raw;
-    __nv_bfloat162* pairs = reinterpret_cast<__nv_bfloat162*>(&raw);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) pairs[j] = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
-    *reinterpret_cast<uint4*>(static_cast<bf16*>(base) + i) = raw;
-  } else {
-    float4* dst = reinterpret_cast<float4*>(static_cast<float*>(base) + i);
-    dst[0] = make_float4(v[0], v[1], v[2], v[3]);
-    dst[1] = make_float4(v[4], v[5], v[6], v[7]);
-  }
-}
-
-// Whether [rows, cols] arrays at these bases and row strides take Load8/Store8 everywhere.
-bool Vectorizable(int64_t cols, std::initializer_list<std::pair<const void*, int64_t>> arrays) {
-  if (cols % 8 != 0) return false;
-  for (const auto& [base, stride] : arrays) {
-    if (reinterpret_cast<uintptr_t>(base) % 16 != 0 || stride % 8 != 0) return false;
-  }
-  return true;
 }
 
 // One block per row; the row is read twice (sum of squares, then scale), which keeps any width

@@ -116,17 +116,34 @@ __global__ void MoeTopkKernel(MoeTopkParams p) {
   for (int64_t i = 0; i < p.top_k; ++i) w[i] = w[i] / denom * p.scaling;
 }
 
+// Grid (column chunks, tokens). kVector: 8 columns per thread and access (Vectorizable): one
+// 16-byte load per expert row instead of eight 2-byte ones. The sum runs over j in order either
+// way, so both give the same values.
+template <bool kVector>
 __global__ void MoeCombineKernel(MoeCombineParams p) {
   const int64_t t = blockIdx.y;
-  const bf16* y = static_cast<const bf16*>(p.y);
-  for (int64_t d = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; d < p.hidden;
-       d += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    float acc = 0.0f;
+  constexpr int kWidth = kVector ? 8 : 1;
+  for (int64_t d = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kWidth;
+       d < p.hidden; d += static_cast<int64_t>(gridDim.x) * blockDim.x * kWidth) {
+    float acc[kWidth] = {};
     for (int64_t j = 0; j < p.top_k; ++j) {
       const int32_t row = p.row_of[t * p.top_k + j];
-      if (row >= 0) acc += p.weights[t * p.weights_stride + j] * ToFloat(y[row * p.y_stride + d]);
+      if (row < 0) continue;
+      const float w = p.weights[t * p.weights_stride + j];
+      float y[kWidth];
+      if constexpr (kVector) {
+        Load8(p.y, row * p.y_stride + d, ElemType::kBF16, y);
+      } else {
+        y[0] = ToFloat(static_cast<const bf16*>(p.y)[row * p.y_stride + d]);
+      }
+#pragma unroll
+      for (int i = 0; i < kWidth; ++i) acc[i] += w * y[i];
     }
-    StoreAs(p.out, t * p.out_stride + d, acc, p.out_type);
+    if constexpr (kVector) {
+      Store8(p.out, t * p.out_stride + d, acc, p.out_type);
+    } else {
+      StoreAs(p.out, t * p.out_stride + d, acc[0], p.out_type);
+    }
   }
 }
 
@@ -143,8 +160,13 @@ void MoeTopk(const MoeTopkParams& p, cudaStream_t stream) {
 
 void MoeCombine(const MoeCombineParams& p, cudaStream_t stream) {
   if (p.tokens == 0) return;
-  const dim3 grid(CeilDiv(p.hidden, 256 * 4), static_cast<unsigned>(p.tokens));
-  MoeCombineKernel<<<grid, 256, 0, stream>>>(p);
+  if (Vectorizable(p.hidden, {{p.y, p.y_stride}, {p.out, p.out_stride}})) {
+    const dim3 grid(CeilDiv(p.hidden, 256 * 8), static_cast<unsigned>(p.tokens));
+    MoeCombineKernel<true><<<grid, 256, 0, stream>>>(p);
+  } else {
+    const dim3 grid(CeilDiv(p.hidden, 256 * 4), static_cast<unsigned>(p.tokens));
+    MoeCombineKernel<false><<<grid, 256, 0, stream>>>(p);
+  }
   DSV3_CUDA_CHECK_LAUNCH();
 }
 

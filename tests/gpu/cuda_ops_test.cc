@@ -411,8 +411,9 @@ TEST_F(CudaOpsTest, MoeRouteMatchesCpu) {
 // Up to 256 tokens the grouped path (device permutation, small-M grouped FP8 kernel), beyond it
 // the tiled path (device layout, wgmma grouped FP8 GEMMs over 64-row tiles of one expert); both
 // against the CPU, and against the CPU emulating the GPU's rounding (CpuBackendOptions) within
-// 1e-2. Ragged widths (200, 72) and wider ones (1024, 512); with every expert local and with
-// experts [3, 8) only; and a rank none of whose experts got a token (its part is zeros).
+// 1e-2. Ragged widths (200, 72), widths no 8-column access fits (75, 40) and wider ones
+// (1024, 512); with every expert local and with experts [3, 8) only; and a rank none of whose
+// experts got a token (its part is zeros).
 class CudaMoeExpertsTest : public CudaOpsTest,
                            public ::testing::WithParamInterface<std::pair<int64_t, int64_t>> {};
 
@@ -487,6 +488,7 @@ TEST_P(CudaMoeExpertsTest, MatchCpu) {
 
 INSTANTIATE_TEST_SUITE_P(Widths, CudaMoeExpertsTest,
                          ::testing::Values(std::pair<int64_t, int64_t>{200, 72},
+                                           std::pair<int64_t, int64_t>{75, 40},
                                            std::pair<int64_t, int64_t>{1024, 512}));
 
 }  // namespace
