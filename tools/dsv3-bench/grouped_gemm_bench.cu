@@ -3,7 +3,8 @@
 // DeepSeek-V3 prefill shapes (4096 tokens, top-8 of 256 experts, Poisson(128) rows per expert,
 // each padded to 64-row tiles) timed with events: median of 15 after 3 warm-ups.
 //
-// Build (from the repository root) and run:
+// Built as dsv3-grouped-gemm-bench with the CUDA backend (tools/CMakeLists.txt), or by hand
+// from the repository root:
 //   nvcc -gencode arch=compute_90a,code=sm_90a -std=c++17 -O3 -I. \
 //     tools/dsv3-bench/grouped_gemm_bench.cu kernels/fp8_grouped_gemm.cu -o grouped_gemm_bench
 //   ./grouped_gemm_bench
