@@ -261,16 +261,12 @@ class CudaBackend final : public Backend {
   // y = x W^T for a BF16 weight view [N, K].
   void Bf16Linear(const TensorView& x, const TensorView& w, const TensorView& y);
   void Check(const absl::Status& status, const char* what);
-  // MoeExperts for decode-sized batches of FP8 experts: device-side permutation, grouped GEMMs.
-  void GroupedMoeExperts(const TensorView& x, const TensorView& topk_ids,
+  // MoeExperts for FP8 experts (cuda_moe_grouped.cc): the permutation built on the device and one
+  // grouped GEMM launch each for gate|up and down over every active expert; `tiled` (large
+  // batches): each expert's rows in 64-row tiles of the wgmma kernel, else the small-M kernel.
+  void GroupedFp8Experts(const TensorView& x, const TensorView& topk_ids,
                          const TensorView& topk_weights, std::span<const ExpertWeights> experts,
-                         int64_t expert_begin, const TensorView& out);
-  // MoeExperts for large batches of FP8 experts (cuda_moe_prefill.cc): the routed rows laid out
-  // on the device in tiles of kGroupedTileRows rows of one expert each, then one grouped FP8
-  // GEMM launch for gate|up and one for down over every tile.
-  void TiledFp8Experts(const TensorView& x, const TensorView& topk_ids,
-                       const TensorView& topk_weights, std::span<const ExpertWeights> experts,
-                       int64_t expert_begin, const TensorView& out);
+                         int64_t expert_begin, const TensorView& out, bool tiled);
   // The next entry of the active-experts log (benchmark statistics), or null when the log is
   // full or a graph is being captured.
   int32_t* ActiveLogSlot();

@@ -1,26 +1,20 @@
 // MoE on the GPU: noaux_tc routing (router GEMM, then a top-k kernel) and the routed experts.
-// Decode-sized batches (FP8 experts, at most grouped_moe_max_tokens_ tokens): the permutation is
-// built on the device and gate+up, then down, run as one small-M grouped FP8 launch each over
-// every active expert, with no host synchronization. Larger batches of FP8 experts: the tiled
-// grouped GEMMs (cuda_moe_prefill.cc), also without host synchronization; BF16 experts read the
-// router's ids back and run one after another through Linear. All end in one weighted combine.
+// FP8 experts run as grouped GEMMs with no host synchronization (cuda_moe_grouped.cc): the
+// small-M kernel up to grouped_moe_max_tokens_ tokens, the tiled wgmma kernel beyond. BF16
+// experts read the router's ids back and run one after another through Linear. All end in one
+// weighted combine.
 #include <algorithm>
 
 #include "engine/backend/cuda/cuda_backend.h"
 #include "kernels/elementwise.cuh"
-#include "kernels/fp8_quant.cuh"
 #include "kernels/launch_check.h"
 #include "kernels/moe.cuh"
-#include "kernels/moe_grouped.cuh"
-
 
 namespace dsv3 {
 
 namespace {
 
 constexpr int64_t kMaxGroupedExperts = 1024;  // MoeAlign's shared counters
-
-int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 }  // namespace
 
@@ -48,15 +42,10 @@ void CudaBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
   const int64_t local = static_cast<int64_t>(experts.size());
   if (t == 0) return;
   assert(topk_ids.is_contiguous() && topk_weights.dtype == DType::kF32);
-  if (t <= grouped_moe_max_tokens_ && local <= kMaxGroupedExperts &&
-      experts.front().gate.weight.dtype == DType::kF8E4M3) {
-    OpScope timed(*this, "moe experts (grouped)");
-    GroupedMoeExperts(x, topk_ids, topk_weights, experts, expert_begin, out);
-    return;
-  }
   if (experts.front().gate.weight.dtype == DType::kF8E4M3 && local <= kMaxGroupedExperts) {
-    OpScope timed(*this, "moe experts (tiled)");
-    TiledFp8Experts(x, topk_ids, topk_weights, experts, expert_begin, out);
+    const bool tiled = t > grouped_moe_max_tokens_;
+    OpScope timed(*this, tiled ? "moe experts (tiled)" : "moe experts (grouped)");
+    GroupedFp8Experts(x, topk_ids, topk_weights, experts, expert_begin, out, tiled);
     return;
   }
   OpScope timed(*this, "moe experts (per expert)");
@@ -104,81 +93,6 @@ void CudaBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
     Linear(gate, experts[e].down, yp.view().Rows(r0, r1));
   }
   kernels::MoeCombine({yp.view().data, h, d_row_of.ptr<int32_t>(), topk_weights.ptr<float>(),
-                       topk_weights.strides[0], out.data, out.strides[0], t, k, h,
-                       ElemTypeOf(out.dtype)},
-                      stream_);
-}
-
-const kernels::GroupedWeight* CudaBackend::GroupedWeights(std::span<const ExpertWeights> experts) {
-  const void* key = experts.front().gate.weight.data;
-  auto it = grouped_weights_.find(key);
-  if (it == grouped_weights_.end()) {
-    std::vector<kernels::GroupedWeight> table;  // [experts, 3]: gate, up, down
-    for (const ExpertWeights& e : experts) {
-      for (const LinearWeight* w : {&e.gate, &e.up, &e.down}) {
-        table.push_back({w->weight.ptr<uint8_t>(), w->scale_inv.ptr<float>()});
-      }
-    }
-    const int64_t bytes = static_cast<int64_t>(table.size() * sizeof(kernels::GroupedWeight));
-    it = grouped_weights_.emplace(key, UploadBytes(table.data(), DType::kU8, {bytes})).first;
-  }
-  return static_cast<const kernels::GroupedWeight*>(it->second.view().data);
-}
-
-void CudaBackend::GroupedMoeExperts(const TensorView& x, const TensorView& topk_ids,
-                                    const TensorView& topk_weights,
-                                    std::span<const ExpertWeights> experts, int64_t expert_begin,
-                                    const TensorView& out) {
-  const int64_t t = x.dim(0), h = x.dim(1), k = topk_ids.dim(1), entries = t * k;
-  const int64_t local = static_cast<int64_t>(experts.size());
-  const ExpertWeights& e0 = experts.front();
-  const int64_t inter = e0.gate.n(), h_pad = e0.gate.weight.strides[0];
-  const int64_t i_pad = e0.down.weight.strides[0], rows_pad = RoundUp(entries, 4);
-  const int64_t max_active = std::min(local, entries);
-
-  Tensor begin(allocator(), DType::kI32, {local + 1});
-  Tensor active(allocator(), DType::kI32, {local});
-  Tensor num_active(allocator(), DType::kI32, {1});
-  Tensor token_of(allocator(), DType::kI32, {entries});  // [T * k] token of each permuted row
-  Tensor row_of(allocator(), DType::kI32, {entries});    // [T * k] permuted row of each (t, j)
-  kernels::MoeAlign({topk_ids.ptr<int32_t>(), entries, k, expert_begin, local,
-                     begin.ptr<int32_t>(), active.ptr<int32_t>(), num_active.ptr<int32_t>(),
-                     token_of.ptr<int32_t>(), row_of.ptr<int32_t>(), ActiveLogSlot()},
-                    stream_);
-
-  // The routed copies of x, quantized (the gather fused in): xq [rows_pad, H_pad] e4m3,
-  // xs [H_pad / 128, rows_pad].
-  Tensor xq(allocator(), DType::kF8E4M3, {rows_pad, h_pad});
-  Tensor xs(allocator(), DType::kF32, {h_pad / 128, rows_pad});
-  kernels::QuantizeActivationsParams quantize_x{x.data, x.strides[0], entries, h, rows_pad, h_pad,
-                                                xq.ptr<uint8_t>(), xs.ptr<float>(),
-                                                options_.ue8m0_activation_scales};
-  quantize_x.x_rows = token_of.ptr<int32_t>();
-  kernels::QuantizeActivations(quantize_x, stream_);
-  const kernels::GroupedWeight* weights = GroupedWeights(experts);
-  Tensor gate_up(allocator(), DType::kBF16, {entries, 2 * inter});  // [T * k, gate | up]
-  kernels::GroupedFp8Gemm({xq.ptr<uint8_t>(), xs.ptr<float>(), rows_pad, h_pad,
-                           begin.ptr<int32_t>(), active.ptr<int32_t>(),
-                           num_active.ptr<int32_t>(), max_active, weights, 3, 0, 2, inter,
-                           e0.gate.scale_inv.strides[0], gate_up.view().data, 2 * inter},
-                          stream_);
-  // silu(gate) * up, quantized in the same pass: aq [rows_pad, I_pad], as [I_pad / 128, rows_pad].
-  Tensor aq(allocator(), DType::kF8E4M3, {rows_pad, i_pad});
-  Tensor as(allocator(), DType::kF32, {i_pad / 128, rows_pad});
-  const uint16_t* gu = gate_up.ptr<uint16_t>();
-  kernels::QuantizeActivationsParams quantize_act{gu, 2 * inter, entries, inter, rows_pad, i_pad,
-                                                  aq.ptr<uint8_t>(), as.ptr<float>(),
-                                                  options_.ue8m0_activation_scales};
-  quantize_act.up = gu + inter;
-  quantize_act.up_stride = 2 * inter;
-  kernels::QuantizeActivations(quantize_act, stream_);
-  Tensor yp(allocator(), DType::kBF16, {entries, h});  // [T * k, H] expert outputs
-  kernels::GroupedFp8Gemm({aq.ptr<uint8_t>(), as.ptr<float>(), rows_pad, i_pad,
-                           begin.ptr<int32_t>(), active.ptr<int32_t>(),
-                           num_active.ptr<int32_t>(), max_active, weights, 3, 2, 1, h,
-                           e0.down.scale_inv.strides[0], yp.view().data, h},
-                          stream_);
-  kernels::MoeCombine({yp.view().data, h, row_of.ptr<int32_t>(), topk_weights.ptr<float>(),
                        topk_weights.strides[0], out.data, out.strides[0], t, k, h,
                        ElemTypeOf(out.dtype)},
                       stream_);

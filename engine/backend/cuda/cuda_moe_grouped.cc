@@ -1,0 +1,129 @@
+// The FP8 MoE experts on the device, with no host synchronization: MoeAlign groups the routed
+// rows expert by expert, the gather is fused into the activation quantization, one grouped GEMM
+// launch computes gate|up of every active expert, the SiLU-gate is fused into the next
+// quantization, one launch computes down, and MoeCombine sums each token's weighted rows.
+// Two layouts and kernels:
+// - decode-sized batches: rows packed expert by expert, the small-M tensor-core kernel of
+//   kernels/moe_grouped.cu (a few rows per expert: a weight stream);
+// - large batches (prefill, `tiled`): each expert's rows padded to whole tiles of
+//   kGroupedTileRows rows, the wgmma kernel of kernels/fp8_grouped_gemm.cu over the tiles. The
+//   buffers are sized for the most tiles the batch could need; MoeAlign writes the count in use,
+//   which the GEMM and the quantization read on the device.
+#include <algorithm>
+
+#include "engine/backend/cuda/cuda_backend.h"
+#include "kernels/fp8_grouped_gemm.cuh"
+#include "kernels/fp8_quant.cuh"
+#include "kernels/moe.cuh"
+#include "kernels/moe_grouped.cuh"
+
+namespace dsv3 {
+
+void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_ids,
+                                    const TensorView& topk_weights,
+                                    std::span<const ExpertWeights> experts, int64_t expert_begin,
+                                    const TensorView& out, bool tiled) {
+  const int64_t t = x.dim(0), h = x.dim(1), k = topk_ids.dim(1), entries = t * k;
+  const int64_t local = static_cast<int64_t>(experts.size());
+  const ExpertWeights& e0 = experts.front();
+  const int64_t inter = e0.gate.n();
+  const int64_t h_kpad = e0.gate.weight.strides[0], i_kpad = e0.down.weight.strides[0];
+  constexpr int64_t kTile = kernels::kGroupedTileRows;
+  // Tiled: each active expert adds at most one partial tile to the whole tiles of the rows.
+  const int64_t tiles = tiled ? (entries + kTile - 1) / kTile + std::min(local, entries) : 0;
+  // rows: of the routed layout (token_of, gate|up, expert outputs); rows_pad: of the quantized
+  // operands (the small-M kernel reads rows in groups of 4).
+  const int64_t rows = tiled ? tiles * kTile : entries;
+  const int64_t rows_pad = tiled ? rows : (entries + 3) / 4 * 4;
+
+  Tensor begin(allocator(), DType::kI32, {local + 1});
+  Tensor active(allocator(), DType::kI32, {local});
+  Tensor num_active(allocator(), DType::kI32, {1});
+  Tensor token_of(allocator(), DType::kI32, {rows});   // [rows] token of each routed row
+  Tensor row_of(allocator(), DType::kI32, {entries});  // [T * k] routed row of each (t, j)
+  kernels::MoeAlignParams align{topk_ids.ptr<int32_t>(), entries, k, expert_begin, local,
+                                begin.ptr<int32_t>(), active.ptr<int32_t>(),
+                                num_active.ptr<int32_t>(), token_of.ptr<int32_t>(),
+                                row_of.ptr<int32_t>(), ActiveLogSlot()};
+  Tensor tile_expert, tiles_used;  // [tiles] expert of each tile, [1] tiles in use
+  if (tiled) {
+    tile_expert = Tensor(allocator(), DType::kI32, {tiles});
+    tiles_used = Tensor(allocator(), DType::kI32, {1});
+    align.tile_rows = kTile;
+    align.tile_expert = tile_expert.ptr<int32_t>();
+    align.num_tiles = tiles_used.ptr<int32_t>();
+    align.capacity_rows = rows;
+  }
+  kernels::MoeAlign(align, stream_);
+  const int32_t* used = tiled ? tiles_used.ptr<int32_t>() : nullptr;
+
+  // src [rows, cols] (row r of it: row x_rows[r] of src when set; silu(src) * up when up is set)
+  // quantized into q [rows_pad, k_pad] e4m3 and s [k_pad / 128, rows_pad].
+  auto quantize = [&](const void* src, int64_t src_stride, const int32_t* x_rows, const void* up,
+                      int64_t cols, int64_t k_pad, const Tensor& q, const Tensor& s) {
+    kernels::QuantizeActivationsParams p{src, src_stride, rows, cols, rows_pad, k_pad,
+                                         q.ptr<uint8_t>(), s.ptr<float>(),
+                                         options_.ue8m0_activation_scales};
+    p.x_rows = x_rows;
+    p.up = up;
+    p.up_stride = src_stride;
+    p.used_count = used;
+    p.used_unit = kTile;
+    kernels::QuantizeActivations(p, stream_);
+  };
+  const kernels::GroupedWeight* weights = GroupedWeights(experts);
+  // y [rows, mats * n] = the quantized rows times matrices [first, first + mats) of their
+  // expert (weights [experts, 3]: gate, up, down).
+  auto gemm = [&](const Tensor& q, const Tensor& s, int64_t k_pad, int64_t first, int64_t mats,
+                  int64_t n, int64_t scale_stride, void* y) {
+    if (tiled) {
+      kernels::Fp8GroupedGemmParams p{q.ptr<uint8_t>(), s.ptr<float>(), rows_pad, k_pad,
+                                      tile_expert.ptr<int32_t>(), tiles, weights, 3, first,
+                                      mats, n, scale_stride, y, mats * n, false};
+      p.tiles_used = used;
+      kernels::Fp8GroupedGemm(p, stream_);
+    } else {
+      kernels::GroupedFp8Gemm({q.ptr<uint8_t>(), s.ptr<float>(), rows_pad, k_pad,
+                               begin.ptr<int32_t>(), active.ptr<int32_t>(),
+                               num_active.ptr<int32_t>(), std::min(local, entries), weights, 3,
+                               first, mats, n, scale_stride, y, mats * n},
+                              stream_);
+    }
+  };
+
+  Tensor xq(allocator(), DType::kF8E4M3, {rows_pad, h_kpad});
+  Tensor xs(allocator(), DType::kF32, {h_kpad / 128, rows_pad});
+  quantize(x.data, x.strides[0], token_of.ptr<int32_t>(), nullptr, h, h_kpad, xq, xs);
+  Tensor aq(allocator(), DType::kF8E4M3, {rows_pad, i_kpad});
+  Tensor as(allocator(), DType::kF32, {i_kpad / 128, rows_pad});
+  {
+    Tensor gate_up(allocator(), DType::kBF16, {rows, 2 * inter});  // [rows, gate | up]
+    gemm(xq, xs, h_kpad, 0, 2, inter, e0.gate.scale_inv.strides[0], gate_up.view().data);
+    const uint16_t* gu = gate_up.ptr<uint16_t>();
+    quantize(gu, 2 * inter, nullptr, gu + inter, inter, i_kpad, aq, as);
+  }
+  Tensor yp(allocator(), DType::kBF16, {rows, h});  // [rows, H] each row's expert output
+  gemm(aq, as, i_kpad, 2, 1, h, e0.down.scale_inv.strides[0], yp.view().data);
+  kernels::MoeCombine({yp.view().data, h, row_of.ptr<int32_t>(), topk_weights.ptr<float>(),
+                       topk_weights.strides[0], out.data, out.strides[0], t, k, h,
+                       ElemTypeOf(out.dtype)},
+                      stream_);
+}
+
+const kernels::GroupedWeight* CudaBackend::GroupedWeights(std::span<const ExpertWeights> experts) {
+  const void* key = experts.front().gate.weight.data;
+  auto it = grouped_weights_.find(key);
+  if (it == grouped_weights_.end()) {
+    std::vector<kernels::GroupedWeight> table;  // [experts, 3]: gate, up, down
+    for (const ExpertWeights& e : experts) {
+      for (const LinearWeight* w : {&e.gate, &e.up, &e.down}) {
+        table.push_back({w->weight.ptr<uint8_t>(), w->scale_inv.ptr<float>()});
+      }
+    }
+    const int64_t bytes = static_cast<int64_t>(table.size() * sizeof(kernels::GroupedWeight));
+    it = grouped_weights_.emplace(key, UploadBytes(table.data(), DType::kU8, {bytes})).first;
+  }
+  return static_cast<const kernels::GroupedWeight*>(it->second.view().data);
+}
+
+}  // namespace dsv3
