@@ -24,6 +24,11 @@ __device__ __forceinline__ float FromFloat<float>(float v) { return v; }
 template <>
 __device__ __forceinline__ bf16 FromFloat<bf16>(float v) { return __float2bfloat16_rn(v); }
 
+// The SwiGLU gate: silu(gate) * up in F32 (rounded by the caller where it stores).
+__device__ __forceinline__ float SiluMul(float gate, float up) {
+  return gate / (1.0f + expf(-gate)) * up;
+}
+
 __device__ __forceinline__ float WarpSum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -55,7 +55,7 @@ __global__ void RmsNormKernel(RmsNormParams p) {
 }
 
 __device__ __forceinline__ float BinaryOp(BinaryKind kind, float a, float b) {
-  return kind == BinaryKind::kAdd ? a + b : a / (1.0f + expf(-a)) * b;
+  return kind == BinaryKind::kAdd ? a + b : SiluMul(a, b);
 }
 
 // Grid (column chunks, rows). kVector: 8 columns per thread and access (Vectorizable).

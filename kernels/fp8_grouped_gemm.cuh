@@ -28,9 +28,10 @@ struct Fp8GroupedGemmParams {
   const int32_t* tile_expert;  // [num_tiles] device: local expert of rows [64 i, 64 i + 64)
   int64_t num_tiles;
   const GroupedWeight* weights;  // device table [experts * weights_stride]
-  int64_t weights_stride, first, mats;  // matrix m of expert e: weights[e * weights_stride + first + m]
+  // Matrix m of expert e: weights[e * weights_stride + first + m].
+  int64_t weights_stride, first, mats;
   int64_t n, scale_stride;     // columns per matrix; weight scale row stride (in floats)
-  void* y;                     // [rows_padded, mats * n] BF16, or F32 when y_f32; row stride y_stride
+  void* y;  // [rows_padded, mats * n] BF16, or F32 when y_f32; row stride y_stride
   int64_t y_stride;
   bool y_f32;
   // Optional device count of the tiles in use (a layout built on the device, sized for the most

@@ -43,7 +43,7 @@ __global__ void QuantizeKernel(QuantizeActivationsParams p) {
         float u[4];
         Load4(up + c0, u);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) v[j] = ToFloat(FromFloat<bf16>(v[j] / (1.0f + expf(-v[j])) * u[j]));
+        for (int j = 0; j < 4; ++j) v[j] = ToFloat(FromFloat<bf16>(SiluMul(v[j], u[j])));
       }
     } else {
 #pragma unroll
@@ -51,7 +51,7 @@ __global__ void QuantizeKernel(QuantizeActivationsParams p) {
         if (c0 + j >= p.cols) continue;
         v[j] = ToFloat(x[c0 + j]);
         if (p.up != nullptr) {
-          v[j] = ToFloat(FromFloat<bf16>(v[j] / (1.0f + expf(-v[j])) * ToFloat(up[c0 + j])));
+          v[j] = ToFloat(FromFloat<bf16>(SiluMul(v[j], ToFloat(up[c0 + j]))));
         }
       }
     }

@@ -14,9 +14,9 @@ namespace dsv3 {
 
 namespace {
 
-// Prefill steps with at least this many naive-form tokens attend by GEMMs (tensor cores); fewer
-// take the scalar kernel, whose launch is cheaper.
-constexpr int64_t kPrefillGemmMinTokens = 64;
+// Prefill steps with at least this many naive-form tokens attend on tensor cores (the flash kernel,
+// or GEMMs at other head dims); fewer take the scalar kernel, whose launch is cheaper.
+constexpr int64_t kPrefillTensorCoreMinTokens = 64;
 
 bool UsesNaive(MlaMode mode, const AttentionBatch::Sequence& seq) {
   return mode == MlaMode::kNaive || (mode == MlaMode::kAuto && seq.num_tokens > 1);
@@ -86,7 +86,8 @@ const CudaBackend::StepPlan::Form& CudaBackend::FormFor(StepPlan& plan,
   form.tokens = static_cast<int64_t>(rows.size());
   form.context_rows = static_cast<int64_t>(slots.size());
   const int64_t n = static_cast<int64_t>(form.host_sequences.size());
-  form.by_gemm = !naive && form.single_token && DecodeByGemm(n, form.total_context, form.max_context);
+  form.by_gemm =
+      !naive && form.single_token && DecodeByGemm(n, form.total_context, form.max_context);
   form.gemm_context = form.max_context;
   if (graph_step_ && !naive) {
     // GraphSignatureOf admitted the step for decode by GEMMs; its graphs pad to the bucket.
@@ -100,7 +101,7 @@ const CudaBackend::StepPlan::Form& CudaBackend::FormFor(StepPlan& plan,
                                {static_cast<int64_t>(seqs.size()), 4});
   if (naive) {
     form.context_slots = UploadBytes(slots.data(), DType::kI32, {form.context_rows});
-    form.flash_tiles = FlashMlaTiles(form);
+    if (form.tokens >= kPrefillTensorCoreMinTokens) form.flash_tiles = FlashMlaTiles(form);
   } else {
     form.gemm_items = UploadBytes(items.data(), DType::kI32,
                                   {static_cast<int64_t>(items.size()), 4});
@@ -233,9 +234,9 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
       OpScope part(*this, "- mla: K/V up-projection");
       Check(gemm_->Bf16(up), "MLA K/V up-projection");
     }
-    if (naive.tokens >= kPrefillGemmMinTokens) {
+    if (naive.tokens >= kPrefillTensorCoreMinTokens) {
       OpScope part(*this, "- mla: naive attention (flash kernel or GEMMs)");
-      MlaPrefillByGemm(q, kv, latents, naive, p, out);
+      MlaPrefillOnTensorCores(q, kv, latents, naive, p, out);
       return;
     }
     OpScope part(*this, "- mla: naive attention (kernel)");

@@ -126,9 +126,9 @@ Tensor CudaBackend::FlashMlaTiles(const StepPlan::Form& form) {
   return UploadBytes(tiles.data(), DType::kI32, {static_cast<int64_t>(tiles.size()), 4});
 }
 
-void CudaBackend::MlaPrefillByGemm(const TensorView& q, const TensorView& kv,
-                                   const TensorView& latents, const StepPlan::Form& form,
-                                   const MlaParams& p, const TensorView& out) {
+void CudaBackend::MlaPrefillOnTensorCores(const TensorView& q, const TensorView& kv,
+                                          const TensorView& latents, const StepPlan::Form& form,
+                                          const MlaParams& p, const TensorView& out) {
   const int64_t nh = p.num_heads, nope = p.nope_dim, rope = p.rope_dim, vd = p.v_dim;
   const int64_t qk = nope + rope, head_rows = nope + vd, lora = p.kv_lora_rank;
   const auto aligned = [](const void* ptr, int64_t stride) {

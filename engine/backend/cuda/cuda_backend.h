@@ -179,7 +179,8 @@ class CudaBackend final : public Backend {
       // Absorbed form: one kernels::MlaGemmItem per sequence (decode by GEMMs), the longest
       // context, the sum of contexts, and whether every sequence has one new token.
       Tensor gemm_items;
-      // Naive form: one kernels::FlashMlaTile per query tile, longest first (FlashMlaTiles).
+      // Naive form on tensor cores: one kernels::FlashMlaTile per query tile, longest first
+      // (FlashMlaTiles).
       Tensor flash_tiles;
       int64_t max_context = 0, total_context = 0;
       bool single_token = true;
@@ -247,9 +248,11 @@ class CudaBackend final : public Backend {
   void MlaDecodeByGemm(const TensorView& q, const TensorView& q_lat, const TensorView& cache,
                        const StepPlan& plan, const StepPlan::Form& form, int32_t block_size,
                        const MlaParams& p, const TensorView& o_lat);
-  void MlaPrefillByGemm(const TensorView& q, const TensorView& kv, const TensorView& latents,
-                        const StepPlan::Form& form, const MlaParams& p, const TensorView& out);
-  // The naive form's query tiles for the flash kernel, uploaded (a form's tokens > 0).
+  void MlaPrefillOnTensorCores(const TensorView& q, const TensorView& kv,
+                               const TensorView& latents, const StepPlan::Form& form,
+                               const MlaParams& p, const TensorView& out);
+  // The naive form's query tiles for the flash kernel, uploaded (forms of at least
+  // kPrefillTensorCoreMinTokens tokens, the ones MlaPrefillOnTensorCores serves).
   Tensor FlashMlaTiles(const StepPlan::Form& form);
   // The BF16 [N, K] form of a linear weight (dequantized once and cached for FP8 weights).
   TensorView Bf16Weight(const LinearWeight& w);
