@@ -1,11 +1,14 @@
 // The fixture models on the GPU against transformers' references (tests/data/fixtures): logits
-// within 3e-2 relative error (BF16 activations, FP8 activation quantization for FP8 weights),
-// and the same greedy tokens wherever the reference's top-2 margin exceeds 0.1, through prefill,
-// decode steps over the paged cache, and batches mixing both. And against the CPU backend
-// emulating the GPU's numerics (CpuBackendOptions: FP8 activations, BF16 between ops) within
-// 1e-2: the check that separates a GPU bug from the fixtures' inherent quantization noise.
-// Every prefill prints "errors <fixture> prompt <i>: gpu-ref .. emu-ref .. gpu-emu .." for
-// docs/cuda.md.
+// within 3e-2 relative error, and the same greedy tokens wherever the reference's top-2 margin
+// exceeds 0.1, through prefill, decode steps over the paged cache, and batches mixing both. An
+// FP8 checkpoint is compared with transformers run with FP8 activations (BF16 model, every FP8
+// linear quantizing its input 1x128 to e4m3: fp8act_logits_<i>.npy, made by
+// tools/fixtures/make_fp8_reference.py), a BF16 checkpoint with transformers in float32
+// (logits_<i>.npy). And against the CPU backend emulating the GPU's numerics
+// (CpuBackendOptions: FP8 activations, BF16 between ops) within 1e-2: the check that separates
+// a GPU bug from the fixtures' inherent quantization noise. Every prefill prints
+// "errors <fixture> prompt <i>: gpu-ref .. gpu-f32 .. fp8ref-f32 .. emu-ref .. gpu-emu .." for
+// docs/cuda.md (ref: the reference the test compares with; f32: transformers in float32).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -70,6 +73,18 @@ class CudaModelTest : public ::dsv3::testing::GpuTest,
     ref_ = LoadReference(fixture_);
   }
   int64_t vocab() const { return model_->config().vocab_size; }
+  bool fp8_checkpoint() const { return GetParam().ends_with("-fp8"); }
+
+  // transformers' logits for prompt i: with FP8 activations for an FP8 checkpoint (`fp8`
+  // true), in float32 otherwise.
+  std::vector<float> TransformersLogits(size_t i, bool fp8) const {
+    auto logits = ReadNpyF32(TestDataPath("fixtures/" + fixture_ + "-ref/" +
+                                          (fp8 ? "fp8act_logits_" : "logits_") +
+                                          std::to_string(i) + ".npy"));
+    EXPECT_TRUE(logits.ok()) << logits.status();
+    return logits.ok() ? std::move(logits->data) : std::vector<float>{};
+  }
+  std::vector<float> ReferenceLogits(size_t i) const { return TransformersLogits(i, fp8_checkpoint()); }
 
   // Logits of every position of `tokens` from one prefill on `model`.
   std::vector<float> Prefill(DeepseekV3Model& model, Backend& backend,
@@ -98,37 +113,35 @@ class CudaModelTest : public ::dsv3::testing::GpuTest,
 // fixtures' FP8/BF16 noise does not. Prints the three errors per prompt.
 TEST_P(CudaModelTest, PrefillLogitsMatchEmulatedCpu) {
   for (size_t i = 0; i < ref_.prompts.size(); ++i) {
-    auto want = ReadNpyF32(TestDataPath("fixtures/" + fixture_ + "-ref/logits_" +
-                                        std::to_string(i) + ".npy"));
-    ASSERT_TRUE(want.ok()) << want.status();
+    const auto want = ReferenceLogits(i), f32 = TransformersLogits(i, false);
+    ASSERT_FALSE(want.empty());
     const auto got = Prefill(*model_, *gpu_, ref_.prompts[i]);
     const auto emu = Prefill(*emu_model_, emu_, ref_.prompts[i]);
     const double gpu_emu = RelError(got, emu);
-    std::printf("errors %s prompt %zu: gpu-ref %.4f emu-ref %.4f gpu-emu %.4f\n",
-                GetParam().c_str(), i, RelError(got, want->data), RelError(emu, want->data),
-                gpu_emu);
+    std::printf("errors %s prompt %zu: gpu-ref %.4f gpu-f32 %.4f fp8ref-f32 %.4f emu-ref %.4f "
+                "gpu-emu %.4f\n",
+                GetParam().c_str(), i, RelError(got, want), RelError(got, f32),
+                fp8_checkpoint() ? RelError(want, f32) : 0.0, RelError(emu, want), gpu_emu);
     EXPECT_LT(gpu_emu, kEmulatedTol) << "prompt " << i;
   }
 }
 
 TEST_P(CudaModelTest, PrefillLogitsMatchTransformers) {
   for (size_t i = 0; i < ref_.prompts.size(); ++i) {
-    auto want = ReadNpyF32(TestDataPath("fixtures/" + fixture_ + "-ref/logits_" +
-                                        std::to_string(i) + ".npy"));
-    ASSERT_TRUE(want.ok()) << want.status();
+    const auto want = ReferenceLogits(i);
+    ASSERT_FALSE(want.empty());
     const auto got = Prefill(*model_, *gpu_, ref_.prompts[i]);
-    EXPECT_LT(RelError(got, want->data), kLogitsTol) << "prompt " << i;
+    EXPECT_LT(RelError(got, want), kLogitsTol) << "prompt " << i;
   }
 }
 
 TEST_P(CudaModelTest, PrefillGreedyMatchesTransformersWhereDecisive) {
   for (size_t i = 0; i < ref_.prompts.size(); ++i) {
-    auto want = ReadNpyF32(TestDataPath("fixtures/" + fixture_ + "-ref/logits_" +
-                                        std::to_string(i) + ".npy"));
-    ASSERT_TRUE(want.ok()) << want.status();
+    const auto want = ReferenceLogits(i);
+    ASSERT_FALSE(want.empty());
     const auto got = Prefill(*model_, *gpu_, ref_.prompts[i]);
     for (int64_t r = 0; r < static_cast<int64_t>(ref_.prompts[i].size()); ++r) {
-      const auto [ref_token, margin] = TopToken(want->data.data() + r * vocab(), vocab());
+      const auto [ref_token, margin] = TopToken(want.data() + r * vocab(), vocab());
       if (margin > kMargin) {
         EXPECT_EQ(TopToken(got.data() + r * vocab(), vocab()).first, ref_token) << "prompt " << i << " row " << r;
       }
