@@ -1,0 +1,313 @@
+// Checks and times the small-M FP8 GEMM of kernels/moe_grouped.cu on its own (needs only
+// libcudart): DenseFp8Gemm at the DeepSeek-V3 decode linears (M = 1, 4, 8, 16 rows) against a
+// naive F64 device reference, then timed with events over back-to-back launches, once on one
+// weight copy (L2 may serve part of it) and once rotating through copies totalling over 4x the
+// 50 MB L2 (HBM reads). GB/s counts weight and scale bytes; "% copy" is against a 1 GB
+// device-to-device cudaMemcpy timed in the same run (read + write bytes). Last, GroupedFp8Gemm at
+// the decode MoE shapes (batch 128, top-8 of 256 experts), which shares the kernel.
+//
+// Built as dsv3-dense-gemm-bench with the CUDA backend (tools/CMakeLists.txt), or by hand from
+// the repository root:
+//   nvcc -gencode arch=compute_90a,code=sm_90a -std=c++17 -O3 -I. \
+//     tools/dsv3-bench/dense_gemm_bench.cu kernels/moe_grouped.cu -o dense_gemm_bench
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "kernels/launch_check.h"
+#include "kernels/moe_grouped.cuh"
+
+namespace {
+
+using dsv3::kernels::DenseFp8Gemm;
+using dsv3::kernels::DenseFp8GemmParams;
+using dsv3::kernels::GroupedFp8Gemm;
+using dsv3::kernels::GroupedFp8GemmParams;
+using dsv3::kernels::GroupedWeight;
+
+__device__ uint32_t Hash(uint64_t i, uint32_t seed) {
+  uint64_t x = i * 0x9e3779b97f4a7c15ull + seed;
+  x ^= x >> 31;
+  x *= 0xbf58476d1ce4e5b9ull;
+  x ^= x >> 29;
+  return static_cast<uint32_t>(x);
+}
+
+// q [rows, k_pad]: for columns < k, e4m3 of a bell-shaped value in [-306, 306] (the sum of four
+// uniforms), as block-quantized weights and activations look; else 0 (the padding the kernel
+// assumes).
+__global__ void FillCodes(uint8_t* q, int64_t rows, int64_t k_pad, int64_t k, uint32_t seed) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * k_pad;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const uint32_t h = Hash(i, seed);
+    const float v = ((h & 255) + (h >> 8 & 255) + (h >> 16 & 255) + (h >> 24) - 510.0f) * 0.6f;
+    q[i] = i % k_pad < k ? __nv_fp8_e4m3(v).__x : 0;
+  }
+}
+
+__global__ void FillScales(float* s, int64_t count, float lo, float hi, uint32_t seed) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    s[i] = lo + (hi - lo) * (Hash(i, seed) >> 8) * (1.0f / 16777216.0f);
+  }
+}
+
+__device__ double Fp8(uint8_t b) {
+  __nv_fp8_e4m3 v;
+  v.__x = b;
+  return static_cast<double>(static_cast<float>(v));
+}
+
+// out[r * cols + i] = y[r, col[i]] per the header's formula, in F64.
+__global__ void Reference(DenseFp8GemmParams p, const int64_t* col, int64_t cols, double* out) {
+  const int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (i >= p.rows * cols) return;
+  const int64_t r = i / cols, c = col[i % cols];
+  double acc = 0;
+  for (int64_t kb = 0; kb < p.k_pad / 128; ++kb) {
+    double part = 0;
+    for (int64_t k = kb * 128; k < kb * 128 + 128; ++k) {
+      part += Fp8(p.xq[r * p.k_pad + k]) * Fp8(p.w.w[c * p.k_pad + k]);
+    }
+    acc += part * p.xs[kb * p.rows_padded + r] * p.w.s[c / 128 * p.scale_stride + kb];
+  }
+  out[i] = acc;
+}
+
+float Bf16ToFloat(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float v;
+  std::memcpy(&v, &bits, 4);
+  return v;
+}
+
+uint32_t g_seed = 1;
+double g_copy_gbs = 0;  // device-to-device copy bandwidth, GB/s
+
+void Fill(uint8_t* q, int64_t rows, int64_t k_pad, int64_t k) {
+  FillCodes<<<4096, 256>>>(q, rows, k_pad, k, g_seed++);
+  DSV3_CUDA_CHECK_LAUNCH();
+}
+
+void FillS(float* s, int64_t count, float lo, float hi) {
+  FillScales<<<256, 256>>>(s, count, lo, hi, g_seed++);
+  DSV3_CUDA_CHECK_LAUNCH();
+}
+
+// Mean time per launch over `iters` back-to-back launches after `warm` unmeasured ones, in us.
+template <typename F>
+double TimeUs(int warm, int iters, F&& launch) {
+  cudaEvent_t a, b;
+  DSV3_CUDA_CHECK(cudaEventCreate(&a));
+  DSV3_CUDA_CHECK(cudaEventCreate(&b));
+  for (int i = 0; i < warm; ++i) launch(i);
+  DSV3_CUDA_CHECK(cudaEventRecord(a));
+  for (int i = 0; i < iters; ++i) launch(i);
+  DSV3_CUDA_CHECK(cudaEventRecord(b));
+  DSV3_CUDA_CHECK(cudaEventSynchronize(b));
+  float ms;
+  DSV3_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+  DSV3_CUDA_CHECK(cudaEventDestroy(a));
+  DSV3_CUDA_CHECK(cudaEventDestroy(b));
+  return ms * 1e3 / iters;
+}
+
+void MeasureCopy() {
+  const size_t bytes = size_t{1} << 30;
+  void *src, *dst;
+  DSV3_CUDA_CHECK(cudaMalloc(&src, bytes));
+  DSV3_CUDA_CHECK(cudaMalloc(&dst, bytes));
+  DSV3_CUDA_CHECK(cudaMemset(src, 1, bytes));
+  const double us = TimeUs(2, 10, [&](int) {
+    DSV3_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice));
+  });
+  g_copy_gbs = 2.0 * bytes / us * 1e-3;
+  std::printf("device-to-device copy of 1 GiB: %.1f us, %.1f GB/s (read + write)\n", us,
+              g_copy_gbs);
+  DSV3_CUDA_CHECK(cudaFree(src));
+  DSV3_CUDA_CHECK(cudaFree(dst));
+}
+
+struct Shape {
+  const char* name;
+  int64_t n, k;
+  bool time;
+};
+
+bool g_all_ok = true;
+
+void RunDense(const Shape& sh) {
+  const int64_t k_pad = (sh.k + 127) / 128 * 128, n_pad = (sh.n + 15) / 16 * 16;
+  const int64_t sblocks = (sh.n + 127) / 128, scale_stride = k_pad / 128;
+  const int64_t w_bytes = n_pad * k_pad, s_count = sblocks * scale_stride;
+  // Copies to rotate through: over 200 MB in all, so that every launch reads HBM.
+  const int64_t copies = sh.time ? (int64_t{200} << 20) / (sh.n * k_pad) + 1 : 1;
+  uint8_t* wq;
+  float* ws;
+  DSV3_CUDA_CHECK(cudaMalloc(&wq, copies * w_bytes));
+  DSV3_CUDA_CHECK(cudaMalloc(&ws, copies * s_count * 4));
+  Fill(wq, copies * n_pad, k_pad, sh.k);
+  FillS(ws, copies * s_count, 0.5e-3f, 1.5e-3f);
+  const double gbytes = (sh.n * k_pad + s_count * 4.0) * 1e-9;
+  for (const int64_t m : {1, 4, 8, 16}) {
+    const int64_t rows_padded = (m + 15) / 16 * 16;
+    uint8_t* xq;
+    float* xs;
+    uint16_t* y;
+    DSV3_CUDA_CHECK(cudaMalloc(&xq, rows_padded * k_pad));
+    DSV3_CUDA_CHECK(cudaMalloc(&xs, scale_stride * rows_padded * 4));
+    DSV3_CUDA_CHECK(cudaMalloc(&y, m * sh.n * 2));
+    Fill(xq, rows_padded, k_pad, sh.k);
+    FillS(xs, scale_stride * rows_padded, 0.5e-2f, 1.5e-2f);
+    DSV3_CUDA_CHECK(cudaMemset(y, 0xff, m * sh.n * 2));
+    DenseFp8GemmParams p{xq, xs, m, rows_padded, k_pad, {wq, ws}, sh.n, scale_stride, y, sh.n,
+                         false};
+    DenseFp8Gemm(p, nullptr);
+    // Check: every column when few, else 509 spread ones and the last; per row, the largest
+    // error over the row's RMS.
+    std::vector<int64_t> col;
+    for (int64_t c = 0; c < sh.n; c += std::max<int64_t>(1, sh.n / 509)) col.push_back(c);
+    if (col.back() != sh.n - 1) col.push_back(sh.n - 1);
+    const int64_t cols = static_cast<int64_t>(col.size());
+    int64_t* d_col;
+    double* d_ref;
+    DSV3_CUDA_CHECK(cudaMalloc(&d_col, cols * 8));
+    DSV3_CUDA_CHECK(cudaMalloc(&d_ref, m * cols * 8));
+    DSV3_CUDA_CHECK(cudaMemcpy(d_col, col.data(), cols * 8, cudaMemcpyHostToDevice));
+    Reference<<<(m * cols + 127) / 128, 128>>>(p, d_col, cols, d_ref);
+    DSV3_CUDA_CHECK_LAUNCH();
+    std::vector<double> ref(m * cols);
+    std::vector<uint16_t> got(m * sh.n);
+    DSV3_CUDA_CHECK(cudaMemcpy(ref.data(), d_ref, m * cols * 8, cudaMemcpyDeviceToHost));
+    DSV3_CUDA_CHECK(cudaMemcpy(got.data(), y, m * sh.n * 2, cudaMemcpyDeviceToHost));
+    // Per output: |got - ref| within BF16's half ulp of ref (2^-9 of |ref| rounded up to its
+    // binade: 2^-8 |ref| bounds it) plus 1e-3 of the row's RMS for the accumulation order.
+    // worst: the largest error over that bound; 1 or less passes.
+    double worst = 0;
+    int64_t worst_r = 0, worst_i = 0;
+    for (int64_t r = 0; r < m; ++r) {
+      double ss = 0;
+      for (int64_t i = 0; i < cols; ++i) ss += ref[r * cols + i] * ref[r * cols + i];
+      const double rms = std::sqrt(ss / cols);
+      for (int64_t i = 0; i < cols; ++i) {
+        const double v = Bf16ToFloat(got[r * sh.n + col[i]]), want = ref[r * cols + i];
+        const double bound = std::ldexp(std::fabs(want), -8) + 1e-3 * rms;
+        const double e = std::isfinite(v) ? std::fabs(v - want) / bound : INFINITY;
+        if (e > worst) worst = e, worst_r = r, worst_i = i;
+      }
+    }
+    const bool ok = worst <= 1;
+    if (!ok) {
+      std::printf("  worst: row %ld column %ld got %.6g want %.6g\n", worst_r, col[worst_i],
+                  Bf16ToFloat(got[worst_r * sh.n + col[worst_i]]), ref[worst_r * cols + worst_i]);
+    }
+    g_all_ok = g_all_ok && ok;
+    DSV3_CUDA_CHECK(cudaFree(d_col));
+    DSV3_CUDA_CHECK(cudaFree(d_ref));
+
+    double hot = 0, hbm = 0;
+    if (sh.time) {
+      const int iters = std::max(20, static_cast<int>(4.0 / gbytes));  // ~4 GB read
+      hot = TimeUs(10, iters, [&](int) { DenseFp8Gemm(p, nullptr); });
+      hbm = TimeUs(copies, iters, [&](int i) {
+        DenseFp8GemmParams q = p;
+        q.w = {wq + i % copies * w_bytes, ws + i % copies * s_count};
+        DenseFp8Gemm(q, nullptr);
+      });
+    }
+    const double gbs = hbm > 0 ? gbytes / hbm * 1e6 : 0;
+    std::printf("%-22s %5ld x %5ld  M %2ld  err/bound %.2f %-4s  L2-warm %7.2f us  HBM %7.2f us  "
+                "%6.0f GB/s  %5.1f%% copy\n",
+                sh.name, sh.n, sh.k, m, worst, ok ? "OK" : "FAIL", hot, hbm, gbs,
+                100 * gbs / g_copy_gbs);
+    DSV3_CUDA_CHECK(cudaFree(xq));
+    DSV3_CUDA_CHECK(cudaFree(xs));
+    DSV3_CUDA_CHECK(cudaFree(y));
+  }
+  DSV3_CUDA_CHECK(cudaFree(wq));
+  DSV3_CUDA_CHECK(cudaFree(ws));
+}
+
+// Decode MoE: `tokens` tokens, top-8 of 256 distinct experts each (uniform), through MoeAlign;
+// weights [experts][mats] of n x k (7.5 GB for gate|up: no L2 reuse across launches).
+void RunGrouped(const char* name, int64_t tokens, int64_t n, int64_t k, int64_t mats) {
+  const int64_t experts = 256, top_k = 8, entries = tokens * top_k, kb = k / 128;
+  std::mt19937 rng(11);
+  std::vector<int32_t> ids(entries);
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::vector<int32_t> all(experts);
+    for (int32_t e = 0; e < experts; ++e) all[e] = e;
+    std::shuffle(all.begin(), all.end(), rng);
+    std::copy(all.begin(), all.begin() + top_k, ids.begin() + t * top_k);
+  }
+  int32_t *d_ids, *begin, *active, *num_active, *token_of, *row_of;
+  DSV3_CUDA_CHECK(cudaMalloc(&d_ids, entries * 4));
+  DSV3_CUDA_CHECK(cudaMalloc(&begin, (experts + 1) * 4));
+  DSV3_CUDA_CHECK(cudaMalloc(&active, experts * 4));
+  DSV3_CUDA_CHECK(cudaMalloc(&num_active, 4));
+  DSV3_CUDA_CHECK(cudaMalloc(&token_of, entries * 4));
+  DSV3_CUDA_CHECK(cudaMalloc(&row_of, entries * 4));
+  DSV3_CUDA_CHECK(cudaMemcpy(d_ids, ids.data(), entries * 4, cudaMemcpyHostToDevice));
+  dsv3::kernels::MoeAlign({d_ids, entries, top_k, 0, experts, begin, active, num_active,
+                           token_of, row_of, nullptr},
+                          nullptr);
+  uint8_t *wq, *xq;
+  float *ws, *xs;
+  void* y;
+  GroupedWeight* table;
+  const int64_t mat_bytes = n * k, s_count = (n + 127) / 128 * kb, total = experts * mats;
+  DSV3_CUDA_CHECK(cudaMalloc(&wq, total * mat_bytes));
+  DSV3_CUDA_CHECK(cudaMalloc(&ws, total * s_count * 4));
+  DSV3_CUDA_CHECK(cudaMalloc(&xq, entries * k));
+  DSV3_CUDA_CHECK(cudaMalloc(&xs, kb * entries * 4));
+  DSV3_CUDA_CHECK(cudaMalloc(&y, entries * mats * n * 2));
+  DSV3_CUDA_CHECK(cudaMalloc(&table, total * sizeof(GroupedWeight)));
+  Fill(wq, total * n, k, k);
+  FillS(ws, total * s_count, 0.5e-3f, 1.5e-3f);
+  Fill(xq, entries, k, k);
+  FillS(xs, kb * entries, 0.5e-2f, 1.5e-2f);
+  std::vector<GroupedWeight> host(total);
+  for (int64_t i = 0; i < total; ++i) host[i] = {wq + i * mat_bytes, ws + i * s_count};
+  DSV3_CUDA_CHECK(cudaMemcpy(table, host.data(), total * sizeof(GroupedWeight),
+                             cudaMemcpyHostToDevice));
+  int32_t act = 0;
+  DSV3_CUDA_CHECK(cudaMemcpy(&act, num_active, 4, cudaMemcpyDeviceToHost));
+  const GroupedFp8GemmParams p{xq,    xs, entries, k,  begin, active, num_active, experts, table,
+                               mats,  0,  mats,    n,  kb,    y,      mats * n};
+  const double us = TimeUs(5, 50, [&](int) { GroupedFp8Gemm(p, nullptr); });
+  const double gbs = act * mats * (mat_bytes + s_count * 4.0) / us * 1e-3;
+  std::printf("grouped %-14s %ld tokens, %d active experts x %ld x %ld x %ld: %7.2f us  "
+              "%6.0f GB/s  %5.1f%% copy\n",
+              name, tokens, act, mats, n, k, us, gbs, 100 * gbs / g_copy_gbs);
+  for (void* ptr : {static_cast<void*>(d_ids), static_cast<void*>(begin),
+                    static_cast<void*>(active), static_cast<void*>(num_active),
+                    static_cast<void*>(token_of), static_cast<void*>(row_of),
+                    static_cast<void*>(wq), static_cast<void*>(ws), static_cast<void*>(xq),
+                    static_cast<void*>(xs), y, static_cast<void*>(table)}) {
+    DSV3_CUDA_CHECK(cudaFree(ptr));
+  }
+}
+
+}  // namespace
+
+int main() {
+  MeasureCopy();
+  const std::vector<Shape> shapes = {
+      {"ragged", 200, 256, false},          {"ragged k", 200, 500, false},
+      {"q_a", 1536, 7168, true},            {"kv_a", 576, 7168, true},
+      {"q_b", 24576, 1536, true},           {"o_proj", 7168, 16384, true},
+      {"shared gate|up", 4096, 7168, true}, {"shared down", 7168, 2048, true},
+      {"dense gate|up", 36864, 7168, true}, {"dense down", 7168, 18432, true},
+  };
+  for (const Shape& sh : shapes) RunDense(sh);
+  RunGrouped("gate|up", 128, 2048, 7168, 2);
+  RunGrouped("down", 128, 7168, 2048, 1);
+  std::printf("%s\n", g_all_ok ? "all checks OK" : "SOME CHECKS FAILED");
+  return g_all_ok ? 0 : 1;
+}
