@@ -78,8 +78,14 @@ __global__ void MoeAlignKernel(MoeAlignParams p) {
 
 constexpr int kTileCols = 16;  // output columns per warp tile (the mma's M)
 constexpr int kTokens = 8;     // tokens per mma (its N)
-constexpr int kTokTiles = 4;   // token tiles a warp accumulates per pass over the weights
-constexpr int kChunkRows = kTokens * kTokTiles;
+// Token tiles a warp accumulates per pass over the weights: kTokTiles for grouped launches;
+// kDenseTokTiles for dense ones (at most 16 rows), which frees the registers to load each pair's
+// activations and scales together with its weights: one memory latency per pair instead of two,
+// where decode sizes are latency-bound (docs/perf/h200.md, dsv3-dense-gemm-bench). One tile
+// would free more registers but raises occupancy into a partial last wave of blocks (measured:
+// the dense MLP's gate|up 86 -> 134 us at M = 1).
+constexpr int kTokTiles = 4;
+constexpr int kDenseTokTiles = 2;
 constexpr int kBlockWarps = 8;  // warps per block while ksplit <= 8
 constexpr int kMaxKSplit = 16;  // warps sharing one column tile; also the most warps per block
 // Warps a launch should have before K is split no further. A warp has 4 KB of weights in flight
@@ -155,13 +161,30 @@ __device__ __forceinline__ void BlockMma(float (&d)[4], const uint32_t (&wg)[16]
   }
 }
 
+// This lane's activation bytes of token tile `base` in k-block kb (token g, as BlockMma takes
+// them) and the activation scales of its output rows 2t and 2t + 1. Rows past the group's end
+// read its last row instead; their results are not stored.
+__device__ __forceinline__ void LoadTokens(const MmaGemmArgs& p, int32_t base, int32_t r_end,
+                                           int64_t kb, int g, int t, uint4 (&raw)[2], float& sa,
+                                           float& sb) {
+  const int32_t xr = min(base + g, r_end - 1);
+  const int32_t ra = min(base + 2 * t, r_end - 1), rb = min(base + 2 * t + 1, r_end - 1);
+  const uint8_t* px = p.xq + xr * p.k_pad + kb * 128 + 16 * t;
+  raw[0] = __ldg(reinterpret_cast<const uint4*>(px));
+  raw[1] = __ldg(reinterpret_cast<const uint4*>(px + 64));
+  sa = __ldg(p.xs + kb * p.rows_padded + ra);
+  sb = __ldg(p.xs + kb * p.rows_padded + rb);
+}
+
 // Block (column tiles, active expert slot or 0): warp w takes column tile w / ksplit of the
 // block and k-block pairs kpart, kpart + ksplit, ... (kpart = w % ksplit). The expert's rows go
-// in chunks of 32: per chunk, each k-block of weights is loaded and converted once and stays in
-// registers while every token tile of the chunk uses it; split-K partial sums then meet in
-// shared memory, and the kpart 0 warp stores.
+// in chunks of kTiles x 8: per chunk, each k-block of weights is loaded and converted once and
+// stays in registers while every token tile of the chunk uses it; split-K partial sums then meet
+// in shared memory, and the kpart 0 warp stores.
+template <int kTiles>
 __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs p) {
-  __shared__ float partial[kMaxKSplit][kTokTiles * 4][32];  // [warp][token tile * 4 + c][lane]
+  constexpr bool kLoadAhead = kTiles <= 2;  // activations loaded with the weights
+  __shared__ float partial[kMaxKSplit][kTiles * 4][32];  // [warp][token tile * 4 + c][lane]
   int64_t e = 0;
   int32_t r_begin = 0, r_end = static_cast<int32_t>(p.rows);
   if (p.begin != nullptr) {
@@ -187,11 +210,14 @@ __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs 
     srow = gw.s + c0 / 128 * p.scale_stride;
   }
   const int64_t pairs = p.k_pad / 256, row8 = 8 * p.k_pad;
-  for (int32_t r0 = r_begin; r0 < r_end; r0 += kChunkRows) {
-    float acc[kTokTiles][4] = {};
+  for (int32_t r0 = r_begin; r0 < r_end; r0 += kTiles * kTokens) {
+    float acc[kTiles][4] = {};
     for (int64_t pr = kpart; has_tile && pr < pairs; pr += p.ksplit) {
       uint4 raw_g[2][2], raw_g8[2][2];  // [k-block of the pair][low, high 16 bytes]
       float ws[2];
+      // With kLoadAhead: [k-block][token tile] activations and their scales (rows 2t, 2t + 1).
+      uint4 raw_x[2][kLoadAhead ? kTiles : 1][2];
+      float xsa[2][kLoadAhead ? kTiles : 1], xsb[2][kLoadAhead ? kTiles : 1];
 #pragma unroll
       for (int b = 0; b < 2; ++b) {
         const uint8_t* w = wrow + (2 * pr + b) * 128;
@@ -200,6 +226,14 @@ __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs 
         raw_g8[b][0] = LoadStreaming(w + row8);
         raw_g8[b][1] = LoadStreaming(w + row8 + 64);
         ws[b] = __ldg(srow + 2 * pr + b);
+        if constexpr (kLoadAhead) {
+#pragma unroll
+          for (int j = 0; j < kTiles; ++j) {
+            if (r0 + j * kTokens >= r_end) continue;  // warp-uniform
+            LoadTokens(p, r0 + j * kTokens, r_end, 2 * pr + b, g, t, raw_x[b][j], xsa[b][j],
+                       xsb[b][j]);
+          }
+        }
       }
 #pragma unroll
       for (int b = 0; b < 2; ++b) {
@@ -208,21 +242,22 @@ __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs 
         ToF16(wg, raw_g[b]);
         ToF16(wg8, raw_g8[b]);
 #pragma unroll
-        for (int j = 0; j < kTokTiles; ++j) {
+        for (int j = 0; j < kTiles; ++j) {
           const int32_t base = r0 + j * kTokens;
           if (base >= r_end) continue;  // warp-uniform
-          // Rows past the expert's end read its last row instead; their results are not stored.
-          const int32_t xr = min(base + g, r_end - 1);
-          const int32_t ra = min(base + 2 * t, r_end - 1), rb = min(base + 2 * t + 1, r_end - 1);
-          const uint8_t* px = p.xq + xr * p.k_pad + kb * 128 + 16 * t;
-          const uint4 raw_x[2] = {__ldg(reinterpret_cast<const uint4*>(px)),
-                                  __ldg(reinterpret_cast<const uint4*>(px + 64))};
+          uint4 late_x[2];
+          float sa_x, sb_x;
+          if constexpr (!kLoadAhead) LoadTokens(p, base, r_end, kb, g, t, late_x, sa_x, sb_x);
           uint32_t x[16];
-          ToF16(x, raw_x);
+          if constexpr (kLoadAhead) {
+            ToF16(x, raw_x[b][j]);
+          } else {
+            ToF16(x, late_x);
+          }
           float d[4];
           BlockMma(d, wg, wg8, x);
-          const float sa = ws[b] * __ldg(p.xs + kb * p.rows_padded + ra);
-          const float sb = ws[b] * __ldg(p.xs + kb * p.rows_padded + rb);
+          const float sa = ws[b] * (kLoadAhead ? xsa[b][j] : sa_x);
+          const float sb = ws[b] * (kLoadAhead ? xsb[b][j] : sb_x);
           acc[j][0] = fmaf(d[0], sa, acc[j][0]);
           acc[j][1] = fmaf(d[1], sb, acc[j][1]);
           acc[j][2] = fmaf(d[2], sa, acc[j][2]);
@@ -233,7 +268,7 @@ __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs 
     if (p.ksplit > 1) {
       if (kpart != 0) {
 #pragma unroll
-        for (int j = 0; j < kTokTiles; ++j) {
+        for (int j = 0; j < kTiles; ++j) {
 #pragma unroll
           for (int i = 0; i < 4; ++i) partial[warp][j * 4 + i][lane] = acc[j][i];
         }
@@ -242,7 +277,7 @@ __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs 
       if (kpart == 0) {
         for (int q = 1; q < p.ksplit; ++q) {
 #pragma unroll
-          for (int j = 0; j < kTokTiles; ++j) {
+          for (int j = 0; j < kTiles; ++j) {
 #pragma unroll
             for (int i = 0; i < 4; ++i) acc[j][i] += partial[warp + q][j * 4 + i][lane];
           }
@@ -251,7 +286,7 @@ __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs 
     }
     if (kpart == 0 && has_tile) {
 #pragma unroll
-      for (int j = 0; j < kTokTiles; ++j) {
+      for (int j = 0; j < kTiles; ++j) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           const int32_t r = r0 + j * kTokens + 2 * t + (i & 1);
@@ -283,7 +318,11 @@ void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, cudaStream_t stream) {
   }
   const int warps = std::max(kBlockWarps, a.ksplit);
   const dim3 grid(CeilDiv(tiles, warps / a.ksplit), static_cast<unsigned>(groups));
-  Fp8MmaGemmKernel<<<grid, warps * 32, 0, stream>>>(a);
+  if (a.begin == nullptr) {  // more than 16 rows would take several passes over the weights
+    Fp8MmaGemmKernel<kDenseTokTiles><<<grid, warps * 32, 0, stream>>>(a);
+  } else {
+    Fp8MmaGemmKernel<kTokTiles><<<grid, warps * 32, 0, stream>>>(a);
+  }
   DSV3_CUDA_CHECK_LAUNCH();
 }
 
