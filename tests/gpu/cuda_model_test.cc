@@ -84,7 +84,9 @@ class CudaModelTest : public ::dsv3::testing::GpuTest,
     EXPECT_TRUE(logits.ok()) << logits.status();
     return logits.ok() ? std::move(logits->data) : std::vector<float>{};
   }
-  std::vector<float> ReferenceLogits(size_t i) const { return TransformersLogits(i, fp8_checkpoint()); }
+  std::vector<float> ReferenceLogits(size_t i) const {
+    return TransformersLogits(i, fp8_checkpoint());
+  }
 
   // Logits of every position of `tokens` from one prefill on `model`.
   std::vector<float> Prefill(DeepseekV3Model& model, Backend& backend,
@@ -110,7 +112,7 @@ class CudaModelTest : public ::dsv3::testing::GpuTest,
 };
 
 // The GPU against the CPU model that rounds like the GPU: a real bug breaks this, the
-// fixtures' FP8/BF16 noise does not. Prints the three errors per prompt.
+// fixtures' FP8/BF16 noise does not. Prints the errors per prompt.
 TEST_P(CudaModelTest, PrefillLogitsMatchEmulatedCpu) {
   for (size_t i = 0; i < ref_.prompts.size(); ++i) {
     const auto want = ReferenceLogits(i), f32 = TransformersLogits(i, false);
