@@ -22,22 +22,18 @@
 
 #include "kernels/launch_check.h"
 #include "kernels/moe_grouped.cuh"
+#include "tools/dsv3-bench/fp8_bench_data.cuh"
 
 namespace {
 
+using dsv3::bench::FillScales;
+using dsv3::bench::Fp8;
+using dsv3::bench::Hash;
 using dsv3::kernels::DenseFp8Gemm;
 using dsv3::kernels::DenseFp8GemmParams;
 using dsv3::kernels::GroupedFp8Gemm;
 using dsv3::kernels::GroupedFp8GemmParams;
 using dsv3::kernels::GroupedWeight;
-
-__device__ uint32_t Hash(uint64_t i, uint32_t seed) {
-  uint64_t x = i * 0x9e3779b97f4a7c15ull + seed;
-  x ^= x >> 31;
-  x *= 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 29;
-  return static_cast<uint32_t>(x);
-}
 
 // q [rows, k_pad]: for columns < k, e4m3 of a bell-shaped value in [-306, 306] (the sum of four
 // uniforms), as block-quantized weights and activations look; else 0 (the padding the kernel
@@ -49,19 +45,6 @@ __global__ void FillCodes(uint8_t* q, int64_t rows, int64_t k_pad, int64_t k, ui
     const float v = ((h & 255) + (h >> 8 & 255) + (h >> 16 & 255) + (h >> 24) - 510.0f) * 0.6f;
     q[i] = i % k_pad < k ? __nv_fp8_e4m3(v).__x : 0;
   }
-}
-
-__global__ void FillScales(float* s, int64_t count, float lo, float hi, uint32_t seed) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    s[i] = lo + (hi - lo) * (Hash(i, seed) >> 8) * (1.0f / 16777216.0f);
-  }
-}
-
-__device__ double Fp8(uint8_t b) {
-  __nv_fp8_e4m3 v;
-  v.__x = b;
-  return static_cast<double>(static_cast<float>(v));
 }
 
 // out[r * cols + i] = y[r, col[i]] per the header's formula, in F64.

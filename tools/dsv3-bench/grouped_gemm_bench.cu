@@ -21,21 +21,17 @@
 
 #include "kernels/fp8_grouped_gemm.cuh"
 #include "kernels/launch_check.h"
+#include "tools/dsv3-bench/fp8_bench_data.cuh"
 
 namespace {
 
+using dsv3::bench::FillScales;
+using dsv3::bench::Fp8;
+using dsv3::bench::Hash;
 using dsv3::kernels::Fp8GroupedGemm;
 using dsv3::kernels::Fp8GroupedGemmParams;
 using dsv3::kernels::GroupedWeight;
 using dsv3::kernels::kGroupedTileRows;
-
-__device__ uint32_t Hash(uint64_t i, uint32_t seed) {
-  uint64_t x = i * 0x9e3779b97f4a7c15ull + seed;
-  x ^= x >> 31;
-  x *= 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 29;
-  return static_cast<uint32_t>(x);
-}
 
 // q [rows, k_pad]: random finite e4m3 codes for k < k and rows whose row_real flag is set, else 0.
 __global__ void FillCodes(uint8_t* q, int64_t rows, int64_t k_pad, int64_t k,
@@ -47,19 +43,6 @@ __global__ void FillCodes(uint8_t* q, int64_t rows, int64_t k_pad, int64_t k,
     if ((b & 0x7f) == 0x7f) b ^= 1;  // NaN codes
     q[i] = (c < k && (row_real == nullptr || row_real[r])) ? b : 0;
   }
-}
-
-__global__ void FillScales(float* s, int64_t count, float lo, float hi, uint32_t seed) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    s[i] = lo + (hi - lo) * (Hash(i, seed) >> 8) * (1.0f / 16777216.0f);
-  }
-}
-
-__device__ double Fp8(uint8_t b) {
-  __nv_fp8_e4m3 v;
-  v.__x = b;
-  return static_cast<double>(static_cast<float>(v));
 }
 
 // out[i] = y[r, m * n + c] of sample i (r, column m * n + c) per the header's formula, in F64.
