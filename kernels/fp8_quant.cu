@@ -37,23 +37,21 @@ __global__ void QuantizeKernel(QuantizeActivationsParams p) {
     const int64_t src_row = p.x_rows != nullptr ? p.x_rows[row] : row;
     const bf16* x = static_cast<const bf16*>(p.x) + src_row * p.x_stride;
     const bf16* up = static_cast<const bf16*>(p.up) + src_row * p.up_stride;
+    float u[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // up's values (SiLU-gate only)
     if (kVector && c0 + 4 <= p.cols) {
       Load4(x + c0, v);
-      if (p.up != nullptr) {
-        float u[4];
-        Load4(up + c0, u);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) v[j] = ToFloat(FromFloat<bf16>(SiluMul(v[j], u[j])));
-      }
+      if (p.up != nullptr) Load4(up + c0, u);
     } else {
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         if (c0 + j >= p.cols) continue;
         v[j] = ToFloat(x[c0 + j]);
-        if (p.up != nullptr) {
-          v[j] = ToFloat(FromFloat<bf16>(SiluMul(v[j], ToFloat(up[c0 + j]))));
-        }
+        if (p.up != nullptr) u[j] = ToFloat(up[c0 + j]);
       }
+    }
+    if (p.up != nullptr) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) v[j] = ToFloat(FromFloat<bf16>(SiluMul(v[j], u[j])));
     }
   }
   float amax = 0.0f;

@@ -215,9 +215,11 @@ __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs 
     for (int64_t pr = kpart; has_tile && pr < pairs; pr += p.ksplit) {
       uint4 raw_g[2][2], raw_g8[2][2];  // [k-block of the pair][low, high 16 bytes]
       float ws[2];
-      // With kLoadAhead: [k-block][token tile] activations and their scales (rows 2t, 2t + 1).
-      uint4 raw_x[2][kLoadAhead ? kTiles : 1][2];
-      float xsa[2][kLoadAhead ? kTiles : 1], xsb[2][kLoadAhead ? kTiles : 1];
+      // [k-block][token tile] activations and their scales (rows 2t, 2t + 1): every tile's,
+      // loaded with the weights (kLoadAhead), else one slot that each tile loads in turn.
+      constexpr int kSlots = kLoadAhead ? kTiles : 1;
+      uint4 raw_x[2][kSlots][2];
+      float xsa[2][kSlots], xsb[2][kSlots];
 #pragma unroll
       for (int b = 0; b < 2; ++b) {
         const uint8_t* w = wrow + (2 * pr + b) * 128;
@@ -245,19 +247,16 @@ __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs 
         for (int j = 0; j < kTiles; ++j) {
           const int32_t base = r0 + j * kTokens;
           if (base >= r_end) continue;  // warp-uniform
-          uint4 late_x[2];
-          float sa_x, sb_x;
-          if constexpr (!kLoadAhead) LoadTokens(p, base, r_end, kb, g, t, late_x, sa_x, sb_x);
-          uint32_t x[16];
-          if constexpr (kLoadAhead) {
-            ToF16(x, raw_x[b][j]);
-          } else {
-            ToF16(x, late_x);
+          const int slot = kLoadAhead ? j : 0;
+          if constexpr (!kLoadAhead) {
+            LoadTokens(p, base, r_end, kb, g, t, raw_x[b][0], xsa[b][0], xsb[b][0]);
           }
+          uint32_t x[16];
+          ToF16(x, raw_x[b][slot]);
           float d[4];
           BlockMma(d, wg, wg8, x);
-          const float sa = ws[b] * (kLoadAhead ? xsa[b][j] : sa_x);
-          const float sb = ws[b] * (kLoadAhead ? xsb[b][j] : sb_x);
+          const float sa = ws[b] * xsa[b][slot];
+          const float sb = ws[b] * xsb[b][slot];
           acc[j][0] = fmaf(d[0], sa, acc[j][0]);
           acc[j][1] = fmaf(d[1], sb, acc[j][1]);
           acc[j][2] = fmaf(d[2], sa, acc[j][2]);

@@ -13,13 +13,11 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <numeric>
 
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/model/model.h"
 #include "engine/util/npy.h"
-#include "nlohmann/json.hpp"
 #include "tests/fixture_reference.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/test_util.h"
@@ -34,18 +32,6 @@ using ::dsv3::testing::TestDataPath;
 constexpr double kLogitsTol = 3e-2;
 constexpr double kEmulatedTol = 1e-2;
 constexpr float kMargin = 0.1f;
-
-struct Reference {
-  std::vector<std::vector<int32_t>> prompts;
-  std::vector<std::vector<int32_t>> continuations;
-};
-
-Reference LoadReference(const std::string& fixture) {
-  std::ifstream in(TestDataPath("fixtures/" + fixture + "-ref/prompts.json"));
-  const auto j = nlohmann::json::parse(in);
-  return {j["prompts"].get<std::vector<std::vector<int32_t>>>(),
-          j["continuations"].get<std::vector<std::vector<int32_t>>>()};
-}
 
 std::vector<int32_t> Blocks(int32_t first, int32_t n) {
   std::vector<int32_t> t(n);
@@ -70,7 +56,7 @@ class CudaModelTest : public ::dsv3::testing::GpuTest,
     ASSERT_TRUE(emu_model.ok()) << emu_model.status();
     emu_model_ = *std::move(emu_model);
     fixture_ = GetParam().substr(0, GetParam().rfind('-'));
-    ref_ = LoadReference(fixture_);
+    ref_ = ::dsv3::testing::LoadFixtureReference(fixture_);
   }
   int64_t vocab() const { return model_->config().vocab_size; }
   bool fp8_checkpoint() const { return GetParam().ends_with("-fp8"); }
@@ -108,7 +94,7 @@ class CudaModelTest : public ::dsv3::testing::GpuTest,
                                     .bf16_activations = true}};
   std::unique_ptr<DeepseekV3Model> model_, cpu_model_, emu_model_;
   std::string fixture_;
-  Reference ref_;
+  ::dsv3::testing::FixtureReference ref_;
 };
 
 // The GPU against the CPU model that rounds like the GPU: a real bug breaks this, the
