@@ -7,25 +7,37 @@
 
 namespace dsv3 {
 
-void LogSoftmax(std::span<const float> logits, std::span<double> out) {
+double LogSumExp(std::span<const float> logits) {
   const double max = *std::max_element(logits.begin(), logits.end());
   double sum = 0;
   for (float x : logits) sum += std::exp(x - max);
-  const double log_sum = max + std::log(sum);
-  for (size_t i = 0; i < logits.size(); ++i) out[i] = logits[i] - log_sum;
+  return max + std::log(sum);
 }
 
 int64_t ArgMax(std::span<const float> values) {
   return std::max_element(values.begin(), values.end()) - values.begin();
 }
 
-double KlDivergence(std::span<const double> log_p, std::span<const double> log_q) {
-  double kl = 0;
-  for (size_t i = 0; i < log_p.size(); ++i) {
-    const double p = std::exp(log_p[i]);
-    if (p > 0) kl += p * (log_p[i] - log_q[i]);
+PositionScore ScorePosition(std::span<const float> logits, int32_t target,
+                            std::span<const float> base) {
+  PositionScore score;
+  const double lse = LogSumExp(logits);
+  score.nll = lse - logits[target];
+  if (base.empty()) return score;
+  // e_i = exp(base_i - max): P_base(i) = e_i / sum; weighted = sum_i e_i (base_i - logits_i).
+  const double max = *std::max_element(base.begin(), base.end());
+  double sum = 0;
+  double weighted = 0;
+  for (size_t i = 0; i < base.size(); ++i) {
+    const double e = std::exp(base[i] - max);
+    sum += e;
+    if (e > 0) weighted += e * (static_cast<double>(base[i]) - logits[i]);
   }
-  return kl;
+  const double base_lse = max + std::log(sum);
+  score.base_nll = base_lse - base[target];
+  score.kld = weighted / sum - base_lse + lse;
+  score.top1_agree = ArgMax(logits) == ArgMax(base);
+  return score;
 }
 
 absl::StatusOr<double> Percentile(std::vector<double> values, double q) {
@@ -40,15 +52,13 @@ absl::StatusOr<double> Percentile(std::vector<double> values, double q) {
   return values[lo] + (rank - lo) * (values[hi] - values[lo]);
 }
 
-void Scorer::Add(std::span<const float> logits, int32_t target, std::span<const float> base) {
-  LogSoftmax(logits, log_p_);
+void Scorer::Add(const PositionScore& score) {
   ++tokens_;
-  nll_sum_ -= log_p_[target];
-  if (base.empty()) return;
-  LogSoftmax(base, log_base_);
-  base_nll_sum_ -= log_base_[target];
-  kld_.push_back(KlDivergence(log_base_, log_p_));
-  if (ArgMax(logits) == ArgMax(base)) ++top1_agree_;
+  nll_sum_ += score.nll;
+  if (!with_base_) return;
+  base_nll_sum_ += score.base_nll;
+  kld_.push_back(score.kld);
+  if (score.top1_agree) ++top1_agree_;
 }
 
 double Scorer::ppl() const { return std::exp(nll_sum_ / tokens_); }
@@ -59,7 +69,7 @@ absl::StatusOr<EvalSummary> Scorer::Summary() const {
   s.tokens = tokens_;
   s.nll = nll_sum_ / tokens_;
   s.ppl = ppl();
-  if (!kld_.empty()) {
+  if (with_base_) {
     KlSummary kl;
     double sum = 0;
     for (double d : kld_) sum += d;

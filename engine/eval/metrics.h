@@ -13,15 +13,28 @@
 
 namespace dsv3 {
 
-// log_softmax of one row: out[i] = logits[i] - log(sum_j exp(logits[j])). logits, out: [V].
-void LogSoftmax(std::span<const float> logits, std::span<double> out);
+// log(sum_i exp(logits[i])), in double. logits: [V].
+double LogSumExp(std::span<const float> logits);
 
 // The index of the largest value, the first one on ties (as numpy.argmax).
 int64_t ArgMax(std::span<const float> values);
 
-// KL(P || Q) = sum_i p_i (log p_i - log q_i), from log-probabilities [V]; terms with p_i == 0
-// add nothing (even where q_i == 0).
-double KlDivergence(std::span<const double> log_p, std::span<const double> log_q);
+// What one scored position contributes.
+struct PositionScore {
+  double nll = 0;  // -log softmax(logits)[target]
+  // With a base row only:
+  double base_nll = 0;      // -log softmax(base)[target]
+  double kld = 0;           // KL(P_base || P_this) = sum_i P_base(i) (log P_base(i) - log P_this(i))
+  bool top1_agree = false;  // ArgMax(logits) == ArgMax(base)
+};
+
+// Scores one position: `logits` [V] of this run, `target` the token it predicts (in [0, V)),
+// `base` [V] the base run's logits for the same position, or empty. Stateless, so rows can be
+// scored on several threads. One exp per vocabulary entry and row: the KL divergence is
+// sum_i P_base(i) (base_i - logits_i) - LogSumExp(base) + LogSumExp(logits), accumulated in
+// the same pass as the base's normalizer; terms with P_base(i) == 0 add nothing.
+PositionScore ScorePosition(std::span<const float> logits, int32_t target,
+                            std::span<const float> base = {});
 
 // The q-th percentile (q in [0, 100]) as numpy.percentile computes it by default: the sorted
 // values at rank (n - 1) * q / 100, interpolated linearly between the two closest ranks.
@@ -45,16 +58,15 @@ struct EvalSummary {
   std::optional<KlSummary> kl;
 };
 
-// Accumulates the scored positions of one run, in any order. Keeps one double per position for
-// the KL percentile; the logits themselves are not kept.
+// Sums the scored positions of one run, in the order they are added (so that a run's numbers
+// do not depend on how many threads scored it). Keeps one double per position for the KL
+// percentile; the logits themselves are not kept.
 class Scorer {
  public:
-  explicit Scorer(int64_t vocab) : log_p_(vocab), log_base_(vocab) {}
+  // with_base: every PositionScore added comes with a base row, and Summary reports kl.
+  explicit Scorer(bool with_base) : with_base_(with_base) {}
 
-  // One scored position: `logits` [V] of this run, `target` the token it predicts (in [0, V)),
-  // `base` [V] the base run's logits for the same position, or empty when there is no base run
-  // (the same for every call).
-  void Add(std::span<const float> logits, int32_t target, std::span<const float> base = {});
+  void Add(const PositionScore& score);
 
   // exp(mean NLL) of the positions so far, for progress lines (NaN before the first Add).
   double ppl() const;
@@ -62,8 +74,7 @@ class Scorer {
   absl::StatusOr<EvalSummary> Summary() const;
 
  private:
-  std::vector<double> log_p_;     // [V], scratch
-  std::vector<double> log_base_;  // [V], scratch
+  bool with_base_;
   int64_t tokens_ = 0;
   double nll_sum_ = 0;
   double base_nll_sum_ = 0;

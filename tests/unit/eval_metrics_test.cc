@@ -12,9 +12,11 @@ namespace {
 
 TEST(EvalMetricsTest, UniformLogitsScorePerplexityEqualToTheVocabulary) {
   for (int64_t vocab : {2, 7, 1024, 129280}) {
-    Scorer scorer(vocab);
+    Scorer scorer(/*with_base=*/false);
     const std::vector<float> logits(vocab, 3.25f);
-    for (int32_t target : {0, 1, static_cast<int32_t>(vocab - 1)}) scorer.Add(logits, target);
+    for (int32_t target : {0, 1, static_cast<int32_t>(vocab - 1)}) {
+      scorer.Add(ScorePosition(logits, target));
+    }
     auto s = scorer.Summary();
     ASSERT_TRUE(s.ok()) << s.status();
     EXPECT_EQ(s->tokens, 3);
@@ -26,9 +28,9 @@ TEST(EvalMetricsTest, UniformLogitsScorePerplexityEqualToTheVocabulary) {
 
 TEST(EvalMetricsTest, NllIsTheMeanOfMinusLogSoftmaxAtTheTargets) {
   // Row 0: log_softmax([0, ln 3]) = [ln 1/4, ln 3/4]; row 1: [ln 1/2, ln 1/2].
-  Scorer scorer(2);
-  scorer.Add(std::vector<float>{0.0f, static_cast<float>(std::log(3.0))}, 0);
-  scorer.Add(std::vector<float>{5.0f, 5.0f}, 1);
+  Scorer scorer(/*with_base=*/false);
+  scorer.Add(ScorePosition(std::vector<float>{0.0f, static_cast<float>(std::log(3.0))}, 0));
+  scorer.Add(ScorePosition(std::vector<float>{5.0f, 5.0f}, 1));
   auto s = scorer.Summary();
   ASSERT_TRUE(s.ok());
   const double want = (std::log(4.0) + std::log(2.0)) / 2;
@@ -38,11 +40,11 @@ TEST(EvalMetricsTest, NllIsTheMeanOfMinusLogSoftmaxAtTheTargets) {
 
 TEST(EvalMetricsTest, LogitsAgainstThemselvesHaveZeroKlAndFullTopOneAgreement) {
   const int64_t vocab = 50;
-  Scorer scorer(vocab);
+  Scorer scorer(/*with_base=*/true);
   std::vector<float> logits(vocab);
   for (int pos = 0; pos < 20; ++pos) {
     for (int64_t i = 0; i < vocab; ++i) logits[i] = std::sin(0.37f * i + pos) * 4;
-    scorer.Add(logits, pos % vocab, logits);
+    scorer.Add(ScorePosition(logits, pos % vocab, logits));
   }
   auto s = scorer.Summary();
   ASSERT_TRUE(s.ok());
@@ -62,9 +64,10 @@ TEST(EvalMetricsTest, LogitsAgainstThemselvesHaveZeroKlAndFullTopOneAgreement) {
 //  targets 1, 1: this NLL = (ln 2 + ln 4/3) / 2, base NLL = (ln 4/3 + ln 2) / 2.
 TEST(EvalMetricsTest, TwoPositionKlByHand) {
   const float ln3 = static_cast<float>(std::log(3.0));
-  Scorer scorer(2);
-  scorer.Add(/*logits=*/std::vector<float>{1.0f, 1.0f}, 1, /*base=*/std::vector<float>{0.0f, ln3});
-  scorer.Add(std::vector<float>{0.0f, ln3}, 1, std::vector<float>{2.0f, 2.0f});
+  Scorer scorer(/*with_base=*/true);
+  scorer.Add(ScorePosition(/*logits=*/std::vector<float>{1.0f, 1.0f}, 1,
+                           /*base=*/std::vector<float>{0.0f, ln3}));
+  scorer.Add(ScorePosition(std::vector<float>{0.0f, ln3}, 1, std::vector<float>{2.0f, 2.0f}));
   auto s = scorer.Summary();
   ASSERT_TRUE(s.ok());
   ASSERT_TRUE(s->kl.has_value());
@@ -80,10 +83,24 @@ TEST(EvalMetricsTest, TwoPositionKlByHand) {
 }
 
 TEST(EvalMetricsTest, KlIgnoresTermsWhereTheBaseHasNoMass) {
-  const double inf = std::numeric_limits<double>::infinity();
-  const std::vector<double> log_p = {0.0, -inf};
-  const std::vector<double> log_q = {std::log(0.5), -inf};
-  EXPECT_NEAR(KlDivergence(log_p, log_q), std::log(2.0), 1e-15);
+  const float inf = std::numeric_limits<float>::infinity();
+  // P_base = (1, 0), P_this = (1/2, 1/2): KL = ln 2; against (1, 0) itself: 0, not NaN.
+  EXPECT_NEAR(ScorePosition(std::vector<float>{0, 0}, 0, std::vector<float>{0, -inf}).kld,
+              std::log(2.0), 1e-15);
+  EXPECT_EQ(ScorePosition(std::vector<float>{0, -inf}, 0, std::vector<float>{0, -inf}).kld, 0.0);
+}
+
+// Large logits shifted by a constant are the same distribution: no KL, no cancellation error.
+TEST(EvalMetricsTest, KlOfAShiftedRowIsZeroToRounding) {
+  std::vector<float> base(1000), shifted(1000);
+  for (int i = 0; i < 1000; ++i) {
+    base[i] = std::round(30 * std::sin(0.01f * i * i) * 1024) / 1024;  // 1/1024 steps below 32
+    shifted[i] = base[i] + 16;                                           // so exact in float
+  }
+  const PositionScore s = ScorePosition(shifted, 3, base);
+  EXPECT_NEAR(s.kld, 0.0, 1e-12);
+  EXPECT_NEAR(s.nll, s.base_nll, 1e-12);
+  EXPECT_TRUE(s.top1_agree);
 }
 
 TEST(EvalMetricsTest, PercentileInterpolatesLikeNumpy) {
@@ -106,7 +123,7 @@ TEST(EvalMetricsTest, ArgMaxTakesTheFirstOfTies) {
 }
 
 TEST(EvalMetricsTest, NothingScoredIsAnError) {
-  EXPECT_EQ(Scorer(4).Summary().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Scorer(false).Summary().status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 }  // namespace

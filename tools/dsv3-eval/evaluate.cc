@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <thread>
 #include <span>
 
 #include "absl/strings/str_cat.h"
@@ -43,6 +44,30 @@ ForwardBatch MakeBatch(std::span<const PlannedWindow> windows, int32_t blocks_pe
     for (int32_t j = w.first_scored; j < w.length - 1; ++j) batch.logits_rows.push_back(row0 + j);
   }
   return batch;
+}
+
+// The scores of `rows` rows, [rows, vocab] each in `logits` and, when not empty, `base`, on up
+// to `threads` threads (each scores a contiguous range of rows).
+std::vector<PositionScore> ScoreRows(std::span<const float> logits, std::span<const int32_t> targets,
+                                     std::span<const float> base, int64_t vocab, int threads) {
+  const size_t rows = targets.size();
+  std::vector<PositionScore> scores(rows);
+  const auto score_range = [&](size_t begin, size_t end) {
+    for (size_t r = begin; r < end; ++r) {
+      const auto row = [&](std::span<const float> m) {
+        return m.empty() ? m : m.subspan(r * vocab, vocab);
+      };
+      scores[r] = ScorePosition(row(logits), targets[r], row(base));
+    }
+  };
+  const size_t n = std::clamp<size_t>(threads, 1, rows);
+  std::vector<std::thread> workers;
+  for (size_t t = 1; t < n; ++t) {
+    workers.emplace_back(score_range, rows * t / n, rows * (t + 1) / n);
+  }
+  score_range(0, rows / n);
+  for (std::thread& w : workers) w.join();
+  return scores;
 }
 
 }  // namespace
@@ -95,9 +120,10 @@ absl::StatusOr<EvalResult> Evaluate(ModelRunner& runner,
   DSV3_RETURN_IF_ERROR(
       runner.AllocateCache(static_cast<int64_t>(options.batch_windows) * blocks_per_window,
                            kBlockSize));
-  Scorer scorer(vocab);
-  std::vector<float> logits;                      // [rows, vocab] of one step
-  std::vector<float> base_row(base ? vocab : 0);  // [vocab]
+  Scorer scorer(/*with_base=*/base.has_value());
+  std::vector<float> logits;       // [rows, vocab] of one step
+  std::vector<float> base_logits;  // [rows, vocab] of the same rows in --kl-base
+  std::vector<int32_t> targets;    // [rows]: the token each row predicts
   const absl::Time start = absl::Now();
   absl::Time last_report = start;
   int64_t scored = 0;
@@ -106,13 +132,19 @@ absl::StatusOr<EvalResult> Evaluate(ModelRunner& runner,
     const std::span<const PlannedWindow> step(plan.data() + first, count);
     const ForwardBatch batch = MakeBatch(step, blocks_per_window);
     DSV3_RETURN_IF_ERROR(runner.Execute(batch, logits));
-    const float* row = logits.data();
+    targets.clear();
     for (const PlannedWindow& p : step) {
-      for (int32_t j = p.window.first_scored; j < p.window.length - 1; ++j, row += vocab) {
-        if (base) DSV3_RETURN_IF_ERROR(base->Read(base_row));
-        const int32_t target = (*p.sequence)[p.window.begin + j + 1];
-        scorer.Add({row, static_cast<size_t>(vocab)}, target, base_row);
+      for (int32_t j = p.window.first_scored; j < p.window.length - 1; ++j) {
+        targets.push_back((*p.sequence)[p.window.begin + j + 1]);
       }
+    }
+    if (base) {
+      base_logits.resize(logits.size());
+      DSV3_RETURN_IF_ERROR(base->Read(base_logits));
+    }
+    for (const PositionScore& score :
+         ScoreRows(logits, targets, base_logits, vocab, options.score_threads)) {
+      scorer.Add(score);
     }
     if (saved) DSV3_RETURN_IF_ERROR(saved->Append(logits));
     scored += static_cast<int64_t>(batch.logits_rows.size());

@@ -7,6 +7,7 @@
 // from an earlier run's (another device, tensor-parallel degree or build) saved with
 // --save-logits. Windows and scored positions: engine/eval/windows.h. stdout: one JSON object;
 // progress on stderr. Exit status 0, or 1 with one error line. docs/quality.md has the details.
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <iostream>
@@ -181,7 +182,7 @@ int main(int argc, char** argv) {
                  "backend: cpu, or cuda (GPU LOCAL_RANK, or one GPU per rank with --tp; builds "
                  "with the CUDA backend)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
-  app.add_option("--threads", opt.threads, "CPU threads (0: all)");
+  app.add_option("--threads", opt.threads, "CPU threads of the backend and of scoring (0: all)");
   app.add_option("--tp", opt.tp,
                  "tensor-parallel ranks on this host (spawns --tp - 1 workers); RANK, WORLD_SIZE, "
                  "MASTER_ADDR and MASTER_PORT launch ranks externally instead")
@@ -193,6 +194,8 @@ int main(int argc, char** argv) {
     std::cerr << "dsv3-eval: give exactly one of --text-file and --ids-file\n";
     return 1;
   }
+  opt.eval.score_threads = opt.threads > 0 ? opt.threads
+                                           : std::max(1u, std::thread::hardware_concurrency());
   opt.argv.assign(argv + 1, argv + argc);
   return dsv3::Run(std::move(opt));
 }
