@@ -23,8 +23,8 @@ int64_t ArgMax(std::span<const float> values);
 struct PositionScore {
   double nll = 0;  // -log softmax(logits)[target]
   // With a base row only:
-  double base_nll = 0;      // -log softmax(base)[target]
-  double kld = 0;           // KL(P_base || P_this) = sum_i P_base(i) (log P_base(i) - log P_this(i))
+  double base_nll = 0;  // -log softmax(base)[target]
+  double kld = 0;       // KL(P_base || P_this) = sum_i P_base(i) (log P_base(i) - log P_this(i))
   bool top1_agree = false;  // ArgMax(logits) == ArgMax(base)
 };
 
@@ -43,8 +43,8 @@ absl::StatusOr<double> Percentile(std::vector<double> values, double q);
 
 // Against a base run (--kl-base), over the same scored positions.
 struct KlSummary {
-  double kld_mean = 0;    // mean over positions of KL(P_base || P_this)
-  double kld_p99 = 0;     // Percentile(per-position KL, 99)
+  double kld_mean = 0;  // mean over positions of KL(P_base || P_this)
+  double kld_p99 = 0;   // Percentile(per-position KL, 99)
   double kld_max = 0;
   double top1_agree = 0;  // fraction of positions where both argmaxes are the same token
   double ppl_base = 0;    // the base run's perplexity on the same targets

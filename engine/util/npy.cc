@@ -95,8 +95,8 @@ absl::StatusOr<NpyF32Reader> NpyF32Reader::Open(const std::string& path) {
   const int64_t file_size = reader.in_.tellg();
   reader.in_.seekg(0);
   char start[10];
-  if (file_size < 10 || !reader.in_.read(start, 10) ||
-      std::string_view(start, 6) != "\x93NUMPY" || start[6] != 1) {
+  if (file_size < 10 || !reader.in_.read(start, 10) || std::string_view(start, 6) != "\x93NUMPY" ||
+      start[6] != 1) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a version 1 .npy file"));
   }
   const int64_t len = static_cast<uint8_t>(start[8]) | (static_cast<uint8_t>(start[9]) << 8);

@@ -34,7 +34,8 @@ class NpyF32Writer {
   absl::Status Close();
 
  private:
-  NpyF32Writer(std::string path, int64_t remaining) : path_(std::move(path)), remaining_(remaining) {}
+  NpyF32Writer(std::string path, int64_t remaining)
+      : path_(std::move(path)), remaining_(remaining) {}
   std::string path_;
   std::ofstream out_;
   int64_t remaining_;  // values still to write

@@ -24,9 +24,7 @@ using ::dsv3::testing::ToolPath;
 
 constexpr int64_t kVocab = 1024;
 
-std::string Model(const std::string& name = "tiny-fp8") {
-  return TestDataPath("fixtures/" + name);
-}
+std::string Model(const std::string& name = "tiny-fp8") { return TestDataPath("fixtures/" + name); }
 
 std::vector<std::vector<int32_t>> Prompts() {
   std::ifstream in(TestDataPath("fixtures/tiny-ref/prompts.json"));
@@ -53,8 +51,8 @@ nlohmann::json Eval(const std::string& args) {
 NpyArray GenerateLogits(const TempDir& dir, const std::vector<int32_t>& ids) {
   const std::string path = dir.file("generate.npy");
   const CommandResult r = RunCommand(ToolPath("dsv3-generate") + " --model " + Model() +
-                                     " --max-new-tokens 0 --prompt-ids " +
-                                     absl::StrJoin(ids, ",") + " --logits-out " + path);
+                                     " --max-new-tokens 0 --prompt-ids " + absl::StrJoin(ids, ",") +
+                                     " --logits-out " + path);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   auto logits = ReadNpyF32(path);
   EXPECT_TRUE(logits.ok()) << logits.status();
@@ -77,7 +75,8 @@ void ExpectRowsNear(const NpyArray& saved, int64_t row, const NpyArray& want, in
 TEST(EvalCliTest, ShortLinesAreOneWindowEachWithEveryPositionScored) {
   TempDir dir;
   const auto prompts = Prompts();  // lengths 1, 5, 17, 64, ...
-  const auto j = Eval("--model " + Model() + " --ids-file " + WriteIds(dir, {prompts[1], prompts[2]}));
+  const auto j =
+      Eval("--model " + Model() + " --ids-file " + WriteIds(dir, {prompts[1], prompts[2]}));
   EXPECT_EQ(j["tokens"], 4 + 16) << j;
   EXPECT_EQ(j["windows"], 2);
   EXPECT_EQ(j["sequences"], 2);
@@ -147,7 +146,8 @@ TEST(EvalCliTest, KlOfARunAgainstItsOwnSavedLogitsIsZero) {
   EXPECT_LT(other["top1_agree"].get<double>(), 1.0) << other;
   EXPECT_NEAR(other["ppl_base"].get<double>(), first["ppl"].get<double>(), 1e-9) << other;
   EXPECT_NEAR(other["ppl_ratio"].get<double>(),
-              other["ppl"].get<double>() / first["ppl"].get<double>(), 1e-9) << other;
+              other["ppl"].get<double>() / first["ppl"].get<double>(), 1e-9)
+      << other;
 }
 
 // The DeepSeek-V3 tokenizer maps this text to ids below the fixture's vocabulary of 1024.

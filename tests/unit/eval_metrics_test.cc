@@ -95,7 +95,7 @@ TEST(EvalMetricsTest, KlOfAShiftedRowIsZeroToRounding) {
   std::vector<float> base(1000), shifted(1000);
   for (int i = 0; i < 1000; ++i) {
     base[i] = std::round(30 * std::sin(0.01f * i * i) * 1024) / 1024;  // 1/1024 steps below 32
-    shifted[i] = base[i] + 16;                                           // so exact in float
+    shifted[i] = base[i] + 16;                                         // so exact in float
   }
   const PositionScore s = ScorePosition(shifted, 3, base);
   EXPECT_NEAR(s.kld, 0.0, 1e-12);

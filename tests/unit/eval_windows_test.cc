@@ -45,8 +45,7 @@ TEST(EvalWindowsTest, ASequenceOfOneTokenScoresNothingAndSaysSo) {
   for (int64_t n : {0, 1}) {
     auto windows = PlanWindows(n, 8);
     EXPECT_EQ(windows.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_NE(windows.status().message().find("at least 2"), std::string::npos)
-        << windows.status();
+    EXPECT_NE(windows.status().message().find("at least 2"), std::string::npos) << windows.status();
   }
 }
 

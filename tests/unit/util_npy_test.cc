@@ -58,8 +58,7 @@ TEST(UtilNpyTest, ATruncatedFileIsRefusedAtOpen) {
     bytes.assign(std::istreambuf_iterator<char>(in), {});
   }
   std::ofstream(dir.file("cut.npy"), std::ios::binary) << bytes.substr(0, bytes.size() - 4);
-  EXPECT_EQ(NpyF32Reader::Open(dir.file("cut.npy")).status().code(),
-            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(NpyF32Reader::Open(dir.file("cut.npy")).status().code(), absl::StatusCode::kDataLoss);
   std::ofstream(dir.file("junk.npy")) << "not numpy";
   EXPECT_EQ(NpyF32Reader::Open(dir.file("junk.npy")).status().code(),
             absl::StatusCode::kInvalidArgument);

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <optional>
-#include <thread>
 #include <span>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -48,8 +48,9 @@ ForwardBatch MakeBatch(std::span<const PlannedWindow> windows, int32_t blocks_pe
 
 // The scores of `rows` rows, [rows, vocab] each in `logits` and, when not empty, `base`, on up
 // to `threads` threads (each scores a contiguous range of rows).
-std::vector<PositionScore> ScoreRows(std::span<const float> logits, std::span<const int32_t> targets,
-                                     std::span<const float> base, int64_t vocab, int threads) {
+std::vector<PositionScore> ScoreRows(std::span<const float> logits,
+                                     std::span<const int32_t> targets, std::span<const float> base,
+                                     int64_t vocab, int threads) {
   const size_t rows = targets.size();
   std::vector<PositionScore> scores(rows);
   const auto score_range = [&](size_t begin, size_t end) {
@@ -117,9 +118,8 @@ absl::StatusOr<EvalResult> Evaluate(ModelRunner& runner,
   }
 
   const int32_t blocks_per_window = BlocksFor(longest);
-  DSV3_RETURN_IF_ERROR(
-      runner.AllocateCache(static_cast<int64_t>(options.batch_windows) * blocks_per_window,
-                           kBlockSize));
+  DSV3_RETURN_IF_ERROR(runner.AllocateCache(
+      static_cast<int64_t>(options.batch_windows) * blocks_per_window, kBlockSize));
   Scorer scorer(/*with_base=*/base.has_value());
   std::vector<float> logits;       // [rows, vocab] of one step
   std::vector<float> base_logits;  // [rows, vocab] of the same rows in --kl-base

@@ -13,11 +13,11 @@
 namespace dsv3 {
 
 struct EvalOptions {
-  int32_t context = 512;     // tokens per window (engine/eval/windows.h)
+  int32_t context = 512;      // tokens per window (engine/eval/windows.h)
   int32_t batch_windows = 1;  // windows per forward step
   int32_t score_threads = 1;  // threads scoring the rows of a step (they run between steps)
-  std::string save_logits;   // when set: the scored logits, [tokens, vocab] float32 .npy
-  std::string kl_base;       // when set: a --save-logits file of the same inputs to compare with
+  std::string save_logits;    // when set: the scored logits, [tokens, vocab] float32 .npy
+  std::string kl_base;        // when set: a --save-logits file of the same inputs to compare with
 };
 
 struct EvalResult {

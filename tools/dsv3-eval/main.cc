@@ -59,15 +59,15 @@ absl::StatusOr<std::vector<int32_t>> TokenizeTextFile(const Options& opt,
                                      tokenizer.status().message()));
   }
   const int32_t bos = (*tokenizer)->bos_id() >= 0 ? (*tokenizer)->bos_id()
-                                                   : static_cast<int32_t>(config.bos_token_id);
+                                                  : static_cast<int32_t>(config.bos_token_id);
   std::vector<int32_t> ids = {bos};
   const std::vector<int32_t> text_ids = (*tokenizer)->Encode(text);
   ids.insert(ids.end(), text_ids.begin(), text_ids.end());
   for (int32_t id : ids) {
     if (id < 0 || id >= config.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--text-file ", opt.text_file, ": the tokenizer gives token id ", id,
-          ", outside the model's vocabulary [0, ", config.vocab_size, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--text-file ", opt.text_file, ": the tokenizer gives token id ", id,
+                       ", outside the model's vocabulary [0, ", config.vocab_size, ")"));
     }
   }
   spdlog::info("--text-file {}: {} bytes -> {} tokens (BOS {} first)", opt.text_file, text.size(),
@@ -194,8 +194,8 @@ int main(int argc, char** argv) {
     std::cerr << "dsv3-eval: give exactly one of --text-file and --ids-file\n";
     return 1;
   }
-  opt.eval.score_threads = opt.threads > 0 ? opt.threads
-                                           : std::max(1u, std::thread::hardware_concurrency());
+  opt.eval.score_threads =
+      opt.threads > 0 ? opt.threads : std::max(1u, std::thread::hardware_concurrency());
   opt.argv.assign(argv + 1, argv + argc);
   return dsv3::Run(std::move(opt));
 }
