@@ -3,7 +3,7 @@
 #include <filesystem>
 
 #include "engine/backend/backend_factory.h"
-#include "server/smoke_model.h"
+#include "server/random_model_marker.h"
 #include "spdlog/spdlog.h"
 
 namespace dsv3::server {
@@ -24,9 +24,13 @@ EngineConfig EngineConfigFromFlags(const ServerOptions& o) {
 
 absl::StatusOr<std::string> ResolveModelDir(const ServerOptions& o) {
   if (!o.model_dir.empty()) return o.model_dir;
-  const std::string cache = o.cache_dir.empty() ? DefaultCacheDir() : o.cache_dir;
-  spdlog::info("no --model: using the embedded smoke model (cache {})", cache);
-  return EnsureSmokeModel(cache, DefaultTokenizerDir());
+  const std::string demo = DSV3_DEFAULT_MODEL_DIR;
+  if (!std::filesystem::exists(std::filesystem::path(demo) / "config.json")) {
+    return absl::NotFoundError("no --model given and the embedded demo model is missing at " +
+                               demo + " (the build extracts tools/demo-model/dsv3-demo-fp8.tar.xz)");
+  }
+  spdlog::info("no --model: serving the embedded demo model {}", demo);
+  return demo;
 }
 
 absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const ServerOptions& o,
@@ -34,7 +38,8 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const ServerOptions& o,
                                                        ModelGroup& group) {
   auto loaded = std::make_unique<LoadedModel>();
   loaded->model_dir = model_dir;
-  loaded->is_smoke_model = IsSmokeModel(loaded->model_dir);
+  loaded->is_smoke_model =
+      std::filesystem::exists(std::filesystem::path(loaded->model_dir) / kRandomModelMarker);
   if (loaded->is_smoke_model) {
     spdlog::warn(
         "SMOKE MODEL: {} has random weights; its output is meaningless (it exercises "

@@ -1,4 +1,4 @@
-// Loads what the flags name: the model (or the embedded smoke model), its tokenizer when there
+// Loads what the flags name: the model (or the embedded demo model), its tokenizer when there
 // is one, and an engine over them on the CPU backend.
 #pragma once
 
@@ -11,8 +11,9 @@
 
 namespace dsv3::server {
 
-// The model directory the flags name: --model, or the embedded smoke model (generated into the
-// cache on first use).
+// The model directory the flags name: --model, or the embedded demo model (a small trained
+// DeepSeek-V3-architecture model, tools/demo-model, extracted by the build). NotFound when
+// neither exists.
 absl::StatusOr<std::string> ResolveModelDir(const ServerOptions& options);
 
 // Rank 0: loads the model through `group` (every rank loads its shard), the tokenizer and an

@@ -25,17 +25,14 @@ ParsedFlags ParseServerFlags(int argc, char** argv) {
   CLI::App app{
       "dsv3-server: serves a DeepSeek-V3-architecture model over gRPC (dsv3.v1.Inference),\n"
       "with grpc.health.v1, server reflection and Prometheus metrics. Without --model it serves\n"
-      "the embedded smoke model: random weights, the real DeepSeek-V3 tokenizer."};
+      "the embedded demo model: a small DeepSeek-V3-architecture model trained on English text."};
   app.option_defaults()->always_capture_default();
 
   app.add_option("--model", o.model_dir,
                  "model directory (config.json, safetensors, optional tokenizer.json); "
-                 "default: the embedded smoke model");
+                 "default: the embedded demo model");
   app.add_option("--tokenizer", o.tokenizer_dir,
                  "directory holding tokenizer.json, when the model directory has none");
-  app.add_option("--cache-dir", o.cache_dir,
-                 "where the smoke model is generated (default $XDG_CACHE_HOME/dsv3-serve or "
-                 "~/.cache/dsv3-serve)");
   app.add_option("--listen", o.listen, "gRPC address HOST:PORT (port 0: any free port)");
   app.add_option("--metrics-listen", o.metrics_listen,
                  "Prometheus /metrics address HOST:PORT; empty: disabled");

@@ -11,9 +11,8 @@
 namespace dsv3::server {
 
 struct ServerOptions {
-  std::string model_dir;      // empty: the embedded smoke model
+  std::string model_dir;      // empty: the embedded demo model
   std::string tokenizer_dir;  // empty: the model directory's tokenizer.json, if any
-  std::string cache_dir;      // where the smoke model is generated
   std::string listen = "127.0.0.1:50051";
   std::string metrics_listen = "127.0.0.1:9090";  // empty: no metrics endpoint
   int threads = 0;                                // CPU backend threads; 0: all

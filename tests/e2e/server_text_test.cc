@@ -1,9 +1,11 @@
-// The daemon on the embedded smoke model (random weights, real DeepSeek-V3 tokenizer): text and
-// chat streaming, tokenization, and the clients (dsv3-client, the Python example) as processes.
+// The daemon on the tests' smoke model (random weights, the real DeepSeek-V3 tokenizer and its
+// 129,280-token vocabulary): text and chat streaming, tokenization, and the clients
+// (dsv3-client, the Python example) as processes.
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/validation.h"
 #include "tests/e2e/server_process.h"
+#include "tests/smoke_model.h"
 
 namespace dsv3::testing {
 namespace {
@@ -14,8 +16,9 @@ using ::testing::StartsWith;
 class ServerTextTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    server_ = new ServerProcess(
-        {"--cache-dir=" + SmokeCacheDir(), "--num-kv-blocks=256", "--kv-block-size=16"});
+    auto model = EnsureSmokeModel(SmokeCacheDir(), DSV3_TOKENIZER_DIR);
+    ASSERT_TRUE(model.ok()) << model.status();
+    server_ = new ServerProcess({"--model=" + *model, "--num-kv-blocks=256", "--kv-block-size=16"});
     ASSERT_TRUE(server_->WaitServing(std::chrono::seconds(300))) << server_->log();
   }
   static void TearDownTestSuite() {

@@ -1,4 +1,4 @@
-// The embedded smoke model: generated deterministically, loadable, marked as a smoke model.
+// The tests' random smoke model: generated deterministically, loadable, marked as random.
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -6,10 +6,10 @@
 #include "engine/config/model_config.h"
 #include "engine/weights/checkpoint.h"
 #include "gtest/gtest.h"
-#include "server/smoke_model.h"
+#include "tests/smoke_model.h"
 #include "tests/test_util.h"
 
-namespace dsv3::server {
+namespace dsv3::testing {
 namespace {
 
 std::string Slurp(const std::string& path) {
@@ -20,10 +20,10 @@ std::string Slurp(const std::string& path) {
 }
 
 TEST(ServerSmokeModel, GeneratedOnceDeterministicallyAndLoadable) {
-  testing::TempDir a, b;
+  TempDir a, b;
   auto dir = EnsureSmokeModel(a.path().string(), DSV3_TOKENIZER_DIR);
   ASSERT_TRUE(dir.ok()) << dir.status();
-  EXPECT_TRUE(IsSmokeModel(*dir));
+  EXPECT_TRUE(std::filesystem::exists(*dir + "/" + server::kRandomModelMarker));
   EXPECT_TRUE(std::filesystem::exists(*dir + "/tokenizer.json"));
   // No temporary directory is left behind.
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(a.path()), {}), 1);
@@ -50,7 +50,7 @@ TEST(ServerSmokeModel, GeneratedOnceDeterministicallyAndLoadable) {
 }
 
 TEST(ServerSmokeModel, MissingTokenizerFailsCleanly) {
-  testing::TempDir cache;
+  TempDir cache;
   auto dir = EnsureSmokeModel(cache.path().string(), cache.file("no-such-dir"));
   ASSERT_FALSE(dir.ok());
   EXPECT_NE(std::string(dir.status().message()).find("tokenizer.json"), std::string::npos);
@@ -58,4 +58,4 @@ TEST(ServerSmokeModel, MissingTokenizerFailsCleanly) {
 }
 
 }  // namespace
-}  // namespace dsv3::server
+}  // namespace dsv3::testing

@@ -39,11 +39,19 @@ struct Options {
   std::string tokenizer;  // default: the model directory
   EvalOptions eval;
   std::string device = "cpu";
+  std::string cpu_emulation = "none";
   int threads = 0;
   int tp = 1;
   double rank_timeout_s = 60;
   std::vector<std::string> argv;  // argv[1..], for spawned tensor-parallel workers
 };
+
+// --cpu-emulation: the CPU backend rounding as an engine would (the GPU's numerics: both).
+CpuBackendOptions CpuEmulationOptions(const std::string& emulation, int threads) {
+  return CpuBackendOptions{.num_threads = threads,
+                           .fp8_activations = emulation == "fp8" || emulation == "gpu",
+                           .bf16_activations = emulation == "bf16" || emulation == "gpu"};
+}
 
 // --text-file as one sequence: BOS (the tokenizer's, else config.json's), then the file's ids.
 absl::StatusOr<std::vector<int32_t>> TokenizeTextFile(const Options& opt,
@@ -128,7 +136,10 @@ int Run(Options opt) {
   }
   group_ptr.store(group->get());
   // After Start: a spawned worker learns its GPU (LOCAL_RANK) there.
-  auto backend = MakeBackend(opt.device, opt.threads, (*group)->local_rank());
+  auto backend = opt.cpu_emulation == "none"
+                     ? MakeBackend(opt.device, opt.threads, (*group)->local_rank())
+                     : absl::StatusOr<std::unique_ptr<Backend>>(std::make_unique<CpuBackend>(
+                           CpuEmulationOptions(opt.cpu_emulation, opt.threads)));
   if (!backend.ok()) {
     spdlog::error("{}", std::string(backend.status().message()));
     return 1;
@@ -182,6 +193,11 @@ int main(int argc, char** argv) {
                  "backend: cpu, or cuda (GPU LOCAL_RANK, or one GPU per rank with --tp; builds "
                  "with the CUDA backend)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--cpu-emulation", opt.cpu_emulation,
+                 "with --device cpu: round as an engine would. fp8: every FP8 linear's input "
+                 "1x128 to e4m3 (the ideal FP8 engine); bf16: activations in BF16 where the GPU "
+                 "holds them in BF16; gpu: both (the CUDA backend's numerics)")
+      ->check(CLI::IsMember({"none", "fp8", "bf16", "gpu"}));
   app.add_option("--threads", opt.threads, "CPU threads of the backend and of scoring (0: all)");
   app.add_option("--tp", opt.tp,
                  "tensor-parallel ranks on this host (spawns --tp - 1 workers); RANK, WORLD_SIZE, "
@@ -190,6 +206,10 @@ int main(int argc, char** argv) {
   app.add_option("--rank-timeout-s", opt.rank_timeout_s,
                  "seconds a step may wait for another rank before the group is declared broken");
   CLI11_PARSE(app, argc, argv);
+  if (opt.cpu_emulation != "none" && opt.device != "cpu") {
+    std::cerr << "dsv3-eval: --cpu-emulation needs --device cpu\n";
+    return 1;
+  }
   if (opt.text_file.empty() == opt.ids_file.empty()) {
     std::cerr << "dsv3-eval: give exactly one of --text-file and --ids-file\n";
     return 1;
