@@ -25,9 +25,9 @@
 namespace dsv3 {
 namespace {
 
+using ::dsv3::testing::FixturePath;
 using ::dsv3::testing::RelError;
 using ::dsv3::testing::TopToken;
-using ::dsv3::testing::TestDataPath;
 
 constexpr double kLogitsTol = 3e-2;
 constexpr double kEmulatedTol = 1e-2;
@@ -46,13 +46,13 @@ class CudaModelTest : public ::dsv3::testing::GpuTest,
   void SetUp() override {
     GpuTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    auto model = DeepseekV3Model::Load(TestDataPath("fixtures/" + GetParam()), *gpu_);
+    auto model = DeepseekV3Model::Load(FixturePath(GetParam()), *gpu_);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = *std::move(model);
-    auto cpu_model = DeepseekV3Model::Load(TestDataPath("fixtures/" + GetParam()), cpu_);
+    auto cpu_model = DeepseekV3Model::Load(FixturePath(GetParam()), cpu_);
     ASSERT_TRUE(cpu_model.ok()) << cpu_model.status();
     cpu_model_ = *std::move(cpu_model);
-    auto emu_model = DeepseekV3Model::Load(TestDataPath("fixtures/" + GetParam()), emu_);
+    auto emu_model = DeepseekV3Model::Load(FixturePath(GetParam()), emu_);
     ASSERT_TRUE(emu_model.ok()) << emu_model.status();
     emu_model_ = *std::move(emu_model);
     fixture_ = GetParam().substr(0, GetParam().rfind('-'));
@@ -64,9 +64,8 @@ class CudaModelTest : public ::dsv3::testing::GpuTest,
   // transformers' logits for prompt i: with FP8 activations for an FP8 checkpoint (`fp8`
   // true), in float32 otherwise.
   std::vector<float> TransformersLogits(size_t i, bool fp8) const {
-    auto logits = ReadNpyF32(TestDataPath("fixtures/" + fixture_ + "-ref/" +
-                                          (fp8 ? "fp8act_logits_" : "logits_") +
-                                          std::to_string(i) + ".npy"));
+    auto logits = ReadNpyF32(FixturePath(fixture_ + "-ref/" + (fp8 ? "fp8act_logits_" : "logits_") +
+                                         std::to_string(i) + ".npy"));
     EXPECT_TRUE(logits.ok()) << logits.status();
     return logits.ok() ? std::move(logits->data) : std::vector<float>{};
   }
