@@ -1,4 +1,4 @@
-// The transformers references of a fixture (tests/data/fixtures/<name>-ref, made by
+// The transformers references of a fixture (tests/data/fixtures/<name>-ref.tar.xz, made by
 // tools/fixtures/make_fixtures.py) and the error measure the golden tests use.
 #pragma once
 
@@ -24,7 +24,7 @@ struct FixtureReference {
 
 // `fixture` without the -fp8/-bf16 suffix, e.g. "tiny".
 inline FixtureReference LoadFixtureReference(const std::string& fixture) {
-  std::ifstream in(TestDataPath("fixtures/" + fixture + "-ref/prompts.json"));
+  std::ifstream in(FixturePath(fixture + "-ref/prompts.json"));
   const auto j = nlohmann::json::parse(in);
   return {j["prompts"].get<std::vector<std::vector<int32_t>>>(),
           j["continuations"].get<std::vector<std::vector<int32_t>>>(),

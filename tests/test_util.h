@@ -11,6 +11,14 @@ inline std::string TestDataPath(const std::string& relative) {
   return std::string(DSV3_TEST_DATA) + "/" + relative;
 }
 
+// A fixture folder or a file in one ("tiny-fp8", "tiny-ref/prompts.json"): the build extracts
+// tests/data/fixtures/NAME.tar.xz to <build>/data/fixtures/NAME. From DSV3_FIXTURES_DIR when set
+// (the device machine runs binaries built here and extracts the archives itself).
+inline std::string FixturePath(const std::string& relative) {
+  if (const char* dir = std::getenv("DSV3_FIXTURES_DIR")) return std::string(dir) + "/" + relative;
+  return std::string(DSV3_FIXTURES_DIR) + "/" + relative;
+}
+
 inline std::string BinaryPath(const std::string& relative) {
   return std::string(DSV3_BINARY_DIR) + "/" + relative;
 }

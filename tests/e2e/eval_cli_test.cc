@@ -19,15 +19,15 @@ namespace {
 using ::dsv3::testing::CommandResult;
 using ::dsv3::testing::RunCommand;
 using ::dsv3::testing::TempDir;
-using ::dsv3::testing::TestDataPath;
+using ::dsv3::testing::FixturePath;
 using ::dsv3::testing::ToolPath;
 
 constexpr int64_t kVocab = 1024;
 
-std::string Model(const std::string& name = "tiny-fp8") { return TestDataPath("fixtures/" + name); }
+std::string Model(const std::string& name = "tiny-fp8") { return FixturePath(name); }
 
 std::vector<std::vector<int32_t>> Prompts() {
-  std::ifstream in(TestDataPath("fixtures/tiny-ref/prompts.json"));
+  std::ifstream in(FixturePath("tiny-ref") + "/prompts.json");
   return nlohmann::json::parse(in)["prompts"].get<std::vector<std::vector<int32_t>>>();
 }
 

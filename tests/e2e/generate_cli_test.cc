@@ -15,18 +15,18 @@
 namespace dsv3 {
 namespace {
 
-using ::dsv3::testing::ToolPath;
 using ::dsv3::testing::CommandResult;
+using ::dsv3::testing::FixturePath;
 using ::dsv3::testing::RunCommand;
 using ::dsv3::testing::TempDir;
-using ::dsv3::testing::TestDataPath;
+using ::dsv3::testing::ToolPath;
 
 std::string Generate(const std::string& args) {
   return ToolPath("dsv3-generate") + " " + args;
 }
 
 nlohmann::json Reference(const std::string& fixture) {
-  std::ifstream in(TestDataPath("fixtures/" + fixture + "-ref/prompts.json"));
+  std::ifstream in(FixturePath(fixture + "-ref/prompts.json"));
   return nlohmann::json::parse(in);
 }
 
@@ -36,10 +36,10 @@ TEST(GenerateCliTest, OneLinePerPromptWithTheReferenceContinuations) {
   const auto ref = Reference("ragged");
   const auto prompts = ref["prompts"].get<std::vector<std::vector<int32_t>>>();
   const auto want = ref["continuations"].get<std::vector<std::vector<int32_t>>>();
-  const CommandResult r = RunCommand(Generate(
-      "--model " + TestDataPath("fixtures/ragged-fp8") + " --prompt-ids " + Ids(prompts[1]) +
-      " --prompt-ids " + Ids(prompts[2]) + " --max-new-tokens " +
-      std::to_string(ref["max_new_tokens"].get<int>())));
+  const CommandResult r =
+      RunCommand(Generate("--model " + FixturePath("ragged-fp8") + " --prompt-ids " +
+                          Ids(prompts[1]) + " --prompt-ids " + Ids(prompts[2]) +
+                          " --max-new-tokens " + std::to_string(ref["max_new_tokens"].get<int>())));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, absl::StrJoin(want[1], " ") + "\n" + absl::StrJoin(want[2], " ") + "\n");
 }
@@ -47,10 +47,9 @@ TEST(GenerateCliTest, OneLinePerPromptWithTheReferenceContinuations) {
 TEST(GenerateCliTest, LogitsOutWritesEveryPromptPosition) {
   TempDir dir;
   const auto prompts = Reference("tiny")["prompts"].get<std::vector<std::vector<int32_t>>>();
-  const CommandResult r = RunCommand(Generate("--model " + TestDataPath("fixtures/tiny-bf16") +
-                                              " --prompt-ids " + Ids(prompts[2]) +
-                                              " --max-new-tokens 1 --logits-out " +
-                                              dir.file("l.npy")));
+  const CommandResult r = RunCommand(
+      Generate("--model " + FixturePath("tiny-bf16") + " --prompt-ids " + Ids(prompts[2]) +
+               " --max-new-tokens 1 --logits-out " + dir.file("l.npy")));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto logits = ReadNpyF32(dir.file("l.npy"));
   ASSERT_TRUE(logits.ok()) << logits.status();
@@ -70,9 +69,8 @@ TEST(GenerateCliTest, PromptsFileWithPreemptionMatchesTheReference) {
     return text;
   }();
   const CommandResult r = RunCommand(Generate(
-      "--model " + TestDataPath("fixtures/tiny-fp8") + " --prompts-file " +
-      dir.file("prompts.txt") + " --max-new-tokens 16 --kv-blocks 24 --block-size 16" +
-      " --max-batched-tokens 32 --stats"));
+      "--model " + FixturePath("tiny-fp8") + " --prompts-file " + dir.file("prompts.txt") +
+      " --max-new-tokens 16 --kv-blocks 24 --block-size 16" + " --max-batched-tokens 32 --stats"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::string expected;
   for (const auto& c : want) expected += absl::StrJoin(c, " ") + "\n";
@@ -87,7 +85,7 @@ TEST(GenerateCliTest, PromptsFileWithPreemptionMatchesTheReference) {
 TEST(GenerateCliTest, TruncatedShardFailsWithTheFileName) {
   TempDir dir;
   const std::string model = dir.file("model");
-  ::dsv3::testing::CopyTree(TestDataPath("fixtures/tiny-fp8"), model);
+  ::dsv3::testing::CopyTree(FixturePath("tiny-fp8"), model);
   const std::string shard = model + "/model-00002-of-00004.safetensors";
   for (const auto keep : {std::filesystem::file_size(shard) / 2, uintmax_t{100}, uintmax_t{5}}) {
     std::filesystem::resize_file(shard, keep);
@@ -103,7 +101,7 @@ TEST(GenerateCliTest, TruncatedShardFailsWithTheFileName) {
 TEST(GenerateCliTest, MissingShardFailsWithTheFileName) {
   TempDir dir;
   const std::string model = dir.file("model");
-  ::dsv3::testing::CopyTree(TestDataPath("fixtures/tiny-fp8"), model);
+  ::dsv3::testing::CopyTree(FixturePath("tiny-fp8"), model);
   std::filesystem::remove(model + "/model-00003-of-00004.safetensors");
   const CommandResult r =
       RunCommand(Generate("--model " + model + " --prompt-ids 1,2,3 --max-new-tokens 2"));
@@ -113,8 +111,8 @@ TEST(GenerateCliTest, MissingShardFailsWithTheFileName) {
 }
 
 TEST(GenerateCliTest, TokenIdOutsideTheVocabularyIsRejected) {
-  const CommandResult r = RunCommand(Generate("--model " + TestDataPath("fixtures/tiny-fp8") +
-                                              " --prompt-ids 1,5000 --max-new-tokens 2"));
+  const CommandResult r = RunCommand(
+      Generate("--model " + FixturePath("tiny-fp8") + " --prompt-ids 1,5000 --max-new-tokens 2"));
   EXPECT_FALSE(r.signaled);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("5000"), std::string::npos) << r.err;

@@ -20,10 +20,10 @@
 namespace dsv3 {
 namespace {
 
-using ::dsv3::testing::ToolPath;
+using ::dsv3::testing::FixturePath;
 using ::dsv3::testing::RunCommand;
 using ::dsv3::testing::TempDir;
-using ::dsv3::testing::TestDataPath;
+using ::dsv3::testing::ToolPath;
 
 const char* kPrompt = "918,349,723,81,739,677,388,490,471,40,174,444,470,644,418,66,46";
 
@@ -44,7 +44,7 @@ class TpGenerateTest : public ::testing::TestWithParam<const char*> {
 };
 
 TEST_P(TpGenerateTest, LogitsAndGreedyTokensMatchOneRank) {
-  const std::string model = TestDataPath(std::string("fixtures/") + GetParam());
+  const std::string model = FixturePath(GetParam());
   TempDir dir;
   const auto one = RunCommand(Generate("--model " + model + " --prompt-ids " + kPrompt +
                                        " --max-new-tokens 8"));
@@ -110,7 +110,7 @@ TEST(TpFailureTest, KillingAWorkerFailsTheRunWithinTenSecondsAndLeavesNoProcess)
   const pid_t rank0 = fork();
   ASSERT_GE(rank0, 0);
   if (rank0 == 0) {
-    const std::string model = TestDataPath("fixtures/tiny-bf16");
+    const std::string model = FixturePath("tiny-bf16");
     const std::string bin = ToolPath("dsv3-generate");
     execl(bin.c_str(), bin.c_str(), "--model", model.c_str(), "--tp", "2", "--threads", "1",
           "--prompt-ids", kPrompt, "--max-new-tokens", "30000", "--ignore-eos", "--kv-memory-mb",

@@ -23,16 +23,15 @@ const std::vector<int32_t> kPrompt = {0, 17, 99, 512, 3};
 std::vector<std::string> TinyArgs() {
   // 512 blocks of 16: a context of 8192 tokens, so that the long streams below outlast the
   // cancels, deadlines and grace periods aimed at them.
-  return {"--model=" + TestDataPath("fixtures/tiny-fp8"), "--num-kv-blocks=512",
-          "--kv-block-size=16"};
+  return {"--model=" + FixturePath("tiny-fp8"), "--num-kv-blocks=512", "--kv-block-size=16"};
 }
 
 // dsv3-generate: the offline, single-sequence greedy reference.
 std::vector<int32_t> OfflineIds(const std::vector<int32_t>& prompt, int max_tokens) {
   const CommandResult r =
-      RunCommand(ToolPath("dsv3-generate") + " --model " +
-                 TestDataPath("fixtures/tiny-fp8") + " --ignore-eos --threads 2 --max-new-tokens " +
-                 std::to_string(max_tokens) + " --prompt-ids " + absl::StrJoin(prompt, ","));
+      RunCommand(ToolPath("dsv3-generate") + " --model " + FixturePath("tiny-fp8") +
+                 " --ignore-eos --threads 2 --max-new-tokens " + std::to_string(max_tokens) +
+                 " --prompt-ids " + absl::StrJoin(prompt, ","));
   EXPECT_EQ(r.exit_code, 0) << r.err;
   std::vector<int32_t> ids;
   for (absl::string_view s : absl::StrSplit(r.out, ' ', absl::SkipWhitespace())) {

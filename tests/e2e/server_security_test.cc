@@ -9,8 +9,7 @@ namespace {
 using ::testing::HasSubstr;
 
 std::vector<std::string> TinyArgs() {
-  return {"--model=" + TestDataPath("fixtures/tiny-fp8"), "--num-kv-blocks=32",
-          "--kv-block-size=16"};
+  return {"--model=" + FixturePath("tiny-fp8"), "--num-kv-blocks=32", "--kv-block-size=16"};
 }
 
 std::string ReadFile(const std::string& path) {

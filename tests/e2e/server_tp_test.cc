@@ -16,11 +16,11 @@
 namespace dsv3 {
 namespace {
 
+using ::dsv3::testing::FixturePath;
 using ::dsv3::testing::GreedyIds;
 using ::dsv3::testing::ReadGenerate;
 using ::dsv3::testing::ServerProcess;
 using ::dsv3::testing::StreamResult;
-using ::dsv3::testing::TestDataPath;
 
 const std::vector<int32_t> kPrompt = {0, 17, 99, 512, 3, 250, 7, 1000, 42};
 
@@ -54,7 +54,7 @@ StreamResult Generate(ServerProcess& server, int max_tokens) {
 }
 
 TEST(ServerTensorParallelTest, Tp2StreamsTheSameIdsAsTp1) {
-  const std::string model = "--model=" + TestDataPath("fixtures/tiny-fp8");
+  const std::string model = "--model=" + FixturePath("tiny-fp8");
   ServerProcess tp1({model});
   ServerProcess tp2({model, "--tp=2"});
   ASSERT_TRUE(tp1.WaitServing()) << tp1.log();
@@ -74,7 +74,7 @@ TEST(ServerTensorParallelTest, Tp2StreamsTheSameIdsAsTp1) {
 }
 
 TEST(ServerTensorParallelTest, KilledWorkerGivesUnavailableAndExitsNonZero) {
-  ServerProcess server({"--model=" + TestDataPath("fixtures/tiny-bf16"), "--tp=2"});
+  ServerProcess server({"--model=" + FixturePath("tiny-bf16"), "--tp=2"});
   ASSERT_TRUE(server.WaitServing()) << server.log();
   const std::vector<pid_t> workers = Children(server.pid());
   ASSERT_EQ(workers.size(), 1u) << server.log();

@@ -19,7 +19,7 @@
 namespace dsv3 {
 namespace {
 
-using ::dsv3::testing::TestDataPath;
+using ::dsv3::testing::FixturePath;
 
 using Reference = ::dsv3::testing::FixtureReference;
 using ::dsv3::testing::LoadFixtureReference;
@@ -32,7 +32,7 @@ std::vector<float> RowsOf(const std::vector<float>& v, int64_t begin, int64_t en
 class ModelGoldenTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    auto model = DeepseekV3Model::Load(TestDataPath("fixtures/" + GetParam()), backend_);
+    auto model = DeepseekV3Model::Load(FixturePath(GetParam()), backend_);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = *std::move(model);
     fixture_ = GetParam().substr(0, GetParam().rfind('-'));
@@ -69,8 +69,7 @@ class ModelGoldenTest : public ::testing::TestWithParam<std::string> {
 
 TEST_P(ModelGoldenTest, PrefillLogitsMatchTransformers) {
   for (size_t i = 0; i < ref_.prompts.size(); ++i) {
-    auto want = ReadNpyF32(TestDataPath("fixtures/" + fixture_ + "-ref/logits_" +
-                                        std::to_string(i) + ".npy"));
+    auto want = ReadNpyF32(FixturePath(fixture_ + "-ref/logits_" + std::to_string(i) + ".npy"));
     ASSERT_TRUE(want.ok()) << want.status();
     ASSERT_EQ(want->shape, (std::vector<int64_t>{static_cast<int64_t>(ref_.prompts[i].size()), vocab()}));
     const std::vector<float> got = Prefill(ref_.prompts[i], MlaMode::kAuto);

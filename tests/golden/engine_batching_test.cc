@@ -17,7 +17,7 @@
 namespace dsv3 {
 namespace {
 
-using ::dsv3::testing::TestDataPath;
+using ::dsv3::testing::FixturePath;
 
 using Reference = ::dsv3::testing::FixtureReference;
 
@@ -44,7 +44,7 @@ Output Drain(RequestStream& stream) {
 class EngineBatchingTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto model = DeepseekV3Model::Load(TestDataPath("fixtures/ragged-fp8"), backend_);
+    auto model = DeepseekV3Model::Load(FixturePath("ragged-fp8"), backend_);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = *std::move(model);
     ref_ = ::dsv3::testing::LoadFixtureReference("ragged");

@@ -21,7 +21,7 @@
 namespace dsv3 {
 namespace {
 
-using ::dsv3::testing::TestDataPath;
+using ::dsv3::testing::FixturePath;
 
 // The state the ranks of one in-memory group share.
 struct Group {
@@ -166,7 +166,7 @@ class TensorParallelTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(TensorParallelTest, ShardedLogitsAndGreedyTokensEqualOneRank) {
   const auto [fixture, world] = GetParam();
-  const std::string dir = TestDataPath("fixtures/" + fixture);
+  const std::string dir = FixturePath(fixture);
   const Reference ref = LoadFixtureReference(fixture.substr(0, fixture.rfind('-')));
   const RankOutput single = RunGroup(dir, 1, ref)[0];
   const std::vector<RankOutput> ranks = RunGroup(dir, world, ref);
@@ -205,7 +205,7 @@ TEST(TensorParallelConfigTest, IndivisibleHeadsAreRejectedByName) {
     threads.emplace_back([&, r] {
       ThreadCommunicator comm(group, r);
       CpuBackend backend(1);
-      statuses[r] = DeepseekV3Model::Load(TestDataPath("fixtures/ragged-fp8"), backend, comm).status();
+      statuses[r] = DeepseekV3Model::Load(FixturePath("ragged-fp8"), backend, comm).status();
     });
   }
   for (auto& t : threads) t.join();

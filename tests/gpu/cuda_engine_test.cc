@@ -17,7 +17,7 @@
 namespace dsv3 {
 namespace {
 
-using ::dsv3::testing::TestDataPath;
+using ::dsv3::testing::FixturePath;
 
 // The model lives in the backend's memory: as a member of the derived class it goes first.
 class CudaEngineTest : public ::dsv3::testing::GpuTest {
@@ -25,7 +25,7 @@ class CudaEngineTest : public ::dsv3::testing::GpuTest {
   void SetUp() override {
     GpuTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    auto model = DeepseekV3Model::Load(TestDataPath("fixtures/ragged-fp8"), *gpu_);
+    auto model = DeepseekV3Model::Load(FixturePath("ragged-fp8"), *gpu_);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = *std::move(model);
     ref_ = ::dsv3::testing::LoadFixtureReference("ragged");

@@ -17,9 +17,9 @@
 namespace dsv3 {
 namespace {
 
+using ::dsv3::testing::FixturePath;
 using ::dsv3::testing::RelError;
 using ::dsv3::testing::TopToken;
-using ::dsv3::testing::TestDataPath;
 
 constexpr double kTol = 1e-2;
 constexpr float kMargin = 0.1f;
@@ -37,7 +37,7 @@ class CudaGraphsTest : public ::dsv3::testing::GpuTest,
     eager_ = *std::move(eager);
     for (auto [backend, model] : {std::pair{gpu_.get(), &graphed_model_},
                                   std::pair{eager_.get(), &eager_model_}}) {
-      auto loaded = DeepseekV3Model::Load(TestDataPath("fixtures/" + GetParam()), *backend);
+      auto loaded = DeepseekV3Model::Load(FixturePath(GetParam()), *backend);
       ASSERT_TRUE(loaded.ok()) << loaded.status();
       *model = *std::move(loaded);
     }

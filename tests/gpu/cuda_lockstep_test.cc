@@ -246,8 +246,7 @@ TEST_P(CudaLockstepTest, EveryOpMatchesTheEmulatedCpuOnTheModelsOwnData) {
   auto gpu = CudaBackend::Create({});
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   LockstepBackend lockstep(**gpu);
-  auto model = DeepseekV3Model::Load(::dsv3::testing::TestDataPath("fixtures/" + GetParam()),
-                                     lockstep);
+  auto model = DeepseekV3Model::Load(::dsv3::testing::FixturePath(GetParam()), lockstep);
   ASSERT_TRUE(model.ok()) << model.status();
   const auto ref = ::dsv3::testing::LoadFixtureReference(GetParam().substr(0, GetParam().rfind('-')));
   for (size_t i : {0, 3, 4}) {  // 1, 64 and 130 tokens

@@ -225,7 +225,7 @@ TEST_F(CudaOpsTest, Fp8LinearOnFixtureWeightsMatchesEmulatedCpu) {
   CpuBackend emu(CpuBackendOptions{.num_threads = 4, .fp8_activations = true,
                                    .bf16_activations = true});
   for (const char* fixture : {"tiny-fp8", "ragged-fp8", "noqlora-fp8"}) {
-    auto ckpt = Checkpoint::Open(::dsv3::testing::TestDataPath(std::string("fixtures/") + fixture));
+    auto ckpt = Checkpoint::Open(::dsv3::testing::FixturePath(fixture));
     ASSERT_TRUE(ckpt.ok()) << ckpt.status();
     double worst = 0;
     for (const std::string& name : (*ckpt)->Names()) {

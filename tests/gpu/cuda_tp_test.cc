@@ -19,10 +19,10 @@
 namespace dsv3 {
 namespace {
 
+using ::dsv3::testing::FixturePath;
 using ::dsv3::testing::RunCommand;
 using ::dsv3::testing::TempDir;
 using ::dsv3::testing::ToolPath;
-using ::dsv3::testing::TestDataPath;
 
 constexpr double kTpTol = 3e-2;
 constexpr float kMargin = 0.1f;
@@ -31,11 +31,10 @@ constexpr float kMargin = 0.1f;
 absl::StatusOr<NpyArray> PromptLogits(const std::string& checkpoint,
                                       const std::vector<int32_t>& prompt, int tp,
                                       const std::string& out) {
-  const auto r = RunCommand(ToolPath("dsv3-generate") + " --device cuda --tp " +
-                            std::to_string(tp) + " --model " +
-                            TestDataPath("fixtures/" + checkpoint) + " --prompt-ids " +
-                            absl::StrJoin(prompt, ",") + " --max-new-tokens 1 --logits-out " +
-                            out);
+  const auto r =
+      RunCommand(ToolPath("dsv3-generate") + " --device cuda --tp " + std::to_string(tp) +
+                 " --model " + FixturePath(checkpoint) + " --prompt-ids " +
+                 absl::StrJoin(prompt, ",") + " --max-new-tokens 1 --logits-out " + out);
   if (r.signaled || r.exit_code != 0) {
     return absl::InternalError("dsv3-generate --tp " + std::to_string(tp) + " failed: " + r.err);
   }
@@ -58,8 +57,7 @@ TEST_P(CudaTensorParallelTest, TwoGpusMatchOne) {
     auto two = PromptLogits(checkpoint, ref.prompts[p], 2, dir.file("tp2.npy"));
     ASSERT_TRUE(two.ok()) << two.status();
     ASSERT_EQ(two->shape, one->shape);
-    auto hf = ReadNpyF32(TestDataPath("fixtures/" + fixture + "-ref/logits_" + std::to_string(p) +
-                                      ".npy"));
+    auto hf = ReadNpyF32(FixturePath(fixture + "-ref/logits_" + std::to_string(p) + ".npy"));
     ASSERT_TRUE(hf.ok()) << hf.status();
     const double tp_err = ::dsv3::testing::RelError(two->data, one->data);
     std::printf("tp %s prompt %zu (%zu tokens): tp2-tp1 %.4f tp1-ref %.4f tp2-ref %.4f\n",
@@ -93,8 +91,7 @@ TEST_P(CudaTensorParallelRefusalTest, Fp8SlicesThatCutBlocksAreRefused) {
     GTEST_SKIP() << "fewer than two CUDA devices: tensor-parallel GPU test skipped";
   }
   const auto r = RunCommand(ToolPath("dsv3-generate") + " --device cuda --tp 2 --model " +
-                            TestDataPath("fixtures/" + GetParam()) +
-                            " --prompt-ids 5,77 --max-new-tokens 1");
+                            FixturePath(GetParam()) + " --prompt-ids 5,77 --max-new-tokens 1");
   EXPECT_FALSE(!r.signaled && r.exit_code == 0) << r.out;
   EXPECT_NE(r.err.find("cuts its 128x128 scale blocks"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("tensor-parallel size"), std::string::npos) << r.err;

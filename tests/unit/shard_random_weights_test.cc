@@ -15,7 +15,7 @@ namespace dsv3 {
 namespace {
 
 ModelConfig SmoothConfig() {
-  auto config = ModelConfig::FromModelDir(testing::TestDataPath("fixtures/smooth-fp8"));
+  auto config = ModelConfig::FromModelDir(testing::FixturePath("smooth-fp8"));
   EXPECT_TRUE(config.ok()) << config.status();
   return *config;
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One whole check-and-bench sequence on the device machine (docs/cuda.md, "Running on the
 # H200"): binaries and their shared libraries travel in .device/ (bin.tar.xz, lib.tar.xz), built here
-# with build-cuda; the GPU tests find their data under /work/main as on the dev machine.
+# with build-cuda. The fixtures travel as their archives in the working tree and are extracted
+# to /tmp/dsv3/fixtures, where DSV3_FIXTURES_DIR points the tests (tests/test_util.h FixturePath).
 # Usage (inside the `run` tool, repository root): tools/dsv3-bench/device-run.sh [tests|bench|all]
 # On a machine with two GPUs (nvidia-h200-x2) it also runs the tensor-parallel test and the
 # bench at --tp 2. pack-device.sh makes .device/.
@@ -12,7 +13,10 @@ mkdir -p "$out" /tmp/dsv3
 tar xJf .device/lib.tar.xz -C /tmp/dsv3
 tar xJf .device/bin.tar.xz -C .device
 export LD_LIBRARY_PATH=/tmp/dsv3/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-mkdir -p /work && [ -e /work/main ] || ln -s "$PWD" /work/main
+fixtures=/tmp/dsv3/fixtures
+mkdir -p $fixtures
+for a in tests/data/fixtures/*.tar.xz; do tar xJf "$a" -C $fixtures; done
+export DSV3_FIXTURES_DIR=$fixtures
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv | tee "$out/gpu.txt"
 bin=.device/bin
 export DSV3_TOOLS_DIR=$PWD/$bin  # tests run the tools from there (tests/test_util.h ToolPath)
@@ -26,12 +30,12 @@ if [ "$what" != bench ]; then
   grep -h "^errors" "$out/gpu_cuda_model_test.log" >"$out/errors.txt"
   grep -h "^lockstep\|^fixture FP8" "$out"/gpu_cuda_*_test.log
   for d in cpu cuda; do
-    $bin/dsv3-generate --model tests/data/fixtures/ragged-fp8 --device $d --threads 8 \
+    $bin/dsv3-generate --model $fixtures/ragged-fp8 --device $d --threads 8 \
       --prompt-ids 5,77,300,12 --max-new-tokens 12 2>&1 | tail -2 | sed "s/^/generate $d: /"
   done
   for tp in 1 2; do
     [ "$tp" -le "$gpus" ] || continue
-    timeout 60 $bin/dsv3-generate --model tests/data/fixtures/smooth-fp8 --device cuda --tp $tp \
+    timeout 60 $bin/dsv3-generate --model $fixtures/smooth-fp8 --device cuda --tp $tp \
       --prompt-ids 5,77,300,12 --max-new-tokens 24 2>&1 | tail -1 | sed "s/^/generate smooth cuda tp$tp: /"
   done
 fi

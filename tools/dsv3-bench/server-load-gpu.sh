@@ -5,10 +5,14 @@
 # layers keep being captured and replayed as CUDA graphs. Prints the load summary, the server's
 # KV and stream metrics after the load, GPU memory before / during / after, and the exit code
 # of a SIGTERM (0 expected).
-#   MODEL=tests/data/fixtures/smooth-fp8 STREAMS=64 DURATION=30 tools/dsv3-bench/server-load-gpu.sh
+#   STREAMS=64 DURATION=30 tools/dsv3-bench/server-load-gpu.sh
+# MODEL=DIR loads another checkpoint than the smooth-fp8 fixture, extracted here from its archive.
 set -uo pipefail
 bin=.device/bin
-model=${MODEL:-tests/data/fixtures/smooth-fp8}
+if [ -z "${MODEL:-}" ]; then
+  mkdir -p /tmp/dsv3/fixtures && tar xJf tests/data/fixtures/smooth-fp8.tar.xz -C /tmp/dsv3/fixtures
+fi
+model=${MODEL:-/tmp/dsv3/fixtures/smooth-fp8}
 streams=${STREAMS:-64}
 duration=${DURATION:-30}
 port=50561

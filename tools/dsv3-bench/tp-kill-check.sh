@@ -6,8 +6,10 @@
 #   tools/dsv3-bench/tp-kill-check.sh
 set -uo pipefail
 bin=.device/bin
+fixtures=/tmp/dsv3/fixtures  # the fixture archives extract there, as in device-run.sh
+mkdir -p $fixtures && tar xJf tests/data/fixtures/smooth-fp8.tar.xz -C $fixtures
 log=${OUT:-/tmp}/tp-kill.log
-$bin/dsv3-generate --model tests/data/fixtures/smooth-fp8 --device cuda --tp 2 \
+$bin/dsv3-generate --model $fixtures/smooth-fp8 --device cuda --tp 2 \
   --prompt-ids 5,77,300 --max-new-tokens 150000 --min-tokens 150000 >"$log" 2>&1 &
 rank0=$!
 # The worker is rank 0's child (the launcher forks and execs it); give both time to load and

@@ -1,6 +1,6 @@
 // dsv3-cpu-bench: CPU backend throughput on a checkpoint (the fixtures, or any small model).
 //
-//   dsv3-cpu-bench --model tests/data/fixtures/tiny-fp8 [--threads N] [--repeats R]
+//   dsv3-cpu-bench --model build/data/fixtures/tiny-fp8 [--threads N] [--repeats R]
 //
 // Prints a Markdown table to stdout:
 //   - model prefill tokens/s for one prompt of each length, and decode tokens/s of one sequence;
