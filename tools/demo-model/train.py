@@ -62,11 +62,11 @@ def read_chats(path):
 
 def encode_corpus(tok, docs, chats, rng):
     """One stream of ids: each Brown document as BOS text EOS, each chat in the V3 or the R1
-    shape (R1 three times in ten, so that a V3 prompt is answered directly), shuffled at
+    shape (R1 three times in twenty, so that a V3 prompt is answered directly), shuffled at
     document level."""
     pieces = [demo_tokenizer.BOS + d + demo_tokenizer.EOS for d in docs]
     for c in chats:
-        think = c["think"] if rng.random() < 0.3 else None
+        think = c["think"] if rng.random() < 0.15 else None
         pieces.append(demo_tokenizer.render_chat(c["question"], c["answer"], think))
     rng.shuffle(pieces)
     ids = []
