@@ -29,7 +29,8 @@ class Server {
   // The model group broke (a tensor-parallel rank died): health NOT_SERVING, no new calls.
   // Calls in flight end with UNAVAILABLE as the engine's steps fail.
   void MarkBroken();
-  // Graceful shutdown; returns when every call has ended. Idempotent.
+  // Graceful shutdown; returns when every call has ended. Idempotent; nothing to do after a
+  // failed Start (the destructor of a server that Start gave up on runs it too).
   void Drain(absl::Duration grace);
 
   int grpc_port() const { return grpc_port_; }
