@@ -13,6 +13,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "engine/backend/backend_factory.h"
+#include "engine/group_failure_exit.h"
 #include "engine/model_group.h"
 #include "server/model_loader.h"
 #include "server/server.h"
@@ -72,7 +73,6 @@ int main(int argc, char** argv) {
     return 1;
   }
   static std::atomic<Server*> serving{nullptr};
-  static std::atomic<dsv3::ModelGroup*> group_ptr{nullptr};
   dsv3::ModelGroupOptions group_options;
   group_options.tp = options.tp;
   group_options.rank_timeout = absl::Seconds(options.rank_timeout_s);
@@ -83,8 +83,7 @@ int main(int argc, char** argv) {
     if (Server* s = serving.load(); s != nullptr) s->MarkBroken();
     std::thread([] {
       absl::SleepFor(absl::Seconds(1));
-      if (dsv3::ModelGroup* g = group_ptr.load(); g != nullptr) g->KillWorkers();
-      std::_Exit(1);
+      dsv3::GroupFailureExit::Get().KillWorkersAndExit(1);
     }).detach();
   };
   auto group = dsv3::ModelGroup::Start(group_options);
@@ -92,7 +91,8 @@ int main(int argc, char** argv) {
     spdlog::error("{}", std::string(group.status().message()));
     return 1;
   }
-  group_ptr.store(group->get());
+  // The failure thread outlives main's frame; it reaches the group only while this guard lives.
+  const dsv3::GroupFailureExit::Armed armed = dsv3::GroupFailureExit::Get().Arm(**group);
   if ((*group)->is_worker()) {
     // Workers hold a shard and run rank 0's plans: no gRPC, no metrics, no tokenizer.
     auto backend = dsv3::MakeBackend(options.device, options.threads, (*group)->local_rank());
