@@ -1,15 +1,11 @@
 // dsv3-server startup failures after the flags are read: each one ends with a message naming
 // the flag (and the file) and exit status 1, never a crash. Before the fix, all of them ended in
 // SIGSEGV from Server::Drain run by ~Server on a server that never started.
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <fstream>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/test_util.h"
+#include "tests/e2e/server_process.h"
 
 namespace dsv3::testing {
 namespace {
@@ -66,6 +62,17 @@ TEST(ServerStartupTest, StartupFailureExitsCleanlyWhenPortInUse) {
   ListeningSocket taken;
   const CommandResult r = RunServer("--metrics-listen '' --listen " + taken.address());
   ExpectCleanFailure(r, "--listen: cannot listen on " + taken.address());
+}
+
+// Bug 3: gRPC's default SO_REUSEPORT let a second server bind the same port and take half of
+// the new connections.
+TEST(ServerStartupTest, StartupFailureExitsCleanlyWhenAnotherServerHasThePort) {
+  ServerProcess first({"--model=" + TestDataPath("fixtures/tiny-fp8"), "--num-kv-blocks=32",
+                       "--kv-block-size=16"});
+  ASSERT_TRUE(first.WaitServing()) << first.log();
+  const CommandResult r = RunServer("--metrics-listen '' --listen " + first.address());
+  ExpectCleanFailure(r, "--listen: cannot listen on " + first.address());
+  EXPECT_EQ(first.Health(), grpc::health::v1::HealthCheckResponse::SERVING);
 }
 
 TEST(ServerStartupTest, StartupFailureExitsCleanlyWithUnassignableAddress) {
