@@ -1,37 +1,21 @@
 // dsv3-server: the gRPC daemon. See `dsv3-server --help` and docs/serving.md.
 //
 // SIGTERM or SIGINT drains: health goes NOT_SERVING, new calls get UNAVAILABLE, calls in flight
-// may finish within --grace-period-s, the rest are aborted, and the process exits 0.
-#include <signal.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstdio>
+// may finish within --grace-period-s, the rest are aborted, and the process exits 0. A second
+// one stops at once: the calls still open end with UNAVAILABLE and the process exits 1.
 #include <thread>
 
 #include <atomic>
 
-#include "absl/synchronization/notification.h"
 #include "engine/backend/backend_factory.h"
 #include "engine/group_failure_exit.h"
 #include "engine/model_group.h"
 #include "server/model_loader.h"
 #include "server/server.h"
 #include "server/server_flags.h"
+#include "server/shutdown_signals.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
-
-namespace {
-
-int g_signal_pipe[2] = {-1, -1};
-
-void OnSignal(int signal) {
-  const unsigned char byte = static_cast<unsigned char>(signal);
-  // Nothing useful to do if the pipe is full: a signal is already pending.
-  [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &byte, 1);
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   using namespace dsv3::server;
@@ -43,27 +27,11 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(options.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
 
-  // The handler only writes to a pipe (async-signal-safe); a thread reads it. A handler rather
-  // than a blocked mask plus sigwait, because libraries start threads before main (OpenBLAS's
-  // pool) that would not have the signals blocked and would take the default action.
-  if (pipe(g_signal_pipe) != 0) {
-    std::perror("pipe");
+  auto shutdown = InstallShutdownSignals();
+  if (!shutdown.ok()) {
+    spdlog::error("{}", std::string(shutdown.status().message()));
     return 1;
   }
-  struct sigaction action {};
-  action.sa_handler = OnSignal;
-  sigemptyset(&action.sa_mask);
-  sigaction(SIGTERM, &action, nullptr);
-  sigaction(SIGINT, &action, nullptr);
-  absl::Notification stop;
-  std::thread signal_thread([&] {
-    unsigned char signal = 0;
-    while (read(g_signal_pipe[0], &signal, 1) < 0 && errno == EINTR) {
-    }
-    spdlog::info("received {}: draining", signal == SIGTERM ? "SIGTERM" : "SIGINT");
-    stop.Notify();
-  });
-  signal_thread.detach();
 
   // The rank group first, on this (the main) thread and before gRPC starts its threads: rank 0
   // of a --tp launch forks its workers here, and they die with this thread.
@@ -114,10 +82,10 @@ int main(int argc, char** argv) {
     (*server)->Drain(absl::ZeroDuration());
     return 1;
   }
-  stop.WaitForNotification();
-  (*server)->Drain(absl::Seconds(options.grace_period_s));
+  (*shutdown)->drain.WaitForNotification();
+  (*server)->Drain(absl::Seconds(options.grace_period_s), &(*shutdown)->stop_now);
   serving.store(nullptr);
   server->reset();
   (*group)->Shutdown();  // the workers exit once told, or are killed after a grace period
-  return 0;
+  return (*shutdown)->stop_now.HasBeenNotified() ? 1 : 0;
 }

@@ -150,7 +150,7 @@ void Server::MarkBroken() {
   SetHealth(false);
 }
 
-void Server::Drain(absl::Duration grace) {
+void Server::Drain(absl::Duration grace, const absl::Notification* stop_now) {
   // Without a gRPC server, Start failed part-way: nothing was admitted, so nothing to drain
   // (the metrics endpoint, if it started, stops in its own destructor).
   if (drained_ || grpc_server_ == nullptr) return;
@@ -162,10 +162,14 @@ void Server::Drain(absl::Duration grace) {
   if (active > 0) {
     spdlog::info("draining: waiting up to {} for {} streams", absl::FormatDuration(grace), active);
   }
-  while ((active = metrics_.active_streams()) > 0 && absl::Now() < deadline) {
+  auto stopping_now = [stop_now] { return stop_now != nullptr && stop_now->HasBeenNotified(); };
+  while ((active = metrics_.active_streams()) > 0 && absl::Now() < deadline && !stopping_now()) {
     absl::SleepFor(absl::Milliseconds(10));
   }
-  if (active > 0) spdlog::warn("grace period over: aborting {} streams", active);
+  if (active > 0) {
+    spdlog::warn("{}: aborting {} streams", stopping_now() ? "stopping now" : "grace period over",
+                 active);
+  }
   // Aborting in the engine ends the remaining streams (UNAVAILABLE); the server's own shutdown
   // deadline then cancels anything still open.
   if (model_) model_->engine->Shutdown();

@@ -288,5 +288,32 @@ TEST(ServerDrain, SigtermDrainsAndExitsZero) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(6));
 }
 
+// Bug 14: a second SIGTERM did not shorten the 30 s drain. It stops at once: the streams still
+// open end with UNAVAILABLE and the process exits 1.
+TEST(ServerDrain, SecondSigtermStopsAtOnceAndExitsOne) {
+  ServerProcess server(TinyArgs());  // the default grace period, 30 s
+  ASSERT_TRUE(server.WaitServing()) << server.log();
+  auto stub = server.Stub();
+  grpc::ClientContext context;
+  auto reader = stub->Generate(&context, GreedyIds(kPrompt, 8000));
+  v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+
+  server.SendSignal(SIGTERM);
+  bool saw_not_serving = false;
+  for (int i = 0; i < 100 && !saw_not_serving; ++i) {
+    saw_not_serving = server.Health() == Health::NOT_SERVING;
+    if (!saw_not_serving) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(saw_not_serving);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(server.SignalAndWait(SIGTERM, std::chrono::seconds(10)), 1) << server.log();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  while (reader->Read(&response)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(server.log(), HasSubstr("received SIGTERM while draining: stopping now"));
+}
+
 }  // namespace
 }  // namespace dsv3::testing
