@@ -1,8 +1,8 @@
 // dsv3-server: the gRPC daemon. See `dsv3-server --help` and docs/serving.md.
 //
-// SIGTERM or SIGINT drains: health goes NOT_SERVING, new calls get UNAVAILABLE, calls in flight
-// may finish within --grace-period-s, the rest are aborted, and the process exits 0. A second
-// one stops at once: the calls still open end with UNAVAILABLE and the process exits 1.
+// SIGTERM, SIGINT or SIGHUP drains: health goes NOT_SERVING, new calls get UNAVAILABLE, calls in
+// flight may finish within --grace-period-s, the rest are aborted, and the process exits 0. A
+// second one stops at once: the calls still open end with UNAVAILABLE and the process exits 1.
 #include <thread>
 
 #include <atomic>

@@ -58,6 +58,9 @@ absl::StatusOr<const ShutdownRequests*> InstallShutdownSignals() {
   sigemptyset(&action.sa_mask);
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGINT, &action, nullptr);
+  struct sigaction hangup {};
+  sigaction(SIGHUP, nullptr, &hangup);
+  if (hangup.sa_handler != SIG_IGN) sigaction(SIGHUP, &action, nullptr);
   std::thread([requests] {
     const int first = ReadSignal();
     spdlog::info("received {}: draining", SignalName(first));

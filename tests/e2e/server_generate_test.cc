@@ -288,6 +288,32 @@ TEST(ServerDrain, SigtermDrainsAndExitsZero) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(6));
 }
 
+// Bug 4: SIGHUP with active streams killed the server at once (the default action), with
+// nothing logged. It drains like SIGTERM.
+TEST(ServerDrain, SighupDrainsLikeSigterm) {
+  std::vector<std::string> args = TinyArgs();
+  args.push_back("--grace-period-s=2");
+  ServerProcess server(args);
+  ASSERT_TRUE(server.WaitServing()) << server.log();
+  auto stub = server.Stub();
+  grpc::ClientContext short_context;
+  auto short_reader = stub->Generate(&short_context, GreedyIds(kPrompt, 20));
+  grpc::ClientContext long_context;
+  auto long_reader = stub->Generate(&long_context, GreedyIds(kPrompt, 8000));
+  v1::GenerateResponse response;
+  ASSERT_TRUE(long_reader->Read(&response));
+
+  server.SendSignal(SIGHUP);
+  while (short_reader->Read(&response)) {
+  }
+  EXPECT_TRUE(short_reader->Finish().ok());  // finished within the grace period
+  while (long_reader->Read(&response)) {
+  }
+  EXPECT_EQ(long_reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(server.SignalAndWait(0, std::chrono::seconds(10)), 0) << server.log();
+  EXPECT_THAT(server.log(), HasSubstr("received SIGHUP: draining"));
+}
+
 // Bug 14: a second SIGTERM did not shorten the 30 s drain. It stops at once: the streams still
 // open end with UNAVAILABLE and the process exits 1.
 TEST(ServerDrain, SecondSigtermStopsAtOnceAndExitsOne) {

@@ -189,6 +189,7 @@ class ServerProcess {
       // The server dies with the test (a timeout, a crash) instead of living on under init.
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != parent) _exit(127);  // the test died before prctl took effect
+      signal(SIGHUP, SIG_DFL);  // even under nohup: the server decides what SIGHUP does
       const int log = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       dup2(log, 1);
       dup2(log, 2);
