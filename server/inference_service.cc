@@ -95,16 +95,20 @@ grpc::ServerUnaryReactor* InferenceService::Detokenize(grpc::CallbackServerConte
                                                        const v1::DetokenizeRequest* request,
                                                        v1::DetokenizeResponse* response) {
   if (grpc::Status st = state_.Admit(*context); !st.ok()) return Done(context, "Detokenize", st);
-  const Tokenizer* tokenizer = state_.model().tokenizer.get();
+  const LoadedModel& model = state_.model();
+  const Tokenizer* tokenizer = model.tokenizer.get();
   if (tokenizer == nullptr) return Done(context, "Detokenize", NoTokenizer());
+  // The ids Generate accepts and can sample: the model's vocabulary, which may be larger than
+  // the tokenizer's (DeepSeek-V3: 129280 rows, 128815 tokens). Ids the tokenizer does not know
+  // decode to no text, as in generated text.
   const std::vector<int32_t> ids(request->token_ids().begin(), request->token_ids().end());
+  const int64_t vocab_size = model.limits().vocab_size;
   for (size_t i = 0; i < ids.size(); ++i) {
-    if (ids[i] < 0 || ids[i] >= tokenizer->vocab_size()) {
+    if (ids[i] < 0 || ids[i] >= vocab_size) {
       return Done(context, "Detokenize",
                   grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                absl::StrCat("token_ids[", i, "] = ", ids[i],
-                                            " is outside the vocabulary [0, ",
-                                            tokenizer->vocab_size(), ")")));
+                                            " is outside the vocabulary [0, ", vocab_size, ")")));
     }
   }
   response->set_text(tokenizer->Decode(ids, request->skip_special_tokens()));

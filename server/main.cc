@@ -1,36 +1,21 @@
 // dsv3-server: the gRPC daemon. See `dsv3-server --help` and docs/serving.md.
 //
-// SIGTERM or SIGINT drains: health goes NOT_SERVING, new calls get UNAVAILABLE, calls in flight
-// may finish within --grace-period-s, the rest are aborted, and the process exits 0.
-#include <signal.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstdio>
+// SIGTERM, SIGINT or SIGHUP drains: health goes NOT_SERVING, new calls get UNAVAILABLE, calls in
+// flight may finish within --grace-period-s, the rest are aborted, and the process exits 0. A
+// second one stops at once: the calls still open end with UNAVAILABLE and the process exits 1.
 #include <thread>
 
 #include <atomic>
 
-#include "absl/synchronization/notification.h"
 #include "engine/backend/backend_factory.h"
+#include "engine/group_failure_exit.h"
 #include "engine/model_group.h"
 #include "server/model_loader.h"
 #include "server/server.h"
 #include "server/server_flags.h"
+#include "server/shutdown_signals.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
-
-namespace {
-
-int g_signal_pipe[2] = {-1, -1};
-
-void OnSignal(int signal) {
-  const unsigned char byte = static_cast<unsigned char>(signal);
-  // Nothing useful to do if the pipe is full: a signal is already pending.
-  [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &byte, 1);
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   using namespace dsv3::server;
@@ -42,27 +27,11 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(options.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
 
-  // The handler only writes to a pipe (async-signal-safe); a thread reads it. A handler rather
-  // than a blocked mask plus sigwait, because libraries start threads before main (OpenBLAS's
-  // pool) that would not have the signals blocked and would take the default action.
-  if (pipe(g_signal_pipe) != 0) {
-    std::perror("pipe");
+  auto shutdown = InstallShutdownSignals();
+  if (!shutdown.ok()) {
+    spdlog::error("{}", std::string(shutdown.status().message()));
     return 1;
   }
-  struct sigaction action {};
-  action.sa_handler = OnSignal;
-  sigemptyset(&action.sa_mask);
-  sigaction(SIGTERM, &action, nullptr);
-  sigaction(SIGINT, &action, nullptr);
-  absl::Notification stop;
-  std::thread signal_thread([&] {
-    unsigned char signal = 0;
-    while (read(g_signal_pipe[0], &signal, 1) < 0 && errno == EINTR) {
-    }
-    spdlog::info("received {}: draining", signal == SIGTERM ? "SIGTERM" : "SIGINT");
-    stop.Notify();
-  });
-  signal_thread.detach();
 
   // The rank group first, on this (the main) thread and before gRPC starts its threads: rank 0
   // of a --tp launch forks its workers here, and they die with this thread.
@@ -72,7 +41,6 @@ int main(int argc, char** argv) {
     return 1;
   }
   static std::atomic<Server*> serving{nullptr};
-  static std::atomic<dsv3::ModelGroup*> group_ptr{nullptr};
   dsv3::ModelGroupOptions group_options;
   group_options.tp = options.tp;
   group_options.rank_timeout = absl::Seconds(options.rank_timeout_s);
@@ -83,8 +51,7 @@ int main(int argc, char** argv) {
     if (Server* s = serving.load(); s != nullptr) s->MarkBroken();
     std::thread([] {
       absl::SleepFor(absl::Seconds(1));
-      if (dsv3::ModelGroup* g = group_ptr.load(); g != nullptr) g->KillWorkers();
-      std::_Exit(1);
+      dsv3::GroupFailureExit::Get().KillWorkersAndExit(1);
     }).detach();
   };
   auto group = dsv3::ModelGroup::Start(group_options);
@@ -92,7 +59,8 @@ int main(int argc, char** argv) {
     spdlog::error("{}", std::string(group.status().message()));
     return 1;
   }
-  group_ptr.store(group->get());
+  // The failure thread outlives main's frame; it reaches the group only while this guard lives.
+  const dsv3::GroupFailureExit::Armed armed = dsv3::GroupFailureExit::Get().Arm(**group);
   if ((*group)->is_worker()) {
     // Workers hold a shard and run rank 0's plans: no gRPC, no metrics, no tokenizer.
     auto backend = dsv3::MakeBackend(options.device, options.threads, (*group)->local_rank());
@@ -114,10 +82,10 @@ int main(int argc, char** argv) {
     (*server)->Drain(absl::ZeroDuration());
     return 1;
   }
-  stop.WaitForNotification();
-  (*server)->Drain(absl::Seconds(options.grace_period_s));
+  (*shutdown)->drain.WaitForNotification();
+  (*server)->Drain(absl::Seconds(options.grace_period_s), &(*shutdown)->stop_now);
   serving.store(nullptr);
   server->reset();
   (*group)->Shutdown();  // the workers exit once told, or are killed after a grace period
-  return 0;
+  return (*shutdown)->stop_now.HasBeenNotified() ? 1 : 0;
 }

@@ -3,12 +3,14 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/model_loader.h"
+#include "server/tls_check.h"
 #include "spdlog/spdlog.h"
 
 namespace dsv3::server {
@@ -16,9 +18,9 @@ namespace {
 
 constexpr char kServiceName[] = "dsv3.v1.Inference";
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
+absl::StatusOr<std::string> ReadFile(const std::string& path, const char* flag) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError("cannot read " + path);
+  if (!in) return absl::NotFoundError(absl::StrCat(flag, ": cannot read ", path));
   std::stringstream buffer;
   buffer << in.rdbuf();
   return buffer.str();
@@ -26,16 +28,22 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const ServerOptions& o) {
   if (o.tls_cert.empty()) return grpc::InsecureServerCredentials();
-  auto cert = ReadFile(o.tls_cert);
-  if (!cert.ok()) return cert.status();
-  auto key = ReadFile(o.tls_key);
-  if (!key.ok()) return key.status();
+  TlsPem pem;
+  for (auto [path, flag, out] : {std::tuple(&o.tls_cert, "--tls-cert", &pem.cert_chain),
+                                 std::tuple(&o.tls_key, "--tls-key", &pem.key),
+                                 std::tuple(&o.tls_client_ca, "--tls-client-ca", &pem.client_ca)}) {
+    if (path->empty()) continue;
+    auto text = ReadFile(*path, flag);
+    if (!text.ok()) return text.status();
+    *out = *std::move(text);
+  }
+  if (absl::Status st = CheckTlsPem(pem, o.tls_cert, o.tls_key, o.tls_client_ca); !st.ok()) {
+    return st;
+  }
   grpc::SslServerCredentialsOptions ssl;
-  ssl.pem_key_cert_pairs.push_back({*key, *cert});
+  ssl.pem_key_cert_pairs.push_back({pem.key, pem.cert_chain});
   if (!o.tls_client_ca.empty()) {
-    auto ca = ReadFile(o.tls_client_ca);
-    if (!ca.ok()) return ca.status();
-    ssl.pem_root_certs = *ca;
+    ssl.pem_root_certs = pem.client_ca;
     ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }
   return grpc::SslServerCredentials(ssl);
@@ -52,7 +60,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   std::vector<std::string> keys = options.api_keys;
   if (!options.api_key_file.empty()) {
     auto file_keys = ApiKeyAuth::ReadKeyFile(options.api_key_file);
-    if (!file_keys.ok()) return file_keys.status();
+    if (!file_keys.ok()) {
+      return absl::Status(file_keys.status().code(),
+                          absl::StrCat("--api-key-file: ", file_keys.status().message()));
+    }
     keys.insert(keys.end(), file_keys->begin(), file_keys->end());
   }
   if (!keys.empty()) spdlog::info("API keys required ({} configured)", keys.size());
@@ -66,7 +77,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     if (!hp.ok()) return hp.status();
     s->metrics_http_ =
         std::make_unique<MetricsHttpServer>([raw = s.get()] { return raw->RenderMetrics(); });
-    if (absl::Status st = s->metrics_http_->Start(hp->first, hp->second); !st.ok()) return st;
+    if (absl::Status st = s->metrics_http_->Start(hp->first, hp->second); !st.ok()) {
+      return absl::Status(st.code(), absl::StrCat("--metrics-listen: ", st.message()));
+    }
   }
 
   auto credentials = Credentials(options);
@@ -86,9 +99,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                              std::min(options.keepalive_time_s, 10) * 1000);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
+  // gRPC binds with SO_REUSEPORT by default: a second daemon on the same port would start and
+  // take half of the new connections. Without it, the second one fails to bind and exits.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   s->grpc_server_ = builder.BuildAndStart();
   if (s->grpc_server_ == nullptr || s->grpc_port_ == 0) {
-    return absl::UnavailableError("cannot listen on " + options.listen);
+    // gRPC does not say why; with the TLS material checked above, the address is the cause.
+    return absl::UnavailableError(absl::StrCat("--listen: cannot listen on ", options.listen,
+                                               ": the port is in use or the address is not one "
+                                               "of this host's"));
   }
   s->SetHealth(false);
   spdlog::info("listening on {} (port {}, {}), metrics on {}", options.listen, s->grpc_port_,
@@ -131,8 +150,10 @@ void Server::MarkBroken() {
   SetHealth(false);
 }
 
-void Server::Drain(absl::Duration grace) {
-  if (drained_) return;
+void Server::Drain(absl::Duration grace, const absl::Notification* stop_now) {
+  // Without a gRPC server, Start failed part-way: nothing was admitted, so nothing to drain
+  // (the metrics endpoint, if it started, stops in its own destructor).
+  if (drained_ || grpc_server_ == nullptr) return;
   drained_ = true;
   state_->StartDraining();
   SetHealth(false);
@@ -141,10 +162,14 @@ void Server::Drain(absl::Duration grace) {
   if (active > 0) {
     spdlog::info("draining: waiting up to {} for {} streams", absl::FormatDuration(grace), active);
   }
-  while ((active = metrics_.active_streams()) > 0 && absl::Now() < deadline) {
+  auto stopping_now = [stop_now] { return stop_now != nullptr && stop_now->HasBeenNotified(); };
+  while ((active = metrics_.active_streams()) > 0 && absl::Now() < deadline && !stopping_now()) {
     absl::SleepFor(absl::Milliseconds(10));
   }
-  if (active > 0) spdlog::warn("grace period over: aborting {} streams", active);
+  if (active > 0) {
+    spdlog::warn("{}: aborting {} streams", stopping_now() ? "stopping now" : "grace period over",
+                 active);
+  }
   // Aborting in the engine ends the remaining streams (UNAVAILABLE); the server's own shutdown
   // deadline then cancels anything still open.
   if (model_) model_->engine->Shutdown();

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "grpcpp/server.h"
 #include "server/inference_service.h"
@@ -29,8 +30,11 @@ class Server {
   // The model group broke (a tensor-parallel rank died): health NOT_SERVING, no new calls.
   // Calls in flight end with UNAVAILABLE as the engine's steps fail.
   void MarkBroken();
-  // Graceful shutdown; returns when every call has ended. Idempotent.
-  void Drain(absl::Duration grace);
+  // Graceful shutdown; returns when every call has ended. Calls in flight may finish within
+  // `grace`, or until `stop_now` (if given) is notified; the rest end with UNAVAILABLE.
+  // Idempotent; nothing to do after a failed Start (the destructor of a server that Start gave
+  // up on runs it too).
+  void Drain(absl::Duration grace, const absl::Notification* stop_now = nullptr);
 
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const { return metrics_http_ ? metrics_http_->port() : 0; }

@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/server_callback.h"
+#include "server/cancel_reason.h"
 #include "server/serving_state.h"
 #include "server/status_util.h"
 #include "spdlog/spdlog.h"
@@ -29,7 +30,10 @@ template <typename Response>
 class StreamReactor : public grpc::ServerWriteReactor<Response> {
  protected:
   StreamReactor(ServingState& state, grpc::CallbackServerContext* context, std::string method)
-      : state_(state), context_(context), method_(std::move(method)) {
+      : state_(state),
+        context_(context),
+        method_(std::move(method)),
+        received_(std::chrono::system_clock::now()) {
     state_.metrics().StreamStarted();
   }
 
@@ -96,6 +100,7 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
   ServingState& state_;
   grpc::CallbackServerContext* const context_;
   const std::string method_;
+  const std::chrono::system_clock::time_point received_;  // for ClassifyCancel
   std::string request_id_;
 
  private:
@@ -145,8 +150,8 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
       if (pending_finish_) {
         finish_status = std::exchange(pending_finish_, std::nullopt);
       } else if (!ok && !finished_) {
-        finished_ = true;  // the client is gone
-        finish_status = grpc::Status(grpc::StatusCode::CANCELLED, "the stream broke");
+        finished_ = true;  // the client is gone, or its deadline passed (this may precede OnCancel)
+        finish_status = EndedByGrpc("the stream broke");
       }
     }
     if (finish_status) {
@@ -157,12 +162,18 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
     Pump();
   }
 
+  // DEADLINE_EXCEEDED or CANCELLED (with `cancelled`) for a call that gRPC ended under us.
+  grpc::Status EndedByGrpc(const char* cancelled) const {
+    if (ClassifyCancel(received_, context_->deadline(), std::chrono::system_clock::now()) ==
+        CancelReason::kDeadline) {
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the call's deadline passed");
+    }
+    return grpc::Status(grpc::StatusCode::CANCELLED, cancelled);
+  }
+
   void OnCancel() override {
-    const bool deadline_passed = context_->deadline() <= std::chrono::system_clock::now();
-    grpc::Status status =
-        deadline_passed
-            ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the call's deadline passed")
-            : grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
+    const grpc::Status status = EndedByGrpc("cancelled by the client");
+    const bool deadline_passed = status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
     bool finish_now = false;
     {
       absl::MutexLock lock(&mu_);

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace dsv3::server {
 namespace {
@@ -133,6 +134,19 @@ absl::StatusOr<std::string> ClientRequestId(absl::string_view id) {
                    " are allowed");
   }
   if (absl::Status st = CheckUtf8(id, "request_id"); !st.ok()) return st;
+  // The id is written into every log line of the request: a newline or an escape sequence in it
+  // would forge log lines or recolour the terminal. C0 controls, DEL and C1 controls (U+0080 to
+  // U+009F, UTF-8 C2 80 to C2 9F) are refused; the message gives the byte, never echoes it.
+  for (size_t i = 0; i < id.size(); ++i) {
+    const auto byte = static_cast<unsigned char>(id[i]);
+    const bool c1 = byte == 0xC2 && i + 1 < id.size() &&
+                    static_cast<unsigned char>(id[i + 1]) <= 0x9F;
+    if (byte < 0x20 || byte == 0x7F || c1) {
+      const unsigned code = c1 ? static_cast<unsigned char>(id[i + 1]) : byte;
+      return Invalid("request_id has the control character ", absl::StrFormat("U+%04X", code),
+                     " at byte ", i, "; only printable characters are allowed");
+    }
+  }
   return std::string(id);
 }
 

@@ -61,7 +61,8 @@ struct ChatCall {
 absl::StatusOr<ChatCall> BuildChatCall(const v1::ChatRequest& request, const ModelLimits& limits,
                                        const Tokenizer* tokenizer);
 
-// A request id from the client's (checked: UTF-8, at most kMaxRequestIdBytes), or "" if unset.
+// A request id from the client's (checked: UTF-8, at most kMaxRequestIdBytes, no control
+// characters: it goes into log lines), or "" if unset.
 absl::StatusOr<std::string> ClientRequestId(absl::string_view id);
 
 }  // namespace dsv3::server

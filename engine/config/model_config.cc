@@ -234,6 +234,48 @@ absl::Status ParseEos(const FieldReader& r, ModelConfig& c) {
   return absl::OkStatus();
 }
 
+// Upper bounds on the sizes that the engine allocates by, far above any released model
+// (DeepSeek-V3: vocabulary 129280, hidden 7168, 61 layers, 128 heads, 256 experts, 163840
+// positions), so that a typo or a hostile config.json fails here, naming the field, rather
+// than in an allocation sized by it (std::bad_alloc).
+struct SizeLimit {
+  const char* field;
+  int64_t ModelConfig::*value;
+  int64_t max;
+};
+constexpr int64_t kMaxLoraRank = int64_t{1} << 14;
+constexpr SizeLimit kSizeLimits[] = {
+    {"vocab_size", &ModelConfig::vocab_size, int64_t{1} << 22},
+    {"hidden_size", &ModelConfig::hidden_size, int64_t{1} << 16},
+    {"intermediate_size", &ModelConfig::intermediate_size, int64_t{1} << 20},
+    {"num_hidden_layers", &ModelConfig::num_hidden_layers, 1024},
+    {"num_attention_heads", &ModelConfig::num_attention_heads, 1024},
+    {"num_key_value_heads", &ModelConfig::num_key_value_heads, 1024},
+    {"kv_lora_rank", &ModelConfig::kv_lora_rank, kMaxLoraRank},
+    {"qk_nope_head_dim", &ModelConfig::qk_nope_head_dim, int64_t{1} << 12},
+    {"qk_rope_head_dim", &ModelConfig::qk_rope_head_dim, int64_t{1} << 12},
+    {"v_head_dim", &ModelConfig::v_head_dim, int64_t{1} << 12},
+    {"n_routed_experts", &ModelConfig::n_routed_experts, int64_t{1} << 14},
+    {"n_shared_experts", &ModelConfig::n_shared_experts, 64},
+    {"moe_intermediate_size", &ModelConfig::moe_intermediate_size, int64_t{1} << 20},
+    {"num_nextn_predict_layers", &ModelConfig::num_nextn_predict_layers, 64},
+    {"max_position_embeddings", &ModelConfig::max_position_embeddings, int64_t{1} << 24},
+};
+
+absl::Status CheckSizeLimits(const FieldReader& r, const ModelConfig& c) {
+  for (const SizeLimit& limit : kSizeLimits) {
+    if (c.*limit.value > limit.max) {
+      return r.Error(limit.field, absl::StrCat("is ", c.*limit.value, "; at most ", limit.max,
+                                               " is supported"));
+    }
+  }
+  if (c.q_lora_rank.value_or(0) > kMaxLoraRank) {
+    return r.Error("q_lora_rank", absl::StrCat("is ", *c.q_lora_rank, "; at most ", kMaxLoraRank,
+                                               " is supported"));
+  }
+  return absl::OkStatus();
+}
+
 // Fields that fix tensor shapes are required; the rest default as in transformers'
 // DeepseekV3Config. n_routed_experts null means an all-dense model; n_group/topk_group null
 // means no group limit (1 group).
@@ -357,6 +399,7 @@ absl::Status ParseFields(const FieldReader& r, const std::string& source, ModelC
     }
   }
   DSV3_CONFIG_RETURN_IF_ERROR(r.Bool("tie_word_embeddings", &c.tie_word_embeddings));
+  DSV3_CONFIG_RETURN_IF_ERROR(CheckSizeLimits(r, c));
   return ParseQuantization(r, source, c);
 }
 

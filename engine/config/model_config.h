@@ -85,7 +85,8 @@ struct ModelConfig {
   // and n_routed_experts may be null: no q LoRA, all layers dense); the others default as in
   // transformers' DeepseekV3Config (n_group 8, topk_group 4, first_k_dense_replace 3, ...), with
   // a null n_group/topk_group meaning one group. rope_parameters (transformers 5) is read in
-  // place of rope_scaling when present, including its rope_theta.
+  // place of rope_scaling when present, including its rope_theta. Sizes beyond generous limits
+  // (num_hidden_layers 1024, vocab_size 2^22, ...) are refused, naming the field.
   static absl::StatusOr<ModelConfig> FromJson(const std::string& json_text,
                                               const std::string& source = "config.json");
   // Reads <model_dir>/config.json.

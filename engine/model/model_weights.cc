@@ -120,6 +120,17 @@ absl::Status LoadAll(Loader& loader, const ModelConfig& config, const Shard& sha
   return absl::OkStatus();
 }
 
+// The config's layer count against the checkpoint, before anything is allocated per layer: a
+// config.json that names more layers than the checkpoint holds fails naming both.
+absl::Status CheckLayerCount(const Checkpoint& ckpt, const ModelConfig& config) {
+  const int64_t last = config.num_hidden_layers - 1;
+  const std::string name = absl::StrCat("model.layers.", last, ".input_layernorm.weight");
+  if (ckpt.Has(name)) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("config.json: num_hidden_layers is ", config.num_hidden_layers,
+                   ", but the checkpoint has no layer ", last, " (no tensor '", name, "')"));
+}
+
 }  // namespace
 
 absl::Status Shard::Validate(const ModelConfig& c) const {
@@ -148,6 +159,7 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const Checkpoin
                                                                 Backend& backend,
                                                                 const Shard& shard) {
   DSV3_RETURN_IF_ERROR(shard.Validate(config));
+  DSV3_RETURN_IF_ERROR(CheckLayerCount(ckpt, config));
   auto w = std::make_unique<ModelWeights>();
   Loader loader(
       [&](const std::string& prefix, int64_t n, int64_t k, const Slice2D& slice) {

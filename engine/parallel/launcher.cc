@@ -82,6 +82,7 @@ absl::Status Launcher::SpawnAll() {
     absl::MutexLock lock(&mu_);
     workers_.push_back({.rank = rank, .pid = pid});
   }
+  absl::MutexLock stop_lock(&stop_mu_);
   absl::MutexLock lock(&mu_);
   for (size_t i = 0; i < workers_.size(); ++i) {
     supervisors_.emplace_back([this, i] { Supervise(i); });
@@ -113,6 +114,7 @@ void Launcher::Supervise(size_t index) {
 }
 
 void Launcher::Stop(absl::Duration grace) {
+  absl::MutexLock stop_lock(&stop_mu_);
   {
     absl::MutexLock lock(&mu_);
     if (stopped_) return;

@@ -45,8 +45,10 @@ class Launcher {
   ~Launcher();  // Stop(absl::ZeroDuration())
 
   // Waits up to `grace` for every worker to exit on its own (rank 0 sent them a shutdown), then
-  // SIGKILLs the rest and reaps them all. No exit after this call is reported. Idempotent.
-  // Not from on_worker_exit (it joins the supervisor threads).
+  // SIGKILLs the rest and reaps them all. No exit after this call is reported. Idempotent and
+  // safe from several threads at once: every call returns only once the workers are reaped and
+  // the supervisor threads joined (a later caller waits for the first). Not from
+  // on_worker_exit (it joins the supervisor threads).
   void Stop(absl::Duration grace);
 
   std::vector<pid_t> pids() const;
@@ -64,10 +66,13 @@ class Launcher {
   void Supervise(size_t index);
 
   const LaunchOptions options_;
+  // Held through a whole Stop, so that no caller returns (and no destructor runs) while another
+  // is still joining the supervisors. Taken before mu_.
+  absl::Mutex stop_mu_;
   mutable absl::Mutex mu_;
   std::vector<Worker> workers_ ABSL_GUARDED_BY(mu_);
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::thread> supervisors_;
+  std::vector<std::thread> supervisors_ ABSL_GUARDED_BY(stop_mu_);
 };
 
 }  // namespace dsv3

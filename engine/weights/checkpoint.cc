@@ -72,8 +72,12 @@ absl::StatusOr<std::map<std::string, std::string>> ReadIndex(const std::string& 
   Json root;
   try {
     root = Json::parse(*text);
-  } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": invalid JSON: ", e.what()));
+  } catch (const Json::parse_error& e) {
+    // The position, not the parser's message: that quotes the file's text.
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": invalid JSON (error at byte ", e.byte, ")"));
+  } catch (const Json::exception&) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": invalid JSON"));
   }
   auto it = root.is_object() ? root.find("weight_map") : root.end();
   if (it == root.end() || !it->is_object()) {
@@ -85,7 +89,15 @@ absl::StatusOr<std::map<std::string, std::string>> ReadIndex(const std::string& 
       return absl::InvalidArgumentError(
           absl::StrCat(path, ": weight_map entry for tensor '", name, "' is not a file name"));
     }
-    map[name] = shard.get<std::string>();
+    const std::string& file = shard.get_ref<const std::string&>();
+    // Shards are files of the model directory itself: a name with a directory part (an
+    // absolute path, "../", "sub/") could make the server open any file it can read.
+    if (file.find_first_of("/\\") != std::string::npos || file == "." || file == "..") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": weight_map entry for tensor '", name, "' names '", file,
+          "', which is not a file name in the model directory (no '/', '\\' or '..')"));
+    }
+    map[name] = file;
   }
   return map;
 }

@@ -33,9 +33,11 @@ struct Slice2D {
 
 class Checkpoint {
  public:
-  // Opens `model_dir`. With model.safetensors.index.json every shard it names must exist and
+  // Opens `model_dir`. With model.safetensors.index.json every shard it names must be a file
+  // name of the directory (no '/', '\\' or '..': nothing outside it is opened) that exists, and
   // every tensor must be in the shard the index says; without an index, every *.safetensors file
-  // in the directory is opened. Duplicate tensor names across files are an error.
+  // in the directory is opened. Duplicate tensor names across files are an error. Errors never
+  // quote a file's contents.
   static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(const std::string& model_dir);
 
   bool Has(std::string_view name) const;

@@ -141,13 +141,16 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
 
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | bytes[i];
+  // The errors below never quote the file: it may not be a safetensors file at all, and its
+  // first bytes (read as the length) or its text could be anything, secrets included.
   if (header_len > file_size - 8) {
-    return FileError(path, absl::StrCat("header length ", header_len, " exceeds the ",
-                                        file_size - 8, " bytes after the length field"));
+    return FileError(path, absl::StrCat("header length (the first 8 bytes) exceeds the ",
+                                        file_size - 8,
+                                        " bytes after it: not a complete safetensors file"));
   }
   if (header_len > kMaxHeaderBytes) {
-    return FileError(path, absl::StrCat("header length ", header_len, " exceeds the limit of ",
-                                        kMaxHeaderBytes));
+    return FileError(path, absl::StrCat("header length (the first 8 bytes) exceeds the limit of ",
+                                        kMaxHeaderBytes, " bytes"));
   }
   const uint64_t data_size = file_size - 8 - header_len;
   f->data_ = bytes + 8 + header_len;
@@ -155,8 +158,11 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   Json header;
   try {
     header = Json::parse(bytes + 8, bytes + 8 + header_len);
-  } catch (const Json::exception& e) {
-    return FileError(path, absl::StrCat("header is not valid JSON: ", e.what()));
+  } catch (const Json::parse_error& e) {
+    return FileError(path, absl::StrCat("header is not valid JSON (error at byte ", 8 + e.byte,
+                                        " of the file)"));
+  } catch (const Json::exception&) {
+    return FileError(path, "header is not valid JSON");
   }
   if (!header.is_object()) return FileError(path, "header is not a JSON object");
 

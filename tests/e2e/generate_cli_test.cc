@@ -110,6 +110,51 @@ TEST(GenerateCliTest, MissingShardFailsWithTheFileName) {
   EXPECT_NE(r.err.find("model-00003-of-00004.safetensors"), std::string::npos) << r.err;
 }
 
+// A copy of the tiny-fp8 fixture whose config.json says `num_hidden_layers`.
+std::string ModelWithLayers(const TempDir& dir, int64_t num_hidden_layers) {
+  const std::string model = dir.file("model");
+  ::dsv3::testing::CopyTree(TestDataPath("fixtures/tiny-fp8"), model);
+  nlohmann::json config;
+  std::ifstream(model + "/config.json") >> config;
+  config["num_hidden_layers"] = num_hidden_layers;
+  std::ofstream(model + "/config.json") << config.dump(2);
+  return model;
+}
+
+// Bug 2: "num_hidden_layers": 1000000000 aborted dsv3-generate and dsv3-server with
+// std::bad_alloc (exit 134).
+TEST(GenerateCliTest, HugeLayerCountFailsNamingTheField) {
+  TempDir dir;
+  const std::string model = ModelWithLayers(dir, 1000000000);
+  const CommandResult generate =
+      RunCommand(Generate("--model " + model + " --prompt-ids 1,2,3 --max-new-tokens 2"));
+  EXPECT_FALSE(generate.signaled) << generate.err;
+  EXPECT_EQ(generate.exit_code, 1);
+  EXPECT_NE(generate.err.find("config.json: field 'num_hidden_layers' is 1000000000; at most"),
+            std::string::npos)
+      << generate.err;
+  const CommandResult server =
+      RunCommand("timeout -s KILL 60 " + ::dsv3::testing::BinaryPath("server/dsv3-server") +
+                 " --model " + model + " --listen 127.0.0.1:0 --metrics-listen '' --threads 1");
+  EXPECT_FALSE(server.signaled) << server.err;
+  EXPECT_EQ(server.exit_code, 1);
+  EXPECT_NE(server.err.find("field 'num_hidden_layers' is 1000000000"), std::string::npos)
+      << server.err;
+}
+
+TEST(GenerateCliTest, MoreLayersThanTheCheckpointFailsNamingTheTensor) {
+  TempDir dir;
+  const std::string model = ModelWithLayers(dir, 40);
+  const CommandResult r =
+      RunCommand(Generate("--model " + model + " --prompt-ids 1,2,3 --max-new-tokens 2"));
+  EXPECT_FALSE(r.signaled) << r.err;
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("num_hidden_layers is 40, but the checkpoint has no layer 39 (no tensor "
+                       "'model.layers.39.input_layernorm.weight')"),
+            std::string::npos)
+      << r.err;
+}
+
 TEST(GenerateCliTest, TokenIdOutsideTheVocabularyIsRejected) {
   const CommandResult r = RunCommand(
       Generate("--model " + FixturePath("tiny-fp8") + " --prompt-ids 1,5000 --max-new-tokens 2"));

@@ -219,6 +219,49 @@ TEST_F(ServerGenerateTest, BadRequestsGetPreciseErrorsWhileOthersStream) {
   EXPECT_EQ(r.ids, expected);
 }
 
+// The count of finished calls of `method` with gRPC `code`, from /metrics (0 when absent).
+int64_t CallCount(const ServerProcess& server, const std::string& method, const std::string& code) {
+  const std::string key =
+      "dsv3_requests_total{method=\"" + method + "\",code=\"" + code + "\"} ";
+  const std::string text = server.Metrics();
+  const size_t at = text.find(key);
+  int64_t n = 0;
+  if (at != std::string::npos) {
+    const size_t begin = at + key.size();
+    EXPECT_TRUE(absl::SimpleAtoi(text.substr(begin, text.find('\n', begin) - begin), &n));
+  }
+  return n;
+}
+
+// Bug 8: in a deadline storm most calls were counted and logged as CANCELLED (157 of 206): the
+// client's deadline timer fires first and resets the stream before the server's deadline.
+TEST(ServerDeadline, DeadlineStormIsCountedAsDeadlineExceeded) {
+  ServerProcess server(TinyArgs());
+  ASSERT_TRUE(server.WaitServing()) << server.log();
+  auto stub = server.Stub();
+  constexpr int kCalls = 48;
+  std::vector<std::future<grpc::StatusCode>> calls;
+  for (int i = 0; i < kCalls; ++i) {
+    calls.push_back(std::async(std::launch::async, [&, i] {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() +
+                           std::chrono::milliseconds(300 + 10 * i));
+      return ReadGenerate(*stub, GreedyIds(kPrompt, 8000), &context).status.error_code();
+    }));
+  }
+  for (auto& f : calls) EXPECT_EQ(f.get(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // The server counts a call when its reactor finishes it, after the client has given up.
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (CallCount(server, "Generate", "DEADLINE_EXCEEDED") +
+                 CallCount(server, "Generate", "CANCELLED") <
+             kCalls &&
+         std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(CallCount(server, "Generate", "DEADLINE_EXCEEDED"), kCalls) << server.Metrics();
+  EXPECT_EQ(CallCount(server, "Generate", "CANCELLED"), 0) << server.Metrics();
+}
+
 // A server that runs one request and queues one more: a burst gets RESOURCE_EXHAUSTED, not a
 // hang, and the admitted requests complete.
 TEST(ServerOverload, BurstGetsResourceExhausted) {
@@ -285,6 +328,59 @@ TEST(ServerDrain, SigtermDrainsAndExitsZero) {
   EXPECT_EQ(long_reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(server.SignalAndWait(0, std::chrono::seconds(10)), 0) << server.log();
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(6));
+}
+
+// Bug 4: SIGHUP with active streams killed the server at once (the default action), with
+// nothing logged. It drains like SIGTERM.
+TEST(ServerDrain, SighupDrainsLikeSigterm) {
+  std::vector<std::string> args = TinyArgs();
+  args.push_back("--grace-period-s=2");
+  ServerProcess server(args);
+  ASSERT_TRUE(server.WaitServing()) << server.log();
+  auto stub = server.Stub();
+  grpc::ClientContext short_context;
+  auto short_reader = stub->Generate(&short_context, GreedyIds(kPrompt, 20));
+  grpc::ClientContext long_context;
+  auto long_reader = stub->Generate(&long_context, GreedyIds(kPrompt, 8000));
+  v1::GenerateResponse response;
+  ASSERT_TRUE(long_reader->Read(&response));
+
+  server.SendSignal(SIGHUP);
+  while (short_reader->Read(&response)) {
+  }
+  EXPECT_TRUE(short_reader->Finish().ok());  // finished within the grace period
+  while (long_reader->Read(&response)) {
+  }
+  EXPECT_EQ(long_reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(server.SignalAndWait(0, std::chrono::seconds(10)), 0) << server.log();
+  EXPECT_THAT(server.log(), HasSubstr("received SIGHUP: draining"));
+}
+
+// Bug 14: a second SIGTERM did not shorten the 30 s drain. It stops at once: the streams still
+// open end with UNAVAILABLE and the process exits 1.
+TEST(ServerDrain, SecondSigtermStopsAtOnceAndExitsOne) {
+  ServerProcess server(TinyArgs());  // the default grace period, 30 s
+  ASSERT_TRUE(server.WaitServing()) << server.log();
+  auto stub = server.Stub();
+  grpc::ClientContext context;
+  auto reader = stub->Generate(&context, GreedyIds(kPrompt, 8000));
+  v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+
+  server.SendSignal(SIGTERM);
+  bool saw_not_serving = false;
+  for (int i = 0; i < 100 && !saw_not_serving; ++i) {
+    saw_not_serving = server.Health() == Health::NOT_SERVING;
+    if (!saw_not_serving) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(saw_not_serving);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(server.SignalAndWait(SIGTERM, std::chrono::seconds(10)), 1) << server.log();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  while (reader->Read(&response)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(server.log(), HasSubstr("received SIGTERM while draining: stopping now"));
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,6 +23,7 @@
 #include "dsv3/v1/inference.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
 #include "httplib.h"
 #include "tests/test_util.h"
 
@@ -49,11 +51,30 @@ class ServerProcess {
       : args_(std::move(args)), log_path_(dir_.file("server.log")) {
     Spawn();
   }
-  ~ServerProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
+  // Stops the server the way an operator would (Stop), so that it runs its shutdown path and
+  // leak checkers see it exit.
+  ~ServerProcess() { Stop(); }
+
+  // SIGTERM; a second SIGTERM (stop now) if the drain outlasts `timeout` (a test may leave
+  // streams open); SIGKILL if the server is still running 5 s after that, which fails the test.
+  // Returns the exit code, or -1 when it ended by a signal. A server that already exited is
+  // only reaped.
+  int Stop(std::chrono::seconds timeout = std::chrono::seconds(15)) {
+    if (Running()) {
+      int code = SignalAndWait(SIGTERM, timeout);
+      if (Running()) code = SignalAndWait(SIGTERM, std::chrono::seconds(5));
+      if (Running()) {
+        ADD_FAILURE() << "dsv3-server " << pid_ << " still running after two SIGTERMs; killed. "
+                      << "Log:\n"
+                      << log();
+        kill(pid_, SIGKILL);
+        waitpid(pid_, nullptr, 0);
+        pid_ = -1;
+        return -1;
+      }
+      return code;
     }
+    return WIFEXITED(exit_status_) ? WEXITSTATUS(exit_status_) : -1;
   }
 
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
@@ -162,8 +183,13 @@ class ServerProcess {
     args.push_back("--listen=127.0.0.1:" + std::to_string(port_));
     args.push_back("--metrics-listen=127.0.0.1:" + std::to_string(metrics_port_));
     args.push_back("--threads=2");
+    const pid_t parent = getpid();
     pid_ = fork();
     if (pid_ == 0) {
+      // The server dies with the test (a timeout, a crash) instead of living on under init.
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(127);  // the test died before prctl took effect
+      signal(SIGHUP, SIG_DFL);  // even under nohup: the server decides what SIGHUP does
       const int log = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       dup2(log, 1);
       dup2(log, 2);

@@ -89,6 +89,46 @@ TEST_F(ServerTextTest, TokenizeRoundTrip) {
   EXPECT_EQ(stub->Tokenize(&c3, tok, &ids).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+// Bug 9: Detokenize rejected ids in [128815, 129280) that Generate accepts as a prompt and can
+// sample. Both follow the model's vocabulary; ids the tokenizer does not know decode to nothing.
+TEST_F(ServerTextTest, IdsBeyondTheTokenizerDecodeToNothingInDetokenizeAndGenerate) {
+  auto stub = server_->Stub();
+  grpc::ClientContext c1;
+  v1::ModelInfo info;
+  ASSERT_TRUE(stub->GetModelInfo(&c1, {}, &info).ok());
+  const int32_t model_vocab = static_cast<int32_t>(info.architecture().vocab_size());
+  ASSERT_EQ(model_vocab, 129280);
+
+  grpc::ClientContext c2;
+  v1::TokenizeRequest tok;
+  tok.set_text("Hello");
+  v1::TokenizeResponse hello;
+  ASSERT_TRUE(stub->Tokenize(&c2, tok, &hello).ok());
+  v1::DetokenizeRequest detok;
+  *detok.mutable_token_ids() = hello.token_ids();
+  for (int32_t id : {128815, 129092, model_vocab - 1}) detok.add_token_ids(id);
+  grpc::ClientContext c3;
+  v1::DetokenizeResponse text;
+  const grpc::Status st = stub->Detokenize(&c3, detok, &text);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(text.text(), "Hello");
+
+  detok.add_token_ids(model_vocab);
+  grpc::ClientContext c4;
+  const grpc::Status outside = stub->Detokenize(&c4, detok, &text);
+  EXPECT_EQ(outside.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(outside.error_message(),
+              HasSubstr("token_ids[" + std::to_string(detok.token_ids_size() - 1) + "] = 129280 "
+                        "is outside the vocabulary [0, 129280)"));
+
+  // The same ids as a prompt: accepted, and they add no text to the prompt.
+  v1::GenerateRequest request = GreedyIds({128815, 129092, model_vocab - 1}, 4);
+  request.set_return_text(true);
+  const StreamResult r = ReadGenerate(*stub, request);
+  EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.ids.size(), 4u);
+}
+
 TEST_F(ServerTextTest, ChatStreamsBothTemplates) {
   auto stub = server_->Stub();
   for (v1::ChatTemplate t : {v1::CHAT_TEMPLATE_V3, v1::CHAT_TEMPLATE_R1}) {

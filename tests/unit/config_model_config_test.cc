@@ -372,6 +372,28 @@ TEST(ModelConfigTest, RejectsWhatTheEngineCannotServe) {
   }
 }
 
+// Bug 2: "num_hidden_layers": 1000000000 aborted dsv3-generate and dsv3-server with
+// std::bad_alloc. Sizes the engine allocates by have limits, and the error names the field.
+TEST(ModelConfigTest, SizesBeyondTheLimitsAreRefusedNamingTheField) {
+  const std::vector<std::pair<std::string, int64_t>> rows = {
+      {"num_hidden_layers", 1000000000}, {"num_hidden_layers", 1025},
+      {"vocab_size", int64_t{1} << 40},  {"hidden_size", 65537},
+      {"kv_lora_rank", 1 << 20},         {"q_lora_rank", 1 << 20},
+      {"n_routed_experts", 1 << 20},     {"max_position_embeddings", int64_t{1} << 40}};
+  for (const auto& [field, value] : rows) {
+    Json j = V3();
+    j[field] = value;
+    const auto c = Parse(j);
+    ASSERT_FALSE(c.ok()) << field;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(c.status().message()),
+                HasSubstr("field '" + field + "' is " + std::to_string(value) + "; at most"));
+  }
+  Json j = V3();
+  j["num_hidden_layers"] = 1024;
+  EXPECT_TRUE(Parse(j).ok());
+}
+
 TEST(ModelConfigTest, MalformedJson) {
   for (const char* text : {"", "{", "[1, 2]", "\"text\"", "{\"model_type\": }", "\xff\xfe"}) {
     SCOPED_TRACE(text);

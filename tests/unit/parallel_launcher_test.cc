@@ -10,6 +10,7 @@
 
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -92,6 +93,22 @@ TEST(LauncherTest, StopReturnsAsSoonAsWorkersExitOnTheirOwn) {
   (*launcher)->Stop(absl::Seconds(20));
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
   EXPECT_EQ((*launcher)->exited(), 3);
+}
+
+// Bug: of two concurrent Stop calls, the second returned at once while the first was still
+// waiting and joining, so the destructor that followed it could destroy a joinable supervisor
+// thread (std::terminate: dsv3-generate --tp died with SIGABRT when a worker was killed).
+TEST(LauncherTest, SecondStopWaitsUntilTheFirstHasReapedAndJoined) {
+  auto launcher = Launcher::Start({.program = "/bin/sleep", .args = {"600"}, .world_size = 3});
+  ASSERT_TRUE(launcher.ok()) << launcher.status();
+  const std::vector<pid_t> pids = (*launcher)->pids();
+  // The first Stop waits out its grace (the workers sleep on), then kills them.
+  std::thread first([&] { (*launcher)->Stop(absl::Seconds(1)); });
+  absl::SleepFor(absl::Milliseconds(200));
+  (*launcher)->Stop(absl::ZeroDuration());
+  EXPECT_EQ((*launcher)->exited(), 2);
+  for (pid_t pid : pids) EXPECT_FALSE(Alive(pid));
+  first.join();
 }
 
 TEST(LauncherTest, KillingRankZeroLeavesNoOrphan) {

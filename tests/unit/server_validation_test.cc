@@ -207,6 +207,27 @@ TEST(ServerValidation, RequestId) {
   EXPECT_FALSE(ClientRequestId("\xFF").ok());
 }
 
+// Bug 5: a request id with a newline or an escape sequence was accepted and written raw into
+// the log, forging log lines.
+TEST(ServerValidation, RequestIdWithControlCharactersIsRejected) {
+  const auto forged = ClientRequestId("r1\n2026-01-01T00:00:00.000 info r2 Generate: stop");
+  ASSERT_FALSE(forged.ok());
+  EXPECT_EQ(forged.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(forged.status().message(),
+            "request_id has the control character U+000A at byte 2; only printable characters "
+            "are allowed");
+  EXPECT_THAT(std::string(ClientRequestId("\x1b[31mred").status().message()),
+              HasSubstr("U+001B at byte 0"));
+  EXPECT_THAT(std::string(ClientRequestId("a\x7f").status().message()), HasSubstr("U+007F"));
+  EXPECT_THAT(std::string(ClientRequestId("a\xC2\x9B").status().message()),
+              HasSubstr("U+009B at byte 1"));  // C1 CSI
+  EXPECT_FALSE(ClientRequestId(std::string("a\0b", 3)).ok());
+  EXPECT_FALSE(ClientRequestId("tab\there").ok());
+  // Printable text, including non-ASCII, is still an id.
+  EXPECT_EQ(*ClientRequestId("req-42 caf\xC3\xA9 \xE2\x82\xAC"), "req-42 caf\xC3\xA9 \xE2\x82\xAC");
+  EXPECT_EQ(*ClientRequestId("\xC2\xA0nbsp"), "\xC2\xA0nbsp");
+}
+
 v1::ChatRequest Chat(std::initializer_list<std::pair<const char*, const char*>> turns) {
   v1::ChatRequest r;
   for (const auto& [role, content] : turns) {

@@ -21,6 +21,7 @@ using ::dsv3::testing::WriteBytes;
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 StTensor F32Tensor(std::string name, std::vector<int64_t> shape, const std::vector<float>& v) {
   return {std::move(name), "F32", std::move(shape), BytesOf(v)};
@@ -105,6 +106,59 @@ TEST(CheckpointTest, BadIndexAndCorruptShardNameTheirFiles) {
   ckpt = Checkpoint::Open(dir.path().string());
   ASSERT_FALSE(ckpt.ok());
   EXPECT_THAT(ckpt.status().message(), HasSubstr("s1.safetensors"));
+}
+
+// Bug 11: an index naming files outside the model directory ("../../../etc/passwd") made the
+// checkpoint open them, and the error printed the file's first bytes.
+TEST(CheckpointTest, IndexNamingAFileOutsideTheDirectoryIsRefused) {
+  TempDir outside;
+  const std::string secret = "root:x:0:0:secret-password-hash:/root:/bin/bash\n";
+  WriteBytes(outside.file("passwd"), secret);
+  TempDir dir;
+  WriteBytes(dir.file("s1.safetensors"), Serialize({F32Tensor("x", {2}, Iota(2))}));
+  const std::string relative = "../" + outside.path().filename().string() + "/passwd";
+  for (const std::string& shard :
+       {relative, outside.file("passwd"), std::string("../../../etc/passwd"),
+        std::string("sub/s1.safetensors"), std::string(".."), std::string("..\\s1.safetensors")}) {
+    SCOPED_TRACE(shard);
+    WriteIndex(dir, {{"x", "s1.safetensors"}, {"y", shard}});
+    auto ckpt = Checkpoint::Open(dir.path().string());
+    ASSERT_FALSE(ckpt.ok());
+    EXPECT_EQ(ckpt.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(ckpt.status().message(),
+                AllOf(HasSubstr("tensor 'y'"), HasSubstr("not a file name in the model directory")));
+    EXPECT_THAT(std::string(ckpt.status().message()), Not(HasSubstr("root:x")));
+  }
+}
+
+// A file in the directory that is not a safetensors file: the error names it and never quotes it.
+TEST(CheckpointTest, ErrorsNeverQuoteTheFilesContents) {
+  TempDir dir;
+  WriteBytes(dir.file("s1.safetensors"), "{\"a\": 1} secret-token-1234");  // a text file
+  WriteIndex(dir, {{"x", "s1.safetensors"}});
+  auto ckpt = Checkpoint::Open(dir.path().string());
+  ASSERT_FALSE(ckpt.ok());
+  EXPECT_THAT(ckpt.status().message(), HasSubstr("s1.safetensors: header length"));
+  // The first 8 bytes read as a little-endian length would spell them out: not printed.
+  uint64_t length = 0;
+  for (int i = 7; i >= 0; --i) length = (length << 8) | static_cast<uint8_t>("{\"a\": 1} "[i]);
+  EXPECT_THAT(std::string(ckpt.status().message()), Not(HasSubstr(std::to_string(length))));
+
+  // A header length that fits, over text that is not JSON.
+  std::string bytes(8, '\0');
+  const std::string text = "secret-token-1234";
+  bytes[0] = static_cast<char>(text.size());
+  WriteBytes(dir.file("s1.safetensors"), bytes + text);
+  ckpt = Checkpoint::Open(dir.path().string());
+  ASSERT_FALSE(ckpt.ok());
+  EXPECT_THAT(ckpt.status().message(), HasSubstr("s1.safetensors: header is not valid JSON"));
+  EXPECT_THAT(std::string(ckpt.status().message()), Not(HasSubstr("secret")));
+
+  WriteBytes(dir.file("model.safetensors.index.json"), "{\"weight_map\": secret-token-1234");
+  ckpt = Checkpoint::Open(dir.path().string());
+  ASSERT_FALSE(ckpt.ok());
+  EXPECT_THAT(ckpt.status().message(), HasSubstr("model.safetensors.index.json: invalid JSON"));
+  EXPECT_THAT(std::string(ckpt.status().message()), Not(HasSubstr("secret")));
 }
 
 TEST(CheckpointTest, DuplicateTensorAcrossFiles) {

@@ -12,7 +12,6 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
-#include <atomic>
 #include <limits>
 #include <thread>
 #include <string>
@@ -24,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/backend/backend_factory.h"
 #include "engine/engine.h"
+#include "engine/group_failure_exit.h"
 #include "engine/model_group.h"
 #include "engine/model/model.h"
 #include "engine/util/npy.h"
@@ -215,9 +215,6 @@ int Generate(Options opt, ModelGroup& group) {
 }
 
 int Run(Options opt) {
-  // The failure handler's thread may outlive this frame (it ends the process), so the group it
-  // reaches lives in a static.
-  static std::atomic<ModelGroup*> group_ptr{nullptr};
   ModelGroupOptions go;
   go.tp = opt.tp;
   go.rank_timeout = absl::Seconds(opt.rank_timeout_s);
@@ -226,17 +223,15 @@ int Run(Options opt) {
     // A lost rank: rank 0 may be blocked in a collective until its timeout, so end the whole
     // group now rather than wait (the launcher kills and reaps the workers).
     spdlog::error("{}", std::string(status.message()));
-    std::thread([] {
-      if (ModelGroup* g = group_ptr.load(); g != nullptr) g->KillWorkers();
-      std::_Exit(1);
-    }).detach();
+    std::thread([] { GroupFailureExit::Get().KillWorkersAndExit(1); }).detach();
   };
   auto group = ModelGroup::Start(go);
   if (!group.ok()) {
     spdlog::error("{}", std::string(group.status().message()));
     return 1;
   }
-  group_ptr.store(group->get());
+  // The failure thread outlives this frame; it reaches the group only while this guard lives.
+  const GroupFailureExit::Armed armed = GroupFailureExit::Get().Arm(**group);
   // After Start: a spawned worker learns its GPU (LOCAL_RANK) there.
   auto backend = MakeBackend(opt.device, opt.threads, (*group)->local_rank());
   if (!backend.ok()) {
