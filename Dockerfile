@@ -26,9 +26,11 @@ WORKDIR /src
 COPY . .
 RUN cmake -S . -B build -G Ninja -DDSV3_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc \
+      -DDSV3_DEFAULT_MODEL_DIR=/usr/local/share/dsv3-serve/dsv3-demo-fp8 \
  && ninja -C build dsv3-server dsv3-generate dsv3-client \
  && install -D -t /out/bin build/server/dsv3-server build/tools/dsv3-generate \
-      build/tools/dsv3-client
+      build/tools/dsv3-client \
+ && mkdir -p /out/share && cp -r build/data/demo-model/dsv3-demo-fp8 /out/share/
 
 FROM debian:bookworm-slim AS runtime
 ARG CUDA_REPO
@@ -47,6 +49,8 @@ RUN apt-get update -qq \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin dsv3
 COPY --from=build /out/bin/ /usr/local/bin/
+# The embedded demo model, served when no --model is given.
+COPY --from=build /out/share/ /usr/local/share/dsv3-serve/
 ENV NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda/lib
 USER 10001

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the dependencies, builds, and starts the gRPC daemon. Without --model it serves the
-# embedded smoke model (random weights, real DeepSeek-V3 tokenizer; generated on first start into
-# ~/.cache/dsv3-serve). Arguments go to dsv3-server, e.g.
+# embedded demo model (tools/demo-model: a small trained DeepSeek-V3-architecture model).
+# Arguments go to dsv3-server, e.g.
 #   bash scripts/run.sh --listen 0.0.0.0:50051 --model /models/DeepSeek-V3
 # See docs/serving.md.
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load test of the daemon on the CPU backend: starts dsv3-server on the embedded smoke model,
+# Load test of the daemon on the CPU backend: starts dsv3-server on the embedded demo model,
 # keeps STREAMS concurrent Generate streams busy for DURATION seconds with dsv3-server-load,
 # samples the server's memory (RSS) and KV metrics, and writes docs/perf/server.md.
 #   BUILD_DIR=build-server STREAMS=64 DURATION=30 bash bench/server/run.sh
@@ -17,7 +17,7 @@ work=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 "$build/server/dsv3-server" --listen 127.0.0.1:$port --metrics-listen 127.0.0.1:$metrics_port \
-  --cache-dir "$build/test-cache" --max-running-seqs 128 >"$work/server.log" 2>&1 &
+  --max-running-seqs 128 >"$work/server.log" 2>&1 &
 server=$!
 until "$build/tools/dsv3-client" --server 127.0.0.1:$port --health >/dev/null 2>&1; do
   kill -0 $server || { cat "$work/server.log"; exit 1; }
@@ -53,8 +53,8 @@ cat >"$out" <<MD
 # dsv3-server under load (CPU backend)
 
 Measured $(date -u +%Y-%m-%d) by \`bench/server/run.sh\` on $cpu ($(nproc) cores available,
-shared with other work), embedded smoke model (DeepSeek-V3 architecture, hidden 64, 2 layers,
-129,280-token vocabulary, random BF16 weights; CPU backend, float32 compute).
+shared with other work), embedded demo model (tools/demo-model: DeepSeek-V3 architecture,
+hidden 256, 3 layers, 4,096-token vocabulary, FP8 weights; CPU backend, float32 compute).
 
 Workload: $streams concurrent Generate streams (one gRPC channel each) for ${duration} s; every
 request has $prompt_tokens random prompt token ids and asks for $max_tokens greedy output tokens
