@@ -7,8 +7,8 @@
 #include <signal.h>
 
 #include <fstream>
+#include <chrono>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "tests/e2e/server_process.h"
@@ -21,6 +21,7 @@ using ::dsv3::testing::GreedyIds;
 using ::dsv3::testing::ReadGenerate;
 using ::dsv3::testing::ServerProcess;
 using ::dsv3::testing::StreamResult;
+using ::dsv3::v1::GenerateResponse;
 
 const std::vector<int32_t> kPrompt = {0, 17, 99, 512, 3, 250, 7, 1000, 42};
 
@@ -79,15 +80,21 @@ TEST(ServerTensorParallelTest, KilledWorkerGivesUnavailableAndExitsNonZero) {
   const std::vector<pid_t> workers = Children(server.pid());
   ASSERT_EQ(workers.size(), 1u) << server.log();
 
-  StreamResult result;
-  std::thread client([&] { result = Generate(server, 30000); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the stream is under way
+  // The worker dies once the stream is under way: after its first response (a fixed sleep
+  // raced the first token on a loaded machine).
+  auto stub = server.Stub();
+  grpc::ClientContext context;
+  auto reader = stub->Generate(&context, GreedyIds(kPrompt, 30000));
+  GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response)) << server.log();
+  size_t ids = response.token_ids_size();
   ASSERT_EQ(kill(workers[0], SIGKILL), 0);
   const auto killed = std::chrono::steady_clock::now();
-  client.join();
-  EXPECT_EQ(result.status.error_code(), grpc::StatusCode::UNAVAILABLE)
-      << result.status.error_message();
-  EXPECT_GT(result.ids.size(), 0u);  // it was streaming when the worker died
+  while (reader->Read(&response)) ids += response.token_ids_size();
+  const grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_GT(ids, 0u);
+  EXPECT_LT(ids, 30000u);
 
   const int code = server.WaitExit(std::chrono::seconds(10) -
                                    std::chrono::duration_cast<std::chrono::milliseconds>(
