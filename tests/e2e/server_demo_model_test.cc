@@ -48,22 +48,10 @@ std::set<std::string> HeldOutVocabulary() {
   return vocabulary;
 }
 
-class ServerDemoModelTest : public ::testing::Test {
+class ServerDemoModelTest : public SharedServerTest<ServerDemoModelTest> {
  protected:
-  static void SetUpTestSuite() {
-    server_ = new ServerProcess({"--num-kv-blocks=256", "--kv-block-size=16"});
-    ASSERT_TRUE(server_->WaitServing(std::chrono::seconds(300))) << server_->log();
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-  static std::string Client(const std::string& args) {
-    return ToolPath("dsv3-client") + " --server " + server_->address() + " " + args;
-  }
-  static ServerProcess* server_;
+  static void SetUpTestSuite() { StartSharedServer({"--num-kv-blocks=256", "--kv-block-size=16"}); }
 };
-ServerProcess* ServerDemoModelTest::server_ = nullptr;
 
 TEST_F(ServerDemoModelTest, DefaultIsTheTrainedFp8DemoModel) {
   auto stub = server_->Stub();

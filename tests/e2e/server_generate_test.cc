@@ -41,19 +41,10 @@ std::vector<int32_t> OfflineIds(const std::vector<int32_t>& prompt, int max_toke
   return ids;
 }
 
-class ServerGenerateTest : public ::testing::Test {
+class ServerGenerateTest : public SharedServerTest<ServerGenerateTest> {
  protected:
-  static void SetUpTestSuite() {
-    server_ = new ServerProcess(TinyArgs());
-    ASSERT_TRUE(server_->WaitServing()) << server_->log();
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-  static ServerProcess* server_;
+  static void SetUpTestSuite() { StartSharedServer(TinyArgs(), std::chrono::seconds(120)); }
 };
-ServerProcess* ServerGenerateTest::server_ = nullptr;
 
 TEST_F(ServerGenerateTest, ModelInfo) {
   auto stub = server_->Stub();

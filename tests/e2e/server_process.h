@@ -211,6 +211,27 @@ class ServerProcess {
   int respawns_ = 0;
 };
 
+// A test suite whose tests share one server: the suite's SetUpTestSuite calls
+// StartSharedServer; the server stops after the suite's last test.
+template <typename Suite>
+class SharedServerTest : public ::testing::Test {
+ protected:
+  static void StartSharedServer(std::vector<std::string> args,
+                                std::chrono::seconds timeout = std::chrono::seconds(300)) {
+    server_ = new ServerProcess(std::move(args));
+    ASSERT_TRUE(server_->WaitServing(timeout)) << server_->log();
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  // A dsv3-client command line against the shared server.
+  static std::string Client(const std::string& args) {
+    return ToolPath("dsv3-client") + " --server " + server_->address() + " " + args;
+  }
+  static inline ServerProcess* server_ = nullptr;
+};
+
 // Reads a whole Generate stream.
 struct StreamResult {
   std::vector<int32_t> ids;

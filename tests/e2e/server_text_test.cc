@@ -13,24 +13,14 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-class ServerTextTest : public ::testing::Test {
+class ServerTextTest : public SharedServerTest<ServerTextTest> {
  protected:
   static void SetUpTestSuite() {
     auto model = EnsureSmokeModel(SmokeCacheDir(), DSV3_TOKENIZER_DIR);
     ASSERT_TRUE(model.ok()) << model.status();
-    server_ = new ServerProcess({"--model=" + *model, "--num-kv-blocks=256", "--kv-block-size=16"});
-    ASSERT_TRUE(server_->WaitServing(std::chrono::seconds(300))) << server_->log();
+    StartSharedServer({"--model=" + *model, "--num-kv-blocks=256", "--kv-block-size=16"});
   }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-  static std::string Client(const std::string& args) {
-    return ToolPath("dsv3-client") + " --server " + server_->address() + " " + args;
-  }
-  static ServerProcess* server_;
 };
-ServerProcess* ServerTextTest::server_ = nullptr;
 
 TEST_F(ServerTextTest, SmokeModelIsMarked) {
   auto stub = server_->Stub();

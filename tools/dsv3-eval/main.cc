@@ -8,7 +8,6 @@
 // --save-logits. Windows and scored positions: engine/eval/windows.h. stdout: one JSON object;
 // progress on stderr. Exit status 0, or 1 with one error line. docs/quality.md has the details.
 #include <algorithm>
-#include <atomic>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -22,6 +21,7 @@
 #include "engine/eval/ids_file.h"
 #include "engine/model/model.h"
 #include "engine/model_group.h"
+#include "engine/tool_group.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/util/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -113,54 +113,23 @@ absl::StatusOr<std::string> EvaluateToJson(const Options& opt, ModelRunner& runn
 }
 
 int Run(Options opt) {
-  // The failure handler's thread may outlive this frame (it ends the process), so the group it
-  // reaches lives in a static.
-  static std::atomic<ModelGroup*> group_ptr{nullptr};
   ModelGroupOptions go;
   go.tp = opt.tp;
   go.rank_timeout = absl::Seconds(opt.rank_timeout_s);
   go.worker_args = opt.argv;
-  go.on_failure = [](const absl::Status& status) {
-    // A lost rank: rank 0 may be blocked in a collective until its timeout, so end the whole
-    // group now rather than wait (the launcher kills and reaps the workers).
-    spdlog::error("{}", std::string(status.message()));
-    std::thread([] {
-      if (ModelGroup* g = group_ptr.load(); g != nullptr) g->KillWorkers();
-      std::_Exit(1);
-    }).detach();
+  auto make_backend = [&](int local_rank) -> absl::StatusOr<std::unique_ptr<Backend>> {
+    if (opt.cpu_emulation == "none") return MakeBackend(opt.device, opt.threads, local_rank);
+    return std::make_unique<CpuBackend>(CpuEmulationOptions(opt.cpu_emulation, opt.threads));
   };
-  auto group = ModelGroup::Start(go);
-  if (!group.ok()) {
-    spdlog::error("{}", std::string(group.status().message()));
-    return 1;
-  }
-  group_ptr.store(group->get());
-  // After Start: a spawned worker learns its GPU (LOCAL_RANK) there.
-  auto backend = opt.cpu_emulation == "none"
-                     ? MakeBackend(opt.device, opt.threads, (*group)->local_rank())
-                     : absl::StatusOr<std::unique_ptr<Backend>>(std::make_unique<CpuBackend>(
-                           CpuEmulationOptions(opt.cpu_emulation, opt.threads)));
-  if (!backend.ok()) {
-    spdlog::error("{}", std::string(backend.status().message()));
-    return 1;
-  }
-  if (absl::Status s = (*group)->Load(opt.model, *std::move(backend)); !s.ok()) {
-    spdlog::error("{}", std::string(s.message()));
-    return 1;
-  }
-  if ((*group)->is_worker()) {
-    const absl::Status s = (*group)->RunWorker();
-    if (!s.ok()) spdlog::error("{}", std::string(s.message()));
-    return s.ok() ? 0 : 1;
-  }
-  auto json = EvaluateToJson(opt, (*group)->runner());
-  (*group)->Shutdown();
-  if (!json.ok()) {
-    spdlog::error("{}", std::string(json.status().message()));
-    return 1;
-  }
-  std::cout << *json << std::endl;
-  return 0;
+  return RunToolOnModelGroup(go, opt.model, make_backend, [&](ModelGroup& group) {
+    auto json = EvaluateToJson(opt, group.runner());
+    if (!json.ok()) {
+      spdlog::error("{}", std::string(json.status().message()));
+      return 1;
+    }
+    std::cout << *json << std::endl;
+    return 0;
+  });
 }
 
 }  // namespace

@@ -13,7 +13,6 @@
 #include <fstream>
 #include <iostream>
 #include <limits>
-#include <thread>
 #include <string>
 #include <vector>
 
@@ -23,8 +22,8 @@
 #include "absl/strings/str_split.h"
 #include "engine/backend/backend_factory.h"
 #include "engine/engine.h"
-#include "engine/group_failure_exit.h"
 #include "engine/model_group.h"
+#include "engine/tool_group.h"
 #include "engine/model/model.h"
 #include "engine/util/npy.h"
 #include "engine/util/status_macros.h"
@@ -219,37 +218,11 @@ int Run(Options opt) {
   go.tp = opt.tp;
   go.rank_timeout = absl::Seconds(opt.rank_timeout_s);
   go.worker_args = opt.argv;
-  go.on_failure = [](const absl::Status& status) {
-    // A lost rank: rank 0 may be blocked in a collective until its timeout, so end the whole
-    // group now rather than wait (the launcher kills and reaps the workers).
-    spdlog::error("{}", std::string(status.message()));
-    std::thread([] { GroupFailureExit::Get().KillWorkersAndExit(1); }).detach();
-  };
-  auto group = ModelGroup::Start(go);
-  if (!group.ok()) {
-    spdlog::error("{}", std::string(group.status().message()));
-    return 1;
-  }
-  // The failure thread outlives this frame; it reaches the group only while this guard lives.
-  const GroupFailureExit::Armed armed = GroupFailureExit::Get().Arm(**group);
-  // After Start: a spawned worker learns its GPU (LOCAL_RANK) there.
-  auto backend = MakeBackend(opt.device, opt.threads, (*group)->local_rank());
-  if (!backend.ok()) {
-    spdlog::error("{}", std::string(backend.status().message()));
-    return 1;
-  }
-  if (absl::Status s = (*group)->Load(opt.model, *std::move(backend)); !s.ok()) {
-    spdlog::error("{}", std::string(s.message()));
-    return 1;
-  }
-  if ((*group)->is_worker()) {
-    const absl::Status s = (*group)->RunWorker();
-    if (!s.ok()) spdlog::error("{}", std::string(s.message()));
-    return s.ok() ? 0 : 1;
-  }
-  const int rc = Generate(std::move(opt), **group);
-  (*group)->Shutdown();
-  return rc;
+  const std::string model = opt.model;
+  return RunToolOnModelGroup(
+      go, model,
+      [&](int local_rank) { return MakeBackend(opt.device, opt.threads, local_rank); },
+      [&](ModelGroup& group) { return Generate(std::move(opt), group); });
 }
 
 }  // namespace
