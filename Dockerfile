@@ -51,7 +51,8 @@ RUN apt-get update -qq \
       libbrotli1 zlib1g \
  && apt-get purge -y -qq curl && apt-get autoremove -y -qq \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --user-group --create-home --home-dir /home/dsv3 \
+ && groupadd --system --gid 10001 dsv3 \
+ && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/dsv3 \
       --shell /usr/sbin/nologin dsv3 \
  && install -d -o 10001 -g 10001 -m 0700 /home/dsv3/.cache
 COPY --from=build /out/bin/ /usr/local/bin/

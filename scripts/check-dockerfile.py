@@ -312,7 +312,7 @@ def check_default_command(runtime, root):
         error(f"HEALTHCHECK --server {target} is not the port of CMD's --listen {listen}")
         return
     if errors:
-        return  # flags that do not exist: the run below would only repeat it
+        return  # the run below would fail on the same defect, less clearly
 
     port, metrics_port = free_port(), free_port()
     args = [server] + entrypoint[1:] + cmd

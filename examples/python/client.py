@@ -5,7 +5,8 @@
     examples/python/run.sh --prompt "What does history mean?" --chat --template r1
     examples/python/run.sh --prompt-ids 0,17,99
 
-Text streams to stdout as it arrives; errors print "error: <CODE>: <message>" and exit 1.
+Text streams to stdout as it arrives (with the finish reason and usage on stderr); errors print
+"error: <CODE>: <message>" and exit 1.
 """
 import argparse
 import sys
@@ -25,13 +26,16 @@ def main() -> int:
     parser.add_argument("--template", choices=["v3", "r1"], default="v3")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--temperature", type=float)
+    parser.add_argument("--seed", type=int)
     parser.add_argument("--api-key")
+    parser.add_argument("--timeout-s", type=float)
     args = parser.parse_args()
     if args.chat and args.prompt is None:
         parser.error("--chat needs --prompt")
 
-    sampling = {"max_tokens": args.max_new_tokens, "temperature": args.temperature}
-    with Client(args.server, api_key=args.api_key) as client:
+    sampling = {"max_tokens": args.max_new_tokens, "temperature": args.temperature,
+                "seed": args.seed}
+    with Client(args.server, api_key=args.api_key, timeout=args.timeout_s) as client:
         try:
             if args.chat:
                 section = None
@@ -50,8 +54,12 @@ def main() -> int:
                 ids = [int(x) for x in args.prompt_ids.split(",") if x.strip()]
                 print(" ".join(str(i) for i in client.generate_ids(ids, **sampling)), end="")
             else:
-                for piece in client.generate(args.prompt, **sampling):
-                    print(piece, end="", flush=True)
+                for event in client.generate_events(args.prompt, **sampling):
+                    print(event.text, end="", flush=True)
+                    if event.finish_reason:
+                        usage = event.usage
+                        print(f"\n[{event.finish_reason}: {usage.prompt_tokens} prompt + "
+                              f"{usage.completion_tokens} completion tokens]", file=sys.stderr)
             print()
         except grpc.RpcError as e:
             print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)

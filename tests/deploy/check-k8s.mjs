@@ -56,7 +56,8 @@ function loadObjects(files) {
       if (d.errors.length) return problem(`${file}#${i}`, `YAML: ${d.errors[0].message}`);
       const doc = d.toJS();
       if (doc === null || !(doc.apiVersion || doc.kind)) return;
-      const where = `${path.relative(process.cwd(), file)} ${doc.kind}/${doc.metadata?.name}`;
+      const shown = path.relative(process.cwd(), file);
+      const where = `${shown.startsWith("..") ? file : shown} ${doc.kind}/${doc.metadata?.name}`;
       objects.push({ where, doc });
     });
   }
