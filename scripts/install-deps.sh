@@ -10,7 +10,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas-dev libpcre2-dev libgloo-dev libcpp-httplib-dev
   clang libclang-rt-14-dev
-  python3 python3-numpy python3-grpcio python3-protobuf python3-yaml
+  python3 python3-numpy python3-grpcio python3-protobuf python3-yaml python3-venv
   nodejs
 )
 
