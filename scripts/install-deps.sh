@@ -10,7 +10,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas-dev libpcre2-dev libgloo-dev libcpp-httplib-dev
   clang libclang-rt-14-dev
-  python3 python3-numpy python3-grpcio python3-protobuf python3-yaml
+  python3 python3-numpy python3-grpcio python3-protobuf python3-yaml python3-venv
+  nodejs
 )
 
 missing=()
@@ -19,6 +20,10 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
+
+# scripts/check-k8s.sh installs its validators with npm. NodeSource's nodejs bundles npm and
+# conflicts with Debian's npm package, so npm is only asked for where it is missing.
+if ! command -v npm >/dev/null; then missing+=(npm); fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#packages[@]} packages present"

@@ -47,9 +47,9 @@ ParsedFlags ParseServerFlags(int argc, char** argv) {
   app.add_option("--threads", o.threads, "CPU backend threads (0: all)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--device", o.device,
-                 "backend: cpu, or cuda (GPU LOCAL_RANK, or one GPU per rank with --tp; builds "
-                 "with the CUDA backend)")
-      ->check(CLI::IsMember({"cpu", "cuda"}));
+                 "backend: auto (cuda when the build has the CUDA backend and a GPU is visible, "
+                 "else cpu), cpu, or cuda (GPU LOCAL_RANK, or one GPU per rank with --tp)")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
 

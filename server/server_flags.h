@@ -16,7 +16,7 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
   std::string metrics_listen = "127.0.0.1:9090";  // empty: no metrics endpoint
   int threads = 0;                                // CPU backend threads; 0: all
-  std::string device = "cpu";                     // backend: cpu or cuda
+  std::string device = "auto";                    // backend: auto, cpu or cuda
   int tp = 1;                   // tensor-parallel ranks (spawned on this host unless RANK is set)
   double rank_timeout_s = 60;   // a step's longest wait for another rank
   std::vector<std::string> argv;  // argv[1..], repeated by spawned workers

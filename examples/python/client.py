@@ -1,21 +1,19 @@
 #!/usr/bin/env python3
-"""Calls a dsv3-server from Python (Debian's python3-grpcio and python3-protobuf).
+"""Calls a dsv3-server with the Python client package (clients/python):
 
-Run it through run.sh, which generates the stubs from proto/ first:
+    examples/python/run.sh --prompt "The history of the city"
+    examples/python/run.sh --prompt "What does history mean?" --chat --template r1
+    examples/python/run.sh --prompt-ids 0,17,99
 
-    examples/python/run.sh --server 127.0.0.1:50051 --prompt "Hello"
-    examples/python/run.sh --server 127.0.0.1:50051 --prompt "Why is the sky blue?" --chat
-    examples/python/run.sh --server 127.0.0.1:50051 --prompt-ids 0,17,99
-
-Text streams to stdout as it arrives; errors print "error: <CODE>: <message>" and exit 1.
+Text streams to stdout as it arrives (with the finish reason and usage on stderr); errors print
+"error: <CODE>: <message>" and exit 1.
 """
 import argparse
 import sys
 
 import grpc
 
-from dsv3.v1 import inference_pb2 as pb
-from dsv3.v1 import inference_pb2_grpc as pb_grpc
+from dsv3_serve import Client
 
 
 def main() -> int:
@@ -32,54 +30,37 @@ def main() -> int:
     parser.add_argument("--api-key")
     parser.add_argument("--timeout-s", type=float)
     args = parser.parse_args()
+    if args.chat and args.prompt is None:
+        parser.error("--chat needs --prompt")
 
-    sampling = pb.SamplingParameters(max_tokens=args.max_new_tokens)
-    if args.temperature is not None:
-        sampling.temperature = args.temperature
-    if args.seed is not None:
-        sampling.seed = args.seed
-    metadata = [("authorization", f"Bearer {args.api_key}")] if args.api_key else None
-
-    with grpc.insecure_channel(args.server) as channel:
-        stub = pb_grpc.InferenceStub(channel)
+    sampling = {"max_tokens": args.max_new_tokens, "temperature": args.temperature,
+                "seed": args.seed}
+    with Client(args.server, api_key=args.api_key, timeout=args.timeout_s) as client:
         try:
             if args.chat:
-                if args.prompt is None:
-                    parser.error("--chat needs --prompt")
-                template = pb.CHAT_TEMPLATE_R1 if args.template == "r1" else pb.CHAT_TEMPLATE_V3
-                request = pb.ChatRequest(
-                    messages=[pb.ChatMessage(role="user", content=args.prompt.encode())],
-                    template=template, sampling=sampling)
                 section = None
-                for delta in stub.Chat(request, metadata=metadata, timeout=args.timeout_s):
-                    for name, text in (("reasoning", delta.reasoning_content),
-                                       ("answer", delta.content)):
+                messages = [{"role": "user", "content": args.prompt}]
+                for event in client.chat_events(messages, template=args.template, **sampling):
+                    for name, text in (("reasoning", event.reasoning_content),
+                                       ("answer", event.content)):
                         if text:
                             if section != name:
                                 print(f"\n[{name}]" if section else f"[{name}]")
                                 section = name
                             print(text, end="", flush=True)
-                    for call in delta.tool_calls:
+                    for call in event.tool_calls:
                         print(f"\n[tool call] {call.name}({call.arguments})")
-                print()
             elif args.prompt_ids is not None:
                 ids = [int(x) for x in args.prompt_ids.split(",") if x.strip()]
-                request = pb.GenerateRequest(token_ids=pb.TokenIds(ids=ids), sampling=sampling,
-                                             return_text=False)
-                out = []
-                for delta in stub.Generate(request, metadata=metadata, timeout=args.timeout_s):
-                    out.extend(delta.token_ids)
-                print(" ".join(str(i) for i in out))
+                print(" ".join(str(i) for i in client.generate_ids(ids, **sampling)), end="")
             else:
-                request = pb.GenerateRequest(text=args.prompt.encode(), sampling=sampling)
-                for delta in stub.Generate(request, metadata=metadata, timeout=args.timeout_s):
-                    print(delta.text, end="", flush=True)
-                    if delta.finish_reason:
-                        usage = delta.usage
-                        print(f"\n[{pb.FinishReason.Name(delta.finish_reason)}: "
-                              f"{usage.prompt_tokens} prompt + {usage.completion_tokens} "
-                              f"completion tokens]", file=sys.stderr)
-                print()
+                for event in client.generate_events(args.prompt, **sampling):
+                    print(event.text, end="", flush=True)
+                    if event.finish_reason:
+                        usage = event.usage
+                        print(f"\n[{event.finish_reason}: {usage.prompt_tokens} prompt + "
+                              f"{usage.completion_tokens} completion tokens]", file=sys.stderr)
+            print()
         except grpc.RpcError as e:
             print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)
             return 1

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <memory>
@@ -183,6 +184,12 @@ class ServerProcess {
     args.push_back("--listen=127.0.0.1:" + std::to_string(port_));
     args.push_back("--metrics-listen=127.0.0.1:" + std::to_string(metrics_port_));
     args.push_back("--threads=2");
+    // These tests are of the CPU backend (CI has no GPU); --device auto would pick a GPU where
+    // one is visible.
+    if (std::none_of(args_.begin(), args_.end(),
+                     [](const std::string& a) { return a.rfind("--device", 0) == 0; })) {
+      args.push_back("--device=cpu");
+    }
     const pid_t parent = getpid();
     pid_ = fork();
     if (pid_ == 0) {
