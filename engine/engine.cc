@@ -9,6 +9,7 @@
 #include "engine/model/model.h"
 #include "engine/model_runner.h"
 #include "engine/sampling/stop_checker.h"
+#include "engine/speculator.h"
 #include "engine/tokenizer/detokenizer.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "spdlog/spdlog.h"
@@ -78,6 +79,10 @@ class Engine::Impl {
         pool_(num_blocks, config.block_size),
         scheduler_(config.scheduler, pool_),
         sampler_(EosIds(runner.model().config())) {
+    if (config.scheduler.speculative_tokens > 0) {
+      speculator_ =
+          std::make_unique<Speculator>(runner, sampler_, config.scheduler.speculative_tokens);
+    }
     max_context_ = std::min<int64_t>(model_.config().max_position_embeddings,
                                      static_cast<int64_t>(num_blocks) * config.block_size);
     stats_.kv_blocks_total = num_blocks;
@@ -208,29 +213,51 @@ class Engine::Impl {
     }
   }
 
+  // The sampling side of request `id` for the speculator; empty once the request is gone.
+  DraftRequest LookupRequest(SequenceId id) {
+    auto it = active_.find(id);
+    if (it == active_.end()) return {};
+    return {&it->second->request.sampling, &it->second->sampling_state};
+  }
+
+  // Ends every request with UNAVAILABLE after a failed model step: the model group broke (a
+  // tensor-parallel rank died or timed out), no request can go on and none will be admitted.
+  void Break(const absl::Status& s) {
+    spdlog::error("model step failed: {}", std::string(s.message()));
+    const std::string error = "model group unavailable: " + std::string(s.message());
+    {
+      absl::MutexLock lock(&mu_);
+      broken_ = absl::UnavailableError(error);
+    }
+    std::vector<int64_t> ids;
+    for (const auto& [id, r] : active_) ids.push_back(id);
+    for (int64_t id : ids) End(id, FinishReason::kError, error, absl::StatusCode::kUnavailable);
+  }
+
   void Step(std::vector<float>& logits) {
-    const StepPlan plan = scheduler_.Schedule();
+    StepPlan plan = scheduler_.Schedule();
     if (plan.empty()) return;
-    const ForwardBatch batch = plan.ToForwardBatch();
-    if (absl::Status s = runner_.Execute(batch, logits); !s.ok()) {
-      // The model group broke (a tensor-parallel rank died or timed out): no request can go on,
-      // and none will be admitted again.
-      spdlog::error("model step failed: {}", std::string(s.message()));
-      const std::string error = "model group unavailable: " + std::string(s.message());
-      {
-        absl::MutexLock lock(&mu_);
-        broken_ = absl::UnavailableError(error);
-      }
-      std::vector<int64_t> ids;
-      for (const auto& [id, r] : active_) ids.push_back(id);
-      for (int64_t id : ids) End(id, FinishReason::kError, error, absl::StatusCode::kUnavailable);
-      return;
+    const auto lookup = [this](SequenceId id) { return LookupRequest(id); };
+    if (speculator_) {
+      for (SequenceId id : plan.preempted) speculator_->Forget(id);
+      if (absl::Status s = speculator_->Draft(plan, lookup); !s.ok()) return Break(s);
+    }
+    ForwardBatch batch = plan.ToForwardBatch();
+    std::vector<float>* hidden = nullptr;
+    if (speculator_) {
+      // Every row's final hidden state: the MTP module runs at each kept position.
+      batch.hidden_rows.resize(batch.num_tokens());
+      for (int32_t i = 0; i < batch.num_tokens(); ++i) batch.hidden_rows[i] = i;
+      hidden = &hidden_;
+    }
+    if (absl::Status s = runner_.Execute(batch, logits, MlaMode::kAuto, hidden); !s.ok()) {
+      return Break(s);
     }
     ++steps_;
 
     const int64_t vocab = model_.config().vocab_size;
-    std::vector<int32_t> sampled;
-    std::vector<std::pair<ActiveRequest*, SampledToken>> outputs;
+    std::vector<std::vector<int32_t>> emitted;
+    std::vector<std::pair<ActiveRequest*, std::vector<SampledToken>>> outputs;
     size_t row = 0;
     for (const ScheduledSequence& entry : plan.sequences) {
       auto it = active_.find(entry.id);
@@ -240,22 +267,41 @@ class Engine::Impl {
         Dequeue(*r);
       }
       if (!entry.sample) continue;
-      const float* row_logits = logits.data() + row++ * vocab;
+      const int64_t rows = 1 + entry.num_drafts;
+      const absl::Span<const float> entry_logits =
+          absl::MakeConstSpan(logits).subspan(row * vocab, rows * vocab);
+      row += rows;
       if (r == nullptr) {
-        sampled.push_back(0);  // aborted during the step; CommitStep skips it
+        emitted.push_back({0});  // aborted during the step; CommitStep skips it
         continue;
       }
-      SampledToken t = sampler_.Sample(absl::MakeConstSpan(row_logits, vocab),
-                                       r->request.sampling, r->sampling_state);
-      sampled.push_back(t.token);
-      outputs.emplace_back(r, std::move(t));
+      std::vector<SampledToken> tokens;
+      if (speculator_) {
+        tokens = speculator_->Verify(entry, entry_logits, r->request.sampling, r->sampling_state);
+      } else {
+        tokens.push_back(sampler_.Sample(entry_logits, r->request.sampling, r->sampling_state));
+      }
+      std::vector<int32_t>& ids = emitted.emplace_back();
+      for (const SampledToken& t : tokens) ids.push_back(t.token);
+      outputs.emplace_back(r, std::move(tokens));
     }
-    scheduler_.CommitStep(plan, sampled);
-    for (auto& [r, token] : outputs) Emit(*r, token);
+    scheduler_.CommitStep(plan, emitted);
+    if (speculator_) {
+      if (absl::Status s = speculator_->Extend(plan, batch, hidden_, scheduler_, lookup); !s.ok()) {
+        return Break(s);
+      }
+    }
+    for (auto& [r, tokens] : outputs) {
+      // In order; a stop condition ends the request and drops the tokens after it.
+      for (const SampledToken& t : tokens) {
+        if (Emit(*r, t)) break;
+      }
+    }
   }
 
-  // Sends one new token of `r` and ends the request when a stop condition is met.
-  void Emit(ActiveRequest& r, const SampledToken& t) {
+  // Sends one new token of `r` and ends the request when a stop condition is met; returns true
+  // then (`r` is gone).
+  bool Emit(ActiveRequest& r, const SampledToken& t) {
     const absl::Time now = absl::Now();
     if (r.num_output++ == 0) r.first_token = now;
     r.last_token = now;
@@ -271,7 +317,7 @@ class Engine::Impl {
     }
     if (!update.finished()) {
       r.stream->Push(std::move(delta));
-      return;
+      return false;
     }
     if (update.reason != StopReason::kStopString && r.detokenizer) {
       delta.text += r.detokenizer->Flush();  // bytes of an unfinished character, if any
@@ -280,7 +326,9 @@ class Engine::Impl {
         update.reason == StopReason::kMaxTokens ? FinishReason::kLength : FinishReason::kStop;
     Finish(r, reason, "", std::move(delta));
     (void)scheduler_.Finish(r.id);
+    if (speculator_) speculator_->Forget(r.id);
     active_.erase(r.id);
+    return true;
   }
 
   // Ends request `id` (abort or error) if it is still active.
@@ -289,6 +337,7 @@ class Engine::Impl {
     auto it = active_.find(id);
     if (it == active_.end()) return;
     (void)scheduler_.Abort(id);
+    if (speculator_) speculator_->Forget(id);
     OutputDelta delta;
     if (reason == FinishReason::kError) delta.error_code = code;
     Finish(*it->second, reason, error, std::move(delta));
@@ -356,6 +405,10 @@ class Engine::Impl {
     stats_.ttft_count = ttft_count_;
     stats_.tpot_seconds_sum = tpot_sum_;
     stats_.tpot_count = tpot_count_;
+    if (speculator_) {
+      stats_.spec_proposed = speculator_->stats().proposed;
+      stats_.spec_accepted = speculator_->stats().accepted;
+    }
   }
 
   ModelRunner& runner_;
@@ -368,6 +421,8 @@ class Engine::Impl {
   BlockPool pool_;
   Scheduler scheduler_;
   Sampler sampler_;
+  std::unique_ptr<Speculator> speculator_;  // when speculative_tokens > 0
+  std::vector<float> hidden_;  // [rows, H]: the step's final hidden states, for the speculator
   absl::flat_hash_map<int64_t, std::unique_ptr<ActiveRequest>> active_;
   // Last deltas of the requests that ended in this iteration, pushed after PublishStats.
   std::vector<std::pair<std::shared_ptr<RequestStream>, OutputDelta>> final_deltas_;
@@ -405,19 +460,27 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelRunner& runner,
   if (auto s = config.Validate(); !s.ok()) return s;
   DeepseekV3Model& model = runner.model();
   const ModelConfig& mc = model.config();
+  const bool mtp = config.scheduler.speculative_tokens > 0;
+  if (mtp && !model.has_mtp()) {
+    return absl::InvalidArgumentError(
+        "speculative_tokens > 0 needs the MTP module, and the checkpoint has none");
+  }
+  const int64_t num_layers = mc.num_hidden_layers + (mtp ? 1 : 0);
   int64_t num_blocks = config.num_kv_blocks;
   if (num_blocks == 0) {
-    const int64_t bytes_per_token = KvCache::BytesPerBlock(mc, 1, model.backend().kv_cache_dtype()) /
-                                    mc.num_hidden_layers;
-    auto blocks = NumBlocksForBudget(config.kv_memory_bytes, config.block_size,
-                                     mc.num_hidden_layers, bytes_per_token);
+    const int64_t bytes_per_token =
+        KvCache::BytesPerBlock(mc, 1, model.backend().kv_cache_dtype(), mtp) / num_layers;
+    auto blocks = NumBlocksForBudget(config.kv_memory_bytes, config.block_size, num_layers,
+                                     bytes_per_token);
     if (!blocks.ok()) return blocks.status();
     num_blocks = *blocks;
   }
   if (num_blocks > (int64_t{1} << 31) - 1) {
     return absl::InvalidArgumentError("num_kv_blocks is too large for a block id");
   }
-  if (absl::Status s = runner.AllocateCache(num_blocks, config.block_size); !s.ok()) return s;
+  if (absl::Status s = runner.AllocateCache(num_blocks, config.block_size, mtp); !s.ok()) {
+    return s;
+  }
   spdlog::info("engine: {} KV blocks of {} tokens ({} tokens)", num_blocks, config.block_size,
                num_blocks * config.block_size);
   return std::unique_ptr<Engine>(new Engine(

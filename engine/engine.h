@@ -37,6 +37,8 @@ struct EngineConfig {
   int32_t max_queued_requests = 1024;
   int64_t max_queued_tokens = 1 << 20;  // prompt tokens of those requests; beyond: same
   int32_t stream_queue_capacity = 64;   // deltas per request before merging
+  // MTP speculative decoding (scheduler.speculative_tokens = K > 0) needs a model with the MTP
+  // module; the KV cache then gets the MTP layer too.
 
   // InvalidArgument naming the field.
   absl::Status Validate() const;
@@ -117,6 +119,9 @@ struct EngineStats {
   int64_t ttft_count = 0;
   double tpot_seconds_sum = 0;  // over output tokens after the first
   int64_t tpot_count = 0;
+  // Speculative decoding, per draft position j < K: drafts verified, and of those accepted.
+  std::vector<int64_t> spec_proposed;
+  std::vector<int64_t> spec_accepted;
 };
 
 class Engine {

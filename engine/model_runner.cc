@@ -16,13 +16,18 @@ class LocalModelRunner final : public ModelRunner {
  public:
   explicit LocalModelRunner(DeepseekV3Model& model) : model_(model) {}
 
-  absl::Status AllocateCache(int64_t num_blocks, int32_t block_size) override {
-    cache_ = std::make_unique<KvCache>(model_.backend(), model_.config(), num_blocks, block_size);
+  absl::Status AllocateCache(int64_t num_blocks, int32_t block_size, bool mtp_layer) override {
+    cache_ = std::make_unique<KvCache>(model_.backend(), model_.config(), num_blocks, block_size,
+                                       mtp_layer);
     return absl::OkStatus();
   }
-  absl::Status Execute(const ForwardBatch& batch, std::vector<float>& logits,
-                       MlaMode mla_mode) override {
-    return model_.Forward(batch, *cache_, logits, mla_mode);
+  absl::Status Execute(const ForwardBatch& batch, std::vector<float>& logits, MlaMode mla_mode,
+                       std::vector<float>* hidden) override {
+    return model_.Forward(batch, *cache_, logits, mla_mode, hidden);
+  }
+  absl::Status ExecuteMtp(const ForwardBatch& batch, absl::Span<const float> hidden,
+                          std::vector<float>& logits, std::vector<float>& hidden_out) override {
+    return model_.ForwardMtp(batch, hidden, *cache_, logits, &hidden_out);
   }
   absl::Status Health() override { return absl::OkStatus(); }
   void Shutdown() override {}
@@ -44,7 +49,11 @@ class TpLeaderRunner final : public ModelRunner {
 
   ~TpLeaderRunner() override { Shutdown(); }
 
-  absl::Status AllocateCache(int64_t num_blocks, int32_t block_size) override {
+  absl::Status AllocateCache(int64_t num_blocks, int32_t block_size, bool mtp_layer) override {
+    if (mtp_layer) {
+      return absl::UnimplementedError(
+          "MTP speculative decoding does not run under tensor parallelism yet");
+    }
     absl::MutexLock lock(&mu_);
     ControlMessage m{.kind = ControlMessage::Kind::kAllocateCache,
                      .num_kv_blocks = num_blocks,
@@ -54,16 +63,23 @@ class TpLeaderRunner final : public ModelRunner {
     return absl::OkStatus();
   }
 
-  absl::Status Execute(const ForwardBatch& batch, std::vector<float>& logits,
-                       MlaMode mla_mode) override {
+  absl::Status Execute(const ForwardBatch& batch, std::vector<float>& logits, MlaMode mla_mode,
+                       std::vector<float>* hidden) override {
     absl::MutexLock lock(&mu_);
     ControlMessage m{.kind = ControlMessage::Kind::kStep, .mla_mode = mla_mode, .batch = batch};
     DSV3_RETURN_IF_ERROR(SendLocked(m));
-    if (absl::Status st = model_.Forward(batch, *cache_, logits, mla_mode); !st.ok()) {
+    if (absl::Status st = model_.Forward(batch, *cache_, logits, mla_mode, hidden); !st.ok()) {
       return FailLocked(st);
     }
     last_activity_ = absl::Now();
     return absl::OkStatus();
+  }
+
+  // AllocateCache refuses the MTP layer, so no engine gets here.
+  absl::Status ExecuteMtp(const ForwardBatch&, absl::Span<const float>, std::vector<float>&,
+                          std::vector<float>&) override {
+    return absl::UnimplementedError(
+        "MTP speculative decoding does not run under tensor parallelism yet");
   }
 
   absl::Status Health() override {

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "engine/backend/backend.h"
 #include "engine/model/forward_batch.h"
 #include "engine/model/kv_cache.h"
@@ -31,14 +32,21 @@ class ModelRunner {
  public:
   virtual ~ModelRunner() = default;
 
-  // Allocates the paged latent cache on every rank. Once, before the first Execute.
-  virtual absl::Status AllocateCache(int64_t num_blocks, int32_t block_size) = 0;
+  // Allocates the paged latent cache on every rank, with the MTP module's layer when `mtp_layer`.
+  // Once, before the first Execute.
+  virtual absl::Status AllocateCache(int64_t num_blocks, int32_t block_size,
+                                     bool mtp_layer = false) = 0;
   // Runs one step: the latents of the new tokens go into the cache, the float32 logits of
-  // batch.logits_rows into `logits` ([rows, vocab]). An error means the group is broken (a rank
+  // batch.logits_rows into `logits` ([rows, vocab]) and, with `hidden`, the final hidden states
+  // of batch.hidden_rows into it ([rows, hidden]). An error means the group is broken (a rank
   // died or timed out): every later call fails too, and the engine must fail its requests
   // (UNAVAILABLE) and stop.
   virtual absl::Status Execute(const ForwardBatch& batch, std::vector<float>& logits,
-                               MlaMode mla_mode = MlaMode::kAuto) = 0;
+                               MlaMode mla_mode = MlaMode::kAuto,
+                               std::vector<float>* hidden = nullptr) = 0;
+  // Runs the MTP module (DeepseekV3Model::ForwardMtp) on the cache allocated with its layer.
+  virtual absl::Status ExecuteMtp(const ForwardBatch& batch, absl::Span<const float> hidden,
+                                  std::vector<float>& logits, std::vector<float>& hidden_out) = 0;
   // OK while every rank serves; the first failure after that.
   virtual absl::Status Health() = 0;
   // Tells the workers to exit (they return OK from RunWorker). Idempotent; Execute fails after.

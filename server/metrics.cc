@@ -121,6 +121,28 @@ std::string ServerMetrics::Render(const EngineStats* engine) const {
   Metric(out, "dsv3_engine_steps_total", "counter", "Engine steps run.", s.steps);
   Metric(out, "dsv3_aborted_requests_total", "counter", "Requests aborted in the engine.",
          s.aborted_requests);
+  if (s.spec_proposed.empty()) return out;
+  // Speculative decoding, labelled by draft position (0: the first draft of a step).
+  const struct {
+    const char* name;
+    const char* type;
+    const char* help;
+  } spec[] = {
+      {"dsv3_spec_proposed_total", "counter", "MTP draft tokens verified, by draft position."},
+      {"dsv3_spec_accepted_total", "counter", "MTP draft tokens accepted, by draft position."},
+      {"dsv3_spec_acceptance_rate", "gauge", "Accepted / verified drafts since start, by position."}};
+  for (int m = 0; m < 3; ++m) {
+    Header(out, spec[m].name, spec[m].type, spec[m].help);
+    for (size_t j = 0; j < s.spec_proposed.size(); ++j) {
+      const double proposed = static_cast<double>(s.spec_proposed[j]);
+      const double value = m == 0   ? proposed
+                           : m == 1 ? static_cast<double>(s.spec_accepted[j])
+                           : proposed > 0 ? s.spec_accepted[j] / proposed
+                                          : 0.0;
+      absl::StrAppend(&out, spec[m].name, "{position=\"", j, "\"} ",
+                      absl::StrFormat("%.17g", value), "\n");
+    }
+  }
   return out;
 }
 

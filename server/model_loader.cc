@@ -16,6 +16,7 @@ EngineConfig EngineConfigFromFlags(const ServerOptions& o) {
   c.scheduler.max_batched_tokens = o.max_batched_tokens;
   c.scheduler.max_running_seqs = o.max_running_seqs;
   c.scheduler.enable_prefix_caching = !o.disable_prefix_cache;
+  c.scheduler.speculative_tokens = o.speculative_tokens;
   c.max_queued_requests = o.max_queued_requests;
   c.max_queued_tokens = o.max_queued_tokens;
   c.stream_queue_capacity = o.stream_queue_capacity;

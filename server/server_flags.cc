@@ -2,6 +2,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
+#include "engine/scheduler/scheduler.h"
 
 namespace dsv3::server {
 
@@ -69,6 +70,11 @@ ParsedFlags ParseServerFlags(int argc, char** argv) {
   app.add_option("--max-running-seqs", o.max_running_seqs, "sequences per batch")
       ->group(limits)
       ->check(CLI::PositiveNumber);
+  app.add_option("--speculative-tokens", o.speculative_tokens,
+                 "MTP speculative decoding: tokens drafted per sequence per step (0: off; the "
+                 "model needs the MTP module)")
+      ->group(limits)
+      ->check(CLI::Range(0, kMaxSpeculativeTokens));
   app.add_option("--max-queued-requests", o.max_queued_requests,
                  "waiting requests before RESOURCE_EXHAUSTED")
       ->group(limits)

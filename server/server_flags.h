@@ -31,6 +31,7 @@ struct ServerOptions {
   int64_t max_queued_tokens = 1 << 20;
   int32_t stream_queue_capacity = 64;
   bool disable_prefix_cache = false;
+  int32_t speculative_tokens = 0;  // MTP drafts per sequence per step; 0: off
 
   // Transport.
   int max_message_mb = 16;

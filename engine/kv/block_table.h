@@ -19,6 +19,11 @@ class BlockTable {
   BlockId operator[](int32_t i) const { return blocks_[i]; }
 
   void Append(BlockId id) { blocks_.push_back(id); }
+  // Releases the last block to `pool` (a rejected draft's block).
+  void ReleaseLast(BlockPool& pool) {
+    pool.Release(blocks_.back());
+    blocks_.pop_back();
+  }
 
   // Releases every block to `pool`, last block first, so that among cached blocks of the same
   // sequence the later ones (least likely to be shared) are evicted first.

@@ -29,6 +29,9 @@ struct ForwardBatch {
   // Rows of the flattened batch whose logits the caller wants, in output order
   // (usually the last new token of each sequence; every row for --logits-out).
   std::vector<int32_t> logits_rows;
+  // Rows whose final hidden states (after model.norm) the caller wants, in output order: the MTP
+  // module's input. Rank 0's business only: not sent to tensor-parallel workers.
+  std::vector<int32_t> hidden_rows;
 
   int32_t num_tokens() const { return static_cast<int32_t>(token_ids.size()); }
 };

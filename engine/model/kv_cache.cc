@@ -5,10 +5,11 @@
 namespace dsv3 {
 
 KvCache::KvCache(Backend& backend, const ModelConfig& config, int64_t num_blocks,
-                 int32_t block_size)
-    : num_blocks_(num_blocks), block_size_(block_size) {
-  layers_.reserve(config.num_hidden_layers);
-  for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
+                 int32_t block_size, bool mtp_layer)
+    : has_mtp_layer_(mtp_layer), num_blocks_(num_blocks), block_size_(block_size) {
+  const int64_t num_layers = config.num_hidden_layers + (mtp_layer ? 1 : 0);
+  layers_.reserve(num_layers);
+  for (int64_t l = 0; l < num_layers; ++l) {
     Tensor& t = layers_.emplace_back(backend.allocator(), backend.kv_cache_dtype(),
                                      std::initializer_list<int64_t>{num_blocks, block_size,
                                                                     config.kv_cache_dim()});
@@ -19,9 +20,10 @@ KvCache::KvCache(Backend& backend, const ModelConfig& config, int64_t num_blocks
   }
 }
 
-int64_t KvCache::BytesPerBlock(const ModelConfig& config, int32_t block_size, DType dtype) {
-  return static_cast<int64_t>(block_size) * config.kv_cache_dim() * config.num_hidden_layers *
-         DTypeSize(dtype);
+int64_t KvCache::BytesPerBlock(const ModelConfig& config, int32_t block_size, DType dtype,
+                               bool mtp_layer) {
+  return static_cast<int64_t>(block_size) * config.kv_cache_dim() *
+         (config.num_hidden_layers + (mtp_layer ? 1 : 0)) * DTypeSize(dtype);
 }
 
 }  // namespace dsv3

@@ -83,7 +83,8 @@ absl::Status DeepseekV3Model::AllReduce(const TensorView& t) {
 }
 
 absl::Status DeepseekV3Model::Forward(const ForwardBatch& batch, KvCache& cache,
-                                      std::vector<float>& logits, MlaMode mla_mode) {
+                                      std::vector<float>& logits, MlaMode mla_mode,
+                                      std::vector<float>* hidden) {
   const ModelConfig& c = config_;
   const int64_t t = batch.num_tokens(), h = c.hidden_size;
   const AttentionBatch ab = MakeAttentionBatch(batch, cache.block_size());
@@ -109,12 +110,76 @@ absl::Status DeepseekV3Model::Forward(const ForwardBatch& batch, KvCache& cache,
     const TensorView layer_cache = cache.layer(l);
     const GraphPartKey part{graph_owner_, l, {x.data, layer_cache.data}};
     DSV3_RETURN_IF_ERROR(backend_.RunGraphable(
-        part, [&] { return Layer(l, x, ab, layer_cache, mla_mode); }));
+        part, [&] { return Layer(weights_->layers[l], x, ab, layer_cache, mla_mode); }));
   }
 
   backend_.BeginLayer(-1);
-  const int64_t rows = static_cast<int64_t>(batch.logits_rows.size());
-  Tensor last = NewActivation(backend_, rows, h);  // [R, H]
+  if (hidden != nullptr && comm_.rank() == 0) {
+    DownloadNormedRows(x, batch.hidden_rows, weights_->final_norm, *hidden);
+  }
+  Tensor last = NewActivation(backend_, static_cast<int64_t>(batch.logits_rows.size()), h);
+  backend_.GatherRows(x, batch.logits_rows, last);  // [R, H]
+  backend_.RmsNorm(last, weights_->final_norm, eps, last);
+  return Head(last, logits);
+}
+
+absl::Status DeepseekV3Model::ForwardMtp(const ForwardBatch& batch, absl::Span<const float> hidden,
+                                         KvCache& cache, std::vector<float>& logits,
+                                         std::vector<float>* hidden_out) {
+  const ModelConfig& c = config_;
+  const int64_t t = batch.num_tokens(), h = c.hidden_size, l = c.num_hidden_layers;
+  if (!weights_->mtp.has_value()) {
+    return absl::FailedPreconditionError("the checkpoint has no MTP module (layer id " +
+                                         std::to_string(l) + ")");
+  }
+  if (!cache.has_mtp_layer()) {
+    return absl::FailedPreconditionError("the KV cache was allocated without the MTP layer");
+  }
+  assert(static_cast<int64_t>(hidden.size()) == t * h);
+  const MtpWeights& m = *weights_->mtp;
+  const AttentionBatch ab = MakeAttentionBatch(batch, cache.block_size());
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  backend_.BeginStep(ab);
+  backend_.BeginLayer(l);
+
+  // eh [T, 2H] = [RMSNorm_e(Emb(t_{i+1})) ; RMSNorm_h(h_i)], the embedding half first.
+  Tensor eh = NewActivation(backend_, t, 2 * h);
+  const TensorView e = Columns(eh, 0, h), hn = Columns(eh, h, h);
+  Tensor emb = NewActivation(backend_, t, h);  // [T, H]
+  backend_.Embedding(weights_->embed, batch.token_ids, weights_->shard.Begin(c.vocab_size), emb);
+  DSV3_RETURN_IF_ERROR(AllReduce(emb));
+  backend_.RmsNorm(emb, m.enorm, eps, e);
+  const Tensor h_prev = backend_.Upload(  // [T, H] in the activation type
+      TensorView::Contiguous(const_cast<float*>(hidden.data()), DType::kF32, {t, h}, Device::kCpu));
+  backend_.RmsNorm(h_prev, m.hnorm, eps, hn);
+  Tensor u = NewActivation(backend_, t, h);  // [T, H]: the MTP layer's residual stream
+  backend_.Linear(eh, m.eh_proj, u);
+  DSV3_RETURN_IF_ERROR(Layer(m.layer, u, ab, cache.layer(l), MlaMode::kAuto));
+
+  backend_.BeginLayer(-1);
+  Tensor last = NewActivation(backend_, static_cast<int64_t>(batch.logits_rows.size()), h);
+  backend_.GatherRows(u, batch.logits_rows, last);  // [R, H]
+  backend_.RmsNorm(last, m.head_norm, eps, last);
+  if (hidden_out != nullptr && comm_.rank() == 0) {
+    hidden_out->resize(last.numel());
+    backend_.Download(last, hidden_out->data());
+  }
+  return Head(last, logits);
+}
+
+void DeepseekV3Model::DownloadNormedRows(const TensorView& x, std::span<const int32_t> rows,
+                                         const TensorView& norm, std::vector<float>& out) {
+  const int64_t h = config_.hidden_size;
+  Tensor picked = NewActivation(backend_, static_cast<int64_t>(rows.size()), h);  // [R, H]
+  backend_.GatherRows(x, rows, picked);
+  backend_.RmsNorm(picked, norm, static_cast<float>(config_.rms_norm_eps), picked);
+  out.resize(rows.size() * h);
+  backend_.Download(picked, out.data());
+}
+
+absl::Status DeepseekV3Model::Head(const TensorView& normed, std::vector<float>& logits) {
+  const ModelConfig& c = config_;
+  const int64_t rows = normed.dim(0);
   const int world = comm_.world_size();
   const int64_t v_local = c.vocab_size / world;
   // [R, V_local] logits, in a buffer kept across steps: at batch 64 and a 129K vocabulary it is
@@ -124,9 +189,7 @@ absl::Status DeepseekV3Model::Forward(const ForwardBatch& batch, KvCache& cache,
   }
   const TensorView out = TensorView::Contiguous(logits_scratch_.view().data, DType::kF32,
                                                 {rows, v_local}, logits_scratch_.view().device);
-  backend_.GatherRows(x, batch.logits_rows, last);
-  backend_.RmsNorm(last, weights_->final_norm, eps, last);
-  backend_.Linear(last, weights_->lm_head, out);
+  backend_.Linear(normed, weights_->lm_head, out);
   if (world == 1) {
     logits.resize(rows * c.vocab_size);
     backend_.Download(out, logits.data());
@@ -151,10 +214,10 @@ absl::Status DeepseekV3Model::Forward(const ForwardBatch& batch, KvCache& cache,
   return absl::OkStatus();
 }
 
-absl::Status DeepseekV3Model::Layer(int64_t l, const TensorView& x, const AttentionBatch& batch,
-                                    const TensorView& cache, MlaMode mode) {
+absl::Status DeepseekV3Model::Layer(const LayerWeights& layer, const TensorView& x,
+                                    const AttentionBatch& batch, const TensorView& cache,
+                                    MlaMode mode) {
   const ModelConfig& c = config_;
-  const LayerWeights& layer = weights_->layers[l];
   const int64_t t = x.dim(0), h = c.hidden_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
   Tensor normed = NewActivation(backend_, t, h);  // [T, H]

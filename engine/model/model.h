@@ -1,7 +1,8 @@
 // DeepseekV3Model: the DeepSeek-V3 graph of SPEC section 3, written once against the Backend op
 // interface. One Forward call runs one step of a flattened batch (several sequences, each with
 // any number of new tokens), writes their latents into the paged KV cache and returns the logits
-// of the requested rows.
+// (and final hidden states) of the requested rows. ForwardMtp runs the MTP module the same way over
+// its own layer of the cache.
 #pragma once
 
 #include <memory>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "engine/backend/backend.h"
 #include "engine/config/model_config.h"
 #include "engine/model/forward_batch.h"
@@ -55,8 +57,27 @@ class DeepseekV3Model {
   // Not reentrant: one Forward at a time per model.
   // Fails only when a collective fails (a tensor-parallel peer died or timed out); the logits
   // are then undefined.
+  // With `hidden`, also the float32 final hidden states (after model.norm) of batch.hidden_rows
+  // ([hidden_rows.size(), hidden_size], resized here; rank 0 only).
   absl::Status Forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>& logits,
-                       MlaMode mla_mode = MlaMode::kAuto);
+                       MlaMode mla_mode = MlaMode::kAuto, std::vector<float>* hidden = nullptr);
+
+  // True when the checkpoint has the MTP module (and this model loaded it).
+  bool has_mtp() const { return weights_->mtp.has_value(); }
+
+  // Runs the MTP module (SPEC section 3) over `batch`, whose row r stands for position
+  // positions[r] = i of its sequence: token_ids[r] is t_{i+1} and hidden[r] ([T, H] float32,
+  // host) is h_i, the main model's final hidden state at i (or, to chain drafts, the MTP module's
+  // own output state at i - 1). The MTP layer's latents of those positions go into
+  // cache.layer(num_hidden_layers) through the batch's block tables (the cache must have the MTP
+  // layer; its entries for positions [0, context_begin) must be there). Writes the float32 logits
+  // of t_{i+2} for batch.logits_rows into `logits` ([rows, V]) and, with `hidden_out`, the MTP
+  // output state of those rows (after shared_head.norm: what the next chained draft takes as h)
+  // into it ([rows, H]). FailedPrecondition without the MTP module or the cache layer; otherwise
+  // fails only as Forward does.
+  absl::Status ForwardMtp(const ForwardBatch& batch, absl::Span<const float> hidden,
+                          KvCache& cache, std::vector<float>& logits,
+                          std::vector<float>* hidden_out = nullptr);
 
  private:
   DeepseekV3Model(ModelConfig config, Backend& backend, Communicator& comm);
@@ -66,8 +87,14 @@ class DeepseekV3Model {
 
   // One decoder layer over the residual stream x [T, H] (updated in place); a graphable part
   // (Backend::RunGraphable): its temporaries are its own.
-  absl::Status Layer(int64_t l, const TensorView& x, const AttentionBatch& batch,
+  absl::Status Layer(const LayerWeights& layer, const TensorView& x, const AttentionBatch& batch,
                      const TensorView& cache, MlaMode mode);
+  // normed [R, H] (final-normed rows) -> float32 logits [R, V] on rank 0 through the
+  // vocabulary-parallel head.
+  absl::Status Head(const TensorView& normed, std::vector<float>& logits);
+  // Gathers `rows` of x [T, H], normalizes them with `norm` and downloads them as float32.
+  void DownloadNormedRows(const TensorView& x, std::span<const int32_t> rows,
+                          const TensorView& norm, std::vector<float>& out);
   void Attention(const LayerWeights& layer, const TensorView& x, const AttentionBatch& batch,
                  const TensorView& cache, MlaMode mode, const TensorView& out);
   void Mlp(const ExpertWeights& w, const TensorView& x, const TensorView& out);

@@ -96,6 +96,17 @@ class Loader {
     return absl::OkStatus();
   }
 
+  // The MTP module of layer id L = num_hidden_layers.
+  absl::Status Mtp(MtpWeights& m) {
+    const int64_t l = c_.num_hidden_layers, h = c_.hidden_size;
+    const std::string p = absl::StrCat("model.layers.", l, ".");
+    DSV3_ASSIGN_OR_RETURN(m.enorm, Dense(p + "enorm.weight", {h}));
+    DSV3_ASSIGN_OR_RETURN(m.hnorm, Dense(p + "hnorm.weight", {h}));
+    DSV3_ASSIGN_OR_RETURN(m.eh_proj, Linear(p + "eh_proj", h, 2 * h));
+    DSV3_ASSIGN_OR_RETURN(m.head_norm, Dense(p + "shared_head.norm.weight", {h}));
+    return Layer(l, m.layer);
+  }
+
  private:
   LinearSource linear_;
   DenseSource dense_;
@@ -170,6 +181,11 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const Checkpoin
       },
       config, shard);
   DSV3_RETURN_IF_ERROR(LoadAll(loader, config, shard, *w));
+  const std::string mtp_probe =
+      absl::StrCat("model.layers.", config.num_hidden_layers, ".eh_proj.weight");
+  if (config.num_nextn_predict_layers > 0 && ckpt.Has(mtp_probe)) {
+    DSV3_RETURN_IF_ERROR(loader.Mtp(w->mtp.emplace()));
+  }
   return w;
 }
 

@@ -1,6 +1,5 @@
 // The weights of the DeepSeek-V3 graph as the backend keeps them, loaded by Hugging Face name
-// (SPEC section 2). The MTP layer (id num_hidden_layers) is not loaded here; its tensors may be
-// in the checkpoint and are left alone.
+// (SPEC section 2), the MTP module (layer id num_hidden_layers) included when the checkpoint has it.
 #pragma once
 
 #include <memory>
@@ -55,12 +54,25 @@ struct LayerWeights {
   MoeWeights moe;                    // MoE layers
 };
 
+// The MTP module (SPEC section 3): its decoder layer and the projection of [Emb(t); h] into it.
+// Its embedding and head are the main model's (the checkpoint's copies are equal and not loaded).
+struct MtpWeights {
+  TensorView enorm;                  // [H]
+  TensorView hnorm;                  // [H]
+  LinearWeight eh_proj;              // [H, 2H], replicated
+  LayerWeights layer;                // a MoE decoder layer
+  TensorView head_norm;              // [H] shared_head.norm
+};
+
 struct ModelWeights {
   Shard shard;
   TensorView embed;                  // [V_local, H], rows from shard.Begin(V)
   TensorView final_norm;             // [H]
   LinearWeight lm_head;              // [V_local, H]
   std::vector<LayerWeights> layers;
+  // Loaded when config.num_nextn_predict_layers > 0 and the checkpoint has layer L's eh_proj;
+  // never made by Random.
+  std::optional<MtpWeights> mtp;
   std::vector<Tensor> storage;       // owns every tensor above
 
   // Loads this rank's shard; each rank reads only its slices of the mmapped files.

@@ -71,16 +71,32 @@ SampledToken Sampler::Sample(absl::Span<const float> logits, const SamplingParam
                              SequenceSamplingState& state) {
   assert(!logits.empty());
   const double u = state.rng().NextUniform();
-  logits_.assign(logits.begin(), logits.end());
-  ApplyPenalties(params, state, absl::MakeSpan(logits_));
-  if (state.num_output_tokens() < params.min_tokens) {
-    MaskStopTokens(params, eos_token_ids_, absl::MakeSpan(logits_));
-  }
-
+  Prepare(logits, params, state);
   int32_t token = params.temperature < kGreedyTemperature ? Argmax(logits_) : Draw(params, u);
   // Everything masked (min_tokens over a vocabulary of stop tokens only): the model's choice.
   if (logits_[token] == kMasked) token = Argmax(logits);
+  return Take(logits, token, params, state);
+}
 
+void Sampler::Probabilities(absl::Span<const float> logits, const SamplingParams& params,
+                            const SequenceSamplingState& state, std::vector<float>& probs) {
+  assert(!logits.empty());
+  Prepare(logits, params, state);
+  probs.assign(logits.size(), 0.0f);
+  if (params.temperature >= kGreedyTemperature) {
+    const double total = Filter(params);
+    if (!candidates_.empty()) {
+      for (const Candidate& c : candidates_) probs[c.token] = static_cast<float>(c.weight / total);
+      return;
+    }
+  }
+  int32_t token = Argmax(logits_);
+  if (logits_[token] == kMasked) token = Argmax(logits);
+  probs[token] = 1.0f;
+}
+
+SampledToken Sampler::Take(absl::Span<const float> logits, int32_t token,
+                           const SamplingParams& params, SequenceSamplingState& state) {
   SampledToken result;
   result.token = token;
   // The log-softmax costs a pass of exp over the vocabulary, several times the rest of greedy
@@ -94,7 +110,29 @@ SampledToken Sampler::Sample(absl::Span<const float> logits, const SamplingParam
   return result;
 }
 
+void Sampler::Prepare(absl::Span<const float> logits, const SamplingParams& params,
+                      const SequenceSamplingState& state) {
+  logits_.assign(logits.begin(), logits.end());
+  ApplyPenalties(params, state, absl::MakeSpan(logits_));
+  if (state.num_output_tokens() < params.min_tokens) {
+    MaskStopTokens(params, eos_token_ids_, absl::MakeSpan(logits_));
+  }
+}
+
 int32_t Sampler::Draw(const SamplingParams& params, double u) {
+  const double total = Filter(params);
+  if (candidates_.empty()) return 0;  // all masked; Sample falls back to the raw argmax
+  // Inverse CDF over the candidates in their current order.
+  const double target = u * total;
+  double cumulative = 0;
+  for (const Candidate& c : candidates_) {
+    cumulative += c.weight;
+    if (target < cumulative) return c.token;
+  }
+  return candidates_.back().token;
+}
+
+double Sampler::Filter(const SamplingParams& params) {
   // candidates_: the unmasked tokens with logits / temperature, in id order until sorted.
   candidates_.clear();
   float max_logit = kMasked;
@@ -104,7 +142,7 @@ int32_t Sampler::Draw(const SamplingParams& params, double u) {
       max_logit = std::max(max_logit, candidates_.back().logit);
     }
   }
-  if (candidates_.empty()) return 0;  // all masked; Sample falls back to the raw argmax
+  if (candidates_.empty()) return 0;
   const auto better = [](const Candidate& a, const Candidate& b) {
     return Better(a.logit, a.token, b.logit, b.token);
   };
@@ -150,14 +188,7 @@ int32_t Sampler::Draw(const SamplingParams& params, double u) {
     for (const Candidate& c : candidates_) total += c.weight;
   }
 
-  // Inverse CDF over the candidates in their current order.
-  const double target = u * total;
-  double cumulative = 0;
-  for (const Candidate& c : candidates_) {
-    cumulative += c.weight;
-    if (target < cumulative) return c.token;
-  }
-  return candidates_.back().token;
+  return total;
 }
 
 }  // namespace dsv3

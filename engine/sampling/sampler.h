@@ -74,6 +74,16 @@ class Sampler {
   SampledToken Sample(absl::Span<const float> logits, const SamplingParams& params,
                       SequenceSamplingState& state);
 
+  // The distribution Sample draws from for `logits` under `params` and `state`, as probabilities
+  // over the whole vocabulary (`probs`, resized here): one-hot at Sample's choice when greedy.
+  // Draws nothing and changes no state. Speculative decoding compares these.
+  void Probabilities(absl::Span<const float> logits, const SamplingParams& params,
+                     const SequenceSamplingState& state, std::vector<float>& probs);
+  // Records `token`, chosen some other way (speculative verification), as the next output of
+  // `state` and returns it with its logprobs from the raw `logits`, as Sample would.
+  SampledToken Take(absl::Span<const float> logits, int32_t token, const SamplingParams& params,
+                    SequenceSamplingState& state);
+
  private:
   struct Candidate {
     float logit;  // after penalties, masks and temperature
@@ -81,6 +91,12 @@ class Sampler {
     double weight;  // exp(logit - best logit): probability up to normalization
   };
 
+  // logits_ := `logits` with penalties and the min_tokens mask applied.
+  void Prepare(absl::Span<const float> logits, const SamplingParams& params,
+               const SequenceSamplingState& state);
+  // candidates_ := the tokens of logits_ that temperature, top-k, top-p and min-p keep, with
+  // their weights; returns the weights' sum. Empty when every token is masked.
+  double Filter(const SamplingParams& params);
   int32_t Draw(const SamplingParams& params, double u);
 
   std::vector<int32_t> eos_token_ids_;

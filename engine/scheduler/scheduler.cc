@@ -22,6 +22,11 @@ absl::Status SchedulerConfig::Validate() const {
         absl::StrCat("max_batched_tokens must be >= max_running_seqs (", max_running_seqs,
                      "), got ", max_batched_tokens));
   }
+  if (speculative_tokens < 0 || speculative_tokens > kMaxSpeculativeTokens) {
+    return absl::InvalidArgumentError(absl::StrCat("speculative_tokens must be in [0, ",
+                                                   kMaxSpeculativeTokens, "], got ",
+                                                   speculative_tokens));
+  }
   return absl::OkStatus();
 }
 
@@ -77,10 +82,19 @@ StepPlan Scheduler::Schedule() {
     }
     if (i >= running_.size()) break;  // `seq` itself was preempted
     num_new = std::min(num_new, Coverable(seq));
-    [[maybe_unused]] const bool grown = GrowTable(seq, seq.num_computed_tokens() + num_new);
+    int32_t num_drafts = 0;
+    if (seq.num_uncomputed_tokens() == 1) {
+      // Drafts are worth the step only while the sequence may still emit them all.
+      const int32_t remaining = seq.max_new_tokens() - seq.num_output_tokens() - 1;
+      num_drafts = std::max(0, std::min({config_.speculative_tokens, remaining,
+                                         budget - decode_reserve - num_new,
+                                         Capacity(seq) - num_new}));
+    }
+    [[maybe_unused]] const bool grown =
+        GrowTable(seq, seq.num_computed_tokens() + num_new + num_drafts);
     assert(grown);
-    plan.sequences.push_back(MakeEntry(seq, num_new));
-    budget -= num_new;
+    plan.sequences.push_back(MakeEntry(seq, num_new, num_drafts));
+    budget -= num_new + num_drafts;
   }
 
   if (plan.preempted.empty()) {
@@ -92,7 +106,9 @@ StepPlan Scheduler::Schedule() {
   }
 
   std::stable_partition(plan.sequences.begin(), plan.sequences.end(),
-                        [](const ScheduledSequence& s) { return s.num_new_tokens() == 1; });
+                        [](const ScheduledSequence& s) {
+                          return s.num_new_tokens() == 1 || s.num_drafts > 0;
+                        });
   return plan;
 }
 
@@ -127,19 +143,33 @@ bool Scheduler::AdmitFront(int32_t budget, StepPlan& plan) {
 }
 
 void Scheduler::CommitStep(const StepPlan& plan, absl::Span<const int32_t> sampled_tokens) {
-  assert(static_cast<int32_t>(sampled_tokens.size()) == plan.num_samples());
+  std::vector<std::vector<int32_t>> emitted;
+  emitted.reserve(sampled_tokens.size());
+  for (int32_t token : sampled_tokens) emitted.push_back({token});
+  CommitStep(plan, emitted);
+}
+
+void Scheduler::CommitStep(const StepPlan& plan, absl::Span<const std::vector<int32_t>> emitted) {
+  assert(static_cast<int32_t>(emitted.size()) == plan.num_samples());
   size_t next_sample = 0;
   for (const ScheduledSequence& entry : plan.sequences) {
-    const int32_t* sampled = entry.sample ? &sampled_tokens[next_sample++] : nullptr;
+    const std::vector<int32_t>* tokens = entry.sample ? &emitted[next_sample++] : nullptr;
     auto it = sequences_.find(entry.id);
     if (it == sequences_.end()) continue;  // aborted since Schedule
     Sequence& seq = *it->second;
     assert(seq.status() == SequenceStatus::kRunning);
     assert(seq.num_computed_tokens() == entry.context_begin);
-    seq.set_num_computed_tokens(entry.context_end());
-    if (sampled != nullptr) {
-      seq.AppendToken(*sampled);
+    if (tokens == nullptr) {
+      seq.set_num_computed_tokens(entry.context_end());
+    } else {
+      assert(!tokens->empty() && static_cast<int32_t>(tokens->size()) <= 1 + entry.num_drafts);
+      // The i-th emitted token follows position context_end - 1 - num_drafts + i, whose KV is
+      // kept: it holds the token before it (the last known one, then the accepted drafts).
+      seq.set_num_computed_tokens(entry.context_end() - entry.num_drafts +
+                                  static_cast<int32_t>(tokens->size()) - 1);
+      for (int32_t token : *tokens) seq.AppendToken(token);
       assert(seq.num_output_tokens() <= seq.max_new_tokens());
+      if (entry.num_drafts > 0) TrimTable(seq);
     }
     if (config_.enable_prefix_caching) RegisterFullBlocks(seq);
   }
@@ -203,22 +233,34 @@ bool Scheduler::GrowTable(Sequence& seq, int32_t num_tokens) {
   return true;
 }
 
-int32_t Scheduler::Coverable(const Sequence& seq) const {
-  const int32_t capacity = (seq.block_table().size() + pool_.NumAllocatable()) * pool_.block_size();
-  return std::min(capacity - seq.num_computed_tokens(), seq.num_uncomputed_tokens());
+int32_t Scheduler::Capacity(const Sequence& seq) const {
+  return (seq.block_table().size() + pool_.NumAllocatable()) * pool_.block_size() -
+         seq.num_computed_tokens();
 }
 
-ScheduledSequence Scheduler::MakeEntry(const Sequence& seq, int32_t num_new_tokens) const {
+int32_t Scheduler::Coverable(const Sequence& seq) const {
+  return std::min(Capacity(seq), seq.num_uncomputed_tokens());
+}
+
+ScheduledSequence Scheduler::MakeEntry(const Sequence& seq, int32_t num_new_tokens,
+                                       int32_t num_drafts) const {
   ScheduledSequence entry;
   entry.id = seq.id();
   entry.context_begin = seq.num_computed_tokens();
   const absl::Span<const int32_t> tokens =
       seq.token_ids().subspan(entry.context_begin, num_new_tokens);
   entry.token_ids.assign(tokens.begin(), tokens.end());
+  entry.token_ids.resize(num_new_tokens + num_drafts, 0);  // draft slots, filled by the engine
+  entry.num_drafts = num_drafts;
   const absl::Span<const BlockId> blocks = seq.block_table().blocks();
   entry.block_table.assign(blocks.begin(), blocks.end());
-  entry.sample = entry.context_end() == seq.num_tokens();
+  entry.sample = entry.context_begin + num_new_tokens == seq.num_tokens();
   return entry;
+}
+
+void Scheduler::TrimTable(Sequence& seq) {
+  const int32_t keep = BlockTable::BlocksFor(seq.num_tokens(), pool_.block_size());
+  while (seq.block_table().size() > keep) seq.mutable_block_table().ReleaseLast(pool_);
 }
 
 void Scheduler::PreemptLast(StepPlan& plan) {

@@ -28,6 +28,14 @@
 // (context_begin). Only blocks that end before the last known token can hit, so the last token
 // is always computed and yields logits (when the whole prompt is cached, the block holding its
 // last token is computed again). Blocks are registered in the cache as they fill up.
+//
+// Speculative decoding (speculative_tokens = K > 0): a decode entry also gets num_drafts <= K
+// slots for draft tokens (as many as the budget after the decode reserve, the blocks without
+// preempting, and the sequence's remaining max_new_tokens allow: the step may emit
+// num_drafts + 1 tokens). Blocks are reserved for all of them; CommitStep then takes the tokens
+// the step emitted (the accepted drafts and one more), counts as computed only the positions
+// whose tokens were kept, and frees blocks past the sequence's tokens: rejected drafts leave
+// nothing behind. Drafts never reach token_ids, so the prefix cache only sees committed tokens.
 #pragma once
 
 #include <cstdint>
@@ -44,13 +52,17 @@
 
 namespace dsv3 {
 
+inline constexpr int32_t kMaxSpeculativeTokens = 8;
+
 struct SchedulerConfig {
   int32_t max_batched_tokens = 8192;  // new tokens per step, all sequences together
   int32_t max_running_seqs = 256;
   bool enable_prefix_caching = true;
+  int32_t speculative_tokens = 0;  // draft slots per decode (MTP speculative decoding); 0: off
 
-  // InvalidArgument naming the field: both limits >= 1, and max_batched_tokens >=
-  // max_running_seqs (every running sequence can decode in one step).
+  // InvalidArgument naming the field: both limits >= 1, max_batched_tokens >= max_running_seqs
+  // (every running sequence can decode in one step), speculative_tokens in
+  // [0, kMaxSpeculativeTokens].
   absl::Status Validate() const;
 };
 
@@ -85,6 +97,12 @@ class Scheduler {
   // sequences. Entries of sequences aborted since Schedule are skipped. The caller must Finish a
   // sequence before it exceeds max_new_tokens outputs.
   void CommitStep(const StepPlan& plan, absl::Span<const int32_t> sampled_tokens);
+  // The same with several tokens per sampling entry: `emitted[i]` (1 to 1 + num_drafts tokens)
+  // for the i-th entry with sample = true. An entry with drafts verified them: emitted holds the
+  // accepted drafts and the token after them (fewer when a stop condition cut the step short), so
+  // positions [context_begin, context_begin + emitted.size()) keep their KV and the rest is
+  // dropped, with the blocks past the sequence's tokens.
+  void CommitStep(const StepPlan& plan, absl::Span<const std::vector<int32_t>> emitted);
 
   // Removes a running sequence that has finished, releasing its blocks (full ones stay in the
   // prefix cache). NotFound for an unknown id, FailedPrecondition when not running.
@@ -109,9 +127,14 @@ class Scheduler {
   // Blocks for the running sequence `seq` to hold positions [0, num_tokens); false, changing
   // nothing, when the pool has too few.
   bool GrowTable(Sequence& seq, int32_t num_tokens);
+  // Positions past the computed ones that `seq`'s table plus every allocatable block can hold.
+  int32_t Capacity(const Sequence& seq) const;
   // Tokens `seq` could still add with its table plus every allocatable block.
   int32_t Coverable(const Sequence& seq) const;
-  ScheduledSequence MakeEntry(const Sequence& seq, int32_t num_new_tokens) const;
+  ScheduledSequence MakeEntry(const Sequence& seq, int32_t num_new_tokens,
+                              int32_t num_drafts = 0) const;
+  // Frees the blocks of `seq`'s table past its tokens (after rejected drafts).
+  void TrimTable(Sequence& seq);
   // Moves running_.back() to the waiting queue, releasing its blocks.
   void PreemptLast(StepPlan& plan);
   // Tries to admit waiting_.front() with a first chunk of at most `budget` tokens.

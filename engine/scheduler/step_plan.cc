@@ -27,7 +27,11 @@ ForwardBatch StepPlan::ToForwardBatch() const {
     slice.context_begin = s.context_begin;
     slice.block_table = s.block_table;
     batch.token_ids.insert(batch.token_ids.end(), s.token_ids.begin(), s.token_ids.end());
-    if (s.sample) batch.logits_rows.push_back(batch.num_tokens() - 1);
+    if (s.sample) {
+      for (int32_t r = batch.num_tokens() - 1 - s.num_drafts; r < batch.num_tokens(); ++r) {
+        batch.logits_rows.push_back(r);
+      }
+    }
     batch.sequences.push_back(std::move(slice));
   }
   return batch;

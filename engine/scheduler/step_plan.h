@@ -23,6 +23,10 @@ struct ScheduledSequence {
   // True when the new tokens reach the end of the sequence's known tokens, so the logits of the
   // last one give the next token; false for a prefill chunk that leaves tokens for later steps.
   bool sample = false;
+  // Speculative decoding: the last num_drafts of token_ids are slots for draft tokens, which the
+  // engine fills (token_ids[1, 1 + num_drafts)) before the step runs; the step verifies them, so
+  // every one of the 1 + num_drafts rows yields logits. 0 for everything but decodes.
+  int32_t num_drafts = 0;
 
   int32_t num_new_tokens() const { return static_cast<int32_t>(token_ids.size()); }
   int32_t context_end() const { return context_begin + num_new_tokens(); }
@@ -38,8 +42,9 @@ struct StepPlan {
   bool empty() const { return sequences.empty(); }
   int32_t num_tokens() const;
   int32_t num_samples() const;
-  // The model's batch: sequences' tokens concatenated in order, and logits_rows = the last row of
-  // each entry with sample = true, in order (the order CommitStep expects sampled tokens in).
+  // The model's batch: sequences' tokens concatenated in order, and logits_rows = the last
+  // 1 + num_drafts rows of each entry with sample = true, in order (the order CommitStep expects
+  // sampled tokens in).
   ForwardBatch ToForwardBatch() const;
 };
 

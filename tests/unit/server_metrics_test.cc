@@ -65,6 +65,19 @@ TEST(ServerMetrics, EngineGauges) {
   EXPECT_THAT(out, HasSubstr("dsv3_generated_tokens_total 1234\n"));
   EXPECT_THAT(out, HasSubstr("dsv3_time_to_first_token_seconds_count 2\n"));
   EXPECT_THAT(out, HasSubstr("dsv3_time_per_output_token_seconds_count 1\n"));
+  EXPECT_THAT(out, Not(HasSubstr("dsv3_spec_")));  // no speculative decoding
+}
+
+TEST(ServerMetrics, SpeculativeDecodingByDraftPosition) {
+  ServerMetrics m;
+  EngineStats s;
+  s.spec_proposed = {40, 40};
+  s.spec_accepted = {30, 10};
+  const std::string out = m.Render(&s);
+  EXPECT_THAT(out, HasSubstr("dsv3_spec_proposed_total{position=\"0\"} 40\n"));
+  EXPECT_THAT(out, HasSubstr("dsv3_spec_accepted_total{position=\"1\"} 10\n"));
+  EXPECT_THAT(out, HasSubstr("dsv3_spec_acceptance_rate{position=\"0\"} 0.75\n"));
+  EXPECT_THAT(out, HasSubstr("dsv3_spec_acceptance_rate{position=\"1\"} 0.25\n"));
 }
 
 }  // namespace

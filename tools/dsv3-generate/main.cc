@@ -7,7 +7,9 @@
 // Every prompt is submitted at once to the engine (continuous batching, paged KV cache).
 // stdout: one line per prompt, in order, the generated token ids separated by spaces.
 // Logs and --stats go to stderr. --logits-out writes the float32 logits of every prompt position
-// from one prefill, [T, V]. Greedy unless --temperature > 0.
+// from one prefill, [T, V]; --mtp-logits-out the MTP module's logits [T-1, V] from the same kind of
+// prefill (row j: position j, given token j+1, predicting token j+2). Greedy unless
+// --temperature > 0. --speculative-tokens K drafts K tokens per step with the MTP module.
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -58,6 +60,8 @@ struct Options {
   std::string prompts_file;
   int max_new_tokens = 16;
   std::string logits_out;
+  std::string mtp_logits_out;
+  int speculative_tokens = 0;
   int threads = 0;
   std::string device = "cpu";
   std::string mla_mode = "auto";
@@ -103,6 +107,37 @@ absl::Status WritePromptLogits(ModelRunner& runner, const std::vector<int32_t>& 
   return WriteNpyF32(path, {n, runner.model().config().vocab_size}, logits.data());
 }
 
+// The MTP module's logits of every position j < T-1 of `prompt` ([T-1, V] float32 .npy): one
+// prefill gives the final hidden states h_j, then one MTP pass takes (h_j, token j+1).
+absl::Status WriteMtpLogits(ModelRunner& runner, const std::vector<int32_t>& prompt,
+                            MlaMode mode, const std::string& path) {
+  constexpr int32_t kBlockSize = 64;
+  const int32_t n = static_cast<int32_t>(prompt.size());
+  if (n < 2) return absl::InvalidArgumentError("--mtp-logits-out needs a prompt of >= 2 tokens");
+  if (!runner.model().has_mtp()) {
+    return absl::InvalidArgumentError("--mtp-logits-out: the model has no MTP module");
+  }
+  const int32_t num_blocks = (n + kBlockSize - 1) / kBlockSize;
+  DSV3_RETURN_IF_ERROR(runner.AllocateCache(num_blocks, kBlockSize, /*mtp_layer=*/true));
+  ForwardBatch batch;
+  batch.token_ids = prompt;
+  SequenceSlice seq{0, n, 0, {}};
+  for (int32_t b = 0; b < num_blocks; ++b) seq.block_table.push_back(b);
+  batch.sequences.push_back(seq);
+  for (int32_t r = 0; r + 1 < n; ++r) batch.hidden_rows.push_back(r);
+  std::vector<float> logits, hidden;  // hidden: [T-1, H]
+  DSV3_RETURN_IF_ERROR(runner.Execute(batch, logits, mode, &hidden));
+
+  ForwardBatch mtp;  // row j: position j, token j+1
+  mtp.token_ids.assign(prompt.begin() + 1, prompt.end());
+  seq.num_tokens = n - 1;
+  mtp.sequences.push_back(seq);
+  mtp.logits_rows = batch.hidden_rows;
+  std::vector<float> mtp_logits, mtp_hidden;
+  DSV3_RETURN_IF_ERROR(runner.ExecuteMtp(mtp, hidden, mtp_logits, mtp_hidden));
+  return WriteNpyF32(path, {n - 1, runner.model().config().vocab_size}, mtp_logits.data());
+}
+
 std::string StatsJson(const EngineStats& s) {
   nlohmann::json j = {
       {"preemptions", s.preemptions},         {"generated_tokens", s.generated_tokens},
@@ -114,7 +149,8 @@ std::string StatsJson(const EngineStats& s) {
       {"prefix_cache_queries", s.prefix_cache_queries},
       {"prefix_cache_hits", s.prefix_cache_hits},
       {"mean_ttft_s", s.ttft_count ? s.ttft_seconds_sum / s.ttft_count : 0.0},
-      {"mean_tpot_s", s.tpot_count ? s.tpot_seconds_sum / s.tpot_count : 0.0}};
+      {"mean_tpot_s", s.tpot_count ? s.tpot_seconds_sum / s.tpot_count : 0.0},
+      {"spec_proposed", s.spec_proposed},     {"spec_accepted", s.spec_accepted}};
   return j.dump();
 }
 
@@ -158,6 +194,17 @@ int Generate(Options opt, ModelGroup& group) {
       return 1;
     }
   }
+  if (!opt.mtp_logits_out.empty()) {
+    if (prompts.size() != 1) {
+      spdlog::error("--mtp-logits-out needs exactly one prompt");
+      return 2;
+    }
+    auto s = WriteMtpLogits(runner, prompts[0], mode, opt.mtp_logits_out);
+    if (!s.ok()) {
+      spdlog::error("{}", std::string(s.message()));
+      return 1;
+    }
+  }
   if (opt.max_new_tokens == 0) {
     for (size_t i = 0; i < prompts.size(); ++i) std::cout << "\n";
     return 0;
@@ -173,6 +220,7 @@ int Generate(Options opt, ModelGroup& group) {
       opt.max_running_seqs > 0 ? opt.max_running_seqs : std::min(256, opt.max_batched_tokens);
   ec.max_queued_requests = std::max<int32_t>(ec.max_queued_requests, prompts.size());
   ec.max_queued_tokens = std::numeric_limits<int32_t>::max();
+  ec.scheduler.speculative_tokens = opt.speculative_tokens;
   auto engine = Engine::Create(runner, /*tokenizer=*/nullptr, ec);
   if (!engine.ok()) {
     spdlog::error("{}", std::string(engine.status().message()));
@@ -241,6 +289,12 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 1 << 20));
   app.add_option("--logits-out", opt.logits_out,
                  "write the prompt's logits [T, V] as float32 .npy (one prompt only)");
+  app.add_option("--mtp-logits-out", opt.mtp_logits_out,
+                 "write the MTP module's logits of the prompt [T-1, V] as float32 .npy (one "
+                 "prompt only): row j from position j and token j+1, predicting token j+2");
+  app.add_option("--speculative-tokens", opt.speculative_tokens,
+                 "MTP speculative decoding: tokens drafted per sequence per step (0: off)")
+      ->check(CLI::Range(0, dsv3::kMaxSpeculativeTokens));
   app.add_option("--threads", opt.threads, "CPU threads (0: all)");
   app.add_option("--device", opt.device,
                  "backend: cpu, or cuda (GPU LOCAL_RANK, or one GPU per rank with --tp; builds "
