@@ -2,6 +2,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
+#include "server/exposure_flags.h"
 
 namespace dsv3::server {
 
@@ -119,6 +120,8 @@ ParsedFlags ParseServerFlags(int argc, char** argv) {
   app.add_option("--api-key-file", o.api_key_file, "file of accepted API keys, one per line")
       ->group(security)
       ->check(CLI::ExistingFile);
+
+  AddExposureFlags(app, o);
 
   try {
     app.parse(argc, argv);
