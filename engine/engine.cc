@@ -123,9 +123,16 @@ class Engine::Impl {
     absl::MutexLock lock(&mu_);
     if (!broken_.ok()) return broken_;
     if (stopping_) return absl::FailedPreconditionError("the engine is shutting down");
-    if (queued_requests_ >= config_.max_queued_requests) {
+    // A request the engine thread has not yet scheduled counts as queued even when a running
+    // slot is free for it; in a burst none has been scheduled yet. So the queue limit applies
+    // beyond the free running slots: running + queued may reach max_running_seqs +
+    // max_queued_requests whatever the timing (issue 19, bug 6).
+    const int64_t free_slots =
+        std::max<int64_t>(0, config_.scheduler.max_running_seqs - started_requests_);
+    if (queued_requests_ >= config_.max_queued_requests + free_slots) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "too many queued requests (limit ", config_.max_queued_requests, ")"));
+          "too many queued requests (limit ", config_.max_queued_requests, " beyond ",
+          config_.scheduler.max_running_seqs, " running)"));
     }
     if (queued_tokens_ + n > config_.max_queued_tokens) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -344,18 +351,25 @@ class Engine::Impl {
     active_.erase(it);
   }
 
-  // A request stops counting towards the queue limits once it runs (or ends while waiting).
+  // A request stops counting towards the queue limits once it runs (or ends while waiting);
+  // from its first step until it ends it counts as started.
   void Dequeue(ActiveRequest& r) {
     if (!r.queued) return;
     r.queued = false;
     absl::MutexLock lock(&mu_);
     --queued_requests_;
     queued_tokens_ -= static_cast<int64_t>(r.request.prompt_ids.size());
+    if (r.cached_tokens >= 0) ++started_requests_;
   }
 
   // Fills the final fields of `delta` and pushes it.
   void Finish(ActiveRequest& r, FinishReason reason, const std::string& error, OutputDelta delta) {
-    Dequeue(r);
+    if (r.queued) {
+      Dequeue(r);
+    } else {
+      absl::MutexLock lock(&mu_);
+      --started_requests_;
+    }
     delta.finish_reason = reason;
     delta.error = error;
     delta.prompt_tokens = static_cast<int32_t>(r.request.prompt_ids.size());
@@ -438,6 +452,7 @@ class Engine::Impl {
   absl::Status broken_ ABSL_GUARDED_BY(mu_);  // Unavailable once the model group broke
   int32_t queued_requests_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t queued_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t started_requests_ ABSL_GUARDED_BY(mu_) = 0;  // scheduled at least once, not ended
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   EngineStats stats_ ABSL_GUARDED_BY(mu_);
 

@@ -81,6 +81,10 @@ grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext
   if (grpc::Status st = state_.Admit(*context); !st.ok()) return Done(context, "Tokenize", st);
   const Tokenizer* tokenizer = state_.model().tokenizer.get();
   if (tokenizer == nullptr) return Done(context, "Tokenize", NoTokenizer());
+  if (absl::Status st = CheckTokenizeSize(request->text().size(), state_.model().limits(), "text");
+      !st.ok()) {
+    return Done(context, "Tokenize", ToGrpcStatus(st));
+  }
   if (absl::Status st = CheckUtf8(request->text(), "text"); !st.ok()) {
     return Done(context, "Tokenize", ToGrpcStatus(st));
   }

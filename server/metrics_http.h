@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "absl/status/status.h"
+#include "server/auth.h"
 
 namespace httplib {
 class Server;
@@ -17,7 +18,10 @@ namespace dsv3::server {
 
 class MetricsHttpServer {
  public:
-  explicit MetricsHttpServer(std::function<std::string()> render);
+  // With `auth` (not owned; outlives the server), GET /metrics needs one of its keys as
+  // "Authorization: Bearer <key>" or "X-API-Key: <key>" (401 otherwise).
+  explicit MetricsHttpServer(std::function<std::string()> render,
+                             const ApiKeyAuth* auth = nullptr);
   ~MetricsHttpServer();  // Stop()
 
   // Binds `host`:`port` (port 0: any free port) and serves in the background.
@@ -27,6 +31,7 @@ class MetricsHttpServer {
 
  private:
   std::function<std::string()> render_;
+  const ApiKeyAuth* auth_;
   std::unique_ptr<httplib::Server> http_;
   std::thread thread_;
   int port_ = 0;

@@ -39,6 +39,8 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const ServerOptions& o,
                                                        ModelGroup& group) {
   auto loaded = std::make_unique<LoadedModel>();
   loaded->model_dir = model_dir;
+  loaded->max_tokenize_bytes = o.max_tokenize_bytes;
+  loaded->special_tokens_in_messages = o.allow_special_tokens_in_messages;
   loaded->is_smoke_model =
       std::filesystem::exists(std::filesystem::path(loaded->model_dir) / kRandomModelMarker);
   if (loaded->is_smoke_model) {

@@ -9,6 +9,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "server/exposure_flags.h"
 #include "server/model_loader.h"
 #include "server/tls_check.h"
 #include "spdlog/spdlog.h"
@@ -67,6 +68,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     keys.insert(keys.end(), file_keys->begin(), file_keys->end());
   }
   if (!keys.empty()) spdlog::info("API keys required ({} configured)", keys.size());
+  auto exposure = ResolveExposure(options, !keys.empty());
+  if (!exposure.ok()) return exposure.status();
   s->state_ = std::make_unique<ServingState>(s->metrics_, ApiKeyAuth(std::move(keys)));
   s->state_->set_max_in_flight(static_cast<int64_t>(options.max_running_seqs) +
                                options.max_queued_requests);
@@ -75,8 +78,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   if (!options.metrics_listen.empty()) {
     auto hp = SplitHostPort(options.metrics_listen);
     if (!hp.ok()) return hp.status();
-    s->metrics_http_ =
-        std::make_unique<MetricsHttpServer>([raw = s.get()] { return raw->RenderMetrics(); });
+    s->metrics_http_ = std::make_unique<MetricsHttpServer>(
+        [raw = s.get()] { return raw->RenderMetrics(); },
+        exposure->metrics_need_key ? &s->state_->auth() : nullptr);
     if (absl::Status st = s->metrics_http_->Start(hp->first, hp->second); !st.ok()) {
       return absl::Status(st.code(), absl::StrCat("--metrics-listen: ", st.message()));
     }
@@ -87,6 +91,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  if (!exposure->reflection) builder.SetOption(WithoutReflection());
   builder.AddListeningPort(options.listen, *credentials, &s->grpc_port_);
   builder.RegisterService(s->service_.get());
   const int max_bytes = options.max_message_mb << 20;
@@ -110,10 +115,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
                                                "of this host's"));
   }
   s->SetHealth(false);
-  spdlog::info("listening on {} (port {}, {}), metrics on {}", options.listen, s->grpc_port_,
+  spdlog::info("listening on {} (port {}, {}), metrics on {}{}, reflection {}", options.listen,
+               s->grpc_port_,
                options.tls_client_ca.empty() ? (options.tls_cert.empty() ? "plaintext" : "TLS")
                                              : "mutual TLS",
-               s->metrics_http_ ? absl::StrCat("port ", s->metrics_port()) : "nothing");
+               s->metrics_http_ ? absl::StrCat("port ", s->metrics_port()) : "nothing",
+               s->metrics_http_ && exposure->metrics_need_key ? " (API key required)" : "",
+               exposure->reflection ? "on" : "off");
   return s;
 }
 

@@ -3,6 +3,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
 #include "engine/scheduler/scheduler.h"
+#include "server/exposure_flags.h"
 
 namespace dsv3::server {
 
@@ -125,6 +126,8 @@ ParsedFlags ParseServerFlags(int argc, char** argv) {
   app.add_option("--api-key-file", o.api_key_file, "file of accepted API keys, one per line")
       ->group(security)
       ->check(CLI::ExistingFile);
+
+  AddExposureFlags(app, o);
 
   try {
     app.parse(argc, argv);

@@ -47,6 +47,13 @@ struct ServerOptions {
   std::vector<std::string> api_keys;
   std::string api_key_file;
 
+  // Exposure without credentials and request policy (exposure_flags.h, docs/serving.md).
+  std::string reflection = "auto";    // auto (off when API keys are required), on, off
+  std::string metrics_auth = "auto";  // auto (the API key when keys are required), key, none
+  bool metrics_allow_plaintext = false;  // plain-HTTP metrics off this host under TLS
+  int64_t max_tokenize_bytes = int64_t{1} << 20;
+  bool allow_special_tokens_in_messages = false;
+
   std::string log_level = "info";
 };
 

@@ -29,9 +29,15 @@ struct LoadedModel {
   DeepseekV3Model* model = nullptr;      // owned by the ModelGroup
   std::unique_ptr<Tokenizer> tokenizer;  // null: token-id requests only
   std::unique_ptr<Engine> engine;
+  // Request policy from the flags (ModelLimits says what each means).
+  int64_t max_tokenize_bytes = int64_t{1} << 20;
+  bool special_tokens_in_messages = false;
 
   ModelLimits limits() const {
-    return {.vocab_size = model->config().vocab_size, .max_context = engine->max_context()};
+    return {.vocab_size = model->config().vocab_size,
+            .max_context = engine->max_context(),
+            .max_tokenize_bytes = max_tokenize_bytes,
+            .special_tokens_in_messages = special_tokens_in_messages};
   }
 };
 
@@ -57,6 +63,7 @@ class ServingState {
   // Null until serving started.
   LoadedModel* loaded() const { return model_.load(std::memory_order_acquire); }
   ServerMetrics& metrics() const { return metrics_; }
+  const ApiKeyAuth& auth() const { return auth_; }
 
   // Streams admitted to the engine and not yet ended. The engine bounds only requests it has not
   // yet handed to its scheduler, so the server bounds the rest: more than `max_in_flight`

@@ -150,6 +150,12 @@ absl::StatusOr<std::string> ClientRequestId(absl::string_view id) {
   return std::string(id);
 }
 
+absl::Status CheckTokenizeSize(size_t bytes, const ModelLimits& limits, absl::string_view field) {
+  if (static_cast<int64_t>(bytes) <= limits.max_tokenize_bytes) return absl::OkStatus();
+  return Invalid(field, " is ", bytes, " bytes; this server tokenizes at most ",
+                 limits.max_tokenize_bytes, " (--max-tokenize-bytes)");
+}
+
 absl::StatusOr<GenerateCall> BuildGenerateCall(const v1::GenerateRequest& request,
                                                const ModelLimits& limits,
                                                const Tokenizer* tokenizer) {
@@ -172,6 +178,10 @@ absl::StatusOr<GenerateCall> BuildGenerateCall(const v1::GenerateRequest& reques
     case v1::GenerateRequest::kText: {
       if (tokenizer == nullptr) return NeedsTokenizer("a text prompt");
       if (request.text().empty()) return Invalid("prompt text is empty");
+      if (absl::Status st = CheckTokenizeSize(request.text().size(), limits, "prompt text");
+          !st.ok()) {
+        return st;
+      }
       if (absl::Status st = CheckUtf8(request.text(), "prompt text"); !st.ok()) return st;
       const bool add_bos = request.has_add_bos_token() ? request.add_bos_token() : true;
       if (add_bos && tokenizer->bos_id() >= 0) er.prompt_ids.push_back(tokenizer->bos_id());
@@ -208,6 +218,7 @@ absl::StatusOr<ChatCall> BuildChatCall(const v1::ChatRequest& request, const Mod
                    " are allowed");
   }
   std::vector<ChatMessage> messages;
+  size_t text_bytes = 0;
   for (int i = 0; i < request.messages_size(); ++i) {
     const v1::ChatMessage& m = request.messages(i);
     const std::string field = absl::StrCat("messages[", i, "]");
@@ -224,6 +235,14 @@ absl::StatusOr<ChatCall> BuildChatCall(const v1::ChatRequest& request, const Mod
     if (!m.tool_calls().empty() && m.role() != "assistant") {
       return Invalid(field, ".tool_calls are only allowed on assistant turns, not '", m.role(),
                      "'");
+    }
+    text_bytes += m.content().size();
+    for (const v1::ToolCall& t : m.tool_calls()) {
+      text_bytes += t.type().size() + t.name().size() + t.arguments().size();
+    }
+    if (absl::Status st = CheckTokenizeSize(text_bytes, limits, "the text of messages");
+        !st.ok()) {
+      return st;
     }
     ChatMessage out;
     out.role = m.role();
@@ -243,14 +262,16 @@ absl::StatusOr<ChatCall> BuildChatCall(const v1::ChatRequest& request, const Mod
   const std::string bos = tokenizer->bos_id() >= 0
                               ? std::string(tokenizer->TokenBytes(tokenizer->bos_id()))
                               : std::string();
-  auto prompt = RenderChat(call.chat_template, messages, /*add_generation_prompt=*/true, bos);
+  auto prompt =
+      RenderChatPrompt(call.chat_template, messages, /*add_generation_prompt=*/true, bos);
   if (!prompt.ok()) return Invalid("messages: ", prompt.status().message());
   call.prompt_opened_think =
-      call.chat_template == ChatTemplate::kR1 && prompt->ends_with("<think>\n");
+      call.chat_template == ChatTemplate::kR1 && prompt->Text().ends_with("<think>\n");
 
   EngineRequest& er = call.request;
   er.sampling = *std::move(sampling);
-  er.prompt_ids = tokenizer->Encode(*prompt);
+  // Message text stays text: "<｜Assistant｜>" typed by a user must not open an assistant turn.
+  er.prompt_ids = tokenizer->Encode(prompt->Pieces(!limits.special_tokens_in_messages));
   er.detokenize = true;
   er.skip_special_tokens = true;  // the tool-call markers are not special tokens: they stay
   if (absl::Status st = CheckPrompt(er.prompt_ids, er.sampling, limits, "rendered chat prompt");

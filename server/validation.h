@@ -21,7 +21,16 @@ namespace dsv3::server {
 struct ModelLimits {
   int64_t vocab_size = 0;   // token ids must be in [0, vocab_size)
   int64_t max_context = 0;  // prompt + max_tokens must not exceed it
+  // Text to tokenize (a text prompt, Tokenize's text, a chat's message text in all) larger than
+  // this gets InvalidArgument naming --max-tokenize-bytes.
+  int64_t max_tokenize_bytes = int64_t{1} << 20;
+  // Special-token text in chat messages becomes control tokens (--allow-special-tokens-in-
+  // messages, for trusted clients); by default it is encoded as the literal text it is.
+  bool special_tokens_in_messages = false;
 };
+
+// InvalidArgument when `bytes` of text to tokenize exceed limits.max_tokenize_bytes.
+absl::Status CheckTokenizeSize(size_t bytes, const ModelLimits& limits, absl::string_view field);
 
 inline constexpr size_t kMaxRequestIdBytes = 128;
 inline constexpr size_t kMaxChatMessages = 1024;

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/util/status_macros.h"
+#include "engine/weights/value_check.h"
 
 namespace dsv3 {
 
@@ -172,11 +173,15 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const Checkpoin
   DSV3_RETURN_IF_ERROR(shard.Validate(config));
   DSV3_RETURN_IF_ERROR(CheckLayerCount(ckpt, config));
   auto w = std::make_unique<ModelWeights>();
+  // Values are checked before a backend sees them (weights must be finite; value_check.h).
   Loader loader(
-      [&](const std::string& prefix, int64_t n, int64_t k, const Slice2D& slice) {
+      [&](const std::string& prefix, int64_t n, int64_t k,
+          const Slice2D& slice) -> absl::StatusOr<LinearWeight> {
+        DSV3_RETURN_IF_ERROR(CheckLinearValues(ckpt, prefix, n, k, slice));
         return backend.LoadLinear(ckpt, prefix, n, k, slice, w->storage);
       },
-      [&](const std::string& name, std::span<const int64_t> shape) {
+      [&](const std::string& name, std::span<const int64_t> shape) -> absl::StatusOr<TensorView> {
+        DSV3_RETURN_IF_ERROR(CheckFiniteTensor(ckpt, name));
         return backend.LoadDense(ckpt, name, shape, w->storage);
       },
       config, shard);

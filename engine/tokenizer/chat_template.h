@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/tokenizer/tokenizer.h"
 
 namespace dsv3 {
 
@@ -31,8 +32,30 @@ struct ChatMessage {
   std::vector<ToolCall> tool_calls;
 };
 
-// The prompt text for `messages`, starting with `bos_token`. Fails (InvalidArgument) on a role
-// the template does not know and on null content where the template would concatenate it.
+// A rendered prompt as the template's own text and the messages' text, in order. Encoding it
+// with Tokenizer::Encode(Pieces()) keeps special-token text that a message contains literal
+// (plain bytes, never a control token), so a user cannot forge a turn; the markers the template
+// writes stay tokens. Joined, the pieces are the template's output.
+struct ChatPrompt {
+  struct Piece {
+    std::string text;
+    bool from_message = false;  // content, tool call name/type/arguments: the client's text
+  };
+  std::vector<Piece> pieces;
+
+  std::string Text() const;
+  // Views into `pieces` for the tokenizer: message text literal when `literal_messages`.
+  std::vector<TextPiece> Pieces(bool literal_messages) const;
+};
+
+// The prompt for `messages`, starting with `bos_token`. Fails (InvalidArgument) on a role the
+// template does not know and on null content where the template would concatenate it.
+absl::StatusOr<ChatPrompt> RenderChatPrompt(ChatTemplate chat_template,
+                                            std::span<const ChatMessage> messages,
+                                            bool add_generation_prompt,
+                                            std::string_view bos_token);
+
+// RenderChatPrompt's text: what the Hugging Face template renders.
 absl::StatusOr<std::string> RenderChat(ChatTemplate chat_template,
                                        std::span<const ChatMessage> messages,
                                        bool add_generation_prompt, std::string_view bos_token);

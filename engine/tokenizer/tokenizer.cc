@@ -130,38 +130,82 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text) const {
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 4);
   if (tokenizer::IsValidUtf8(text)) {
-    EncodeValid(text, ids);
+    EncodeValid(text, {}, ids);
   } else {
     std::string repaired;
     tokenizer::AppendUtf8Lossy(text, repaired);
-    EncodeValid(repaired, ids);
+    EncodeValid(repaired, {}, ids);
   }
   return ids;
 }
 
-void Tokenizer::EncodeValid(std::string_view text, std::vector<int32_t>& ids) const {
+std::vector<int32_t> Tokenizer::Encode(std::span<const TextPiece> pieces) const {
+  std::string text;
+  std::vector<std::pair<size_t, size_t>> literal;
+  for (const TextPiece& p : pieces) {
+    const size_t begin = text.size();
+    tokenizer::AppendUtf8Lossy(p.text, text);
+    if (p.literal && text.size() > begin) literal.emplace_back(begin, text.size());
+  }
+  std::vector<int32_t> ids;
+  ids.reserve(text.size() / 3 + 4);
+  EncodeValid(text, literal, ids);
+  return ids;
+}
+
+void Tokenizer::EncodeValid(std::string_view text,
+                            std::span<const std::pair<size_t, size_t>> literal,
+                            std::vector<int32_t>& ids) const {
   // Scratch reused by every call on this thread, so steady-state encoding does not allocate.
   thread_local std::vector<tokenizer::Segment> raw_segments, segments;
   thread_local std::vector<tokenizer::Piece> pieces, piece_scratch;
-  raw_segments.clear();
   segments.clear();
-  raw_added_.Split(text, 0, text.size(), raw_segments);
-  for (const tokenizer::Segment& s : raw_segments) {
-    if (s.id >= 0) {
-      segments.push_back(s);
-    } else {
-      normalized_added_.Split(text, s.begin, s.end, segments);
+  // Added tokens in text[begin, end): the raw ones first, then the normalized ones in the rest.
+  const auto split_added = [&](size_t begin, size_t end) {
+    if (begin == end) return;
+    raw_segments.clear();
+    raw_added_.Split(text, begin, end, raw_segments);
+    for (const tokenizer::Segment& s : raw_segments) {
+      if (s.id >= 0) {
+        segments.push_back(s);
+      } else {
+        normalized_added_.Split(text, s.begin, s.end, segments);
+      }
     }
+  };
+  size_t pos = 0;
+  for (const auto& [begin, end] : literal) {
+    split_added(pos, begin);
+    segments.push_back({begin, end, -1});
+    pos = end;
   }
-  for (const tokenizer::Segment& s : segments) {
-    if (s.id >= 0) {
-      ids.push_back(s.id);
+  split_added(pos, text.size());
+
+  // Neighbouring text segments (a literal piece and the template text around it) are
+  // pre-tokenized as one, as Encode of the joined text would.
+  for (size_t i = 0; i < segments.size();) {
+    if (segments[i].id >= 0) {
+      ids.push_back(segments[i++].id);
       continue;
     }
-    pre_tokenizer_.Split(text, {s.begin, s.end}, pieces, piece_scratch);
+    const size_t begin = segments[i].begin;
+    size_t end = segments[i].end;
+    for (++i; i < segments.size() && segments[i].id < 0; ++i) end = segments[i].end;
+    pre_tokenizer_.Split(text, {begin, end}, pieces, piece_scratch);
     for (const tokenizer::Piece& p : pieces) {
       model_.Encode(text.substr(p.begin, p.end - p.begin), ids);
     }
+  }
+  // The scratch lives as long as the thread (a gRPC thread: the process); one huge input must
+  // not pin its size for good.
+  constexpr size_t kKeepPieces = size_t{1} << 16;
+  if (pieces.capacity() > kKeepPieces || piece_scratch.capacity() > kKeepPieces) {
+    std::vector<tokenizer::Piece>().swap(pieces);
+    std::vector<tokenizer::Piece>().swap(piece_scratch);
+  }
+  if (segments.capacity() > kKeepPieces || raw_segments.capacity() > kKeepPieces) {
+    std::vector<tokenizer::Segment>().swap(segments);
+    std::vector<tokenizer::Segment>().swap(raw_segments);
   }
 }
 

@@ -9,6 +9,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -18,6 +19,14 @@
 #include "engine/tokenizer/pretokenizer.h"
 
 namespace dsv3 {
+
+// A stretch of text to encode. A literal piece is plain text: added and special tokens written
+// in it are not recognized (their bytes are encoded as any other text), so text from an untrusted
+// source cannot become a control token.
+struct TextPiece {
+  std::string_view text;
+  bool literal = false;
+};
 
 class Tokenizer {
  public:
@@ -30,6 +39,11 @@ class Tokenizer {
   // Ill-formed UTF-8 is first replaced (U+FFFD per maximal ill-formed subsequence), as a Python
   // caller would have had to. Thread-safe.
   std::vector<int32_t> Encode(std::string_view text) const;
+  // The ids of the pieces joined, with added tokens recognized only outside literal pieces.
+  // Where no literal piece holds added-token text, the ids are Encode(joined text): text on
+  // both sides of a piece boundary is pre-tokenized together. Each piece's ill-formed UTF-8 is
+  // replaced as in Encode. Thread-safe.
+  std::vector<int32_t> Encode(std::span<const TextPiece> pieces) const;
 
   // The text of `ids` (Hugging Face's ByteLevel decoder: bytes joined, then ill-formed UTF-8
   // replaced). Unknown ids are skipped. Thread-safe.
@@ -50,7 +64,10 @@ class Tokenizer {
  private:
   Tokenizer(tokenizer::BpeModel model, tokenizer::PreTokenizer pre,
             tokenizer::AddedTokenMatcher raw_added, tokenizer::AddedTokenMatcher normalized_added);
-  void EncodeValid(std::string_view text, std::vector<int32_t>& ids) const;
+  // `text` is valid UTF-8; added tokens are matched only outside the `literal` byte ranges
+  // (sorted, disjoint).
+  void EncodeValid(std::string_view text, std::span<const std::pair<size_t, size_t>> literal,
+                   std::vector<int32_t>& ids) const;
 
   tokenizer::BpeModel model_;
   tokenizer::PreTokenizer pre_tokenizer_;

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# compute-sanitizer over every GPU test on the device machine: memcheck (out-of-bounds and
+# misaligned accesses, leaks of device memory) and racecheck (shared-memory hazards), one log per
+# test and tool. Same setup as device-run.sh: binaries from .device/ (pack-device.sh), fixtures
+# extracted to /tmp/dsv3/fixtures. Usage (inside the `run` tool, repository root):
+#   tools/dsv3-bench/sanitize-gpu.sh [memcheck|racecheck|all] [TEST_FILTER]
+# TEST_FILTER is a gtest filter (default '*'); under the sanitizer kernels run 10-100x slower,
+# so each test gets 600 s and CUDA graphs are replayed less (DSV3_... none: the tests pick their
+# own sizes). Exit status: non-zero when any run reports an error.
+#
+# racecheck does not model the completion semantics of mbarriers (cp.async.bulk / TMA
+# transactions, mbarrier.try_wait) nor cp.async's wait_group ordering through them; a hazard it
+# reports between an asynchronous copy and a read that an mbarrier orders is a false positive.
+# docs/cuda.md ("Sanitizers") goes through the ones known in fp8_grouped_gemm.cu.
+set -uo pipefail
+what=${1:-all}
+filter=${2:-*}
+out=${OUT:-/tmp/out}
+mkdir -p "$out" /tmp/dsv3
+tar xJf .device/lib.tar.xz -C /tmp/dsv3
+tar xJf .device/bin.tar.xz -C .device
+export LD_LIBRARY_PATH=/tmp/dsv3/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fixtures=/tmp/dsv3/fixtures
+mkdir -p $fixtures
+for a in tests/data/fixtures/*.tar.xz; do tar xJf "$a" -C $fixtures; done
+export DSV3_FIXTURES_DIR=$fixtures
+bin=.device/bin
+export DSV3_TOOLS_DIR=$PWD/$bin
+
+sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+[ -x "$sanitizer" ] || { echo "compute-sanitizer not found"; exit 2; }
+"$sanitizer" --version | head -2 | tee "$out/sanitizer-version.txt"
+nvidia-smi --query-gpu=name,driver_version --format=csv | tee "$out/gpu.txt"
+
+case "$what" in
+  memcheck) tools=(memcheck) ;;
+  racecheck) tools=(racecheck) ;;
+  *) tools=(memcheck racecheck) ;;
+esac
+# memcheck also checks device-memory leaks at exit and API errors; racecheck reports every
+# hazard (not only the first) with the source lines (the binaries carry -lineinfo).
+declare -A options=(
+  [memcheck]="--tool memcheck --leak-check full --report-api-errors all"
+  [racecheck]="--tool racecheck --racecheck-report all"
+)
+
+status=0
+for tool in "${tools[@]}"; do
+  for t in $(cd $bin && ls gpu_*_test); do
+    log="$out/$tool-$t.log"
+    # shellcheck disable=SC2086
+    timeout 600 "$sanitizer" ${options[$tool]} --error-exitcode 99 --print-limit 200 \
+      $bin/$t --gtest_brief=1 --gtest_filter="$filter" >"$log" 2>&1
+    rc=$?
+    summary=$(grep -hE "ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY" "$log" | tr '\n' ' ')
+    echo "$tool $t rc=$rc $summary"
+    [ "$rc" -eq 0 ] || status=1
+  done
+done
+# Hazards grouped by source line: what docs/cuda.md's analysis starts from.
+grep -hoE "(Race reported|Error|Warning).*|at .*\.cu(h)?:[0-9]+" "$out"/racecheck-*.log 2>/dev/null |
+  sort | uniq -c | sort -rn | head -60 >"$out/racecheck-lines.txt"
+tar czf "$out/sanitize-logs.tar.gz" -C "$out" $(cd "$out" && ls *.log 2>/dev/null) && rm -f "$out"/*.log
+exit $status
