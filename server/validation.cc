@@ -1,5 +1,6 @@
 #include "server/validation.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -27,9 +28,10 @@ absl::Status CheckTokenId(int32_t id, const ModelLimits& limits, absl::string_vi
   return absl::OkStatus();
 }
 
-absl::StatusOr<ChatTemplate> ToChatTemplate(v1::ChatTemplate t) {
+absl::StatusOr<ChatTemplate> ToChatTemplate(v1::ChatTemplate t, ChatTemplate unspecified) {
   switch (t) {
     case v1::CHAT_TEMPLATE_UNSPECIFIED:
+      return unspecified;
     case v1::CHAT_TEMPLATE_V3:
       return ChatTemplate::kV3;
     case v1::CHAT_TEMPLATE_R1:
@@ -77,7 +79,11 @@ absl::Status CheckUtf8(absl::string_view text, absl::string_view field) {
 
 absl::StatusOr<SamplingParams> ToSamplingParams(const v1::SamplingParameters& p,
                                                 const ModelLimits& limits, bool have_tokenizer) {
-  SamplingParams s;
+  SamplingParams s = limits.sampling;
+  // Checked with the room the prompt will leave once known (FillDefaultMaxTokens).
+  if (!p.has_max_tokens() && limits.max_tokens_fill_context) {
+    s.max_tokens = std::max<int32_t>(1, p.min_tokens());
+  }
   if (p.has_temperature()) s.temperature = p.temperature();
   if (p.has_top_p()) s.top_p = p.top_p();
   if (p.has_top_k()) s.top_k = p.top_k();
@@ -112,6 +118,23 @@ absl::StatusOr<SamplingParams> ToSamplingParams(const v1::SamplingParameters& p,
     return Invalid("sampling.", st.message());
   }
   return s;
+}
+
+absl::Status FillDefaultMaxTokens(SamplingParams& sampling, bool max_tokens_set,
+                                  size_t prompt_tokens, const ModelLimits& limits) {
+  if (max_tokens_set || !limits.max_tokens_fill_context) return absl::OkStatus();
+  int64_t room = limits.max_context - static_cast<int64_t>(prompt_tokens);
+  if (limits.max_tokens_cap > 0) room = std::min<int64_t>(room, limits.max_tokens_cap);
+  if (room < 1) {
+    return Invalid("prompt (", prompt_tokens, " tokens) leaves no room for output in the context ",
+                   "limit of ", limits.max_context, " tokens");
+  }
+  if (room < sampling.min_tokens) {
+    return Invalid("sampling.min_tokens (", sampling.min_tokens, ") is more than the ", room,
+                   " tokens the prompt leaves in the context");
+  }
+  sampling.max_tokens = static_cast<int32_t>(room);
+  return absl::OkStatus();
 }
 
 absl::Status CheckPrompt(std::span<const int32_t> ids, const SamplingParams& sampling,
@@ -185,6 +208,11 @@ absl::StatusOr<GenerateCall> BuildGenerateCall(const v1::GenerateRequest& reques
     default:
       return Invalid("prompt is not set: send text or token_ids");
   }
+  if (absl::Status st = FillDefaultMaxTokens(er.sampling, request.sampling().has_max_tokens(),
+                                             er.prompt_ids.size(), limits);
+      !st.ok()) {
+    return st;
+  }
   if (absl::Status st = CheckPrompt(er.prompt_ids, er.sampling, limits,
                                     request.has_token_ids() ? "prompt token_ids" : "prompt");
       !st.ok()) {
@@ -197,7 +225,7 @@ absl::StatusOr<ChatCall> BuildChatCall(const v1::ChatRequest& request, const Mod
                                        const Tokenizer* tokenizer) {
   if (tokenizer == nullptr) return NeedsTokenizer("Chat");
   ChatCall call;
-  auto chat_template = ToChatTemplate(request.template_());
+  auto chat_template = ToChatTemplate(request.template_(), limits.chat_template);
   if (!chat_template.ok()) return chat_template.status();
   call.chat_template = *chat_template;
   call.return_token_ids = request.return_token_ids();
@@ -253,6 +281,11 @@ absl::StatusOr<ChatCall> BuildChatCall(const v1::ChatRequest& request, const Mod
   er.prompt_ids = tokenizer->Encode(*prompt);
   er.detokenize = true;
   er.skip_special_tokens = true;  // the tool-call markers are not special tokens: they stay
+  if (absl::Status st = FillDefaultMaxTokens(er.sampling, request.sampling().has_max_tokens(),
+                                             er.prompt_ids.size(), limits);
+      !st.ok()) {
+    return st;
+  }
   if (absl::Status st = CheckPrompt(er.prompt_ids, er.sampling, limits, "rendered chat prompt");
       !st.ok()) {
     return st;

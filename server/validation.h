@@ -17,10 +17,19 @@
 
 namespace dsv3::server {
 
-// What requests are checked against.
+// What requests are checked against, and what fills the fields they leave unset.
 struct ModelLimits {
   int64_t vocab_size = 0;   // token ids must be in [0, vocab_size)
   int64_t max_context = 0;  // prompt + max_tokens must not exceed it
+
+  // Unset fields. The server fills these from the checkpoint and its flags; the plain values
+  // are the engine's own defaults (vLLM's).
+  ChatTemplate chat_template = ChatTemplate::kV3;  // a chat request's unspecified template
+  SamplingParams sampling;                         // generation_config.json's sampling values
+  // Unset max_tokens: true, the context left after the prompt, at most max_tokens_cap (0: no
+  // cap), as users of other servers expect; false, sampling.max_tokens.
+  bool max_tokens_fill_context = false;
+  int32_t max_tokens_cap = 0;
 };
 
 inline constexpr size_t kMaxRequestIdBytes = 128;
@@ -34,6 +43,12 @@ absl::Status CheckUtf8(absl::string_view text, absl::string_view field);
 // strings need one (they are matched on text).
 absl::StatusOr<SamplingParams> ToSamplingParams(const v1::SamplingParameters& params,
                                                 const ModelLimits& limits, bool have_tokenizer);
+
+// Sets sampling.max_tokens for a request that left it unset (`max_tokens_set` false) and
+// limits.max_tokens_fill_context: the context left after `prompt_tokens`, at most the cap.
+// InvalidArgument when the prompt leaves no room or less than min_tokens.
+absl::Status FillDefaultMaxTokens(SamplingParams& sampling, bool max_tokens_set,
+                                  size_t prompt_tokens, const ModelLimits& limits);
 
 // Token ids inside the vocabulary, the prompt not empty, prompt + max_tokens within the context.
 absl::Status CheckPrompt(std::span<const int32_t> ids, const SamplingParams& sampling,
