@@ -21,7 +21,7 @@ std::string ReadAll(const fs::path& path) {
 }
 
 TEST(ServerOpenAiSdkTest, OfficialClientPassesItsChecks) {
-  if (RunCommand("command -v npm && command -v node >/dev/null 2>&1").exit_code != 0) {
+  if (RunCommand("(command -v npm && command -v node) >/dev/null 2>&1").exit_code != 0) {
     GTEST_SKIP() << "npm or node is not installed: the openai SDK test cannot run";
   }
   const fs::path source = fs::path(DSV3_TEST_DATA).parent_path() / "e2e" / "openai";
