@@ -4,9 +4,9 @@
 # libraries they load. The NVIDIA container toolkit supplies the driver at run time.
 #
 #   docker build -t dsv3-serve .
-#   docker run --gpus all --shm-size 16g -p 50051:50051 -p 9090:9090 -v /models:/models \
-#       dsv3-serve --model /models/DeepSeek-V3 --device cuda --tp 8 \
-#       --listen 0.0.0.0:50051 --metrics-listen 0.0.0.0:9090
+#   docker run --gpus all --shm-size 16g -p 50051:50051 -p 8000:8000 -p 9090:9090 \
+#       -v /models:/models dsv3-serve --model /models/DeepSeek-V3 --device cuda --tp 8 \
+#       --listen 0.0.0.0:50051 --http-listen 0.0.0.0:8000 --metrics-listen 0.0.0.0:9090
 ARG CUDA_REPO=https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64
 
 FROM debian:bookworm AS build
@@ -50,8 +50,9 @@ COPY --from=build /out/bin/ /usr/local/bin/
 ENV NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda/lib
 USER 10001
-# gRPC, Prometheus metrics, and the rendezvous port of multi-node groups (MASTER_PORT).
-EXPOSE 50051 9090 29500
+# gRPC, the OpenAI-compatible HTTP API, Prometheus metrics, and the rendezvous port of
+# multi-node groups (MASTER_PORT).
+EXPOSE 50051 8000 9090 29500
 ENTRYPOINT ["/usr/local/bin/dsv3-server"]
 # Arguments given to `docker run` (or a pod's args) replace these, so repeat them there.
-CMD ["--listen", "0.0.0.0:50051", "--metrics-listen", "0.0.0.0:9090"]
+CMD ["--listen", "0.0.0.0:50051", "--http-listen", "0.0.0.0:8000", "--metrics-listen", "0.0.0.0:9090"]

@@ -181,6 +181,7 @@ OpenAiHttpServer::OpenAiHttpServer(ServingState& state, HttpOptions options)
     if (res.status != 413) {
       error.message = absl::StrCat("no endpoint ", req.method, " ", req.path);
       error.param.reset();
+      error.code.reset();
     }
     const int status = res.status;
     res.set_content(ErrorJson(error), "application/json");

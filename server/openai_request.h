@@ -23,8 +23,6 @@
 
 namespace dsv3::server::openai {
 
-inline constexpr int kMaxChoices = 16;  // n
-
 enum class Endpoint { kChat, kCompletions };
 
 struct ParsedRequest {

@@ -151,6 +151,13 @@ absl::Status CheckPrompt(std::span<const int32_t> ids, const SamplingParams& sam
   return absl::OkStatus();
 }
 
+absl::StatusOr<int> CheckChoices(int32_t n) {
+  if (n < 0 || n > kMaxChoices) {
+    return Invalid("n must be in [1, ", kMaxChoices, "] (0: 1), got ", n);
+  }
+  return std::max(n, 1);
+}
+
 absl::StatusOr<std::string> ClientRequestId(absl::string_view id) {
   if (id.size() > kMaxRequestIdBytes) {
     return Invalid("request_id is ", id.size(), " bytes; at most ", kMaxRequestIdBytes,
@@ -184,6 +191,9 @@ absl::StatusOr<GenerateCall> BuildGenerateCall(const v1::GenerateRequest& reques
     return Invalid("return_token_ids and return_text are both false: the response would be empty");
   }
 
+  auto n = CheckChoices(request.n());
+  if (!n.ok()) return n.status();
+  call.n = *n;
   auto sampling = ToSamplingParams(request.sampling(), limits, tokenizer != nullptr);
   if (!sampling.ok()) return sampling.status();
   EngineRequest& er = call.request;
@@ -229,6 +239,9 @@ absl::StatusOr<ChatCall> BuildChatCall(const v1::ChatRequest& request, const Mod
   if (!chat_template.ok()) return chat_template.status();
   call.chat_template = *chat_template;
   call.return_token_ids = request.return_token_ids();
+  auto n = CheckChoices(request.n());
+  if (!n.ok()) return n.status();
+  call.n = *n;
 
   if (request.messages().empty()) return Invalid("messages is empty");
   if (request.messages_size() > static_cast<int>(kMaxChatMessages)) {

@@ -34,6 +34,7 @@ struct ModelLimits {
 
 inline constexpr size_t kMaxRequestIdBytes = 128;
 inline constexpr size_t kMaxChatMessages = 1024;
+inline constexpr int kMaxChoices = 16;  // n
 
 // OK when `text` is well-formed UTF-8 (no overlong forms, surrogates or code points past
 // U+10FFFF); else InvalidArgument "<field> is not valid UTF-8 (at byte N)".
@@ -56,6 +57,7 @@ absl::Status CheckPrompt(std::span<const int32_t> ids, const SamplingParams& sam
 
 struct GenerateCall {
   EngineRequest request;
+  int n = 1;  // choices
   bool return_token_ids = true;
   bool return_text = false;
 };
@@ -67,6 +69,7 @@ absl::StatusOr<GenerateCall> BuildGenerateCall(const v1::GenerateRequest& reques
 
 struct ChatCall {
   EngineRequest request;
+  int n = 1;  // choices
   ChatTemplate chat_template = ChatTemplate::kV3;
   bool prompt_opened_think = false;  // R1: the prompt ends inside "<think>"
   bool return_token_ids = false;
@@ -75,6 +78,9 @@ struct ChatCall {
 // Renders the messages with the template and encodes them; needs a tokenizer.
 absl::StatusOr<ChatCall> BuildChatCall(const v1::ChatRequest& request, const ModelLimits& limits,
                                        const Tokenizer* tokenizer);
+
+// The number of choices of a request's n: 0 means 1; InvalidArgument beyond [0, kMaxChoices].
+absl::StatusOr<int> CheckChoices(int32_t n);
 
 // A request id from the client's (checked: UTF-8, at most kMaxRequestIdBytes, no control
 // characters: it goes into log lines), or "" if unset.
