@@ -19,6 +19,7 @@ using ::dsv3::testing::CommandResult;
 using ::dsv3::testing::FixturePath;
 using ::dsv3::testing::RunCommand;
 using ::dsv3::testing::TempDir;
+using ::dsv3::testing::TestDataPath;
 using ::dsv3::testing::ToolPath;
 
 std::string Generate(const std::string& args) {
