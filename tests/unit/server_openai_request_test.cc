@@ -16,6 +16,8 @@ using ::testing::HasSubstr;
 
 const ModelLimits kLimits{.vocab_size = 129280,
                           .max_context = 4096,
+                          .chat_template = ChatTemplate::kV3,
+                          .sampling = {},
                           .max_tokens_fill_context = true,
                           .max_tokens_cap = 1000};
 const std::vector<std::string> kNames = {"dsv3", "alias"};
