@@ -1,5 +1,7 @@
 #include "server/openai_http.h"
 
+#include <sys/socket.h>
+
 #include <optional>
 #include <utility>
 #include <vector>
@@ -149,6 +151,9 @@ OpenAiHttpServer::OpenAiHttpServer(ServingState& state, HttpOptions options)
   const int threads = options_.threads;
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http_->set_payload_max_length(options_.max_body_bytes);
+  // httplib closes a keep-alive connection after 5 requests by default; clients then reconnect
+  // all the time, and its listen backlog (5) drops connection bursts (a 1 s SYN retry).
+  http_->set_keep_alive_max_count(100000);
   http_->Get("/health", [this](const httplib::Request&, httplib::Response& res) { Health(res); });
   http_->Get("/v1/models",
              [this](const httplib::Request& req, httplib::Response& res) { Models(req, res); });
@@ -193,7 +198,18 @@ OpenAiHttpServer::OpenAiHttpServer(ServingState& state, HttpOptions options)
 OpenAiHttpServer::~OpenAiHttpServer() { Stop(); }
 
 absl::Status OpenAiHttpServer::Start(const std::string& host, int port) {
+  // httplib listens with a backlog of 5: 64 clients connecting at once overflow it and wait
+  // for the kernel's 1 s SYN retry (or give up). Its socket-options hook hands us the listening
+  // socket before bind; listen() again afterwards raises the backlog. SO_REUSEADDR as httplib
+  // sets it, but not SO_REUSEPORT: a second daemon on the port must fail to bind, as for gRPC.
+  int listen_fd = -1;
+  http_->set_socket_options([&listen_fd](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    listen_fd = sock;
+  });
   port_ = port == 0 ? http_->bind_to_any_port(host) : (http_->bind_to_port(host, port) ? port : -1);
+  if (port_ > 0 && listen_fd >= 0) ::listen(listen_fd, SOMAXCONN);
   if (port_ <= 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", host, ":", port,
                                                ": the port is in use or the address is not one "

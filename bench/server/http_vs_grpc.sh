@@ -30,7 +30,7 @@ for round in $(seq "$rounds"); do
     [[ $protocol == http ]] && extra=(--http "127.0.0.1:$http_port")
     "$build/server/dsv3-server-load" --server 127.0.0.1:$port --streams "$streams" \
       --duration-s "$duration" --max-tokens "$max_tokens" --prompt-tokens "$prompt_tokens" \
-      "${extra[@]}" | tee -a "$work/runs.jsonl"
+      "${extra[@]}" | tee -a "$work/runs.jsonl" || true  # errors are in the table
   done
 done
 kill -TERM $server
