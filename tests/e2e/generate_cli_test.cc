@@ -19,7 +19,6 @@ using ::dsv3::testing::CommandResult;
 using ::dsv3::testing::FixturePath;
 using ::dsv3::testing::RunCommand;
 using ::dsv3::testing::TempDir;
-using ::dsv3::testing::TestDataPath;
 using ::dsv3::testing::ToolPath;
 
 std::string Generate(const std::string& args) {
@@ -114,7 +113,7 @@ TEST(GenerateCliTest, MissingShardFailsWithTheFileName) {
 // A copy of the tiny-fp8 fixture whose config.json says `num_hidden_layers`.
 std::string ModelWithLayers(const TempDir& dir, int64_t num_hidden_layers) {
   const std::string model = dir.file("model");
-  ::dsv3::testing::CopyTree(TestDataPath("fixtures/tiny-fp8"), model);
+  ::dsv3::testing::CopyTree(FixturePath("tiny-fp8"), model);
   nlohmann::json config;
   std::ifstream(model + "/config.json") >> config;
   config["num_hidden_layers"] = num_hidden_layers;

@@ -14,7 +14,7 @@ namespace {
 using ::testing::HasSubstr;
 
 std::vector<std::string> TinyArgs() {
-  return {"--model=" + TestDataPath("fixtures/tiny-fp8"), "--num-kv-blocks=32",
+  return {"--model=" + FixturePath("tiny-fp8"), "--num-kv-blocks=32",
           "--kv-block-size=16"};
 }
 

@@ -16,7 +16,7 @@ using ::testing::HasSubstr;
 // flags say otherwise); a server that does not exit within a minute is killed.
 CommandResult RunServer(const std::string& flags) {
   return RunCommand("timeout -s KILL 60 " + BinaryPath("server/dsv3-server") + " --model " +
-                    TestDataPath("fixtures/tiny-fp8") + " --threads 1 " + flags);
+                    FixturePath("tiny-fp8") + " --threads 1 " + flags);
 }
 
 constexpr char kOwnPorts[] = " --listen 127.0.0.1:0 --metrics-listen '' ";
@@ -67,7 +67,7 @@ TEST(ServerStartupTest, StartupFailureExitsCleanlyWhenPortInUse) {
 // Bug 3: gRPC's default SO_REUSEPORT let a second server bind the same port and take half of
 // the new connections.
 TEST(ServerStartupTest, StartupFailureExitsCleanlyWhenAnotherServerHasThePort) {
-  ServerProcess first({"--model=" + TestDataPath("fixtures/tiny-fp8"), "--num-kv-blocks=32",
+  ServerProcess first({"--model=" + FixturePath("tiny-fp8"), "--num-kv-blocks=32",
                        "--kv-block-size=16"});
   ASSERT_TRUE(first.WaitServing()) << first.log();
   const CommandResult r = RunServer("--metrics-listen '' --listen " + first.address());
