@@ -13,8 +13,8 @@ namespace {
 
 using json = nlohmann::json;
 
-// Fields that shape sampling, shared by both endpoints (vLLM's extensions included).
-const std::set<std::string_view> kSamplingFields = {
+// Fields both endpoints take (vLLM's sampling extensions included).
+const std::set<std::string_view> kCommonFields = {
     "max_tokens",        "temperature",       "top_p",          "top_k",
     "min_p",             "presence_penalty",  "frequency_penalty", "repetition_penalty",
     "seed",              "stop",              "min_tokens",     "ignore_eos",
@@ -63,7 +63,7 @@ absl::StatusOr<std::optional<int32_t>> Int32(const json& j, const char* key, int
 
 absl::Status CheckFields(const json& body, const std::set<std::string_view>& endpoint_fields) {
   for (const auto& [key, value] : body.items()) {
-    if (!kSamplingFields.contains(key) && !endpoint_fields.contains(key)) {
+    if (!kCommonFields.contains(key) && !endpoint_fields.contains(key)) {
       return InvalidParam(key, absl::StrCat("unknown or unsupported field '", key, "'"));
     }
   }
