@@ -6,10 +6,10 @@
 # run (there is no container engine there): what the runtime copies, the flags, the user.
 #
 #   docker build -t dsv3-serve:0.1.0 .
-#   docker run --gpus all -p 50051:50051 -p 9090:9090 dsv3-serve:0.1.0   # the demo model
-#   docker run --gpus all --shm-size 16g -p 50051:50051 -p 9090:9090 -v /models:/models:ro \
-#       dsv3-serve:0.1.0 --model /models/DeepSeek-V3 --tp 8 \
-#       --listen 0.0.0.0:50051 --metrics-listen 0.0.0.0:9090
+#   docker run --gpus all -p 50051:50051 -p 8000:8000 -p 9090:9090 dsv3-serve:0.1.0   # demo model
+#   docker run --gpus all --shm-size 16g -p 50051:50051 -p 8000:8000 -p 9090:9090 \
+#       -v /models:/models:ro dsv3-serve:0.1.0 --model /models/DeepSeek-V3 --tp 8 \
+#       --listen 0.0.0.0:50051 --http-listen 0.0.0.0:8000 --metrics-listen 0.0.0.0:9090
 ARG CUDA_REPO=https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64
 
 FROM debian:bookworm AS build
@@ -66,12 +66,14 @@ ENV NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     HOME=/home/dsv3 XDG_CACHE_HOME=/home/dsv3/.cache CUDA_CACHE_PATH=/home/dsv3/.cache/nv
 USER 10001:10001
 WORKDIR /home/dsv3
-# gRPC, Prometheus metrics, and the rendezvous port of multi-node groups (MASTER_PORT).
-EXPOSE 50051 9090 29500
+# gRPC, the OpenAI-compatible HTTP API, Prometheus metrics, and the rendezvous port of
+# multi-node groups (MASTER_PORT).
+EXPOSE 50051 8000 9090 29500
 # SERVING once the model is loaded; a large checkpoint takes minutes, hence the start period.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10m --retries=3 \
   CMD ["/usr/local/bin/dsv3-client", "--server", "127.0.0.1:50051", "--health", "--timeout-s", "4"]
 ENTRYPOINT ["/usr/local/bin/dsv3-server"]
 # Without --model: the embedded demo model, on the GPU when one is visible (--device auto).
 # Arguments given to `docker run` (or a pod's args) replace these, so repeat them there.
-CMD ["--listen", "0.0.0.0:50051", "--metrics-listen", "0.0.0.0:9090", "--device", "auto"]
+CMD ["--listen", "0.0.0.0:50051", "--http-listen", "0.0.0.0:8000", "--metrics-listen", "0.0.0.0:9090", \
+     "--device", "auto"]

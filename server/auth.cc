@@ -53,18 +53,26 @@ bool ApiKeyAuth::IsKey(std::string_view candidate) const {
 grpc::Status ApiKeyAuth::Check(
     const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) const {
   if (!enabled()) return grpc::Status::OK;
+  std::vector<std::pair<std::string_view, std::string_view>> headers;
+  for (const auto& [name, value] : metadata) headers.emplace_back(View(name), View(value));
+  return CheckHeaders(headers);
+}
+
+grpc::Status ApiKeyAuth::CheckHeaders(
+    const std::vector<std::pair<std::string_view, std::string_view>>& headers) const {
+  if (!enabled()) return grpc::Status::OK;
   bool presented = false;
-  for (const auto& [name, value] : metadata) {
+  for (const auto& [name, value] : headers) {
     std::string_view candidate;
-    if (View(name) == "authorization") {
-      const std::string_view v = View(value);
+    if (name == "authorization") {
+      const std::string_view v = value;
       if (v.size() < 7 || !absl::EqualsIgnoreCase(absl::string_view(v.data(), 7), "bearer ")) {
         return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                             "the authorization metadata must be 'Bearer <api key>'");
       }
       candidate = Trim(v.substr(7));
-    } else if (View(name) == "x-api-key") {
-      candidate = Trim(View(value));
+    } else if (name == "x-api-key") {
+      candidate = Trim(value);
     } else {
       continue;
     }

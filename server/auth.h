@@ -29,6 +29,11 @@ class ApiKeyAuth {
   // what was missing or wrong (never echoing the key).
   grpc::Status Check(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) const;
 
+  // The same check over what a transport presented: (lower-case header name, value) pairs, of
+  // which "authorization" and "x-api-key" are read (the HTTP front end passes its headers).
+  grpc::Status CheckHeaders(
+      const std::vector<std::pair<std::string_view, std::string_view>>& headers) const;
+
  private:
   bool IsKey(std::string_view candidate) const;
 

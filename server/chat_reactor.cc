@@ -17,31 +17,33 @@ ChatReactor::ChatReactor(ServingState& state, grpc::CallbackServerContext* conte
   }
   return_token_ids_ = call->return_token_ids;
   if (call->chat_template == ChatTemplate::kR1) {
-    reasoning_.emplace(call->prompt_opened_think);
+    reasoning_.assign(call->n, ReasoningParser(call->prompt_opened_think));
   } else {
-    tools_.emplace();
+    tools_.assign(call->n, ToolCallParser());
   }
-  Submit(std::move(call->request));
+  Submit(std::move(call->request), call->n);
 }
 
-bool ChatReactor::Fill(OutputDelta& delta, v1::ChatResponse& response) {
+bool ChatReactor::Fill(int index, OutputDelta& delta, v1::ChatResponse& response) {
   if (return_token_ids_) {
     response.mutable_token_ids()->Add(delta.token_ids.begin(), delta.token_ids.end());
   }
-  AddLogprobs(delta, response);
-  if (reasoning_) {
-    ReasoningParser::Delta d = reasoning_->Push(delta.text);
+  AddLogprobs(delta, state_.model().tokenizer.get(), response);
+  if (!reasoning_.empty()) {
+    ReasoningParser& reasoning = reasoning_[index];
+    ReasoningParser::Delta d = reasoning.Push(delta.text);
     if (delta.finished()) {
-      ReasoningParser::Delta rest = reasoning_->Flush();
+      ReasoningParser::Delta rest = reasoning.Flush();
       d.reasoning += rest.reasoning;
       d.content += rest.content;
     }
     response.set_reasoning_content(std::move(d.reasoning));
     response.set_content(std::move(d.content));
   } else {
-    ToolCallParser::Delta d = tools_->Push(delta.text);
+    ToolCallParser& tools = tools_[index];
+    ToolCallParser::Delta d = tools.Push(delta.text);
     if (delta.finished()) {
-      ToolCallParser::Delta rest = tools_->Flush();
+      ToolCallParser::Delta rest = tools.Flush();
       d.content += rest.content;
       for (ToolCall& call : rest.tool_calls) d.tool_calls.push_back(std::move(call));
     }

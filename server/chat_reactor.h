@@ -2,7 +2,7 @@
 // into content, reasoning (R1's <think> section) and tool calls (V3's format).
 #pragma once
 
-#include <optional>
+#include <vector>
 
 #include "dsv3/v1/inference.grpc.pb.h"
 #include "engine/tokenizer/reasoning_parser.h"
@@ -17,13 +17,13 @@ class ChatReactor final : public StreamReactor<v1::ChatResponse> {
               const v1::ChatRequest& request);
 
  private:
-  bool Fill(OutputDelta& delta, v1::ChatResponse& response) override;
+  bool Fill(int index, OutputDelta& delta, v1::ChatResponse& response) override;
 
   bool return_token_ids_ = false;
-  // Exactly one is set: R1 output is split into reasoning and content, V3 output into content
-  // and tool calls.
-  std::optional<ReasoningParser> reasoning_;
-  std::optional<ToolCallParser> tools_;
+  // One per choice, of one kind: R1 output is split into reasoning and content, V3 output into
+  // content and tool calls.
+  std::vector<ReasoningParser> reasoning_;
+  std::vector<ToolCallParser> tools_;
 };
 
 }  // namespace dsv3::server

@@ -16,14 +16,14 @@ GenerateReactor::GenerateReactor(ServingState& state, grpc::CallbackServerContex
   }
   return_token_ids_ = call->return_token_ids;
   return_text_ = call->return_text;
-  Submit(std::move(call->request));
+  Submit(std::move(call->request), call->n);
 }
 
-bool GenerateReactor::Fill(OutputDelta& delta, v1::GenerateResponse& response) {
+bool GenerateReactor::Fill(int, OutputDelta& delta, v1::GenerateResponse& response) {
   if (return_token_ids_)
     response.mutable_token_ids()->Add(delta.token_ids.begin(), delta.token_ids.end());
   if (return_text_) response.set_text(std::move(delta.text));
-  AddLogprobs(delta, response);
+  AddLogprobs(delta, state_.model().tokenizer.get(), response);
   return response.token_ids_size() > 0 || !response.text().empty() || response.logprobs_size() > 0;
 }
 

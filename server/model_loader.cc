@@ -71,6 +71,16 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const ServerOptions& o,
         loaded->model_dir);
   }
 
+  auto defaults =
+      ReadServingDefaults(loaded->model_dir, tokenizer_dir, o.chat_template, o.served_model_names);
+  if (!defaults.ok()) return defaults.status();
+  loaded->defaults = *std::move(defaults);
+  loaded->max_tokens_cap = o.default_max_tokens;
+  spdlog::info("serving as '{}': {} chat template, temperature {} top_p {} by default",
+               loaded->defaults.served_names.front(),
+               loaded->defaults.chat_template == ChatTemplate::kR1 ? "R1" : "V3",
+               loaded->defaults.sampling.temperature, loaded->defaults.sampling.top_p);
+
   auto engine = Engine::Create(group.runner(), loaded->tokenizer.get(), EngineConfigFromFlags(o));
   if (!engine.ok()) return engine.status();
   loaded->engine = *std::move(engine);

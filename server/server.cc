@@ -86,6 +86,17 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     }
   }
 
+  if (!options.http_listen.empty()) {
+    auto hp = SplitHostPort(options.http_listen);
+    if (!hp.ok()) return hp.status();
+    s->http_ = std::make_unique<openai::OpenAiHttpServer>(
+        *s->state_, openai::HttpOptions{.threads = options.http_threads,
+                                        .max_body_bytes = size_t{1} * options.max_message_mb << 20});
+    if (absl::Status st = s->http_->Start(hp->first, hp->second); !st.ok()) {
+      return absl::Status(st.code(), absl::StrCat("--http-listen: ", st.message()));
+    }
+  }
+
   auto credentials = Credentials(options);
   if (!credentials.ok()) return credentials.status();
   grpc::EnableDefaultHealthCheckService(true);
@@ -115,13 +126,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
                                                "of this host's"));
   }
   s->SetHealth(false);
-  spdlog::info("listening on {} (port {}, {}), metrics on {}{}, reflection {}", options.listen,
-               s->grpc_port_,
-               options.tls_client_ca.empty() ? (options.tls_cert.empty() ? "plaintext" : "TLS")
-                                             : "mutual TLS",
-               s->metrics_http_ ? absl::StrCat("port ", s->metrics_port()) : "nothing",
-               s->metrics_http_ && exposure->metrics_need_key ? " (API key required)" : "",
-               exposure->reflection ? "on" : "off");
+  spdlog::info(
+      "listening on {} (port {}, {}), metrics on {}{}, reflection {}, OpenAI HTTP API on {}",
+      options.listen, s->grpc_port_,
+      options.tls_client_ca.empty() ? (options.tls_cert.empty() ? "plaintext" : "TLS")
+                                    : "mutual TLS",
+      s->metrics_http_ ? absl::StrCat("port ", s->metrics_port()) : "nothing",
+      s->metrics_http_ && exposure->metrics_need_key ? " (API key required)" : "",
+      exposure->reflection ? "on" : "off",
+      s->http_ ? absl::StrCat("port ", s->http_port()) : "nothing");
   return s;
 }
 
@@ -182,6 +195,8 @@ void Server::Drain(absl::Duration grace, const absl::Notification* stop_now) {
   // deadline then cancels anything still open.
   if (model_) model_->engine->Shutdown();
   grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  // The engine ended every HTTP request above, so its handlers return promptly.
+  if (http_) http_->Stop();
   if (metrics_http_) metrics_http_->Stop();
   spdlog::info("stopped");
 }

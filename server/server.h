@@ -12,6 +12,7 @@
 #include "server/inference_service.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
+#include "server/openai_http.h"
 #include "server/server_flags.h"
 #include "engine/model_group.h"
 #include "server/serving_state.h"
@@ -38,6 +39,7 @@ class Server {
 
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const { return metrics_http_ ? metrics_http_->port() : 0; }
+  int http_port() const { return http_ ? http_->port() : 0; }
 
  private:
   explicit Server(const ServerOptions& options);
@@ -50,6 +52,7 @@ class Server {
   std::unique_ptr<ServingState> state_;
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<MetricsHttpServer> metrics_http_;
+  std::unique_ptr<openai::OpenAiHttpServer> http_;  // --http-listen
   std::unique_ptr<grpc::Server> grpc_server_;
   int grpc_port_ = 0;
   bool drained_ = false;

@@ -38,6 +38,24 @@ ParsedFlags ParseServerFlags(int argc, char** argv) {
   app.add_option("--listen", o.listen, "gRPC address HOST:PORT (port 0: any free port)");
   app.add_option("--metrics-listen", o.metrics_listen,
                  "Prometheus /metrics address HOST:PORT; empty: disabled");
+  app.add_option("--http-listen", o.http_listen,
+                 "OpenAI-compatible HTTP API address HOST:PORT (/v1/chat/completions, "
+                 "/v1/completions, /v1/models, /health); empty: off");
+  app.add_option("--http-threads", o.http_threads,
+                 "HTTP connections served at once; a streaming request holds one")
+      ->check(CLI::Range(1, 65536));
+  app.add_option("--served-model-name", o.served_model_names,
+                 "model name(s) the APIs answer to (repeatable; the first is reported); "
+                 "default: the model directory's name")
+      ->take_all();
+  app.add_option("--chat-template", o.chat_template,
+                 "chat template when a request names none: auto (R1 when the checkpoint's "
+                 "tokenizer_config.json chat template opens <think>, else V3), v3 or r1")
+      ->check(CLI::IsMember({"auto", "v3", "r1"}));
+  app.add_option("--default-max-tokens", o.default_max_tokens,
+                 "a request without max_tokens may generate up to the context left after its "
+                 "prompt, at most this many tokens (0: no cap)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--tp", o.tp,
                  "tensor-parallel ranks: spawns --tp - 1 workers on this host; with RANK, "
                  "WORLD_SIZE, MASTER_ADDR, MASTER_PORT (and LOCAL_RANK) set, ranks are launched "
@@ -143,8 +161,8 @@ ParsedFlags ParseServerFlags(int argc, char** argv) {
     std::cerr << "--tls-client-ca needs --tls-cert and --tls-key\n";
     return {std::nullopt, 2};
   }
-  for (const std::string* address : {&o.listen, &o.metrics_listen}) {
-    if (address->empty() && address == &o.metrics_listen) continue;
+  for (const std::string* address : {&o.listen, &o.metrics_listen, &o.http_listen}) {
+    if (address->empty() && address != &o.listen) continue;
     if (auto hp = SplitHostPort(*address); !hp.ok()) {
       std::cerr << hp.status().message() << "\n";
       return {std::nullopt, 2};

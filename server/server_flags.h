@@ -15,6 +15,11 @@ struct ServerOptions {
   std::string tokenizer_dir;  // empty: the model directory's tokenizer.json, if any
   std::string listen = "127.0.0.1:50051";
   std::string metrics_listen = "127.0.0.1:9090";  // empty: no metrics endpoint
+  std::string http_listen;  // the OpenAI-compatible HTTP API; empty: off
+  int http_threads = 256;   // HTTP connections served at once (a stream holds one)
+  std::vector<std::string> served_model_names;  // empty: the model directory's name
+  std::string chat_template = "auto";           // auto (from the checkpoint), v3 or r1
+  int32_t default_max_tokens = 16384;  // cap on an unset max_tokens (the context left); 0: none
   int threads = 0;                                // CPU backend threads; 0: all
   std::string device = "auto";                    // backend: auto, cpu or cuda
   int tp = 1;                   // tensor-parallel ranks (spawned on this host unless RANK is set)

@@ -14,6 +14,16 @@ void ServingState::SetServing(LoadedModel* model) {
 grpc::Status ServingState::Admit(const grpc::CallbackServerContext& context) const {
   // Authentication first, so that an unauthenticated caller learns nothing about the server.
   if (grpc::Status st = auth_.Check(context.client_metadata()); !st.ok()) return st;
+  return PhaseStatus();
+}
+
+grpc::Status ServingState::AdmitHeaders(
+    const std::vector<std::pair<std::string_view, std::string_view>>& headers) const {
+  if (grpc::Status st = auth_.CheckHeaders(headers); !st.ok()) return st;
+  return PhaseStatus();
+}
+
+grpc::Status ServingState::PhaseStatus() const {
   switch (phase_.load()) {
     case Phase::kLoading:
       return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is still loading; retry");

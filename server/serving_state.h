@@ -6,6 +6,9 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "engine/backend/backend.h"
@@ -15,6 +18,7 @@
 #include "grpcpp/server_context.h"
 #include "server/auth.h"
 #include "server/metrics.h"
+#include "server/serving_defaults.h"
 #include "server/validation.h"
 
 namespace dsv3::server {
@@ -32,12 +36,18 @@ struct LoadedModel {
   // Request policy from the flags (ModelLimits says what each means).
   int64_t max_tokenize_bytes = int64_t{1} << 20;
   bool special_tokens_in_messages = false;
+  ServingDefaults defaults;     // template, sampling values and names from the checkpoint
+  int32_t max_tokens_cap = 0;   // --default-max-tokens
 
   ModelLimits limits() const {
     return {.vocab_size = model->config().vocab_size,
             .max_context = engine->max_context(),
             .max_tokenize_bytes = max_tokenize_bytes,
-            .special_tokens_in_messages = special_tokens_in_messages};
+            .special_tokens_in_messages = special_tokens_in_messages,
+            .chat_template = defaults.chat_template,
+            .sampling = defaults.sampling,
+            .max_tokens_fill_context = true,
+            .max_tokens_cap = max_tokens_cap};
   }
 };
 
@@ -57,6 +67,9 @@ class ServingState {
   // For a new Inference call: OK, UNAUTHENTICATED (API key), or UNAVAILABLE (loading or
   // draining). The model is valid when OK.
   grpc::Status Admit(const grpc::CallbackServerContext& context) const;
+  // The same for the HTTP front end: (lower-case header name, value) pairs.
+  grpc::Status AdmitHeaders(
+      const std::vector<std::pair<std::string_view, std::string_view>>& headers) const;
 
   // Valid once serving started (never unset afterwards).
   LoadedModel& model() const { return *model_.load(std::memory_order_acquire); }
@@ -77,6 +90,8 @@ class ServingState {
   std::string NewRequestId(const std::string& client_id);
 
  private:
+  grpc::Status PhaseStatus() const;  // UNAVAILABLE unless serving
+
   ServerMetrics& metrics_;
   const ApiKeyAuth auth_;
   std::atomic<Phase> phase_{Phase::kLoading};

@@ -1,5 +1,6 @@
-// The common half of the Generate and Chat reactors: feeds one engine request's output stream to
-// a gRPC server stream, never blocking a gRPC or engine thread.
+// The common half of the Generate and Chat reactors: feeds the output streams of a call's engine
+// requests (n choices, each response tagged with its choice's index) to a gRPC server stream,
+// never blocking a gRPC or engine thread.
 //
 // The engine thread signals a new delta through RequestStream::SetNotify; the reactor then takes
 // deltas with TryNext and keeps at most one write outstanding (OnWriteDone takes the next). While
@@ -15,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/server_context.h"
@@ -37,54 +39,77 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
     state_.metrics().StreamStarted();
   }
 
-  // Fills `response` from `delta` (content only: finish reason and usage are added here).
-  // False when there is nothing to send (e.g. text held back by a parser).
-  virtual bool Fill(OutputDelta& delta, Response& response) = 0;
+  // Fills `response` from `delta` of choice `index` (content only: index, finish reason and
+  // usage are added here). False when there is nothing to send (e.g. text held back by a parser).
+  virtual bool Fill(int index, OutputDelta& delta, Response& response) = 0;
 
   // Submits `request` and starts streaming; on a submit error, finishes the call with it. Called
   // once, from the subclass constructor.
-  // Admits the call (auth, serving phase) and names it after the client's request id (checked)
-  // or a counter. False, with the call already finished, when either fails.
+  // Admits the call (auth, serving phase) and names it after the client's request id (checked;
+  // the field, else the x-request-id metadata) or a counter, echoed in the initial metadata.
+  // False, with the call already finished, when either fails.
   bool AdmitAndName(const std::string& client_request_id) {
     if (grpc::Status st = state_.Admit(*context_); !st.ok()) {
       Reject(st);
       return false;
     }
-    auto client_id = ClientRequestId(client_request_id);
+    std::string requested = client_request_id;
+    if (requested.empty()) {
+      const auto& metadata = context_->client_metadata();
+      if (auto it = metadata.find("x-request-id"); it != metadata.end()) {
+        requested.assign(it->second.data(), it->second.size());
+      }
+    }
+    auto client_id = ClientRequestId(requested);
     if (!client_id.ok()) {
       Reject(ToGrpcStatus(client_id.status()));
       return false;
     }
     request_id_ = state_.NewRequestId(*client_id);
+    context_->AddInitialMetadata("x-request-id", request_id_);
     return true;
   }
 
-  void Submit(EngineRequest request) {
-    request.request_id = request_id_;
-    if (!state_.TryStartStream()) {
-      Reject(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                          "too many requests in flight (limit " +
-                              std::to_string(state_.max_in_flight()) +
-                              ": --max-running-seqs plus --max-queued-requests); retry later"));
-      return;
+  // Submits `n` choices of `request` (choice i with seed + i when a seed is set), which share
+  // the prompt's prefix cache. Each counts against the in-flight limit.
+  void Submit(EngineRequest request, int n = 1) {
+    for (int i = 0; i < n; ++i) {
+      if (!state_.TryStartStream()) {
+        AbortAll();
+        Reject(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                            "too many requests in flight (limit " +
+                                std::to_string(state_.max_in_flight()) +
+                                ": --max-running-seqs plus --max-queued-requests); retry later"));
+        return;
+      }
+      ++slots_;
+      EngineRequest choice = request;
+      choice.request_id = n == 1 ? request_id_ : request_id_ + "/" + std::to_string(i);
+      if (choice.sampling.seed) *choice.sampling.seed += i;
+      spdlog::debug("{} {}: {} prompt tokens, max_tokens {}", choice.request_id, method_,
+                    choice.prompt_ids.size(), choice.sampling.max_tokens);
+      auto stream = state_.model().engine->Submit(std::move(choice));
+      if (!stream.ok()) {
+        AbortAll();
+        Reject(ToGrpcStatus(stream.status()));
+        return;
+      }
+      streams_.push_back(*std::move(stream));
     }
-    holds_slot_ = true;
-    spdlog::debug("{} {}: {} prompt tokens, max_tokens {}", request_id_, method_,
-                  request.prompt_ids.size(), request.sampling.max_tokens);
-    auto stream = state_.model().engine->Submit(std::move(request));
-    if (!stream.ok()) {
-      Reject(ToGrpcStatus(stream.status()));
-      return;
+    {
+      absl::MutexLock lock(&mu_);
+      done_.assign(streams_.size(), false);
     }
-    stream_ = *std::move(stream);
     link_ = std::make_shared<Link>();
     link_->pump = [this] { Pump(); };
     // The notify function outlives this reactor inside the engine; it reaches the reactor only
     // through `link`, which OnDone clears under its mutex.
-    stream_->SetNotify([link = link_] {
-      absl::MutexLock lock(&link->mu);
-      if (link->pump) link->pump();
-    });
+    for (const auto& stream : streams_) {
+      stream->SetNotify([link = link_] {
+        absl::MutexLock lock(&link->mu);
+        if (link->pump) link->pump();
+      });
+    }
     Pump();  // deltas pushed before SetNotify
   }
 
@@ -109,7 +134,13 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
     std::function<void()> pump ABSL_GUARDED_BY(mu);
   };
 
-  // Takes deltas while no write is outstanding; starts one write, or the final write and Finish.
+  // Ends every choice in the engine (finished ones are ignored there); frees their KV blocks.
+  void AbortAll() {
+    for (const auto& stream : streams_) state_.model().engine->Abort(stream->id());
+  }
+
+  // Takes deltas while no write is outstanding, round robin over the choices; starts one write,
+  // or the final write and Finish once every choice has finished (or one failed).
   void Pump() {
     for (;;) {
       std::optional<grpc::Status> finish_status;
@@ -117,15 +148,32 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
       {
         absl::MutexLock lock(&mu_);
         if (writing_ || finished_) return;
-        std::optional<OutputDelta> delta = stream_->TryNext();
+        std::optional<OutputDelta> delta;
+        int index = -1;
+        for (size_t k = 0; k < streams_.size() && !delta; ++k) {
+          const size_t i = (next_choice_ + k) % streams_.size();
+          if (done_[i]) continue;
+          delta = streams_[i]->TryNext();
+          index = static_cast<int>(i);
+        }
         if (!delta) return;
+        next_choice_ = (index + 1) % streams_.size();
         response_.Clear();
-        write = Fill(*delta, response_);
+        write = Fill(index, *delta, response_);
+        response_.set_index(index);
         if (delta->finished()) {
-          finished_ = true;
-          finish_status = FinalStatus(*delta);
+          done_[index] = true;
+          ++choices_done_;
           AddUsage(*delta, response_);
           write = true;
+          grpc::Status status = FinalStatus(*delta);
+          if (!status.ok() || choices_done_ == static_cast<int>(streams_.size())) {
+            finished_ = true;
+            finish_status = status;
+            if (!status.ok()) AbortAll();  // one failed choice fails the call
+          } else {
+            writing_ = true;
+          }
         } else if (write) {
           writing_ = true;
         }
@@ -155,7 +203,7 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
       }
     }
     if (finish_status) {
-      state_.model().engine->Abort(stream_->id());
+      AbortAll();
       FinishCall(*finish_status);
       return;
     }
@@ -185,7 +233,7 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
         finish_now = true;
       }
     }
-    if (stream_) state_.model().engine->Abort(stream_->id());
+    AbortAll();
     spdlog::info("{} {}: {}, aborted in the engine", request_id_, method_,
                  deadline_passed ? "deadline exceeded" : "cancelled by the client");
     if (finish_now) FinishCall(status);
@@ -196,8 +244,8 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
       absl::MutexLock lock(&link_->mu);
       link_->pump = nullptr;
     }
-    if (stream_) stream_->SetNotify(nullptr);
-    if (holds_slot_) state_.EndStream();
+    for (const auto& stream : streams_) stream->SetNotify(nullptr);
+    for (int i = 0; i < slots_; ++i) state_.EndStream();
     state_.metrics().StreamEnded();
     delete this;
   }
@@ -260,13 +308,16 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
     }
   }
 
-  std::shared_ptr<RequestStream> stream_;
+  std::vector<std::shared_ptr<RequestStream>> streams_;  // one per choice; set before Pump runs
   std::shared_ptr<Link> link_;
-  bool holds_slot_ = false;  // counted in ServingState's streams in flight
+  int slots_ = 0;  // streams counted in ServingState's streams in flight
   absl::Mutex mu_;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;   // a StartWrite awaits OnWriteDone
   bool finished_ ABSL_GUARDED_BY(mu_) = false;  // Finish called or scheduled
   std::optional<grpc::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
+  std::vector<bool> done_ ABSL_GUARDED_BY(mu_);  // per choice: its last delta was taken
+  int choices_done_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t next_choice_ ABSL_GUARDED_BY(mu_) = 0;
   Response response_;  // the message being written; touched only while no write is outstanding
 };
 

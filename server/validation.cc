@@ -1,5 +1,6 @@
 #include "server/validation.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -27,9 +28,10 @@ absl::Status CheckTokenId(int32_t id, const ModelLimits& limits, absl::string_vi
   return absl::OkStatus();
 }
 
-absl::StatusOr<ChatTemplate> ToChatTemplate(v1::ChatTemplate t) {
+absl::StatusOr<ChatTemplate> ToChatTemplate(v1::ChatTemplate t, ChatTemplate unspecified) {
   switch (t) {
     case v1::CHAT_TEMPLATE_UNSPECIFIED:
+      return unspecified;
     case v1::CHAT_TEMPLATE_V3:
       return ChatTemplate::kV3;
     case v1::CHAT_TEMPLATE_R1:
@@ -77,7 +79,11 @@ absl::Status CheckUtf8(absl::string_view text, absl::string_view field) {
 
 absl::StatusOr<SamplingParams> ToSamplingParams(const v1::SamplingParameters& p,
                                                 const ModelLimits& limits, bool have_tokenizer) {
-  SamplingParams s;
+  SamplingParams s = limits.sampling;
+  // Checked with the room the prompt will leave once known (FillDefaultMaxTokens).
+  if (!p.has_max_tokens() && limits.max_tokens_fill_context) {
+    s.max_tokens = std::max<int32_t>(1, p.min_tokens());
+  }
   if (p.has_temperature()) s.temperature = p.temperature();
   if (p.has_top_p()) s.top_p = p.top_p();
   if (p.has_top_k()) s.top_k = p.top_k();
@@ -114,6 +120,23 @@ absl::StatusOr<SamplingParams> ToSamplingParams(const v1::SamplingParameters& p,
   return s;
 }
 
+absl::Status FillDefaultMaxTokens(SamplingParams& sampling, bool max_tokens_set,
+                                  size_t prompt_tokens, const ModelLimits& limits) {
+  if (max_tokens_set || !limits.max_tokens_fill_context) return absl::OkStatus();
+  int64_t room = limits.max_context - static_cast<int64_t>(prompt_tokens);
+  if (limits.max_tokens_cap > 0) room = std::min<int64_t>(room, limits.max_tokens_cap);
+  if (room < 1) {
+    return Invalid("prompt (", prompt_tokens, " tokens) leaves no room for output in the context ",
+                   "limit of ", limits.max_context, " tokens");
+  }
+  if (room < sampling.min_tokens) {
+    return Invalid("sampling.min_tokens (", sampling.min_tokens, ") is more than the ", room,
+                   " tokens the prompt leaves in the context");
+  }
+  sampling.max_tokens = static_cast<int32_t>(room);
+  return absl::OkStatus();
+}
+
 absl::Status CheckPrompt(std::span<const int32_t> ids, const SamplingParams& sampling,
                          const ModelLimits& limits, absl::string_view field) {
   if (ids.empty()) return Invalid(field, " is empty");
@@ -126,6 +149,13 @@ absl::Status CheckPrompt(std::span<const int32_t> ids, const SamplingParams& sam
                    ") = ", total, " exceeds the context limit of ", limits.max_context, " tokens");
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<int> CheckChoices(int32_t n) {
+  if (n < 0 || n > kMaxChoices) {
+    return Invalid("n must be in [1, ", kMaxChoices, "] (0: 1), got ", n);
+  }
+  return std::max(n, 1);
 }
 
 absl::StatusOr<std::string> ClientRequestId(absl::string_view id) {
@@ -167,6 +197,9 @@ absl::StatusOr<GenerateCall> BuildGenerateCall(const v1::GenerateRequest& reques
     return Invalid("return_token_ids and return_text are both false: the response would be empty");
   }
 
+  auto n = CheckChoices(request.n());
+  if (!n.ok()) return n.status();
+  call.n = *n;
   auto sampling = ToSamplingParams(request.sampling(), limits, tokenizer != nullptr);
   if (!sampling.ok()) return sampling.status();
   EngineRequest& er = call.request;
@@ -195,6 +228,11 @@ absl::StatusOr<GenerateCall> BuildGenerateCall(const v1::GenerateRequest& reques
     default:
       return Invalid("prompt is not set: send text or token_ids");
   }
+  if (absl::Status st = FillDefaultMaxTokens(er.sampling, request.sampling().has_max_tokens(),
+                                             er.prompt_ids.size(), limits);
+      !st.ok()) {
+    return st;
+  }
   if (absl::Status st = CheckPrompt(er.prompt_ids, er.sampling, limits,
                                     request.has_token_ids() ? "prompt token_ids" : "prompt");
       !st.ok()) {
@@ -207,10 +245,13 @@ absl::StatusOr<ChatCall> BuildChatCall(const v1::ChatRequest& request, const Mod
                                        const Tokenizer* tokenizer) {
   if (tokenizer == nullptr) return NeedsTokenizer("Chat");
   ChatCall call;
-  auto chat_template = ToChatTemplate(request.template_());
+  auto chat_template = ToChatTemplate(request.template_(), limits.chat_template);
   if (!chat_template.ok()) return chat_template.status();
   call.chat_template = *chat_template;
   call.return_token_ids = request.return_token_ids();
+  auto n = CheckChoices(request.n());
+  if (!n.ok()) return n.status();
+  call.n = *n;
 
   if (request.messages().empty()) return Invalid("messages is empty");
   if (request.messages_size() > static_cast<int>(kMaxChatMessages)) {
@@ -274,6 +315,11 @@ absl::StatusOr<ChatCall> BuildChatCall(const v1::ChatRequest& request, const Mod
   er.prompt_ids = tokenizer->Encode(prompt->Pieces(!limits.special_tokens_in_messages));
   er.detokenize = true;
   er.skip_special_tokens = true;  // the tool-call markers are not special tokens: they stay
+  if (absl::Status st = FillDefaultMaxTokens(er.sampling, request.sampling().has_max_tokens(),
+                                             er.prompt_ids.size(), limits);
+      !st.ok()) {
+    return st;
+  }
   if (absl::Status st = CheckPrompt(er.prompt_ids, er.sampling, limits, "rendered chat prompt");
       !st.ok()) {
     return st;

@@ -48,8 +48,9 @@ inline std::string SmokeCacheDir() { return BinaryPath("test-cache"); }
 
 class ServerProcess {
  public:
-  explicit ServerProcess(std::vector<std::string> args)
-      : args_(std::move(args)), log_path_(dir_.file("server.log")) {
+  // `http`: also serve the OpenAI-compatible HTTP API (--http-listen) on a free port.
+  explicit ServerProcess(std::vector<std::string> args, bool http = false)
+      : args_(std::move(args)), http_(http), log_path_(dir_.file("server.log")) {
     Spawn();
   }
   // Stops the server the way an operator would (Stop), so that it runs its shutdown path and
@@ -80,6 +81,8 @@ class ServerProcess {
 
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   int port() const { return port_; }
+  int http_port() const { return http_port_; }
+  std::string http_url() const { return "http://127.0.0.1:" + std::to_string(http_port_); }
   std::string log() const {
     std::ifstream in(log_path_);
     std::stringstream s;
@@ -180,6 +183,10 @@ class ServerProcess {
     port_ = FreePort();
     metrics_port_ = FreePort();
     std::vector<std::string> args = args_;
+    if (http_) {
+      http_port_ = FreePort();
+      args.push_back("--http-listen=127.0.0.1:" + std::to_string(http_port_));
+    }
     args.insert(args.begin(), BinaryPath("server/dsv3-server"));
     args.push_back("--listen=127.0.0.1:" + std::to_string(port_));
     args.push_back("--metrics-listen=127.0.0.1:" + std::to_string(metrics_port_));
@@ -209,6 +216,8 @@ class ServerProcess {
   }
 
   std::vector<std::string> args_;  // the caller's flags (listen flags are added per spawn)
+  bool http_ = false;
+  int http_port_ = 0;
   TempDir dir_;
   int port_ = 0;
   int metrics_port_ = 0;
