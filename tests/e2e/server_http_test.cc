@@ -46,8 +46,10 @@ class ServerHttpTest : public ::testing::Test {
   static void SetUpTestSuite() {
     keys_ = new TempDir;
     std::ofstream(keys_->file("keys")) << kKey << "\n";
-    server_ = new ServerProcess({"--api-key-file=" + keys_->file("keys"), "--num-kv-blocks=512",
-                                 "--kv-block-size=16", "--served-model-name", "demo", "other"},
+    // The tests read KV and abort counts from /metrics, which API keys would close.
+    server_ = new ServerProcess({"--api-key-file=" + keys_->file("keys"), "--metrics-auth=none",
+                                 "--num-kv-blocks=512", "--kv-block-size=16",
+                                 "--served-model-name", "demo", "other"},
                                 /*http=*/true);
     ASSERT_TRUE(server_->WaitServing(std::chrono::seconds(300))) << server_->log();
   }
