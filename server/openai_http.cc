@@ -2,6 +2,8 @@
 
 #include <sys/socket.h>
 
+#include <functional>
+#include <memory>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -139,6 +141,18 @@ std::pair<int, std::string> FinalBody(Call& call) {
 
 void Feed(Call& call, absl::Duration timeout) {
   for (auto& [index, delta] : call.generation->Next(timeout)) call.Push(index, delta);
+}
+
+// A chunked response's release: when its last write did not reach the client, the client left,
+// so the request ends in the engine (its KV blocks are freed).
+std::function<void(bool)> AbortWhenClientLeft(std::shared_ptr<Call> call) {
+  return [call = std::move(call)](bool success) {
+    if (success) return;
+    call->generation->Abort();
+    if (call->status.ok()) call->status = absl::CancelledError("the client disconnected");
+    spdlog::info("{} {}: the client disconnected, aborted in the engine", call->request_id,
+                 call->method);
+  };
 }
 
 }  // namespace
@@ -327,14 +341,7 @@ void OpenAiHttpServer::Generate(bool chat, const httplib::Request& req,
           if (call->generation->done()) sink.done();
           return true;
         },
-        [call](bool success) {
-          if (!success) {
-            call->generation->Abort();
-            if (call->status.ok()) call->status = absl::CancelledError("the client disconnected");
-            spdlog::info("{} {}: the client disconnected, aborted in the engine",
-                         call->request_id, call->method);
-          }
-        });
+        AbortWhenClientLeft(call));
     return;
   }
 
@@ -367,14 +374,7 @@ void OpenAiHttpServer::Generate(bool chat, const httplib::Request& req,
         if (call->generation->done()) sink.done();
         return true;
       },
-      [call](bool success) {
-        if (!success) {
-          call->generation->Abort();
-          if (call->status.ok()) call->status = absl::CancelledError("the client disconnected");
-          spdlog::info("{} {}: the client disconnected, aborted in the engine", call->request_id,
-                       call->method);
-        }
-      });
+      AbortWhenClientLeft(call));
 }
 
 }  // namespace dsv3::server::openai
