@@ -248,6 +248,11 @@ def dependency_closure(packages):
     return seen
 
 
+# CUDA libraries the programs load and the NVIDIA debian12 packages that ship them.
+CUDA_PACKAGES = {"libcudart": "cuda-cudart-13-0", "libcublas": "libcublas-13-0",
+                 "libcublasLt": "libcublas-13-0", "libnccl": "libnccl2"}
+
+
 def check_libraries(runtime, root):
     """Every shared library of the staged programs comes from a package the runtime installs
     (or one those depend on, which apt brings along)."""
@@ -273,6 +278,15 @@ def check_libraries(runtime, root):
         owner[path.strip()] = package.split(":")[0]
     for path, programs in sorted(loaders.items()):
         package = next((owner[c] for c in candidates[path] if c in owner), None)
+        if package is None and path.startswith("/usr/local/cuda"):
+            # The CUDA toolkit here is not dpkg's; the runtime gets these from NVIDIA's repo.
+            cuda_package = CUDA_PACKAGES.get(os.path.basename(path).split(".so")[0])
+            if cuda_package is None:
+                error(f"{', '.join(programs)} load {path}, which no known CUDA package provides")
+            elif cuda_package not in named:
+                error(f"{', '.join(programs)} load {path} from {cuda_package}, which the runtime "
+                      f"stage does not install")
+            continue
         if package is None:
             error(f"{', '.join(programs)} load {path}, which no Debian package provides")
         elif package not in installed:
