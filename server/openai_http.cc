@@ -164,6 +164,8 @@ OpenAiHttpServer::OpenAiHttpServer(ServingState& state, HttpOptions options)
       http_(std::make_unique<httplib::Server>()) {
   const int threads = options_.threads;
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  // Without it a streamed response waits for the peer's delayed ACK (Nagle), ~40 ms per round.
+  http_->set_tcp_nodelay(true);
   http_->set_payload_max_length(options_.max_body_bytes);
   // httplib closes a keep-alive connection after 5 requests by default; clients then reconnect
   // all the time, and its listen backlog (5) drops connection bursts (a 1 s SYN retry).

@@ -75,6 +75,7 @@ void HttpWorker(int index, const Options& o, int64_t vocab, Clock::time_point en
   const size_t colon = o.http.rfind(':');
   httplib::Client client(o.http.substr(0, colon), std::stoi(o.http.substr(colon + 1)));
   client.set_read_timeout(120);
+  client.set_tcp_nodelay(true);  // as curl and the OpenAI SDKs do
   client.set_keep_alive(true);  // as SDK clients do: one connection per stream, reused
   uint64_t state = 0x9E3779B97F4A7C15ull * (index + 1);
   while (Clock::now() < end) {

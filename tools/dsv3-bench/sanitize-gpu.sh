@@ -5,7 +5,8 @@
 # extracted to /tmp/dsv3/fixtures. Usage (inside the `run` tool, repository root):
 #   tools/dsv3-bench/sanitize-gpu.sh [memcheck|racecheck|all] [TEST_FILTER]
 # TEST_FILTER is a gtest filter (default '*'); under the sanitizer kernels run 10-100x slower,
-# so each test gets 600 s and CUDA graphs are replayed less (DSV3_... none: the tests pick their
+# so each test gets SANITIZER_TIMEOUT seconds (default 600); SANITIZE_TESTS names the test
+# binaries (default every gpu_*_test) and CUDA graphs are replayed less (DSV3_... none: the tests pick their
 # own sizes). Exit status: non-zero when any run reports an error.
 #
 # racecheck does not model the completion semantics of mbarriers (cp.async.bulk / TMA
@@ -46,10 +47,10 @@ declare -A options=(
 
 status=0
 for tool in "${tools[@]}"; do
-  for t in $(cd $bin && ls gpu_*_test); do
+  for t in ${SANITIZE_TESTS:-$(cd $bin && ls gpu_*_test)}; do
     log="$out/$tool-$t.log"
     # shellcheck disable=SC2086
-    timeout 600 "$sanitizer" ${options[$tool]} --error-exitcode 99 --print-limit 200 \
+    timeout "${SANITIZER_TIMEOUT:-600}" "$sanitizer" ${options[$tool]} --error-exitcode 99 --print-limit 200 \
       $bin/$t --gtest_brief=1 --gtest_filter="$filter" >"$log" 2>&1
     rc=$?
     summary=$(grep -hE "ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY" "$log" | tr '\n' ' ')
