@@ -400,8 +400,10 @@ int main(int argc, char** argv) {
   app.add_option("--verify-tokens", args.verify_tokens,
                  "speculative decoding: K values (drafts per step) whose verify steps of K + 1 "
                  "tokens per sequence to time against a plain step (only this section runs)")
+      ->delimiter(',')
       ->check(CLI::Range(1, 15));
-  app.add_option("--verify-batches", args.verify_batches, "batch sizes of --verify-tokens");
+  app.add_option("--verify-batches", args.verify_batches, "batch sizes of --verify-tokens")
+      ->delimiter(',');
   app.add_option("--tp", args.tp, "tensor-parallel ranks (threads, one GPU each)")
       ->check(CLI::Range(1, 8));
   CLI11_PARSE(app, argc, argv);

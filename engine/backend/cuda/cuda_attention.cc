@@ -67,11 +67,13 @@ const CudaBackend::StepPlan::Form& CudaBackend::FormFor(StepPlan& plan,
   std::vector<int32_t> rows, slots;
   std::vector<kernels::MlaSequence> seqs(batch.sequences.size());
   std::vector<kernels::MlaGemmItem> items;
+  bool short_sequences = true;  // every sequence of the form has <= kAbsorbedMaxNewTokens
   for (size_t s = 0; s < batch.sequences.size(); ++s) {
     const auto& seq = batch.sequences[s];
     seqs[s] = {seq.token_begin, seq.context_begin, plan.table_offsets[s], -1};
     if (UsesNaive(mode, seq) != naive) continue;
     for (int32_t i = 0; i < seq.num_tokens; ++i) rows.push_back(seq.token_begin + i);
+    short_sequences = short_sequences && seq.num_tokens <= kAbsorbedMaxNewTokens;
     form.host_sequences.push_back({seq.token_begin, seq.num_tokens, seq.context_begin,
                                    naive ? static_cast<int32_t>(slots.size()) : -1});
     // Absorbed: one item per token, over its causal prefix (the step wrote its latents already).
@@ -92,7 +94,10 @@ const CudaBackend::StepPlan::Form& CudaBackend::FormFor(StepPlan& plan,
   }
   form.tokens = static_cast<int64_t>(rows.size());
   form.context_rows = static_cast<int64_t>(slots.size());
-  form.by_gemm = !naive && DecodeByGemm(form.tokens, form.total_context, form.max_context);
+  // Forced absorbed prefills (MlaMode::kAbsorbed, long sequences) stay on the kernel: an item per
+  // token would gather the context once per token.
+  form.by_gemm = !naive && short_sequences &&
+                 DecodeByGemm(form.tokens, form.total_context, form.max_context);
   form.gemm_context = form.max_context;
   if (graph_step_ && !naive) {
     // GraphSignatureOf admitted the step for decode by GEMMs; its graphs pad to the bucket.
