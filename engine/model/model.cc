@@ -142,19 +142,48 @@ absl::Status DeepseekV3Model::ForwardMtp(const ForwardBatch& batch, absl::Span<c
   backend_.BeginStep(ab);
   backend_.BeginLayer(l);
 
-  // eh [T, 2H] = [RMSNorm_e(Emb(t_{i+1})) ; RMSNorm_h(h_i)], the embedding half first.
-  Tensor eh = NewActivation(backend_, t, 2 * h);
-  const TensorView e = Columns(eh, 0, h), hn = Columns(eh, h, h);
-  Tensor emb = NewActivation(backend_, t, h);  // [T, H]
+  // Inputs and residual stream: at fixed addresses for decode-sized steps (drafts), so that the
+  // MTP layer runs as a graph part as the main layers do; fresh tensors for longer steps.
+  Tensor emb_owned, h_owned, eh_owned, u_owned;
+  TensorView emb, h_prev, eh, u;  // [T, H], [T, H], [T, 2H], [T, H]
+  if (t <= kResidualRows) {
+    if (mtp_buffers_.empty()) {
+      for (int64_t cols : {h, h, 2 * h, h}) {
+        mtp_buffers_.push_back(NewActivation(backend_, kResidualRows, cols));
+      }
+    }
+    emb = mtp_buffers_[0].view().Rows(0, t);
+    h_prev = mtp_buffers_[1].view().Rows(0, t);
+    eh = mtp_buffers_[2].view().Rows(0, t);
+    u = mtp_buffers_[3].view().Rows(0, t);
+  } else {
+    const auto fresh = [&](Tensor& owned, int64_t cols) {
+      owned = NewActivation(backend_, t, cols);
+      return owned.view();
+    };
+    emb = fresh(emb_owned, h);
+    h_prev = fresh(h_owned, h);
+    eh = fresh(eh_owned, 2 * h);
+    u = fresh(u_owned, h);
+  }
   backend_.Embedding(weights_->embed, batch.token_ids, weights_->shard.Begin(c.vocab_size), emb);
   DSV3_RETURN_IF_ERROR(AllReduce(emb));
-  backend_.RmsNorm(emb, m.enorm, eps, e);
-  const Tensor h_prev = backend_.Upload(  // [T, H] in the activation type
-      TensorView::Contiguous(const_cast<float*>(hidden.data()), DType::kF32, {t, h}, Device::kCpu));
-  backend_.RmsNorm(h_prev, m.hnorm, eps, hn);
-  Tensor u = NewActivation(backend_, t, h);  // [T, H]: the MTP layer's residual stream
-  backend_.Linear(eh, m.eh_proj, u);
-  DSV3_RETURN_IF_ERROR(Layer(m.layer, u, ab, cache.layer(l), MlaMode::kAuto));
+  {
+    const Tensor uploaded = backend_.Upload(  // [T, H] in the activation type
+        TensorView::Contiguous(const_cast<float*>(hidden.data()), DType::kF32, {t, h},
+                               Device::kCpu));
+    backend_.Copy(uploaded, h_prev);
+  }
+  // eh [T, 2H] = [RMSNorm_e(Emb(t_{i+1})) ; RMSNorm_h(h_i)], the embedding half first; then
+  // eh_proj and the MTP layer, one graphable part.
+  const TensorView layer_cache = cache.layer(l);
+  const GraphPartKey part{graph_owner_, l, {emb.data, h_prev.data, eh.data, u.data, layer_cache.data}};
+  DSV3_RETURN_IF_ERROR(backend_.RunGraphable(part, [&]() -> absl::Status {
+    backend_.RmsNorm(emb, m.enorm, eps, Columns(eh, 0, h));
+    backend_.RmsNorm(h_prev, m.hnorm, eps, Columns(eh, h, h));
+    backend_.Linear(eh, m.eh_proj, u);
+    return Layer(m.layer, u, ab, layer_cache, MlaMode::kAuto);
+  }));
 
   backend_.BeginLayer(-1);
   Tensor last = NewActivation(backend_, static_cast<int64_t>(batch.logits_rows.size()), h);

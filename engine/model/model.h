@@ -111,6 +111,10 @@ class DeepseekV3Model {
   // step (the layers' graphs read and write it there). Made at the first such step.
   static constexpr int64_t kResidualRows = 256;
   Tensor residual_;
+  // ForwardMtp's embedding, hidden input, [embedding | hidden] and residual stream
+  // ([kResidualRows, H / H / 2H / H]) for steps of up to kResidualRows tokens, kept for the same
+  // reason. Made at the first such MTP step.
+  std::vector<Tensor> mtp_buffers_;
   const uint64_t graph_owner_;  // this model's id in GraphPartKey
 };
 

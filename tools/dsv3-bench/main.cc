@@ -25,9 +25,16 @@
 #include "engine/parallel/nccl/nccl_communicator.h"
 #include "engine/parallel/tcp_store.h"
 #include "kernels/elementwise.cuh"
+#include "tools/dsv3-bench/bench_util.h"
+#include "tools/dsv3-bench/verify_bench.h"
 
 namespace dsv3 {
 namespace {
+
+using bench::Fp8Bytes;
+using bench::Median;
+using bench::MedianMs;
+using bench::StreamTimer;
 
 struct Args {
   int dense_layers = 1;
@@ -37,6 +44,9 @@ struct Args {
   int prefill_tokens = 4096;
   int iters = 5;
   int tp = 1;
+  // Speculative decoding (verify_bench.cc): drafts K per step; when given, only that section runs.
+  std::vector<int> verify_tokens;
+  std::vector<int> verify_batches = {1, 8, 32, 64};
 };
 
 std::string V3ConfigJson(const Args& a) {
@@ -54,50 +64,6 @@ std::string V3ConfigJson(const Args& a) {
     "bos_token_id": 0, "eos_token_id": 1, "tie_word_embeddings": false,
     "quantization_config": {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
       "weight_block_size": [128, 128]}})");
-}
-
-float Median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0f : v[v.size() / 2];
-}
-
-// Milliseconds of the work enqueued on `stream` between Start() and StopMs() (which waits).
-class StreamTimer {
- public:
-  explicit StreamTimer(cudaStream_t stream) : stream_(stream) {
-    cudaEventCreate(&start_);
-    cudaEventCreate(&stop_);
-  }
-  ~StreamTimer() {
-    cudaEventDestroy(start_);
-    cudaEventDestroy(stop_);
-  }
-  void Start() { cudaEventRecord(start_, stream_); }
-  float StopMs() {
-    cudaEventRecord(stop_, stream_);
-    cudaEventSynchronize(stop_);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start_, stop_);
-    return ms;
-  }
-
- private:
-  cudaStream_t stream_;
-  cudaEvent_t start_, stop_;
-};
-
-// Median milliseconds of `work` over 10 timed runs after 2 warm-ups.
-template <typename Work>
-float MedianMs(cudaStream_t stream, Work&& work) {
-  StreamTimer timer(stream);
-  std::vector<float> ms;
-  for (int i = 0; i < 12; ++i) {
-    timer.Start();
-    work();
-    const float t = timer.StopMs();
-    if (i >= 2) ms.push_back(t);
-  }
-  return Median(ms);
 }
 
 // Device-to-device copy bandwidth (bytes read + written per second) over 2 GiB.
@@ -139,9 +105,6 @@ void PrintOpTable(std::FILE* out, const char* title, const std::vector<int>& col
   }
 }
 
-// Bytes of FP8 weights with their block scales.
-double Fp8Bytes(double n, double k) { return n * k + (n / 128) * (k / 128) * 4; }
-
 // One rank's whole benchmark. Every rank runs the same steps (the model's collectives meet
 // inside Forward); `out` gets the tables (rank 0's; the others write to /dev/null).
 int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* out) {
@@ -168,8 +131,14 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
   }
   DeepseekV3Model& model = **model_or;
   const int32_t block = 64;
-  const int max_batch = *std::max_element(args.batches.begin(), args.batches.end());
-  const int32_t blocks_per_seq = (args.context + 1 + block - 1) / block;
+  const int max_batch = std::max(*std::max_element(args.batches.begin(), args.batches.end()),
+                                 *std::max_element(args.verify_batches.begin(),
+                                                   args.verify_batches.end()));
+  const int max_verify =
+      args.verify_tokens.empty()
+          ? 0
+          : *std::max_element(args.verify_tokens.begin(), args.verify_tokens.end());
+  const int32_t blocks_per_seq = (args.context + 1 + max_verify + block - 1) / block;
   const int64_t num_blocks =
       std::max<int64_t>(int64_t{max_batch} * blocks_per_seq, (args.prefill_tokens + block - 1) / block);
   KvCache cache(gpu, c, num_blocks, block);
@@ -191,6 +160,20 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
                                  (attn_bytes - Fp8Bytes(q_lora, h) - Fp8Bytes(576, h)) / tp;
   const double expert_bytes = 3 * Fp8Bytes(2048, h);
   const double router_bytes = 256 * h * 2;
+  if (!args.verify_tokens.empty()) {
+    VerifyBenchOptions v;
+    v.ks = args.verify_tokens;
+    v.batches = args.verify_batches;
+    v.context = args.context;
+    v.iters = args.iters;
+    v.dense_layers = args.dense_layers;
+    v.moe_layers = args.moe_layers;
+    v.block_size = block;
+    v.blocks_per_sequence = blocks_per_seq;
+    v.floor = {rank_attn_bytes, router_bytes, expert_bytes, tp};
+    v.copy_bw = copy_bw;
+    return RunVerifyBench(v, gpu, model, cache, out);
+  }
 
   std::fprintf(out, "\n## Decode, context %d (ms per layer, median of %d steps)\n\n", args.context,
               args.iters);
@@ -255,9 +238,8 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
     double mean_active = 0;
     for (int64_t a : active) mean_active += static_cast<double>(a) / active.size();
     const double kv_bytes = static_cast<double>(b) * (args.context + 1) * 576 * 2;
-    const double floor_ms =
-        (rank_attn_bytes + router_bytes + expert_bytes * (1 / tp + mean_active) + kv_bytes) /
-        copy_bw * 1e3;
+    const double floor_ms = bench::MoeFloorBytes{rank_attn_bytes, router_bytes, expert_bytes, tp}
+                                .FloorMs(mean_active, kv_bytes, copy_bw);
     std::fprintf(out, "| %d | %.3f | %.3f | %.1f | %.3f | %.2fx | %.3f | %.3f | %.3f |\n", b,
                  graphed->dense, graphed->moe, mean_active, floor_ms, graphed->moe / floor_ms,
                  graphed->step, eager->moe, eager->step);
@@ -415,6 +397,13 @@ int main(int argc, char** argv) {
   app.add_option("--batches", args.batches, "decode batch sizes");
   app.add_option("--prefill-tokens", args.prefill_tokens, "prefill length");
   app.add_option("--iters", args.iters, "timed decode steps per batch size");
+  app.add_option("--verify-tokens", args.verify_tokens,
+                 "speculative decoding: K values (drafts per step) whose verify steps of K + 1 "
+                 "tokens per sequence to time against a plain step (only this section runs)")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 15));
+  app.add_option("--verify-batches", args.verify_batches, "batch sizes of --verify-tokens")
+      ->delimiter(',');
   app.add_option("--tp", args.tp, "tensor-parallel ranks (threads, one GPU each)")
       ->check(CLI::Range(1, 8));
   CLI11_PARSE(app, argc, argv);

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "engine/backend/cuda/cuda_backend.h"
+#include "engine/backend/cuda/graph_policy.h"
 #include "kernels/attention_gemm.cuh"
 #include "kernels/elementwise.cuh"
 #include "kernels/launch_check.h"
@@ -18,8 +19,12 @@ namespace {
 // or GEMMs at other head dims); fewer take the scalar kernel, whose launch is cheaper.
 constexpr int64_t kPrefillTensorCoreMinTokens = 64;
 
+// Under kAuto the absorbed form serves sequences of up to kAbsorbedMaxNewTokens new tokens
+// (decode, speculative verify): each token reads the cached latents once per head group instead
+// of up-projecting the whole context to per-head K/V.
 bool UsesNaive(MlaMode mode, const AttentionBatch::Sequence& seq) {
-  return mode == MlaMode::kNaive || (mode == MlaMode::kAuto && seq.num_tokens > 1);
+  return mode == MlaMode::kNaive ||
+         (mode == MlaMode::kAuto && seq.num_tokens > kAbsorbedMaxNewTokens);
 }
 
 // Key splits for the absorbed (decode) form: enough blocks to fill the H200's 132 SMs about four
@@ -49,9 +54,9 @@ void CudaBackend::WriteKvCache(const TensorView& latent, const AttentionBatch& b
 const CudaBackend::StepPlan::Form& CudaBackend::FormFor(StepPlan& plan,
                                                         const AttentionBatch& batch,
                                                         MlaMode mode, bool naive) {
-  // With one new token per sequence, kAbsorbed picks what kAuto picks: share the form (a graph
-  // step builds kAuto's forms with its plan).
-  if (mode == MlaMode::kAbsorbed && plan.single_token) mode = MlaMode::kAuto;
+  // When every sequence is short enough for kAuto's absorbed form, kAbsorbed picks what kAuto
+  // picks: share the form (a graph step builds kAuto's forms with its plan).
+  if (mode == MlaMode::kAbsorbed && plan.all_absorbed) mode = MlaMode::kAuto;
   StepPlan::Form& form = plan.forms[{static_cast<int>(mode), naive}];
   if (form.ready) return form;
   if (graph_step_ && !plan.building) {
@@ -62,18 +67,22 @@ const CudaBackend::StepPlan::Form& CudaBackend::FormFor(StepPlan& plan,
   std::vector<int32_t> rows, slots;
   std::vector<kernels::MlaSequence> seqs(batch.sequences.size());
   std::vector<kernels::MlaGemmItem> items;
+  bool short_sequences = true;  // every sequence of the form has <= kAbsorbedMaxNewTokens
   for (size_t s = 0; s < batch.sequences.size(); ++s) {
     const auto& seq = batch.sequences[s];
     seqs[s] = {seq.token_begin, seq.context_begin, plan.table_offsets[s], -1};
     if (UsesNaive(mode, seq) != naive) continue;
     for (int32_t i = 0; i < seq.num_tokens; ++i) rows.push_back(seq.token_begin + i);
-    const int32_t context = seq.context_begin + seq.num_tokens;
+    short_sequences = short_sequences && seq.num_tokens <= kAbsorbedMaxNewTokens;
     form.host_sequences.push_back({seq.token_begin, seq.num_tokens, seq.context_begin,
                                    naive ? static_cast<int32_t>(slots.size()) : -1});
-    items.push_back({seq.token_begin, plan.table_offsets[s], context, 0});
-    form.max_context = std::max<int64_t>(form.max_context, context);
-    form.total_context += context;
-    form.single_token = form.single_token && seq.num_tokens == 1;
+    // Absorbed: one item per token, over its causal prefix (the step wrote its latents already).
+    for (int32_t i = naive ? seq.num_tokens - 1 : 0; i < seq.num_tokens; ++i) {
+      const int32_t visible = seq.context_begin + i + 1;
+      if (!naive) items.push_back({seq.token_begin + i, plan.table_offsets[s], visible, 0});
+      form.max_context = std::max<int64_t>(form.max_context, visible);
+      form.total_context += visible;
+    }
     if (naive) {
       seqs[s].dense_offset = static_cast<int32_t>(slots.size());
       const int32_t ctx = seq.context_begin + seq.num_tokens;
@@ -85,9 +94,10 @@ const CudaBackend::StepPlan::Form& CudaBackend::FormFor(StepPlan& plan,
   }
   form.tokens = static_cast<int64_t>(rows.size());
   form.context_rows = static_cast<int64_t>(slots.size());
-  const int64_t n = static_cast<int64_t>(form.host_sequences.size());
-  form.by_gemm =
-      !naive && form.single_token && DecodeByGemm(n, form.total_context, form.max_context);
+  // Forced absorbed prefills (MlaMode::kAbsorbed, long sequences) stay on the kernel: an item per
+  // token would gather the context once per token.
+  form.by_gemm = !naive && short_sequences &&
+                 DecodeByGemm(form.tokens, form.total_context, form.max_context);
   form.gemm_context = form.max_context;
   if (graph_step_ && !naive) {
     // GraphSignatureOf admitted the step for decode by GEMMs; its graphs pad to the bucket.

@@ -25,8 +25,8 @@ constexpr int64_t kScratchBytes = int64_t{1} << 30;
 // Prefill runs: 512 tokens compute ~56% of a 4096-token causal square (8 runs) while each run's
 // GEMMs stay large (512 x context per head).
 constexpr int64_t kCausalRunTokens = 512;
-// Decode steps of one-token sequences attend by GEMMs when padding every sequence to the longest
-// context wastes at most half the work. Measured on the H200 (V3 sizes, context 1024): the
+// Decode steps attend by GEMMs (one item per new token, over its prefix) when padding every item
+// to the longest context wastes at most half the work. Measured on the H200 (V3 sizes, context 1024): the
 // split-key kernel took 0.18 ms per layer at batch 1 and 0.9 ms at batch 8, against 0.22 ms for
 // the GEMMs at batch 32, so the GEMMs serve every batch size.
 constexpr int64_t kDecodeGemmMinSequences = 1;
@@ -46,7 +46,7 @@ void CudaBackend::MlaDecodeByGemm(const TensorView& q, const TensorView& q_lat,
                                   const MlaParams& p, const TensorView& o_lat) {
   const int64_t nh = p.num_heads, lora = p.kv_lora_rank, rope = p.rope_dim;
   const int64_t kv_dim = lora + rope, ctx = form.gemm_context;
-  const int64_t num_items = static_cast<int64_t>(form.host_sequences.size());
+  const int64_t num_items = form.tokens;  // one item per token
   // Per sequence: latents [ctx, kv_dim] BF16, scores F32 and probs BF16 [nh, ctx], query and
   // output [nh, kv_dim] BF16.
   const int64_t per_item = ctx * (kv_dim * 2 + nh * 6) + nh * kv_dim * 4;

@@ -1,4 +1,5 @@
 #include "engine/backend/cuda/cuda_backend.h"
+#include "engine/backend/cuda/graph_policy.h"
 #include "engine/backend/cuda/stream_allocator.h"
 
 #include <cstring>
@@ -334,13 +335,15 @@ void CudaBackend::BuildPlan(const AttentionBatch& batch, StepPlan& plan) {
     plan.table_offsets.push_back(static_cast<int32_t>(tables.size()));
     tables.insert(tables.end(), seq.block_table, seq.block_table + seq.num_blocks);
     for (int32_t i = 0; i < seq.num_tokens; ++i) token_seq[seq.token_begin + i] = static_cast<int32_t>(s);
-    plan.single_token = plan.single_token && seq.num_tokens == 1;
+    plan.all_absorbed = plan.all_absorbed && seq.num_tokens <= kAbsorbedMaxNewTokens;
   }
   const int64_t n = static_cast<int64_t>(batch.sequences.size());
   if (&plan == &plan_ && graph_step_) {
     // Into the signature's arena, in an order that puts every array but the block tables at
     // the same address in every step of the signature: the tables go last.
+    // (positions, slots, token map; per form: token rows, sequence records, per-token items).
     const int64_t bytes = 3 * AlignedDeviceBytes(t * 8) + 4 * AlignedDeviceBytes(n * 16) +
+                          2 * AlignedDeviceBytes(t * 16) +
                           AlignedDeviceBytes(static_cast<int64_t>(tables.size()) * 4);
     active_arena_ = &PlanArena(*graph_step_, bytes);
   }

@@ -156,7 +156,9 @@ class CudaBackend final : public Backend {
     const AttentionBatch* batch = nullptr;
     const int32_t* positions_host = nullptr;  // identifies the step together with `batch`
     bool building = false;  // BuildPlan is making it (forms made then belong to the plan)
-    bool single_token = true;  // every sequence has one new token (a decode step)
+    // Every sequence takes the absorbed form under MlaMode::kAuto (at most kAbsorbedMaxNewTokens
+    // new tokens each: decode and verify steps).
+    bool all_absorbed = true;
     Tensor positions;     // [T] I32
     Tensor slots;         // [T] I64
     Tensor token_seq;     // [T] I32
@@ -176,14 +178,14 @@ class CudaBackend final : public Backend {
         int32_t token_begin, num_tokens, context_begin, dense_offset;
       };
       std::vector<HostSequence> host_sequences;
-      // Absorbed form: one kernels::MlaGemmItem per sequence (decode by GEMMs), the longest
-      // context, the sum of contexts, and whether every sequence has one new token.
+      // Absorbed form: one kernels::MlaGemmItem per token (decode by GEMMs: a token of a verify
+      // step attends over its own prefix, as a decode step of that token would), the longest
+      // context and the sum of contexts over those items.
       Tensor gemm_items;
       // Naive form on tensor cores: one kernels::FlashMlaTile per query tile, longest first
       // (FlashMlaTiles).
       Tensor flash_tiles;
       int64_t max_context = 0, total_context = 0;
-      bool single_token = true;
       // Decode by GEMMs (DecodeByGemm), and the context the GEMMs pad every sequence to: the
       // longest, or a graph step's context bucket (one graph serves every step of the bucket).
       bool by_gemm = false;
@@ -224,13 +226,15 @@ class CudaBackend final : public Backend {
   // the ops of a layer make follows from it, so one capture serves every step of the shape.
   struct GraphSignature {
     int64_t tokens = 0;
+    int32_t tokens_per_sequence = 0;  // decode 1, speculative verify K + 1
     int64_t context_bucket = 0;  // the longest context, rounded up (GraphContextBucket)
     int32_t block_size = 0;
     int64_t grouped_moe_max_tokens = 0;
     auto operator<=>(const GraphSignature&) const = default;
   };
-  // A step's signature when its layers may run as graphs: one new token per sequence, at most
-  // kMaxGraphTokens of them, contexts even enough for decode by GEMMs.
+  // A step's signature when its layers may run as graphs: the same number of new tokens per
+  // sequence (at most kAbsorbedMaxNewTokens), at most kMaxGraphTokens in all, contexts even
+  // enough for decode by GEMMs.
   std::optional<GraphSignature> GraphSignatureOf(const AttentionBatch& batch) const;
   // The arena of a graph step's plan: at the same address for every step of a signature (the
   // graphs read the plan there), grown (at a new address, so under new graph keys) when a

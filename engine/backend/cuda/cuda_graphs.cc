@@ -3,8 +3,9 @@
 // whole layer with one launch.
 //
 // How a part (one layer, Backend::RunGraphable) becomes a graph:
-// - Only steps of one new token per sequence, at most kMaxGraphTokens of them, qualify (their
-//   GraphSignature: tokens, context bucket, block size, the MoE path threshold). Their plan is
+// - Only steps of the same small number of new tokens per sequence (decode: 1; speculative
+//   verify: K + 1), at most kMaxGraphTokens in all, qualify (their GraphSignature: tokens, tokens
+//   per sequence, context bucket, block size, the MoE path threshold). Their plan is
 //   built in a per-signature arena, so the positions, slots, block tables and attention items
 //   sit at the same addresses in every step of the signature, and decode attention pads every
 //   sequence to the context bucket instead of the longest context.
@@ -54,19 +55,24 @@ std::optional<CudaBackend::GraphSignature> CudaBackend::GraphSignatureOf(
     const AttentionBatch& batch) const {
   const int64_t t = static_cast<int64_t>(batch.positions.size());
   if (!options_.cuda_graphs || op_timing_ || t == 0 || t > kMaxGraphTokens ||
-      t > grouped_moe_max_tokens_) {
+      t > grouped_moe_max_tokens_ || batch.sequences.empty()) {
     return std::nullopt;
   }
+  // Decode (one new token per sequence) or verify (K + 1 per sequence): every sequence the same
+  // number, each token attending over its own prefix as one item of decode by GEMMs.
+  const int32_t per_sequence = batch.sequences.front().num_tokens;
+  if (per_sequence < 1 || per_sequence > kAbsorbedMaxNewTokens) return std::nullopt;
   int64_t max_context = 0, total_context = 0;
   for (const auto& seq : batch.sequences) {
-    if (seq.num_tokens != 1) return std::nullopt;
-    const int64_t context = seq.context_begin + 1;
-    max_context = std::max(max_context, context);
-    total_context += context;
+    if (seq.num_tokens != per_sequence) return std::nullopt;
+    for (int32_t i = 0; i < seq.num_tokens; ++i) {
+      const int64_t context = seq.context_begin + i + 1;
+      max_context = std::max(max_context, context);
+      total_context += context;
+    }
   }
-  const int64_t n = static_cast<int64_t>(batch.sequences.size());
-  if (!DecodeByGemm(n, total_context, max_context)) return std::nullopt;
-  return GraphSignature{t, GraphContextBucket(max_context), batch.block_size,
+  if (!DecodeByGemm(t, total_context, max_context)) return std::nullopt;
+  return GraphSignature{t, per_sequence, GraphContextBucket(max_context), batch.block_size,
                         grouped_moe_max_tokens_};
 }
 

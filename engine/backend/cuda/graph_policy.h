@@ -12,6 +12,12 @@ namespace dsv3 {
 // larger MoE batches synchronize with the host).
 inline constexpr int64_t kMaxGraphTokens = 256;
 
+// Sequences of at most this many new tokens (decode, and speculative verify steps of K + 1
+// tokens) attend in the absorbed form under MlaMode::kAuto: one query per new token over its own
+// causal prefix of the cache, the same computation a decode step does for that token. Steps whose
+// sequences all have the same number of such tokens can run as graphs.
+inline constexpr int64_t kAbsorbedMaxNewTokens = 16;
+
 // The context decode GEMMs pad to in a graph step: multiples of 256 up to 2048, then eight
 // steps per doubling, so padding costs at most 1/8 of the attention while a growing context
 // changes bucket every 256+ steps.

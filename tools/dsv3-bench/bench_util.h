@@ -1,0 +1,70 @@
+// Timing helpers shared by dsv3-bench's sections (main.cc, verify_bench.cc).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace dsv3::bench {
+
+inline float Median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0f : v[v.size() / 2];
+}
+
+// Milliseconds of the work enqueued on `stream` between Start() and StopMs() (which waits).
+class StreamTimer {
+ public:
+  explicit StreamTimer(cudaStream_t stream) : stream_(stream) {
+    cudaEventCreate(&start_);
+    cudaEventCreate(&stop_);
+  }
+  ~StreamTimer() {
+    cudaEventDestroy(start_);
+    cudaEventDestroy(stop_);
+  }
+  StreamTimer(const StreamTimer&) = delete;
+  StreamTimer& operator=(const StreamTimer&) = delete;
+  void Start() { cudaEventRecord(start_, stream_); }
+  float StopMs() {
+    cudaEventRecord(stop_, stream_);
+    cudaEventSynchronize(stop_);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start_, stop_);
+    return ms;
+  }
+
+ private:
+  cudaStream_t stream_;
+  cudaEvent_t start_, stop_;
+};
+
+// Median milliseconds of `work` over 10 timed runs after 2 warm-ups.
+template <typename Work>
+float MedianMs(cudaStream_t stream, Work&& work) {
+  StreamTimer timer(stream);
+  std::vector<float> ms;
+  for (int i = 0; i < 12; ++i) {
+    timer.Start();
+    work();
+    const float t = timer.StopMs();
+    if (i >= 2) ms.push_back(t);
+  }
+  return Median(ms);
+}
+
+// Bytes of FP8 weights with their block scales.
+inline double Fp8Bytes(double n, double k) { return n * k + (n / 128) * (k / 128) * 4; }
+
+// What a MoE layer's decode step must read besides the active routed experts (one rank's share),
+// and the bytes of one routed expert: the HBM floor is (attention + router + expert * (1 / tp +
+// active experts) + KV bytes) / copy bandwidth.
+struct MoeFloorBytes {
+  double attention = 0, router = 0, expert = 0, tp = 1;
+  double FloorMs(double active_experts, double kv_bytes, double copy_bw) const {
+    return (attention + router + expert * (1 / tp + active_experts) + kv_bytes) / copy_bw * 1e3;
+  }
+};
+
+}  // namespace dsv3::bench
