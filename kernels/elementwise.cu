@@ -12,13 +12,17 @@ namespace {
 __global__ void EmbeddingKernel(EmbeddingParams p) {
   const int64_t t = blockIdx.x;
   const int64_t local = static_cast<int64_t>(p.ids[t]) - p.first_row;
-  bf16* dst = static_cast<bf16*>(p.out) + t * p.out_stride;
+  const int64_t dst = t * p.out_stride;
   if (local < 0 || local >= p.rows) {
-    for (int64_t i = threadIdx.x; i < p.hidden; i += blockDim.x) dst[i] = FromFloat<bf16>(0.0f);
+    for (int64_t i = threadIdx.x; i < p.hidden; i += blockDim.x) {
+      StoreAs(p.out, dst + i, 0.0f, p.out_type);
+    }
     return;
   }
   const bf16* src = static_cast<const bf16*>(p.table) + local * p.hidden;
-  for (int64_t i = threadIdx.x; i < p.hidden; i += blockDim.x) dst[i] = src[i];
+  for (int64_t i = threadIdx.x; i < p.hidden; i += blockDim.x) {
+    StoreAs(p.out, dst + i, ToFloat(src[i]), p.out_type);
+  }
 }
 
 // One block per row; the row is read twice (sum of squares, then scale), which keeps any width
@@ -26,13 +30,16 @@ __global__ void EmbeddingKernel(EmbeddingParams p) {
 template <bool kVector>
 __global__ void RmsNormKernel(RmsNormParams p) {
   const int64_t r = blockIdx.x;
-  const bf16* x = static_cast<const bf16*>(p.x) + r * p.x_stride;
-  bf16* out = static_cast<bf16*>(p.out) + r * p.out_stride;
+  const int64_t x_row = r * p.x_stride, out_row = r * p.out_stride;
   constexpr int kWidth = kVector ? 8 : 1;
   float sum = 0.0f;
   for (int64_t i = threadIdx.x * kWidth; i < p.dim; i += blockDim.x * kWidth) {
     float v[kWidth];
-    if constexpr (kVector) Load8(x, i, ElemType::kBF16, v); else v[0] = ToFloat(x[i]);
+    if constexpr (kVector) {
+      Load8(p.x, x_row + i, p.x_type, v);
+    } else {
+      v[0] = LoadAs(p.x, x_row + i, p.x_type);
+    }
 #pragma unroll
     for (int j = 0; j < kWidth; ++j) sum += v[j] * v[j];
   }
@@ -42,15 +49,19 @@ __global__ void RmsNormKernel(RmsNormParams p) {
   for (int64_t i = threadIdx.x * kWidth; i < p.dim; i += blockDim.x * kWidth) {
     float v[kWidth], w[kWidth];
     if constexpr (kVector) {
-      Load8(x, i, ElemType::kBF16, v);
+      Load8(p.x, x_row + i, p.x_type, v);
       Load8(p.weight, i, ElemType::kF32, w);
     } else {
-      v[0] = ToFloat(x[i]);
+      v[0] = LoadAs(p.x, x_row + i, p.x_type);
       w[0] = p.weight[i];
     }
 #pragma unroll
     for (int j = 0; j < kWidth; ++j) v[j] = w[j] * (v[j] * inv);
-    if constexpr (kVector) Store8(out, i, v, ElemType::kBF16); else out[i] = FromFloat<bf16>(v[0]);
+    if constexpr (kVector) {
+      Store8(p.out, out_row + i, v, p.out_type);
+    } else {
+      StoreAs(p.out, out_row + i, v[0], p.out_type);
+    }
   }
 }
 

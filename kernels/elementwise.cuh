@@ -11,7 +11,8 @@
 
 namespace dsv3::kernels {
 
-// out[t, :] = table[ids[t] - first_row, :]. table [rows, H] BF16, ids [T] (device), out [T, H].
+// out[t, :] = table[ids[t] - first_row, :]. table [rows, H] BF16, ids [T] (device), out [T, H]
+// BF16 or F32 (the residual stream).
 struct EmbeddingParams {
   const void* table;  // rows [first_row, first_row + rows) of the embedding
   const int32_t* ids;
@@ -19,10 +20,12 @@ struct EmbeddingParams {
   int64_t out_stride;
   int64_t tokens, hidden;
   int64_t first_row, rows;
+  ElemType out_type = ElemType::kBF16;
 };
 void Embedding(const EmbeddingParams& p, cudaStream_t stream);
 
-// out = x / sqrt(mean(x^2) + eps) * weight per row. x, out [rows, dim] (may alias), weight F32.
+// out = x / sqrt(mean(x^2) + eps) * weight per row. x, out [rows, dim] (may alias when their
+// types agree), weight F32. x is BF16 or F32 (the residual stream), out BF16 or F32.
 struct RmsNormParams {
   const void* x;
   int64_t x_stride;
@@ -31,6 +34,8 @@ struct RmsNormParams {
   int64_t out_stride;
   int64_t rows, dim;
   float eps;
+  ElemType x_type = ElemType::kBF16;
+  ElemType out_type = ElemType::kBF16;
 };
 void RmsNorm(const RmsNormParams& p, cudaStream_t stream);
 

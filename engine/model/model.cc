@@ -91,14 +91,18 @@ absl::Status DeepseekV3Model::Forward(const ForwardBatch& batch, KvCache& cache,
   const float eps = static_cast<float>(c.rms_norm_eps);
   backend_.BeginStep(ab);
 
-  // Residual stream [T, H]: at a fixed address for decode-sized steps (graph replays use it).
+  // Residual stream [T, H] in F32 on every backend: rounding it to BF16 after each of the
+  // 2L additions is the largest BF16 error source (ideal BF16 rounds only linear inputs;
+  // docs/quality.md). At a fixed address for decode-sized steps (graph replays use it).
   Tensor x_owned;
   TensorView x;
   if (t <= kResidualRows) {
-    if (residual_.empty()) residual_ = NewActivation(backend_, kResidualRows, h);
+    if (residual_.empty()) {
+      residual_ = Tensor(backend_.allocator(), DType::kF32, {kResidualRows, h});
+    }
     x = residual_.view().Rows(0, t);
   } else {
-    x_owned = NewActivation(backend_, t, h);
+    x_owned = Tensor(backend_.allocator(), DType::kF32, {t, h});
     x = x_owned.view();
   }
   // Vocabulary-parallel embedding: each rank fills the rows of its tokens, zeros elsewhere.
@@ -117,10 +121,12 @@ absl::Status DeepseekV3Model::Forward(const ForwardBatch& batch, KvCache& cache,
   if (hidden != nullptr && comm_.rank() == 0) {
     DownloadNormedRows(x, batch.hidden_rows, weights_->final_norm, *hidden);
   }
-  Tensor last = NewActivation(backend_, static_cast<int64_t>(batch.logits_rows.size()), h);
-  backend_.GatherRows(x, batch.logits_rows, last);  // [R, H]
-  backend_.RmsNorm(last, weights_->final_norm, eps, last);
-  return Head(last, logits);
+  const int64_t r = static_cast<int64_t>(batch.logits_rows.size());
+  Tensor last(backend_.allocator(), DType::kF32, {r, h});  // [R, H]
+  backend_.GatherRows(x, batch.logits_rows, last);
+  Tensor normed = NewActivation(backend_, r, h);
+  backend_.RmsNorm(last, weights_->final_norm, eps, normed);
+  return Head(normed, logits);
 }
 
 absl::Status DeepseekV3Model::ForwardMtp(const ForwardBatch& batch, absl::Span<const float> hidden,
@@ -145,12 +151,13 @@ absl::Status DeepseekV3Model::ForwardMtp(const ForwardBatch& batch, absl::Span<c
   // Inputs and residual stream: at fixed addresses for decode-sized steps (drafts), so that the
   // MTP layer runs as a graph part as the main layers do; fresh tensors for longer steps.
   Tensor emb_owned, h_owned, eh_owned, u_owned;
-  TensorView emb, h_prev, eh, u;  // [T, H], [T, H], [T, 2H], [T, H]
+  TensorView emb, h_prev, eh, u;  // [T, H], [T, H], [T, 2H], [T, H] (u, the residual, in F32)
   if (t <= kResidualRows) {
     if (mtp_buffers_.empty()) {
-      for (int64_t cols : {h, h, 2 * h, h}) {
+      for (int64_t cols : {h, h, 2 * h}) {
         mtp_buffers_.push_back(NewActivation(backend_, kResidualRows, cols));
       }
+      mtp_buffers_.push_back(Tensor(backend_.allocator(), DType::kF32, {kResidualRows, h}));
     }
     emb = mtp_buffers_[0].view().Rows(0, t);
     h_prev = mtp_buffers_[1].view().Rows(0, t);
@@ -164,7 +171,8 @@ absl::Status DeepseekV3Model::ForwardMtp(const ForwardBatch& batch, absl::Span<c
     emb = fresh(emb_owned, h);
     h_prev = fresh(h_owned, h);
     eh = fresh(eh_owned, 2 * h);
-    u = fresh(u_owned, h);
+    u_owned = Tensor(backend_.allocator(), DType::kF32, {t, h});
+    u = u_owned.view();
   }
   backend_.Embedding(weights_->embed, batch.token_ids, weights_->shard.Begin(c.vocab_size), emb);
   DSV3_RETURN_IF_ERROR(AllReduce(emb));
@@ -177,7 +185,8 @@ absl::Status DeepseekV3Model::ForwardMtp(const ForwardBatch& batch, absl::Span<c
   // eh [T, 2H] = [RMSNorm_e(Emb(t_{i+1})) ; RMSNorm_h(h_i)], the embedding half first; then
   // eh_proj and the MTP layer, one graphable part.
   const TensorView layer_cache = cache.layer(l);
-  const GraphPartKey part{graph_owner_, l, {emb.data, h_prev.data, eh.data, u.data, layer_cache.data}};
+  const GraphPartKey part{graph_owner_, l,
+                          {emb.data, h_prev.data, eh.data, u.data, layer_cache.data}};
   DSV3_RETURN_IF_ERROR(backend_.RunGraphable(part, [&]() -> absl::Status {
     backend_.RmsNorm(emb, m.enorm, eps, Columns(eh, 0, h));
     backend_.RmsNorm(h_prev, m.hnorm, eps, Columns(eh, h, h));
@@ -186,24 +195,31 @@ absl::Status DeepseekV3Model::ForwardMtp(const ForwardBatch& batch, absl::Span<c
   }));
 
   backend_.BeginLayer(-1);
-  Tensor last = NewActivation(backend_, static_cast<int64_t>(batch.logits_rows.size()), h);
-  backend_.GatherRows(u, batch.logits_rows, last);  // [R, H]
-  backend_.RmsNorm(last, m.head_norm, eps, last);
+  const int64_t r = static_cast<int64_t>(batch.logits_rows.size());
+  Tensor last(backend_.allocator(), DType::kF32, {r, h});  // [R, H]
+  backend_.GatherRows(u, batch.logits_rows, last);
+  Tensor normed = NewActivation(backend_, r, h);
+  backend_.RmsNorm(last, m.head_norm, eps, normed);
   if (hidden_out != nullptr && comm_.rank() == 0) {
-    hidden_out->resize(last.numel());
-    backend_.Download(last, hidden_out->data());
+    // The next draft's h in F32, as the main model's hidden rows (DownloadNormedRows).
+    Tensor h_out(backend_.allocator(), DType::kF32, {r, h});
+    backend_.RmsNorm(last, m.head_norm, eps, h_out);
+    hidden_out->resize(h_out.numel());
+    backend_.Download(h_out, hidden_out->data());
   }
-  return Head(last, logits);
+  return Head(normed, logits);
 }
 
 void DeepseekV3Model::DownloadNormedRows(const TensorView& x, std::span<const int32_t> rows,
                                          const TensorView& norm, std::vector<float>& out) {
   const int64_t h = config_.hidden_size;
-  Tensor picked = NewActivation(backend_, static_cast<int64_t>(rows.size()), h);  // [R, H]
+  const int64_t r = static_cast<int64_t>(rows.size());
+  Tensor picked(backend_.allocator(), DType::kF32, {r, h});  // [R, H] of the residual stream
   backend_.GatherRows(x, rows, picked);
-  backend_.RmsNorm(picked, norm, static_cast<float>(config_.rms_norm_eps), picked);
-  out.resize(rows.size() * h);
-  backend_.Download(picked, out.data());
+  Tensor normed(backend_.allocator(), DType::kF32, {r, h});
+  backend_.RmsNorm(picked, norm, static_cast<float>(config_.rms_norm_eps), normed);
+  out.resize(r * h);
+  backend_.Download(normed, out.data());
 }
 
 absl::Status DeepseekV3Model::Head(const TensorView& normed, std::vector<float>& logits) {

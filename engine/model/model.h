@@ -113,7 +113,7 @@ class DeepseekV3Model {
   Tensor residual_;
   // ForwardMtp's embedding, hidden input, [embedding | hidden] and residual stream
   // ([kResidualRows, H / H / 2H / H]) for steps of up to kResidualRows tokens, kept for the same
-  // reason. Made at the first such MTP step.
+  // reason (the residual stream in F32, as the main one). Made at the first such MTP step.
   std::vector<Tensor> mtp_buffers_;
   const uint64_t graph_owner_;  // this model's id in GraphPartKey
 };

@@ -37,18 +37,35 @@ class CudaOpsTest : public testing::GpuTest {
   std::mt19937 rng_{12345};
 };
 
+// Inputs BF16 (a latent) or F32 (the residual stream, whose values need not be BF16), outputs
+// BF16 (a linear's input) or F32 (hidden rows handed to the host).
 TEST_F(CudaOpsTest, RmsNormMatchesCpu) {
+  std::normal_distribution<float> normal(0.0f, 3.0f);
   for (int64_t m : kRows) {
     for (int64_t d : {75, 80, 200, 1536, 7168}) {  // 75: the kernel's one-column path
-      auto x = RandomBf16(m * d, rng_, 3.0f), w = RandomBf16(d, rng_);
-      std::vector<float> want(m * d);
-      cpu_.RmsNorm(Host(x, m, d), TensorView::Contiguous(w.data(), DType::kF32, {d}), 1e-6f,
-                   Host(want, m, d));
-      Tensor gx = Dev(x, m, d), gy = DevEmpty(DType::kBF16, m, d);
+      auto w = RandomBf16(d, rng_);
       Tensor gw(gpu_->allocator(), DType::kF32, {d});
       CopyIn(*gpu_, gw, w.data());
-      gpu_->RmsNorm(gx, gw, 1e-6f, gy);
-      EXPECT_LT(RelError(ToHost(*gpu_, gy), want), kBf16Tol) << "m=" << m << " d=" << d;
+      for (DType x_type : {DType::kBF16, DType::kF32}) {
+        std::vector<float> x = RandomBf16(m * d, rng_, 3.0f);
+        Tensor gx = Dev(x, m, d);
+        if (x_type == DType::kF32) {
+          for (float& v : x) v = normal(rng_);
+          gx = DevEmpty(DType::kF32, m, d);
+          CopyIn(*gpu_, gx, x.data());
+        }
+        std::vector<float> want(m * d);
+        cpu_.RmsNorm(Host(x, m, d), TensorView::Contiguous(w.data(), DType::kF32, {d}), 1e-6f,
+                     Host(want, m, d));
+        for (DType out_type : {DType::kBF16, DType::kF32}) {
+          Tensor gy = DevEmpty(out_type, m, d);
+          gpu_->RmsNorm(gx, gw, 1e-6f, gy);
+          const double tol = out_type == DType::kF32 ? 1e-5 : kBf16Tol;
+          EXPECT_LT(RelError(ToHost(*gpu_, gy), want), tol)
+              << "m=" << m << " d=" << d << " x " << DTypeName(x_type) << " out "
+              << DTypeName(out_type);
+        }
+      }
     }
   }
 }
@@ -87,8 +104,8 @@ TEST_F(CudaOpsTest, AddAndSiluMulMatchCpu) {
   }
 }
 
-// The residual add of an F32 branch (the model's attention and FFN outputs stay F32 until it)
-// rounds once: exactly round_bf16(float(a) + b). And Copy places an F32 block into columns of a
+// A BF16 plus an F32 operand into BF16 rounds once: exactly round_bf16(float(a) + b) (the model's
+// residual additions are F32 throughout). And Copy places an F32 block into columns of a
 // wider matrix (the tensor-parallel head), leaving the other columns alone.
 TEST_F(CudaOpsTest, MixedAddRoundsOnceAndCopyFillsColumns) {
   std::normal_distribution<float> normal(0.0f, 3.0f);
@@ -133,9 +150,11 @@ TEST_F(CudaOpsTest, EmbeddingAndGatherRowsAreExact) {
     for (int64_t first_row : {0, 200}) {  // the whole table, or a shard starting at row 200
       std::vector<float> want(m * h);
       cpu_.Embedding(Host(table, v, h), ids, first_row, Host(want, m, h));
-      Tensor out = DevEmpty(DType::kBF16, m, h);
-      gpu_->Embedding(gtable, ids, first_row, out);
-      EXPECT_EQ(RelError(ToHost(*gpu_, out), want), 0.0) << "embedding m=" << m;
+      for (DType type : {DType::kBF16, DType::kF32}) {  // F32: the residual stream
+        Tensor out = DevEmpty(type, m, h);
+        gpu_->Embedding(gtable, ids, first_row, out);
+        EXPECT_EQ(RelError(ToHost(*gpu_, out), want), 0.0) << "embedding m=" << m;
+      }
     }
 
     std::vector<float> gathered(m * h);

@@ -97,5 +97,32 @@ TEST(CpuEmulationTest, LinearQuantizesOnlyBeforeFp8Weights) {
   EXPECT_NE(y[1], 0.3f);
 }
 
+// bf16_activations follows the GPU's storage: the residual stream is F32 there, so additions and
+// RMSNorms into another buffer see exact inputs, while an in-place RMSNorm (the q_a and kv_a
+// latents, BF16 linear outputs on the GPU) reads its input rounded to BF16.
+TEST(CpuEmulationTest, Bf16KeepsTheResidualStreamExact) {
+  CpuBackend bf16(CpuBackendOptions{.num_threads = 1, .bf16_activations = true});
+  CpuBackend plain(1);
+  const float fine = 1.0f + 1.0f / 1024;  // not a BF16 value: BF16 keeps 8 significant bits
+  ASSERT_NE(RoundToBf16(fine), fine);
+  std::vector<float> a = {fine, 2.0f}, b = {1.0f / 4096, 0.5f}, sum(2);
+  const auto view = [](std::vector<float>& v) {
+    return TensorView::Contiguous(v.data(), DType::kF32, {1, static_cast<int64_t>(v.size())});
+  };
+  bf16.Add(view(a), view(b), view(sum));
+  EXPECT_EQ(sum[0], fine + 1.0f / 4096);
+  EXPECT_EQ(sum[1], 2.5f);
+
+  std::vector<float> w = {1.0f, 1.0f}, apart(2), want(2), in_place = a;
+  bf16.RmsNorm(view(a), view(w), 1e-6f, view(apart));
+  plain.RmsNorm(view(a), view(w), 1e-6f, view(want));
+  EXPECT_EQ(apart, want);
+  bf16.RmsNorm(view(in_place), view(w), 1e-6f, view(in_place));
+  std::vector<float> rounded = {RoundToBf16(fine), 2.0f};
+  plain.RmsNorm(view(rounded), view(w), 1e-6f, view(want));
+  EXPECT_EQ(in_place, want);
+  EXPECT_NE(in_place, apart);
+}
+
 }  // namespace
 }  // namespace dsv3

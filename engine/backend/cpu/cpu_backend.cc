@@ -163,13 +163,17 @@ void CpuBackend::RmsNorm(const TensorView& x, const TensorView& weight, float ep
                          const TensorView& out) {
   const int64_t m = x.dim(0), d = x.dim(1);
   const float* w = weight.ptr<float>();
+  // bf16_activations: the GPU's in-place norms are of BF16 linear outputs (the q_a and kv_a
+  // latents); the others read the F32 residual stream.
+  const bool bf16_input = x.data == out.data;
+  const auto in = [&](float v) { return bf16_input ? In(v) : v; };
   for (int64_t r = 0; r < m; ++r) {
     const float* xr = x.ptr<float>() + r * x.strides[0];
     float* yr = out.ptr<float>() + r * out.strides[0];
     double sum = 0;
-    for (int64_t i = 0; i < d; ++i) sum += static_cast<double>(In(xr[i])) * In(xr[i]);
+    for (int64_t i = 0; i < d; ++i) sum += static_cast<double>(in(xr[i])) * in(xr[i]);
     const float inv = static_cast<float>(1.0 / std::sqrt(sum / d + eps));
-    for (int64_t i = 0; i < d; ++i) yr[i] = w[i] * (In(xr[i]) * inv);
+    for (int64_t i = 0; i < d; ++i) yr[i] = w[i] * (in(xr[i]) * inv);
   }
 }
 
@@ -187,7 +191,7 @@ void CpuBackend::Add(const TensorView& a, const TensorView& b, const TensorView&
     const float* ar = a.ptr<float>() + r * a.strides[0];
     const float* br = b.ptr<float>() + r * b.strides[0];
     float* o = out.ptr<float>() + r * out.strides[0];
-    for (int64_t i = 0; i < d; ++i) o[i] = In(ar[i]) + In(br[i]);
+    for (int64_t i = 0; i < d; ++i) o[i] = ar[i] + br[i];  // F32 on the GPU as well
   }
 }
 

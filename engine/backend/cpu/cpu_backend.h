@@ -22,9 +22,11 @@ struct CpuBackendOptions {
   // x is quantized like the GPU's 1x128 activation scaling: per row and per 128 columns,
   // s = max(amax, 1e-4) / 448, x := e4m3(x / s) * s (round to nearest even, saturating).
   bool fp8_activations = false;
-  // Activations rounded to BF16 where the GPU holds them in BF16: every op's activation inputs,
-  // the latent cache, each expert's output before the weighted combine, and the GPU's BF16
-  // copies of MLA's kv_b and of the router weights.
+  // Activations rounded to BF16 where the GPU holds them in BF16: the inputs of linear layers,
+  // rotary embedding and SiLU-gate, the q_a and kv_a latents RMSNorm normalizes in place, the
+  // latent cache, each expert's output before the weighted combine, and the GPU's BF16 copies
+  // of MLA's kv_b and of the router weights. Not the residual stream, which the GPU keeps in
+  // F32 (its additions and the RMSNorms that read it into another buffer stay exact).
   bool bf16_activations = false;
 };
 

@@ -431,19 +431,22 @@ void CudaBackend::Synchronize() { DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_)
 void CudaBackend::Embedding(const TensorView& table, std::span<const int32_t> ids,
                             int64_t first_row, const TensorView& out) {
   OpScope timed(*this, "embedding");
-  assert(table.dtype == DType::kBF16 && out.dtype == DType::kBF16);
+  assert(table.dtype == DType::kBF16 && (out.dtype == DType::kBF16 || out.dtype == DType::kF32));
   Tensor d_ids = UploadBytes(ids.data(), DType::kI32, {static_cast<int64_t>(ids.size())});
   kernels::Embedding({table.data, d_ids.ptr<int32_t>(), out.data, out.strides[0],
-                      static_cast<int64_t>(ids.size()), table.dim(1), first_row, table.dim(0)},
+                      static_cast<int64_t>(ids.size()), table.dim(1), first_row, table.dim(0),
+                      ElemTypeOf(out.dtype)},
                      stream_);
 }
 
 void CudaBackend::RmsNorm(const TensorView& x, const TensorView& weight, float eps,
                           const TensorView& out) {
   OpScope timed(*this, "rmsnorm");
-  assert(x.dtype == DType::kBF16 && out.dtype == DType::kBF16 && weight.dtype == DType::kF32);
+  const auto float_like = [](DType t) { return t == DType::kBF16 || t == DType::kF32; };
+  assert(float_like(x.dtype) && float_like(out.dtype) && weight.dtype == DType::kF32);
+  assert(x.data != out.data || x.dtype == out.dtype);
   kernels::RmsNorm({x.data, x.strides[0], weight.ptr<float>(), out.data, out.strides[0], x.dim(0),
-                    x.dim(1), eps},
+                    x.dim(1), eps, ElemTypeOf(x.dtype), ElemTypeOf(out.dtype)},
                    stream_);
 }
 
