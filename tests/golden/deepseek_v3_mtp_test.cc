@@ -2,8 +2,9 @@
 //
 // No transformers reference exists for it (transformers ignores layer num_hidden_layers), so the
 // float32 reference of the SPEC math is tools/fixtures/make_mtp_reference.py; where its output
-// (<fixture>-ref/mtp_logits.npy, from the fixture's first longest prompt) is present the test holds
-// dsv3-generate's numbers to it within 1e-4, else that check is skipped. What runs here always:
+// (<fixture>-ref/mtp_logits.npy, from the first kMtpReferenceTokens tokens of the fixture's first
+// longest prompt) is present the test holds dsv3-generate's numbers to it within 1e-4, else that
+// check is skipped. What runs here always:
 // - one MTP pass over a whole prefill equals the MTP module fed one position at a time through
 //   its paged cache (naive and absorbed attention, cache writes and reads, block tables);
 // - dsv3-generate --mtp-logits-out writes [T-1, V], equal to ForwardMtp in process;
@@ -34,6 +35,8 @@ using ::dsv3::testing::FixturePath;
 using ::dsv3::testing::RelativeError;
 
 constexpr int32_t kBlockSize = 16;
+// make_mtp_reference.py --prefix-tokens: the reference covers this prefix of the prompt.
+constexpr size_t kMtpReferenceTokens = 65;
 
 std::vector<int32_t> Table(int32_t n) {
   std::vector<int32_t> table((n + kBlockSize - 1) / kBlockSize);
@@ -113,10 +116,12 @@ TEST_P(MtpFixtureTest, GenerateWritesMtpLogitsOfThePrompt) {
   std::string name = GetParam();
   const std::string fixture = name.substr(0, name.find('-'));
   const auto ref = ::dsv3::testing::LoadFixtureReference(fixture);
-  // The first longest prompt, as make_mtp_reference.py takes it.
-  const std::vector<int32_t>& tokens = *std::max_element(
+  // The first longest prompt's first tokens, as make_mtp_reference.py takes them.
+  const std::vector<int32_t>& longest = *std::max_element(
       ref.prompts.begin(), ref.prompts.end(),
       [](const auto& a, const auto& b) { return a.size() < b.size(); });
+  const std::vector<int32_t> tokens(
+      longest.begin(), longest.begin() + std::min<size_t>(longest.size(), kMtpReferenceTokens));
   const int32_t n = static_cast<int32_t>(tokens.size());
 
   ::dsv3::testing::TempDir dir;
