@@ -106,6 +106,10 @@ absl::StatusOr<int64_t> KvBlocksForGpuMemory(ModelRunner& runner, const EngineCo
         "--gpu-memory-utilization applies to GPU backends; the ", backend.name(),
         " backend sizes its KV cache by --kv-memory-mb or --num-kv-blocks"));
   }
+  // A share more than was free fails before the profile, which would take that memory.
+  DSV3_RETURN_IF_ERROR(KvBytesForGpuMemory(
+      config.gpu_memory_utilization, {.total = start->total, .free_at_start = start->free_at_start})
+                           .status());
   const int32_t bs = config.block_size;
   const int64_t block_bytes = KvCache::BytesPerBlock(mc, bs, backend.kv_cache_dtype(), mtp_layer);
   const int64_t context = config.max_model_len > 0 ? config.max_model_len

@@ -62,7 +62,9 @@ TEST(ResolveMaxModelLenTest, ExplicitMustFitDefaultIsCappedWithAWarning) {
     }
     ASSERT_TRUE(got.ok()) << got.status();
     EXPECT_EQ(*got, c.want);
-    if (c.says.empty()) EXPECT_EQ(warning, "");
+    if (c.says.empty()) {
+      EXPECT_EQ(warning, "");
+    }
     for (const auto& s : c.says) EXPECT_THAT(warning, HasSubstr(s));
   }
 }

@@ -75,7 +75,9 @@ TEST(LogFormatTest, JsonLinesParseBackWithEveryField) {
     ASSERT_TRUE(j.is_object()) << lines[0];
     EXPECT_TRUE(std::regex_match(j["timestamp"].get<std::string>(), kTimestamp)) << lines[0];
     EXPECT_EQ(j["level"], c.level);
-    if (!c.message.empty()) EXPECT_EQ(j["message"], c.message);
+    if (!c.message.empty()) {
+      EXPECT_EQ(j["message"], c.message);
+    }
     for (const auto& [key, value] : c.fields.items()) EXPECT_EQ(j[key], value) << key;
     EXPECT_EQ(j.size(), 3 + c.fields.size() + (j.contains("request_id") && c.fields.empty()))
         << lines[0];
@@ -96,7 +98,7 @@ TEST(LogFormatTest, JsonEscapesQuotesNewlinesAndControlCharacters) {
 
 TEST(LogFormatTest, AMessageThatLooksLikeAnEventButIsNotStaysItself) {
   CapturedLog log(LogFormat::kJson);
-  spdlog::info("\x1e{{not json");
+  spdlog::info("{}", "\x1e{not json");
   const auto j = nlohmann::json::parse(log.Lines().at(0));
   EXPECT_EQ(j["message"], "\x1e{not json");
 }

@@ -189,7 +189,7 @@ absl::Status CudaBackend::RunGraphable(const GraphPartKey& part,
 
 void CudaBackend::DropGraphs(uint64_t owner) {
   DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  std::erase_if(graphs_, [owner](auto& item) {
+  std::erase_if(graphs_, [this, owner](auto& item) {
     if (std::get<0>(item.first).owner != owner) return false;
     if (item.second.exec != nullptr) cudaGraphExecDestroy(item.second.exec);
     graph_exec_bytes_ -= item.second.exec_bytes;
