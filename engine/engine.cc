@@ -5,6 +5,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "engine/kv_sizing.h"
 #include "engine/model/kv_cache.h"
 #include "engine/model/model.h"
 #include "engine/model_runner.h"
@@ -12,6 +13,7 @@
 #include "engine/speculator.h"
 #include "engine/tokenizer/detokenizer.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "engine/util/log_format.h"
 #include "spdlog/spdlog.h"
 
 namespace dsv3 {
@@ -19,9 +21,17 @@ namespace dsv3 {
 absl::Status EngineConfig::Validate() const {
   if (block_size < 1) return absl::InvalidArgumentError("block_size must be >= 1");
   if (num_kv_blocks < 0) return absl::InvalidArgumentError("num_kv_blocks must be >= 0");
-  if (num_kv_blocks == 0 && kv_memory_bytes <= 0) {
-    return absl::InvalidArgumentError("kv_memory_bytes must be > 0 when num_kv_blocks is 0");
+  if (kv_memory_bytes < 0) return absl::InvalidArgumentError("kv_memory_bytes must be >= 0");
+  if (gpu_memory_utilization < 0 || gpu_memory_utilization > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--gpu-memory-utilization must be in (0, 1], got ", gpu_memory_utilization));
   }
+  if (num_kv_blocks == 0 && kv_memory_bytes == 0 && gpu_memory_utilization == 0) {
+    return absl::InvalidArgumentError(
+        "no KV cache size: set num_kv_blocks, kv_memory_bytes or gpu_memory_utilization");
+  }
+  if (graph_memory_bytes < 0) return absl::InvalidArgumentError("graph_memory_bytes must be >= 0");
+  if (max_model_len < 0) return absl::InvalidArgumentError("max_model_len must be >= 0");
   if (max_queued_requests < 1) return absl::InvalidArgumentError("max_queued_requests must be >= 1");
   if (max_queued_tokens < 1) return absl::InvalidArgumentError("max_queued_tokens must be >= 1");
   if (stream_queue_capacity < 1) {
@@ -71,8 +81,9 @@ struct ActiveRequest {
 class Engine::Impl {
  public:
   Impl(ModelRunner& runner, const Tokenizer* tokenizer, const EngineConfig& config,
-       int32_t num_blocks)
+       int32_t num_blocks, int64_t max_context)
       : runner_(runner),
+        max_context_(max_context),
         model_(runner.model()),
         tokenizer_(tokenizer),
         config_(config),
@@ -83,8 +94,6 @@ class Engine::Impl {
       speculator_ =
           std::make_unique<Speculator>(runner, sampler_, config.scheduler.speculative_tokens);
     }
-    max_context_ = std::min<int64_t>(model_.config().max_position_embeddings,
-                                     static_cast<int64_t>(num_blocks) * config.block_size);
     stats_.kv_blocks_total = num_blocks;
     stats_.kv_blocks_free = num_blocks;
     thread_ = std::thread([this] { Loop(); });
@@ -113,7 +122,7 @@ class Engine::Impl {
     if (n + request.sampling.max_tokens > max_context_) {
       return absl::InvalidArgumentError(absl::StrCat(
           "prompt (", n, " tokens) plus max_tokens (", request.sampling.max_tokens,
-          ") exceeds the context limit of ", max_context_, " tokens"));
+          ") exceeds the context limit of ", max_context_, " tokens (--max-model-len)"));
     }
     if (!request.sampling.stop.empty() && tokenizer_ == nullptr) {
       return absl::FailedPreconditionError("stop strings need a tokenizer; none is loaded");
@@ -131,12 +140,14 @@ class Engine::Impl {
         std::max<int64_t>(0, config_.scheduler.max_running_seqs - started_requests_);
     if (queued_requests_ >= config_.max_queued_requests + free_slots) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "too many queued requests (limit ", config_.max_queued_requests, " beyond ",
-          config_.scheduler.max_running_seqs, " running)"));
+          "too many queued requests (limit ", config_.max_queued_requests,
+          ", --max-queued-requests, beyond ", config_.scheduler.max_running_seqs,
+          " running, --max-running-seqs); retry later"));
     }
     if (queued_tokens_ + n > config_.max_queued_tokens) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "too many queued prompt tokens (limit ", config_.max_queued_tokens, ")"));
+          "too many queued prompt tokens (limit ", config_.max_queued_tokens,
+          ", --max-queued-tokens); retry later"));
     }
     const int64_t id = next_id_++;
     auto stream = std::make_shared<RequestStream>(id, config_.stream_queue_capacity);
@@ -393,7 +404,8 @@ class Engine::Impl {
       ++finished_;
     }
     if (reason == FinishReason::kError) {
-      spdlog::warn("request {} failed: {}", r.request.request_id, error);
+      LogEvent(spdlog::level::warn, "request failed",
+               {{"request_id", r.request.request_id}, {"error", error}});
     }
     final_deltas_.emplace_back(r.stream, std::move(delta));
   }
@@ -426,10 +438,10 @@ class Engine::Impl {
   }
 
   ModelRunner& runner_;
+  const int64_t max_context_;
   DeepseekV3Model& model_;
   const Tokenizer* tokenizer_;
   const EngineConfig config_;
-  int64_t max_context_ = 0;
 
   // Engine-thread state.
   BlockPool pool_;
@@ -482,24 +494,53 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelRunner& runner,
   }
   const int64_t num_layers = mc.num_hidden_layers + (mtp ? 1 : 0);
   int64_t num_blocks = config.num_kv_blocks;
-  if (num_blocks == 0) {
+  GpuMemoryUse gpu;
+  if (num_blocks == 0 && config.kv_memory_bytes > 0) {
     const int64_t bytes_per_token =
         KvCache::BytesPerBlock(mc, 1, model.backend().kv_cache_dtype(), mtp) / num_layers;
     auto blocks = NumBlocksForBudget(config.kv_memory_bytes, config.block_size, num_layers,
                                      bytes_per_token);
+    if (!blocks.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(KvSizingFlag(config), ": ", blocks.status().message()));
+    }
+    num_blocks = *blocks;
+  } else if (num_blocks == 0) {
+    auto blocks = KvBlocksForGpuMemory(runner, config, mtp, &gpu);
     if (!blocks.ok()) return blocks.status();
     num_blocks = *blocks;
   }
   if (num_blocks > (int64_t{1} << 31) - 1) {
-    return absl::InvalidArgumentError("num_kv_blocks is too large for a block id");
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--num-kv-blocks ", num_blocks, " is too large for a block id (at most 2^31 - 1)"));
   }
+  std::string warning;
+  auto max_context = ResolveMaxModelLen(config, mc.max_position_embeddings,
+                                        num_blocks * config.block_size, &warning);
+  if (!max_context.ok()) return max_context.status();
+  if (!warning.empty()) spdlog::warn("{}", warning);
   if (absl::Status s = runner.AllocateCache(num_blocks, config.block_size, mtp); !s.ok()) {
     return s;
   }
-  spdlog::info("engine: {} KV blocks of {} tokens ({} tokens)", num_blocks, config.block_size,
-               num_blocks * config.block_size);
-  return std::unique_ptr<Engine>(new Engine(
-      nullptr, std::make_unique<Impl>(runner, tokenizer, config, static_cast<int32_t>(num_blocks))));
+  const int64_t kv_bytes =
+      num_blocks * KvCache::BytesPerBlock(mc, config.block_size, model.backend().kv_cache_dtype(), mtp);
+  if (gpu.total > 0) {
+    spdlog::info(
+        "device memory ({}, per rank): {:.2f} GiB of {:.2f} GiB; weights and workspaces "
+        "{:.2f} GiB, peak activations {:.2f} GiB, CUDA graph reserve {:.2f} GiB, KV cache "
+        "{:.2f} GiB",
+        KvSizingFlag(config), config.gpu_memory_utilization * gpu.total / double(1 << 30),
+        gpu.total / double(1 << 30), gpu.ours / double(1 << 30),
+        gpu.activation_peak / double(1 << 30), gpu.graph_reserve / double(1 << 30),
+        kv_bytes / double(1 << 30));
+  }
+  spdlog::info("engine: KV cache of {} blocks of {} tokens ({} tokens, {:.2f} GiB, from {}); "
+               "context limit {} tokens (--max-model-len)",
+               num_blocks, config.block_size, num_blocks * config.block_size,
+               kv_bytes / double(1 << 30), KvSizingFlag(config), *max_context);
+  return std::unique_ptr<Engine>(
+      new Engine(nullptr, std::make_unique<Impl>(runner, tokenizer, config,
+                                                 static_cast<int32_t>(num_blocks), *max_context)));
 }
 
 Engine::Engine(std::unique_ptr<ModelRunner> owned_runner, std::unique_ptr<Impl> impl)

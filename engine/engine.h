@@ -28,10 +28,23 @@ class DeepseekV3Model;
 class ModelRunner;
 class Tokenizer;
 
+// The limits name the dsv3-server / dsv3-generate flag that sets each in their errors
+// (--max-model-len, --max-queued-requests, ...), so that operators know what to change.
 struct EngineConfig {
-  int32_t block_size = 64;        // tokens per KV block
-  int64_t num_kv_blocks = 0;      // > 0: exactly this many blocks
-  int64_t kv_memory_bytes = 1ll << 30;  // used when num_kv_blocks == 0
+  int32_t block_size = 64;  // tokens per KV block (--kv-block-size)
+  // The KV pool's size (engine/kv_sizing.h), first that applies: num_kv_blocks > 0 blocks
+  // (--num-kv-blocks); kv_memory_bytes > 0 bytes (--kv-memory-mb); else what is left of
+  // gpu_memory_utilization x the device's memory (--gpu-memory-utilization, GPU backends), after
+  // weights, the profiled peak activations and graph_memory_bytes for CUDA graphs
+  // (--cuda-graph-memory-mb; the server bounds the graphs to it, Backend::SetGraphMemoryLimit).
+  int64_t num_kv_blocks = 0;
+  int64_t kv_memory_bytes = 1ll << 30;
+  double gpu_memory_utilization = 0;
+  int64_t graph_memory_bytes = 0;
+  // Longest prompt + output per sequence (--max-model-len); 0: max_position_embeddings capped
+  // to what the pool holds, with a warning when capped. Create fails when a set value does not
+  // fit either.
+  int64_t max_model_len = 0;
   SchedulerConfig scheduler;
   // Requests submitted but not yet scheduled for their first step; Submit beyond: RESOURCE_EXHAUSTED.
   int32_t max_queued_requests = 1024;
@@ -140,7 +153,7 @@ class Engine {
   ~Engine();  // Shutdown()
 
   // Validates (sampling parameters, token ids inside the vocabulary, prompt not empty, prompt +
-  // max_tokens within the context and the KV pool) and queues the request. InvalidArgument names
+  // max_tokens within max_context()) and queues the request. InvalidArgument names
   // the problem; ResourceExhausted when the queue limits are reached; FailedPrecondition after
   // Shutdown; Unavailable once the model group has broken.
   absl::StatusOr<std::shared_ptr<RequestStream>> Submit(EngineRequest request);
@@ -152,7 +165,7 @@ class Engine {
 
   EngineStats Stats() const;
   const EngineConfig& config() const;
-  int64_t max_context() const;  // longest prompt + output a request may have
+  int64_t max_context() const;  // longest prompt + output a request may have (max_model_len)
 
  private:
   class Impl;

@@ -12,13 +12,25 @@
 namespace dsv3 {
 namespace {
 
+// AllocateCache on one rank: the old cache goes first (so that the two never coexist), and
+// num_blocks 0 leaves none, with the pool's unused memory handed back to the driver.
+std::unique_ptr<KvCache> MakeCache(DeepseekV3Model& model, int64_t num_blocks, int32_t block_size,
+                                   bool mtp_layer, std::unique_ptr<KvCache> old = nullptr) {
+  old.reset();
+  if (num_blocks == 0) {
+    model.backend().ReleaseCachedMemory();
+    return nullptr;
+  }
+  return std::make_unique<KvCache>(model.backend(), model.config(), num_blocks, block_size,
+                                   mtp_layer);
+}
+
 class LocalModelRunner final : public ModelRunner {
  public:
   explicit LocalModelRunner(DeepseekV3Model& model) : model_(model) {}
 
   absl::Status AllocateCache(int64_t num_blocks, int32_t block_size, bool mtp_layer) override {
-    cache_ = std::make_unique<KvCache>(model_.backend(), model_.config(), num_blocks, block_size,
-                                       mtp_layer);
+    cache_ = MakeCache(model_, num_blocks, block_size, mtp_layer, std::move(cache_));
     return absl::OkStatus();
   }
   absl::Status Execute(const ForwardBatch& batch, std::vector<float>& logits, MlaMode mla_mode,
@@ -32,6 +44,7 @@ class LocalModelRunner final : public ModelRunner {
   absl::Status Health() override { return absl::OkStatus(); }
   void Shutdown() override {}
   DeepseekV3Model& model() override { return model_; }
+  int world_size() const override { return 1; }
   KvCache& cache() override { return *cache_; }
 
  private:
@@ -59,7 +72,7 @@ class TpLeaderRunner final : public ModelRunner {
                      .num_kv_blocks = num_blocks,
                      .kv_block_size = block_size};
     DSV3_RETURN_IF_ERROR(SendLocked(m));
-    cache_ = std::make_unique<KvCache>(model_.backend(), model_.config(), num_blocks, block_size);
+    cache_ = MakeCache(model_, num_blocks, block_size, /*mtp_layer=*/false, std::move(cache_));
     return absl::OkStatus();
   }
 
@@ -99,6 +112,7 @@ class TpLeaderRunner final : public ModelRunner {
   }
 
   DeepseekV3Model& model() override { return model_; }
+  int world_size() const override { return comm_.world_size(); }
   KvCache& cache() override { return *cache_; }
 
  private:
@@ -205,8 +219,8 @@ absl::Status RunWorker(DeepseekV3Model& model, Communicator& comm) {
         DSV3_RETURN_IF_ERROR(comm.Barrier());
         break;
       case ControlMessage::Kind::kAllocateCache:
-        cache = std::make_unique<KvCache>(model.backend(), model.config(), m.num_kv_blocks,
-                                          m.kv_block_size);
+        cache = MakeCache(model, m.num_kv_blocks, m.kv_block_size, /*mtp_layer=*/false,
+                          std::move(cache));
         break;
       case ControlMessage::Kind::kStep:
         DSV3_RETURN_IF_ERROR(CheckPlanFits(m.batch, model.config(), cache.get()));

@@ -32,8 +32,10 @@ class ModelRunner {
  public:
   virtual ~ModelRunner() = default;
 
-  // Allocates the paged latent cache on every rank, with the MTP module's layer when `mtp_layer`.
-  // Once, before the first Execute.
+  // Allocates the paged latent cache on every rank, with the MTP module's layer when `mtp_layer`,
+  // replacing the one before (KV sizing runs a dummy step on a small cache first,
+  // engine/kv_sizing.h). num_blocks 0 releases the cache, and every rank's backend returns its
+  // unused pool memory to the driver (Backend::ReleaseCachedMemory).
   virtual absl::Status AllocateCache(int64_t num_blocks, int32_t block_size,
                                      bool mtp_layer = false) = 0;
   // Runs one step: the latents of the new tokens go into the cache, the float32 logits of
@@ -53,6 +55,7 @@ class ModelRunner {
   virtual void Shutdown() = 0;
 
   virtual DeepseekV3Model& model() = 0;
+  virtual int world_size() const = 0;  // tensor-parallel ranks (1: this process alone)
   virtual KvCache& cache() = 0;  // after AllocateCache
 };
 

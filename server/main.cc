@@ -7,14 +7,13 @@
 
 #include <atomic>
 
-#include "engine/backend/backend_factory.h"
 #include "engine/group_failure_exit.h"
 #include "engine/model_group.h"
+#include "engine/util/log_format.h"
 #include "server/model_loader.h"
 #include "server/server.h"
 #include "server/server_flags.h"
 #include "server/shutdown_signals.h"
-#include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
 int main(int argc, char** argv) {
@@ -23,9 +22,8 @@ int main(int argc, char** argv) {
   if (!flags.options) return flags.exit_code;
   const ServerOptions& options = *flags.options;
 
-  spdlog::set_default_logger(spdlog::stderr_color_mt("dsv3-server"));
-  spdlog::set_level(spdlog::level::from_str(options.log_level));
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  dsv3::InstallStderrLogger("dsv3-server", *dsv3::ParseLogFormat(options.log_format),
+                            spdlog::level::from_str(options.log_level));
 
   auto shutdown = InstallShutdownSignals();
   if (!shutdown.ok()) {
@@ -63,7 +61,7 @@ int main(int argc, char** argv) {
   const dsv3::GroupFailureExit::Armed armed = dsv3::GroupFailureExit::Get().Arm(**group);
   if ((*group)->is_worker()) {
     // Workers hold a shard and run rank 0's plans: no gRPC, no metrics, no tokenizer.
-    auto backend = dsv3::MakeBackend(options.device, options.threads, (*group)->local_rank());
+    auto backend = MakeServerBackend(options, (*group)->local_rank());
     absl::Status st = backend.status();
     if (st.ok()) st = (*group)->Load(*model_dir, *std::move(backend));
     if (st.ok()) st = (*group)->RunWorker();

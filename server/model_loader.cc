@@ -3,16 +3,24 @@
 #include <filesystem>
 
 #include "engine/backend/backend_factory.h"
+#include "engine/kv_sizing.h"
 #include "server/random_model_marker.h"
 #include "spdlog/spdlog.h"
 
 namespace dsv3::server {
 
-EngineConfig EngineConfigFromFlags(const ServerOptions& o) {
+EngineConfig EngineConfigFromFlags(const ServerOptions& o, Device device) {
   EngineConfig c;
   c.block_size = o.kv_block_size;
   c.num_kv_blocks = o.num_kv_blocks;
   c.kv_memory_bytes = o.kv_memory_mb << 20;
+  c.max_model_len = o.max_model_len;
+  if (device == Device::kCuda) {
+    c.gpu_memory_utilization = o.gpu_memory_utilization;
+    c.graph_memory_bytes = o.cuda_graph_memory_mb << 20;
+  } else if (o.num_kv_blocks == 0 && o.kv_memory_mb == 0) {
+    c.kv_memory_bytes = kCpuKvMemoryMb << 20;
+  }
   c.scheduler.max_batched_tokens = o.max_batched_tokens;
   c.scheduler.max_running_seqs = o.max_running_seqs;
   c.scheduler.enable_prefix_caching = !o.disable_prefix_cache;
@@ -21,6 +29,14 @@ EngineConfig EngineConfigFromFlags(const ServerOptions& o) {
   c.max_queued_tokens = o.max_queued_tokens;
   c.stream_queue_capacity = o.stream_queue_capacity;
   return c;
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeServerBackend(const ServerOptions& o,
+                                                          int local_rank) {
+  auto backend = MakeBackend(o.device, o.threads, local_rank);
+  if (!backend.ok()) return backend.status();
+  (*backend)->SetGraphMemoryLimit(o.cuda_graph_memory_mb << 20);
+  return backend;
 }
 
 absl::StatusOr<std::string> ResolveModelDir(const ServerOptions& o) {
@@ -50,7 +66,7 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const ServerOptions& o,
         loaded->model_dir);
   }
 
-  auto backend = MakeBackend(o.device, o.threads, group.local_rank());
+  auto backend = MakeServerBackend(o, group.local_rank());
   if (!backend.ok()) return backend.status();
   if (absl::Status s = group.Load(loaded->model_dir, *std::move(backend)); !s.ok()) return s;
   loaded->backend = &group.backend();
@@ -81,7 +97,14 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const ServerOptions& o,
                loaded->defaults.chat_template == ChatTemplate::kR1 ? "R1" : "V3",
                loaded->defaults.sampling.temperature, loaded->defaults.sampling.top_p);
 
-  auto engine = Engine::Create(group.runner(), loaded->tokenizer.get(), EngineConfigFromFlags(o));
+  const Device device = group.backend().device();
+  if (device != Device::kCuda && o.num_kv_blocks == 0 && o.kv_memory_mb == 0) {
+    spdlog::info("--gpu-memory-utilization does not apply to the {} backend: KV cache of "
+                 "--kv-memory-mb {}",
+                 group.backend().name(), kCpuKvMemoryMb);
+  }
+  auto engine = Engine::Create(group.runner(), loaded->tokenizer.get(),
+                               EngineConfigFromFlags(o, device));
   if (!engine.ok()) return engine.status();
   loaded->engine = *std::move(engine);
   return loaded;

@@ -22,7 +22,14 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const ServerOptions& opti
                                                        const std::string& model_dir,
                                                        ModelGroup& group);
 
-// The engine configuration the flags describe.
-EngineConfig EngineConfigFromFlags(const ServerOptions& options);
+// The engine configuration the flags describe for a backend on `device`: on the cpu backend
+// --gpu-memory-utilization does not apply, and the KV cache takes --kv-memory-mb (default
+// kCpuKvMemoryMb) unless --num-kv-blocks is set.
+EngineConfig EngineConfigFromFlags(const ServerOptions& options, Device device);
+
+// The backend --device names on GPU `local_rank`, with CUDA graphs bounded by
+// --cuda-graph-memory-mb (every rank, so that the reserve KV sizing set aside holds).
+absl::StatusOr<std::unique_ptr<Backend>> MakeServerBackend(const ServerOptions& options,
+                                                          int local_rank);
 
 }  // namespace dsv3::server

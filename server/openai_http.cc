@@ -16,6 +16,7 @@
 #include "server/openai_error.h"
 #include "server/openai_generation.h"
 #include "server/openai_response.h"
+#include "server/request_log.h"
 #include "spdlog/spdlog.h"
 
 namespace dsv3::server::openai {
@@ -72,10 +73,7 @@ struct Call {
     if (delta.finished()) {
       state.metrics().RecordLatency(delta.time_to_first_token_s, delta.time_per_output_token_s,
                                     delta.completion_tokens);
-      spdlog::info("{} {}: {} after {}+{} tokens ({} cached), ttft {:.1f} ms, {:.2f} ms/token",
-                   request_id, method, FinishReasonName(delta.finish_reason),
-                   delta.prompt_tokens, delta.completion_tokens, delta.cached_tokens,
-                   delta.time_to_first_token_s * 1e3, delta.time_per_output_token_s * 1e3);
+      LogFinished(request_id, method, delta);
       if (absl::Status st = ChoiceStatus(choice); !st.ok() && status.ok()) status = st;
     }
     return piece;
@@ -150,8 +148,8 @@ std::function<void(bool)> AbortWhenClientLeft(std::shared_ptr<Call> call) {
     if (success) return;
     call->generation->Abort();
     if (call->status.ok()) call->status = absl::CancelledError("the client disconnected");
-    spdlog::info("{} {}: the client disconnected, aborted in the engine", call->request_id,
-                 call->method);
+    LogEvent(spdlog::level::info, "the client disconnected, aborted in the engine",
+             {{"request_id", call->request_id}, {"method", call->method}});
   };
 }
 
@@ -196,9 +194,11 @@ OpenAiHttpServer::OpenAiHttpServer(ServingState& state, HttpOptions options)
         SendError(res, absl::InternalError(what));
       });
   http_->set_error_handler(httplib::Server::HandlerWithResponse(
-      [](const httplib::Request& req, httplib::Response& res) {
+      [max_body_bytes = options_.max_body_bytes](const httplib::Request& req,
+                                                 httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-    ApiError error = ToApiError(absl::InvalidArgumentError("the request body is too large"));
+    ApiError error = ToApiError(absl::InvalidArgumentError(absl::StrCat(
+        "the request body is larger than ", max_body_bytes, " bytes (--max-message-mb)")));
     if (res.status != 413) {
       error.message = absl::StrCat("no endpoint ", req.method, " ", req.path);
       error.param.reset();

@@ -72,17 +72,43 @@ ParsedFlags ParseServerFlags(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  app.add_option("--log-format", o.log_format,
+                 "stderr log lines: text, or json (one object per line: timestamp, level, "
+                 "message, and request_id, method and other fields on request lines)")
+      ->check(CLI::IsMember({"text", "json"}));
 
   auto* limits = "Limits";
   app.add_option("--kv-block-size", o.kv_block_size, "tokens per KV block")
       ->group(limits)
       ->check(CLI::Range(1, 4096));
-  app.add_option("--num-kv-blocks", o.num_kv_blocks, "KV blocks (0: from --kv-memory-mb)")
+  app.add_option("--gpu-memory-utilization", o.gpu_memory_utilization,
+                 "cuda backend: fraction of the GPU's memory this server may use per rank; the "
+                 "KV cache gets what weights, peak activations (profiled at startup) and "
+                 "--cuda-graph-memory-mb leave. Does not apply to the cpu backend "
+                 "(--kv-memory-mb)")
+      ->group(limits)
+      ->check(CLI::Range(0.0, 1.0) & CLI::PositiveNumber);
+  app.add_option("--cuda-graph-memory-mb", o.cuda_graph_memory_mb,
+                 "cuda backend: memory per rank that CUDA graphs may hold, set aside within "
+                 "--gpu-memory-utilization; steps that would need more run without graphs")
       ->group(limits)
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--kv-memory-mb", o.kv_memory_mb, "KV cache memory when --num-kv-blocks is 0")
+  app.add_option("--num-kv-blocks", o.num_kv_blocks,
+                 "KV blocks per rank; overrides --kv-memory-mb and --gpu-memory-utilization "
+                 "(0: unset)")
       ->group(limits)
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--kv-memory-mb", o.kv_memory_mb,
+                 "KV cache memory per rank; overrides --gpu-memory-utilization (0: unset: "
+                 "--gpu-memory-utilization on cuda, 1024 on cpu)")
+      ->group(limits)
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-model-len", o.max_model_len,
+                 "longest prompt + output per sequence; startup fails when the model or the KV "
+                 "cache cannot hold it (0: the model's max_position_embeddings, capped to the "
+                 "KV cache with a warning)")
+      ->group(limits)
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--max-batched-tokens", o.max_batched_tokens, "new tokens per engine step")
       ->group(limits)
       ->check(CLI::PositiveNumber);

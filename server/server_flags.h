@@ -29,7 +29,12 @@ struct ServerOptions {
   // Engine limits.
   int32_t kv_block_size = 64;
   int64_t num_kv_blocks = 0;
-  int64_t kv_memory_mb = 1024;
+  // KV pool (engine/kv_sizing.h): --num-kv-blocks, else --kv-memory-mb, else (0) the cuda
+  // backend's --gpu-memory-utilization, or kCpuKvMemoryMb (engine/kv_sizing.h) on the cpu one.
+  int64_t kv_memory_mb = 0;
+  double gpu_memory_utilization = 0.9;
+  int64_t cuda_graph_memory_mb = 2048;  // CUDA graphs' bound, inside the fraction
+  int64_t max_model_len = 0;            // 0: the model's, capped to the KV pool (warning)
   int32_t max_batched_tokens = 8192;
   int32_t max_running_seqs = 256;
   int32_t max_queued_requests = 1024;
@@ -60,7 +65,9 @@ struct ServerOptions {
   bool allow_special_tokens_in_messages = false;
 
   std::string log_level = "info";
+  std::string log_format = "text";  // text or json (engine/util/log_format.h)
 };
+
 
 // Parses argv. Returns the options, or the exit code to end with (0 after --help, 2 on a usage
 // error; CLI11 has printed the message).

@@ -22,6 +22,7 @@
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/server_callback.h"
 #include "server/cancel_reason.h"
+#include "server/request_log.h"
 #include "server/serving_state.h"
 #include "server/status_util.h"
 #include "spdlog/spdlog.h"
@@ -86,8 +87,11 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
       EngineRequest choice = request;
       choice.request_id = n == 1 ? request_id_ : request_id_ + "/" + std::to_string(i);
       if (choice.sampling.seed) *choice.sampling.seed += i;
-      spdlog::debug("{} {}: {} prompt tokens, max_tokens {}", choice.request_id, method_,
-                    choice.prompt_ids.size(), choice.sampling.max_tokens);
+      LogEvent(spdlog::level::debug, "submitted",
+               {{"request_id", choice.request_id},
+                {"method", method_},
+                {"prompt_tokens", choice.prompt_ids.size()},
+                {"max_tokens", choice.sampling.max_tokens}});
       auto stream = state_.model().engine->Submit(std::move(choice));
       if (!stream.ok()) {
         AbortAll();
@@ -234,8 +238,10 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
       }
     }
     AbortAll();
-    spdlog::info("{} {}: {}, aborted in the engine", request_id_, method_,
-                 deadline_passed ? "deadline exceeded" : "cancelled by the client");
+    LogEvent(spdlog::level::info,
+             deadline_passed ? "deadline exceeded, aborted in the engine"
+                             : "cancelled by the client, aborted in the engine",
+             {{"request_id", request_id_}, {"method", method_}});
     if (finish_now) FinishCall(status);
   }
 
@@ -287,10 +293,7 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
     usage->set_time_per_output_token_s(delta.time_per_output_token_s);
     state_.metrics().RecordLatency(delta.time_to_first_token_s, delta.time_per_output_token_s,
                                    delta.completion_tokens);
-    spdlog::info("{} {}: {} after {}+{} tokens ({} cached), ttft {:.1f} ms, {:.2f} ms/token",
-                 request_id_, method_, FinishReasonName(delta.finish_reason), delta.prompt_tokens,
-                 delta.completion_tokens, delta.cached_tokens, delta.time_to_first_token_s * 1e3,
-                 delta.time_per_output_token_s * 1e3);
+    LogFinished(request_id_, method_, delta);
   }
 
   // The only place Finish is called; callers make sure it runs once (`finished_`).
@@ -298,8 +301,11 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
     state_.metrics().RecordCall(method_, status.error_code());
     if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED &&
         status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
-      spdlog::info("{} {}: {}: {}", request_id_, method_, GrpcCodeName(status.error_code()),
-                   status.error_message());
+      LogEvent(spdlog::level::info, "failed",
+               {{"request_id", request_id_},
+                {"method", method_},
+                {"code", GrpcCodeName(status.error_code())},
+                {"error", status.error_message()}});
     }
     if (last != nullptr) {
       this->StartWriteAndFinish(last, grpc::WriteOptions(), status);

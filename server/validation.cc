@@ -127,7 +127,7 @@ absl::Status FillDefaultMaxTokens(SamplingParams& sampling, bool max_tokens_set,
   if (limits.max_tokens_cap > 0) room = std::min<int64_t>(room, limits.max_tokens_cap);
   if (room < 1) {
     return Invalid("prompt (", prompt_tokens, " tokens) leaves no room for output in the context ",
-                   "limit of ", limits.max_context, " tokens");
+                   "limit of ", limits.max_context, " tokens (--max-model-len)");
   }
   if (room < sampling.min_tokens) {
     return Invalid("sampling.min_tokens (", sampling.min_tokens, ") is more than the ", room,
@@ -146,14 +146,16 @@ absl::Status CheckPrompt(std::span<const int32_t> ids, const SamplingParams& sam
   const int64_t total = static_cast<int64_t>(ids.size()) + sampling.max_tokens;
   if (total > limits.max_context) {
     return Invalid("prompt (", ids.size(), " tokens) + sampling.max_tokens (", sampling.max_tokens,
-                   ") = ", total, " exceeds the context limit of ", limits.max_context, " tokens");
+                   ") = ", total, " exceeds the context limit of ", limits.max_context,
+                   " tokens (--max-model-len)");
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<int> CheckChoices(int32_t n) {
   if (n < 0 || n > kMaxChoices) {
-    return Invalid("n must be in [1, ", kMaxChoices, "] (0: 1), got ", n);
+    return Invalid("n must be in [1, ", kMaxChoices, "] (0: 1; a fixed limit of this server), got ",
+                   n);
   }
   return std::max(n, 1);
 }

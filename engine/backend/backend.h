@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -17,6 +18,18 @@ namespace dsv3 {
 
 class Checkpoint;
 struct Slice2D;
+
+// Device memory as a GPU backend sees it, in bytes (KV sizing by --gpu-memory-utilization,
+// engine/kv_sizing.h).
+struct DeviceMemory {
+  int64_t total = 0;          // the device's memory
+  int64_t free = 0;           // free now, as the driver reports it (all processes)
+  int64_t free_at_start = 0;  // free when the backend was created (its CUDA context made)
+  // Highest memory reserved by the backend's allocator pool since the last ResetPeakMemory
+  // (freed tensors stay reserved for reuse, so this is the footprint a step needs).
+  int64_t pool_peak = 0;
+  int64_t pool_reserved = 0;  // reserved by the pool now
+};
 
 // A linear layer's weight as the backend keeps it: y[M,N] = x[M,K] W[N,K]^T.
 // CPU: F32 (dequantized at load). CUDA: F8_E4M3 with block scales, or BF16.
@@ -148,6 +161,19 @@ class Backend {
   virtual void BeginLayer(int64_t layer) {}
   // Waits for all queued device work.
   virtual void Synchronize() {}
+
+  // ---- Device memory (GPU backends; the CPU backend has none to report) ----------------------
+  // Nullopt on a host backend.
+  virtual std::optional<DeviceMemory> MemoryInfo() { return std::nullopt; }
+  // Starts DeviceMemory::pool_peak again from what the pool holds now.
+  virtual void ResetPeakMemory() {}
+  // Synchronizes and returns the pool's unused reservations to the driver, so that a freed
+  // dummy step (the KV sizing profile) leaves nothing behind.
+  virtual void ReleaseCachedMemory() {}
+  // Device memory that lazily captured CUDA graphs may hold (their temporaries' arenas, step
+  // plans and instantiated graphs); a part that would need more runs eagerly. INT64_MAX: no
+  // bound.
+  virtual void SetGraphMemoryLimit(int64_t bytes) {}
   // Runs `body`, a sequence of this backend's ops (and collectives on its stream) that allocates
   // its own temporaries and reads the step only through the tensors named in `key` and the
   // batch of the last BeginStep. A backend with CUDA graphs runs a decode step's part eagerly,

@@ -177,7 +177,7 @@ absl::StatusOr<ControlMessage> DecodeControlMessage(const std::string& bytes) {
   } else if (m.kind == ControlMessage::Kind::kAllocateCache) {
     DSV3_RETURN_IF_ERROR(r.I64(&m.num_kv_blocks));
     DSV3_RETURN_IF_ERROR(r.I32(&m.kv_block_size));
-    if (m.num_kv_blocks < 1 || m.kv_block_size < 1) {
+    if (m.num_kv_blocks < 0 || m.kv_block_size < 1) {  // 0 blocks: release the cache
       return absl::DataLossError(absl::StrCat("step plan: cache of ", m.num_kv_blocks,
                                               " blocks of ", m.kv_block_size, " tokens"));
     }

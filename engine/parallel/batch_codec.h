@@ -29,7 +29,7 @@ struct ControlMessage {
   Kind kind = Kind::kStep;
   MlaMode mla_mode = MlaMode::kAuto;
   ForwardBatch batch = {};  // kStep only
-  int64_t num_kv_blocks = 0;  // kAllocateCache only
+  int64_t num_kv_blocks = 0;  // kAllocateCache only; 0 releases the cache
   int32_t kv_block_size = 0;  // kAllocateCache only
 };
 

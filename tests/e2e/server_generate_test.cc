@@ -152,7 +152,7 @@ TEST_F(ServerGenerateTest, BadRequestsGetPreciseErrorsWhileOthersStream) {
       {[](auto& r) { r.mutable_token_ids()->set_ids(0, -5); }, C::INVALID_ARGUMENT,
        "prompt token_ids[0] = -5 is outside the vocabulary"},
       {[](auto& r) { r.mutable_sampling()->set_max_tokens(10000000); }, C::INVALID_ARGUMENT,
-       "exceeds the context limit"},
+       "exceeds the context limit of 8192 tokens (--max-model-len)"},
       {[](auto& r) { r.mutable_sampling()->set_max_tokens(0); }, C::INVALID_ARGUMENT,
        "sampling.max_tokens must be >= 1, got 0"},
       {[](auto& r) { r.mutable_sampling()->set_temperature(-0.5); }, C::INVALID_ARGUMENT,
@@ -279,6 +279,9 @@ TEST(ServerOverload, BurstGetsResourceExhausted) {
     } else {
       EXPECT_EQ(r.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
           << r.status.error_message();
+      // The message names the flags that set the limit it hit.
+      EXPECT_THAT(r.status.error_message(), HasSubstr("--max-queued-requests"));
+      EXPECT_THAT(r.status.error_message(), HasSubstr("--max-running-seqs"));
       ++exhausted;
     }
   }

@@ -279,5 +279,36 @@ TEST(ServerValidation, ChatRequests) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+// Issue 17: an operator reading a limit error learns which flag sets the limit.
+TEST(ValidationTest, LimitErrorsNameTheFlagThatSetsTheLimit) {
+  ModelLimits limits = kLimits;
+  limits.max_tokenize_bytes = 10;
+  limits.max_tokens_fill_context = true;
+  const std::vector<int32_t> long_prompt(4096, 5);
+  SamplingParams over;
+  over.max_tokens = 4094;
+  SamplingParams unset;
+  const struct {
+    const char* name;
+    absl::Status status;
+    const char* flag;
+    const char* limit;  // the limit's value, as the message gives it
+  } cases[] = {
+      {"prompt + max_tokens", CheckPrompt(std::vector<int32_t>{1, 2, 3}, over, limits, "prompt"),
+       "(--max-model-len)", "4096"},
+      {"prompt fills the context", FillDefaultMaxTokens(unset, false, long_prompt.size(), limits),
+       "(--max-model-len)", "4096"},
+      {"text to tokenize", CheckTokenizeSize(11, limits, "prompt text"), "(--max-tokenize-bytes)",
+       "10"},
+      {"n", CheckChoices(17).status(), "a fixed limit of this server", "16"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    EXPECT_EQ(c.status.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(c.status.message(), HasSubstr(c.flag));
+    EXPECT_THAT(c.status.message(), HasSubstr(c.limit));
+  }
+}
+
 }  // namespace
 }  // namespace dsv3::server

@@ -24,13 +24,14 @@
 #include "absl/strings/str_split.h"
 #include "engine/backend/backend_factory.h"
 #include "engine/engine.h"
+#include "engine/kv_sizing.h"
 #include "engine/model_group.h"
 #include "engine/tool_group.h"
 #include "engine/model/model.h"
+#include "engine/util/log_format.h"
 #include "engine/util/npy.h"
 #include "engine/util/status_macros.h"
 #include "nlohmann/json.hpp"
-#include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
 namespace dsv3 {
@@ -66,7 +67,11 @@ struct Options {
   std::string device = "cpu";
   std::string mla_mode = "auto";
   int64_t kv_blocks = 0;
-  int64_t kv_memory_mb = 1024;
+  int64_t kv_memory_mb = 0;  // 0: --gpu-memory-utilization on cuda, kCpuKvMemoryMb on cpu
+  double gpu_memory_utilization = 0.9;
+  int64_t cuda_graph_memory_mb = 2048;
+  int64_t max_model_len = 0;
+  std::string log_format = "text";
   int block_size = 64;
   int max_batched_tokens = 8192;
   int max_running_seqs = 0;  // 0: min(256, max_batched_tokens)
@@ -214,6 +219,13 @@ int Generate(Options opt, ModelGroup& group) {
   ec.block_size = opt.block_size;
   ec.num_kv_blocks = opt.kv_blocks;
   ec.kv_memory_bytes = opt.kv_memory_mb << 20;
+  ec.max_model_len = opt.max_model_len;
+  if (group.backend().device() == Device::kCuda) {
+    ec.gpu_memory_utilization = opt.gpu_memory_utilization;
+    ec.graph_memory_bytes = opt.cuda_graph_memory_mb << 20;
+  } else if (opt.kv_blocks == 0 && opt.kv_memory_mb == 0) {
+    ec.kv_memory_bytes = kCpuKvMemoryMb << 20;
+  }
   ec.scheduler.max_batched_tokens = opt.max_batched_tokens;
   // Unless given, seats never exceed the step budget (every running sequence decodes each step).
   ec.scheduler.max_running_seqs =
@@ -269,7 +281,11 @@ int Run(Options opt) {
   const std::string model = opt.model;
   return RunToolOnModelGroup(
       go, model,
-      [&](int local_rank) { return MakeBackend(opt.device, opt.threads, local_rank); },
+      [&](int local_rank) -> absl::StatusOr<std::unique_ptr<Backend>> {
+        auto backend = MakeBackend(opt.device, opt.threads, local_rank);
+        if (backend.ok()) (*backend)->SetGraphMemoryLimit(opt.cuda_graph_memory_mb << 20);
+        return backend;
+      },
       [&](ModelGroup& group) { return Generate(std::move(opt), group); });
 }
 
@@ -277,7 +293,6 @@ int Run(Options opt) {
 }  // namespace dsv3
 
 int main(int argc, char** argv) {
-  spdlog::set_default_logger(spdlog::stderr_color_mt("dsv3"));
   dsv3::Options opt;
   opt.sampling.temperature = 0.0f;  // greedy unless asked otherwise
   CLI::App app{"dsv3-generate: offline DeepSeek-V3 generation from token ids"};
@@ -302,8 +317,23 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--mla-mode", opt.mla_mode, "MLA form for --logits-out: auto, naive or absorbed")
       ->check(CLI::IsMember({"auto", "naive", "absorbed"}));
-  app.add_option("--kv-blocks", opt.kv_blocks, "KV cache blocks (0: from --kv-memory-mb)");
-  app.add_option("--kv-memory-mb", opt.kv_memory_mb, "KV cache budget when --kv-blocks is 0");
+  app.add_option("--kv-blocks", opt.kv_blocks,
+                 "KV cache blocks; overrides --kv-memory-mb and --gpu-memory-utilization (0: unset)");
+  app.add_option("--kv-memory-mb", opt.kv_memory_mb,
+                 "KV cache memory; overrides --gpu-memory-utilization (0: unset: "
+                 "--gpu-memory-utilization on cuda, 1024 on cpu)");
+  app.add_option("--gpu-memory-utilization", opt.gpu_memory_utilization,
+                 "cuda: fraction of the GPU's memory to use; the KV cache gets what weights, peak "
+                 "activations and --cuda-graph-memory-mb leave (does not apply to cpu)")
+      ->check(CLI::Range(0.0, 1.0) & CLI::PositiveNumber);
+  app.add_option("--cuda-graph-memory-mb", opt.cuda_graph_memory_mb,
+                 "cuda: memory CUDA graphs may hold, set aside within --gpu-memory-utilization")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-model-len", opt.max_model_len,
+                 "longest prompt + output per sequence (0: the model's, capped to the KV cache)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--log-format", opt.log_format, "stderr log lines: text or json")
+      ->check(CLI::IsMember({"text", "json"}));
   app.add_option("--block-size", opt.block_size, "tokens per KV block");
   app.add_option("--max-batched-tokens", opt.max_batched_tokens, "new tokens per engine step");
   app.add_option("--max-running-seqs", opt.max_running_seqs,
@@ -327,6 +357,7 @@ int main(int argc, char** argv) {
   app.add_option("--rank-timeout-s", opt.rank_timeout_s,
                  "seconds a step may wait for another rank before the group is declared broken");
   CLI11_PARSE(app, argc, argv);
+  dsv3::InstallStderrLogger("dsv3", *dsv3::ParseLogFormat(opt.log_format), spdlog::level::info);
   opt.argv.assign(argv + 1, argv + argc);
   return dsv3::Run(std::move(opt));
 }

@@ -49,6 +49,11 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const Options& 
       cudaStreamCreateWithFlags(&b->stream_, cudaStreamNonBlocking) != cudaSuccess) {
     return absl::InternalError(absl::StrCat("CUDA init: ", cudaGetErrorString(cudaGetLastError())));
   }
+  // The baseline of --gpu-memory-utilization: what other processes (and this context) hold.
+  size_t free_bytes = 0, total_bytes = 0;
+  if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) {
+    b->free_at_start_ = static_cast<int64_t>(free_bytes);
+  }
   cudaMemPool_t pool;
   if (cudaDeviceGetDefaultMemPool(&pool, options.device) == cudaSuccess) {
     uint64_t keep_all = UINT64_MAX;
@@ -365,6 +370,10 @@ void CudaBackend::BeginStep(const AttentionBatch& batch) {
   // and kernel launches go to the calling thread's current device.
   DSV3_CUDA_CHECK(cudaSetDevice(options_.device));
   graph_step_ = GraphSignatureOf(batch);
+  if (graph_step_ && !plan_arenas_.contains(*graph_step_) &&
+      GraphMemoryBytes() >= graph_memory_limit_) {
+    graph_step_.reset();  // a new signature's plan arena would pass the graph memory limit
+  }
   BuildPlan(batch, plan_);
 }
 

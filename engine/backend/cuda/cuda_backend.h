@@ -89,6 +89,10 @@ class CudaBackend final : public Backend {
   void BeginStep(const AttentionBatch& batch) override;
   void BeginLayer(int64_t layer) override;
   void Synchronize() override;
+  std::optional<DeviceMemory> MemoryInfo() override;
+  void ResetPeakMemory() override;
+  void ReleaseCachedMemory() override;
+  void SetGraphMemoryLimit(int64_t bytes) override { graph_memory_limit_ = bytes; }
   absl::Status RunGraphable(const GraphPartKey& key,
                             absl::FunctionRef<absl::Status()> body) override;
   void DropGraphs(uint64_t owner) override;
@@ -126,6 +130,8 @@ class CudaBackend final : public Backend {
     int64_t eager = 0, captured = 0, replayed = 0;  // parts run each way
     int64_t graphs = 0;        // instantiated graphs held
     int64_t arena_bytes = 0;   // device memory of the captured parts' temporaries
+    int64_t memory_bytes = 0;  // all graph memory: arenas, plan arenas, instantiated graphs
+    int64_t over_budget = 0;   // parts left eager because SetGraphMemoryLimit was reached
   };
   GraphStats graph_stats() const;
 
@@ -289,7 +295,9 @@ class CudaBackend final : public Backend {
   struct GraphEntry {
     cudaGraphExec_t exec = nullptr;
     bool clean = false;       // the last eager run did no host work: capture next time
+    bool eager_only = false;  // capturing it would pass the graph memory limit
     int64_t arena_bytes = 0;  // its temporaries, counted in that run
+    int64_t exec_bytes = 0;   // device memory its instantiation took
     uint64_t last_use = 0;
   };
   using GraphKey = std::tuple<GraphPartKey, GraphSignature, const void*>;  // + plan arena
@@ -309,6 +317,11 @@ class CudaBackend final : public Backend {
   std::vector<PlanArenaSlot> capture_arenas_;
   bool part_running_ = false, part_host_work_ = false, capturing_ = false;
   GraphStats graph_stats_;
+  // The bound on GraphMemoryBytes (SetGraphMemoryLimit), and the instantiated graphs' share.
+  int64_t graph_memory_limit_ = INT64_MAX;
+  int64_t graph_exec_bytes_ = 0;
+  int64_t GraphMemoryBytes() const;
+  int64_t free_at_start_ = 0;  // cudaMemGetInfo's free bytes when Create made the context
   std::unique_ptr<CublasLtGemm> gemm_;
   StepPlan plan_;
   StepPlan fallback_plan_;  // for ops called outside a planned step (tests)

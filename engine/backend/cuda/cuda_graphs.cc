@@ -15,6 +15,11 @@
 //   launched; later times only launch.
 // - A graph bakes in every address it saw, so its key holds the part's outside tensors (the
 //   residual stream and the layer's cache), the signature and the plan arena.
+// - Graph memory (capture arenas, plan arenas, instantiated graphs) is bounded by
+//   SetGraphMemoryLimit, the reserve that KV sizing by --gpu-memory-utilization sets aside
+//   (--cuda-graph-memory-mb): a part whose capture would pass it stays eager, and a step of a new
+//   signature runs without graphs once the limit is reached (a plan arena already made may still
+//   grow: the bound is passed by at most one step's plan arrays).
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -111,6 +116,10 @@ absl::Status CudaBackend::RunGraphable(const GraphPartKey& part,
   }
   GraphEntry& g = graphs_[GraphKey{part, *graph_step_, graph_plan_base_}];
   g.last_use = ++graph_clock_;
+  if (g.eager_only) {
+    ++graph_stats_.eager;
+    return body();
+  }
   if (g.exec != nullptr) {
     ++graph_stats_.replayed;
     DSV3_CUDA_CHECK(cudaGraphLaunch(g.exec, stream_));
@@ -133,6 +142,12 @@ absl::Status CudaBackend::RunGraphable(const GraphPartKey& part,
   if (capture_arenas_.empty() || capture_arenas_.back().arena->size() < g.arena_bytes) {
     const int64_t previous = capture_arenas_.empty() ? 0 : capture_arenas_.back().arena->size();
     const int64_t size = std::max(g.arena_bytes, 2 * previous);
+    if (GraphMemoryBytes() + size > graph_memory_limit_) {
+      g.eager_only = true;
+      ++graph_stats_.over_budget;
+      ++graph_stats_.eager;
+      return body();
+    }
     PlanArenaSlot slot;
     slot.memory = Tensor(allocator_.get(), DType::kU8, {size});
     slot.arena = std::make_unique<ArenaAllocator>(slot.memory.view().data, size, Device::kCuda);
@@ -155,16 +170,24 @@ absl::Status CudaBackend::RunGraphable(const GraphPartKey& part,
     g.clean = false;
     return status;
   }
+  // The driver takes the executable graph's memory outside the pool: counted by what it took.
+  size_t free_before = 0, free_after = 0, total = 0;
+  DSV3_CUDA_CHECK(cudaMemGetInfo(&free_before, &total));
   DSV3_CUDA_CHECK(cudaGraphInstantiate(&g.exec, graph, 0));
   DSV3_CUDA_CHECK(cudaGraphDestroy(graph));
+  DSV3_CUDA_CHECK(cudaMemGetInfo(&free_after, &total));
+  g.exec_bytes = std::max<int64_t>(0, static_cast<int64_t>(free_before) -
+                                          static_cast<int64_t>(free_after));
+  graph_exec_bytes_ += g.exec_bytes;
   ++graph_stats_.captured;
   DSV3_CUDA_CHECK(cudaGraphLaunch(g.exec, stream_));
 
   if (graphs_.size() > kMaxGraphs) {
     // Never the one just made, which has the newest use.
     DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    DropOlderHalf(graphs_, [](const GraphEntry& entry) {
+    DropOlderHalf(graphs_, [this](const GraphEntry& entry) {
       if (entry.exec != nullptr) cudaGraphExecDestroy(entry.exec);
+      graph_exec_bytes_ -= entry.exec_bytes;
     });
   }
   return absl::OkStatus();
@@ -172,17 +195,25 @@ absl::Status CudaBackend::RunGraphable(const GraphPartKey& part,
 
 void CudaBackend::DropGraphs(uint64_t owner) {
   DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  std::erase_if(graphs_, [owner](auto& item) {
+  std::erase_if(graphs_, [this, owner](auto& item) {
     if (std::get<0>(item.first).owner != owner) return false;
     if (item.second.exec != nullptr) cudaGraphExecDestroy(item.second.exec);
+    graph_exec_bytes_ -= item.second.exec_bytes;
     return true;
   });
+}
+
+int64_t CudaBackend::GraphMemoryBytes() const {
+  int64_t bytes = graph_stats_.arena_bytes + graph_exec_bytes_;
+  for (const auto& [sig, slot] : plan_arenas_) bytes += slot.arena ? slot.arena->size() : 0;
+  return bytes;
 }
 
 CudaBackend::GraphStats CudaBackend::graph_stats() const {
   GraphStats stats = graph_stats_;
   stats.graphs = 0;
   for (const auto& [key, entry] : graphs_) stats.graphs += entry.exec != nullptr;
+  stats.memory_bytes = GraphMemoryBytes();
   return stats;
 }
 

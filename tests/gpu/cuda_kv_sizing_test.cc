@@ -1,0 +1,119 @@
+// KV sizing by --gpu-memory-utilization on the device (engine/kv_sizing.h): with fraction F, what
+// this process holds on the GPU (cudaMemGetInfo, counted from the backend's creation) stays
+// within F x total after startup and after a workload at the largest batch (prefill at
+// max_batched_tokens, decode graphs captured), and the KV cache fills the budget: after startup
+// the process holds at least F x total minus the graph reserve minus the tolerance. CUDA graphs
+// stay within their reserve. A fraction more than was free at startup is refused naming the flag.
+//
+// Tolerance: kTolerance = 1 GiB (0.7% of an H200's 141 GiB): the pool reserves in chunks, and the
+// driver's graph and cuBLASLt allocations are measured, not predicted.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <vector>
+
+#include "engine/engine.h"
+#include "engine/model/model.h"
+#include "tests/gpu/gpu_test_util.h"
+#include "tests/test_util.h"
+
+namespace dsv3 {
+namespace {
+
+using ::dsv3::testing::FixturePath;
+
+constexpr int64_t kMiB = int64_t{1} << 20;
+constexpr int64_t kTolerance = int64_t{1} << 30;
+constexpr int64_t kGraphReserve = 256 * kMiB;
+
+class CudaKvSizingTest : public ::dsv3::testing::GpuTest {
+ protected:
+  void SetUp() override {
+    GpuTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    gpu_->SetGraphMemoryLimit(kGraphReserve);
+    auto model = DeepseekV3Model::Load(FixturePath("ragged-fp8"), *gpu_);
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = *std::move(model);
+  }
+  void TearDown() override {
+    model_.reset();
+    GpuTest::TearDown();
+  }
+  // Bytes this process took on the device since the backend was created.
+  int64_t Ours() {
+    const DeviceMemory m = *gpu_->MemoryInfo();
+    return m.free_at_start - m.free;
+  }
+  EngineConfig Config(double fraction) const {
+    EngineConfig c;
+    c.block_size = 64;
+    c.kv_memory_bytes = 0;
+    c.gpu_memory_utilization = fraction;
+    c.graph_memory_bytes = kGraphReserve;
+    c.scheduler.max_batched_tokens = 2048;
+    c.scheduler.max_running_seqs = 64;
+    return c;
+  }
+  std::unique_ptr<DeepseekV3Model> model_;
+};
+
+TEST_F(CudaKvSizingTest, ProcessStaysWithinTheFractionAndKvFillsIt) {
+  for (double fraction : {0.3, 0.6}) {
+    SCOPED_TRACE(fraction);
+    const int64_t total = gpu_->MemoryInfo()->total;
+    const int64_t allowed = static_cast<int64_t>(fraction * total);
+    auto engine = Engine::Create(*model_, /*tokenizer=*/nullptr, Config(fraction));
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    const int64_t after_startup = Ours();
+    EXPECT_LE(after_startup, allowed + kTolerance);
+    EXPECT_GE(after_startup, allowed - kGraphReserve - kTolerance);
+
+    // The largest batches: 64 prompts of 96 tokens (prefill steps of 2048 tokens), then 64
+    // sequences decoding through CUDA graphs.
+    const int64_t vocab = model_->config().vocab_size;
+    std::vector<std::shared_ptr<RequestStream>> streams;
+    for (int r = 0; r < 64; ++r) {
+      EngineRequest request;
+      request.request_id = "r" + std::to_string(r);
+      for (int i = 0; i < 96; ++i) request.prompt_ids.push_back((r * 131 + i * 7) % vocab);
+      request.sampling.temperature = 0;
+      request.sampling.max_tokens = 48;
+      request.sampling.ignore_eos = true;
+      auto stream = (*engine)->Submit(std::move(request));
+      ASSERT_TRUE(stream.ok()) << stream.status();
+      streams.push_back(*std::move(stream));
+    }
+    for (auto& stream : streams) {
+      while (auto delta = stream->Next()) {
+        ASSERT_NE(delta->finish_reason, FinishReason::kError) << delta->error;
+      }
+    }
+    gpu_->Synchronize();
+    const int64_t after_workload = Ours();
+    const CudaBackend::GraphStats graphs = gpu_->graph_stats();
+    std::printf("F %.2f of %.1f GiB: after startup %.2f GiB, after the workload %.2f GiB; "
+                "graphs %lld (%.1f MiB, %lld parts over budget)\n",
+                fraction, total / double(1 << 30), after_startup / double(1 << 30),
+                after_workload / double(1 << 30), static_cast<long long>(graphs.graphs),
+                graphs.memory_bytes / double(kMiB), static_cast<long long>(graphs.over_budget));
+    EXPECT_LE(after_workload, allowed + kTolerance);
+    EXPECT_GT(graphs.replayed, 0);
+    EXPECT_LE(graphs.memory_bytes, kGraphReserve + 16 * kMiB);
+    (*engine)->Shutdown();
+    engine->reset();
+    gpu_->ReleaseCachedMemory();
+  }
+}
+
+TEST_F(CudaKvSizingTest, FractionBeyondWhatWasFreeIsRefusedNamingTheFlag) {
+  // The CUDA context and the weights already hold memory: all of it was never free.
+  auto engine = Engine::Create(*model_, /*tokenizer=*/nullptr, Config(1.0));
+  ASSERT_FALSE(engine.ok());
+  EXPECT_THAT(engine.status().message(),
+              ::testing::HasSubstr("--gpu-memory-utilization 1 asks for"));
+}
+
+}  // namespace
+}  // namespace dsv3
