@@ -9,48 +9,7 @@ namespace {
 
 std::string Number(double value) { return absl::StrFormat("%.17g", value); }
 
-// Writes metric families in the text format; every sample gets the model_name label first.
-class Exposition {
- public:
-  Exposition(std::string& out, const std::string& model_label)
-      : out_(out), model_label_(model_label) {}
-
-  void Family(const std::string& name, const char* type, const char* help) {
-    absl::StrAppend(&out_, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
-  }
-  // `labels`: further labels, already formatted (`method="Generate",code="OK"`), or empty.
-  void Sample(const std::string& name, const std::string& labels, const std::string& value) {
-    absl::StrAppend(&out_, name, "{", model_label_, labels.empty() ? "" : ",", labels, "} ", value,
-                    "\n");
-  }
-  void Sample(const std::string& name, const std::string& labels, double value) {
-    Sample(name, labels, Number(value));
-  }
-  // A family of one unlabelled (but for model_name) sample.
-  void Single(const std::string& name, const char* type, const char* help, double value) {
-    Family(name, type, help);
-    Sample(name, "", value);
-  }
-  void Histogram(const std::string& name, const char* help, const dsv3::Histogram& h) {
-    Family(name, "histogram", help);
-    int64_t cumulative = 0;
-    for (size_t i = 0; i < h.bounds().size(); ++i) {
-      cumulative += h.bucket_counts()[i];
-      Sample(name + "_bucket", absl::StrCat("le=\"", absl::StrFormat("%g", h.bounds()[i]), "\""),
-             Number(static_cast<double>(cumulative)));
-    }
-    cumulative += h.bucket_counts().back();
-    Sample(name + "_bucket", "le=\"+Inf\"", Number(static_cast<double>(cumulative)));
-    Sample(name + "_sum", "", h.sum());
-    Sample(name + "_count", "", static_cast<double>(h.count()));
-  }
-
- private:
-  std::string& out_;
-  const std::string& model_label_;
-};
-
-void RenderRequestHistograms(const RequestHistograms& h, Exposition& e) {
+void RenderRequestHistograms(const RequestHistograms& h, MetricsWriter& e) {
   e.Histogram("dsv3_time_to_first_token_seconds",
               "Time from the request's arrival (before tokenization) to its first token.",
               h.time_to_first_token);
@@ -99,8 +58,39 @@ std::string EscapeLabelValue(const std::string& value) {
   return out;
 }
 
-ServerMetrics::ServerMetrics(std::string model_name)
-    : model_label_(absl::StrCat("model_name=\"", EscapeLabelValue(model_name), "\"")) {}
+MetricsWriter::MetricsWriter(std::string& out, const std::string& model_name)
+    : out_(out), model_label_(absl::StrCat("model_name=\"", EscapeLabelValue(model_name), "\"")) {}
+
+void MetricsWriter::Family(const std::string& name, const char* type, const char* help) {
+  absl::StrAppend(&out_, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+}
+
+void MetricsWriter::Sample(const std::string& name, const std::string& labels, double value) {
+  absl::StrAppend(&out_, name, "{", model_label_, labels.empty() ? "" : ",", labels, "} ",
+                  Number(value), "\n");
+}
+
+void MetricsWriter::Single(const std::string& name, const char* type, const char* help,
+                           double value) {
+  Family(name, type, help);
+  Sample(name, "", value);
+}
+
+void MetricsWriter::Histogram(const std::string& name, const char* help, const dsv3::Histogram& h) {
+  Family(name, "histogram", help);
+  int64_t cumulative = 0;
+  for (size_t i = 0; i < h.bounds().size(); ++i) {
+    cumulative += h.bucket_counts()[i];
+    Sample(name + "_bucket", absl::StrCat("le=\"", absl::StrFormat("%g", h.bounds()[i]), "\""),
+           static_cast<double>(cumulative));
+  }
+  cumulative += h.bucket_counts().back();
+  Sample(name + "_bucket", "le=\"+Inf\"", static_cast<double>(cumulative));
+  Sample(name + "_sum", "", h.sum());
+  Sample(name + "_count", "", static_cast<double>(h.count()));
+}
+
+ServerMetrics::ServerMetrics(std::string model_name) : model_name_(std::move(model_name)) {}
 
 void ServerMetrics::RecordCall(const std::string& method, grpc::StatusCode code) {
   absl::MutexLock lock(&mu_);
@@ -124,7 +114,7 @@ int64_t ServerMetrics::active_streams() const {
 
 std::string ServerMetrics::Render(const EngineStats* engine) const {
   std::string out;
-  Exposition e(out, model_label_);
+  MetricsWriter e(out, model_name_);
   {
     absl::MutexLock lock(&mu_);
     e.Family("dsv3_requests_total", "counter", "Finished calls by method and gRPC status code.");
