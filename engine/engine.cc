@@ -50,14 +50,14 @@ std::vector<int32_t> EosIds(const ModelConfig& config) {
 
 // Everything the engine keeps for one request between Submit and its last delta.
 struct ActiveRequest {
-  ActiveRequest(int64_t id, EngineRequest req, std::shared_ptr<RequestStream> stream,
-                uint64_t seed, std::vector<int32_t> eos_ids, const Tokenizer* tokenizer)
+  ActiveRequest(int64_t id, EngineRequest req, std::shared_ptr<RequestStream> stream, uint64_t seed,
+                std::vector<int32_t> eos_ids, const Tokenizer* tokenizer, MonotonicTime arrival)
       : id(id),
         request(std::move(req)),
         stream(std::move(stream)),
         sampling_state(seed, request.prompt_ids),
         stop(request.sampling, std::move(eos_ids)),
-        arrival(absl::Now()) {
+        timeline(arrival) {
     if (tokenizer != nullptr && request.detokenize) {
       detokenizer = std::make_unique<IncrementalDetokenizer>(*tokenizer,
                                                              request.skip_special_tokens);
@@ -70,9 +70,7 @@ struct ActiveRequest {
   SequenceSamplingState sampling_state;
   StopChecker stop;
   std::unique_ptr<IncrementalDetokenizer> detokenizer;
-  absl::Time arrival;
-  absl::Time first_token;
-  absl::Time last_token;
+  RequestTimeline timeline;
   int32_t cached_tokens = -1;  // known when first scheduled
   int32_t num_output = 0;
   bool queued = true;  // counts towards the queue limits until first scheduled or ended
@@ -94,6 +92,7 @@ class Engine::Impl {
       speculator_ =
           std::make_unique<Speculator>(runner, sampler_, config.scheduler.speculative_tokens);
     }
+    request_histograms_ = RequestHistograms(max_context_);
     stats_.kv_blocks_total = num_blocks;
     stats_.kv_blocks_free = num_blocks;
     thread_ = std::thread([this] { Loop(); });
@@ -128,6 +127,7 @@ class Engine::Impl {
       return absl::FailedPreconditionError("stop strings need a tokenizer; none is loaded");
     }
     const uint64_t seed = request.sampling.seed.value_or(SequenceSamplingState::RandomSeed());
+    const MonotonicTime arrival = request.arrival.value_or(MonotonicClock::now());
 
     absl::MutexLock lock(&mu_);
     if (!broken_.ok()) return broken_;
@@ -152,7 +152,7 @@ class Engine::Impl {
     const int64_t id = next_id_++;
     auto stream = std::make_shared<RequestStream>(id, config_.stream_queue_capacity);
     incoming_.push_back(std::make_unique<ActiveRequest>(
-        id, std::move(request), stream, seed, EosIds(model_.config()), tokenizer_));
+        id, std::move(request), stream, seed, EosIds(model_.config()), tokenizer_, arrival));
     ++queued_requests_;
     queued_tokens_ += n;
     return stream;
@@ -255,6 +255,7 @@ class Engine::Impl {
   void Step(std::vector<float>& logits) {
     StepPlan plan = scheduler_.Schedule();
     if (plan.empty()) return;
+    const MonotonicTime scheduled_at = MonotonicClock::now();
     const auto lookup = [this](SequenceId id) { return LookupRequest(id); };
     if (speculator_) {
       for (SequenceId id : plan.preempted) speculator_->Forget(id);
@@ -282,6 +283,7 @@ class Engine::Impl {
       ActiveRequest* r = it == active_.end() ? nullptr : it->second.get();
       if (r != nullptr && r->cached_tokens < 0) {
         r->cached_tokens = entry.context_begin;
+        r->timeline.Scheduled(scheduled_at);
         Dequeue(*r);
       }
       if (!entry.sample) continue;
@@ -309,20 +311,22 @@ class Engine::Impl {
         return Break(s);
       }
     }
+    // One time point for everything the step emits (vLLM's engine-core timestamp): the
+    // inter-token latency is per step, not per token.
+    const MonotonicTime emitted_at = MonotonicClock::now();
     for (auto& [r, tokens] : outputs) {
+      r->timeline.TokensEmitted(emitted_at, request_histograms_);
       // In order; a stop condition ends the request and drops the tokens after it.
       for (const SampledToken& t : tokens) {
-        if (Emit(*r, t)) break;
+        if (Emit(*r, t, emitted_at)) break;
       }
     }
   }
 
-  // Sends one new token of `r` and ends the request when a stop condition is met; returns true
-  // then (`r` is gone).
-  bool Emit(ActiveRequest& r, const SampledToken& t) {
-    const absl::Time now = absl::Now();
-    if (r.num_output++ == 0) r.first_token = now;
-    r.last_token = now;
+  // Sends one new token of `r`, emitted by the step at `now`, and ends the request when a stop
+  // condition is met; returns true then (`r` is gone).
+  bool Emit(ActiveRequest& r, const SampledToken& t, MonotonicTime now) {
+    ++r.num_output;
     ++generated_tokens_;
     std::string text = r.detokenizer ? r.detokenizer->Push(t.token) : std::string();
     StopUpdate update = r.stop.Append(t.token, text);
@@ -342,7 +346,7 @@ class Engine::Impl {
     }
     const FinishReason reason =
         update.reason == StopReason::kMaxTokens ? FinishReason::kLength : FinishReason::kStop;
-    Finish(r, reason, "", std::move(delta));
+    Finish(r, reason, "", std::move(delta), now);
     (void)scheduler_.Finish(r.id);
     if (speculator_) speculator_->Forget(r.id);
     active_.erase(r.id);
@@ -358,7 +362,7 @@ class Engine::Impl {
     if (speculator_) speculator_->Forget(id);
     OutputDelta delta;
     if (reason == FinishReason::kError) delta.error_code = code;
-    Finish(*it->second, reason, error, std::move(delta));
+    Finish(*it->second, reason, error, std::move(delta), MonotonicClock::now());
     active_.erase(it);
   }
 
@@ -373,8 +377,9 @@ class Engine::Impl {
     if (r.cached_tokens >= 0) ++started_requests_;
   }
 
-  // Fills the final fields of `delta` and pushes it.
-  void Finish(ActiveRequest& r, FinishReason reason, const std::string& error, OutputDelta delta) {
+  // Fills the final fields of `delta` and pushes it; the request ended at `end`.
+  void Finish(ActiveRequest& r, FinishReason reason, const std::string& error, OutputDelta delta,
+              MonotonicTime end) {
     if (r.queued) {
       Dequeue(r);
     } else {
@@ -386,23 +391,12 @@ class Engine::Impl {
     delta.prompt_tokens = static_cast<int32_t>(r.request.prompt_ids.size());
     delta.completion_tokens = r.num_output;
     delta.cached_tokens = std::max(r.cached_tokens, 0);
-    if (r.num_output > 0) {
-      delta.time_to_first_token_s = absl::ToDoubleSeconds(r.first_token - r.arrival);
-      ttft_sum_ += delta.time_to_first_token_s;
-      ++ttft_count_;
-    }
-    if (r.num_output > 1) {
-      const double span = absl::ToDoubleSeconds(r.last_token - r.first_token);
-      delta.time_per_output_token_s = span / (r.num_output - 1);
-      tpot_sum_ += span;
-      tpot_count_ += r.num_output - 1;
-    }
+    const RequestLatency latency =
+        r.timeline.Ended(end, delta.prompt_tokens, r.num_output, request_histograms_);
+    delta.time_to_first_token_s = latency.time_to_first_token_s;
+    delta.time_per_output_token_s = latency.time_per_output_token_s;
     prompt_tokens_ += delta.prompt_tokens;
-    if (reason == FinishReason::kAbort) {
-      ++aborted_;
-    } else {
-      ++finished_;
-    }
+    ++finished_requests_[static_cast<int>(reason)];
     if (reason == FinishReason::kError) {
       LogEvent(spdlog::level::warn, "request failed",
                {{"request_id", r.request.request_id}, {"error", error}});
@@ -424,13 +418,9 @@ class Engine::Impl {
     stats_.preemptions = sched.num_preemptions;
     stats_.generated_tokens = generated_tokens_;
     stats_.prompt_tokens = prompt_tokens_;
-    stats_.finished_requests = finished_;
-    stats_.aborted_requests = aborted_;
+    stats_.finished_requests = finished_requests_;
     stats_.steps = steps_;
-    stats_.ttft_seconds_sum = ttft_sum_;
-    stats_.ttft_count = ttft_count_;
-    stats_.tpot_seconds_sum = tpot_sum_;
-    stats_.tpot_count = tpot_count_;
+    stats_.requests = request_histograms_;  // a few hundred counters: cheap once a step
     if (speculator_) {
       stats_.spec_proposed = speculator_->stats().proposed;
       stats_.spec_accepted = speculator_->stats().accepted;
@@ -452,9 +442,9 @@ class Engine::Impl {
   absl::flat_hash_map<int64_t, std::unique_ptr<ActiveRequest>> active_;
   // Last deltas of the requests that ended in this iteration, pushed after PublishStats.
   std::vector<std::pair<std::shared_ptr<RequestStream>, OutputDelta>> final_deltas_;
-  int64_t generated_tokens_ = 0, prompt_tokens_ = 0, finished_ = 0, aborted_ = 0, steps_ = 0;
-  double ttft_sum_ = 0, tpot_sum_ = 0;
-  int64_t ttft_count_ = 0, tpot_count_ = 0;
+  int64_t generated_tokens_ = 0, prompt_tokens_ = 0, steps_ = 0;
+  std::array<int64_t, kNumFinishReasons> finished_requests_{};
+  RequestHistograms request_histograms_{0};  // token buckets sized once max_context_ is known
 
   // Shared with submitting threads.
   mutable absl::Mutex mu_;

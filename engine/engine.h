@@ -6,6 +6,7 @@
 // delta, so memory per request stays bounded by its own output.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -18,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "engine/request_metrics.h"
 #include "engine/sampling/sampler.h"
 #include "engine/sampling/sampling_params.h"
 #include "engine/scheduler/scheduler.h"
@@ -63,9 +65,13 @@ struct EngineRequest {
   SamplingParams sampling;
   bool detokenize = true;  // produce text deltas (ignored when no tokenizer is loaded)
   bool skip_special_tokens = true;
+  // When a front end received the request (before tokenizing it), for the latency metrics;
+  // unset: when Submit is called.
+  std::optional<MonotonicTime> arrival;
 };
 
 enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
+inline constexpr int kNumFinishReasons = 5;
 const char* FinishReasonName(FinishReason reason);  // "stop", "length", "abort", "error"
 
 struct OutputDelta {
@@ -82,7 +88,7 @@ struct OutputDelta {
   int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;
   int32_t cached_tokens = 0;  // prompt tokens served from the prefix cache
-  double time_to_first_token_s = 0;
+  double time_to_first_token_s = 0;    // from the request's arrival
   double time_per_output_token_s = 0;  // mean over the tokens after the first
 
   bool finished() const { return finish_reason != FinishReason::kNone; }
@@ -125,13 +131,10 @@ struct EngineStats {
   int64_t preemptions = 0;
   int64_t generated_tokens = 0;
   int64_t prompt_tokens = 0;
-  int64_t finished_requests = 0;
-  int64_t aborted_requests = 0;
   int64_t steps = 0;
-  double ttft_seconds_sum = 0;  // over finished requests with a first token
-  int64_t ttft_count = 0;
-  double tpot_seconds_sum = 0;  // over output tokens after the first
-  int64_t tpot_count = 0;
+  // Requests that ended, by how (indexed by FinishReason; kNone stays 0).
+  std::array<int64_t, kNumFinishReasons> finished_requests{};
+  RequestHistograms requests{0};  // latencies and sizes (engine/request_metrics.h)
   // Speculative decoding, per draft position j < K: drafts verified, and of those accepted.
   std::vector<int64_t> spec_proposed;
   std::vector<int64_t> spec_accepted;

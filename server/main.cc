@@ -13,6 +13,7 @@
 #include "server/model_loader.h"
 #include "server/server.h"
 #include "server/server_flags.h"
+#include "server/serving_defaults.h"
 #include "server/shutdown_signals.h"
 #include "spdlog/spdlog.h"
 
@@ -69,7 +70,8 @@ int main(int argc, char** argv) {
     return st.ok() ? 0 : 1;
   }
 
-  auto server = Server::Start(options);
+  auto server =
+      Server::Start(options, ServedModelNames(options.served_model_names, *model_dir).front());
   if (!server.ok()) {
     spdlog::error("{}", std::string(server.status().message()));
     return 1;

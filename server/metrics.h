@@ -1,13 +1,14 @@
-// Server metrics in the Prometheus text format: counters and histograms the reactors update,
-// plus gauges read from the engine at scrape time. Thread-safe.
+// Server metrics in the Prometheus text format: what the front ends count (calls by method and
+// code, streams in progress) plus, once the model is loaded, the engine's counters, gauges and
+// request histograms (engine/request_metrics.h), read at scrape time. Every sample carries the
+// label model_name, the served model name (vLLM's label). docs/serving.md maps each metric to
+// its vLLM counterpart. Thread-safe.
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <map>
 #include <string>
 #include <utility>
-#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "engine/engine.h"
@@ -15,44 +16,50 @@
 
 namespace dsv3::server {
 
-// A cumulative histogram with fixed upper bounds (seconds).
-class Histogram {
+// `value` escaped for a Prometheus label value: backslash, double quote and newline.
+std::string EscapeLabelValue(const std::string& value);
+
+// Appends metric families to `out` in the text format, every sample labelled
+// model_name="<model_name>" first. For whatever /metrics shows, so that no sample lacks the label.
+class MetricsWriter {
  public:
-  explicit Histogram(std::vector<double> bounds);
-  void Observe(double value);
-  // `name`_bucket{le=...}, `name`_sum, `name`_count.
-  void Render(const std::string& name, const std::string& help, std::string& out) const;
+  MetricsWriter(std::string& out, const std::string& model_name);
+
+  // "# HELP" and "# TYPE" lines.
+  void Family(const std::string& name, const char* type, const char* help);
+  // `labels`: further labels, formatted (`method="Generate",code="OK"`), or empty.
+  void Sample(const std::string& name, const std::string& labels, double value);
+  // A family of one sample with no further labels.
+  void Single(const std::string& name, const char* type, const char* help, double value);
+  // `name`_bucket{le=...} (cumulative), `name`_sum, `name`_count.
+  void Histogram(const std::string& name, const char* help, const dsv3::Histogram& h);
 
  private:
-  const std::vector<double> bounds_;
-  mutable absl::Mutex mu_;
-  std::vector<int64_t> counts_ ABSL_GUARDED_BY(mu_);  // per bucket, not cumulative; +Inf last
-  double sum_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t count_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string& out_;
+  const std::string model_label_;  // model_name="..."
 };
 
 class ServerMetrics {
  public:
-  ServerMetrics();
+  // `model_name`: the served model name (the first --served-model-name, else the model
+  // directory's name).
+  explicit ServerMetrics(std::string model_name);
 
   // One finished call of `method` ("Generate", "Chat", ...) with its final code.
   void RecordCall(const std::string& method, grpc::StatusCode code);
-  // From the last delta of a request that produced tokens.
-  void RecordLatency(double time_to_first_token_s, double time_per_output_token_s,
-                     int32_t completion_tokens);
   void StreamStarted();
   void StreamEnded();
   int64_t active_streams() const;
 
-  // The whole exposition. `engine` is null while the model loads (engine gauges are left out).
+  // The whole exposition. `engine` is null while the model loads (engine metrics are left out).
   std::string Render(const EngineStats* engine) const;
+  const std::string& model_name() const { return model_name_; }
 
  private:
+  const std::string model_name_;
   mutable absl::Mutex mu_;
   std::map<std::pair<std::string, std::string>, int64_t> calls_ ABSL_GUARDED_BY(mu_);
   int64_t active_streams_ ABSL_GUARDED_BY(mu_) = 0;
-  Histogram ttft_;
-  Histogram tpot_;
 };
 
 }  // namespace dsv3::server

@@ -66,19 +66,20 @@ struct Call {
     state.metrics().StreamEnded();
   }
 
-  // Feeds one (choice, delta) pair; records latency and logs a finished choice.
+  // Feeds one (choice, delta) pair; logs a finished choice.
   Piece Push(int index, const OutputDelta& delta) {
     ChoiceOutput& choice = choices[index];
     Piece piece = choice.Push(delta);
     if (delta.finished()) {
-      state.metrics().RecordLatency(delta.time_to_first_token_s, delta.time_per_output_token_s,
-                                    delta.completion_tokens);
       LogFinished(request_id, method, delta);
       if (absl::Status st = ChoiceStatus(choice); !st.ok() && status.ok()) status = st;
     }
     return piece;
   }
 
+  // When the handler got the request, before parsing and tokenization: the start of its
+  // latency metrics.
+  const MonotonicTime arrival = MonotonicClock::now();
   ServingState& state;
   const char* const method;
   const Tokenizer* tokenizer = nullptr;
@@ -317,6 +318,7 @@ void OpenAiHttpServer::Generate(bool chat, const httplib::Request& req,
                              model.limits(), call->tokenizer, model.defaults.served_names);
   if (!parsed.ok()) return fail(parsed.status());
   call->request = *std::move(parsed);
+  call->request.request.arrival = call->arrival;
   call->meta = {.id = absl::StrCat(chat ? "chatcmpl-" : "cmpl-", call->request_id),
                 .created = absl::ToUnixSeconds(absl::Now()),
                 .model = call->request.model};

@@ -52,12 +52,14 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const Serve
 
 }  // namespace
 
-Server::Server(const ServerOptions& options) : options_(options) {}
+Server::Server(const ServerOptions& options, const std::string& model_name)
+    : options_(options), metrics_(model_name) {}
 
 Server::~Server() { Drain(absl::ZeroDuration()); }
 
-absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
-  std::unique_ptr<Server> s(new Server(options));
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options,
+                                                      const std::string& model_name) {
+  std::unique_ptr<Server> s(new Server(options, model_name));
   std::vector<std::string> keys = options.api_keys;
   if (!options.api_key_file.empty()) {
     auto file_keys = ApiKeyAuth::ReadKeyFile(options.api_key_file);

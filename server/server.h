@@ -22,7 +22,9 @@ namespace dsv3::server {
 class Server {
  public:
   // Binds the gRPC and metrics ports and starts answering (health NOT_SERVING).
-  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options);
+  // `model_name`: the served model name, every metric's model_name label (ServedModelNames).
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options,
+                                                       const std::string& model_name);
   ~Server();
 
   // Loads the model from `model_dir` through `group` and starts serving (health SERVING).
@@ -42,7 +44,7 @@ class Server {
   int http_port() const { return http_ ? http_->port() : 0; }
 
  private:
-  explicit Server(const ServerOptions& options);
+  Server(const ServerOptions& options, const std::string& model_name);
   void SetHealth(bool serving);
   std::string RenderMetrics() const;
 

@@ -81,13 +81,18 @@ absl::StatusOr<ServingDefaults> ReadServingDefaults(const std::string& model_dir
       d.chat_template = DetectChatTemplate(j["chat_template"].get<std::string>());
     }
   }
+  d.served_names = ServedModelNames(std::move(names), model_dir);
+  return d;
+}
+
+std::vector<std::string> ServedModelNames(std::vector<std::string> names,
+                                          const std::string& model_dir) {
   if (names.empty()) {
     std::filesystem::path dir(model_dir);
     if (!dir.has_filename()) dir = dir.parent_path();  // a trailing slash
     names.push_back(dir.filename().string());
   }
-  d.served_names = std::move(names);
-  return d;
+  return names;
 }
 
 }  // namespace dsv3::server

@@ -36,4 +36,9 @@ absl::StatusOr<ServingDefaults> ReadServingDefaults(const std::string& model_dir
                                                     const std::string& chat_template_flag,
                                                     std::vector<std::string> names);
 
+// The names the APIs answer to: the --served-model-name values `names`, or when there are none
+// the last component of `model_dir`. The first is the model_name of every metric.
+std::vector<std::string> ServedModelNames(std::vector<std::string> names,
+                                          const std::string& model_dir);
+
 }  // namespace dsv3::server

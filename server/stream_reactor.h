@@ -33,7 +33,8 @@ template <typename Response>
 class StreamReactor : public grpc::ServerWriteReactor<Response> {
  protected:
   StreamReactor(ServingState& state, grpc::CallbackServerContext* context, std::string method)
-      : state_(state),
+      : arrival_(MonotonicClock::now()),
+        state_(state),
         context_(context),
         method_(std::move(method)),
         received_(std::chrono::system_clock::now()) {
@@ -72,8 +73,10 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
   }
 
   // Submits `n` choices of `request` (choice i with seed + i when a seed is set), which share
-  // the prompt's prefix cache. Each counts against the in-flight limit.
+  // the prompt's prefix cache and the call's arrival time. Each counts against the in-flight
+  // limit.
   void Submit(EngineRequest request, int n = 1) {
+    request.arrival = arrival_;
     for (int i = 0; i < n; ++i) {
       if (!state_.TryStartStream()) {
         AbortAll();
@@ -126,6 +129,9 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
     FinishCall(status);
   }
 
+  // When gRPC handed the call to us, before validation and tokenization: the start of its
+  // latency metrics (time to first token, queue and end-to-end time).
+  const MonotonicTime arrival_;
   ServingState& state_;
   grpc::CallbackServerContext* const context_;
   const std::string method_;
@@ -291,8 +297,6 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
     usage->set_cached_tokens(delta.cached_tokens);
     usage->set_time_to_first_token_s(delta.time_to_first_token_s);
     usage->set_time_per_output_token_s(delta.time_per_output_token_s);
-    state_.metrics().RecordLatency(delta.time_to_first_token_s, delta.time_per_output_token_s,
-                                   delta.completion_tokens);
     LogFinished(request_id_, method_, delta);
   }
 

@@ -23,7 +23,8 @@ until "$build/tools/dsv3-client" --server 127.0.0.1:$port --health >/dev/null 2>
   kill -0 $server || { cat "$work/server.log"; exit 1; }
   sleep 0.2
 done
-metric() { curl -s "127.0.0.1:$metrics_port/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+# The value of a metric with one series (every sample carries a model_name label).
+metric() { curl -s "127.0.0.1:$metrics_port/metrics" | awk -v m="$1{" 'index($1, m) == 1 {print $2}'; }
 rss_kb() { awk '/VmRSS/ {print $2}' /proc/$server/status; }
 
 rss_start=$(rss_kb)

@@ -212,8 +212,7 @@ TEST_F(ServerGenerateTest, BadRequestsGetPreciseErrorsWhileOthersStream) {
 
 // The count of finished calls of `method` with gRPC `code`, from /metrics (0 when absent).
 int64_t CallCount(const ServerProcess& server, const std::string& method, const std::string& code) {
-  const std::string key =
-      "dsv3_requests_total{method=\"" + method + "\",code=\"" + code + "\"} ";
+  const std::string key = ",method=\"" + method + "\",code=\"" + code + "\"} ";
   const std::string text = server.Metrics();
   const size_t at = text.find(key);
   int64_t n = 0;

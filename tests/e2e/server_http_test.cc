@@ -71,6 +71,9 @@ class ServerHttpTest : public ::testing::Test {
             {"messages", {{{"role", "user"}, {"content", "Tell me about dogs."}}}},
             {"max_tokens", max_tokens}};
   }
+  static double AbortedRequests() {
+    return server_->Metric("dsv3_finished_requests_total", "finished_reason=\"abort\"");
+  }
   static ServerProcess* server_;
   static TempDir* keys_;
 };
@@ -264,7 +267,7 @@ TEST_F(ServerHttpTest, ClientThatDisconnectsWhileWaitingForAWholeAnswerIsAborted
   json body = Chat(0);
   body.erase("max_tokens");
   body["ignore_eos"] = true;
-  const double aborted_before = server_->Metric("dsv3_aborted_requests_total");
+  const double aborted_before = AbortedRequests();
   // After a while with no answer the server probes with whitespace; the client leaves then.
   std::string received;
   auto client = Client();
@@ -280,11 +283,10 @@ TEST_F(ServerHttpTest, ClientThatDisconnectsWhileWaitingForAWholeAnswerIsAborted
   client.send(req);
   EXPECT_EQ(received.find('}'), std::string::npos) << "the whole answer came: " << received;
   EXPECT_TRUE(KvBlocksFreed(*server_)) << server_->Metrics();
-  for (int i = 0; i < 100 && server_->Metric("dsv3_aborted_requests_total") <= aborted_before;
-       ++i) {
+  for (int i = 0; i < 100 && AbortedRequests() <= aborted_before; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  EXPECT_GT(server_->Metric("dsv3_aborted_requests_total"), aborted_before);
+  EXPECT_GT(AbortedRequests(), aborted_before);
 }
 
 TEST(ServerHttpDrainTest, HealthIs503WhileDrainingAndNewRequestsGet503) {

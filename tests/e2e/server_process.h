@@ -167,11 +167,13 @@ class ServerProcess {
     auto res = client.Get("/metrics");
     return res && res->status == 200 ? res->body : "";
   }
-  // The value of an unlabelled metric, or -1.
-  double Metric(const std::string& name) const {
+  // The value of metric `name` (every sample has a model_name label) whose labels include
+  // `label` (`finished_reason="abort"`; empty: the first sample of `name`), or -1.
+  double Metric(const std::string& name, const std::string& label = "") const {
     const std::string text = Metrics();
     std::smatch m;
-    if (std::regex_search(text, m, std::regex("\n" + name + " ([-0-9.e+]+)\n"))) {
+    const std::regex sample("\n" + name + "\\{[^}]*" + label + "[^}]*\\} ([-0-9.e+]+)\n");
+    if (std::regex_search(text, m, sample)) {
       return std::stod(m[1]);
     }
     return -1;

@@ -144,17 +144,23 @@ absl::Status WriteMtpLogits(ModelRunner& runner, const std::vector<int32_t>& pro
 }
 
 std::string StatsJson(const EngineStats& s) {
+  const auto finished = [&s](FinishReason reason) {
+    return s.finished_requests[static_cast<int>(reason)];
+  };
+  const Histogram& ttft = s.requests.time_to_first_token;
   nlohmann::json j = {
       {"preemptions", s.preemptions},         {"generated_tokens", s.generated_tokens},
-      {"prompt_tokens", s.prompt_tokens},     {"finished_requests", s.finished_requests},
-      {"aborted_requests", s.aborted_requests}, {"steps", s.steps},
+      {"prompt_tokens", s.prompt_tokens},
+      {"finished_requests", finished(FinishReason::kStop) + finished(FinishReason::kLength) +
+                                finished(FinishReason::kError)},
+      {"aborted_requests", finished(FinishReason::kAbort)}, {"steps", s.steps},
       {"queued_requests", s.queued_requests}, {"running_sequences", s.running_sequences},
       {"kv_blocks_total", s.kv_blocks_total}, {"kv_blocks_used", s.kv_blocks_used},
       {"kv_blocks_free", s.kv_blocks_free},   {"kv_blocks_cached", s.kv_blocks_cached},
       {"prefix_cache_queries", s.prefix_cache_queries},
       {"prefix_cache_hits", s.prefix_cache_hits},
-      {"mean_ttft_s", s.ttft_count ? s.ttft_seconds_sum / s.ttft_count : 0.0},
-      {"mean_tpot_s", s.tpot_count ? s.tpot_seconds_sum / s.tpot_count : 0.0},
+      {"mean_ttft_s", ttft.count() ? ttft.sum() / ttft.count() : 0.0},
+      {"mean_tpot_s", s.requests.MeanTimePerOutputToken()},
       {"spec_proposed", s.spec_proposed},     {"spec_accepted", s.spec_accepted}};
   return j.dump();
 }
