@@ -104,6 +104,11 @@ class RequestStream {
   // reason, returns nullopt at once.
   std::optional<OutputDelta> Next(absl::Duration timeout = absl::InfiniteDuration());
   std::optional<OutputDelta> TryNext() { return Next(absl::ZeroDuration()); }
+  // Every delta queued now, merged into one (in order, up to and including a final one); nullopt
+  // when none is queued. A consumer that sends one message at a time (a gRPC stream with one
+  // write outstanding) sends what accumulated during its last write at once instead of falling
+  // behind by a step per write.
+  std::optional<OutputDelta> TakeAll();
   // `notify` runs on the engine thread whenever a delta is pushed (keep it short, never block).
   void SetNotify(std::function<void()> notify);
 

@@ -6,7 +6,7 @@ namespace dsv3 {
 
 namespace {
 
-// Appends `next` to `into` (used when a consumer lags and the queue is full).
+// Appends `next` to `into` (when a consumer lags: the queue is full, or TakeAll).
 void Merge(OutputDelta& into, OutputDelta&& next) {
   into.token_ids.insert(into.token_ids.end(), next.token_ids.begin(), next.token_ids.end());
   into.text += next.text;
@@ -15,6 +15,7 @@ void Merge(OutputDelta& into, OutputDelta&& next) {
   if (next.finished()) {
     into.finish_reason = next.finish_reason;
     into.error = std::move(next.error);
+    into.error_code = next.error_code;
     into.prompt_tokens = next.prompt_tokens;
     into.completion_tokens = next.completion_tokens;
     into.cached_tokens = next.cached_tokens;
@@ -43,6 +44,19 @@ std::optional<OutputDelta> RequestStream::Next(absl::Duration timeout) {
   if (!mu_.AwaitWithTimeout(absl::Condition(&ready), timeout)) return std::nullopt;
   OutputDelta delta = std::move(queue_.front());
   queue_.pop_front();
+  if (delta.finished()) closed_ = true;
+  return delta;
+}
+
+std::optional<OutputDelta> RequestStream::TakeAll() {
+  absl::MutexLock lock(&mu_);
+  if (closed_ || queue_.empty()) return std::nullopt;
+  OutputDelta delta = std::move(queue_.front());
+  queue_.pop_front();
+  while (!delta.finished() && !queue_.empty()) {
+    Merge(delta, std::move(queue_.front()));
+    queue_.pop_front();
+  }
   if (delta.finished()) closed_ = true;
   return delta;
 }

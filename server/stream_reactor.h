@@ -3,9 +3,11 @@
 // never blocking a gRPC or engine thread.
 //
 // The engine thread signals a new delta through RequestStream::SetNotify; the reactor then takes
-// deltas with TryNext and keeps at most one write outstanding (OnWriteDone takes the next). While
-// a write is in flight, deltas wait in the engine's bounded per-request queue (which merges them
-// when full), so a slow client costs bounded memory and never stalls the engine. A cancelled call
+// every queued delta of a choice at once (TakeAll, merged into one response) and keeps at most one
+// write outstanding (OnWriteDone takes the next). While a write is in flight, deltas wait in the
+// engine's bounded per-request queue (which merges them when full), so a slow client costs
+// bounded memory and never stalls the engine, and a write that takes longer than a decode step
+// does not leave the stream a token further behind with every step. A cancelled call
 // or an expired deadline (gRPC cancels the call) aborts the engine request, which frees its KV
 // blocks at the next step. Finish is called exactly once; OnDone deletes the reactor.
 #pragma once
@@ -163,7 +165,7 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
         for (size_t k = 0; k < streams_.size() && !delta; ++k) {
           const size_t i = (next_choice_ + k) % streams_.size();
           if (done_[i]) continue;
-          delta = streams_[i]->TryNext();
+          delta = streams_[i]->TakeAll();
           index = static_cast<int>(i);
         }
         if (!delta) return;
