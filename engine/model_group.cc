@@ -17,7 +17,8 @@ absl::StatusOr<std::unique_ptr<ModelGroup>> ModelGroup::Start(const ModelGroupOp
   return g;
 }
 
-absl::Status ModelGroup::Load(const std::string& model_dir, std::unique_ptr<Backend> backend) {
+absl::Status ModelGroup::Load(const std::string& model_dir, std::unique_ptr<Backend> backend,
+                              const WeightLoadOptions& options) {
   backend_ = std::move(backend);
   const ParallelConfig& config = group_->config();
   DSV3_ASSIGN_OR_RETURN(device_comm_, MakeDeviceCommunicator(*backend_, *group_));
@@ -26,7 +27,7 @@ absl::Status ModelGroup::Load(const std::string& model_dir, std::unique_ptr<Back
     spdlog::info("rank {} of {}: loading {} ({} collectives)", config.rank, config.world_size,
                  model_dir, device_comm_ ? "NCCL" : "gloo");
   }
-  DSV3_ASSIGN_OR_RETURN(model_, DeepseekV3Model::Load(model_dir, *backend_, comm));
+  DSV3_ASSIGN_OR_RETURN(model_, DeepseekV3Model::Load(model_dir, *backend_, comm, options));
   // Loading can take minutes on large checkpoints: wait for every rank with the startup timeout.
   DSV3_RETURN_IF_ERROR(comm.StartupBarrier(config.startup_timeout));
   if (is_worker()) return absl::OkStatus();

@@ -39,8 +39,10 @@ class ModelGroup {
   // Loads `model_dir` (this rank's shard) into `backend`, waits for every rank, and on rank 0
   // makes the runner. Once. The group keeps the backend and frees the model and the KV cache
   // before it (their tensors live in its memory). A GPU backend in a group of several ranks gets
-  // NCCL collectives (MakeDeviceCommunicator); make it on device local_rank().
-  absl::Status Load(const std::string& model_dir, std::unique_ptr<Backend> backend);
+  // NCCL collectives (MakeDeviceCommunicator); make it on device local_rank(). `options`: how
+  // the weights are read and where this rank's progress goes.
+  absl::Status Load(const std::string& model_dir, std::unique_ptr<Backend> backend,
+                    const WeightLoadOptions& options = {});
 
   bool is_worker() const { return group_->rank() != 0; }
   // This rank's GPU on its host (LOCAL_RANK; the rank itself in a one-host --tp launch): the

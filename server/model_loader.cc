@@ -52,7 +52,8 @@ absl::StatusOr<std::string> ResolveModelDir(const ServerOptions& o) {
 
 absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const ServerOptions& o,
                                                        const std::string& model_dir,
-                                                       ModelGroup& group) {
+                                                       ModelGroup& group,
+                                                       LoadProgress* progress) {
   auto loaded = std::make_unique<LoadedModel>();
   loaded->model_dir = model_dir;
   loaded->max_tokenize_bytes = o.max_tokenize_bytes;
@@ -68,7 +69,11 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const ServerOptions& o,
 
   auto backend = MakeServerBackend(o, group.local_rank());
   if (!backend.ok()) return backend.status();
-  if (absl::Status s = group.Load(loaded->model_dir, *std::move(backend)); !s.ok()) return s;
+  WeightLoadOptions load;
+  load.progress = progress;
+  if (absl::Status s = group.Load(loaded->model_dir, *std::move(backend), load); !s.ok()) {
+    return s;
+  }
   loaded->backend = &group.backend();
   loaded->model = &group.model();
   loaded->tensor_parallel_size = group.world_size();

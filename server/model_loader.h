@@ -17,10 +17,11 @@ namespace dsv3::server {
 absl::StatusOr<std::string> ResolveModelDir(const ServerOptions& options);
 
 // Rank 0: loads the model through `group` (every rank loads its shard), the tokenizer and an
-// engine over the group's runner.
+// engine over the group's runner. `progress` (may be null) follows the weight load.
 absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const ServerOptions& options,
                                                        const std::string& model_dir,
-                                                       ModelGroup& group);
+                                                       ModelGroup& group,
+                                                       LoadProgress* progress = nullptr);
 
 // The engine configuration the flags describe for a backend on `device`: on the cpu backend
 // --gpu-memory-utilization does not apply, and the KV cache takes --kv-memory-mb (default

@@ -10,6 +10,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/exposure_flags.h"
+#include "server/load_metrics.h"
 #include "server/model_loader.h"
 #include "server/tls_check.h"
 #include "spdlog/spdlog.h"
@@ -148,7 +149,7 @@ void Server::SetHealth(bool serving) {
 
 absl::Status Server::LoadAndServe(const std::string& model_dir, ModelGroup& group) {
   const absl::Time start = absl::Now();
-  auto loaded = LoadModel(options_, model_dir, group);
+  auto loaded = LoadModel(options_, model_dir, group, &load_progress_);
   if (!loaded.ok()) return loaded.status();
   model_ = *std::move(loaded);
   const v1::ModelInfo info = DescribeModel(*model_);
@@ -206,9 +207,15 @@ void Server::Drain(absl::Duration grace, const absl::Notification* stop_now) {
 std::string Server::RenderMetrics() const {
   // Through the state, not model_: this runs on the HTTP thread while the model may be loading.
   const LoadedModel* model = state_->loaded();
-  if (model == nullptr) return metrics_.Render(nullptr);
-  const EngineStats stats = model->engine->Stats();
-  return metrics_.Render(&stats);
+  std::string out;
+  if (model == nullptr) {
+    out = metrics_.Render(nullptr);
+  } else {
+    const EngineStats stats = model->engine->Stats();
+    out = metrics_.Render(&stats);
+  }
+  RenderLoadMetrics(load_progress_.Get(), out);
+  return out;
 }
 
 }  // namespace dsv3::server

@@ -51,6 +51,7 @@ class Server {
   const ServerOptions options_;
   std::unique_ptr<LoadedModel> model_;  // outlives everything that serves it
   ServerMetrics metrics_;
+  LoadProgress load_progress_;  // fed by the weight load, read by /metrics
   std::unique_ptr<ServingState> state_;
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<MetricsHttpServer> metrics_http_;

@@ -16,7 +16,7 @@
 
 namespace dsv3 {
 
-class Checkpoint;
+class TensorSource;
 struct Slice2D;
 
 // Device memory as a GPU backend sees it, in bytes (KV sizing by --gpu-memory-utilization,
@@ -120,13 +120,20 @@ class Backend {
 
   // ---- Weights -------------------------------------------------------------------------------
   // Loads "<prefix>.weight" ([n, k], FP8 with scale_inv or a float type) in the backend's format.
-  virtual absl::StatusOr<LinearWeight> LoadLinear(const Checkpoint& ckpt, const std::string& prefix,
-                                                  int64_t n, int64_t k, const Slice2D& slice,
+  // `source` is read only during the call: its memory (the loader's staging ring) is reused
+  // when the call returns, so any copy out of it has finished by then.
+  virtual absl::StatusOr<LinearWeight> LoadLinear(const TensorSource& source,
+                                                  const std::string& prefix, int64_t n, int64_t k,
+                                                  const Slice2D& slice,
                                                   std::vector<Tensor>& storage) = 0;
   // Loads a float tensor (norm weights, router, embedding) as F32 (CPU) or the device's format.
-  virtual absl::StatusOr<TensorView> LoadDense(const Checkpoint& ckpt, const std::string& name,
+  // `source` as for LoadLinear.
+  virtual absl::StatusOr<TensorView> LoadDense(const TensorSource& source, const std::string& name,
                                                std::span<const int64_t> shape,
                                                std::vector<Tensor>& storage) = 0;
+  // Host memory the weight loader reads the checkpoint into before LoadLinear/LoadDense copy it
+  // out: pinned on GPUs (copies to the device are DMA from it), plain on the CPU.
+  virtual Allocator* staging_allocator() { return HostAllocator(); }
   // Makes a linear weight from host data: `weight` [N, K] F8_E4M3 with `scale_inv`
   // [ceil(N/128), ceil(K/128)] F32, or an F32/BF16 weight with `scale_inv` empty. The data is
   // copied; `storage` owns the result (as for LoadLinear).

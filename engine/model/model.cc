@@ -57,13 +57,15 @@ absl::StatusOr<std::unique_ptr<DeepseekV3Model>> DeepseekV3Model::Load(
 }
 
 absl::StatusOr<std::unique_ptr<DeepseekV3Model>> DeepseekV3Model::Load(
-    const std::string& model_dir, Backend& backend, Communicator& comm) {
+    const std::string& model_dir, Backend& backend, Communicator& comm,
+    const WeightLoadOptions& options) {
   DSV3_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromModelDir(model_dir));
   std::unique_ptr<DeepseekV3Model> model(new DeepseekV3Model(std::move(config), backend, comm));
   DSV3_ASSIGN_OR_RETURN(model->checkpoint_, Checkpoint::Open(model_dir));
   const Shard shard{comm.rank(), comm.world_size()};
   DSV3_ASSIGN_OR_RETURN(model->weights_,
-                        ModelWeights::Load(*model->checkpoint_, model->config_, backend, shard));
+                        ModelWeights::Load(*model->checkpoint_, model->config_, backend, shard,
+                                           options));
   model->rope_ = RopeTable::FromConfig(model->config_);
   return model;
 }

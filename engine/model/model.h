@@ -31,9 +31,10 @@ class DeepseekV3Model {
   // With tensor parallelism: loads rank comm.rank()'s shard of comm.world_size(); Forward then
   // runs the collectives through `comm` (which must outlive the model). Every rank must call
   // Forward with the same batch.
-  static absl::StatusOr<std::unique_ptr<DeepseekV3Model>> Load(const std::string& model_dir,
-                                                               Backend& backend,
-                                                               Communicator& comm);
+  // `options`: how the weights are read and where progress goes (ModelWeights::Load).
+  static absl::StatusOr<std::unique_ptr<DeepseekV3Model>> Load(
+      const std::string& model_dir, Backend& backend, Communicator& comm,
+      const WeightLoadOptions& options = {});
 
   // A model of `config`'s shapes with random weights made by the backend (FP8 where the config
   // says so), for benchmarks at full size without a checkpoint. With `comm`, rank comm.rank()'s

@@ -1,5 +1,7 @@
 #include "engine/model/model_weights.h"
 
+#include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <functional>
 #include <span>
@@ -7,7 +9,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/util/status_macros.h"
+#include "engine/weights/parallel_reader.h"
+#include "engine/weights/read_plan.h"
+#include "engine/weights/staged_tensors.h"
 #include "engine/weights/value_check.h"
+#include "spdlog/spdlog.h"
 
 namespace dsv3 {
 
@@ -143,6 +149,45 @@ absl::Status CheckLayerCount(const Checkpoint& ckpt, const ModelConfig& config) 
                    ", but the checkpoint has no layer ", last, " (no tensor '", name, "')"));
 }
 
+// The requests LoadAll (and the MTP module, when `mtp`) makes, in its order, loading nothing.
+std::vector<WeightRequest> RecordRequests(const ModelConfig& config, const Shard& shard,
+                                          bool mtp) {
+  std::vector<WeightRequest> requests;
+  Loader recorder(
+      [&](const std::string& prefix, int64_t n, int64_t k,
+          const Slice2D& slice) -> absl::StatusOr<LinearWeight> {
+        requests.push_back({WeightRequest::Kind::kLinear, prefix, n, k, slice, {}});
+        return LinearWeight{};
+      },
+      [&](const std::string& name, std::span<const int64_t> shape) -> absl::StatusOr<TensorView> {
+        requests.push_back({WeightRequest::Kind::kDense, name, 0, 0, {}, {shape.begin(), shape.end()}});
+        return TensorView{};
+      },
+      config, shard);
+  ModelWeights scratch;
+  // Recording never fails: the sources above always succeed.
+  absl::Status recorded = LoadAll(recorder, config, shard, scratch);
+  if (recorded.ok() && mtp) recorded = recorder.Mtp(scratch.mtp.emplace());
+  assert(recorded.ok());
+  return requests;
+}
+
+// A host view of a staged read: its dtype and staged shape, contiguous.
+TensorView StagedView(const uint8_t* data, const TensorRead& read) {
+  TensorView v;
+  v.data = const_cast<uint8_t*>(data);  // TensorView's untyped pointer; never written through
+  v.dtype = read.dtype;
+  v.device = Device::kCpu;
+  v.ndim = static_cast<int>(read.shape.size());
+  int64_t stride = 1;
+  for (int i = v.ndim - 1; i >= 0; --i) {
+    v.shape[i] = read.shape[i];
+    v.strides[i] = stride;
+    stride *= read.shape[i];
+  }
+  return v;
+}
+
 }  // namespace
 
 absl::Status Shard::Validate(const ModelConfig& c) const {
@@ -169,28 +214,84 @@ absl::Status Shard::Validate(const ModelConfig& c) const {
 absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const Checkpoint& ckpt,
                                                                 const ModelConfig& config,
                                                                 Backend& backend,
-                                                                const Shard& shard) {
+                                                                const Shard& shard,
+                                                                const WeightLoadOptions& options) {
   DSV3_RETURN_IF_ERROR(shard.Validate(config));
   DSV3_RETURN_IF_ERROR(CheckLayerCount(ckpt, config));
+  const std::string mtp_probe =
+      absl::StrCat("model.layers.", config.num_hidden_layers, ".eh_proj.weight");
+  const bool mtp = config.num_nextn_predict_layers > 0 && ckpt.Has(mtp_probe);
+  const std::vector<WeightRequest> requests = RecordRequests(config, shard, mtp);
+  DSV3_ASSIGN_OR_RETURN(const ReadPlan plan, PlanReads(ckpt, requests));
+
+  std::vector<std::string> paths;
+  for (const auto& file : ckpt.files()) paths.push_back(file->path());
+  uint64_t largest_request = 0;
+  for (const PlannedLoad& load : plan.loads) {
+    uint64_t bytes = 0;
+    for (size_t i = load.first_read; i < load.first_read + load.num_reads; ++i) {
+      bytes += plan.reads[i].bytes;
+    }
+    largest_request = std::max(largest_request, bytes);
+  }
+  LoadProgress own_progress;
+  LoadProgress& progress = options.progress != nullptr ? *options.progress : own_progress;
+  progress.Begin(paths, plan.file_bytes);
+  DSV3_ASSIGN_OR_RETURN(std::unique_ptr<ParallelReader> reader,
+                        ParallelReader::Start(paths, plan.reads, largest_request,
+                                              backend.staging_allocator(), options.reader,
+                                              &progress));
+  spdlog::info(
+      "loading: rank {} of {} reads {:.2f} GB of the {:.2f} GB of tensors it uses, from {} "
+      "shards: {} reader threads, {:.0f} MB {} staging ring, {} I/O",
+      shard.rank, shard.world, plan.bytes / 1e9, plan.stored_bytes / 1e9,
+      progress.Get().shards_total, std::max(1, options.reader.threads),
+      reader->ring_bytes() / 1e6, backend.name() == "cpu" ? "host" : "pinned",
+      reader->direct_io() ? "direct" : "buffered");
+
   auto w = std::make_unique<ModelWeights>();
-  // Values are checked before a backend sees them (weights must be finite; value_check.h).
+  // The second walk asks for the requests in the recorded order: request `next` is staged
+  // (its reads waited for), checked (weights must be finite; value_check.h), handed to the
+  // backend and released, while the reader threads fill the ring ahead of it.
+  size_t next = 0;
+  auto stage = [&](const std::string& name, StagedTensors& staged)
+      -> absl::StatusOr<const PlannedLoad*> {
+    assert(next < plan.loads.size() && requests[next].name == name);
+    const PlannedLoad& load = plan.loads[next++];
+    for (size_t i = load.first_read; i < load.first_read + load.num_reads; ++i) {
+      DSV3_ASSIGN_OR_RETURN(const uint8_t* data, reader->Wait(i));
+      const TensorRead& read = plan.reads[i];
+      staged.Add(read.name, paths[read.file], StagedView(data, read));
+    }
+    return &load;
+  };
+  auto release = [&](const PlannedLoad& load) {
+    if (load.num_reads > 0) reader->Release(load.first_read + load.num_reads - 1);
+  };
   Loader loader(
       [&](const std::string& prefix, int64_t n, int64_t k,
           const Slice2D& slice) -> absl::StatusOr<LinearWeight> {
-        DSV3_RETURN_IF_ERROR(CheckLinearValues(ckpt, prefix, n, k, slice));
-        return backend.LoadLinear(ckpt, prefix, n, k, slice, w->storage);
+        StagedTensors staged;
+        DSV3_ASSIGN_OR_RETURN(const PlannedLoad* load, stage(prefix, staged));
+        DSV3_RETURN_IF_ERROR(CheckLinearValues(staged, prefix, load->staged_n, k,
+                                               load->staged_slice, load->row_origin));
+        absl::StatusOr<LinearWeight> weight =
+            backend.LoadLinear(staged, prefix, load->staged_n, k, load->staged_slice, w->storage);
+        release(*load);
+        return weight;
       },
       [&](const std::string& name, std::span<const int64_t> shape) -> absl::StatusOr<TensorView> {
-        DSV3_RETURN_IF_ERROR(CheckFiniteTensor(ckpt, name));
-        return backend.LoadDense(ckpt, name, shape, w->storage);
+        StagedTensors staged;
+        DSV3_ASSIGN_OR_RETURN(const PlannedLoad* load, stage(name, staged));
+        DSV3_RETURN_IF_ERROR(CheckFiniteTensor(staged, name));
+        absl::StatusOr<TensorView> tensor = backend.LoadDense(staged, name, shape, w->storage);
+        release(*load);
+        return tensor;
       },
       config, shard);
   DSV3_RETURN_IF_ERROR(LoadAll(loader, config, shard, *w));
-  const std::string mtp_probe =
-      absl::StrCat("model.layers.", config.num_hidden_layers, ".eh_proj.weight");
-  if (config.num_nextn_predict_layers > 0 && ckpt.Has(mtp_probe)) {
-    DSV3_RETURN_IF_ERROR(loader.Mtp(w->mtp.emplace()));
-  }
+  if (mtp) DSV3_RETURN_IF_ERROR(loader.Mtp(w->mtp.emplace()));
+  progress.Finish();
   return w;
 }
 

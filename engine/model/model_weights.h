@@ -10,6 +10,7 @@
 #include "engine/backend/backend.h"
 #include "engine/config/model_config.h"
 #include "engine/weights/checkpoint.h"
+#include "engine/weights/parallel_reader.h"
 
 namespace dsv3 {
 
@@ -75,11 +76,13 @@ struct ModelWeights {
   std::optional<MtpWeights> mtp;
   std::vector<Tensor> storage;       // owns every tensor above
 
-  // Loads this rank's shard; each rank reads only its slices of the mmapped files.
-  static absl::StatusOr<std::unique_ptr<ModelWeights>> Load(const Checkpoint& ckpt,
-                                                           const ModelConfig& config,
-                                                           Backend& backend,
-                                                           const Shard& shard = {});
+  // Loads this rank's shard: plans the byte ranges it needs (read_plan.h: its slices' rows, not
+  // whole tensors), reads them with the parallel reader into the backend's staging memory,
+  // checks their values and hands them to the backend, one request at a time, while the reader
+  // works ahead. Progress goes to options.progress (and the log) per shard.
+  static absl::StatusOr<std::unique_ptr<ModelWeights>> Load(
+      const Checkpoint& ckpt, const ModelConfig& config, Backend& backend,
+      const Shard& shard = {}, const WeightLoadOptions& options = {});
   // Weights of `config`'s shapes (this rank's slices of them) made by backend.MakeRandomLinear /
   // MakeRandomDense.
   static absl::StatusOr<std::unique_ptr<ModelWeights>> Random(const ModelConfig& config,

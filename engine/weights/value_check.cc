@@ -1,5 +1,6 @@
 #include "engine/weights/value_check.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -9,65 +10,101 @@ namespace dsv3 {
 
 namespace {
 
-// Element i of a float buffer as "NaN", "Inf" or nullptr (finite), from the exponent bits
-// alone: all ones is Inf (zero mantissa) or NaN. memcpy: safetensors does not align data.
-const char* NonFinite(const uint8_t* base, DType dtype, int64_t i) {
-  uint32_t exp_mask = 0, man_mask = 0, bits = 0;
+// Elements per branch-free block: big enough to vectorize, small enough to stay in L1.
+constexpr int64_t kBlock = 4096;
+
+// The exponent and mantissa masks of a float dtype's bit pattern (as uint32).
+struct FloatBits {
+  uint32_t exp_mask = 0, man_mask = 0;
+  int size = 0;
+};
+
+FloatBits BitsOf(DType dtype) {
   switch (dtype) {
-    case DType::kF32:
-      std::memcpy(&bits, base + 4 * i, 4);
-      exp_mask = 0x7F800000u, man_mask = 0x007FFFFFu;
-      break;
-    case DType::kBF16: {
-      uint16_t h;
-      std::memcpy(&h, base + 2 * i, 2);
-      bits = h, exp_mask = 0x7F80u, man_mask = 0x007Fu;
-      break;
-    }
-    case DType::kF16: {
-      uint16_t h;
-      std::memcpy(&h, base + 2 * i, 2);
-      bits = h, exp_mask = 0x7C00u, man_mask = 0x03FFu;
-      break;
-    }
-    default:
-      return nullptr;
+    case DType::kF32: return {0x7F800000u, 0x007FFFFFu, 4};
+    case DType::kBF16: return {0x7F80u, 0x007Fu, 2};
+    case DType::kF16: return {0x7C00u, 0x03FFu, 2};
+    default: return {};
   }
-  if ((bits & exp_mask) != exp_mask) return nullptr;
-  return (bits & man_mask) != 0 ? "NaN" : "Inf";
+}
+
+uint32_t LoadBits(const uint8_t* p, int size) {
+  if (size == 4) {
+    uint32_t b;
+    std::memcpy(&b, p, 4);  // safetensors does not align data
+    return b;
+  }
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return h;
+}
+
+// The first of `n` elements at `p` whose exponent is all ones (NaN or Inf), or -1. Blocks are
+// tested without branches; only a block with a hit is searched.
+int64_t FirstNonFinite(const uint8_t* p, int64_t n, const FloatBits& f) {
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t e = std::min(n, b + kBlock);
+    uint32_t hit = 0;
+    for (int64_t i = b; i < e; ++i) {
+      hit |= static_cast<uint32_t>((LoadBits(p + i * f.size, f.size) & f.exp_mask) == f.exp_mask);
+    }
+    if (hit == 0) continue;
+    for (int64_t i = b; i < e; ++i) {
+      if ((LoadBits(p + i * f.size, f.size) & f.exp_mask) == f.exp_mask) return i;
+    }
+  }
+  return -1;
+}
+
+// e4m3fn: S.1111.111 is NaN; there is no Inf. The first NaN code of `n` bytes, or -1.
+int64_t FirstFp8NaN(const uint8_t* p, int64_t n) {
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t e = std::min(n, b + kBlock);
+    uint8_t hit = 0;
+    for (int64_t i = b; i < e; ++i) hit |= static_cast<uint8_t>((p[i] & 0x7F) == 0x7F);
+    if (hit == 0) continue;
+    for (int64_t i = b; i < e; ++i) {
+      if ((p[i] & 0x7F) == 0x7F) return i;
+    }
+  }
+  return -1;
+}
+
+const char* Describe(const uint8_t* p, int64_t i, const FloatBits& f) {
+  return (LoadBits(p + i * f.size, f.size) & f.man_mask) != 0 ? "NaN" : "Inf";
 }
 
 bool IsFloat(DType d) { return d == DType::kF32 || d == DType::kBF16 || d == DType::kF16; }
 
-// e4m3fn: S.1111.111 is NaN; there is no Inf.
-bool IsFp8NaN(uint8_t b) { return (b & 0x7F) == 0x7F; }
-
-absl::Status BadElement(const Checkpoint& ckpt, const std::string& name, const std::string& where,
-                        const char* what) {
-  return absl::InvalidArgumentError(absl::StrCat(ckpt.FileOf(name), ": tensor '", name,
+absl::Status BadElement(const TensorSource& source, const std::string& name,
+                        const std::string& where, const char* what) {
+  return absl::InvalidArgumentError(absl::StrCat(source.FileOf(name), ": tensor '", name,
                                                  "': element ", where, " is ", what,
                                                  " (weights must be finite)"));
 }
 
-}  // namespace
-
-absl::Status CheckFiniteTensor(const Checkpoint& ckpt, std::string_view name) {
-  const absl::StatusOr<TensorView> view = ckpt.Get(name);
+// CheckFiniteTensor, where the source's element 0 is element `origin` of the checkpoint's.
+absl::Status CheckFinite(const TensorSource& source, std::string_view name, int64_t origin) {
+  const absl::StatusOr<TensorView> view = source.Get(name);
   if (!view.ok() || !IsFloat(view->dtype)) return absl::OkStatus();
   const auto* base = static_cast<const uint8_t*>(view->data);
-  const int64_t n = view->numel();
-  for (int64_t i = 0; i < n; ++i) {
-    if (const char* what = NonFinite(base, view->dtype, i)) {
-      return BadElement(ckpt, std::string(name), absl::StrCat(i), what);
-    }
+  const FloatBits f = BitsOf(view->dtype);
+  if (const int64_t i = FirstNonFinite(base, view->numel(), f); i >= 0) {
+    return BadElement(source, std::string(name), absl::StrCat(origin + i), Describe(base, i, f));
   }
   return absl::OkStatus();
 }
 
-absl::Status CheckLinearValues(const Checkpoint& ckpt, std::string_view prefix, int64_t n,
-                               int64_t k, const Slice2D& slice) {
+}  // namespace
+
+absl::Status CheckFiniteTensor(const TensorSource& source, std::string_view name) {
+  return CheckFinite(source, name, 0);
+}
+
+absl::Status CheckLinearValues(const TensorSource& source, std::string_view prefix, int64_t n,
+                               int64_t k, const Slice2D& slice, int64_t row_origin) {
   const std::string name = std::string(prefix) + ".weight";
-  const absl::StatusOr<TensorView> w = ckpt.Get(name);
+  const absl::StatusOr<TensorView> w = source.Get(name);
   // Shapes and slices are the loader's to check; only a weight of the expected shape is scanned.
   if (!w.ok() || w->ndim != 2 || w->dim(0) != n || w->dim(1) != k) return absl::OkStatus();
   const int64_t r0 = slice.row_begin, r1 = slice.row_end < 0 ? n : slice.row_end;
@@ -75,23 +112,24 @@ absl::Status CheckLinearValues(const Checkpoint& ckpt, std::string_view prefix, 
   if (r0 < 0 || r0 > r1 || r1 > n || c0 < 0 || c0 > c1 || c1 > k) return absl::OkStatus();
 
   const auto* base = static_cast<const uint8_t*>(w->data);
+  auto where = [&](int64_t r, int64_t c) { return absl::StrCat("[", row_origin + r, ", ", c, "]"); };
   if (w->dtype == DType::kF8E4M3) {
     for (int64_t r = r0; r < r1; ++r) {
-      const uint8_t* row = base + r * k;
-      for (int64_t c = c0; c < c1; ++c) {
-        if (IsFp8NaN(row[c])) {
-          return BadElement(ckpt, name, absl::StrCat("[", r, ", ", c, "]"), "an FP8 NaN code");
-        }
+      if (const int64_t c = FirstFp8NaN(base + r * k + c0, c1 - c0); c >= 0) {
+        return BadElement(source, name, where(r, c0 + c), "an FP8 NaN code");
       }
     }
-    return CheckFiniteTensor(ckpt, std::string(prefix) + ".weight_scale_inv");
+    // Staged FP8 rows start on a 128-row scale block (read_plan.h): the scales' first row is
+    // row_origin / 128 of the checkpoint's [ceil(n/128), ceil(k/128)].
+    return CheckFinite(source, std::string(prefix) + ".weight_scale_inv",
+                       row_origin / 128 * ((k + 127) / 128));
   }
   if (!IsFloat(w->dtype)) return absl::OkStatus();
+  const FloatBits f = BitsOf(w->dtype);
   for (int64_t r = r0; r < r1; ++r) {
-    for (int64_t c = c0; c < c1; ++c) {
-      if (const char* what = NonFinite(base, w->dtype, r * k + c)) {
-        return BadElement(ckpt, name, absl::StrCat("[", r, ", ", c, "]"), what);
-      }
+    const uint8_t* row = base + (r * k + c0) * f.size;
+    if (const int64_t c = FirstNonFinite(row, c1 - c0, f); c >= 0) {
+      return BadElement(source, name, where(r, c0 + c), Describe(row, c, f));
     }
   }
   return absl::OkStatus();

@@ -69,7 +69,7 @@ class LockstepBackend final : public Backend {
   DType activation_dtype() const override { return gpu_.activation_dtype(); }
   DType kv_cache_dtype() const override { return gpu_.kv_cache_dtype(); }
 
-  absl::StatusOr<LinearWeight> LoadLinear(const Checkpoint& ckpt, const std::string& prefix,
+  absl::StatusOr<LinearWeight> LoadLinear(const TensorSource& ckpt, const std::string& prefix,
                                           int64_t n, int64_t k, const Slice2D& slice,
                                           std::vector<Tensor>& storage) override {
     auto c = cpu_.LoadLinear(ckpt, prefix, n, k, slice, cpu_storage_);
@@ -78,7 +78,7 @@ class LockstepBackend final : public Backend {
     linear_[g->weight.data] = *c;
     return g;
   }
-  absl::StatusOr<TensorView> LoadDense(const Checkpoint& ckpt, const std::string& name,
+  absl::StatusOr<TensorView> LoadDense(const TensorSource& ckpt, const std::string& name,
                                        std::span<const int64_t> shape,
                                        std::vector<Tensor>& storage) override {
     auto c = cpu_.LoadDense(ckpt, name, shape, cpu_storage_);

@@ -33,7 +33,7 @@ CpuBackend::CpuBackend(int num_threads) : CpuBackend(CpuBackendOptions{.num_thre
 CpuBackend::CpuBackend(const CpuBackendOptions& options)
     : options_(options), pool_(options.num_threads) {}
 
-absl::StatusOr<LinearWeight> CpuBackend::LoadLinear(const Checkpoint& ckpt,
+absl::StatusOr<LinearWeight> CpuBackend::LoadLinear(const TensorSource& ckpt,
                                                     const std::string& prefix, int64_t n,
                                                     int64_t k, const Slice2D& slice,
                                                     std::vector<Tensor>& storage) {
@@ -51,7 +51,7 @@ absl::StatusOr<LinearWeight> CpuBackend::LoadLinear(const Checkpoint& ckpt,
   return w;
 }
 
-absl::StatusOr<TensorView> CpuBackend::LoadDense(const Checkpoint& ckpt, const std::string& name,
+absl::StatusOr<TensorView> CpuBackend::LoadDense(const TensorSource& ckpt, const std::string& name,
                                                  std::span<const int64_t> shape,
                                                  std::vector<Tensor>& storage) {
   auto values = ckpt.LoadF32(name, shape);

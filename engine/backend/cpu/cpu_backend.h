@@ -51,10 +51,10 @@ class CpuBackend final : public Backend {
   Allocator* allocator() override { return HostAllocator(); }
   std::string name() const override { return "cpu"; }
 
-  absl::StatusOr<LinearWeight> LoadLinear(const Checkpoint& ckpt, const std::string& prefix,
+  absl::StatusOr<LinearWeight> LoadLinear(const TensorSource& ckpt, const std::string& prefix,
                                           int64_t n, int64_t k, const Slice2D& slice,
                                           std::vector<Tensor>& storage) override;
-  absl::StatusOr<TensorView> LoadDense(const Checkpoint& ckpt, const std::string& name,
+  absl::StatusOr<TensorView> LoadDense(const TensorSource& ckpt, const std::string& name,
                                        std::span<const int64_t> shape,
                                        std::vector<Tensor>& storage) override;
   absl::StatusOr<LinearWeight> MakeLinear(const TensorView& weight, const TensorView& scale_inv,

@@ -67,15 +67,17 @@ class CudaBackend final : public Backend {
   DType activation_dtype() const override { return DType::kBF16; }
   DType kv_cache_dtype() const override { return DType::kBF16; }
 
-  absl::StatusOr<LinearWeight> LoadLinear(const Checkpoint& ckpt, const std::string& prefix,
+  absl::StatusOr<LinearWeight> LoadLinear(const TensorSource& ckpt, const std::string& prefix,
                                           int64_t n, int64_t k, const Slice2D& slice,
                                           std::vector<Tensor>& storage) override;
   // 1-D tensors (norm weights, biases) become F32, 2-D ones (embedding, router) BF16.
-  absl::StatusOr<TensorView> LoadDense(const Checkpoint& ckpt, const std::string& name,
+  absl::StatusOr<TensorView> LoadDense(const TensorSource& ckpt, const std::string& name,
                                        std::span<const int64_t> shape,
                                        std::vector<Tensor>& storage) override;
   absl::StatusOr<LinearWeight> MakeLinear(const TensorView& weight, const TensorView& scale_inv,
                                           std::vector<Tensor>& storage) override;
+  // Pinned (pinned_host_allocator.h).
+  Allocator* staging_allocator() override;
   absl::StatusOr<LinearWeight> MakeRandomLinear(int64_t n, int64_t k, DType dtype, float scale,
                                                 uint64_t seed,
                                                 std::vector<Tensor>& storage) override;
