@@ -23,8 +23,7 @@ void RenderLoadMetrics(const LoadProgress::Snapshot& s, std::string& out) {
         static_cast<double>(s.bytes_expected));
   Gauge(out, "dsv3_load_seconds", "gauge",
         "Seconds the weight load has run (its duration once complete).", s.seconds);
-  Gauge(out, "dsv3_load_shards_done", "gauge", "Checkpoint shards read completely.",
-        s.shards_done);
+  Gauge(out, "dsv3_load_shards_done", "gauge", "Checkpoint shards read completely.", s.shards_done);
   Gauge(out, "dsv3_load_shards_total", "gauge", "Checkpoint shards the weight load reads from.",
         s.shards_total);
   Gauge(out, "dsv3_load_complete", "gauge", "1 once every weight is on the device, else 0.",

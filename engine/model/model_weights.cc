@@ -160,7 +160,8 @@ std::vector<WeightRequest> RecordRequests(const ModelConfig& config, const Shard
         return LinearWeight{};
       },
       [&](const std::string& name, std::span<const int64_t> shape) -> absl::StatusOr<TensorView> {
-        requests.push_back({WeightRequest::Kind::kDense, name, 0, 0, {}, {shape.begin(), shape.end()}});
+        requests.push_back(
+            {WeightRequest::Kind::kDense, name, 0, 0, {}, {shape.begin(), shape.end()}});
         return TensorView{};
       },
       config, shard);
@@ -237,17 +238,17 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const Checkpoin
   LoadProgress own_progress;
   LoadProgress& progress = options.progress != nullptr ? *options.progress : own_progress;
   progress.Begin(paths, plan.file_bytes);
+  spdlog::info(
+      "loading: rank {} of {} reads {:.3f} GB (its slices) of the {:.3f} GB of tensors it uses, "
+      "from {} shards: {} reader threads, {:.0f} MB staging ring, {} I/O",
+      shard.rank, shard.world, plan.bytes / 1e9, plan.stored_bytes / 1e9,
+      progress.Get().shards_total, std::max(1, options.reader.threads),
+      ParallelReader::RingBytes(plan.reads, largest_request, options.reader) / 1e6,
+      options.reader.direct_io ? "O_DIRECT" : "buffered");
   DSV3_ASSIGN_OR_RETURN(std::unique_ptr<ParallelReader> reader,
                         ParallelReader::Start(paths, plan.reads, largest_request,
                                               backend.staging_allocator(), options.reader,
                                               &progress));
-  spdlog::info(
-      "loading: rank {} of {} reads {:.2f} GB of the {:.2f} GB of tensors it uses, from {} "
-      "shards: {} reader threads, {:.0f} MB {} staging ring, {} I/O",
-      shard.rank, shard.world, plan.bytes / 1e9, plan.stored_bytes / 1e9,
-      progress.Get().shards_total, std::max(1, options.reader.threads),
-      reader->ring_bytes() / 1e6, backend.name() == "cpu" ? "host" : "pinned",
-      reader->direct_io() ? "direct" : "buffered");
 
   auto w = std::make_unique<ModelWeights>();
   // The second walk asks for the requests in the recorded order: request `next` is staged

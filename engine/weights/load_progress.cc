@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "fmt/format.h"
 #include "spdlog/spdlog.h"
 
 namespace dsv3 {
@@ -9,6 +10,12 @@ namespace dsv3 {
 namespace {
 
 double Gb(uint64_t bytes) { return static_cast<double>(bytes) / 1e9; }
+
+// "4.29 GB", "12.6 MB": checkpoints run from a few MB (fixtures) to 690 GB.
+std::string Size(uint64_t bytes) {
+  return bytes >= 1000000000 ? fmt::format("{:.2f} GB", Gb(bytes))
+                             : fmt::format("{:.1f} MB", static_cast<double>(bytes) / 1e6);
+}
 
 // GB/s of `bytes` over `seconds`, 0 for no time at all.
 double Rate(uint64_t bytes, double seconds) { return seconds > 0 ? Gb(bytes) / seconds : 0.0; }
@@ -45,10 +52,10 @@ void LoadProgress::Add(int shard, uint64_t bytes) {
   const double rate = Rate(bytes_read_, total_s);
   const double eta = rate > 0 ? Gb(bytes_expected_ - bytes_read_) / rate : 0.0;
   spdlog::info(
-      "loading: shard {}/{} {} read: {:.2f} GB in {:.2f} s ({:.2f} GB/s); {:.2f} of {:.2f} GB "
-      "({:.1f}%), {:.2f} GB/s overall, ETA {:.0f} s",
-      shards_done_, shards_total_, s.name, Gb(s.read), shard_s, Rate(s.read, shard_s),
-      Gb(bytes_read_), Gb(bytes_expected_),
+      "loading: shard {}/{} {} read: {} in {:.2f} s ({:.2f} GB/s); {} of {} ({:.1f}%), "
+      "{:.2f} GB/s overall, ETA {:.0f} s",
+      shards_done_, shards_total_, s.name, Size(s.read), shard_s, Rate(s.read, shard_s),
+      Size(bytes_read_), Size(bytes_expected_),
       bytes_expected_ > 0 ? 100.0 * static_cast<double>(bytes_read_) / bytes_expected_ : 100.0,
       rate, eta);
 }
@@ -58,7 +65,7 @@ void LoadProgress::Finish() {
   end_ = absl::Now();
   finished_ = true;
   const double seconds = absl::ToDoubleSeconds(end_ - start_);
-  spdlog::info("loading: read {:.2f} GB from {} shards in {:.2f} s ({:.2f} GB/s)", Gb(bytes_read_),
+  spdlog::info("loading: read {} from {} shards in {:.2f} s ({:.2f} GB/s)", Size(bytes_read_),
                shards_total_, seconds, Rate(bytes_read_, seconds));
 }
 

@@ -19,8 +19,8 @@ class LoadProgress {
     uint64_t bytes_read = 0;
     uint64_t bytes_expected = 0;
     int shards_done = 0;
-    int shards_total = 0;   // shards this rank reads anything from
-    double seconds = 0;     // since Begin; frozen at Finish
+    int shards_total = 0;  // shards this rank reads anything from
+    double seconds = 0;    // since Begin; frozen at Finish
     bool started = false;
     bool finished = false;
   };

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
 
 namespace dsv3 {
 
@@ -41,6 +42,18 @@ absl::StatusOr<int> OpenForReading(const std::string& path, bool want_direct, bo
 
 }  // namespace
 
+uint64_t ParallelReader::RingBytes(const std::vector<TensorRead>& reads, uint64_t largest_request,
+                                   const ReaderOptions& options) {
+  // Never more than the whole plan (a small model needs no 1 GiB of pinned memory), never less
+  // than two of the largest request (each read may gain up to 2 * kAlign of alignment; a request
+  // has at most two reads).
+  uint64_t total = 0;
+  for (const TensorRead& read : reads) total += read.bytes + 2 * kAlign;
+  return AlignUp(std::max(std::min<uint64_t>(options.staging_bytes, total),
+                          2 * (largest_request + 4 * kAlign)),
+                 kAlign);
+}
+
 absl::StatusOr<std::unique_ptr<ParallelReader>> ParallelReader::Start(
     const std::vector<std::string>& paths, std::vector<TensorRead> reads, uint64_t largest_request,
     Allocator* staging, const ReaderOptions& options, LoadProgress* progress) {
@@ -58,11 +71,12 @@ absl::StatusOr<std::unique_ptr<ParallelReader>> ParallelReader::Start(
     all_direct = all_direct && direct;
   }
   r->direct_io_ = all_direct;
+  if (options.direct_io && !all_direct) {
+    spdlog::warn(
+        "loading: the file system refused O_DIRECT for some shards; reading them buffered");
+  }
 
-  // Each read may gain up to 2 * kAlign of alignment; a request has at most two reads.
-  r->capacity_ = AlignUp(std::max<uint64_t>(options.staging_bytes,
-                                            2 * (largest_request + 4 * kAlign)),
-                         kAlign);
+  r->capacity_ = RingBytes(reads, largest_request, options);
   try {
     r->allocation_ = staging->Allocate(static_cast<int64_t>(r->capacity_ + kAlign));
   } catch (const std::bad_alloc&) {
@@ -72,8 +86,8 @@ absl::StatusOr<std::unique_ptr<ParallelReader>> ParallelReader::Start(
     return absl::ResourceExhaustedError(
         absl::StrCat("cannot allocate ", r->capacity_, " bytes of staging memory for loading"));
   }
-  r->ring_ = reinterpret_cast<uint8_t*>(
-      AlignUp(reinterpret_cast<uintptr_t>(r->allocation_), kAlign));
+  r->ring_ =
+      reinterpret_cast<uint8_t*>(AlignUp(reinterpret_cast<uintptr_t>(r->allocation_), kAlign));
 
   {
     absl::MutexLock lock(&r->mu_);
@@ -131,8 +145,7 @@ bool ParallelReader::NextChunk(Chunk* chunk) {
     chunk->end = std::min(next_offset_ + chunk_bytes_, r.aligned_offset + r.span);
     chunk->dest = RingAt(r.ring_pos) + (chunk->begin - r.aligned_offset);
     chunk->wanted_end = r.plan.offset + r.plan.bytes;
-    chunk->useful = std::min(chunk->end, chunk->wanted_end) -
-                    std::max(chunk->begin, r.plan.offset);
+    chunk->useful = std::min(chunk->end, chunk->wanted_end) - std::max(chunk->begin, r.plan.offset);
     chunk->tensor = &r.plan.name;
     next_offset_ = chunk->end;
     if (next_offset_ == r.aligned_offset + r.span) ++next_read_;
@@ -145,8 +158,8 @@ absl::Status ParallelReader::ReadChunk(const Chunk& c) const {
   const uint64_t want = c.end - c.begin;
   uint64_t done = 0;
   while (done < want) {
-    const ssize_t n = ::pread(fds_[c.file], c.dest + done, want - done,
-                              static_cast<off_t>(c.begin + done));
+    const ssize_t n =
+        ::pread(fds_[c.file], c.dest + done, want - done, static_cast<off_t>(c.begin + done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       return absl::InternalError(absl::StrCat(path, ": read of ", want - done, " bytes at offset ",

@@ -25,11 +25,11 @@
 namespace dsv3 {
 
 struct ReaderOptions {
-  int threads = 8;                         // concurrent preads
+  int threads = 8;                          // concurrent preads
   int64_t chunk_bytes = int64_t{32} << 20;  // one pread (rounded to 4 KiB)
-  // The ring. Grown to twice the largest request (a weight and its scales are held together
-  // while the next request's reads land), so a huge tensor (V3's 1.85 GB embedding at TP=1)
-  // still fits.
+  // The ring: at most what the plan reads, at least twice the largest request (a weight and
+  // its scales are held together while the next request's reads land), so a huge tensor (V3's
+  // 1.85 GB embedding at TP=1) still fits.
   int64_t staging_bytes = int64_t{1} << 30;
   // O_DIRECT: bypass the page cache (cold loads of checkpoints larger than the host's memory).
   // A file system that refuses it is read buffered.
@@ -61,6 +61,9 @@ class ParallelReader {
   // The consumer is done with reads [0, i].
   void Release(size_t i);
 
+  // The ring Start allocates for these arguments.
+  static uint64_t RingBytes(const std::vector<TensorRead>& reads, uint64_t largest_request,
+                            const ReaderOptions& options);
   uint64_t ring_bytes() const { return capacity_; }
   bool direct_io() const { return direct_io_; }
 
@@ -107,11 +110,11 @@ class ParallelReader {
   absl::Mutex mu_;
   absl::CondVar cv_;  // a read became ready, ring space was released, an error, stop
   std::vector<Read> reads_ ABSL_GUARDED_BY(mu_);
-  size_t next_read_ ABSL_GUARDED_BY(mu_) = 0;     // whose chunks are handed out next
-  uint64_t next_offset_ ABSL_GUARDED_BY(mu_) = 0; // its next chunk's aligned file offset
-  uint64_t head_ ABSL_GUARDED_BY(mu_) = 0;        // virtual end of the reserved ring
-  uint64_t tail_ ABSL_GUARDED_BY(mu_) = 0;        // virtual start of the unreleased ring
-  size_t released_ ABSL_GUARDED_BY(mu_) = 0;      // reads [0, released_) are released
+  size_t next_read_ ABSL_GUARDED_BY(mu_) = 0;      // whose chunks are handed out next
+  uint64_t next_offset_ ABSL_GUARDED_BY(mu_) = 0;  // its next chunk's aligned file offset
+  uint64_t head_ ABSL_GUARDED_BY(mu_) = 0;         // virtual end of the reserved ring
+  uint64_t tail_ ABSL_GUARDED_BY(mu_) = 0;         // virtual start of the unreleased ring
+  size_t released_ ABSL_GUARDED_BY(mu_) = 0;       // reads [0, released_) are released
   absl::Status error_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
 };

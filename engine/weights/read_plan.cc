@@ -52,16 +52,16 @@ absl::Status PlanLinear(const Checkpoint& ckpt, const WeightRequest& r, ReadPlan
                         PlannedLoad& load) {
   const std::string name = r.name + ".weight";
   const std::array<int64_t, 2> shape = {r.n, r.k};
-  DSV3_ASSIGN_OR_RETURN(const TensorView w, ckpt.Get(name, shape,
-                                                     {DType::kF8E4M3, DType::kBF16, DType::kF16,
-                                                      DType::kF32}));
+  DSV3_ASSIGN_OR_RETURN(
+      const TensorView w,
+      ckpt.Get(name, shape, {DType::kF8E4M3, DType::kBF16, DType::kF16, DType::kF32}));
   const Slice2D& s = r.slice;
   const int64_t r0 = s.row_begin, r1 = s.row_end < 0 ? r.n : s.row_end;
   const int64_t c0 = s.col_begin, c1 = s.col_end < 0 ? r.k : s.col_end;
   if (r0 < 0 || r0 > r1 || r1 > r.n || c0 < 0 || c0 > c1 || c1 > r.k) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        ckpt.FileOf(name), ": tensor '", name, "': bad slice of [", r.n, ", ", r.k, "]: rows [",
-        r0, ", ", r1, "), cols [", c0, ", ", c1, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(ckpt.FileOf(name), ": tensor '", name,
+                                                   "': bad slice of [", r.n, ", ", r.k, "]: rows [",
+                                                   r0, ", ", r1, "), cols [", c0, ", ", c1, ")"));
   }
   const bool fp8 = w.dtype == DType::kF8E4M3;
   // FP8 rows widen to whole scale blocks: the staged weight keeps the stored block boundaries.

@@ -40,8 +40,9 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   // The file offset of the data section (8 + header length): an entry's bytes are
   // [data_offset() + begin, data_offset() + end) of the file.
-  uint64_t data_offset() const { return static_cast<uint64_t>(data_ - static_cast<uint8_t*>(map_)); }
-  uint64_t file_size() const { return map_size_; }
+  uint64_t data_offset() const {
+    return static_cast<uint64_t>(data_ - static_cast<const uint8_t*>(map_));
+  }
   // A host view of the entry's bytes inside the mapping (read-only memory: never write to it).
   // The format does not align tensors: data may be misaligned for its dtype (copy with memcpy).
   TensorView View(const SafetensorsEntry& entry) const;

@@ -48,7 +48,7 @@ std::string ShapeString(std::span<const int64_t> shape) {
 }
 
 absl::StatusOr<TensorView> TensorSource::Get(std::string_view name, std::span<const int64_t> shape,
-                                           std::initializer_list<DType> allowed) const {
+                                             std::initializer_list<DType> allowed) const {
   absl::StatusOr<TensorView> view = Get(name);
   if (!view.ok()) return view.status();
   const std::span<const int64_t> stored(view->shape.data(), static_cast<size_t>(view->ndim));
@@ -70,7 +70,7 @@ absl::StatusOr<TensorView> TensorSource::Get(std::string_view name, std::span<co
 }
 
 absl::StatusOr<std::vector<float>> TensorSource::LoadF32(std::string_view name,
-                                                       std::span<const int64_t> shape) const {
+                                                         std::span<const int64_t> shape) const {
   absl::StatusOr<TensorView> view = Get(name, shape, {DType::kF32, DType::kBF16, DType::kF16});
   if (!view.ok()) return view.status();
   const int64_t n = view->numel();
@@ -85,9 +85,9 @@ absl::StatusOr<std::vector<float>> TensorSource::LoadF32(std::string_view name,
 }
 
 absl::StatusOr<std::vector<float>> TensorSource::LoadLinearF32(std::string_view prefix, int64_t n,
-                                                             int64_t k, const Slice2D& slice,
-                                                             int64_t block_n,
-                                                             int64_t block_k) const {
+                                                               int64_t k, const Slice2D& slice,
+                                                               int64_t block_n,
+                                                               int64_t block_k) const {
   const std::string name = std::string(prefix) + ".weight";
   const std::array<int64_t, 2> shape = {n, k};
   absl::StatusOr<TensorView> w =

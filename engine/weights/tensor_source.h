@@ -52,8 +52,7 @@ class TensorSource {
   // shape [ceil(n/block_n), ceil(k/block_k)]: w[r][c] = fp8[r][c] * scale_inv[r/block_n][c/block_k]
   // (edge blocks are partial when n or k is not a multiple of the block).
   absl::StatusOr<std::vector<float>> LoadLinearF32(std::string_view prefix, int64_t n, int64_t k,
-                                                   const Slice2D& slice = {},
-                                                   int64_t block_n = 128,
+                                                   const Slice2D& slice = {}, int64_t block_n = 128,
                                                    int64_t block_k = 128) const;
 };
 

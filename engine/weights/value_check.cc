@@ -21,10 +21,14 @@ struct FloatBits {
 
 FloatBits BitsOf(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return {0x7F800000u, 0x007FFFFFu, 4};
-    case DType::kBF16: return {0x7F80u, 0x007Fu, 2};
-    case DType::kF16: return {0x7C00u, 0x03FFu, 2};
-    default: return {};
+    case DType::kF32:
+      return {0x7F800000u, 0x007FFFFFu, 4};
+    case DType::kBF16:
+      return {0x7F80u, 0x007Fu, 2};
+    case DType::kF16:
+      return {0x7C00u, 0x03FFu, 2};
+    default:
+      return {};
   }
 }
 
@@ -112,7 +116,9 @@ absl::Status CheckLinearValues(const TensorSource& source, std::string_view pref
   if (r0 < 0 || r0 > r1 || r1 > n || c0 < 0 || c0 > c1 || c1 > k) return absl::OkStatus();
 
   const auto* base = static_cast<const uint8_t*>(w->data);
-  auto where = [&](int64_t r, int64_t c) { return absl::StrCat("[", row_origin + r, ", ", c, "]"); };
+  auto where = [&](int64_t r, int64_t c) {
+    return absl::StrCat("[", row_origin + r, ", ", c, "]");
+  };
   if (w->dtype == DType::kF8E4M3) {
     for (int64_t r = r0; r < r1; ++r) {
       if (const int64_t c = FirstFp8NaN(base + r * k + c0, c1 - c0); c >= 0) {

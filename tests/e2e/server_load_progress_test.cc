@@ -35,9 +35,10 @@ TEST(ServerLoadProgressTest, LogsEveryShardAndExportsTheLoadOnMetrics) {
   ASSERT_TRUE(server.WaitServing()) << server.log();
 
   const std::string log = server.log();
-  const std::regex line(R"(loading: shard (\d+)/(\d+) (\S+\.safetensors) read: [0-9.]+ GB in )"
-                        R"([0-9.]+ s \([0-9.]+ GB/s\); [0-9.]+ of [0-9.]+ GB \([0-9.]+%\), )"
-                        R"([0-9.]+ GB/s overall, ETA \d+ s)");
+  const std::regex line(
+      R"(loading: shard (\d+)/(\d+) (\S+\.safetensors) read: [0-9.]+ [MG]B in )"
+      R"([0-9.]+ s \([0-9.]+ GB/s\); [0-9.]+ [MG]B of [0-9.]+ [MG]B \([0-9.]+%\), )"
+      R"([0-9.]+ GB/s overall, ETA \d+ s)");
   std::set<int> seen;
   std::set<std::string> names;
   int total = 0;

@@ -48,7 +48,9 @@ struct Fixture {
       for (int t = 0; t < 6; ++t) {
         const int64_t rows = 1 + (f * 6 + t) % 37;
         const std::string name = "f" + std::to_string(f) + "t" + std::to_string(t);
-        tensors.push_back({name, "U8", {rows, cols[t]},
+        tensors.push_back({name,
+                           "U8",
+                           {rows, cols[t]},
                            RandomBytes(rows * cols[t], static_cast<uint32_t>(f * 6 + t))});
         names.push_back(name);
       }
@@ -104,10 +106,12 @@ TEST(ParallelReaderTest, ReadsEqualTheMappedBytesWithASmallRingAndManyThreads) {
     for (const TensorRead& r : fx.reads) per_file[r.file] += r.bytes;
     LoadProgress progress;
     progress.Begin(fx.Paths(), per_file);
-    ReaderOptions options{.threads = row.threads, .chunk_bytes = row.chunk,
-                          .staging_bytes = 1, .direct_io = row.direct_io};
-    auto reader = ParallelReader::Start(fx.Paths(), fx.reads, fx.largest, HostAllocator(),
-                                        options, &progress);
+    ReaderOptions options{.threads = row.threads,
+                          .chunk_bytes = row.chunk,
+                          .staging_bytes = 1,
+                          .direct_io = row.direct_io};
+    auto reader = ParallelReader::Start(fx.Paths(), fx.reads, fx.largest, HostAllocator(), options,
+                                        &progress);
     ASSERT_TRUE(reader.ok()) << reader.status();
     // The ring is the minimum (twice the largest request), far below the total read.
     uint64_t total = 0;
@@ -137,9 +141,9 @@ TEST(ParallelReaderTest, HoldingTwoReadsAtOnceFitsTheRing) {
   for (size_t i = 0; i + 1 < fx.reads.size(); i += 2) {
     largest_pair = std::max(largest_pair, fx.reads[i].bytes + fx.reads[i + 1].bytes);
   }
-  auto reader = ParallelReader::Start(fx.Paths(), fx.reads, largest_pair, HostAllocator(),
-                                      {.threads = 3, .chunk_bytes = 4096, .staging_bytes = 1},
-                                      nullptr);
+  auto reader =
+      ParallelReader::Start(fx.Paths(), fx.reads, largest_pair, HostAllocator(),
+                            {.threads = 3, .chunk_bytes = 4096, .staging_bytes = 1}, nullptr);
   ASSERT_TRUE(reader.ok()) << reader.status();
   for (size_t i = 0; i + 1 < fx.reads.size(); i += 2) {
     auto a = (*reader)->Wait(i);
@@ -172,8 +176,8 @@ TEST(ParallelReaderTest, AFileShorterThanItsPlanIsDataLossNamingIt) {
 }
 
 TEST(ParallelReaderTest, AMissingFileFailsAtStart) {
-  auto reader = ParallelReader::Start({"/nonexistent/x.safetensors"}, {}, 0, HostAllocator(), {},
-                                      nullptr);
+  auto reader =
+      ParallelReader::Start({"/nonexistent/x.safetensors"}, {}, 0, HostAllocator(), {}, nullptr);
   EXPECT_EQ(reader.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(reader.status().message(), HasSubstr("/nonexistent/x.safetensors"));
 }

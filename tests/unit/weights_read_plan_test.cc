@@ -35,10 +35,11 @@ class ReadPlanTest : public ::testing::Test {
  protected:
   void SetUp() override {
     // Two shards: an FP8 linear with its scales, and a BF16 linear plus a dense norm.
-    WriteBytes(dir_.file("a.safetensors"),
-               Serialize({{"pad", "F32", {3}, Pattern(12, 1)},
-                          {"q.weight", "F8_E4M3", {kN, kK}, Pattern(kN * kK, 2)},
-                          {"q.weight_scale_inv", "F32", {3, 2}, BytesOf(std::vector<float>(6, 1))}}));
+    WriteBytes(
+        dir_.file("a.safetensors"),
+        Serialize({{"pad", "F32", {3}, Pattern(12, 1)},
+                   {"q.weight", "F8_E4M3", {kN, kK}, Pattern(kN * kK, 2)},
+                   {"q.weight_scale_inv", "F32", {3, 2}, BytesOf(std::vector<float>(6, 1))}}));
     WriteBytes(dir_.file("b.safetensors"),
                Serialize({{"e.weight", "BF16", {10, 6}, Pattern(120, 3)},
                           {"norm", "F32", {6}, BytesOf(std::vector<float>(6, 1))}}));
@@ -102,8 +103,8 @@ TEST_F(ReadPlanTest, SlicesReadTheirRowsWidenedToFp8ScaleBlocks) {
     EXPECT_EQ(w.shape, (std::vector<int64_t>{row.last - row.first, kK}));
     EXPECT_EQ(FileBytes(w), StoredRows("q.weight", row.first, row.last));
     EXPECT_EQ(s.shape, (std::vector<int64_t>{(row.last + 127) / 128 - row.first / 128, 2}));
-    EXPECT_EQ(FileBytes(s), StoredRows("q.weight_scale_inv", row.first / 128,
-                                       (row.last + 127) / 128));
+    EXPECT_EQ(FileBytes(s),
+              StoredRows("q.weight_scale_inv", row.first / 128, (row.last + 127) / 128));
     EXPECT_EQ(plan->bytes, w.bytes + s.bytes);
     EXPECT_EQ(plan->stored_bytes, uint64_t{kN * kK} + 6 * 4);
   }
@@ -138,7 +139,8 @@ TEST_F(ReadPlanTest, BadRequestsFailNamingFileAndTensor) {
       {"missing", Linear("nope", 4, 4, {}), "tensor 'nope.weight' not found"},
       {"shape", Linear("q", kN, 128, {}), "shape [300, 256], expected [300, 128]"},
       {"slice", Linear("q", kN, kK, {0, 400, 0, -1}), "bad slice of [300, 256]"},
-      {"dense dtype", {WeightRequest::Kind::kDense, "q.weight", 0, 0, {}, {kN, kK}},
+      {"dense dtype",
+       {WeightRequest::Kind::kDense, "q.weight", 0, 0, {}, {kN, kK}},
        "dtype F8_E4M3, expected one of F32, BF16, F16"},
   };
   for (const Row& row : rows) {

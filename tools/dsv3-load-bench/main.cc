@@ -73,8 +73,7 @@ int Run(const Args& a) {
 int main(int argc, char** argv) {
   dsv3::Args args;
   CLI::App app{"Load a checkpoint's weights onto one device and report GB/s"};
-  app.add_option("--model", args.model, "model directory (config.json, *.safetensors)")
-      ->required();
+  app.add_option("--model", args.model, "model directory (config.json, *.safetensors)")->required();
   app.add_option("--device", args.device, "cuda, cpu or auto");
   app.add_option("--gpu", args.gpu, "GPU index");
   app.add_option("--tp", args.tp, "tensor-parallel size whose slices to load");
