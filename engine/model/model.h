@@ -104,7 +104,7 @@ class DeepseekV3Model {
   ModelConfig config_;
   Backend& backend_;
   Communicator& comm_;
-  std::unique_ptr<Checkpoint> checkpoint_;  // keeps the mmapped files for the backend's views
+  std::unique_ptr<Checkpoint> checkpoint_;  // the opened shards (weights are copied out at load)
   std::unique_ptr<ModelWeights> weights_;
   RopeTable rope_;
   Tensor logits_scratch_;  // the head's output, grown as needed (Forward is not reentrant)

@@ -43,16 +43,28 @@ uint32_t LoadBits(const uint8_t* p, int size) {
   return h;
 }
 
+// Whether any of elements [b, e) of `p` (of type Bits) has an all-ones exponent. No branch in
+// the loop, and the element size a compile-time constant, so the compiler vectorizes it.
+template <typename Bits>
+bool AnyNonFinite(const uint8_t* p, int64_t b, int64_t e, uint32_t exp_mask) {
+  const Bits mask = static_cast<Bits>(exp_mask);
+  Bits hit = 0;
+  for (int64_t i = b; i < e; ++i) {
+    Bits v;
+    std::memcpy(&v, p + i * sizeof(Bits), sizeof(Bits));
+    hit |= static_cast<Bits>((v & mask) == mask);
+  }
+  return hit != 0;
+}
+
 // The first of `n` elements at `p` whose exponent is all ones (NaN or Inf), or -1. Blocks are
 // tested without branches; only a block with a hit is searched.
 int64_t FirstNonFinite(const uint8_t* p, int64_t n, const FloatBits& f) {
   for (int64_t b = 0; b < n; b += kBlock) {
     const int64_t e = std::min(n, b + kBlock);
-    uint32_t hit = 0;
-    for (int64_t i = b; i < e; ++i) {
-      hit |= static_cast<uint32_t>((LoadBits(p + i * f.size, f.size) & f.exp_mask) == f.exp_mask);
-    }
-    if (hit == 0) continue;
+    const bool hit = f.size == 4 ? AnyNonFinite<uint32_t>(p, b, e, f.exp_mask)
+                                 : AnyNonFinite<uint16_t>(p, b, e, f.exp_mask);
+    if (!hit) continue;
     for (int64_t i = b; i < e; ++i) {
       if ((LoadBits(p + i * f.size, f.size) & f.exp_mask) == f.exp_mask) return i;
     }

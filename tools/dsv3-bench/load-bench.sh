@@ -12,6 +12,8 @@
 # Cold means evicted from the page cache: `sync; echo 3 > /proc/sys/vm/drop_caches` where
 # permitted (root), and always posix_fadvise(DONTNEED) on every file; the table says which.
 #   CKPT_DIR=/tmp/dsv3/synthetic-v3 THREADS=8 tools/dsv3-bench/load-bench.sh
+# DEVICE=cpu (a dry run of the script without a GPU; BIN=build/tools there). QUICK=1 runs only cat and dsv3 (buffered), cold and warm: for a slow disk, where all runs would
+# not fit in one 10-minute call; a second call on the same machine finds the checkpoint written.
 set -uo pipefail
 out=${OUT:-/tmp/out}
 dir=${CKPT_DIR:-/tmp/dsv3/synthetic-v3}
@@ -41,6 +43,9 @@ fi
 files=("$dir"/*.safetensors)
 bytes=$(du -cb "${files[@]}" | tail -1 | cut -f1)
 echo "checkpoint: ${#files[@]} shards, $bytes bytes at $dir ($(df -h --output=source,fstype "$dir" | tail -1))"
+if [ "$(df --output=fstype "$dir" | tail -1)" = tmpfs ]; then
+  echo "WARNING: $dir is on tmpfs (memory): 'cold' cannot be cold; set CKPT_DIR to a disk" >&2
+fi
 
 evict_method=fadvise
 evict() {
@@ -81,15 +86,17 @@ timed_parallel_cat() {  # NAME CACHE
   record "$1" "$2" "$(python3 -c "print($end - $start)")" "$bytes"
 }
 
-load() {  # NAME CACHE [dsv3-load-bench flags...]
-  local name=$1 cache=$2
-  shift 2
-  local json
-  json=$($bin/dsv3-load-bench --model "$dir" --device cuda --reader-threads "$threads" "$@" \
-    2>>"$out/dsv3-load.log" | tail -1)
+load() {  # NAME CACHE READER_THREADS [dsv3-load-bench flags...]
+  local name=$1 cache=$2 readers=$3
+  shift 3
+  local log json
+  log=$($bin/dsv3-load-bench --model "$dir" --device "${DEVICE:-cuda}" --reader-threads "$readers" \
+    "$@" 2>&1)
+  echo "$log" >>"$out/dsv3-load.log"
+  json=$(echo "$log" | grep '^{' | tail -1)
   if [ -z "$json" ]; then
     echo "$name: dsv3-load-bench failed:" >&2
-    tail -5 "$out/dsv3-load.log" >&2
+    echo "$log" | tail -3 >&2
     return
   fi
   python3 -c "import json,sys; d=json.loads(sys.argv[3]); d.update(what=sys.argv[1], cache=sys.argv[2],
@@ -99,14 +106,16 @@ load() {  # NAME CACHE [dsv3-load-bench flags...]
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 evict; timed_cat "cat" cold
 timed_cat "cat" warm
-evict; timed_parallel_cat "8 x cat" cold
-evict; load "dsv3 buffered" cold
-load "dsv3 buffered" warm
-evict; load "dsv3 O_DIRECT" cold --direct-io
-load "dsv3 O_DIRECT" warm --direct-io
-evict; load "dsv3 buffered, 16 threads" cold --reader-threads 16
-evict; load "dsv3 tp8 rank 0" cold --tp 8 --rank 0
-load "dsv3 tp8 rank 0" warm --tp 8 --rank 0
+evict; load "dsv3 buffered" cold "$threads"
+load "dsv3 buffered" warm "$threads"
+if [ -z "${QUICK:-}" ]; then
+  evict; timed_parallel_cat "8 x cat" cold
+  evict; load "dsv3 O_DIRECT" cold "$threads" --direct-io
+  load "dsv3 O_DIRECT" warm "$threads" --direct-io
+  evict; load "dsv3 buffered, 16 threads" cold 16
+  evict; load "dsv3 tp8 rank 0" cold "$threads" --tp 8 --rank 0
+  load "dsv3 tp8 rank 0" warm "$threads" --tp 8 --rank 0
+fi
 grep -h "loading: \(shard 1/\|rank\|read \)" "$out/dsv3-load.log" | head -6
 
 python3 - "$results" "$evict_method" <<'PY' | tee "$out/load.md"
