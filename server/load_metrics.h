@@ -10,7 +10,9 @@
 namespace dsv3::server {
 
 // dsv3_load_bytes_total, dsv3_load_bytes_expected, dsv3_load_seconds, dsv3_load_shards_done,
-// dsv3_load_shards_total, dsv3_load_complete. Nothing before the load has started.
-void RenderLoadMetrics(const LoadProgress::Snapshot& load, std::string& out);
+// dsv3_load_shards_total, dsv3_load_complete, labelled with `model_name` as every dsv3_ sample.
+// Nothing before the load has started.
+void RenderLoadMetrics(const LoadProgress::Snapshot& load, const std::string& model_name,
+                       std::string& out);
 
 }  // namespace dsv3::server

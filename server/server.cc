@@ -214,7 +214,7 @@ std::string Server::RenderMetrics() const {
     const EngineStats stats = model->engine->Stats();
     out = metrics_.Render(&stats);
   }
-  RenderLoadMetrics(load_progress_.Get(), out);
+  RenderLoadMetrics(load_progress_.Get(), metrics_.model_name(), out);
   return out;
 }
 
