@@ -3,16 +3,13 @@
 // dashboard or an operator can watch a long load and see it finish.
 #pragma once
 
-#include <string>
-
 #include "engine/weights/load_progress.h"
+#include "server/metrics.h"
 
 namespace dsv3::server {
 
 // dsv3_load_bytes_total, dsv3_load_bytes_expected, dsv3_load_seconds, dsv3_load_shards_done,
-// dsv3_load_shards_total, dsv3_load_complete, labelled with `model_name` as every dsv3_ sample.
-// Nothing before the load has started.
-void RenderLoadMetrics(const LoadProgress::Snapshot& load, const std::string& model_name,
-                       std::string& out);
+// dsv3_load_shards_total, dsv3_load_complete. Nothing before the load has started.
+void RenderLoadMetrics(const LoadProgress::Snapshot& load, MetricsWriter& out);
 
 }  // namespace dsv3::server

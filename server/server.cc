@@ -214,7 +214,8 @@ std::string Server::RenderMetrics() const {
     const EngineStats stats = model->engine->Stats();
     out = metrics_.Render(&stats);
   }
-  RenderLoadMetrics(load_progress_.Get(), metrics_.model_name(), out);
+  MetricsWriter writer(out, metrics_.model_name());
+  RenderLoadMetrics(load_progress_.Get(), writer);
   return out;
 }
 
