@@ -2,16 +2,19 @@
 // requests (n choices, each response tagged with its choice's index) to a gRPC server stream,
 // never blocking a gRPC or engine thread.
 //
-// The engine thread signals a new delta through RequestStream::SetNotify; the reactor then takes
-// every queued delta of a choice at once (TakeAll, merged into one response) and keeps at most one
-// write outstanding (OnWriteDone takes the next). While a write is in flight, deltas wait in the
-// engine's bounded per-request queue (which merges them when full), so a slow client costs
-// bounded memory and never stalls the engine, and a write that takes longer than a decode step
-// does not leave the stream a token further behind with every step. A cancelled call
-// or an expired deadline (gRPC cancels the call) aborts the engine request, which frees its KV
-// blocks at the next step. Finish is called exactly once; OnDone deletes the reactor.
+// The engine thread signals a new delta through RequestStream::SetNotify, which posts the
+// reactor's pump to the server's StreamPump threads (no gRPC or protobuf work on the engine
+// thread). The pump takes every queued delta of a choice at once (TakeAll, merged into one
+// response) and keeps at most one write outstanding (OnWriteDone takes the next). While a write
+// is in flight, deltas wait in the engine's bounded per-request queue (which merges them when
+// full), so a slow client costs bounded memory and never stalls the engine, and a write that
+// takes longer than a decode step does not leave the stream a token further behind with every
+// step. A cancelled call or an expired deadline (gRPC cancels the call) aborts the engine request,
+// which frees its KV blocks at the next step. Finish is called exactly once; OnDone deletes the
+// reactor.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -111,12 +114,17 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
     }
     link_ = std::make_shared<Link>();
     link_->pump = [this] { Pump(); };
-    // The notify function outlives this reactor inside the engine; it reaches the reactor only
-    // through `link`, which OnDone clears under its mutex.
+    // The notify function runs on the engine thread and outlives this reactor inside the engine:
+    // it only posts the pump to the server's StreamPump threads (once until that runs), and
+    // reaches the reactor through `link`, which OnDone clears under its mutex.
     for (const auto& stream : streams_) {
-      stream->SetNotify([link = link_] {
-        absl::MutexLock lock(&link->mu);
-        if (link->pump) link->pump();
+      stream->SetNotify([link = link_, &pump = state_.stream_pump()] {
+        if (link->scheduled.exchange(true)) return;
+        pump.Post([link] {
+          link->scheduled.store(false);  // output pushed from here on posts again
+          absl::MutexLock lock(&link->mu);
+          if (link->pump) link->pump();
+        });
       });
     }
     Pump();  // deltas pushed before SetNotify
@@ -144,6 +152,7 @@ class StreamReactor : public grpc::ServerWriteReactor<Response> {
   struct Link {
     absl::Mutex mu;
     std::function<void()> pump ABSL_GUARDED_BY(mu);
+    std::atomic<bool> scheduled{false};  // a pump is posted and has not started yet
   };
 
   // Ends every choice in the engine (finished ones are ignored there); frees their KV blocks.

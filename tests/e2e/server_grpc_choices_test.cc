@@ -95,7 +95,8 @@ TEST_F(ServerGrpcChoicesTest, RequestIdComesFromMetadataAndIsEchoed) {
   auto it = metadata.find("x-request-id");
   ASSERT_NE(it, metadata.end());
   EXPECT_EQ(std::string(it->second.data(), it->second.size()), "trace-42");
-  EXPECT_THAT(server_->log(), ::testing::HasSubstr("trace-42 Generate:"));
+  // The request log line names the id the client sent (text format: key=value fields).
+  EXPECT_THAT(server_->log(), ::testing::HasSubstr("request_id=trace-42 method=Generate"));
 }
 
 }  // namespace

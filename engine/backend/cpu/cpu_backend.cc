@@ -135,13 +135,13 @@ absl::StatusOr<TensorView> CpuBackend::MakeRandomDense(std::span<const int64_t> 
 Tensor CpuBackend::Upload(const TensorView& host) {
   assert(host.dtype == DType::kF32 && host.is_contiguous());
   Tensor t(HostAllocator(), DType::kF32, host.shape.data(), host.ndim);
-  std::memcpy(t.ptr<float>(), host.data, host.nbytes());
+  if (host.nbytes() > 0) std::memcpy(t.ptr<float>(), host.data, host.nbytes());  // may be null
   return t;
 }
 
 void CpuBackend::Download(const TensorView& t, float* host) {
   assert(t.dtype == DType::kF32 && t.is_contiguous());
-  std::memcpy(host, t.data, t.nbytes());
+  if (t.nbytes() > 0) std::memcpy(host, t.data, t.nbytes());  // an empty vector's data() is null
 }
 
 void CpuBackend::Embedding(const TensorView& table, std::span<const int32_t> ids,
