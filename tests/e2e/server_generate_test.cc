@@ -50,7 +50,8 @@ TEST_F(ServerGenerateTest, ModelInfo) {
   auto stub = server_->Stub();
   grpc::ClientContext context;
   v1::ModelInfo info;
-  ASSERT_TRUE(stub->GetModelInfo(&context, {}, &info).ok());
+  const grpc::Status status = stub->GetModelInfo(&context, {}, &info);
+  ASSERT_TRUE(status.ok()) << status.error_code() << ": " << status.error_message();
   EXPECT_EQ(info.architecture().model_type(), "deepseek_v3");
   EXPECT_EQ(info.architecture().vocab_size(), 1024);
   EXPECT_EQ(info.architecture().weight_format(), "fp8");

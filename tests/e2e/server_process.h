@@ -119,7 +119,12 @@ class ServerProcess {
         }
         return false;
       }
-      if (Health() == grpc::health::v1::HealthCheckResponse::SERVING) return true;
+      // Until this process has bound its port, a health answer there may come from another
+      // test's server that took the port first (this one then exits "cannot listen").
+      if (log().find("listening on") != std::string::npos &&
+          Health() == grpc::health::v1::HealthCheckResponse::SERVING) {
+        return true;
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     return false;
