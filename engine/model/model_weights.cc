@@ -252,17 +252,20 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const Checkpoin
 
   auto w = std::make_unique<ModelWeights>();
   // The second walk asks for the requests in the recorded order: request `next` is staged
-  // (its reads waited for), checked (weights must be finite; value_check.h), handed to the
-  // backend and released, while the reader threads fill the ring ahead of it.
+  // (its reads waited for), checked (weights must be finite; value_check.h: only when the
+  // reader's scan flagged its bytes), handed to the backend and released, while the reader
+  // threads fill the ring ahead of it.
   size_t next = 0;
-  auto stage = [&](const std::string& name, StagedTensors& staged)
-      -> absl::StatusOr<const PlannedLoad*> {
+  auto stage = [&](const std::string& name, StagedTensors& staged,
+                   bool* suspect) -> absl::StatusOr<const PlannedLoad*> {
     assert(next < plan.loads.size() && requests[next].name == name);
     const PlannedLoad& load = plan.loads[next++];
+    *suspect = false;
     for (size_t i = load.first_read; i < load.first_read + load.num_reads; ++i) {
       DSV3_ASSIGN_OR_RETURN(const uint8_t* data, reader->Wait(i));
       const TensorRead& read = plan.reads[i];
       staged.Add(read.name, paths[read.file], StagedView(data, read));
+      *suspect = *suspect || reader->Suspect(i);
     }
     return &load;
   };
@@ -273,9 +276,12 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const Checkpoin
       [&](const std::string& prefix, int64_t n, int64_t k,
           const Slice2D& slice) -> absl::StatusOr<LinearWeight> {
         StagedTensors staged;
-        DSV3_ASSIGN_OR_RETURN(const PlannedLoad* load, stage(prefix, staged));
-        DSV3_RETURN_IF_ERROR(CheckLinearValues(staged, prefix, load->staged_n, k,
-                                               load->staged_slice, load->row_origin));
+        bool suspect;
+        DSV3_ASSIGN_OR_RETURN(const PlannedLoad* load, stage(prefix, staged, &suspect));
+        if (suspect) {
+          DSV3_RETURN_IF_ERROR(CheckLinearValues(staged, prefix, load->staged_n, k,
+                                                 load->staged_slice, load->row_origin));
+        }
         absl::StatusOr<LinearWeight> weight =
             backend.LoadLinear(staged, prefix, load->staged_n, k, load->staged_slice, w->storage);
         release(*load);
@@ -283,8 +289,11 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const Checkpoin
       },
       [&](const std::string& name, std::span<const int64_t> shape) -> absl::StatusOr<TensorView> {
         StagedTensors staged;
-        DSV3_ASSIGN_OR_RETURN(const PlannedLoad* load, stage(name, staged));
-        DSV3_RETURN_IF_ERROR(CheckFiniteTensor(staged, name));
+        bool suspect;
+        DSV3_ASSIGN_OR_RETURN(const PlannedLoad* load, stage(name, staged, &suspect));
+        if (suspect) {
+          DSV3_RETURN_IF_ERROR(CheckFiniteTensor(staged, name));
+        }
         absl::StatusOr<TensorView> tensor = backend.LoadDense(staged, name, shape, w->storage);
         release(*load);
         return tensor;

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/weights/value_check.h"
 #include "spdlog/spdlog.h"
 
 namespace dsv3 {
@@ -147,6 +148,8 @@ bool ParallelReader::NextChunk(Chunk* chunk) {
     chunk->wanted_end = r.plan.offset + r.plan.bytes;
     chunk->useful = std::min(chunk->end, chunk->wanted_end) - std::max(chunk->begin, r.plan.offset);
     chunk->tensor = &r.plan.name;
+    chunk->dtype = r.plan.dtype;
+    chunk->plan_offset = r.plan.offset;
     next_offset_ = chunk->end;
     if (next_offset_ == r.aligned_offset + r.span) ++next_read_;
     return true;
@@ -176,10 +179,41 @@ absl::Status ParallelReader::ReadChunk(const Chunk& c) const {
   return absl::OkStatus();
 }
 
+bool ParallelReader::ScanChunk(const Chunk& c) {
+  const uint64_t size = static_cast<uint64_t>(DTypeSize(c.dtype));
+  const uint64_t lo = std::max(c.begin, c.plan_offset), hi = std::min(c.end, c.wanted_end);
+  if (size == 0 || hi <= lo) return false;
+  // Elements [first, last) of the read start at or after lo and end at or before hi.
+  const uint64_t first = (lo - c.plan_offset + size - 1) / size;
+  const uint64_t last = (hi - c.plan_offset) / size;
+  if (last <= first) return false;
+  return AnyNonFinite(c.dest + (c.plan_offset + first * size - c.begin),
+                      static_cast<int64_t>(last - first), c.dtype);
+}
+
+bool ParallelReader::ScanStraddlers(const Read& r) const {
+  const uint64_t size = static_cast<uint64_t>(DTypeSize(r.plan.dtype));
+  if (size <= 1) return false;
+  const uint8_t* base = RingAt(r.ring_pos);
+  const uint64_t plan_end = r.plan.offset + r.plan.bytes;
+  for (uint64_t cut = r.aligned_offset + chunk_bytes_; cut < r.aligned_offset + r.span;
+       cut += chunk_bytes_) {
+    if (cut <= r.plan.offset || cut >= plan_end) continue;
+    const uint64_t start = r.plan.offset + (cut - r.plan.offset) / size * size;
+    if (start < cut && start + size <= plan_end &&
+        AnyNonFinite(base + (start - r.aligned_offset), 1, r.plan.dtype)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 void ParallelReader::Run() {
   Chunk chunk;
   while (NextChunk(&chunk)) {
     const absl::Status status = ReadChunk(chunk);
+    // The scan runs here, beside the reads, on bytes still in this core's cache.
+    const bool suspect = status.ok() && ScanChunk(chunk);
     if (status.ok() && progress_ != nullptr) progress_->Add(chunk.file, chunk.useful);
     absl::MutexLock lock(&mu_);
     if (!status.ok()) {
@@ -187,11 +221,19 @@ void ParallelReader::Run() {
       cv_.SignalAll();
       return;
     }
-    if (--reads_[chunk.read].chunks_left == 0) {
-      reads_[chunk.read].ready = true;
+    Read& read = reads_[chunk.read];
+    read.suspect = read.suspect || suspect;
+    if (--read.chunks_left == 0) {
+      read.suspect = read.suspect || ScanStraddlers(read);
+      read.ready = true;
       cv_.SignalAll();
     }
   }
+}
+
+bool ParallelReader::Suspect(size_t i) {
+  absl::MutexLock lock(&mu_);
+  return reads_.at(i).suspect;
 }
 
 absl::StatusOr<const uint8_t*> ParallelReader::Wait(size_t i) {

@@ -3,6 +3,10 @@
 // The staging memory comes from the backend (pinned host memory on CUDA, so the copies to the
 // GPU are DMA from it; plain aligned memory on the CPU).
 //
+// The reader threads also scan each chunk for NaN/Inf bit patterns of its tensor's dtype
+// (value_check.h), so that the consumer runs the exact value checks only on tensors flagged here
+// (Suspect) instead of scanning every byte again on its one thread.
+//
 // Protocol, one consumer thread: Wait(i) for i = 0, 1, ... in order (several may be held at
 // once), Release(i) when done with every read up to i. Reads ahead of the consumer fill the
 // ring; a read waits for ring space, so memory stays bounded by the ring whatever the
@@ -58,6 +62,10 @@ class ParallelReader {
   // Blocks until read i is staged; its first byte (valid until Release(j >= i)). DataLoss or
   // Internal naming the file when a read failed (a short file, an I/O error).
   absl::StatusOr<const uint8_t*> Wait(size_t i);
+  // After Wait(i): whether read i's bytes hold a NaN or infinite value of its dtype (a NaN code
+  // for FP8). False is a guarantee; true means the consumer must check (the bad value may lie
+  // outside its slice).
+  bool Suspect(size_t i);
   // The consumer is done with reads [0, i].
   void Release(size_t i);
 
@@ -76,6 +84,7 @@ class ParallelReader {
     int64_t chunks_left = 0;
     bool reserved = false;
     bool ready = false;
+    bool suspect = false;  // a scan found a non-finite value in the read's bytes
   };
   // One pread: aligned file bytes [begin, end) of read `read` into `dest`.
   struct Chunk {
@@ -86,6 +95,8 @@ class ParallelReader {
     uint64_t wanted_end = 0;  // the read's last wanted byte + 1: EOF before it is DataLoss
     uint64_t useful = 0;      // bytes of the chunk inside the read's plan (progress)
     const std::string* tensor = nullptr;
+    DType dtype = DType::kU8;   // of the read's elements, for the value scan
+    uint64_t plan_offset = 0;   // the read's first wanted byte (its element 0)
   };
 
   ParallelReader() = default;
@@ -94,6 +105,11 @@ class ParallelReader {
   // the reader stops.
   bool NextChunk(Chunk* chunk);
   absl::Status ReadChunk(const Chunk& chunk) const;
+  // Whether a non-finite value lies among the elements wholly inside the chunk's wanted bytes.
+  static bool ScanChunk(const Chunk& chunk);
+  // The same for the elements that straddle a boundary between two of the read's chunks (read
+  // complete).
+  bool ScanStraddlers(const Read& read) const;
   uint8_t* RingAt(uint64_t ring_pos) const { return ring_ + ring_pos % capacity_; }
 
   std::vector<std::string> paths_;

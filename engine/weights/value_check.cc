@@ -113,6 +113,12 @@ absl::Status CheckFinite(const TensorSource& source, std::string_view name, int6
 
 }  // namespace
 
+bool AnyNonFinite(const uint8_t* p, int64_t n, DType dtype) {
+  if (dtype == DType::kF8E4M3) return FirstFp8NaN(p, n) >= 0;
+  if (!IsFloat(dtype)) return false;
+  return FirstNonFinite(p, n, BitsOf(dtype)) >= 0;
+}
+
 absl::Status CheckFiniteTensor(const TensorSource& source, std::string_view name) {
   return CheckFinite(source, name, 0);
 }

@@ -3,9 +3,11 @@
 // the kernels turn into garbage or all-zero output while the server looks healthy; so the load
 // fails instead, naming the file, the tensor and the first bad element.
 //
-// They run on every byte a rank loads, on the loading thread, so they must keep up with the disk:
-// elements are tested in branch-free blocks (which the compiler vectorizes) and a block is
-// searched element by element only when it holds a bad one.
+// Every byte a rank loads is scanned, so the scan must keep up with the disk: elements are tested
+// in branch-free blocks (which the compiler vectorizes) and a block is searched element by
+// element only when it holds a bad one. The reader threads scan each chunk as it lands
+// (AnyNonFinite); the exact checks below, which name the element and honour the slice, run on
+// the loading thread only for tensors whose bytes the scan flagged.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +17,11 @@
 #include "engine/weights/tensor_source.h"
 
 namespace dsv3 {
+
+// Whether any of the `n` elements of `dtype` at `p` is NaN or infinite: an all-ones exponent for
+// F32, BF16 and F16, a NaN code (0x7F, 0xFF) for FP8 E4M3. Other dtypes: false. `p` needs no
+// alignment.
+bool AnyNonFinite(const uint8_t* p, int64_t n, DType dtype);
 
 // Every element of the float tensor `name` (F32, BF16, F16) is finite. Tensors of other dtypes
 // and absent tensors pass (the loader reports those). InvalidArgument:

@@ -175,6 +175,75 @@ TEST(ParallelReaderTest, AFileShorterThanItsPlanIsDataLossNamingIt) {
   EXPECT_THAT(failure.message(), HasSubstr(victim));
 }
 
+// One tensor of `dtype` after a 3-byte tensor (so its bytes start at an odd offset), with one
+// non-finite element planted at `where` (or none): the reader's scan flags exactly the reads
+// that hold one, including an element cut in two by a chunk boundary.
+TEST(ParallelReaderTest, TheScanFlagsANonFiniteElementWhereverItLies) {
+  enum class Where { kNowhere, kAcrossFirstChunkCut, kInsideSecondChunk, kLastElement };
+  struct Row {
+    std::string dtype;
+    DType type;
+    std::string finite, bad;  // one element's bytes, little-endian
+    Where where;
+  };
+  const std::string f32_one("\x00\x00\x80\x3f", 4), f32_nan("\x00\x00\xc0\x7f", 4);
+  const std::string f32_inf("\x00\x00\x80\x7f", 4);
+  const std::string bf16_one("\x80\x3f", 2), bf16_nan("\xc0\x7f", 2), bf16_inf("\x80\xff", 2);
+  const std::string fp8_one("\x38", 1), fp8_nan("\xff", 1);
+  const Row rows[] = {
+      {"F32", DType::kF32, f32_one, f32_nan, Where::kNowhere},
+      {"F32", DType::kF32, f32_one, f32_nan, Where::kAcrossFirstChunkCut},
+      {"F32", DType::kF32, f32_one, f32_inf, Where::kInsideSecondChunk},
+      {"F32", DType::kF32, f32_one, f32_nan, Where::kLastElement},
+      {"BF16", DType::kBF16, bf16_one, bf16_nan, Where::kNowhere},
+      {"BF16", DType::kBF16, bf16_one, bf16_inf, Where::kAcrossFirstChunkCut},
+      {"BF16", DType::kBF16, bf16_one, bf16_nan, Where::kLastElement},
+      {"F8_E4M3", DType::kF8E4M3, fp8_one, fp8_nan, Where::kNowhere},
+      {"F8_E4M3", DType::kF8E4M3, fp8_one, fp8_nan, Where::kInsideSecondChunk},
+      {"F8_E4M3", DType::kF8E4M3, fp8_one, fp8_nan, Where::kLastElement},
+  };
+  constexpr int64_t kElements = 5000;
+  constexpr uint64_t kChunk = 4096;
+  for (const Row& row : rows) {
+    SCOPED_TRACE(::testing::Message() << row.dtype << ", case " << static_cast<int>(row.where));
+    TempDir dir;
+    const std::string path = dir.file("shard.safetensors");
+    const size_t size = row.finite.size();
+    auto write = [&](int64_t bad_element) {
+      std::string data;
+      for (int64_t e = 0; e < kElements; ++e) data += e == bad_element ? row.bad : row.finite;
+      WriteBytes(path, Serialize({{"pad", "U8", {3}, "abc"}, {"t", row.dtype, {kElements}, data}}));
+    };
+    write(-1);
+    auto ckpt = Checkpoint::Open(dir.path().string());
+    ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+    const Checkpoint::Location& at = *(*ckpt)->Locate("t");
+    const uint64_t offset = (*ckpt)->files()[0]->data_offset() + at.entry->begin;
+    ASSERT_EQ(offset % 2, 1u);
+    // The reader's chunks start at multiples of kChunk (offset aligned down to 4 KiB).
+    const uint64_t first_cut = offset / kChunk * kChunk + kChunk;
+    int64_t bad = -1;
+    switch (row.where) {
+      case Where::kNowhere: break;
+      case Where::kAcrossFirstChunkCut: bad = static_cast<int64_t>((first_cut - offset) / size); break;
+      case Where::kInsideSecondChunk: bad = static_cast<int64_t>((first_cut + 100 - offset) / size); break;
+      case Where::kLastElement: bad = kElements - 1; break;
+    }
+    if (row.where == Where::kAcrossFirstChunkCut) {
+      ASSERT_LT(offset + bad * size, first_cut);  // the element really is cut
+      ASSERT_GT(offset + (bad + 1) * size, first_cut);
+    }
+    write(bad);
+    TensorRead read{.name = "t", .file = 0, .offset = offset, .bytes = kElements * size,
+                    .dtype = row.type, .shape = {kElements}};
+    auto reader = ParallelReader::Start({path}, {read}, read.bytes, HostAllocator(),
+                                        {.threads = 3, .chunk_bytes = kChunk}, nullptr);
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    ASSERT_TRUE((*reader)->Wait(0).ok());
+    EXPECT_EQ((*reader)->Suspect(0), bad >= 0);
+  }
+}
+
 TEST(ParallelReaderTest, AMissingFileFailsAtStart) {
   auto reader =
       ParallelReader::Start({"/nonexistent/x.safetensors"}, {}, 0, HostAllocator(), {}, nullptr);
