@@ -113,6 +113,7 @@ if [ -z "${QUICK:-}" ]; then
   evict; load "dsv3 O_DIRECT" cold "$threads" --direct-io
   load "dsv3 O_DIRECT" warm "$threads" --direct-io
   evict; load "dsv3 buffered, 16 threads" cold 16
+  load "dsv3 buffered, 16 threads" warm 16
   evict; load "dsv3 tp8 rank 0" cold "$threads" --tp 8 --rank 0
   load "dsv3 tp8 rank 0" warm "$threads" --tp 8 --rank 0
 fi
