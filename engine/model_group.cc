@@ -10,10 +10,25 @@
 namespace dsv3 {
 
 absl::StatusOr<std::unique_ptr<ModelGroup>> ModelGroup::Start(const ModelGroupOptions& options) {
-  DSV3_ASSIGN_OR_RETURN(ParallelConfig config,
-                        ParallelConfigFromEnvironment(options.tp, options.rank_timeout));
+  DSV3_ASSIGN_OR_RETURN(
+      ParallelConfig config,
+      ParallelConfigFromEnvironment(options.tp, options.node, options.rank_timeout));
+  if (config.spawn_workers()) {
+    spdlog::info("rank {} of {}: starting ranks {}..{} on this host", config.rank,
+                 config.world_size, config.rank + 1, config.rank + config.node_ranks - 1);
+  }
   std::unique_ptr<ModelGroup> g(new ModelGroup(options));
   DSV3_ASSIGN_OR_RETURN(g->group_, RankGroup::Start(config, options.worker_args));
+  if (config.spawn_workers() && !config.leader()) {
+    // Local rank 0 of another node: rank 0 learns of a lost worker here only through failed
+    // collectives, so this process ends its node (the caller exits non-zero, its workers die
+    // with it) and rank 0 sees the whole node go. Exits with status 0 are not reported.
+    g->group_->SetOnWorkerExit([on_failure = options.on_failure](int rank, const std::string& how) {
+      const absl::Status status = absl::UnavailableError(
+          "tensor-parallel rank " + std::to_string(rank) + " " + how);
+      if (on_failure) on_failure(status);
+    });
+  }
   return g;
 }
 

@@ -1,8 +1,9 @@
 // ModelGroup: loading a model on one rank or as a tensor-parallel group, the same way for
-// dsv3-server and dsv3-generate. Start() sets up the rank group (on rank 0 of a one-host --tp
-// launch it spawns the workers); Load() loads this rank's shard and meets the other ranks. On a
-// worker rank the caller then runs RunWorker() and exits with its result; on rank 0 it builds an
-// engine on runner().
+// dsv3-server and dsv3-generate. Start() sets up the rank group (local rank 0 of a --tp or
+// --nnodes launch spawns its host's workers); Load() loads this rank's shard and meets the other
+// ranks. On a worker rank (every rank but global rank 0, a node's local rank 0 included) the
+// caller then runs RunWorker() and exits with its result; on rank 0 it builds an engine on
+// runner().
 //
 // Call Start on the main thread, which must live until the process exits: spawned workers are
 // forked from it and die with it (PR_SET_PDEATHSIG follows the forking thread).
@@ -23,11 +24,14 @@
 namespace dsv3 {
 
 struct ModelGroupOptions {
-  int tp = 1;  // --tp on one host; RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT take precedence
+  int tp = 1;  // --tp: ranks in all; RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT take precedence
+  NodeLaunchFlags node;  // --nnodes, --node-rank, --dist-init-addr (engine/parallel/parallel_config.h)
   absl::Duration rank_timeout = absl::Seconds(60);  // longest wait for any rank in a step
   std::vector<std::string> worker_args;             // argv[1..], repeated by spawned workers
-  // Rank 0: called once, from a background thread, when the group breaks (a worker exited or
-  // stopped answering). In-flight steps fail with UNAVAILABLE on their own.
+  // Called once, from a background thread, when the group breaks. On rank 0: a worker exited or
+  // stopped answering (in-flight steps fail with UNAVAILABLE on their own). On the local rank 0
+  // of another node: one of the workers it spawned failed; the caller must end the process
+  // non-zero, so that its node's ranks go and rank 0 notices.
   std::function<void(const absl::Status&)> on_failure;
 };
 

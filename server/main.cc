@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   static std::atomic<Server*> serving{nullptr};
   dsv3::ModelGroupOptions group_options;
   group_options.tp = options.tp;
+  group_options.node = options.node;
   group_options.rank_timeout = absl::Seconds(options.rank_timeout_s);
   group_options.worker_args = options.argv;
   group_options.on_failure = [](const absl::Status& status) {

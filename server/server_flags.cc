@@ -2,6 +2,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
+#include "engine/parallel/node_launch_flags.h"
 #include "engine/scheduler/scheduler.h"
 #include "server/exposure_flags.h"
 
@@ -57,10 +58,12 @@ ParsedFlags ParseServerFlags(int argc, char** argv) {
                  "prompt, at most this many tokens (0: no cap)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--tp", o.tp,
-                 "tensor-parallel ranks: spawns --tp - 1 workers on this host; with RANK, "
-                 "WORLD_SIZE, MASTER_ADDR, MASTER_PORT (and LOCAL_RANK) set, ranks are launched "
-                 "externally (several hosts, Kubernetes)")
+                 "tensor-parallel ranks in all: spawns --tp - 1 workers on this host (--tp / "
+                 "--nnodes - 1 per host with --nnodes; global rank 0 alone serves the APIs); "
+                 "with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT (and LOCAL_RANK) set, ranks "
+                 "are launched externally")
       ->check(CLI::Range(1, 64));
+  dsv3::AddNodeLaunchFlags(app, o.node);
   app.add_option("--rank-timeout-s", o.rank_timeout_s,
                  "seconds a step may wait for another rank before the group counts as broken")
       ->check(CLI::PositiveNumber);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/parallel/parallel_config.h"
 
 namespace dsv3::server {
 
@@ -23,6 +24,7 @@ struct ServerOptions {
   int threads = 0;                                // CPU backend threads; 0: all
   std::string device = "auto";                    // backend: auto, cpu or cuda
   int tp = 1;                   // tensor-parallel ranks (spawned on this host unless RANK is set)
+  NodeLaunchFlags node;         // --nnodes, --node-rank, --dist-init-addr: one process per host
   double rank_timeout_s = 60;   // a step's longest wait for another rank
   std::vector<std::string> argv;  // argv[1..], repeated by spawned workers
 

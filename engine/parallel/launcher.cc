@@ -19,18 +19,18 @@ namespace {
 constexpr const char* kRankVariables[] = {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
                                           "LOCAL_RANK"};
 
-std::vector<std::string> WorkerEnvironment(const LaunchOptions& o, int rank) {
+std::vector<std::string> WorkerEnvironment(const LaunchOptions& o, int local_rank) {
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {
     bool ours = false;
     for (const char* name : kRankVariables) ours |= absl::StartsWith(*e, absl::StrCat(name, "="));
     if (!ours) env.emplace_back(*e);
   }
-  env.push_back(absl::StrCat("RANK=", rank));
+  env.push_back(absl::StrCat("RANK=", o.first_rank + local_rank));
   env.push_back(absl::StrCat("WORLD_SIZE=", o.world_size));
   env.push_back(absl::StrCat("MASTER_ADDR=", o.master_addr));
   env.push_back(absl::StrCat("MASTER_PORT=", o.master_port));
-  env.push_back(absl::StrCat("LOCAL_RANK=", rank));
+  env.push_back(absl::StrCat("LOCAL_RANK=", local_rank));
   return env;
 }
 
@@ -56,11 +56,12 @@ absl::StatusOr<std::unique_ptr<Launcher>> Launcher::Start(const LaunchOptions& o
 
 absl::Status Launcher::SpawnAll() {
   const pid_t parent = getpid();
-  for (int rank = 1; rank < options_.world_size; ++rank) {
+  for (int local_rank = 1; local_rank < options_.node_ranks; ++local_rank) {
+    const int rank = options_.first_rank + local_rank;
     // Everything the child needs is built before fork: after it, only async-signal-safe calls.
     std::vector<std::string> args = {options_.program};
     args.insert(args.end(), options_.args.begin(), options_.args.end());
-    std::vector<std::string> env = WorkerEnvironment(options_, rank);
+    std::vector<std::string> env = WorkerEnvironment(options_, local_rank);
     std::vector<char*> argv = Pointers(args);
     std::vector<char*> envp = Pointers(env);
     const pid_t pid = fork();
@@ -100,12 +101,13 @@ void Launcher::Supervise(size_t index) {
   siginfo_t info{};
   while (waitid(P_PID, pid, &info, WEXITED | WNOWAIT) != 0 && errno == EINTR) {
   }
+  const bool clean = info.si_code == CLD_EXITED && info.si_status == 0;
   bool report = false;
   int rank = 0;
   {
     absl::MutexLock lock(&mu_);
     workers_[index].exited = true;
-    report = !stopped_;
+    report = !stopped_ && (options_.report_clean_exits || !clean);
     rank = workers_[index].rank;
   }
   while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {

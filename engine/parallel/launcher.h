@@ -1,5 +1,6 @@
-// Launcher: rank 0 of a one-host --tp launch starts ranks 1..N-1 as copies of this program and
-// supervises them.
+// Launcher: local rank 0 of a node (rank 0 of a one-host --tp launch, or the process of one node
+// in a --nnodes launch) starts the node's other ranks as copies of this program and supervises
+// them.
 //
 // No worker outlives rank 0: each child asks the kernel for SIGKILL when its parent dies
 // (PR_SET_PDEATHSIG, which covers a crash or SIGKILL of rank 0), and Stop() (also run by the
@@ -27,20 +28,28 @@ namespace dsv3 {
 
 struct LaunchOptions {
   std::string program = "/proc/self/exe";
-  std::vector<std::string> args;  // argv[1..] of every worker (rank 0's own arguments)
-  int world_size = 1;             // spawns ranks 1..world_size-1
+  std::vector<std::string> args;  // argv[1..] of every worker (the launching process's own)
+  int world_size = 1;             // WORLD_SIZE of every rank
+  // The launching process is global rank `first_rank` and LOCAL_RANK 0; it spawns the node's
+  // ranks first_rank + i with LOCAL_RANK i, for i in 1..node_ranks-1.
+  int first_rank = 0;
+  int node_ranks = 1;
   std::string master_addr = "127.0.0.1";
   int master_port = 0;
   // Called once per worker that exits before Stop(), with its rank and "exited with status 3"
   // or "killed by signal 9". Runs on a supervisor thread; keep it short.
   std::function<void(int rank, const std::string& how)> on_worker_exit = nullptr;
+  // Whether a worker that exits with status 0 is reported. Global rank 0 decides when the group
+  // stops, so any exit before Stop() is a failure to it; on another node a worker exits 0 when
+  // rank 0 ends the group, at the same moment as the launching process.
+  bool report_clean_exits = true;
 };
 
 class Launcher {
  public:
   // Spawns the workers with the environment of this process plus RANK, WORLD_SIZE, MASTER_ADDR,
-  // MASTER_PORT and LOCAL_RANK (= RANK: one host). Fails when a fork fails (the workers already
-  // started are killed).
+  // MASTER_PORT and LOCAL_RANK. Fails when a fork fails (the workers already started are
+  // killed).
   static absl::StatusOr<std::unique_ptr<Launcher>> Start(const LaunchOptions& options);
   ~Launcher();  // Stop(absl::ZeroDuration())
 

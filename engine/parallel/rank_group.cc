@@ -20,22 +20,25 @@ absl::StatusOr<std::unique_ptr<RankGroup>> RankGroup::Start(const ParallelConfig
                                 .connect_timeout = config.startup_timeout};
   DSV3_ASSIGN_OR_RETURN(group->store_, TcpStore::Create(store_options));
 
-  std::string hostname = "127.0.0.1";
-  if (config.spawn_workers) {
+  if (config.spawn_workers()) {
     RankGroup* g = group.get();
     DSV3_ASSIGN_OR_RETURN(group->launcher_,
                           Launcher::Start({.args = std::move(worker_args),
                                            .world_size = config.world_size,
-                                           .master_addr = "127.0.0.1",
+                                           .first_rank = config.rank,
+                                           .node_ranks = config.node_ranks,
+                                           .master_addr = config.master_addr,
                                            .master_port = group->store_->port(),
                                            .on_worker_exit = [g](int rank, const std::string& how) {
                                              g->OnWorkerExit(rank, how);
-                                           }}));
-  } else {
-    // Advertise the address that routes toward rank 0: with several hosts, peers must reach it.
-    DSV3_ASSIGN_OR_RETURN(hostname, parallel_internal::LocalAddressToward(config.master_addr,
-                                                                          config.master_port));
+                                           },
+                                           .report_clean_exits = config.leader()}));
   }
+  // Advertise the address that routes toward rank 0: with several hosts, peers must reach it
+  // (on a one-host launch that is the loopback address).
+  DSV3_ASSIGN_OR_RETURN(const std::string hostname,
+                        parallel_internal::LocalAddressToward(config.master_addr,
+                                                              group->store_->port()));
   DSV3_ASSIGN_OR_RETURN(group->communicator_,
                         GlooCommunicator::Create(*group->store_,
                                                  {.rank = config.rank,
@@ -52,7 +55,7 @@ RankGroup::~RankGroup() {
 }
 
 void RankGroup::OnWorkerExit(int rank, const std::string& how) {
-  // During rendezvous, rank 0 waits in the store for this worker's key: stop waiting.
+  // During rendezvous, this process waits in the store for this worker's key: stop waiting.
   store_->Abort(absl::UnavailableError(
       absl::StrCat("rank ", rank, " ", how, " before the group was formed")));
   ExitHandler handler;

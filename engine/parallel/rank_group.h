@@ -1,10 +1,12 @@
 // RankGroup: everything a process needs to take its place in a tensor-parallel group, in the
-// right order: the rendezvous store (served by rank 0), the workers (spawned by rank 0 of a
-// one-host --tp launch), and the host communicator (gloo; a single-rank one when --tp is 1).
+// right order: the rendezvous store (served by rank 0), the workers (spawned by local rank 0 of
+// each node in a --tp or --nnodes launch), and the host communicator (gloo; a single-rank one
+// when --tp is 1).
 //
 // A spawned worker that exits is reported once through the handler set with SetOnWorkerExit
-// (an exit that came before the handler was set is delivered when it is set). During
-// rendezvous such an exit fails Start at once instead of after the startup timeout.
+// (an exit that came before the handler was set is delivered when it is set); on a node other
+// than rank 0's, only exits with a non-zero status or a signal. During rendezvous such an exit
+// fails Start at once instead of after the startup timeout.
 #pragma once
 
 #include <functional>
@@ -41,7 +43,7 @@ class RankGroup {
   TcpStore* store() { return store_.get(); }
 
   void SetOnWorkerExit(ExitHandler handler);
-  // Rank 0 of a spawned group: waits up to `grace` for the workers to exit (after the runner
+  // A process that spawned workers: waits up to `grace` for them to exit (after rank 0's runner
   // told them to), then kills and reaps the rest. A no-op elsewhere. Idempotent.
   void StopWorkers(absl::Duration grace);
 

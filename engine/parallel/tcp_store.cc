@@ -153,7 +153,21 @@ class TcpStore::Server {
 // The other ranks' side: one connection, one request at a time.
 class TcpStore::Client {
  public:
-  explicit Client(Fd conn) : conn_(std::move(conn)) {}
+  explicit Client(Fd conn) : fd_(conn.get()), conn_(std::move(conn)) {}
+
+  // Fails the request under way (its read or write sees the connection shut down) and every
+  // later one. Shut down, not closed: the descriptor stays this object's until it dies.
+  void Abort(const absl::Status& reason) {
+    absl::MutexLock lock(&abort_mu_);
+    if (!aborted_.ok()) return;
+    aborted_ = reason;
+    shutdown(fd_, SHUT_RDWR);
+  }
+
+  absl::Status aborted() {
+    absl::MutexLock lock(&abort_mu_);
+    return aborted_;
+  }
 
   absl::Status Set(const std::string& key, const std::string& value) {
     absl::MutexLock lock(&mu_);
@@ -186,8 +200,11 @@ class TcpStore::Client {
   }
 
  private:
+  const int fd_;  // conn_'s descriptor, for Abort, which must not wait for mu_
   absl::Mutex mu_;
   Fd conn_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex abort_mu_;
+  absl::Status aborted_ ABSL_GUARDED_BY(abort_mu_);
 };
 
 absl::StatusOr<std::unique_ptr<TcpStore>> TcpStore::Create(const TcpStoreOptions& options) {
@@ -226,6 +243,7 @@ TcpStore::~TcpStore() = default;
 
 void TcpStore::Abort(const absl::Status& reason) {
   if (server_) server_->Abort(reason);
+  if (client_) client_->Abort(reason);
 }
 
 std::string TcpStore::Describe() const {
@@ -238,6 +256,7 @@ absl::Status TcpStore::Set(const std::string& key, const std::string& value) {
     return absl::OkStatus();
   }
   absl::Status st = client_->Set(key, value);
+  if (absl::Status aborted = client_->aborted(); !st.ok() && !aborted.ok()) return aborted;
   if (!st.ok()) {
     return absl::UnavailableError(absl::StrCat("setting rendezvous key '", key, "' at ",
                                                Describe(), ": ", st.message()));
@@ -251,6 +270,7 @@ absl::StatusOr<std::string> TcpStore::Get(const std::string& key, absl::Duration
   if (server_) {
     DSV3_ASSIGN_OR_RETURN(found, server_->Get(key, timeout, &value));
   } else if (absl::Status st = client_->Get(key, timeout, &found, &value); !st.ok()) {
+    if (absl::Status aborted = client_->aborted(); !aborted.ok()) return aborted;
     return absl::UnavailableError(absl::StrCat("reading rendezvous key '", key, "' at ",
                                                Describe(), ": ", st.message()));
   }

@@ -39,8 +39,9 @@ class TcpStore {
   // naming the key, the store and the timeout; Unavailable when the server is gone.
   absl::StatusOr<std::string> Get(const std::string& key, absl::Duration timeout);
 
-  // Server only: every pending and later Get of this process fails with `reason` at once (a
-  // worker died during rendezvous: waiting for it is pointless).
+  // Every pending and later Get of this process fails with `reason` at once (a worker this
+  // process spawned died during rendezvous: waiting for it is pointless). A client also shuts
+  // its connection down, so its Sets fail with `reason` too.
   void Abort(const absl::Status& reason);
 
   int port() const { return port_; }

@@ -39,6 +39,7 @@ TEST(LauncherTest, WorkersSeeTheirRankEnvironment) {
          .args = {"-c", "echo $RANK $WORLD_SIZE $MASTER_ADDR $MASTER_PORT $LOCAL_RANK > " +
                             dir.file("rank") + "$RANK"},
          .world_size = 3,
+         .node_ranks = 3,
          .master_port = 4321,
          .on_worker_exit = [&](int, const std::string&) {
            absl::MutexLock lock(&mu);
@@ -67,6 +68,7 @@ TEST(LauncherTest, ReportsAWorkerThatDies) {
   auto launcher = Launcher::Start({.program = "/bin/sh",
                                    .args = {"-c", "[ $RANK = 2 ] && exit 3; exec sleep 60"},
                                    .world_size = 3,
+         .node_ranks = 3,
                                    .on_worker_exit = [&](int rank, const std::string& h) {
                                      died_rank = rank;
                                      how = h;
@@ -85,9 +87,67 @@ TEST(LauncherTest, ReportsAWorkerThatDies) {
   for (pid_t pid : pids) EXPECT_FALSE(Alive(pid));
 }
 
+// Node 1 of a --nnodes 2 --tp 6 launch: its process is rank 3 and starts ranks 4 and 5 as
+// LOCAL_RANK 1 and 2 (their GPUs), with the group's WORLD_SIZE and node 0's store address.
+TEST(LauncherTest, WorkersOfAnotherNodeGetGlobalRanksAndLocalGpus) {
+  testing::TempDir dir;
+  {
+    auto launcher = Launcher::Start(
+        {.program = "/bin/sh",
+         .args = {"-c", "echo $RANK $WORLD_SIZE $MASTER_ADDR $MASTER_PORT $LOCAL_RANK > " +
+                            dir.file("rank") + "$RANK"},
+         .world_size = 6,
+         .first_rank = 3,
+         .node_ranks = 3,
+         .master_addr = "node0.example",
+         .master_port = 29500});
+    ASSERT_TRUE(launcher.ok()) << launcher.status();
+    ASSERT_EQ((*launcher)->pids().size(), 2u);
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while ((*launcher)->exited() < 2 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
+    (*launcher)->Stop(absl::Seconds(1));
+  }
+  const struct {
+    int rank;
+    const char* line;
+  } expected[] = {{4, "4 6 node0.example 29500 1\n"}, {5, "5 6 node0.example 29500 2\n"}};
+  for (const auto& e : expected) {
+    std::ifstream in(dir.file("rank" + std::to_string(e.rank)));
+    std::stringstream text;
+    text << in.rdbuf();
+    EXPECT_EQ(text.str(), e.line) << "rank " << e.rank;
+  }
+  EXPECT_FALSE(std::ifstream(dir.file("rank3")).good()) << "the launching rank is not spawned";
+}
+
+// On a node other than rank 0's, workers exit 0 when rank 0 ends the group, as the launching
+// process itself does: not a failure. A non-zero exit still is.
+TEST(LauncherTest, CleanExitsCanGoUnreported) {
+  absl::Notification died;
+  absl::Mutex mu;
+  std::vector<int> reported;
+  auto launcher = Launcher::Start(
+      {.program = "/bin/sh",
+       .args = {"-c", "[ $RANK = 2 ] && sleep 0.3 && exit 3; exit 0"},
+       .world_size = 3,
+       .node_ranks = 3,
+       .on_worker_exit =
+           [&](int rank, const std::string&) {
+             absl::MutexLock lock(&mu);
+             reported.push_back(rank);
+             died.Notify();
+           },
+       .report_clean_exits = false});
+  ASSERT_TRUE(launcher.ok()) << launcher.status();
+  ASSERT_TRUE(died.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  (*launcher)->Stop(absl::Seconds(1));
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(reported, std::vector<int>{2});
+}
+
 TEST(LauncherTest, StopReturnsAsSoonAsWorkersExitOnTheirOwn) {
   auto launcher = Launcher::Start(
-      {.program = "/bin/sh", .args = {"-c", "sleep 0.2"}, .world_size = 4});
+      {.program = "/bin/sh", .args = {"-c", "sleep 0.2"}, .world_size = 4, .node_ranks = 4});
   ASSERT_TRUE(launcher.ok());
   const absl::Time start = absl::Now();
   (*launcher)->Stop(absl::Seconds(20));
@@ -99,7 +159,8 @@ TEST(LauncherTest, StopReturnsAsSoonAsWorkersExitOnTheirOwn) {
 // waiting and joining, so the destructor that followed it could destroy a joinable supervisor
 // thread (std::terminate: dsv3-generate --tp died with SIGABRT when a worker was killed).
 TEST(LauncherTest, SecondStopWaitsUntilTheFirstHasReapedAndJoined) {
-  auto launcher = Launcher::Start({.program = "/bin/sleep", .args = {"600"}, .world_size = 3});
+  auto launcher = Launcher::Start(
+      {.program = "/bin/sleep", .args = {"600"}, .world_size = 3, .node_ranks = 3});
   ASSERT_TRUE(launcher.ok()) << launcher.status();
   const std::vector<pid_t> pids = (*launcher)->pids();
   // The first Stop waits out its grace (the workers sleep on), then kills them.
@@ -122,7 +183,7 @@ TEST(LauncherTest, KillingRankZeroLeavesNoOrphan) {
   if (rank0 == 0) {
     close(pipe_fds[0]);
     auto launcher = Launcher::Start(
-        {.program = "/bin/sleep", .args = {"600"}, .world_size = 4});
+        {.program = "/bin/sleep", .args = {"600"}, .world_size = 4, .node_ranks = 4});
     if (!launcher.ok()) _exit(1);
     for (pid_t pid : (*launcher)->pids()) {
       if (write(pipe_fds[1], &pid, sizeof(pid)) != sizeof(pid)) _exit(1);

@@ -131,5 +131,26 @@ TEST(TcpStoreTest, ClientFailsPromptlyWhenTheServerGoesAway) {
   EXPECT_FALSE(client->Set("after", "x").ok());
 }
 
+// A node's local rank 0 on another host is a client: when one of its workers dies during
+// rendezvous, its wait for that worker's key must end at once, not after the startup timeout.
+TEST(TcpStoreTest, AbortOnAClientEndsItsPendingGetWithTheReason) {
+  auto server = Server();
+  auto client = Client(server->port());
+  ASSERT_TRUE(client);
+  std::thread aborter([&] {
+    absl::SleepFor(absl::Milliseconds(200));
+    client->Abort(absl::UnavailableError("rank 5 exited with status 1"));
+  });
+  const absl::Time start = absl::Now();
+  auto value = client->Get("gloo/5", absl::Seconds(30));
+  aborter.join();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  ASSERT_FALSE(value.ok());
+  EXPECT_EQ(value.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(value.status().message(), "rank 5 exited with status 1");
+  const absl::Status later = client->Set("after", "x");
+  EXPECT_EQ(later.message(), "rank 5 exited with status 1");
+}
+
 }  // namespace
 }  // namespace dsv3

@@ -21,6 +21,7 @@
 #include "engine/eval/ids_file.h"
 #include "engine/model/model.h"
 #include "engine/model_group.h"
+#include "engine/parallel/node_launch_flags.h"
 #include "engine/tool_group.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/util/status_macros.h"
@@ -42,6 +43,7 @@ struct Options {
   std::string cpu_emulation = "none";
   int threads = 0;
   int tp = 1;
+  NodeLaunchFlags node;
   double rank_timeout_s = 60;
   std::vector<std::string> argv;  // argv[1..], for spawned tensor-parallel workers
 };
@@ -115,6 +117,7 @@ absl::StatusOr<std::string> EvaluateToJson(const Options& opt, ModelRunner& runn
 int Run(Options opt) {
   ModelGroupOptions go;
   go.tp = opt.tp;
+  go.node = opt.node;
   go.rank_timeout = absl::Seconds(opt.rank_timeout_s);
   go.worker_args = opt.argv;
   auto make_backend = [&](int local_rank) -> absl::StatusOr<std::unique_ptr<Backend>> {
@@ -169,9 +172,11 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"none", "fp8", "bf16", "gpu"}));
   app.add_option("--threads", opt.threads, "CPU threads of the backend and of scoring (0: all)");
   app.add_option("--tp", opt.tp,
-                 "tensor-parallel ranks on this host (spawns --tp - 1 workers); RANK, WORLD_SIZE, "
-                 "MASTER_ADDR and MASTER_PORT launch ranks externally instead")
+                 "tensor-parallel ranks in all: spawns --tp - 1 workers on this host (--tp / "
+                 "--nnodes - 1 per host with --nnodes); RANK, WORLD_SIZE, MASTER_ADDR and "
+                 "MASTER_PORT launch ranks externally instead")
       ->check(CLI::Range(1, 64));
+  dsv3::AddNodeLaunchFlags(app, opt.node);
   app.add_option("--rank-timeout-s", opt.rank_timeout_s,
                  "seconds a step may wait for another rank before the group is declared broken");
   CLI11_PARSE(app, argc, argv);

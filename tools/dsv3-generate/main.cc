@@ -26,6 +26,7 @@
 #include "engine/engine.h"
 #include "engine/kv_sizing.h"
 #include "engine/model_group.h"
+#include "engine/parallel/node_launch_flags.h"
 #include "engine/tool_group.h"
 #include "engine/model/model.h"
 #include "engine/util/log_format.h"
@@ -79,6 +80,7 @@ struct Options {
   SamplingParams sampling;
   int64_t seed = -1;
   int tp = 1;
+  dsv3::NodeLaunchFlags node;
   double rank_timeout_s = 60;
   std::vector<std::string> argv;  // argv[1..], for spawned tensor-parallel workers
 };
@@ -282,6 +284,7 @@ int Generate(Options opt, ModelGroup& group) {
 int Run(Options opt) {
   ModelGroupOptions go;
   go.tp = opt.tp;
+  go.node = opt.node;
   go.rank_timeout = absl::Seconds(opt.rank_timeout_s);
   go.worker_args = opt.argv;
   const std::string model = opt.model;
@@ -357,9 +360,11 @@ int main(int argc, char** argv) {
   app.add_flag("--ignore-eos", opt.sampling.ignore_eos, "keep generating after an end-of-sequence token");
   app.add_flag("--stats", opt.stats, "print the engine counters as one JSON object on stderr");
   app.add_option("--tp", opt.tp,
-                 "tensor-parallel ranks on this host (spawns --tp - 1 workers); RANK, WORLD_SIZE, "
-                 "MASTER_ADDR and MASTER_PORT launch ranks externally instead")
+                 "tensor-parallel ranks in all: spawns --tp - 1 workers on this host (--tp / "
+                 "--nnodes - 1 per host with --nnodes); RANK, WORLD_SIZE, MASTER_ADDR and "
+                 "MASTER_PORT launch ranks externally instead")
       ->check(CLI::Range(1, 64));
+  dsv3::AddNodeLaunchFlags(app, opt.node);
   app.add_option("--rank-timeout-s", opt.rank_timeout_s,
                  "seconds a step may wait for another rank before the group is declared broken");
   CLI11_PARSE(app, argc, argv);
