@@ -173,20 +173,10 @@ std::vector<WeightRequest> RecordRequests(const ModelConfig& config, const Shard
   return requests;
 }
 
-// A host view of a staged read: its dtype and staged shape, contiguous.
+// A host view of a staged read: its dtype and staged shape, contiguous. The const_cast only fits
+// TensorView's untyped pointer; the staging ring is never written through it.
 TensorView StagedView(const uint8_t* data, const TensorRead& read) {
-  TensorView v;
-  v.data = const_cast<uint8_t*>(data);  // TensorView's untyped pointer; never written through
-  v.dtype = read.dtype;
-  v.device = Device::kCpu;
-  v.ndim = static_cast<int>(read.shape.size());
-  int64_t stride = 1;
-  for (int i = v.ndim - 1; i >= 0; --i) {
-    v.shape[i] = read.shape[i];
-    v.strides[i] = stride;
-    stride *= read.shape[i];
-  }
-  return v;
+  return TensorView::Contiguous(const_cast<uint8_t*>(data), read.dtype, read.shape);
 }
 
 }  // namespace
