@@ -140,19 +140,6 @@ class Backend {
   virtual absl::StatusOr<LinearWeight> MakeLinear(const TensorView& weight,
                                                   const TensorView& scale_inv,
                                                   std::vector<Tensor>& storage) = 0;
-  // Random weights generated where they live (benchmarks at full size): `dtype` F8_E4M3 gives
-  // values of about `scale` times a unit normal, BF16 a uniform in [-scale, scale].
-  virtual absl::StatusOr<LinearWeight> MakeRandomLinear(int64_t n, int64_t k, DType dtype,
-                                                        float scale, uint64_t seed,
-                                                        std::vector<Tensor>& storage) {
-    return absl::UnimplementedError(name() + " backend: no random weights");
-  }
-  // A random float tensor in LoadDense's format: `mean` + uniform in [-scale, scale].
-  virtual absl::StatusOr<TensorView> MakeRandomDense(std::span<const int64_t> shape, float mean,
-                                                     float scale, uint64_t seed,
-                                                     std::vector<Tensor>& storage) {
-    return absl::UnimplementedError(name() + " backend: no random weights");
-  }
   // Copies host data to a new device tensor (F32 in, backend layout out) or host to host.
   virtual Tensor Upload(const TensorView& host) = 0;
   // Copies a device tensor into host memory (F32).

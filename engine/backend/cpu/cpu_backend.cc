@@ -5,7 +5,6 @@
 #include <cassert>
 #include <cmath>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "engine/weights/checkpoint.h"
@@ -95,41 +94,6 @@ absl::StatusOr<LinearWeight> CpuBackend::MakeLinear(const TensorView& weight,
   storage.push_back(std::move(t));
   if (weight.dtype == DType::kF8E4M3) NoteFp8(w);
   return w;
-}
-
-absl::StatusOr<LinearWeight> CpuBackend::MakeRandomLinear(int64_t n, int64_t k, DType dtype,
-                                                          float scale, uint64_t seed,
-                                                          std::vector<Tensor>& storage) {
-  if (dtype != DType::kF8E4M3 && dtype != DType::kBF16) {
-    return absl::InvalidArgumentError("random linear: FP8 or BF16");
-  }
-  Tensor t(HostAllocator(), DType::kF32, {n, k});
-  std::mt19937_64 rng(seed);
-  float* out = t.ptr<float>();
-  if (dtype == DType::kF8E4M3) {
-    std::normal_distribution<float> normal(0.0f, scale);
-    for (int64_t i = 0; i < n * k; ++i) out[i] = normal(rng);
-  } else {
-    std::uniform_real_distribution<float> uniform(-scale, scale);
-    for (int64_t i = 0; i < n * k; ++i) out[i] = uniform(rng);
-  }
-  LinearWeight w;
-  w.weight = t.view();
-  storage.push_back(std::move(t));
-  if (dtype == DType::kF8E4M3) NoteFp8(w);
-  return w;
-}
-
-absl::StatusOr<TensorView> CpuBackend::MakeRandomDense(std::span<const int64_t> shape, float mean,
-                                                       float scale, uint64_t seed,
-                                                       std::vector<Tensor>& storage) {
-  Tensor t(HostAllocator(), DType::kF32, shape.data(), static_cast<int>(shape.size()));
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> uniform(mean - scale, mean + scale);
-  for (int64_t i = 0; i < t.numel(); ++i) t.ptr<float>()[i] = uniform(rng);
-  TensorView v = t.view();
-  storage.push_back(std::move(t));
-  return v;
 }
 
 Tensor CpuBackend::Upload(const TensorView& host) {

@@ -59,13 +59,6 @@ class CpuBackend final : public Backend {
                                        std::vector<Tensor>& storage) override;
   absl::StatusOr<LinearWeight> MakeLinear(const TensorView& weight, const TensorView& scale_inv,
                                           std::vector<Tensor>& storage) override;
-  // F32 values (an F8_E4M3 `dtype` marks the weight FP8 for the emulation, as MakeLinear does).
-  absl::StatusOr<LinearWeight> MakeRandomLinear(int64_t n, int64_t k, DType dtype, float scale,
-                                                uint64_t seed,
-                                                std::vector<Tensor>& storage) override;
-  absl::StatusOr<TensorView> MakeRandomDense(std::span<const int64_t> shape, float mean,
-                                             float scale, uint64_t seed,
-                                             std::vector<Tensor>& storage) override;
   Tensor Upload(const TensorView& host) override;
   void Download(const TensorView& device_tensor, float* host) override;
 
