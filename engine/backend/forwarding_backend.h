@@ -29,6 +29,7 @@ class ForwardingBackend : public Backend {
   std::string name() const override { return inner_->name(); }
   DType activation_dtype() const override { return inner_->activation_dtype(); }
   DType kv_cache_dtype() const override { return inner_->kv_cache_dtype(); }
+  void* device_stream() override { return inner_->device_stream(); }
 
   absl::StatusOr<LinearWeight> LoadLinear(const TensorSource& source, const std::string& prefix,
                                           int64_t n, int64_t k, const Slice2D& slice,

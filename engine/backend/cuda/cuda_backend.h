@@ -67,6 +67,7 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
   DType activation_dtype() const override { return DType::kBF16; }
   DType kv_cache_dtype() const override { return DType::kBF16; }
+  void* device_stream() override { return stream_; }
 
   absl::StatusOr<LinearWeight> LoadLinear(const TensorSource& ckpt, const std::string& prefix,
                                           int64_t n, int64_t k, const Slice2D& slice,
