@@ -91,9 +91,9 @@ absl::StatusOr<LinearWeight> CpuBackend::MakeLinear(const TensorView& weight,
 }
 
 Tensor CpuBackend::Upload(const TensorView& host) {
-  assert(host.dtype == DType::kF32 && host.is_contiguous());
-  Tensor t(HostAllocator(), DType::kF32, host.shape.data(), host.ndim);
-  if (host.nbytes() > 0) std::memcpy(t.ptr<float>(), host.data, host.nbytes());  // may be null
+  assert((host.dtype == DType::kF32 || host.dtype == DType::kI32) && host.is_contiguous());
+  Tensor t(HostAllocator(), host.dtype, host.shape.data(), host.ndim);
+  if (host.nbytes() > 0) std::memcpy(t.view().data, host.data, host.nbytes());  // may be null
   return t;
 }
 
