@@ -1,7 +1,6 @@
 #include "engine/device_communicator.h"
 
 #if defined(DSV3_HAVE_NCCL)
-#include "engine/backend/cuda/cuda_backend.h"
 #include "engine/parallel/nccl/nccl_communicator.h"
 #endif
 
@@ -11,10 +10,10 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeDeviceCommunicator(Backend& ba
                                                                      RankGroup& group) {
   if (backend.device() == Device::kCpu || group.world_size() == 1) return nullptr;
 #if defined(DSV3_HAVE_NCCL)
-  if (auto* cuda = dynamic_cast<CudaBackend*>(&backend)) {
+  if (backend.device() == Device::kCuda && backend.device_stream() != nullptr) {
     NcclOptions options;
     options.local_rank = group.config().local_rank;
-    options.cuda_stream = cuda->stream();
+    options.cuda_stream = backend.device_stream();
     options.rendezvous_timeout = group.config().startup_timeout;
     return CreateNcclCommunicator(group.store(), group.communicator(), options);
   }

@@ -117,6 +117,11 @@ class Backend {
   // KV cache. Logits are always F32.
   virtual DType activation_dtype() const { return DType::kF32; }
   virtual DType kv_cache_dtype() const { return DType::kF32; }
+  // The device queue this backend's ops run on, for collectives that must be ordered with them
+  // (MakeDeviceCommunicator hands it to NCCL): a CUDA backend's cudaStream_t; null on the host,
+  // whose collectives go through the host communicator. Wrappers forward their inner backend's,
+  // so a wrapped GPU backend still gets device collectives.
+  virtual void* device_stream() { return nullptr; }
 
   // ---- Weights -------------------------------------------------------------------------------
   // Loads "<prefix>.weight" ([n, k], FP8 with scale_inv or a float type) in the backend's format.
@@ -140,20 +145,8 @@ class Backend {
   virtual absl::StatusOr<LinearWeight> MakeLinear(const TensorView& weight,
                                                   const TensorView& scale_inv,
                                                   std::vector<Tensor>& storage) = 0;
-  // Random weights generated where they live (benchmarks at full size): `dtype` F8_E4M3 gives
-  // values of about `scale` times a unit normal, BF16 a uniform in [-scale, scale].
-  virtual absl::StatusOr<LinearWeight> MakeRandomLinear(int64_t n, int64_t k, DType dtype,
-                                                        float scale, uint64_t seed,
-                                                        std::vector<Tensor>& storage) {
-    return absl::UnimplementedError(name() + " backend: no random weights");
-  }
-  // A random float tensor in LoadDense's format: `mean` + uniform in [-scale, scale].
-  virtual absl::StatusOr<TensorView> MakeRandomDense(std::span<const int64_t> shape, float mean,
-                                                     float scale, uint64_t seed,
-                                                     std::vector<Tensor>& storage) {
-    return absl::UnimplementedError(name() + " backend: no random weights");
-  }
-  // Copies host data to a new device tensor (F32 in, backend layout out) or host to host.
+  // Copies host data to a new device tensor (F32 in, the activation type out; I32 stays I32) or
+  // host to host.
   virtual Tensor Upload(const TensorView& host) = 0;
   // Copies a device tensor into host memory (F32).
   virtual void Download(const TensorView& device_tensor, float* host) = 0;

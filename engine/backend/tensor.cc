@@ -41,14 +41,18 @@ Allocator* HostAllocator() {
 
 TensorView TensorView::Contiguous(void* data, DType dtype, std::initializer_list<int64_t> shape,
                                   Device device) {
+  return Contiguous(data, dtype, std::span<const int64_t>(shape.begin(), shape.size()), device);
+}
+
+TensorView TensorView::Contiguous(void* data, DType dtype, std::span<const int64_t> shape,
+                                  Device device) {
   TensorView v;
   v.data = data;
   v.dtype = dtype;
   v.device = device;
   assert(shape.size() <= kMaxDims);
   v.ndim = static_cast<int>(shape.size());
-  int i = 0;
-  for (int64_t d : shape) v.shape[i++] = d;
+  for (int i = 0; i < v.ndim; ++i) v.shape[i] = shape[i];
   FillContiguousStrides(v);
   return v;
 }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "engine/backend/dtype.h"
@@ -27,6 +28,10 @@ struct TensorView {
 
   // A contiguous (row-major) view over `data`.
   static TensorView Contiguous(void* data, DType dtype, std::initializer_list<int64_t> shape,
+                               Device device = Device::kCpu);
+  // The same for a shape held elsewhere (a checkpoint entry's, a staged read's); at most
+  // kMaxDims dimensions.
+  static TensorView Contiguous(void* data, DType dtype, std::span<const int64_t> shape,
                                Device device = Device::kCpu);
 
   bool empty() const { return data == nullptr; }

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/util/status_macros.h"
 #include "engine/weights/parallel_reader.h"
+#include "engine/weights/random_tensors.h"
 #include "engine/weights/read_plan.h"
 #include "engine/weights/staged_tensors.h"
 #include "engine/weights/value_check.h"
@@ -173,20 +174,10 @@ std::vector<WeightRequest> RecordRequests(const ModelConfig& config, const Shard
   return requests;
 }
 
-// A host view of a staged read: its dtype and staged shape, contiguous.
+// A host view of a staged read: its dtype and staged shape, contiguous. The const_cast only fits
+// TensorView's untyped pointer; the staging ring is never written through it.
 TensorView StagedView(const uint8_t* data, const TensorRead& read) {
-  TensorView v;
-  v.data = const_cast<uint8_t*>(data);  // TensorView's untyped pointer; never written through
-  v.dtype = read.dtype;
-  v.device = Device::kCpu;
-  v.ndim = static_cast<int>(read.shape.size());
-  int64_t stride = 1;
-  for (int i = v.ndim - 1; i >= 0; --i) {
-    v.shape[i] = read.shape[i];
-    v.strides[i] = stride;
-    stride *= read.shape[i];
-  }
-  return v;
+  return TensorView::Contiguous(const_cast<uint8_t*>(data), read.dtype, read.shape);
 }
 
 }  // namespace
@@ -313,6 +304,9 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Random(const ModelCo
   auto w = std::make_unique<ModelWeights>();
   uint64_t next_seed = seed;
   const bool fp8 = config.quantization.has_value() && config.quantization->fp8;
+  // One weight at a time, loaded as a checkpoint's would be (each made in this rank's slice
+  // shape, so a rank makes only what it holds).
+  RandomTensors random(backend.staging_allocator());
   Loader loader(
       [&](const std::string& prefix, int64_t n, int64_t k, const Slice2D& slice) {
         n = (slice.row_end < 0 ? n : slice.row_end) - slice.row_begin;
@@ -320,15 +314,16 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Random(const ModelCo
         // lm_head stays BF16 as in the checkpoints; scale keeps activations O(1) layer to layer.
         const bool quantized = fp8 && prefix != "lm_head" && prefix != "model.embed_tokens";
         const float scale = 1.0f / std::sqrt(static_cast<float>(k));
-        return backend.MakeRandomLinear(n, k, quantized ? DType::kF8E4M3 : DType::kBF16, scale,
-                                        ++next_seed, w->storage);
+        random.MakeLinear(prefix, n, k, quantized, scale, ++next_seed);
+        return backend.LoadLinear(random, prefix, n, k, Slice2D{}, w->storage);
       },
       [&](const std::string& name, std::span<const int64_t> shape) {
         // Norm weights near 1, router and embedding small, correction bias near 0.
         const bool norm = shape.size() == 1 && name.find("bias") == std::string::npos;
         const float mean = norm ? 1.0f : 0.0f;
         const float scale = norm ? 0.1f : 0.02f;
-        return backend.MakeRandomDense(shape, mean, scale, ++next_seed, w->storage);
+        random.MakeDense(name, shape, mean, scale, ++next_seed);
+        return backend.LoadDense(random, name, shape, w->storage);
       },
       config, shard);
   DSV3_RETURN_IF_ERROR(LoadAll(loader, config, shard, *w));

@@ -83,8 +83,8 @@ struct ModelWeights {
   static absl::StatusOr<std::unique_ptr<ModelWeights>> Load(
       const Checkpoint& ckpt, const ModelConfig& config, Backend& backend,
       const Shard& shard = {}, const WeightLoadOptions& options = {});
-  // Weights of `config`'s shapes (this rank's slices of them) made by backend.MakeRandomLinear /
-  // MakeRandomDense.
+  // Weights of `config`'s shapes (this rank's slices of them) made by RandomTensors
+  // (engine/weights/random_tensors.h) and loaded like a checkpoint's.
   static absl::StatusOr<std::unique_ptr<ModelWeights>> Random(const ModelConfig& config,
                                                              Backend& backend, uint64_t seed,
                                                              const Shard& shard = {});

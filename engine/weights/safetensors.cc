@@ -212,19 +212,9 @@ const SafetensorsEntry* SafetensorsFile::Find(std::string_view name) const {
 }
 
 TensorView SafetensorsFile::View(const SafetensorsEntry& entry) const {
-  TensorView v;
   // The mapping is PROT_READ; the const_cast only fits TensorView's untyped pointer.
-  v.data = const_cast<uint8_t*>(data_ + entry.begin);
-  v.dtype = entry.dtype;
-  v.device = Device::kCpu;
-  v.ndim = static_cast<int>(entry.shape.size());
-  int64_t stride = 1;
-  for (int i = v.ndim - 1; i >= 0; --i) {
-    v.shape[i] = entry.shape[i];
-    v.strides[i] = stride;
-    stride *= entry.shape[i];
-  }
-  return v;
+  return TensorView::Contiguous(const_cast<uint8_t*>(data_ + entry.begin), entry.dtype,
+                                entry.shape);
 }
 
 }  // namespace dsv3

@@ -26,32 +26,7 @@ constexpr float kMargin = 0.1f;
 constexpr int32_t kBlock = 16;
 constexpr int32_t kBlocksPerSeq = 8;  // 128 positions per sequence
 
-class CudaGraphsTest : public ::dsv3::testing::GpuTest,
-                       public ::testing::WithParamInterface<std::string> {
- protected:
-  void SetUp() override {
-    GpuTest::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
-    auto eager = CudaBackend::Create({.cuda_graphs = false});
-    ASSERT_TRUE(eager.ok()) << eager.status();
-    eager_ = *std::move(eager);
-    for (auto [backend, model] : {std::pair{gpu_.get(), &graphed_model_},
-                                  std::pair{eager_.get(), &eager_model_}}) {
-      auto loaded = DeepseekV3Model::Load(FixturePath(GetParam()), *backend);
-      ASSERT_TRUE(loaded.ok()) << loaded.status();
-      *model = *std::move(loaded);
-    }
-  }
-  void TearDown() override {
-    graphed_model_.reset();
-    eager_model_.reset();
-    if (eager_) eager_->Synchronize();
-    GpuTest::TearDown();
-  }
-
-  std::unique_ptr<CudaBackend> eager_;
-  std::unique_ptr<DeepseekV3Model> graphed_model_, eager_model_;
-};
+using CudaGraphsTest = ::dsv3::testing::EagerGraphedModelsTest;
 
 TEST_P(CudaGraphsTest, TeacherForcedDecodeMatchesEager) {
   const ModelConfig& c = graphed_model_->config();

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "engine/backend/cpu/cpu_backend.h"
+#include "engine/backend/cpu/gpu_emulation_backend.h"
 #include "engine/backend/cuda/cuda_backend.h"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -52,8 +53,7 @@ class CudaGroupedGemmTest : public testing::GpuTest {
   }
 
   CpuBackend cpu_{0};  // every core: the references dominate this test's time
-  CpuBackend emu_{
-      CpuBackendOptions{.num_threads = 0, .fp8_activations = true, .bf16_activations = true}};
+  GpuEmulationBackend emu_{0, GpuEmulation{.fp8_activations = true, .bf16_activations = true}};
   std::vector<Tensor> cpu_store_, gpu_store_;
   std::mt19937 rng_{2024};
 };

@@ -1,5 +1,5 @@
 // Lockstep: the fixture models' forward on the GPU, with every op also run on the CPU emulating
-// the GPU's numerics (CpuBackendOptions) from the GPU's own inputs, downloaded just before the
+// the GPU's numerics (GpuEmulationBackend) from the GPU's own inputs, downloaded just before the
 // op. Each op's output is compared at once, so the model's error amplification never enters: a
 // GPU bug anywhere shows as the op where it happens. Ops that only move data (GatherRows,
 // WriteKvCache) are forwarded unchecked (the op tests compare them exactly).
@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/backend/cpu/cpu_backend.h"
+#include "engine/backend/cpu/gpu_emulation_backend.h"
 #include "engine/model/model.h"
 #include "tests/fixture_reference.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -60,8 +60,7 @@ TensorView View(std::vector<float>& v, std::initializer_list<int64_t> shape) {
 class LockstepBackend final : public Backend {
  public:
   explicit LockstepBackend(CudaBackend& gpu)
-      : gpu_(gpu), cpu_(CpuBackendOptions{.num_threads = 8, .fp8_activations = true,
-                                          .bf16_activations = true}) {}
+      : gpu_(gpu), cpu_(8, GpuEmulation{.fp8_activations = true, .bf16_activations = true}) {}
 
   Device device() const override { return gpu_.device(); }
   Allocator* allocator() override { return gpu_.allocator(); }
@@ -230,7 +229,7 @@ class LockstepBackend final : public Backend {
   }
 
   CudaBackend& gpu_;
-  CpuBackend cpu_;
+  GpuEmulationBackend cpu_;
   std::vector<Tensor> cpu_storage_;
   std::map<const void*, LinearWeight> linear_;
   std::map<const void*, TensorView> dense_;

@@ -16,6 +16,7 @@
 #include <numeric>
 
 #include "engine/backend/cpu/cpu_backend.h"
+#include "engine/backend/cpu/gpu_emulation_backend.h"
 #include "engine/eval/metrics.h"
 #include "engine/model/model.h"
 #include "tests/demo_model.h"
@@ -104,7 +105,7 @@ class CudaDemoModelTest : public ::dsv3::testing::GpuTest {
   }
 
   CpuBackend cpu_{8};
-  CpuBackend ideal_{CpuBackendOptions{.num_threads = 8, .fp8_activations = true}};
+  GpuEmulationBackend ideal_{8, GpuEmulation{.fp8_activations = true}};
   std::unique_ptr<DeepseekV3Model> model_, cpu_model_, ideal_model_;
   std::vector<std::vector<int32_t>> windows_;
 };

@@ -53,32 +53,14 @@ ForwardBatch Prefill(int64_t vocab) {
   return b;
 }
 
-class CudaSpeculativeTest : public ::dsv3::testing::GpuTest,
-                            public ::testing::WithParamInterface<std::string> {
+// The fixture must carry an MTP module (the draft steps run it).
+class CudaSpeculativeTest : public ::dsv3::testing::EagerGraphedModelsTest {
  protected:
   void SetUp() override {
-    GpuTest::SetUp();
+    EagerGraphedModelsTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
-    auto eager = CudaBackend::Create({.cuda_graphs = false});
-    ASSERT_TRUE(eager.ok()) << eager.status();
-    eager_ = *std::move(eager);
-    for (auto [backend, model] : {std::pair{gpu_.get(), &graphed_model_},
-                                  std::pair{eager_.get(), &eager_model_}}) {
-      auto loaded = DeepseekV3Model::Load(FixturePath(GetParam()), *backend);
-      ASSERT_TRUE(loaded.ok()) << loaded.status();
-      *model = *std::move(loaded);
-    }
     ASSERT_TRUE(graphed_model_->has_mtp()) << GetParam() << " has no MTP module";
   }
-  void TearDown() override {
-    graphed_model_.reset();
-    eager_model_.reset();
-    if (eager_) eager_->Synchronize();
-    GpuTest::TearDown();
-  }
-
-  std::unique_ptr<CudaBackend> eager_;
-  std::unique_ptr<DeepseekV3Model> graphed_model_, eager_model_;
 };
 
 // Verify steps of 2 then 3 tokens per sequence, then chained MTP drafts, on both backends with

@@ -15,6 +15,8 @@
 
 #include "engine/backend/cuda/cuda_backend.h"
 #include "engine/backend/dtype.h"
+#include "engine/model/model.h"
+#include "tests/test_util.h"
 
 namespace dsv3::testing {
 
@@ -136,5 +138,34 @@ inline Tensor GpuTest::DevEmpty(DType dtype, int64_t rows, int64_t cols) {
   Poison(*gpu_, t);
   return t;
 }
+
+// One fixture model (the test parameter, a FixturePath name) loaded twice: on gpu_, which runs
+// decode layers as CUDA graphs, and on eager_, a backend without graphs (the reference).
+class EagerGraphedModelsTest : public GpuTest, public ::testing::WithParamInterface<std::string> {
+ protected:
+  void SetUp() override {
+    GpuTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    auto eager = CudaBackend::Create({.cuda_graphs = false});
+    ASSERT_TRUE(eager.ok()) << eager.status();
+    eager_ = *std::move(eager);
+    for (auto [backend, model] : {std::pair{gpu_.get(), &graphed_model_},
+                                  std::pair{eager_.get(), &eager_model_}}) {
+      auto loaded = DeepseekV3Model::Load(FixturePath(GetParam()), *backend);
+      ASSERT_TRUE(loaded.ok()) << loaded.status();
+      *model = *std::move(loaded);
+    }
+  }
+  void TearDown() override {
+    // The models' tensors live in their backends' memory: freed first.
+    graphed_model_.reset();
+    eager_model_.reset();
+    if (eager_) eager_->Synchronize();
+    GpuTest::TearDown();
+  }
+
+  std::unique_ptr<CudaBackend> eager_;
+  std::unique_ptr<DeepseekV3Model> graphed_model_, eager_model_;
+};
 
 }  // namespace dsv3::testing

@@ -1,6 +1,6 @@
-// CpuBackendOptions' GPU emulation: the e4m3 rounding against F32ToFp8E4M3 (itself checked
+// GpuEmulationBackend (the CPU backend rounding like the GPU): the e4m3 rounding against F32ToFp8E4M3 (itself checked
 // against an exhaustive search in backend_fp8_conversion_test), the 1x128 activation quantizer
-// against hand-computed values, and the options' effect on ops.
+// against hand-computed values, and the wrapper's effect on ops.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/backend/cpu/cpu_backend.h"
+#include "engine/backend/cpu/gpu_emulation_backend.h"
 #include "engine/backend/dtype.h"
 
 namespace dsv3 {
@@ -83,7 +84,7 @@ TEST(CpuEmulationTest, LinearQuantizesOnlyBeforeFp8Weights) {
   plain.Linear(xv, *plain.MakeLinear(wq, ws, storage), yv);
   EXPECT_EQ(y[1], 0.3f);
 
-  CpuBackend fp8(CpuBackendOptions{.num_threads = 1, .fp8_activations = true});
+  GpuEmulationBackend fp8(1, GpuEmulation{.fp8_activations = true});
   fp8.Linear(xv, *fp8.MakeLinear(wq, ws, storage), yv);
   EXPECT_EQ(y[0], 3.5f);
   EXPECT_EQ(y[1], 0.3125f);
@@ -91,7 +92,7 @@ TEST(CpuEmulationTest, LinearQuantizesOnlyBeforeFp8Weights) {
   EXPECT_EQ(y[1], 0.3f);
   EXPECT_EQ(x[1], 0.3f);  // the input is left alone
 
-  CpuBackend bf16(CpuBackendOptions{.num_threads = 1, .bf16_activations = true});
+  GpuEmulationBackend bf16(1, GpuEmulation{.bf16_activations = true});
   bf16.Linear(xv, *bf16.MakeLinear(wf, {}, storage), yv);
   EXPECT_EQ(y[1], RoundToBf16(0.3f));
   EXPECT_NE(y[1], 0.3f);
@@ -101,7 +102,7 @@ TEST(CpuEmulationTest, LinearQuantizesOnlyBeforeFp8Weights) {
 // RMSNorms into another buffer see exact inputs, while an in-place RMSNorm (the q_a and kv_a
 // latents, BF16 linear outputs on the GPU) reads its input rounded to BF16.
 TEST(CpuEmulationTest, Bf16KeepsTheResidualStreamExact) {
-  CpuBackend bf16(CpuBackendOptions{.num_threads = 1, .bf16_activations = true});
+  GpuEmulationBackend bf16(1, GpuEmulation{.bf16_activations = true});
   CpuBackend plain(1);
   const float fine = 1.0f + 1.0f / 1024;  // not a BF16 value: BF16 keeps 8 significant bits
   ASSERT_NE(RoundToBf16(fine), fine);

@@ -17,13 +17,17 @@
 #ifdef DSV3_HAVE_CUDA_BACKEND
 #include <cuda_runtime_api.h>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/backend/cuda/cuda_backend.h"
+#include "engine/backend/cuda/cuda_event_clock.h"
+#include "engine/backend/timing_backend.h"
 #include "engine/model/model.h"
 #include "engine/parallel/gloo_communicator.h"
 #include "engine/parallel/nccl/nccl_communicator.h"
 #include "engine/parallel/tcp_store.h"
+#include "engine/weights/random_tensors.h"
 #include "kernels/elementwise.cuh"
 #include "tools/dsv3-bench/bench_util.h"
 #include "tools/dsv3-bench/verify_bench.h"
@@ -124,7 +128,12 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
                "tensor parallel %d\n", prop.name, driver, runtime, copy_bw / 1e12,
                comm.world_size());
 
-  auto model_or = DeepseekV3Model::Random(c, gpu, 1234, comm);
+  // The model runs on a TimingBackend around the GPU: per-layer and per-op times on the GPU's
+  // stream, and the GPU's choice of kernel paths and MLA's sub-steps as sections.
+  TimingBackend timed(gpu, [&] { return MakeCudaEventClock(gpu.stream()); });
+  gpu.SetOpSections(&timed);
+  absl::Cleanup no_sections = [&] { gpu.SetOpSections(nullptr); };  // before `timed` goes
+  auto model_or = DeepseekV3Model::Random(c, timed, 1234, comm);
   if (!model_or.ok()) {
     std::fprintf(stderr, "%s\n", std::string(model_or.status().message()).c_str());
     return 1;
@@ -172,7 +181,7 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
     v.blocks_per_sequence = blocks_per_seq;
     v.floor = {rank_attn_bytes, router_bytes, expert_bytes, tp};
     v.copy_bw = copy_bw;
-    return RunVerifyBench(v, gpu, model, cache, out);
+    return RunVerifyBench(v, gpu, timed, model, cache, out);
   }
 
   std::fprintf(out, "\n## Decode, context %d (ms per layer, median of %d steps)\n\n", args.context,
@@ -201,19 +210,19 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
       std::vector<std::vector<float>> per_layer(c.num_hidden_layers + 1);
       std::vector<float> step_ms;
       StreamTimer step(gpu.stream());
-      gpu.SetLayerTiming(true);
+      timed.SetLayerTiming(true);
       for (int it = 0; it < args.iters + 2; ++it) {
         step.Start();
         if (!model.Forward(fb, cache, logits).ok()) return std::nullopt;
         const float ms = step.StopMs();
-        const auto times = gpu.LayerTimes();
+        const auto times = timed.LayerTimes();
         if (it < 2) continue;
         step_ms.push_back(ms);
         for (const auto& [layer, t] : times) {
           per_layer[layer < 0 ? c.num_hidden_layers : layer].push_back(t);
         }
       }
-      gpu.SetLayerTiming(false);
+      timed.SetLayerTiming(false);
       Timing timing;
       for (int l = 0; l < args.dense_layers; ++l) {
         timing.dense += Median(per_layer[l]) / args.dense_layers;
@@ -230,10 +239,10 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
     // One more step with every op timed (eager: events around each op perturb the totals
     // above), which also counts the experts the batch activates (graphs do not log them).
     gpu.TakeActiveExperts();
-    gpu.SetOpTiming(true);
+    timed.SetOpTiming(true);
     if (!model.Forward(fb, cache, logits).ok()) return 1;
-    op_columns.push_back(gpu.TakeOpTimes());
-    gpu.SetOpTiming(false);
+    op_columns.push_back(timed.TakeOpTimes());
+    timed.SetOpTiming(false);
     const std::vector<int64_t> active = gpu.TakeActiveExperts();
     double mean_active = 0;
     for (int64_t a : active) mean_active += static_cast<double>(a) / active.size();
@@ -267,16 +276,16 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
     auto moe_layer_ms = [&]() -> float {
       std::vector<std::vector<float>> per_layer(c.num_hidden_layers + 1);
       for (int it = 0; it < 3; ++it) {
-        gpu.SetLayerTiming(true);
+        timed.SetLayerTiming(true);
         if (!model.Forward(fb, cache, logits).ok()) return -1;
-        const auto times = gpu.LayerTimes();
+        const auto times = timed.LayerTimes();
         gpu.TakeActiveExperts();
         if (it == 0) continue;
         for (const auto& [layer, t] : times) {
           per_layer[layer < 0 ? c.num_hidden_layers : layer].push_back(t);
         }
       }
-      gpu.SetLayerTiming(false);
+      timed.SetLayerTiming(false);
       float moe = 0;
       for (int l = args.dense_layers; l < c.num_hidden_layers; ++l) {
         moe += Median(per_layer[l]) / args.moe_layers;
@@ -302,10 +311,10 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
       if (moe < 0) return 1;
       std::fprintf(out, "| %s | %.2f | %.0f | %.1f |\n", label, moe, t / (moe * 1e-3),
                    (attn_flops + moe_flops) / (moe * 1e-3) / 1e12);
-      gpu.SetOpTiming(true);
+      timed.SetOpTiming(true);
       if (!model.Forward(fb, cache, logits).ok()) return 1;
-      prefill_ops.push_back(gpu.TakeOpTimes());
-      gpu.SetOpTiming(false);
+      prefill_ops.push_back(timed.TakeOpTimes());
+      timed.SetOpTiming(false);
       gpu.TakeActiveExperts();
     }
     gpu.SetGroupedMoeMaxTokens(CudaBackend::kDefaultGroupedMoeMaxTokens);
@@ -323,7 +332,7 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
                                                 {7168, 16384}, {2048, 7168}, {7168, 2048}};
   std::vector<Tensor> storage;
   for (auto [n, k] : shapes) {
-    auto w = gpu.MakeRandomLinear(n, k, DType::kF8E4M3, 0.01f, n * 31 + k, storage);
+    auto w = LoadRandomLinear(gpu, n, k, /*fp8=*/true, 0.01f, n * 31 + k, storage);
     if (!w.ok()) return 1;
     for (int64_t m : {1, 32, 128, 4096}) {
       Tensor x(gpu.allocator(), DType::kBF16, {m, k});

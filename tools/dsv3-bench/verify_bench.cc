@@ -22,6 +22,7 @@
 #include <optional>
 #include <string>
 
+#include "engine/weights/random_tensors.h"
 #include "kernels/elementwise.cuh"
 
 namespace dsv3 {
@@ -65,13 +66,13 @@ struct StepTiming {
 };
 
 std::optional<StepTiming> TimeStep(const VerifyBenchOptions& o, CudaBackend& gpu,
-                                   DeepseekV3Model& model, KvCache& cache, const ForwardBatch& fb) {
+                                   TimingBackend& timed, DeepseekV3Model& model, KvCache& cache, const ForwardBatch& fb) {
   const int layers = o.dense_layers + o.moe_layers;
   std::vector<std::vector<float>> per_layer(layers);
   std::vector<float> step_ms, logits, hidden;
   StreamTimer timer(gpu.stream());
   const int64_t replays_before = gpu.graph_stats().replayed;
-  gpu.SetLayerTiming(true);
+  timed.SetLayerTiming(true);
   for (int it = 0; it < o.iters + 2; ++it) {  // two warm-ups: the eager run and the capture
     timer.Start();
     if (!model.Forward(fb, cache, logits, MlaMode::kAuto, fb.hidden_rows.empty() ? nullptr : &hidden)
@@ -79,14 +80,14 @@ std::optional<StepTiming> TimeStep(const VerifyBenchOptions& o, CudaBackend& gpu
       return std::nullopt;
     }
     const float ms = timer.StopMs();
-    const auto times = gpu.LayerTimes();
+    const auto times = timed.LayerTimes();
     if (it < 2) continue;
     step_ms.push_back(ms);
     for (const auto& [layer, t] : times) {
       if (layer >= 0) per_layer[layer].push_back(t);
     }
   }
-  gpu.SetLayerTiming(false);
+  timed.SetLayerTiming(false);
   StepTiming timing;
   timing.replays = gpu.graph_stats().replayed - replays_before;
   for (int l = 0; l < layers; ++l) {
@@ -97,10 +98,10 @@ std::optional<StepTiming> TimeStep(const VerifyBenchOptions& o, CudaBackend& gpu
   timing.rest = timing.step - (o.dense_layers * timing.dense + o.moe_layers * timing.moe);
   // One eager step (op timing turns graphs off) counts the experts the batch activates.
   gpu.TakeActiveExperts();
-  gpu.SetOpTiming(true);
+  timed.SetOpTiming(true);
   const bool ok = model.Forward(fb, cache, logits).ok();
-  gpu.SetOpTiming(false);
-  gpu.TakeOpTimes();
+  timed.SetOpTiming(false);
+  timed.TakeOpTimes();
   if (!ok) return std::nullopt;
   const std::vector<int64_t> active = gpu.TakeActiveExperts();
   for (int64_t a : active) timing.active += static_cast<double>(a) / active.size();
@@ -116,12 +117,13 @@ double TokensPerStep(double a, int k) {
 
 }  // namespace
 
-int RunVerifyBench(const VerifyBenchOptions& o, CudaBackend& gpu, DeepseekV3Model& model,
+int RunVerifyBench(const VerifyBenchOptions& o, CudaBackend& gpu, TimingBackend& timed,
+                   DeepseekV3Model& model,
                    KvCache& cache, std::FILE* out) {
   const ModelConfig& c = model.config();
   const int64_t h = c.hidden_size;
   std::vector<Tensor> storage;
-  auto eh_proj = gpu.MakeRandomLinear(h, 2 * h, DType::kF8E4M3, 0.01f, 4242, storage);
+  auto eh_proj = LoadRandomLinear(gpu, h, 2 * h, /*fp8=*/true, 0.01f, 4242, storage);
   if (!eh_proj.ok()) return 1;
   const double kv_row_bytes = c.kv_cache_dim() * 2.0;
 
@@ -139,7 +141,7 @@ int RunVerifyBench(const VerifyBenchOptions& o, CudaBackend& gpu, DeepseekV3Mode
   std::vector<Row> rows;
   for (int b : o.batches) {
     const ForwardBatch plain_batch = UniformBatch(o, b, 1, c.vocab_size, false);
-    const auto plain = TimeStep(o, gpu, model, cache, plain_batch);
+    const auto plain = TimeStep(o, gpu, timed, model, cache, plain_batch);
     if (!plain) return 1;
     Tensor x(gpu.allocator(), DType::kBF16, {b, 2 * h});
     Tensor y(gpu.allocator(), DType::kBF16, {b, h});
@@ -151,7 +153,7 @@ int RunVerifyBench(const VerifyBenchOptions& o, CudaBackend& gpu, DeepseekV3Mode
     const double plain_floor = o.floor.FloorMs(plain->active, plain_kv, o.copy_bw);
     for (int k : o.ks) {
       const ForwardBatch verify_batch = UniformBatch(o, b, k + 1, c.vocab_size, true);
-      const auto verify = TimeStep(o, gpu, model, cache, verify_batch);
+      const auto verify = TimeStep(o, gpu, timed, model, cache, verify_batch);
       if (!verify) return 1;
       const double verify_kv = b * (o.context + k + 1.0) * kv_row_bytes;
       const double verify_floor = o.floor.FloorMs(verify->active, verify_kv, o.copy_bw);

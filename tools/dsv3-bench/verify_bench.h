@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "engine/backend/cuda/cuda_backend.h"
+#include "engine/backend/timing_backend.h"
 #include "engine/model/kv_cache.h"
 #include "engine/model/model.h"
 #include "tools/dsv3-bench/bench_util.h"
@@ -28,8 +29,10 @@ struct VerifyBenchOptions {
 // (same contexts, CUDA graphs on), derives the MTP draft's cost, and prints markdown tables: the
 // steps, their MoE layers against the HBM floor, and the effective tokens/s of speculative
 // decoding for acceptance rates 0.64 (the demo model) and 0.85, for the bench model and
-// extrapolated to DeepSeek-V3's 61 layers. Returns the process exit code.
-int RunVerifyBench(const VerifyBenchOptions& options, CudaBackend& gpu, DeepseekV3Model& model,
+// extrapolated to DeepSeek-V3's 61 layers. `model` runs on `timed`, a TimingBackend around
+// `gpu`. Returns the process exit code.
+int RunVerifyBench(const VerifyBenchOptions& options, CudaBackend& gpu, TimingBackend& timed,
+                   DeepseekV3Model& model,
                    KvCache& cache, std::FILE* out);
 
 }  // namespace dsv3

@@ -18,6 +18,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "engine/backend/backend_factory.h"
+#include "engine/backend/cpu/gpu_emulation_backend.h"
 #include "engine/eval/ids_file.h"
 #include "engine/model/model.h"
 #include "engine/model_group.h"
@@ -49,10 +50,9 @@ struct Options {
 };
 
 // --cpu-emulation: the CPU backend rounding as an engine would (the GPU's numerics: both).
-CpuBackendOptions CpuEmulationOptions(const std::string& emulation, int threads) {
-  return CpuBackendOptions{.num_threads = threads,
-                           .fp8_activations = emulation == "fp8" || emulation == "gpu",
-                           .bf16_activations = emulation == "bf16" || emulation == "gpu"};
+GpuEmulation CpuEmulation(const std::string& emulation) {
+  return GpuEmulation{.fp8_activations = emulation == "fp8" || emulation == "gpu",
+                      .bf16_activations = emulation == "bf16" || emulation == "gpu"};
 }
 
 // --text-file as one sequence: BOS (the tokenizer's, else config.json's), then the file's ids.
@@ -122,7 +122,7 @@ int Run(Options opt) {
   go.worker_args = opt.argv;
   auto make_backend = [&](int local_rank) -> absl::StatusOr<std::unique_ptr<Backend>> {
     if (opt.cpu_emulation == "none") return MakeBackend(opt.device, opt.threads, local_rank);
-    return std::make_unique<CpuBackend>(CpuEmulationOptions(opt.cpu_emulation, opt.threads));
+    return std::make_unique<GpuEmulationBackend>(opt.threads, CpuEmulation(opt.cpu_emulation));
   };
   return RunToolOnModelGroup(go, opt.model, make_backend, [&](ModelGroup& group) {
     auto json = EvaluateToJson(opt, group.runner());

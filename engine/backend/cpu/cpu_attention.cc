@@ -71,23 +71,13 @@ void CpuBackend::WriteKvCache(const TensorView& latent, const AttentionBatch& ba
   for (size_t t = 0; t < batch.slot_mapping.size(); ++t) {
     float* dst = cache.ptr<float>() + batch.slot_mapping[t] * kv_dim;
     const float* src = latent.ptr<float>() + t * latent.strides[0];
-    for (int64_t i = 0; i < kv_dim; ++i) dst[i] = In(src[i]);  // the GPU's cache is BF16
+    std::copy(src, src + kv_dim, dst);
   }
 }
 
 void CpuBackend::MlaAttention(const TensorView& q, const TensorView& cache,
                               const LinearWeight& kv_b, const AttentionBatch& batch,
                               const MlaParams& p, const TensorView& out) {
-  // bf16_activations: BF16 queries, and kv_b as the GPU's BF16 copy (the cache is BF16 already).
-  std::vector<float> qb, wb;
-  LinearWeight kv_b16;
-  kv_b16.weight = EmulatedInput(kv_b.weight, false, wb);
-  MlaAttentionF32(EmulatedInput(q, false, qb), cache, kv_b16, batch, p, out);
-}
-
-void CpuBackend::MlaAttentionF32(const TensorView& q, const TensorView& cache,
-                                 const LinearWeight& kv_b, const AttentionBatch& batch,
-                                 const MlaParams& p, const TensorView& out) {
   const int64_t nh = p.num_heads, nope = p.nope_dim, rope = p.rope_dim, vd = p.v_dim;
   const int64_t lora = p.kv_lora_rank, kv_dim = lora + rope, head_rows = nope + vd;
   const float* wkvb = kv_b.weight.ptr<float>();  // [nh * (nope + v), lora]

@@ -5,7 +5,6 @@
 #include <cassert>
 #include <cmath>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "engine/weights/checkpoint.h"
@@ -28,10 +27,7 @@ void SgemmNN(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const
               c, static_cast<int>(ldc));
 }
 
-CpuBackend::CpuBackend(int num_threads) : CpuBackend(CpuBackendOptions{.num_threads = num_threads}) {}
-
-CpuBackend::CpuBackend(const CpuBackendOptions& options)
-    : options_(options), pool_(options.num_threads) {}
+CpuBackend::CpuBackend(int num_threads) : pool_(num_threads) {}
 
 absl::StatusOr<LinearWeight> CpuBackend::LoadLinear(const TensorSource& ckpt,
                                                     const std::string& prefix, int64_t n,
@@ -46,8 +42,6 @@ absl::StatusOr<LinearWeight> CpuBackend::LoadLinear(const TensorSource& ckpt,
   LinearWeight w;
   w.weight = t.view();
   storage.push_back(std::move(t));
-  const auto stored = ckpt.Get(prefix + ".weight");
-  if (stored.ok() && stored->dtype == DType::kF8E4M3) NoteFp8(w);
   return w;
 }
 
@@ -93,49 +87,13 @@ absl::StatusOr<LinearWeight> CpuBackend::MakeLinear(const TensorView& weight,
   LinearWeight w;
   w.weight = t.view();
   storage.push_back(std::move(t));
-  if (weight.dtype == DType::kF8E4M3) NoteFp8(w);
   return w;
-}
-
-absl::StatusOr<LinearWeight> CpuBackend::MakeRandomLinear(int64_t n, int64_t k, DType dtype,
-                                                          float scale, uint64_t seed,
-                                                          std::vector<Tensor>& storage) {
-  if (dtype != DType::kF8E4M3 && dtype != DType::kBF16) {
-    return absl::InvalidArgumentError("random linear: FP8 or BF16");
-  }
-  Tensor t(HostAllocator(), DType::kF32, {n, k});
-  std::mt19937_64 rng(seed);
-  float* out = t.ptr<float>();
-  if (dtype == DType::kF8E4M3) {
-    std::normal_distribution<float> normal(0.0f, scale);
-    for (int64_t i = 0; i < n * k; ++i) out[i] = normal(rng);
-  } else {
-    std::uniform_real_distribution<float> uniform(-scale, scale);
-    for (int64_t i = 0; i < n * k; ++i) out[i] = uniform(rng);
-  }
-  LinearWeight w;
-  w.weight = t.view();
-  storage.push_back(std::move(t));
-  if (dtype == DType::kF8E4M3) NoteFp8(w);
-  return w;
-}
-
-absl::StatusOr<TensorView> CpuBackend::MakeRandomDense(std::span<const int64_t> shape, float mean,
-                                                       float scale, uint64_t seed,
-                                                       std::vector<Tensor>& storage) {
-  Tensor t(HostAllocator(), DType::kF32, shape.data(), static_cast<int>(shape.size()));
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> uniform(mean - scale, mean + scale);
-  for (int64_t i = 0; i < t.numel(); ++i) t.ptr<float>()[i] = uniform(rng);
-  TensorView v = t.view();
-  storage.push_back(std::move(t));
-  return v;
 }
 
 Tensor CpuBackend::Upload(const TensorView& host) {
-  assert(host.dtype == DType::kF32 && host.is_contiguous());
-  Tensor t(HostAllocator(), DType::kF32, host.shape.data(), host.ndim);
-  if (host.nbytes() > 0) std::memcpy(t.ptr<float>(), host.data, host.nbytes());  // may be null
+  assert((host.dtype == DType::kF32 || host.dtype == DType::kI32) && host.is_contiguous());
+  Tensor t(HostAllocator(), host.dtype, host.shape.data(), host.ndim);
+  if (host.nbytes() > 0) std::memcpy(t.view().data, host.data, host.nbytes());  // may be null
   return t;
 }
 
@@ -154,7 +112,7 @@ void CpuBackend::Embedding(const TensorView& table, std::span<const int32_t> ids
       std::fill(dst, dst + h, 0.0f);
     } else {
       const float* src = table.ptr<float>() + local * table.strides[0];
-      for (int64_t i = 0; i < h; ++i) dst[i] = In(src[i]);  // the GPU's table is BF16
+      std::copy(src, src + h, dst);
     }
   }
 }
@@ -163,25 +121,19 @@ void CpuBackend::RmsNorm(const TensorView& x, const TensorView& weight, float ep
                          const TensorView& out) {
   const int64_t m = x.dim(0), d = x.dim(1);
   const float* w = weight.ptr<float>();
-  // bf16_activations: the GPU's in-place norms are of BF16 linear outputs (the q_a and kv_a
-  // latents); the others read the F32 residual stream.
-  const bool bf16_input = x.data == out.data;
-  const auto in = [&](float v) { return bf16_input ? In(v) : v; };
   for (int64_t r = 0; r < m; ++r) {
     const float* xr = x.ptr<float>() + r * x.strides[0];
     float* yr = out.ptr<float>() + r * out.strides[0];
     double sum = 0;
-    for (int64_t i = 0; i < d; ++i) sum += static_cast<double>(in(xr[i])) * in(xr[i]);
+    for (int64_t i = 0; i < d; ++i) sum += static_cast<double>(xr[i]) * xr[i];
     const float inv = static_cast<float>(1.0 / std::sqrt(sum / d + eps));
-    for (int64_t i = 0; i < d; ++i) yr[i] = w[i] * (in(xr[i]) * inv);
+    for (int64_t i = 0; i < d; ++i) yr[i] = w[i] * (xr[i] * inv);
   }
 }
 
 void CpuBackend::Linear(const TensorView& x, const LinearWeight& w, const TensorView& y) {
   assert(w.weight.dtype == DType::kF32 && x.dim(1) == w.k() && y.dim(1) == w.n());
-  std::vector<float> buf;
-  const TensorView xe = EmulatedInput(x, fp8_weights_.contains(w.weight.data), buf);
-  SgemmNT(x.dim(0), w.n(), w.k(), xe.ptr<float>(), xe.strides[0], w.weight.ptr<float>(),
+  SgemmNT(x.dim(0), w.n(), w.k(), x.ptr<float>(), x.strides[0], w.weight.ptr<float>(),
           w.weight.strides[0], y.ptr<float>(), y.strides[0]);
 }
 
@@ -191,7 +143,7 @@ void CpuBackend::Add(const TensorView& a, const TensorView& b, const TensorView&
     const float* ar = a.ptr<float>() + r * a.strides[0];
     const float* br = b.ptr<float>() + r * b.strides[0];
     float* o = out.ptr<float>() + r * out.strides[0];
-    for (int64_t i = 0; i < d; ++i) o[i] = ar[i] + br[i];  // F32 on the GPU as well
+    for (int64_t i = 0; i < d; ++i) o[i] = ar[i] + br[i];
   }
 }
 
@@ -212,7 +164,7 @@ void CpuBackend::Rope(const TensorView& x, std::span<const int32_t> positions,
       for (int64_t i = 0; i < half; ++i) {
         float* a = rope.interleaved ? &v[2 * i] : &v[i];
         float* b = rope.interleaved ? &v[2 * i + 1] : &v[i + half];
-        const float x0 = In(*a), x1 = In(*b);
+        const float x0 = *a, x1 = *b;
         *a = x0 * cos_t[i] - x1 * sin_t[i];
         *b = x1 * cos_t[i] + x0 * sin_t[i];
       }
@@ -227,8 +179,7 @@ void CpuBackend::SiluMul(const TensorView& gate, const TensorView& up, const Ten
     const float* u = up.ptr<float>() + r * up.strides[0];
     float* o = out.ptr<float>() + r * out.strides[0];
     for (int64_t i = 0; i < d; ++i) {
-      const float gi = In(g[i]);
-      o[i] = gi / (1.0f + std::exp(-gi)) * In(u[i]);
+      o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
     }
   }
 }

@@ -1,10 +1,10 @@
 // The CPU backend: the numerical reference for every other backend. Float32 everywhere (FP8 and
 // BF16 weights are dequantized at load), matmuls through OpenBLAS, other loops spread over a
-// thread pool. Simple on purpose: it must be obviously right.
+// thread pool. Simple on purpose: it must be obviously right. GpuEmulationBackend
+// (gpu_emulation_backend.h) wraps it to round like the CUDA backend.
 #pragma once
 
 #include <memory>
-#include <unordered_set>
 #include <vector>
 
 #include "engine/backend/backend.h"
@@ -13,39 +13,10 @@
 
 namespace dsv3 {
 
-// Options of the CPU backend. The two emulation switches make it reproduce the CUDA backend's
-// numerics where they differ from float32, so that GPU tests can compare against a CPU model that
-// rounds like the GPU (docs/cuda.md). Both are off by default: plain float32, the reference.
-struct CpuBackendOptions {
-  int num_threads = 0;  // <= 0: one per hardware thread
-  // Before every linear layer whose weight was FP8 (LoadLinear/MakeLinear of an F8_E4M3 weight),
-  // x is quantized like the GPU's 1x128 activation scaling: per row and per 128 columns,
-  // s = max(amax, 1e-4) / 448, x := e4m3(x / s) * s (round to nearest even, saturating).
-  bool fp8_activations = false;
-  // Activations rounded to BF16 where the GPU holds them in BF16: the inputs of linear layers,
-  // rotary embedding and SiLU-gate, the q_a and kv_a latents RMSNorm normalizes in place, the
-  // latent cache, each expert's output before the weighted combine, and the GPU's BF16 copies
-  // of MLA's kv_b and of the router weights. Not the residual stream, which the GPU keeps in
-  // F32 (its additions and the RMSNorms that read it into another buffer stay exact).
-  bool bf16_activations = false;
-};
-
-// e4m3 (OCP, finite) round to nearest even with saturation to +-448, returned as float:
-// Fp8E4M3ToF32(F32ToFp8E4M3(v)) without the table search. NaN stays NaN.
-float RoundToE4M3(float v);
-// The GPU's activation quantization, in place: x [rows, cols] (row stride `stride`), each row's
-// 128-column blocks (the last one partial) replaced by e4m3(x / s) * s with
-// s = max(amax of the block, 1e-4) / 448. `scales` (optional) receives s, [rows, ceil(cols/128)].
-void FakeQuantizeActivations(float* x, int64_t rows, int64_t cols, int64_t stride,
-                             float* scales = nullptr);
-// BF16 round to nearest even, as float.
-inline float RoundToBf16(float v) { return Bf16ToF32(F32ToBf16(v)); }
-
 class CpuBackend final : public Backend {
  public:
   // num_threads <= 0: one per hardware thread.
   explicit CpuBackend(int num_threads = 0);
-  explicit CpuBackend(const CpuBackendOptions& options);
 
   Device device() const override { return Device::kCpu; }
   Allocator* allocator() override { return HostAllocator(); }
@@ -59,13 +30,6 @@ class CpuBackend final : public Backend {
                                        std::vector<Tensor>& storage) override;
   absl::StatusOr<LinearWeight> MakeLinear(const TensorView& weight, const TensorView& scale_inv,
                                           std::vector<Tensor>& storage) override;
-  // F32 values (an F8_E4M3 `dtype` marks the weight FP8 for the emulation, as MakeLinear does).
-  absl::StatusOr<LinearWeight> MakeRandomLinear(int64_t n, int64_t k, DType dtype, float scale,
-                                                uint64_t seed,
-                                                std::vector<Tensor>& storage) override;
-  absl::StatusOr<TensorView> MakeRandomDense(std::span<const int64_t> shape, float mean,
-                                             float scale, uint64_t seed,
-                                             std::vector<Tensor>& storage) override;
   Tensor Upload(const TensorView& host) override;
   void Download(const TensorView& device_tensor, float* host) override;
 
@@ -94,28 +58,20 @@ class CpuBackend final : public Backend {
                   const TensorView& out) override;
 
   ThreadPool& pool() { return pool_; }
-  const CpuBackendOptions& options() const { return options_; }
 
  private:
-  // bf16_activations: v rounded to BF16, else v.
-  float In(float v) const { return options_.bf16_activations ? RoundToBf16(v) : v; }
-  // A view of x's values as the GPU would feed them to `consumer`: x itself with no emulation,
-  // else a contiguous copy in `buf` rounded to BF16 (bf16_activations) and, when `fp8` is set,
-  // quantized to e4m3 per 128 columns (fp8_activations). x has 2 or 3 dimensions.
-  TensorView EmulatedInput(const TensorView& x, bool fp8, std::vector<float>& buf) const;
-  // MlaAttention on the values as given (no emulation).
-  void MlaAttentionF32(const TensorView& q, const TensorView& cache, const LinearWeight& kv_b,
-                       const AttentionBatch& batch, const MlaParams& params,
-                       const TensorView& out);
-  // Marks a weight made from FP8 data (fp8_activations only).
-  void NoteFp8(const LinearWeight& w);
-
-  CpuBackendOptions options_;
   ThreadPool pool_;
-  // Data of the linear weights made from FP8 (fp8_activations only). A weight's entry stays after
-  // the weight is freed: emulation is for tests, which keep their models as long as the backend.
-  std::unordered_set<const void*> fp8_weights_;
 };
+
+// MoeExperts of the reference: for each local expert, its tokens gathered, then gate, up,
+// SiluMul and down through `ops` (a CpuBackend, or a wrapper around one whose Linear and SiluMul
+// the experts then go through), and out[t] += w * expert_output(y[t]) in expert order.
+// `expert_output` maps each value of an expert's output before the weighted sum: the identity
+// for the reference, a rounding where a wrapper emulates a device that stores it rounded.
+void MoeExpertsOneByOne(Backend& ops, const TensorView& x, const TensorView& topk_ids,
+                        const TensorView& topk_weights, std::span<const ExpertWeights> experts,
+                        int64_t expert_begin, const TensorView& out,
+                        float (*expert_output)(float));
 
 // C[M, N] = A[M, K] B[N, K]^T (+ beta * C) with row strides lda, ldb, ldc (float32, OpenBLAS).
 void SgemmNT(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,

@@ -14,11 +14,9 @@ void CpuBackend::MoeRoute(const TensorView& x, const TensorView& router, const T
                           const MoeRouteParams& p, const TensorView& topk_ids,
                           const TensorView& topk_weights) {
   const int64_t tokens = x.dim(0), e = p.num_experts, group_size = e / p.num_groups;
-  std::vector<float> logits(tokens * e), xb, rb;
-  // bf16_activations: BF16 x and router weights, as on the GPU.
-  const TensorView xe = EmulatedInput(x, false, xb), re = EmulatedInput(router, false, rb);
-  SgemmNT(tokens, e, x.dim(1), xe.ptr<float>(), xe.strides[0], re.ptr<float>(), re.strides[0],
-          logits.data(), e);
+  std::vector<float> logits(tokens * e);
+  SgemmNT(tokens, e, x.dim(1), x.ptr<float>(), x.strides[0], router.ptr<float>(),
+          router.strides[0], logits.data(), e);
   const float* b = bias.ptr<float>();
   std::vector<float> s(e), choice(e), group_score(p.num_groups);
   std::vector<int32_t> order(std::max(e, p.num_groups));
@@ -74,6 +72,14 @@ void CpuBackend::MoeRoute(const TensorView& x, const TensorView& router, const T
 void CpuBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
                             const TensorView& topk_weights, std::span<const ExpertWeights> experts,
                             int64_t expert_begin, const TensorView& out) {
+  MoeExpertsOneByOne(*this, x, topk_ids, topk_weights, experts, expert_begin, out,
+                     [](float v) { return v; });
+}
+
+void MoeExpertsOneByOne(Backend& ops, const TensorView& x, const TensorView& topk_ids,
+                        const TensorView& topk_weights, std::span<const ExpertWeights> experts,
+                        int64_t expert_begin, const TensorView& out,
+                        float (*expert_output)(float)) {
   const int64_t tokens = x.dim(0), h = x.dim(1), k = topk_ids.dim(1);
   for (int64_t t = 0; t < tokens; ++t) {
     std::fill(out.ptr<float>() + t * out.strides[0], out.ptr<float>() + t * out.strides[0] + h,
@@ -106,14 +112,14 @@ void CpuBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
     const TensorView gv = TensorView::Contiguous(gate.data(), DType::kF32, {n, inter});
     const TensorView uv = TensorView::Contiguous(up.data(), DType::kF32, {n, inter});
     const TensorView yv = TensorView::Contiguous(y.data(), DType::kF32, {n, h});
-    Linear(xv, experts[e].gate, gv);
-    Linear(xv, experts[e].up, uv);
-    SiluMul(gv, uv, gv);
-    Linear(gv, experts[e].down, yv);
+    ops.Linear(xv, experts[e].gate, gv);
+    ops.Linear(xv, experts[e].up, uv);
+    ops.SiluMul(gv, uv, gv);
+    ops.Linear(gv, experts[e].down, yv);
     for (int64_t r = 0; r < n; ++r) {
       float* o = out.ptr<float>() + rows[r].first * out.strides[0];
       const float w = rows[r].second;
-      for (int64_t d = 0; d < h; ++d) o[d] += In(y[r * h + d]) * w;  // GPU: BF16 expert outputs
+      for (int64_t d = 0; d < h; ++d) o[d] += expert_output(y[r * h + d]) * w;
     }
   }
 }

@@ -43,7 +43,6 @@ int32_t KeySplits(const AttentionBatch& batch, MlaMode mode, int64_t tokens, int
 
 void CudaBackend::WriteKvCache(const TensorView& latent, const AttentionBatch& batch,
                                const TensorView& cache) {
-  OpScope timed(*this, "write_kv_cache");
   assert(latent.dtype == DType::kBF16 && cache.dtype == DType::kBF16);
   const StepPlan& plan = PlanFor(batch);
   kernels::WriteKvCache({latent.data, latent.strides[0], plan.slots.ptr<int64_t>(), cache.data,
@@ -122,7 +121,6 @@ const CudaBackend::StepPlan::Form& CudaBackend::FormFor(StepPlan& plan,
 void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
                                const LinearWeight& kv_b, const AttentionBatch& batch,
                                const MlaParams& p, const TensorView& out) {
-  OpScope timed(*this, "mla attention");
   assert(q.dtype == DType::kBF16 && cache.dtype == DType::kBF16 && out.dtype == DType::kBF16);
   const int64_t t = q.dim(0), nh = p.num_heads, nope = p.nope_dim, rope = p.rope_dim;
   const int64_t vd = p.v_dim, lora = p.kv_lora_rank, kv_dim = lora + rope;
@@ -165,7 +163,7 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
     uk.stride_d = lora;
     uk.batch = static_cast<int32_t>(nh);
     {
-      OpScope part(*this, "- mla: W_UK, W_UV GEMMs");
+      Section part(*this, "- mla: W_UK, W_UV GEMMs");
       Check(gemm_->Bf16(uk), "MLA W_UK absorption");
     }
 
@@ -183,10 +181,10 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
     a.out_token_stride = nh * lora;
     a.out_head_stride = lora;
     if (absorbed.by_gemm) {
-      OpScope part(*this, "- mla: absorbed attention (GEMMs)");
+      Section part(*this, "- mla: absorbed attention (GEMMs)");
       MlaDecodeByGemm(q, q_lat, cache, plan, absorbed, batch.block_size, p, o_lat);
     } else {
-      OpScope part(*this, "- mla: absorbed attention (kernel)");
+      Section part(*this, "- mla: absorbed attention (kernel)");
       a.splits = KeySplits(batch, p.mode, absorbed.tokens, nh);
       Tensor partial;  // [tokens, nh, splits, 2 + lora] F32
       if (a.splits > 1) {
@@ -216,7 +214,7 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
     uv.ldd = out.strides[0];
     uv.stride_d = vd;
     uv.batch = static_cast<int32_t>(nh);
-    OpScope part(*this, "- mla: W_UK, W_UV GEMMs");
+    Section part(*this, "- mla: W_UK, W_UV GEMMs");
     Check(gemm_->Bf16(uv), "MLA W_UV projection");
   }
 
@@ -241,15 +239,15 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
     up.d = kv.view().data;
     up.ldd = nh * head_rows;
     {
-      OpScope part(*this, "- mla: K/V up-projection");
+      Section part(*this, "- mla: K/V up-projection");
       Check(gemm_->Bf16(up), "MLA K/V up-projection");
     }
     if (naive.tokens >= kPrefillTensorCoreMinTokens) {
-      OpScope part(*this, "- mla: naive attention (flash kernel or GEMMs)");
+      Section part(*this, "- mla: naive attention (flash kernel or GEMMs)");
       MlaPrefillOnTensorCores(q, kv, latents, naive, p, out);
       return;
     }
-    OpScope part(*this, "- mla: naive attention (kernel)");
+    Section part(*this, "- mla: naive attention (kernel)");
 
     a.q_a = q.data;
     a.q_a_token_stride = q.strides[0];

@@ -90,12 +90,6 @@ CudaBackend::~CudaBackend() {
   { auto copies = std::move(dequantized_); dequantized_.clear(); }
   { auto tables = std::move(grouped_weights_); grouped_weights_.clear(); }
   active_log_ = Tensor();
-  for (auto& [layer, e] : layer_events_) cudaEventDestroy(e);
-  for (const OpEvents& e : op_events_) {
-    cudaEventDestroy(e.start);
-    cudaEventDestroy(e.end);
-  }
-  for (cudaEvent_t e : free_events_) cudaEventDestroy(e);
   gemm_.reset();
   cudaStreamSynchronize(stream_);
   cudaStreamDestroy(stream_);
@@ -275,48 +269,6 @@ absl::StatusOr<TensorView> CudaBackend::LoadDense(const TensorSource& ckpt, cons
   return v;
 }
 
-absl::StatusOr<LinearWeight> CudaBackend::MakeRandomLinear(int64_t n, int64_t k, DType dtype,
-                                                           float scale, uint64_t seed,
-                                                           std::vector<Tensor>& storage) {
-  LinearWeight w;
-  if (dtype == DType::kF8E4M3) {
-    // FP8 values of standard deviation 64 (well inside e4m3's range) and a uniform block scale.
-    constexpr float kSpread = 64.0f;
-    const int64_t n_pad = RoundUp(n, 64), k_pad = Fp8PaddedK(k);
-    Tensor t(allocator(), DType::kF8E4M3, {n_pad, k_pad});
-    Tensor s(allocator(), DType::kF32, {(n + 127) / 128, k_pad / 128});
-    kernels::RandomFill({t.view().data, n_pad * k_pad, ElemType::kF8E4M3, 0.0f, kSpread, seed},
-                        stream_);
-    kernels::RandomFill({s.view().data, s.numel(), ElemType::kF32, scale / kSpread, 0.0f, seed},
-                        stream_);
-    w.weight = t.view();
-    w.weight.shape = {n, k, 0, 0};
-    w.weight.strides = {k_pad, 1, 0, 0};
-    w.scale_inv = s.view();
-    w.scale_inv.shape = {(n + 127) / 128, (k + 127) / 128, 0, 0};
-    storage.push_back(std::move(t));
-    storage.push_back(std::move(s));
-    return w;
-  }
-  if (dtype != DType::kBF16) return absl::InvalidArgumentError("random linear: FP8 or BF16");
-  Tensor t(allocator(), DType::kBF16, {n, k});
-  kernels::RandomFill({t.view().data, n * k, ElemType::kBF16, 0.0f, scale, seed}, stream_);
-  w.weight = t.view();
-  storage.push_back(std::move(t));
-  return w;
-}
-
-absl::StatusOr<TensorView> CudaBackend::MakeRandomDense(std::span<const int64_t> shape,
-                                                        float mean, float scale, uint64_t seed,
-                                                        std::vector<Tensor>& storage) {
-  const DType dtype = shape.size() >= 2 ? DType::kBF16 : DType::kF32;
-  Tensor t(allocator(), dtype, shape.data(), static_cast<int>(shape.size()));
-  kernels::RandomFill({t.view().data, t.numel(), ElemTypeOf(dtype), mean, scale, seed}, stream_);
-  TensorView v = t.view();
-  storage.push_back(std::move(t));
-  return v;
-}
-
 Tensor CudaBackend::Upload(const TensorView& host) {
   NoteHostWork("an upload");
   assert(host.is_contiguous() && (host.dtype == DType::kF32 || host.dtype == DType::kI32));
@@ -429,41 +381,12 @@ const float* CudaBackend::DeviceInvFreq(const RopeParams& rope) {
   return it->second.second.ptr<float>();
 }
 
-void CudaBackend::BeginLayer(int64_t layer) {
-  if (!layer_timing_) return;
-  cudaEvent_t e = TakeEvent();
-  DSV3_CUDA_CHECK(cudaEventRecord(e, stream_));
-  layer_events_.emplace_back(layer, e);
-}
-
-void CudaBackend::SetLayerTiming(bool on) { layer_timing_ = on; }
-
-std::vector<std::pair<int64_t, float>> CudaBackend::LayerTimes() {
-  std::vector<std::pair<int64_t, float>> times;
-  if (layer_events_.empty()) return times;
-  cudaEvent_t end;
-  DSV3_CUDA_CHECK(cudaEventCreate(&end));
-  DSV3_CUDA_CHECK(cudaEventRecord(end, stream_));
-  DSV3_CUDA_CHECK(cudaEventSynchronize(end));
-  for (size_t i = 0; i < layer_events_.size(); ++i) {
-    const cudaEvent_t next = i + 1 < layer_events_.size() ? layer_events_[i + 1].second : end;
-    float ms = 0;
-    DSV3_CUDA_CHECK(cudaEventElapsedTime(&ms, layer_events_[i].second, next));
-    times.emplace_back(layer_events_[i].first, ms);
-    free_events_.push_back(layer_events_[i].second);
-  }
-  layer_events_.clear();
-  DSV3_CUDA_CHECK(cudaEventDestroy(end));
-  return times;
-}
-
 void CudaBackend::Synchronize() { DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
 // ---- Elementwise ops -------------------------------------------------------------------------
 
 void CudaBackend::Embedding(const TensorView& table, std::span<const int32_t> ids,
                             int64_t first_row, const TensorView& out) {
-  OpScope timed(*this, "embedding");
   assert(table.dtype == DType::kBF16 && (out.dtype == DType::kBF16 || out.dtype == DType::kF32));
   Tensor d_ids = UploadBytes(ids.data(), DType::kI32, {static_cast<int64_t>(ids.size())});
   kernels::Embedding({table.data, d_ids.ptr<int32_t>(), out.data, out.strides[0],
@@ -474,7 +397,6 @@ void CudaBackend::Embedding(const TensorView& table, std::span<const int32_t> id
 
 void CudaBackend::RmsNorm(const TensorView& x, const TensorView& weight, float eps,
                           const TensorView& out) {
-  OpScope timed(*this, "rmsnorm");
   const auto float_like = [](DType t) { return t == DType::kBF16 || t == DType::kF32; };
   assert(float_like(x.dtype) && float_like(out.dtype) && weight.dtype == DType::kF32);
   assert(x.data != out.data || x.dtype == out.dtype);
@@ -484,7 +406,6 @@ void CudaBackend::RmsNorm(const TensorView& x, const TensorView& weight, float e
 }
 
 void CudaBackend::Add(const TensorView& a, const TensorView& b, const TensorView& out) {
-  OpScope timed(*this, "add");
   kernels::Binary({a.data, a.strides[0], b.data, b.strides[0], out.data, out.strides[0], a.dim(0),
                    a.dim(1), kernels::BinaryKind::kAdd, ElemTypeOf(a.dtype), ElemTypeOf(b.dtype),
                    ElemTypeOf(out.dtype)},
@@ -492,7 +413,6 @@ void CudaBackend::Add(const TensorView& a, const TensorView& b, const TensorView
 }
 
 void CudaBackend::SiluMul(const TensorView& gate, const TensorView& up, const TensorView& out) {
-  OpScope timed(*this, "silu_mul");
   kernels::Binary({gate.data, gate.strides[0], up.data, up.strides[0], out.data, out.strides[0],
                    gate.dim(0), gate.dim(1), kernels::BinaryKind::kSiluMul,
                    ElemTypeOf(gate.dtype), ElemTypeOf(up.dtype), ElemTypeOf(out.dtype)},
@@ -501,7 +421,6 @@ void CudaBackend::SiluMul(const TensorView& gate, const TensorView& up, const Te
 
 void CudaBackend::Rope(const TensorView& x, std::span<const int32_t> positions,
                        const RopeParams& rope) {
-  OpScope timed(*this, "rope");
   assert(x.dtype == DType::kBF16 && x.ndim == 3);
   Tensor scratch;
   const int32_t* pos = DevicePositions(positions, scratch);
@@ -511,7 +430,6 @@ void CudaBackend::Rope(const TensorView& x, std::span<const int32_t> positions,
 }
 
 void CudaBackend::Copy(const TensorView& src, const TensorView& dst) {
-  OpScope timed(*this, "copy");
   assert(src.dim(0) == dst.dim(0) && src.dim(1) == dst.dim(1));
   assert(src.strides[1] == 1 && dst.strides[1] == 1);
   kernels::Copy2D({src.data, src.strides[0], ElemTypeOf(src.dtype), dst.data, dst.strides[0],
@@ -521,7 +439,6 @@ void CudaBackend::Copy(const TensorView& src, const TensorView& dst) {
 
 void CudaBackend::GatherRows(const TensorView& x, std::span<const int32_t> rows,
                              const TensorView& out) {
-  OpScope timed(*this, "gather_rows");
   assert(x.dtype == out.dtype && (x.dtype == DType::kBF16 || x.dtype == DType::kF32));
   Tensor d_rows = UploadBytes(rows.data(), DType::kI32, {static_cast<int64_t>(rows.size())});
   kernels::GatherRows({x.data, x.strides[0], d_rows.ptr<int32_t>(), out.data, out.strides[0],

@@ -26,6 +26,7 @@
 #include "engine/backend/backend.h"
 #include "engine/backend/cuda/cublaslt_gemm.h"
 #include "engine/backend/cuda/stream_allocator.h"
+#include "engine/backend/timing_hooks.h"
 #include "kernels/elem_type.h"
 
 namespace dsv3::kernels {
@@ -66,6 +67,7 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
   DType activation_dtype() const override { return DType::kBF16; }
   DType kv_cache_dtype() const override { return DType::kBF16; }
+  void* device_stream() override { return stream_; }
 
   absl::StatusOr<LinearWeight> LoadLinear(const TensorSource& ckpt, const std::string& prefix,
                                           int64_t n, int64_t k, const Slice2D& slice,
@@ -78,18 +80,11 @@ class CudaBackend final : public Backend {
                                           std::vector<Tensor>& storage) override;
   // Pinned (pinned_host_allocator.h).
   Allocator* staging_allocator() override;
-  absl::StatusOr<LinearWeight> MakeRandomLinear(int64_t n, int64_t k, DType dtype, float scale,
-                                                uint64_t seed,
-                                                std::vector<Tensor>& storage) override;
-  absl::StatusOr<TensorView> MakeRandomDense(std::span<const int64_t> shape, float mean,
-                                             float scale, uint64_t seed,
-                                             std::vector<Tensor>& storage) override;
   // F32 host data becomes BF16, I32 stays I32.
   Tensor Upload(const TensorView& host) override;
   void Download(const TensorView& device_tensor, float* host) override;
 
   void BeginStep(const AttentionBatch& batch) override;
-  void BeginLayer(int64_t layer) override;
   void Synchronize() override;
   std::optional<DeviceMemory> MemoryInfo() override;
   void ResetPeakMemory() override;
@@ -125,8 +120,7 @@ class CudaBackend final : public Backend {
 
   cudaStream_t stream() const { return stream_; }
 
-  // CUDA graphs for decode steps (default Options::cuda_graphs). Off, or while op timing is on,
-  // every part runs eagerly.
+  // CUDA graphs for decode steps (default Options::cuda_graphs). Off: every part runs eagerly.
   void SetCudaGraphs(bool on) { options_.cuda_graphs = on; }
   struct GraphStats {
     int64_t eager = 0, captured = 0, replayed = 0;  // parts run each way
@@ -137,16 +131,9 @@ class CudaBackend final : public Backend {
   };
   GraphStats graph_stats() const;
 
-  // Layer timing (benchmarks): while on, BeginLayer records an event on the stream.
-  // LayerTimes() synchronizes and returns, per BeginLayer call since the last one, the layer id
-  // and the milliseconds from its event to the next (the last one runs to the call itself).
-  void SetLayerTiming(bool on);
-  std::vector<std::pair<int64_t, float>> LayerTimes();
-  // Op timing (benchmarks): while on, every op records events around its work on the stream.
-  // TakeOpTimes() synchronizes and returns the milliseconds per op name since the last take,
-  // in the order the names were first seen.
-  void SetOpTiming(bool on) { op_timing_ = on; }
-  std::vector<std::pair<std::string, float>> TakeOpTimes();
+  // Receives the path each op takes where it has several (FP8 GEMM kernels, MoE paths) and
+  // MLA's sub-steps as sections (TimingBackend in benchmarks). Null: none reported.
+  void SetOpSections(OpSections* sections) { sections_ = sections; }
   // FP8 MoE batches of at most `tokens` tokens take the small-M grouped kernel (device-side
   // permutation, graph-capturable), larger ones the tiled grouped GEMMs (benchmarks compare the
   // two; the default is kDefaultGroupedMoeMaxTokens).
@@ -203,20 +190,21 @@ class CudaBackend final : public Backend {
   };
 
   CudaBackend() = default;
-  // Times one op while op timing is on (events on the stream around its lifetime).
-  class OpScope {
+  // A named part of an op, reported to sections_ (when set) over the object's lifetime.
+  class Section {
    public:
-    OpScope(CudaBackend& backend, const char* name);
-    ~OpScope();
-    OpScope(const OpScope&) = delete;
-    OpScope& operator=(const OpScope&) = delete;
+    Section(CudaBackend& backend, const char* name) : sections_(backend.sections_) {
+      if (sections_ != nullptr) sections_->BeginSection(name);
+    }
+    ~Section() {
+      if (sections_ != nullptr) sections_->EndSection();
+    }
+    Section(const Section&) = delete;
+    Section& operator=(const Section&) = delete;
 
    private:
-    CudaBackend* backend_ = nullptr;  // null while op timing is off
-    const char* name_;
-    cudaEvent_t start_ = nullptr;
+    OpSections* sections_;
   };
-  cudaEvent_t TakeEvent();  // from free_events_, or a new one
   // Device copy of host memory (stream-ordered; the host buffer may be reused at once).
   Tensor UploadBytes(const void* host, DType dtype, std::initializer_list<int64_t> shape);
   const StepPlan& PlanFor(const AttentionBatch& batch);
@@ -330,16 +318,8 @@ class CudaBackend final : public Backend {
   std::unordered_map<const float*, std::pair<std::vector<float>, Tensor>> inv_freq_;
   // BF16 copies of FP8 weights by weight address; an entry goes when its weight is freed.
   std::unordered_map<const void*, Tensor> dequantized_;
-  bool layer_timing_ = false;
-  std::vector<std::pair<int64_t, cudaEvent_t>> layer_events_;
-  bool op_timing_ = false;
-  struct OpEvents {
-    const char* name;
-    cudaEvent_t start, end;
-  };
-  std::vector<OpEvents> op_events_;
   int64_t grouped_moe_max_tokens_ = kDefaultGroupedMoeMaxTokens;
-  std::vector<cudaEvent_t> free_events_;
+  OpSections* sections_ = nullptr;
   std::vector<int64_t> active_experts_;
   // Grouped weight tables by the first expert's gate weight; an entry goes with that weight.
   std::unordered_map<const void*, Tensor> grouped_weights_;

@@ -59,7 +59,7 @@ void DropOlderHalf(Map& entries, Drop drop) {
 std::optional<CudaBackend::GraphSignature> CudaBackend::GraphSignatureOf(
     const AttentionBatch& batch) const {
   const int64_t t = static_cast<int64_t>(batch.positions.size());
-  if (!options_.cuda_graphs || op_timing_ || t == 0 || t > kMaxGraphTokens ||
+  if (!options_.cuda_graphs || t == 0 || t > kMaxGraphTokens ||
       t > grouped_moe_max_tokens_ || batch.sequences.empty()) {
     return std::nullopt;
   }

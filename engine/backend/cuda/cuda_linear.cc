@@ -59,13 +59,11 @@ void CudaBackend::Linear(const TensorView& x, const LinearWeight& w, const Tenso
   const int64_t m = x.dim(0), n = w.n(), k = w.k();
   assert(x.dim(1) == k && y.dim(0) == m && y.dim(1) == n && x.dtype == DType::kBF16);
   if (m == 0) return;
-  OpScope timed(*this, w.weight.dtype == DType::kBF16 ? "linear bf16"
-                       : m <= kSmallFp8Rows          ? "linear fp8 (small-M kernel)"
-                                                     : "linear fp8 (cuBLASLt)");
   if (w.weight.dtype == DType::kBF16) {
     Bf16Linear(x, w.weight, y);
     return;
   }
+  Section path(*this, m <= kSmallFp8Rows ? "- linear fp8: small-M kernel" : "- linear fp8: cuBLASLt");
   const int64_t m_pad = RoundUp(m, 4), n_pad = RoundUp(n, 64), k_pad = w.weight.strides[0];
   Tensor xq(allocator(), DType::kF8E4M3, {m_pad, k_pad});      // [M_pad, K_pad]
   Tensor xs(allocator(), DType::kF32, {k_pad / 128, m_pad});   // [K_pad/128, M_pad]

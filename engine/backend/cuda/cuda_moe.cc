@@ -21,7 +21,6 @@ constexpr int64_t kMaxGroupedExperts = 1024;  // MoeAlign's shared counters
 void CudaBackend::MoeRoute(const TensorView& x, const TensorView& router, const TensorView& bias,
                            const MoeRouteParams& p, const TensorView& topk_ids,
                            const TensorView& topk_weights) {
-  OpScope timed(*this, "moe route");
   assert(router.dtype == DType::kBF16 && bias.dtype == DType::kF32 && p.num_experts <= 1024);
   const int64_t t = x.dim(0), e = p.num_experts;
   if (t == 0) return;
@@ -44,11 +43,12 @@ void CudaBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
   assert(topk_ids.is_contiguous() && topk_weights.dtype == DType::kF32);
   if (experts.front().gate.weight.dtype == DType::kF8E4M3 && local <= kMaxGroupedExperts) {
     const bool tiled = t > grouped_moe_max_tokens_;
-    OpScope timed(*this, tiled ? "moe experts (tiled)" : "moe experts (grouped)");
+    Section path(*this, tiled ? "- moe experts: tiled grouped GEMMs"
+                              : "- moe experts: small-M grouped kernel");
     GroupedFp8Experts(x, topk_ids, topk_weights, experts, expert_begin, out, tiled);
     return;
   }
-  OpScope timed(*this, "moe experts (per expert)");
+  Section path(*this, "- moe experts: per expert");
   NoteHostWork("the per-expert MoE path's host permutation");
   std::vector<int32_t> ids(t * k);
   DSV3_CUDA_CHECK(cudaMemcpyAsync(ids.data(), topk_ids.data, ids.size() * 4,

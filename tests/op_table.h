@@ -1,0 +1,257 @@
+// The op table: every Backend op x a list of shapes x weight/output dtypes, one row each, and the
+// harness that runs a row on two backends from the same inputs and compares them by normalized
+// error (RelError) against the row's per-dtype tolerance. The same table runs in CI (the CPU
+// against GpuEmulationBackend: tests/unit/cpu_op_table_test.cc) and on the device (the CPU
+// against CUDA: tests/gpu/cuda_op_table_test.cc). Adding an op or a shape means adding a row.
+//
+// Inputs go to a backend only through its interface (Upload, Copy, MakeLinear, LoadDense), so a
+// row runs on any backend; host values are BF16-exact, so every backend sees the same inputs.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/backend/backend.h"
+#include "engine/backend/dtype.h"
+#include "engine/weights/random_tensors.h"
+
+namespace dsv3::testing {
+
+// Normalized error of one comparison: ||got - want|| / ||want|| (NaN: +inf).
+inline double OpRelError(const std::vector<float>& got, const std::vector<float>& want) {
+  if (got.size() != want.size()) return INFINITY;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (!std::isfinite(got[i])) return INFINITY;
+    num += (static_cast<double>(got[i]) - want[i]) * (got[i] - want[i]);
+    den += static_cast<double>(want[i]) * want[i];
+  }
+  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
+}
+
+// Per-dtype thresholds (docs/cuda.md, "Numerics"): BF16 activations, FP8 activation
+// quantization (against an unquantized reference), and ops that only move values.
+inline constexpr double kBf16Tolerance = 1e-2;
+inline constexpr double kFp8Tolerance = 6e-2;
+inline constexpr double kExactTolerance = 1e-6;
+
+struct OpRow {
+  std::string name;  // op_shape_dtype, a gtest parameter name
+  double tolerance;
+  // Runs the op on `b` with inputs drawn from `rng` (each backend gets an rng of the same seed,
+  // so the same inputs) and returns its outputs on the host as F32.
+  std::function<std::vector<float>(Backend& b, std::mt19937& rng)> run;
+};
+
+// Builds a row's inputs on one backend; owns what it made until the row's run ends.
+class OpInputs {
+ public:
+  OpInputs(Backend& b, std::mt19937& rng) : b_(b), rng_(rng) {}
+
+  // Uniform in [-scale, scale], BF16-exact.
+  std::vector<float> Values(int64_t n, float scale = 1.0f) {
+    std::uniform_real_distribution<float> u(-scale, scale);
+    std::vector<float> v(n);
+    for (float& x : v) x = Bf16ToF32(F32ToBf16(u(rng_)));
+    return v;
+  }
+  // An activation tensor (the backend's activation dtype) of `shape` holding `values`.
+  TensorView Activation(const std::vector<float>& values, std::initializer_list<int64_t> shape) {
+    std::vector<float> host = values;
+    keep_.push_back(b_.Upload(TensorView::Contiguous(host.data(), DType::kF32, shape)));
+    return keep_.back();
+  }
+  TensorView Activation(std::initializer_list<int64_t> shape, float scale = 1.0f) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return Activation(Values(n, scale), shape);
+  }
+  // An F32 tensor [rows, cols] (the residual stream, routing weights) holding `values`.
+  TensorView F32(const std::vector<float>& values, int64_t rows, int64_t cols) {
+    const TensorView act = Activation(values, {rows, cols});
+    const TensorView out = Empty(DType::kF32, {rows, cols});
+    b_.Copy(act, out);
+    return out;
+  }
+  // An I32 tensor [rows, cols].
+  TensorView I32(std::vector<int32_t> values, int64_t rows, int64_t cols) {
+    keep_.push_back(b_.Upload(TensorView::Contiguous(values.data(), DType::kI32, {rows, cols})));
+    return keep_.back();
+  }
+  TensorView Empty(DType dtype, std::initializer_list<int64_t> shape) {
+    keep_.emplace_back(b_.allocator(), dtype, shape);
+    return keep_.back();
+  }
+  // A linear weight [n, k]: FP8 codes of a normal with block scales (fp8), else BF16 values.
+  LinearWeight Linear(int64_t n, int64_t k, bool fp8) {
+    RandomTensors random(HostAllocator());
+    random.MakeLinear("w", n, k, fp8, 1.0f / std::sqrt(static_cast<float>(k)), rng_());
+    auto w = b_.LoadLinear(random, "w", n, k, Slice2D{}, keep_);
+    if (!w.ok()) std::abort();  // a harness bug: the shapes are the table's
+    return *w;
+  }
+  // A dense tensor as LoadDense makes it: mean + uniform in [-scale, scale].
+  TensorView Dense(std::initializer_list<int64_t> shape, float mean, float scale) {
+    const std::vector<int64_t> dims(shape);
+    RandomTensors random(HostAllocator());
+    random.MakeDense("t", dims, mean, scale, rng_());
+    auto t = b_.LoadDense(random, "t", dims, keep_);
+    if (!t.ok()) std::abort();
+    return *t;
+  }
+  // `t` on the host as F32.
+  std::vector<float> Host(const TensorView& t) {
+    std::vector<float> v(t.numel());
+    b_.Download(t, v.data());
+    return v;
+  }
+
+ private:
+  Backend& b_;
+  std::mt19937& rng_;
+  std::vector<Tensor> keep_;
+};
+
+// The table. Rows M = 1, 3, 5, 100 (decode to prefill), widths not multiples of 128.
+inline std::vector<OpRow> OpTable() {
+  std::vector<OpRow> rows;
+  const int64_t kRows[] = {1, 3, 5, 100};
+  auto add = [&](std::string name, double tol, auto run) {
+    rows.push_back({std::move(name), tol, run});
+  };
+  for (int64_t m : kRows) {
+    for (int64_t d : {75, 200, 1536}) {
+      const std::string shape = absl::StrCat("m", m, "_d", d);
+      add("rmsnorm_" + shape, kBf16Tolerance, [=](Backend& b, std::mt19937& rng) {
+        OpInputs in(b, rng);
+        const TensorView x = in.F32(in.Values(m * d, 3.0f), m, d);
+        const TensorView w = in.Dense({d}, 1.0f, 0.2f), out = in.Empty(DType::kF32, {m, d});
+        b.RmsNorm(x, w, 1e-6f, out);
+        return in.Host(out);
+      });
+      add("rmsnorm_in_place_" + shape, kBf16Tolerance, [=](Backend& b, std::mt19937& rng) {
+        OpInputs in(b, rng);
+        const TensorView x = in.Activation({m, d}, 3.0f), w = in.Dense({d}, 1.0f, 0.2f);
+        b.RmsNorm(x, w, 1e-6f, x);
+        return in.Host(x);
+      });
+      add("add_" + shape, kBf16Tolerance, [=](Backend& b, std::mt19937& rng) {
+        OpInputs in(b, rng);
+        const TensorView a = in.F32(in.Values(m * d), m, d), c = in.Activation({m, d});
+        const TensorView out = in.Empty(DType::kF32, {m, d});
+        b.Add(a, c, out);
+        return in.Host(out);
+      });
+      add("silu_mul_" + shape, kBf16Tolerance, [=](Backend& b, std::mt19937& rng) {
+        OpInputs in(b, rng);
+        const TensorView g = in.Activation({m, d}, 3.0f), u = in.Activation({m, d});
+        const TensorView out = in.Empty(b.activation_dtype(), {m, d});
+        b.SiluMul(g, u, out);
+        return in.Host(out);
+      });
+      add("copy_" + shape, kExactTolerance, [=](Backend& b, std::mt19937& rng) {
+        OpInputs in(b, rng);
+        const TensorView x = in.Activation({m, d}), out = in.Empty(DType::kF32, {m, d});
+        b.Copy(x, out);
+        return in.Host(out);
+      });
+      add("gather_rows_" + shape, kExactTolerance, [=](Backend& b, std::mt19937& rng) {
+        OpInputs in(b, rng);
+        const TensorView x = in.Activation({m, d});
+        std::vector<int32_t> pick(m);
+        for (int64_t r = 0; r < m; ++r) pick[r] = static_cast<int32_t>((r * 7 + 3) % m);
+        const TensorView out = in.Empty(b.activation_dtype(), {m, d});
+        b.GatherRows(x, pick, out);
+        return in.Host(out);
+      });
+      add("embedding_" + shape, kExactTolerance, [=](Backend& b, std::mt19937& rng) {
+        OpInputs in(b, rng);
+        const int64_t vocab = 50, first_row = 10;  // a shard: rows [10, 60) of the vocabulary
+        const TensorView table = in.Dense({vocab, d}, 0.0f, 1.0f);
+        std::vector<int32_t> ids(m);
+        for (int64_t t = 0; t < m; ++t) ids[t] = static_cast<int32_t>((t * 13) % 70);
+        const TensorView out = in.Empty(b.activation_dtype(), {m, d});
+        b.Embedding(table, ids, first_row, out);
+        return in.Host(out);
+      });
+    }
+    for (auto [n, k] : {std::pair<int64_t, int64_t>{300, 200}, {576, 1536}, {128, 7168}}) {
+      for (bool fp8 : {true, false}) {
+        for (DType out_type : {DType::kBF16, DType::kF32}) {
+          const std::string name =
+              absl::StrCat("linear_", fp8 ? "fp8" : "bf16", "_m", m, "_n", n, "_k", k,
+                           out_type == DType::kF32 ? "_f32out" : "");
+          add(name, fp8 ? kFp8Tolerance : kBf16Tolerance, [=](Backend& b, std::mt19937& rng) {
+            OpInputs in(b, rng);
+            const LinearWeight w = in.Linear(n, k, fp8);
+            const TensorView x = in.Activation({m, k}, 2.0f);
+            const TensorView y =
+                in.Empty(out_type == DType::kF32 ? DType::kF32 : b.activation_dtype(), {m, n});
+            b.Linear(x, w, y);
+            return in.Host(y);
+          });
+        }
+      }
+    }
+    for (bool interleaved : {true, false}) {
+      add(absl::StrCat("rope_", interleaved ? "interleaved" : "halves", "_t", m),
+          kBf16Tolerance, [=](Backend& b, std::mt19937& rng) {
+            OpInputs in(b, rng);
+            const int64_t heads = 4, dim = 64;
+            std::vector<float> inv_freq(dim / 2);
+            for (int64_t i = 0; i < dim / 2; ++i) inv_freq[i] = std::pow(10000.0f, -2.0f * i / dim);
+            const TensorView x = in.Activation({m, heads, dim});
+            std::vector<int32_t> positions(m);
+            for (int64_t t = 0; t < m; ++t) positions[t] = static_cast<int32_t>(t * 37 % 4000);
+            b.Rope(x, positions, RopeParams{inv_freq.data(), dim, 1.2f, interleaved});
+            return in.Host(x);
+          });
+    }
+    add(absl::StrCat("moe_route_t", m), 1e-3, [=](Backend& b, std::mt19937& rng) {
+      // Compared by the routing weights; the ids agree wherever the weights do.
+      OpInputs in(b, rng);
+      const int64_t h = 200, e = 64, k = 6;
+      const TensorView x = in.Activation({m, h}), router = in.Dense({e, h}, 0.0f, 0.1f);
+      const TensorView bias = in.Dense({e}, 0.0f, 0.05f);
+      const TensorView ids = in.Empty(DType::kI32, {m, k}), w = in.Empty(DType::kF32, {m, k});
+      b.MoeRoute(x, router, bias, MoeRouteParams{e, k, 8, 3, true, 2.5f}, ids, w);
+      return in.Host(w);
+    });
+    for (int64_t expert_begin : {0, 3}) {  // all 8 experts here, or experts [3, 8)
+      add(absl::StrCat("moe_experts_fp8_t", m, "_from", expert_begin), kFp8Tolerance,
+          [=](Backend& b, std::mt19937& rng) {
+            OpInputs in(b, rng);
+            const int64_t h = 256, inter = 384, e = 8, k = 3;
+            std::vector<ExpertWeights> experts;
+            for (int64_t j = expert_begin; j < e; ++j) {
+              experts.push_back(
+                  {in.Linear(inter, h, true), in.Linear(inter, h, true), in.Linear(h, inter, true)});
+            }
+            std::vector<int32_t> ids(m * k);
+            std::vector<float> weights(m * k);
+            for (int64_t t = 0; t < m; ++t) {
+              std::vector<int32_t> perm(e);
+              std::iota(perm.begin(), perm.end(), 0);
+              std::shuffle(perm.begin(), perm.end(), rng);
+              for (int64_t j = 0; j < k; ++j) {
+                ids[t * k + j] = perm[j];
+                weights[t * k + j] = 0.25f * static_cast<float>(j + 1);  // BF16-exact
+              }
+            }
+            const TensorView x = in.Activation({m, h}, 2.0f);
+            const TensorView out = in.Empty(b.activation_dtype(), {m, h});
+            b.MoeExperts(x, in.I32(ids, m, k), in.F32(weights, m, k), experts, expert_begin, out);
+            return in.Host(out);
+          });
+    }
+  }
+  return rows;
+}
+
+}  // namespace dsv3::testing
