@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <ostream>
 #include <string>
 
 #include "engine/util/npy.h"
@@ -39,6 +40,9 @@ struct Case {
   int tp;
   std::string prompts;  // one prompt per line
 };
+
+// gtest prints the case by its name, not as bytes.
+void PrintTo(const Case& c, std::ostream* os) { *os << "tp" << c.tp; }
 
 class DpAttentionGenerateTest : public ::testing::TestWithParam<Case> {};
 

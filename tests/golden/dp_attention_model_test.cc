@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <map>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -118,6 +119,9 @@ struct Case {
   std::vector<int> decode_steps;
   std::string name;
 };
+
+// gtest prints the case by its name, not as bytes.
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 class DpAttentionModelTest : public ::testing::TestWithParam<Case> {};
 
