@@ -1,6 +1,7 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <cassert>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -10,6 +11,7 @@
 #include "engine/model/model.h"
 #include "engine/model_runner.h"
 #include "engine/sampling/stop_checker.h"
+#include "engine/scheduler/data_parallel_scheduler.h"
 #include "engine/speculator.h"
 #include "engine/tokenizer/detokenizer.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -85,16 +87,16 @@ class Engine::Impl {
         model_(runner.model()),
         tokenizer_(tokenizer),
         config_(config),
-        pool_(num_blocks, config.block_size),
-        scheduler_(config.scheduler, pool_),
+        scheduler_(config.scheduler, runner.attention_ranks(), num_blocks, config.block_size),
         sampler_(EosIds(runner.model().config())) {
     if (config.scheduler.speculative_tokens > 0) {
       speculator_ =
           std::make_unique<Speculator>(runner, sampler_, config.scheduler.speculative_tokens);
+      assert(scheduler_.num_ranks() == 1);  // Create refuses speculation with several
     }
     request_histograms_ = RequestHistograms(max_context_);
-    stats_.kv_blocks_total = num_blocks;
-    stats_.kv_blocks_free = num_blocks;
+    stats_.kv_blocks_total = scheduler_.pool_stats().num_blocks;  // every attention rank's
+    stats_.kv_blocks_free = stats_.kv_blocks_total;
     thread_ = std::thread([this] { Loop(); });
   }
 
@@ -307,7 +309,8 @@ class Engine::Impl {
     }
     scheduler_.CommitStep(plan, emitted);
     if (speculator_) {
-      if (absl::Status s = speculator_->Extend(plan, batch, hidden_, scheduler_, lookup); !s.ok()) {
+      if (absl::Status s = speculator_->Extend(plan, batch, hidden_, scheduler_.rank_scheduler(0),
+                                                   lookup); !s.ok()) {
         return Break(s);
       }
     }
@@ -405,7 +408,7 @@ class Engine::Impl {
   }
 
   void PublishStats() {
-    const BlockPoolStats pool = pool_.stats();
+    const BlockPoolStats pool = scheduler_.pool_stats();
     const SchedulerStats sched = scheduler_.stats();
     absl::MutexLock lock(&mu_);
     stats_.running_sequences = sched.num_running;
@@ -433,9 +436,9 @@ class Engine::Impl {
   const Tokenizer* tokenizer_;
   const EngineConfig config_;
 
-  // Engine-thread state.
-  BlockPool pool_;
-  Scheduler scheduler_;
+  // Engine-thread state. One scheduler and block pool per attention rank (one without
+  // --dp-attention).
+  DataParallelScheduler scheduler_;
   Sampler sampler_;
   std::unique_ptr<Speculator> speculator_;  // when speculative_tokens > 0
   std::vector<float> hidden_;  // [rows, H]: the step's final hidden states, for the speculator
@@ -478,6 +481,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelRunner& runner,
   DeepseekV3Model& model = runner.model();
   const ModelConfig& mc = model.config();
   const bool mtp = config.scheduler.speculative_tokens > 0;
+  if (mtp && runner.attention_ranks() > 1) {
+    return absl::InvalidArgumentError(
+        "--speculative-tokens does not run with --dp-attention yet; leave one of them out");
+  }
   if (mtp && !model.has_mtp()) {
     return absl::InvalidArgumentError(
         "speculative_tokens > 0 needs the MTP module, and the checkpoint has none");
@@ -524,10 +531,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelRunner& runner,
         gpu.activation_peak / double(1 << 30), gpu.graph_reserve / double(1 << 30),
         kv_bytes / double(1 << 30));
   }
-  spdlog::info("engine: KV cache of {} blocks of {} tokens ({} tokens, {:.2f} GiB, from {}); "
+  spdlog::info("engine: KV cache of {} blocks of {} tokens ({} tokens, {:.2f} GiB, from {}){}; "
                "context limit {} tokens (--max-model-len)",
                num_blocks, config.block_size, num_blocks * config.block_size,
-               kv_bytes / double(1 << 30), KvSizingFlag(config), *max_context);
+               kv_bytes / double(1 << 30), KvSizingFlag(config),
+               runner.attention_ranks() > 1
+                   ? absl::StrCat(" on each of ", runner.attention_ranks(), " attention ranks")
+                   : "",
+               *max_context);
   return std::unique_ptr<Engine>(
       new Engine(nullptr, std::make_unique<Impl>(runner, tokenizer, config,
                                                  static_cast<int32_t>(num_blocks), *max_context)));

@@ -17,6 +17,10 @@ absl::StatusOr<std::unique_ptr<ModelGroup>> ModelGroup::Start(const ModelGroupOp
     spdlog::info("rank {} of {}: starting ranks {}..{} on this host", config.rank,
                  config.world_size, config.rank + 1, config.rank + config.node_ranks - 1);
   }
+  if (options.dp_attention && config.world_size < 2) {
+    return absl::InvalidArgumentError(
+        "--dp-attention needs several ranks (--tp 2 or more, or WORLD_SIZE >= 2)");
+  }
   std::unique_ptr<ModelGroup> g(new ModelGroup(options));
   DSV3_ASSIGN_OR_RETURN(g->group_, RankGroup::Start(config, options.worker_args));
   if (config.spawn_workers() && !config.leader()) {
@@ -39,10 +43,12 @@ absl::Status ModelGroup::Load(const std::string& model_dir, std::unique_ptr<Back
   DSV3_ASSIGN_OR_RETURN(device_comm_, MakeDeviceCommunicator(*backend_, *group_));
   Communicator& comm = device_comm_ ? *device_comm_ : group_->communicator();
   if (config.world_size > 1) {
-    spdlog::info("rank {} of {}: loading {} ({} collectives)", config.rank, config.world_size,
-                 model_dir, device_comm_ ? "NCCL" : "gloo");
+    spdlog::info("rank {} of {}: loading {} ({} collectives{})", config.rank, config.world_size,
+                 model_dir, device_comm_ ? "NCCL" : "gloo",
+                 options_.dp_attention ? "; data-parallel attention, expert-parallel MoE" : "");
   }
-  DSV3_ASSIGN_OR_RETURN(model_, DeepseekV3Model::Load(model_dir, *backend_, comm, options));
+  DSV3_ASSIGN_OR_RETURN(model_, DeepseekV3Model::Load(model_dir, *backend_, comm, options,
+                                                      options_.dp_attention));
   // Loading can take minutes on large checkpoints: wait for every rank with the startup timeout.
   DSV3_RETURN_IF_ERROR(comm.StartupBarrier(config.startup_timeout));
   if (is_worker()) return absl::OkStatus();

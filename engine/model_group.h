@@ -26,6 +26,9 @@ namespace dsv3 {
 struct ModelGroupOptions {
   int tp = 1;  // --tp: ranks in all; RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT take precedence
   NodeLaunchFlags node;  // --nnodes, --node-rank, --dist-init-addr (engine/parallel/parallel_config.h)
+  // --dp-attention: the ranks split only the routed experts and each runs attention for its own
+  // requests (DeepseekV3Model::Load's dp_attention); needs a world of 2 or more.
+  bool dp_attention = false;
   absl::Duration rank_timeout = absl::Seconds(60);  // longest wait for any rank in a step
   std::vector<std::string> worker_args;             // argv[1..], repeated by spawned workers
   // Called once, from a background thread, when the group breaks. On rank 0: a worker exited or

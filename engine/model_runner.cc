@@ -1,11 +1,13 @@
 #include "engine/model_runner.h"
 
+#include <algorithm>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "engine/model/model.h"
+#include "engine/parallel/attention_split.h"
 #include "engine/parallel/batch_codec.h"
 #include "engine/util/status_macros.h"
 
@@ -23,6 +25,43 @@ std::unique_ptr<KvCache> MakeCache(DeepseekV3Model& model, int64_t num_blocks, i
   }
   return std::make_unique<KvCache>(model.backend(), model.config(), num_blocks, block_size,
                                    mtp_layer);
+}
+
+// Data-parallel attention, on every rank: runs this rank's part of `batch`, then sends its
+// logits to rank 0, which puts every rank's rows where batch.logits_rows has them ([rows, V];
+// the other ranks get `logits` empty). Ranks without a sequence run an empty part: the MoE
+// layers' exchanges need every rank.
+absl::Status ForwardDataParallel(DeepseekV3Model& model, Communicator& comm,
+                                 const ForwardBatch& batch, KvCache& cache,
+                                 std::vector<float>& logits, MlaMode mla_mode) {
+  const int world = comm.world_size(), me = comm.rank();
+  const int64_t vocab = model.config().vocab_size;
+  std::vector<AttentionRankPart> parts;
+  for (int r = 0; r < world; ++r) parts.push_back(SplitForAttentionRank(batch, r));
+  std::vector<float> mine;  // [rows of this rank, V]
+  DSV3_RETURN_IF_ERROR(model.Forward(parts[me].batch, cache, mine, mla_mode));
+  std::vector<int64_t> send_rows(world, 0), recv_rows(world, 0);
+  send_rows[0] = static_cast<int64_t>(parts[me].output_rows.size());
+  int64_t gathered_rows = 0;
+  if (me == 0) {
+    for (int r = 0; r < world; ++r) recv_rows[r] = static_cast<int64_t>(parts[r].output_rows.size());
+    gathered_rows = static_cast<int64_t>(batch.logits_rows.size());
+  }
+  std::vector<float> gathered(gathered_rows * vocab);  // [rows, V], rank after rank
+  DSV3_RETURN_IF_ERROR(comm.AllToAllV(
+      TensorView::Contiguous(mine.data(), DType::kF32, {send_rows[0], vocab}), send_rows,
+      TensorView::Contiguous(gathered.data(), DType::kF32, {gathered_rows, vocab}), recv_rows));
+  logits.clear();
+  if (me != 0) return absl::OkStatus();
+  logits.resize(gathered.size());
+  const float* row = gathered.data();
+  for (const AttentionRankPart& part : parts) {
+    for (int32_t out : part.output_rows) {
+      std::copy_n(row, vocab, logits.data() + out * vocab);
+      row += vocab;
+    }
+  }
+  return absl::OkStatus();
 }
 
 class LocalModelRunner final : public ModelRunner {
@@ -45,6 +84,7 @@ class LocalModelRunner final : public ModelRunner {
   void Shutdown() override {}
   DeepseekV3Model& model() override { return model_; }
   int world_size() const override { return 1; }
+  int attention_ranks() const override { return 1; }
   KvCache& cache() override { return *cache_; }
 
  private:
@@ -79,11 +119,16 @@ class TpLeaderRunner final : public ModelRunner {
   absl::Status Execute(const ForwardBatch& batch, std::vector<float>& logits, MlaMode mla_mode,
                        std::vector<float>* hidden) override {
     absl::MutexLock lock(&mu_);
+    if (hidden != nullptr && model_.dp_attention()) {
+      return absl::UnimplementedError("hidden states under data-parallel attention");
+    }
     ControlMessage m{.kind = ControlMessage::Kind::kStep, .mla_mode = mla_mode, .batch = batch};
     DSV3_RETURN_IF_ERROR(SendLocked(m));
-    if (absl::Status st = model_.Forward(batch, *cache_, logits, mla_mode, hidden); !st.ok()) {
-      return FailLocked(st);
-    }
+    const absl::Status st =
+        model_.dp_attention()
+            ? ForwardDataParallel(model_, comm_, batch, *cache_, logits, mla_mode)
+            : model_.Forward(batch, *cache_, logits, mla_mode, hidden);
+    if (!st.ok()) return FailLocked(st);
     last_activity_ = absl::Now();
     return absl::OkStatus();
   }
@@ -113,6 +158,9 @@ class TpLeaderRunner final : public ModelRunner {
 
   DeepseekV3Model& model() override { return model_; }
   int world_size() const override { return comm_.world_size(); }
+  int attention_ranks() const override {
+    return model_.dp_attention() ? comm_.world_size() : 1;
+  }
   KvCache& cache() override { return *cache_; }
 
  private:
@@ -166,7 +214,7 @@ class TpLeaderRunner final : public ModelRunner {
 // A plan from rank 0 is trusted to be valid, but it must at least fit this rank's model and
 // cache: a mismatch (ranks of different builds or checkpoints) must fail, not crash.
 absl::Status CheckPlanFits(const ForwardBatch& batch, const ModelConfig& config,
-                           const KvCache* cache) {
+                           const KvCache* cache, int attention_ranks) {
   if (cache == nullptr) return absl::FailedPreconditionError("a step arrived before the cache");
   for (int32_t id : batch.token_ids) {
     if (id < 0 || id >= config.vocab_size) {
@@ -175,6 +223,11 @@ absl::Status CheckPlanFits(const ForwardBatch& batch, const ModelConfig& config,
     }
   }
   for (const SequenceSlice& s : batch.sequences) {
+    if (s.attention_rank >= attention_ranks) {
+      return absl::InvalidArgumentError(absl::StrCat("plan attention rank ", s.attention_rank,
+                                                     " outside ", attention_ranks,
+                                                     " attention ranks"));
+    }
     const int64_t blocks_needed =
         (static_cast<int64_t>(s.context_end()) + cache->block_size() - 1) / cache->block_size();
     if (static_cast<int64_t>(s.block_table.size()) < blocks_needed) {
@@ -223,8 +276,12 @@ absl::Status RunWorker(DeepseekV3Model& model, Communicator& comm) {
                           std::move(cache));
         break;
       case ControlMessage::Kind::kStep:
-        DSV3_RETURN_IF_ERROR(CheckPlanFits(m.batch, model.config(), cache.get()));
-        DSV3_RETURN_IF_ERROR(model.Forward(m.batch, *cache, logits, m.mla_mode));
+        DSV3_RETURN_IF_ERROR(CheckPlanFits(m.batch, model.config(), cache.get(),
+                                           model.dp_attention() ? comm.world_size() : 1));
+        DSV3_RETURN_IF_ERROR(model.dp_attention()
+                                 ? ForwardDataParallel(model, comm, m.batch, *cache, logits,
+                                                       m.mla_mode)
+                                 : model.Forward(m.batch, *cache, logits, m.mla_mode));
         break;
     }
   }

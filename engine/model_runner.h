@@ -8,6 +8,11 @@
 //
 // Ranks > 0 run RunWorker instead of an engine: receive, Forward, repeat, until rank 0 says
 // shut down (OK) or disappears (an error; the process should exit non-zero).
+//
+// Data-parallel attention (a model loaded with dp_attention): the batch holds every attention
+// rank's sequences (SequenceSlice::attention_rank); each rank, rank 0 included, runs its own part
+// (attention_split.h) in its own cache of num_blocks blocks, and the logits come back to rank 0
+// in the batch's order.
 #pragma once
 
 #include <cstdint>
@@ -56,6 +61,9 @@ class ModelRunner {
 
   virtual DeepseekV3Model& model() = 0;
   virtual int world_size() const = 0;  // tensor-parallel ranks (1: this process alone)
+  // Ranks that each run attention for their own sequences, in caches of their own: world_size()
+  // under data-parallel attention, else 1 (every rank runs the same batch).
+  virtual int attention_ranks() const = 0;
   virtual KvCache& cache() = 0;  // after AllocateCache
 };
 

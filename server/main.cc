@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
   dsv3::ModelGroupOptions group_options;
   group_options.tp = options.tp;
   group_options.node = options.node;
+  group_options.dp_attention = options.dp_attention;
   group_options.rank_timeout = absl::Seconds(options.rank_timeout_s);
   group_options.worker_args = options.argv;
   group_options.on_failure = [](const absl::Status& status) {

@@ -25,6 +25,7 @@ struct ServerOptions {
   std::string device = "auto";                    // backend: auto, cpu or cuda
   int tp = 1;                   // tensor-parallel ranks (spawned on this host unless RANK is set)
   NodeLaunchFlags node;         // --nnodes, --node-rank, --dist-init-addr: one process per host
+  bool dp_attention = false;    // --dp-attention: attention per rank, routed experts split
   double rank_timeout_s = 60;   // a step's longest wait for another rank
   std::vector<std::string> argv;  // argv[1..], repeated by spawned workers
 

@@ -19,6 +19,9 @@ struct SequenceSlice {
   // Physical KV block ids covering positions [0, context_begin + num_tokens):
   // position p lives in block block_table[p / block_size], slot p % block_size.
   std::vector<int32_t> block_table;
+  // Data-parallel attention (--dp-attention): the rank that runs this sequence, in whose KV
+  // cache block_table lives (SplitForAttentionRank). 0 otherwise.
+  int32_t attention_rank = 0;
 
   int32_t context_end() const { return context_begin + num_tokens; }
 };

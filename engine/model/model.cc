@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cassert>
 
+#include "engine/model/expert_parallel_moe.h"
 #include "engine/util/status_macros.h"
 
 namespace dsv3 {
@@ -20,6 +21,15 @@ TensorView Columns(const TensorView& t, int64_t begin, int64_t width) {
   v.data = static_cast<char*>(t.data) + begin * DTypeSize(t.dtype);
   v.shape[1] = width;
   return v;
+}
+
+// Data-parallel attention runs the expert-parallel MoE, which builds its dispatch on the host
+// (expert_parallel_moe.h): the CPU backend only, for now.
+absl::Status CheckDataParallelAttention(const Shard& shard, const Backend& backend) {
+  if (!shard.experts_only || backend.device() == Device::kCpu) return absl::OkStatus();
+  return absl::UnimplementedError(
+      "--dp-attention runs on the CPU backend only for now (the expert-parallel MoE dispatch "
+      "is host code); use --tp without it on GPUs");
 }
 
 }  // namespace
@@ -58,11 +68,12 @@ absl::StatusOr<std::unique_ptr<DeepseekV3Model>> DeepseekV3Model::Load(
 
 absl::StatusOr<std::unique_ptr<DeepseekV3Model>> DeepseekV3Model::Load(
     const std::string& model_dir, Backend& backend, Communicator& comm,
-    const WeightLoadOptions& options) {
+    const WeightLoadOptions& options, bool dp_attention) {
   DSV3_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromModelDir(model_dir));
+  const Shard shard{comm.rank(), comm.world_size(), dp_attention};
+  DSV3_RETURN_IF_ERROR(CheckDataParallelAttention(shard, backend));
   std::unique_ptr<DeepseekV3Model> model(new DeepseekV3Model(std::move(config), backend, comm));
   DSV3_ASSIGN_OR_RETURN(model->checkpoint_, Checkpoint::Open(model_dir));
-  const Shard shard{comm.rank(), comm.world_size()};
   DSV3_ASSIGN_OR_RETURN(model->weights_,
                         ModelWeights::Load(*model->checkpoint_, model->config_, backend, shard,
                                            options));
@@ -71,9 +82,11 @@ absl::StatusOr<std::unique_ptr<DeepseekV3Model>> DeepseekV3Model::Load(
 }
 
 absl::StatusOr<std::unique_ptr<DeepseekV3Model>> DeepseekV3Model::Random(
-    const ModelConfig& config, Backend& backend, uint64_t seed, Communicator& comm) {
+    const ModelConfig& config, Backend& backend, uint64_t seed, Communicator& comm,
+    bool dp_attention) {
+  const Shard shard{comm.rank(), comm.world_size(), dp_attention};
+  DSV3_RETURN_IF_ERROR(CheckDataParallelAttention(shard, backend));
   std::unique_ptr<DeepseekV3Model> model(new DeepseekV3Model(config, backend, comm));
-  const Shard shard{comm.rank(), comm.world_size()};
   DSV3_ASSIGN_OR_RETURN(model->weights_,
                         ModelWeights::Random(model->config_, backend, seed, shard));
   model->rope_ = RopeTable::FromConfig(model->config_);
@@ -81,7 +94,13 @@ absl::StatusOr<std::unique_ptr<DeepseekV3Model>> DeepseekV3Model::Random(
 }
 
 absl::Status DeepseekV3Model::AllReduce(const TensorView& t) {
-  return comm_.world_size() == 1 ? absl::OkStatus() : comm_.AllReduceSum(t);
+  return weights_->shard.dense().world == 1 ? absl::OkStatus() : comm_.AllReduceSum(t);
+}
+
+bool DeepseekV3Model::dp_attention() const { return weights_->shard.experts_only; }
+
+bool DeepseekV3Model::returns_outputs() const {
+  return weights_->shard.dense().world == 1 || comm_.rank() == 0;
 }
 
 absl::Status DeepseekV3Model::Forward(const ForwardBatch& batch, KvCache& cache,
@@ -108,19 +127,26 @@ absl::Status DeepseekV3Model::Forward(const ForwardBatch& batch, KvCache& cache,
     x = x_owned.view();
   }
   // Vocabulary-parallel embedding: each rank fills the rows of its tokens, zeros elsewhere.
-  backend_.Embedding(weights_->embed, batch.token_ids, weights_->shard.Begin(c.vocab_size), x);
+  backend_.Embedding(weights_->embed, batch.token_ids,
+                     weights_->shard.dense().Begin(c.vocab_size), x);
   DSV3_RETURN_IF_ERROR(AllReduce(x));
 
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     backend_.BeginLayer(l);
     const TensorView layer_cache = cache.layer(l);
+    const auto layer = [&] { return Layer(weights_->layers[l], x, ab, layer_cache, mla_mode); };
+    if (dp_attention()) {
+      // The expert-parallel MoE sizes its collectives from the step's routing on the host:
+      // nothing to capture.
+      DSV3_RETURN_IF_ERROR(layer());
+      continue;
+    }
     const GraphPartKey part{graph_owner_, l, {x.data, layer_cache.data}};
-    DSV3_RETURN_IF_ERROR(backend_.RunGraphable(
-        part, [&] { return Layer(weights_->layers[l], x, ab, layer_cache, mla_mode); }));
+    DSV3_RETURN_IF_ERROR(backend_.RunGraphable(part, layer));
   }
 
   backend_.BeginLayer(-1);
-  if (hidden != nullptr && comm_.rank() == 0) {
+  if (hidden != nullptr && returns_outputs()) {
     DownloadNormedRows(x, batch.hidden_rows, weights_->final_norm, *hidden);
   }
   const int64_t r = static_cast<int64_t>(batch.logits_rows.size());
@@ -176,7 +202,8 @@ absl::Status DeepseekV3Model::ForwardMtp(const ForwardBatch& batch, absl::Span<c
     u_owned = Tensor(backend_.allocator(), DType::kF32, {t, h});
     u = u_owned.view();
   }
-  backend_.Embedding(weights_->embed, batch.token_ids, weights_->shard.Begin(c.vocab_size), emb);
+  backend_.Embedding(weights_->embed, batch.token_ids,
+                     weights_->shard.dense().Begin(c.vocab_size), emb);
   DSV3_RETURN_IF_ERROR(AllReduce(emb));
   {
     const Tensor uploaded = backend_.Upload(  // [T, H] in the activation type
@@ -202,7 +229,7 @@ absl::Status DeepseekV3Model::ForwardMtp(const ForwardBatch& batch, absl::Span<c
   backend_.GatherRows(u, batch.logits_rows, last);
   Tensor normed = NewActivation(backend_, r, h);
   backend_.RmsNorm(last, m.head_norm, eps, normed);
-  if (hidden_out != nullptr && comm_.rank() == 0) {
+  if (hidden_out != nullptr && returns_outputs()) {
     // The next draft's h in F32, as the main model's hidden rows (DownloadNormedRows).
     Tensor h_out(backend_.allocator(), DType::kF32, {r, h});
     backend_.RmsNorm(last, m.head_norm, eps, h_out);
@@ -227,7 +254,7 @@ void DeepseekV3Model::DownloadNormedRows(const TensorView& x, std::span<const in
 absl::Status DeepseekV3Model::Head(const TensorView& normed, std::vector<float>& logits) {
   const ModelConfig& c = config_;
   const int64_t rows = normed.dim(0);
-  const int world = comm_.world_size();
+  const int world = weights_->shard.dense().world;
   const int64_t v_local = c.vocab_size / world;
   // [R, V_local] logits, in a buffer kept across steps: at batch 64 and a 129K vocabulary it is
   // 33 MB, and allocating it every step churns the allocator (RSS creep under load).
@@ -278,7 +305,7 @@ absl::Status DeepseekV3Model::Layer(const LayerWeights& layer, const TensorView&
   backend_.Add(x, branch, x);
   backend_.RmsNorm(x, layer.post_attention_norm, eps, normed);
   if (layer.is_moe) {
-    Moe(layer.moe, normed, branch);
+    DSV3_RETURN_IF_ERROR(Moe(layer.moe, normed, branch));
   } else {
     Mlp(layer.dense_mlp, normed, branch);
   }
@@ -293,7 +320,7 @@ void DeepseekV3Model::Attention(const LayerWeights& layer, const TensorView& x,
   const ModelConfig& c = config_;
   const AttentionWeights& a = layer.attn;
   // This rank's heads.
-  const int64_t t = x.dim(0), nh = c.num_attention_heads / comm_.world_size();
+  const int64_t t = x.dim(0), nh = c.num_attention_heads / weights_->shard.dense().world;
   const int64_t qk = c.qk_head_dim();
   const float eps = static_cast<float>(c.rms_norm_eps);
 
@@ -352,7 +379,7 @@ void DeepseekV3Model::Mlp(const ExpertWeights& w, const TensorView& x, const Ten
   backend_.Linear(gate, w.down, out);
 }
 
-void DeepseekV3Model::Moe(const MoeWeights& w, const TensorView& x, const TensorView& out) {
+absl::Status DeepseekV3Model::Moe(const MoeWeights& w, const TensorView& x, const TensorView& out) {
   const ModelConfig& c = config_;
   const int64_t t = x.dim(0), k = c.num_experts_per_tok;
   Tensor ids(backend_.allocator(), DType::kI32, {t, k});      // [T, k]
@@ -365,10 +392,20 @@ void DeepseekV3Model::Moe(const MoeWeights& w, const TensorView& x, const Tensor
   route.norm_topk_prob = c.norm_topk_prob;
   route.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
   backend_.MoeRoute(x, w.router, w.bias, route, ids, weights);
-  backend_.MoeExperts(x, ids, weights, w.experts, weights_->shard.Begin(c.n_routed_experts), out);
+  const int64_t expert_begin = weights_->shard.Begin(c.n_routed_experts);
+  if (dp_attention()) {
+    DSV3_RETURN_IF_ERROR(ExpertParallelMoe(
+        backend_, comm_,
+        {.x = x, .topk_ids = ids, .topk_weights = weights, .experts = w.experts,
+         .expert_begin = expert_begin, .num_experts = c.n_routed_experts},
+        out));
+  } else {
+    backend_.MoeExperts(x, ids, weights, w.experts, expert_begin, out);
+  }
   Tensor shared(backend_.allocator(), out.dtype, {t, c.hidden_size});  // [T, H]
   Mlp(w.shared, x, shared);
   backend_.Add(out, shared, out);
+  return absl::OkStatus();
 }
 
 }  // namespace dsv3

@@ -32,16 +32,21 @@ class DeepseekV3Model {
   // runs the collectives through `comm` (which must outlive the model). Every rank must call
   // Forward with the same batch.
   // `options`: how the weights are read and where progress goes (ModelWeights::Load).
+  // With `dp_attention` (--dp-attention) the ranks split only the routed experts (Shard's
+  // experts_only; Unimplemented on a GPU backend for now): each rank then runs Forward over its
+  // own batch (its own sequences, its own cache; empty batches included, every rank calls
+  // Forward each step) and gets its own logits, and the MoE layers exchange tokens with the
+  // experts' owners (expert_parallel_moe.h).
   static absl::StatusOr<std::unique_ptr<DeepseekV3Model>> Load(
       const std::string& model_dir, Backend& backend, Communicator& comm,
-      const WeightLoadOptions& options = {});
+      const WeightLoadOptions& options = {}, bool dp_attention = false);
 
   // A model of `config`'s shapes with random weights made by the backend (FP8 where the config
   // says so), for benchmarks at full size without a checkpoint. With `comm`, rank comm.rank()'s
   // shard of those shapes (the values differ from rank to rank: timing only).
   static absl::StatusOr<std::unique_ptr<DeepseekV3Model>> Random(
       const ModelConfig& config, Backend& backend, uint64_t seed,
-      Communicator& comm = SingleRankCommunicator::Instance());
+      Communicator& comm = SingleRankCommunicator::Instance(), bool dp_attention = false);
 
   ~DeepseekV3Model();
   DeepseekV3Model(const DeepseekV3Model&) = delete;
@@ -49,10 +54,15 @@ class DeepseekV3Model {
 
   const ModelConfig& config() const { return config_; }
   Backend& backend() { return backend_; }
+  // Loaded with dp_attention: every rank runs its own batch.
+  bool dp_attention() const;
+  // Whether Forward on this rank fills logits and hidden states: rank 0 under tensor
+  // parallelism, every rank under data-parallel attention or alone.
+  bool returns_outputs() const;
 
   // Runs the batch. Writes the latents of every new token into `cache` and the float32 logits of
   // batch.logits_rows into `logits` ([logits_rows.size(), vocab_size], resized here; with tensor
-  // parallelism on rank 0 only, the other ranks get it empty).
+  // parallelism on rank 0 only, the other ranks get it empty: returns_outputs()).
   // The batch must be valid (token ids in range, block tables covering every position): the
   // engine validates requests before they get here.
   // Not reentrant: one Forward at a time per model.
@@ -99,7 +109,8 @@ class DeepseekV3Model {
   void Attention(const LayerWeights& layer, const TensorView& x, const AttentionBatch& batch,
                  const TensorView& cache, MlaMode mode, const TensorView& out);
   void Mlp(const ExpertWeights& w, const TensorView& x, const TensorView& out);
-  void Moe(const MoeWeights& w, const TensorView& x, const TensorView& out);
+  // Fails only when the expert-parallel exchange fails (dp_attention).
+  absl::Status Moe(const MoeWeights& w, const TensorView& x, const TensorView& out);
 
   ModelConfig config_;
   Backend& backend_;

@@ -6,6 +6,7 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "engine/util/status_macros.h"
@@ -51,7 +52,8 @@ class Loader {
   absl::StatusOr<ExpertWeights> Mlp(const std::string& prefix, int64_t inter, bool split) {
     ExpertWeights w;
     const int64_t h = c_.hidden_size;
-    const int64_t i0 = split ? shard_.Begin(inter) : 0, i1 = split ? shard_.End(inter) : inter;
+    const Shard dense = shard_.dense();
+    const int64_t i0 = split ? dense.Begin(inter) : 0, i1 = split ? dense.End(inter) : inter;
     DSV3_ASSIGN_OR_RETURN(w.gate, Linear(prefix + "gate_proj", inter, h, Rows(i0, i1)));
     DSV3_ASSIGN_OR_RETURN(w.up, Linear(prefix + "up_proj", inter, h, Rows(i0, i1)));
     DSV3_ASSIGN_OR_RETURN(w.down, Linear(prefix + "down_proj", h, inter, Cols(i0, i1)));
@@ -61,7 +63,7 @@ class Loader {
   absl::Status Attention(const std::string& p, AttentionWeights& a) {
     const int64_t h = c_.hidden_size, nh = c_.num_attention_heads, qk = c_.qk_head_dim();
     const int64_t kvh = c_.qk_nope_head_dim + c_.v_head_dim;
-    const int64_t h0 = shard_.Begin(nh), h1 = shard_.End(nh);  // this rank's heads
+    const int64_t h0 = shard_.dense().Begin(nh), h1 = shard_.dense().End(nh);  // this rank's heads
     if (c_.q_lora_rank) {
       const int64_t r = *c_.q_lora_rank;
       DSV3_ASSIGN_OR_RETURN(a.q_a, Linear(p + "q_a_proj", r, h));
@@ -127,7 +129,7 @@ absl::Status LoadAll(Loader& loader, const ModelConfig& config, const Shard& sha
   const int64_t v = config.vocab_size, h = config.hidden_size;
   w.shard = shard;
   // Vocabulary-parallel: this rank's rows of the embedding and of lm_head.
-  const Slice2D vocab = Rows(shard.Begin(v), shard.End(v));
+  const Slice2D vocab = Rows(shard.dense().Begin(v), shard.dense().End(v));
   DSV3_ASSIGN_OR_RETURN(const LinearWeight embed, loader.Linear("model.embed_tokens", v, h, vocab));
   w.embed = embed.weight;
   DSV3_ASSIGN_OR_RETURN(w.final_norm, loader.Dense("model.norm.weight", {h}));
@@ -194,9 +196,12 @@ absl::Status Shard::Validate(const ModelConfig& c) const {
       {"n_routed_experts", c.n_routed_experts},
       {"moe_intermediate_size * n_shared_experts", c.moe_intermediate_size * c.n_shared_experts}};
   for (const auto& [field, value] : divisible) {
+    // Under experts_only the routed experts are the one split dimension.
+    if (experts_only && std::string_view(field) != "n_routed_experts") continue;
     if (value % world != 0) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "config.json: ", field, " (", value, ") is not divisible by the tensor parallel size ",
+          "config.json: ", field, " (", value, ") is not divisible by the ",
+          experts_only ? "expert parallel size (--tp with --dp-attention) " : "tensor parallel size ",
           world));
     }
   }

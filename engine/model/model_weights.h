@@ -14,20 +14,29 @@
 
 namespace dsv3 {
 
-// The part of the model one tensor-parallel rank holds: items [Begin(n), End(n)) of every split
-// dimension n (heads, intermediate widths, routed experts, vocabulary), which must divide evenly.
+// The part of the model one rank holds: items [Begin(n), End(n)) of every split dimension n,
+// which must divide evenly. Under tensor parallelism every split dimension is split (heads,
+// intermediate widths, routed experts, vocabulary). With data-parallel attention and expert
+// parallelism (`experts_only`, --dp-attention) only the routed experts are: attention, the dense
+// MLPs, the shared experts, the embedding and the head are whole on every rank, which runs them
+// for its own tokens.
 struct Shard {
   int rank = 0;
   int world = 1;
+  bool experts_only = false;
 
   int64_t Begin(int64_t n) const { return n / world * rank; }
   int64_t End(int64_t n) const { return n / world * (rank + 1); }
-  // InvalidArgument naming the config field that world does not divide.
+  // The split of everything but the routed experts: this shard, or the whole under experts_only.
+  Shard dense() const { return experts_only ? Shard{} : *this; }
+  // InvalidArgument naming the config field that world does not divide (under experts_only,
+  // n_routed_experts only).
   absl::Status Validate(const ModelConfig& config) const;
 };
 
-// Shapes below are per rank: nh = num_attention_heads / world, I = widths / world,
-// E_local = n_routed_experts / world, V_local = vocab_size / world.
+// Shapes below are per rank, with world = shard.dense().world for nh, I and V_local:
+// nh = num_attention_heads / world, I = widths / world, E_local = n_routed_experts /
+// shard.world, V_local = vocab_size / world.
 struct AttentionWeights {
   std::optional<LinearWeight> q_a;   // [q_lora, H]        (q_lora_rank set)
   TensorView q_a_norm;               // [q_lora]
@@ -42,7 +51,7 @@ struct AttentionWeights {
 struct MoeWeights {
   TensorView router;                 // [E, H] F32
   TensorView bias;                   // [E] F32 (e_score_correction_bias)
-  std::vector<ExpertWeights> experts;  // this rank's experts, from Shard::Begin(E)
+  std::vector<ExpertWeights> experts;  // this rank's experts, from shard.Begin(E)
   ExpertWeights shared;              // width moe_intermediate_size * n_shared_experts
 };
 
@@ -67,7 +76,7 @@ struct MtpWeights {
 
 struct ModelWeights {
   Shard shard;
-  TensorView embed;                  // [V_local, H], rows from shard.Begin(V)
+  TensorView embed;                  // [V_local, H], rows from shard.dense().Begin(V)
   TensorView final_norm;             // [H]
   LinearWeight lm_head;              // [V_local, H]
   std::vector<LayerWeights> layers;

@@ -75,11 +75,12 @@ absl::Status CheckBatch(const ForwardBatch& b) {
   const int64_t tokens = b.num_tokens();
   for (size_t i = 0; i < b.sequences.size(); ++i) {
     const SequenceSlice& s = b.sequences[i];
-    if (s.token_begin < 0 || s.num_tokens < 0 || s.context_begin < 0 ||
+    if (s.token_begin < 0 || s.num_tokens < 0 || s.context_begin < 0 || s.attention_rank < 0 ||
         static_cast<int64_t>(s.token_begin) + s.num_tokens > tokens) {
       return absl::DataLossError(absl::StrCat("step plan: sequence ", i, " covers rows [",
                                               s.token_begin, ", +", s.num_tokens, ") of ", tokens,
-                                              " at context ", s.context_begin));
+                                              " at context ", s.context_begin,
+                                              " on attention rank ", s.attention_rank));
     }
   }
   for (int32_t row : b.logits_rows) {
@@ -99,7 +100,7 @@ std::string EncodeControlMessage(const ControlMessage& message) {
     PutArray(payload, b.token_ids);
     PutU32(payload, static_cast<uint32_t>(b.sequences.size()));
     for (const SequenceSlice& s : b.sequences) {
-      for (int32_t v : {s.token_begin, s.num_tokens, s.context_begin}) {
+      for (int32_t v : {s.token_begin, s.num_tokens, s.context_begin, s.attention_rank}) {
         payload.append(reinterpret_cast<const char*>(&v), sizeof(v));
       }
       PutArray(payload, s.block_table);
@@ -160,8 +161,8 @@ absl::StatusOr<ControlMessage> DecodeControlMessage(const std::string& bytes) {
     DSV3_RETURN_IF_ERROR(r.Array(&b.token_ids, "token ids"));
     uint32_t num_sequences = 0;
     DSV3_RETURN_IF_ERROR(r.U32(&num_sequences));
-    // Each sequence takes at least 16 bytes: bound the count before allocating for it.
-    if (num_sequences > r.left() / 16) {
+    // Each sequence takes at least 20 bytes: bound the count before allocating for it.
+    if (num_sequences > r.left() / 20) {
       return absl::DataLossError(
           absl::StrCat("step plan claims ", num_sequences, " sequences in ", r.left(), " bytes"));
     }
@@ -170,6 +171,7 @@ absl::StatusOr<ControlMessage> DecodeControlMessage(const std::string& bytes) {
       DSV3_RETURN_IF_ERROR(r.I32(&s.token_begin));
       DSV3_RETURN_IF_ERROR(r.I32(&s.num_tokens));
       DSV3_RETURN_IF_ERROR(r.I32(&s.context_begin));
+      DSV3_RETURN_IF_ERROR(r.I32(&s.attention_rank));
       DSV3_RETURN_IF_ERROR(r.Array(&s.block_table, "a block table"));
     }
     DSV3_RETURN_IF_ERROR(r.Array(&b.logits_rows, "logits rows"));

@@ -3,7 +3,7 @@
 //
 // Layout (host byte order: all ranks run the same binary): a 24-byte header (magic "DSV3PLAN",
 // version, kind, MLA mode, payload size, FNV-1a checksum of the payload), then for kStep the
-// ForwardBatch as length-prefixed int32 arrays. Decoding checks every size against the buffer
+// ForwardBatch as length-prefixed int32 arrays (each sequence with its attention rank). Decoding checks every size against the buffer
 // and the batch's internal consistency: a corrupt or truncated buffer is a DataLoss error, never
 // a crash. (Whether token ids and block ids fit the model and the cache is the worker's check.)
 #pragma once
@@ -17,7 +17,7 @@
 
 namespace dsv3 {
 
-inline constexpr uint16_t kPlanCodecVersion = 1;
+inline constexpr uint16_t kPlanCodecVersion = 2;  // 2: SequenceSlice::attention_rank
 
 struct ControlMessage {
   enum class Kind : uint8_t {

@@ -3,7 +3,9 @@
 // cannot complete (a peer died, a timeout passed) returns an error instead of hanging forever.
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "absl/status/status.h"
@@ -23,6 +25,14 @@ class Communicator {
   // out = concat over ranks (rank order) of each rank's `in`, along the first dimension:
   // in [n, ...], out [world_size * n, ...].
   virtual absl::Status AllGather(const TensorView& in, const TensorView& out) = 0;
+  // All-to-all of whole rows in varying counts (expert-parallel dispatch and combine): `send`
+  // [sum(send_rows), ...] holds send_rows[0] rows for rank 0, then send_rows[1] rows for rank 1,
+  // and so on; `recv` [sum(recv_rows), ...] gets recv_rows[s] rows from each rank s, in rank
+  // order. recv_rows[s] must equal what rank s sends to this rank (exchange the counts first,
+  // with AllGather). Both spans have world_size entries; send and recv have the same dtype and
+  // row shape and must not overlap. A rank with nothing to send or receive still calls it.
+  virtual absl::Status AllToAllV(const TensorView& send, std::span<const int64_t> send_rows,
+                                 const TensorView& recv, std::span<const int64_t> recv_rows) = 0;
   // Rank `root`'s bytes replace every other rank's (sizes may differ before the call).
   virtual absl::Status Broadcast(std::string& bytes, int root) = 0;
   virtual absl::Status Barrier() = 0;
@@ -31,6 +41,15 @@ class Communicator {
   // some ranks minutes longer than others (the per-collective timeout is seconds).
   virtual absl::Status StartupBarrier(absl::Duration /*timeout*/) { return Barrier(); }
 };
+
+// The bytes of one row of `t` ([rows, ...]: the product of every dimension after the first).
+int64_t RowBytes(const TensorView& t);
+// InvalidArgument unless AllToAllV's arguments agree: world_size counts, equal dtypes and row
+// shapes, send and recv holding exactly the rows the counts name, no negative count. `who`
+// names the communicator in the error ("gloo", "NCCL").
+absl::Status CheckAllToAllV(const char* who, int world_size, const TensorView& send,
+                            std::span<const int64_t> send_rows, const TensorView& recv,
+                            std::span<const int64_t> recv_rows);
 
 // A communicator of one rank: every collective is the identity. Used when --tp is 1, so the
 // model code has one path.
@@ -46,6 +65,8 @@ class SingleRankCommunicator final : public Communicator {
   int world_size() const override { return 1; }
   absl::Status AllReduceSum(const TensorView&) override { return absl::OkStatus(); }
   absl::Status AllGather(const TensorView& in, const TensorView& out) override;
+  absl::Status AllToAllV(const TensorView& send, std::span<const int64_t> send_rows,
+                         const TensorView& recv, std::span<const int64_t> recv_rows) override;
   absl::Status Broadcast(std::string&, int) override { return absl::OkStatus(); }
   absl::Status Barrier() override { return absl::OkStatus(); }
 };

@@ -3,11 +3,13 @@
 #include <chrono>
 #include <cstring>
 #include <exception>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "engine/parallel/gloo_store_adapter.h"
 #include "gloo/allgather.h"
 #include "gloo/allreduce.h"
+#include "gloo/alltoallv.h"
 #include "gloo/barrier.h"
 #include "gloo/broadcast.h"
 #include "gloo/math.h"
@@ -115,6 +117,36 @@ absl::Status GlooCommunicator::AllGather(const TensorView& in, const TensorView&
     opts.setOutput(out.ptr<uint8_t>(), static_cast<size_t>(out.nbytes()));
     opts.setTag(tag);
     gloo::allgather(opts);
+  });
+}
+
+absl::Status GlooCommunicator::AllToAllV(const TensorView& send,
+                                         std::span<const int64_t> send_rows,
+                                         const TensorView& recv,
+                                         std::span<const int64_t> recv_rows) {
+  if (absl::Status st = CheckHostTensor(send, "all-to-all input"); !st.ok()) return st;
+  if (absl::Status st = CheckHostTensor(recv, "all-to-all output"); !st.ok()) return st;
+  if (absl::Status st = CheckAllToAllV("gloo", options_.world_size, send, send_rows, recv,
+                                       recv_rows);
+      !st.ok()) {
+    return st;
+  }
+  // gloo counts elements of one size: bytes here. Empty buffers still take part (their
+  // pointers are never read); a one-byte stand-in keeps gloo from seeing a null buffer.
+  const int64_t row_bytes = RowBytes(send);
+  std::vector<int64_t> send_bytes(send_rows.begin(), send_rows.end());
+  std::vector<int64_t> recv_bytes(recv_rows.begin(), recv_rows.end());
+  for (int64_t& b : send_bytes) b *= row_bytes;
+  for (int64_t& b : recv_bytes) b *= row_bytes;
+  uint8_t stand_in[2] = {0, 0};
+  uint8_t* in = send.nbytes() > 0 ? send.ptr<uint8_t>() : &stand_in[0];
+  uint8_t* out = recv.nbytes() > 0 ? recv.ptr<uint8_t>() : &stand_in[1];
+  return Run("all-to-all", [&](uint32_t tag) {
+    gloo::AlltoallvOptions opts(context_);
+    opts.setInput(in, send_bytes);
+    opts.setOutput(out, recv_bytes);
+    opts.setTag(tag);
+    gloo::alltoallv(opts);
   });
 }
 

@@ -46,6 +46,9 @@ class GlooCommunicator final : public Communicator {
   absl::Status AllReduceSum(const TensorView& data) override;
   // Host tensors of any dtype (contiguous); out has world_size times in's elements.
   absl::Status AllGather(const TensorView& in, const TensorView& out) override;
+  // Host tensors of any dtype (contiguous).
+  absl::Status AllToAllV(const TensorView& send, std::span<const int64_t> send_rows,
+                         const TensorView& recv, std::span<const int64_t> recv_rows) override;
   // The size first, then the payload.
   absl::Status Broadcast(std::string& bytes, int root) override;
   absl::Status Barrier() override;

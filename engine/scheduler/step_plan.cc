@@ -26,6 +26,7 @@ ForwardBatch StepPlan::ToForwardBatch() const {
     slice.num_tokens = s.num_new_tokens();
     slice.context_begin = s.context_begin;
     slice.block_table = s.block_table;
+    slice.attention_rank = s.attention_rank;
     batch.token_ids.insert(batch.token_ids.end(), s.token_ids.begin(), s.token_ids.end());
     if (s.sample) {
       for (int32_t r = batch.num_tokens() - 1 - s.num_drafts; r < batch.num_tokens(); ++r) {

@@ -27,6 +27,9 @@ struct ScheduledSequence {
   // engine fills (token_ids[1, 1 + num_drafts)) before the step runs; the step verifies them, so
   // every one of the 1 + num_drafts rows yields logits. 0 for everything but decodes.
   int32_t num_drafts = 0;
+  // Data-parallel attention (--dp-attention): the rank whose KV cache holds the sequence (and
+  // whose pool the block ids index). 0 otherwise.
+  int32_t attention_rank = 0;
 
   int32_t num_new_tokens() const { return static_cast<int32_t>(token_ids.size()); }
   int32_t context_end() const { return context_begin + num_new_tokens(); }
@@ -34,7 +37,7 @@ struct ScheduledSequence {
 
 struct StepPlan {
   // Single-token entries (decodes) first, then longer prefill chunks; each group in scheduling
-  // order.
+  // order. Under data-parallel attention: each rank's entries in that order, rank after rank.
   std::vector<ScheduledSequence> sequences;
   // Sequences preempted during this step; they are not in `sequences`.
   std::vector<SequenceId> preempted;

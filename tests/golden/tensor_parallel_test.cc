@@ -25,10 +25,11 @@ using ::dsv3::testing::FixturePath;
 
 // The state the ranks of one in-memory group share.
 struct Group {
-  explicit Group(int n) : world(n), barrier(n), slots(n) {}
+  explicit Group(int n) : world(n), barrier(n), slots(n), send_rows(n) {}
   int world;
   std::barrier<> barrier;
   std::vector<std::vector<char>> slots;
+  std::vector<std::vector<int64_t>> send_rows;  // AllToAllV: each rank's counts
 };
 
 class ThreadCommunicator final : public Communicator {
@@ -52,6 +53,23 @@ class ThreadCommunicator final : public Communicator {
     Publish(in.data, in.nbytes());
     for (int r = 0; r < g_.world; ++r) {
       std::memcpy(static_cast<char*>(out.data) + r * in.nbytes(), g_.slots[r].data(), in.nbytes());
+    }
+    g_.barrier.arrive_and_wait();
+    return absl::OkStatus();
+  }
+  absl::Status AllToAllV(const TensorView& send, std::span<const int64_t> send_rows,
+                         const TensorView& recv, std::span<const int64_t> recv_rows) override {
+    // Each rank publishes its whole send buffer; rank r reads, from each source s, the slice s
+    // addressed to r (which starts after what s sends to ranks before r).
+    const int64_t row_bytes = RowBytes(send);
+    g_.send_rows[rank_].assign(send_rows.begin(), send_rows.end());
+    Publish(send.data, send.nbytes());
+    char* out = static_cast<char*>(recv.data);
+    for (int s = 0; s < g_.world; ++s) {
+      int64_t begin = 0;
+      for (int d = 0; d < rank_; ++d) begin += g_.send_rows[s][d];
+      std::memcpy(out, g_.slots[s].data() + begin * row_bytes, recv_rows[s] * row_bytes);
+      out += recv_rows[s] * row_bytes;
     }
     g_.barrier.arrive_and_wait();
     return absl::OkStatus();

@@ -17,7 +17,7 @@ ControlMessage TwoSequenceStep() {
   m.batch.token_ids = {5, 6, 7, 8, 9};
   m.batch.sequences = {{.token_begin = 0, .num_tokens = 3, .context_begin = 0, .block_table = {4}},
                        {.token_begin = 3, .num_tokens = 2, .context_begin = 70,
-                        .block_table = {1, 2}}};
+                        .block_table = {1, 2}, .attention_rank = 3}};
   m.batch.logits_rows = {2, 4};
   return m;
 }
@@ -31,6 +31,7 @@ void ExpectSameBatch(const ForwardBatch& a, const ForwardBatch& b) {
     EXPECT_EQ(a.sequences[i].num_tokens, b.sequences[i].num_tokens);
     EXPECT_EQ(a.sequences[i].context_begin, b.sequences[i].context_begin);
     EXPECT_EQ(a.sequences[i].block_table, b.sequences[i].block_table);
+    EXPECT_EQ(a.sequences[i].attention_rank, b.sequences[i].attention_rank);
   }
 }
 
@@ -95,7 +96,7 @@ TEST(BatchCodecTest, CorruptBuffersAreDataLossErrors) {
       {"empty", ""},
       {"short header", good.substr(0, 10)},
       {"bad magic", Patched(good, 0, 0x33565358u)},  // "XSV3"
-      {"other version", Patched(good, 8, 0x00010002u)},  // version 2, kind 1
+      {"other version", Patched(good, 8, 0x00010001u)},  // version 1, kind 1
       {"unknown kind", Patched(good, 8, 0x00090001u)},
       {"truncated payload", good.substr(0, good.size() - 4)},
       {"trailing byte", good + "x"},
@@ -110,6 +111,8 @@ TEST(BatchCodecTest, CorruptBuffersAreDataLossErrors) {
        EncodedWith([](ForwardBatch& b) { b.sequences[1].num_tokens = 9; })},
       {"negative context", EncodedWith([](ForwardBatch& b) { b.sequences[0].context_begin = -1; })},
       {"negative row start", EncodedWith([](ForwardBatch& b) { b.sequences[0].token_begin = -2; })},
+      {"negative attention rank",
+       EncodedWith([](ForwardBatch& b) { b.sequences[1].attention_rank = -1; })},
       {"logits row out of range", EncodedWith([](ForwardBatch& b) { b.logits_rows = {5}; })},
   };
   for (const Case& c : cases) {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <numeric>
 #include <thread>
 #include <vector>
 
@@ -100,6 +101,60 @@ TEST_P(GlooCollectivesTest, AllReduceAllGatherBroadcastBarrier) {
 
 INSTANTIATE_TEST_SUITE_P(Ranks, GlooCollectivesTest, ::testing::Values(2, 4),
                          [](const auto& info) { return absl::StrCat(info.param, "Ranks"); });
+
+// Rank s sends (s + d) % 3 rows to rank d (so some pairs exchange nothing), and the last rank
+// sends nothing at all; row i from s to d holds [s, d, i] as I32 so every row says where it came
+// from. Each rank must receive exactly the rows addressed to it, grouped by source in rank order.
+TEST_P(GlooCollectivesTest, AllToAllVDeliversEachRanksRowsInRankOrder) {
+  const int n = GetParam();
+  Group g = MakeGroup(n);
+  const auto rows_between = [n](int s, int d) -> int64_t { return s == n - 1 ? 0 : (s + d) % 3; };
+  OnEveryRank(n, [&](int r) {
+    std::vector<int64_t> send_rows(n), recv_rows(n);
+    std::vector<int32_t> send;
+    for (int d = 0; d < n; ++d) {
+      send_rows[d] = rows_between(r, d);
+      recv_rows[d] = rows_between(d, r);
+      for (int64_t i = 0; i < send_rows[d]; ++i) {
+        send.insert(send.end(), {r, d, static_cast<int32_t>(i)});
+      }
+    }
+    const int64_t out_rows = std::accumulate(recv_rows.begin(), recv_rows.end(), int64_t{0});
+    std::vector<int32_t> recv(out_rows * 3, -1);
+    const int64_t in_rows = static_cast<int64_t>(send.size()) / 3;
+    ASSERT_TRUE(g.comms[r]
+                    ->AllToAllV(TensorView::Contiguous(send.data(), DType::kI32, {in_rows, 3}),
+                                send_rows,
+                                TensorView::Contiguous(recv.data(), DType::kI32, {out_rows, 3}),
+                                recv_rows)
+                    .ok());
+    std::vector<int32_t> expected;
+    for (int s = 0; s < n; ++s) {
+      for (int64_t i = 0; i < recv_rows[s]; ++i) {
+        expected.insert(expected.end(), {s, r, static_cast<int32_t>(i)});
+      }
+    }
+    EXPECT_EQ(recv, expected) << "rank " << r;
+  });
+}
+
+TEST(GlooCommunicatorTest, AllToAllVRejectsCountsThatDoNotMatchTheTensors) {
+  Group g = MakeGroup(1);
+  std::vector<float> x(6);
+  const TensorView rows3 = TensorView::Contiguous(x.data(), DType::kF32, {3, 2});
+  std::vector<float> y(6);
+  const TensorView out3 = TensorView::Contiguous(y.data(), DType::kF32, {3, 2});
+  const int64_t three[] = {3}, two[] = {2};
+  absl::Status st = g.comms[0]->AllToAllV(rows3, two, out3, three);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(st.message()).find("do not add up"), std::string::npos) << st;
+  const int64_t per_rank[] = {3, 0};
+  EXPECT_EQ(g.comms[0]->AllToAllV(rows3, per_rank, out3, three).code(),
+            absl::StatusCode::kInvalidArgument);
+  x = {1, 2, 3, 4, 5, 6};
+  ASSERT_TRUE(g.comms[0]->AllToAllV(rows3, three, out3, three).ok());
+  EXPECT_EQ(y, x);
+}
 
 TEST(GlooCommunicatorTest, RejectsDeviceAndNonF32AllReduce) {
   float x = 1;

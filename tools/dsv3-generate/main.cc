@@ -81,6 +81,7 @@ struct Options {
   int64_t seed = -1;
   int tp = 1;
   dsv3::NodeLaunchFlags node;
+  bool dp_attention = false;
   double rank_timeout_s = 60;
   std::vector<std::string> argv;  // argv[1..], for spawned tensor-parallel workers
 };
@@ -285,6 +286,7 @@ int Run(Options opt) {
   ModelGroupOptions go;
   go.tp = opt.tp;
   go.node = opt.node;
+  go.dp_attention = opt.dp_attention;
   go.rank_timeout = absl::Seconds(opt.rank_timeout_s);
   go.worker_args = opt.argv;
   const std::string model = opt.model;
@@ -365,6 +367,9 @@ int main(int argc, char** argv) {
                  "MASTER_PORT launch ranks externally instead")
       ->check(CLI::Range(1, 64));
   dsv3::AddNodeLaunchFlags(app, opt.node);
+  app.add_flag("--dp-attention", opt.dp_attention,
+               "with --tp N: data-parallel attention with expert parallelism (each rank runs "
+               "its own sequences; the routed experts are split N ways; CPU backend for now)");
   app.add_option("--rank-timeout-s", opt.rank_timeout_s,
                  "seconds a step may wait for another rank before the group is declared broken");
   CLI11_PARSE(app, argc, argv);

@@ -75,6 +75,36 @@ class NcclCommunicator final : public Communicator {
                  ncclAllGather(in.data, out.data, in.nbytes(), ncclUint8, comm_, stream_));
   }
 
+  // One NCCL group of point-to-point transfers: each peer's rows go by ncclSend, each peer's rows
+  // come by ncclRecv (empty ones skipped), enqueued on the backend's stream.
+  absl::Status AllToAllV(const TensorView& send, std::span<const int64_t> send_rows,
+                         const TensorView& recv, std::span<const int64_t> recv_rows) override {
+    DSV3_RETURN_IF_ERROR(CheckAllToAllV("NCCL", world_size(), send, send_rows, recv, recv_rows));
+    if (send.nbytes() > 0) DSV3_RETURN_IF_ERROR(CheckDeviceTensor(send, "all-to-all input"));
+    if (recv.nbytes() > 0) DSV3_RETURN_IF_ERROR(CheckDeviceTensor(recv, "all-to-all output"));
+    const int64_t row_bytes = RowBytes(send);
+    DSV3_RETURN_IF_ERROR(Check("all-to-all (group start)", ncclGroupStart()));
+    int64_t send_offset = 0, recv_offset = 0;
+    ncclResult_t first_error = ncclSuccess;
+    for (int peer = 0; peer < world_size(); ++peer) {
+      const int64_t out_bytes = send_rows[peer] * row_bytes, in_bytes = recv_rows[peer] * row_bytes;
+      if (out_bytes > 0 && first_error == ncclSuccess) {
+        first_error = ncclSend(static_cast<const char*>(send.data) + send_offset, out_bytes,
+                               ncclUint8, peer, comm_, stream_);
+      }
+      if (in_bytes > 0 && first_error == ncclSuccess) {
+        first_error = ncclRecv(static_cast<char*>(recv.data) + recv_offset, in_bytes, ncclUint8,
+                               peer, comm_, stream_);
+      }
+      send_offset += out_bytes;
+      recv_offset += in_bytes;
+    }
+    // The group is always closed, even after a failed enqueue.
+    const ncclResult_t end = ncclGroupEnd();
+    DSV3_RETURN_IF_ERROR(Check("all-to-all", first_error));
+    return Check("all-to-all (group end)", end);
+  }
+
   absl::Status Broadcast(std::string& bytes, int root) override {
     return host_.Broadcast(bytes, root);
   }

@@ -1,0 +1,30 @@
+#include "engine/parallel/attention_split.h"
+
+#include <cstddef>
+
+namespace dsv3 {
+
+AttentionRankPart SplitForAttentionRank(const ForwardBatch& batch, int rank) {
+  AttentionRankPart part;
+  // new_row[r]: row r of the step in the part, or -1 when another rank's.
+  std::vector<int32_t> new_row(batch.num_tokens(), -1);
+  for (const SequenceSlice& s : batch.sequences) {
+    if (s.attention_rank != rank) continue;
+    SequenceSlice mine = s;
+    mine.token_begin = part.batch.num_tokens();
+    for (int32_t i = 0; i < s.num_tokens; ++i) new_row[s.token_begin + i] = mine.token_begin + i;
+    part.batch.token_ids.insert(part.batch.token_ids.end(),
+                                batch.token_ids.begin() + s.token_begin,
+                                batch.token_ids.begin() + s.token_begin + s.num_tokens);
+    part.batch.sequences.push_back(std::move(mine));
+  }
+  for (std::size_t i = 0; i < batch.logits_rows.size(); ++i) {
+    const int32_t row = new_row[batch.logits_rows[i]];
+    if (row < 0) continue;
+    part.batch.logits_rows.push_back(row);
+    part.output_rows.push_back(static_cast<int32_t>(i));
+  }
+  return part;
+}
+
+}  // namespace dsv3

@@ -1,0 +1,28 @@
+// Data-parallel attention (--dp-attention) splits one engine step by attention rank: rank 0's
+// scheduler plans every rank's sequences in one ForwardBatch (SequenceSlice::attention_rank says
+// whose each is; batch_codec ships the whole batch to every rank), and each rank runs only its
+// part. The logits come back to rank 0 in the step's order (batch.logits_rows), rank by rank.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/model/forward_batch.h"
+
+namespace dsv3 {
+
+struct AttentionRankPart {
+  // The rank's sequences in step order, their rows renumbered from 0; logits_rows are the
+  // step's logits rows that fall in them, renumbered the same way.
+  ForwardBatch batch;
+  // For each of batch.logits_rows: its index in the step's logits_rows (the output row its
+  // logits belong in).
+  std::vector<int32_t> output_rows;
+};
+
+// The part of `batch` that `rank` runs (empty when the rank has no sequence this step: the rank
+// still runs the step, for its collectives). hidden_rows are not split (not supported under
+// data-parallel attention). `batch` must be valid (batch_codec's checks).
+AttentionRankPart SplitForAttentionRank(const ForwardBatch& batch, int rank);
+
+}  // namespace dsv3

@@ -1,0 +1,209 @@
+// Data-parallel attention with expert parallelism on the CPU over gloo: N ranks (threads of one
+// process, each with its own gloo communicator over loopback), each running its own sequences
+// with its own KV cache, the routed experts split N ways. Every sequence's logits must equal
+// those of one rank running all of them (within float32 reassociation of the expert sums) and
+// its greedy tokens must be identical. Ranks that have no sequence in a step still take part.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/backend/cpu/cpu_backend.h"
+#include "engine/model/model.h"
+#include "engine/parallel/gloo_communicator.h"
+#include "engine/parallel/tcp_store.h"
+#include "tests/fixture_reference.h"
+#include "tests/test_util.h"
+
+namespace dsv3 {
+namespace {
+
+using ::dsv3::testing::FixturePath;
+using ::dsv3::testing::LoadFixtureReference;
+using ::dsv3::testing::RelativeError;
+
+constexpr int32_t kBlockSize = 16;
+
+// What one sequence produced: the logits of its last prompt row, then of each decode step, and
+// its greedy tokens.
+struct SequenceOutput {
+  std::vector<std::vector<float>> logits;
+  std::vector<int32_t> tokens;
+};
+
+struct Sequence {
+  int id = 0;  // index into the prompts
+  int decode_steps = 0;
+};
+
+// Runs `mine` (this rank's sequences) for `steps` steps: step 0 prefills them all, step s > 0
+// decodes those with decode_steps >= s. Every step calls Forward, with an empty batch when this
+// rank has nothing to run.
+std::map<int, SequenceOutput> RunSequences(DeepseekV3Model& model, Backend& backend,
+                                           const std::vector<std::vector<int32_t>>& prompts,
+                                           const std::vector<Sequence>& mine, int steps) {
+  const int64_t vocab = model.config().vocab_size;
+  int32_t blocks_per_seq = 1;
+  for (const Sequence& s : mine) {
+    const int32_t len = static_cast<int32_t>(prompts[s.id].size()) + s.decode_steps;
+    blocks_per_seq = std::max(blocks_per_seq, (len + kBlockSize - 1) / kBlockSize);
+  }
+  KvCache cache(backend, model.config(), std::max<int64_t>(1, mine.size()) * blocks_per_seq,
+                kBlockSize);
+  std::map<int, SequenceOutput> out;
+  std::map<int, int32_t> length;  // tokens in the cache after the step
+  for (int step = 0; step < steps; ++step) {
+    ForwardBatch batch;
+    std::vector<int> ran;
+    for (size_t j = 0; j < mine.size(); ++j) {
+      const Sequence& s = mine[j];
+      if (step > s.decode_steps) continue;
+      std::vector<int32_t> table(blocks_per_seq);
+      for (int32_t b = 0; b < blocks_per_seq; ++b) table[b] = static_cast<int32_t>(j) * blocks_per_seq + b;
+      const std::vector<int32_t> new_tokens =
+          step == 0 ? prompts[s.id] : std::vector<int32_t>{out[s.id].tokens.back()};
+      const int32_t begin = batch.num_tokens(), n = static_cast<int32_t>(new_tokens.size());
+      batch.token_ids.insert(batch.token_ids.end(), new_tokens.begin(), new_tokens.end());
+      batch.sequences.push_back({begin, n, step == 0 ? 0 : length[s.id], table});
+      batch.logits_rows.push_back(begin + n - 1);
+      length[s.id] = (step == 0 ? 0 : length[s.id]) + n;
+      ran.push_back(s.id);
+    }
+    std::vector<float> logits;
+    const absl::Status st = model.Forward(batch, cache, logits);
+    EXPECT_TRUE(st.ok()) << st;
+    if (!st.ok()) return out;
+    EXPECT_EQ(logits.size(), ran.size() * vocab);
+    for (size_t i = 0; i < ran.size() && logits.size() == ran.size() * vocab; ++i) {
+      const float* row = logits.data() + i * vocab;
+      SequenceOutput& o = out[ran[i]];
+      o.logits.emplace_back(row, row + vocab);
+      o.tokens.push_back(static_cast<int32_t>(std::max_element(row, row + vocab) - row));
+    }
+  }
+  return out;
+}
+
+// N gloo communicators over one loopback store, made concurrently (rendezvous needs all).
+struct GlooGroup {
+  explicit GlooGroup(int n) {
+    stores.push_back(*TcpStore::Create({.host = "127.0.0.1", .port = 0, .is_server = true}));
+    for (int r = 1; r < n; ++r) {
+      stores.push_back(*TcpStore::Create({.host = "127.0.0.1", .port = stores[0]->port()}));
+    }
+    comms.resize(n);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < n; ++r) {
+      threads.emplace_back([&, r, n] {
+        auto comm = GlooCommunicator::Create(*stores[r], {.rank = r, .world_size = n});
+        ASSERT_TRUE(comm.ok()) << comm.status();
+        comms[r] = *std::move(comm);
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  std::vector<std::unique_ptr<TcpStore>> stores;
+  std::vector<std::unique_ptr<GlooCommunicator>> comms;
+};
+
+struct Case {
+  int world;
+  // rank_of[i]: the rank of prompt i; decode_steps[i]: how many tokens it decodes.
+  std::vector<int> rank_of;
+  std::vector<int> decode_steps;
+  std::string name;
+};
+
+// gtest prints the case by its name, not as bytes.
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
+class DpAttentionModelTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(DpAttentionModelTest, EachRanksSequencesMatchOneRank) {
+  const Case& c = GetParam();
+  const std::string dir = FixturePath("tiny-fp8");
+  const auto ref = LoadFixtureReference("tiny");
+  ASSERT_LE(c.rank_of.size(), ref.prompts.size());
+  const int steps = 1 + *std::max_element(c.decode_steps.begin(), c.decode_steps.end());
+
+  std::vector<Sequence> all;
+  for (size_t i = 0; i < c.rank_of.size(); ++i) all.push_back({static_cast<int>(i), c.decode_steps[i]});
+  std::map<int, SequenceOutput> single;
+  {
+    CpuBackend backend(1);
+    auto model = DeepseekV3Model::Load(dir, backend);
+    ASSERT_TRUE(model.ok()) << model.status();
+    single = RunSequences(**model, backend, ref.prompts, all, steps);
+  }
+
+  GlooGroup group(c.world);
+  ASSERT_EQ(group.comms.size(), static_cast<size_t>(c.world));
+  for (auto& comm : group.comms) ASSERT_NE(comm, nullptr);
+  std::vector<std::map<int, SequenceOutput>> ranks(c.world);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < c.world; ++r) {
+    threads.emplace_back([&, r] {
+      std::vector<Sequence> mine;
+      for (const Sequence& s : all) {
+        if (c.rank_of[s.id] == r) mine.push_back(s);
+      }
+      CpuBackend backend(1);
+      auto model = DeepseekV3Model::Load(dir, backend, *group.comms[r], {}, /*dp_attention=*/true);
+      ASSERT_TRUE(model.ok()) << model.status();
+      EXPECT_TRUE((*model)->dp_attention());
+      EXPECT_TRUE((*model)->returns_outputs());
+      ranks[r] = RunSequences(**model, backend, ref.prompts, mine, steps);
+    });
+  }
+  for (auto& t : threads) t.join();
+
+  for (const Sequence& s : all) {
+    const SequenceOutput& want = single[s.id];
+    const SequenceOutput& got = ranks[c.rank_of[s.id]][s.id];
+    ASSERT_EQ(got.logits.size(), want.logits.size()) << "prompt " << s.id;
+    for (size_t step = 0; step < want.logits.size(); ++step) {
+      ASSERT_EQ(got.logits[step].size(), want.logits[step].size());
+      EXPECT_LT(RelativeError(got.logits[step], want.logits[step]), 1e-4)
+          << "prompt " << s.id << " step " << step;
+    }
+    EXPECT_EQ(got.tokens, want.tokens) << "prompt " << s.id;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Spreads, DpAttentionModelTest,
+    ::testing::Values(
+        // Rank 1's sequences stop decoding after two steps: it runs empty batches after.
+        Case{2, {0, 1, 0, 1, 0}, {6, 2, 6, 2, 5}, "two_ranks_one_goes_idle"},
+        // Rank 3 never has a sequence; the others have one or two.
+        Case{4, {0, 1, 2, 0, 1}, {4, 4, 3, 4, 2}, "four_ranks_one_always_idle"}),
+    [](const auto& info) { return info.param.name; });
+
+TEST(DpAttentionModelConfigTest, ExpertsNotDivisibleByTheRanksAreRejectedByName) {
+  // tiny has 8 routed experts: 3 ranks cannot split them.
+  GlooGroup group(3);
+  std::vector<absl::Status> statuses(3);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 3; ++r) {
+    threads.emplace_back([&, r] {
+      CpuBackend backend(1);
+      statuses[r] = DeepseekV3Model::Load(FixturePath("tiny-fp8"), backend, *group.comms[r], {},
+                                          /*dp_attention=*/true)
+                        .status();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& s : statuses) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(std::string(s.message()).find("n_routed_experts"), std::string::npos) << s;
+  }
+}
+
+}  // namespace
+}  // namespace dsv3
