@@ -5,7 +5,7 @@
 #include <algorithm>
 
 #include "engine/backend/cuda/cuda_backend.h"
-#include "engine/backend/cuda/graph_policy.h"
+#include "engine/backend/graph_policy.h"
 #include "kernels/attention_gemm.cuh"
 #include "kernels/elementwise.cuh"
 #include "kernels/launch_check.h"

@@ -1,5 +1,5 @@
 #include "engine/backend/cuda/cuda_backend.h"
-#include "engine/backend/cuda/graph_policy.h"
+#include "engine/backend/graph_policy.h"
 #include "engine/backend/cuda/pinned_host_allocator.h"
 #include "engine/backend/cuda/stream_allocator.h"
 

@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "engine/backend/cuda/cuda_backend.h"
-#include "engine/backend/cuda/graph_policy.h"
+#include "engine/backend/graph_policy.h"
 #include "kernels/launch_check.h"
 
 namespace dsv3 {
