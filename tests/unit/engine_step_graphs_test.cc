@@ -201,17 +201,36 @@ TEST_F(StepGraphsTest, BatchesOfOnePaddedSizeShareItsGraph) {
   }
 }
 
-TEST_F(StepGraphsTest, HostWorkDelaysTheCaptureAndTheMemoryBoundKeepsStepsEager) {
+TEST_F(StepGraphsTest, HostWorkDelaysTheCapture) {
   backend_.capture.host_work_runs = 1;  // e.g. a cache filled at the first run
-  backend_.capture.limit = FakeCapture::kStepBytes;  // room for one graph
   DecodeGraphRunner runner(*model_);
   CompareSteps(runner, /*num_seqs=*/2, /*k=*/1, /*steps=*/4, /*with_hidden=*/false);
   EXPECT_EQ(runner.stats().measured, 2);
   EXPECT_EQ(runner.stats().captured, 1);
-  CompareSteps(runner, /*num_seqs=*/5, /*k=*/1, /*steps=*/3, /*with_hidden=*/false);
+  EXPECT_EQ(runner.stats().replayed, 1);
+}
+
+TEST_F(StepGraphsTest, TheMemoryBoundKeepsNewShapesEager) {
+  backend_.capture.limit = FakeCapture::kStepBytes;  // room for one graph
+  DecodeGraphRunner runner(*model_);
+  KvCache cache(backend_, model_->config(), 8 * kBlocksPerSeq, kBlock);
+  std::vector<float> logits;
+  // 3 sequences (padded to 4): measured, captured. 5 (padded to 8): measured, then refused.
+  for (int sequences : {3, 3, 5, 5, 5}) {
+    ForwardBatch batch;
+    for (int s = 0; s < sequences; ++s) {
+      batch.token_ids.push_back(s + 1);
+      batch.logits_rows.push_back(s);
+      batch.sequences.push_back({s, 1, 10, Table(s, 8)});
+    }
+    ASSERT_TRUE(runner.Forward(batch, cache, logits).ok());
+  }
   const DecodeGraphRunner::Stats stats = runner.stats();
+  EXPECT_EQ(stats.captured, 1);
+  EXPECT_EQ(stats.measured, 2);
   EXPECT_EQ(stats.over_budget, 1);
-  EXPECT_EQ(stats.graphs, 1) << "the new cache of the second run dropped the first graph";
+  EXPECT_EQ(stats.eager, 2) << "the refused capture's step and the one after";
+  EXPECT_EQ(stats.graphs, 1);
   EXPECT_LE(backend_.capture.memory, backend_.capture.limit);
 }
 
