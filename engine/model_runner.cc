@@ -8,16 +8,20 @@
 #include "absl/synchronization/notification.h"
 #include "engine/model/model.h"
 #include "engine/parallel/attention_split.h"
+#include "engine/model/step_graphs.h"
 #include "engine/parallel/batch_codec.h"
 #include "engine/util/status_macros.h"
 
 namespace dsv3 {
 namespace {
 
-// AllocateCache on one rank: the old cache goes first (so that the two never coexist), and
-// num_blocks 0 leaves none, with the pool's unused memory handed back to the driver.
-std::unique_ptr<KvCache> MakeCache(DeepseekV3Model& model, int64_t num_blocks, int32_t block_size,
-                                   bool mtp_layer, std::unique_ptr<KvCache> old = nullptr) {
+// AllocateCache on one rank: the graphs that write the old cache and then the cache go first
+// (so that the two caches never coexist), and num_blocks 0 leaves none, with the pool's unused
+// memory handed back to the driver.
+std::unique_ptr<KvCache> MakeCache(DeepseekV3Model& model, DecodeGraphRunner& graphs,
+                                   int64_t num_blocks, int32_t block_size, bool mtp_layer,
+                                   std::unique_ptr<KvCache> old) {
+  graphs.DropGraphs();
   old.reset();
   if (num_blocks == 0) {
     model.backend().ReleaseCachedMemory();
@@ -66,15 +70,15 @@ absl::Status ForwardDataParallel(DeepseekV3Model& model, Communicator& comm,
 
 class LocalModelRunner final : public ModelRunner {
  public:
-  explicit LocalModelRunner(DeepseekV3Model& model) : model_(model) {}
+  explicit LocalModelRunner(DeepseekV3Model& model) : model_(model), graphs_(model) {}
 
   absl::Status AllocateCache(int64_t num_blocks, int32_t block_size, bool mtp_layer) override {
-    cache_ = MakeCache(model_, num_blocks, block_size, mtp_layer, std::move(cache_));
+    cache_ = MakeCache(model_, graphs_, num_blocks, block_size, mtp_layer, std::move(cache_));
     return absl::OkStatus();
   }
   absl::Status Execute(const ForwardBatch& batch, std::vector<float>& logits, MlaMode mla_mode,
                        std::vector<float>* hidden) override {
-    return model_.Forward(batch, *cache_, logits, mla_mode, hidden);
+    return graphs_.Forward(batch, *cache_, logits, mla_mode, hidden);
   }
   absl::Status ExecuteMtp(const ForwardBatch& batch, absl::Span<const float> hidden,
                           std::vector<float>& logits, std::vector<float>& hidden_out) override {
@@ -89,6 +93,7 @@ class LocalModelRunner final : public ModelRunner {
 
  private:
   DeepseekV3Model& model_;
+  DecodeGraphRunner graphs_;
   std::unique_ptr<KvCache> cache_;
 };
 
@@ -96,7 +101,7 @@ class LocalModelRunner final : public ModelRunner {
 class TpLeaderRunner final : public ModelRunner {
  public:
   TpLeaderRunner(DeepseekV3Model& model, Communicator& comm, TpLeaderOptions options)
-      : model_(model), comm_(comm), options_(std::move(options)) {
+      : model_(model), comm_(comm), options_(std::move(options)), graphs_(model) {
     heartbeat_ = std::thread([this] { HeartbeatLoop(); });
   }
 
@@ -112,7 +117,8 @@ class TpLeaderRunner final : public ModelRunner {
                      .num_kv_blocks = num_blocks,
                      .kv_block_size = block_size};
     DSV3_RETURN_IF_ERROR(SendLocked(m));
-    cache_ = MakeCache(model_, num_blocks, block_size, /*mtp_layer=*/false, std::move(cache_));
+    cache_ = MakeCache(model_, graphs_, num_blocks, block_size, /*mtp_layer=*/false,
+                       std::move(cache_));
     return absl::OkStatus();
   }
 
@@ -127,7 +133,7 @@ class TpLeaderRunner final : public ModelRunner {
     const absl::Status st =
         model_.dp_attention()
             ? ForwardDataParallel(model_, comm_, batch, *cache_, logits, mla_mode)
-            : model_.Forward(batch, *cache_, logits, mla_mode, hidden);
+            : graphs_.Forward(batch, *cache_, logits, mla_mode, hidden);
     if (!st.ok()) return FailLocked(st);
     last_activity_ = absl::Now();
     return absl::OkStatus();
@@ -204,6 +210,8 @@ class TpLeaderRunner final : public ModelRunner {
   Communicator& comm_;
   const TpLeaderOptions options_;
   absl::Mutex mu_;
+  // Every rank pads and graphs the same steps the same way (the same batch, the same rules).
+  DecodeGraphRunner graphs_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<KvCache> cache_ ABSL_GUARDED_BY(mu_);
   absl::Status failed_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
@@ -255,6 +263,7 @@ std::unique_ptr<ModelRunner> MakeTpLeaderRunner(DeepseekV3Model& model, Communic
 }
 
 absl::Status RunWorker(DeepseekV3Model& model, Communicator& comm) {
+  DecodeGraphRunner graphs(model);
   std::unique_ptr<KvCache> cache;
   std::vector<float> logits;  // left empty on workers: only rank 0 samples
   while (true) {
@@ -272,7 +281,7 @@ absl::Status RunWorker(DeepseekV3Model& model, Communicator& comm) {
         DSV3_RETURN_IF_ERROR(comm.Barrier());
         break;
       case ControlMessage::Kind::kAllocateCache:
-        cache = MakeCache(model, m.num_kv_blocks, m.kv_block_size, /*mtp_layer=*/false,
+        cache = MakeCache(model, graphs, m.num_kv_blocks, m.kv_block_size, /*mtp_layer=*/false,
                           std::move(cache));
         break;
       case ControlMessage::Kind::kStep:
@@ -281,7 +290,7 @@ absl::Status RunWorker(DeepseekV3Model& model, Communicator& comm) {
         DSV3_RETURN_IF_ERROR(model.dp_attention()
                                  ? ForwardDataParallel(model, comm, m.batch, *cache, logits,
                                                        m.mla_mode)
-                                 : model.Forward(m.batch, *cache, logits, m.mla_mode));
+                                 : graphs.Forward(m.batch, *cache, logits, m.mla_mode));
         break;
     }
   }

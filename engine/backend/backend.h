@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/functional/function_ref.h"
+#include "engine/backend/step_graph_capture.h"
 #include "absl/status/statusor.h"
 #include "engine/backend/tensor.h"
 
@@ -48,8 +49,14 @@ struct RopeParams {
   bool interleaved = true;        // pairs (2i, 2i+1); false: pairs (i, i + rope_dim/2)
 };
 
-// The per-step layout of the batch that attention needs: which rows belong to which sequence,
-// their positions, and where each position lives in the paged latent cache.
+enum class MlaMode {
+  kAuto,      // naive for sequences with several new tokens (prefill), absorbed for one (decode)
+  kNaive,     // up-project the cached latents to per-head K and V, then attend
+  kAbsorbed,  // fold W_UK into the query and W_UV into the output; attend over the latents
+};
+
+// The per-step layout of the batch: which rows belong to which sequence, their tokens and
+// positions, and where each position lives in the paged latent cache.
 struct AttentionBatch {
   struct Sequence {
     int32_t token_begin;    // first row in the flattened batch
@@ -62,12 +69,12 @@ struct AttentionBatch {
   std::vector<int32_t> positions;     // [T]
   std::vector<int64_t> slot_mapping;  // [T]: block * block_size + offset of each new token
   int32_t block_size = 0;
-};
-
-enum class MlaMode {
-  kAuto,      // naive for sequences with several new tokens (prefill), absorbed for one (decode)
-  kNaive,     // up-project the cached latents to per-head K and V, then attend
-  kAbsorbed,  // fold W_UK into the query and W_UV into the output; attend over the latents
+  std::vector<int32_t> token_ids;  // [T]: the step's tokens (the embedding's input)
+  MlaMode mla_mode = MlaMode::kAuto;  // every MlaAttention of the step uses this mode
+  // A graph step's attention context (engine/model/step_graphs.h): decode attention pads every
+  // sequence to it, and a GPU backend keeps the plan of every step of the same shape at the
+  // same addresses. 0: an ordinary step.
+  int64_t padded_context = 0;
 };
 
 struct MlaParams {
@@ -94,17 +101,6 @@ struct ExpertWeights {
   LinearWeight gate;  // [I, H]
   LinearWeight up;    // [I, H]
   LinearWeight down;  // [H, I]
-};
-
-// Identifies a graphable part of a step (Backend::RunGraphable): who runs it (an id unique to
-// one model instance), which part (a layer), and the addresses of every tensor the part uses
-// that it does not allocate itself (weights excepted: they live as long as the owner). A replay
-// needs all of them unchanged.
-struct GraphPartKey {
-  uint64_t owner = 0;
-  int64_t part = 0;
-  std::vector<const void*> addresses;
-  auto operator<=>(const GraphPartKey&) const = default;
 };
 
 class Backend {
@@ -152,9 +148,11 @@ class Backend {
   virtual void Download(const TensorView& device_tensor, float* host) = 0;
 
   // ---- Step hooks (the CPU needs none) --------------------------------------------------------
-  // Called once per step before its first op, with the step's attention layout (which stays
-  // alive and unchanged until the step's last op): a GPU backend uploads its host arrays here
-  // once instead of in every layer.
+  // Called once per step before its first op, with the step's layout (which stays alive and
+  // unchanged until the step's last op): a GPU backend builds its step plan here (uploads the
+  // host arrays once, chooses the attention path and its parameters). WriteKvCache and
+  // MlaAttention take the batch of the last BeginStep; Embedding and Rope read the plan's copies
+  // when their ids or positions equal the step's.
   virtual void BeginStep(const AttentionBatch& batch) {}
   // Called before layer `layer`'s first op, and with layer = -1 before the final norm and head
   // (per-layer timing in benchmarks).
@@ -170,21 +168,13 @@ class Backend {
   // Synchronizes and returns the pool's unused reservations to the driver, so that a freed
   // dummy step (the KV sizing profile) leaves nothing behind.
   virtual void ReleaseCachedMemory() {}
-  // Device memory that lazily captured CUDA graphs may hold (their temporaries' arenas, step
-  // plans and instantiated graphs); a part that would need more runs eagerly. INT64_MAX: no
-  // bound.
+  // Device memory that captured step graphs may hold (their temporaries' arenas, the graph
+  // steps' plan workspace and the instantiated graphs); a step that would need more runs
+  // eagerly. INT64_MAX: no bound.
   virtual void SetGraphMemoryLimit(int64_t bytes) {}
-  // Runs `body`, a sequence of this backend's ops (and collectives on its stream) that allocates
-  // its own temporaries and reads the step only through the tensors named in `key` and the
-  // batch of the last BeginStep. A backend with CUDA graphs runs a decode step's part eagerly,
-  // captures it the next time the same part comes with the same step shape, and from then on
-  // replays the capture without calling `body`. Others just run `body`.
-  virtual absl::Status RunGraphable(const GraphPartKey& key,
-                                    absl::FunctionRef<absl::Status()> body) {
-    return body();
-  }
-  // Frees the graphs of an owner that is going away.
-  virtual void DropGraphs(uint64_t owner) {}
+  // Whole-step graph capture (engine/model/step_graphs.h drives it); null on backends without
+  // graphs, and while a wrapper needs every op to run (op timing).
+  virtual StepGraphCapture* step_graphs() { return nullptr; }
 
   // ---- Ops (all outputs are written completely; inputs are never modified unless stated) -----
   // A vocabulary shard's lookup: table holds rows [first_row, first_row + V_shard) of the

@@ -58,11 +58,7 @@ class ForwardingBackend : public Backend {
   void ResetPeakMemory() override { inner_->ResetPeakMemory(); }
   void ReleaseCachedMemory() override { inner_->ReleaseCachedMemory(); }
   void SetGraphMemoryLimit(int64_t bytes) override { inner_->SetGraphMemoryLimit(bytes); }
-  absl::Status RunGraphable(const GraphPartKey& key,
-                            absl::FunctionRef<absl::Status()> body) override {
-    return inner_->RunGraphable(key, body);
-  }
-  void DropGraphs(uint64_t owner) override { inner_->DropGraphs(owner); }
+  StepGraphCapture* step_graphs() override { return inner_->step_graphs(); }
 
   void Embedding(const TensorView& table, std::span<const int32_t> ids, int64_t first_row,
                  const TensorView& out) override {

@@ -84,12 +84,6 @@ void TimingBackend::BeginLayer(int64_t layer) {
   inner().BeginLayer(layer);
 }
 
-absl::Status TimingBackend::RunGraphable(const GraphPartKey& key,
-                                         absl::FunctionRef<absl::Status()> body) {
-  if (op_timing_) return body();
-  return inner().RunGraphable(key, body);
-}
-
 void TimingBackend::Embedding(const TensorView& table, std::span<const int32_t> ids,
                               int64_t first_row, const TensorView& out) {
   Timed("embedding", [&] { inner().Embedding(table, ids, first_row, out); });

@@ -29,7 +29,7 @@ class TimingBackend final : public ForwardingBackend, public OpSections {
   void SetLayerTiming(bool on) { layer_timing_ = on; }
   std::vector<std::pair<int64_t, float>> LayerTimes();
   // Op timing: while on, every op and every section the inner backend reports is timed, and
-  // graphable parts run eagerly (a replayed graph has no ops to time). TakeOpTimes() waits and
+  // steps run eagerly (step_graphs() is null: a replayed graph has no ops to time). TakeOpTimes() waits and
   // returns the milliseconds per name since the last take, in the order the names were first
   // seen. Op names: "linear fp8", "linear bf16" (by the weight's type), "mla attention", ...; sections start with "- ".
   void SetOpTiming(bool on) { op_timing_ = on; }
@@ -39,8 +39,10 @@ class TimingBackend final : public ForwardingBackend, public OpSections {
   void EndSection() override;
 
   void BeginLayer(int64_t layer) override;
-  absl::Status RunGraphable(const GraphPartKey& key,
-                            absl::FunctionRef<absl::Status()> body) override;
+  // None while op timing is on: a replayed graph has no ops to time.
+  StepGraphCapture* step_graphs() override {
+    return op_timing_ ? nullptr : inner().step_graphs();
+  }
 
   void Embedding(const TensorView& table, std::span<const int32_t> ids, int64_t first_row,
                  const TensorView& out) override;

@@ -11,7 +11,7 @@ KvCache::KvCache(Backend& backend, const ModelConfig& config, int64_t num_blocks
   layers_.reserve(num_layers);
   for (int64_t l = 0; l < num_layers; ++l) {
     Tensor& t = layers_.emplace_back(backend.allocator(), backend.kv_cache_dtype(),
-                                     std::initializer_list<int64_t>{num_blocks, block_size,
+                                     std::initializer_list<int64_t>{num_blocks + 1, block_size,
                                                                     config.kv_cache_dim()});
     // Host memory is committed page by page on first touch: without this the process would
     // grow for as long as the block pool keeps reaching blocks it never used (the pool cycles

@@ -1,6 +1,5 @@
 #include "engine/model/model.h"
 
-#include <atomic>
 #include <cassert>
 
 #include "engine/model/expert_parallel_moe.h"
@@ -34,19 +33,26 @@ absl::Status CheckDataParallelAttention(const Shard& shard, const Backend& backe
 
 }  // namespace
 
-DeepseekV3Model::DeepseekV3Model(ModelConfig config, Backend& backend, Communicator& comm)
-    : config_(std::move(config)), backend_(backend), comm_(comm), graph_owner_([] {
-        static std::atomic<uint64_t> next{1};
-        return next.fetch_add(1);
-      }()) {}
+// Whether `rows` is 0, 1, ..., t - 1: the step's every row, which needs no gather.
+bool IsEveryRow(std::span<const int32_t> rows, int64_t t) {
+  if (static_cast<int64_t>(rows.size()) != t) return false;
+  for (int64_t r = 0; r < t; ++r) {
+    if (rows[r] != r) return false;
+  }
+  return true;
+}
 
-DeepseekV3Model::~DeepseekV3Model() { backend_.DropGraphs(graph_owner_); }
+DeepseekV3Model::DeepseekV3Model(ModelConfig config, Backend& backend, Communicator& comm)
+    : config_(std::move(config)), backend_(backend), comm_(comm) {}
+
+DeepseekV3Model::~DeepseekV3Model() = default;
 
 AttentionBatch MakeAttentionBatch(const ForwardBatch& batch, int32_t block_size) {
   AttentionBatch ab;
   ab.block_size = block_size;
   ab.positions.resize(batch.num_tokens());
   ab.slot_mapping.resize(batch.num_tokens());
+  ab.token_ids = batch.token_ids;
   for (const SequenceSlice& s : batch.sequences) {
     assert(static_cast<int64_t>(s.block_table.size()) * block_size >= s.context_end());
     ab.sequences.push_back({s.token_begin, s.num_tokens, s.context_begin, s.block_table.data(),
@@ -103,29 +109,60 @@ bool DeepseekV3Model::returns_outputs() const {
   return weights_->shard.dense().world == 1 || comm_.rank() == 0;
 }
 
+AttentionBatch DeepseekV3Model::BeginStep(const ForwardBatch& batch, const KvCache& cache,
+                                          MlaMode mla_mode, int64_t padded_context) {
+  AttentionBatch ab = MakeAttentionBatch(batch, cache.block_size());
+  ab.mla_mode = mla_mode;
+  ab.padded_context = padded_context;
+  backend_.BeginStep(ab);
+  return ab;
+}
+
 absl::Status DeepseekV3Model::Forward(const ForwardBatch& batch, KvCache& cache,
                                       std::vector<float>& logits, MlaMode mla_mode,
                                       std::vector<float>* hidden) {
   const ModelConfig& c = config_;
-  const int64_t t = batch.num_tokens(), h = c.hidden_size;
-  const AttentionBatch ab = MakeAttentionBatch(batch, cache.block_size());
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  backend_.BeginStep(ab);
+  const AttentionBatch ab = BeginStep(batch, cache, mla_mode);
+  // [R, V] on rank 0, in a buffer kept across steps: at batch 64 and a 129K vocabulary it is
+  // 33 MB, and allocating it every step churns the allocator (RSS creep under load).
+  const int64_t r = static_cast<int64_t>(batch.logits_rows.size());
+  TensorView logits_view;
+  if (returns_outputs()) {
+    if (logits_scratch_.numel() < r * c.vocab_size) {
+      logits_scratch_ = Tensor(backend_.allocator(), DType::kF32, {r, c.vocab_size});
+    }
+    logits_view = TensorView::Contiguous(logits_scratch_.view().data, DType::kF32,
+                                         {r, c.vocab_size}, logits_scratch_.view().device);
+  }
+  Tensor hidden_out;  // [R', H]
+  if (hidden != nullptr && returns_outputs()) {
+    hidden_out = Tensor(backend_.allocator(), DType::kF32,
+                        {static_cast<int64_t>(batch.hidden_rows.size()), c.hidden_size});
+  }
+  DSV3_RETURN_IF_ERROR(RunStep(batch, ab, cache, logits_view, hidden_out.view()));
+  if (!returns_outputs()) {
+    logits.clear();
+    return absl::OkStatus();
+  }
+  if (hidden != nullptr) {
+    hidden->resize(hidden_out.numel());
+    backend_.Download(hidden_out, hidden->data());
+  }
+  logits.resize(r * c.vocab_size);
+  backend_.Download(logits_view, logits.data());
+  return absl::OkStatus();
+}
 
+absl::Status DeepseekV3Model::RunStep(const ForwardBatch& batch, const AttentionBatch& ab,
+                                      KvCache& cache, const TensorView& logits,
+                                      const TensorView& hidden) {
+  const ModelConfig& c = config_;
+  const int64_t t = batch.num_tokens(), h = c.hidden_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
   // Residual stream [T, H] in F32 on every backend: rounding it to BF16 after each of the
   // 2L additions is the largest BF16 error source (ideal BF16 rounds only linear inputs;
-  // docs/quality.md). At a fixed address for decode-sized steps (graph replays use it).
-  Tensor x_owned;
-  TensorView x;
-  if (t <= kResidualRows) {
-    if (residual_.empty()) {
-      residual_ = Tensor(backend_.allocator(), DType::kF32, {kResidualRows, h});
-    }
-    x = residual_.view().Rows(0, t);
-  } else {
-    x_owned = Tensor(backend_.allocator(), DType::kF32, {t, h});
-    x = x_owned.view();
-  }
+  // docs/quality.md).
+  Tensor x(backend_.allocator(), DType::kF32, {t, h});
   // Vocabulary-parallel embedding: each rank fills the rows of its tokens, zeros elsewhere.
   backend_.Embedding(weights_->embed, batch.token_ids,
                      weights_->shard.dense().Begin(c.vocab_size), x);
@@ -133,27 +170,20 @@ absl::Status DeepseekV3Model::Forward(const ForwardBatch& batch, KvCache& cache,
 
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     backend_.BeginLayer(l);
-    const TensorView layer_cache = cache.layer(l);
-    const auto layer = [&] { return Layer(weights_->layers[l], x, ab, layer_cache, mla_mode); };
-    if (dp_attention()) {
-      // The expert-parallel MoE sizes its collectives from the step's routing on the host:
-      // nothing to capture.
-      DSV3_RETURN_IF_ERROR(layer());
-      continue;
-    }
-    const GraphPartKey part{graph_owner_, l, {x.data, layer_cache.data}};
-    DSV3_RETURN_IF_ERROR(backend_.RunGraphable(part, layer));
+    DSV3_RETURN_IF_ERROR(Layer(weights_->layers[l], x, ab, cache.layer(l), ab.mla_mode));
   }
 
   backend_.BeginLayer(-1);
-  if (hidden != nullptr && returns_outputs()) {
-    DownloadNormedRows(x, batch.hidden_rows, weights_->final_norm, *hidden);
-  }
+  if (!hidden.empty()) NormedRows(x, batch.hidden_rows, weights_->final_norm, hidden);
   const int64_t r = static_cast<int64_t>(batch.logits_rows.size());
-  Tensor last(backend_.allocator(), DType::kF32, {r, h});  // [R, H]
-  backend_.GatherRows(x, batch.logits_rows, last);
-  Tensor normed = NewActivation(backend_, r, h);
-  backend_.RmsNorm(last, weights_->final_norm, eps, normed);
+  Tensor normed = NewActivation(backend_, r, h);  // [R, H]
+  if (IsEveryRow(batch.logits_rows, t)) {
+    backend_.RmsNorm(x, weights_->final_norm, eps, normed);
+  } else {
+    Tensor last(backend_.allocator(), DType::kF32, {r, h});  // [R, H]
+    backend_.GatherRows(x, batch.logits_rows, last);
+    backend_.RmsNorm(last, weights_->final_norm, eps, normed);
+  }
   return Head(normed, logits);
 }
 
@@ -171,39 +201,16 @@ absl::Status DeepseekV3Model::ForwardMtp(const ForwardBatch& batch, absl::Span<c
   }
   assert(static_cast<int64_t>(hidden.size()) == t * h);
   const MtpWeights& m = *weights_->mtp;
-  const AttentionBatch ab = MakeAttentionBatch(batch, cache.block_size());
+  const AttentionBatch ab = BeginStep(batch, cache);
   const float eps = static_cast<float>(c.rms_norm_eps);
-  backend_.BeginStep(ab);
   backend_.BeginLayer(l);
 
-  // Inputs and residual stream: at fixed addresses for decode-sized steps (drafts), so that the
-  // MTP layer runs as a graph part as the main layers do; fresh tensors for longer steps.
-  Tensor emb_owned, h_owned, eh_owned, u_owned;
-  TensorView emb, h_prev, eh, u;  // [T, H], [T, H], [T, 2H], [T, H] (u, the residual, in F32)
-  if (t <= kResidualRows) {
-    if (mtp_buffers_.empty()) {
-      for (int64_t cols : {h, h, 2 * h}) {
-        mtp_buffers_.push_back(NewActivation(backend_, kResidualRows, cols));
-      }
-      mtp_buffers_.push_back(Tensor(backend_.allocator(), DType::kF32, {kResidualRows, h}));
-    }
-    emb = mtp_buffers_[0].view().Rows(0, t);
-    h_prev = mtp_buffers_[1].view().Rows(0, t);
-    eh = mtp_buffers_[2].view().Rows(0, t);
-    u = mtp_buffers_[3].view().Rows(0, t);
-  } else {
-    const auto fresh = [&](Tensor& owned, int64_t cols) {
-      owned = NewActivation(backend_, t, cols);
-      return owned.view();
-    };
-    emb = fresh(emb_owned, h);
-    h_prev = fresh(h_owned, h);
-    eh = fresh(eh_owned, 2 * h);
-    u_owned = Tensor(backend_.allocator(), DType::kF32, {t, h});
-    u = u_owned.view();
-  }
-  backend_.Embedding(weights_->embed, batch.token_ids,
-                     weights_->shard.dense().Begin(c.vocab_size), emb);
+  // [T, H], [T, H], [T, 2H], [T, H] (u, the residual stream, in F32 as the main one)
+  Tensor emb = NewActivation(backend_, t, h);
+  Tensor h_prev = NewActivation(backend_, t, h);
+  Tensor eh = NewActivation(backend_, t, 2 * h);
+  Tensor u(backend_.allocator(), DType::kF32, {t, h});
+  backend_.Embedding(weights_->embed, batch.token_ids, weights_->shard.dense().Begin(c.vocab_size), emb);
   DSV3_RETURN_IF_ERROR(AllReduce(emb));
   {
     const Tensor uploaded = backend_.Upload(  // [T, H] in the activation type
@@ -212,16 +219,11 @@ absl::Status DeepseekV3Model::ForwardMtp(const ForwardBatch& batch, absl::Span<c
     backend_.Copy(uploaded, h_prev);
   }
   // eh [T, 2H] = [RMSNorm_e(Emb(t_{i+1})) ; RMSNorm_h(h_i)], the embedding half first; then
-  // eh_proj and the MTP layer, one graphable part.
-  const TensorView layer_cache = cache.layer(l);
-  const GraphPartKey part{graph_owner_, l,
-                          {emb.data, h_prev.data, eh.data, u.data, layer_cache.data}};
-  DSV3_RETURN_IF_ERROR(backend_.RunGraphable(part, [&]() -> absl::Status {
-    backend_.RmsNorm(emb, m.enorm, eps, Columns(eh, 0, h));
-    backend_.RmsNorm(h_prev, m.hnorm, eps, Columns(eh, h, h));
-    backend_.Linear(eh, m.eh_proj, u);
-    return Layer(m.layer, u, ab, layer_cache, MlaMode::kAuto);
-  }));
+  // eh_proj and the MTP layer.
+  backend_.RmsNorm(emb, m.enorm, eps, Columns(eh, 0, h));
+  backend_.RmsNorm(h_prev, m.hnorm, eps, Columns(eh, h, h));
+  backend_.Linear(eh, m.eh_proj, u);
+  DSV3_RETURN_IF_ERROR(Layer(m.layer, u, ab, cache.layer(l), MlaMode::kAuto));
 
   backend_.BeginLayer(-1);
   const int64_t r = static_cast<int64_t>(batch.logits_rows.size());
@@ -230,61 +232,57 @@ absl::Status DeepseekV3Model::ForwardMtp(const ForwardBatch& batch, absl::Span<c
   Tensor normed = NewActivation(backend_, r, h);
   backend_.RmsNorm(last, m.head_norm, eps, normed);
   if (hidden_out != nullptr && returns_outputs()) {
-    // The next draft's h in F32, as the main model's hidden rows (DownloadNormedRows).
+    // The next draft's h in F32, as the main model's hidden rows (NormedRows).
     Tensor h_out(backend_.allocator(), DType::kF32, {r, h});
     backend_.RmsNorm(last, m.head_norm, eps, h_out);
     hidden_out->resize(h_out.numel());
     backend_.Download(h_out, hidden_out->data());
   }
-  return Head(normed, logits);
+  Tensor device_logits;  // [R, V] on rank 0
+  if (returns_outputs()) device_logits = Tensor(backend_.allocator(), DType::kF32, {r, c.vocab_size});
+  DSV3_RETURN_IF_ERROR(Head(normed, device_logits.view()));
+  if (!returns_outputs()) {
+    logits.clear();
+    return absl::OkStatus();
+  }
+  logits.resize(r * c.vocab_size);
+  backend_.Download(device_logits, logits.data());
+  return absl::OkStatus();
 }
 
-void DeepseekV3Model::DownloadNormedRows(const TensorView& x, std::span<const int32_t> rows,
-                                         const TensorView& norm, std::vector<float>& out) {
-  const int64_t h = config_.hidden_size;
-  const int64_t r = static_cast<int64_t>(rows.size());
-  Tensor picked(backend_.allocator(), DType::kF32, {r, h});  // [R, H] of the residual stream
+void DeepseekV3Model::NormedRows(const TensorView& x, std::span<const int32_t> rows,
+                                 const TensorView& norm, const TensorView& out) {
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+  if (IsEveryRow(rows, x.dim(0))) {
+    backend_.RmsNorm(x, norm, eps, out);
+    return;
+  }
+  Tensor picked(backend_.allocator(), DType::kF32,
+                {static_cast<int64_t>(rows.size()), config_.hidden_size});  // [R, H] of x
   backend_.GatherRows(x, rows, picked);
-  Tensor normed(backend_.allocator(), DType::kF32, {r, h});
-  backend_.RmsNorm(picked, norm, static_cast<float>(config_.rms_norm_eps), normed);
-  out.resize(r * h);
-  backend_.Download(normed, out.data());
+  backend_.RmsNorm(picked, norm, eps, out);
 }
 
-absl::Status DeepseekV3Model::Head(const TensorView& normed, std::vector<float>& logits) {
+absl::Status DeepseekV3Model::Head(const TensorView& normed, const TensorView& logits) {
   const ModelConfig& c = config_;
   const int64_t rows = normed.dim(0);
   const int world = weights_->shard.dense().world;
   const int64_t v_local = c.vocab_size / world;
-  // [R, V_local] logits, in a buffer kept across steps: at batch 64 and a 129K vocabulary it is
-  // 33 MB, and allocating it every step churns the allocator (RSS creep under load).
-  if (logits_scratch_.numel() < rows * v_local) {
-    logits_scratch_ = Tensor(backend_.allocator(), DType::kF32, {rows, v_local});
-  }
-  const TensorView out = TensorView::Contiguous(logits_scratch_.view().data, DType::kF32,
-                                                {rows, v_local}, logits_scratch_.view().device);
-  backend_.Linear(normed, weights_->lm_head, out);
   if (world == 1) {
-    logits.resize(rows * c.vocab_size);
-    backend_.Download(out, logits.data());
+    backend_.Linear(normed, weights_->lm_head, logits);
     return absl::OkStatus();
   }
-  // Vocabulary-parallel head: gather [world, R, V_local], then place rank w's block at columns
-  // [w * V_local, (w + 1) * V_local) of [R, V] on the device. Only rank 0 samples, so the others
-  // stop after the collective.
+  // Vocabulary-parallel head: [R, V_local] here, gathered as [world, R, V_local], then rank w's
+  // block placed at columns [w * V_local, (w + 1) * V_local) of [R, V]. Only rank 0 samples.
+  Tensor local(backend_.allocator(), DType::kF32, {rows, v_local});
+  backend_.Linear(normed, weights_->lm_head, local);
   Tensor gathered(backend_.allocator(), DType::kF32, {world * rows, v_local});
-  DSV3_RETURN_IF_ERROR(comm_.AllGather(out, gathered));
-  if (comm_.rank() != 0) {
-    logits.clear();
-    return absl::OkStatus();
-  }
-  Tensor full(backend_.allocator(), DType::kF32, {rows, c.vocab_size});  // [R, V]
+  DSV3_RETURN_IF_ERROR(comm_.AllGather(local, gathered));
+  if (!returns_outputs()) return absl::OkStatus();
   for (int w = 0; w < world; ++w) {
     backend_.Copy(gathered.view().Rows(w * rows, (w + 1) * rows),
-                  Columns(full, w * v_local, v_local));
+                  Columns(logits, w * v_local, v_local));
   }
-  logits.resize(rows * c.vocab_size);
-  backend_.Download(full, logits.data());
   return absl::OkStatus();
 }
 

@@ -73,6 +73,22 @@ class DeepseekV3Model {
   absl::Status Forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>& logits,
                        MlaMode mla_mode = MlaMode::kAuto, std::vector<float>* hidden = nullptr);
 
+  // Forward in two halves, for the decode graph runner (step_graphs.h), which captures the
+  // device half once per padded step shape and replays it.
+  // Host half: the step's layout (kept by the caller until the step's last op), handed to the
+  // backend's BeginStep. `padded_context` > 0: a graph step whose decode attention pads every
+  // sequence to that context.
+  AttentionBatch BeginStep(const ForwardBatch& batch, const KvCache& cache,
+                           MlaMode mla_mode = MlaMode::kAuto, int64_t padded_context = 0);
+  // Device half of the step `ab` = BeginStep(batch, ...) planned: every layer, then the float32
+  // logits of batch.logits_rows into `logits` ([rows, vocab_size] on the device; ranks where
+  // returns_outputs(), the others pass it empty) and, unless `hidden` is empty, the final hidden states of
+  // batch.hidden_rows into it ([rows, hidden_size] F32). Only ops on the backend's queue and
+  // collectives when logits_rows and hidden_rows are every row in order (then it can be captured
+  // as a graph); fails as Forward does.
+  absl::Status RunStep(const ForwardBatch& batch, const AttentionBatch& ab, KvCache& cache,
+                       const TensorView& logits, const TensorView& hidden);
+
   // True when the checkpoint has the MTP module (and this model loaded it).
   bool has_mtp() const { return weights_->mtp.has_value(); }
 
@@ -96,16 +112,16 @@ class DeepseekV3Model {
   // Sums a partial result over the tensor-parallel ranks (nothing to do on one rank).
   absl::Status AllReduce(const TensorView& t);
 
-  // One decoder layer over the residual stream x [T, H] (updated in place); a graphable part
-  // (Backend::RunGraphable): its temporaries are its own.
+  // One decoder layer over the residual stream x [T, H] (updated in place).
   absl::Status Layer(const LayerWeights& layer, const TensorView& x, const AttentionBatch& batch,
                      const TensorView& cache, MlaMode mode);
-  // normed [R, H] (final-normed rows) -> float32 logits [R, V] on rank 0 through the
-  // vocabulary-parallel head.
-  absl::Status Head(const TensorView& normed, std::vector<float>& logits);
-  // Gathers `rows` of x [T, H], normalizes them with `norm` and downloads them as float32.
-  void DownloadNormedRows(const TensorView& x, std::span<const int32_t> rows,
-                          const TensorView& norm, std::vector<float>& out);
+  // normed [R, H] (final-normed rows) -> float32 logits [R, V] on the device, rank 0 only,
+  // through the vocabulary-parallel head.
+  absl::Status Head(const TensorView& normed, const TensorView& logits);
+  // Rows `rows` of x [T, H] normalized with `norm` into out [R, H] (no gather when `rows` is
+  // every row in order).
+  void NormedRows(const TensorView& x, std::span<const int32_t> rows, const TensorView& norm,
+                  const TensorView& out);
   void Attention(const LayerWeights& layer, const TensorView& x, const AttentionBatch& batch,
                  const TensorView& cache, MlaMode mode, const TensorView& out);
   void Mlp(const ExpertWeights& w, const TensorView& x, const TensorView& out);
@@ -118,19 +134,10 @@ class DeepseekV3Model {
   std::unique_ptr<Checkpoint> checkpoint_;  // the opened shards (weights are copied out at load)
   std::unique_ptr<ModelWeights> weights_;
   RopeTable rope_;
-  Tensor logits_scratch_;  // the head's output, grown as needed (Forward is not reentrant)
-  // The residual stream of steps of up to kResidualRows tokens, at one address for every such
-  // step (the layers' graphs read and write it there). Made at the first such step.
-  static constexpr int64_t kResidualRows = 256;
-  Tensor residual_;
-  // ForwardMtp's embedding, hidden input, [embedding | hidden] and residual stream
-  // ([kResidualRows, H / H / 2H / H]) for steps of up to kResidualRows tokens, kept for the same
-  // reason (the residual stream in F32, as the main one). Made at the first such MTP step.
-  std::vector<Tensor> mtp_buffers_;
-  const uint64_t graph_owner_;  // this model's id in GraphPartKey
+  Tensor logits_scratch_;  // Forward's device logits, grown as needed (not reentrant)
 };
 
-// Builds the attention layout of a batch: positions, cache slots, per-sequence block tables.
+// Builds the layout of a batch: tokens, positions, cache slots, per-sequence block tables.
 AttentionBatch MakeAttentionBatch(const ForwardBatch& batch, int32_t block_size);
 
 }  // namespace dsv3

@@ -1,9 +1,12 @@
-// CUDA graphs for decode steps (engine/backend/cuda/cuda_graphs.cc): the same teacher-forced
-// decode on two GPU backends, one replaying captured layers and one running every op eagerly.
+// Whole-step CUDA graphs (engine/model/step_graphs.h, engine/backend/cuda/cuda_step_graphs.cc):
+// the same teacher-forced decode on two GPU backends, one through the decode graph runner
+// (padded to the graph batch sizes, replaying captured steps) and one running every op eagerly.
 // Replays must read each step's new plan (positions, slots, block tables that grow across block
-// boundaries) at the addresses they were captured with, and a batch that shrinks must get
-// graphs of its own. Differences come only from decode attention padding to the context
-// bucket (other GEMM shapes), so the tolerance is well under the fixtures' FP8 noise.
+// boundaries) at the addresses they were captured with; batches of 3 and 5 sequences (padded to
+// 4 and 8) and 2 get graphs of their own padded size. Differences come only from decode
+// attention padding to the context bucket and from more rows in the linears, so the tolerance
+// is well under the fixtures' FP8 noise; padding rows must not touch the real sequences' KV
+// (every step after depends on it).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,6 +14,7 @@
 #include <numeric>
 
 #include "engine/model/model.h"
+#include "engine/model/step_graphs.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/test_util.h"
 
@@ -31,7 +35,7 @@ using CudaGraphsTest = ::dsv3::testing::EagerGraphedModelsTest;
 TEST_P(CudaGraphsTest, TeacherForcedDecodeMatchesEager) {
   const ModelConfig& c = graphed_model_->config();
   const int64_t vocab = c.vocab_size;
-  const int num_seqs = 3;
+  const int num_seqs = 5;
   KvCache graphed_cache(*gpu_, c, num_seqs * kBlocksPerSeq, kBlock);
   KvCache eager_cache(*eager_, c, num_seqs * kBlocksPerSeq, kBlock);
   auto table = [](int s) {
@@ -42,7 +46,7 @@ TEST_P(CudaGraphsTest, TeacherForcedDecodeMatchesEager) {
   };
 
   // Prefill three prompts of different lengths in one step.
-  const std::vector<int32_t> lengths = {5, 13, 30};
+  const std::vector<int32_t> lengths = {5, 13, 30, 9, 21};
   std::vector<int32_t> context(num_seqs), next(num_seqs);
   ForwardBatch prefill;
   for (int s = 0; s < num_seqs; ++s) {
@@ -59,12 +63,14 @@ TEST_P(CudaGraphsTest, TeacherForcedDecodeMatchesEager) {
   ASSERT_TRUE(eager_model_->Forward(prefill, eager_cache, eager_logits).ok());
   for (int s = 0; s < num_seqs; ++s) next[s] = TopToken(&eager_logits[s * vocab], vocab).first;
 
-  // 24 decode steps of all three sequences (contexts cross block boundaries), then 12 of the
-  // last two. Both models get the eager model's greedy tokens.
+  // 12 decode steps of all five sequences (padded to 8; contexts cross block boundaries), 12 of
+  // the last three (padded to 4), then 12 of the last two. Both models get the eager model's
+  // greedy tokens.
+  DecodeGraphRunner runner(*graphed_model_);
   double worst = 0;
   int compared = 0, decisive = 0;
   for (int step = 0; step < 36; ++step) {
-    const int first = step < 24 ? 0 : 1;
+    const int first = step < 12 ? 0 : step < 24 ? 2 : 3;
     ForwardBatch decode;
     for (int s = first; s < num_seqs; ++s) {
       const int32_t row = static_cast<int32_t>(decode.token_ids.size());
@@ -72,7 +78,7 @@ TEST_P(CudaGraphsTest, TeacherForcedDecodeMatchesEager) {
       decode.sequences.push_back({row, 1, context[s], table(s)});
       decode.logits_rows.push_back(row);
     }
-    ASSERT_TRUE(graphed_model_->Forward(decode, graphed_cache, graphed_logits).ok());
+    ASSERT_TRUE(runner.Forward(decode, graphed_cache, graphed_logits).ok());
     ASSERT_TRUE(eager_model_->Forward(decode, eager_cache, eager_logits).ok());
     const double err = RelError(graphed_logits, eager_logits);
     worst = std::max(worst, err);
@@ -90,18 +96,18 @@ TEST_P(CudaGraphsTest, TeacherForcedDecodeMatchesEager) {
       ++context[s];
     }
   }
-  const CudaBackend::GraphStats stats = gpu_->graph_stats();
+  const DecodeGraphRunner::Stats stats = runner.stats();
   std::printf("graphs %s: worst relative error %.2e over 36 steps, %d/%d decisive tokens; "
-              "%lld captures, %lld replays, %lld eager parts\n",
+              "%lld captures, %lld replays, %lld measured, %.1f MB of graph memory\n",
               GetParam().c_str(), worst, decisive, compared,
               static_cast<long long>(stats.captured), static_cast<long long>(stats.replayed),
-              static_cast<long long>(stats.eager));
-  // Two signatures (3 and 2 sequences, one context bucket): each layer captured once per
-  // signature, and every decode step replayed after an eager run and the capture (one more
-  // eager run per signature allowed, for caches the first run fills).
-  EXPECT_EQ(stats.captured, 2 * c.num_hidden_layers);
-  EXPECT_GE(stats.replayed, (36 - 6) * c.num_hidden_layers);
-  EXPECT_EQ(eager_->graph_stats().captured, 0);
+              static_cast<long long>(stats.measured), stats.memory_bytes / 1e6);
+  // Three shapes (8, 4 and 2 sequences; one context bucket): each captured once, after one
+  // measured run (one more allowed, for caches the first run fills), then replayed.
+  EXPECT_EQ(stats.captured, 3);
+  EXPECT_LE(stats.measured, 6);
+  EXPECT_GE(stats.replayed, 36 - 3 * 3);
+  EXPECT_EQ(eager_->step_graphs(), nullptr);
 }
 
 // FP8 experts only: BF16 experts take the per-expert MoE path, which waits on the host and so

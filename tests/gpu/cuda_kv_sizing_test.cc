@@ -92,15 +92,14 @@ TEST_F(CudaKvSizingTest, ProcessStaysWithinTheFractionAndKvFillsIt) {
     }
     gpu_->Synchronize();
     const int64_t after_workload = Ours();
-    const CudaBackend::GraphStats graphs = gpu_->graph_stats();
+    const int64_t graph_bytes = gpu_->step_graphs()->memory_bytes();
     std::printf("F %.2f of %.1f GiB: after startup %.2f GiB, after the workload %.2f GiB; "
-                "graphs %lld (%.1f MiB, %lld parts over budget)\n",
+                "graph memory %.1f MiB\n",
                 fraction, total / double(1 << 30), after_startup / double(1 << 30),
-                after_workload / double(1 << 30), static_cast<long long>(graphs.graphs),
-                graphs.memory_bytes / double(kMiB), static_cast<long long>(graphs.over_budget));
+                after_workload / double(1 << 30), graph_bytes / double(kMiB));
     EXPECT_LE(after_workload, allowed + kTolerance);
-    EXPECT_GT(graphs.replayed, 0);
-    EXPECT_LE(graphs.memory_bytes, kGraphReserve + 16 * kMiB);
+    EXPECT_GT(graph_bytes, 0) << "decode steps were captured";
+    EXPECT_LE(graph_bytes, kGraphReserve);
     (*engine)->Shutdown();
     engine->reset();
     gpu_->ReleaseCachedMemory();

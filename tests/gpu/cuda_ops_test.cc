@@ -259,6 +259,7 @@ TEST_P(CudaMlaTest, WriteKvCacheAndAttentionMatchCpuInEveryMode) {
     TensorView gcache3 = gcache.view().Reshape({c.num_blocks, 16, kv_dim});
     cpu_.WriteKvCache(Host(latent, t, kv_dim), c.batch, ccache);
     Tensor glatent = Dev(latent, t, kv_dim);
+    gpu_->BeginStep(c.batch);  // the step plan WriteKvCache and MlaAttention read
     gpu_->WriteKvCache(glatent, c.batch, gcache3);
     EXPECT_EQ(RelError(ToHost(*gpu_, gcache), cache), 0.0);
 
@@ -267,6 +268,8 @@ TEST_P(CudaMlaTest, WriteKvCacheAndAttentionMatchCpuInEveryMode) {
     TensorView gq3 = gq.view().Reshape({t, s.heads, qk});
     for (MlaMode mode : {MlaMode::kAuto, MlaMode::kNaive, MlaMode::kAbsorbed}) {
       p.mode = mode;
+      c.batch.mla_mode = mode;
+      gpu_->BeginStep(c.batch);  // a plan per mode: its forms and attention paths
       std::vector<float> want(t * s.heads * s.v);
       cpu_.MlaAttention(cq, ccache, *ckvb, c.batch, p, Host(want, t, s.heads * s.v));
       Tensor out = DevEmpty(DType::kBF16, t, s.heads * s.v);

@@ -15,6 +15,7 @@
 
 #include "engine/engine.h"
 #include "engine/model/model.h"
+#include "engine/model/step_graphs.h"
 #include "tests/demo_model.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/test_util.h"
@@ -100,8 +101,7 @@ TEST_P(CudaSpeculativeTest, VerifyAndDraftStepsReplayAsGraphsAndMatchEager) {
   EXPECT_LT(RelError(graphed_logits, eager_logits), kTol);
 
   // Chained drafts: MTP at position context + j - 1 of each sequence, fed the previous draft
-  // and the MTP output state; one token per sequence, so graphs from the third step on.
-  const CudaBackend::GraphStats before_drafts = gpu_->graph_stats();
+  // and the MTP output state (eager: the MTP module is not graphed).
   std::vector<int32_t> draft(kSeqs);
   for (int s = 0; s < kSeqs; ++s) draft[s] = TopToken(&eager_logits[s * vocab], vocab).first;
   double worst_draft = 0;
@@ -122,11 +122,7 @@ TEST_P(CudaSpeculativeTest, VerifyAndDraftStepsReplayAsGraphsAndMatchEager) {
     EXPECT_LT(err, kTol) << "draft step " << j;
     for (int s = 0; s < kSeqs; ++s) draft[s] = TopToken(&eager_logits[s * vocab], vocab).first;
   }
-  const CudaBackend::GraphStats after_drafts = gpu_->graph_stats();
-  // The MTP layer, one signature: captured once, replayed after an eager run and the capture
-  // (one more eager run allowed, for caches the first run fills).
-  EXPECT_EQ(after_drafts.captured - before_drafts.captured, 1);
-  EXPECT_GE(after_drafts.replayed - before_drafts.replayed, draft_steps - 3);
+  DecodeGraphRunner runner(*graphed_model_);
 
   // Verify steps: [next, K drafts] per sequence, 6 steps at K = 1, then 6 at K = 2, each as if
   // every draft were accepted (contexts grow by K + 1, crossing block boundaries).
@@ -144,7 +140,7 @@ TEST_P(CudaSpeculativeTest, VerifyAndDraftStepsReplayAsGraphsAndMatchEager) {
       }
       for (int32_t i = 0; i < tokens; ++i) v.logits_rows.push_back(begin + i);
     }
-    ASSERT_TRUE(graphed_model_->Forward(v, graphed_cache, graphed_logits).ok());
+    ASSERT_TRUE(runner.Forward(v, graphed_cache, graphed_logits).ok());
     ASSERT_TRUE(eager_model_->Forward(v, eager_cache, eager_logits).ok());
     const double err = RelError(graphed_logits, eager_logits);
     worst_verify = std::max(worst_verify, err);
@@ -155,19 +151,15 @@ TEST_P(CudaSpeculativeTest, VerifyAndDraftStepsReplayAsGraphsAndMatchEager) {
       context[s] += tokens;
     }
   }
-  const CudaBackend::GraphStats after = gpu_->graph_stats();
+  const DecodeGraphRunner::Stats stats = runner.stats();
   std::printf("speculative graphs %s: worst relative error verify %.2e, draft %.2e; verify "
-              "%lld captures, %lld replays; draft %lld captures, %lld replays\n",
+              "%lld captures, %lld replays\n",
               GetParam().c_str(), worst_verify, worst_draft,
-              static_cast<long long>(after.captured - after_drafts.captured),
-              static_cast<long long>(after.replayed - after_drafts.replayed),
-              static_cast<long long>(after_drafts.captured - before_drafts.captured),
-              static_cast<long long>(after_drafts.replayed - before_drafts.replayed));
-  // Two verify signatures (2 and 3 tokens per sequence): each layer captured once per signature
-  // and replayed after an eager run and the capture (one more eager run allowed, as above).
-  EXPECT_EQ(after.captured - after_drafts.captured, 2 * c.num_hidden_layers);
-  EXPECT_GE(after.replayed - after_drafts.replayed, (verify_steps - 6) * c.num_hidden_layers);
-  EXPECT_EQ(eager_->graph_stats().captured, 0);
+              static_cast<long long>(stats.captured), static_cast<long long>(stats.replayed));
+  // Two verify shapes (2 and 3 tokens per sequence): each captured once and replayed after a
+  // measured run and the capture (one more measured run allowed, as in gpu_cuda_graphs_test).
+  EXPECT_EQ(stats.captured, 2);
+  EXPECT_GE(stats.replayed, verify_steps - 6);
 }
 
 // A verify step of 3 tokens per sequence against the same tokens fed one step at a time (both
@@ -259,9 +251,7 @@ TEST_F(CudaSpeculativeDemoTest, GreedyWithDraftsEqualsPlainOnTheDemoModel) {
   const auto want = run(0, stats);
   ASSERT_EQ(want.size(), prompts.size());
   for (int32_t k : {1, 2}) {
-    const CudaBackend::GraphStats before = gpu_->graph_stats();
     const auto got = run(k, stats);
-    const CudaBackend::GraphStats after = gpu_->graph_stats();
     ASSERT_EQ(got.size(), want.size());
     int equal = 0;
     for (size_t i = 0; i < want.size(); ++i) {
@@ -275,11 +265,8 @@ TEST_F(CudaSpeculativeDemoTest, GreedyWithDraftsEqualsPlainOnTheDemoModel) {
       std::printf(" %lld/%lld", static_cast<long long>(stats.spec_accepted[j]),
                   static_cast<long long>(stats.spec_proposed[j]));
     }
-    std::printf("; graph replays %lld, captures %lld\n",
-                static_cast<long long>(after.replayed - before.replayed),
-                static_cast<long long>(after.captured - before.captured));
+    std::printf("\n");
     EXPECT_GT(stats.spec_proposed[0], 0);
-    EXPECT_GT(after.replayed, before.replayed);
   }
 }
 

@@ -77,17 +77,5 @@ TEST_F(TimingBackendTest, LayerTimesFollowBeginLayer) {
   EXPECT_TRUE(timed_.LayerTimes().empty());
 }
 
-TEST_F(TimingBackendTest, GraphablePartsRunTheirBodyWithAndWithoutOpTiming) {
-  for (bool op_timing : {false, true}) {
-    timed_.SetOpTiming(op_timing);
-    int runs = 0;
-    ASSERT_TRUE(timed_.RunGraphable({}, [&] {
-      ++runs;
-      return absl::OkStatus();
-    }).ok());
-    EXPECT_EQ(runs, 1) << op_timing;
-  }
-}
-
 }  // namespace
 }  // namespace dsv3

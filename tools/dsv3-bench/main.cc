@@ -24,6 +24,7 @@
 #include "engine/backend/cuda/cuda_event_clock.h"
 #include "engine/backend/timing_backend.h"
 #include "engine/model/model.h"
+#include "engine/model/step_graphs.h"
 #include "engine/parallel/gloo_communicator.h"
 #include "engine/parallel/nccl/nccl_communicator.h"
 #include "engine/parallel/tcp_store.h"
@@ -205,6 +206,7 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
     struct Timing {
       float dense = 0, moe = 0, step = 0;
     };
+    DecodeGraphRunner runner(model);
     auto time_steps = [&](bool graphs) -> std::optional<Timing> {
       gpu.SetCudaGraphs(graphs);
       std::vector<std::vector<float>> per_layer(c.num_hidden_layers + 1);
@@ -213,7 +215,7 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
       timed.SetLayerTiming(true);
       for (int it = 0; it < args.iters + 2; ++it) {
         step.Start();
-        if (!model.Forward(fb, cache, logits).ok()) return std::nullopt;
+        if (!runner.Forward(fb, cache, logits).ok()) return std::nullopt;
         const float ms = step.StopMs();
         const auto times = timed.LayerTimes();
         if (it < 2) continue;
@@ -223,11 +225,12 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
         }
       }
       timed.SetLayerTiming(false);
+      // A replayed whole-step graph has no layer marks: layers are timed on eager steps only.
       Timing timing;
-      for (int l = 0; l < args.dense_layers; ++l) {
+      for (int l = 0; l < args.dense_layers && !per_layer[l].empty(); ++l) {
         timing.dense += Median(per_layer[l]) / args.dense_layers;
       }
-      for (int l = args.dense_layers; l < c.num_hidden_layers; ++l) {
+      for (int l = args.dense_layers; l < c.num_hidden_layers && !per_layer[l].empty(); ++l) {
         timing.moe += Median(per_layer[l]) / args.moe_layers;
       }
       timing.step = Median(step_ms);
@@ -250,15 +253,14 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
     const double floor_ms = bench::MoeFloorBytes{rank_attn_bytes, router_bytes, expert_bytes, tp}
                                 .FloorMs(mean_active, kv_bytes, copy_bw);
     std::fprintf(out, "| %d | %.3f | %.3f | %.1f | %.3f | %.2fx | %.3f | %.3f | %.3f |\n", b,
-                 graphed->dense, graphed->moe, mean_active, floor_ms, graphed->moe / floor_ms,
+                 eager->dense, eager->moe, mean_active, floor_ms, eager->moe / floor_ms,
                  graphed->step, eager->moe, eager->step);
     std::fflush(out);
   }
-  const CudaBackend::GraphStats gs = gpu.graph_stats();
-  std::fprintf(out, "\nCUDA graphs: %lld held, %lld captures, %lld replays, %lld eager parts, "
-               "%.1f MB of capture arenas\n", static_cast<long long>(gs.graphs),
-               static_cast<long long>(gs.captured), static_cast<long long>(gs.replayed),
-               static_cast<long long>(gs.eager), gs.arena_bytes / 1e6);
+  if (StepGraphCapture* capture = gpu.step_graphs(); capture != nullptr) {
+    std::fprintf(out, "\nCUDA graphs (whole decode steps): %.1f MB of graph memory\n",
+                 capture->memory_bytes() / 1e6);
+  }
   PrintOpTable(out, "Decode: time per op in one step (ms, all layers and the head)",
                args.batches, op_columns);
 

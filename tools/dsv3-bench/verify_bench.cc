@@ -22,6 +22,7 @@
 #include <optional>
 #include <string>
 
+#include "engine/model/step_graphs.h"
 #include "engine/weights/random_tensors.h"
 #include "kernels/elementwise.cuh"
 
@@ -71,12 +72,12 @@ std::optional<StepTiming> TimeStep(const VerifyBenchOptions& o, CudaBackend& gpu
   std::vector<std::vector<float>> per_layer(layers);
   std::vector<float> step_ms, logits, hidden;
   StreamTimer timer(gpu.stream());
-  const int64_t replays_before = gpu.graph_stats().replayed;
+  DecodeGraphRunner runner(model);
   timed.SetLayerTiming(true);
   for (int it = 0; it < o.iters + 2; ++it) {  // two warm-ups: the eager run and the capture
     timer.Start();
-    if (!model.Forward(fb, cache, logits, MlaMode::kAuto, fb.hidden_rows.empty() ? nullptr : &hidden)
-             .ok()) {
+    if (!runner.Forward(fb, cache, logits, MlaMode::kAuto,
+                        fb.hidden_rows.empty() ? nullptr : &hidden).ok()) {
       return std::nullopt;
     }
     const float ms = timer.StopMs();
@@ -89,8 +90,8 @@ std::optional<StepTiming> TimeStep(const VerifyBenchOptions& o, CudaBackend& gpu
   }
   timed.SetLayerTiming(false);
   StepTiming timing;
-  timing.replays = gpu.graph_stats().replayed - replays_before;
-  for (int l = 0; l < layers; ++l) {
+  timing.replays = runner.stats().replayed;
+  for (int l = 0; l < layers && !per_layer[l].empty(); ++l) {
     (l < o.dense_layers ? timing.dense : timing.moe) +=
         Median(per_layer[l]) / (l < o.dense_layers ? o.dense_layers : o.moe_layers);
   }

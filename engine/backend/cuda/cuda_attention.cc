@@ -5,7 +5,7 @@
 #include <algorithm>
 
 #include "engine/backend/cuda/cuda_backend.h"
-#include "engine/backend/cuda/graph_policy.h"
+#include "engine/backend/graph_policy.h"
 #include "kernels/attention_gemm.cuh"
 #include "kernels/elementwise.cuh"
 #include "kernels/launch_check.h"
@@ -29,11 +29,7 @@ bool UsesNaive(MlaMode mode, const AttentionBatch::Sequence& seq) {
 
 // Key splits for the absorbed (decode) form: enough blocks to fill the H200's 132 SMs about four
 // times over, each split at least 64 keys, at most 16 splits.
-int32_t KeySplits(const AttentionBatch& batch, MlaMode mode, int64_t tokens, int64_t heads) {
-  int64_t max_context = 0;
-  for (const auto& seq : batch.sequences) {
-    if (!UsesNaive(mode, seq)) max_context = std::max<int64_t>(max_context, seq.context_begin + seq.num_tokens);
-  }
+int32_t KeySplits(int64_t max_context, int64_t tokens, int64_t heads) {
   const int64_t blocks = (heads + 3) / 4 * tokens;
   const int64_t wanted = (4 * 132 + blocks - 1) / blocks;
   return static_cast<int32_t>(std::clamp<int64_t>(std::min<int64_t>(wanted, max_context / 64), 1, 16));
@@ -44,25 +40,15 @@ int32_t KeySplits(const AttentionBatch& batch, MlaMode mode, int64_t tokens, int
 void CudaBackend::WriteKvCache(const TensorView& latent, const AttentionBatch& batch,
                                const TensorView& cache) {
   assert(latent.dtype == DType::kBF16 && cache.dtype == DType::kBF16);
-  const StepPlan& plan = PlanFor(batch);
-  kernels::WriteKvCache({latent.data, latent.strides[0], plan.slots.ptr<int64_t>(), cache.data,
+  assert(plan_.batch == &batch && "WriteKvCache needs BeginStep(batch) first");
+  kernels::WriteKvCache({latent.data, latent.strides[0], plan_.slots.ptr<int64_t>(), cache.data,
                          cache.dim(2), latent.dim(0)},
                         stream_);
 }
 
-const CudaBackend::StepPlan::Form& CudaBackend::FormFor(StepPlan& plan,
-                                                        const AttentionBatch& batch,
-                                                        MlaMode mode, bool naive) {
-  // When every sequence is short enough for kAuto's absorbed form, kAbsorbed picks what kAuto
-  // picks: share the form (a graph step builds kAuto's forms with its plan).
-  if (mode == MlaMode::kAbsorbed && plan.all_absorbed) mode = MlaMode::kAuto;
-  StepPlan::Form& form = plan.forms[{static_cast<int>(mode), naive}];
-  if (form.ready) return form;
-  if (graph_step_ && !plan.building) {
-    // A form made here, at a pool address, must not be read by a captured graph: the rest of
-    // this step runs eagerly.
-    graph_step_.reset();
-  }
+void CudaBackend::BuildForm(const AttentionBatch& batch, bool naive, StepPlan::Form& form) {
+  const MlaMode mode = batch.mla_mode;
+  const StepPlan& plan = plan_;
   std::vector<int32_t> rows, slots;
   std::vector<kernels::MlaSequence> seqs(batch.sequences.size());
   std::vector<kernels::MlaGemmItem> items;
@@ -93,29 +79,32 @@ const CudaBackend::StepPlan::Form& CudaBackend::FormFor(StepPlan& plan,
   }
   form.tokens = static_cast<int64_t>(rows.size());
   form.context_rows = static_cast<int64_t>(slots.size());
-  // Forced absorbed prefills (MlaMode::kAbsorbed, long sequences) stay on the kernel: an item per
-  // token would gather the context once per token.
-  form.by_gemm = !naive && short_sequences &&
-                 DecodeByGemm(form.tokens, form.total_context, form.max_context);
-  form.gemm_context = form.max_context;
-  if (graph_step_ && !naive) {
-    // GraphSignatureOf admitted the step for decode by GEMMs; its graphs pad to the bucket.
-    form.by_gemm = true;
-    form.gemm_context = graph_step_->context_bucket;
+  if (form.tokens == 0) return;  // nothing of the step takes this form: path kNone
+  if (naive) {
+    form.path = form.tokens >= kPrefillTensorCoreMinTokens ? AttentionPath::kPrefillTensorCores
+                                                           : AttentionPath::kPrefillKernel;
+  } else if (batch.padded_context > 0) {
+    // A graph step (the runner admitted it for decode by GEMMs): its graph pads to the bucket.
+    form.path = AttentionPath::kDecodeGemm;
+    form.gemm_context = batch.padded_context;
+  } else {
+    // Forced absorbed prefills (MlaMode::kAbsorbed, long sequences) stay on the kernel: an item
+    // per token would gather the context once per token.
+    const bool by_gemm = short_sequences && DecodeByGemm(form.tokens, form.total_context,
+                                                         form.max_context);
+    form.path = by_gemm ? AttentionPath::kDecodeGemm : AttentionPath::kDecodeKernel;
+    form.gemm_context = form.max_context;
   }
-  form.ready = true;
-  if (form.tokens == 0) return form;  // nothing of the step takes this form: no device copy
   form.token_rows = UploadBytes(rows.data(), DType::kI32, {form.tokens});
   form.sequences = UploadBytes(seqs.data(), DType::kI32,
                                {static_cast<int64_t>(seqs.size()), 4});
   if (naive) {
     form.context_slots = UploadBytes(slots.data(), DType::kI32, {form.context_rows});
-    if (form.tokens >= kPrefillTensorCoreMinTokens) form.flash_tiles = FlashMlaTiles(form);
+    if (form.path == AttentionPath::kPrefillTensorCores) form.flash_tiles = FlashMlaTiles(form);
   } else {
     form.gemm_items = UploadBytes(items.data(), DType::kI32,
                                   {static_cast<int64_t>(items.size()), 4});
   }
-  return form;
 }
 
 void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
@@ -127,7 +116,9 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
   const int64_t head_rows = nope + vd;  // rows of kv_b per head
   assert(lora + rope <= 640 && lora <= 512 && nope + rope <= 640);
   if (t == 0) return;
-  StepPlan& plan = const_cast<StepPlan&>(PlanFor(batch));
+  assert(plan_.batch == &batch && p.mode == batch.mla_mode &&
+         "MlaAttention needs BeginStep(batch) first, in the batch's mode");
+  const StepPlan& plan = plan_;
   const TensorView wkvb = Bf16Weight(kv_b);  // [nh * (nope + v), lora]
 
   kernels::MlaAttentionParams a{};
@@ -144,8 +135,8 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
   a.token_seq = plan.token_seq.ptr<int32_t>();
   a.scale = p.softmax_scale;
 
-  const StepPlan::Form& absorbed = FormFor(plan, batch, p.mode, /*naive=*/false);
-  if (absorbed.tokens > 0) {
+  const StepPlan::Form& absorbed = plan.absorbed;
+  if (absorbed.path != AttentionPath::kNone) {
     // q_lat [T, nh, lora]: per head, q_lat_h^T [lora, T] = W_UK_h^T [lora, nope] q_nope_h^T.
     Tensor q_lat(allocator(), DType::kBF16, {t, nh * lora});
     Bf16GemmArgs uk;
@@ -180,12 +171,12 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
     a.out = o_lat.view().data;
     a.out_token_stride = nh * lora;
     a.out_head_stride = lora;
-    if (absorbed.by_gemm) {
+    if (absorbed.path == AttentionPath::kDecodeGemm) {
       Section part(*this, "- mla: absorbed attention (GEMMs)");
-      MlaDecodeByGemm(q, q_lat, cache, plan, absorbed, batch.block_size, p, o_lat);
+      MlaDecodeByGemm(q, q_lat, cache, absorbed, batch.block_size, p, o_lat);
     } else {
       Section part(*this, "- mla: absorbed attention (kernel)");
-      a.splits = KeySplits(batch, p.mode, absorbed.tokens, nh);
+      a.splits = KeySplits(absorbed.max_context, absorbed.tokens, nh);
       Tensor partial;  // [tokens, nh, splits, 2 + lora] F32
       if (a.splits > 1) {
         partial =
@@ -218,8 +209,8 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
     Check(gemm_->Bf16(uv), "MLA W_UV projection");
   }
 
-  const StepPlan::Form& naive = FormFor(plan, batch, p.mode, /*naive=*/true);
-  if (naive.tokens > 0) {
+  const StepPlan::Form& naive = plan.naive;
+  if (naive.path != AttentionPath::kNone) {
     // Every context row of the naive sequences, then kv [rows, nh * (nope + v)] = c W_kvb^T.
     Tensor latents(allocator(), DType::kBF16, {naive.context_rows, kv_dim});
     kernels::GatherRows({cache.data, kv_dim, naive.context_slots.ptr<int32_t>(),
@@ -242,7 +233,7 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
       Section part(*this, "- mla: K/V up-projection");
       Check(gemm_->Bf16(up), "MLA K/V up-projection");
     }
-    if (naive.tokens >= kPrefillTensorCoreMinTokens) {
+    if (naive.path == AttentionPath::kPrefillTensorCores) {
       Section part(*this, "- mla: naive attention (flash kernel or GEMMs)");
       MlaPrefillOnTensorCores(q, kv, latents, naive, p, out);
       return;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/backend/cuda/cuda_backend.h"
+#include "engine/backend/graph_policy.h"
 #include "kernels/attention_gemm.cuh"
 #include "kernels/flash_mla_prefill.cuh"
 #include "kernels/launch_check.h"
@@ -37,13 +38,14 @@ void* Offset(void* p, int64_t bytes) { return static_cast<char*>(p) + bytes; }
 }  // namespace
 
 bool CudaBackend::DecodeByGemm(int64_t sequences, int64_t total_context, int64_t max_context) {
-  return sequences >= kDecodeGemmMinSequences && 2 * total_context >= sequences * max_context;
+  return sequences >= kDecodeGemmMinSequences &&
+         EvenEnoughForGemmDecode(sequences, total_context, max_context);
 }
 
 void CudaBackend::MlaDecodeByGemm(const TensorView& q, const TensorView& q_lat,
-                                  const TensorView& cache, const StepPlan& plan,
-                                  const StepPlan::Form& form, int32_t block_size,
-                                  const MlaParams& p, const TensorView& o_lat) {
+                                  const TensorView& cache, const StepPlan::Form& form,
+                                  int32_t block_size, const MlaParams& p,
+                                  const TensorView& o_lat) {
   const int64_t nh = p.num_heads, lora = p.kv_lora_rank, rope = p.rope_dim;
   const int64_t kv_dim = lora + rope, ctx = form.gemm_context;
   const int64_t num_items = form.tokens;  // one item per token
@@ -55,7 +57,7 @@ void CudaBackend::MlaDecodeByGemm(const TensorView& q, const TensorView& q_lat,
   for (int64_t i0 = 0; i0 < num_items; i0 += chunk) {
     const int64_t n = std::min(chunk, num_items - i0);
     Tensor latents(allocator(), DType::kBF16, {n, ctx, kv_dim});
-    kernels::GatherLatents({cache.data, kv_dim, block_size, plan.block_tables.ptr<int32_t>(),
+    kernels::GatherLatents({cache.data, kv_dim, block_size, plan_.block_tables.ptr<int32_t>(),
                             items + i0, n, ctx, latents.view().data},
                            stream_);
     // [q_lat | q_pe] per head: the latent rows hold [c | k_pe].

@@ -1,8 +1,9 @@
 #include "engine/backend/cuda/cuda_backend.h"
-#include "engine/backend/cuda/graph_policy.h"
+#include "engine/backend/graph_policy.h"
 #include "engine/backend/cuda/pinned_host_allocator.h"
 #include "engine/backend/cuda/stream_allocator.h"
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <new>
@@ -78,14 +79,10 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const Options& 
 CudaBackend::~CudaBackend() {
   if (stream_ == nullptr) return;
   cudaStreamSynchronize(stream_);
-  for (auto& [key, entry] : graphs_) {
-    if (entry.exec != nullptr) cudaGraphExecDestroy(entry.exec);
-  }
-  graphs_.clear();
+  graphs_.reset();
   plan_ = StepPlan();
-  fallback_plan_ = StepPlan();
-  plan_arenas_.clear();
-  capture_arenas_.clear();
+  graph_workspace_arena_.reset();
+  graph_workspace_ = Tensor();
   inv_freq_.clear();
   { auto copies = std::move(dequantized_); dequantized_.clear(); }
   { auto tables = std::move(grouped_weights_); grouped_weights_.clear(); }
@@ -304,67 +301,71 @@ void CudaBackend::Download(const TensorView& t, float* host) {
 
 // ---- Step plan and timing ----------------------------------------------------------------------
 
-void CudaBackend::BuildPlan(const AttentionBatch& batch, StepPlan& plan) {
-  plan = StepPlan();
+ArenaAllocator& CudaBackend::GraphWorkspace(int64_t bytes) {
+  if (graph_workspace_arena_ == nullptr || graph_workspace_arena_->size() < bytes) {
+    graph_workspace_arena_.reset();
+    graph_workspace_ = Tensor();
+    const int64_t size = std::max<int64_t>(2 * bytes, 1 << 20);
+    graph_workspace_ = Tensor(allocator_.get(), DType::kU8, {size});
+    graph_workspace_arena_ =
+        std::make_unique<ArenaAllocator>(graph_workspace_.view().data, size, Device::kCuda);
+    ++plan_epoch_;  // graphs read the old workspace
+  }
+  graph_workspace_arena_->Reset();
+  return *graph_workspace_arena_;
+}
+
+void CudaBackend::BuildPlan(const AttentionBatch& batch) {
+  plan_ = StepPlan();  // the previous plan's tensors go first (into the pool or the workspace)
+  StepPlan& plan = plan_;
   plan.batch = &batch;
-  plan.positions_host = batch.positions.data();
-  plan.building = true;
+  plan.token_ids_host = batch.token_ids;
+  plan.positions_host = batch.positions;
   const int64_t t = static_cast<int64_t>(batch.positions.size());
+  const int64_t n = static_cast<int64_t>(batch.sequences.size());
   std::vector<int32_t> token_seq(t, 0), tables;
   for (size_t s = 0; s < batch.sequences.size(); ++s) {
     const auto& seq = batch.sequences[s];
     plan.table_offsets.push_back(static_cast<int32_t>(tables.size()));
     tables.insert(tables.end(), seq.block_table, seq.block_table + seq.num_blocks);
     for (int32_t i = 0; i < seq.num_tokens; ++i) token_seq[seq.token_begin + i] = static_cast<int32_t>(s);
-    plan.all_absorbed = plan.all_absorbed && seq.num_tokens <= kAbsorbedMaxNewTokens;
   }
-  const int64_t n = static_cast<int64_t>(batch.sequences.size());
-  if (&plan == &plan_ && graph_step_) {
-    // Into the signature's arena, in an order that puts every array but the block tables at
-    // the same address in every step of the signature: the tables go last.
-    // (positions, slots, token map; per form: token rows, sequence records, per-token items).
-    const int64_t bytes = 3 * AlignedDeviceBytes(t * 8) + 4 * AlignedDeviceBytes(n * 16) +
-                          2 * AlignedDeviceBytes(t * 16) +
+  if (batch.padded_context > 0) {
+    // A graph step: every array in the workspace, whose layout depends only on the step's shape
+    // (T, sequences, padded block tables). Ids, positions, token map, token rows: T I32 each;
+    // slots T I64; sequence records n x 16 bytes; GEMM items T x 16 bytes; tables.
+    const int64_t bytes = 4 * AlignedDeviceBytes(t * 4) + AlignedDeviceBytes(t * 8) +
+                          AlignedDeviceBytes(n * 16) + AlignedDeviceBytes(t * 16) +
                           AlignedDeviceBytes(static_cast<int64_t>(tables.size()) * 4);
-    active_arena_ = &PlanArena(*graph_step_, bytes);
+    active_arena_ = &GraphWorkspace(bytes);
   }
+  plan.token_ids = UploadBytes(batch.token_ids.data(), DType::kI32,
+                               {static_cast<int64_t>(batch.token_ids.size())});
   plan.positions = UploadBytes(batch.positions.data(), DType::kI32, {t});
   plan.slots = UploadBytes(batch.slot_mapping.data(), DType::kI64, {t});
   plan.token_seq = UploadBytes(token_seq.data(), DType::kI32, {t});
-  if (active_arena_ != nullptr) {
-    FormFor(plan, batch, MlaMode::kAuto, /*naive=*/false);
-    FormFor(plan, batch, MlaMode::kAuto, /*naive=*/true);
-  }
   plan.block_tables =
       UploadBytes(tables.data(), DType::kI32, {static_cast<int64_t>(tables.size())});
+  BuildForm(batch, /*naive=*/false, plan.absorbed);
+  BuildForm(batch, /*naive=*/true, plan.naive);
   active_arena_ = nullptr;
-  plan.building = false;
 }
 
 void CudaBackend::BeginStep(const AttentionBatch& batch) {
   // Steps may run on another thread than the one that made the backend (the engine's loop),
   // and kernel launches go to the calling thread's current device.
   DSV3_CUDA_CHECK(cudaSetDevice(options_.device));
-  graph_step_ = GraphSignatureOf(batch);
-  if (graph_step_ && !plan_arenas_.contains(*graph_step_) &&
-      GraphMemoryBytes() >= graph_memory_limit_) {
-    graph_step_.reset();  // a new signature's plan arena would pass the graph memory limit
-  }
-  BuildPlan(batch, plan_);
+  BuildPlan(batch);
 }
 
-const CudaBackend::StepPlan& CudaBackend::PlanFor(const AttentionBatch& batch) {
-  if (plan_.batch == &batch && plan_.positions_host == batch.positions.data()) return plan_;
-  BuildPlan(batch, fallback_plan_);
-  return fallback_plan_;
-}
-
-const int32_t* CudaBackend::DevicePositions(std::span<const int32_t> positions, Tensor& scratch) {
-  if (plan_.batch != nullptr && positions.data() == plan_.positions_host &&
-      positions.size() == plan_.batch->positions.size()) {
-    return plan_.positions.ptr<int32_t>();
+const int32_t* CudaBackend::DeviceIndices(std::span<const int32_t> host,
+                                          const std::vector<int32_t>& planned,
+                                          const Tensor& planned_device, Tensor& scratch) {
+  if (!planned_device.empty() && std::equal(host.begin(), host.end(), planned.begin(),
+                                            planned.end())) {
+    return planned_device.ptr<int32_t>();
   }
-  scratch = UploadBytes(positions.data(), DType::kI32, {static_cast<int64_t>(positions.size())});
+  scratch = UploadBytes(host.data(), DType::kI32, {static_cast<int64_t>(host.size())});
   return scratch.ptr<int32_t>();
 }
 
@@ -388,8 +389,9 @@ void CudaBackend::Synchronize() { DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_)
 void CudaBackend::Embedding(const TensorView& table, std::span<const int32_t> ids,
                             int64_t first_row, const TensorView& out) {
   assert(table.dtype == DType::kBF16 && (out.dtype == DType::kBF16 || out.dtype == DType::kF32));
-  Tensor d_ids = UploadBytes(ids.data(), DType::kI32, {static_cast<int64_t>(ids.size())});
-  kernels::Embedding({table.data, d_ids.ptr<int32_t>(), out.data, out.strides[0],
+  Tensor scratch;
+  const int32_t* d_ids = DeviceIndices(ids, plan_.token_ids_host, plan_.token_ids, scratch);
+  kernels::Embedding({table.data, d_ids, out.data, out.strides[0],
                       static_cast<int64_t>(ids.size()), table.dim(1), first_row, table.dim(0),
                       ElemTypeOf(out.dtype)},
                      stream_);
@@ -423,7 +425,7 @@ void CudaBackend::Rope(const TensorView& x, std::span<const int32_t> positions,
                        const RopeParams& rope) {
   assert(x.dtype == DType::kBF16 && x.ndim == 3);
   Tensor scratch;
-  const int32_t* pos = DevicePositions(positions, scratch);
+  const int32_t* pos = DeviceIndices(positions, plan_.positions_host, plan_.positions, scratch);
   kernels::Rope({x.data, x.strides[0], x.strides[1], x.dim(0), x.dim(1), rope.rope_dim, pos,
                  DeviceInvFreq(rope), rope.attention_factor, rope.interleaved},
                 stream_);

@@ -4,8 +4,11 @@
 // stream; memory comes from the stream-ordered pool, so a tensor freed on the host may be reused
 // by the next op without a synchronization.
 //
-// Host arrays that ops receive (token ids, positions, block tables) are uploaded per call, except
-// those of the step announced by BeginStep, which are uploaded once and reused by every layer.
+// BeginStep builds the step plan once per step (StepPlan: the step's host arrays on the device,
+// and per MLA form the attention path and its parameters); every layer runs from it. Host arrays
+// that ops receive outside the plan (other ids, positions, rows) are uploaded per call. Whole
+// steps become CUDA graphs through step_graphs() (cuda_step_graphs.cc), driven by
+// engine/model/step_graphs.h.
 // Ops check their CUDA and cuBLASLt calls and abort on failure (a device fault or a bug: the
 // model validates everything user-controlled before it gets here).
 #pragma once
@@ -50,7 +53,7 @@ class CudaBackend final : public Backend {
   struct Options {
     int device = 0;
     bool ue8m0_activation_scales = false;  // V3.1's scale_fmt "ue8m0"
-    bool cuda_graphs = true;  // decode layers as CUDA graphs (cuda_graphs.cc)
+    bool cuda_graphs = true;  // whole decode steps as CUDA graphs (step_graphs())
   };
   // Fails when there is no usable CUDA device.
   static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const Options& options);
@@ -60,7 +63,7 @@ class CudaBackend final : public Backend {
   static int DeviceCount();
 
   Device device() const override { return Device::kCuda; }
-  // The pool, or the arena of a step plan or a graph capture while one is being made.
+  // The pool, or the arena of a graph step's plan or of a graph capture while one is being made.
   Allocator* allocator() override {
     return active_arena_ != nullptr ? static_cast<Allocator*>(active_arena_) : allocator_.get();
   }
@@ -90,9 +93,8 @@ class CudaBackend final : public Backend {
   void ResetPeakMemory() override;
   void ReleaseCachedMemory() override;
   void SetGraphMemoryLimit(int64_t bytes) override { graph_memory_limit_ = bytes; }
-  absl::Status RunGraphable(const GraphPartKey& key,
-                            absl::FunctionRef<absl::Status()> body) override;
-  void DropGraphs(uint64_t owner) override;
+  // Null while graphs are off (Options::cuda_graphs, SetCudaGraphs).
+  StepGraphCapture* step_graphs() override;
 
   void Embedding(const TensorView& table, std::span<const int32_t> ids, int64_t first_row,
                  const TensorView& out) override;
@@ -120,16 +122,9 @@ class CudaBackend final : public Backend {
 
   cudaStream_t stream() const { return stream_; }
 
-  // CUDA graphs for decode steps (default Options::cuda_graphs). Off: every part runs eagerly.
+  // CUDA graphs for whole decode steps (default Options::cuda_graphs). Off: step_graphs() is
+  // null and every step runs eagerly.
   void SetCudaGraphs(bool on) { options_.cuda_graphs = on; }
-  struct GraphStats {
-    int64_t eager = 0, captured = 0, replayed = 0;  // parts run each way
-    int64_t graphs = 0;        // instantiated graphs held
-    int64_t arena_bytes = 0;   // device memory of the captured parts' temporaries
-    int64_t memory_bytes = 0;  // all graph memory: arenas, plan arenas, instantiated graphs
-    int64_t over_budget = 0;   // parts left eager because SetGraphMemoryLimit was reached
-  };
-  GraphStats graph_stats() const;
 
   // Receives the path each op takes where it has several (FP8 GEMM kernels, MoE paths) and
   // MLA's sub-steps as sections (TimingBackend in benchmarks). Null: none reported.
@@ -146,23 +141,30 @@ class CudaBackend final : public Backend {
   std::vector<int64_t> TakeActiveExperts();
 
  private:
-  // Device copies of one step's attention layout.
+  // How one MLA form (kAbsorbed: decode and verify tokens; kNaive: prefill tokens) of a step
+  // attends; each path has its own run function in MlaAttention.
+  enum class AttentionPath {
+    kNone,                // no token of the step takes this form
+    kDecodeGemm,          // absorbed, by batched GEMMs padded to gemm_context (MlaDecodeByGemm)
+    kDecodeKernel,        // absorbed, the scalar kernel with split keys (kernels/mla.cu)
+    kPrefillTensorCores,  // naive, the flash kernel or GEMMs (MlaPrefillOnTensorCores)
+    kPrefillKernel,       // naive, the scalar kernel
+  };
+  // One step's plan, built by BeginStep (BuildPlan) and read by every layer: the step's host
+  // arrays on the device, and per form its tokens, sequence records, path and parameters. A graph
+  // step's plan lives in the graph workspace, laid out by the step's shape only, so every step
+  // of a shape finds it at the same addresses.
   struct StepPlan {
-    const AttentionBatch* batch = nullptr;
-    const int32_t* positions_host = nullptr;  // identifies the step together with `batch`
-    bool building = false;  // BuildPlan is making it (forms made then belong to the plan)
-    // Every sequence takes the absorbed form under MlaMode::kAuto (at most kAbsorbedMaxNewTokens
-    // new tokens each: decode and verify steps).
-    bool all_absorbed = true;
+    const AttentionBatch* batch = nullptr;  // the step's batch (ops assert they get it)
+    std::vector<int32_t> token_ids_host, positions_host;  // Embedding and Rope compare with these
+    Tensor token_ids;     // [T] I32
     Tensor positions;     // [T] I32
     Tensor slots;         // [T] I64
     Tensor token_seq;     // [T] I32
     Tensor block_tables;  // concatenated I32
     std::vector<int32_t> table_offsets;  // per sequence
-    // Per MlaMode (kNaive / kAbsorbed used as "which form"): the tokens and sequence records
-    // that form handles, made at the first attention of the step.
     struct Form {
-      bool ready = false;
+      AttentionPath path = AttentionPath::kNone;
       int64_t tokens = 0;
       Tensor token_rows;        // [tokens] I32
       Tensor sequences;         // kernels::MlaSequence per sequence
@@ -181,12 +183,11 @@ class CudaBackend final : public Backend {
       // (FlashMlaTiles).
       Tensor flash_tiles;
       int64_t max_context = 0, total_context = 0;
-      // Decode by GEMMs (DecodeByGemm), and the context the GEMMs pad every sequence to: the
-      // longest, or a graph step's context bucket (one graph serves every step of the bucket).
-      bool by_gemm = false;
+      // kDecodeGemm: the context every item pads to: the longest, or a graph step's
+      // padded_context (one graph serves every step of the bucket).
       int64_t gemm_context = 0;
     };
-    std::map<std::pair<int, bool>, Form> forms;  // (mode, naive) -> form
+    Form absorbed, naive;
   };
 
   CudaBackend() = default;
@@ -207,37 +208,24 @@ class CudaBackend final : public Backend {
   };
   // Device copy of host memory (stream-ordered; the host buffer may be reused at once).
   Tensor UploadBytes(const void* host, DType dtype, std::initializer_list<int64_t> shape);
-  const StepPlan& PlanFor(const AttentionBatch& batch);
-  void BuildPlan(const AttentionBatch& batch, StepPlan& plan);
-  const StepPlan::Form& FormFor(StepPlan& plan, const AttentionBatch& batch, MlaMode mode,
-                                bool naive);
-  const int32_t* DevicePositions(std::span<const int32_t> positions, Tensor& scratch);
+  void BuildPlan(const AttentionBatch& batch);
+  // The absorbed or naive form of plan_ for batch.mla_mode (cuda_attention.cc).
+  void BuildForm(const AttentionBatch& batch, bool naive, StepPlan::Form& form);
+  // The graph workspace, reset, with room for `bytes`; a bigger one (a new address, so a new
+  // plan epoch) when it has less.
+  ArenaAllocator& GraphWorkspace(int64_t bytes);
+  // The device copy of `host`: the plan's when the values are the step's, else uploaded into
+  // `scratch`.
+  const int32_t* DeviceIndices(std::span<const int32_t> host, const std::vector<int32_t>& planned,
+                               const Tensor& planned_device, Tensor& scratch);
   const float* DeviceInvFreq(const RopeParams& rope);
   // An FP8 weight [n, k] (rows weight_pitch bytes apart) with its block scales [ceil(n/128),
   // ceil(k/128)] (rows scale_pitch floats apart), both in host memory, padded and uploaded.
   LinearWeight UploadFp8Linear(const uint8_t* weight, int64_t weight_pitch, int64_t n, int64_t k,
                                const float* scales, int64_t scale_pitch,
                                std::vector<Tensor>& storage);
-  // The shape of a decode step as CUDA graphs see it (cuda_graphs.cc): every host-side choice
-  // the ops of a layer make follows from it, so one capture serves every step of the shape.
-  struct GraphSignature {
-    int64_t tokens = 0;
-    int32_t tokens_per_sequence = 0;  // decode 1, speculative verify K + 1
-    int64_t context_bucket = 0;  // the longest context, rounded up (GraphContextBucket)
-    int32_t block_size = 0;
-    int64_t grouped_moe_max_tokens = 0;
-    auto operator<=>(const GraphSignature&) const = default;
-  };
-  // A step's signature when its layers may run as graphs: the same number of new tokens per
-  // sequence (at most kAbsorbedMaxNewTokens), at most kMaxGraphTokens in all, contexts even
-  // enough for decode by GEMMs.
-  std::optional<GraphSignature> GraphSignatureOf(const AttentionBatch& batch) const;
-  // The arena of a graph step's plan: at the same address for every step of a signature (the
-  // graphs read the plan there), grown (at a new address, so under new graph keys) when a
-  // step's block tables need more.
-  ArenaAllocator& PlanArena(const GraphSignature& sig, int64_t bytes);
-  // Ops that upload from pageable memory or wait on the host call this: it makes the part being
-  // run eagerly unfit for capture (and aborts inside a capture, which would be a bug).
+  // Ops that upload from pageable memory or wait on the host call this: it makes the step being
+  // measured unfit for capture (and aborts inside a capture, which would be a bug).
   void NoteHostWork(const char* what);
   // MLA attention on tensor cores (cuda_attention_gemm.cc). Decode, by cuBLASLt GEMMs: the
   // absorbed form of `form`'s one-token sequences, q [T, nh, nope + rope] (q_pe rotated), q_lat
@@ -246,8 +234,8 @@ class CudaBackend final : public Backend {
   // form's context rows, out [T, nh * v]; the flash kernel at V3's head dims, GEMMs otherwise.
   static bool DecodeByGemm(int64_t sequences, int64_t total_context, int64_t max_context);
   void MlaDecodeByGemm(const TensorView& q, const TensorView& q_lat, const TensorView& cache,
-                       const StepPlan& plan, const StepPlan::Form& form, int32_t block_size,
-                       const MlaParams& p, const TensorView& o_lat);
+                       const StepPlan::Form& form, int32_t block_size, const MlaParams& p,
+                       const TensorView& o_lat);
   void MlaPrefillOnTensorCores(const TensorView& q, const TensorView& kv,
                                const TensorView& latents, const StepPlan::Form& form,
                                const MlaParams& p, const TensorView& out);
@@ -281,40 +269,18 @@ class CudaBackend final : public Backend {
   std::unique_ptr<StreamAllocator> allocator_;
   ArenaAllocator* active_arena_ = nullptr;
 
-  // ---- CUDA graphs (cuda_graphs.cc) ----
-  struct GraphEntry {
-    cudaGraphExec_t exec = nullptr;
-    bool clean = false;       // the last eager run did no host work: capture next time
-    bool eager_only = false;  // capturing it would pass the graph memory limit
-    int64_t arena_bytes = 0;  // its temporaries, counted in that run
-    int64_t exec_bytes = 0;   // device memory its instantiation took
-    uint64_t last_use = 0;
-  };
-  using GraphKey = std::tuple<GraphPartKey, GraphSignature, const void*>;  // + plan arena
-  struct PlanArenaSlot {
-    Tensor memory;
-    std::unique_ptr<ArenaAllocator> arena;
-    uint64_t last_use = 0;
-  };
-  std::optional<GraphSignature> graph_step_;  // this step's, when its layers may be graphs
-  const void* graph_plan_base_ = nullptr;     // this step's plan arena
-  std::map<GraphSignature, PlanArenaSlot> plan_arenas_;
-  std::map<GraphKey, GraphEntry> graphs_;
-  uint64_t graph_clock_ = 0;
-  // Captured parts' temporaries: every graph uses the start of the newest arena big enough when
-  // it was captured (graphs run one after another on the stream); older arenas stay for the
-  // graphs that still use them.
-  std::vector<PlanArenaSlot> capture_arenas_;
-  bool part_running_ = false, part_host_work_ = false, capturing_ = false;
-  GraphStats graph_stats_;
-  // The bound on GraphMemoryBytes (SetGraphMemoryLimit), and the instantiated graphs' share.
+  // ---- Whole-step CUDA graphs (cuda_step_graphs.cc) ----
+  friend class CudaStepGraphs;
+  std::unique_ptr<StepGraphCapture> graphs_;
+  bool measuring_ = false, host_work_ = false, capturing_ = false;
   int64_t graph_memory_limit_ = INT64_MAX;
-  int64_t graph_exec_bytes_ = 0;
-  int64_t GraphMemoryBytes() const;
+  // Graph steps' plans (AttentionBatch::padded_context > 0); plan_epoch_ counts its moves.
+  Tensor graph_workspace_;
+  std::unique_ptr<ArenaAllocator> graph_workspace_arena_;
+  uint64_t plan_epoch_ = 0;
   int64_t free_at_start_ = 0;  // cudaMemGetInfo's free bytes when Create made the context
   std::unique_ptr<CublasLtGemm> gemm_;
   StepPlan plan_;
-  StepPlan fallback_plan_;  // for ops called outside a planned step (tests)
   std::unordered_map<const float*, std::pair<std::vector<float>, Tensor>> inv_freq_;
   // BF16 copies of FP8 weights by weight address; an entry goes when its weight is freed.
   std::unordered_map<const void*, Tensor> dequantized_;

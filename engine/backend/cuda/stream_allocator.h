@@ -1,14 +1,15 @@
 // Device memory of the CUDA backend: stream-ordered allocations from the device's default pool
-// (which keeps freed memory for reuse). While counting, it also sums the sizes (rounded as an
-// ArenaAllocator rounds them) of what it hands out: the arena a graph capture of the same ops
-// needs (cuda_graphs.cc). A Tensor frees through the allocator that made it, so pool and arena
-// tensors can be mixed.
+// (which keeps freed memory for reuse). While counting, it also places what it hands out and
+// frees on a StackLayout, as an ArenaAllocator would: the peak is the arena a graph capture of
+// the same ops needs (cuda_step_graphs.cc). A Tensor frees through the allocator that made it,
+// so pool and arena tensors can be mixed.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
 #include <functional>
+#include <unordered_map>
 
 #include "engine/backend/arena_allocator.h"
 #include "engine/backend/tensor.h"
@@ -25,18 +26,24 @@ class StreamAllocator final : public Allocator {
   void Free(void* p) override;
   Device device() const override { return Device::kCuda; }
 
-  void StartCounting() { counted_ = 0, counting_ = true; }
-  // The arena bytes of the allocations since StartCounting.
+  void StartCounting() {
+    layout_.Reset();
+    offsets_.clear();
+    counting_ = true;
+  }
+  // The arena bytes the calls since StartCounting needed at most at once.
   int64_t StopCounting() {
     counting_ = false;
-    return counted_;
+    offsets_.clear();
+    return layout_.peak();
   }
 
  private:
   cudaStream_t stream_;
   std::function<void(void*)> on_free_;
   bool counting_ = false;
-  int64_t counted_ = 0;
+  StackLayout layout_;
+  std::unordered_map<void*, int64_t> offsets_;  // blocks made while counting -> their offsets
 };
 
 }  // namespace dsv3

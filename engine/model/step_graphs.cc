@@ -1,0 +1,141 @@
+#include "engine/model/step_graphs.h"
+
+#include <algorithm>
+
+#include "engine/backend/graph_policy.h"
+#include "engine/model/model.h"
+#include "engine/util/status_macros.h"
+
+namespace dsv3 {
+
+DecodeGraphRunner::DecodeGraphRunner(DeepseekV3Model& model)
+    : DecodeGraphRunner(model, Options{}) {}
+
+DecodeGraphRunner::DecodeGraphRunner(DeepseekV3Model& model, Options options)
+    : model_(model), sizes_(GraphBatchSizes(options.max_sequences)) {}
+
+DecodeGraphRunner::~DecodeGraphRunner() { DropGraphs(); }
+
+void DecodeGraphRunner::DropGraphs() {
+  if (StepGraphCapture* capture = model_.backend().step_graphs(); capture != nullptr) {
+    if (!graphs_.empty()) capture->DropAll();
+  }
+  graphs_.clear();
+  cache_ = nullptr;
+}
+
+DecodeGraphRunner::Stats DecodeGraphRunner::stats() const {
+  Stats s = stats_;
+  s.graphs = 0;
+  for (const auto& [key, entry] : graphs_) s.graphs += entry.graph >= 0;
+  StepGraphCapture* capture = model_.backend().step_graphs();
+  s.memory_bytes = (capture != nullptr ? capture->memory_bytes() : 0) +
+                   logits_out_.view().nbytes() + hidden_out_.view().nbytes();
+  return s;
+}
+
+void DecodeGraphRunner::EnsureOutputs() {
+  if (!logits_out_.empty()) return;
+  const ModelConfig& c = model_.config();
+  Backend& b = model_.backend();
+  const int64_t rows = std::min<int64_t>(kMaxGraphTokens, int64_t{sizes_.back()} *
+                                                              kAbsorbedMaxNewTokens);
+  logits_out_ = Tensor(b.allocator(), DType::kF32, {rows, c.vocab_size});
+  hidden_out_ = Tensor(b.allocator(), DType::kF32, {rows, c.hidden_size});
+}
+
+absl::Status DecodeGraphRunner::Forward(const ForwardBatch& batch, KvCache& cache,
+                                        std::vector<float>& logits, MlaMode mla_mode,
+                                        std::vector<float>* hidden) {
+  StepGraphCapture* capture = model_.backend().step_graphs();
+  std::optional<GraphStepShape> shape;
+  if (capture != nullptr && mla_mode == MlaMode::kAuto && !sizes_.empty()) {
+    shape = GraphShapeOf(batch, sizes_);
+  }
+  if (!shape) {
+    ++stats_.eager;
+    return model_.Forward(batch, cache, logits, mla_mode, hidden);
+  }
+  return RunGraphStep(*capture, batch, *shape, cache, logits, hidden);
+}
+
+absl::Status DecodeGraphRunner::RunGraphStep(StepGraphCapture& capture, const ForwardBatch& batch,
+                                             const GraphStepShape& shape, KvCache& cache,
+                                             std::vector<float>& logits,
+                                             std::vector<float>* hidden) {
+  if (cache.layer(0).data != cache_) {
+    // Graphs write the cache they were captured with: a new cache (KV sizing's dummy one
+    // replaced by the real one) starts over.
+    DropGraphs();
+    cache_ = cache.layer(0).data;
+  }
+  EnsureOutputs();
+  const ModelConfig& c = model_.config();
+  const bool with_hidden = hidden != nullptr;
+  const ForwardBatch padded =
+      PadForGraph(batch, shape, cache.block_size(), cache.scratch_block(), with_hidden);
+  const int64_t rows = padded.num_tokens();
+  const AttentionBatch ab =
+      model_.BeginStep(padded, cache, MlaMode::kAuto, shape.context_bucket);
+  // Every rank runs the head (its all-gather); only rank 0 keeps logits.
+  const TensorView logits_view =
+      model_.returns_outputs() ? logits_out_.view().Rows(0, rows) : TensorView();
+  const TensorView hidden_view =
+      with_hidden && model_.returns_outputs() ? hidden_out_.view().Rows(0, rows) : TensorView();
+  const auto body = [&] { return model_.RunStep(padded, ab, cache, logits_view, hidden_view); };
+
+  Entry& g = graphs_[Key{shape, with_hidden, capture.plan_epoch()}];
+  if (g.graph >= 0) {
+    ++stats_.replayed;
+    capture.Launch(g.graph, body);
+  } else if (g.eager_only) {
+    ++stats_.eager;
+    DSV3_RETURN_IF_ERROR(body());
+  } else if (!g.clean) {
+    ++stats_.measured;
+    capture.BeginMeasuredRun();
+    const absl::Status status = body();
+    const StepGraphCapture::Measure m = capture.EndMeasuredRun();
+    DSV3_RETURN_IF_ERROR(status);
+    g.temporaries_bytes = m.temporaries_bytes;
+    g.clean = !m.host_work;
+  } else {
+    absl::StatusOr<StepGraphCapture::GraphId> id = capture.Capture(g.temporaries_bytes, body);
+    if (absl::IsResourceExhausted(id.status())) {
+      g.eager_only = true;
+      ++stats_.over_budget;
+      ++stats_.eager;
+      DSV3_RETURN_IF_ERROR(body());
+    } else {
+      DSV3_RETURN_IF_ERROR(id.status());
+      g.graph = *id;
+      ++stats_.captured;
+      capture.Launch(g.graph, body);
+    }
+  }
+
+  if (!model_.returns_outputs()) {
+    logits.clear();
+    return absl::OkStatus();
+  }
+  // The real rows come first ([0, b k)); the caller's rows are picked from them.
+  Backend& b = model_.backend();
+  const int64_t real = batch.num_tokens(), v = c.vocab_size, h = c.hidden_size;
+  std::vector<float> all(real * v);
+  b.Download(logits_out_.view().Rows(0, real), all.data());
+  logits.resize(batch.logits_rows.size() * v);
+  for (size_t i = 0; i < batch.logits_rows.size(); ++i) {
+    std::copy_n(all.data() + batch.logits_rows[i] * v, v, logits.data() + i * v);
+  }
+  if (with_hidden) {
+    std::vector<float> states(real * h);
+    b.Download(hidden_out_.view().Rows(0, real), states.data());
+    hidden->resize(batch.hidden_rows.size() * h);
+    for (size_t i = 0; i < batch.hidden_rows.size(); ++i) {
+      std::copy_n(states.data() + batch.hidden_rows[i] * h, h, hidden->data() + i * h);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace dsv3

@@ -1,0 +1,117 @@
+// The decode graph runner's choice of graph steps and its padding (engine/model/graph_batch.h):
+// which batches run as graphs at which padded size and context bucket, and that padding keeps
+// the real sequences as they were and sends the padding rows' KV to the scratch block only.
+#include "engine/model/graph_batch.h"
+
+#include <gtest/gtest.h>
+
+#include <optional>
+#include <vector>
+
+#include "engine/backend/graph_policy.h"
+
+namespace dsv3 {
+namespace {
+
+constexpr int32_t kBlock = 16;
+constexpr int32_t kScratch = 99;
+
+// `contexts.size()` sequences of k new tokens each, in row order, context_begin from `contexts`,
+// block tables covering their context (block ids 10 s + i).
+ForwardBatch Batch(const std::vector<int32_t>& contexts, int32_t k) {
+  ForwardBatch b;
+  for (size_t s = 0; s < contexts.size(); ++s) {
+    SequenceSlice seq{static_cast<int32_t>(s) * k, k, contexts[s], {}};
+    for (int32_t i = 0; i * kBlock < seq.context_end(); ++i) {
+      seq.block_table.push_back(static_cast<int32_t>(10 * s) + i);
+    }
+    for (int32_t i = 0; i < k; ++i) {
+      b.token_ids.push_back(static_cast<int32_t>(100 + s * k + i));
+      b.logits_rows.push_back(static_cast<int32_t>(s) * k + i);
+    }
+    b.sequences.push_back(seq);
+  }
+  return b;
+}
+
+TEST(GraphShapeOfTest, DecodeAndVerifyStepsGetTheirPaddedShape) {
+  const std::vector<int32_t> sizes = GraphBatchSizes(256);
+  const struct {
+    const char* name;
+    std::vector<int32_t> contexts;
+    int32_t k;
+    std::optional<GraphStepShape> want;
+  } cases[] = {
+      {"one decode", {5}, 1, GraphStepShape{1, 1, 256}},
+      {"three decodes pad to 4", {5, 200, 255}, 1, GraphStepShape{4, 1, 256}},
+      {"bucket from the longest", {300, 400, 500, 600, 700}, 1, GraphStepShape{8, 1, 768}},
+      {"17 decodes pad to 24", std::vector<int32_t>(17, 40), 1, GraphStepShape{24, 1, 256}},
+      {"33 decodes pad to 48", std::vector<int32_t>(33, 40), 1, GraphStepShape{48, 1, 256}},
+      {"verify of 3 tokens", {10, 20, 30}, 3, GraphStepShape{4, 3, 256}},
+      {"verify of 17 tokens is naive", {10}, 17, std::nullopt},
+      {"verify too many once padded", std::vector<int32_t>(65, 10), 4, std::nullopt},
+      {"257 decodes", std::vector<int32_t>(257, 10), 1, std::nullopt},
+      {"too uneven for GEMMs", {1, 1, 1, 3000}, 1, std::nullopt},
+  };
+  for (const auto& c : cases) {
+    EXPECT_EQ(GraphShapeOf(Batch(c.contexts, c.k), sizes), c.want) << c.name;
+  }
+}
+
+TEST(GraphShapeOfTest, MixedAndOutOfOrderStepsStayEager) {
+  const std::vector<int32_t> sizes = GraphBatchSizes(256);
+  ForwardBatch mixed = Batch({10, 20}, 1);
+  mixed.sequences[1].num_tokens = 2;
+  mixed.token_ids.push_back(7);
+  EXPECT_EQ(GraphShapeOf(mixed, sizes), std::nullopt);
+  ForwardBatch reordered = Batch({10, 20}, 1);
+  std::swap(reordered.sequences[0].token_begin, reordered.sequences[1].token_begin);
+  EXPECT_EQ(GraphShapeOf(reordered, sizes), std::nullopt);
+  EXPECT_EQ(GraphShapeOf(ForwardBatch{}, sizes), std::nullopt);
+  EXPECT_EQ(GraphShapeOf(Batch({10, 20, 30}, 1), GraphBatchSizes(2)), std::nullopt);
+}
+
+TEST(PadForGraphTest, RealSequencesKeptPaddingGoesToTheScratchBlock) {
+  for (int32_t k : {1, 3}) {
+    for (bool with_hidden : {false, true}) {
+      const ForwardBatch batch = Batch({5, 40, 17}, k);
+      const GraphStepShape shape = *GraphShapeOf(batch, GraphBatchSizes(256));
+      const ForwardBatch padded = PadForGraph(batch, shape, kBlock, kScratch, with_hidden);
+      const int32_t rows = shape.sequences * k;
+      ASSERT_EQ(padded.sequences.size(), static_cast<size_t>(shape.sequences));
+      ASSERT_EQ(padded.num_tokens(), rows);
+      const size_t blocks = static_cast<size_t>(shape.context_bucket / kBlock);
+      for (size_t s = 0; s < padded.sequences.size(); ++s) {
+        const SequenceSlice& seq = padded.sequences[s];
+        EXPECT_EQ(seq.num_tokens, k);
+        EXPECT_EQ(seq.token_begin, static_cast<int32_t>(s) * k);
+        ASSERT_EQ(seq.block_table.size(), blocks) << "every plan of the shape has one size";
+        if (s < batch.sequences.size()) {
+          const SequenceSlice& real = batch.sequences[s];
+          EXPECT_EQ(seq.context_begin, real.context_begin);
+          for (size_t i = 0; i < real.block_table.size(); ++i) {
+            EXPECT_EQ(seq.block_table[i], real.block_table[i]) << s << " " << i;
+          }
+          for (size_t i = real.block_table.size(); i < blocks; ++i) {
+            EXPECT_EQ(seq.block_table[i], kScratch);
+          }
+          for (int32_t i = 0; i < k; ++i) {
+            EXPECT_EQ(padded.token_ids[seq.token_begin + i], batch.token_ids[real.token_begin + i]);
+          }
+        } else {
+          // A padding row writes its latents only into the scratch block and attends only over
+          // the positions it wrote this step.
+          EXPECT_EQ(seq.context_begin, 0);
+          for (int32_t b : seq.block_table) EXPECT_EQ(b, kScratch);
+          for (int32_t i = 0; i < k; ++i) EXPECT_EQ(padded.token_ids[seq.token_begin + i], 0);
+        }
+      }
+      ASSERT_EQ(padded.logits_rows.size(), static_cast<size_t>(rows));
+      for (int32_t r = 0; r < rows; ++r) EXPECT_EQ(padded.logits_rows[r], r);
+      EXPECT_EQ(padded.hidden_rows, with_hidden ? padded.logits_rows : std::vector<int32_t>{});
+    }
+  }
+}
+
+}  // namespace
+}  // namespace dsv3
