@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cassert>
 #include <chrono>
+#include <map>
 
 namespace dsv3 {
 
@@ -27,8 +28,54 @@ class HostWorkClock final : public WorkClock {
 
 std::unique_ptr<WorkClock> MakeHostWorkClock() { return std::make_unique<HostWorkClock>(); }
 
+// The inner backend's graphs, keeping the layer marks each capture made (BeginLayer runs only
+// while a step is captured, not when it is replayed) and handing them back at each replay.
+class TimingBackend::LayerMarkedGraphs final : public StepGraphCapture {
+ public:
+  LayerMarkedGraphs(TimingBackend& owner, StepGraphCapture& inner)
+      : owner_(owner), inner_(inner) {}
+  void BeginMeasuredRun() override { inner_.BeginMeasuredRun(); }
+  Measure EndMeasuredRun() override { return inner_.EndMeasuredRun(); }
+  absl::StatusOr<GraphId> Capture(int64_t temporaries_bytes,
+                                  absl::FunctionRef<absl::Status()> body) override {
+    owner_.layer_marks_.clear();
+    absl::StatusOr<GraphId> id = inner_.Capture(temporaries_bytes, body);
+    if (id.ok()) marks_[*id] = owner_.layer_marks_;
+    owner_.layer_marks_.clear();  // nothing ran
+    return id;
+  }
+  void Launch(GraphId id, absl::FunctionRef<absl::Status()> body) override {
+    inner_.Launch(id, body);
+    if (auto it = marks_.find(id); it != marks_.end()) owner_.layer_marks_ = it->second;
+  }
+  void DropAll() override {
+    marks_.clear();
+    inner_.DropAll();
+  }
+  int64_t memory_bytes() const override { return inner_.memory_bytes(); }
+  uint64_t plan_epoch() const override { return inner_.plan_epoch(); }
+  StepGraphCapture& inner() { return inner_; }
+
+ private:
+  TimingBackend& owner_;
+  StepGraphCapture& inner_;
+  std::map<GraphId, std::vector<std::pair<int64_t, int64_t>>> marks_;
+};
+
 TimingBackend::TimingBackend(Backend& inner, const ClockFactory& make_clock)
     : ForwardingBackend(inner), layer_clock_(make_clock()), op_clock_(make_clock()) {}
+
+TimingBackend::~TimingBackend() = default;
+
+StepGraphCapture* TimingBackend::step_graphs() {
+  if (op_timing_) return nullptr;
+  StepGraphCapture* graphs = inner().step_graphs();
+  if (graphs == nullptr || !layer_timing_) return graphs;
+  if (marked_graphs_ == nullptr || &marked_graphs_->inner() != graphs) {
+    marked_graphs_ = std::make_unique<LayerMarkedGraphs>(*this, *graphs);
+  }
+  return marked_graphs_.get();
+}
 
 std::vector<std::pair<int64_t, float>> TimingBackend::LayerTimes() {
   std::vector<std::pair<int64_t, float>> times;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/backend/forwarding_backend.h"
+#include "engine/backend/step_graph_capture.h"
 #include "engine/backend/timing_hooks.h"
 
 namespace dsv3 {
@@ -22,6 +23,7 @@ class TimingBackend final : public ForwardingBackend, public OpSections {
   // `make_clock` makes the clocks of `inner`'s work queue (one for layers, one for ops). To time
   // the sections of an op as well, hand this to the inner backend as its OpSections.
   TimingBackend(Backend& inner, const ClockFactory& make_clock);
+  ~TimingBackend() override;
 
   // Layer timing: while on, BeginLayer marks the clock. LayerTimes() waits and returns, per
   // BeginLayer call since the last take, the layer id and the milliseconds from its mark to the
@@ -39,10 +41,10 @@ class TimingBackend final : public ForwardingBackend, public OpSections {
   void EndSection() override;
 
   void BeginLayer(int64_t layer) override;
-  // None while op timing is on: a replayed graph has no ops to time.
-  StepGraphCapture* step_graphs() override {
-    return op_timing_ ? nullptr : inner().step_graphs();
-  }
+  // None while op timing is on: a replayed graph has no ops to time. While layer timing is on,
+  // the inner backend's, wrapped so that a replayed step reports the layer marks its capture
+  // recorded (the clock's marks inside a graph run with it).
+  StepGraphCapture* step_graphs() override;
 
   void Embedding(const TensorView& table, std::span<const int32_t> ids, int64_t first_row,
                  const TensorView& out) override;
@@ -69,6 +71,7 @@ class TimingBackend final : public ForwardingBackend, public OpSections {
                   const TensorView& out) override;
 
  private:
+  class LayerMarkedGraphs;
   // Runs `op` between two op-clock marks recorded under `name` (just runs it while op timing
   // is off).
   template <typename Op>
@@ -81,6 +84,7 @@ class TimingBackend final : public ForwardingBackend, public OpSections {
   std::unique_ptr<WorkClock> layer_clock_, op_clock_;
   bool layer_timing_ = false, op_timing_ = false;
   std::vector<std::pair<int64_t, int64_t>> layer_marks_;  // (layer, mark)
+  std::unique_ptr<LayerMarkedGraphs> marked_graphs_;     // made at the first use
   std::vector<Interval> op_intervals_;
   // Open sections, innermost last: name and start mark (-1: opened while op timing was off).
   std::vector<std::pair<const char*, int64_t>> open_sections_;

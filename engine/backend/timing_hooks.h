@@ -13,7 +13,9 @@ namespace dsv3 {
 class WorkClock {
  public:
   virtual ~WorkClock() = default;
-  // Records a mark after all work queued so far; its id is valid until Reset.
+  // Records a mark after all work queued so far; its id is valid until Reset. A mark made while
+  // the queue is being captured as a graph (CUDA) is recorded again each time the graph runs,
+  // and its id stays valid across Reset (the graph keeps it).
   virtual int64_t Mark() = 0;
   // Waits for mark `to`; the milliseconds from mark `from` to it.
   virtual float ElapsedMs(int64_t from, int64_t to) = 0;

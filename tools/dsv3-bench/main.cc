@@ -225,7 +225,7 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
         }
       }
       timed.SetLayerTiming(false);
-      // A replayed whole-step graph has no layer marks: layers are timed on eager steps only.
+      // With graphs, the layer marks are event records inside the step's graph (TimingBackend).
       Timing timing;
       for (int l = 0; l < args.dense_layers && !per_layer[l].empty(); ++l) {
         timing.dense += Median(per_layer[l]) / args.dense_layers;
@@ -253,7 +253,7 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
     const double floor_ms = bench::MoeFloorBytes{rank_attn_bytes, router_bytes, expert_bytes, tp}
                                 .FloorMs(mean_active, kv_bytes, copy_bw);
     std::fprintf(out, "| %d | %.3f | %.3f | %.1f | %.3f | %.2fx | %.3f | %.3f | %.3f |\n", b,
-                 eager->dense, eager->moe, mean_active, floor_ms, eager->moe / floor_ms,
+                 graphed->dense, graphed->moe, mean_active, floor_ms, graphed->moe / floor_ms,
                  graphed->step, eager->moe, eager->step);
     std::fflush(out);
   }
