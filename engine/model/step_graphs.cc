@@ -1,6 +1,7 @@
 #include "engine/model/step_graphs.h"
 
 #include <algorithm>
+#include <span>
 
 #include "engine/backend/graph_policy.h"
 #include "engine/model/model.h"
@@ -43,6 +44,23 @@ void DecodeGraphRunner::EnsureOutputs() {
   logits_out_ = Tensor(b.allocator(), DType::kF32, {rows, c.vocab_size});
   hidden_out_ = Tensor(b.allocator(), DType::kF32, {rows, c.hidden_size});
 }
+
+namespace {
+
+// Rows `rows` of `src` [R, W] (F32) into `dst` [rows.size(), W]: one download when they are
+// rows 0, 1, ... in order (a decode step's logits), else one per row.
+void DownloadRows(Backend& b, const TensorView& src, std::span<const int32_t> rows, float* dst) {
+  const int64_t n = static_cast<int64_t>(rows.size()), width = src.dim(1);
+  bool in_order = true;
+  for (int64_t i = 0; i < n && in_order; ++i) in_order = rows[i] == i;
+  if (in_order) {
+    if (n > 0) b.Download(src.Rows(0, n), dst);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) b.Download(src.Rows(rows[i], rows[i] + 1), dst + i * width);
+}
+
+}  // namespace
 
 absl::Status DecodeGraphRunner::Forward(const ForwardBatch& batch, KvCache& cache,
                                         std::vector<float>& logits, MlaMode mla_mode,
@@ -118,22 +136,15 @@ absl::Status DecodeGraphRunner::RunGraphStep(StepGraphCapture& capture, const Fo
     logits.clear();
     return absl::OkStatus();
   }
-  // The real rows come first ([0, b k)); the caller's rows are picked from them.
+  // The real rows come first ([0, b k)); the caller's rows are picked from them straight into
+  // its vectors, which it keeps across steps (a fresh [rows, vocab] buffer per step cost more
+  // in page faults than the step itself at batch 128).
   Backend& b = model_.backend();
-  const int64_t real = batch.num_tokens(), v = c.vocab_size, h = c.hidden_size;
-  std::vector<float> all(real * v);
-  b.Download(logits_out_.view().Rows(0, real), all.data());
-  logits.resize(batch.logits_rows.size() * v);
-  for (size_t i = 0; i < batch.logits_rows.size(); ++i) {
-    std::copy_n(all.data() + batch.logits_rows[i] * v, v, logits.data() + i * v);
-  }
+  logits.resize(batch.logits_rows.size() * c.vocab_size);
+  DownloadRows(b, logits_out_.view(), batch.logits_rows, logits.data());
   if (with_hidden) {
-    std::vector<float> states(real * h);
-    b.Download(hidden_out_.view().Rows(0, real), states.data());
-    hidden->resize(batch.hidden_rows.size() * h);
-    for (size_t i = 0; i < batch.hidden_rows.size(); ++i) {
-      std::copy_n(states.data() + batch.hidden_rows[i] * h, h, hidden->data() + i * h);
-    }
+    hidden->resize(batch.hidden_rows.size() * c.hidden_size);
+    DownloadRows(b, hidden_out_.view(), batch.hidden_rows, hidden->data());
   }
   return absl::OkStatus();
 }

@@ -92,8 +92,10 @@ class StepGraphsTest : public ::testing::Test {
 
   // Prefills `num_seqs` prompts on both caches (eagerly), then runs `steps` steps of k tokens per
   // sequence through the runner (graphed cache) and through Forward (eager cache), comparing the
-  // logits of every row and, with `with_hidden`, the hidden states.
-  void CompareSteps(DecodeGraphRunner& runner, int num_seqs, int k, int steps, bool with_hidden) {
+  // logits of every row (with `last_rows_only`, of each sequence's last row) and, with
+  // `with_hidden`, the hidden states.
+  void CompareSteps(DecodeGraphRunner& runner, int num_seqs, int k, int steps, bool with_hidden,
+                    bool last_rows_only = false) {
     const ModelConfig& c = model_->config();
     KvCache graphed(backend_, c, num_seqs * kBlocksPerSeq, kBlock);
     KvCache eager(backend_, c, num_seqs * kBlocksPerSeq, kBlock);
@@ -116,7 +118,7 @@ class StepGraphsTest : public ::testing::Test {
         const int32_t begin = batch.num_tokens();
         for (int32_t i = 0; i < k; ++i) {
           batch.token_ids.push_back((11 * step + 7 * s + i) % 200);
-          batch.logits_rows.push_back(begin + i);
+          if (!last_rows_only || i == k - 1) batch.logits_rows.push_back(begin + i);
           if (with_hidden) batch.hidden_rows.push_back(begin + i);
         }
         batch.sequences.push_back({begin, k, context[s], Table(s, num_seqs)});
@@ -172,6 +174,14 @@ TEST_F(StepGraphsTest, VerifyStepsWithHiddenStatesMatch) {
   DecodeGraphRunner runner(*model_);
   CompareSteps(runner, /*num_seqs=*/3, /*k=*/3, /*steps=*/3, /*with_hidden=*/true);
   EXPECT_EQ(runner.stats().captured, 1);
+  EXPECT_EQ(runner.stats().replayed, 1);
+}
+
+// The caller's rows are picked out of the graph's every-row outputs.
+TEST_F(StepGraphsTest, VerifyStepsWithSomeRowsAskedMatch) {
+  DecodeGraphRunner runner(*model_);
+  CompareSteps(runner, /*num_seqs=*/3, /*k=*/3, /*steps=*/3, /*with_hidden=*/true,
+               /*last_rows_only=*/true);
   EXPECT_EQ(runner.stats().replayed, 1);
 }
 
