@@ -278,7 +278,9 @@ TEST_F(SpeculativeDemoTest, SampledTokensFollowTheDistributionOfNoSpeculation) {
       EXPECT_EQ(o.tokens.size(), 3u);
       if (o.tokens.size() == 3) counts[{o.tokens[1], o.tokens[2]}]++;
     }
-    if (k > 0) EXPECT_GT(engine->Stats().spec_proposed[0], 0);
+    if (k > 0) {
+      EXPECT_GT(engine->Stats().spec_proposed[0], 0);
+    }
     return counts;
   };
   const auto a = histogram(0), b = histogram(2);
