@@ -6,6 +6,7 @@
 #include "engine/backend/graph_policy.h"
 #include "engine/model/model.h"
 #include "engine/util/status_macros.h"
+#include "spdlog/spdlog.h"
 
 namespace dsv3 {
 
@@ -123,11 +124,18 @@ absl::Status DecodeGraphRunner::RunGraphStep(StepGraphCapture& capture, const Fo
       g.eager_only = true;
       ++stats_.over_budget;
       ++stats_.eager;
+      spdlog::warn("decode graphs: no room to capture {} sequences x {} tokens (context bucket "
+                   "{}) within --cuda-graph-memory-mb; that shape runs eagerly",
+                   shape.sequences, shape.tokens_per_sequence, shape.context_bucket);
       DSV3_RETURN_IF_ERROR(body());
     } else {
       DSV3_RETURN_IF_ERROR(id.status());
       g.graph = *id;
       ++stats_.captured;
+      spdlog::info("decode graphs: captured {} sequences x {} tokens (context bucket {}); {} "
+                   "captured so far, {:.1f} MB of graph memory",
+                   shape.sequences, shape.tokens_per_sequence, shape.context_bucket,
+                   stats_.captured, capture.memory_bytes() / 1e6);
       capture.Launch(g.graph, body);
     }
   }
