@@ -4,6 +4,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <vector>
+
+#include <sys/types.h>
 
 namespace dsv3::testing {
 
@@ -38,6 +41,11 @@ struct CommandResult {
   std::string err;
 };
 CommandResult RunCommand(const std::string& command);
+
+// The direct children of process `pid` (from /proc).
+std::vector<pid_t> ChildPids(pid_t pid);
+// Whether process `pid` is running (a zombie waiting to be reaped counts as gone).
+bool ProcessRunning(pid_t pid);
 
 // Copies a directory tree (for tests that damage a fixture).
 void CopyTree(const std::string& from, const std::string& to);

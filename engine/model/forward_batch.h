@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 namespace dsv3 {
@@ -38,5 +39,14 @@ struct ForwardBatch {
 
   int32_t num_tokens() const { return static_cast<int32_t>(token_ids.size()); }
 };
+
+// Whether `rows` is 0, 1, ..., t - 1: every row of a step of t tokens, in order (no gather).
+inline bool IsEveryRow(std::span<const int32_t> rows, int64_t t) {
+  if (static_cast<int64_t>(rows.size()) != t) return false;
+  for (int64_t r = 0; r < t; ++r) {
+    if (rows[r] != r) return false;
+  }
+  return true;
+}
 
 }  // namespace dsv3

@@ -33,15 +33,6 @@ absl::Status CheckDataParallelAttention(const Shard& shard, const Backend& backe
 
 }  // namespace
 
-// Whether `rows` is 0, 1, ..., t - 1: the step's every row, which needs no gather.
-bool IsEveryRow(std::span<const int32_t> rows, int64_t t) {
-  if (static_cast<int64_t>(rows.size()) != t) return false;
-  for (int64_t r = 0; r < t; ++r) {
-    if (rows[r] != r) return false;
-  }
-  return true;
-}
-
 DeepseekV3Model::DeepseekV3Model(ModelConfig config, Backend& backend, Communicator& comm)
     : config_(std::move(config)), backend_(backend), comm_(comm) {}
 

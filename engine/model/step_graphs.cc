@@ -52,9 +52,7 @@ namespace {
 // rows 0, 1, ... in order (a decode step's logits), else one per row.
 void DownloadRows(Backend& b, const TensorView& src, std::span<const int32_t> rows, float* dst) {
   const int64_t n = static_cast<int64_t>(rows.size()), width = src.dim(1);
-  bool in_order = true;
-  for (int64_t i = 0; i < n && in_order; ++i) in_order = rows[i] == i;
-  if (in_order) {
+  if (IsEveryRow(rows, n)) {
     if (n > 0) b.Download(src.Rows(0, n), dst);
     return;
   }

@@ -13,8 +13,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "engine/parallel/socket_io.h"
 #include "tests/test_util.h"
@@ -22,7 +20,9 @@
 namespace dsv3 {
 namespace {
 
+using ::dsv3::testing::ChildPids;
 using ::dsv3::testing::FixturePath;
+using ::dsv3::testing::ProcessRunning;
 using ::dsv3::testing::RunCommand;
 using ::dsv3::testing::TempDir;
 using ::dsv3::testing::ToolPath;
@@ -79,27 +79,6 @@ std::string Read(const std::string& path) {
   return text.str();
 }
 
-// The direct children of `pid` (the ranks its node spawned).
-std::vector<pid_t> Children(pid_t pid) {
-  std::vector<pid_t> children;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
-  std::string text;
-  std::getline(in, text);
-  for (absl::string_view word : absl::StrSplit(text, ' ', absl::SkipEmpty())) {
-    int child = 0;
-    if (absl::SimpleAtoi(word, &child)) children.push_back(child);
-  }
-  return children;
-}
-
-// Running (a zombie waiting for init to reap it counts as gone).
-bool Running(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return false;
-  const size_t paren = line.rfind(')');
-  return paren != std::string::npos && line.size() > paren + 2 && line[paren + 2] != 'Z';
-}
 
 TEST(MultiNodeGenerateTest, TwoNodesOfTwoRanksGiveTheTokensOfOneRank) {
   TempDir dir;
@@ -137,7 +116,7 @@ TEST(MultiNodeGenerateTest, KillingAWorkerOnNodeOneEndsBothNodesAndLeavesNoRank)
   const pid_t node1 = StartNode(1, port, endless, dir.file("node1"));
   std::vector<pid_t> workers0, workers1;
   const absl::Time appear_deadline = absl::Now() + absl::Seconds(30);
-  while ((workers0 = Children(node0)).empty() || (workers1 = Children(node1)).empty()) {
+  while ((workers0 = ChildPids(node0)).empty() || (workers1 = ChildPids(node1)).empty()) {
     if (absl::Now() > appear_deadline) break;
     absl::SleepFor(absl::Milliseconds(50));
   }
@@ -165,11 +144,12 @@ TEST(MultiNodeGenerateTest, KillingAWorkerOnNodeOneEndsBothNodesAndLeavesNoRank)
       << Read(dir.file("node1"));
   // The spawned ranks die with their node's process (killed by it, or by PR_SET_PDEATHSIG).
   const absl::Time gone_deadline = absl::Now() + absl::Seconds(2);
-  while ((Running(workers0[0]) || Running(workers1[0])) && absl::Now() < gone_deadline) {
+  while ((ProcessRunning(workers0[0]) || ProcessRunning(workers1[0])) &&
+         absl::Now() < gone_deadline) {
     absl::SleepFor(absl::Milliseconds(20));
   }
-  EXPECT_FALSE(Running(workers0[0]));
-  EXPECT_FALSE(Running(workers1[0]));
+  EXPECT_FALSE(ProcessRunning(workers0[0]));
+  EXPECT_FALSE(ProcessRunning(workers1[0]));
 }
 
 }  // namespace

@@ -8,11 +8,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <string>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "engine/util/npy.h"
 #include "tests/test_util.h"
@@ -20,7 +17,9 @@
 namespace dsv3 {
 namespace {
 
+using ::dsv3::testing::ChildPids;
 using ::dsv3::testing::FixturePath;
+using ::dsv3::testing::ProcessRunning;
 using ::dsv3::testing::RunCommand;
 using ::dsv3::testing::TempDir;
 using ::dsv3::testing::ToolPath;
@@ -83,27 +82,6 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, TpGenerateTest, ::testing::Values("tiny-bf16"
                            return name;
                          });
 
-// The direct children of `pid` (its workers).
-std::vector<pid_t> Children(pid_t pid) {
-  std::vector<pid_t> children;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
-  std::string text;
-  std::getline(in, text);
-  for (absl::string_view word : absl::StrSplit(text, ' ', absl::SkipEmpty())) {
-    int child = 0;
-    if (absl::SimpleAtoi(word, &child)) children.push_back(child);
-  }
-  return children;
-}
-
-// Running (a zombie waiting for init to reap it counts as gone).
-bool Running(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return false;
-  const size_t paren = line.rfind(')');
-  return paren != std::string::npos && line.size() > paren + 2 && line[paren + 2] != 'Z';
-}
 
 TEST(TpFailureTest, KillingAWorkerFailsTheRunWithinTenSecondsAndLeavesNoProcess) {
   if (!GenerateHasTp()) GTEST_SKIP() << "dsv3-generate has no --tp yet";
@@ -121,7 +99,7 @@ TEST(TpFailureTest, KillingAWorkerFailsTheRunWithinTenSecondsAndLeavesNoProcess)
   // Wait for the worker to appear and the generation to be under way.
   std::vector<pid_t> workers;
   const absl::Time appear_deadline = absl::Now() + absl::Seconds(30);
-  while ((workers = Children(rank0)).empty() && absl::Now() < appear_deadline) {
+  while ((workers = ChildPids(rank0)).empty() && absl::Now() < appear_deadline) {
     absl::SleepFor(absl::Milliseconds(50));
   }
   ASSERT_EQ(workers.size(), 1u);
@@ -139,7 +117,7 @@ TEST(TpFailureTest, KillingAWorkerFailsTheRunWithinTenSecondsAndLeavesNoProcess)
     FAIL() << "rank 0 still running 10 s after its worker was killed";
   }
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << status;
-  EXPECT_FALSE(Running(workers[0]));
+  EXPECT_FALSE(ProcessRunning(workers[0]));
 }
 
 }  // namespace

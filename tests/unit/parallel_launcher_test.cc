@@ -20,14 +20,6 @@
 namespace dsv3 {
 namespace {
 
-bool Alive(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  if (!stat) return false;
-  std::string line;
-  std::getline(stat, line);
-  const size_t paren = line.rfind(')');
-  return paren != std::string::npos && line.size() > paren + 2 && line[paren + 2] != 'Z';
-}
 
 TEST(LauncherTest, WorkersSeeTheirRankEnvironment) {
   testing::TempDir dir;
@@ -84,7 +76,7 @@ TEST(LauncherTest, ReportsAWorkerThatDies) {
   const absl::Time start = absl::Now();
   (*launcher)->Stop(absl::Milliseconds(200));
   EXPECT_LT(absl::Now() - start, absl::Seconds(3));
-  for (pid_t pid : pids) EXPECT_FALSE(Alive(pid));
+  for (pid_t pid : pids) EXPECT_FALSE(testing::ProcessRunning(pid));
 }
 
 // Node 1 of a --nnodes 2 --tp 6 launch: its process is rank 3 and starts ranks 4 and 5 as
@@ -168,7 +160,7 @@ TEST(LauncherTest, SecondStopWaitsUntilTheFirstHasReapedAndJoined) {
   absl::SleepFor(absl::Milliseconds(200));
   (*launcher)->Stop(absl::ZeroDuration());
   EXPECT_EQ((*launcher)->exited(), 2);
-  for (pid_t pid : pids) EXPECT_FALSE(Alive(pid));
+  for (pid_t pid : pids) EXPECT_FALSE(testing::ProcessRunning(pid));
   first.join();
 }
 
@@ -198,7 +190,7 @@ TEST(LauncherTest, KillingRankZeroLeavesNoOrphan) {
   while (read(pipe_fds[0], &pid, sizeof(pid)) == sizeof(pid)) workers.push_back(pid);
   close(pipe_fds[0]);
   ASSERT_EQ(workers.size(), 3u);
-  for (pid_t w : workers) EXPECT_TRUE(Alive(w));
+  for (pid_t w : workers) EXPECT_TRUE(testing::ProcessRunning(w));
 
   ASSERT_EQ(kill(rank0, SIGKILL), 0);
   ASSERT_EQ(waitpid(rank0, nullptr, 0), rank0);
