@@ -231,6 +231,7 @@ TEST_P(CudaMlaTest, WriteKvCacheAndAttentionMatchCpuInEveryMode) {
       {{17, 1}, {40, 1}, {5, 1}},             // decode
       {{0, 37}, {20, 1}, {16, 5}, {63, 1}},   // mixed prefill chunks and decode
       {{300, 1}, {1000, 1}, {129, 1}},        // long decode: keys split over blocks
+      {{4000, 1}, {700, 3}, {63, 2}},         // splits empty for the short items; verify-like
       {{0, 100}, {64, 90}},                   // long prefills: naive form by GEMMs
       {{40, 1100}, {2, 1}},                   // a prompt longer than a causal run (512)
       gemm_batch,
@@ -280,9 +281,12 @@ TEST_P(CudaMlaTest, WriteKvCacheAndAttentionMatchCpuInEveryMode) {
   }
 }
 
+// Absorbed steps at lora 512 / rope 64 run the flash decode kernel (16 heads: a part-filled
+// group of 64; 128 heads: two groups), at lora 80 the decode GEMMs.
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaMlaTest,
                          ::testing::Values(MlaShape{3, 24, 16, 20, 80},
-                                           MlaShape{16, 128, 64, 128, 512}));
+                                           MlaShape{16, 128, 64, 128, 512},
+                                           MlaShape{128, 128, 64, 128, 512}));
 
 // Up to 256 tokens the grouped path (device permutation, small-M grouped FP8 kernel), beyond it
 // the tiled path (device layout, wgmma grouped FP8 GEMMs over 64-row tiles of one expert); both

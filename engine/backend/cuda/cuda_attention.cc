@@ -85,14 +85,14 @@ void CudaBackend::BuildForm(const AttentionBatch& batch, bool naive, StepPlan::F
                                                            : AttentionPath::kPrefillKernel;
   } else if (batch.padded_context > 0) {
     // A graph step (the runner admitted it for decode by GEMMs): its graph pads to the bucket.
-    form.path = AttentionPath::kDecodeGemm;
+    form.path = AttentionPath::kDecodeTensorCores;
     form.gemm_context = batch.padded_context;
   } else {
     // Forced absorbed prefills (MlaMode::kAbsorbed, long sequences) stay on the kernel: an item
     // per token would gather the context once per token.
     const bool by_gemm = short_sequences && DecodeByGemm(form.tokens, form.total_context,
                                                          form.max_context);
-    form.path = by_gemm ? AttentionPath::kDecodeGemm : AttentionPath::kDecodeKernel;
+    form.path = by_gemm ? AttentionPath::kDecodeTensorCores : AttentionPath::kDecodeKernel;
     form.gemm_context = form.max_context;
   }
   form.token_rows = UploadBytes(rows.data(), DType::kI32, {form.tokens});
@@ -171,9 +171,9 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
     a.out = o_lat.view().data;
     a.out_token_stride = nh * lora;
     a.out_head_stride = lora;
-    if (absorbed.path == AttentionPath::kDecodeGemm) {
-      Section part(*this, "- mla: absorbed attention (GEMMs)");
-      MlaDecodeByGemm(q, q_lat, cache, absorbed, batch.block_size, p, o_lat);
+    if (absorbed.path == AttentionPath::kDecodeTensorCores) {
+      Section part(*this, "- mla: absorbed attention (tensor cores)");
+      MlaDecodeOnTensorCores(q, q_lat, cache, absorbed, batch.block_size, p, o_lat);
     } else {
       Section part(*this, "- mla: absorbed attention (kernel)");
       a.splits = KeySplits(absorbed.max_context, absorbed.tokens, nh);

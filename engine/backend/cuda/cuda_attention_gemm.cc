@@ -15,6 +15,7 @@
 #include "engine/backend/cuda/cuda_backend.h"
 #include "engine/backend/graph_policy.h"
 #include "kernels/attention_gemm.cuh"
+#include "kernels/flash_mla_decode.cuh"
 #include "kernels/flash_mla_prefill.cuh"
 #include "kernels/launch_check.h"
 
@@ -40,6 +41,42 @@ void* Offset(void* p, int64_t bytes) { return static_cast<char*>(p) + bytes; }
 bool CudaBackend::DecodeByGemm(int64_t sequences, int64_t total_context, int64_t max_context) {
   return sequences >= kDecodeGemmMinSequences &&
          EvenEnoughForGemmDecode(sequences, total_context, max_context);
+}
+
+void CudaBackend::MlaDecodeOnTensorCores(const TensorView& q, const TensorView& q_lat,
+                                         const TensorView& cache, const StepPlan::Form& form,
+                                         int32_t block_size, const MlaParams& p,
+                                         const TensorView& o_lat) {
+  const int64_t nh = p.num_heads, lora = p.kv_lora_rank, rope = p.rope_dim;
+  if (lora != kernels::kFlashDecodeLora || rope != kernels::kFlashDecodeRope ||
+      q.strides[1] % 8 != 0 || q.strides[0] % 8 != 0 || p.nope_dim % 8 != 0) {
+    MlaDecodeByGemm(q, q_lat, cache, form, block_size, p, o_lat);
+    return;
+  }
+  kernels::FlashMlaDecodeParams a{};
+  a.q_lat = q_lat.data;
+  a.q_lat_token_stride = q_lat.strides[0];
+  a.q_lat_head_stride = lora;
+  a.q_pe = Offset(q.data, p.nope_dim * 2);
+  a.q_pe_token_stride = q.strides[0];
+  a.q_pe_head_stride = q.strides[1];
+  a.cache = cache.data;
+  a.block_size = block_size;
+  a.block_tables = plan_.block_tables.ptr<int32_t>();
+  a.items = static_cast<const kernels::MlaGemmItem*>(form.gemm_items.view().data);
+  a.num_items = static_cast<int32_t>(form.tokens);
+  a.heads = static_cast<int32_t>(nh);
+  a.scale = p.softmax_scale;
+  a.split = kernels::FlashMlaDecodeSplits(form.tokens, nh, form.gemm_context, multiprocessors_);
+  Tensor partial;
+  if (const int64_t floats = kernels::FlashMlaDecodePartialFloats(form.tokens, nh, a.split)) {
+    partial = Tensor(allocator(), DType::kF32, {floats});
+    a.partial = partial.ptr<float>();
+  }
+  a.out = o_lat.data;
+  a.out_token_stride = o_lat.strides[0];
+  a.out_head_stride = lora;
+  kernels::FlashMlaDecode(a, stream_);
 }
 
 void CudaBackend::MlaDecodeByGemm(const TensorView& q, const TensorView& q_lat,

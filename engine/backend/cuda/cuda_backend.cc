@@ -51,6 +51,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const Options& 
       cudaStreamCreateWithFlags(&b->stream_, cudaStreamNonBlocking) != cudaSuccess) {
     return absl::InternalError(absl::StrCat("CUDA init: ", cudaGetErrorString(cudaGetLastError())));
   }
+  cudaDeviceGetAttribute(&b->multiprocessors_, cudaDevAttrMultiProcessorCount, options.device);
   // The baseline of --gpu-memory-utilization: what other processes (and this context) hold.
   size_t free_bytes = 0, total_bytes = 0;
   if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) {

@@ -145,7 +145,8 @@ class CudaBackend final : public Backend {
   // attends; each path has its own run function in MlaAttention.
   enum class AttentionPath {
     kNone,                // no token of the step takes this form
-    kDecodeGemm,          // absorbed, by batched GEMMs padded to gemm_context (MlaDecodeByGemm)
+    kDecodeTensorCores,   // absorbed, over gemm_context keys: the flash decode kernel, or batched
+                          // GEMMs at other latent dims (MlaDecodeOnTensorCores)
     kDecodeKernel,        // absorbed, the scalar kernel with split keys (kernels/mla.cu)
     kPrefillTensorCores,  // naive, the flash kernel or GEMMs (MlaPrefillOnTensorCores)
     kPrefillKernel,       // naive, the scalar kernel
@@ -183,7 +184,7 @@ class CudaBackend final : public Backend {
       // (FlashMlaTiles).
       Tensor flash_tiles;
       int64_t max_context = 0, total_context = 0;
-      // kDecodeGemm: the context every item pads to: the longest, or a graph step's
+      // kDecodeTensorCores: the context every item pads to: the longest, or a graph step's
       // padded_context (one graph serves every step of the bucket).
       int64_t gemm_context = 0;
     };
@@ -227,12 +228,16 @@ class CudaBackend final : public Backend {
   // Ops that upload from pageable memory or wait on the host call this: it makes the step being
   // measured unfit for capture (and aborts inside a capture, which would be a bug).
   void NoteHostWork(const char* what);
-  // MLA attention on tensor cores (cuda_attention_gemm.cc). Decode, by cuBLASLt GEMMs: the
-  // absorbed form of `form`'s one-token sequences, q [T, nh, nope + rope] (q_pe rotated), q_lat
-  // [T, nh * lora], o_lat [T, nh * lora] (rows of the form's tokens written). Prefill: the naive
-  // form, kv [context_rows, nh * (nope + v)] and latents [context_rows, lora + rope] of the
-  // form's context rows, out [T, nh * v]; the flash kernel at V3's head dims, GEMMs otherwise.
+  // MLA attention on tensor cores (cuda_attention_gemm.cc). Decode: the absorbed form of
+  // `form`'s items (one per token), q [T, nh, nope + rope] (q_pe rotated), q_lat [T, nh * lora],
+  // o_lat [T, nh * lora] (rows of the form's tokens written); the flash decode kernel at lora
+  // 512 / rope 64, cuBLASLt GEMMs otherwise. Prefill: the naive form, kv [context_rows, nh *
+  // (nope + v)] and latents [context_rows, lora + rope] of the form's context rows, out [T, nh *
+  // v]; the flash kernel at V3's head dims, GEMMs otherwise.
   static bool DecodeByGemm(int64_t sequences, int64_t total_context, int64_t max_context);
+  void MlaDecodeOnTensorCores(const TensorView& q, const TensorView& q_lat,
+                              const TensorView& cache, const StepPlan::Form& form,
+                              int32_t block_size, const MlaParams& p, const TensorView& o_lat);
   void MlaDecodeByGemm(const TensorView& q, const TensorView& q_lat, const TensorView& cache,
                        const StepPlan::Form& form, int32_t block_size, const MlaParams& p,
                        const TensorView& o_lat);
@@ -265,6 +270,7 @@ class CudaBackend final : public Backend {
   const kernels::GroupedWeight* GroupedWeights(std::span<const ExpertWeights> experts);
 
   Options options_;
+  int multiprocessors_ = 1;  // the device's SMs (kernel grid sizing)
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<StreamAllocator> allocator_;
   ArenaAllocator* active_arena_ = nullptr;
