@@ -391,24 +391,44 @@ __global__ void __launch_bounds__(kThreads, 1) FlashMlaDecodeKernel(const FlashM
 }
 
 // Block (head, item), 128 threads x 4 dims: out = sum_s w_s o_s / sum_s w_s with
-// w_s = 2^(lse_s - max lse); empty splits (lse -inf) weigh nothing.
+// w_s = 2^(lse_s - max lse); empty splits (lse -inf) weigh nothing. The weights are found by
+// all threads together and each thread's loads over the splits are independent, so the block
+// waits about one memory latency per 8 splits rather than two per split.
+constexpr int kMaxSplits = 256;
 __global__ void __launch_bounds__(128) FlashMlaDecodeCombineKernel(const FlashMlaDecodeParams p) {
+  __shared__ float weight[kMaxSplits];
+  __shared__ float warp_value[4];
   const int h = blockIdx.x, item_index = blockIdx.y;
-  const int splits = p.split.splits;
+  const int splits = p.split.splits, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   float mx = -INFINITY;
-  for (int s = 0; s < splits; ++s) mx = fmaxf(mx, *PartialLse(p, item_index, s, h));
+  for (int s = threadIdx.x; s < splits; s += blockDim.x) {
+    weight[s] = *PartialLse(p, item_index, s, h);
+    mx = fmaxf(mx, weight[s]);
+  }
+  mx = WarpMax(mx);
+  if (lane == 0) warp_value[warp] = mx;
+  __syncthreads();
+  mx = fmaxf(fmaxf(warp_value[0], warp_value[1]), fmaxf(warp_value[2], warp_value[3]));
+  // Every thread wrote its own weight slots above and rewrites only those here.
+  for (int s = threadIdx.x; s < splits; s += blockDim.x) {
+    weight[s] = weight[s] == -INFINITY ? 0.0f : exp2f(weight[s] - mx);
+  }
+  __syncthreads();
   float acc[4] = {}, total = 0.0f;
   const int d = 4 * threadIdx.x;
+  const float* o = PartialO(p, item_index, 0, h) + d;
+  const int64_t split_stride = static_cast<int64_t>(p.heads) * kLora;
+#pragma unroll 8
   for (int s = 0; s < splits; ++s) {
-    const float lse = *PartialLse(p, item_index, s, h);
-    if (lse == -INFINITY) continue;
-    const float w = exp2f(lse - mx);
+    const float w = weight[s];
+    const float4 v = *reinterpret_cast<const float4*>(o + s * split_stride);
     total += w;
-    const float4 o = *reinterpret_cast<const float4*>(PartialO(p, item_index, s, h) + d);
-    acc[0] = fmaf(w, o.x, acc[0]);
-    acc[1] = fmaf(w, o.y, acc[1]);
-    acc[2] = fmaf(w, o.z, acc[2]);
-    acc[3] = fmaf(w, o.w, acc[3]);
+    // An empty split's output was never written: skip it rather than multiply it by 0.
+    if (w == 0.0f) continue;
+    acc[0] = fmaf(w, v.x, acc[0]);
+    acc[1] = fmaf(w, v.y, acc[1]);
+    acc[2] = fmaf(w, v.z, acc[2]);
+    acc[3] = fmaf(w, v.w, acc[3]);
   }
   const float inv = 1.0f / total;
   const MlaGemmItem item = p.items[item_index];
@@ -426,11 +446,11 @@ FlashMlaDecodeSplit FlashMlaDecodeSplits(int64_t items, int64_t heads, int64_t m
   const int64_t groups = items * ((heads + kHeads - 1) / kHeads);
   FlashMlaDecodeSplit best;
   int64_t best_cost = std::numeric_limits<int64_t>::max();
-  for (int64_t s = 1; s <= std::min<int64_t>(tiles, 256); ++s) {
+  for (int64_t s = 1; s <= std::min<int64_t>(tiles, kMaxSplits); ++s) {
     const int64_t per = (tiles + s - 1) / s;
     if ((tiles + per - 1) / per != s) continue;  // an equal count of tiles with fewer splits
     const int64_t waves = (groups * s + sms - 1) / sms;
-    const int64_t cost = waves * (per + (s > 1 ? 2 : 1));
+    const int64_t cost = waves * (per + (s > 1 ? 4 : 1));
     if (cost < best_cost) {
       best_cost = cost;
       best = {static_cast<int32_t>(s), static_cast<int32_t>(per * kKeys)};

@@ -25,8 +25,9 @@ struct FlashMlaDecodeSplit {
   int32_t splits = 1, split_keys = 0;
 };
 // The split for `items` items of `heads` heads attending at most `max_context` keys on a GPU of
-// `sms` multiprocessors (one block per SM fits): fewest waves of blocks, each block's fixed cost
-// (the query load, the partial output) counted as a tile's.
+// `sms` multiprocessors (one block per SM fits): least time by a model counting waves of blocks
+// times each block's tiles plus its fixed cost in tiles: the query load (1) and, when split,
+// the partial output [64, 512] F32 written and read back (3).
 FlashMlaDecodeSplit FlashMlaDecodeSplits(int64_t items, int64_t heads, int64_t max_context,
                                          int sms);
 // Floats of the partial-output scratch the split needs (0 for one split).
