@@ -75,6 +75,9 @@ struct AttentionBatch {
   // sequence to it, and a GPU backend keeps the plan of every step of the same shape at the
   // same addresses. 0: an ordinary step.
   int64_t padded_context = 0;
+  // The MLA latent cache row's two parts (kv_lora_rank and the rope dims): a GPU backend picks
+  // its decode attention path in BeginStep by them. 0 when the caller does not say.
+  int64_t kv_lora_rank = 0, rope_dim = 0;
 };
 
 struct MlaParams {

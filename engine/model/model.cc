@@ -105,6 +105,8 @@ AttentionBatch DeepseekV3Model::BeginStep(const ForwardBatch& batch, const KvCac
   AttentionBatch ab = MakeAttentionBatch(batch, cache.block_size());
   ab.mla_mode = mla_mode;
   ab.padded_context = padded_context;
+  ab.kv_lora_rank = config().kv_lora_rank;
+  ab.rope_dim = config().qk_rope_head_dim;
   backend_.BeginStep(ab);
   return ab;
 }

@@ -250,6 +250,8 @@ TEST_P(CudaMlaTest, WriteKvCacheAndAttentionMatchCpuInEveryMode) {
   p.softmax_scale = 1.0f / std::sqrt(static_cast<float>(qk));
   for (const auto& seqs : batches) {
     MlaCase c = MakeMlaCase(rng_, seqs, 16);
+    c.batch.kv_lora_rank = s.lora;  // as the model says it: the backend picks paths by them
+    c.batch.rope_dim = s.rope;
     const int64_t t = c.tokens, slots = c.num_blocks * 16;
     // The cache holds random context; the new tokens' latents are written by WriteKvCache.
     auto cache = RandomBf16(slots * kv_dim, rng_, 1.0f);

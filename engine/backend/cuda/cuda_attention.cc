@@ -8,6 +8,7 @@
 #include "engine/backend/graph_policy.h"
 #include "kernels/attention_gemm.cuh"
 #include "kernels/elementwise.cuh"
+#include "kernels/flash_mla_decode.cuh"
 #include "kernels/launch_check.h"
 #include "kernels/mla.cuh"
 
@@ -89,10 +90,15 @@ void CudaBackend::BuildForm(const AttentionBatch& batch, bool naive, StepPlan::F
     form.gemm_context = batch.padded_context;
   } else {
     // Forced absorbed prefills (MlaMode::kAbsorbed, long sequences) stay on the kernel: an item
-    // per token would gather the context once per token.
-    const bool by_gemm = short_sequences && DecodeByGemm(form.tokens, form.total_context,
-                                                         form.max_context);
-    form.path = by_gemm ? AttentionPath::kDecodeTensorCores : AttentionPath::kDecodeKernel;
+    // per token would gather the context once per token. Decode and verify steps take the
+    // flash decode kernel at its latent dims, which reads each item's own keys only; at other
+    // dims the GEMMs, which pad every item to the longest context, when they are even enough.
+    const bool flash = batch.kv_lora_rank == kernels::kFlashDecodeLora &&
+                       batch.rope_dim == kernels::kFlashDecodeRope;
+    const bool tensor_cores =
+        short_sequences &&
+        (flash || DecodeByGemm(form.tokens, form.total_context, form.max_context));
+    form.path = tensor_cores ? AttentionPath::kDecodeTensorCores : AttentionPath::kDecodeKernel;
     form.gemm_context = form.max_context;
   }
   form.token_rows = UploadBytes(rows.data(), DType::kI32, {form.tokens});
