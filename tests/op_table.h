@@ -118,6 +118,73 @@ class OpInputs {
   std::vector<Tensor> keep_;
 };
 
+// MLA attention rows: a step's new latents written into a paged cache of random context
+// (WriteKvCache), then MlaAttention under MlaMode::kAuto, at V3's latent dims (512 + 64: the
+// GPU's flash decode kernel) and at small ragged ones; decode steps of uneven contexts, a
+// verify-like step (3 new tokens per sequence) and a mixed prefill step. Probabilities are
+// rounded to BF16 for the weighted sum on the GPU, hence kAttentionTolerance.
+inline constexpr double kAttentionTolerance = 2e-2;
+struct MlaRowShape {
+  const char* name;
+  int64_t heads, nope, rope, v, lora;
+};
+inline void AddAttentionRows(std::vector<OpRow>& rows) {
+  using Steps = std::vector<std::pair<int32_t, int32_t>>;  // (cached context, new tokens)
+  const std::pair<const char*, Steps> steps[] = {
+      {"decode", {{40, 1}, {300, 1}, {1000, 1}}},
+      {"verify", {{63, 3}, {500, 3}}},
+      {"prefill", {{0, 37}, {20, 5}, {16, 1}}},
+  };
+  for (const MlaRowShape s : {MlaRowShape{"v3dims", 16, 128, 64, 128, 512},
+                              MlaRowShape{"small", 3, 24, 16, 20, 80}}) {
+    for (const auto& [step_name, seqs] : steps) {
+      rows.push_back({absl::StrCat("mla_", step_name, "_", s.name), kAttentionTolerance,
+                      [s, seqs](Backend& b, std::mt19937& rng) {
+        constexpr int32_t kBlock = 16;
+        OpInputs in(b, rng);
+        const int64_t kv_dim = s.lora + s.rope, qk = s.nope + s.rope;
+        // Block tables: blocks handed out from the top, so no sequence's blocks are contiguous
+        // in the order they are read.
+        int32_t total_blocks = 0;
+        for (auto [ctx, n] : seqs) total_blocks += (ctx + n + kBlock - 1) / kBlock;
+        std::vector<std::vector<int32_t>> tables;
+        AttentionBatch batch;
+        batch.block_size = kBlock;
+        batch.kv_lora_rank = s.lora;
+        batch.rope_dim = s.rope;
+        int32_t next = total_blocks, token = 0;
+        for (auto [ctx, n] : seqs) {
+          std::vector<int32_t>& t = tables.emplace_back((ctx + n + kBlock - 1) / kBlock);
+          for (int32_t& id : t) id = --next;
+        }
+        for (size_t i = 0; i < seqs.size(); ++i) {
+          const auto [ctx, n] = seqs[i];
+          batch.sequences.push_back({token, n, ctx, tables[i].data(),
+                                     static_cast<int32_t>(tables[i].size())});
+          for (int32_t j = 0; j < n; ++j) {
+            batch.positions.push_back(ctx + j);
+            batch.slot_mapping.push_back(int64_t{tables[i][(ctx + j) / kBlock]} * kBlock +
+                                         (ctx + j) % kBlock);
+            batch.token_ids.push_back(0);
+          }
+          token += n;
+        }
+        const TensorView cache = in.Activation({total_blocks, kBlock, kv_dim});
+        const TensorView latent = in.Activation({token, kv_dim});
+        const TensorView q = in.Activation({token, s.heads, qk});
+        const LinearWeight kv_b = in.Linear(s.heads * (s.nope + s.v), s.lora, true);
+        const TensorView out = in.Empty(b.activation_dtype(), {token, s.heads * s.v});
+        MlaParams p{s.heads, s.nope, s.rope, s.v, s.lora,
+                    1.0f / std::sqrt(static_cast<float>(qk)), MlaMode::kAuto};
+        b.BeginStep(batch);
+        b.WriteKvCache(latent, batch, cache);
+        b.MlaAttention(q, cache, kv_b, batch, p, out);
+        return in.Host(out);
+      }});
+    }
+  }
+}
+
 // The table. Rows M = 1, 3, 5, 100 (decode to prefill), widths not multiples of 128.
 inline std::vector<OpRow> OpTable() {
   std::vector<OpRow> rows;
@@ -251,6 +318,7 @@ inline std::vector<OpRow> OpTable() {
           });
     }
   }
+  AddAttentionRows(rows);
   return rows;
 }
 
