@@ -46,6 +46,12 @@ class StepGraphCapture {
   // Changes whenever the graph steps' plan workspace moves: graphs captured before read the
   // plan at the old addresses and must not be replayed.
   virtual uint64_t plan_epoch() const = 0;
+  // Whether decode attention in graph steps at these latent dims (kv_lora_rank + rope) reads
+  // only each item's own keys, so that a batch of any mix of contexts costs no padding; when
+  // not, the runner graphs only batches even enough for decode by GEMMs (graph_batch.h).
+  virtual bool DecodeReadsOwnKeysOnly(int64_t kv_lora_rank, int64_t rope_dim) const {
+    return false;
+  }
 };
 
 }  // namespace dsv3

@@ -54,6 +54,9 @@ class TimingBackend::LayerMarkedGraphs final : public StepGraphCapture {
   }
   int64_t memory_bytes() const override { return inner_.memory_bytes(); }
   uint64_t plan_epoch() const override { return inner_.plan_epoch(); }
+  bool DecodeReadsOwnKeysOnly(int64_t kv_lora_rank, int64_t rope_dim) const override {
+    return inner_.DecodeReadsOwnKeysOnly(kv_lora_rank, rope_dim);
+  }
   StepGraphCapture& inner() { return inner_; }
 
  private:

@@ -8,7 +8,8 @@
 namespace dsv3 {
 
 std::optional<GraphStepShape> GraphShapeOf(const ForwardBatch& batch,
-                                           std::span<const int32_t> sizes) {
+                                           std::span<const int32_t> sizes,
+                                           bool even_contexts_needed) {
   if (batch.sequences.empty()) return std::nullopt;
   const int32_t k = batch.sequences.front().num_tokens;
   if (k < 1 || k > kAbsorbedMaxNewTokens) return std::nullopt;
@@ -28,7 +29,8 @@ std::optional<GraphStepShape> GraphShapeOf(const ForwardBatch& batch,
   if (batch.num_tokens() != b * k) return std::nullopt;
   const std::optional<int32_t> padded = PaddedBatchSize(sizes, b);
   if (!padded || int64_t{*padded} * k > kMaxGraphTokens) return std::nullopt;
-  if (!EvenEnoughForGemmDecode(batch.num_tokens(), total_context, max_context)) {
+  if (even_contexts_needed &&
+      !EvenEnoughForGemmDecode(batch.num_tokens(), total_context, max_context)) {
     return std::nullopt;
   }
   return GraphStepShape{*padded, k, GraphContextBucket(max_context)};

@@ -3,7 +3,8 @@
 //
 // A graph step is a decode (one new token per sequence) or speculative verify step (K + 1 per
 // sequence): every sequence has the same number k <= kAbsorbedMaxNewTokens of new tokens, rows in
-// sequence order, contexts even enough for decode by GEMMs. It runs at the smallest padded size
+// sequence order, and (unless the backend's decode attention reads each item's own keys only)
+// contexts even enough for decode by GEMMs. It runs at the smallest padded size
 // B >= b of GraphBatchSizes, with attention padded to the context bucket of its longest
 // context, so one capture serves every step of the same (B, k, context bucket).
 #pragma once
@@ -26,9 +27,10 @@ struct GraphStepShape {
 // The graph shape of `batch`, or nullopt when it must run eagerly: sequences of different
 // numbers of new tokens (prefill, mixed steps), more than kAbsorbedMaxNewTokens each, rows out
 // of sequence order, more sequences than the largest of `sizes`, more than kMaxGraphTokens
-// tokens once padded, or contexts too uneven for decode by GEMMs.
+// tokens once padded, or, with `even_contexts_needed`, contexts too uneven for decode by GEMMs.
 std::optional<GraphStepShape> GraphShapeOf(const ForwardBatch& batch,
-                                           std::span<const int32_t> sizes);
+                                           std::span<const int32_t> sizes,
+                                           bool even_contexts_needed);
 
 // `batch` padded to `shape`: the real sequences first and unchanged (their block tables cut or
 // extended with `scratch_block` to cover the context bucket exactly, so that every step of the

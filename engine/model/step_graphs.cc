@@ -67,7 +67,9 @@ absl::Status DecodeGraphRunner::Forward(const ForwardBatch& batch, KvCache& cach
   StepGraphCapture* capture = model_.backend().step_graphs();
   std::optional<GraphStepShape> shape;
   if (capture != nullptr && mla_mode == MlaMode::kAuto && !sizes_.empty()) {
-    shape = GraphShapeOf(batch, sizes_);
+    const ModelConfig& c = model_.config();
+    shape = GraphShapeOf(batch, sizes_,
+                         !capture->DecodeReadsOwnKeysOnly(c.kv_lora_rank, c.qk_rope_head_dim));
   }
   if (!shape) {
     ++stats_.eager;

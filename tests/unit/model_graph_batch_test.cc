@@ -40,21 +40,26 @@ TEST(GraphShapeOfTest, DecodeAndVerifyStepsGetTheirPaddedShape) {
     const char* name;
     std::vector<int32_t> contexts;
     int32_t k;
+    bool even_contexts_needed;  // the backend's decode attention pads to the longest context
     std::optional<GraphStepShape> want;
   } cases[] = {
-      {"one decode", {5}, 1, GraphStepShape{1, 1, 256}},
-      {"three decodes pad to 4", {5, 200, 255}, 1, GraphStepShape{4, 1, 256}},
-      {"bucket from the longest", {300, 400, 500, 600, 700}, 1, GraphStepShape{8, 1, 768}},
-      {"17 decodes pad to 24", std::vector<int32_t>(17, 40), 1, GraphStepShape{24, 1, 256}},
-      {"33 decodes pad to 48", std::vector<int32_t>(33, 40), 1, GraphStepShape{48, 1, 256}},
-      {"verify of 3 tokens", {10, 20, 30}, 3, GraphStepShape{4, 3, 256}},
-      {"verify of 17 tokens is naive", {10}, 17, std::nullopt},
-      {"verify too many once padded", std::vector<int32_t>(65, 10), 4, std::nullopt},
-      {"257 decodes", std::vector<int32_t>(257, 10), 1, std::nullopt},
-      {"too uneven for GEMMs", {1, 1, 1, 3000}, 1, std::nullopt},
+      {"one decode", {5}, 1, true, GraphStepShape{1, 1, 256}},
+      {"three decodes pad to 4", {5, 200, 255}, 1, true, GraphStepShape{4, 1, 256}},
+      {"bucket from the longest", {300, 400, 500, 600, 700}, 1, true, GraphStepShape{8, 1, 768}},
+      {"17 decodes pad to 24", std::vector<int32_t>(17, 40), 1, true, GraphStepShape{24, 1, 256}},
+      {"33 decodes pad to 48", std::vector<int32_t>(33, 40), 1, true, GraphStepShape{48, 1, 256}},
+      {"verify of 3 tokens", {10, 20, 30}, 3, true, GraphStepShape{4, 3, 256}},
+      {"verify of 17 tokens is naive", {10}, 17, true, std::nullopt},
+      {"verify too many once padded", std::vector<int32_t>(65, 10), 4, true, std::nullopt},
+      {"257 decodes", std::vector<int32_t>(257, 10), 1, true, std::nullopt},
+      {"too uneven for GEMMs", {1, 1, 1, 3000}, 1, true, std::nullopt},
+      {"uneven, own keys only", {1, 1, 1, 3000}, 1, false, GraphStepShape{4, 1, 3072}},
+      {"uneven verify, own keys only", {1, 2000}, 2, false, GraphStepShape{2, 2, 2048}},
+      {"own keys only, still no prefill", {10}, 17, false, std::nullopt},
   };
   for (const auto& c : cases) {
-    EXPECT_EQ(GraphShapeOf(Batch(c.contexts, c.k), sizes), c.want) << c.name;
+    EXPECT_EQ(GraphShapeOf(Batch(c.contexts, c.k), sizes, c.even_contexts_needed), c.want)
+        << c.name;
   }
 }
 
@@ -63,19 +68,19 @@ TEST(GraphShapeOfTest, MixedAndOutOfOrderStepsStayEager) {
   ForwardBatch mixed = Batch({10, 20}, 1);
   mixed.sequences[1].num_tokens = 2;
   mixed.token_ids.push_back(7);
-  EXPECT_EQ(GraphShapeOf(mixed, sizes), std::nullopt);
+  EXPECT_EQ(GraphShapeOf(mixed, sizes, true), std::nullopt);
   ForwardBatch reordered = Batch({10, 20}, 1);
   std::swap(reordered.sequences[0].token_begin, reordered.sequences[1].token_begin);
-  EXPECT_EQ(GraphShapeOf(reordered, sizes), std::nullopt);
-  EXPECT_EQ(GraphShapeOf(ForwardBatch{}, sizes), std::nullopt);
-  EXPECT_EQ(GraphShapeOf(Batch({10, 20, 30}, 1), GraphBatchSizes(2)), std::nullopt);
+  EXPECT_EQ(GraphShapeOf(reordered, sizes, true), std::nullopt);
+  EXPECT_EQ(GraphShapeOf(ForwardBatch{}, sizes, true), std::nullopt);
+  EXPECT_EQ(GraphShapeOf(Batch({10, 20, 30}, 1), GraphBatchSizes(2), true), std::nullopt);
 }
 
 TEST(PadForGraphTest, RealSequencesKeptPaddingGoesToTheScratchBlock) {
   for (int32_t k : {1, 3}) {
     for (bool with_hidden : {false, true}) {
       const ForwardBatch batch = Batch({5, 40, 17}, k);
-      const GraphStepShape shape = *GraphShapeOf(batch, GraphBatchSizes(256));
+      const GraphStepShape shape = *GraphShapeOf(batch, GraphBatchSizes(256), true);
       const ForwardBatch padded = PadForGraph(batch, shape, kBlock, kScratch, with_hidden);
       const int32_t rows = shape.sequences * k;
       ASSERT_EQ(padded.sequences.size(), static_cast<size_t>(shape.sequences));

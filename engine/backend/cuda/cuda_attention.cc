@@ -8,7 +8,6 @@
 #include "engine/backend/graph_policy.h"
 #include "kernels/attention_gemm.cuh"
 #include "kernels/elementwise.cuh"
-#include "kernels/flash_mla_decode.cuh"
 #include "kernels/launch_check.h"
 #include "kernels/mla.cuh"
 
@@ -93,11 +92,9 @@ void CudaBackend::BuildForm(const AttentionBatch& batch, bool naive, StepPlan::F
     // per token would gather the context once per token. Decode and verify steps take the
     // flash decode kernel at its latent dims, which reads each item's own keys only; at other
     // dims the GEMMs, which pad every item to the longest context, when they are even enough.
-    const bool flash = batch.kv_lora_rank == kernels::kFlashDecodeLora &&
-                       batch.rope_dim == kernels::kFlashDecodeRope;
     const bool tensor_cores =
-        short_sequences &&
-        (flash || DecodeByGemm(form.tokens, form.total_context, form.max_context));
+        short_sequences && (FlashDecodeDims(batch.kv_lora_rank, batch.rope_dim) ||
+                            DecodeByGemm(form.tokens, form.total_context, form.max_context));
     form.path = tensor_cores ? AttentionPath::kDecodeTensorCores : AttentionPath::kDecodeKernel;
     form.gemm_context = form.max_context;
   }

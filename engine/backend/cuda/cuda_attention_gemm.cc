@@ -38,6 +38,10 @@ void* Offset(void* p, int64_t bytes) { return static_cast<char*>(p) + bytes; }
 
 }  // namespace
 
+bool CudaBackend::FlashDecodeDims(int64_t kv_lora_rank, int64_t rope_dim) {
+  return kv_lora_rank == kernels::kFlashDecodeLora && rope_dim == kernels::kFlashDecodeRope;
+}
+
 bool CudaBackend::DecodeByGemm(int64_t sequences, int64_t total_context, int64_t max_context) {
   return sequences >= kDecodeGemmMinSequences &&
          EvenEnoughForGemmDecode(sequences, total_context, max_context);
@@ -48,8 +52,7 @@ void CudaBackend::MlaDecodeOnTensorCores(const TensorView& q, const TensorView& 
                                          int32_t block_size, const MlaParams& p,
                                          const TensorView& o_lat) {
   const int64_t nh = p.num_heads, lora = p.kv_lora_rank, rope = p.rope_dim;
-  if (lora != kernels::kFlashDecodeLora || rope != kernels::kFlashDecodeRope ||
-      q.strides[1] % 8 != 0 || q.strides[0] % 8 != 0 || p.nope_dim % 8 != 0) {
+  if (!FlashDecodeDims(lora, rope) || q.strides[1] % 8 != 0 || q.strides[0] % 8 != 0 || p.nope_dim % 8 != 0) {
     MlaDecodeByGemm(q, q_lat, cache, form, block_size, p, o_lat);
     return;
   }

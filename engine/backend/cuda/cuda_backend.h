@@ -235,6 +235,8 @@ class CudaBackend final : public Backend {
   // (nope + v)] and latents [context_rows, lora + rope] of the form's context rows, out [T, nh *
   // v]; the flash kernel at V3's head dims, GEMMs otherwise.
   static bool DecodeByGemm(int64_t sequences, int64_t total_context, int64_t max_context);
+  // The latent dims the flash decode kernel serves (kv_lora_rank 512, rope 64).
+  static bool FlashDecodeDims(int64_t kv_lora_rank, int64_t rope_dim);
   void MlaDecodeOnTensorCores(const TensorView& q, const TensorView& q_lat,
                               const TensorView& cache, const StepPlan::Form& form,
                               int32_t block_size, const MlaParams& p, const TensorView& o_lat);

@@ -102,6 +102,10 @@ class CudaStepGraphs final : public StepGraphCapture {
 
   int64_t memory_bytes() const override { return budget_.used() + WorkspaceBytes(); }
   uint64_t plan_epoch() const override { return b_.plan_epoch_; }
+  // At the flash decode kernel's dims BuildForm picks it for every decode step.
+  bool DecodeReadsOwnKeysOnly(int64_t kv_lora_rank, int64_t rope_dim) const override {
+    return CudaBackend::FlashDecodeDims(kv_lora_rank, rope_dim);
+  }
 
  private:
   struct Graph {
