@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <cassert>
+#include <chrono>
+#include <optional>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "engine/kv_sizing.h"
 #include "engine/model/kv_cache.h"
 #include "engine/model/model.h"
@@ -97,6 +100,9 @@ class Engine::Impl {
     request_histograms_ = RequestHistograms(max_context_);
     stats_.kv_blocks_total = scheduler_.pool_stats().num_blocks;  // every attention rank's
     stats_.kv_blocks_free = stats_.kv_blocks_total;
+    stats_.gpu_memory = MeasureGpuMemory(runner_);
+    has_gpu_memory_ = stats_.gpu_memory.has_value();
+    gpu_memory_measured_at_ = MonotonicClock::now();
     thread_ = std::thread([this] { Loop(); });
   }
 
@@ -410,7 +416,16 @@ class Engine::Impl {
   void PublishStats() {
     const BlockPoolStats pool = scheduler_.pool_stats();
     const SchedulerStats sched = scheduler_.stats();
+    // Asking the driver costs more than the rest of this together: at most once a second, and
+    // never on a backend that had none to report at start.
+    std::optional<GpuMemoryByUse> gpu_memory;
+    const MonotonicTime now = MonotonicClock::now();
+    if (has_gpu_memory_ && now - gpu_memory_measured_at_ >= std::chrono::seconds(1)) {
+      gpu_memory = MeasureGpuMemory(runner_);
+      gpu_memory_measured_at_ = now;
+    }
     absl::MutexLock lock(&mu_);
+    if (gpu_memory) stats_.gpu_memory = gpu_memory;
     stats_.running_sequences = sched.num_running;
     stats_.kv_blocks_total = pool.num_blocks;
     stats_.kv_blocks_used = pool.num_used;
@@ -448,6 +463,8 @@ class Engine::Impl {
   int64_t generated_tokens_ = 0, prompt_tokens_ = 0, steps_ = 0;
   std::array<int64_t, kNumFinishReasons> finished_requests_{};
   RequestHistograms request_histograms_{0};  // token buckets sized once max_context_ is known
+  bool has_gpu_memory_ = false;  // the backend reports device memory (stats_.gpu_memory)
+  MonotonicTime gpu_memory_measured_at_;
 
   // Shared with submitting threads.
   mutable absl::Mutex mu_;
@@ -521,15 +538,18 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelRunner& runner,
   }
   const int64_t kv_bytes =
       num_blocks * KvCache::BytesPerBlock(mc, config.block_size, model.backend().kv_cache_dtype(), mtp);
-  if (gpu.total > 0) {
-    spdlog::info(
-        "device memory ({}, per rank): {:.2f} GiB of {:.2f} GiB; weights and workspaces "
-        "{:.2f} GiB, peak activations {:.2f} GiB, CUDA graph reserve {:.2f} GiB, KV cache "
-        "{:.2f} GiB",
-        KvSizingFlag(config), config.gpu_memory_utilization * gpu.total / double(1 << 30),
-        gpu.total / double(1 << 30), gpu.ours / double(1 << 30),
-        gpu.activation_peak / double(1 << 30), gpu.graph_reserve / double(1 << 30),
-        kv_bytes / double(1 << 30));
+  if (const std::optional<GpuMemoryByUse> memory = MeasureGpuMemory(runner)) {
+    // What the share set aside for later (sized by --gpu-memory-utilization), then what the
+    // process holds now, by use.
+    const std::string budget =
+        gpu.total > 0
+            ? absl::StrFormat(
+                  "%s allows %.2f GiB, keeping %.2f GiB for peak activations and %.2f GiB for "
+                  "CUDA graphs (--cuda-graph-memory-mb)",
+                  KvSizingFlag(config), config.gpu_memory_utilization * gpu.total / double(1 << 30),
+                  gpu.activation_peak / double(1 << 30), gpu.graph_reserve / double(1 << 30))
+            : absl::StrCat("KV cache by ", KvSizingFlag(config));
+    spdlog::info("device memory per rank, {}; {}", budget, DescribeGpuMemory(*memory));
   }
   spdlog::info("engine: KV cache of {} blocks of {} tokens ({} tokens, {:.2f} GiB, from {}){}; "
                "context limit {} tokens (--max-model-len)",

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "engine/backend/memory_by_use.h"
 #include "engine/request_metrics.h"
 #include "engine/sampling/sampler.h"
 #include "engine/sampling/sampling_params.h"
@@ -143,6 +144,9 @@ struct EngineStats {
   // Speculative decoding, per draft position j < K: drafts verified, and of those accepted.
   std::vector<int64_t> spec_proposed;
   std::vector<int64_t> spec_accepted;
+  // Rank 0's device memory by use, refreshed at most once a second while steps run (graphs are
+  // captured as new batch shapes come); nullopt on backends without device memory (cpu).
+  std::optional<GpuMemoryByUse> gpu_memory;
 };
 
 class Engine {

@@ -90,6 +90,7 @@ class LocalModelRunner final : public ModelRunner {
   int world_size() const override { return 1; }
   int attention_ranks() const override { return 1; }
   KvCache& cache() override { return *cache_; }
+  int64_t graph_memory_bytes() override { return graphs_.stats().memory_bytes; }
 
  private:
   DeepseekV3Model& model_;
@@ -168,6 +169,10 @@ class TpLeaderRunner final : public ModelRunner {
     return model_.dp_attention() ? comm_.world_size() : 1;
   }
   KvCache& cache() override { return *cache_; }
+  int64_t graph_memory_bytes() override {
+    absl::MutexLock lock(&mu_);
+    return graphs_.stats().memory_bytes;
+  }
 
  private:
   absl::Status SendLocked(const ControlMessage& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -252,6 +257,12 @@ absl::Status CheckPlanFits(const ForwardBatch& batch, const ModelConfig& config,
 }
 
 }  // namespace
+
+std::optional<GpuMemoryByUse> MeasureGpuMemory(ModelRunner& runner) {
+  const std::optional<DeviceMemory> memory = runner.model().backend().MemoryInfo();
+  if (!memory) return std::nullopt;
+  return SplitGpuMemory(*memory, runner.cache().bytes(), runner.graph_memory_bytes());
+}
 
 std::unique_ptr<ModelRunner> MakeLocalModelRunner(DeepseekV3Model& model) {
   return std::make_unique<LocalModelRunner>(model);

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -25,6 +26,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "engine/backend/backend.h"
+#include "engine/backend/memory_by_use.h"
 #include "engine/model/forward_batch.h"
 #include "engine/model/kv_cache.h"
 #include "engine/parallel/communicator.h"
@@ -65,7 +67,14 @@ class ModelRunner {
   // under data-parallel attention, else 1 (every rank runs the same batch).
   virtual int attention_ranks() const = 0;
   virtual KvCache& cache() = 0;  // after AllocateCache
+  // Device memory this rank's CUDA graphs hold (DecodeGraphRunner::Stats::memory_bytes); 0 on
+  // backends without graphs. From the thread that runs steps.
+  virtual int64_t graph_memory_bytes() = 0;
 };
+
+// This rank's device memory by use (engine/backend/memory_by_use.h), after AllocateCache;
+// nullopt on a backend without device memory (cpu). From the thread that runs steps.
+std::optional<GpuMemoryByUse> MeasureGpuMemory(ModelRunner& runner);
 
 // TP=1: Forward in this process.
 std::unique_ptr<ModelRunner> MakeLocalModelRunner(DeepseekV3Model& model);

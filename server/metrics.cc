@@ -137,6 +137,16 @@ std::string ServerMetrics::Render(const EngineStats* engine) const {
            s.kv_blocks_cached);
   e.Single("dsv3_kv_usage_ratio", "gauge", "Fraction of KV blocks held by sequences.",
            s.kv_blocks_total > 0 ? static_cast<double>(s.kv_blocks_used) / s.kv_blocks_total : 0.0);
+  if (s.gpu_memory) {
+    // Absent, not zero, on the CPU backend: there is no device memory to split.
+    e.Family("dsv3_gpu_memory_bytes", "gauge",
+             "Device memory this process holds on rank 0's GPU, by use: weights, kv_cache, "
+             "cuda_graphs, workspace (the rest).");
+    for (const GpuMemoryUseField& use : kGpuMemoryUses) {
+      e.Sample("dsv3_gpu_memory_bytes", absl::StrCat("use=\"", use.label, "\""),
+               static_cast<double>((*s.gpu_memory).*use.bytes));
+    }
+  }
   e.Single("dsv3_prefix_cache_queries_total", "counter", "Prefix cache block lookups.",
            s.prefix_cache_queries);
   e.Single("dsv3_prefix_cache_hits_total", "counter", "Prefix cache block hits.",

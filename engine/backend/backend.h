@@ -30,6 +30,12 @@ struct DeviceMemory {
   // (freed tensors stay reserved for reuse, so this is the footprint a step needs).
   int64_t pool_peak = 0;
   int64_t pool_reserved = 0;  // reserved by the pool now
+  // Held by the model's weights: every tensor LoadLinear, LoadDense and MakeLinear made, as
+  // stored (FP8 padded to the GEMMs' tiles, with its block scales), plus what the backend derives
+  // from a weight and keeps as long as the weight lives (BF16 copies of FP8 weights dequantized
+  // once, the grouped experts' pointer tables). Bytes of the tensors, before the pool rounds
+  // each up to its alignment.
+  int64_t weight_bytes = 0;
 };
 
 // A linear layer's weight as the backend keeps it: y[M,N] = x[M,K] W[N,K]^T.

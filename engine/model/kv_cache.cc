@@ -20,6 +20,12 @@ KvCache::KvCache(Backend& backend, const ModelConfig& config, int64_t num_blocks
   }
 }
 
+int64_t KvCache::bytes() const {
+  int64_t total = 0;
+  for (const Tensor& t : layers_) total += t.view().nbytes();
+  return total;
+}
+
 int64_t KvCache::BytesPerBlock(const ModelConfig& config, int32_t block_size, DType dtype,
                                bool mtp_layer) {
   return static_cast<int64_t>(block_size) * config.kv_cache_dim() *

@@ -29,6 +29,8 @@ class KvCache {
   int64_t num_blocks() const { return num_blocks_; }  // the blocks sequences may own
   int32_t scratch_block() const { return static_cast<int32_t>(num_blocks_); }
   int32_t block_size() const { return block_size_; }
+  // Bytes the cache holds: every layer's blocks, the scratch block included.
+  int64_t bytes() const;
 
   // Bytes one block takes across all layers (the MTP layer's when `mtp_layer`), for sizing the
   // pool from a memory budget.

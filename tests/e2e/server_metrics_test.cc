@@ -3,7 +3,8 @@
 // every choice once; the inter-token latency counts every gap between a request's emitting steps
 // (with speculative decoding, one per step: generated = choices + gaps + accepted drafts); and
 // the relations the definitions promise hold (time to first token = queue + prefill, ...), and
-// no server-side latency exceeds what the clients saw.
+// no server-side latency exceeds what the clients saw. On the CPU backend there is no
+// dsv3_gpu_memory_bytes family (issue 18: absent, not zero).
 #include <chrono>
 #include <future>
 #include <map>
@@ -256,6 +257,9 @@ double CheckWorkload(std::vector<std::string> flags) {
 
   EXPECT_THAT(before.Unnamed(), ::testing::IsEmpty()) << before.text();
   EXPECT_THAT(after.Unnamed(), ::testing::IsEmpty()) << after.text();
+  // The CPU backend has no device memory: the by-use gauges are absent, not zeros.
+  EXPECT_GT(after.Sum("dsv3_engine_steps_total"), 0);
+  EXPECT_THAT(after.text(), ::testing::Not(::testing::HasSubstr("dsv3_gpu_memory_bytes")));
   for (const char* name : kPerChoice) {
     EXPECT_EQ(delta(std::string(name) + "_count"), totals.choices) << name;
   }

@@ -49,6 +49,12 @@ EngineStats FullStats() {
   t.Ended(MonotonicTime{} + std::chrono::milliseconds(52), 300, 2, s.requests);
   s.spec_proposed = {40, 40};
   s.spec_accepted = {30, 10};
+  s.gpu_memory = GpuMemoryByUse{.weights = 90194313216,
+                                .kv_cache = 39062500000,
+                                .cuda_graphs = 314572800,
+                                .workspace = 1,
+                                .held = 129571386017,
+                                .device_total = 150754820096};
   return s;
 }
 
@@ -158,6 +164,32 @@ TEST(ServerMetrics, RequestHistogramsAreCumulativeWithSumAndCount) {
     EXPECT_NEAR(SampleValue(out, name + "_sum" + labels + "}"), c.sum, 1e-12);
     EXPECT_THAT(out, HasSubstr(name + "_count" + labels + "} 1\n"));
   }
+}
+
+TEST(ServerMetrics, GpuMemoryByUseWithTheModelName) {
+  const EngineStats stats = FullStats();
+  const std::string out = ServerMetrics("m").Render(&stats);
+  EXPECT_THAT(out, HasSubstr("# TYPE dsv3_gpu_memory_bytes gauge\n"));
+  const struct {
+    const char* use;
+    double bytes;
+  } want[] = {{"weights", 90194313216},
+              {"kv_cache", 39062500000},
+              {"cuda_graphs", 314572800},
+              {"workspace", 1}};
+  for (const auto& w : want) {
+    EXPECT_EQ(SampleValue(out, std::string("dsv3_gpu_memory_bytes{model_name=\"m\",use=\"") +
+                                   w.use + "\"}"),
+              w.bytes)
+        << w.use;
+  }
+}
+
+TEST(ServerMetrics, NoGpuMemoryGaugeWithoutDeviceMemory) {
+  // The CPU backend reports none: the family is absent rather than four zeros.
+  EngineStats stats = FullStats();
+  stats.gpu_memory.reset();
+  EXPECT_THAT(ServerMetrics("m").Render(&stats), Not(HasSubstr("dsv3_gpu_memory_bytes")));
 }
 
 TEST(ServerMetrics, NoSpeculativeCountersWithoutSpeculativeDecoding) {

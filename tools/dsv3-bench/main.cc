@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/backend/cuda/cuda_backend.h"
+#include "engine/backend/memory_by_use.h"
 #include "engine/backend/cuda/cuda_event_clock.h"
 #include "engine/backend/timing_backend.h"
 #include "engine/model/model.h"
@@ -110,6 +111,18 @@ void PrintOpTable(std::FILE* out, const char* title, const std::vector<int>& col
   }
 }
 
+// The device memory this rank holds by use (engine/backend/memory_by_use.h), in GiB.
+void PrintMemoryByUse(std::FILE* out, const GpuMemoryByUse& m, int64_t graphs) {
+  const auto gib = [](int64_t bytes) { return bytes / double(1 << 30); };
+  std::fprintf(out, "\n### GPU memory by use (after the decode steps; %lld CUDA graphs held)\n\n"
+               "| use | GiB |\n|---|---|\n", static_cast<long long>(graphs));
+  for (const GpuMemoryUseField& use : kGpuMemoryUses) {
+    std::fprintf(out, "| %s | %.2f |\n", use.title, gib(m.*use.bytes));
+  }
+  std::fprintf(out, "| held (total) | %.2f of %.2f on the device |\n", gib(m.held),
+               gib(m.device_total));
+}
+
 // One rank's whole benchmark. Every rank runs the same steps (the model's collectives meet
 // inside Forward); `out` gets the tables (rank 0's; the others write to /dev/null).
 int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* out) {
@@ -191,6 +204,9 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
               " step (all layers + head) | MoE layer, no graphs | step, no graphs |\n"
               "|---|---|---|---|---|---|---|---|---|\n");
   std::vector<std::vector<std::pair<std::string, float>>> op_columns;  // per batch
+  // One runner for every batch size, as in the server: the graphs of each size stay held, so
+  // the memory table below shows what they take together.
+  DecodeGraphRunner runner(model);
   for (int b : args.batches) {
     ForwardBatch fb;
     for (int s = 0; s < b; ++s) {
@@ -206,7 +222,6 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
     struct Timing {
       float dense = 0, moe = 0, step = 0;
     };
-    DecodeGraphRunner runner(model);
     auto time_steps = [&](bool graphs) -> std::optional<Timing> {
       gpu.SetCudaGraphs(graphs);
       std::vector<std::vector<float>> per_layer(c.num_hidden_layers + 1);
@@ -257,12 +272,11 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
                  graphed->step, eager->moe, eager->step);
     std::fflush(out);
   }
-  if (StepGraphCapture* capture = gpu.step_graphs(); capture != nullptr) {
-    std::fprintf(out, "\nCUDA graphs (whole decode steps): %.1f MB of graph memory\n",
-                 capture->memory_bytes() / 1e6);
-  }
   PrintOpTable(out, "Decode: time per op in one step (ms, all layers and the head)",
                args.batches, op_columns);
+  PrintMemoryByUse(out, SplitGpuMemory(*gpu.MemoryInfo(), cache.bytes(),
+                                       runner.stats().memory_bytes),
+                   runner.stats().graphs);
 
   // Prefill: one sequence of prefill_tokens tokens.
   {

@@ -64,6 +64,11 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const Options& 
   }
   CudaBackend* self = b.get();
   b->allocator_ = std::make_unique<StreamAllocator>(b->stream_, [self](void* p) {
+    // First, since freeing a derived copy below comes back here for the copy.
+    if (auto it = self->weight_tensors_.find(p); it != self->weight_tensors_.end()) {
+      self->weight_bytes_ -= it->second;
+      self->weight_tensors_.erase(it);
+    }
     for (auto* cache : {&self->dequantized_, &self->grouped_weights_}) {
       auto it = cache->find(p);
       if (it == cache->end()) continue;
@@ -97,6 +102,12 @@ void CudaBackend::Check(const absl::Status& status, const char* what) {
   if (status.ok()) return;
   std::fprintf(stderr, "CUDA backend %s: %s\n", what, std::string(status.message()).c_str());
   std::abort();
+}
+
+void CudaBackend::CountAsWeight(const Tensor& t) {
+  const int64_t bytes = t.view().nbytes();
+  weight_tensors_[t.view().data] = bytes;
+  weight_bytes_ += bytes;
 }
 
 Tensor CudaBackend::UploadBytes(const void* host, DType dtype,
@@ -143,6 +154,7 @@ absl::StatusOr<LinearWeight> CudaBackend::MakeLinear(const TensorView& weight,
   Tensor t = UploadBytes(src, DType::kBF16, {n, k});
   // The host buffer may die now: wait for the copy out of it.
   DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  CountAsWeight(t);
   w.weight = t.view();
   storage.push_back(std::move(t));
   return w;
@@ -172,6 +184,8 @@ LinearWeight CudaBackend::UploadFp8Linear(const uint8_t* weight, int64_t weight_
   w.weight.strides = {k_pad, 1, 0, 0};
   w.scale_inv = s.view();
   w.scale_inv.shape = {nb, kb, 0, 0};
+  CountAsWeight(t);
+  CountAsWeight(s);
   storage.push_back(std::move(t));
   storage.push_back(std::move(s));
   return w;
@@ -232,6 +246,7 @@ absl::StatusOr<LinearWeight> CudaBackend::LoadLinear(const TensorSource& ckpt,
     DSV3_CUDA_CHECK(cudaMemcpy2DAsync(t.view().data, cols * 2, first, k * 2, cols * 2, rows,
                                       cudaMemcpyHostToDevice, stream_));
     DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));  // `ckpt`'s memory is reused after return
+    CountAsWeight(t);
     LinearWeight lw;
     lw.weight = t.view();
     storage.push_back(std::move(t));
@@ -262,6 +277,7 @@ absl::StatusOr<TensorView> CudaBackend::LoadDense(const TensorSource& ckpt, cons
   DSV3_CUDA_CHECK(cudaMemcpyAsync(t.view().data, src, t.view().nbytes(), cudaMemcpyHostToDevice,
                                   stream_));
   DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  CountAsWeight(t);
   TensorView v = t.view();
   storage.push_back(std::move(t));
   return v;

@@ -207,6 +207,9 @@ class CudaBackend final : public Backend {
    private:
     OpSections* sections_;
   };
+  // Counts `t` in DeviceMemory::weight_bytes until it is freed (a weight, or a copy or table
+  // derived from one that lives as long as it does).
+  void CountAsWeight(const Tensor& t);
   // Device copy of host memory (stream-ordered; the host buffer may be reused at once).
   Tensor UploadBytes(const void* host, DType dtype, std::initializer_list<int64_t> shape);
   void BuildPlan(const AttentionBatch& batch);
@@ -274,6 +277,10 @@ class CudaBackend final : public Backend {
   Options options_;
   int multiprocessors_ = 1;  // the device's SMs (kernel grid sizing)
   cudaStream_t stream_ = nullptr;
+  // The tensors CountAsWeight counted, by address: the pool's free callback forgets them, so
+  // they are declared before the pool, to outlive every tensor it frees.
+  std::unordered_map<const void*, int64_t> weight_tensors_;
+  int64_t weight_bytes_ = 0;
   std::unique_ptr<StreamAllocator> allocator_;
   ArenaAllocator* active_arena_ = nullptr;
 

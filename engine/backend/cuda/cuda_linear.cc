@@ -31,6 +31,7 @@ TensorView CudaBackend::Bf16Weight(const LinearWeight& w) {
     kernels::DequantizeFp8({w.weight.ptr<uint8_t>(), w.weight.strides[0], w.scale_inv.ptr<float>(),
                             w.scale_inv.strides[0], w.n(), w.k(), t.view().data, w.k()},
                            stream_);
+    CountAsWeight(t);  // dropped with its weight
     it = dequantized_.emplace(w.weight.data, std::move(t)).first;
   }
   return it->second.view();

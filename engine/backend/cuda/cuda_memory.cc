@@ -33,6 +33,7 @@ std::optional<DeviceMemory> CudaBackend::MemoryInfo() {
   m.free_at_start = free_at_start_;
   m.pool_peak = PoolAttribute(pool, cudaMemPoolAttrReservedMemHigh);
   m.pool_reserved = PoolAttribute(pool, cudaMemPoolAttrReservedMemCurrent);
+  m.weight_bytes = weight_bytes_;
   return m;
 }
 

@@ -121,7 +121,9 @@ const kernels::GroupedWeight* CudaBackend::GroupedWeights(std::span<const Expert
       }
     }
     const int64_t bytes = static_cast<int64_t>(table.size() * sizeof(kernels::GroupedWeight));
-    it = grouped_weights_.emplace(key, UploadBytes(table.data(), DType::kU8, {bytes})).first;
+    Tensor device_table = UploadBytes(table.data(), DType::kU8, {bytes});
+    CountAsWeight(device_table);  // dropped with the first expert's gate weight
+    it = grouped_weights_.emplace(key, std::move(device_table)).first;
   }
   return static_cast<const kernels::GroupedWeight*>(it->second.view().data);
 }
