@@ -14,7 +14,8 @@ build="$(realpath -m "${1:-$root/build-asan}")"
 cmake -S "$root" -B "$build" -G Ninja -DDSV3_CUDA=OFF -DDSV3_SANITIZE=address,undefined \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
   -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1" -DDSV3_TEST_TIMEOUT=2400
-cmake --build "$build" -j "$(nproc)"
+# Only what the tests run (tests/CMakeLists.txt: dsv3_cpu_tests), not the benchmarks.
+cmake --build "$build" -j "$(nproc)" --target dsv3_cpu_tests
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 # Not the image check: it compares a release build's libraries with the runtime stage's packages,
