@@ -1,8 +1,38 @@
 #include "engine/model/kv_cache.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
 #include <cstring>
 
 namespace dsv3 {
+
+namespace {
+
+// Commits host memory now. Pages are committed on first touch, and the block pool reaches its
+// blocks in the order of its free list, so without this the process would grow for as long as
+// it keeps reaching blocks it never used, which looks like a leak. MADV_POPULATE_WRITE faults
+// the whole pages in inside the kernel (measured on the CI VM: 0.17 s per GiB against ~3.5 s
+// for a memset); the edges, and kernels without it (before Linux 5.14), get a memset. The
+// values need not be zero: attention reads only positions that were written.
+void CommitHostPages(void* data, size_t bytes) {
+  auto* begin = static_cast<char*>(data);
+  char* end = begin + bytes;
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto round_down = [page](uintptr_t a) { return a & ~(page - 1); };
+  char* first = reinterpret_cast<char*>(round_down(reinterpret_cast<uintptr_t>(begin) + page - 1));
+  char* last = reinterpret_cast<char*>(round_down(reinterpret_cast<uintptr_t>(end)));
+  if (first >= last ||
+      madvise(first, static_cast<size_t>(last - first), MADV_POPULATE_WRITE) != 0) {
+    std::memset(begin, 0, bytes);
+    return;
+  }
+  std::memset(begin, 0, static_cast<size_t>(first - begin));
+  std::memset(last, 0, static_cast<size_t>(end - last));
+}
+
+}  // namespace
 
 KvCache::KvCache(Backend& backend, const ModelConfig& config, int64_t num_blocks,
                  int32_t block_size, bool mtp_layer)
@@ -13,10 +43,10 @@ KvCache::KvCache(Backend& backend, const ModelConfig& config, int64_t num_blocks
     Tensor& t = layers_.emplace_back(backend.allocator(), backend.kv_cache_dtype(),
                                      std::initializer_list<int64_t>{num_blocks + 1, block_size,
                                                                     config.kv_cache_dim()});
-    // Host memory is committed page by page on first touch: without this the process would
-    // grow for as long as the block pool keeps reaching blocks it never used (the pool cycles
-    // through its free list), which looks like a leak. Device memory is committed at allocation.
-    if (t.view().device == Device::kCpu) std::memset(t.view().data, 0, t.view().nbytes());
+    // Device memory is committed at allocation.
+    if (t.view().device == Device::kCpu) {
+      CommitHostPages(t.view().data, static_cast<size_t>(t.view().nbytes()));
+    }
   }
 }
 
