@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <numeric>
 
 #include "engine/model/model.h"
@@ -32,6 +33,33 @@ constexpr int32_t kBlocksPerSeq = 8;  // 128 positions per sequence
 
 using CudaGraphsTest = ::dsv3::testing::EagerGraphedModelsTest;
 
+// One prefill step on both models of prompts of `lengths` (sequence s: tokens
+// (17 + 31 s + 7 i) % vocab, in blocks table(s)); `context` and `next` get each sequence's
+// context and the eager model's greedy next token.
+void PrefillBoth(DeepseekV3Model& graphed, KvCache& graphed_cache, DeepseekV3Model& eager,
+                 KvCache& eager_cache, const std::vector<int32_t>& lengths,
+                 const std::function<std::vector<int32_t>(int)>& table,
+                 std::vector<int32_t>& context, std::vector<int32_t>& next) {
+  const int64_t vocab = eager.config().vocab_size;
+  const int num_seqs = static_cast<int>(lengths.size());
+  context.assign(num_seqs, 0);
+  next.assign(num_seqs, 0);
+  ForwardBatch prefill;
+  for (int s = 0; s < num_seqs; ++s) {
+    const int32_t begin = static_cast<int32_t>(prefill.token_ids.size());
+    for (int32_t i = 0; i < lengths[s]; ++i) {
+      prefill.token_ids.push_back(static_cast<int32_t>((17 + 31 * s + 7 * i) % vocab));
+    }
+    prefill.sequences.push_back({begin, lengths[s], 0, table(s)});
+    prefill.logits_rows.push_back(begin + lengths[s] - 1);
+    context[s] = lengths[s];
+  }
+  std::vector<float> graphed_logits, eager_logits;
+  ASSERT_TRUE(graphed.Forward(prefill, graphed_cache, graphed_logits).ok());
+  ASSERT_TRUE(eager.Forward(prefill, eager_cache, eager_logits).ok());
+  for (int s = 0; s < num_seqs; ++s) next[s] = TopToken(&eager_logits[s * vocab], vocab).first;
+}
+
 TEST_P(CudaGraphsTest, TeacherForcedDecodeMatchesEager) {
   const ModelConfig& c = graphed_model_->config();
   const int64_t vocab = c.vocab_size;
@@ -45,23 +73,12 @@ TEST_P(CudaGraphsTest, TeacherForcedDecodeMatchesEager) {
     return t;
   };
 
-  // Prefill three prompts of different lengths in one step.
-  const std::vector<int32_t> lengths = {5, 13, 30, 9, 21};
-  std::vector<int32_t> context(num_seqs), next(num_seqs);
-  ForwardBatch prefill;
-  for (int s = 0; s < num_seqs; ++s) {
-    const int32_t begin = static_cast<int32_t>(prefill.token_ids.size());
-    for (int32_t i = 0; i < lengths[s]; ++i) {
-      prefill.token_ids.push_back(static_cast<int32_t>((17 + 31 * s + 7 * i) % vocab));
-    }
-    prefill.sequences.push_back({begin, lengths[s], 0, table(s)});
-    prefill.logits_rows.push_back(begin + lengths[s] - 1);
-    context[s] = lengths[s];
-  }
+  // Prefill five prompts of different lengths in one step.
+  std::vector<int32_t> context, next;
+  PrefillBoth(*graphed_model_, graphed_cache, *eager_model_, eager_cache, {5, 13, 30, 9, 21},
+              table, context, next);
+  ASSERT_FALSE(HasFatalFailure());
   std::vector<float> graphed_logits, eager_logits;
-  ASSERT_TRUE(graphed_model_->Forward(prefill, graphed_cache, graphed_logits).ok());
-  ASSERT_TRUE(eager_model_->Forward(prefill, eager_cache, eager_logits).ok());
-  for (int s = 0; s < num_seqs; ++s) next[s] = TopToken(&eager_logits[s * vocab], vocab).first;
 
   // 12 decode steps of all five sequences (padded to 8; contexts cross block boundaries), 12 of
   // the last three (padded to 4), then 12 of the last two. Both models get the eager model's
@@ -150,21 +167,10 @@ TEST(CudaGraphsAtV3LatentDimsTest, UnevenContextsAreGraphedAndMatchEager) {
     for (int32_t i = 0; i < kSeqBlocks; ++i) t[i] = i * num_seqs + s;
     return t;
   };
-  ForwardBatch prefill;
-  std::vector<int32_t> context(num_seqs), next(num_seqs);
-  for (int s = 0; s < num_seqs; ++s) {
-    const int32_t begin = static_cast<int32_t>(prefill.token_ids.size());
-    for (int32_t i = 0; i < lengths[s]; ++i) {
-      prefill.token_ids.push_back(static_cast<int32_t>((17 + 31 * s + 7 * i) % vocab));
-    }
-    prefill.sequences.push_back({begin, lengths[s], 0, table(s)});
-    prefill.logits_rows.push_back(begin + lengths[s] - 1);
-    context[s] = lengths[s];
-  }
+  std::vector<int32_t> context, next;
+  PrefillBoth(**graphed, graphed_cache, **eager, eager_cache, lengths, table, context, next);
+  ASSERT_FALSE(HasFatalFailure());
   std::vector<float> graphed_logits, eager_logits;
-  ASSERT_TRUE((*graphed)->Forward(prefill, graphed_cache, graphed_logits).ok());
-  ASSERT_TRUE((*eager)->Forward(prefill, eager_cache, eager_logits).ok());
-  for (int s = 0; s < num_seqs; ++s) next[s] = TopToken(&eager_logits[s * vocab], vocab).first;
 
   DecodeGraphRunner runner(**graphed);
   double worst = 0;

@@ -22,6 +22,7 @@ namespace dsv3 {
 namespace {
 
 using ::dsv3::testing::FixturePath;
+using ::dsv3::testing::RunGreedyRequests;
 
 constexpr int64_t kMiB = int64_t{1} << 20;
 constexpr int64_t kTolerance = int64_t{1} << 30;
@@ -72,24 +73,8 @@ TEST_F(CudaKvSizingTest, ProcessStaysWithinTheFractionAndKvFillsIt) {
 
     // The largest batches: 64 prompts of 96 tokens (prefill steps of 2048 tokens), then 64
     // sequences decoding through CUDA graphs.
-    const int64_t vocab = model_->config().vocab_size;
-    std::vector<std::shared_ptr<RequestStream>> streams;
-    for (int r = 0; r < 64; ++r) {
-      EngineRequest request;
-      request.request_id = "r" + std::to_string(r);
-      for (int i = 0; i < 96; ++i) request.prompt_ids.push_back((r * 131 + i * 7) % vocab);
-      request.sampling.temperature = 0;
-      request.sampling.max_tokens = 48;
-      request.sampling.ignore_eos = true;
-      auto stream = (*engine)->Submit(std::move(request));
-      ASSERT_TRUE(stream.ok()) << stream.status();
-      streams.push_back(*std::move(stream));
-    }
-    for (auto& stream : streams) {
-      while (auto delta = stream->Next()) {
-        ASSERT_NE(delta->finish_reason, FinishReason::kError) << delta->error;
-      }
-    }
+    RunGreedyRequests(**engine, 64, 96, 48, model_->config().vocab_size);
+    ASSERT_FALSE(HasFatalFailure());
     gpu_->Synchronize();
     const int64_t after_workload = Ours();
     const int64_t graph_bytes = gpu_->step_graphs()->memory_bytes();

@@ -29,6 +29,7 @@ namespace dsv3 {
 namespace {
 
 using ::dsv3::testing::FixturePath;
+using ::dsv3::testing::RunGreedyRequests;
 
 constexpr int64_t kMiB = int64_t{1} << 20;
 constexpr int64_t kGraphLimit = 256 * kMiB;
@@ -111,30 +112,10 @@ TEST_F(CudaMemoryByUseTest, EngineSplitsWhatItHoldsByUse) {
 
   // 8 sequences decoding together (graph steps), then, after the stats' refresh interval, one
   // more request whose steps publish a fresh measurement.
-  auto run = [&](int requests, int max_tokens) {
-    std::vector<std::shared_ptr<RequestStream>> streams;
-    for (int r = 0; r < requests; ++r) {
-      EngineRequest request;
-      for (int i = 0; i < 20; ++i) {
-        request.prompt_ids.push_back(static_cast<int32_t>((r * 131 + i * 7) % mc.vocab_size));
-      }
-      request.sampling.temperature = 0;
-      request.sampling.max_tokens = max_tokens;
-      request.sampling.ignore_eos = true;
-      auto stream = (*engine)->Submit(std::move(request));
-      ASSERT_TRUE(stream.ok()) << stream.status();
-      streams.push_back(*std::move(stream));
-    }
-    for (auto& stream : streams) {
-      while (auto delta = stream->Next()) {
-        ASSERT_NE(delta->finish_reason, FinishReason::kError) << delta->error;
-      }
-    }
-  };
-  run(8, 24);
+  RunGreedyRequests(**engine, 8, 20, 24, mc.vocab_size);
   ASSERT_FALSE(HasFatalFailure());
   std::this_thread::sleep_for(std::chrono::milliseconds(1100));
-  run(1, 2);
+  RunGreedyRequests(**engine, 1, 20, 2, mc.vocab_size);
   ASSERT_FALSE(HasFatalFailure());
 
   const std::optional<GpuMemoryByUse> m = (*engine)->Stats().gpu_memory;

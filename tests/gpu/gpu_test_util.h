@@ -13,8 +13,10 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "engine/backend/cuda/cuda_backend.h"
 #include "engine/backend/dtype.h"
+#include "engine/engine.h"
 #include "engine/model/model.h"
 #include "tests/test_util.h"
 
@@ -141,6 +143,32 @@ inline Tensor GpuTest::DevEmpty(DType dtype, int64_t rows, int64_t cols) {
 
 // One fixture model (the test parameter, a FixturePath name) loaded twice: on gpu_, which runs
 // decode layers as CUDA graphs, and on eager_, a backend without graphs (the reference).
+// Submits `requests` greedy requests at once (prompt r: `prompt_len` tokens (131 r + 7 i) %
+// vocab, `max_tokens` new tokens each, EOS ignored) and reads every stream to its end; a request
+// that fails is a test failure (callers check HasFatalFailure()).
+inline void RunGreedyRequests(Engine& engine, int requests, int prompt_len, int max_tokens,
+                              int64_t vocab) {
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (int r = 0; r < requests; ++r) {
+    EngineRequest request;
+    request.request_id = absl::StrCat("r", r);
+    for (int i = 0; i < prompt_len; ++i) {
+      request.prompt_ids.push_back(static_cast<int32_t>((r * 131 + i * 7) % vocab));
+    }
+    request.sampling.temperature = 0;
+    request.sampling.max_tokens = max_tokens;
+    request.sampling.ignore_eos = true;
+    auto stream = engine.Submit(std::move(request));
+    ASSERT_TRUE(stream.ok()) << stream.status();
+    streams.push_back(*std::move(stream));
+  }
+  for (auto& stream : streams) {
+    while (auto delta = stream->Next()) {
+      ASSERT_NE(delta->finish_reason, FinishReason::kError) << delta->error;
+    }
+  }
+}
+
 class EagerGraphedModelsTest : public GpuTest, public ::testing::WithParamInterface<std::string> {
  protected:
   void SetUp() override {
