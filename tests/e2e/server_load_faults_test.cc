@@ -23,6 +23,16 @@
 namespace dsv3::testing {
 namespace {
 
+// Under AddressSanitizer the server's RSS is mostly the sanitizer's allocator: its quarantine
+// holds up to 256 MB of freed memory and it keeps per-thread caches, and a 20 s run grew 9-12%
+// after the first third whatever the quarantine size (measured 2026-12-02 with 256 and 16 MB),
+// none of it the server's own. The same test in the plain build checks the bounds.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kRssIsTheServers = false;
+#else
+constexpr bool kRssIsTheServers = true;
+#endif
+
 constexpr int kClients = 64;
 
 int Seconds() {
@@ -142,8 +152,13 @@ TEST(ServerLoadFaultsTest, StreamsAndKvBlocksComeBackAndRssIsFlatUnderFaults) {
               static_cast<long long>(calls), static_cast<long long>(warm_kib),
               static_cast<long long>(peak_kib), static_cast<long long>(end_kib));
   // Flat: the rest of the run adds at most 10% (allocator noise) to what the first third used.
-  EXPECT_LE(peak_kib, warm_kib + warm_kib / 10) << "RSS grew under load";
-  EXPECT_LE(end_kib, warm_kib + warm_kib / 10);
+  if (kRssIsTheServers) {
+    EXPECT_LE(peak_kib, warm_kib + warm_kib / 10) << "RSS grew under load";
+    EXPECT_LE(end_kib, warm_kib + warm_kib / 10);
+  } else {
+    std::printf("RSS bounds not checked under AddressSanitizer (its allocator's memory); the "
+                "plain build checks them\n");
+  }
   EXPECT_EQ(server.Stop(), 0) << server.log();
 }
 
