@@ -3,6 +3,7 @@
 #include <mutex>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "engine/device_communicator.h"
 #include "engine/util/status_macros.h"
 #include "spdlog/spdlog.h"
@@ -85,7 +86,18 @@ absl::Status ModelGroup::Load(const std::string& model_dir, std::unique_ptr<Back
 ModelGroup::~ModelGroup() { Shutdown(); }
 
 absl::Status ModelGroup::RunWorker() {
-  return dsv3::RunWorker(*model_, device_comm_ ? *device_comm_ : group_->communicator());
+  const absl::Status status =
+      dsv3::RunWorker(*model_, device_comm_ ? *device_comm_ : group_->communicator());
+  if (status.ok() || !group_->config().spawn_workers()) return status;
+  // A worker of this node that dies closes its sockets before the kernel tells its parent, so
+  // this rank's collective usually fails first (measured in CI: the peer's "connection reset"
+  // came before the launcher saw the exit). Give the launcher a moment so that the error names
+  // the cause rather than the symptom.
+  if (auto exit = group_->AwaitWorkerExit(absl::Seconds(1))) {
+    return absl::UnavailableError(absl::StrCat("tensor-parallel rank ", exit->first, " ",
+                                               exit->second, " (", status.message(), ")"));
+  }
+  return status;
 }
 
 void ModelGroup::Shutdown() {

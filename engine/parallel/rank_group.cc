@@ -78,6 +78,13 @@ void RankGroup::SetOnWorkerExit(ExitHandler handler) {
   if (early && handler) handler(early->first, early->second);
 }
 
+std::optional<std::pair<int, std::string>> RankGroup::AwaitWorkerExit(absl::Duration wait) {
+  absl::MutexLock lock(&mu_);
+  auto reported = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return first_exit_.has_value(); };
+  mu_.AwaitWithTimeout(absl::Condition(&reported), wait);
+  return first_exit_;
+}
+
 void RankGroup::StopWorkers(absl::Duration grace) {
   if (launcher_) launcher_->Stop(grace);
 }

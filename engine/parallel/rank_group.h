@@ -43,6 +43,8 @@ class RankGroup {
   TcpStore* store() { return store_.get(); }
 
   void SetOnWorkerExit(ExitHandler handler);
+  // The reported worker exit (rank, how), waiting up to `wait` for one; nullopt if none came.
+  std::optional<std::pair<int, std::string>> AwaitWorkerExit(absl::Duration wait);
   // A process that spawned workers: waits up to `grace` for them to exit (after rank 0's runner
   // told them to), then kills and reaps the rest. A no-op elsewhere. Idempotent.
   void StopWorkers(absl::Duration grace);
