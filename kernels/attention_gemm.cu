@@ -1,6 +1,6 @@
 #include "kernels/attention_gemm.cuh"
 #include "kernels/device_utils.cuh"
-#include "kernels/launch_check.h"
+#include "kernels/launch.cuh"
 
 namespace dsv3::kernels {
 
@@ -26,6 +26,7 @@ __device__ __forceinline__ void CopyRow(const bf16* src, bf16* dst, int64_t n, i
 // V3), so a block per row would spend more on scheduling than on copying.
 constexpr int kGatherRows = 8;
 __global__ void GatherLatentsKernel(GatherLatentsParams p) {
+  KernelPrologue();
   const int64_t i = blockIdx.y;
   const int64_t j = static_cast<int64_t>(blockIdx.x) * kGatherRows + threadIdx.x / 32;
   if (j >= p.max_context) return;
@@ -44,6 +45,7 @@ __global__ void GatherLatentsKernel(GatherLatentsParams p) {
 
 // Block (head, item).
 __global__ void GatherQueryKernel(GatherQueryParams p) {
+  KernelPrologue();
   const int64_t h = blockIdx.x, i = blockIdx.y;
   const int64_t row = p.items[i].token_row;
   bf16* dst = static_cast<bf16*>(p.query) + (i * p.heads + h) * (p.a_dim + p.b_dim);
@@ -55,6 +57,7 @@ __global__ void GatherQueryKernel(GatherQueryParams p) {
 
 // One block per row: max, then sum of exponentials, then the normalized BF16 row.
 __global__ void MaskedSoftmaxKernel(MaskedSoftmaxParams p) {
+  KernelPrologue();
   const int64_t r = blockIdx.x;
   const int64_t valid = p.items != nullptr ? p.items[r / p.heads].context
                                            : p.causal_begin + r % p.causal_period + 1;
@@ -78,6 +81,7 @@ __global__ void MaskedSoftmaxKernel(MaskedSoftmaxParams p) {
 }
 
 __global__ void ScatterItemRowsKernel(ScatterItemRowsParams p) {
+  KernelPrologue();
   const int64_t i = blockIdx.x;
   CopyRow(static_cast<const bf16*>(p.src) + i * p.src_stride,
           static_cast<bf16*>(p.dst) + static_cast<int64_t>(p.items[i].token_row) * p.dst_stride,
@@ -86,6 +90,7 @@ __global__ void ScatterItemRowsKernel(ScatterItemRowsParams p) {
 
 // Block (row, head).
 __global__ void AssembleKeysKernel(AssembleKeysParams p) {
+  KernelPrologue();
   const int64_t r = blockIdx.x, h = blockIdx.y;
   bf16* dst = static_cast<bf16*>(p.keys) + (r * p.heads + h) * (p.nope + p.rope);
   const bf16* k = static_cast<const bf16*>(p.kv) + r * p.kv_row_stride + h * p.kv_head_stride;
@@ -98,36 +103,33 @@ __global__ void AssembleKeysKernel(AssembleKeysParams p) {
 
 void GatherLatents(const GatherLatentsParams& p, cudaStream_t stream) {
   if (p.num_items == 0 || p.max_context == 0) return;
-  GatherLatentsKernel<<<dim3(static_cast<unsigned>(CeilDiv(p.max_context, kGatherRows)),
-                             static_cast<unsigned>(p.num_items)),
-                        kGatherRows * 32, 0, stream>>>(p);
-  DSV3_CUDA_CHECK_LAUNCH();
+  Launch(GatherLatentsKernel,
+         dim3(static_cast<unsigned>(CeilDiv(p.max_context, kGatherRows)),
+              static_cast<unsigned>(p.num_items)),
+         kGatherRows * 32, 0, stream, p);
 }
 
 void GatherQuery(const GatherQueryParams& p, cudaStream_t stream) {
   if (p.num_items == 0) return;
-  GatherQueryKernel<<<dim3(static_cast<unsigned>(p.heads), static_cast<unsigned>(p.num_items)),
-                      128, 0, stream>>>(p);
-  DSV3_CUDA_CHECK_LAUNCH();
+  Launch(GatherQueryKernel,
+         dim3(static_cast<unsigned>(p.heads), static_cast<unsigned>(p.num_items)), 128, 0, stream,
+         p);
 }
 
 void MaskedSoftmax(const MaskedSoftmaxParams& p, cudaStream_t stream) {
   if (p.rows == 0) return;
-  MaskedSoftmaxKernel<<<static_cast<unsigned>(p.rows), 256, 0, stream>>>(p);
-  DSV3_CUDA_CHECK_LAUNCH();
+  Launch(MaskedSoftmaxKernel, static_cast<unsigned>(p.rows), 256, 0, stream, p);
 }
 
 void ScatterItemRows(const ScatterItemRowsParams& p, cudaStream_t stream) {
   if (p.num_items == 0) return;
-  ScatterItemRowsKernel<<<static_cast<unsigned>(p.num_items), 256, 0, stream>>>(p);
-  DSV3_CUDA_CHECK_LAUNCH();
+  Launch(ScatterItemRowsKernel, static_cast<unsigned>(p.num_items), 256, 0, stream, p);
 }
 
 void AssembleKeys(const AssembleKeysParams& p, cudaStream_t stream) {
   if (p.rows == 0) return;
-  AssembleKeysKernel<<<dim3(static_cast<unsigned>(p.rows), static_cast<unsigned>(p.heads)), 64,
-                       0, stream>>>(p);
-  DSV3_CUDA_CHECK_LAUNCH();
+  Launch(AssembleKeysKernel, dim3(static_cast<unsigned>(p.rows), static_cast<unsigned>(p.heads)),
+         64, 0, stream, p);
 }
 
 }  // namespace dsv3::kernels

@@ -2,7 +2,7 @@
 
 #include "kernels/device_utils.cuh"
 #include "kernels/elementwise.cuh"
-#include "kernels/launch_check.h"
+#include "kernels/launch.cuh"
 
 namespace dsv3::kernels {
 
@@ -10,6 +10,7 @@ namespace {
 
 // One block per token.
 __global__ void EmbeddingKernel(EmbeddingParams p) {
+  KernelPrologue();
   const int64_t t = blockIdx.x;
   const int64_t local = static_cast<int64_t>(p.ids[t]) - p.first_row;
   const int64_t dst = t * p.out_stride;
@@ -29,6 +30,7 @@ __global__ void EmbeddingKernel(EmbeddingParams p) {
 // (the second read mostly hits the cache). kVector: 8 columns per access (Vectorizable).
 template <bool kVector>
 __global__ void RmsNormKernel(RmsNormParams p) {
+  KernelPrologue();
   const int64_t r = blockIdx.x;
   const int64_t x_row = r * p.x_stride, out_row = r * p.out_stride;
   constexpr int kWidth = kVector ? 8 : 1;
@@ -72,6 +74,7 @@ __device__ __forceinline__ float BinaryOp(BinaryKind kind, float a, float b) {
 // Grid (column chunks, rows). kVector: 8 columns per thread and access (Vectorizable).
 template <bool kVector>
 __global__ void BinaryKernel(BinaryParams p) {
+  KernelPrologue();
   const int64_t r = blockIdx.y;
   constexpr int kWidth = kVector ? 8 : 1;
   for (int64_t i = (blockIdx.x * blockDim.x + threadIdx.x) * kWidth; i < p.cols;
@@ -93,6 +96,7 @@ __global__ void BinaryKernel(BinaryParams p) {
 
 template <typename T>
 __global__ void GatherRowsKernel(GatherRowsParams p) {
+  KernelPrologue();
   const int64_t r = blockIdx.x;
   const T* src = static_cast<const T*>(p.x) + static_cast<int64_t>(p.rows[r]) * p.x_stride;
   T* dst = static_cast<T*>(p.out) + r * p.out_stride;
@@ -105,6 +109,7 @@ constexpr int64_t kRopeHeadsPerThread = 8;
 
 // One thread per (token, group of kRopeHeadsPerThread heads, pair).
 __global__ void RopeKernel(RopeParams p) {
+  KernelPrologue();
   const int64_t half = p.rope_dim / 2;
   const int64_t groups = (p.heads + kRopeHeadsPerThread - 1) / kRopeHeadsPerThread;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -124,6 +129,7 @@ __global__ void RopeKernel(RopeParams p) {
 }
 
 __global__ void Copy2DKernel(Copy2DParams p) {
+  KernelPrologue();
   const int64_t r = blockIdx.y;
   for (int64_t c = blockIdx.x * blockDim.x + threadIdx.x; c < p.cols;
        c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -140,6 +146,7 @@ __device__ __forceinline__ uint64_t SplitMix64(uint64_t x) {
 }
 
 __global__ void RandomFillKernel(RandomFillParams p) {
+  KernelPrologue();
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const uint64_t bits = SplitMix64(p.seed * 0x100000001b3ull + static_cast<uint64_t>(i));
@@ -167,18 +174,16 @@ __global__ void RandomFillKernel(RandomFillParams p) {
 
 void Embedding(const EmbeddingParams& p, cudaStream_t stream) {
   if (p.tokens == 0) return;
-  EmbeddingKernel<<<static_cast<unsigned>(p.tokens), 256, 0, stream>>>(p);
-  DSV3_CUDA_CHECK_LAUNCH();
+  Launch(EmbeddingKernel, static_cast<unsigned>(p.tokens), 256, 0, stream, p);
 }
 
 void RmsNorm(const RmsNormParams& p, cudaStream_t stream) {
   if (p.rows == 0) return;
   if (Vectorizable(p.dim, {{p.x, p.x_stride}, {p.out, p.out_stride}, {p.weight, 0}})) {
-    RmsNormKernel<true><<<static_cast<unsigned>(p.rows), 256, 0, stream>>>(p);
+    Launch(RmsNormKernel<true>, static_cast<unsigned>(p.rows), 256, 0, stream, p);
   } else {
-    RmsNormKernel<false><<<static_cast<unsigned>(p.rows), 256, 0, stream>>>(p);
+    Launch(RmsNormKernel<false>, static_cast<unsigned>(p.rows), 256, 0, stream, p);
   }
-  DSV3_CUDA_CHECK_LAUNCH();
 }
 
 void Binary(const BinaryParams& p, cudaStream_t stream) {
@@ -187,44 +192,39 @@ void Binary(const BinaryParams& p, cudaStream_t stream) {
   if (float_like(p.a_type) && float_like(p.b_type) && float_like(p.out_type) &&
       Vectorizable(p.cols, {{p.a, p.a_stride}, {p.b, p.b_stride}, {p.out, p.out_stride}})) {
     const dim3 grid(CeilDiv(p.cols, 256 * 8), static_cast<unsigned>(p.rows));
-    BinaryKernel<true><<<grid, 256, 0, stream>>>(p);
+    Launch(BinaryKernel<true>, grid, 256, 0, stream, p);
   } else {
     const dim3 grid(CeilDiv(p.cols, 256 * 4), static_cast<unsigned>(p.rows));
-    BinaryKernel<false><<<grid, 256, 0, stream>>>(p);
+    Launch(BinaryKernel<false>, grid, 256, 0, stream, p);
   }
-  DSV3_CUDA_CHECK_LAUNCH();
 }
 
 void GatherRows(const GatherRowsParams& p, cudaStream_t stream) {
   if (p.n == 0) return;
   if (p.type == ElemType::kBF16) {
-    GatherRowsKernel<bf16><<<static_cast<unsigned>(p.n), 256, 0, stream>>>(p);
+    Launch(GatherRowsKernel<bf16>, static_cast<unsigned>(p.n), 256, 0, stream, p);
   } else {
-    GatherRowsKernel<float><<<static_cast<unsigned>(p.n), 256, 0, stream>>>(p);
+    Launch(GatherRowsKernel<float>, static_cast<unsigned>(p.n), 256, 0, stream, p);
   }
-  DSV3_CUDA_CHECK_LAUNCH();
 }
 
 void Rope(const RopeParams& p, cudaStream_t stream) {
   const int64_t groups = (p.heads + kRopeHeadsPerThread - 1) / kRopeHeadsPerThread;
   const int64_t n = p.tokens * groups * (p.rope_dim / 2);
   if (n == 0) return;
-  RopeKernel<<<CeilDiv(n, 256), 256, 0, stream>>>(p);
-  DSV3_CUDA_CHECK_LAUNCH();
+  Launch(RopeKernel, CeilDiv(n, 256), 256, 0, stream, p);
 }
 
 void Copy2D(const Copy2DParams& p, cudaStream_t stream) {
   if (p.rows == 0 || p.cols == 0) return;
   const dim3 grid(CeilDiv(p.cols, 256 * 4), static_cast<unsigned>(p.rows));
-  Copy2DKernel<<<grid, 256, 0, stream>>>(p);
-  DSV3_CUDA_CHECK_LAUNCH();
+  Launch(Copy2DKernel, grid, 256, 0, stream, p);
 }
 
 void RandomFill(const RandomFillParams& p, cudaStream_t stream) {
   if (p.n == 0) return;
   const int blocks = static_cast<int>(std::min<int64_t>(CeilDiv(p.n, 256), 132 * 16));
-  RandomFillKernel<<<blocks, 256, 0, stream>>>(p);
-  DSV3_CUDA_CHECK_LAUNCH();
+  Launch(RandomFillKernel, blocks, 256, 0, stream, p);
 }
 
 }  // namespace dsv3::kernels

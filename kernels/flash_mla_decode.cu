@@ -22,7 +22,7 @@
 
 #include "kernels/device_utils.cuh"
 #include "kernels/flash_mla_decode.cuh"
-#include "kernels/launch_check.h"
+#include "kernels/launch.cuh"
 #include "kernels/sm90_async.cuh"
 
 namespace dsv3::kernels {
@@ -262,6 +262,7 @@ __device__ __forceinline__ float* PartialLse(const FlashMlaDecodeParams& p, int 
 }
 
 __global__ void __launch_bounds__(kThreads, 1) FlashMlaDecodeKernel(const FlashMlaDecodeParams p) {
+  KernelPrologue();
   extern __shared__ unsigned char smem_raw[];
   const int split = blockIdx.x, item_index = blockIdx.z;
   Work wk;
@@ -376,6 +377,7 @@ __global__ void __launch_bounds__(kThreads, 1) FlashMlaDecodeKernel(const FlashM
 // waits about one memory latency per 8 splits rather than two per split.
 constexpr int kMaxSplits = 256;
 __global__ void __launch_bounds__(128) FlashMlaDecodeCombineKernel(const FlashMlaDecodeParams p) {
+  KernelPrologue();
   __shared__ float weight[kMaxSplits];
   __shared__ float warp_value[4];
   const int h = blockIdx.x, item_index = blockIdx.y;
@@ -451,13 +453,11 @@ void FlashMlaDecode(const FlashMlaDecodeParams& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.split.splits),
                   static_cast<unsigned>((p.heads + kHeads - 1) / kHeads),
                   static_cast<unsigned>(p.num_items));
-  FlashMlaDecodeKernel<<<grid, kThreads, kSmemBytes, stream>>>(p);
-  DSV3_CUDA_CHECK_LAUNCH();
+  Launch(FlashMlaDecodeKernel, grid, kThreads, kSmemBytes, stream, p);
   if (p.split.splits > 1) {
-    FlashMlaDecodeCombineKernel<<<dim3(static_cast<unsigned>(p.heads),
-                                       static_cast<unsigned>(p.num_items)),
-                                  kLora / 4, 0, stream>>>(p);
-    DSV3_CUDA_CHECK_LAUNCH();
+    Launch(FlashMlaDecodeCombineKernel,
+           dim3(static_cast<unsigned>(p.heads), static_cast<unsigned>(p.num_items)), kLora / 4, 0,
+           stream, p);
   }
 }
 

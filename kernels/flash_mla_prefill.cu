@@ -20,7 +20,7 @@
 // two blocks per SM) 2.89 ms, 238 TFLOP/s.
 #include "kernels/device_utils.cuh"
 #include "kernels/flash_mla_prefill.cuh"
-#include "kernels/launch_check.h"
+#include "kernels/launch.cuh"
 #include "kernels/sm90_async.cuh"
 
 namespace dsv3::kernels {
@@ -280,6 +280,7 @@ struct Consumer {
 
 __global__ void __launch_bounds__(kThreads, 1)
     FlashMlaPrefillKernel(const FlashMlaPrefillParams p) {
+  KernelPrologue();
   extern __shared__ unsigned char smem_raw[];
   // The 128-byte swizzle repeats every 1024 bytes: tiles start 1024-byte aligned.
   const uint32_t base = (static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) + 1023) & ~1023u;
@@ -374,9 +375,9 @@ void FlashMlaPrefill(const FlashMlaPrefillParams& p, cudaStream_t stream) {
   // Per launch rather than once: the attribute belongs to the current device.
   DSV3_CUDA_CHECK(cudaFuncSetAttribute(FlashMlaPrefillKernel,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
-  FlashMlaPrefillKernel<<<dim3(static_cast<unsigned>(p.num_tiles), static_cast<unsigned>(p.heads)),
-                          kThreads, kSmemBytes, stream>>>(p);
-  DSV3_CUDA_CHECK_LAUNCH();
+  Launch(FlashMlaPrefillKernel,
+         dim3(static_cast<unsigned>(p.num_tiles), static_cast<unsigned>(p.heads)), kThreads,
+         kSmemBytes, stream, p);
 }
 
 }  // namespace dsv3::kernels

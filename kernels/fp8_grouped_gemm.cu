@@ -23,18 +23,18 @@
 // stores from the registers: ~750 and ~730 in the same run). The same loads by cp.async with a
 // hand-applied swizzle topped out near 500: one SM's load/store unit did not keep enough bytes in
 // flight.
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
 #include <algorithm>
 #include <cassert>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 
-#include <cuda.h>
-#include <cudaTypedefs.h>
-
 #include "kernels/device_utils.cuh"
 #include "kernels/fp8_grouped_gemm.cuh"
-#include "kernels/launch_check.h"
+#include "kernels/launch.cuh"
 #include "kernels/sm90_async.cuh"
 
 namespace dsv3::kernels {
@@ -372,6 +372,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                          const __grid_constant__ CUtensorMap map_w,
                          const __grid_constant__ CUtensorMap map_y, const Fp8GroupedGemmParams p,
                          bool y_tma) {
+  KernelPrologue();
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>(
       (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
@@ -483,8 +484,7 @@ void Fp8GroupedGemm(const Fp8GroupedGemmParams& p, cudaStream_t stream) {
   }
   const int64_t items = p.num_tiles * p.mats * ((p.n + kBN - 1) / kBN);
   const int grid = static_cast<int>(std::min<int64_t>(items, sms));
-  Fp8GroupedGemmKernel<<<grid, kThreads, kSmemBytes, stream>>>(map_x, map_w, map_y, p, y_tma);
-  DSV3_CUDA_CHECK_LAUNCH();
+  Launch(Fp8GroupedGemmKernel, grid, kThreads, kSmemBytes, stream, map_x, map_w, map_y, p, y_tma);
 }
 
 }  // namespace dsv3::kernels

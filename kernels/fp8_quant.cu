@@ -1,6 +1,6 @@
 #include "kernels/device_utils.cuh"
 #include "kernels/fp8_quant.cuh"
-#include "kernels/launch_check.h"
+#include "kernels/launch.cuh"
 
 namespace dsv3::kernels {
 
@@ -25,6 +25,7 @@ __device__ __forceinline__ void Load4(const bf16* src, float v[4]) {
 // and columns allow 8-byte loads of the lane's 4 values.
 template <bool kVector>
 __global__ void QuantizeKernel(QuantizeActivationsParams p) {
+  KernelPrologue();
   const int lane = threadIdx.x % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.y) * (blockDim.x / 32) + threadIdx.x / 32;
   const int64_t kb = blockIdx.x;
@@ -69,6 +70,7 @@ __global__ void QuantizeKernel(QuantizeActivationsParams p) {
 }
 
 __global__ void DequantizeKernel(DequantizeParams p) {
+  KernelPrologue();
   const int64_t n = blockIdx.x;
   const uint8_t* w = p.w + n * p.w_stride;
   const float* s = p.scale_inv + (n / 128) * p.scale_stride;
@@ -90,19 +92,17 @@ void QuantizeActivations(const QuantizeActivationsParams& p, cudaStream_t stream
     return reinterpret_cast<uintptr_t>(base) % 8 == 0 && stride % 4 == 0;
   };
   if (aligned(p.x, p.x_stride) && (p.up == nullptr || aligned(p.up, p.up_stride))) {
-    QuantizeKernel<true><<<grid, kWarps * 32, 0, stream>>>(p);
+    Launch(QuantizeKernel<true>, grid, kWarps * 32, 0, stream, p);
   } else {
-    QuantizeKernel<false><<<grid, kWarps * 32, 0, stream>>>(p);
+    Launch(QuantizeKernel<false>, grid, kWarps * 32, 0, stream, p);
   }
-  DSV3_CUDA_CHECK_LAUNCH();
 }
 
 void DequantizeFp8(const DequantizeParams& p, cudaStream_t stream) {
   if (p.n == 0 || p.k == 0) return;
   // Rows on x (up to 2^31), columns on y (K is at most a few thousand).
   const dim3 grid(static_cast<unsigned>(p.n), CeilDiv(p.k, 256));
-  DequantizeKernel<<<grid, 256, 0, stream>>>(p);
-  DSV3_CUDA_CHECK_LAUNCH();
+  Launch(DequantizeKernel, grid, 256, 0, stream, p);
 }
 
 }  // namespace dsv3::kernels

@@ -1,5 +1,5 @@
 #include "kernels/device_utils.cuh"
-#include "kernels/launch_check.h"
+#include "kernels/launch.cuh"
 #include "kernels/mla.cuh"
 
 namespace dsv3::kernels {
@@ -7,6 +7,7 @@ namespace dsv3::kernels {
 namespace {
 
 __global__ void WriteKvCacheKernel(WriteKvCacheParams p) {
+  KernelPrologue();
   const int64_t t = blockIdx.x;
   const bf16* src = static_cast<const bf16*>(p.latent) + t * p.latent_stride;
   bf16* dst = static_cast<bf16*>(p.cache) + p.slot_mapping[t] * p.kv_dim;
@@ -20,6 +21,7 @@ constexpr int kMaxV = 512;
 // One warp per (token, head), one key at a time with an online softmax. Simple and exact; the
 // decode-speed kernel (all heads of a sequence per block, tensor cores) replaces it for decode.
 __global__ void __launch_bounds__(kHeadsPerBlock * 32) MlaAttentionKernel(MlaAttentionParams p) {
+  KernelPrologue();
   __shared__ float q_smem[kHeadsPerBlock][kMaxQ];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t t = p.token_rows[blockIdx.y];
@@ -96,6 +98,7 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32) MlaAttentionKernel(MlaAtt
 
 // One block per (head, token row): out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s.
 __global__ void MlaMergeSplitsKernel(MlaAttentionParams p) {
+  KernelPrologue();
   const int64_t h = blockIdx.x, row = blockIdx.y, t = p.token_rows[row];
   const float* part = p.partial + (row * p.heads + h) * p.splits * (2 + p.dv);
   float m = -INFINITY;
@@ -118,20 +121,18 @@ __global__ void MlaMergeSplitsKernel(MlaAttentionParams p) {
 
 void WriteKvCache(const WriteKvCacheParams& p, cudaStream_t stream) {
   if (p.tokens == 0) return;
-  WriteKvCacheKernel<<<static_cast<unsigned>(p.tokens), 128, 0, stream>>>(p);
-  DSV3_CUDA_CHECK_LAUNCH();
+  Launch(WriteKvCacheKernel, static_cast<unsigned>(p.tokens), 128, 0, stream, p);
 }
 
 void MlaAttention(const MlaAttentionParams& p, cudaStream_t stream) {
   if (p.tokens == 0) return;
   const dim3 grid(CeilDiv(p.heads, kHeadsPerBlock), static_cast<unsigned>(p.tokens),
                   static_cast<unsigned>(p.splits));
-  MlaAttentionKernel<<<grid, kHeadsPerBlock * 32, 0, stream>>>(p);
-  DSV3_CUDA_CHECK_LAUNCH();
+  Launch(MlaAttentionKernel, grid, kHeadsPerBlock * 32, 0, stream, p);
   if (p.splits > 1) {
-    MlaMergeSplitsKernel<<<dim3(static_cast<unsigned>(p.heads), static_cast<unsigned>(p.tokens)),
-                           128, 0, stream>>>(p);
-    DSV3_CUDA_CHECK_LAUNCH();
+    Launch(MlaMergeSplitsKernel,
+           dim3(static_cast<unsigned>(p.heads), static_cast<unsigned>(p.tokens)), 128, 0, stream,
+           p);
   }
 }
 

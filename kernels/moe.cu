@@ -1,7 +1,7 @@
 #include <cassert>
 
 #include "kernels/device_utils.cuh"
-#include "kernels/launch_check.h"
+#include "kernels/launch.cuh"
 #include "kernels/moe.cuh"
 
 namespace dsv3::kernels {
@@ -46,6 +46,7 @@ constexpr int kTopkWarps = 4;
 // round, no block barriers), with the reference's tie order, so ids match the CPU exactly.
 // Dynamic shared memory per warp: s and c [E] F32, taken [E].
 __global__ void MoeTopkKernel(MoeTopkParams p) {
+  KernelPrologue();
   extern __shared__ float scratch[];
   __shared__ float group_scores[kTopkWarps][kMaxGroups];
   __shared__ bool kept_groups[kTopkWarps][kMaxGroups];
@@ -121,6 +122,7 @@ __global__ void MoeTopkKernel(MoeTopkParams p) {
 // way, so both give the same values.
 template <bool kVector>
 __global__ void MoeCombineKernel(MoeCombineParams p) {
+  KernelPrologue();
   const int64_t t = blockIdx.y;
   constexpr int kWidth = kVector ? 8 : 1;
   for (int64_t d = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kWidth;
@@ -154,20 +156,18 @@ void MoeTopk(const MoeTopkParams& p, cudaStream_t stream) {
   // s and c F32 and taken per warp; E <= kMaxExperts keeps it at 36 KB.
   assert(p.experts <= kMaxExperts && p.groups <= kMaxGroups);
   const size_t scratch = kTopkWarps * p.experts * (2 * sizeof(float) + sizeof(bool));
-  MoeTopkKernel<<<CeilDiv(p.tokens, kTopkWarps), kTopkWarps * 32, scratch, stream>>>(p);
-  DSV3_CUDA_CHECK_LAUNCH();
+  Launch(MoeTopkKernel, CeilDiv(p.tokens, kTopkWarps), kTopkWarps * 32, scratch, stream, p);
 }
 
 void MoeCombine(const MoeCombineParams& p, cudaStream_t stream) {
   if (p.tokens == 0) return;
   if (Vectorizable(p.hidden, {{p.y, p.y_stride}, {p.out, p.out_stride}})) {
     const dim3 grid(CeilDiv(p.hidden, 256 * 8), static_cast<unsigned>(p.tokens));
-    MoeCombineKernel<true><<<grid, 256, 0, stream>>>(p);
+    Launch(MoeCombineKernel<true>, grid, 256, 0, stream, p);
   } else {
     const dim3 grid(CeilDiv(p.hidden, 256 * 4), static_cast<unsigned>(p.tokens));
-    MoeCombineKernel<false><<<grid, 256, 0, stream>>>(p);
+    Launch(MoeCombineKernel<false>, grid, 256, 0, stream, p);
   }
-  DSV3_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace dsv3::kernels

@@ -2,7 +2,7 @@
 #include <cassert>
 
 #include "kernels/device_utils.cuh"
-#include "kernels/launch_check.h"
+#include "kernels/launch.cuh"
 #include "kernels/moe_grouped.cuh"
 
 namespace dsv3::kernels {
@@ -13,6 +13,7 @@ constexpr int kMaxExperts = 1024;
 
 // One block: counts per expert, a serial prefix over the experts, then placement by atomics.
 __global__ void MoeAlignKernel(MoeAlignParams p) {
+  KernelPrologue();
   __shared__ int32_t count[kMaxExperts];
   __shared__ int32_t fill[kMaxExperts];
   const int64_t tile = p.tile_rows > 0 ? p.tile_rows : 1;
@@ -176,6 +177,27 @@ __device__ __forceinline__ void LoadTokens(const MmaGemmArgs& p, int32_t base, i
   sb = __ldg(p.xs + kb * p.rows_padded + rb);
 }
 
+// A dense linear's weight is never written by the step, so the kernel asks for it before it
+// waits for the kernel before it (launch.cuh): the first kPrefetchPairs pairs of k-blocks this
+// warp will read, rows row0 and row0 + 8 (row8 bytes on), go to L2 while that kernel still runs.
+// One lane per row and k-block (t == 0): a k-block of a row is one 128-byte line.
+constexpr int kPrefetchPairs = 4;
+__device__ __forceinline__ void PrefetchFirstPairs(const uint8_t* row0, int kpart, int ksplit,
+                                                   int64_t pairs, int64_t row8, int t) {
+  if (t != 0) return;
+#pragma unroll
+  for (int i = 0; i < kPrefetchPairs; ++i) {
+    const int64_t pr = kpart + static_cast<int64_t>(i) * ksplit;
+    if (pr >= pairs) return;
+#pragma unroll
+    for (int b = 0; b < 2; ++b) {
+      const uint8_t* line = row0 + (2 * pr + b) * 128;
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(line));
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(line + row8));
+    }
+  }
+}
+
 // Block (column tiles, active expert slot or 0): warp w takes column tile w / ksplit of the
 // block and k-block pairs kpart, kpart + ksplit, ... (kpart = w % ksplit). The expert's rows go
 // in chunks of kTiles x 8: per chunk, each k-block of weights is loaded and converted once and
@@ -185,14 +207,6 @@ template <int kTiles>
 __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs p) {
   constexpr bool kLoadAhead = kTiles <= 2;  // activations loaded with the weights
   __shared__ float partial[kMaxKSplit][kTiles * 4][32];  // [warp][token tile * 4 + c][lane]
-  int64_t e = 0;
-  int32_t r_begin = 0, r_end = static_cast<int32_t>(p.rows);
-  if (p.begin != nullptr) {
-    if (blockIdx.y >= *p.num_active) return;  // the whole block
-    e = p.active[blockIdx.y];
-    r_begin = p.begin[e];
-    r_end = p.begin[e + 1];
-  }
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
   const int kpart = warp % p.ksplit;
@@ -201,6 +215,19 @@ __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs 
       static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32 / p.ksplit) + warp / p.ksplit;
   const bool has_tile = tile < p.mats * tiles_per_mat;
   const int64_t m = tile / tiles_per_mat, c0 = tile % tiles_per_mat * kTileCols;
+  const int64_t pairs = p.k_pad / 256, row8 = 8 * p.k_pad;
+  if (p.begin == nullptr && has_tile) {
+    PrefetchFirstPairs(p.dense.w + (c0 + g) * p.k_pad, kpart, p.ksplit, pairs, row8, t);
+  }
+  KernelPrologue();
+  int64_t e = 0;
+  int32_t r_begin = 0, r_end = static_cast<int32_t>(p.rows);
+  if (p.begin != nullptr) {
+    if (blockIdx.y >= *p.num_active) return;  // the whole block
+    e = p.active[blockIdx.y];
+    r_begin = p.begin[e];
+    r_end = p.begin[e + 1];
+  }
   const uint8_t* wrow = nullptr;  // this lane's bytes of weight row c0 + g in k-block 0
   const float* srow = nullptr;    // the tile's block scales (16 | 128: one per k-block)
   if (has_tile) {
@@ -209,7 +236,6 @@ __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs 
     wrow = gw.w + (c0 + g) * p.k_pad + 16 * t;
     srow = gw.s + c0 / 128 * p.scale_stride;
   }
-  const int64_t pairs = p.k_pad / 256, row8 = 8 * p.k_pad;
   for (int32_t r0 = r_begin; r0 < r_end; r0 += kTiles * kTokens) {
     float acc[kTiles][4] = {};
     for (int64_t pr = kpart; has_tile && pr < pairs; pr += p.ksplit) {
@@ -318,18 +344,16 @@ void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, cudaStream_t stream) {
   const int warps = std::max(kBlockWarps, a.ksplit);
   const dim3 grid(CeilDiv(tiles, warps / a.ksplit), static_cast<unsigned>(groups));
   if (a.begin == nullptr) {  // more than 16 rows would take several passes over the weights
-    Fp8MmaGemmKernel<kDenseTokTiles><<<grid, warps * 32, 0, stream>>>(a);
+    Launch(Fp8MmaGemmKernel<kDenseTokTiles>, grid, warps * 32, 0, stream, a);
   } else {
-    Fp8MmaGemmKernel<kTokTiles><<<grid, warps * 32, 0, stream>>>(a);
+    Launch(Fp8MmaGemmKernel<kTokTiles>, grid, warps * 32, 0, stream, a);
   }
-  DSV3_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
 
 void MoeAlign(const MoeAlignParams& p, cudaStream_t stream) {
-  MoeAlignKernel<<<1, 1024, 0, stream>>>(p);
-  DSV3_CUDA_CHECK_LAUNCH();
+  Launch(MoeAlignKernel, 1, 1024, 0, stream, p);
 }
 
 void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream) {

@@ -21,8 +21,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/backend/cuda/cuda_backend.h"
-#include "engine/backend/memory_by_use.h"
 #include "engine/backend/cuda/cuda_event_clock.h"
+#include "engine/backend/memory_by_use.h"
 #include "engine/backend/timing_backend.h"
 #include "engine/model/model.h"
 #include "engine/model/step_graphs.h"
@@ -31,6 +31,7 @@
 #include "engine/parallel/tcp_store.h"
 #include "engine/weights/random_tensors.h"
 #include "kernels/elementwise.cuh"
+#include "kernels/programmatic_launch.h"
 #include "tools/dsv3-bench/bench_util.h"
 #include "tools/dsv3-bench/verify_bench.h"
 
@@ -50,6 +51,7 @@ struct Args {
   int prefill_tokens = 4096;
   int iters = 5;
   int tp = 1;
+  bool no_pdl = false;  // kernels launched without programmatic dependent launch (launch.cuh)
   // Speculative decoding (verify_bench.cc): drafts K per step; when given, only that section runs.
   std::vector<int> verify_tokens;
   std::vector<int> verify_batches = {1, 8, 32, 64};
@@ -138,9 +140,11 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
   cudaDriverGetVersion(&driver);
   cudaRuntimeGetVersion(&runtime);
   const double copy_bw = CopyBandwidth(gpu.stream());
-  std::fprintf(out, "device: %s, driver API %d, runtime %d, copy bandwidth %.2f TB/s, "
-               "tensor parallel %d\n", prop.name, driver, runtime, copy_bw / 1e12,
-               comm.world_size());
+  std::fprintf(out,
+               "device: %s, driver API %d, runtime %d, copy bandwidth %.2f TB/s, "
+               "tensor parallel %d, programmatic dependent launch %s\n",
+               prop.name, driver, runtime, copy_bw / 1e12, comm.world_size(),
+               kernels::ProgrammaticLaunch() ? "on" : "off");
 
   // The model runs on a TimingBackend around the GPU: per-layer and per-op times on the GPU's
   // stream, and the GPU's choice of kernel paths and MLA's sub-steps as sections.
@@ -377,6 +381,7 @@ int Run(const Args& args) {
     };
     CudaBackend::Options options;
     options.device = rank;
+    options.programmatic_launch = !args.no_pdl;
     auto gpu = CudaBackend::Create(options);
     if (!gpu.ok()) return fail(gpu.status());
     if (args.tp == 1) {
@@ -429,6 +434,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 15));
   app.add_option("--verify-batches", args.verify_batches, "batch sizes of --verify-tokens")
       ->delimiter(',');
+  app.add_flag(
+      "--no-pdl", args.no_pdl,
+      "launch the kernels without programmatic dependent launch (to measure what it gives)");
   app.add_option("--tp", args.tp, "tensor-parallel ranks (threads, one GPU each)")
       ->check(CLI::Range(1, 8));
   CLI11_PARSE(app, argc, argv);

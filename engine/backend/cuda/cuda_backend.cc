@@ -1,7 +1,4 @@
 #include "engine/backend/cuda/cuda_backend.h"
-#include "engine/backend/graph_policy.h"
-#include "engine/backend/cuda/pinned_host_allocator.h"
-#include "engine/backend/cuda/stream_allocator.h"
 
 #include <algorithm>
 #include <cstring>
@@ -9,9 +6,13 @@
 #include <new>
 
 #include "absl/strings/str_cat.h"
+#include "engine/backend/cuda/pinned_host_allocator.h"
+#include "engine/backend/cuda/stream_allocator.h"
+#include "engine/backend/graph_policy.h"
 #include "engine/weights/checkpoint.h"
 #include "kernels/elementwise.cuh"
 #include "kernels/launch_check.h"
+#include "kernels/programmatic_launch.h"
 
 namespace dsv3 {
 
@@ -47,6 +48,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const Options& 
   }
   std::unique_ptr<CudaBackend> b(new CudaBackend());
   b->options_ = options;
+  kernels::SetProgrammaticLaunch(options.programmatic_launch);
   if (cudaSetDevice(options.device) != cudaSuccess ||
       cudaStreamCreateWithFlags(&b->stream_, cudaStreamNonBlocking) != cudaSuccess) {
     return absl::InternalError(absl::StrCat("CUDA init: ", cudaGetErrorString(cudaGetLastError())));

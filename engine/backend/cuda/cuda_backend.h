@@ -54,6 +54,9 @@ class CudaBackend final : public Backend {
     int device = 0;
     bool ue8m0_activation_scales = false;  // V3.1's scale_fmt "ue8m0"
     bool cuda_graphs = true;  // whole decode steps as CUDA graphs (step_graphs())
+    // Kernels launched with programmatic dependent launch (kernels/launch.cuh). Process-wide:
+    // the last backend created decides.
+    bool programmatic_launch = true;
   };
   // Fails when there is no usable CUDA device.
   static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const Options& options);

@@ -1,0 +1,144 @@
+// Programmatic dependent launch (kernels/launch.cuh) changes when kernels start, never what
+// they compute: the same prefill and decode steps give bit-identical logits with it off and on,
+// eager and replayed from whole-step graphs. A kernel that read its input or wrote its output
+// before KernelPrologue() would race the kernel before it and show here as differing logits.
+// Two models: a fixture (the GEMM decode attention path) and a random one at V3's latent dims
+// (the flash decode kernel with its key splits and combine).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <memory>
+
+#include "engine/model/model.h"
+#include "engine/model/step_graphs.h"
+#include "kernels/programmatic_launch.h"
+#include "tests/gpu/gpu_test_util.h"
+#include "tests/test_util.h"
+
+namespace dsv3 {
+namespace {
+
+using ::dsv3::testing::FixturePath;
+
+constexpr int32_t kBlock = 16;
+constexpr int kDecodeSteps = 12;
+
+using MakeModel = std::function<absl::StatusOr<std::unique_ptr<DeepseekV3Model>>(Backend& backend)>;
+
+// A prefill of prompts of `lengths`, then kDecodeSteps decode steps of every sequence, on a
+// fresh cache; tokens follow a fixed pattern (not the logits), so every run sees the same
+// inputs. Decode steps go through a DecodeGraphRunner when `graphed`. Returns every step's
+// logits, one after the other.
+std::vector<float> RunSteps(DeepseekV3Model& model, Backend& backend, bool graphed,
+                            const std::vector<int32_t>& lengths, int32_t seq_blocks) {
+  const ModelConfig& c = model.config();
+  const int num_seqs = static_cast<int>(lengths.size());
+  KvCache cache(backend, c, num_seqs * seq_blocks, kBlock);
+  auto table = [&](int s) {
+    std::vector<int32_t> t(seq_blocks);
+    for (int32_t i = 0; i < seq_blocks; ++i) t[i] = i * num_seqs + s;
+    return t;
+  };
+  auto token = [&](int s, int i) {
+    return static_cast<int32_t>((17 + 31 * s + 7 * i) % c.vocab_size);
+  };
+  std::vector<float> all, logits;
+  ForwardBatch prefill;
+  for (int s = 0; s < num_seqs; ++s) {
+    const int32_t begin = static_cast<int32_t>(prefill.token_ids.size());
+    for (int32_t i = 0; i < lengths[s]; ++i) prefill.token_ids.push_back(token(s, i));
+    prefill.sequences.push_back({begin, lengths[s], 0, table(s)});
+    prefill.logits_rows.push_back(begin + lengths[s] - 1);
+  }
+  EXPECT_TRUE(model.Forward(prefill, cache, logits).ok());
+  all.insert(all.end(), logits.begin(), logits.end());
+  DecodeGraphRunner runner(model);
+  for (int step = 0; step < kDecodeSteps; ++step) {
+    ForwardBatch decode;
+    for (int s = 0; s < num_seqs; ++s) {
+      const int32_t context = lengths[s] + step;
+      decode.token_ids.push_back(token(s, context));
+      decode.sequences.push_back({s, 1, context, table(s)});
+      decode.logits_rows.push_back(s);
+    }
+    const absl::Status st =
+        graphed ? runner.Forward(decode, cache, logits) : model.Forward(decode, cache, logits);
+    EXPECT_TRUE(st.ok()) << st;
+    all.insert(all.end(), logits.begin(), logits.end());
+  }
+  if (graphed) {
+    EXPECT_GT(runner.stats().replayed, 0) << "no step was replayed from a graph";
+  }
+  return all;
+}
+
+// Elements that differ, and the largest difference; 0 of them is the pass.
+void ExpectIdentical(const std::vector<float>& got, const std::vector<float>& want,
+                     const char* what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  int64_t differing = 0;
+  double largest = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (got[i] == want[i]) continue;
+    ++differing;
+    largest = std::max(largest, std::abs(static_cast<double>(got[i]) - want[i]));
+  }
+  std::printf("pdl %s: %lld of %zu logits differ (largest by %.3g)\n", what,
+              static_cast<long long>(differing), want.size(), largest);
+  EXPECT_EQ(differing, 0) << what << ": largest difference " << largest;
+}
+
+void ExpectSameLogitsWithAndWithout(const MakeModel& make, const std::vector<int32_t>& lengths,
+                                    int32_t seq_blocks) {
+  auto graphed_backend = CudaBackend::Create({});
+  auto eager_backend = CudaBackend::Create({.cuda_graphs = false});
+  ASSERT_TRUE(graphed_backend.ok() && eager_backend.ok());
+  auto graphed = make(**graphed_backend);
+  auto eager = make(**eager_backend);
+  ASSERT_TRUE(graphed.ok() && eager.ok()) << graphed.status() << eager.status();
+  std::vector<float> runs[2][2];  // [pdl][graphed]
+  for (const bool pdl : {false, true}) {
+    kernels::SetProgrammaticLaunch(pdl);
+    runs[pdl][0] = RunSteps(**eager, **eager_backend, false, lengths, seq_blocks);
+    runs[pdl][1] = RunSteps(**graphed, **graphed_backend, true, lengths, seq_blocks);
+  }
+  kernels::SetProgrammaticLaunch(true);  // the default, for the tests after
+  ExpectIdentical(runs[1][0], runs[0][0], "eager steps");
+  ExpectIdentical(runs[1][1], runs[0][1], "graphed steps");
+  graphed->reset();  // the models' tensors live in their backends' memory: freed first
+  eager->reset();
+}
+
+TEST(CudaProgrammaticLaunchTest, FixtureGivesTheSameLogitsWithAndWithout) {
+  DSV3_SKIP_WITHOUT_GPU();
+  ExpectSameLogitsWithAndWithout(
+      [](Backend& backend) { return DeepseekV3Model::Load(FixturePath("tiny-fp8"), backend); },
+      {5, 13, 30, 9, 21}, 8);
+}
+
+TEST(CudaProgrammaticLaunchTest, V3LatentDimsGiveTheSameLogitsWithAndWithout) {
+  DSV3_SKIP_WITHOUT_GPU();
+  auto config = ModelConfig::FromJson(R"({"model_type": "deepseek_v3", "vocab_size": 512,
+    "hidden_size": 256, "intermediate_size": 512, "moe_intermediate_size": 128,
+    "num_hidden_layers": 2, "first_k_dense_replace": 1, "num_attention_heads": 16,
+    "num_key_value_heads": 16, "q_lora_rank": 128, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
+    "qk_rope_head_dim": 64, "v_head_dim": 128, "n_routed_experts": 8, "n_shared_experts": 1,
+    "num_experts_per_tok": 2, "n_group": 1, "topk_group": 1, "routed_scaling_factor": 2.5,
+    "norm_topk_prob": true, "scoring_func": "sigmoid", "topk_method": "noaux_tc",
+    "rms_norm_eps": 1e-6, "rope_theta": 10000, "max_position_embeddings": 4096,
+    "bos_token_id": 0, "eos_token_id": 1, "tie_word_embeddings": false,
+    "quantization_config": {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+      "weight_block_size": [128, 128]}})",
+                                      "test config");
+  ASSERT_TRUE(config.ok()) << config.status();
+  // 700 cached tokens: long enough for the flash decode kernel to split the keys.
+  ExpectSameLogitsWithAndWithout(
+      [&](Backend& backend) { return DeepseekV3Model::Random(*config, backend, 7); },
+      {5, 13, 300, 9, 700}, 48);
+}
+
+}  // namespace
+}  // namespace dsv3
