@@ -1,15 +1,14 @@
-#include <atomic>
-
 #include "kernels/programmatic_launch.h"
 
 namespace dsv3::kernels {
 
 namespace {
-std::atomic<bool> programmatic_launch{true};
+// Per thread, as CUDA's current device is: each rank's steps run on a thread of their own.
+thread_local bool programmatic_launch = false;
 }  // namespace
 
-void SetProgrammaticLaunch(bool on) { programmatic_launch.store(on, std::memory_order_relaxed); }
+void SetProgrammaticLaunch(bool on) { programmatic_launch = on; }
 
-bool ProgrammaticLaunch() { return programmatic_launch.load(std::memory_order_relaxed); }
+bool ProgrammaticLaunch() { return programmatic_launch; }
 
 }  // namespace dsv3::kernels

@@ -3,8 +3,9 @@
 
 namespace dsv3::kernels {
 
-// Whether kernels::Launch asks for PDL (CudaBackend::Options::programmatic_launch sets it; on by
-// default). Off, kernels launch the plain way and their KernelPrologue() costs nothing.
+// Whether kernels::Launch, called from this thread, asks for PDL. Off until set: CudaBackend sets
+// it at the start of each step (CudaBackend::Options::programmatic_launch). Off, kernels launch
+// the plain way and their KernelPrologue() costs nothing.
 void SetProgrammaticLaunch(bool on);
 bool ProgrammaticLaunch();
 

@@ -1,7 +1,8 @@
-// Programmatic dependent launch (kernels/launch.cuh) changes when kernels start, never what
-// they compute: the same prefill and decode steps give bit-identical logits with it off and on,
-// eager and replayed from whole-step graphs. A kernel that read its input or wrote its output
-// before KernelPrologue() would race the kernel before it and show here as differing logits.
+// Programmatic dependent launch (kernels/launch.cuh; CudaBackend::Options::programmatic_launch)
+// changes when kernels start, never what they compute: the same prefill and decode steps give
+// bit-identical logits with it off and on, eager and replayed from whole-step graphs. A kernel
+// that read its input or wrote its output before KernelPrologue() would race the kernel before
+// it and show here as differing logits. The prefills are short enough to take PDL too.
 // Two models: a fixture (the GEMM decode attention path) and a random one at V3's latent dims
 // (the flash decode kernel with its key splits and combine).
 #include <gtest/gtest.h>
@@ -14,7 +15,6 @@
 
 #include "engine/model/model.h"
 #include "engine/model/step_graphs.h"
-#include "kernels/programmatic_launch.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/test_util.h"
 
@@ -91,25 +91,22 @@ void ExpectIdentical(const std::vector<float>& got, const std::vector<float>& wa
   EXPECT_EQ(differing, 0) << what << ": largest difference " << largest;
 }
 
+// Four backends, each with its own copy of the model: {PDL off, on} x {eager, graphed}.
 void ExpectSameLogitsWithAndWithout(const MakeModel& make, const std::vector<int32_t>& lengths,
                                     int32_t seq_blocks) {
-  auto graphed_backend = CudaBackend::Create({});
-  auto eager_backend = CudaBackend::Create({.cuda_graphs = false});
-  ASSERT_TRUE(graphed_backend.ok() && eager_backend.ok());
-  auto graphed = make(**graphed_backend);
-  auto eager = make(**eager_backend);
-  ASSERT_TRUE(graphed.ok() && eager.ok()) << graphed.status() << eager.status();
   std::vector<float> runs[2][2];  // [pdl][graphed]
   for (const bool pdl : {false, true}) {
-    kernels::SetProgrammaticLaunch(pdl);
-    runs[pdl][0] = RunSteps(**eager, **eager_backend, false, lengths, seq_blocks);
-    runs[pdl][1] = RunSteps(**graphed, **graphed_backend, true, lengths, seq_blocks);
+    for (const bool graphed : {false, true}) {
+      auto backend = CudaBackend::Create({.cuda_graphs = graphed, .programmatic_launch = pdl});
+      ASSERT_TRUE(backend.ok()) << backend.status();
+      auto model = make(**backend);
+      ASSERT_TRUE(model.ok()) << model.status();
+      runs[pdl][graphed] = RunSteps(**model, **backend, graphed, lengths, seq_blocks);
+      model->reset();  // its tensors live in the backend's memory: freed first
+    }
   }
-  kernels::SetProgrammaticLaunch(true);  // the default, for the tests after
   ExpectIdentical(runs[1][0], runs[0][0], "eager steps");
   ExpectIdentical(runs[1][1], runs[0][1], "graphed steps");
-  graphed->reset();  // the models' tensors live in their backends' memory: freed first
-  eager->reset();
 }
 
 TEST(CudaProgrammaticLaunchTest, FixtureGivesTheSameLogitsWithAndWithout) {

@@ -31,7 +31,6 @@
 #include "engine/parallel/tcp_store.h"
 #include "engine/weights/random_tensors.h"
 #include "kernels/elementwise.cuh"
-#include "kernels/programmatic_launch.h"
 #include "tools/dsv3-bench/bench_util.h"
 #include "tools/dsv3-bench/verify_bench.h"
 
@@ -144,7 +143,7 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
                "device: %s, driver API %d, runtime %d, copy bandwidth %.2f TB/s, "
                "tensor parallel %d, programmatic dependent launch %s\n",
                prop.name, driver, runtime, copy_bw / 1e12, comm.world_size(),
-               kernels::ProgrammaticLaunch() ? "on" : "off");
+               args.no_pdl ? "off" : "on in decode steps");
 
   // The model runs on a TimingBackend around the GPU: per-layer and per-op times on the GPU's
   // stream, and the GPU's choice of kernel paths and MLA's sub-steps as sections.

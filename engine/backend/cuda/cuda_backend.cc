@@ -48,7 +48,6 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const Options& 
   }
   std::unique_ptr<CudaBackend> b(new CudaBackend());
   b->options_ = options;
-  kernels::SetProgrammaticLaunch(options.programmatic_launch);
   if (cudaSetDevice(options.device) != cudaSuccess ||
       cudaStreamCreateWithFlags(&b->stream_, cudaStreamNonBlocking) != cudaSuccess) {
     return absl::InternalError(absl::StrCat("CUDA init: ", cudaGetErrorString(cudaGetLastError())));
@@ -374,6 +373,12 @@ void CudaBackend::BeginStep(const AttentionBatch& batch) {
   // Steps may run on another thread than the one that made the backend (the engine's loop),
   // and kernel launches go to the calling thread's current device.
   DSV3_CUDA_CHECK(cudaSetDevice(options_.device));
+  // PDL pays where a step is a chain of short kernels (the small-M path: ~40 kernels of a few
+  // microseconds per layer at batch 1); prefill's persistent GEMMs measured slower with it
+  // (docs/cuda.md, "Programmatic dependent launch").
+  kernels::SetProgrammaticLaunch(options_.programmatic_launch &&
+                                 static_cast<int64_t>(batch.positions.size()) <=
+                                     grouped_moe_max_tokens_);
   BuildPlan(batch);
 }
 

@@ -54,8 +54,8 @@ class CudaBackend final : public Backend {
     int device = 0;
     bool ue8m0_activation_scales = false;  // V3.1's scale_fmt "ue8m0"
     bool cuda_graphs = true;  // whole decode steps as CUDA graphs (step_graphs())
-    // Kernels launched with programmatic dependent launch (kernels/launch.cuh). Process-wide:
-    // the last backend created decides.
+    // Kernels of steps of at most SetGroupedMoeMaxTokens tokens (decode, verify) launched with
+    // programmatic dependent launch (kernels/launch.cuh); larger steps launch the plain way.
     bool programmatic_launch = true;
   };
   // Fails when there is no usable CUDA device.
