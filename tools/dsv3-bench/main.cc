@@ -29,9 +29,11 @@
 #include "engine/parallel/gloo_communicator.h"
 #include "engine/parallel/nccl/nccl_communicator.h"
 #include "engine/parallel/tcp_store.h"
+#include "engine/util/status_macros.h"
 #include "engine/weights/random_tensors.h"
 #include "kernels/elementwise.cuh"
 #include "tools/dsv3-bench/bench_util.h"
+#include "tools/dsv3-bench/kernel_trace.h"
 #include "tools/dsv3-bench/verify_bench.h"
 
 namespace dsv3 {
@@ -51,6 +53,7 @@ struct Args {
   int iters = 5;
   int tp = 1;
   bool no_pdl = false;  // kernels launched without programmatic dependent launch (launch.cuh)
+  std::vector<int> trace_batches = {1};  // batches whose graphed step is traced per kernel
   // Speculative decoding (verify_bench.cc): drafts K per step; when given, only that section runs.
   std::vector<int> verify_tokens;
   std::vector<int> verify_batches = {1, 8, 32, 64};
@@ -126,6 +129,24 @@ void PrintMemoryByUse(std::FILE* out, const GpuMemoryByUse& m, int64_t graphs) {
 
 // One rank's whole benchmark. Every rank runs the same steps (the model's collectives meet
 // inside Forward); `out` gets the tables (rank 0's; the others write to /dev/null).
+// The kernels of one replayed decode step of `fb`, traced (kernel_trace.h) with a graph runner
+// of its own: its first step runs eagerly, the second is captured, the third replays.
+absl::StatusOr<std::vector<bench::TracedKernel>> TraceGraphedStep(DeepseekV3Model& model,
+                                                                  const ForwardBatch& fb,
+                                                                  KvCache& cache) {
+  DSV3_ASSIGN_OR_RETURN(std::unique_ptr<bench::KernelTrace> trace, bench::KernelTrace::Start());
+  DecodeGraphRunner runner(model);
+  std::vector<float> logits;
+  for (int step = 0; step < 3; ++step) {
+    trace->Take();
+    DSV3_RETURN_IF_ERROR(runner.Forward(fb, cache, logits));
+  }
+  if (runner.stats().replayed < 1) {
+    return absl::FailedPreconditionError("the traced step was not a graph replay");
+  }
+  return trace->Take();
+}
+
 int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* out) {
   auto config = ModelConfig::FromJson(V3ConfigJson(args), "bench config");
   if (!config.ok()) {
@@ -207,6 +228,7 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
               " step (all layers + head) | MoE layer, no graphs | step, no graphs |\n"
               "|---|---|---|---|---|---|---|---|---|\n");
   std::vector<std::vector<std::pair<std::string, float>>> op_columns;  // per batch
+  std::vector<std::pair<int, std::vector<bench::TracedKernel>>> traces;  // --trace-batches
   // One runner for every batch size, as in the server: the graphs of each size stay held, so
   // the memory table below shows what they take together.
   DecodeGraphRunner runner(model);
@@ -257,6 +279,16 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
     const auto eager = time_steps(false);
     const auto graphed = time_steps(true);
     if (!eager || !graphed) return 1;
+    if (std::find(args.trace_batches.begin(), args.trace_batches.end(), b) !=
+        args.trace_batches.end()) {
+      auto kernels = TraceGraphedStep(model, fb, cache);
+      if (kernels.ok()) {
+        traces.emplace_back(b, *std::move(kernels));
+      } else {
+        std::fprintf(stderr, "no kernel trace at batch %d: %s\n", b,
+                     std::string(kernels.status().message()).c_str());
+      }
+    }
     // One more step with every op timed (eager: events around each op perturb the totals
     // above), which also counts the experts the batch activates (graphs do not log them).
     gpu.TakeActiveExperts();
@@ -277,6 +309,11 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
   }
   PrintOpTable(out, "Decode: time per op in one step (ms, all layers and the head)",
                args.batches, op_columns);
+  for (const auto& [b, kernels] : traces) {
+    bench::PrintKernelTrace(
+        out, absl::StrCat("Decode: the kernels of one graphed step at batch ", b, " (CUPTI)"),
+        kernels);
+  }
   PrintMemoryByUse(out, SplitGpuMemory(*gpu.MemoryInfo(), cache.bytes(),
                                        runner.stats().memory_bytes),
                    runner.stats().graphs);
@@ -433,6 +470,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 15));
   app.add_option("--verify-batches", args.verify_batches, "batch sizes of --verify-tokens")
       ->delimiter(',');
+  app.add_option("--trace-batches", args.trace_batches,
+                 "decode batch sizes whose graphed step is listed kernel by kernel (CUPTI)");
   app.add_flag(
       "--no-pdl", args.no_pdl,
       "launch the kernels without programmatic dependent launch (to measure what it gives)");
