@@ -53,7 +53,7 @@ struct Args {
   int iters = 5;
   int tp = 1;
   bool no_pdl = false;  // kernels launched without programmatic dependent launch (launch.cuh)
-  std::vector<int> trace_batches = {1};  // batches whose graphed step is traced per kernel
+  std::vector<int> trace_batches;  // batches whose graphed step is traced per kernel
   // Speculative decoding (verify_bench.cc): drafts K per step; when given, only that section runs.
   std::vector<int> verify_tokens;
   std::vector<int> verify_batches = {1, 8, 32, 64};
