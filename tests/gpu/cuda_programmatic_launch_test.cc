@@ -118,18 +118,7 @@ TEST(CudaProgrammaticLaunchTest, FixtureGivesTheSameLogitsWithAndWithout) {
 
 TEST(CudaProgrammaticLaunchTest, V3LatentDimsGiveTheSameLogitsWithAndWithout) {
   DSV3_SKIP_WITHOUT_GPU();
-  auto config = ModelConfig::FromJson(R"({"model_type": "deepseek_v3", "vocab_size": 512,
-    "hidden_size": 256, "intermediate_size": 512, "moe_intermediate_size": 128,
-    "num_hidden_layers": 2, "first_k_dense_replace": 1, "num_attention_heads": 16,
-    "num_key_value_heads": 16, "q_lora_rank": 128, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
-    "qk_rope_head_dim": 64, "v_head_dim": 128, "n_routed_experts": 8, "n_shared_experts": 1,
-    "num_experts_per_tok": 2, "n_group": 1, "topk_group": 1, "routed_scaling_factor": 2.5,
-    "norm_topk_prob": true, "scoring_func": "sigmoid", "topk_method": "noaux_tc",
-    "rms_norm_eps": 1e-6, "rope_theta": 10000, "max_position_embeddings": 4096,
-    "bos_token_id": 0, "eos_token_id": 1, "tie_word_embeddings": false,
-    "quantization_config": {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
-      "weight_block_size": [128, 128]}})",
-                                      "test config");
+  auto config = ::dsv3::testing::V3LatentDimsConfig();
   ASSERT_TRUE(config.ok()) << config.status();
   // 700 cached tokens: long enough for the flash decode kernel to split the keys.
   ExpectSameLogitsWithAndWithout(
