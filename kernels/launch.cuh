@@ -1,5 +1,6 @@
-// How every kernel in this folder is launched: with programmatic dependent launch (PDL, sm_90),
-// so that a kernel's launch and block scheduling overlap the end of the kernel before it.
+// How every kernel in this folder is launched: with programmatic dependent launch (PDL, sm_90)
+// when the calling thread asks for it (SetProgrammaticLaunch; CudaBackend does in decode and
+// verify steps), so that a kernel's launch and block scheduling overlap the end of the one before.
 //
 // A decode step at batch 1 is ~40 small kernels per layer of a few microseconds each; launched
 // the plain way, each one starts only after the one before has drained, which costs a launch
