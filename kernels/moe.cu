@@ -8,7 +8,7 @@ namespace dsv3::kernels {
 
 namespace {
 
-constexpr int kMaxExperts = 1024;
+[[maybe_unused]] constexpr int kMaxExperts = 1024;  // asserted at launch
 constexpr int kMaxGroups = 64;
 
 // A selection candidate: valid ones beat invalid ones, then the larger value, then the lower

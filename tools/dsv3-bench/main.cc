@@ -224,9 +224,12 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
 
   std::fprintf(out, "\n## Decode, context %d (ms per layer, median of %d steps)\n\n", args.context,
               args.iters);
-  std::fprintf(out, "| batch | dense layer | MoE layer | active experts | HBM floor (MoE) | MoE / floor |"
-              " step (all layers + head) | MoE layer, no graphs | step, no graphs |\n"
-              "|---|---|---|---|---|---|---|---|---|\n");
+  std::fprintf(
+      out,
+      "| batch | dense layer | MoE layer | active experts | HBM floor (MoE) | MoE / floor |"
+      " step (all layers + head) | MoE layer, no graphs | step, no graphs |"
+      " tokens/s per sequence | tokens/s |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|\n");
   std::vector<std::vector<std::pair<std::string, float>>> op_columns;  // per batch
   std::vector<std::pair<int, std::vector<bench::TracedKernel>>> traces;  // --trace-batches
   // One runner for every batch size, as in the server: the graphs of each size stay held, so
@@ -302,9 +305,12 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
     const double kv_bytes = static_cast<double>(b) * (args.context + 1) * 576 * 2;
     const double floor_ms = bench::MoeFloorBytes{rank_attn_bytes, router_bytes, expert_bytes, tp}
                                 .FloorMs(mean_active, kv_bytes, copy_bw);
-    std::fprintf(out, "| %d | %.3f | %.3f | %.1f | %.3f | %.2fx | %.3f | %.3f | %.3f |\n", b,
-                 graphed->dense, graphed->moe, mean_active, floor_ms, graphed->moe / floor_ms,
-                 graphed->step, eager->moe, eager->step);
+    // Decode throughput of this model (its layers and head) from the graphed step.
+    const double per_sequence = 1e3 / graphed->step;
+    std::fprintf(out,
+                 "| %d | %.3f | %.3f | %.1f | %.3f | %.2fx | %.3f | %.3f | %.3f | %.1f | %.0f |\n",
+                 b, graphed->dense, graphed->moe, mean_active, floor_ms, graphed->moe / floor_ms,
+                 graphed->step, eager->moe, eager->step, per_sequence, b * per_sequence);
     std::fflush(out);
   }
   PrintOpTable(out, "Decode: time per op in one step (ms, all layers and the head)",

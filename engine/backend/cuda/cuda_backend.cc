@@ -423,7 +423,9 @@ void CudaBackend::Embedding(const TensorView& table, std::span<const int32_t> id
 
 void CudaBackend::RmsNorm(const TensorView& x, const TensorView& weight, float eps,
                           const TensorView& out) {
-  const auto float_like = [](DType t) { return t == DType::kBF16 || t == DType::kF32; };
+  [[maybe_unused]] const auto float_like = [](DType t) {
+    return t == DType::kBF16 || t == DType::kF32;
+  };
   assert(float_like(x.dtype) && float_like(out.dtype) && weight.dtype == DType::kF32);
   assert(x.data != out.data || x.dtype == out.dtype);
   kernels::RmsNorm({x.data, x.strides[0], weight.ptr<float>(), out.data, out.strides[0], x.dim(0),
