@@ -33,27 +33,17 @@ constexpr int32_t kBlocksPerSeq = 8;  // 128 positions per sequence
 
 using CudaGraphsTest = ::dsv3::testing::EagerGraphedModelsTest;
 
-// One prefill step on both models of prompts of `lengths` (sequence s: tokens
-// (17 + 31 s + 7 i) % vocab, in blocks table(s)); `context` and `next` get each sequence's
-// context and the eager model's greedy next token.
+// One prefill step on both models of prompts of `lengths` (PromptsPrefill); `context` and
+// `next` get each sequence's context and the eager model's greedy next token.
 void PrefillBoth(DeepseekV3Model& graphed, KvCache& graphed_cache, DeepseekV3Model& eager,
                  KvCache& eager_cache, const std::vector<int32_t>& lengths,
                  const std::function<std::vector<int32_t>(int)>& table,
                  std::vector<int32_t>& context, std::vector<int32_t>& next) {
   const int64_t vocab = eager.config().vocab_size;
   const int num_seqs = static_cast<int>(lengths.size());
-  context.assign(num_seqs, 0);
+  context = lengths;
   next.assign(num_seqs, 0);
-  ForwardBatch prefill;
-  for (int s = 0; s < num_seqs; ++s) {
-    const int32_t begin = static_cast<int32_t>(prefill.token_ids.size());
-    for (int32_t i = 0; i < lengths[s]; ++i) {
-      prefill.token_ids.push_back(static_cast<int32_t>((17 + 31 * s + 7 * i) % vocab));
-    }
-    prefill.sequences.push_back({begin, lengths[s], 0, table(s)});
-    prefill.logits_rows.push_back(begin + lengths[s] - 1);
-    context[s] = lengths[s];
-  }
+  const ForwardBatch prefill = ::dsv3::testing::PromptsPrefill(lengths, table, vocab);
   std::vector<float> graphed_logits, eager_logits;
   ASSERT_TRUE(graphed.Forward(prefill, graphed_cache, graphed_logits).ok());
   ASSERT_TRUE(eager.Forward(prefill, eager_cache, eager_logits).ok());

@@ -29,7 +29,7 @@ constexpr int kDecodeSteps = 12;
 using MakeModel = std::function<absl::StatusOr<std::unique_ptr<DeepseekV3Model>>(Backend& backend)>;
 
 // A prefill of prompts of `lengths`, then kDecodeSteps decode steps of every sequence, on a
-// fresh cache; tokens follow a fixed pattern (not the logits), so every run sees the same
+// fresh cache; every token is PromptToken's (not the logits'), so every run sees the same
 // inputs. Decode steps go through a DecodeGraphRunner when `graphed`. Returns every step's
 // logits, one after the other.
 std::vector<float> RunSteps(DeepseekV3Model& model, Backend& backend, bool graphed,
@@ -42,25 +42,17 @@ std::vector<float> RunSteps(DeepseekV3Model& model, Backend& backend, bool graph
     for (int32_t i = 0; i < seq_blocks; ++i) t[i] = i * num_seqs + s;
     return t;
   };
-  auto token = [&](int s, int i) {
-    return static_cast<int32_t>((17 + 31 * s + 7 * i) % c.vocab_size);
-  };
   std::vector<float> all, logits;
-  ForwardBatch prefill;
-  for (int s = 0; s < num_seqs; ++s) {
-    const int32_t begin = static_cast<int32_t>(prefill.token_ids.size());
-    for (int32_t i = 0; i < lengths[s]; ++i) prefill.token_ids.push_back(token(s, i));
-    prefill.sequences.push_back({begin, lengths[s], 0, table(s)});
-    prefill.logits_rows.push_back(begin + lengths[s] - 1);
-  }
-  EXPECT_TRUE(model.Forward(prefill, cache, logits).ok());
+  EXPECT_TRUE(
+      model.Forward(::dsv3::testing::PromptsPrefill(lengths, table, c.vocab_size), cache, logits)
+          .ok());
   all.insert(all.end(), logits.begin(), logits.end());
   DecodeGraphRunner runner(model);
   for (int step = 0; step < kDecodeSteps; ++step) {
     ForwardBatch decode;
     for (int s = 0; s < num_seqs; ++s) {
       const int32_t context = lengths[s] + step;
-      decode.token_ids.push_back(token(s, context));
+      decode.token_ids.push_back(::dsv3::testing::PromptToken(s, context, c.vocab_size));
       decode.sequences.push_back({s, 1, context, table(s)});
       decode.logits_rows.push_back(s);
     }

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <random>
 #include <utility>
@@ -158,8 +159,6 @@ inline Tensor GpuTest::DevEmpty(DType dtype, int64_t rows, int64_t cols) {
   return t;
 }
 
-// One fixture model (the test parameter, a FixturePath name) loaded twice: on gpu_, which runs
-// decode layers as CUDA graphs, and on eager_, a backend without graphs (the reference).
 // Submits `requests` greedy requests at once (prompt r: `prompt_len` tokens (131 r + 7 i) %
 // vocab, `max_tokens` new tokens each, EOS ignored) and reads every stream to its end; a request
 // that fails is a test failure (callers check HasFatalFailure()).
@@ -186,6 +185,28 @@ inline void RunGreedyRequests(Engine& engine, int requests, int prompt_len, int 
   }
 }
 
+// Token i of prompt s in the GPU tests' prefills.
+inline int32_t PromptToken(int s, int64_t i, int64_t vocab) {
+  return static_cast<int32_t>((17 + 31 * s + 7 * i) % vocab);
+}
+
+// One prefill step of prompts of `lengths` (sequence s: PromptToken(s, i), in blocks table(s)),
+// with the logits of each prompt's last token.
+inline ForwardBatch PromptsPrefill(const std::vector<int32_t>& lengths,
+                                   const std::function<std::vector<int32_t>(int)>& table,
+                                   int64_t vocab) {
+  ForwardBatch prefill;
+  for (int s = 0; s < static_cast<int>(lengths.size()); ++s) {
+    const int32_t begin = static_cast<int32_t>(prefill.token_ids.size());
+    for (int32_t i = 0; i < lengths[s]; ++i) prefill.token_ids.push_back(PromptToken(s, i, vocab));
+    prefill.sequences.push_back({begin, lengths[s], 0, table(s)});
+    prefill.logits_rows.push_back(begin + lengths[s] - 1);
+  }
+  return prefill;
+}
+
+// One fixture model (the test parameter, a FixturePath name) loaded twice: on gpu_, which runs
+// decode layers as CUDA graphs, and on eager_, a backend without graphs (the reference).
 class EagerGraphedModelsTest : public GpuTest, public ::testing::WithParamInterface<std::string> {
  protected:
   void SetUp() override {

@@ -127,8 +127,6 @@ void PrintMemoryByUse(std::FILE* out, const GpuMemoryByUse& m, int64_t graphs) {
                gib(m.device_total));
 }
 
-// One rank's whole benchmark. Every rank runs the same steps (the model's collectives meet
-// inside Forward); `out` gets the tables (rank 0's; the others write to /dev/null).
 // The kernels of one replayed decode step of `fb`, traced (kernel_trace.h) with a graph runner
 // of its own: its first step runs eagerly, the second is captured, the third replays.
 absl::StatusOr<std::vector<bench::TracedKernel>> TraceGraphedStep(DeepseekV3Model& model,
@@ -147,6 +145,8 @@ absl::StatusOr<std::vector<bench::TracedKernel>> TraceGraphedStep(DeepseekV3Mode
   return trace->Take();
 }
 
+// One rank's whole benchmark. Every rank runs the same steps (the model's collectives meet
+// inside Forward); `out` gets the tables (rank 0's; the others write to /dev/null).
 int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* out) {
   auto config = ModelConfig::FromJson(V3ConfigJson(args), "bench config");
   if (!config.ok()) {
