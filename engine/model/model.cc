@@ -315,26 +315,28 @@ void DeepseekV3Model::Attention(const LayerWeights& layer, const TensorView& x,
   const int64_t qk = c.qk_head_dim();
   const float eps = static_cast<float>(c.rms_norm_eps);
 
+  // q_a and kv_a in one GEMM: qkv_lat [T, stacked rows], whose column ranges are q_lat
+  // [T, q_lora] and latent [T, kv_lora + rope].
+  Tensor qkv_lat = NewActivation(backend_, t, a.qkv_a.weight.n());
+  backend_.Linear(x, a.qkv_a.weight, qkv_lat);
   Tensor q = NewActivation(backend_, t, nh * qk);  // [T, nh * (nope + rope)]
-  if (a.q_a) {
-    Tensor q_lat = NewActivation(backend_, t, a.q_a->n());  // [T, q_lora]
-    backend_.Linear(x, *a.q_a, q_lat);
+  if (a.q_b) {
+    const TensorView q_lat = a.qkv_a.Output(qkv_lat, 0);
     backend_.RmsNorm(q_lat, a.q_a_norm, eps, q_lat);
     backend_.Linear(q_lat, *a.q_b, q);
   } else {
     backend_.Linear(x, *a.q, q);
   }
-  // latent [T, kv_lora + rope]: c = RMSNorm(kv[:, :kv_lora]), k_pe = RoPE(kv[:, kv_lora:]).
-  Tensor latent = NewActivation(backend_, t, c.kv_cache_dim());
-  backend_.Linear(x, a.kv_a, latent);
+  // latent: c = RMSNorm(kv[:, :kv_lora]), k_pe = RoPE(kv[:, kv_lora:]).
+  const TensorView latent = a.qkv_a.Output(qkv_lat, a.qkv_a.parts.size() - 1);
   const TensorView c_part = Columns(latent, 0, c.kv_lora_rank);
   backend_.RmsNorm(c_part, a.kv_a_norm, eps, c_part);
 
-  TensorView k_pe = latent.view();  // [T, 1, rope]
-  k_pe.data = static_cast<char*>(latent.view().data) + c.kv_lora_rank * DTypeSize(latent.view().dtype);
+  TensorView k_pe = latent;  // [T, 1, rope]
+  k_pe.data = static_cast<char*>(latent.data) + c.kv_lora_rank * DTypeSize(latent.dtype);
   k_pe.ndim = 3;
   k_pe.shape = {t, 1, c.qk_rope_head_dim, 0};
-  k_pe.strides = {c.kv_cache_dim(), c.qk_rope_head_dim, 1, 0};
+  k_pe.strides = {latent.strides[0], c.qk_rope_head_dim, 1, 0};
   backend_.Rope(k_pe, batch.positions, rope_.params());
 
   TensorView q3 = q.view();  // [T, nh, nope + rope]
@@ -360,13 +362,12 @@ void DeepseekV3Model::Attention(const LayerWeights& layer, const TensorView& x,
   backend_.Linear(attn, a.o, out);
 }
 
-void DeepseekV3Model::Mlp(const ExpertWeights& w, const TensorView& x, const TensorView& out) {
-  const int64_t t = x.dim(0), inter = w.gate.n();
-  Tensor gate = NewActivation(backend_, t, inter);  // [T, I]
-  Tensor up = NewActivation(backend_, t, inter);    // [T, I]
-  backend_.Linear(x, w.gate, gate);
-  backend_.Linear(x, w.up, up);
-  backend_.SiluMul(gate, up, gate);
+void DeepseekV3Model::Mlp(const MlpWeights& w, const TensorView& x, const TensorView& out) {
+  // gate and up in one GEMM: gate_up [T, stacked rows], columns gate [T, I] and up [T, I].
+  Tensor gate_up = NewActivation(backend_, x.dim(0), w.gate_up.weight.n());
+  backend_.Linear(x, w.gate_up.weight, gate_up);
+  const TensorView gate = w.gate_up.Output(gate_up, 0);
+  backend_.SiluMul(gate, w.gate_up.Output(gate_up, 1), gate);
   backend_.Linear(gate, w.down, out);
 }
 

@@ -124,7 +124,7 @@ class DeepseekV3Model {
                   const TensorView& out);
   void Attention(const LayerWeights& layer, const TensorView& x, const AttentionBatch& batch,
                  const TensorView& cache, MlaMode mode, const TensorView& out);
-  void Mlp(const ExpertWeights& w, const TensorView& x, const TensorView& out);
+  void Mlp(const MlpWeights& w, const TensorView& x, const TensorView& out);
   // Fails only when the expert-parallel exchange fails (dp_attention).
   absl::Status Moe(const MoeWeights& w, const TensorView& x, const TensorView& out);
 

@@ -27,6 +27,11 @@ using LinearSource = std::function<absl::StatusOr<LinearWeight>(
     const std::string& prefix, int64_t n, int64_t k, const Slice2D& slice)>;
 using DenseSource = std::function<absl::StatusOr<TensorView>(const std::string& name,
                                                              std::span<const int64_t> shape)>;
+// A part of a stacked weight (linear_stack.h): its slice of [n, k] goes into `stack`. Then the
+// sink makes the stacked weight.
+using PartSource = std::function<absl::Status(const std::string& prefix, int64_t n, int64_t k,
+                                              const Slice2D& slice, LinearStack& stack)>;
+using StackSink = std::function<absl::StatusOr<StackedLinear>(const LinearStack& stack)>;
 
 Slice2D Rows(int64_t begin, int64_t end) { return {begin, end, 0, -1}; }
 Slice2D Cols(int64_t begin, int64_t end) { return {0, -1, begin, end}; }
@@ -36,8 +41,14 @@ Slice2D Cols(int64_t begin, int64_t end) { return {0, -1, begin, end}; }
 // columns; routed experts are split whole; the rest is replicated.
 class Loader {
  public:
-  Loader(LinearSource linear, DenseSource dense, const ModelConfig& config, const Shard& shard)
-      : linear_(std::move(linear)), dense_(std::move(dense)), c_(config), shard_(shard) {}
+  Loader(LinearSource linear, PartSource part, StackSink stack, DenseSource dense,
+         const ModelConfig& config, const Shard& shard)
+      : linear_(std::move(linear)),
+        part_(std::move(part)),
+        stack_(std::move(stack)),
+        dense_(std::move(dense)),
+        c_(config),
+        shard_(shard) {}
 
   absl::StatusOr<LinearWeight> Linear(const std::string& prefix, int64_t n, int64_t k,
                                       const Slice2D& slice = {}) {
@@ -47,16 +58,40 @@ class Loader {
     std::vector<int64_t> s(shape);
     return dense_(name, s);
   }
+  // Linears of the same input [k] (whole columns), stacked in the order given.
+  struct StackPart {
+    std::string prefix;
+    int64_t n = 0;
+    Slice2D slice;  // rows only
+  };
+  absl::StatusOr<StackedLinear> Stack(const std::string& name, int64_t k,
+                                      const std::vector<StackPart>& parts) {
+    LinearStack stack(name);
+    for (const StackPart& p : parts) DSV3_RETURN_IF_ERROR(part_(p.prefix, p.n, k, p.slice, stack));
+    return stack_(stack);
+  }
 
-  // gate/up keep rows [i0, i1) of the intermediate width, down the same columns.
-  absl::StatusOr<ExpertWeights> Mlp(const std::string& prefix, int64_t inter, bool split) {
-    ExpertWeights w;
+  // A dense MLP or the shared experts: gate and up keep rows [i0, i1) of the intermediate
+  // width, stacked; down the same columns.
+  absl::StatusOr<MlpWeights> Mlp(const std::string& prefix, int64_t inter) {
+    MlpWeights w;
     const int64_t h = c_.hidden_size;
     const Shard dense = shard_.dense();
-    const int64_t i0 = split ? dense.Begin(inter) : 0, i1 = split ? dense.End(inter) : inter;
-    DSV3_ASSIGN_OR_RETURN(w.gate, Linear(prefix + "gate_proj", inter, h, Rows(i0, i1)));
-    DSV3_ASSIGN_OR_RETURN(w.up, Linear(prefix + "up_proj", inter, h, Rows(i0, i1)));
+    const int64_t i0 = dense.Begin(inter), i1 = dense.End(inter);
+    DSV3_ASSIGN_OR_RETURN(w.gate_up, Stack(prefix + "gate_up_proj", h,
+                                           {{prefix + "gate_proj", inter, Rows(i0, i1)},
+                                            {prefix + "up_proj", inter, Rows(i0, i1)}}));
     DSV3_ASSIGN_OR_RETURN(w.down, Linear(prefix + "down_proj", h, inter, Cols(i0, i1)));
+    return w;
+  }
+
+  // A routed expert, whole (the MoE kernels take gate and up as two matrices).
+  absl::StatusOr<ExpertWeights> Expert(const std::string& prefix, int64_t inter) {
+    ExpertWeights w;
+    const int64_t h = c_.hidden_size;
+    DSV3_ASSIGN_OR_RETURN(w.gate, Linear(prefix + "gate_proj", inter, h));
+    DSV3_ASSIGN_OR_RETURN(w.up, Linear(prefix + "up_proj", inter, h));
+    DSV3_ASSIGN_OR_RETURN(w.down, Linear(prefix + "down_proj", h, inter));
     return w;
   }
 
@@ -64,15 +99,17 @@ class Loader {
     const int64_t h = c_.hidden_size, nh = c_.num_attention_heads, qk = c_.qk_head_dim();
     const int64_t kvh = c_.qk_nope_head_dim + c_.v_head_dim;
     const int64_t h0 = shard_.dense().Begin(nh), h1 = shard_.dense().End(nh);  // this rank's heads
+    std::vector<StackPart> qkv_a;
+    if (c_.q_lora_rank) qkv_a.push_back({p + "q_a_proj", *c_.q_lora_rank, {}});
+    qkv_a.push_back({p + "kv_a_proj_with_mqa", c_.kv_cache_dim(), {}});
+    DSV3_ASSIGN_OR_RETURN(a.qkv_a, Stack(p + "q_a_kv_a_proj", h, qkv_a));
     if (c_.q_lora_rank) {
       const int64_t r = *c_.q_lora_rank;
-      DSV3_ASSIGN_OR_RETURN(a.q_a, Linear(p + "q_a_proj", r, h));
       DSV3_ASSIGN_OR_RETURN(a.q_a_norm, Dense(p + "q_a_layernorm.weight", {r}));
       DSV3_ASSIGN_OR_RETURN(a.q_b, Linear(p + "q_b_proj", nh * qk, r, Rows(h0 * qk, h1 * qk)));
     } else {
       DSV3_ASSIGN_OR_RETURN(a.q, Linear(p + "q_proj", nh * qk, h, Rows(h0 * qk, h1 * qk)));
     }
-    DSV3_ASSIGN_OR_RETURN(a.kv_a, Linear(p + "kv_a_proj_with_mqa", c_.kv_cache_dim(), h));
     DSV3_ASSIGN_OR_RETURN(a.kv_a_norm, Dense(p + "kv_a_layernorm.weight", {c_.kv_lora_rank}));
     DSV3_ASSIGN_OR_RETURN(a.kv_b, Linear(p + "kv_b_proj", nh * kvh, c_.kv_lora_rank,
                                          Rows(h0 * kvh, h1 * kvh)));
@@ -89,7 +126,7 @@ class Loader {
     DSV3_RETURN_IF_ERROR(Attention(p + "self_attn.", l.attn));
     l.is_moe = c_.is_moe_layer(i);
     if (!l.is_moe) {
-      DSV3_ASSIGN_OR_RETURN(l.dense_mlp, Mlp(p + "mlp.", c_.intermediate_size, /*split=*/true));
+      DSV3_ASSIGN_OR_RETURN(l.dense_mlp, Mlp(p + "mlp.", c_.intermediate_size));
       return absl::OkStatus();
     }
     const int64_t e = c_.n_routed_experts;
@@ -98,11 +135,10 @@ class Loader {
     for (int64_t j = shard_.Begin(e); j < shard_.End(e); ++j) {
       DSV3_ASSIGN_OR_RETURN(
           l.moe.experts.emplace_back(),
-          Mlp(absl::StrCat(p, "mlp.experts.", j, "."), c_.moe_intermediate_size, /*split=*/false));
+          Expert(absl::StrCat(p, "mlp.experts.", j, "."), c_.moe_intermediate_size));
     }
     DSV3_ASSIGN_OR_RETURN(l.moe.shared, Mlp(p + "mlp.shared_experts.",
-                                            c_.moe_intermediate_size * c_.n_shared_experts,
-                                            /*split=*/true));
+                                            c_.moe_intermediate_size * c_.n_shared_experts));
     return absl::OkStatus();
   }
 
@@ -119,6 +155,8 @@ class Loader {
 
  private:
   LinearSource linear_;
+  PartSource part_;
+  StackSink stack_;
   DenseSource dense_;
   const ModelConfig& c_;
   const Shard shard_;
@@ -162,6 +200,12 @@ std::vector<WeightRequest> RecordRequests(const ModelConfig& config, const Shard
         requests.push_back({WeightRequest::Kind::kLinear, prefix, n, k, slice, {}});
         return LinearWeight{};
       },
+      [&](const std::string& prefix, int64_t n, int64_t k, const Slice2D& slice,
+          LinearStack&) -> absl::Status {
+        requests.push_back({WeightRequest::Kind::kLinear, prefix, n, k, slice, {}});
+        return absl::OkStatus();
+      },
+      [](const LinearStack&) -> absl::StatusOr<StackedLinear> { return StackedLinear{}; },
       [&](const std::string& name, std::span<const int64_t> shape) -> absl::StatusOr<TensorView> {
         requests.push_back(
             {WeightRequest::Kind::kDense, name, 0, 0, {}, {shape.begin(), shape.end()}});
@@ -180,6 +224,17 @@ std::vector<WeightRequest> RecordRequests(const ModelConfig& config, const Shard
 // TensorView's untyped pointer; the staging ring is never written through it.
 TensorView StagedView(const uint8_t* data, const TensorRead& read) {
   return TensorView::Contiguous(const_cast<uint8_t*>(data), read.dtype, read.shape);
+}
+
+// The stacked weight of `stack`, made on `backend` (its tensors in `storage`).
+absl::StatusOr<StackedLinear> MakeStacked(Backend& backend, const LinearStack& stack,
+                                          std::vector<Tensor>& storage) {
+  DSV3_ASSIGN_OR_RETURN(LinearStack::Built built, stack.Build());
+  StackedLinear stacked;
+  DSV3_ASSIGN_OR_RETURN(stacked.weight,
+                        backend.MakeLinear(built.weight.view(), built.scale_inv.view(), storage));
+  stacked.parts = std::move(built.parts);
+  return stacked;
 }
 
 }  // namespace
@@ -283,6 +338,22 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const Checkpoin
         release(*load);
         return weight;
       },
+      [&](const std::string& prefix, int64_t n, int64_t k, const Slice2D& slice,
+          LinearStack& stack) -> absl::Status {
+        StagedTensors staged;
+        bool suspect;
+        DSV3_ASSIGN_OR_RETURN(const PlannedLoad* load, stage(prefix, staged, &suspect));
+        if (suspect) {
+          DSV3_RETURN_IF_ERROR(CheckLinearValues(staged, prefix, load->staged_n, k,
+                                                 load->staged_slice, load->row_origin));
+        }
+        const absl::Status added =
+            stack.Add(staged, prefix, load->staged_n, k, load->staged_slice.row_begin,
+                      load->staged_slice.row_end);
+        release(*load);
+        return added;
+      },
+      [&](const LinearStack& stack) { return MakeStacked(backend, stack, w->storage); },
       [&](const std::string& name, std::span<const int64_t> shape) -> absl::StatusOr<TensorView> {
         StagedTensors staged;
         bool suspect;
@@ -312,16 +383,29 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Random(const ModelCo
   // One weight at a time, loaded as a checkpoint's would be (each made in this rank's slice
   // shape, so a rank makes only what it holds).
   RandomTensors random(backend.staging_allocator());
+  // Makes linear `prefix` in this rank's slice shape ([rows, cols] into `rows` and `cols`).
+  auto make_linear = [&](const std::string& prefix, int64_t n, int64_t k, const Slice2D& slice,
+                         int64_t& rows, int64_t& cols) {
+    rows = (slice.row_end < 0 ? n : slice.row_end) - slice.row_begin;
+    cols = (slice.col_end < 0 ? k : slice.col_end) - slice.col_begin;
+    // lm_head stays BF16 as in the checkpoints; scale keeps activations O(1) layer to layer.
+    const bool quantized = fp8 && prefix != "lm_head" && prefix != "model.embed_tokens";
+    const float scale = 1.0f / std::sqrt(static_cast<float>(cols));
+    random.MakeLinear(prefix, rows, cols, quantized, scale, ++next_seed);
+  };
   Loader loader(
       [&](const std::string& prefix, int64_t n, int64_t k, const Slice2D& slice) {
-        n = (slice.row_end < 0 ? n : slice.row_end) - slice.row_begin;
-        k = (slice.col_end < 0 ? k : slice.col_end) - slice.col_begin;
-        // lm_head stays BF16 as in the checkpoints; scale keeps activations O(1) layer to layer.
-        const bool quantized = fp8 && prefix != "lm_head" && prefix != "model.embed_tokens";
-        const float scale = 1.0f / std::sqrt(static_cast<float>(k));
-        random.MakeLinear(prefix, n, k, quantized, scale, ++next_seed);
-        return backend.LoadLinear(random, prefix, n, k, Slice2D{}, w->storage);
+        int64_t rows, cols;
+        make_linear(prefix, n, k, slice, rows, cols);
+        return backend.LoadLinear(random, prefix, rows, cols, Slice2D{}, w->storage);
       },
+      [&](const std::string& prefix, int64_t n, int64_t k, const Slice2D& slice,
+          LinearStack& stack) {
+        int64_t rows, cols;
+        make_linear(prefix, n, k, slice, rows, cols);
+        return stack.Add(random, prefix, rows, cols, 0, rows);
+      },
+      [&](const LinearStack& stack) { return MakeStacked(backend, stack, w->storage); },
       [&](const std::string& name, std::span<const int64_t> shape) {
         // Norm weights near 1, router and embedding small, correction bias near 0.
         const bool norm = shape.size() == 1 && name.find("bias") == std::string::npos;

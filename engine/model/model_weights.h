@@ -10,6 +10,7 @@
 #include "engine/backend/backend.h"
 #include "engine/config/model_config.h"
 #include "engine/weights/checkpoint.h"
+#include "engine/weights/linear_stack.h"
 #include "engine/weights/parallel_reader.h"
 
 namespace dsv3 {
@@ -38,21 +39,28 @@ struct Shard {
 // nh = num_attention_heads / world, I = widths / world, E_local = n_routed_experts /
 // shard.world, V_local = vocab_size / world.
 struct AttentionWeights {
-  std::optional<LinearWeight> q_a;   // [q_lora, H]        (q_lora_rank set)
+  // q_a [q_lora, H] (when q_lora_rank is set) and kv_a [kv_lora + rope, H], stacked in that
+  // order (linear_stack.h): one GEMM of the normed hidden state.
+  StackedLinear qkv_a;
   TensorView q_a_norm;               // [q_lora]
   std::optional<LinearWeight> q_b;   // [nh*(nope+rope), q_lora]
   std::optional<LinearWeight> q;     // [nh*(nope+rope), H] (q_lora_rank null)
-  LinearWeight kv_a;                 // [kv_lora + rope, H]
   TensorView kv_a_norm;              // [kv_lora]
   LinearWeight kv_b;                 // [nh*(nope+v), kv_lora]
   LinearWeight o;                    // [H, nh*v]
+};
+
+// A dense layer's MLP or the shared experts: gate and up stacked (one GEMM of the same input).
+struct MlpWeights {
+  StackedLinear gate_up;  // parts: gate [I, H], up [I, H]
+  LinearWeight down;      // [H, I]
 };
 
 struct MoeWeights {
   TensorView router;                 // [E, H] F32
   TensorView bias;                   // [E] F32 (e_score_correction_bias)
   std::vector<ExpertWeights> experts;  // this rank's experts, from shard.Begin(E)
-  ExpertWeights shared;              // width moe_intermediate_size * n_shared_experts
+  MlpWeights shared;                   // width moe_intermediate_size * n_shared_experts
 };
 
 struct LayerWeights {
@@ -60,7 +68,7 @@ struct LayerWeights {
   TensorView post_attention_norm;    // [H]
   AttentionWeights attn;
   bool is_moe = false;
-  ExpertWeights dense_mlp;           // dense layers
+  MlpWeights dense_mlp;              // dense layers
   MoeWeights moe;                    // MoE layers
 };
 

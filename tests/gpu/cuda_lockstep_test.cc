@@ -86,9 +86,13 @@ class LockstepBackend final : public Backend {
     dense_[g->data] = *c;
     return g;
   }
-  absl::StatusOr<LinearWeight> MakeLinear(const TensorView&, const TensorView&,
-                                          std::vector<Tensor>&) override {
-    return absl::UnimplementedError("lockstep: MakeLinear");
+  absl::StatusOr<LinearWeight> MakeLinear(const TensorView& weight, const TensorView& scale_inv,
+                                          std::vector<Tensor>& storage) override {
+    auto c = cpu_.MakeLinear(weight, scale_inv, cpu_storage_);
+    auto g = gpu_.MakeLinear(weight, scale_inv, storage);
+    if (!c.ok() || !g.ok()) return c.ok() ? g.status() : c.status();
+    linear_[g->weight.data] = *c;
+    return g;
   }
   Tensor Upload(const TensorView& host) override { return gpu_.Upload(host); }
   void Download(const TensorView& t, float* host) override { gpu_.Download(t, host); }

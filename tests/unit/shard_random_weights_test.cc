@@ -37,20 +37,22 @@ TEST_P(RandomShardTest, EveryWeightHasThisRanksSliceShape) {
   EXPECT_EQ((*w)->lm_head.n(), c.vocab_size / world);
   for (const LayerWeights& layer : (*w)->layers) {
     const AttentionWeights& a = layer.attn;
-    ASSERT_TRUE(a.q_a.has_value() && a.q_b.has_value());
-    EXPECT_EQ(a.q_a->n(), c.q_lora_rank.value());  // replicated
+    ASSERT_TRUE(a.q_b.has_value());
+    ASSERT_EQ(a.qkv_a.parts.size(), 2u);
+    EXPECT_EQ(a.qkv_a.parts[0].n, c.q_lora_rank.value());                // replicated
+    EXPECT_EQ(a.qkv_a.parts[1].n, c.kv_lora_rank + c.qk_rope_head_dim);  // replicated
     EXPECT_EQ(a.q_b->n(), nh * (c.qk_nope_head_dim + c.qk_rope_head_dim));
-    EXPECT_EQ(a.kv_a.n(), c.kv_lora_rank + c.qk_rope_head_dim);  // replicated
     EXPECT_EQ(a.kv_b.n(), nh * (c.qk_nope_head_dim + c.v_head_dim));
     EXPECT_EQ(a.o.n(), c.hidden_size);
     EXPECT_EQ(a.o.k(), nh * c.v_head_dim);
     if (layer.is_moe) {
       EXPECT_EQ(static_cast<int64_t>(layer.moe.experts.size()), c.n_routed_experts / world);
-      EXPECT_EQ(layer.moe.shared.gate.n(), c.moe_intermediate_size * c.n_shared_experts / world);
+      EXPECT_EQ(layer.moe.shared.gate_up.parts[0].n,
+                c.moe_intermediate_size * c.n_shared_experts / world);
       EXPECT_EQ(layer.moe.shared.down.k(), c.moe_intermediate_size * c.n_shared_experts / world);
       EXPECT_EQ(layer.moe.router.dim(0), c.n_routed_experts);  // every rank routes every token
     } else {
-      EXPECT_EQ(layer.dense_mlp.up.n(), c.intermediate_size / world);
+      EXPECT_EQ(layer.dense_mlp.gate_up.parts[1].n, c.intermediate_size / world);
       EXPECT_EQ(layer.dense_mlp.down.k(), c.intermediate_size / world);
     }
   }
