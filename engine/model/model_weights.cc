@@ -323,16 +323,22 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const Checkpoin
   auto release = [&](const PlannedLoad& load) {
     if (load.num_reads > 0) reader->Release(load.first_read + load.num_reads - 1);
   };
+  // A linear's staged rows, their values checked when the reader's scan flagged them.
+  auto stage_linear = [&](const std::string& prefix, int64_t k,
+                          StagedTensors& staged) -> absl::StatusOr<const PlannedLoad*> {
+    bool suspect;
+    DSV3_ASSIGN_OR_RETURN(const PlannedLoad* load, stage(prefix, staged, &suspect));
+    if (suspect) {
+      DSV3_RETURN_IF_ERROR(CheckLinearValues(staged, prefix, load->staged_n, k, load->staged_slice,
+                                             load->row_origin));
+    }
+    return load;
+  };
   Loader loader(
       [&](const std::string& prefix, int64_t n, int64_t k,
           const Slice2D& slice) -> absl::StatusOr<LinearWeight> {
         StagedTensors staged;
-        bool suspect;
-        DSV3_ASSIGN_OR_RETURN(const PlannedLoad* load, stage(prefix, staged, &suspect));
-        if (suspect) {
-          DSV3_RETURN_IF_ERROR(CheckLinearValues(staged, prefix, load->staged_n, k,
-                                                 load->staged_slice, load->row_origin));
-        }
+        DSV3_ASSIGN_OR_RETURN(const PlannedLoad* load, stage_linear(prefix, k, staged));
         absl::StatusOr<LinearWeight> weight =
             backend.LoadLinear(staged, prefix, load->staged_n, k, load->staged_slice, w->storage);
         release(*load);
@@ -341,12 +347,7 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const Checkpoin
       [&](const std::string& prefix, int64_t n, int64_t k, const Slice2D& slice,
           LinearStack& stack) -> absl::Status {
         StagedTensors staged;
-        bool suspect;
-        DSV3_ASSIGN_OR_RETURN(const PlannedLoad* load, stage(prefix, staged, &suspect));
-        if (suspect) {
-          DSV3_RETURN_IF_ERROR(CheckLinearValues(staged, prefix, load->staged_n, k,
-                                                 load->staged_slice, load->row_origin));
-        }
+        DSV3_ASSIGN_OR_RETURN(const PlannedLoad* load, stage_linear(prefix, k, staged));
         const absl::Status added =
             stack.Add(staged, prefix, load->staged_n, k, load->staged_slice.row_begin,
                       load->staged_slice.row_end);
