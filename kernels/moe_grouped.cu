@@ -11,11 +11,27 @@ namespace {
 
 constexpr int kMaxExperts = 1024;
 
-// One block: counts per expert, a serial prefix over the experts, then placement by atomics.
-__global__ void MoeAlignKernel(MoeAlignParams p) {
+constexpr int kAlignThreads = kMaxExperts;  // one thread per expert
+
+// Inclusive prefix sum over the warp's lanes.
+__device__ __forceinline__ int32_t WarpInclusiveSum(int32_t v) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int d = 1; d < 32; d *= 2) {
+    const int32_t below = __shfl_up_sync(0xffffffffu, v, d);
+    if (lane >= d) v += below;
+  }
+  return v;
+}
+
+// One block of kAlignThreads, thread e for expert e: counts per expert, a block-wide exclusive
+// scan of the experts' (padded) row counts and of their active flags, then placement by
+// atomics. Experts keep their order in `begin` and `active`.
+__global__ void __launch_bounds__(kAlignThreads) MoeAlignKernel(MoeAlignParams p) {
   KernelPrologue();
   __shared__ int32_t count[kMaxExperts];
   __shared__ int32_t fill[kMaxExperts];
+  __shared__ int32_t warp_rows[kAlignThreads / 32], warp_active[kAlignThreads / 32];
   const int64_t tile = p.tile_rows > 0 ? p.tile_rows : 1;
   const int64_t rows = p.tile_rows > 0 ? p.capacity_rows : p.entries;  // token_of's length
   for (int64_t e = threadIdx.x; e < p.experts; e += blockDim.x) count[e] = 0;
@@ -26,18 +42,34 @@ __global__ void MoeAlignKernel(MoeAlignParams p) {
     if (e >= 0 && e < p.experts) atomicAdd(&count[e], 1);
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
-    int32_t row = 0, n_active = 0;
-    for (int64_t e = 0; e < p.experts; ++e) {
-      p.begin[e] = row;
-      fill[e] = row;
-      if (count[e] > 0) p.active[n_active++] = static_cast<int32_t>(e);
-      row += static_cast<int32_t>((count[e] + tile - 1) / tile * tile);
-    }
-    p.begin[p.experts] = row;
-    *p.num_active = n_active;
-    if (p.active_log != nullptr) *p.active_log = n_active;
-    if (p.num_tiles != nullptr) *p.num_tiles = static_cast<int32_t>(row / tile);
+  const int expert = threadIdx.x, lane = expert % 32, warp = expert / 32;
+  const int32_t c = expert < p.experts ? count[expert] : 0;
+  const int32_t own_rows = static_cast<int32_t>((c + tile - 1) / tile * tile);
+  const int32_t own_active = c > 0 ? 1 : 0;
+  const int32_t rows_in_warp = WarpInclusiveSum(own_rows);
+  const int32_t active_in_warp = WarpInclusiveSum(own_active);
+  if (lane == 31) {
+    warp_rows[warp] = rows_in_warp;
+    warp_active[warp] = active_in_warp;
+  }
+  __syncthreads();
+  if (warp == 0) {  // the warps' totals, scanned in place (inclusive)
+    warp_rows[lane] = WarpInclusiveSum(warp_rows[lane]);
+    warp_active[lane] = WarpInclusiveSum(warp_active[lane]);
+  }
+  __syncthreads();
+  const int32_t row = (warp > 0 ? warp_rows[warp - 1] : 0) + rows_in_warp - own_rows;
+  const int32_t slot = (warp > 0 ? warp_active[warp - 1] : 0) + active_in_warp - own_active;
+  if (expert < p.experts) {
+    p.begin[expert] = row;
+    fill[expert] = row;
+    if (own_active) p.active[slot] = expert;
+  }
+  if (expert == kAlignThreads - 1) {  // past every expert: its inclusive sums are the totals
+    p.begin[p.experts] = row + own_rows;
+    *p.num_active = slot + own_active;
+    if (p.active_log != nullptr) *p.active_log = slot + own_active;
+    if (p.num_tiles != nullptr) *p.num_tiles = static_cast<int32_t>((row + own_rows) / tile);
   }
   __syncthreads();
   if (p.tile_expert != nullptr) {
@@ -353,7 +385,8 @@ void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, cudaStream_t stream) {
 }  // namespace
 
 void MoeAlign(const MoeAlignParams& p, cudaStream_t stream) {
-  Launch(MoeAlignKernel, 1, 1024, 0, stream, p);
+  assert(p.experts <= kMaxExperts);
+  Launch(MoeAlignKernel, 1, kAlignThreads, 0, stream, p);
 }
 
 void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream) {
