@@ -25,7 +25,104 @@ __device__ __forceinline__ bool Beats(const Candidate& a, const Candidate& b) {
   return a.index < b.index;
 }
 
+// The best candidate of the warp; every lane gets it (Beats is a strict total order, so the
+// butterfly leaves the one maximum in every lane).
+__device__ __forceinline__ Candidate WarpBest(Candidate c) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    Candidate other;
+    other.value = __shfl_xor_sync(0xffffffffu, c.value, o);
+    other.index = __shfl_xor_sync(0xffffffffu, c.index, o);
+    other.valid = __shfl_xor_sync(0xffffffffu, static_cast<int>(c.valid), o) != 0;
+    if (Beats(other, c)) c = other;
+  }
+  return c;
+}
+
+// Tokens per block of MoeTopkRoundsKernel, one warp each.
+constexpr int kTopkWarps = 4;
+
+// Large steps (prefill): one warp per token, every selection in rounds of a warp-wide arg-max
+// (no block barriers), with the reference's tie order, so ids match the CPU exactly. O(E) work
+// per pick; the ranks kernel below does O(E^2) per token and wins only where latency counts.
+// Dynamic shared memory per warp: s and c [E] F32, taken [E].
+__global__ void MoeTopkRoundsKernel(MoeTopkParams p) {
+  KernelPrologue();
+  extern __shared__ float scratch[];
+  __shared__ float group_scores[kTopkWarps][kMaxGroups];
+  __shared__ bool kept_groups[kTopkWarps][kMaxGroups];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kTopkWarps + warp;
+  if (t >= p.tokens) return;  // the whole warp: nothing below synchronizes the block
+  float* s = scratch + warp * 2 * p.experts;
+  float* c = s + p.experts;
+  bool* taken = reinterpret_cast<bool*>(scratch + kTopkWarps * 2 * p.experts) + warp * p.experts;
+  float* group_score = group_scores[warp];
+  bool* keep = kept_groups[warp];
+  for (int64_t e = lane; e < p.experts; e += 32) {
+    s[e] = 1.0f / (1.0f + expf(-p.logits[t * p.experts + e]));
+    c[e] = s[e] + p.bias[e];
+    taken[e] = false;
+  }
+  __syncwarp();
+  const int64_t group_size = p.experts / p.groups;
+  for (int64_t g = lane; g < p.groups; g += 32) {
+    float best = -INFINITY, second = -INFINITY;
+    for (int64_t j = 0; j < group_size; ++j) {
+      const float v = c[g * group_size + j];
+      if (v > best) {
+        second = best;
+        best = v;
+      } else if (v > second) {
+        second = v;
+      }
+    }
+    group_score[g] = group_size >= 2 ? best + second : best;
+    keep[g] = false;
+  }
+  __syncwarp();
+  for (int64_t round = 0; round < p.topk_groups; ++round) {
+    Candidate mine{-INFINITY, INT32_MAX, false};
+    for (int64_t g = lane; g < p.groups; g += 32) {
+      const Candidate cand{group_score[g], static_cast<int32_t>(g), !keep[g]};
+      if (Beats(cand, mine)) mine = cand;
+    }
+    const Candidate best = WarpBest(mine);
+    if (lane == 0) keep[best.index] = true;
+    __syncwarp();
+  }
+  for (int64_t e = lane; e < p.experts; e += 32) {
+    if (!keep[e / group_size]) c[e] = -INFINITY;
+  }
+  __syncwarp();
+  int32_t* ids = p.ids + t * p.ids_stride;
+  float* w = p.weights + t * p.weights_stride;
+  float sum = 0.0f;  // lane 0's
+  for (int64_t i = 0; i < p.top_k; ++i) {
+    Candidate mine{-INFINITY, INT32_MAX, false};
+    for (int64_t e = lane; e < p.experts; e += 32) {
+      const Candidate cand{c[e], static_cast<int32_t>(e), !taken[e]};
+      if (Beats(cand, mine)) mine = cand;
+    }
+    const Candidate best = WarpBest(mine);
+    if (lane == 0) {
+      ids[i] = best.index;
+      w[i] = s[best.index];
+      sum += s[best.index];
+      taken[best.index] = true;
+    }
+    __syncwarp();
+  }
+  if (lane != 0) return;
+  const float denom = p.norm_topk_prob ? sum + 1e-20f : 1.0f;
+  for (int64_t i = 0; i < p.top_k; ++i) w[i] = w[i] / denom * p.scaling;
+}
+
 constexpr int kMaxTopK = 32;
+// Tokens up to which MoeTopk ranks (MoeTopkRanksKernel) instead of running rounds: on the H200
+// with V3's 256 experts in 8 groups and top 8, ranking is twice as fast at batch 1 (a decode
+// step's latency) and three times slower at 4096 tokens (docs/cuda.md).
+constexpr int64_t kRanksMaxTokens = 256;
 
 // The number of candidates among [begin, end) that beat `mine` (values from `value`, all valid).
 // Beats is a strict total order on non-NaN values, so the ranks of distinct candidates differ.
@@ -39,12 +136,13 @@ __device__ __forceinline__ int RankAmong(const Candidate& mine, int64_t begin, i
   return rank;
 }
 
-// One block per token, one thread per expert. Each of the reference's serial selections (its
+// Decode-sized steps: one block per token, one thread per expert. Each of the reference's serial
+// selections (its
 // groups' two best scores, the topk_groups best groups, the top_k best experts) takes the
 // candidates of rank < k, where a candidate's rank is the number of candidates that beat it:
 // the same picks in the same order, without a round per pick. NaN scores count as -inf (a
 // total order keeps every rank distinct, so every output slot is written).
-__global__ void MoeTopkKernel(MoeTopkParams p) {
+__global__ void MoeTopkRanksKernel(MoeTopkParams p) {
   KernelPrologue();
   __shared__ float s[kMaxExperts], c[kMaxExperts];
   __shared__ float best[kMaxGroups], second[kMaxGroups];
@@ -128,8 +226,14 @@ void MoeTopk(const MoeTopkParams& p, cudaStream_t stream) {
   if (p.tokens == 0) return;
   assert(p.experts <= kMaxExperts && p.groups <= kMaxGroups && p.top_k <= kMaxTopK &&
          p.top_k <= p.experts && p.experts % p.groups == 0);
-  Launch(MoeTopkKernel, static_cast<unsigned>(p.tokens), (p.experts + 31) / 32 * 32, 0, stream,
-         p);
+  if (p.tokens <= kRanksMaxTokens) {
+    Launch(MoeTopkRanksKernel, static_cast<unsigned>(p.tokens), (p.experts + 31) / 32 * 32, 0,
+           stream, p);
+    return;
+  }
+  // s and c F32 and taken per warp; E <= kMaxExperts keeps it at 36 KB.
+  const size_t scratch = kTopkWarps * p.experts * (2 * sizeof(float) + sizeof(bool));
+  Launch(MoeTopkRoundsKernel, CeilDiv(p.tokens, kTopkWarps), kTopkWarps * 32, scratch, stream, p);
 }
 
 void MoeCombine(const MoeCombineParams& p, cudaStream_t stream) {

@@ -12,8 +12,8 @@ namespace dsv3::kernels {
 // From router logits [T, E] F32: s = sigmoid(logits), c = s + bias; groups of E / groups
 // experts scored by the sum of their two best c; the topk_groups best groups kept; the top_k
 // best c among them chosen (ties: lower index); weights s / sum(s) (if norm) * scaling.
-// ids [T, top_k] I32, weights [T, top_k] F32. E <= 1024, top_k <= 32; NaN scores count as
-// -inf.
+// ids [T, top_k] I32, weights [T, top_k] F32. E <= 1024, top_k <= 32. NaN scores give
+// unspecified picks among the experts (never an id out of range).
 struct MoeTopkParams {
   const float* logits;
   const float* bias;
