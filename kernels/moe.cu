@@ -137,11 +137,10 @@ __device__ __forceinline__ int RankAmong(const Candidate& mine, int64_t begin, i
 }
 
 // Decode-sized steps: one block per token, one thread per expert. Each of the reference's serial
-// selections (its
-// groups' two best scores, the topk_groups best groups, the top_k best experts) takes the
-// candidates of rank < k, where a candidate's rank is the number of candidates that beat it:
-// the same picks in the same order, without a round per pick. NaN scores count as -inf (a
-// total order keeps every rank distinct, so every output slot is written).
+// selections (its groups' two best scores, the topk_groups best groups, the top_k best experts)
+// takes the candidates of rank < k, where a candidate's rank is the number of candidates that
+// beat it: the same picks in the same order, without a round per pick. NaN scores count as -inf
+// (a total order keeps every rank distinct, so every output slot is written).
 __global__ void MoeTopkRanksKernel(MoeTopkParams p) {
   KernelPrologue();
   __shared__ float s[kMaxExperts], c[kMaxExperts];
