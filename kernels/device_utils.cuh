@@ -58,6 +58,17 @@ __device__ __forceinline__ float WarpSum(float v) {
   return v;
 }
 
+// Inclusive prefix sum over the warp's lanes (every lane of the warp calls it).
+__device__ __forceinline__ int32_t WarpInclusiveSum(int32_t v) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int d = 1; d < 32; d *= 2) {
+    const int32_t below = __shfl_up_sync(0xffffffffu, v, d);
+    if (lane >= d) v += below;
+  }
+  return v;
+}
+
 __device__ __forceinline__ float WarpMax(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));

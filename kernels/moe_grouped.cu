@@ -13,17 +13,6 @@ constexpr int kMaxExperts = 1024;
 
 constexpr int kAlignThreads = kMaxExperts;  // one thread per expert
 
-// Inclusive prefix sum over the warp's lanes.
-__device__ __forceinline__ int32_t WarpInclusiveSum(int32_t v) {
-  const int lane = threadIdx.x % 32;
-#pragma unroll
-  for (int d = 1; d < 32; d *= 2) {
-    const int32_t below = __shfl_up_sync(0xffffffffu, v, d);
-    if (lane >= d) v += below;
-  }
-  return v;
-}
-
 // One block of kAlignThreads, thread e for expert e: counts per expert, a block-wide exclusive
 // scan of the experts' (padded) row counts and of their active flags, then placement by
 // atomics. Experts keep their order in `begin` and `active`.

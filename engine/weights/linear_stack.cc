@@ -10,14 +10,6 @@
 
 namespace dsv3 {
 
-namespace {
-
-constexpr int64_t kBlock = 128;  // FP8 scale blocks (DeepSeek's weight_block_size)
-
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-}  // namespace
-
 TensorView StackedLinear::Output(const TensorView& y, size_t i) const {
   TensorView v = y;
   v.data = static_cast<char*>(y.data) + parts[i].offset * DTypeSize(y.dtype);
@@ -47,16 +39,16 @@ absl::Status LinearStack::Add(const TensorSource& source, const std::string& pre
   if (w.dtype == DType::kF8E4M3) {
     // Whole scale blocks: the held rows start at the block that holds row_begin.
     h.dtype = DType::kF8E4M3;
-    h.first = row_begin / kBlock * kBlock;
+    h.first = row_begin / kFp8ScaleBlock * kFp8ScaleBlock;
     h.rows = row_end - h.first;
-    const int64_t kb = CeilDiv(k, kBlock);
-    const std::array<int64_t, 2> scale_shape = {CeilDiv(n, kBlock), kb};
+    const int64_t kb = ScaleBlocks(k);
+    const std::array<int64_t, 2> scale_shape = {ScaleBlocks(n), kb};
     DSV3_ASSIGN_OR_RETURN(const TensorView s,
                           source.Get(prefix + ".weight_scale_inv", scale_shape, {DType::kF32}));
     const uint8_t* rows = w.ptr<uint8_t>() + h.first * k;
     h.weight.assign(rows, rows + h.rows * k);
-    const float* scales = s.ptr<float>() + h.first / kBlock * kb;
-    h.scales.assign(scales, scales + CeilDiv(h.rows, kBlock) * kb);
+    const float* scales = s.ptr<float>() + h.first / kFp8ScaleBlock * kb;
+    h.scales.assign(scales, scales + ScaleBlocks(h.rows) * kb);
   } else if (w.dtype == DType::kBF16) {
     h.dtype = DType::kBF16;
     h.first = row_begin;
@@ -78,7 +70,7 @@ absl::Status LinearStack::Add(const TensorSource& source, const std::string& pre
 
 absl::StatusOr<LinearStack::Built> LinearStack::Build() const {
   if (parts_.empty()) return absl::InvalidArgumentError(absl::StrCat(name_, ": nothing stacked"));
-  const int64_t k = k_, kb = CeilDiv(k, kBlock);
+  const int64_t k = k_, kb = ScaleBlocks(k);
   const DType first_dtype = parts_.front().dtype;
   const bool same = std::all_of(parts_.begin(), parts_.end(),
                                 [&](const Held& h) { return h.dtype == first_dtype; });
@@ -89,15 +81,15 @@ absl::StatusOr<LinearStack::Built> LinearStack::Build() const {
   int64_t rows = 0;
   for (const Held& h : parts_) {
     start.push_back(rows);
-    rows += fp8 ? CeilDiv(h.rows, kBlock) * kBlock : h.rows;
+    rows += fp8 ? ScaleBlocks(h.rows) * kFp8ScaleBlock : h.rows;
   }
   Built b;
   b.weight = Tensor(HostAllocator(), dtype, {rows, k});
   const int64_t row_bytes = k * DTypeSize(dtype);
   std::memset(b.weight.view().data, 0, rows * row_bytes);
   if (fp8) {
-    b.scale_inv = Tensor(HostAllocator(), DType::kF32, {rows / kBlock, kb});
-    std::fill_n(b.scale_inv.ptr<float>(), rows / kBlock * kb, 1.0f);
+    b.scale_inv = Tensor(HostAllocator(), DType::kF32, {rows / kFp8ScaleBlock, kb});
+    std::fill_n(b.scale_inv.ptr<float>(), rows / kFp8ScaleBlock * kb, 1.0f);
   }
   for (size_t i = 0; i < parts_.size(); ++i) {
     const Held& h = parts_[i];
@@ -106,14 +98,14 @@ absl::StatusOr<LinearStack::Built> LinearStack::Build() const {
       std::memcpy(dst, h.weight.data(), h.weight.size());
       if (fp8) {
         std::copy(h.scales.begin(), h.scales.end(),
-                  b.scale_inv.ptr<float>() + start[i] / kBlock * kb);
+                  b.scale_inv.ptr<float>() + start[i] / kFp8ScaleBlock * kb);
       }
     } else {
       // Mixed dtypes: this part widened to float32 (dequantized with its own block scales).
       float* out = reinterpret_cast<float*>(dst);
       if (h.dtype == DType::kF8E4M3) {
-        DequantizeFp8Blocks(h.weight.data(), h.rows, k, h.scales.data(), kBlock, kBlock, 0, h.rows,
-                            0, k, out);
+        DequantizeFp8Blocks(h.weight.data(), h.rows, k, h.scales.data(), kFp8ScaleBlock,
+                            kFp8ScaleBlock, 0, h.rows, 0, k, out);
       } else if (h.dtype == DType::kBF16) {
         const uint16_t* in = reinterpret_cast<const uint16_t*>(h.weight.data());
         for (int64_t j = 0; j < h.rows * k; ++j) out[j] = Bf16ToF32(in[j]);

@@ -6,14 +6,11 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "engine/util/status_macros.h"
+#include "engine/weights/tensor_source.h"
 
 namespace dsv3 {
 
 namespace {
-
-constexpr int64_t kBlock = 128;  // FP8 scale blocks (DeepSeek's weight_block_size)
-
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Rows [r0, r1) of the stored tensor `name` (2-D, row-major) as one read.
 TensorRead RowsRead(const Checkpoint& ckpt, const std::string& name, int64_t r0, int64_t r1) {
@@ -65,8 +62,8 @@ absl::Status PlanLinear(const Checkpoint& ckpt, const WeightRequest& r, ReadPlan
   }
   const bool fp8 = w.dtype == DType::kF8E4M3;
   // FP8 rows widen to whole scale blocks: the staged weight keeps the stored block boundaries.
-  const int64_t first = fp8 ? r0 / kBlock * kBlock : r0;
-  const int64_t last = fp8 ? std::min(r.n, CeilDiv(r1, kBlock) * kBlock) : r1;
+  const int64_t first = fp8 ? r0 / kFp8ScaleBlock * kFp8ScaleBlock : r0;
+  const int64_t last = fp8 ? std::min(r.n, ScaleBlocks(r1) * kFp8ScaleBlock) : r1;
   plan.reads.push_back(RowsRead(ckpt, name, first, last));
   plan.stored_bytes += StoredBytes(ckpt, name);
   load.row_origin = first;
@@ -79,10 +76,10 @@ absl::Status PlanLinear(const Checkpoint& ckpt, const WeightRequest& r, ReadPlan
     return absl::NotFoundError(absl::StrCat(ckpt.FileOf(name), ": tensor '", name,
                                             "': F8_E4M3 weight without '", scale_name, "'"));
   }
-  const std::array<int64_t, 2> scale_shape = {CeilDiv(r.n, kBlock), CeilDiv(r.k, kBlock)};
+  const std::array<int64_t, 2> scale_shape = {ScaleBlocks(r.n), ScaleBlocks(r.k)};
   DSV3_RETURN_IF_ERROR(
       ckpt.Get(scale_name, scale_shape, {DType::kF32, DType::kBF16, DType::kF16}).status());
-  plan.reads.push_back(RowsRead(ckpt, scale_name, first / kBlock, CeilDiv(last, kBlock)));
+  plan.reads.push_back(RowsRead(ckpt, scale_name, first / kFp8ScaleBlock, ScaleBlocks(last)));
   plan.stored_bytes += StoredBytes(ckpt, scale_name);
   return absl::OkStatus();
 }

@@ -56,6 +56,11 @@ class TensorSource {
                                                    int64_t block_k = 128) const;
 };
 
+// FP8 weights' scale blocks: DeepSeek's weight_block_size, 128 x 128.
+inline constexpr int64_t kFp8ScaleBlock = 128;
+// The scale blocks that cover `size` rows (or columns).
+inline int64_t ScaleBlocks(int64_t size) { return (size + kFp8ScaleBlock - 1) / kFp8ScaleBlock; }
+
 // Dequantizes rows [r0, r1) x cols [c0, c1) of a block-scaled FP8 matrix [n, k] into `out`
 // (row-major [r1-r0, c1-c0]). `scale_inv` is [ceil(n/bn), ceil(k/bk)] row-major.
 void DequantizeFp8Blocks(const uint8_t* fp8, int64_t n, int64_t k, const float* scale_inv,

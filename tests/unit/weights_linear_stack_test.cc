@@ -18,10 +18,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-constexpr int64_t kBlock = 128;
-
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 struct PartSpec {
   DType dtype;
   int64_t n;
@@ -42,11 +38,11 @@ class Parts {
         w.resize(s.n * k);
         // e4m3 codes of magnitude below 448 (0x7f and 0xff are NaN).
         for (auto& b : w) b = static_cast<uint8_t>(rng() % 0x7e) | (rng() % 2 ? 0x80 : 0);
-        auto& sc = scales_.emplace_back(CeilDiv(s.n, kBlock) * CeilDiv(k, kBlock));
+        auto& sc = scales_.emplace_back(ScaleBlocks(s.n) * ScaleBlocks(k));
         for (size_t j = 0; j < sc.size(); ++j) sc[j] = 0.001f * static_cast<float>(j + 1 + i);
-        source_.Add(prefix + ".weight_scale_inv", "parts.safetensors",
-                    TensorView::Contiguous(sc.data(), DType::kF32,
-                                           {CeilDiv(s.n, kBlock), CeilDiv(k, kBlock)}));
+        source_.Add(
+            prefix + ".weight_scale_inv", "parts.safetensors",
+            TensorView::Contiguous(sc.data(), DType::kF32, {ScaleBlocks(s.n), ScaleBlocks(k)}));
       } else {
         w.resize(s.n * k * 2);
         for (int64_t j = 0; j < s.n * k; ++j) {
@@ -73,8 +69,8 @@ std::vector<float> StackRows(const LinearStack::Built& b, int64_t k, int64_t r0,
   std::vector<float> out((r1 - r0) * k);
   const TensorView& w = b.weight.view();
   if (w.dtype == DType::kF8E4M3) {
-    DequantizeFp8Blocks(w.ptr<uint8_t>(), w.dim(0), k, b.scale_inv.ptr<float>(), kBlock, kBlock, r0,
-                        r1, 0, k, out.data());
+    DequantizeFp8Blocks(w.ptr<uint8_t>(), w.dim(0), k, b.scale_inv.ptr<float>(), kFp8ScaleBlock,
+                        kFp8ScaleBlock, r0, r1, 0, k, out.data());
   } else if (w.dtype == DType::kBF16) {
     const uint16_t* v = w.ptr<uint16_t>();
     for (int64_t i = 0; i < (r1 - r0) * k; ++i) out[i] = Bf16ToF32(v[r0 * k + i]);
@@ -110,7 +106,7 @@ TEST_P(LinearStackTest, EveryPartReadsBackWhereItsOffsetSays) {
   EXPECT_EQ(built->weight.view().dim(0), c.stacked_rows);
   EXPECT_EQ(built->weight.view().dim(1), c.k);
   if (c.stacked_dtype == DType::kF8E4M3) {
-    EXPECT_EQ(built->scale_inv.view().dim(0), c.stacked_rows / kBlock);
+    EXPECT_EQ(built->scale_inv.view().dim(0), c.stacked_rows / kFp8ScaleBlock);
   }
   ASSERT_EQ(built->parts.size(), c.parts.size());
   for (size_t i = 0; i < c.parts.size(); ++i) {
