@@ -14,10 +14,8 @@
 // with scale * log2(e) folded in), P rounded to BF16 for P V, F32 O; ~5.7e-4 relative error
 // against an F64 reference at T = 4096, <= 2.3e-3 on small shapes.
 //
-// Measured on the H200 (T = 4096 causal, 128 heads, counting 2 * T^2/2 * 128 * (192 + 128)
-// FLOPs): 1.21 - 1.23 ms, ~565 TFLOP/s; without the consumers' turns 1.27 ms; 64-key tiles in
-// 4 stages 1.39 ms (1.41 without turns); the mma.sync kernel (4 warps x 32 rows, 48-key tiles,
-// two blocks per SM) 2.89 ms, 238 TFLOP/s.
+// Its speed on the H200 against the forms it replaced (smaller tiles, no turns, the mma.sync
+// kernel): docs/journal/2026-11-28-h200-runs.md.
 #include "kernels/device_utils.cuh"
 #include "kernels/flash_mla_prefill.cuh"
 #include "kernels/launch.cuh"

@@ -18,11 +18,10 @@
 // matrix: one map spans the whole address space and a matrix is selected by coordinates
 // computed from its pointer (see Fp8GroupedGemm).
 //
-// Measured (H200, V3 prefill of 4096 tokens, 639 tiles; tools/dsv3-bench/grouped_gemm_bench.cu):
-// gate|up ~865 TFLOP/s, down ~812 (with one partial accumulator, 5 stages and direct global
-// stores from the registers: ~750 and ~730 in the same run). The same loads by cp.async with a
-// hand-applied swizzle topped out near 500: one SM's load/store unit did not keep enough bytes in
-// flight.
+// The loads are TMA's because by cp.async (with a hand-applied swizzle) one SM's load/store unit
+// did not keep enough bytes in flight; two partial accumulators and TMA stores of the output
+// each paid too (docs/journal/2026-11-28-h200-runs.md; tools/dsv3-bench/grouped_gemm_bench.cu
+// times it).
 #include <cuda.h>
 #include <cudaTypedefs.h>
 

@@ -104,8 +104,8 @@ constexpr int kTokens = 8;     // tokens per mma (its N)
 // kDenseTokTiles for dense ones (at most 16 rows), which frees the registers to load each pair's
 // activations and scales together with its weights: one memory latency per pair instead of two,
 // where decode sizes are latency-bound (docs/perf/h200.md, dsv3-dense-gemm-bench). One tile
-// would free more registers but raises occupancy into a partial last wave of blocks (measured:
-// the dense MLP's gate|up 86 -> 134 us at M = 1).
+// would free more registers but raises occupancy into a partial last wave of blocks, which ran
+// slower (docs/journal/2026-11-28-h200-runs.md).
 constexpr int kTokTiles = 4;
 constexpr int kDenseTokTiles = 2;
 constexpr int kBlockWarps = 8;  // warps per block while ksplit <= 8

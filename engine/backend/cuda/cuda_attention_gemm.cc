@@ -28,9 +28,9 @@ constexpr int64_t kScratchBytes = int64_t{1} << 30;
 // GEMMs stay large (512 x context per head).
 constexpr int64_t kCausalRunTokens = 512;
 // Decode steps attend by GEMMs (one item per new token, over its prefix) when padding every item
-// to the longest context wastes at most half the work. Measured on the H200 (V3 sizes, context 1024): the
-// split-key kernel took 0.18 ms per layer at batch 1 and 0.9 ms at batch 8, against 0.22 ms for
-// the GEMMs at batch 32, so the GEMMs serve every batch size.
+// to the longest context wastes at most half the work. The GEMMs beat the split-key kernel at
+// every batch size on the H200 (docs/journal/2026-11-28-h200-runs.md), so they serve from one
+// sequence on.
 constexpr int64_t kDecodeGemmMinSequences = 1;
 
 const void* Offset(const void* p, int64_t bytes) { return static_cast<const char*>(p) + bytes; }

@@ -23,8 +23,8 @@ using kernels::ElemType;
 int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 // An FP8 weight's K as cuBLASLt gets it: whole 128-blocks, and a multiple of 4 blocks, because
-// the 128x128 block scales are read in rows of 16 bytes (ragged K with 1 or 2 blocks gave
-// garbage, measured 2026-11-28; every DeepSeek-V3 K is already a multiple of 512).
+// the 128x128 block scales are read in rows of 16 bytes (cuBLASLt returns garbage for a K of 1
+// or 2 blocks; every DeepSeek-V3 K is already a multiple of 512).
 int64_t Fp8PaddedK(int64_t k) {
   const int64_t blocks = (k + 127) / 128;
   return RoundUp(blocks, 4) * 128;
@@ -374,7 +374,7 @@ void CudaBackend::BeginStep(const AttentionBatch& batch) {
   // and kernel launches go to the calling thread's current device.
   DSV3_CUDA_CHECK(cudaSetDevice(options_.device));
   // PDL pays where a step is a chain of short kernels (the small-M path: ~40 kernels of a few
-  // microseconds per layer at batch 1); prefill's persistent GEMMs measured slower with it
+  // microseconds per layer at batch 1); prefill's persistent GEMMs run slower with it
   // (docs/cuda.md, "Programmatic dependent launch").
   kernels::SetProgrammaticLaunch(options_.programmatic_launch &&
                                  static_cast<int64_t>(batch.positions.size()) <=
