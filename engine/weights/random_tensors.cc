@@ -78,7 +78,7 @@ void RandomTensors::MakeLinear(const std::string& prefix, int64_t n, int64_t k, 
       for (int64_t b = 0; b < 8 && i * 8 + b < count; ++b) q[i * 8 + b] = codes[(h >> (8 * b)) & 255];
     }
   });
-  const int64_t sn = (n + 127) / 128, sk = (k + 127) / 128;
+  const int64_t sn = ScaleBlocks(n), sk = ScaleBlocks(k);
   auto* s = static_cast<float*>(Buffer(1, sn * sk * 4));
   std::fill(s, s + sn * sk, scale / kSpread);
   held_.push_back({prefix + ".weight", TensorView::Contiguous(q, DType::kF8E4M3, {n, k})});

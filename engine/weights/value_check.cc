@@ -146,7 +146,7 @@ absl::Status CheckLinearValues(const TensorSource& source, std::string_view pref
     // Staged FP8 rows start on a 128-row scale block (read_plan.h): the scales' first row is
     // row_origin / 128 of the checkpoint's [ceil(n/128), ceil(k/128)].
     return CheckFinite(source, std::string(prefix) + ".weight_scale_inv",
-                       row_origin / 128 * ((k + 127) / 128));
+                       row_origin / kFp8ScaleBlock * ScaleBlocks(k));
   }
   if (!IsFloat(w->dtype)) return absl::OkStatus();
   const FloatBits f = BitsOf(w->dtype);

@@ -69,11 +69,11 @@ absl::StatusOr<LinearWeight> CpuBackend::MakeLinear(const TensorView& weight,
   switch (weight.dtype) {
     case DType::kF8E4M3:
       if (scale_inv.empty() || scale_inv.dtype != DType::kF32 ||
-          scale_inv.numel() != ((n + 127) / 128) * ((k + 127) / 128)) {
+          scale_inv.numel() != ScaleBlocks(n) * ScaleBlocks(k)) {
         return absl::InvalidArgumentError("MakeLinear: FP8 weight needs F32 block scales");
       }
-      DequantizeFp8Blocks(weight.ptr<uint8_t>(), n, k, scale_inv.ptr<float>(), 128, 128, 0, n, 0,
-                          k, out);
+      DequantizeFp8Blocks(weight.ptr<uint8_t>(), n, k, scale_inv.ptr<float>(), kFp8ScaleBlock,
+                          kFp8ScaleBlock, 0, n, 0, k, out);
       break;
     case DType::kBF16:
       for (int64_t i = 0; i < n * k; ++i) out[i] = Bf16ToF32(weight.ptr<uint16_t>()[i]);

@@ -25,10 +25,7 @@ int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 // An FP8 weight's K as cuBLASLt gets it: whole 128-blocks, and a multiple of 4 blocks, because
 // the 128x128 block scales are read in rows of 16 bytes (cuBLASLt returns garbage for a K of 1
 // or 2 blocks; every DeepSeek-V3 K is already a multiple of 512).
-int64_t Fp8PaddedK(int64_t k) {
-  const int64_t blocks = (k + 127) / 128;
-  return RoundUp(blocks, 4) * 128;
-}
+int64_t Fp8PaddedK(int64_t k) { return RoundUp(ScaleBlocks(k), 4) * kFp8ScaleBlock; }
 
 }  // namespace
 
@@ -134,13 +131,13 @@ absl::StatusOr<LinearWeight> CudaBackend::MakeLinear(const TensorView& weight,
   }
   const int64_t n = weight.dim(0), k = weight.dim(1);
   if (weight.dtype == DType::kF8E4M3) {
-    const int64_t blocks = ((n + 127) / 128) * ((k + 127) / 128);
+    const int64_t blocks = ScaleBlocks(n) * ScaleBlocks(k);
     if (scale_inv.empty() || scale_inv.dtype != DType::kF32 || scale_inv.numel() != blocks) {
       return absl::InvalidArgumentError(absl::StrCat(
           "MakeLinear: FP8 weight [", n, ", ", k, "] needs ", blocks, " F32 block scales"));
     }
-    return UploadFp8Linear(weight.ptr<uint8_t>(), k, n, k, scale_inv.ptr<float>(),
-                           (k + 127) / 128, storage);
+    return UploadFp8Linear(weight.ptr<uint8_t>(), k, n, k, scale_inv.ptr<float>(), ScaleBlocks(k),
+                           storage);
   }
   std::vector<uint16_t> bf16;
   const void* src = weight.data;
@@ -167,7 +164,7 @@ LinearWeight CudaBackend::UploadFp8Linear(const uint8_t* weight, int64_t weight_
   // Padded to cuBLASLt's operand sizes (zeros): K by Fp8PaddedK, N to 64 rows; the scales'
   // rows to K's blocks (padding scales 1).
   const int64_t n_pad = RoundUp(n, 64), k_pad = Fp8PaddedK(k);
-  const int64_t nb = (n + 127) / 128, kb = (k + 127) / 128, kb_pad = k_pad / 128;
+  const int64_t nb = ScaleBlocks(n), kb = ScaleBlocks(k), kb_pad = k_pad / kFp8ScaleBlock;
   Tensor t(allocator(), DType::kF8E4M3, {n_pad, k_pad});
   DSV3_CUDA_CHECK(cudaMemsetAsync(t.view().data, 0, n_pad * k_pad, stream_));
   DSV3_CUDA_CHECK(cudaMemcpy2DAsync(t.view().data, k_pad, weight, weight_pitch, k, n,
@@ -216,7 +213,7 @@ absl::StatusOr<LinearWeight> CudaBackend::LoadLinear(const TensorSource& ckpt,
   }
   if (raw->dtype == DType::kF8E4M3) {
     const int64_t shape[] = {n, k};
-    const int64_t scale_shape[] = {(n + 127) / 128, (k + 127) / 128};
+    const int64_t scale_shape[] = {ScaleBlocks(n), ScaleBlocks(k)};
     auto w = ckpt.Get(prefix + ".weight", shape, {DType::kF8E4M3});
     if (!w.ok()) return w.status();
     auto s = ckpt.Get(prefix + ".weight_scale_inv", scale_shape, {DType::kF32});
