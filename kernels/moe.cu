@@ -197,19 +197,39 @@ __global__ void MoeCombineKernel(MoeCombineParams p) {
   constexpr int kWidth = kVector ? 8 : 1;
   for (int64_t d = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kWidth;
        d < p.hidden; d += static_cast<int64_t>(gridDim.x) * blockDim.x * kWidth) {
+    // Row `row` of y at columns [d, d + kWidth), as F32.
+    auto load = [&](int64_t row, float(&y)[kWidth]) {
+      if constexpr (kVector) {
+        Load8(p.y, row * p.y_stride + d, p.y_type, y);
+      } else {
+        y[0] = LoadAs(p.y, row * p.y_stride + d, p.y_type);
+      }
+    };
     float acc[kWidth] = {};
     for (int64_t j = 0; j < p.top_k; ++j) {
       const int32_t row = p.row_of[t * p.top_k + j];
       if (row < 0) continue;
       const float w = p.weights[t * p.weights_stride + j];
       float y[kWidth];
-      if constexpr (kVector) {
-        Load8(p.y, row * p.y_stride + d, ElemType::kBF16, y);
-      } else {
-        y[0] = ToFloat(static_cast<const bf16*>(p.y)[row * p.y_stride + d]);
-      }
+      load(row, y);
 #pragma unroll
-      for (int i = 0; i < kWidth; ++i) acc[i] += w * y[i];
+      for (int i = 0; i < kWidth; ++i) {
+        // F32 rows stand for the routed experts' BF16 outputs (see MoeCombineParams).
+        if (p.y_type == ElemType::kF32) y[i] = ToFloat(FromFloat<bf16>(y[i]));
+        acc[i] += w * y[i];
+      }
+    }
+    if (p.shared_row != nullptr) {
+      // Rounded as the routed sum would be stored, then added as the shared expert's separate
+      // output would be (Add): the same values as running it apart from the same GEMM results.
+      if (p.out_type == ElemType::kBF16) {
+#pragma unroll
+        for (int i = 0; i < kWidth; ++i) acc[i] = ToFloat(FromFloat<bf16>(acc[i]));
+      }
+      float y[kWidth];
+      load(p.shared_row[t], y);
+#pragma unroll
+      for (int i = 0; i < kWidth; ++i) acc[i] += y[i];
     }
     if constexpr (kVector) {
       Store8(p.out, t * p.out_stride + d, acc, p.out_type);

@@ -28,7 +28,7 @@ struct MoeTopkParams {
 void MoeTopk(const MoeTopkParams& p, cudaStream_t stream);
 
 // out[t, :] = sum_j weights[t, j] * y[row_of[t * top_k + j], :] over j with row_of >= 0, in
-// F32, rounded once to out_type. y [rows, hidden] BF16 (expert outputs in permuted order).
+// F32, rounded once to out_type. y [rows, hidden] (y_type; expert outputs in permuted order).
 struct MoeCombineParams {
   const void* y;
   int64_t y_stride;
@@ -39,6 +39,14 @@ struct MoeCombineParams {
   int64_t out_stride;
   int64_t tokens, top_k, hidden;
   ElemType out_type = ElemType::kBF16;
+  // Optional [tokens]: the row of y holding the token's shared-expert output, added with weight
+  // 1 to the routed sum rounded to out_type (as an Add of the two outputs would: MoeAlign's
+  // shared_expert).
+  const int32_t* shared_row = nullptr;
+  // y's type. F32 (with a shared expert and an F32 out: its output, as the shared MLP apart
+  // would give it, unrounded): the routed rows are rounded to BF16 as read, which is what they
+  // would have been stored as.
+  ElemType y_type = ElemType::kBF16;
 };
 void MoeCombine(const MoeCombineParams& p, cudaStream_t stream);
 

@@ -1,5 +1,8 @@
 #include <algorithm>
 #include <cassert>
+#include <cmath>
+#include <map>
+#include <utility>
 
 #include "kernels/device_utils.cuh"
 #include "kernels/launch.cuh"
@@ -22,12 +25,19 @@ __global__ void __launch_bounds__(kAlignThreads) MoeAlignKernel(MoeAlignParams p
   __shared__ int32_t fill[kMaxExperts];
   __shared__ int32_t warp_rows[kAlignThreads / 32], warp_active[kAlignThreads / 32];
   const int64_t tile = p.tile_rows > 0 ? p.tile_rows : 1;
-  const int64_t rows = p.tile_rows > 0 ? p.capacity_rows : p.entries;  // token_of's length
+  const int64_t tokens = p.entries / p.top_k;
+  // Entries: the routed ones, then each token's shared-expert entry.
+  const int64_t entries = p.entries + (p.shared_expert >= 0 ? tokens : 0);
+  auto expert_of = [&](int64_t i) {
+    return i < p.entries ? p.ids[i] - p.expert_begin : p.shared_expert;
+  };
+  auto token_at = [&](int64_t i) { return i < p.entries ? i / p.top_k : i - p.entries; };
+  const int64_t rows = p.tile_rows > 0 ? p.capacity_rows : entries;  // token_of's length
   for (int64_t e = threadIdx.x; e < p.experts; e += blockDim.x) count[e] = 0;
   for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) p.token_of[r] = 0;
   __syncthreads();
-  for (int64_t i = threadIdx.x; i < p.entries; i += blockDim.x) {
-    const int64_t e = p.ids[i] - p.expert_begin;
+  for (int64_t i = threadIdx.x; i < entries; i += blockDim.x) {
+    const int64_t e = expert_of(i);
     if (e >= 0 && e < p.experts) atomicAdd(&count[e], 1);
   }
   __syncthreads();
@@ -57,7 +67,9 @@ __global__ void __launch_bounds__(kAlignThreads) MoeAlignKernel(MoeAlignParams p
   if (expert == kAlignThreads - 1) {  // past every expert: its inclusive sums are the totals
     p.begin[p.experts] = row + own_rows;
     *p.num_active = slot + own_active;
-    if (p.active_log != nullptr) *p.active_log = slot + own_active;
+    if (p.active_log != nullptr) {
+      *p.active_log = slot + own_active - (p.shared_expert >= 0 && tokens > 0 ? 1 : 0);
+    }
     if (p.num_tiles != nullptr) *p.num_tiles = static_cast<int32_t>((row + own_rows) / tile);
   }
   __syncthreads();
@@ -68,11 +80,11 @@ __global__ void __launch_bounds__(kAlignThreads) MoeAlignKernel(MoeAlignParams p
       }
     }
   }
-  for (int64_t i = threadIdx.x; i < p.entries; i += blockDim.x) {
-    const int64_t e = p.ids[i] - p.expert_begin;
+  for (int64_t i = threadIdx.x; i < entries; i += blockDim.x) {
+    const int64_t e = expert_of(i);
     if (e >= 0 && e < p.experts) {
       const int32_t r = atomicAdd(&fill[e], 1);
-      p.token_of[r] = static_cast<int32_t>(i / p.top_k);
+      p.token_of[r] = static_cast<int32_t>(token_at(i));
       p.row_of[i] = r;
     } else {
       p.row_of[i] = -1;
@@ -351,8 +363,34 @@ __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs 
   }
 }
 
+// Waves of a grid of `blocks`: blocks over the SMs' slots, SMs x resident blocks of `kernel` at
+// `threads` (cached per thread: each rank's thread has its own device).
+template <typename Kernel>
+double Waves(Kernel kernel, int threads, int64_t blocks) {
+  thread_local std::map<std::pair<const void*, int>, int64_t> slots;
+  auto it = slots.find({reinterpret_cast<const void*>(kernel), threads});
+  if (it == slots.end()) {
+    int device = 0, sms = 0, per_sm = 0;
+    DSV3_CUDA_CHECK(cudaGetDevice(&device));
+    DSV3_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    DSV3_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
+    it = slots
+             .emplace(std::pair{reinterpret_cast<const void*>(kernel), threads},
+                      static_cast<int64_t>(sms) * std::max(per_sm, 1))
+             .first;
+  }
+  return static_cast<double>(blocks) / static_cast<double>(it->second);
+}
+
+// How full the grid's waves are on average (1: whole waves only).
+double WaveFill(double waves) { return waves / std::ceil(waves); }
+
 // groups: grid rows (active expert slots, or 1 for a dense GEMM). K is split while the launch is
-// short of kTargetWarps and every warp keeps at least one pair of k-blocks.
+// short of kTargetWarps and every warp keeps at least one pair of k-blocks. A grouped launch of
+// more than one wave (its blocks all take about the same time at decode sizes) whose waves are
+// less than 80% full on average splits K once more where that fills them better (the 9
+// matrices of gate|up with the shared expert fused at batch 1: 576 blocks, 2.2 waves; split
+// once more, 4.4).
 void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, cudaStream_t stream) {
   assert(a.k_pad % 256 == 0);
   const int64_t tiles = a.mats * ((a.n + kTileCols - 1) / kTileCols);
@@ -362,12 +400,21 @@ void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, cudaStream_t stream) {
          2 * a.ksplit <= pairs) {
     a.ksplit *= 2;
   }
-  const int warps = std::max(kBlockWarps, a.ksplit);
-  const dim3 grid(CeilDiv(tiles, warps / a.ksplit), static_cast<unsigned>(groups));
+  auto warps = [](int ksplit) { return std::max(kBlockWarps, ksplit); };
+  auto blocks = [&](int ksplit) { return CeilDiv(tiles, warps(ksplit) / ksplit) * groups; };
+  if (a.begin != nullptr && 2 * a.ksplit <= std::min<int64_t>(pairs, kMaxKSplit)) {
+    const auto kernel = Fp8MmaGemmKernel<kTokTiles>;
+    const double waves = Waves(kernel, warps(a.ksplit) * 32, blocks(a.ksplit));
+    if (waves > 1 && WaveFill(waves) < 0.8 &&
+        WaveFill(Waves(kernel, warps(2 * a.ksplit) * 32, blocks(2 * a.ksplit))) > WaveFill(waves)) {
+      a.ksplit *= 2;
+    }
+  }
+  const dim3 grid(CeilDiv(tiles, warps(a.ksplit) / a.ksplit), static_cast<unsigned>(groups));
   if (a.begin == nullptr) {  // more than 16 rows would take several passes over the weights
-    Launch(Fp8MmaGemmKernel<kDenseTokTiles>, grid, warps * 32, 0, stream, a);
+    Launch(Fp8MmaGemmKernel<kDenseTokTiles>, grid, warps(a.ksplit) * 32, 0, stream, a);
   } else {
-    Launch(Fp8MmaGemmKernel<kTokTiles>, grid, warps * 32, 0, stream, a);
+    Launch(Fp8MmaGemmKernel<kTokTiles>, grid, warps(a.ksplit) * 32, 0, stream, a);
   }
 }
 
@@ -380,9 +427,25 @@ void MoeAlign(const MoeAlignParams& p, cudaStream_t stream) {
 
 void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream) {
   if (p.max_active == 0 || p.n == 0) return;
-  LaunchMmaGemm({p.xq, p.xs, p.rows_padded, p.k_pad, p.begin, p.active, p.num_active, p.weights,
-                 p.weights_stride, p.first, {}, 0, p.mats, p.n, p.scale_stride, p.y, p.y_stride,
-                 false, 1},
+  LaunchMmaGemm({p.xq,
+                 p.xs,
+                 p.rows_padded,
+                 p.k_pad,
+                 p.begin,
+                 p.active,
+                 p.num_active,
+                 p.weights,
+                 p.weights_stride,
+                 p.first,
+                 {},
+                 0,
+                 p.mats,
+                 p.n,
+                 p.scale_stride,
+                 p.y,
+                 p.y_stride,
+                 p.y_f32,
+                 1},
                 p.max_active, stream);
 }
 

@@ -16,7 +16,8 @@ namespace dsv3::kernels {
 // local ids of experts with rows, first num_active[0] entries; token_of [T * top_k] the token of
 // each permuted row (rows past the routed count: token 0); row_of [T * top_k] the permuted row
 // of each (token, j), -1 when the expert is not local. active_log (optional): num_active is
-// also written there (benchmark statistics). experts <= 1024.
+// also written there (benchmark statistics). experts <= 1024. Lengths above count the shared
+// expert's entries when there is one.
 struct MoeAlignParams {
   const int32_t* ids;
   int64_t entries;  // T * top_k
@@ -35,6 +36,10 @@ struct MoeAlignParams {
   int32_t* tile_expert = nullptr;
   int32_t* num_tiles = nullptr;
   int64_t capacity_rows = 0;
+  // Optional shared expert (>= 0: a local expert id): every token also goes to it, as the
+  // entries [T * top_k, T * top_k + T) (token t's is T * top_k + t) that row_of and token_of
+  // then cover too; active_log does not count it.
+  int64_t shared_expert = -1;
 };
 void MoeAlign(const MoeAlignParams& p, cudaStream_t stream);
 
@@ -67,6 +72,7 @@ struct GroupedFp8GemmParams {
   int64_t n, scale_stride;
   void* y;
   int64_t y_stride;
+  bool y_f32 = false;  // y F32 instead of BF16
 };
 void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream);
 

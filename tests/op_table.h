@@ -317,6 +317,46 @@ inline std::vector<OpRow> OpTable() {
             return in.Host(out);
           });
     }
+    // The routed experts plus a shared expert of the same shapes: in one pass where the backend
+    // fuses it (the GPU's grouped experts), else apart as the model runs it.
+    add(absl::StrCat("moe_experts_shared_fp8_t", m), kFp8Tolerance,
+        [=](Backend& b, std::mt19937& rng) {
+          OpInputs in(b, rng);
+          const int64_t h = 256, inter = 384, e = 8, k = 3;
+          std::vector<ExpertWeights> experts;
+          for (int64_t j = 0; j < e + 1; ++j) {  // the last one is the shared expert
+            experts.push_back(
+                {in.Linear(inter, h, true), in.Linear(inter, h, true), in.Linear(h, inter, true)});
+          }
+          const ExpertWeights shared = experts.back();
+          experts.pop_back();
+          std::vector<int32_t> ids(m * k);
+          std::vector<float> weights(m * k);
+          for (int64_t t = 0; t < m; ++t) {
+            std::vector<int32_t> perm(e);
+            std::iota(perm.begin(), perm.end(), 0);
+            std::shuffle(perm.begin(), perm.end(), rng);
+            for (int64_t j = 0; j < k; ++j) {
+              ids[t * k + j] = perm[j];
+              weights[t * k + j] = 0.25f * static_cast<float>(j + 1);  // BF16-exact
+            }
+          }
+          const TensorView x = in.Activation({m, h}, 2.0f);
+          const TensorView out = in.Empty(b.activation_dtype(), {m, h});
+          const TensorView id_view = in.I32(ids, m, k), w_view = in.F32(weights, m, k);
+          if (!b.MoeExpertsWithShared(x, id_view, w_view, experts, 0, shared, out)) {
+            b.MoeExperts(x, id_view, w_view, experts, 0, out);
+            const TensorView gate = in.Empty(b.activation_dtype(), {m, inter});
+            const TensorView up = in.Empty(b.activation_dtype(), {m, inter});
+            const TensorView y = in.Empty(b.activation_dtype(), {m, h});
+            b.Linear(x, shared.gate, gate);
+            b.Linear(x, shared.up, up);
+            b.SiluMul(gate, up, gate);
+            b.Linear(gate, shared.down, y);
+            b.Add(out, y, out);
+          }
+          return in.Host(out);
+        });
   }
   AddAttentionRows(rows);
   return rows;

@@ -231,6 +231,17 @@ class Backend {
   virtual void MoeExperts(const TensorView& x, const TensorView& topk_ids,
                           const TensorView& topk_weights, std::span<const ExpertWeights> experts,
                           int64_t expert_begin, const TensorView& out) = 0;
+  // MoeExperts plus the shared expert `shared` (every token's, weight 1) in the same pass: out[t]
+  // = the routed sum + Shared(x[t]), where the backend can run the shared expert as one more
+  // expert (the GPU's grouped experts: no GEMMs, quantization or add of its own). Returns false,
+  // having done nothing, where it cannot; the caller then runs the shared expert apart.
+  virtual bool MoeExpertsWithShared(const TensorView& /*x*/, const TensorView& /*topk_ids*/,
+                                    const TensorView& /*topk_weights*/,
+                                    std::span<const ExpertWeights> /*experts*/,
+                                    int64_t /*expert_begin*/, const ExpertWeights& /*shared*/,
+                                    const TensorView& /*out*/) {
+    return false;
+  }
 };
 
 }  // namespace dsv3

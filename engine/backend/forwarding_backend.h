@@ -105,6 +105,13 @@ class ForwardingBackend : public Backend {
                   const TensorView& out) override {
     inner_->MoeExperts(x, topk_ids, topk_weights, experts, expert_begin, out);
   }
+  bool MoeExpertsWithShared(const TensorView& x, const TensorView& topk_ids,
+                            const TensorView& topk_weights, std::span<const ExpertWeights> experts,
+                            int64_t expert_begin, const ExpertWeights& shared,
+                            const TensorView& out) override {
+    return inner_->MoeExpertsWithShared(x, topk_ids, topk_weights, experts, expert_begin, shared,
+                                        out);
+  }
 
  private:
   std::unique_ptr<Backend> owned_;  // null when forwarding to a backend owned elsewhere

@@ -198,4 +198,17 @@ void TimingBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
         [&] { inner().MoeExperts(x, topk_ids, topk_weights, experts, expert_begin, out); });
 }
 
+bool TimingBackend::MoeExpertsWithShared(const TensorView& x, const TensorView& topk_ids,
+                                         const TensorView& topk_weights,
+                                         std::span<const ExpertWeights> experts,
+                                         int64_t expert_begin, const ExpertWeights& shared,
+                                         const TensorView& out) {
+  bool done = false;
+  Timed("moe experts + shared", [&] {
+    done =
+        inner().MoeExpertsWithShared(x, topk_ids, topk_weights, experts, expert_begin, shared, out);
+  });
+  return done;
+}
+
 }  // namespace dsv3

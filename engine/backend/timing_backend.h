@@ -69,6 +69,10 @@ class TimingBackend final : public ForwardingBackend, public OpSections {
   void MoeExperts(const TensorView& x, const TensorView& topk_ids, const TensorView& topk_weights,
                   std::span<const ExpertWeights> experts, int64_t expert_begin,
                   const TensorView& out) override;
+  bool MoeExpertsWithShared(const TensorView& x, const TensorView& topk_ids,
+                            const TensorView& topk_weights, std::span<const ExpertWeights> experts,
+                            int64_t expert_begin, const ExpertWeights& shared,
+                            const TensorView& out) override;
 
  private:
   class LayerMarkedGraphs;

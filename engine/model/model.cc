@@ -1,6 +1,7 @@
 #include "engine/model/model.h"
 
 #include <cassert>
+#include <optional>
 
 #include "engine/model/expert_parallel_moe.h"
 #include "engine/util/status_macros.h"
@@ -392,6 +393,15 @@ absl::Status DeepseekV3Model::Moe(const MoeWeights& w, const TensorView& x, cons
          .expert_begin = expert_begin, .num_experts = c.n_routed_experts},
         out));
   } else {
+    // The shared expert as one more expert of the routed pass where the backend can (SGLang's
+    // shared-experts fusion): its gate and up are the parts of its stacked gate|up weight.
+    const std::optional<LinearWeight> gate = w.shared.gate_up.Weight(0);
+    const std::optional<LinearWeight> up = w.shared.gate_up.Weight(1);
+    if (gate && up &&
+        backend_.MoeExpertsWithShared(x, ids, weights, w.experts, expert_begin,
+                                      {*gate, *up, w.shared.down}, out)) {
+      return absl::OkStatus();
+    }
     backend_.MoeExperts(x, ids, weights, w.experts, expert_begin, out);
   }
   Tensor shared(backend_.allocator(), out.dtype, {t, c.hidden_size});  // [T, H]

@@ -17,6 +17,22 @@ TensorView StackedLinear::Output(const TensorView& y, size_t i) const {
   return v;
 }
 
+std::optional<LinearWeight> StackedLinear::Weight(size_t i) const {
+  const int64_t offset = parts[i].offset;
+  LinearWeight w = weight;
+  w.weight.data = static_cast<char*>(weight.weight.data) +
+                  offset * weight.weight.strides[0] * DTypeSize(weight.weight.dtype);
+  w.weight.shape[0] = parts[i].n;
+  if (weight.scale_inv.data != nullptr) {
+    if (offset % kFp8ScaleBlock != 0) return std::nullopt;
+    w.scale_inv.data =
+        static_cast<char*>(weight.scale_inv.data) +
+        offset / kFp8ScaleBlock * weight.scale_inv.strides[0] * DTypeSize(weight.scale_inv.dtype);
+    w.scale_inv.shape[0] = ScaleBlocks(parts[i].n);
+  }
+  return w;
+}
+
 absl::Status LinearStack::Add(const TensorSource& source, const std::string& prefix, int64_t n,
                               int64_t k, int64_t row_begin, int64_t row_end) {
   if (k_ >= 0 && k != k_) {

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,9 @@ struct StackedLinear {
 
   // Part i's columns of y [T, N_stacked]: a view with y's row stride.
   TensorView Output(const TensorView& y, size_t i) const;
+  // Part i as a weight of its own: a view of its rows of `weight` (and of their block scales).
+  // None for an FP8 part that does not start on a 128-row scale block.
+  std::optional<LinearWeight> Weight(size_t i) const;
 };
 
 class LinearStack {

@@ -16,6 +16,7 @@
 #include "engine/backend/cpu/gpu_emulation_backend.h"
 #include "engine/backend/cuda/cuda_backend.h"
 #include "engine/weights/checkpoint.h"
+#include "engine/weights/linear_stack.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/test_util.h"
 
@@ -364,6 +365,67 @@ TEST_P(CudaMoeExpertsTest, MatchCpu) {
     gpu_->MoeExperts(gx, gids, gwt, std::span<const ExpertWeights>(gw.data() + 3, e - 3), 3, out);
     const auto got = ToHost(*gpu_, out);
     EXPECT_EQ(std::count(got.begin(), got.end(), 0.0f), t * h) << "no local rows: t=" << t;
+  }
+}
+
+// The shared expert fused into the grouped experts (MoeExpertsWithShared, decode-sized steps)
+// against the model's way apart: the stacked gate|up GEMM, SiLU-gate, down into out's type, and
+// an Add to the routed sum. At these widths both ways split K alike (its blocks are few), so the
+// GEMMs give the same F32 sums and the fused combine rounds as the Add does: the outputs are
+// equal bit for bit, with a BF16 out and with the model's F32 one (the layer's branch).
+TEST_F(CudaOpsTest, SharedExpertFusedEqualsApart) {
+  for (auto [h, inter] : {std::pair<int64_t, int64_t>{128, 128}, {1024, 512}}) {
+    const int64_t e = 8, k = 3;
+    std::vector<Tensor> store;
+    auto fp8 = [&](int64_t n, int64_t kk) {
+      Fp8Weight w = RandomFp8(n, kk, rng_);
+      auto g = gpu_->MakeLinear(w.weight(), w.scale_inv(), store);
+      EXPECT_TRUE(g.ok());
+      return *g;
+    };
+    std::vector<ExpertWeights> experts;
+    for (int64_t j = 0; j < e; ++j)
+      experts.push_back({fp8(inter, h), fp8(inter, h), fp8(h, inter)});
+    const StackedLinear gate_up{fp8(2 * inter, h), {{0, inter}, {inter, inter}}};
+    const LinearWeight down = fp8(h, inter);
+    const ExpertWeights shared{*gate_up.Weight(0), *gate_up.Weight(1), down};
+    for (auto [t, out_type] : {std::pair{int64_t{1}, DType::kF32},
+                               {int64_t{3}, DType::kF32},
+                               {int64_t{8}, DType::kF32},
+                               {int64_t{3}, DType::kBF16}}) {
+      auto x = RandomBf16(t * h, rng_, 2.0f);
+      std::vector<int32_t> ids(t * k);
+      std::vector<float> w(t * k);
+      for (int64_t i = 0; i < t; ++i) {
+        std::vector<int32_t> perm(e);
+        std::iota(perm.begin(), perm.end(), 0);
+        std::shuffle(perm.begin(), perm.end(), rng_);
+        for (int64_t j = 0; j < k; ++j) {
+          ids[i * k + j] = perm[j];
+          w[i * k + j] = 0.2f + 0.3f * static_cast<float>(j);
+        }
+      }
+      Tensor gx = Dev(x, t, h), fused = DevEmpty(out_type, t, h);
+      Tensor apart = DevEmpty(out_type, t, h), y = DevEmpty(out_type, t, h);
+      Tensor gu = DevEmpty(DType::kBF16, t, 2 * inter);
+      Tensor gids(gpu_->allocator(), DType::kI32, {t, k}),
+          gwt(gpu_->allocator(), DType::kF32, {t, k});
+      CopyIn(*gpu_, gids, ids.data());
+      CopyIn(*gpu_, gwt, w.data());
+      ASSERT_TRUE(gpu_->MoeExpertsWithShared(gx, gids, gwt, experts, 0, shared, fused))
+          << "h=" << h << " t=" << t;
+      gpu_->MoeExperts(gx, gids, gwt, experts, 0, apart);
+      gpu_->Linear(gx, gate_up.weight, gu);
+      const TensorView gate = gate_up.Output(gu, 0);
+      gpu_->SiluMul(gate, gate_up.Output(gu, 1), gate);
+      gpu_->Linear(gate, down, y);
+      gpu_->Add(apart, y, apart);
+      const auto got = ToHost(*gpu_, fused), want = ToHost(*gpu_, apart);
+      int64_t differ = 0;
+      for (size_t i = 0; i < got.size(); ++i) differ += got[i] != want[i];
+      EXPECT_EQ(differ, 0) << "h=" << h << " t=" << t << " out " << DTypeName(out_type)
+                           << ": relative error " << RelError(got, want);
+    }
   }
 }
 

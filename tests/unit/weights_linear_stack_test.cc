@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -80,6 +81,22 @@ std::vector<float> StackRows(const LinearStack::Built& b, int64_t k, int64_t r0,
   return out;
 }
 
+// A weight view's rows as float32 [n, k] (row stride k; FP8 with its own block scales).
+std::vector<float> WeightRows(const LinearWeight& w, int64_t k) {
+  const int64_t n = w.n();
+  std::vector<float> out(n * k);
+  if (w.weight.dtype == DType::kF8E4M3) {
+    DequantizeFp8Blocks(w.weight.ptr<uint8_t>(), n, k, w.scale_inv.ptr<float>(), kFp8ScaleBlock,
+                        kFp8ScaleBlock, 0, n, 0, k, out.data());
+  } else if (w.weight.dtype == DType::kBF16) {
+    const uint16_t* v = w.weight.ptr<uint16_t>();
+    for (int64_t i = 0; i < n * k; ++i) out[i] = Bf16ToF32(v[i]);
+  } else {
+    std::memcpy(out.data(), w.weight.ptr<float>(), out.size() * sizeof(float));
+  }
+  return out;
+}
+
 struct StackCase {
   const char* name;
   std::vector<PartSpec> parts;
@@ -118,6 +135,19 @@ TEST_P(LinearStackTest, EveryPartReadsBackWhereItsOffsetSays) {
                                              {s.row_begin, s.row_end, 0, -1});
     ASSERT_TRUE(want.ok()) << want.status();
     EXPECT_EQ(StackRows(*built, c.k, p.offset, p.offset + p.n), *want) << "part " << i;
+    // The part as a weight of its own (a view of the stack): the same rows, or none for an FP8
+    // part that starts inside a scale block.
+    const bool fp8 = c.stacked_dtype == DType::kF8E4M3;
+    const StackedLinear stacked{
+        {built->weight.view(), fp8 ? built->scale_inv.view() : TensorView{}}, built->parts};
+    const std::optional<LinearWeight> alone = stacked.Weight(i);
+    if (fp8 && p.offset % kFp8ScaleBlock != 0) {
+      EXPECT_FALSE(alone.has_value()) << "part " << i;
+      continue;
+    }
+    ASSERT_TRUE(alone.has_value()) << "part " << i;
+    EXPECT_EQ(alone->n(), p.n);
+    EXPECT_EQ(WeightRows(*alone, c.k), *want) << "part " << i;
   }
   // FP8 stacks: the rows after the last part (its block's padding) are zero.
   if (c.stacked_dtype == DType::kF8E4M3) {

@@ -53,6 +53,7 @@ struct Args {
   int iters = 5;
   int tp = 1;
   bool no_pdl = false;  // kernels launched without programmatic dependent launch (launch.cuh)
+  bool no_fuse_shared = false;     // the shared expert apart from the grouped experts
   std::vector<int> trace_batches;  // batches whose graphed step is traced per kernel
   // Speculative decoding (verify_bench.cc): drafts K per step; when given, only that section runs.
   std::vector<int> verify_tokens;
@@ -162,9 +163,10 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
   const double copy_bw = CopyBandwidth(gpu.stream());
   std::fprintf(out,
                "device: %s, driver API %d, runtime %d, copy bandwidth %.2f TB/s, "
-               "tensor parallel %d, programmatic dependent launch %s\n",
+               "tensor parallel %d, programmatic dependent launch %s, shared expert %s\n",
                prop.name, driver, runtime, copy_bw / 1e12, comm.world_size(),
-               args.no_pdl ? "off" : "on in decode steps");
+               args.no_pdl ? "off" : "on in decode steps",
+               args.no_fuse_shared ? "apart" : "fused into the grouped experts where it pays");
 
   // The model runs on a TimingBackend around the GPU: per-layer and per-op times on the GPU's
   // stream, and the GPU's choice of kernel paths and MLA's sub-steps as sections.
@@ -424,6 +426,7 @@ int Run(const Args& args) {
     CudaBackend::Options options;
     options.device = rank;
     options.programmatic_launch = !args.no_pdl;
+    options.fuse_shared_expert = !args.no_fuse_shared;
     auto gpu = CudaBackend::Create(options);
     if (!gpu.ok()) return fail(gpu.status());
     if (args.tp == 1) {
@@ -478,6 +481,10 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   app.add_option("--trace-batches", args.trace_batches,
                  "decode batch sizes whose graphed step is listed kernel by kernel (CUPTI)");
+  app.add_flag(
+      "--no-fuse-shared", args.no_fuse_shared,
+      "run the shared expert apart instead of as one more grouped expert (to measure what the "
+      "fusion gives)");
   app.add_flag(
       "--no-pdl", args.no_pdl,
       "launch the kernels without programmatic dependent launch (to measure what it gives)");

@@ -57,7 +57,14 @@ class CudaBackend final : public Backend {
     // Kernels of steps of at most SetGroupedMoeMaxTokens tokens (decode, verify) launched with
     // programmatic dependent launch (kernels/launch.cuh); larger steps launch the plain way.
     bool programmatic_launch = true;
+    // The shared expert as one more expert of the grouped FP8 MoE (MoeExpertsWithShared) in
+    // steps of at most kFuseSharedMaxTokens tokens.
+    bool fuse_shared_expert = true;
   };
+  // Beyond this many tokens the shared expert runs apart: with tens of rows it would be the
+  // small-M grouped kernel's longest item, and prefill's tiled GEMMs gain nothing from it
+  // (docs/journal/2026-12-02-stream-wgmma-and-shared-experts.md).
+  static constexpr int64_t kFuseSharedMaxTokens = 8;
   // Fails when there is no usable CUDA device.
   static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const Options& options);
   ~CudaBackend() override;
@@ -122,6 +129,12 @@ class CudaBackend final : public Backend {
   void MoeExperts(const TensorView& x, const TensorView& topk_ids, const TensorView& topk_weights,
                   std::span<const ExpertWeights> experts, int64_t expert_begin,
                   const TensorView& out) override;
+  // Takes the shared expert into the grouped FP8 experts (one more expert, weight 1) when the
+  // grouped path runs and the shared expert has the routed experts' shapes and layout.
+  bool MoeExpertsWithShared(const TensorView& x, const TensorView& topk_ids,
+                            const TensorView& topk_weights, std::span<const ExpertWeights> experts,
+                            int64_t expert_begin, const ExpertWeights& shared,
+                            const TensorView& out) override;
 
   cudaStream_t stream() const { return stream_; }
 
@@ -268,14 +281,18 @@ class CudaBackend final : public Backend {
   // MoeExperts for FP8 experts (cuda_moe_grouped.cc): the permutation built on the device and one
   // grouped GEMM launch each for gate|up and down over every active expert; `tiled` (large
   // batches): each expert's rows in 64-row tiles of the wgmma kernel, else the small-M kernel.
+  // shared (optional): the shared expert, run as local expert experts.size() for every token.
   void GroupedFp8Experts(const TensorView& x, const TensorView& topk_ids,
                          const TensorView& topk_weights, std::span<const ExpertWeights> experts,
-                         int64_t expert_begin, const TensorView& out, bool tiled);
+                         int64_t expert_begin, const ExpertWeights* shared, const TensorView& out,
+                         bool tiled);
   // The next entry of the active-experts log (benchmark statistics), or null when the log is
   // full or a graph is being captured.
   int32_t* ActiveLogSlot();
   // Device table [experts, 3] of the experts' gate, up and down (made once per layer).
-  const kernels::GroupedWeight* GroupedWeights(std::span<const ExpertWeights> experts);
+  // The device table [experts (+ shared), 3] of gate, up, down (cached per first weight).
+  const kernels::GroupedWeight* GroupedWeights(std::span<const ExpertWeights> experts,
+                                               const ExpertWeights* shared);
 
   Options options_;
   int multiprocessors_ = 1;  // the device's SMs (kernel grid sizing)

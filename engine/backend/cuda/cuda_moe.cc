@@ -33,6 +33,33 @@ void CudaBackend::MoeRoute(const TensorView& x, const TensorView& router, const 
                    stream_);
 }
 
+bool CudaBackend::MoeExpertsWithShared(const TensorView& x, const TensorView& topk_ids,
+                                       const TensorView& topk_weights,
+                                       std::span<const ExpertWeights> experts, int64_t expert_begin,
+                                       const ExpertWeights& shared, const TensorView& out) {
+  const int64_t t = x.dim(0), local = static_cast<int64_t>(experts.size());
+  const ExpertWeights& e0 = experts.front();
+  // The grouped kernels read every expert's matrices with the first one's shape and strides.
+  auto same_layout = [](const LinearWeight& a, const LinearWeight& b) {
+    return a.weight.dtype == b.weight.dtype && a.n() == b.n() && a.k() == b.k() &&
+           a.weight.strides[0] == b.weight.strides[0] &&
+           a.scale_inv.strides[0] == b.scale_inv.strides[0];
+  };
+  if (!options_.fuse_shared_expert || t > kFuseSharedMaxTokens || t > grouped_moe_max_tokens_) {
+    return false;  // only decode-sized steps take it (kFuseSharedMaxTokens)
+  }
+  if (t == 0 || e0.gate.weight.dtype != DType::kF8E4M3 || local + 1 > kMaxGroupedExperts ||
+      !same_layout(shared.gate, e0.gate) || !same_layout(shared.up, e0.up) ||
+      !same_layout(shared.down, e0.down)) {
+    return false;
+  }
+  assert(topk_ids.is_contiguous() && topk_weights.dtype == DType::kF32);
+  Section path(*this, "- moe experts + shared: small-M grouped kernel");
+  GroupedFp8Experts(x, topk_ids, topk_weights, experts, expert_begin, &shared, out,
+                    /*tiled=*/false);
+  return true;
+}
+
 void CudaBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
                              const TensorView& topk_weights,
                              std::span<const ExpertWeights> experts, int64_t expert_begin,
@@ -45,7 +72,7 @@ void CudaBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
     const bool tiled = t > grouped_moe_max_tokens_;
     Section path(*this, tiled ? "- moe experts: tiled grouped GEMMs"
                               : "- moe experts: small-M grouped kernel");
-    GroupedFp8Experts(x, topk_ids, topk_weights, experts, expert_begin, out, tiled);
+    GroupedFp8Experts(x, topk_ids, topk_weights, experts, expert_begin, nullptr, out, tiled);
     return;
   }
   Section path(*this, "- moe experts: per expert");

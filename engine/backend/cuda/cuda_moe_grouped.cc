@@ -22,9 +22,13 @@ namespace dsv3 {
 void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_ids,
                                     const TensorView& topk_weights,
                                     std::span<const ExpertWeights> experts, int64_t expert_begin,
-                                    const TensorView& out, bool tiled) {
-  const int64_t t = x.dim(0), h = x.dim(1), k = topk_ids.dim(1), entries = t * k;
-  const int64_t local = static_cast<int64_t>(experts.size());
+                                    const ExpertWeights* shared, const TensorView& out,
+                                    bool tiled) {
+  const int64_t t = x.dim(0), h = x.dim(1), k = topk_ids.dim(1), routed = t * k;
+  // The shared expert is local expert `experts.size()`, and each token's row for it is one more
+  // entry (MoeAlign's shared_expert).
+  const int64_t local = static_cast<int64_t>(experts.size()) + (shared != nullptr ? 1 : 0);
+  const int64_t entries = routed + (shared != nullptr ? t : 0);
   const ExpertWeights& e0 = experts.front();
   const int64_t inter = e0.gate.n();
   const int64_t h_kpad = e0.gate.weight.strides[0], i_kpad = e0.down.weight.strides[0];
@@ -40,11 +44,18 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
   Tensor active(allocator(), DType::kI32, {local});
   Tensor num_active(allocator(), DType::kI32, {1});
   Tensor token_of(allocator(), DType::kI32, {rows});   // [rows] token of each routed row
-  Tensor row_of(allocator(), DType::kI32, {entries});  // [T * k] routed row of each (t, j)
-  kernels::MoeAlignParams align{topk_ids.ptr<int32_t>(), entries, k, expert_begin, local,
-                                begin.ptr<int32_t>(), active.ptr<int32_t>(),
-                                num_active.ptr<int32_t>(), token_of.ptr<int32_t>(),
-                                row_of.ptr<int32_t>(), ActiveLogSlot()};
+  Tensor row_of(allocator(), DType::kI32, {entries});  // [T * k (+ T)] row of each (t, j)
+  kernels::MoeAlignParams align{topk_ids.ptr<int32_t>(),
+                                routed,
+                                k,
+                                expert_begin,
+                                local,
+                                begin.ptr<int32_t>(),
+                                active.ptr<int32_t>(),
+                                num_active.ptr<int32_t>(),
+                                token_of.ptr<int32_t>(),
+                                row_of.ptr<int32_t>(),
+                                ActiveLogSlot()};
   Tensor tile_expert, tiles_used;  // [tiles] expert of each tile, [1] tiles in use
   if (tiled) {
     tile_expert = Tensor(allocator(), DType::kI32, {tiles});
@@ -54,6 +65,7 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
     align.num_tiles = tiles_used.ptr<int32_t>();
     align.capacity_rows = rows;
   }
+  if (shared != nullptr) align.shared_expert = local - 1;
   kernels::MoeAlign(align, stream_);
   const int32_t* used = tiled ? tiles_used.ptr<int32_t>() : nullptr;
 
@@ -71,23 +83,35 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
     p.used_unit = kTile;
     kernels::QuantizeActivations(p, stream_);
   };
-  const kernels::GroupedWeight* weights = GroupedWeights(experts);
+  const kernels::GroupedWeight* weights = GroupedWeights(experts, shared);
   // y [rows, mats * n] = the quantized rows times matrices [first, first + mats) of their
   // expert (weights [experts, 3]: gate, up, down).
   auto gemm = [&](const Tensor& q, const Tensor& s, int64_t k_pad, int64_t first, int64_t mats,
-                  int64_t n, int64_t scale_stride, void* y) {
+                  int64_t n, int64_t scale_stride, void* y, bool y_f32) {
     if (tiled) {
-      kernels::Fp8GroupedGemmParams p{q.ptr<uint8_t>(), s.ptr<float>(), rows_pad, k_pad,
-                                      tile_expert.ptr<int32_t>(), tiles, weights, 3, first,
-                                      mats, n, scale_stride, y, mats * n, false};
+      kernels::Fp8GroupedGemmParams p{q.ptr<uint8_t>(),
+                                      s.ptr<float>(),
+                                      rows_pad,
+                                      k_pad,
+                                      tile_expert.ptr<int32_t>(),
+                                      tiles,
+                                      weights,
+                                      3,
+                                      first,
+                                      mats,
+                                      n,
+                                      scale_stride,
+                                      y,
+                                      mats * n,
+                                      y_f32};
       p.tiles_used = used;
       kernels::Fp8GroupedGemm(p, stream_);
     } else {
-      kernels::GroupedFp8Gemm({q.ptr<uint8_t>(), s.ptr<float>(), rows_pad, k_pad,
-                               begin.ptr<int32_t>(), active.ptr<int32_t>(),
-                               num_active.ptr<int32_t>(), std::min(local, entries), weights, 3,
-                               first, mats, n, scale_stride, y, mats * n},
-                              stream_);
+      kernels::GroupedFp8Gemm(
+          {q.ptr<uint8_t>(), s.ptr<float>(), rows_pad, k_pad, begin.ptr<int32_t>(),
+           active.ptr<int32_t>(), num_active.ptr<int32_t>(), std::min(local, entries), weights, 3,
+           first, mats, n, scale_stride, y, mats * n, y_f32},
+          stream_);
     }
   };
 
@@ -98,28 +122,47 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
   Tensor as(allocator(), DType::kF32, {i_kpad / 128, rows_pad});
   {
     Tensor gate_up(allocator(), DType::kBF16, {rows, 2 * inter});  // [rows, gate | up]
-    gemm(xq, xs, h_kpad, 0, 2, inter, e0.gate.scale_inv.strides[0], gate_up.view().data);
+    gemm(xq, xs, h_kpad, 0, 2, inter, e0.gate.scale_inv.strides[0], gate_up.view().data, false);
     const uint16_t* gu = gate_up.ptr<uint16_t>();
     quantize(gu, 2 * inter, nullptr, gu + inter, inter, i_kpad, aq, as);
   }
-  Tensor yp(allocator(), DType::kBF16, {rows, h});  // [rows, H] each row's expert output
-  gemm(aq, as, i_kpad, 2, 1, h, e0.down.scale_inv.strides[0], yp.view().data);
-  kernels::MoeCombine({yp.view().data, h, row_of.ptr<int32_t>(), topk_weights.ptr<float>(),
-                       topk_weights.strides[0], out.data, out.strides[0], t, k, h,
-                       ElemTypeOf(out.dtype)},
-                      stream_);
+  // [rows, H] each row's expert output: BF16, as the experts' outputs are; F32 with a shared
+  // expert and an F32 out, so that its rows stay unrounded as its MLP apart would leave them
+  // (MoeCombine rounds the routed rows as it reads them).
+  const bool y_f32 = shared != nullptr && out.dtype == DType::kF32;
+  Tensor yp(allocator(), y_f32 ? DType::kF32 : DType::kBF16, {rows, h});
+  gemm(aq, as, i_kpad, 2, 1, h, e0.down.scale_inv.strides[0], yp.view().data, y_f32);
+  kernels::MoeCombineParams combine{yp.view().data,
+                                    h,
+                                    row_of.ptr<int32_t>(),
+                                    topk_weights.ptr<float>(),
+                                    topk_weights.strides[0],
+                                    out.data,
+                                    out.strides[0],
+                                    t,
+                                    k,
+                                    h,
+                                    ElemTypeOf(out.dtype)};
+  if (shared != nullptr) combine.shared_row = row_of.ptr<int32_t>() + routed;
+  combine.y_type = y_f32 ? kernels::ElemType::kF32 : kernels::ElemType::kBF16;
+  kernels::MoeCombine(combine, stream_);
 }
 
-const kernels::GroupedWeight* CudaBackend::GroupedWeights(std::span<const ExpertWeights> experts) {
-  const void* key = experts.front().gate.weight.data;
+const kernels::GroupedWeight* CudaBackend::GroupedWeights(std::span<const ExpertWeights> experts,
+                                                          const ExpertWeights* shared) {
+  // Keyed by a weight only this table starts with: the shared expert's gate when it comes last
+  // (no routed table starts with it), else the first expert's gate.
+  const void* key = shared != nullptr ? shared->gate.weight.data : experts.front().gate.weight.data;
   auto it = grouped_weights_.find(key);
   if (it == grouped_weights_.end()) {
-    std::vector<kernels::GroupedWeight> table;  // [experts, 3]: gate, up, down
-    for (const ExpertWeights& e : experts) {
+    std::vector<kernels::GroupedWeight> table;  // [experts (+ shared), 3]: gate, up, down
+    auto add = [&](const ExpertWeights& e) {
       for (const LinearWeight* w : {&e.gate, &e.up, &e.down}) {
         table.push_back({w->weight.ptr<uint8_t>(), w->scale_inv.ptr<float>()});
       }
-    }
+    };
+    for (const ExpertWeights& e : experts) add(e);
+    if (shared != nullptr) add(*shared);
     const int64_t bytes = static_cast<int64_t>(table.size() * sizeof(kernels::GroupedWeight));
     Tensor device_table = UploadBytes(table.data(), DType::kU8, {bytes});
     CountAsWeight(device_table);  // dropped with the first expert's gate weight
