@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "kernels/device_utils.cuh"
+#include "kernels/fp8_mma_tile.cuh"
 #include "kernels/launch.cuh"
 #include "kernels/moe_grouped.cuh"
 
@@ -92,26 +93,6 @@ __global__ void __launch_bounds__(kAlignThreads) MoeAlignKernel(MoeAlignParams p
   }
 }
 
-// Tensor-core GEMM of few rows per weight. A warp tile is 16 output columns (the mma's M: weight
-// rows c0 .. c0 + 15) by 8 tokens (its N). Hopper has no e4m3 mma.sync (its FP8 tensor cores are
-// reached through wgmma only): ptxas lowers mma.m16n8k32.e4m3 to conversions plus f16 mmas, per
-// instruction, so the weights would be converted again for every token tile. Here each k-block
-// of weights is converted once (cvt.rn.f16x2.e4m3x2, exact: e4m3 values are f16 values) and
-// shared by the token tiles, through mma.m16n8k16.f16 with F32 accumulation: the same products
-// and sums. Lane = 4g + t; fragments (PTX ISA, mma.m16n8k16 .f16; CUTLASS's SM80_16x8x16 traits
-// agree), two f16 a register:
-//   A: a0 row g, k 2t, 2t+1;  a1 row g+8, k 2t, 2t+1;  a2 row g, k 2t+8, 2t+9;  a3 row g+8, same
-//   B: b0 token g, k 2t, 2t+1;  b1 token g, k 2t+8, 2t+9
-//   C: c0, c1 row g, tokens 2t, 2t+1;  c2, c3 row g+8, tokens 2t, 2t+1
-// A dot product is unchanged by a permutation of k applied to A and B alike, and the k slot a
-// value fills depends on (t, register, half) only, never on g. So within a 128-k block each lane
-// loads its own 32 bytes, k [16t, 16t + 16) and [64 + 16t, 64 + 16t + 16), of weight rows g and
-// g + 8 and of token g (every warp-wide 16-byte load then reads 64 contiguous bytes of each row);
-// its 4-byte word s (of 8) becomes two f16x2 words, which mma step s takes as (a0, a2) for row g,
-// (a1, a3) for row g + 8 and (b0, b1) for the token.
-
-constexpr int kTileCols = 16;  // output columns per warp tile (the mma's M)
-constexpr int kTokens = 8;     // tokens per mma (its N)
 // Token tiles a warp accumulates per pass over the weights: kTokTiles for grouped launches;
 // kDenseTokTiles for dense ones (at most 16 rows), which frees the registers to load each pair's
 // activations and scales together with its weights: one memory latency per pair instead of two,
@@ -148,66 +129,11 @@ struct MmaGemmArgs {
   int ksplit;  // warps per column tile, each over every ksplit-th pair of 128-k blocks
 };
 
-// Weights are read once per pass: kept out of L1, which serves the activations that every warp
-// of the block rereads.
-__device__ __forceinline__ uint4 LoadStreaming(const uint8_t* p) {
-  uint4 v;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
-  return v;
-}
-
-__device__ __forceinline__ void MmaF16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                       uint32_t a3, uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// A lane's 32 bytes of one row in a k-block (low and high 16) as 16 f16x2 words: 2s and 2s + 1
-// from byte word s.
-__device__ __forceinline__ void ToF16(uint32_t (&out)[16], const uint4 (&raw)[2]) {
-  const uint32_t words[8] = {raw[0].x, raw[0].y, raw[0].z, raw[0].w,
-                             raw[1].x, raw[1].y, raw[1].z, raw[1].w};
-#pragma unroll
-  for (int s = 0; s < 8; ++s) {
-    asm("{\n"
-        "  .reg .b16 lo, hi;\n"
-        "  mov.b32 {lo, hi}, %2;\n"
-        "  cvt.rn.f16x2.e4m3x2 %0, lo;\n"
-        "  cvt.rn.f16x2.e4m3x2 %1, hi;\n"
-        "}"
-        : "=r"(out[2 * s]), "=r"(out[2 * s + 1])
-        : "r"(words[s]));
-  }
-}
-
-// d = the 16 x 8 product over one 128-k block, from this lane's f16 words of weight rows g (wg)
-// and g + 8 (wg8) and of token g (x).
-__device__ __forceinline__ void BlockMma(float (&d)[4], const uint32_t (&wg)[16],
-                                         const uint32_t (&wg8)[16], const uint32_t (&x)[16]) {
-  d[0] = d[1] = d[2] = d[3] = 0.0f;
-#pragma unroll
-  for (int s = 0; s < 8; ++s) {
-    MmaF16(d, wg[2 * s], wg8[2 * s], wg[2 * s + 1], wg8[2 * s + 1], x[2 * s], x[2 * s + 1]);
-  }
-}
-
-// This lane's activation bytes of token tile `base` in k-block kb (token g, as BlockMma takes
-// them) and the activation scales of its output rows 2t and 2t + 1. Rows past the group's end
-// read its last row instead; their results are not stored.
+// This lane's activation fragment (LoadTokenFragment) of token tile `base` of p's rows.
 __device__ __forceinline__ void LoadTokens(const MmaGemmArgs& p, int32_t base, int32_t r_end,
                                            int64_t kb, int g, int t, uint4 (&raw)[2], float& sa,
                                            float& sb) {
-  const int32_t xr = min(base + g, r_end - 1);
-  const int32_t ra = min(base + 2 * t, r_end - 1), rb = min(base + 2 * t + 1, r_end - 1);
-  const uint8_t* px = p.xq + xr * p.k_pad + kb * 128 + 16 * t;
-  raw[0] = __ldg(reinterpret_cast<const uint4*>(px));
-  raw[1] = __ldg(reinterpret_cast<const uint4*>(px + 64));
-  sa = __ldg(p.xs + kb * p.rows_padded + ra);
-  sb = __ldg(p.xs + kb * p.rows_padded + rb);
+  LoadTokenFragment(p.xq, p.xs, p.k_pad, p.rows_padded, base, r_end, kb, g, t, raw, sa, sb);
 }
 
 // A dense linear's weight is never written by the step, so the kernel asks for it before it

@@ -5,7 +5,9 @@
 //   pattern    its loads only (XOR-folded into one word per lane, so none is dropped),
 //   pipelined  its loads with the next pair of k-blocks requested before the current one is
 //              folded (two pairs in flight per warp),
-//   contiguous the same bytes by a grid-stride copy-like read (uint4 per lane, 4 in flight).
+//   contiguous the same bytes by a grid-stride copy-like read (uint4 per lane, 4 in flight),
+// and on a second line the loads at the GEMM's residency (16 warps per SM), alone and with the
+// GEMM's f16 conversions of the weights and of an activation fragment.
 // If `pattern` is near `gemm`, the access pattern bounds the kernel; if near `contiguous`, the
 // arithmetic does. Weights rotate through copies over 200 MB, so every launch reads HBM.
 // Built as dsv3-read-pattern-bench with the CUDA backend (tools/CMakeLists.txt).
@@ -16,6 +18,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "kernels/fp8_mma_tile.cuh"
 #include "kernels/launch_check.h"
 #include "kernels/moe_grouped.cuh"
 
@@ -59,7 +62,50 @@ __device__ __forceinline__ void LoadPair(const uint8_t* wrow, int64_t pr, int64_
   }
 }
 
-template <bool kPipelined>
+// The loaded weights' f16 conversion as the GEMM does it (kConvert >= 1: both rows, 64 cvt per
+// pair) and that of an activation fragment per k-block (kConvert >= 2: 32 more), folded; with
+// the GEMM's 8 dependent mmas per k-block on them (3), or the same mmas as two chains of 4 (4).
+template <int kConvert>
+__device__ __forceinline__ void FoldConverted(uint32_t& acc, const uint4 (&v)[8]) {
+#pragma unroll
+  for (int b = 0; b < 2; ++b) {
+    uint32_t f[16];
+    if constexpr (kConvert >= 3) {
+      uint32_t wg[16], wg8[16], x[16];
+      const uint4 rg[2] = {v[4 * b], v[4 * b + 1]}, rg8[2] = {v[4 * b + 2], v[4 * b + 3]};
+      const uint4 rx[2] = {make_uint4(v[4 * b].x ^ 0x3c3c3c3c, v[4 * b].y, 0, 0), v[4 * b + 3]};
+      dsv3::kernels::ToF16(wg, rg);
+      dsv3::kernels::ToF16(wg8, rg8);
+      dsv3::kernels::ToF16(x, rx);
+      float d[4] = {}, e[4] = {};
+#pragma unroll
+      for (int s = 0; s < 8; ++s) {
+        float(&into)[4] = kConvert == 4 && s % 2 == 1 ? e : d;
+        dsv3::kernels::MmaF16(into, wg[2 * s], wg8[2 * s], wg[2 * s + 1], wg8[2 * s + 1], x[2 * s],
+                              x[2 * s + 1]);
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc ^= __float_as_uint(d[i] + e[i]);
+    } else {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const uint4 raw[2] = {v[4 * b + 2 * r], v[4 * b + 2 * r + 1]};
+        dsv3::kernels::ToF16(f, raw);
+#pragma unroll
+        for (int i = 0; i < 16; ++i) acc ^= f[i];
+      }
+      if constexpr (kConvert == 2) {
+        const uint4 x[2] = {make_uint4(v[4 * b].x ^ acc, v[4 * b].y, v[4 * b].z, v[4 * b].w),
+                            v[4 * b + 1]};
+        dsv3::kernels::ToF16(f, x);
+#pragma unroll
+        for (int i = 0; i < 16; ++i) acc += f[i];
+      }
+    }
+  }
+}
+
+template <bool kPipelined, int kConvert = 0>
 __global__ void PatternRead(const uint8_t* w, int64_t n, int64_t k_pad, int ksplit,
                             uint32_t* sink) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -88,8 +134,12 @@ __global__ void PatternRead(const uint8_t* w, int64_t n, int64_t k_pad, int kspl
     for (int64_t pr = kpart; pr < pairs; pr += ksplit) {
       uint4 v[8];
       LoadPair(wrow, pr, row8, v);
+      if constexpr (kConvert > 0) {
+        FoldConverted<kConvert>(acc, v);
+      } else {
 #pragma unroll
-      for (int i = 0; i < 8; ++i) Fold(acc, v[i]);
+        for (int i = 0; i < 8; ++i) Fold(acc, v[i]);
+      }
     }
   }
   if (acc == 0x9e3779b9u) sink[0] = acc;  // never in practice; keeps the loads
@@ -168,6 +218,29 @@ void Run(const char* name, int64_t n, int64_t k, double copy_gbs, uint32_t* sink
   const double pattern = TimeUs(copies, iters, [&](int i) {
     PatternRead<false><<<g.blocks, g.warps * 32>>>(at(i), n, k, g.ksplit, sink);
   });
+  // The GEMM's residency (16 warps per SM at its ~126 registers), forced on the loads by
+  // shared memory: one 16-warp or two 8-warp blocks per SM.
+  const size_t limit_smem = g.warps == 16 ? 120 << 10 : 80 << 10;
+  for (auto kernel : {PatternRead<false, 0>, PatternRead<false, 1>, PatternRead<false, 2>,
+                      PatternRead<false, 3>, PatternRead<false, 4>}) {
+    DSV3_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(limit_smem)));
+  }
+  const double resident = TimeUs(copies, iters, [&](int i) {
+    PatternRead<false, 0><<<g.blocks, g.warps * 32, limit_smem>>>(at(i), n, k, g.ksplit, sink);
+  });
+  const double convert_w = TimeUs(copies, iters, [&](int i) {
+    PatternRead<false, 1><<<g.blocks, g.warps * 32, limit_smem>>>(at(i), n, k, g.ksplit, sink);
+  });
+  const double convert_wx = TimeUs(copies, iters, [&](int i) {
+    PatternRead<false, 2><<<g.blocks, g.warps * 32, limit_smem>>>(at(i), n, k, g.ksplit, sink);
+  });
+  const double mma_chain = TimeUs(copies, iters, [&](int i) {
+    PatternRead<false, 3><<<g.blocks, g.warps * 32, limit_smem>>>(at(i), n, k, g.ksplit, sink);
+  });
+  const double mma_two = TimeUs(copies, iters, [&](int i) {
+    PatternRead<false, 4><<<g.blocks, g.warps * 32, limit_smem>>>(at(i), n, k, g.ksplit, sink);
+  });
   const double pipelined = TimeUs(copies, iters, [&](int i) {
     PatternRead<true><<<g.blocks, g.warps * 32>>>(at(i), n, k, g.ksplit, sink);
   });
@@ -176,11 +249,18 @@ void Run(const char* name, int64_t n, int64_t k, double copy_gbs, uint32_t* sink
   });
   DSV3_CUDA_CHECK(cudaGetLastError());
   auto pct = [&](double us) { return 100.0 * bytes / us * 1e-3 / copy_gbs; };
-  std::printf("%-14s %5ld x %5ld (%6.1f MB; grid %ld blocks x %d warps, K split %d): gemm %6.2f us "
-              "(%4.1f%%)  pattern %6.2f (%4.1f%%)  pipelined %6.2f (%4.1f%%)  contiguous %6.2f "
-              "(%4.1f%%)\n",
-              name, n, k, bytes / 1e6, g.blocks, g.warps, g.ksplit, gemm, pct(gemm), pattern,
-              pct(pattern), pipelined, pct(pipelined), contiguous, pct(contiguous));
+  std::printf(
+      "%-14s %5ld x %5ld (%6.1f MB; grid %ld blocks x %d warps, K split %d): gemm %6.2f us "
+      "(%4.1f%%)  pattern %6.2f (%4.1f%%)  pipelined %6.2f (%4.1f%%)  contiguous %6.2f "
+      "(%4.1f%%)\n",
+      name, n, k, bytes / 1e6, g.blocks, g.warps, g.ksplit, gemm, pct(gemm), pattern, pct(pattern),
+      pipelined, pct(pipelined), contiguous, pct(contiguous));
+  std::printf(
+      "%-14s at the GEMM's residency: loads %6.2f us (%4.1f%%)  + weight cvt %6.2f "
+      "(%4.1f%%)  + activation cvt %6.2f (%4.1f%%)  + mma chain %6.2f (%4.1f%%)  as two "
+      "chains %6.2f (%4.1f%%)\n",
+      name, resident, pct(resident), convert_w, pct(convert_w), convert_wx, pct(convert_wx),
+      mma_chain, pct(mma_chain), mma_two, pct(mma_two));
   for (void* p : {static_cast<void*>(w), static_cast<void*>(s), static_cast<void*>(xq),
                   static_cast<void*>(xs), static_cast<void*>(y)}) {
     DSV3_CUDA_CHECK(cudaFree(p));
@@ -197,14 +277,18 @@ int main() {
   DSV3_CUDA_CHECK(cudaMalloc(&sink, 4));
   const double copy_gbs = CopyGbs();
   std::printf("device-to-device copy: %.1f GB/s (read + write); %% below are of it\n", copy_gbs);
-  Run("o_proj", 7168, 16384, copy_gbs, sink, sms);
-  Run("dense down", 7168, 18432, copy_gbs, sink, sms);
-  Run("q_b", 24576, 1536, copy_gbs, sink, sms);
-  Run("dense gate|up", 36864, 7168, copy_gbs, sink, sms);
-  // The experts at batch 1 as one matrix of their rows (the grouped launch's grid differs in its
-  // rows of blocks, not in each warp's loads).
-  Run("8 x down", 8 * 7168, 2048, copy_gbs, sink, sms);
-  Run("8 x gate|up", 8 * 4096, 7168, copy_gbs, sink, sms);
+  const struct {
+    const char* name;
+    int64_t n, k;
+  } shapes[] = {{"o_proj", 7168, 16384},
+                {"dense down", 7168, 18432},
+                {"q_b", 24576, 1536},
+                {"dense gate|up", 36864, 7168},
+                // The experts at batch 1 as one matrix of their rows (the grouped launch's grid
+                // differs in its rows of blocks, not in each warp's loads).
+                {"8 x down", 8 * 7168, 2048},
+                {"8 x gate|up", 8 * 4096, 7168}};
+  for (const auto& shape : shapes) Run(shape.name, shape.n, shape.k, copy_gbs, sink, sms);
   DSV3_CUDA_CHECK(cudaFree(sink));
   return 0;
 }
