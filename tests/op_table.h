@@ -20,6 +20,7 @@
 #include "engine/backend/backend.h"
 #include "engine/backend/dtype.h"
 #include "engine/weights/random_tensors.h"
+#include "tests/moe_routing_util.h"
 
 namespace dsv3::testing {
 
@@ -300,17 +301,9 @@ inline std::vector<OpRow> OpTable() {
               experts.push_back(
                   {in.Linear(inter, h, true), in.Linear(inter, h, true), in.Linear(h, inter, true)});
             }
-            std::vector<int32_t> ids(m * k);
-            std::vector<float> weights(m * k);
-            for (int64_t t = 0; t < m; ++t) {
-              std::vector<int32_t> perm(e);
-              std::iota(perm.begin(), perm.end(), 0);
-              std::shuffle(perm.begin(), perm.end(), rng);
-              for (int64_t j = 0; j < k; ++j) {
-                ids[t * k + j] = perm[j];
-                weights[t * k + j] = 0.25f * static_cast<float>(j + 1);  // BF16-exact
-              }
-            }
+            const std::vector<int32_t> ids = RandomRouting(m, k, e, rng);
+            const std::vector<float> weights = PickWeights(
+                m, k, [](int64_t j) { return 0.25f * static_cast<float>(j + 1); });  // BF16-exact
             const TensorView x = in.Activation({m, h}, 2.0f);
             const TensorView out = in.Empty(b.activation_dtype(), {m, h});
             b.MoeExperts(x, in.I32(ids, m, k), in.F32(weights, m, k), experts, expert_begin, out);
@@ -330,17 +323,9 @@ inline std::vector<OpRow> OpTable() {
           }
           const ExpertWeights shared = experts.back();
           experts.pop_back();
-          std::vector<int32_t> ids(m * k);
-          std::vector<float> weights(m * k);
-          for (int64_t t = 0; t < m; ++t) {
-            std::vector<int32_t> perm(e);
-            std::iota(perm.begin(), perm.end(), 0);
-            std::shuffle(perm.begin(), perm.end(), rng);
-            for (int64_t j = 0; j < k; ++j) {
-              ids[t * k + j] = perm[j];
-              weights[t * k + j] = 0.25f * static_cast<float>(j + 1);  // BF16-exact
-            }
-          }
+          const std::vector<int32_t> ids = RandomRouting(m, k, e, rng);
+          const std::vector<float> weights = PickWeights(
+              m, k, [](int64_t j) { return 0.25f * static_cast<float>(j + 1); });  // BF16-exact
           const TensorView x = in.Activation({m, h}, 2.0f);
           const TensorView out = in.Empty(b.activation_dtype(), {m, h});
           const TensorView id_view = in.I32(ids, m, k), w_view = in.F32(weights, m, k);

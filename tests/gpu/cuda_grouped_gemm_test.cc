@@ -22,6 +22,7 @@
 #include "engine/backend/cpu/gpu_emulation_backend.h"
 #include "engine/backend/cuda/cuda_backend.h"
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/moe_routing_util.h"
 
 namespace dsv3 {
 namespace {
@@ -31,6 +32,7 @@ using testing::Fp8Weight;
 using testing::Poison;
 using testing::RandomBf16;
 using testing::RandomFp8;
+using testing::RandomRouting;
 using testing::RelError;
 using testing::ToHost;
 
@@ -115,18 +117,6 @@ TEST_F(CudaGroupedGemmTest, SmallRowFp8LinearWritesF32IntoStridedWindowOnly) {
 
 // Routing tables [T, top_k] of global expert ids.
 using Routing = std::vector<int32_t>;
-
-// Each token picks top_k distinct experts at random.
-Routing RandomRouting(int64_t t, int64_t top_k, int64_t experts, std::mt19937& rng) {
-  Routing ids(t * top_k);
-  std::vector<int32_t> perm(experts);
-  for (int64_t i = 0; i < t; ++i) {
-    std::iota(perm.begin(), perm.end(), 0);
-    std::shuffle(perm.begin(), perm.end(), rng);
-    std::copy_n(perm.begin(), top_k, ids.begin() + i * top_k);
-  }
-  return ids;
-}
 
 class CudaGroupedMoeTest : public CudaGroupedGemmTest {
  protected:

@@ -18,16 +18,19 @@
 #include "engine/weights/checkpoint.h"
 #include "engine/weights/linear_stack.h"
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/moe_routing_util.h"
 #include "tests/test_util.h"
 
 namespace dsv3 {
 namespace {
 
-using testing::Fp8Weight;
 using testing::CopyIn;
+using testing::Fp8Weight;
+using testing::PickWeights;
 using testing::Poison;
 using testing::RandomBf16;
 using testing::RandomFp8;
+using testing::RandomRouting;
 using testing::RelError;
 using testing::ToHost;
 
@@ -323,17 +326,9 @@ TEST_P(CudaMoeExpertsTest, MatchCpu) {
   for (int64_t t : {1, 3, 5, 100, 300}) {
     for (int64_t begin : {0, 3}) {  // all experts here, or experts [3, 8) (expert parallel)
       auto x = RandomBf16(t * h, rng_, 2.0f);
-      std::vector<int32_t> ids(t * k);
-      std::vector<float> w(t * k);
-      for (int64_t i = 0; i < t; ++i) {
-        std::vector<int32_t> perm(e);
-        std::iota(perm.begin(), perm.end(), 0);
-        std::shuffle(perm.begin(), perm.end(), rng_);
-        for (int64_t j = 0; j < k; ++j) {
-          ids[i * k + j] = perm[j];
-          w[i * k + j] = 0.2f + 0.3f * static_cast<float>(j);
-        }
-      }
+      std::vector<int32_t> ids = RandomRouting(t, k, e, rng_);
+      std::vector<float> w =
+          PickWeights(t, k, [](int64_t j) { return 0.2f + 0.3f * static_cast<float>(j); });
       std::span<const ExpertWeights> cpu_local(cw.data() + begin, e - begin);
       std::span<const ExpertWeights> gpu_local(gw.data() + begin, e - begin);
       std::vector<float> want(t * h);
@@ -394,17 +389,9 @@ TEST_F(CudaOpsTest, SharedExpertFusedEqualsApart) {
                                {int64_t{8}, DType::kF32},
                                {int64_t{3}, DType::kBF16}}) {
       auto x = RandomBf16(t * h, rng_, 2.0f);
-      std::vector<int32_t> ids(t * k);
-      std::vector<float> w(t * k);
-      for (int64_t i = 0; i < t; ++i) {
-        std::vector<int32_t> perm(e);
-        std::iota(perm.begin(), perm.end(), 0);
-        std::shuffle(perm.begin(), perm.end(), rng_);
-        for (int64_t j = 0; j < k; ++j) {
-          ids[i * k + j] = perm[j];
-          w[i * k + j] = 0.2f + 0.3f * static_cast<float>(j);
-        }
-      }
+      std::vector<int32_t> ids = RandomRouting(t, k, e, rng_);
+      std::vector<float> w =
+          PickWeights(t, k, [](int64_t j) { return 0.2f + 0.3f * static_cast<float>(j); });
       Tensor gx = Dev(x, t, h), fused = DevEmpty(out_type, t, h);
       Tensor apart = DevEmpty(out_type, t, h), y = DevEmpty(out_type, t, h);
       Tensor gu = DevEmpty(DType::kBF16, t, 2 * inter);

@@ -22,13 +22,16 @@
 
 #include "kernels/launch_check.h"
 #include "kernels/moe_grouped.cuh"
+#include "tools/dsv3-bench/cuda_timing.cuh"
 #include "tools/dsv3-bench/fp8_bench_data.cuh"
 
 namespace {
 
+using dsv3::bench::CopyGbs;
 using dsv3::bench::FillScales;
 using dsv3::bench::Fp8;
 using dsv3::bench::Hash;
+using dsv3::bench::TimeUs;
 using dsv3::kernels::DenseFp8Gemm;
 using dsv3::kernels::DenseFp8GemmParams;
 using dsv3::kernels::GroupedFp8Gemm;
@@ -83,38 +86,9 @@ void FillS(float* s, int64_t count, float lo, float hi) {
   DSV3_CUDA_CHECK_LAUNCH();
 }
 
-// Mean time per launch over `iters` back-to-back launches after `warm` unmeasured ones, in us.
-template <typename F>
-double TimeUs(int warm, int iters, F&& launch) {
-  cudaEvent_t a, b;
-  DSV3_CUDA_CHECK(cudaEventCreate(&a));
-  DSV3_CUDA_CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < warm; ++i) launch(i);
-  DSV3_CUDA_CHECK(cudaEventRecord(a));
-  for (int i = 0; i < iters; ++i) launch(i);
-  DSV3_CUDA_CHECK(cudaEventRecord(b));
-  DSV3_CUDA_CHECK(cudaEventSynchronize(b));
-  float ms;
-  DSV3_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-  DSV3_CUDA_CHECK(cudaEventDestroy(a));
-  DSV3_CUDA_CHECK(cudaEventDestroy(b));
-  return ms * 1e3 / iters;
-}
-
 void MeasureCopy() {
-  const size_t bytes = size_t{1} << 30;
-  void *src, *dst;
-  DSV3_CUDA_CHECK(cudaMalloc(&src, bytes));
-  DSV3_CUDA_CHECK(cudaMalloc(&dst, bytes));
-  DSV3_CUDA_CHECK(cudaMemset(src, 1, bytes));
-  const double us = TimeUs(2, 10, [&](int) {
-    DSV3_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice));
-  });
-  g_copy_gbs = 2.0 * bytes / us * 1e-3;
-  std::printf("device-to-device copy of 1 GiB: %.1f us, %.1f GB/s (read + write)\n", us,
-              g_copy_gbs);
-  DSV3_CUDA_CHECK(cudaFree(src));
-  DSV3_CUDA_CHECK(cudaFree(dst));
+  g_copy_gbs = CopyGbs();
+  std::printf("device-to-device copy of 1 GiB: %.1f GB/s (read + write)\n", g_copy_gbs);
 }
 
 struct Shape {

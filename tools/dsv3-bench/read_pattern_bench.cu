@@ -21,8 +21,12 @@
 #include "kernels/fp8_mma_tile.cuh"
 #include "kernels/launch_check.h"
 #include "kernels/moe_grouped.cuh"
+#include "tools/dsv3-bench/cuda_timing.cuh"
 
 namespace {
+
+using dsv3::bench::CopyGbs;
+using dsv3::bench::TimeUs;
 
 // LaunchMmaGemm's grid rule (kernels/moe_grouped.cu): 16-row column tiles, K split while the
 // launch has fewer than 4096 warps, at most 16 ways, every warp keeping a pair of k-blocks.
@@ -161,37 +165,6 @@ __global__ void ContiguousRead(const uint8_t* w, int64_t bytes, uint32_t* sink) 
     for (int j = 0; j < 4; ++j) Fold(acc, v[j]);
   }
   if (acc == 0x9e3779b9u) sink[0] = acc;
-}
-
-template <typename F>
-double TimeUs(int warm, int iters, F&& launch) {
-  cudaEvent_t a, b;
-  DSV3_CUDA_CHECK(cudaEventCreate(&a));
-  DSV3_CUDA_CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < warm; ++i) launch(i);
-  DSV3_CUDA_CHECK(cudaEventRecord(a));
-  for (int i = 0; i < iters; ++i) launch(i);
-  DSV3_CUDA_CHECK(cudaEventRecord(b));
-  DSV3_CUDA_CHECK(cudaEventSynchronize(b));
-  float ms;
-  DSV3_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-  DSV3_CUDA_CHECK(cudaEventDestroy(a));
-  DSV3_CUDA_CHECK(cudaEventDestroy(b));
-  return ms * 1e3 / iters;
-}
-
-double CopyGbs() {
-  const size_t bytes = size_t{1} << 30;
-  void *src, *dst;
-  DSV3_CUDA_CHECK(cudaMalloc(&src, bytes));
-  DSV3_CUDA_CHECK(cudaMalloc(&dst, bytes));
-  DSV3_CUDA_CHECK(cudaMemset(src, 1, bytes));
-  const double us = TimeUs(2, 10, [&](int) {
-    DSV3_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice));
-  });
-  DSV3_CUDA_CHECK(cudaFree(src));
-  DSV3_CUDA_CHECK(cudaFree(dst));
-  return 2.0 * bytes / us * 1e-3;
 }
 
 void Run(const char* name, int64_t n, int64_t k, double copy_gbs, uint32_t* sink, int sms) {
