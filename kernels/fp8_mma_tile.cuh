@@ -70,8 +70,8 @@ __device__ __forceinline__ void ToF16(uint32_t (&out)[16], const uint4 (&raw)[2]
 // d = the 16 x 8 product over one 128-k block, from this lane's f16 words of weight rows g (wg)
 // and g + 8 (wg8) and of token g (x). Its 8 mmas run as two independent chains (even and odd
 // steps) added at the end, which shortens the dependent mma latency each warp waits through
-// before its next loads (dsv3-bench: the MoE layer ~1.5% faster at batches 1 to 128; four chains
-// spill registers in the dense kernel and gained no more).
+// before its next loads; four chains spill registers in the dense kernel (measurements:
+// docs/journal/2026-12-02-fused-shared-expert-and-negative-levers.md).
 constexpr int kMmaChains = 2;
 __device__ __forceinline__ void BlockMma(float (&d)[4], const uint32_t (&wg)[16],
                                          const uint32_t (&wg8)[16], const uint32_t (&x)[16]) {

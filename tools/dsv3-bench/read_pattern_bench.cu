@@ -1,5 +1,5 @@
 // How fast can the small-M FP8 kernel's weight reads go with no arithmetic? For the decode
-// linears where kernels/moe_grouped.cu reads at ~60% of copy bandwidth (o_proj, the experts'
+// linears where kernels/moe_grouped.cu reads well below copy bandwidth (o_proj, the experts'
 // down), times on the same grid and the same addresses per lane:
 //   gemm       DenseFp8Gemm itself (M = 1),
 //   pattern    its loads only (XOR-folded into one word per lane, so none is dropped),
