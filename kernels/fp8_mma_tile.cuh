@@ -92,18 +92,20 @@ __device__ __forceinline__ void BlockMma(float (&d)[4], const uint32_t (&wg)[16]
 // This lane's activation bytes of token tile `base` in k-block kb (token g, as BlockMma takes
 // them) and the activation scales of its output rows 2t and 2t + 1, from xq [rows_padded, k_pad]
 // and xs [k_pad / 128, rows_padded]. Rows past the group's end read its last row instead; their
-// results are not stored.
-__device__ __forceinline__ void LoadTokenFragment(const uint8_t* xq, const float* xs, int64_t k_pad,
-                                                  int64_t rows_padded, int32_t base, int32_t r_end,
-                                                  int64_t kb, int g, int t, uint4 (&raw)[2],
+// results are not stored. Offsets are 32-bit (the caller checks rows_padded * k_pad fits): from
+// the two base pointers, no 64-bit index arithmetic.
+__device__ __forceinline__ void LoadTokenFragment(const uint8_t* xq, const float* xs, int32_t k_pad,
+                                                  int32_t rows_padded, int32_t base, int32_t r_end,
+                                                  int32_t kb, int g, int t, uint4 (&raw)[2],
                                                   float& sa, float& sb) {
   const int32_t xr = min(base + g, r_end - 1);
   const int32_t ra = min(base + 2 * t, r_end - 1), rb = min(base + 2 * t + 1, r_end - 1);
-  const uint8_t* px = xq + xr * k_pad + kb * 128 + 16 * t;
+  const uint8_t* px = xq + (xr * k_pad + kb * 128 + 16 * t);
   raw[0] = __ldg(reinterpret_cast<const uint4*>(px));
   raw[1] = __ldg(reinterpret_cast<const uint4*>(px + 64));
-  sa = __ldg(xs + kb * rows_padded + ra);
-  sb = __ldg(xs + kb * rows_padded + rb);
+  const float* ps = xs + kb * rows_padded;
+  sa = __ldg(ps + ra);
+  sb = __ldg(ps + rb);
 }
 
 }  // namespace dsv3::kernels

@@ -129,24 +129,17 @@ struct MmaGemmArgs {
   int ksplit;  // warps per column tile, each over every ksplit-th pair of 128-k blocks
 };
 
-// This lane's activation fragment (LoadTokenFragment) of token tile `base` of p's rows.
-__device__ __forceinline__ void LoadTokens(const MmaGemmArgs& p, int32_t base, int32_t r_end,
-                                           int64_t kb, int g, int t, uint4 (&raw)[2], float& sa,
-                                           float& sb) {
-  LoadTokenFragment(p.xq, p.xs, p.k_pad, p.rows_padded, base, r_end, kb, g, t, raw, sa, sb);
-}
-
 // A dense linear's weight is never written by the step, so the kernel asks for it before it
 // waits for the kernel before it (launch.cuh): the first kPrefetchPairs pairs of k-blocks this
 // warp will read, rows row0 and row0 + 8 (row8 bytes on), go to L2 while that kernel still runs.
 // One lane per row and k-block (t == 0): a k-block of a row is one 128-byte line.
 constexpr int kPrefetchPairs = 4;
 __device__ __forceinline__ void PrefetchFirstPairs(const uint8_t* row0, int kpart, int ksplit,
-                                                   int64_t pairs, int64_t row8, int t) {
+                                                   int32_t pairs, int32_t row8, int t) {
   if (t != 0) return;
 #pragma unroll
   for (int i = 0; i < kPrefetchPairs; ++i) {
-    const int64_t pr = kpart + static_cast<int64_t>(i) * ksplit;
+    const int32_t pr = kpart + i * ksplit;
     if (pr >= pairs) return;
 #pragma unroll
     for (int b = 0; b < 2; ++b) {
@@ -161,7 +154,10 @@ __device__ __forceinline__ void PrefetchFirstPairs(const uint8_t* row0, int kpar
 // block and k-block pairs kpart, kpart + ksplit, ... (kpart = w % ksplit). The expert's rows go
 // in chunks of kTiles x 8: per chunk, each k-block of weights is loaded and converted once and
 // stays in registers while every token tile of the chunk uses it; split-K partial sums then meet
-// in shared memory, and the kpart 0 warp stores.
+// in shared memory, and the kpart 0 warp stores. Inside a weight matrix and the activations,
+// addresses are base pointers plus 32-bit offsets (LaunchMmaGemm checks that they fit): 64-bit
+// index arithmetic was much of the loop's integer work (Nsight Compute on o_proj:
+// docs/journal/2026-12-02-fused-shared-expert-and-negative-levers.md).
 template <int kTiles>
 __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs p) {
   constexpr bool kLoadAhead = kTiles <= 2;  // activations loaded with the weights
@@ -174,9 +170,12 @@ __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs 
       static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32 / p.ksplit) + warp / p.ksplit;
   const bool has_tile = tile < p.mats * tiles_per_mat;
   const int64_t m = tile / tiles_per_mat, c0 = tile % tiles_per_mat * kTileCols;
-  const int64_t pairs = p.k_pad / 256, row8 = 8 * p.k_pad;
+  const int32_t k_pad = static_cast<int32_t>(p.k_pad);
+  const int32_t rows_padded = static_cast<int32_t>(p.rows_padded);
+  const int32_t pairs = k_pad / 256, row8 = 8 * k_pad;
+  const int32_t row_g = static_cast<int32_t>(c0) + g;  // this lane's weight row
   if (p.begin == nullptr && has_tile) {
-    PrefetchFirstPairs(p.dense.w + (c0 + g) * p.k_pad, kpart, p.ksplit, pairs, row8, t);
+    PrefetchFirstPairs(p.dense.w + row_g * k_pad, kpart, p.ksplit, pairs, row8, t);
   }
   KernelPrologue();
   int64_t e = 0;
@@ -192,12 +191,15 @@ __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs 
   if (has_tile) {
     const GroupedWeight gw =
         p.begin != nullptr ? p.weights[e * p.weights_stride + p.first + m] : p.dense;
-    wrow = gw.w + (c0 + g) * p.k_pad + 16 * t;
+    wrow = gw.w + (row_g * k_pad + 16 * t);
     srow = gw.s + c0 / 128 * p.scale_stride;
   }
+  auto load_tokens = [&](int32_t base, int32_t kb, uint4(&raw)[2], float& sa, float& sb) {
+    LoadTokenFragment(p.xq, p.xs, k_pad, rows_padded, base, r_end, kb, g, t, raw, sa, sb);
+  };
   for (int32_t r0 = r_begin; r0 < r_end; r0 += kTiles * kTokens) {
     float acc[kTiles][4] = {};
-    for (int64_t pr = kpart; has_tile && pr < pairs; pr += p.ksplit) {
+    for (int32_t pr = kpart; has_tile && pr < pairs; pr += p.ksplit) {
       uint4 raw_g[2][2], raw_g8[2][2];  // [k-block of the pair][low, high 16 bytes]
       float ws[2];
       // [k-block][token tile] activations and their scales (rows 2t, 2t + 1): every tile's,
@@ -207,24 +209,24 @@ __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs 
       float xsa[2][kSlots], xsb[2][kSlots];
 #pragma unroll
       for (int b = 0; b < 2; ++b) {
-        const uint8_t* w = wrow + (2 * pr + b) * 128;
+        const int32_t kb = 2 * pr + b;
+        const uint8_t* w = wrow + kb * 128;
         raw_g[b][0] = LoadStreaming(w);
         raw_g[b][1] = LoadStreaming(w + 64);
         raw_g8[b][0] = LoadStreaming(w + row8);
         raw_g8[b][1] = LoadStreaming(w + row8 + 64);
-        ws[b] = __ldg(srow + 2 * pr + b);
+        ws[b] = __ldg(srow + kb);
         if constexpr (kLoadAhead) {
 #pragma unroll
           for (int j = 0; j < kTiles; ++j) {
             if (r0 + j * kTokens >= r_end) continue;  // warp-uniform
-            LoadTokens(p, r0 + j * kTokens, r_end, 2 * pr + b, g, t, raw_x[b][j], xsa[b][j],
-                       xsb[b][j]);
+            load_tokens(r0 + j * kTokens, kb, raw_x[b][j], xsa[b][j], xsb[b][j]);
           }
         }
       }
 #pragma unroll
       for (int b = 0; b < 2; ++b) {
-        const int64_t kb = 2 * pr + b;
+        const int32_t kb = 2 * pr + b;
         uint32_t wg[16], wg8[16];
         ToF16(wg, raw_g[b]);
         ToF16(wg8, raw_g8[b]);
@@ -234,7 +236,7 @@ __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs 
           if (base >= r_end) continue;  // warp-uniform
           const int slot = kLoadAhead ? j : 0;
           if constexpr (!kLoadAhead) {
-            LoadTokens(p, base, r_end, kb, g, t, raw_x[b][0], xsa[b][0], xsb[b][0]);
+            load_tokens(base, kb, raw_x[b][0], xsa[b][0], xsb[b][0]);
           }
           uint32_t x[16];
           ToF16(x, raw_x[b][slot]);
@@ -319,6 +321,11 @@ double WaveFill(double waves) { return waves / std::ceil(waves); }
 // once more, 4.4).
 void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, cudaStream_t stream) {
   assert(a.k_pad % 256 == 0);
+  // The kernel's offsets are 32-bit: bytes within one weight matrix (its rows rounded up to whole
+  // column tiles; V3's largest, the dense gate|up, is 36864 x 7168 = 264 MB) and within the
+  // activations (a few rows where this kernel runs).
+  assert(CeilDiv(a.n, kTileCols) * int64_t{kTileCols} * a.k_pad <= INT32_MAX);
+  assert(a.rows_padded * a.k_pad <= INT32_MAX);
   const int64_t tiles = a.mats * ((a.n + kTileCols - 1) / kTileCols);
   const int64_t pairs = a.k_pad / 256;
   a.ksplit = 1;
