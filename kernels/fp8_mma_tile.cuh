@@ -89,6 +89,33 @@ __device__ __forceinline__ void BlockMma(float (&d)[4], const uint32_t (&wg)[16]
   }
 }
 
+// This lane's 32 bytes of weight rows g and g + 8 in k-block kb (BlockMma's wg and wg8 before
+// conversion), from wrow, its bytes of row g in k-block 0, and row8, the bytes of 8 rows.
+__device__ __forceinline__ void LoadWeightBlock(const uint8_t* wrow, int32_t row8, int32_t kb,
+                                                uint4 (&g)[2], uint4 (&g8)[2]) {
+  const uint8_t* w = wrow + kb * 128;
+  g[0] = LoadStreaming(w);
+  g[1] = LoadStreaming(w + 64);
+  g8[0] = LoadStreaming(w + row8);
+  g8[1] = LoadStreaming(w + row8 + 64);
+}
+
+// acc += one k-block's 16 x 8 product (BlockMma) with the token fragment raw_x, scaled by the
+// weight block's scale ws and the activation scales xsa, xsb of output rows 2t and 2t + 1.
+__device__ __forceinline__ void AccumulateBlock(float (&acc)[4], const uint32_t (&wg)[16],
+                                                const uint32_t (&wg8)[16], const uint4 (&raw_x)[2],
+                                                float ws, float xsa, float xsb) {
+  uint32_t x[16];
+  ToF16(x, raw_x);
+  float d[4];
+  BlockMma(d, wg, wg8, x);
+  const float sa = ws * xsa, sb = ws * xsb;
+  acc[0] = fmaf(d[0], sa, acc[0]);
+  acc[1] = fmaf(d[1], sb, acc[1]);
+  acc[2] = fmaf(d[2], sa, acc[2]);
+  acc[3] = fmaf(d[3], sb, acc[3]);
+}
+
 // This lane's activation bytes of token tile `base` in k-block kb (token g, as BlockMma takes
 // them) and the activation scales of its output rows 2t and 2t + 1, from xq [rows_padded, k_pad]
 // and xs [k_pad / 128, rows_padded]. Rows past the group's end read its last row instead; their

@@ -96,11 +96,15 @@ __global__ void __launch_bounds__(kAlignThreads) MoeAlignKernel(MoeAlignParams p
 // Token tiles a warp accumulates per pass over the weights: kTokTiles for grouped launches;
 // kDenseTokTiles for dense ones (at most 16 rows), which frees the registers to load each pair's
 // activations and scales together with its weights: one memory latency per pair instead of two,
-// where decode sizes are latency-bound (docs/perf/h200.md, dsv3-dense-gemm-bench). One tile
-// would free more registers but raises occupancy into a partial last wave of blocks, which ran
-// slower (docs/journal/2026-11-28-h200-runs.md).
+// where decode sizes are latency-bound (docs/perf/h200.md, dsv3-dense-gemm-bench). One tile's
+// registers spent on occupancy ran slower (a partial last wave of blocks:
+// docs/journal/2026-11-28-h200-runs.md); kPipelinedTokTiles spends them on loading each k-block
+// a pair ahead instead, for grouped launches whose groups have at most 8 rows only (a first form
+// of it sped the MoE layer up and slowed the dense linears down:
+// docs/journal/2026-12-02-fused-shared-expert-and-negative-levers.md).
 constexpr int kTokTiles = 4;
 constexpr int kDenseTokTiles = 2;
+constexpr int kPipelinedTokTiles = 1;
 constexpr int kBlockWarps = 8;  // warps per block while ksplit <= 8
 constexpr int kMaxKSplit = 16;  // warps sharing one column tile; also the most warps per block
 // Warps a launch should have before K is split no further. A warp has 4 KB of weights in flight
@@ -108,6 +112,16 @@ constexpr int kMaxKSplit = 16;  // warps sharing one column tile; also the most 
 // fit at ~126 registers on H200's 132 SMs, and 16 x 132 x 4 KB = 8.6 MB in flight is well over
 // the ~5 MB that 4.8 TB/s x ~1 us of DRAM latency needs.
 constexpr int64_t kTargetWarps = 4096;
+
+// One k-block's operands as the one-tile kernel loads them: this lane's bytes of weight rows g
+// and g + 8 (LoadWeightBlock), the weight block's scale, and the token fragment with the scales
+// of output rows 2t and 2t + 1 (LoadTokenFragment).
+struct BlockOperands {
+  uint4 g[2], g8[2];
+  float ws;
+  uint4 x[2];
+  float xsa, xsb;
+};
 
 // What both entry points launch. Grouped when begin != nullptr; dense otherwise: rows [0, rows)
 // of the single weight `dense`.
@@ -154,13 +168,16 @@ __device__ __forceinline__ void PrefetchFirstPairs(const uint8_t* row0, int kpar
 // block and k-block pairs kpart, kpart + ksplit, ... (kpart = w % ksplit). The expert's rows go
 // in chunks of kTiles x 8: per chunk, each k-block of weights is loaded and converted once and
 // stays in registers while every token tile of the chunk uses it; split-K partial sums then meet
-// in shared memory, and the kpart 0 warp stores. Inside a weight matrix and the activations,
-// addresses are base pointers plus 32-bit offsets (LaunchMmaGemm checks that they fit): 64-bit
-// index arithmetic was much of the loop's integer work (Nsight Compute on o_proj:
+// in shared memory, and the kpart 0 warp stores. With one token tile (kPipelinedTokTiles), each
+// k-block's operands load a pair ahead of its arithmetic instead; the blocks, their order and
+// the arithmetic stay the same, and so do the sums, bit for bit. Inside a weight matrix and the
+// activations, addresses are base pointers plus 32-bit offsets (LaunchMmaGemm checks that they
+// fit): 64-bit index arithmetic was much of the loop's integer work (Nsight Compute on o_proj:
 // docs/journal/2026-12-02-fused-shared-expert-and-negative-levers.md).
 template <int kTiles>
 __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs p) {
   constexpr bool kLoadAhead = kTiles <= 2;  // activations loaded with the weights
+  constexpr bool kPipelined = kTiles == kPipelinedTokTiles;
   __shared__ float partial[kMaxKSplit][kTiles * 4][32];  // [warp][token tile * 4 + c][lane]
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
@@ -199,55 +216,73 @@ __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs 
   };
   for (int32_t r0 = r_begin; r0 < r_end; r0 += kTiles * kTokens) {
     float acc[kTiles][4] = {};
-    for (int32_t pr = kpart; has_tile && pr < pairs; pr += p.ksplit) {
-      uint4 raw_g[2][2], raw_g8[2][2];  // [k-block of the pair][low, high 16 bytes]
-      float ws[2];
-      // [k-block][token tile] activations and their scales (rows 2t, 2t + 1): every tile's,
-      // loaded with the weights (kLoadAhead), else one slot that each tile loads in turn.
-      constexpr int kSlots = kLoadAhead ? kTiles : 1;
-      uint4 raw_x[2][kSlots][2];
-      float xsa[2][kSlots], xsb[2][kSlots];
+    if constexpr (kPipelined) {
+      // Each k-block's operands load two blocks (a pair) ahead of its arithmetic, where the loop
+      // below issues a pair's loads and waits out their whole latency (Nsight Compute on o_proj:
+      // 43% of stalls at a pair's first conversion). A ring of three blocks holds that lookahead
+      // (two pairs' buffers would spill at 128 registers). Block i of this warp is k-block
+      // 2 pr + i % 2 of pair pr = kpart + i / 2 * ksplit.
+      BlockOperands ring[3];
+      const int32_t blocks = has_tile ? 2 * ((pairs - kpart + p.ksplit - 1) / p.ksplit) : 0;
+      auto load = [&](int32_t i, BlockOperands& q) {
+        const int32_t kb = 2 * (kpart + i / 2 * p.ksplit) + i % 2;
+        LoadWeightBlock(wrow, row8, kb, q.g, q.g8);
+        q.ws = __ldg(srow + kb);
+        load_tokens(r0, kb, q.x, q.xsa, q.xsb);
+      };
+      if (blocks > 0) {  // then at least a pair
+        load(0, ring[0]);
+        load(1, ring[1]);
+      }
+      for (int32_t i = 0; i < blocks; i += 3) {
 #pragma unroll
-      for (int b = 0; b < 2; ++b) {
-        const int32_t kb = 2 * pr + b;
-        const uint8_t* w = wrow + kb * 128;
-        raw_g[b][0] = LoadStreaming(w);
-        raw_g[b][1] = LoadStreaming(w + 64);
-        raw_g8[b][0] = LoadStreaming(w + row8);
-        raw_g8[b][1] = LoadStreaming(w + row8 + 64);
-        ws[b] = __ldg(srow + kb);
-        if constexpr (kLoadAhead) {
-#pragma unroll
-          for (int j = 0; j < kTiles; ++j) {
-            if (r0 + j * kTokens >= r_end) continue;  // warp-uniform
-            load_tokens(r0 + j * kTokens, kb, raw_x[b][j], xsa[b][j], xsb[b][j]);
-          }
+        for (int s = 0; s < 3; ++s) {  // ring[s] holds block i + s
+          if (i + s >= blocks) break;
+          if (i + s + 2 < blocks) load(i + s + 2, ring[(s + 2) % 3]);
+          uint32_t wg[16], wg8[16];
+          ToF16(wg, ring[s].g);
+          ToF16(wg8, ring[s].g8);
+          AccumulateBlock(acc[0], wg, wg8, ring[s].x, ring[s].ws, ring[s].xsa, ring[s].xsb);
         }
       }
+    } else {
+      for (int32_t pr = kpart; has_tile && pr < pairs; pr += p.ksplit) {
+        uint4 raw_g[2][2], raw_g8[2][2];  // [k-block of the pair][low, high 16 bytes]
+        float ws[2];
+        // [k-block][token tile] activations and their scales (rows 2t, 2t + 1): every tile's,
+        // loaded with the weights (kLoadAhead), else one slot that each tile loads in turn.
+        constexpr int kSlots = kLoadAhead ? kTiles : 1;
+        uint4 raw_x[2][kSlots][2];
+        float xsa[2][kSlots], xsb[2][kSlots];
 #pragma unroll
-      for (int b = 0; b < 2; ++b) {
-        const int32_t kb = 2 * pr + b;
-        uint32_t wg[16], wg8[16];
-        ToF16(wg, raw_g[b]);
-        ToF16(wg8, raw_g8[b]);
+        for (int b = 0; b < 2; ++b) {
+          const int32_t kb = 2 * pr + b;
+          LoadWeightBlock(wrow, row8, kb, raw_g[b], raw_g8[b]);
+          ws[b] = __ldg(srow + kb);
+          if constexpr (kLoadAhead) {
 #pragma unroll
-        for (int j = 0; j < kTiles; ++j) {
-          const int32_t base = r0 + j * kTokens;
-          if (base >= r_end) continue;  // warp-uniform
-          const int slot = kLoadAhead ? j : 0;
-          if constexpr (!kLoadAhead) {
-            load_tokens(base, kb, raw_x[b][0], xsa[b][0], xsb[b][0]);
+            for (int j = 0; j < kTiles; ++j) {
+              if (r0 + j * kTokens >= r_end) continue;  // warp-uniform
+              load_tokens(r0 + j * kTokens, kb, raw_x[b][j], xsa[b][j], xsb[b][j]);
+            }
           }
-          uint32_t x[16];
-          ToF16(x, raw_x[b][slot]);
-          float d[4];
-          BlockMma(d, wg, wg8, x);
-          const float sa = ws[b] * xsa[b][slot];
-          const float sb = ws[b] * xsb[b][slot];
-          acc[j][0] = fmaf(d[0], sa, acc[j][0]);
-          acc[j][1] = fmaf(d[1], sb, acc[j][1]);
-          acc[j][2] = fmaf(d[2], sa, acc[j][2]);
-          acc[j][3] = fmaf(d[3], sb, acc[j][3]);
+        }
+#pragma unroll
+        for (int b = 0; b < 2; ++b) {
+          const int32_t kb = 2 * pr + b;
+          uint32_t wg[16], wg8[16];
+          ToF16(wg, raw_g[b]);
+          ToF16(wg8, raw_g8[b]);
+#pragma unroll
+          for (int j = 0; j < kTiles; ++j) {
+            const int32_t base = r0 + j * kTokens;
+            if (base >= r_end) continue;  // warp-uniform
+            const int slot = kLoadAhead ? j : 0;
+            if constexpr (!kLoadAhead) {
+              load_tokens(base, kb, raw_x[b][0], xsa[b][0], xsb[b][0]);
+            }
+            AccumulateBlock(acc[j], wg, wg8, raw_x[b][slot], ws[b], xsa[b][slot], xsb[b][slot]);
+          }
         }
       }
     }
@@ -313,19 +348,24 @@ double Waves(Kernel kernel, int threads, int64_t blocks) {
 // How full the grid's waves are on average (1: whole waves only).
 double WaveFill(double waves) { return waves / std::ceil(waves); }
 
-// groups: grid rows (active expert slots, or 1 for a dense GEMM). K is split while the launch is
+// groups: grid rows (active expert slots, or 1 for a dense GEMM); max_group_rows: a bound on the
+// rows of any group, which picks the grouped kernel's token tiles. K is split while the launch is
 // short of kTargetWarps and every warp keeps at least one pair of k-blocks. A grouped launch of
 // more than one wave (its blocks all take about the same time at decode sizes) whose waves are
 // less than 80% full on average splits K once more where that fills them better (the 9
 // matrices of gate|up with the shared expert fused at batch 1: 576 blocks, 2.2 waves; split
 // once more, 4.4).
-void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, cudaStream_t stream) {
+void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, cudaStream_t stream) {
   assert(a.k_pad % 256 == 0);
   // The kernel's offsets are 32-bit: bytes within one weight matrix (its rows rounded up to whole
   // column tiles; V3's largest, the dense gate|up, is 36864 x 7168 = 264 MB) and within the
   // activations (a few rows where this kernel runs).
   assert(CeilDiv(a.n, kTileCols) * int64_t{kTileCols} * a.k_pad <= INT32_MAX);
   assert(a.rows_padded * a.k_pad <= INT32_MAX);
+  // Dense: more than 16 rows would take several passes over the weights.
+  const auto kernel = a.begin == nullptr          ? Fp8MmaGemmKernel<kDenseTokTiles>
+                      : max_group_rows <= kTokens ? Fp8MmaGemmKernel<kPipelinedTokTiles>
+                                                  : Fp8MmaGemmKernel<kTokTiles>;
   const int64_t tiles = a.mats * ((a.n + kTileCols - 1) / kTileCols);
   const int64_t pairs = a.k_pad / 256;
   a.ksplit = 1;
@@ -336,7 +376,6 @@ void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, cudaStream_t stream) {
   auto warps = [](int ksplit) { return std::max(kBlockWarps, ksplit); };
   auto blocks = [&](int ksplit) { return CeilDiv(tiles, warps(ksplit) / ksplit) * groups; };
   if (a.begin != nullptr && 2 * a.ksplit <= std::min<int64_t>(pairs, kMaxKSplit)) {
-    const auto kernel = Fp8MmaGemmKernel<kTokTiles>;
     const double waves = Waves(kernel, warps(a.ksplit) * 32, blocks(a.ksplit));
     if (waves > 1 && WaveFill(waves) < 0.8 &&
         WaveFill(Waves(kernel, warps(2 * a.ksplit) * 32, blocks(2 * a.ksplit))) > WaveFill(waves)) {
@@ -344,11 +383,7 @@ void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, cudaStream_t stream) {
     }
   }
   const dim3 grid(CeilDiv(tiles, warps(a.ksplit) / a.ksplit), static_cast<unsigned>(groups));
-  if (a.begin == nullptr) {  // more than 16 rows would take several passes over the weights
-    Launch(Fp8MmaGemmKernel<kDenseTokTiles>, grid, warps(a.ksplit) * 32, 0, stream, a);
-  } else {
-    Launch(Fp8MmaGemmKernel<kTokTiles>, grid, warps(a.ksplit) * 32, 0, stream, a);
-  }
+  Launch(kernel, grid, warps(a.ksplit) * 32, 0, stream, a);
 }
 
 }  // namespace
@@ -379,14 +414,14 @@ void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream) {
                  p.y_stride,
                  p.y_f32,
                  1},
-                p.max_active, stream);
+                p.max_active, p.max_rows_per_group, stream);
 }
 
 void DenseFp8Gemm(const DenseFp8GemmParams& p, cudaStream_t stream) {
   if (p.rows == 0 || p.n == 0) return;
-  LaunchMmaGemm({p.xq, p.xs, p.rows_padded, p.k_pad, nullptr, nullptr, nullptr, nullptr, 0, 0,
-                 p.w, p.rows, 1, p.n, p.scale_stride, p.y, p.y_stride, p.y_f32, 1},
-                1, stream);
+  LaunchMmaGemm({p.xq, p.xs, p.rows_padded, p.k_pad, nullptr, nullptr, nullptr, nullptr, 0, 0, p.w,
+                 p.rows, 1, p.n, p.scale_stride, p.y, p.y_stride, p.y_f32, 1},
+                1, p.rows, stream);
 }
 
 }  // namespace dsv3::kernels

@@ -73,6 +73,11 @@ struct GroupedFp8GemmParams {
   void* y;
   int64_t y_stride;
   bool y_f32 = false;  // y F32 instead of BF16
+  // A bound on any active expert's rows (T for a launch over T tokens: a token's top-k experts
+  // are distinct, and the shared expert takes one row per token). Up to 8, the kernel runs one
+  // token tile and loads each k-block a pair ahead of its arithmetic; the results are the same
+  // bits either way, and correct for any rows. Default: no bound known.
+  int64_t max_rows_per_group = INT64_MAX;
 };
 void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream);
 

@@ -5,7 +5,8 @@
 // against the plain F32 CPU (FP8 activations, ~6e-2). GPU outputs are poisoned (NaN) first.
 // Shapes cover ragged N (not a multiple of the kernel's 16-column tiles) and K, every K split the
 // launch picks (1 to 16 warps per column tile), token tiles past the last row, experts with no
-// rows and experts with more rows than one 32-row pass.
+// rows and experts with more rows than one 32-row pass. At the kernel: the one-token-tile form that
+// grouped launches of at most 8 rows per expert take gives the four-tile form's bits.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -21,6 +22,7 @@
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/backend/cpu/gpu_emulation_backend.h"
 #include "engine/backend/cuda/cuda_backend.h"
+#include "kernels/moe_grouped.cuh"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/moe_routing_util.h"
 
@@ -28,6 +30,7 @@ namespace dsv3 {
 namespace {
 
 using testing::CopyIn;
+using testing::CopyOut;
 using testing::Fp8Weight;
 using testing::Poison;
 using testing::RandomBf16;
@@ -117,6 +120,79 @@ TEST_F(CudaGroupedGemmTest, SmallRowFp8LinearWritesF32IntoStridedWindowOnly) {
 
 // Routing tables [T, top_k] of global expert ids.
 using Routing = std::vector<int32_t>;
+
+// GroupedFp8Gemm takes the one-tile kernel when max_rows_per_group <= 8 and the four-tile one
+// otherwise: the same K split, k-blocks in the same order and the same arithmetic, so the same F32
+// bits. 16 experts of gate|up (N = 300, K = 1000: K split over up to 4 warps), top 4.
+TEST_F(CudaGroupedGemmTest, GroupedGemmOneTileFormGivesFourTileFormBits) {
+  const int64_t experts = 16, top_k = 4, mats = 2, n = 300, k = 1000;
+  std::vector<kernels::GroupedWeight> table;  // [experts, mats]
+  int64_t k_pad = 0, scale_stride = 0;
+  for (int64_t i = 0; i < experts * mats; ++i) {
+    Fp8Weight w = RandomFp8(n, k, rng_);
+    auto g = gpu_->MakeLinear(w.weight(), w.scale_inv(), gpu_store_);
+    ASSERT_TRUE(g.ok()) << g.status();
+    table.push_back({g->weight.ptr<uint8_t>(), g->scale_inv.ptr<float>()});
+    k_pad = g->weight.strides[0];
+    scale_stride = g->scale_inv.strides[0];
+  }
+  Allocator* alloc = gpu_->allocator();
+  Tensor d_table(alloc, DType::kU8, {static_cast<int64_t>(table.size() * sizeof(table[0]))});
+  CopyIn(*gpu_, d_table, table.data());
+  for (int64_t t : {1, 5, 8}) {
+    const int64_t entries = t * top_k, rows_pad = (entries + 3) / 4 * 4;
+    const Routing ids = RandomRouting(t, top_k, experts, rng_);
+    Tensor d_ids(alloc, DType::kI32, {entries}), begin(alloc, DType::kI32, {experts + 1});
+    Tensor active(alloc, DType::kI32, {experts}), num_active(alloc, DType::kI32, {1});
+    Tensor token_of(alloc, DType::kI32, {entries}), row_of(alloc, DType::kI32, {entries});
+    CopyIn(*gpu_, d_ids, ids.data());
+    kernels::MoeAlign({d_ids.ptr<int32_t>(), entries, top_k, 0, experts, begin.ptr<int32_t>(),
+                       active.ptr<int32_t>(), num_active.ptr<int32_t>(), token_of.ptr<int32_t>(),
+                       row_of.ptr<int32_t>(), nullptr},
+                      gpu_->stream());
+    // Quantized activations: xq [rows_pad, k_pad] finite e4m3, xs [k_pad / 128, rows_pad].
+    Fp8Weight x = RandomFp8(rows_pad, k_pad, rng_);
+    std::vector<float> scales(k_pad / 128 * rows_pad);
+    std::uniform_real_distribution<float> u(0.5e-2f, 1.5e-2f);
+    for (float& v : scales) v = u(rng_);
+    Tensor xq(alloc, DType::kF8E4M3, {rows_pad, k_pad}),
+        xs(alloc, DType::kF32, {k_pad / 128, rows_pad});
+    CopyIn(*gpu_, xq, x.q.data());
+    CopyIn(*gpu_, xs, scales.data());
+    std::vector<uint32_t> bits[2];  // [one tile, four tiles] y [entries, mats * n] F32
+    for (int form = 0; form < 2; ++form) {
+      Tensor y = DevEmpty(DType::kF32, entries, mats * n);
+      kernels::GroupedFp8GemmParams p{xq.ptr<uint8_t>(),
+                                      xs.ptr<float>(),
+                                      rows_pad,
+                                      k_pad,
+                                      begin.ptr<int32_t>(),
+                                      active.ptr<int32_t>(),
+                                      num_active.ptr<int32_t>(),
+                                      std::min(experts, entries),
+                                      d_table.ptr<kernels::GroupedWeight>(),
+                                      mats,
+                                      0,
+                                      mats,
+                                      n,
+                                      scale_stride,
+                                      y.view().data,
+                                      mats * n,
+                                      true};
+      if (form == 0) p.max_rows_per_group = t;
+      kernels::GroupedFp8Gemm(p, gpu_->stream());
+      bits[form].resize(entries * mats * n);
+      CopyOut(*gpu_, y, bits[form].data());
+    }
+    int64_t differ = 0, unwritten = 0;
+    for (size_t i = 0; i < bits[0].size(); ++i) {
+      differ += bits[0][i] != bits[1][i] ? 1 : 0;
+      unwritten += bits[0][i] == 0xffffffffu ? 1 : 0;
+    }
+    EXPECT_EQ(differ, 0) << "t=" << t;
+    EXPECT_EQ(unwritten, 0) << "t=" << t;
+  }
+}
 
 class CudaGroupedMoeTest : public CudaGroupedGemmTest {
  protected:

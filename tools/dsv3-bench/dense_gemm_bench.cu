@@ -235,8 +235,9 @@ void RunGrouped(const char* name, int64_t tokens, int64_t n, int64_t k, int64_t 
                              cudaMemcpyHostToDevice));
   int32_t act = 0;
   DSV3_CUDA_CHECK(cudaMemcpy(&act, num_active, 4, cudaMemcpyDeviceToHost));
-  const GroupedFp8GemmParams p{xq,    xs, entries, k,  begin, active, num_active, experts, table,
-                               mats,  0,  mats,    n,  kb,    y,      mats * n};
+  GroupedFp8GemmParams p{xq,    xs,   entries, k,    begin, active, num_active, experts,
+                         table, mats, 0,       mats, n,     kb,     y,          mats * n};
+  p.max_rows_per_group = tokens;  // each token's experts are distinct
   const double us = TimeUs(5, 50, [&](int) { GroupedFp8Gemm(p, nullptr); });
   const double gbs = act * mats * (mat_bytes + s_count * 4.0) / us * 1e-3;
   std::printf("grouped %-14s %ld tokens, %d active experts x %ld x %ld x %ld: %7.2f us  "

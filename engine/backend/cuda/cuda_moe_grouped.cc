@@ -107,10 +107,12 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
       p.tiles_used = used;
       kernels::Fp8GroupedGemm(p, stream_);
     } else {
+      // max_rows_per_group t: a token's top-k experts are distinct, and the shared expert takes
+      // one row per token.
       kernels::GroupedFp8Gemm(
           {q.ptr<uint8_t>(), s.ptr<float>(), rows_pad, k_pad, begin.ptr<int32_t>(),
            active.ptr<int32_t>(), num_active.ptr<int32_t>(), std::min(local, entries), weights, 3,
-           first, mats, n, scale_stride, y, mats * n, y_f32},
+           first, mats, n, scale_stride, y, mats * n, y_f32, t},
           stream_);
     }
   };
