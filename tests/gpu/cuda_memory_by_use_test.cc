@@ -1,8 +1,8 @@
 // Issue 18: device memory by use (engine/backend/memory_by_use.h) on the GPU.
 // - The backend's weight_bytes equals the bytes of the tensors the weight load made, and what
 //   docs/cuda.md's formats predict from the checkpoint alone (FP8 padded to 64 rows and K to a
-//   multiple of 4 x 128 with its block scales, other 2-D tensors BF16, 1-D F32); freeing the
-//   weights gives it all back.
+//   multiple of 4 x 128 with its block scales, stacked FP8 parts on 128-row blocks, other 2-D
+//   tensors BF16, 1-D F32); freeing the weights gives it all back.
 // - A served engine reports (EngineStats::gpu_memory, what /metrics shows) its KV cache's exact
 //   bytes, the weights plus only what is derived from them, CUDA graphs once decode steps ran,
 //   and four uses that add up to what the process holds, of which the pool holds the weights and
@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -39,23 +40,52 @@ constexpr int64_t kOutsidePool = int64_t{1} << 30;
 
 int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
+// The device bytes of one FP8 linear of `rows` x k: rows padded to 64 and K to a multiple of 4
+// x 128, and its block scales.
+int64_t Fp8LinearBytes(int64_t rows, int64_t k) {
+  const int64_t k_pad = RoundUp((k + 127) / 128, 4) * 128;
+  return RoundUp(rows, 64) * k_pad + (rows + 127) / 128 * (k_pad / 128) * 4;
+}
+
 // The device bytes docs/cuda.md's "Formats" gives the tensors the model loads from `ckpt`: the
 // MTP layer's own embedding and head are not loaded (the main model's are shared), and block
-// scales count with their weight.
+// scales count with their weight. Stacked linears (q_a with kv_a; gate with up of the dense MLPs
+// and shared experts, not of the routed experts) are one weight, whose FP8 parts each begin on
+// a 128-row block (engine/weights/linear_stack.h).
 int64_t DeviceBytesByTheFormats(const Checkpoint& ckpt, int64_t mtp_layer) {
   const std::string mtp = "model.layers." + std::to_string(mtp_layer) + ".";
+  // The second part of a stack, by the first part's name.
+  auto second_part = [&](const std::string& name) -> std::string {
+    for (auto [first, second] : {std::pair{"q_a_proj.weight", "kv_a_proj_with_mqa.weight"},
+                                 std::pair{"gate_proj.weight", "up_proj.weight"}}) {
+      if (name.ends_with(first) && name.find(".experts.") == std::string::npos) {
+        return name.substr(0, name.size() - std::string(first).size()) + second;
+      }
+    }
+    return "";
+  };
+  std::set<std::string> stacked_seconds;
+  for (const std::string& name : ckpt.Names()) {
+    const std::string second = second_part(name);
+    if (!second.empty() && ckpt.Get(second).ok()) stacked_seconds.insert(second);
+  }
   int64_t bytes = 0;
   for (const std::string& name : ckpt.Names()) {
     if (name.ends_with(".weight_scale_inv") || name == mtp + "embed_tokens.weight" ||
-        name == mtp + "shared_head.head.weight") {
+        name == mtp + "shared_head.head.weight" || stacked_seconds.contains(name)) {
       continue;
     }
     const TensorView t = *ckpt.Get(name);
+    const std::string second = second_part(name);
+    const bool stacked = stacked_seconds.contains(second);
     if (t.dtype == DType::kF8E4M3) {
-      const int64_t n = t.dim(0), k_pad = RoundUp((t.dim(1) + 127) / 128, 4) * 128;
-      bytes += RoundUp(n, 64) * k_pad + (n + 127) / 128 * (k_pad / 128) * 4;
+      int64_t rows = t.dim(0);
+      if (stacked) rows = RoundUp(rows, 128) + ckpt.Get(second)->dim(0);
+      bytes += Fp8LinearBytes(rows, t.dim(1));
     } else {
-      bytes += t.numel() * (t.ndim == 2 ? 2 : 4);
+      int64_t numel = t.numel();
+      if (stacked) numel += ckpt.Get(second)->numel();
+      bytes += numel * (t.ndim == 2 ? 2 : 4);
     }
   }
   return bytes;
