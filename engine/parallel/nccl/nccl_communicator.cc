@@ -8,7 +8,9 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "engine/parallel/nccl/custom_all_reduce.h"
 #include "engine/util/status_macros.h"
+#include "spdlog/spdlog.h"
 
 namespace dsv3 {
 namespace {
@@ -47,8 +49,9 @@ absl::Status CheckDeviceTensor(const TensorView& t, const char* name) {
 
 class NcclCommunicator final : public Communicator {
  public:
-  NcclCommunicator(ncclComm_t comm, Communicator& host, cudaStream_t stream)
-      : comm_(comm), host_(host), stream_(stream) {}
+  NcclCommunicator(ncclComm_t comm, Communicator& host, cudaStream_t stream,
+                   std::unique_ptr<CustomAllReduce> custom)
+      : comm_(comm), host_(host), stream_(stream), custom_(std::move(custom)) {}
   ~NcclCommunicator() override {
     if (aborted_.load()) return;  // ncclCommAbort already freed it
     ncclCommDestroy(comm_);
@@ -60,6 +63,9 @@ class NcclCommunicator final : public Communicator {
   absl::Status AllReduceSum(const TensorView& data) override {
     DSV3_RETURN_IF_ERROR(CheckDeviceTensor(data, "all-reduce buffer"));
     DSV3_ASSIGN_OR_RETURN(const ncclDataType_t type, NcclType(data.dtype));
+    if (custom_ != nullptr && custom_->AllReduce(data, stream_)) {
+      return Check("custom all-reduce", ncclSuccess);
+    }
     return Check("all-reduce", ncclAllReduce(data.data, data.data, data.numel(), type, ncclSum,
                                              comm_, stream_));
   }
@@ -113,8 +119,11 @@ class NcclCommunicator final : public Communicator {
     return host_.StartupBarrier(timeout);
   }
 
+  // The custom all-reduce first: its kernels stop waiting at once, while ncclCommAbort may block.
   void Abort() {
-    if (!aborted_.exchange(true)) ncclCommAbort(comm_);
+    if (aborted_.exchange(true)) return;
+    if (custom_ != nullptr) custom_->Abort();
+    ncclCommAbort(comm_);
   }
 
  private:
@@ -127,6 +136,7 @@ class NcclCommunicator final : public Communicator {
   ncclComm_t comm_;
   Communicator& host_;
   cudaStream_t stream_;
+  std::unique_ptr<CustomAllReduce> custom_;  // null: NCCL for every all-reduce
   std::atomic<bool> aborted_{false};
 };
 
@@ -161,8 +171,24 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(TcpStore* s
       r != ncclSuccess) {
     return NcclError("init", r, nullptr);
   }
-  return std::unique_ptr<Communicator>(
-      new NcclCommunicator(comm, host, static_cast<cudaStream_t>(options.cuda_stream)));
+  std::unique_ptr<CustomAllReduce> custom;
+  if (options.custom_all_reduce) {
+    // Create fails alike on every rank, so either all ranks use it or none does.
+    auto made =
+        CustomAllReduce::Create(host, options.local_rank, CustomAllReduce::kDefaultMaxBytes);
+    if (made.ok()) {
+      custom = *std::move(made);
+      if (host.rank() == 0) {
+        spdlog::info("custom all-reduce on: up to {} KiB over peer memory, larger by NCCL",
+                     CustomAllReduce::kDefaultMaxBytes >> 10);
+      }
+    } else if (host.rank() == 0) {
+      spdlog::warn("custom all-reduce off, NCCL takes every all-reduce: {}",
+                   std::string(made.status().message()));
+    }
+  }
+  return std::unique_ptr<Communicator>(new NcclCommunicator(
+      comm, host, static_cast<cudaStream_t>(options.cuda_stream), std::move(custom)));
 }
 
 void AbortNcclCommunicator(Communicator& comm) {
