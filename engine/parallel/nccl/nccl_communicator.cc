@@ -16,6 +16,8 @@ namespace dsv3 {
 namespace {
 
 constexpr const char* kUniqueIdKey = "nccl/unique_id";
+// Rank 0's NcclOptions::custom_all_reduce ("1" or "0"), set before the unique id.
+constexpr const char* kCustomAllReduceKey = "nccl/custom_all_reduce";
 
 absl::Status NcclError(const char* what, ncclResult_t r, ncclComm_t comm) {
   std::string detail = ncclGetErrorString(r);
@@ -150,11 +152,13 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(TcpStore* s
                                                       ") for LOCAL_RANK: ", cudaGetErrorString(e)));
   }
   ncclUniqueId id;
+  bool custom_all_reduce = options.custom_all_reduce;
   if (host.rank() == 0) {
     if (ncclResult_t r = ncclGetUniqueId(&id); r != ncclSuccess) {
       return NcclError("get unique id", r, nullptr);
     }
     if (store != nullptr) {
+      DSV3_RETURN_IF_ERROR(store->Set(kCustomAllReduceKey, custom_all_reduce ? "1" : "0"));
       DSV3_RETURN_IF_ERROR(store->Set(kUniqueIdKey, std::string(id.internal, sizeof(id.internal))));
     }
   } else {
@@ -165,6 +169,15 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(TcpStore* s
       return absl::DataLossError(absl::StrCat("NCCL unique id of ", bytes.size(), " bytes"));
     }
     std::memcpy(id.internal, bytes.data(), sizeof(id.internal));
+    // Rank 0's choice applies: ranks launched with different flags must not split between the
+    // custom kernel and NCCL (each would wait for the other forever).
+    DSV3_ASSIGN_OR_RETURN(const std::string leader,
+                          store->Get(kCustomAllReduceKey, options.rendezvous_timeout));
+    if ((leader == "1") != custom_all_reduce) {
+      spdlog::warn("rank {}: --custom-all-reduce is {} on rank 0, which decides for the group",
+                   host.rank(), leader == "1" ? "on" : "off");
+    }
+    custom_all_reduce = leader == "1";
   }
   ncclComm_t comm = nullptr;
   if (ncclResult_t r = ncclCommInitRank(&comm, host.world_size(), id, host.rank());
@@ -172,7 +185,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(TcpStore* s
     return NcclError("init", r, nullptr);
   }
   std::unique_ptr<CustomAllReduce> custom;
-  if (options.custom_all_reduce) {
+  if (custom_all_reduce && host.world_size() > 1) {
     // Create fails alike on every rank, so either all ranks use it or none does.
     auto made =
         CustomAllReduce::Create(host, options.local_rank, CustomAllReduce::kDefaultMaxBytes);

@@ -27,6 +27,7 @@ struct NcclOptions {
   void* cuda_stream = nullptr;   // cudaStream_t of the CUDA backend; null: the default stream
   absl::Duration rendezvous_timeout = absl::Minutes(10);  // waiting for rank 0's unique id
   // --custom-all-reduce: small all-reduces over peer memory (CustomAllReduce), NCCL for the rest.
+  // Rank 0's value applies to every rank (it travels through `store` with the unique id).
   bool custom_all_reduce = false;
 };
 
