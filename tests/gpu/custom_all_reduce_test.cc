@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -42,6 +43,12 @@ using kernels::ElemType;
 using kernels::PeerAllReduce;
 using kernels::PeerAllReduceParams;
 using kernels::PeerAllReduceSignal;
+
+// The simulated ranks' kernels spin until every rank's kernel runs, so no two ranks' streams may
+// share one of the GPU's hardware work queues (8 by default): a kernel queued there behind
+// another rank's next kernel would wait for a spinning one to end. Set before CUDA makes its
+// context (static initialization, before main); spawned processes inherit it.
+[[maybe_unused]] const bool kQueuePerStream = setenv("CUDA_DEVICE_MAX_CONNECTIONS", "32", 1) == 0;
 
 constexpr int64_t kStagingBytes = CustomAllReduce::kDefaultMaxBytes;
 constexpr int64_t kHidden = 7168;  // DeepSeek-V3's hidden size: one decode token's all-reduce
