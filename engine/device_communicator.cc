@@ -15,6 +15,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeDeviceCommunicator(Backend& ba
     options.local_rank = group.config().local_rank;
     options.cuda_stream = backend.device_stream();
     options.rendezvous_timeout = group.config().startup_timeout;
+    options.custom_all_reduce = group.config().custom_all_reduce;
     return CreateNcclCommunicator(group.store(), group.communicator(), options);
   }
 #endif

@@ -14,6 +14,7 @@ absl::StatusOr<std::unique_ptr<ModelGroup>> ModelGroup::Start(const ModelGroupOp
   DSV3_ASSIGN_OR_RETURN(
       ParallelConfig config,
       ParallelConfigFromEnvironment(options.tp, options.node, options.rank_timeout));
+  config.custom_all_reduce = options.custom_all_reduce;
   if (config.spawn_workers()) {
     spdlog::info("rank {} of {}: starting ranks {}..{} on this host", config.rank,
                  config.world_size, config.rank + 1, config.rank + config.node_ranks - 1);

@@ -30,6 +30,7 @@ struct ModelGroupOptions {
   // requests (DeepseekV3Model::Load's dp_attention); needs a world of 2 or more.
   bool dp_attention = false;
   absl::Duration rank_timeout = absl::Seconds(60);  // longest wait for any rank in a step
+  bool custom_all_reduce = false;  // --custom-all-reduce (ParallelConfig::custom_all_reduce)
   std::vector<std::string> worker_args;             // argv[1..], repeated by spawned workers
   // Called once, from a background thread, when the group breaks. On rank 0: a worker exited or
   // stopped answering (in-flight steps fail with UNAVAILABLE on their own). On the local rank 0

@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
   group_options.node = options.node;
   group_options.dp_attention = options.dp_attention;
   group_options.rank_timeout = absl::Seconds(options.rank_timeout_s);
+  group_options.custom_all_reduce = options.custom_all_reduce;
   group_options.worker_args = options.argv;
   group_options.on_failure = [](const absl::Status& status) {
     // A lost rank: stop admitting, let the failed steps answer UNAVAILABLE, then end the group.

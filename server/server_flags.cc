@@ -72,6 +72,10 @@ ParsedFlags ParseServerFlags(int argc, char** argv) {
   app.add_option("--rank-timeout-s", o.rank_timeout_s,
                  "seconds a step may wait for another rank before the group counts as broken")
       ->check(CLI::PositiveNumber);
+  app.add_flag("--custom-all-reduce", o.custom_all_reduce,
+               "cuda backend with --tp: all-reduces of up to 8 MiB (decode steps') read the "
+               "peers' memory over NVLink in one kernel instead of NCCL, when every rank is on one "
+               "host and its GPUs reach each other (else NCCL, with a warning)");
   app.add_option("--threads", o.threads, "CPU backend threads (0: all)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--device", o.device,

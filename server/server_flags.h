@@ -27,6 +27,7 @@ struct ServerOptions {
   NodeLaunchFlags node;         // --nnodes, --node-rank, --dist-init-addr: one process per host
   bool dp_attention = false;    // --dp-attention: attention per rank, routed experts split
   double rank_timeout_s = 60;   // a step's longest wait for another rank
+  bool custom_all_reduce = false;  // --custom-all-reduce: small GPU all-reduces over peer memory
   std::vector<std::string> argv;  // argv[1..], repeated by spawned workers
 
   // Engine limits.

@@ -46,6 +46,9 @@ struct ParallelConfig {
   absl::Duration timeout = absl::Seconds(60);  // a collective (a step's) longest wait
   // Rendezvous and the barrier after loading weights, which can take minutes.
   absl::Duration startup_timeout = absl::Minutes(30);
+  // --custom-all-reduce: on GPUs, small all-reduces over peer memory instead of NCCL when every
+  // rank is on one host (engine/parallel/nccl/custom_all_reduce.h). Not from the environment.
+  bool custom_all_reduce = false;
 
   bool leader() const { return rank == 0; }
   bool spawn_workers() const { return node_ranks > 1; }

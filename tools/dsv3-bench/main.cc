@@ -52,6 +52,7 @@ struct Args {
   int prefill_tokens = 4096;
   int iters = 5;
   int tp = 1;
+  bool custom_all_reduce = false;  // the model's small all-reduces over peer memory, not NCCL
   bool no_pdl = false;  // kernels launched without programmatic dependent launch (launch.cuh)
   bool no_fuse_shared = false;     // the shared expert apart from the grouped experts
   std::vector<int> trace_batches;  // batches whose graphed step is traced per kernel
@@ -445,7 +446,9 @@ int Run(const Args& args) {
                                                     .timeout = absl::Minutes(10)});
     if (!host.ok()) return fail(host.status());
     auto nccl = CreateNcclCommunicator(store->get(), **host,
-                                       {.local_rank = rank, .cuda_stream = (*gpu)->stream()});
+                                       {.local_rank = rank,
+                                        .cuda_stream = (*gpu)->stream(),
+                                        .custom_all_reduce = args.custom_all_reduce});
     if (!nccl.ok()) return fail(nccl.status());
     std::FILE* out = rank == 0 ? stdout : std::fopen("/dev/null", "w");
     rc[rank] = RunRank(args, **gpu, **nccl, out);
@@ -490,6 +493,9 @@ int main(int argc, char** argv) {
       "launch the kernels without programmatic dependent launch (to measure what it gives)");
   app.add_option("--tp", args.tp, "tensor-parallel ranks (threads, one GPU each)")
       ->check(CLI::Range(1, 8));
+  app.add_flag("--custom-all-reduce", args.custom_all_reduce,
+               "with --tp: the model's all-reduces of up to 8 MiB over peer memory (NVLink) "
+               "instead of NCCL, as dsv3-server --custom-all-reduce");
   CLI11_PARSE(app, argc, argv);
   return dsv3::Run(args);
 #else

@@ -83,6 +83,7 @@ struct Options {
   dsv3::NodeLaunchFlags node;
   bool dp_attention = false;
   double rank_timeout_s = 60;
+  bool custom_all_reduce = false;
   std::vector<std::string> argv;  // argv[1..], for spawned tensor-parallel workers
 };
 
@@ -288,6 +289,7 @@ int Run(Options opt) {
   go.node = opt.node;
   go.dp_attention = opt.dp_attention;
   go.rank_timeout = absl::Seconds(opt.rank_timeout_s);
+  go.custom_all_reduce = opt.custom_all_reduce;
   go.worker_args = opt.argv;
   const std::string model = opt.model;
   return RunToolOnModelGroup(
@@ -372,6 +374,9 @@ int main(int argc, char** argv) {
                "its own sequences; the routed experts are split N ways; CPU backend for now)");
   app.add_option("--rank-timeout-s", opt.rank_timeout_s,
                  "seconds a step may wait for another rank before the group is declared broken");
+  app.add_flag("--custom-all-reduce", opt.custom_all_reduce,
+               "cuda backend with --tp: all-reduces of up to 8 MiB over peer memory (NVLink) "
+               "instead of NCCL when every rank is on one host (as dsv3-server's)");
   CLI11_PARSE(app, argc, argv);
   dsv3::InstallStderrLogger("dsv3", *dsv3::ParseLogFormat(opt.log_format), spdlog::level::info);
   opt.argv.assign(argv + 1, argv + argc);

@@ -8,12 +8,16 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "engine/parallel/nccl/custom_all_reduce.h"
 #include "engine/util/status_macros.h"
+#include "spdlog/spdlog.h"
 
 namespace dsv3 {
 namespace {
 
 constexpr const char* kUniqueIdKey = "nccl/unique_id";
+// Rank 0's NcclOptions::custom_all_reduce ("1" or "0"), set before the unique id.
+constexpr const char* kCustomAllReduceKey = "nccl/custom_all_reduce";
 
 absl::Status NcclError(const char* what, ncclResult_t r, ncclComm_t comm) {
   std::string detail = ncclGetErrorString(r);
@@ -47,8 +51,9 @@ absl::Status CheckDeviceTensor(const TensorView& t, const char* name) {
 
 class NcclCommunicator final : public Communicator {
  public:
-  NcclCommunicator(ncclComm_t comm, Communicator& host, cudaStream_t stream)
-      : comm_(comm), host_(host), stream_(stream) {}
+  NcclCommunicator(ncclComm_t comm, Communicator& host, cudaStream_t stream,
+                   std::unique_ptr<CustomAllReduce> custom)
+      : comm_(comm), host_(host), stream_(stream), custom_(std::move(custom)) {}
   ~NcclCommunicator() override {
     if (aborted_.load()) return;  // ncclCommAbort already freed it
     ncclCommDestroy(comm_);
@@ -60,6 +65,9 @@ class NcclCommunicator final : public Communicator {
   absl::Status AllReduceSum(const TensorView& data) override {
     DSV3_RETURN_IF_ERROR(CheckDeviceTensor(data, "all-reduce buffer"));
     DSV3_ASSIGN_OR_RETURN(const ncclDataType_t type, NcclType(data.dtype));
+    if (custom_ != nullptr && custom_->AllReduce(data, stream_)) {
+      return Check("custom all-reduce", ncclSuccess);
+    }
     return Check("all-reduce", ncclAllReduce(data.data, data.data, data.numel(), type, ncclSum,
                                              comm_, stream_));
   }
@@ -113,8 +121,11 @@ class NcclCommunicator final : public Communicator {
     return host_.StartupBarrier(timeout);
   }
 
+  // The custom all-reduce first: its kernels stop waiting at once, while ncclCommAbort may block.
   void Abort() {
-    if (!aborted_.exchange(true)) ncclCommAbort(comm_);
+    if (aborted_.exchange(true)) return;
+    if (custom_ != nullptr) custom_->Abort();
+    ncclCommAbort(comm_);
   }
 
  private:
@@ -127,6 +138,7 @@ class NcclCommunicator final : public Communicator {
   ncclComm_t comm_;
   Communicator& host_;
   cudaStream_t stream_;
+  std::unique_ptr<CustomAllReduce> custom_;  // null: NCCL for every all-reduce
   std::atomic<bool> aborted_{false};
 };
 
@@ -140,11 +152,13 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(TcpStore* s
                                                       ") for LOCAL_RANK: ", cudaGetErrorString(e)));
   }
   ncclUniqueId id;
+  bool custom_all_reduce = options.custom_all_reduce;
   if (host.rank() == 0) {
     if (ncclResult_t r = ncclGetUniqueId(&id); r != ncclSuccess) {
       return NcclError("get unique id", r, nullptr);
     }
     if (store != nullptr) {
+      DSV3_RETURN_IF_ERROR(store->Set(kCustomAllReduceKey, custom_all_reduce ? "1" : "0"));
       DSV3_RETURN_IF_ERROR(store->Set(kUniqueIdKey, std::string(id.internal, sizeof(id.internal))));
     }
   } else {
@@ -155,14 +169,39 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(TcpStore* s
       return absl::DataLossError(absl::StrCat("NCCL unique id of ", bytes.size(), " bytes"));
     }
     std::memcpy(id.internal, bytes.data(), sizeof(id.internal));
+    // Rank 0's choice applies: ranks launched with different flags must not split between the
+    // custom kernel and NCCL (each would wait for the other forever).
+    DSV3_ASSIGN_OR_RETURN(const std::string leader,
+                          store->Get(kCustomAllReduceKey, options.rendezvous_timeout));
+    if ((leader == "1") != custom_all_reduce) {
+      spdlog::warn("rank {}: --custom-all-reduce is {} on rank 0, which decides for the group",
+                   host.rank(), leader == "1" ? "on" : "off");
+    }
+    custom_all_reduce = leader == "1";
   }
   ncclComm_t comm = nullptr;
   if (ncclResult_t r = ncclCommInitRank(&comm, host.world_size(), id, host.rank());
       r != ncclSuccess) {
     return NcclError("init", r, nullptr);
   }
-  return std::unique_ptr<Communicator>(
-      new NcclCommunicator(comm, host, static_cast<cudaStream_t>(options.cuda_stream)));
+  std::unique_ptr<CustomAllReduce> custom;
+  if (custom_all_reduce && host.world_size() > 1) {
+    // Create fails alike on every rank, so either all ranks use it or none does.
+    auto made =
+        CustomAllReduce::Create(host, options.local_rank, CustomAllReduce::kDefaultMaxBytes);
+    if (made.ok()) {
+      custom = *std::move(made);
+      if (host.rank() == 0) {
+        spdlog::info("custom all-reduce on: up to {} KiB over peer memory, larger by NCCL",
+                     CustomAllReduce::kDefaultMaxBytes >> 10);
+      }
+    } else if (host.rank() == 0) {
+      spdlog::warn("custom all-reduce off, NCCL takes every all-reduce: {}",
+                   std::string(made.status().message()));
+    }
+  }
+  return std::unique_ptr<Communicator>(new NcclCommunicator(
+      comm, host, static_cast<cudaStream_t>(options.cuda_stream), std::move(custom)));
 }
 
 void AbortNcclCommunicator(Communicator& comm) {

@@ -7,6 +7,10 @@
 // its stream, not here. The group still fails promptly because rank 0's heartbeat barrier and the
 // launcher (gloo, TCP) notice the dead rank and rank 0 exits; a worker whose rank 0 is gone fails
 // its next plan broadcast. Abort() unblocks a stream stuck in a collective.
+//
+// With NcclOptions::custom_all_reduce, all-reduces of up to CustomAllReduce::kDefaultMaxBytes
+// run over peer memory instead (custom_all_reduce.h) when every rank is on one host and its GPUs
+// reach each other; otherwise (logged once) NCCL takes them all.
 #pragma once
 
 #include <memory>
@@ -22,6 +26,9 @@ struct NcclOptions {
   int local_rank = 0;            // CUDA device of this rank
   void* cuda_stream = nullptr;   // cudaStream_t of the CUDA backend; null: the default stream
   absl::Duration rendezvous_timeout = absl::Minutes(10);  // waiting for rank 0's unique id
+  // --custom-all-reduce: small all-reduces over peer memory (CustomAllReduce), NCCL for the rest.
+  // Rank 0's value applies to every rank (it travels through `store` with the unique id).
+  bool custom_all_reduce = false;
 };
 
 // Rank 0 makes the NCCL unique id and publishes it in `store` under "nccl/unique_id"; the others
