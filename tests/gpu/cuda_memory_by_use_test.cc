@@ -1,7 +1,7 @@
 // Issue 18: device memory by use (engine/backend/memory_by_use.h) on the GPU.
 // - The backend's weight_bytes equals the bytes of the tensors the weight load made, and what
 //   docs/cuda.md's formats predict from the checkpoint alone (FP8 padded to 64 rows and K to a
-//   multiple of 4 x 128 with its block scales, stacked FP8 parts on 128-row blocks, other 2-D
+//   multiple of 4 x 128 with its block scales, stacked FP8 parts in whole 128-row blocks, other 2-D
 //   tensors BF16, 1-D F32); freeing the weights gives it all back.
 // - A served engine reports (EngineStats::gpu_memory, what /metrics shows) its KV cache's exact
 //   bytes, the weights plus only what is derived from them, CUDA graphs once decode steps ran,
@@ -50,8 +50,8 @@ int64_t Fp8LinearBytes(int64_t rows, int64_t k) {
 // The device bytes docs/cuda.md's "Formats" gives the tensors the model loads from `ckpt`: the
 // MTP layer's own embedding and head are not loaded (the main model's are shared), and block
 // scales count with their weight. Stacked linears (q_a with kv_a; gate with up of the dense MLPs
-// and shared experts, not of the routed experts) are one weight, whose FP8 parts each begin on
-// a 128-row block (engine/weights/linear_stack.h).
+// and shared experts, not of the routed experts) are one weight, whose FP8 parts each take whole
+// 128-row blocks (engine/weights/linear_stack.h).
 int64_t DeviceBytesByTheFormats(const Checkpoint& ckpt, int64_t mtp_layer) {
   const std::string mtp = "model.layers." + std::to_string(mtp_layer) + ".";
   // The second part of a stack, by the first part's name.
@@ -80,7 +80,7 @@ int64_t DeviceBytesByTheFormats(const Checkpoint& ckpt, int64_t mtp_layer) {
     const bool stacked = stacked_seconds.contains(second);
     if (t.dtype == DType::kF8E4M3) {
       int64_t rows = t.dim(0);
-      if (stacked) rows = RoundUp(rows, 128) + ckpt.Get(second)->dim(0);
+      if (stacked) rows = RoundUp(rows, 128) + RoundUp(ckpt.Get(second)->dim(0), 128);
       bytes += Fp8LinearBytes(rows, t.dim(1));
     } else {
       int64_t numel = t.numel();
