@@ -25,21 +25,13 @@ __device__ __forceinline__ void ToFloats(const uint4& raw, float (&v)[4]) {
   v[2] = __uint_as_float(raw.z), v[3] = __uint_as_float(raw.w);
 }
 __device__ __forceinline__ void ToFloats(const uint4& raw, float (&v)[8]) {
-  const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    v[2 * j] = __low2float(pairs[j]);
-    v[2 * j + 1] = __high2float(pairs[j]);
-  }
+  Bf16x8ToFloats(raw, v);
 }
 __device__ __forceinline__ uint4 FromFloats(const float (&v)[4]) {
   return make_uint4(__float_as_uint(v[0]), __float_as_uint(v[1]), __float_as_uint(v[2]),
                     __float_as_uint(v[3]));
 }
-__device__ __forceinline__ uint4 FromFloats(const float (&v)[8]) {
-  return make_uint4(PackBf16(v[0], v[1]), PackBf16(v[2], v[3]), PackBf16(v[4], v[5]),
-                    PackBf16(v[6], v[7]));
-}
+__device__ __forceinline__ uint4 FromFloats(const float (&v)[8]) { return FloatsToBf16x8(v); }
 
 __device__ __forceinline__ void StoreRelease(uint32_t* addr, uint32_t v) {
   asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(addr), "r"(v) : "memory");
@@ -112,7 +104,7 @@ __device__ __forceinline__ uint4 SumOverRanks(const PeerAllReduceParams& p, int 
 
 // This call's number on this rank (from 0; every rank makes the same calls, so it is the same on
 // all of them, and the same in every block). Advances the count for the next call.
-__device__ __forceinline__ uint32_t BeginCall(const PeerAllReduceParams& p) {
+__device__ __forceinline__ uint32_t NextCall(const PeerAllReduceParams& p) {
   uint32_t* calls = p.signals[p.rank]->calls;
   const uint32_t call = calls[blockIdx.x];
   __syncthreads();  // every thread has read it before it changes
@@ -147,6 +139,21 @@ __device__ __forceinline__ void MeetPeers(const PeerAllReduceParams& p, Meeting 
   __syncthreads();  // the peers' writes come before any thread's reads
 }
 
+// What both kernels start from: the call's number, its staging half, whether the caller's data
+// takes 16-byte accesses, and the message's length in packs of T.
+struct Call {
+  uint32_t number;
+  int half;
+  bool aligned;
+  int64_t packs;
+};
+template <typename T>
+__device__ __forceinline__ Call BeginCall(const PeerAllReduceParams& p) {
+  const uint32_t number = NextCall(p);
+  return {number, static_cast<int>(number & 1), reinterpret_cast<uintptr_t>(p.data) % 16 == 0,
+          (p.n + Pack<T>::kElems - 1) / Pack<T>::kElems};
+}
+
 // Block b's packs of a range of `packs` packs: b * threads + t, then strides of the grid.
 #define DSV3_FOR_BLOCK_PACKS(i, packs)                                                       \
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (packs); \
@@ -155,14 +162,13 @@ __device__ __forceinline__ void MeetPeers(const PeerAllReduceParams& p, Meeting 
 template <typename T>
 __global__ void __launch_bounds__(kPeerAllReduceThreads) OneShotKernel(PeerAllReduceParams p) {
   KernelPrologue();
-  const uint32_t call = BeginCall(p);
-  const int half = call & 1;
-  const bool aligned = reinterpret_cast<uintptr_t>(p.data) % 16 == 0;
-  const int64_t packs = (p.n + Pack<T>::kElems - 1) / Pack<T>::kElems;
-  uint4* mine = Staging(p, p.rank, half);
-  DSV3_FOR_BLOCK_PACKS(i, packs) mine[i] = LoadDataPack<T>(p, aligned, i);
-  MeetPeers(p, Meeting::kStart, call + 1);
-  DSV3_FOR_BLOCK_PACKS(i, packs) StoreDataPack<T>(p, aligned, i, SumOverRanks<T>(p, half, i));
+  const Call c = BeginCall<T>(p);
+  uint4* mine = Staging(p, p.rank, c.half);
+  DSV3_FOR_BLOCK_PACKS(i, c.packs) mine[i] = LoadDataPack<T>(p, c.aligned, i);
+  MeetPeers(p, Meeting::kStart, c.number + 1);
+  DSV3_FOR_BLOCK_PACKS(i, c.packs) {
+    StoreDataPack<T>(p, c.aligned, i, SumOverRanks<T>(p, c.half, i));
+  }
 }
 
 // Slot s is packs [s * slot, min((s + 1) * slot, packs)); block b handles the same offsets
@@ -170,29 +176,26 @@ __global__ void __launch_bounds__(kPeerAllReduceThreads) OneShotKernel(PeerAllRe
 template <typename T>
 __global__ void __launch_bounds__(kPeerAllReduceThreads) TwoShotKernel(PeerAllReduceParams p) {
   KernelPrologue();
-  const uint32_t call = BeginCall(p);
-  const int half = call & 1;
-  const bool aligned = reinterpret_cast<uintptr_t>(p.data) % 16 == 0;
-  const int64_t packs = (p.n + Pack<T>::kElems - 1) / Pack<T>::kElems;
-  const int64_t slot = (packs + p.world - 1) / p.world;
+  const Call c = BeginCall<T>(p);
+  const int64_t slot = (c.packs + p.world - 1) / p.world;
   const auto slot_packs = [&](int s) {
-    const int64_t left = packs - s * slot;
+    const int64_t left = c.packs - s * slot;
     return left < 0 ? 0 : (left < slot ? left : slot);
   };
-  uint4* mine = Staging(p, p.rank, half);
+  uint4* mine = Staging(p, p.rank, c.half);
   for (int s = 0; s < p.world; ++s) {
     DSV3_FOR_BLOCK_PACKS(i, slot_packs(s)) {
-      mine[s * slot + i] = LoadDataPack<T>(p, aligned, s * slot + i);
+      mine[s * slot + i] = LoadDataPack<T>(p, c.aligned, s * slot + i);
     }
   }
-  MeetPeers(p, Meeting::kStart, call + 1);
+  MeetPeers(p, Meeting::kStart, c.number + 1);
   // Reduce-scatter into this rank's own slot, in place: only this rank reads its slot now.
   const int64_t own = p.rank * slot;
-  DSV3_FOR_BLOCK_PACKS(i, slot_packs(p.rank)) mine[own + i] = SumOverRanks<T>(p, half, own + i);
-  MeetPeers(p, Meeting::kMid, call + 1);
+  DSV3_FOR_BLOCK_PACKS(i, slot_packs(p.rank)) mine[own + i] = SumOverRanks<T>(p, c.half, own + i);
+  MeetPeers(p, Meeting::kMid, c.number + 1);
   for (int s = 0; s < p.world; ++s) {
-    const uint4* reduced = Staging(p, s, half) + s * slot;
-    DSV3_FOR_BLOCK_PACKS(i, slot_packs(s)) StoreDataPack<T>(p, aligned, s * slot + i, reduced[i]);
+    const uint4* reduced = Staging(p, s, c.half) + s * slot;
+    DSV3_FOR_BLOCK_PACKS(i, slot_packs(s)) StoreDataPack<T>(p, c.aligned, s * slot + i, reduced[i]);
   }
 }
 

@@ -106,17 +106,28 @@ __device__ __forceinline__ void StoreAs(void* base, int64_t i, float v, ElemType
   }
 }
 
+// Eight BF16 values packed in 16 bytes, as float; and eight floats packed as BF16 (rounded to
+// nearest even).
+__device__ __forceinline__ void Bf16x8ToFloats(const uint4& raw, float v[8]) {
+  const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    v[2 * j] = __low2float(pairs[j]);
+    v[2 * j + 1] = __high2float(pairs[j]);
+  }
+}
+__device__ __forceinline__ uint4 FloatsToBf16x8(const float v[8]) {
+  return make_uint4(PackBf16(v[0], v[1]), PackBf16(v[2], v[3]), PackBf16(v[4], v[5]),
+                    PackBf16(v[6], v[7]));
+}
+
 // Eight consecutive elements of an F32 or BF16 array as float (i a multiple of 8, the array
 // 16-byte aligned: one or two 16-byte loads).
 __device__ __forceinline__ void Load8(const void* base, int64_t i, ElemType t, float v[8]) {
   if (t == ElemType::kBF16) {
+    // One 16-byte load first: unpacking through the pointer lets the compiler split it.
     const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const bf16*>(base) + i);
-    const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      v[2 * j] = __low2float(pairs[j]);
-      v[2 * j + 1] = __high2float(pairs[j]);
-    }
+    Bf16x8ToFloats(raw, v);
   } else {
     const float4* src = reinterpret_cast<const float4*>(static_cast<const float*>(base) + i);
     const float4 lo = src[0], hi = src[1];
@@ -128,11 +139,7 @@ __device__ __forceinline__ void Load8(const void* base, int64_t i, ElemType t, f
 // Stores eight values as elements [i, i + 8) of an F32 or BF16 array (alignment as Load8).
 __device__ __forceinline__ void Store8(void* base, int64_t i, const float v[8], ElemType t) {
   if (t == ElemType::kBF16) {
-    uint4 raw;
-    __nv_bfloat162* pairs = reinterpret_cast<__nv_bfloat162*>(&raw);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) pairs[j] = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
-    *reinterpret_cast<uint4*>(static_cast<bf16*>(base) + i) = raw;
+    *reinterpret_cast<uint4*>(static_cast<bf16*>(base) + i) = FloatsToBf16x8(v);
   } else {
     float4* dst = reinterpret_cast<float4*>(static_cast<float*>(base) + i);
     dst[0] = make_float4(v[0], v[1], v[2], v[3]);
