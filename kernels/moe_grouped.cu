@@ -2,12 +2,14 @@
 #include <cassert>
 #include <cmath>
 #include <map>
+#include <tuple>
 #include <utility>
 
 #include "kernels/device_utils.cuh"
 #include "kernels/fp8_mma_tile.cuh"
 #include "kernels/launch.cuh"
 #include "kernels/moe_grouped.cuh"
+#include "kernels/sm90_async.cuh"
 
 namespace dsv3::kernels {
 
@@ -96,15 +98,10 @@ __global__ void __launch_bounds__(kAlignThreads) MoeAlignKernel(MoeAlignParams p
 // Token tiles a warp accumulates per pass over the weights: kTokTiles for grouped launches;
 // kDenseTokTiles for dense ones (at most 16 rows), which frees the registers to load each pair's
 // activations and scales together with its weights: one memory latency per pair instead of two,
-// where decode sizes are latency-bound (docs/perf/h200.md, dsv3-dense-gemm-bench). One tile's
-// registers spent on occupancy ran slower (a partial last wave of blocks:
-// docs/journal/2026-11-28-h200-runs.md); kPipelinedTokTiles spends them on loading each k-block
-// a pair ahead instead, for grouped launches whose groups have at most 8 rows only (a first form
-// of it sped the MoE layer up and slowed the dense linears down:
-// docs/journal/2026-12-02-fused-shared-expert-and-negative-levers.md).
+// where decode sizes are latency-bound (docs/perf/h200.md, dsv3-dense-gemm-bench). Launches of
+// at most 8 rows (a group's or a dense linear's) run one tile, fed by a ring (Feed below).
 constexpr int kTokTiles = 4;
 constexpr int kDenseTokTiles = 2;
-constexpr int kPipelinedTokTiles = 1;
 constexpr int kBlockWarps = 8;  // warps per block while ksplit <= 8
 constexpr int kMaxKSplit = 16;  // warps sharing one column tile; also the most warps per block
 // Warps a launch should have before K is split no further. A warp has 4 KB of weights in flight
@@ -113,15 +110,54 @@ constexpr int kMaxKSplit = 16;  // warps sharing one column tile; also the most 
 // the ~5 MB that 4.8 TB/s x ~1 us of DRAM latency needs.
 constexpr int64_t kTargetWarps = 4096;
 
-// One k-block's operands as the one-tile kernel loads them: this lane's bytes of weight rows g
-// and g + 8 (LoadWeightBlock), the weight block's scale, and the token fragment with the scales
-// of output rows 2t and 2t + 1 (LoadTokenFragment).
+// How a warp gets its operands:
+//  - kPairs loads a pair of k-blocks into registers and then works through it, waiting out the
+//    pair's whole latency (Nsight Compute on o_proj: 43% of stalls at a pair's first conversion).
+//  - kRegisterRing (grouped launches of at most 8 rows a group, one token tile) keeps a ring of
+//    three blocks' operands in registers, each loaded a pair ahead of its arithmetic (127
+//    registers: two blocks of 8 warps per SM).
+//  - kSmemRing (dense launches of at most 8 rows, one token tile) copies the weights by cp.async
+//    into a ring of kRingStages blocks per warp in shared memory, two blocks ahead: 64
+//    registers, so two blocks of 16 warps fit per SM, twice the warps of the other feeds. On
+//    o_proj at one row 38.7 us against kPairs' 46.4; grouped launches ran slower on it than on
+//    the register ring (docs/journal/2026-12-03-smem-ring.md).
+// Every feed takes the same blocks in the same order through the same arithmetic: the sums
+// are the same bits whichever feeds a launch.
+enum class Feed { kPairs, kRegisterRing, kSmemRing };
+
+// One k-block's operands as the register ring (Feed::kRegisterRing) loads them: this lane's
+// bytes of weight rows g and g + 8 (LoadWeightBlock), the weight block's scale, and the token
+// fragment with the scales of output rows 2t and 2t + 1 (LoadTokenFragment).
 struct BlockOperands {
   uint4 g[2], g8[2];
   float ws;
   uint4 x[2];
   float xsa, xsb;
 };
+
+// The shared-memory ring: stages per warp (4 measured slower: 96 KB of ring per 16-warp block
+// leaves room for two blocks per SM, 128 KB does not) and a stage's bytes, [4 pieces][32 lanes]
+// x 16 bytes.
+constexpr int kRingStages = 3;
+constexpr int kRingStageBytes = 4 * 32 * 16;
+constexpr int kMaxRingBytes = kMaxKSplit * kRingStages * kRingStageBytes;  // a block's at most
+
+// Block i (k-block kb) of this lane's weights (LoadWeightBlock's four 16-byte pieces) into slot
+// i % kRingStages of its warp's ring [kRingStages][4][32 lanes], as one completion group: an empty
+// group once i >= blocks, so that every iteration closes exactly one.
+__device__ __forceinline__ void IssueRingBlock(uint4* ring, int lane, const uint8_t* wrow,
+                                               int32_t row8, int32_t i, int32_t blocks,
+                                               int32_t kb) {
+  if (i < blocks) {
+    const uint8_t* w = wrow + kb * 128;
+    const uint32_t slot = SmemAddr(ring + (i % kRingStages) * 4 * 32 + lane);
+    CpAsync16(slot, w);
+    CpAsync16(slot + 32 * 16, w + 64);
+    CpAsync16(slot + 64 * 16, w + row8);
+    CpAsync16(slot + 96 * 16, w + row8 + 64);
+  }
+  CpAsyncCommit();
+}
 
 // What both entry points launch. Grouped when begin != nullptr; dense otherwise: rows [0, rows)
 // of the single weight `dense`.
@@ -168,16 +204,15 @@ __device__ __forceinline__ void PrefetchFirstPairs(const uint8_t* row0, int kpar
 // block and k-block pairs kpart, kpart + ksplit, ... (kpart = w % ksplit). The expert's rows go
 // in chunks of kTiles x 8: per chunk, each k-block of weights is loaded and converted once and
 // stays in registers while every token tile of the chunk uses it; split-K partial sums then meet
-// in shared memory, and the kpart 0 warp stores. With one token tile (kPipelinedTokTiles), each
-// k-block's operands load a pair ahead of its arithmetic instead; the blocks, their order and
-// the arithmetic stay the same, and so do the sums, bit for bit. Inside a weight matrix and the
-// activations, addresses are base pointers plus 32-bit offsets (LaunchMmaGemm checks that they
-// fit): 64-bit index arithmetic was much of the loop's integer work (Nsight Compute on o_proj:
-// docs/journal/2026-12-02-fused-shared-expert-and-negative-levers.md).
-template <int kTiles>
+// in shared memory, and the kpart 0 warp stores. kFeed says how operands reach the arithmetic
+// (Feed above); it changes neither the blocks, nor their order, nor the sums. Inside a weight
+// matrix and the activations, addresses are base pointers plus 32-bit offsets (LaunchMmaGemm
+// checks that they fit): 64-bit index arithmetic was much of the loop's integer work (Nsight
+// Compute on o_proj: docs/journal/2026-12-02-fused-shared-expert-and-negative-levers.md).
+template <int kTiles, Feed kFeed>
 __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs p) {
-  constexpr bool kLoadAhead = kTiles <= 2;  // activations loaded with the weights
-  constexpr bool kPipelined = kTiles == kPipelinedTokTiles;
+  constexpr bool kLoadAhead = kTiles <= 2;               // activations loaded with the weights
+  extern __shared__ uint4 ring_smem[];                   // kSmemRing: [warps][kRingStages][4][32]
   __shared__ float partial[kMaxKSplit][kTiles * 4][32];  // [warp][token tile * 4 + c][lane]
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
@@ -191,8 +226,23 @@ __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs 
   const int32_t rows_padded = static_cast<int32_t>(p.rows_padded);
   const int32_t pairs = k_pad / 256, row8 = 8 * k_pad;
   const int32_t row_g = static_cast<int32_t>(c0) + g;  // this lane's weight row
+  uint4* ring = ring_smem + warp * kRingStages * 4 * 32;
+  // Block i of this warp is k-block 2 pr + i % 2 of pair pr = kpart + i / 2 * ksplit.
+  auto kb_of = [&](int32_t i) { return 2 * (kpart + i / 2 * p.ksplit) + i % 2; };
+  const int32_t blocks = has_tile ? 2 * ((pairs - kpart + p.ksplit - 1) / p.ksplit) : 0;
+  // A dense linear's weight is never written by the step (launch.cuh): its first blocks may
+  // load before the kernel before this one has finished, into the ring or else into L2.
+  bool ring_primed = false;
   if (p.begin == nullptr && has_tile) {
-    PrefetchFirstPairs(p.dense.w + row_g * k_pad, kpart, p.ksplit, pairs, row8, t);
+    if constexpr (kFeed == Feed::kSmemRing) {
+      const uint8_t* wrow0 = p.dense.w + (row_g * k_pad + 16 * t);
+      for (int32_t i = 0; i < kRingStages - 1; ++i) {
+        IssueRingBlock(ring, lane, wrow0, row8, i, blocks, kb_of(i));
+      }
+      ring_primed = true;
+    } else {
+      PrefetchFirstPairs(p.dense.w + row_g * k_pad, kpart, p.ksplit, pairs, row8, t);
+    }
   }
   KernelPrologue();
   int64_t e = 0;
@@ -216,33 +266,58 @@ __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs 
   };
   for (int32_t r0 = r_begin; r0 < r_end; r0 += kTiles * kTokens) {
     float acc[kTiles][4] = {};
-    if constexpr (kPipelined) {
-      // Each k-block's operands load two blocks (a pair) ahead of its arithmetic, where the loop
-      // below issues a pair's loads and waits out their whole latency (Nsight Compute on o_proj:
-      // 43% of stalls at a pair's first conversion). A ring of three blocks holds that lookahead
-      // (two pairs' buffers would spill at 128 registers). Block i of this warp is k-block
-      // 2 pr + i % 2 of pair pr = kpart + i / 2 * ksplit.
-      BlockOperands ring[3];
-      const int32_t blocks = has_tile ? 2 * ((pairs - kpart + p.ksplit - 1) / p.ksplit) : 0;
+    if constexpr (kFeed == Feed::kSmemRing) {
+      static_assert(kTiles == 1);
+      // cp.async fills the ring kRingStages - 1 blocks ahead of the arithmetic. A lane reads back
+      // only what it copied, so the wait is per thread (cp.async.wait_group) and no barrier is
+      // needed. The tokens' fragment of block i loads (from L1, which every warp of the block
+      // shares) before the wait.
+      if (!ring_primed) {
+        for (int32_t i = 0; i < kRingStages - 1; ++i) {
+          IssueRingBlock(ring, lane, wrow, row8, i, blocks, kb_of(i));
+        }
+      }
+      ring_primed = false;  // a next chunk of rows primes its own
+      for (int32_t i = 0; i < blocks; ++i) {
+        const int32_t kb = kb_of(i);
+        IssueRingBlock(ring, lane, wrow, row8, i + kRingStages - 1, blocks,
+                       kb_of(i + kRingStages - 1));
+        uint4 x[2];
+        float xsa, xsb;
+        load_tokens(r0, kb, x, xsa, xsb);
+        const float ws = __ldg(srow + kb);
+        CpAsyncWait<kRingStages - 1>();  // block i has landed
+        const uint4* slot = ring + (i % kRingStages) * 4 * 32 + lane;
+        const uint4 wg_raw[2] = {slot[0], slot[32]}, wg8_raw[2] = {slot[64], slot[96]};
+        uint32_t wg[16], wg8[16];
+        ToF16(wg, wg_raw);
+        ToF16(wg8, wg8_raw);
+        AccumulateBlock(acc[0], wg, wg8, x, ws, xsa, xsb);
+      }
+    } else if constexpr (kFeed == Feed::kRegisterRing) {
+      static_assert(kTiles == 1);
+      // A ring of three blocks holds a pair's lookahead (two pairs' buffers would spill at 128
+      // registers).
+      BlockOperands ops[3];
       auto load = [&](int32_t i, BlockOperands& q) {
-        const int32_t kb = 2 * (kpart + i / 2 * p.ksplit) + i % 2;
+        const int32_t kb = kb_of(i);
         LoadWeightBlock(wrow, row8, kb, q.g, q.g8);
         q.ws = __ldg(srow + kb);
         load_tokens(r0, kb, q.x, q.xsa, q.xsb);
       };
       if (blocks > 0) {  // then at least a pair
-        load(0, ring[0]);
-        load(1, ring[1]);
+        load(0, ops[0]);
+        load(1, ops[1]);
       }
       for (int32_t i = 0; i < blocks; i += 3) {
 #pragma unroll
-        for (int s = 0; s < 3; ++s) {  // ring[s] holds block i + s
+        for (int s = 0; s < 3; ++s) {  // ops[s] holds block i + s
           if (i + s >= blocks) break;
-          if (i + s + 2 < blocks) load(i + s + 2, ring[(s + 2) % 3]);
+          if (i + s + 2 < blocks) load(i + s + 2, ops[(s + 2) % 3]);
           uint32_t wg[16], wg8[16];
-          ToF16(wg, ring[s].g);
-          ToF16(wg8, ring[s].g8);
-          AccumulateBlock(acc[0], wg, wg8, ring[s].x, ring[s].ws, ring[s].xsa, ring[s].xsb);
+          ToF16(wg, ops[s].g);
+          ToF16(wg8, ops[s].g8);
+          AccumulateBlock(acc[0], wg, wg8, ops[s].x, ops[s].ws, ops[s].xsa, ops[s].xsb);
         }
       }
     } else {
@@ -327,20 +402,20 @@ __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs 
 }
 
 // Waves of a grid of `blocks`: blocks over the SMs' slots, SMs x resident blocks of `kernel` at
-// `threads` (cached per thread: each rank's thread has its own device).
+// `threads` and `smem` bytes of dynamic shared memory (cached per thread: each rank's thread has
+// its own device).
 template <typename Kernel>
-double Waves(Kernel kernel, int threads, int64_t blocks) {
-  thread_local std::map<std::pair<const void*, int>, int64_t> slots;
-  auto it = slots.find({reinterpret_cast<const void*>(kernel), threads});
+double Waves(Kernel kernel, int threads, size_t smem, int64_t blocks) {
+  using Key = std::tuple<const void*, int, size_t>;
+  thread_local std::map<Key, int64_t> slots;
+  const Key key{reinterpret_cast<const void*>(kernel), threads, smem};
+  auto it = slots.find(key);
   if (it == slots.end()) {
     int device = 0, sms = 0, per_sm = 0;
     DSV3_CUDA_CHECK(cudaGetDevice(&device));
     DSV3_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    DSV3_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
-    it = slots
-             .emplace(std::pair{reinterpret_cast<const void*>(kernel), threads},
-                      static_cast<int64_t>(sms) * std::max(per_sm, 1))
-             .first;
+    DSV3_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+    it = slots.emplace(key, static_cast<int64_t>(sms) * std::max(per_sm, 1)).first;
   }
   return static_cast<double>(blocks) / static_cast<double>(it->second);
 }
@@ -348,11 +423,14 @@ double Waves(Kernel kernel, int threads, int64_t blocks) {
 // How full the grid's waves are on average (1: whole waves only).
 double WaveFill(double waves) { return waves / std::ceil(waves); }
 
+using MmaKernel = void (*)(MmaGemmArgs);
+
 // groups: grid rows (active expert slots, or 1 for a dense GEMM); max_group_rows: a bound on the
-// rows of any group, which picks the grouped kernel's token tiles. K is split while the launch is
-// short of kTargetWarps and every warp keeps at least one pair of k-blocks. A grouped launch of
-// more than one wave (its blocks all take about the same time at decode sizes) whose waves are
-// less than 80% full on average splits K once more where that fills them better (the 9
+// rows of any group, which picks the token tiles: one tile (the ring form) up to 8 rows, else
+// kDenseTokTiles for a dense launch and kTokTiles for a grouped one. K is split while the launch
+// is short of kTargetWarps and every warp keeps at least one pair of k-blocks. A grouped launch
+// of more than one wave (its blocks all take about the same time at decode sizes) whose waves
+// are less than 80% full on average splits K once more where that fills them better (the 9
 // matrices of gate|up with the shared expert fused at batch 1: 576 blocks, 2.2 waves; split
 // once more, 4.4).
 void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, cudaStream_t stream) {
@@ -362,28 +440,40 @@ void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, cudaSt
   // activations (a few rows where this kernel runs).
   assert(CeilDiv(a.n, kTileCols) * int64_t{kTileCols} * a.k_pad <= INT32_MAX);
   assert(a.rows_padded * a.k_pad <= INT32_MAX);
+  const bool grouped = a.begin != nullptr;
+  const bool ring = !grouped && max_group_rows <= kTokens;
   // Dense: more than 16 rows would take several passes over the weights.
-  const auto kernel = a.begin == nullptr          ? Fp8MmaGemmKernel<kDenseTokTiles>
-                      : max_group_rows <= kTokens ? Fp8MmaGemmKernel<kPipelinedTokTiles>
-                                                  : Fp8MmaGemmKernel<kTokTiles>;
+  const MmaKernel kernel =
+      ring      ? Fp8MmaGemmKernel<1, Feed::kSmemRing>
+      : grouped ? (max_group_rows <= kTokens ? Fp8MmaGemmKernel<1, Feed::kRegisterRing>
+                                             : Fp8MmaGemmKernel<kTokTiles, Feed::kPairs>)
+                : Fp8MmaGemmKernel<kDenseTokTiles, Feed::kPairs>;
   const int64_t tiles = a.mats * ((a.n + kTileCols - 1) / kTileCols);
   const int64_t pairs = a.k_pad / 256;
   a.ksplit = 1;
-  while (a.ksplit < kMaxKSplit && tiles * groups * a.ksplit < kTargetWarps &&
-         2 * a.ksplit <= pairs) {
-    a.ksplit *= 2;
-  }
   auto warps = [](int ksplit) { return std::max(kBlockWarps, ksplit); };
   auto blocks = [&](int ksplit) { return CeilDiv(tiles, warps(ksplit) / ksplit) * groups; };
-  if (a.begin != nullptr && 2 * a.ksplit <= std::min<int64_t>(pairs, kMaxKSplit)) {
-    const double waves = Waves(kernel, warps(a.ksplit) * 32, blocks(a.ksplit));
+  auto smem = [&](int ksplit) -> size_t {
+    return ring ? static_cast<size_t>(warps(ksplit)) * kRingStages * kRingStageBytes : 0;
+  };
+  auto may_split = [&](int ksplit) { return 2 * ksplit <= std::min<int64_t>(pairs, kMaxKSplit); };
+  while (tiles * groups * a.ksplit < kTargetWarps && may_split(a.ksplit)) a.ksplit *= 2;
+  if (grouped && may_split(a.ksplit)) {
+    const double waves = Waves(kernel, warps(a.ksplit) * 32, smem(a.ksplit), blocks(a.ksplit));
     if (waves > 1 && WaveFill(waves) < 0.8 &&
-        WaveFill(Waves(kernel, warps(2 * a.ksplit) * 32, blocks(2 * a.ksplit))) > WaveFill(waves)) {
+        WaveFill(Waves(kernel, warps(2 * a.ksplit) * 32, smem(2 * a.ksplit),
+                       blocks(2 * a.ksplit))) > WaveFill(waves)) {
       a.ksplit *= 2;
     }
   }
+  if (ring) {
+    // Per launch rather than once: the attribute belongs to the current device. The same bound
+    // every time, so that no launch lowers it under one that a captured graph replays.
+    DSV3_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxRingBytes));
+  }
   const dim3 grid(CeilDiv(tiles, warps(a.ksplit) / a.ksplit), static_cast<unsigned>(groups));
-  Launch(kernel, grid, warps(a.ksplit) * 32, 0, stream, a);
+  Launch(kernel, grid, warps(a.ksplit) * 32, smem(a.ksplit), stream, a);
 }
 
 }  // namespace

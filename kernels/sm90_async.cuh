@@ -1,6 +1,7 @@
 // Hopper (sm_90a) building blocks shared by the warp-specialized kernels (the prefill grouped FP8
-// GEMM and the prefill flash attention): shared-memory addresses, mbarriers, cp.async into a
-// barrier's transaction, wgmma descriptors and the fences around wgmma. Included only by .cu
+// GEMM and the prefill flash attention) and the small-M GEMM's shared-memory ring: shared-memory
+// addresses, mbarriers, cp.async (into a barrier's transaction or its own completion groups),
+// wgmma descriptors and the fences around wgmma. Included only by .cu
 // files built for sm_90a.
 #pragma once
 
@@ -43,9 +44,18 @@ __device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src) {
 }
 // The same with src_bytes < 16 zero-filling the rest (0: all zeros).
 __device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src, uint32_t src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
-               "r"(src_bytes)
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes)
                : "memory");
+}
+
+// cp.async's completion groups: Commit closes the group of this thread's copies issued since
+// the last one; Wait<N> returns once at most N of its groups are still in flight.
+__device__ __forceinline__ void CpAsyncCommit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
 // The barrier gets this thread's arrival once all its earlier cp.async have landed.

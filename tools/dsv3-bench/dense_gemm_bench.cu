@@ -4,7 +4,7 @@
 // weight copy (L2 may serve part of it) and once rotating through copies totalling over 4x the
 // 50 MB L2 (HBM reads). GB/s counts weight and scale bytes; "% copy" is against a 1 GB
 // device-to-device cudaMemcpy timed in the same run (read + write bytes). Last, GroupedFp8Gemm at
-// the decode MoE shapes (batch 128, top-8 of 256 experts), which shares the kernel.
+// the decode MoE shapes (batches 1, 8 and 128, top-8 of 256 experts), which shares the kernel.
 //
 // Built as dsv3-dense-gemm-bench with the CUDA backend (tools/CMakeLists.txt), or by hand from
 // the repository root:
@@ -123,8 +123,8 @@ void RunDense(const Shape& sh) {
     Fill(xq, rows_padded, k_pad, sh.k);
     FillS(xs, scale_stride * rows_padded, 0.5e-2f, 1.5e-2f);
     DSV3_CUDA_CHECK(cudaMemset(y, 0xff, m * sh.n * 2));
-    DenseFp8GemmParams p{xq, xs, m, rows_padded, k_pad, {wq, ws}, sh.n, scale_stride, y, sh.n,
-                         false};
+    DenseFp8GemmParams p{xq,   xs,           m, rows_padded, k_pad, {wq, ws},
+                         sh.n, scale_stride, y, sh.n,        false};
     DenseFp8Gemm(p, nullptr);
     // Check: every column when few, else 509 spread ones and the last; per row, the largest
     // error over the row's RMS.
@@ -179,10 +179,10 @@ void RunDense(const Shape& sh) {
       });
     }
     const double gbs = hbm > 0 ? gbytes / hbm * 1e6 : 0;
-    std::printf("%-22s %5ld x %5ld  M %2ld  err/bound %.2f %-4s  L2-warm %7.2f us  HBM %7.2f us  "
-                "%6.0f GB/s  %5.1f%% copy\n",
-                sh.name, sh.n, sh.k, m, worst, ok ? "OK" : "FAIL", hot, hbm, gbs,
-                100 * gbs / g_copy_gbs);
+    std::printf(
+        "%-22s %5ld x %5ld  M %2ld  err/bound %.2f %-4s  L2-warm %7.2f us  HBM %7.2f us  "
+        "%6.0f GB/s  %5.1f%% copy\n",
+        sh.name, sh.n, sh.k, m, worst, ok ? "OK" : "FAIL", hot, hbm, gbs, 100 * gbs / g_copy_gbs);
     DSV3_CUDA_CHECK(cudaFree(xq));
     DSV3_CUDA_CHECK(cudaFree(xs));
     DSV3_CUDA_CHECK(cudaFree(y));
@@ -211,9 +211,9 @@ void RunGrouped(const char* name, int64_t tokens, int64_t n, int64_t k, int64_t 
   DSV3_CUDA_CHECK(cudaMalloc(&token_of, entries * 4));
   DSV3_CUDA_CHECK(cudaMalloc(&row_of, entries * 4));
   DSV3_CUDA_CHECK(cudaMemcpy(d_ids, ids.data(), entries * 4, cudaMemcpyHostToDevice));
-  dsv3::kernels::MoeAlign({d_ids, entries, top_k, 0, experts, begin, active, num_active,
-                           token_of, row_of, nullptr},
-                          nullptr);
+  dsv3::kernels::MoeAlign(
+      {d_ids, entries, top_k, 0, experts, begin, active, num_active, token_of, row_of, nullptr},
+      nullptr);
   uint8_t *wq, *xq;
   float *ws, *xs;
   void* y;
@@ -231,8 +231,8 @@ void RunGrouped(const char* name, int64_t tokens, int64_t n, int64_t k, int64_t 
   FillS(xs, kb * entries, 0.5e-2f, 1.5e-2f);
   std::vector<GroupedWeight> host(total);
   for (int64_t i = 0; i < total; ++i) host[i] = {wq + i * mat_bytes, ws + i * s_count};
-  DSV3_CUDA_CHECK(cudaMemcpy(table, host.data(), total * sizeof(GroupedWeight),
-                             cudaMemcpyHostToDevice));
+  DSV3_CUDA_CHECK(
+      cudaMemcpy(table, host.data(), total * sizeof(GroupedWeight), cudaMemcpyHostToDevice));
   int32_t act = 0;
   DSV3_CUDA_CHECK(cudaMemcpy(&act, num_active, 4, cudaMemcpyDeviceToHost));
   GroupedFp8GemmParams p{xq,    xs,   entries, k,    begin, active, num_active, experts,
@@ -240,14 +240,15 @@ void RunGrouped(const char* name, int64_t tokens, int64_t n, int64_t k, int64_t 
   p.max_rows_per_group = tokens;  // each token's experts are distinct
   const double us = TimeUs(5, 50, [&](int) { GroupedFp8Gemm(p, nullptr); });
   const double gbs = act * mats * (mat_bytes + s_count * 4.0) / us * 1e-3;
-  std::printf("grouped %-14s %ld tokens, %d active experts x %ld x %ld x %ld: %7.2f us  "
-              "%6.0f GB/s  %5.1f%% copy\n",
-              name, tokens, act, mats, n, k, us, gbs, 100 * gbs / g_copy_gbs);
-  for (void* ptr : {static_cast<void*>(d_ids), static_cast<void*>(begin),
-                    static_cast<void*>(active), static_cast<void*>(num_active),
-                    static_cast<void*>(token_of), static_cast<void*>(row_of),
-                    static_cast<void*>(wq), static_cast<void*>(ws), static_cast<void*>(xq),
-                    static_cast<void*>(xs), y, static_cast<void*>(table)}) {
+  std::printf(
+      "grouped %-14s %ld tokens, %d active experts x %ld x %ld x %ld: %7.2f us  "
+      "%6.0f GB/s  %5.1f%% copy\n",
+      name, tokens, act, mats, n, k, us, gbs, 100 * gbs / g_copy_gbs);
+  for (void* ptr :
+       {static_cast<void*>(d_ids), static_cast<void*>(begin), static_cast<void*>(active),
+        static_cast<void*>(num_active), static_cast<void*>(token_of), static_cast<void*>(row_of),
+        static_cast<void*>(wq), static_cast<void*>(ws), static_cast<void*>(xq),
+        static_cast<void*>(xs), y, static_cast<void*>(table)}) {
     DSV3_CUDA_CHECK(cudaFree(ptr));
   }
 }
@@ -257,15 +258,22 @@ void RunGrouped(const char* name, int64_t tokens, int64_t n, int64_t k, int64_t 
 int main() {
   MeasureCopy();
   const std::vector<Shape> shapes = {
-      {"ragged", 200, 256, false},          {"ragged k", 200, 500, false},
-      {"q_a", 1536, 7168, true},            {"kv_a", 576, 7168, true},
-      {"q_b", 24576, 1536, true},           {"o_proj", 7168, 16384, true},
-      {"shared gate|up", 4096, 7168, true}, {"shared down", 7168, 2048, true},
-      {"dense gate|up", 36864, 7168, true}, {"dense down", 7168, 18432, true},
+      {"ragged", 200, 256, false},
+      {"ragged k", 200, 500, false},
+      {"q_a", 1536, 7168, true},
+      {"kv_a", 576, 7168, true},
+      {"q_b", 24576, 1536, true},
+      {"o_proj", 7168, 16384, true},
+      {"shared gate|up", 4096, 7168, true},
+      {"shared down", 7168, 2048, true},
+      {"dense gate|up", 36864, 7168, true},
+      {"dense down", 7168, 18432, true},
   };
   for (const Shape& sh : shapes) RunDense(sh);
-  RunGrouped("gate|up", 128, 2048, 7168, 2);
-  RunGrouped("down", 128, 7168, 2048, 1);
+  for (int64_t tokens : {1, 8, 128}) {
+    RunGrouped("gate|up", tokens, 2048, 7168, 2);
+    RunGrouped("down", tokens, 7168, 2048, 1);
+  }
   std::printf("%s\n", g_all_ok ? "all checks OK" : "SOME CHECKS FAILED");
   return g_all_ok ? 0 : 1;
 }
