@@ -34,7 +34,8 @@ std::unique_ptr<KvCache> MakeCache(DeepseekV3Model& model, DecodeGraphRunner& gr
 // Data-parallel attention, on every rank: runs this rank's part of `batch`, then sends its
 // logits to rank 0, which puts every rank's rows where batch.logits_rows has them ([rows, V];
 // the other ranks get `logits` empty). Ranks without a sequence run an empty part: the MoE
-// layers' exchanges need every rank.
+// layers' exchanges need every rank. Always eager (Forward, never the DecodeGraphRunner): each
+// MoE layer waits on the host for its routing and row counts, which a CUDA graph cannot hold.
 absl::Status ForwardDataParallel(DeepseekV3Model& model, Communicator& comm,
                                  const ForwardBatch& batch, KvCache& cache,
                                  std::vector<float>& logits, MlaMode mla_mode) {
@@ -51,12 +52,17 @@ absl::Status ForwardDataParallel(DeepseekV3Model& model, Communicator& comm,
     for (int r = 0; r < world; ++r) recv_rows[r] = static_cast<int64_t>(parts[r].output_rows.size());
     gathered_rows = static_cast<int64_t>(batch.logits_rows.size());
   }
-  std::vector<float> gathered(gathered_rows * vocab);  // [rows, V], rank after rank
-  DSV3_RETURN_IF_ERROR(comm.AllToAllV(
-      TensorView::Contiguous(mine.data(), DType::kF32, {send_rows[0], vocab}), send_rows,
-      TensorView::Contiguous(gathered.data(), DType::kF32, {gathered_rows, vocab}), recv_rows));
+  // The logits travel in the backend's memory, which the communicator takes (NCCL reads device
+  // memory): [rows of this rank, V] up, [rows, V] rank after rank back on rank 0.
+  Backend& backend = model.backend();
+  Tensor send(backend.allocator(), DType::kF32, {send_rows[0], vocab});
+  Tensor recv(backend.allocator(), DType::kF32, {gathered_rows, vocab});
+  backend.CopyFromHost(mine.data(), send);
+  DSV3_RETURN_IF_ERROR(comm.AllToAllV(send, send_rows, recv, recv_rows));
   logits.clear();
   if (me != 0) return absl::OkStatus();
+  std::vector<float> gathered(gathered_rows * vocab);
+  backend.CopyToHost(recv, gathered.data());
   logits.resize(gathered.size());
   const float* row = gathered.data();
   for (const AttentionRankPart& part : parts) {

@@ -103,6 +103,21 @@ __global__ void GatherRowsKernel(GatherRowsParams p) {
   for (int64_t i = threadIdx.x; i < p.cols; i += blockDim.x) dst[i] = src[i];
 }
 
+// Grid (column chunks, output rows).
+__global__ void ScatterSumRowsKernel(ScatterSumRowsParams p) {
+  KernelPrologue();
+  const int64_t i = blockIdx.y;
+  const int32_t first = p.begin[i], last = p.begin[i + 1];
+  for (int64_t c = blockIdx.x * blockDim.x + threadIdx.x; c < p.cols;
+       c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float sum = 0.0f;
+    for (int32_t j = first; j < last; ++j) {
+      sum += LoadAs(p.x, static_cast<int64_t>(p.sources[j]) * p.x_stride + c, p.x_type);
+    }
+    StoreAs(p.out, i * p.out_stride + c, sum, p.out_type);
+  }
+}
+
 // Heads one thread rotates: the angle's cosine and sine are computed once for them, while
 // enough threads stay in flight for a single decode token (128 heads: 16 x 32 pairs).
 constexpr int64_t kRopeHeadsPerThread = 8;
@@ -206,6 +221,12 @@ void GatherRows(const GatherRowsParams& p, cudaStream_t stream) {
   } else {
     Launch(GatherRowsKernel<float>, static_cast<unsigned>(p.n), 256, 0, stream, p);
   }
+}
+
+void ScatterSumRows(const ScatterSumRowsParams& p, cudaStream_t stream) {
+  if (p.n == 0 || p.cols == 0) return;
+  const dim3 grid(CeilDiv(p.cols, 256), static_cast<unsigned>(p.n));
+  Launch(ScatterSumRowsKernel, grid, 256, 0, stream, p);
 }
 
 void Rope(const RopeParams& p, cudaStream_t stream) {

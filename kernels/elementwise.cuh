@@ -67,6 +67,24 @@ struct GatherRowsParams {
 };
 void GatherRows(const GatherRowsParams& p, cudaStream_t stream);
 
+// out[i, :] = sum over j in [begin[i], begin[i + 1]) of x[sources[j], :], in ascending j, in F32
+// from zero, rounded once to out_type (GatherRows' inverse with sums: the expert-parallel
+// combine). begin [n + 1] and sources [begin[n]] are device arrays; an empty range gives zeros.
+// x [R, cols] and out [n, cols] are F32 or BF16. Each output element is one thread's sum in a
+// fixed order: deterministic, no atomics.
+struct ScatterSumRowsParams {
+  const void* x;
+  int64_t x_stride;
+  ElemType x_type;
+  const int32_t* begin;
+  const int32_t* sources;
+  void* out;
+  int64_t out_stride;
+  ElemType out_type;
+  int64_t n, cols;
+};
+void ScatterSumRows(const ScatterSumRowsParams& p, cudaStream_t stream);
+
 // Rotates x [tokens, heads, rope_dim] in place at positions[t] (device); angle = inv_freq[i] *
 // position in F32 as the CPU reference computes it; cos and sin times attention_factor.
 struct RopeParams {

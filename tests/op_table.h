@@ -238,6 +238,17 @@ inline std::vector<OpRow> OpTable() {
         b.GatherRows(x, pick, out);
         return in.Host(out);
       });
+      // 2m source rows into m + 1 output rows: each half of the sources is a permutation of
+      // rows 0..m-1 (7 is prime to every m here), so those take two sources each; row m none.
+      add("scatter_sum_rows_" + shape, kExactTolerance, [=](Backend& b, std::mt19937& rng) {
+        OpInputs in(b, rng);
+        const TensorView x = in.F32(in.Values(2 * m * d, 3.0f), 2 * m, d);
+        std::vector<int32_t> index(2 * m);
+        for (int64_t r = 0; r < 2 * m; ++r) index[r] = static_cast<int32_t>((r * 7 + 2) % m);
+        const TensorView out = in.Empty(DType::kF32, {m + 1, d});
+        b.ScatterSumRows(x, index, out);
+        return in.Host(out);
+      });
       add("embedding_" + shape, kExactTolerance, [=](Backend& b, std::mt19937& rng) {
         OpInputs in(b, rng);
         const int64_t vocab = 50, first_row = 10;  // a shard: rows [10, 60) of the vocabulary

@@ -155,6 +155,13 @@ class Backend {
   virtual Tensor Upload(const TensorView& host) = 0;
   // Copies a device tensor into host memory (F32).
   virtual void Download(const TensorView& device_tensor, float* host) = 0;
+  // Byte copies between host memory and a contiguous tensor of this backend, any dtype, no
+  // conversion (routing ids, row counts, logits on their way to a collective). CopyToHost waits
+  // for the work queued before it, so `host` holds the bytes on return (a device backend
+  // synchronizes here). CopyFromHost is ordered with the ops around it, and `host` may be
+  // reused once it returns.
+  virtual void CopyToHost(const TensorView& src, void* host) = 0;
+  virtual void CopyFromHost(const void* host, const TensorView& dst) = 0;
 
   // ---- Step hooks (the CPU needs none) --------------------------------------------------------
   // Called once per step before its first op, with the step's layout (which stays alive and
@@ -209,6 +216,12 @@ class Backend {
   // Gathers rows: out[r, :] = x[rows[r], :].
   virtual void GatherRows(const TensorView& x, std::span<const int32_t> rows,
                           const TensorView& out) = 0;
+  // The inverse of GatherRows with sums: out[i, :] = the sum of x[r, :] over every r with
+  // index[r] == i, added in ascending r in F32 starting from zero (rows no r names become
+  // zeros), then rounded once to out's type. x [R, D], index [R] in [0, N), out [N, D]; F32 or
+  // the activation type. The order is fixed, so the result is deterministic (no atomics).
+  virtual void ScatterSumRows(const TensorView& x, std::span<const int32_t> index,
+                              const TensorView& out) = 0;
 
   // Writes the new tokens' latents into the paged cache: cache[slot_mapping[t], :] = latent[t, :].
   // latent [T, kv_dim], cache [num_blocks, block_size, kv_dim].

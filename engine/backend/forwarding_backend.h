@@ -50,6 +50,10 @@ class ForwardingBackend : public Backend {
   void Download(const TensorView& device_tensor, float* host) override {
     inner_->Download(device_tensor, host);
   }
+  void CopyToHost(const TensorView& src, void* host) override { inner_->CopyToHost(src, host); }
+  void CopyFromHost(const void* host, const TensorView& dst) override {
+    inner_->CopyFromHost(host, dst);
+  }
 
   void BeginStep(const AttentionBatch& batch) override { inner_->BeginStep(batch); }
   void BeginLayer(int64_t layer) override { inner_->BeginLayer(layer); }
@@ -85,6 +89,10 @@ class ForwardingBackend : public Backend {
   void GatherRows(const TensorView& x, std::span<const int32_t> rows,
                   const TensorView& out) override {
     inner_->GatherRows(x, rows, out);
+  }
+  void ScatterSumRows(const TensorView& x, std::span<const int32_t> index,
+                      const TensorView& out) override {
+    inner_->ScatterSumRows(x, index, out);
   }
   void WriteKvCache(const TensorView& latent, const AttentionBatch& batch,
                     const TensorView& cache) override {

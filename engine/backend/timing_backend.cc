@@ -173,6 +173,11 @@ void TimingBackend::GatherRows(const TensorView& x, std::span<const int32_t> row
   Timed("gather_rows", [&] { inner().GatherRows(x, rows, out); });
 }
 
+void TimingBackend::ScatterSumRows(const TensorView& x, std::span<const int32_t> index,
+                                   const TensorView& out) {
+  Timed("scatter_sum_rows", [&] { inner().ScatterSumRows(x, index, out); });
+}
+
 void TimingBackend::WriteKvCache(const TensorView& latent, const AttentionBatch& batch,
                                  const TensorView& cache) {
   Timed("write_kv_cache", [&] { inner().WriteKvCache(latent, batch, cache); });

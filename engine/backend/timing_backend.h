@@ -58,6 +58,8 @@ class TimingBackend final : public ForwardingBackend, public OpSections {
   void Copy(const TensorView& src, const TensorView& dst) override;
   void GatherRows(const TensorView& x, std::span<const int32_t> rows,
                   const TensorView& out) override;
+  void ScatterSumRows(const TensorView& x, std::span<const int32_t> index,
+                      const TensorView& out) override;
   void WriteKvCache(const TensorView& latent, const AttentionBatch& batch,
                     const TensorView& cache) override;
   void MlaAttention(const TensorView& q, const TensorView& cache, const LinearWeight& kv_b,

@@ -1,8 +1,6 @@
 #include "engine/model/expert_parallel_moe.h"
 
-#include <algorithm>
 #include <cassert>
-#include <cstring>
 #include <numeric>
 #include <vector>
 
@@ -11,111 +9,84 @@
 namespace dsv3 {
 namespace {
 
-// Which rows go where: for each destination rank, the tokens it gets, ascending.
+// Which rows go where, in destination order: the rows for rank 0, then those for rank 1, ...
 struct DispatchLayout {
-  std::vector<std::vector<int32_t>> tokens_for;  // [world][rows to that rank]
-  std::vector<int64_t> send_rows;                // [world]
-
-  int64_t total() const {
-    return std::accumulate(send_rows.begin(), send_rows.end(), int64_t{0});
-  }
+  std::vector<int32_t> tokens;     // [sent] the token of each row
+  std::vector<int32_t> ids;        // [sent, k] its top-k ids
+  std::vector<int64_t> send_rows;  // [world] rows to each rank
 };
 
-DispatchLayout PlanDispatch(const TensorView& topk_ids, int world, int64_t experts_per_rank) {
-  const int64_t t = topk_ids.dim(0), k = topk_ids.dim(1);
+DispatchLayout PlanDispatch(const std::vector<int32_t>& topk_ids, int64_t t, int64_t k, int world,
+                            int64_t experts_per_rank) {
   DispatchLayout layout;
-  layout.tokens_for.resize(world);
+  layout.send_rows.assign(world, 0);
   std::vector<bool> wanted(world);
-  for (int64_t i = 0; i < t; ++i) {
-    std::fill(wanted.begin(), wanted.end(), false);
-    for (int64_t j = 0; j < k; ++j) {
-      const int32_t expert = topk_ids.ptr<int32_t>()[i * topk_ids.strides[0] + j];
-      wanted[expert / experts_per_rank] = true;
-    }
-    for (int d = 0; d < world; ++d) {
-      if (wanted[d]) layout.tokens_for[d].push_back(static_cast<int32_t>(i));
+  for (int d = 0; d < world; ++d) {
+    for (int64_t i = 0; i < t; ++i) {
+      const int32_t* row = topk_ids.data() + i * k;
+      bool goes = false;
+      for (int64_t j = 0; j < k; ++j) goes = goes || row[j] / experts_per_rank == d;
+      if (!goes) continue;
+      layout.tokens.push_back(static_cast<int32_t>(i));
+      layout.ids.insert(layout.ids.end(), row, row + k);
+      ++layout.send_rows[d];
     }
   }
-  for (const auto& tokens : layout.tokens_for) layout.send_rows.push_back(tokens.size());
   return layout;
 }
+
+int64_t Sum(std::span<const int64_t> v) { return std::accumulate(v.begin(), v.end(), int64_t{0}); }
 
 }  // namespace
 
 absl::Status ExpertParallelMoe(Backend& backend, Communicator& comm,
                                const ExpertParallelMoeArgs& args, const TensorView& out) {
-  assert(backend.device() == Device::kCpu && args.x.dtype == DType::kF32);
+  assert(args.topk_ids.is_contiguous() && args.topk_weights.is_contiguous());
+  assert(out.dtype == DType::kF32);
+  Allocator* alloc = backend.allocator();
   const int world = comm.world_size(), me = comm.rank();
   const int64_t t = args.x.dim(0), h = args.x.dim(1), k = args.topk_ids.dim(1);
-  const int64_t width = h + 2 * k;  // a dispatched row: [hidden | ids | weights], F32
-  const DispatchLayout layout = PlanDispatch(args.topk_ids, world, args.num_experts / world);
+
+  std::vector<int32_t> host_ids(t * k);  // [T, k]
+  backend.CopyToHost(args.topk_ids, host_ids.data());
+  const DispatchLayout layout = PlanDispatch(host_ids, t, k, world, args.num_experts / world);
 
   // Count exchange: counts[s * world + d] = rows rank s sends to rank d.
+  Tensor my_counts(alloc, DType::kI64, {1, world});
+  Tensor all_counts(alloc, DType::kI64, {world, world});
+  backend.CopyFromHost(layout.send_rows.data(), my_counts);
+  DSV3_RETURN_IF_ERROR(comm.AllGather(my_counts, all_counts));
   std::vector<int64_t> counts(static_cast<size_t>(world) * world);
-  DSV3_RETURN_IF_ERROR(comm.AllGather(
-      TensorView::Contiguous(const_cast<int64_t*>(layout.send_rows.data()), DType::kI64,
-                             {1, world}),
-      TensorView::Contiguous(counts.data(), DType::kI64, {world, world})));
+  backend.CopyToHost(all_counts, counts.data());
   std::vector<int64_t> recv_rows(world);
   for (int s = 0; s < world; ++s) recv_rows[s] = counts[s * world + me];
-  const int64_t sent = layout.total();
-  const int64_t received = std::accumulate(recv_rows.begin(), recv_rows.end(), int64_t{0});
+  const int64_t sent = Sum(layout.send_rows), received = Sum(recv_rows);
 
-  // Dispatch: [sent, width] in destination order.
-  std::vector<float> send(sent * width);
-  float* row = send.data();
-  for (int d = 0; d < world; ++d) {
-    for (int32_t i : layout.tokens_for[d]) {
-      std::memcpy(row, args.x.ptr<float>() + i * args.x.strides[0], h * sizeof(float));
-      for (int64_t j = 0; j < k; ++j) {
-        // Expert ids are below 2^24: exact in F32.
-        row[h + j] = static_cast<float>(args.topk_ids.ptr<int32_t>()[i * args.topk_ids.strides[0] + j]);
-        row[h + k + j] = args.topk_weights.ptr<float>()[i * args.topk_weights.strides[0] + j];
-      }
-      row += width;
-    }
-  }
-  std::vector<float> recv(received * width);
-  DSV3_RETURN_IF_ERROR(
-      comm.AllToAllV(TensorView::Contiguous(send.data(), DType::kF32, {sent, width}),
-                     layout.send_rows,
-                     TensorView::Contiguous(recv.data(), DType::kF32, {received, width}),
-                     recv_rows));
+  // Dispatch: the rows in destination order ([sent, ...]), received in source order
+  // ([received, ...]).
+  Tensor send_x(alloc, args.x.dtype, {sent, h});
+  Tensor send_ids(alloc, DType::kI32, {sent, k});
+  Tensor send_weights(alloc, DType::kF32, {sent, k});
+  backend.GatherRows(args.x, layout.tokens, send_x);
+  backend.CopyFromHost(layout.ids.data(), send_ids);
+  backend.GatherRows(args.topk_weights, layout.tokens, send_weights);
+  Tensor recv_x(alloc, args.x.dtype, {received, h});
+  Tensor recv_ids(alloc, DType::kI32, {received, k});
+  Tensor recv_weights(alloc, DType::kF32, {received, k});
+  DSV3_RETURN_IF_ERROR(comm.AllToAllV(send_x, layout.send_rows, recv_x, recv_rows));
+  DSV3_RETURN_IF_ERROR(comm.AllToAllV(send_ids, layout.send_rows, recv_ids, recv_rows));
+  DSV3_RETURN_IF_ERROR(comm.AllToAllV(send_weights, layout.send_rows, recv_weights, recv_rows));
 
-  // This rank's experts over the rows it received: x [R, H] and weights [R, k] are strided views
-  // of the received rows; ids back to I32.
-  std::vector<int32_t> ids(received * k);
-  for (int64_t r = 0; r < received; ++r) {
-    for (int64_t j = 0; j < k; ++j) ids[r * k + j] = static_cast<int32_t>(recv[r * width + h + j]);
-  }
-  TensorView x_recv = TensorView::Contiguous(recv.data(), DType::kF32, {received, h});
-  x_recv.strides[0] = width;
-  TensorView w_recv = TensorView::Contiguous(recv.data() + h + k, DType::kF32, {received, k});
-  w_recv.strides[0] = width;
-  std::vector<float> partial(received * h);  // [R, H]
-  backend.MoeExperts(x_recv, TensorView::Contiguous(ids.data(), DType::kI32, {received, k}),
-                     w_recv, args.experts, args.expert_begin,
-                     TensorView::Contiguous(partial.data(), DType::kF32, {received, h}));
+  // This rank's experts over the rows it received: partial [received, H] F32, unrounded until
+  // the residual add as every branch is.
+  Tensor partial(alloc, DType::kF32, {received, h});
+  backend.MoeExperts(recv_x, recv_ids, recv_weights, args.experts, args.expert_begin, partial);
 
-  // Combine: the partial sums go back the way their rows came.
-  std::vector<float> back(sent * h);  // [sent, H] in destination order, as dispatched
-  DSV3_RETURN_IF_ERROR(
-      comm.AllToAllV(TensorView::Contiguous(partial.data(), DType::kF32, {received, h}),
-                     recv_rows, TensorView::Contiguous(back.data(), DType::kF32, {sent, h}),
-                     layout.send_rows));
-
-  // out[t] = sum over ranks d, in rank order, of d's partial sum for t.
-  for (int64_t i = 0; i < t; ++i) {
-    std::fill_n(out.ptr<float>() + i * out.strides[0], h, 0.0f);
-  }
-  const float* part = back.data();
-  for (int d = 0; d < world; ++d) {
-    for (int32_t i : layout.tokens_for[d]) {
-      float* o = out.ptr<float>() + i * out.strides[0];
-      for (int64_t c = 0; c < h; ++c) o[c] += part[c];
-      part += h;
-    }
-  }
+  // Combine: the partial sums go back the way their rows came ([sent, H] in destination order),
+  // and each token's are added in that order, which is rank order.
+  Tensor back(alloc, DType::kF32, {sent, h});
+  DSV3_RETURN_IF_ERROR(comm.AllToAllV(partial, recv_rows, back, layout.send_rows));
+  backend.ScatterSumRows(back, layout.tokens, out);
   return absl::OkStatus();
 }
 

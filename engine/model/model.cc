@@ -23,13 +23,17 @@ TensorView Columns(const TensorView& t, int64_t begin, int64_t width) {
   return v;
 }
 
-// Data-parallel attention runs the expert-parallel MoE, which builds its dispatch on the host
-// (expert_parallel_moe.h): the CPU backend only, for now.
-absl::Status CheckDataParallelAttention(const Shard& shard, const Backend& backend) {
-  if (!shard.experts_only || backend.device() == Device::kCpu) return absl::OkStatus();
-  return absl::UnimplementedError(
-      "--dp-attention runs on the CPU backend only for now (the expert-parallel MoE dispatch "
-      "is host code); use --tp without it on GPUs");
+// Data-parallel attention runs the expert-parallel MoE (expert_parallel_moe.h), whose
+// all-to-alls move the backend's own tensors: host memory over gloo, or device memory over NCCL
+// on the backend's stream. A device backend without a stream has no such collectives.
+absl::Status CheckDataParallelAttention(const Shard& shard, Backend& backend) {
+  if (!shard.experts_only || backend.device() == Device::kCpu ||
+      backend.device_stream() != nullptr) {
+    return absl::OkStatus();
+  }
+  return absl::UnimplementedError("--dp-attention on the " + backend.name() +
+                                  " backend: it has no device stream for the expert-parallel "
+                                  "all-to-alls; use --tp without it");
 }
 
 }  // namespace

@@ -33,10 +33,11 @@ class DeepseekV3Model {
   // Forward with the same batch.
   // `options`: how the weights are read and where progress goes (ModelWeights::Load).
   // With `dp_attention` (--dp-attention) the ranks split only the routed experts (Shard's
-  // experts_only; Unimplemented on a GPU backend for now): each rank then runs Forward over its
-  // own batch (its own sequences, its own cache; empty batches included, every rank calls
-  // Forward each step) and gets its own logits, and the MoE layers exchange tokens with the
-  // experts' owners (expert_parallel_moe.h).
+  // experts_only): each rank then runs Forward over its own batch (its own sequences, its own
+  // cache; empty batches included, every rank calls Forward each step) and gets its own logits,
+  // and the MoE layers exchange tokens with the experts' owners (expert_parallel_moe.h). On a GPU
+  // `comm` must take device tensors (NCCL), and Forward runs eagerly (its MoE layers synchronize
+  // with the host).
   static absl::StatusOr<std::unique_ptr<DeepseekV3Model>> Load(
       const std::string& model_dir, Backend& backend, Communicator& comm,
       const WeightLoadOptions& options = {}, bool dp_attention = false);

@@ -2,7 +2,7 @@
 // the GPU's numerics (GpuEmulationBackend) from the GPU's own inputs, downloaded just before the
 // op. Each op's output is compared at once, so the model's error amplification never enters: a
 // GPU bug anywhere shows as the op where it happens. Ops that only move data (GatherRows,
-// WriteKvCache) are forwarded unchecked (the op tests compare them exactly).
+// ScatterSumRows, WriteKvCache) are forwarded unchecked (the op tests compare them exactly).
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -96,6 +96,10 @@ class LockstepBackend final : public Backend {
   }
   Tensor Upload(const TensorView& host) override { return gpu_.Upload(host); }
   void Download(const TensorView& t, float* host) override { gpu_.Download(t, host); }
+  void CopyToHost(const TensorView& src, void* host) override { gpu_.CopyToHost(src, host); }
+  void CopyFromHost(const void* host, const TensorView& dst) override {
+    gpu_.CopyFromHost(host, dst);
+  }
   void BeginStep(const AttentionBatch& batch) override { gpu_.BeginStep(batch); }
   void BeginLayer(int64_t layer) override {
     layer_ = layer;
@@ -154,6 +158,10 @@ class LockstepBackend final : public Backend {
   void GatherRows(const TensorView& x, std::span<const int32_t> rows,
                   const TensorView& out) override {
     gpu_.GatherRows(x, rows, out);
+  }
+  void ScatterSumRows(const TensorView& x, std::span<const int32_t> index,
+                      const TensorView& out) override {
+    gpu_.ScatterSumRows(x, index, out);
   }
   void WriteKvCache(const TensorView& latent, const AttentionBatch& batch,
                     const TensorView& cache) override {

@@ -2,6 +2,7 @@
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <cassert>
 #include <cmath>
 #include <cstring>
@@ -102,6 +103,16 @@ void CpuBackend::Download(const TensorView& t, float* host) {
   if (t.nbytes() > 0) std::memcpy(host, t.data, t.nbytes());  // an empty vector's data() is null
 }
 
+void CpuBackend::CopyToHost(const TensorView& src, void* host) {
+  assert(src.is_contiguous());
+  if (src.nbytes() > 0) std::memcpy(host, src.data, src.nbytes());
+}
+
+void CpuBackend::CopyFromHost(const void* host, const TensorView& dst) {
+  assert(dst.is_contiguous());
+  if (dst.nbytes() > 0) std::memcpy(dst.data, host, dst.nbytes());
+}
+
 void CpuBackend::Embedding(const TensorView& table, std::span<const int32_t> ids,
                            int64_t first_row, const TensorView& out) {
   const int64_t h = table.dim(1), rows = table.dim(0);
@@ -198,6 +209,21 @@ void CpuBackend::GatherRows(const TensorView& x, std::span<const int32_t> rows,
   for (size_t r = 0; r < rows.size(); ++r) {
     std::memcpy(out.ptr<float>() + r * out.strides[0], x.ptr<float>() + rows[r] * x.strides[0],
                 sizeof(float) * d);
+  }
+}
+
+void CpuBackend::ScatterSumRows(const TensorView& x, std::span<const int32_t> index,
+                                const TensorView& out) {
+  assert(x.dtype == DType::kF32 && out.dtype == DType::kF32);
+  assert(static_cast<int64_t>(index.size()) == x.dim(0) && x.dim(1) == out.dim(1));
+  const int64_t d = out.dim(1);
+  for (int64_t i = 0; i < out.dim(0); ++i) {
+    std::fill_n(out.ptr<float>() + i * out.strides[0], d, 0.0f);
+  }
+  for (size_t r = 0; r < index.size(); ++r) {
+    const float* src = x.ptr<float>() + r * x.strides[0];
+    float* dst = out.ptr<float>() + index[r] * out.strides[0];
+    for (int64_t c = 0; c < d; ++c) dst[c] += src[c];
   }
 }
 

@@ -32,6 +32,8 @@ class CpuBackend final : public Backend {
                                           std::vector<Tensor>& storage) override;
   Tensor Upload(const TensorView& host) override;
   void Download(const TensorView& device_tensor, float* host) override;
+  void CopyToHost(const TensorView& src, void* host) override;
+  void CopyFromHost(const void* host, const TensorView& dst) override;
 
   void Embedding(const TensorView& table, std::span<const int32_t> ids, int64_t first_row,
                  const TensorView& out) override;
@@ -45,6 +47,8 @@ class CpuBackend final : public Backend {
   void Copy(const TensorView& src, const TensorView& dst) override;
   void GatherRows(const TensorView& x, std::span<const int32_t> rows,
                   const TensorView& out) override;
+  void ScatterSumRows(const TensorView& x, std::span<const int32_t> index,
+                      const TensorView& out) override;
   void WriteKvCache(const TensorView& latent, const AttentionBatch& batch,
                     const TensorView& cache) override;
   void MlaAttention(const TensorView& q, const TensorView& cache, const LinearWeight& kv_b,

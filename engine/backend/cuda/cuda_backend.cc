@@ -314,6 +314,26 @@ void CudaBackend::Download(const TensorView& t, float* host) {
   DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
+void CudaBackend::CopyToHost(const TensorView& src, void* host) {
+  NoteHostWork("a copy to the host");
+  assert(src.is_contiguous());
+  if (src.nbytes() > 0) {
+    DSV3_CUDA_CHECK(
+        cudaMemcpyAsync(host, src.data, src.nbytes(), cudaMemcpyDeviceToHost, stream_));
+  }
+  DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::CopyFromHost(const void* host, const TensorView& dst) {
+  NoteHostWork("a copy from pageable memory");
+  assert(dst.is_contiguous());
+  // From pageable memory the call returns once `host` has been staged, so it may be reused.
+  if (dst.nbytes() > 0) {
+    DSV3_CUDA_CHECK(
+        cudaMemcpyAsync(dst.data, host, dst.nbytes(), cudaMemcpyHostToDevice, stream_));
+  }
+}
+
 // ---- Step plan and timing ----------------------------------------------------------------------
 
 ArenaAllocator& CudaBackend::GraphWorkspace(int64_t bytes) {
@@ -469,6 +489,29 @@ void CudaBackend::GatherRows(const TensorView& x, std::span<const int32_t> rows,
   kernels::GatherRows({x.data, x.strides[0], d_rows.ptr<int32_t>(), out.data, out.strides[0],
                        static_cast<int64_t>(rows.size()), x.dim(1), ElemTypeOf(x.dtype)},
                       stream_);
+}
+
+void CudaBackend::ScatterSumRows(const TensorView& x, std::span<const int32_t> index,
+                                 const TensorView& out) {
+  [[maybe_unused]] const auto float_like = [](DType t) {
+    return t == DType::kBF16 || t == DType::kF32;
+  };
+  const int64_t n = out.dim(0), r = static_cast<int64_t>(index.size());
+  assert(float_like(x.dtype) && float_like(out.dtype) && r == x.dim(0) && x.dim(1) == out.dim(1));
+  if (n == 0) return;
+  // lists [n + 1 + R]: begin[i] (where output row i's sources start), then the sources by
+  // output row, each row's in ascending r (a counting sort of `index`).
+  std::vector<int32_t> lists(n + 1 + r, 0);
+  int32_t* begin = lists.data();
+  for (int32_t i : index) ++begin[i + 1];
+  for (int64_t i = 0; i < n; ++i) begin[i + 1] += begin[i];
+  std::vector<int32_t> fill(begin, begin + n);
+  for (int64_t j = 0; j < r; ++j) lists[n + 1 + fill[index[j]]++] = static_cast<int32_t>(j);
+  Tensor d_lists = UploadBytes(lists.data(), DType::kI32, {n + 1 + r});
+  kernels::ScatterSumRows({x.data, x.strides[0], ElemTypeOf(x.dtype), d_lists.ptr<int32_t>(),
+                           d_lists.ptr<int32_t>() + n + 1, out.data, out.strides[0],
+                           ElemTypeOf(out.dtype), n, out.dim(1)},
+                          stream_);
 }
 
 }  // namespace dsv3

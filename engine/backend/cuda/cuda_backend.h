@@ -96,6 +96,10 @@ class CudaBackend final : public Backend {
   // F32 host data becomes BF16, I32 stays I32.
   Tensor Upload(const TensorView& host) override;
   void Download(const TensorView& device_tensor, float* host) override;
+  // Both count as host work (NoteHostWork): CopyToHost synchronizes the stream, CopyFromHost
+  // copies from pageable memory.
+  void CopyToHost(const TensorView& src, void* host) override;
+  void CopyFromHost(const void* host, const TensorView& dst) override;
 
   void BeginStep(const AttentionBatch& batch) override;
   void Synchronize() override;
@@ -118,6 +122,9 @@ class CudaBackend final : public Backend {
   void Copy(const TensorView& src, const TensorView& dst) override;
   void GatherRows(const TensorView& x, std::span<const int32_t> rows,
                   const TensorView& out) override;
+  // Uploads the index as per-output-row source lists (one host pass; NoteHostWork).
+  void ScatterSumRows(const TensorView& x, std::span<const int32_t> index,
+                      const TensorView& out) override;
   void WriteKvCache(const TensorView& latent, const AttentionBatch& batch,
                     const TensorView& cache) override;
   void MlaAttention(const TensorView& q, const TensorView& cache, const LinearWeight& kv_b,

@@ -1,0 +1,263 @@
+// Data-parallel attention with expert parallelism (--dp-attention) on the CUDA backend.
+//  - One GPU: the expert-parallel MoE (engine/model/expert_parallel_moe.h) over a one-rank NCCL
+//    communicator (the device collectives the GPU path uses, every row sent to this rank itself)
+//    equals the backend's plain MoeExperts bit for bit: the owner runs MoeExperts on the same
+//    rows in the same order, and ScatterSumRows adds one partial per token to zero, which is
+//    exact. Tokens 0 (an idle rank), decode and prefill sizes (small-M and tiled grouped
+//    kernels), FP8 and BF16 experts. The whole model (prefill, then eager decode steps) loaded
+//    with dp_attention on that communicator gives the plain model's logits bit for bit too, with
+//    the shared expert run apart in both (the fused shared expert is a plain-MoE-only path).
+//  - Two GPUs (skipped with fewer): dsv3-generate --tp 2 --dp-attention against --tp 1 on
+//    smooth-fp8. The prompt logits must agree within kTpTol, the bound cuda_tp_test holds --tp 2
+//    to, and on the greedy token wherever --tp 1's top-2 margin exceeds kMargin: the two differ
+//    where a step's rows are batched differently (each rank's GEMMs and attention see only its
+//    own rows, and cuBLASLt and the grouped kernels pick tile shapes and splits by row count),
+//    the routed partial sums are added in rank order, and the shared expert runs apart, all
+//    BF16/F32 rounding-level. Several prompts spread over both ranks generate the same greedy
+//    tokens as one GPU.
+// ScatterSumRows CUDA against CPU is the op table's scatter_sum_rows_* rows (cuda_op_table_test).
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <ostream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/model/expert_parallel_moe.h"
+#include "engine/model/kv_cache.h"
+#include "engine/parallel/nccl/nccl_communicator.h"
+#include "engine/util/npy.h"
+#include "tests/gpu/gpu_test_util.h"
+#include "tests/op_table.h"
+#include "tests/test_util.h"
+
+namespace dsv3 {
+namespace {
+
+using ::dsv3::testing::FixturePath;
+using ::dsv3::testing::RunCommand;
+using ::dsv3::testing::TempDir;
+using ::dsv3::testing::ToolPath;
+
+constexpr double kTpTol = 3e-2;
+constexpr float kMargin = 0.1f;
+
+// A CUDA backend and a one-rank NCCL communicator on its stream.
+class OneRankDeviceTest : public ::testing::Test {
+ protected:
+  void Make(CudaBackend::Options options) {
+    auto gpu = CudaBackend::Create(options);
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    gpu_ = *std::move(gpu);
+    auto comm = CreateNcclCommunicator(nullptr, SingleRankCommunicator::Instance(),
+                                       {.local_rank = 0, .cuda_stream = gpu_->device_stream()});
+    ASSERT_TRUE(comm.ok()) << comm.status();
+    comm_ = *std::move(comm);
+  }
+  void SetUp() override {
+    DSV3_SKIP_WITHOUT_GPU();
+    Make({});
+  }
+  void TearDown() override {
+    if (gpu_) gpu_->Synchronize();
+  }
+
+  std::unique_ptr<CudaBackend> gpu_;
+  std::unique_ptr<Communicator> comm_;
+};
+
+struct MoeCase {
+  int64_t tokens;
+  bool fp8;
+};
+
+// gtest prints the case by its name, not as bytes.
+void PrintTo(const MoeCase& c, std::ostream* os) {
+  *os << "t" << c.tokens << (c.fp8 ? "_fp8" : "_bf16");
+}
+
+class ExpertParallelMoeOneGpuTest : public OneRankDeviceTest,
+                                    public ::testing::WithParamInterface<MoeCase> {};
+
+TEST_P(ExpertParallelMoeOneGpuTest, EqualsMoeExpertsBitForBit) {
+  const auto [t, fp8] = GetParam();
+  const int64_t h = 256, inter = 384, e = 8, k = 3;
+  std::mt19937 rng(5);
+  ::dsv3::testing::OpInputs in(*gpu_, rng);
+  std::vector<ExpertWeights> experts;
+  for (int64_t j = 0; j < e; ++j) {
+    experts.push_back(
+        {in.Linear(inter, h, fp8), in.Linear(inter, h, fp8), in.Linear(h, inter, fp8)});
+  }
+  // [T, H] BF16 (an idle rank's made empty, no upload)
+  const TensorView x = t == 0 ? in.Empty(DType::kBF16, {0, h}) : in.Activation({t, h}, 2.0f);
+  const TensorView ids = in.I32(::dsv3::testing::RandomRouting(t, k, e, rng), t, k);
+  const TensorView weights = in.F32(
+      ::dsv3::testing::PickWeights(t, k, [](int64_t j) { return 0.25f * (j + 1); }), t, k);
+  const TensorView want = in.Empty(DType::kF32, {t, h});
+  const TensorView got = in.Empty(DType::kF32, {t, h});
+  gpu_->MoeExperts(x, ids, weights, experts, 0, want);
+  const absl::Status st = ExpertParallelMoe(
+      *gpu_, *comm_,
+      {.x = x, .topk_ids = ids, .topk_weights = weights, .experts = experts, .expert_begin = 0,
+       .num_experts = e},
+      got);
+  ASSERT_TRUE(st.ok()) << st;
+  const std::vector<float> a = in.Host(want), b = in.Host(got);
+  int64_t differing = 0;
+  for (size_t i = 0; i < a.size(); ++i) differing += a[i] != b[i];
+  EXPECT_EQ(differing, 0) << "of " << a.size() << " (relative error "
+                          << ::dsv3::testing::RelError(b, a) << ")";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Sizes, ExpertParallelMoeOneGpuTest,
+    // 0: an idle rank; 1 and 37: the small-M grouped kernel; 300: the tiled one (above
+    // CudaBackend::kDefaultGroupedMoeMaxTokens); BF16 experts: the per-expert path.
+    ::testing::Values(MoeCase{0, true}, MoeCase{1, true}, MoeCase{37, true}, MoeCase{300, true},
+                      MoeCase{37, false}),
+    [](const auto& info) {
+      return "t" + std::to_string(info.param.tokens) + (info.param.fp8 ? "_fp8" : "_bf16");
+    });
+
+// The byte copies the expert-parallel MoE uses for row counts and routing ids.
+TEST_F(OneRankDeviceTest, ByteCopiesRoundTripEveryByte) {
+  const std::vector<int64_t> counts = {0, 7, int64_t{1} << 40};
+  Tensor t(gpu_->allocator(), DType::kI64, {1, 3});
+  gpu_->CopyFromHost(counts.data(), t);
+  std::vector<int64_t> back(3);
+  gpu_->CopyToHost(t, back.data());
+  EXPECT_EQ(back, counts);
+}
+
+// The whole model, eager: prefill of three prompts, then decode steps, with dp_attention on a
+// one-rank NCCL communicator against the same weights loaded plainly.
+class DpAttentionModelOneGpuTest : public OneRankDeviceTest {
+ protected:
+  // The fused shared expert runs only on the plain path; off, both run it apart.
+  void SetUp() override {
+    DSV3_SKIP_WITHOUT_GPU();
+    Make({.fuse_shared_expert = false});
+  }
+};
+
+TEST_F(DpAttentionModelOneGpuTest, LogitsEqualThePlainModelBitForBit) {
+  auto config = ::dsv3::testing::V3LatentDimsConfig();
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto plain = DeepseekV3Model::Random(*config, *gpu_, 11);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  auto dp = DeepseekV3Model::Random(*config, *gpu_, 11, *comm_, /*dp_attention=*/true);
+  ASSERT_TRUE(dp.ok()) << dp.status();
+  ASSERT_TRUE((*dp)->dp_attention());
+  constexpr int32_t kBlock = 16, kSeqBlocks = 4;
+  const std::vector<int32_t> lengths = {5, 23, 40};
+  const int num_seqs = static_cast<int>(lengths.size());
+  auto table = [&](int s) {
+    std::vector<int32_t> t(kSeqBlocks);
+    for (int32_t i = 0; i < kSeqBlocks; ++i) t[i] = i * num_seqs + s;
+    return t;
+  };
+  std::vector<float> outputs[2];
+  for (int which = 0; which < 2; ++which) {
+    DeepseekV3Model& model = which == 0 ? **plain : **dp;
+    KvCache cache(*gpu_, *config, num_seqs * kSeqBlocks, kBlock);
+    std::vector<float> logits;
+    ASSERT_TRUE(model
+                    .Forward(::dsv3::testing::PromptsPrefill(lengths, table, config->vocab_size),
+                             cache, logits)
+                    .ok());
+    outputs[which] = logits;
+    for (int step = 0; step < 3; ++step) {
+      ForwardBatch decode;
+      for (int s = 0; s < num_seqs; ++s) {
+        const int32_t context = lengths[s] + step;
+        decode.token_ids.push_back(::dsv3::testing::PromptToken(s, context, config->vocab_size));
+        decode.sequences.push_back({s, 1, context, table(s)});
+        decode.logits_rows.push_back(s);
+      }
+      ASSERT_TRUE(model.Forward(decode, cache, logits).ok());
+      outputs[which].insert(outputs[which].end(), logits.begin(), logits.end());
+    }
+  }
+  ASSERT_EQ(outputs[1].size(), outputs[0].size());
+  int64_t differing = 0;
+  for (size_t i = 0; i < outputs[0].size(); ++i) differing += outputs[0][i] != outputs[1][i];
+  EXPECT_EQ(differing, 0) << "of " << outputs[0].size() << " logits (relative error "
+                          << ::dsv3::testing::RelError(outputs[1], outputs[0]) << ")";
+}
+
+// A rank with no sequence in a step runs an empty batch through every layer (its MoE layers'
+// exchanges included) and returns no logits.
+TEST_F(DpAttentionModelOneGpuTest, AnEmptyBatchRunsEveryLayer) {
+  auto config = ::dsv3::testing::V3LatentDimsConfig();
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto dp = DeepseekV3Model::Random(*config, *gpu_, 11, *comm_, /*dp_attention=*/true);
+  ASSERT_TRUE(dp.ok()) << dp.status();
+  KvCache cache(*gpu_, *config, 4, 16);
+  std::vector<float> logits(3, 1.0f);
+  const absl::Status st = (*dp)->Forward(ForwardBatch{}, cache, logits);
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_TRUE(logits.empty());
+  gpu_->Synchronize();
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+}
+
+std::string Generate(const std::string& args) {
+  return ToolPath("dsv3-generate") + " --device cuda --model " + FixturePath("smooth-fp8") + " " +
+         args;
+}
+
+TEST(DpAttentionTwoGpuTest, PromptLogitsMatchOneGpu) {
+  if (CudaBackend::DeviceCount() < 2) {
+    GTEST_SKIP() << "fewer than two CUDA devices: the --tp 2 --dp-attention test is skipped";
+  }
+  TempDir dir;
+  const std::string args =
+      "--prompt-ids 5,77,12,99,31,8,640,3,17,250,41,9 --max-new-tokens 1 --logits-out ";
+  const auto one = RunCommand(Generate(args + dir.file("tp1.npy")));
+  ASSERT_TRUE(!one.signaled && one.exit_code == 0) << one.err;
+  const auto dp = RunCommand(Generate(args + dir.file("dp2.npy") + " --tp 2 --dp-attention"));
+  ASSERT_TRUE(!dp.signaled && dp.exit_code == 0) << dp.err;
+  auto want = ReadNpyF32(dir.file("tp1.npy"));
+  auto got = ReadNpyF32(dir.file("dp2.npy"));
+  ASSERT_TRUE(want.ok() && got.ok());
+  ASSERT_EQ(got->shape, want->shape);
+  const double err = ::dsv3::testing::RelError(got->data, want->data);
+  std::printf("dp2-tp1 relative error of the prompt logits: %.2e\n", err);
+  EXPECT_LE(err, kTpTol);
+  const int64_t vocab = want->shape[1];
+  for (int64_t r = 0; r < want->shape[0]; ++r) {
+    const auto [best, margin] = ::dsv3::testing::TopToken(want->data.data() + r * vocab, vocab);
+    if (margin <= kMargin) continue;
+    EXPECT_EQ(::dsv3::testing::TopToken(got->data.data() + r * vocab, vocab).first, best)
+        << "position " << r;
+  }
+}
+
+// Five prompts, spread 3 and 2 over the ranks (and ranks going idle as the short ones end):
+// every prompt's greedy tokens equal one GPU's.
+TEST(DpAttentionTwoGpuTest, GreedyTokensOfSeveralPromptsMatchOneGpu) {
+  if (CudaBackend::DeviceCount() < 2) {
+    GTEST_SKIP() << "fewer than two CUDA devices: the --tp 2 --dp-attention test is skipped";
+  }
+  TempDir dir;
+  const std::string prompts = dir.file("prompts.txt");
+  {
+    std::ofstream out(prompts);
+    out << "918,349,723,81,739\n7,8,9\n11,12,13,14,15,16,17,18,19,20,21,22,23\n20,21\n"
+           "30,31,32,33,34,35\n";
+  }
+  const std::string args = "--prompts-file " + prompts + " --max-new-tokens 12 --ignore-eos";
+  const auto one = RunCommand(Generate(args));
+  ASSERT_TRUE(!one.signaled && one.exit_code == 0) << one.err;
+  const auto dp = RunCommand(Generate(args + " --tp 2 --dp-attention"));
+  ASSERT_TRUE(!dp.signaled && dp.exit_code == 0) << dp.err;
+  EXPECT_NE(dp.err.find("on each of 2 attention ranks"), std::string::npos) << dp.err;
+  EXPECT_EQ(dp.out, one.out);
+}
+
+}  // namespace
+}  // namespace dsv3
