@@ -194,6 +194,52 @@ TEST_F(CudaGroupedGemmTest, GroupedGemmOneTileFormGivesFourTileFormBits) {
   }
 }
 
+// A dense launch of at most 8 rows feeds its weights through the shared-memory ring; one of 9
+// to 16 rows loads pairs of k-blocks into registers. The same inputs' first rows must come out
+// with the same F32 bits either way (the K split depends on the shape only), on a shape whose
+// blocks have 8 warps (K split 8) and one whose blocks have 16 (K split 16).
+TEST_F(CudaGroupedGemmTest, DenseGemmRingFormGivesPairFormBits) {
+  struct Shape {
+    int64_t n, k;
+  };
+  for (const Shape sh : {Shape{300, 2000}, Shape{512, 4096}}) {
+    Fp8Weight w = RandomFp8(sh.n, sh.k, rng_);
+    auto g = gpu_->MakeLinear(w.weight(), w.scale_inv(), gpu_store_);
+    ASSERT_TRUE(g.ok()) << g.status();
+    const int64_t k_pad = g->weight.strides[0], rows_pad = 16;
+    Fp8Weight x = RandomFp8(rows_pad, k_pad, rng_);
+    std::vector<float> scales(k_pad / 128 * rows_pad);
+    std::uniform_real_distribution<float> u(0.5e-2f, 1.5e-2f);
+    for (float& v : scales) v = u(rng_);
+    Allocator* alloc = gpu_->allocator();
+    Tensor xq(alloc, DType::kF8E4M3, {rows_pad, k_pad}),
+        xs(alloc, DType::kF32, {k_pad / 128, rows_pad});
+    CopyIn(*gpu_, xq, x.q.data());
+    CopyIn(*gpu_, xs, scales.data());
+    auto run = [&](int64_t rows) {
+      Tensor y = DevEmpty(DType::kF32, rows, sh.n);
+      kernels::DenseFp8Gemm({xq.ptr<uint8_t>(), xs.ptr<float>(), rows, rows_pad, k_pad,
+                             {g->weight.ptr<uint8_t>(), g->scale_inv.ptr<float>()}, sh.n,
+                             g->scale_inv.strides[0], y.view().data, sh.n, true},
+                            gpu_->stream());
+      std::vector<uint32_t> bits(rows * sh.n);
+      CopyOut(*gpu_, y, bits.data());
+      return bits;
+    };
+    const std::vector<uint32_t> pairs = run(16);
+    for (int64_t rows : {1, 5, 8}) {
+      const std::vector<uint32_t> ring = run(rows);
+      int64_t differ = 0, unwritten = 0;
+      for (size_t i = 0; i < ring.size(); ++i) {
+        differ += ring[i] != pairs[i] ? 1 : 0;
+        unwritten += ring[i] == 0xffffffffu ? 1 : 0;
+      }
+      EXPECT_EQ(differ, 0) << "n=" << sh.n << " k=" << sh.k << " rows=" << rows;
+      EXPECT_EQ(unwritten, 0) << "n=" << sh.n << " k=" << sh.k << " rows=" << rows;
+    }
+  }
+}
+
 class CudaGroupedMoeTest : public CudaGroupedGemmTest {
  protected:
   // `experts` experts of hidden size h and intermediate size inter, on all three backends.
