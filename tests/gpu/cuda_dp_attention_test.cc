@@ -8,11 +8,11 @@
 //    with dp_attention on that communicator gives the plain model's logits bit for bit too, with
 //    the shared expert run apart in both (the fused shared expert is a plain-MoE-only path).
 //  - Two GPUs (skipped with fewer): dsv3-generate --tp 2 --dp-attention against --tp 1 on
-//    smooth-fp8. The prompt logits must agree within kTpTol, the bound cuda_tp_test holds --tp 2
-//    to, and on the greedy token wherever --tp 1's top-2 margin exceeds kMargin: the two differ
-//    where a step's rows are batched differently (each rank's GEMMs and attention see only its
-//    own rows, and cuBLASLt and the grouped kernels pick tile shapes and splits by row count),
-//    the routed partial sums are added in rank order, and the shared expert runs apart, all
+//    smooth-fp8. The prompt logits must agree within kMultiGpuLogitTol, the bound cuda_tp_test
+//    holds --tp 2 to, and on the greedy token wherever --tp 1's top-2 margin exceeds kGreedyMargin:
+//    the two differ where a step's rows are batched differently (each rank's GEMMs and attention
+//    see only its own rows, and cuBLASLt and the grouped kernels pick tile shapes and splits by row
+//    count), the routed partial sums are added in rank order, and the shared expert runs apart, all
 //    BF16/F32 rounding-level. Several prompts spread over both ranks generate the same greedy
 //    tokens as one GPU.
 // ScatterSumRows CUDA against CPU is the op table's scatter_sum_rows_* rows (cuda_op_table_test).
@@ -41,9 +41,6 @@ using ::dsv3::testing::FixturePath;
 using ::dsv3::testing::RunCommand;
 using ::dsv3::testing::TempDir;
 using ::dsv3::testing::ToolPath;
-
-constexpr double kTpTol = 3e-2;
-constexpr float kMargin = 0.1f;
 
 // A CUDA backend and a one-rank NCCL communicator on its stream.
 class OneRankDeviceTest : public ::testing::Test {
@@ -95,16 +92,19 @@ TEST_P(ExpertParallelMoeOneGpuTest, EqualsMoeExpertsBitForBit) {
   // [T, H] BF16 (an idle rank's made empty, no upload)
   const TensorView x = t == 0 ? in.Empty(DType::kBF16, {0, h}) : in.Activation({t, h}, 2.0f);
   const TensorView ids = in.I32(::dsv3::testing::RandomRouting(t, k, e, rng), t, k);
-  const TensorView weights = in.F32(
-      ::dsv3::testing::PickWeights(t, k, [](int64_t j) { return 0.25f * (j + 1); }), t, k);
+  const TensorView weights =
+      in.F32(::dsv3::testing::PickWeights(t, k, [](int64_t j) { return 0.25f * (j + 1); }), t, k);
   const TensorView want = in.Empty(DType::kF32, {t, h});
   const TensorView got = in.Empty(DType::kF32, {t, h});
   gpu_->MoeExperts(x, ids, weights, experts, 0, want);
-  const absl::Status st = ExpertParallelMoe(
-      *gpu_, *comm_,
-      {.x = x, .topk_ids = ids, .topk_weights = weights, .experts = experts, .expert_begin = 0,
-       .num_experts = e},
-      got);
+  const absl::Status st = ExpertParallelMoe(*gpu_, *comm_,
+                                            {.x = x,
+                                             .topk_ids = ids,
+                                             .topk_weights = weights,
+                                             .experts = experts,
+                                             .expert_begin = 0,
+                                             .num_experts = e},
+                                            got);
   ASSERT_TRUE(st.ok()) << st;
   const std::vector<float> a = in.Host(want), b = in.Host(got);
   int64_t differing = 0;
@@ -227,11 +227,11 @@ TEST(DpAttentionTwoGpuTest, PromptLogitsMatchOneGpu) {
   ASSERT_EQ(got->shape, want->shape);
   const double err = ::dsv3::testing::RelError(got->data, want->data);
   std::printf("dp2-tp1 relative error of the prompt logits: %.2e\n", err);
-  EXPECT_LE(err, kTpTol);
+  EXPECT_LE(err, testing::kMultiGpuLogitTol);
   const int64_t vocab = want->shape[1];
   for (int64_t r = 0; r < want->shape[0]; ++r) {
     const auto [best, margin] = ::dsv3::testing::TopToken(want->data.data() + r * vocab, vocab);
-    if (margin <= kMargin) continue;
+    if (margin <= testing::kGreedyMargin) continue;
     EXPECT_EQ(::dsv3::testing::TopToken(got->data.data() + r * vocab, vocab).first, best)
         << "position " << r;
   }

@@ -27,7 +27,6 @@ using ::dsv3::testing::RelError;
 using ::dsv3::testing::TopToken;
 
 constexpr double kTol = 1e-2;
-constexpr float kMargin = 0.1f;
 constexpr int32_t kBlock = 16;
 constexpr int32_t kBlocksPerSeq = 8;  // 128 positions per sequence
 
@@ -95,7 +94,7 @@ TEST_P(CudaGraphsTest, TeacherForcedDecodeMatchesEager) {
       const auto [want, margin] = TopToken(&eager_logits[r * vocab], vocab);
       const int32_t got = TopToken(&graphed_logits[r * vocab], vocab).first;
       ++compared;
-      if (margin > kMargin) {
+      if (margin > testing::kGreedyMargin) {
         ++decisive;
         EXPECT_EQ(got, want) << "step " << step << " sequence " << s;
       }

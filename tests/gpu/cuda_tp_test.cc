@@ -2,9 +2,9 @@
 // `dsv3-generate --device cuda --tp 2`: the launcher spawns rank 1 on GPU 1 (LOCAL_RANK), each
 // rank loads its shard (FP8 slices on 128-blocks, BF16 fallback where a slice cuts a block),
 // and the model's all-reduces and the head's all-gather run over NCCL on the backends' streams.
-// The prompt logits must equal one GPU's (--tp 1) within kTpTol, and wherever one GPU's top-2
-// margin exceeds kMargin the two agree on the greedy token. FP8 slices that cut scale blocks
-// are refused. Skipped without two GPUs.
+// The prompt logits must equal one GPU's (--tp 1) within kMultiGpuLogitTol, and wherever one GPU's
+// top-2 margin exceeds kGreedyMargin the two agree on the greedy token. FP8 slices that cut scale
+// blocks are refused. Skipped without two GPUs.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -23,9 +23,6 @@ using ::dsv3::testing::FixturePath;
 using ::dsv3::testing::RunCommand;
 using ::dsv3::testing::TempDir;
 using ::dsv3::testing::ToolPath;
-
-constexpr double kTpTol = 3e-2;
-constexpr float kMargin = 0.1f;
 
 // Logits [T, V] of one prompt's positions from dsv3-generate on the GPU.
 absl::StatusOr<NpyArray> PromptLogits(const std::string& checkpoint,
@@ -64,11 +61,11 @@ TEST_P(CudaTensorParallelTest, TwoGpusMatchOne) {
                 checkpoint.c_str(), p, ref.prompts[p].size(), tp_err,
                 ::dsv3::testing::RelError(one->data, hf->data),
                 ::dsv3::testing::RelError(two->data, hf->data));
-    EXPECT_LE(tp_err, kTpTol) << checkpoint << " prompt " << p;
+    EXPECT_LE(tp_err, testing::kMultiGpuLogitTol) << checkpoint << " prompt " << p;
     const int64_t vocab = one->shape[1];
     for (int64_t r = 0; r < one->shape[0]; ++r) {
       const auto [best, margin] = ::dsv3::testing::TopToken(one->data.data() + r * vocab, vocab);
-      if (margin <= kMargin) continue;
+      if (margin <= testing::kGreedyMargin) continue;
       const int32_t best_two = ::dsv3::testing::TopToken(two->data.data() + r * vocab, vocab).first;
       EXPECT_EQ(best_two, best) << checkpoint << " prompt " << p << " position " << r;
     }
@@ -78,7 +75,8 @@ TEST_P(CudaTensorParallelTest, TwoGpusMatchOne) {
 // Fixtures whose heads, widths, experts and vocabulary two ranks divide (ragged's 3 heads do
 // not) and whose FP8 slices start on 128 boundaries (smooth's, like V3's at TP <= 16).
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaTensorParallelTest,
-                         ::testing::Values("smooth-fp8", "tiny-bf16", "noqlora-bf16", "smooth-bf16"),
+                         ::testing::Values("smooth-fp8", "tiny-bf16", "noqlora-bf16",
+                                           "smooth-bf16"),
                          ::dsv3::testing::FixtureTestName);
 
 // tiny's and noqlora's o_proj and shared-expert slices are 64 wide at TP=2: they cut the

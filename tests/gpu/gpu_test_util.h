@@ -23,6 +23,13 @@
 
 namespace dsv3::testing {
 
+// Logits of a run split over GPUs (--tp 2, --dp-attention) against one GPU's: the largest
+// difference allowed, and the top-2 margin of one GPU's logits above which the greedy tokens
+// must agree (below it a near-tie may flip either way). Also the margin the graphed and eager
+// steps are held to.
+inline constexpr double kMultiGpuLogitTol = 3e-2;
+inline constexpr float kGreedyMargin = 0.1f;
+
 // In a test body: skips with a message when no GPU is present.
 #define DSV3_SKIP_WITHOUT_GPU()                                                   \
   do {                                                                            \
