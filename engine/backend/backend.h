@@ -251,7 +251,8 @@ class Backend {
                         const MoeRouteParams& params, const TensorView& topk_ids,
                         const TensorView& topk_weights) = 0;
   // out[t] = sum_j w[t,j] * Expert_{ids[t,j]}(x[t]) over the experts this rank holds
-  // (global ids [expert_begin, expert_begin + experts.size())). x, out [T, H].
+  // (global ids [expert_begin, expert_begin + experts.size())); any other id, -1 included, is
+  // skipped (a row with none of this rank's experts gives zeros). x, out [T, H].
   virtual void MoeExperts(const TensorView& x, const TensorView& topk_ids,
                           const TensorView& topk_weights, std::span<const ExpertWeights> experts,
                           int64_t expert_begin, const TensorView& out) = 0;

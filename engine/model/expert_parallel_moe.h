@@ -44,9 +44,10 @@
 //      deterministic and equals one rank's sum up to float reassociation.
 // Rows each rank sends per layer, each way (hidden rows out in the activation type, F32 partials
 // back): compacted, T times the ranks a token reaches, at most min(k, world); fixed capacity,
-// world * C. With DeepSeek-V3's k = 8 of 256 experts on 8 ranks a token reaches ~5.3 ranks on
-// average, so even loads (C = T) cost ~1.5x the compacted bytes (~1x on 2 ranks), and a rank
-// with fewer tokens than C sends padding. Decode messages are small and latency-bound, where
+// world * C. DeepSeek-V3 routes a token's k = 8 experts within its top 4 of 8 groups of 32
+// experts; on 8 ranks each rank owns one group, so a token reaches at most 4 ranks and even
+// loads (C = T) cost about 2x the compacted bytes (about 1x on 2 ranks); a rank with fewer
+// tokens than C also sends padding. Decode messages are small and latency-bound, where
 // the host round trips cost more than the extra bytes; prefill's are large and
 // bandwidth-bound, and its ranks' loads are uneven, hence the compacted layout above
 // kFixedCapacityMaxTokens (also the GPU's small-M expert kernel's and decode graphs' range).

@@ -36,8 +36,9 @@ class DeepseekV3Model {
   // experts_only): each rank then runs Forward over its own batch (its own sequences, its own
   // cache; empty batches included, every rank calls Forward each step) and gets its own logits,
   // and the MoE layers exchange tokens with the experts' owners (expert_parallel_moe.h). On a GPU
-  // `comm` must take device tensors (NCCL), and Forward runs eagerly (its MoE layers synchronize
-  // with the host).
+  // `comm` must take device tensors (NCCL), and Forward runs eagerly (the compacted dispatch
+  // layout's MoE layers synchronize with the host; ForwardBatch::max_rank_tokens picks the
+  // layout).
   static absl::StatusOr<std::unique_ptr<DeepseekV3Model>> Load(
       const std::string& model_dir, Backend& backend, Communicator& comm,
       const WeightLoadOptions& options = {}, bool dp_attention = false);
