@@ -34,8 +34,11 @@ std::unique_ptr<KvCache> MakeCache(DeepseekV3Model& model, DecodeGraphRunner& gr
 // Data-parallel attention, on every rank: runs this rank's part of `batch`, then sends its
 // logits to rank 0, which puts every rank's rows where batch.logits_rows has them ([rows, V];
 // the other ranks get `logits` empty). Ranks without a sequence run an empty part: the MoE
-// layers' exchanges need every rank. Always eager (Forward, never the DecodeGraphRunner): each
-// MoE layer waits on the host for its routing and row counts, which a CUDA graph cannot hold.
+// layers' exchanges need every rank. Each part carries the step's max_rank_tokens, which picks
+// the MoE layers' dispatch layout (expert_parallel_moe.h). Always eager (Forward, never the
+// DecodeGraphRunner): a prefill-sized step's MoE layers wait on the host for their routing and
+// row counts, which a CUDA graph cannot hold; decode-sized steps (the fixed-capacity layout)
+// do not, but graphing them, with the logits' exchange on the device, has not run on a GPU yet.
 absl::Status ForwardDataParallel(DeepseekV3Model& model, Communicator& comm,
                                  const ForwardBatch& batch, KvCache& cache,
                                  std::vector<float>& logits, MlaMode mla_mode) {

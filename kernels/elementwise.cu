@@ -118,6 +118,34 @@ __global__ void ScatterSumRowsKernel(ScatterSumRowsParams p) {
   }
 }
 
+// Grid (column chunks, output rows).
+template <typename T>
+__global__ void PadRowsKernel(PadRowsParams p) {
+  KernelPrologue();
+  const int64_t r = blockIdx.y;
+  T* dst = static_cast<T*>(p.out) + r * p.out_stride;
+  const T* src = static_cast<const T*>(p.x) + r * p.x_stride;
+  const T fill = static_cast<T>(p.fill_bits);
+  for (int64_t c = blockIdx.x * blockDim.x + threadIdx.x; c < p.cols;
+       c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    dst[c] = r < p.rows ? src[c] : fill;
+  }
+}
+
+// Grid (column chunks, output rows).
+__global__ void SumRowBlocksKernel(SumRowBlocksParams p) {
+  KernelPrologue();
+  const int64_t i = blockIdx.y;
+  for (int64_t c = blockIdx.x * blockDim.x + threadIdx.x; c < p.cols;
+       c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float sum = 0.0f;
+    for (int64_t b = 0; b < p.blocks; ++b) {
+      sum += LoadAs(p.x, (b * p.block_rows + i) * p.x_stride + c, p.x_type);
+    }
+    StoreAs(p.out, i * p.out_stride + c, sum, p.out_type);
+  }
+}
+
 // Heads one thread rotates: the angle's cosine and sine are computed once for them, while
 // enough threads stay in flight for a single decode token (128 heads: 16 x 32 pairs).
 constexpr int64_t kRopeHeadsPerThread = 8;
@@ -227,6 +255,22 @@ void ScatterSumRows(const ScatterSumRowsParams& p, cudaStream_t stream) {
   if (p.n == 0 || p.cols == 0) return;
   const dim3 grid(CeilDiv(p.cols, 256), static_cast<unsigned>(p.n));
   Launch(ScatterSumRowsKernel, grid, 256, 0, stream, p);
+}
+
+void PadRows(const PadRowsParams& p, cudaStream_t stream) {
+  if (p.out_rows == 0 || p.cols == 0) return;
+  const dim3 grid(CeilDiv(p.cols, 256), static_cast<unsigned>(p.out_rows));
+  if (p.elem_bytes == 2) {
+    Launch(PadRowsKernel<uint16_t>, grid, 256, 0, stream, p);
+  } else {
+    Launch(PadRowsKernel<uint32_t>, grid, 256, 0, stream, p);
+  }
+}
+
+void SumRowBlocks(const SumRowBlocksParams& p, cudaStream_t stream) {
+  if (p.n == 0 || p.cols == 0) return;
+  const dim3 grid(CeilDiv(p.cols, 256), static_cast<unsigned>(p.n));
+  Launch(SumRowBlocksKernel, grid, 256, 0, stream, p);
 }
 
 void Rope(const RopeParams& p, cudaStream_t stream) {

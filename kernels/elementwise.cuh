@@ -1,5 +1,6 @@
 // Row-wise and elementwise kernels of the CUDA backend: embedding, RMSNorm, add, SiLU-gate,
-// row gather, rotary embedding, 2-D copies with type conversion, random fills.
+// row gather, scatter-sums and padding, rotary embedding, 2-D copies with type conversion,
+// random fills.
 // All activations are BF16 unless a field says otherwise; strides are in elements.
 #pragma once
 
@@ -84,6 +85,35 @@ struct ScatterSumRowsParams {
   int64_t n, cols;
 };
 void ScatterSumRows(const ScatterSumRowsParams& p, cudaStream_t stream);
+
+// out[r, :] = x[r, :] (bits) for r < rows, and `fill_bits` in every element of rows [rows,
+// out_rows): a block padded to a fixed row count. Elements of elem_bytes (2: BF16, 4: F32 or
+// I32); x [rows, cols], out [out_rows, cols].
+struct PadRowsParams {
+  const void* x;
+  int64_t x_stride;
+  void* out;
+  int64_t out_stride;
+  int64_t rows, out_rows, cols;
+  int elem_bytes;
+  uint32_t fill_bits;  // the low elem_bytes bytes
+};
+void PadRows(const PadRowsParams& p, cudaStream_t stream);
+
+// out[i, :] = sum over b in [0, blocks) of x[b * block_rows + i, :], in ascending b, in F32 from
+// zero, rounded once to out_type (ScatterSumRows with the index [0, block_rows) repeated, fixed
+// by the sizes). x [blocks * block_rows, cols], out [n, cols], n <= block_rows; F32 or BF16.
+struct SumRowBlocksParams {
+  const void* x;
+  int64_t x_stride;
+  ElemType x_type;
+  int64_t blocks, block_rows;
+  void* out;
+  int64_t out_stride;
+  ElemType out_type;
+  int64_t n, cols;
+};
+void SumRowBlocks(const SumRowBlocksParams& p, cudaStream_t stream);
 
 // Rotates x [tokens, heads, rope_dim] in place at positions[t] (device); angle = inv_freq[i] *
 // position in F32 as the CPU reference computes it; cos and sin times attention_factor.

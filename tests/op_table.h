@@ -249,6 +249,41 @@ inline std::vector<OpRow> OpTable() {
         b.ScatterSumRows(x, index, out);
         return in.Host(out);
       });
+      // m rows padded to m + 3: the activation rows with zeros, I32 ids with -1, F32 with -1
+      // (the fixed-capacity expert-parallel dispatch's blocks).
+      add("pad_rows_" + shape, kExactTolerance, [=](Backend& b, std::mt19937& rng) {
+        OpInputs in(b, rng);
+        const TensorView x = in.Activation({m, d});
+        const TensorView out = in.Empty(b.activation_dtype(), {m + 3, d});
+        b.PadRows(x, 0.0f, out);
+        return in.Host(out);
+      });
+      add("pad_rows_f32_" + shape, kExactTolerance, [=](Backend& b, std::mt19937& rng) {
+        OpInputs in(b, rng);
+        const TensorView x = in.F32(in.Values(m * d), m, d);
+        const TensorView out = in.Empty(DType::kF32, {m + 3, d});
+        b.PadRows(x, -1.0f, out);
+        return in.Host(out);
+      });
+      add("pad_rows_i32_" + shape, kExactTolerance, [=](Backend& b, std::mt19937& rng) {
+        OpInputs in(b, rng);
+        std::vector<int32_t> ids(m * d);
+        for (int32_t& id : ids) id = static_cast<int32_t>(rng() % 256);
+        const TensorView x = in.I32(ids, m, d), out = in.Empty(DType::kI32, {m + 3, d});
+        b.PadRows(x, -1.0f, out);
+        std::vector<int32_t> got(out.numel());
+        b.CopyToHost(out, got.data());
+        return std::vector<float>(got.begin(), got.end());
+      });
+      // 3 blocks of m + 2 rows summed into m rows (the blocks' last two rows dropped, as the
+      // fixed-capacity combine drops padding).
+      add("sum_row_blocks_" + shape, kExactTolerance, [=](Backend& b, std::mt19937& rng) {
+        OpInputs in(b, rng);
+        const TensorView x = in.F32(in.Values(3 * (m + 2) * d, 3.0f), 3 * (m + 2), d);
+        const TensorView out = in.Empty(DType::kF32, {m, d});
+        b.SumRowBlocks(x, 3, out);
+        return in.Host(out);
+      });
       add("embedding_" + shape, kExactTolerance, [=](Backend& b, std::mt19937& rng) {
         OpInputs in(b, rng);
         const int64_t vocab = 50, first_row = 10;  // a shard: rows [10, 60) of the vocabulary

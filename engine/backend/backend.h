@@ -222,6 +222,17 @@ class Backend {
   // the activation type. The order is fixed, so the result is deterministic (no atomics).
   virtual void ScatterSumRows(const TensorView& x, std::span<const int32_t> index,
                               const TensorView& out) = 0;
+  // Pads a block of rows to a fixed count: out[r, :] = x[r, :] bit for bit for r < T, and every
+  // element of rows [T, C) = `fill` in out's type (F32, BF16 or I32; fill must be exact in it).
+  // x [T, D], out [C, D], C >= T, same dtype. Sizes only, no index data: the fixed-capacity
+  // expert-parallel dispatch pads each rank's tokens to the step's capacity with it.
+  virtual void PadRows(const TensorView& x, float fill, const TensorView& out) = 0;
+  // Sums row blocks: out[i, :] = the sum over b in [0, blocks) of x[b * R + i, :], added in
+  // ascending b in F32 starting from zero, then rounded once to out's type. x [blocks * R, D]
+  // (R = x.dim(0) / blocks), out [N, D], N <= R; F32 or the activation type. It is ScatterSumRows
+  // with the index [0, R) repeated `blocks` times, fixed by the sizes (the fixed-capacity
+  // expert-parallel combine: nothing to upload, so a CUDA graph can hold it).
+  virtual void SumRowBlocks(const TensorView& x, int64_t blocks, const TensorView& out) = 0;
 
   // Writes the new tokens' latents into the paged cache: cache[slot_mapping[t], :] = latent[t, :].
   // latent [T, kv_dim], cache [num_blocks, block_size, kv_dim].
@@ -240,7 +251,8 @@ class Backend {
                         const MoeRouteParams& params, const TensorView& topk_ids,
                         const TensorView& topk_weights) = 0;
   // out[t] = sum_j w[t,j] * Expert_{ids[t,j]}(x[t]) over the experts this rank holds
-  // (global ids [expert_begin, expert_begin + experts.size())). x, out [T, H].
+  // (global ids [expert_begin, expert_begin + experts.size())); any other id, -1 included, is
+  // skipped (a row with none of this rank's experts gives zeros). x, out [T, H].
   virtual void MoeExperts(const TensorView& x, const TensorView& topk_ids,
                           const TensorView& topk_weights, std::span<const ExpertWeights> experts,
                           int64_t expert_begin, const TensorView& out) = 0;

@@ -94,6 +94,12 @@ class ForwardingBackend : public Backend {
                       const TensorView& out) override {
     inner_->ScatterSumRows(x, index, out);
   }
+  void PadRows(const TensorView& x, float fill, const TensorView& out) override {
+    inner_->PadRows(x, fill, out);
+  }
+  void SumRowBlocks(const TensorView& x, int64_t blocks, const TensorView& out) override {
+    inner_->SumRowBlocks(x, blocks, out);
+  }
   void WriteKvCache(const TensorView& latent, const AttentionBatch& batch,
                     const TensorView& cache) override {
     inner_->WriteKvCache(latent, batch, cache);

@@ -178,6 +178,14 @@ void TimingBackend::ScatterSumRows(const TensorView& x, std::span<const int32_t>
   Timed("scatter_sum_rows", [&] { inner().ScatterSumRows(x, index, out); });
 }
 
+void TimingBackend::PadRows(const TensorView& x, float fill, const TensorView& out) {
+  Timed("pad_rows", [&] { inner().PadRows(x, fill, out); });
+}
+
+void TimingBackend::SumRowBlocks(const TensorView& x, int64_t blocks, const TensorView& out) {
+  Timed("sum_row_blocks", [&] { inner().SumRowBlocks(x, blocks, out); });
+}
+
 void TimingBackend::WriteKvCache(const TensorView& latent, const AttentionBatch& batch,
                                  const TensorView& cache) {
   Timed("write_kv_cache", [&] { inner().WriteKvCache(latent, batch, cache); });

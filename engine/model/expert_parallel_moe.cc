@@ -10,17 +10,16 @@ namespace dsv3 {
 namespace {
 
 // Which rows go where, in destination order: the rows for rank 0, then those for rank 1, ...
-struct DispatchLayout {
+struct CompactedLayout {
   std::vector<int32_t> tokens;     // [sent] the token of each row
   std::vector<int32_t> ids;        // [sent, k] its top-k ids
   std::vector<int64_t> send_rows;  // [world] rows to each rank
 };
 
-DispatchLayout PlanDispatch(const std::vector<int32_t>& topk_ids, int64_t t, int64_t k, int world,
-                            int64_t experts_per_rank) {
-  DispatchLayout layout;
+CompactedLayout PlanDispatch(const std::vector<int32_t>& topk_ids, int64_t t, int64_t k,
+                             int world, int64_t experts_per_rank) {
+  CompactedLayout layout;
   layout.send_rows.assign(world, 0);
-  std::vector<bool> wanted(world);
   for (int d = 0; d < world; ++d) {
     for (int64_t i = 0; i < t; ++i) {
       const int32_t* row = topk_ids.data() + i * k;
@@ -37,19 +36,30 @@ DispatchLayout PlanDispatch(const std::vector<int32_t>& topk_ids, int64_t t, int
 
 int64_t Sum(std::span<const int64_t> v) { return std::accumulate(v.begin(), v.end(), int64_t{0}); }
 
-}  // namespace
+// The owner's half and the combine's transfer, common to both layouts: this rank's experts over
+// the rows it received (recv_x [R, H], recv_ids and recv_weights [R, k]; recv_rows[s] of them
+// from rank s, in rank order), whose F32 partial sums [R, H] (unrounded until the residual add,
+// as every branch is) go back the way their rows came, into back [sum(send_rows), H]:
+// send_rows[d] rows from rank d, in rank order.
+absl::Status ExpertsAndReturn(Backend& backend, Communicator& comm,
+                              const ExpertParallelMoeArgs& args, const TensorView& recv_x,
+                              const TensorView& recv_ids, const TensorView& recv_weights,
+                              std::span<const int64_t> recv_rows,
+                              std::span<const int64_t> send_rows, const TensorView& back) {
+  Tensor partial(backend.allocator(), DType::kF32, {recv_x.dim(0), recv_x.dim(1)});
+  backend.MoeExperts(recv_x, recv_ids, recv_weights, args.experts, args.expert_begin, partial);
+  return comm.AllToAllV(partial, recv_rows, back, send_rows);
+}
 
-absl::Status ExpertParallelMoe(Backend& backend, Communicator& comm,
-                               const ExpertParallelMoeArgs& args, const TensorView& out) {
-  assert(args.topk_ids.is_contiguous() && args.topk_weights.is_contiguous());
-  assert(out.dtype == DType::kF32);
+absl::Status CompactedMoe(Backend& backend, Communicator& comm, const ExpertParallelMoeArgs& args,
+                          const TensorView& out) {
   Allocator* alloc = backend.allocator();
   const int world = comm.world_size(), me = comm.rank();
   const int64_t t = args.x.dim(0), h = args.x.dim(1), k = args.topk_ids.dim(1);
 
   std::vector<int32_t> host_ids(t * k);  // [T, k]
   backend.CopyToHost(args.topk_ids, host_ids.data());
-  const DispatchLayout layout = PlanDispatch(host_ids, t, k, world, args.num_experts / world);
+  const CompactedLayout layout = PlanDispatch(host_ids, t, k, world, args.num_experts / world);
 
   // Count exchange: counts[s * world + d] = rows rank s sends to rank d.
   Tensor my_counts(alloc, DType::kI64, {1, world});
@@ -77,17 +87,64 @@ absl::Status ExpertParallelMoe(Backend& backend, Communicator& comm,
   DSV3_RETURN_IF_ERROR(comm.AllToAllV(send_ids, layout.send_rows, recv_ids, recv_rows));
   DSV3_RETURN_IF_ERROR(comm.AllToAllV(send_weights, layout.send_rows, recv_weights, recv_rows));
 
-  // This rank's experts over the rows it received: partial [received, H] F32, unrounded until
-  // the residual add as every branch is.
-  Tensor partial(alloc, DType::kF32, {received, h});
-  backend.MoeExperts(recv_x, recv_ids, recv_weights, args.experts, args.expert_begin, partial);
-
-  // Combine: the partial sums go back the way their rows came ([sent, H] in destination order),
-  // and each token's are added in that order, which is rank order.
+  // Combine: back [sent, H] in destination order, so each token's partials are added in rank
+  // order.
   Tensor back(alloc, DType::kF32, {sent, h});
-  DSV3_RETURN_IF_ERROR(comm.AllToAllV(partial, recv_rows, back, layout.send_rows));
+  DSV3_RETURN_IF_ERROR(ExpertsAndReturn(backend, comm, args, recv_x, recv_ids, recv_weights,
+                                        recv_rows, layout.send_rows, back));
   backend.ScatterSumRows(back, layout.tokens, out);
   return absl::OkStatus();
+}
+
+absl::Status FixedCapacityMoe(Backend& backend, Communicator& comm,
+                              const ExpertParallelMoeArgs& args, const TensorView& out) {
+  Allocator* alloc = backend.allocator();
+  const int world = comm.world_size();
+  const int64_t h = args.x.dim(1), k = args.topk_ids.dim(1), c = args.capacity;
+  assert(args.x.dim(0) <= c);
+  // Every rank is idle this step (every rank knows C = 0, so all skip alike).
+  if (c == 0) return absl::OkStatus();
+
+  // This rank's block, padded to C rows: hidden [C, H] (zero rows), ids [C, k] (-1: nobody's
+  // expert), weights [C, k] (0).
+  Tensor block_x(alloc, args.x.dtype, {c, h});
+  Tensor block_ids(alloc, DType::kI32, {c, k});
+  Tensor block_weights(alloc, DType::kF32, {c, k});
+  backend.PadRows(args.x, 0.0f, block_x);
+  backend.PadRows(args.topk_ids, -1.0f, block_ids);
+  backend.PadRows(args.topk_weights, 0.0f, block_weights);
+  // Dispatch: every rank gets the same block, so each is an AllGather: [world * C, ...], rank s's
+  // block at rows [s * C, (s + 1) * C).
+  Tensor recv_x(alloc, args.x.dtype, {world * c, h});
+  Tensor recv_ids(alloc, DType::kI32, {world * c, k});
+  Tensor recv_weights(alloc, DType::kF32, {world * c, k});
+  DSV3_RETURN_IF_ERROR(comm.AllGather(block_x, recv_x));
+  DSV3_RETURN_IF_ERROR(comm.AllGather(block_ids, recv_ids));
+  DSV3_RETURN_IF_ERROR(comm.AllGather(block_weights, recv_weights));
+
+  // Combine: back [world * C, H], owner d's partials of this rank's block at rows [d * C,
+  // (d + 1) * C); token t's are added in rank order, its padding rows dropped.
+  const std::vector<int64_t> blocks(world, c);
+  Tensor back(alloc, DType::kF32, {world * c, h});
+  DSV3_RETURN_IF_ERROR(ExpertsAndReturn(backend, comm, args, recv_x, recv_ids, recv_weights,
+                                        blocks, blocks, back));
+  backend.SumRowBlocks(back, world, out);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+DispatchLayout ChooseDispatchLayout(int64_t capacity) {
+  return capacity >= 0 && capacity <= kFixedCapacityMaxTokens ? DispatchLayout::kFixedCapacity
+                                                              : DispatchLayout::kCompacted;
+}
+
+absl::Status ExpertParallelMoe(Backend& backend, Communicator& comm,
+                               const ExpertParallelMoeArgs& args, const TensorView& out) {
+  assert(args.topk_ids.is_contiguous() && args.topk_weights.is_contiguous());
+  assert(out.dtype == DType::kF32);
+  return args.layout == DispatchLayout::kFixedCapacity ? FixedCapacityMoe(backend, comm, args, out)
+                                                       : CompactedMoe(backend, comm, args, out);
 }
 
 }  // namespace dsv3

@@ -36,6 +36,11 @@ struct ForwardBatch {
   // Rows whose final hidden states (after model.norm) the caller wants, in output order: the MTP
   // module's input. Rank 0's business only: not sent to tensor-parallel workers.
   std::vector<int32_t> hidden_rows;
+  // Data-parallel attention: the most tokens any attention rank runs in this step, the row
+  // capacity C of the MoE layers' fixed-capacity dispatch (expert_parallel_moe.h). Every rank's
+  // part carries the same value: SplitForAttentionRank sets it from the whole step, so it is not
+  // sent. -1: not known (a batch not split by rank); the MoE layers then use the compacted layout.
+  int32_t max_rank_tokens = -1;
 
   int32_t num_tokens() const { return static_cast<int32_t>(token_ids.size()); }
 };

@@ -168,7 +168,8 @@ absl::Status DeepseekV3Model::RunStep(const ForwardBatch& batch, const Attention
 
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     backend_.BeginLayer(l);
-    DSV3_RETURN_IF_ERROR(Layer(weights_->layers[l], x, ab, cache.layer(l), ab.mla_mode));
+    DSV3_RETURN_IF_ERROR(Layer(weights_->layers[l], x, ab, cache.layer(l), ab.mla_mode,
+                               batch.max_rank_tokens));
   }
 
   backend_.BeginLayer(-1);
@@ -221,7 +222,8 @@ absl::Status DeepseekV3Model::ForwardMtp(const ForwardBatch& batch, absl::Span<c
   backend_.RmsNorm(emb, m.enorm, eps, Columns(eh, 0, h));
   backend_.RmsNorm(h_prev, m.hnorm, eps, Columns(eh, h, h));
   backend_.Linear(eh, m.eh_proj, u);
-  DSV3_RETURN_IF_ERROR(Layer(m.layer, u, ab, cache.layer(l), MlaMode::kAuto));
+  DSV3_RETURN_IF_ERROR(
+      Layer(m.layer, u, ab, cache.layer(l), MlaMode::kAuto, batch.max_rank_tokens));
 
   backend_.BeginLayer(-1);
   const int64_t r = static_cast<int64_t>(batch.logits_rows.size());
@@ -286,7 +288,7 @@ absl::Status DeepseekV3Model::Head(const TensorView& normed, const TensorView& l
 
 absl::Status DeepseekV3Model::Layer(const LayerWeights& layer, const TensorView& x,
                                     const AttentionBatch& batch, const TensorView& cache,
-                                    MlaMode mode) {
+                                    MlaMode mode, int64_t max_rank_tokens) {
   const ModelConfig& c = config_;
   const int64_t t = x.dim(0), h = c.hidden_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
@@ -301,7 +303,7 @@ absl::Status DeepseekV3Model::Layer(const LayerWeights& layer, const TensorView&
   backend_.Add(x, branch, x);
   backend_.RmsNorm(x, layer.post_attention_norm, eps, normed);
   if (layer.is_moe) {
-    DSV3_RETURN_IF_ERROR(Moe(layer.moe, normed, branch));
+    DSV3_RETURN_IF_ERROR(Moe(layer.moe, normed, max_rank_tokens, branch));
   } else {
     Mlp(layer.dense_mlp, normed, branch);
   }
@@ -376,7 +378,8 @@ void DeepseekV3Model::Mlp(const MlpWeights& w, const TensorView& x, const Tensor
   backend_.Linear(gate, w.down, out);
 }
 
-absl::Status DeepseekV3Model::Moe(const MoeWeights& w, const TensorView& x, const TensorView& out) {
+absl::Status DeepseekV3Model::Moe(const MoeWeights& w, const TensorView& x, int64_t max_rank_tokens,
+                                  const TensorView& out) {
   const ModelConfig& c = config_;
   const int64_t t = x.dim(0), k = c.num_experts_per_tok;
   Tensor ids(backend_.allocator(), DType::kI32, {t, k});      // [T, k]
@@ -393,8 +396,14 @@ absl::Status DeepseekV3Model::Moe(const MoeWeights& w, const TensorView& x, cons
   if (dp_attention()) {
     DSV3_RETURN_IF_ERROR(ExpertParallelMoe(
         backend_, comm_,
-        {.x = x, .topk_ids = ids, .topk_weights = weights, .experts = w.experts,
-         .expert_begin = expert_begin, .num_experts = c.n_routed_experts},
+        {.x = x,
+         .topk_ids = ids,
+         .topk_weights = weights,
+         .experts = w.experts,
+         .expert_begin = expert_begin,
+         .num_experts = c.n_routed_experts,
+         .layout = ChooseDispatchLayout(max_rank_tokens),
+         .capacity = max_rank_tokens},
         out));
   } else {
     // The shared expert as one more expert of the routed pass where the backend can (SGLang's

@@ -36,8 +36,9 @@ class DeepseekV3Model {
   // experts_only): each rank then runs Forward over its own batch (its own sequences, its own
   // cache; empty batches included, every rank calls Forward each step) and gets its own logits,
   // and the MoE layers exchange tokens with the experts' owners (expert_parallel_moe.h). On a GPU
-  // `comm` must take device tensors (NCCL), and Forward runs eagerly (its MoE layers synchronize
-  // with the host).
+  // `comm` must take device tensors (NCCL), and Forward runs eagerly (the compacted dispatch
+  // layout's MoE layers synchronize with the host; ForwardBatch::max_rank_tokens picks the
+  // layout).
   static absl::StatusOr<std::unique_ptr<DeepseekV3Model>> Load(
       const std::string& model_dir, Backend& backend, Communicator& comm,
       const WeightLoadOptions& options = {}, bool dp_attention = false);
@@ -113,9 +114,11 @@ class DeepseekV3Model {
   // Sums a partial result over the tensor-parallel ranks (nothing to do on one rank).
   absl::Status AllReduce(const TensorView& t);
 
-  // One decoder layer over the residual stream x [T, H] (updated in place).
+  // One decoder layer over the residual stream x [T, H] (updated in place). `max_rank_tokens`:
+  // the step's ForwardBatch::max_rank_tokens (the MoE layers' dispatch layout under
+  // dp_attention).
   absl::Status Layer(const LayerWeights& layer, const TensorView& x, const AttentionBatch& batch,
-                     const TensorView& cache, MlaMode mode);
+                     const TensorView& cache, MlaMode mode, int64_t max_rank_tokens);
   // normed [R, H] (final-normed rows) -> float32 logits [R, V] on the device, rank 0 only,
   // through the vocabulary-parallel head.
   absl::Status Head(const TensorView& normed, const TensorView& logits);
@@ -127,7 +130,8 @@ class DeepseekV3Model {
                  const TensorView& cache, MlaMode mode, const TensorView& out);
   void Mlp(const MlpWeights& w, const TensorView& x, const TensorView& out);
   // Fails only when the expert-parallel exchange fails (dp_attention).
-  absl::Status Moe(const MoeWeights& w, const TensorView& x, const TensorView& out);
+  absl::Status Moe(const MoeWeights& w, const TensorView& x, int64_t max_rank_tokens,
+                   const TensorView& out);
 
   ModelConfig config_;
   Backend& backend_;

@@ -1,6 +1,8 @@
 #include "engine/parallel/attention_split.h"
 
+#include <algorithm>
 #include <cstddef>
+#include <map>
 
 namespace dsv3 {
 
@@ -17,6 +19,13 @@ AttentionRankPart SplitForAttentionRank(const ForwardBatch& batch, int rank) {
                                 batch.token_ids.begin() + s.token_begin,
                                 batch.token_ids.begin() + s.token_begin + s.num_tokens);
     part.batch.sequences.push_back(std::move(mine));
+  }
+  // Every rank's tokens; ranks without a sequence have none.
+  std::map<int32_t, int32_t> tokens_of_rank;
+  for (const SequenceSlice& s : batch.sequences) tokens_of_rank[s.attention_rank] += s.num_tokens;
+  part.batch.max_rank_tokens = 0;
+  for (const auto& [r, tokens] : tokens_of_rank) {
+    part.batch.max_rank_tokens = std::max(part.batch.max_rank_tokens, tokens);
   }
   for (std::size_t i = 0; i < batch.logits_rows.size(); ++i) {
     const int32_t row = new_row[batch.logits_rows[i]];

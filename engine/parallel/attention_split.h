@@ -21,8 +21,9 @@ struct AttentionRankPart {
 };
 
 // The part of `batch` that `rank` runs (empty when the rank has no sequence this step: the rank
-// still runs the step, for its collectives). hidden_rows are not split (not supported under
-// data-parallel attention). `batch` must be valid (batch_codec's checks).
+// still runs the step, for its collectives), its max_rank_tokens the most tokens of any rank
+// (the same in every rank's part). hidden_rows are not split (not supported under data-parallel
+// attention). `batch` must be valid (batch_codec's checks).
 AttentionRankPart SplitForAttentionRank(const ForwardBatch& batch, int rank);
 
 }  // namespace dsv3

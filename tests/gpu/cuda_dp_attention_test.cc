@@ -4,9 +4,11 @@
 //    equals the backend's plain MoeExperts bit for bit: the owner runs MoeExperts on the same
 //    rows in the same order, and ScatterSumRows adds one partial per token to zero, which is
 //    exact. Tokens 0 (an idle rank), decode and prefill sizes (small-M and tiled grouped
-//    kernels), FP8 and BF16 experts. The whole model (prefill, then eager decode steps) loaded
-//    with dp_attention on that communicator gives the plain model's logits bit for bit too, with
-//    the shared expert run apart in both (the fused shared expert is a plain-MoE-only path).
+//    kernels), FP8 and BF16 experts; both dispatch layouts (the fixed-capacity one also padded:
+//    PadRows, the AllGathers and SumRowBlocks on the device). The whole model (prefill, then
+//    eager decode steps) loaded with dp_attention on that communicator gives the plain model's
+//    logits bit for bit too, in either layout, with the shared expert run apart in both (the
+//    fused shared expert is a plain-MoE-only path).
 //  - Two GPUs (skipped with fewer): dsv3-generate --tp 2 --dp-attention against --tp 1 on
 //    smooth-fp8. The prompt logits must agree within kMultiGpuLogitTol, the bound cuda_tp_test
 //    holds --tp 2 to, and on the greedy token wherever --tp 1's top-2 margin exceeds kGreedyMargin:
@@ -15,7 +17,8 @@
 //    count), the routed partial sums are added in rank order, and the shared expert runs apart, all
 //    BF16/F32 rounding-level. Several prompts spread over both ranks generate the same greedy
 //    tokens as one GPU.
-// ScatterSumRows CUDA against CPU is the op table's scatter_sum_rows_* rows (cuda_op_table_test).
+// ScatterSumRows, PadRows and SumRowBlocks CUDA against CPU are the op table's scatter_sum_rows_*,
+// pad_rows_* and sum_row_blocks_* rows (cuda_op_table_test).
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -69,59 +72,89 @@ class OneRankDeviceTest : public ::testing::Test {
 struct MoeCase {
   int64_t tokens;
   bool fp8;
+  DispatchLayout layout = DispatchLayout::kCompacted;
+  int64_t spare = 0;  // kFixedCapacity: C = tokens + spare
 };
 
-// gtest prints the case by its name, not as bytes.
-void PrintTo(const MoeCase& c, std::ostream* os) {
-  *os << "t" << c.tokens << (c.fp8 ? "_fp8" : "_bf16");
+std::string CaseName(const MoeCase& c) {
+  std::string name = "t" + std::to_string(c.tokens) + (c.fp8 ? "_fp8" : "_bf16");
+  if (c.layout == DispatchLayout::kFixedCapacity) {
+    name += "_fixed" + (c.spare > 0 ? "_c" + std::to_string(c.tokens + c.spare) : "");
+  }
+  return name;
 }
+
+// gtest prints the case by its name, not as bytes.
+void PrintTo(const MoeCase& c, std::ostream* os) { *os << CaseName(c); }
 
 class ExpertParallelMoeOneGpuTest : public OneRankDeviceTest,
                                     public ::testing::WithParamInterface<MoeCase> {};
 
+// Compacted: the owner gets exactly the T rows, so the reference is MoeExperts over them. Fixed
+// capacity: it gets the block padded to C rows (zero rows, ids -1, weights 0), and the grouped
+// kernels choose their tiling by row count, so the reference is MoeExperts over that padded block
+// (its first T rows): bit for bit either way.
 TEST_P(ExpertParallelMoeOneGpuTest, EqualsMoeExpertsBitForBit) {
-  const auto [t, fp8] = GetParam();
-  const int64_t h = 256, inter = 384, e = 8, k = 3;
+  const MoeCase c = GetParam();
+  const int64_t t = c.tokens, h = 256, inter = 384, e = 8, k = 3;
+  const bool fixed = c.layout == DispatchLayout::kFixedCapacity;
+  const int64_t rows = fixed ? t + c.spare : t;  // the owner's rows
   std::mt19937 rng(5);
   ::dsv3::testing::OpInputs in(*gpu_, rng);
   std::vector<ExpertWeights> experts;
   for (int64_t j = 0; j < e; ++j) {
     experts.push_back(
-        {in.Linear(inter, h, fp8), in.Linear(inter, h, fp8), in.Linear(h, inter, fp8)});
+        {in.Linear(inter, h, c.fp8), in.Linear(inter, h, c.fp8), in.Linear(h, inter, c.fp8)});
   }
-  // [T, H] BF16 (an idle rank's made empty, no upload)
-  const TensorView x = t == 0 ? in.Empty(DType::kBF16, {0, h}) : in.Activation({t, h}, 2.0f);
-  const TensorView ids = in.I32(::dsv3::testing::RandomRouting(t, k, e, rng), t, k);
-  const TensorView weights =
-      in.F32(::dsv3::testing::PickWeights(t, k, [](int64_t j) { return 0.25f * (j + 1); }), t, k);
-  const TensorView want = in.Empty(DType::kF32, {t, h});
+  // [T, H] BF16 (an idle rank's made empty, no upload); its values, the reference's padded.
+  std::vector<float> x_values = in.Values(t * h, 2.0f);
+  const TensorView x = t == 0 ? in.Empty(DType::kBF16, {0, h}) : in.Activation(x_values, {t, h});
+  std::vector<int32_t> id_values = ::dsv3::testing::RandomRouting(t, k, e, rng);
+  std::vector<float> weight_values =
+      ::dsv3::testing::PickWeights(t, k, [](int64_t j) { return 0.25f * (j + 1); });
+  const TensorView ids = in.I32(id_values, t, k);
+  const TensorView weights = in.F32(weight_values, t, k);
+  x_values.resize(rows * h, 0.0f);
+  id_values.resize(rows * k, -1);
+  weight_values.resize(rows * k, 0.0f);
+  const TensorView want = in.Empty(DType::kF32, {rows, h});
   const TensorView got = in.Empty(DType::kF32, {t, h});
-  gpu_->MoeExperts(x, ids, weights, experts, 0, want);
+  if (rows > 0) {
+    gpu_->MoeExperts(in.Activation(x_values, {rows, h}), in.I32(id_values, rows, k),
+                     in.F32(weight_values, rows, k), experts, 0, want);
+  }
   const absl::Status st = ExpertParallelMoe(*gpu_, *comm_,
                                             {.x = x,
                                              .topk_ids = ids,
                                              .topk_weights = weights,
                                              .experts = experts,
                                              .expert_begin = 0,
-                                             .num_experts = e},
+                                             .num_experts = e,
+                                             .layout = c.layout,
+                                             .capacity = rows},
                                             got);
   ASSERT_TRUE(st.ok()) << st;
-  const std::vector<float> a = in.Host(want), b = in.Host(got);
+  std::vector<float> a = in.Host(want);
+  a.resize(t * h);  // the padding rows' results are dropped
+  const std::vector<float> b = in.Host(got);
   int64_t differing = 0;
   for (size_t i = 0; i < a.size(); ++i) differing += a[i] != b[i];
   EXPECT_EQ(differing, 0) << "of " << a.size() << " (relative error "
                           << ::dsv3::testing::RelError(b, a) << ")";
 }
 
+constexpr DispatchLayout kFixed = DispatchLayout::kFixedCapacity;
 INSTANTIATE_TEST_SUITE_P(
     Sizes, ExpertParallelMoeOneGpuTest,
     // 0: an idle rank; 1 and 37: the small-M grouped kernel; 300: the tiled one (above
-    // CudaBackend::kDefaultGroupedMoeMaxTokens); BF16 experts: the per-expert path.
+    // CudaBackend::kDefaultGroupedMoeMaxTokens); BF16 experts: the per-expert path. Fixed
+    // capacity: the same, padded or not, up to C = kFixedCapacityMaxTokens (all idle: C = 0).
     ::testing::Values(MoeCase{0, true}, MoeCase{1, true}, MoeCase{37, true}, MoeCase{300, true},
-                      MoeCase{37, false}),
-    [](const auto& info) {
-      return "t" + std::to_string(info.param.tokens) + (info.param.fp8 ? "_fp8" : "_bf16");
-    });
+                      MoeCase{37, false}, MoeCase{0, true, kFixed}, MoeCase{0, true, kFixed, 4},
+                      MoeCase{1, true, kFixed}, MoeCase{37, true, kFixed},
+                      MoeCase{37, true, kFixed, 5}, MoeCase{250, true, kFixed, 6},
+                      MoeCase{37, false, kFixed, 3}),
+    [](const auto& info) { return CaseName(info.param); });
 
 // The byte copies the expert-parallel MoE uses for row counts and routing ids.
 TEST_F(OneRankDeviceTest, ByteCopiesRoundTripEveryByte) {
@@ -144,7 +177,14 @@ class DpAttentionModelOneGpuTest : public OneRankDeviceTest {
   }
 };
 
-TEST_F(DpAttentionModelOneGpuTest, LogitsEqualThePlainModelBitForBit) {
+// Param: the dp model's batches carry max_rank_tokens (their own token count, as
+// SplitForAttentionRank sets it on one rank), so its MoE layers take the fixed-capacity layout
+// (C = T: the owner's rows are the plain model's); false: the compacted one.
+class DpAttentionModelLayoutOneGpuTest : public DpAttentionModelOneGpuTest,
+                                         public ::testing::WithParamInterface<bool> {};
+
+TEST_P(DpAttentionModelLayoutOneGpuTest, LogitsEqualThePlainModelBitForBit) {
+  const bool fixed_capacity = GetParam();
   auto config = ::dsv3::testing::V3LatentDimsConfig();
   ASSERT_TRUE(config.ok()) << config.status();
   auto plain = DeepseekV3Model::Random(*config, *gpu_, 11);
@@ -164,9 +204,14 @@ TEST_F(DpAttentionModelOneGpuTest, LogitsEqualThePlainModelBitForBit) {
   for (int which = 0; which < 2; ++which) {
     DeepseekV3Model& model = which == 0 ? **plain : **dp;
     KvCache cache(*gpu_, *config, num_seqs * kSeqBlocks, kBlock);
+    auto for_model = [&](ForwardBatch batch) {
+      if (which == 1 && fixed_capacity) batch.max_rank_tokens = batch.num_tokens();
+      return batch;
+    };
     std::vector<float> logits;
     ASSERT_TRUE(model
-                    .Forward(::dsv3::testing::PromptsPrefill(lengths, table, config->vocab_size),
+                    .Forward(for_model(::dsv3::testing::PromptsPrefill(lengths, table,
+                                                                       config->vocab_size)),
                              cache, logits)
                     .ok());
     outputs[which] = logits;
@@ -178,7 +223,7 @@ TEST_F(DpAttentionModelOneGpuTest, LogitsEqualThePlainModelBitForBit) {
         decode.sequences.push_back({s, 1, context, table(s)});
         decode.logits_rows.push_back(s);
       }
-      ASSERT_TRUE(model.Forward(decode, cache, logits).ok());
+      ASSERT_TRUE(model.Forward(for_model(decode), cache, logits).ok());
       outputs[which].insert(outputs[which].end(), logits.begin(), logits.end());
     }
   }
@@ -188,6 +233,11 @@ TEST_F(DpAttentionModelOneGpuTest, LogitsEqualThePlainModelBitForBit) {
   EXPECT_EQ(differing, 0) << "of " << outputs[0].size() << " logits (relative error "
                           << ::dsv3::testing::RelError(outputs[1], outputs[0]) << ")";
 }
+
+INSTANTIATE_TEST_SUITE_P(Layouts, DpAttentionModelLayoutOneGpuTest, ::testing::Bool(),
+                         [](const auto& info) {
+                           return info.param ? "fixed_capacity" : "compacted";
+                         });
 
 // A rank with no sequence in a step runs an empty batch through every layer (its MoE layers'
 // exchanges included) and returns no logits.

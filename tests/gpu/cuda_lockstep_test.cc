@@ -2,7 +2,8 @@
 // the GPU's numerics (GpuEmulationBackend) from the GPU's own inputs, downloaded just before the
 // op. Each op's output is compared at once, so the model's error amplification never enters: a
 // GPU bug anywhere shows as the op where it happens. Ops that only move data (GatherRows,
-// ScatterSumRows, WriteKvCache) are forwarded unchecked (the op tests compare them exactly).
+// ScatterSumRows, PadRows, SumRowBlocks, WriteKvCache) are forwarded unchecked (the op tests
+// compare them exactly).
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -162,6 +163,12 @@ class LockstepBackend final : public Backend {
   void ScatterSumRows(const TensorView& x, std::span<const int32_t> index,
                       const TensorView& out) override {
     gpu_.ScatterSumRows(x, index, out);
+  }
+  void PadRows(const TensorView& x, float fill, const TensorView& out) override {
+    gpu_.PadRows(x, fill, out);
+  }
+  void SumRowBlocks(const TensorView& x, int64_t blocks, const TensorView& out) override {
+    gpu_.SumRowBlocks(x, blocks, out);
   }
   void WriteKvCache(const TensorView& latent, const AttentionBatch& batch,
                     const TensorView& cache) override {

@@ -72,5 +72,16 @@ TEST(AttentionSplitTest, EachRankGetsItsSequencesRenumberedAndItsLogitsRows) {
   EXPECT_EQ(rows_seen, step.logits_rows.size());  // every output row has exactly one rank
 }
 
+// Every rank's part carries the most tokens of any rank (rank 1's 5 here), idle rank 3's too:
+// the MoE layers' fixed-capacity dispatch needs the same C on every rank.
+TEST(AttentionSplitTest, EveryPartCarriesTheLargestRanksTokenCount) {
+  const ForwardBatch step = Step();
+  for (int rank = 0; rank < 4; ++rank) {
+    EXPECT_EQ(SplitForAttentionRank(step, rank).batch.max_rank_tokens, 5) << "rank " << rank;
+  }
+  EXPECT_EQ(SplitForAttentionRank(ForwardBatch{}, 0).batch.max_rank_tokens, 0);  // all idle
+  EXPECT_EQ(ForwardBatch{}.max_rank_tokens, -1);  // unsplit: not known
+}
+
 }  // namespace
 }  // namespace dsv3

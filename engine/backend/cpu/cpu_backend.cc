@@ -227,4 +227,43 @@ void CpuBackend::ScatterSumRows(const TensorView& x, std::span<const int32_t> in
   }
 }
 
+void CpuBackend::PadRows(const TensorView& x, float fill, const TensorView& out) {
+  const int64_t t = x.dim(0), d = x.dim(1), elem = DTypeSize(out.dtype);
+  assert(x.dtype == out.dtype && t <= out.dim(0) && d == out.dim(1) && (elem == 2 || elem == 4));
+  // fill as one element of out's type: its first `elem` bytes
+  char pattern[4];
+  if (out.dtype == DType::kI32) {
+    const int32_t v = static_cast<int32_t>(fill);
+    std::memcpy(pattern, &v, 4);
+  } else if (out.dtype == DType::kBF16) {
+    const uint16_t v = F32ToBf16(fill);
+    std::memcpy(pattern, &v, 2);
+  } else {
+    assert(out.dtype == DType::kF32);
+    std::memcpy(pattern, &fill, 4);
+  }
+  for (int64_t r = 0; r < out.dim(0); ++r) {
+    char* dst = static_cast<char*>(out.data) + r * out.strides[0] * elem;
+    if (r < t) {
+      std::memcpy(dst, static_cast<const char*>(x.data) + r * x.strides[0] * elem, d * elem);
+      continue;
+    }
+    for (int64_t c = 0; c < d; ++c) std::memcpy(dst + c * elem, pattern, elem);
+  }
+}
+
+void CpuBackend::SumRowBlocks(const TensorView& x, int64_t blocks, const TensorView& out) {
+  assert(x.dtype == DType::kF32 && out.dtype == DType::kF32 && blocks > 0);
+  const int64_t block_rows = x.dim(0) / blocks, d = out.dim(1);
+  assert(block_rows * blocks == x.dim(0) && out.dim(0) <= block_rows && x.dim(1) == d);
+  for (int64_t i = 0; i < out.dim(0); ++i) {
+    float* dst = out.ptr<float>() + i * out.strides[0];
+    std::fill_n(dst, d, 0.0f);
+    for (int64_t b = 0; b < blocks; ++b) {
+      const float* src = x.ptr<float>() + (b * block_rows + i) * x.strides[0];
+      for (int64_t c = 0; c < d; ++c) dst[c] += src[c];
+    }
+  }
+}
+
 }  // namespace dsv3

@@ -49,6 +49,8 @@ class CpuBackend final : public Backend {
                   const TensorView& out) override;
   void ScatterSumRows(const TensorView& x, std::span<const int32_t> index,
                       const TensorView& out) override;
+  void PadRows(const TensorView& x, float fill, const TensorView& out) override;
+  void SumRowBlocks(const TensorView& x, int64_t blocks, const TensorView& out) override;
   void WriteKvCache(const TensorView& latent, const AttentionBatch& batch,
                     const TensorView& cache) override;
   void MlaAttention(const TensorView& q, const TensorView& cache, const LinearWeight& kv_b,

@@ -514,4 +514,34 @@ void CudaBackend::ScatterSumRows(const TensorView& x, std::span<const int32_t> i
                           stream_);
 }
 
+void CudaBackend::PadRows(const TensorView& x, float fill, const TensorView& out) {
+  const int64_t elem = DTypeSize(out.dtype);
+  assert(x.dtype == out.dtype && x.dim(0) <= out.dim(0) && x.dim(1) == out.dim(1));
+  assert(x.strides[1] == 1 && out.strides[1] == 1 && (elem == 2 || elem == 4));
+  uint32_t bits = 0;  // fill as one element of out's type
+  if (out.dtype == DType::kI32) {
+    bits = static_cast<uint32_t>(static_cast<int32_t>(fill));
+  } else if (out.dtype == DType::kBF16) {
+    bits = F32ToBf16(fill);
+  } else {
+    assert(out.dtype == DType::kF32);
+    std::memcpy(&bits, &fill, 4);
+  }
+  kernels::PadRows({x.data, x.strides[0], out.data, out.strides[0], x.dim(0), out.dim(0),
+                    out.dim(1), static_cast<int>(elem), bits},
+                   stream_);
+}
+
+void CudaBackend::SumRowBlocks(const TensorView& x, int64_t blocks, const TensorView& out) {
+  [[maybe_unused]] const auto float_like = [](DType t) {
+    return t == DType::kBF16 || t == DType::kF32;
+  };
+  const int64_t block_rows = blocks > 0 ? x.dim(0) / blocks : 0;
+  assert(float_like(x.dtype) && float_like(out.dtype) && blocks > 0);
+  assert(block_rows * blocks == x.dim(0) && out.dim(0) <= block_rows && x.dim(1) == out.dim(1));
+  kernels::SumRowBlocks({x.data, x.strides[0], ElemTypeOf(x.dtype), blocks, block_rows, out.data,
+                         out.strides[0], ElemTypeOf(out.dtype), out.dim(0), out.dim(1)},
+                        stream_);
+}
+
 }  // namespace dsv3

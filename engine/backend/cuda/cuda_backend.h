@@ -125,6 +125,9 @@ class CudaBackend final : public Backend {
   // Uploads the index as per-output-row source lists (one host pass; NoteHostWork).
   void ScatterSumRows(const TensorView& x, std::span<const int32_t> index,
                       const TensorView& out) override;
+  // Both take sizes only (no upload), so a captured step can hold them.
+  void PadRows(const TensorView& x, float fill, const TensorView& out) override;
+  void SumRowBlocks(const TensorView& x, int64_t blocks, const TensorView& out) override;
   void WriteKvCache(const TensorView& latent, const AttentionBatch& batch,
                     const TensorView& cache) override;
   void MlaAttention(const TensorView& q, const TensorView& cache, const LinearWeight& kv_b,
