@@ -16,15 +16,15 @@
 #include "absl/strings/str_cat.h"
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/model/model.h"
-#include "engine/parallel/gloo_communicator.h"
-#include "engine/parallel/tcp_store.h"
 #include "tests/fixture_reference.h"
+#include "tests/gloo_group.h"
 #include "tests/test_util.h"
 
 namespace dsv3 {
 namespace {
 
 using ::dsv3::testing::FixturePath;
+using ::dsv3::testing::GlooGroup;
 using ::dsv3::testing::LoadFixtureReference;
 using ::dsv3::testing::RelativeError;
 
@@ -89,28 +89,6 @@ std::map<int, SequenceOutput> RunSequences(DeepseekV3Model& model, Backend& back
   }
   return out;
 }
-
-// N gloo communicators over one loopback store, made concurrently (rendezvous needs all).
-struct GlooGroup {
-  explicit GlooGroup(int n) {
-    stores.push_back(*TcpStore::Create({.host = "127.0.0.1", .port = 0, .is_server = true}));
-    for (int r = 1; r < n; ++r) {
-      stores.push_back(*TcpStore::Create({.host = "127.0.0.1", .port = stores[0]->port()}));
-    }
-    comms.resize(n);
-    std::vector<std::thread> threads;
-    for (int r = 0; r < n; ++r) {
-      threads.emplace_back([&, r, n] {
-        auto comm = GlooCommunicator::Create(*stores[r], {.rank = r, .world_size = n});
-        ASSERT_TRUE(comm.ok()) << comm.status();
-        comms[r] = *std::move(comm);
-      });
-    }
-    for (auto& t : threads) t.join();
-  }
-  std::vector<std::unique_ptr<TcpStore>> stores;
-  std::vector<std::unique_ptr<GlooCommunicator>> comms;
-};
 
 struct Case {
   int world;
