@@ -46,6 +46,16 @@ inline uint16_t F32ToBf16(float f) {
 
 float F16ToF32(uint16_t bits);
 
+// `value` as one element of a 2- or 4-byte type (F32; BF16 rounded to nearest even; I32
+// truncated), in the low DTypeSize(t) bytes: a fill pattern.
+inline uint32_t ElementBits(DType t, float value) {
+  if (t == DType::kI32) return static_cast<uint32_t>(static_cast<int32_t>(value));
+  if (t == DType::kBF16) return F32ToBf16(value);
+  uint32_t bits;
+  std::memcpy(&bits, &value, 4);
+  return bits;
+}
+
 // OCP FP8 E4M3 (finite-only: 0x7f/0xff are NaN, max normal 448).
 float Fp8E4M3ToF32(uint8_t bits);
 // Round to nearest even with saturation to +-448 (the convention of torch's float8_e4m3fn cast

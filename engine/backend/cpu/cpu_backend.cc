@@ -230,18 +230,11 @@ void CpuBackend::ScatterSumRows(const TensorView& x, std::span<const int32_t> in
 void CpuBackend::PadRows(const TensorView& x, float fill, const TensorView& out) {
   const int64_t t = x.dim(0), d = x.dim(1), elem = DTypeSize(out.dtype);
   assert(x.dtype == out.dtype && t <= out.dim(0) && d == out.dim(1) && (elem == 2 || elem == 4));
-  // fill as one element of out's type: its first `elem` bytes
+  assert(out.dtype == DType::kI32 || out.dtype == DType::kBF16 || out.dtype == DType::kF32);
+  // fill as one element of out's type: its first `elem` bytes (little-endian)
+  const uint32_t bits = ElementBits(out.dtype, fill);
   char pattern[4];
-  if (out.dtype == DType::kI32) {
-    const int32_t v = static_cast<int32_t>(fill);
-    std::memcpy(pattern, &v, 4);
-  } else if (out.dtype == DType::kBF16) {
-    const uint16_t v = F32ToBf16(fill);
-    std::memcpy(pattern, &v, 2);
-  } else {
-    assert(out.dtype == DType::kF32);
-    std::memcpy(pattern, &fill, 4);
-  }
+  std::memcpy(pattern, &bits, 4);
   for (int64_t r = 0; r < out.dim(0); ++r) {
     char* dst = static_cast<char*>(out.data) + r * out.strides[0] * elem;
     if (r < t) {

@@ -27,6 +27,9 @@ int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 // or 2 blocks; every DeepSeek-V3 K is already a multiple of 512).
 int64_t Fp8PaddedK(int64_t k) { return RoundUp(ScaleBlocks(k), 4) * kFp8ScaleBlock; }
 
+// The types the row kernels read and write activations in.
+[[maybe_unused]] bool IsActivationType(DType t) { return t == DType::kBF16 || t == DType::kF32; }
+
 }  // namespace
 
 int CudaBackend::DeviceCount() {
@@ -440,10 +443,7 @@ void CudaBackend::Embedding(const TensorView& table, std::span<const int32_t> id
 
 void CudaBackend::RmsNorm(const TensorView& x, const TensorView& weight, float eps,
                           const TensorView& out) {
-  [[maybe_unused]] const auto float_like = [](DType t) {
-    return t == DType::kBF16 || t == DType::kF32;
-  };
-  assert(float_like(x.dtype) && float_like(out.dtype) && weight.dtype == DType::kF32);
+  assert(IsActivationType(x.dtype) && IsActivationType(out.dtype) && weight.dtype == DType::kF32);
   assert(x.data != out.data || x.dtype == out.dtype);
   kernels::RmsNorm({x.data, x.strides[0], weight.ptr<float>(), out.data, out.strides[0], x.dim(0),
                     x.dim(1), eps, ElemTypeOf(x.dtype), ElemTypeOf(out.dtype)},
@@ -493,11 +493,9 @@ void CudaBackend::GatherRows(const TensorView& x, std::span<const int32_t> rows,
 
 void CudaBackend::ScatterSumRows(const TensorView& x, std::span<const int32_t> index,
                                  const TensorView& out) {
-  [[maybe_unused]] const auto float_like = [](DType t) {
-    return t == DType::kBF16 || t == DType::kF32;
-  };
   const int64_t n = out.dim(0), r = static_cast<int64_t>(index.size());
-  assert(float_like(x.dtype) && float_like(out.dtype) && r == x.dim(0) && x.dim(1) == out.dim(1));
+  assert(IsActivationType(x.dtype) && IsActivationType(out.dtype) && r == x.dim(0) &&
+         x.dim(1) == out.dim(1));
   if (n == 0) return;
   // lists [n + 1 + R]: begin[i] (where output row i's sources start), then the sources by
   // output row, each row's in ascending r (a counting sort of `index`).
@@ -518,26 +516,15 @@ void CudaBackend::PadRows(const TensorView& x, float fill, const TensorView& out
   const int64_t elem = DTypeSize(out.dtype);
   assert(x.dtype == out.dtype && x.dim(0) <= out.dim(0) && x.dim(1) == out.dim(1));
   assert(x.strides[1] == 1 && out.strides[1] == 1 && (elem == 2 || elem == 4));
-  uint32_t bits = 0;  // fill as one element of out's type
-  if (out.dtype == DType::kI32) {
-    bits = static_cast<uint32_t>(static_cast<int32_t>(fill));
-  } else if (out.dtype == DType::kBF16) {
-    bits = F32ToBf16(fill);
-  } else {
-    assert(out.dtype == DType::kF32);
-    std::memcpy(&bits, &fill, 4);
-  }
+  assert(out.dtype == DType::kI32 || out.dtype == DType::kBF16 || out.dtype == DType::kF32);
   kernels::PadRows({x.data, x.strides[0], out.data, out.strides[0], x.dim(0), out.dim(0),
-                    out.dim(1), static_cast<int>(elem), bits},
+                    out.dim(1), static_cast<int>(elem), ElementBits(out.dtype, fill)},
                    stream_);
 }
 
 void CudaBackend::SumRowBlocks(const TensorView& x, int64_t blocks, const TensorView& out) {
-  [[maybe_unused]] const auto float_like = [](DType t) {
-    return t == DType::kBF16 || t == DType::kF32;
-  };
   const int64_t block_rows = blocks > 0 ? x.dim(0) / blocks : 0;
-  assert(float_like(x.dtype) && float_like(out.dtype) && blocks > 0);
+  assert(IsActivationType(x.dtype) && IsActivationType(out.dtype) && blocks > 0);
   assert(block_rows * blocks == x.dim(0) && out.dim(0) <= block_rows && x.dim(1) == out.dim(1));
   kernels::SumRowBlocks({x.data, x.strides[0], ElemTypeOf(x.dtype), blocks, block_rows, out.data,
                          out.strides[0], ElemTypeOf(out.dtype), out.dim(0), out.dim(1)},
