@@ -311,10 +311,10 @@ absl::Status RunWorker(DeepseekV3Model& model, Communicator& comm) {
       case ControlMessage::Kind::kStep:
         DSV3_RETURN_IF_ERROR(CheckPlanFits(m.batch, model.config(), cache.get(),
                                            model.dp_attention() ? comm.world_size() : 1));
-        DSV3_RETURN_IF_ERROR(model.dp_attention()
-                                 ? ForwardDataParallel(model, &graphs, comm, m.batch, *cache,
-                                                       logits, m.mla_mode)
-                                 : graphs.Forward(m.batch, *cache, logits, m.mla_mode));
+        DSV3_RETURN_IF_ERROR(
+            model.dp_attention()
+                ? ForwardDataParallel(model, &graphs, comm, m.batch, *cache, logits, m.mla_mode)
+                : graphs.Forward(m.batch, *cache, logits, m.mla_mode));
         break;
     }
   }

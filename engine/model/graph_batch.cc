@@ -68,8 +68,7 @@ std::optional<GraphStepShape> DataParallelGraphShape(std::span<const AttentionRa
   std::optional<GraphStepShape> common;
   for (const AttentionRankPart& part : parts) {
     if (part.batch.sequences.empty()) continue;  // idle: pads to the common shape
-    const std::optional<GraphStepShape> own =
-        GraphShapeOf(part.batch, sizes, even_contexts_needed);
+    const std::optional<GraphStepShape> own = GraphShapeOf(part.batch, sizes, even_contexts_needed);
     if (!own) return std::nullopt;
     if (!common) {
       common = own;

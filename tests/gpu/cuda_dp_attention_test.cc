@@ -355,8 +355,8 @@ TEST(DpAttentionGraphsOneGpuTest, DecodeStepsReplayTheEagerPaddedStepBitForBit) 
     int64_t differing = 0;
     for (size_t i = 0; i < want.size(); ++i) differing += got[i] != want[i];
     EXPECT_EQ(differing, 0) << "step " << step << ": of " << want.size()
-                            << " logits (relative error "
-                            << ::dsv3::testing::RelError(got, want) << ")";
+                            << " logits (relative error " << ::dsv3::testing::RelError(got, want)
+                            << ")";
   }
   const DecodeGraphRunner::Stats stats = runner.stats();
   std::printf("dp-attention graphs: %lld captures, %lld replays, %lld measured, %lld eager\n",
