@@ -31,23 +31,25 @@ std::unique_ptr<KvCache> MakeCache(DeepseekV3Model& model, DecodeGraphRunner& gr
                                    mtp_layer);
 }
 
-// Data-parallel attention, on every rank: runs this rank's part of `batch`, then sends its
-// logits to rank 0, which puts every rank's rows where batch.logits_rows has them ([rows, V];
-// the other ranks get `logits` empty). Ranks without a sequence run an empty part: the MoE
-// layers' exchanges need every rank. Each part carries the step's max_rank_tokens, which picks
-// the MoE layers' dispatch layout (expert_parallel_moe.h). Always eager (Forward, never the
-// DecodeGraphRunner): a prefill-sized step's MoE layers wait on the host for their routing and
-// row counts, which a CUDA graph cannot hold; decode-sized steps (the fixed-capacity layout)
-// do not, but graphing them, with the logits' exchange on the device, has not run on a GPU yet.
-absl::Status ForwardDataParallel(DeepseekV3Model& model, Communicator& comm,
-                                 const ForwardBatch& batch, KvCache& cache,
+}  // namespace
+
+absl::Status ForwardDataParallel(DeepseekV3Model& model, DecodeGraphRunner* graphs,
+                                 Communicator& comm, const ForwardBatch& batch, KvCache& cache,
                                  std::vector<float>& logits, MlaMode mla_mode) {
   const int world = comm.world_size(), me = comm.rank();
   const int64_t vocab = model.config().vocab_size;
   std::vector<AttentionRankPart> parts;
   for (int r = 0; r < world; ++r) parts.push_back(SplitForAttentionRank(batch, r));
   std::vector<float> mine;  // [rows of this rank, V]
-  DSV3_RETURN_IF_ERROR(model.Forward(parts[me].batch, cache, mine, mla_mode));
+  // Every rank gets the same shape (or none) from the same parts.
+  const std::optional<GraphStepShape> shape =
+      graphs != nullptr ? graphs->DataParallelShape(parts, mla_mode) : std::nullopt;
+  if (shape) {
+    parts[me].batch.max_rank_tokens = shape->rows();
+    DSV3_RETURN_IF_ERROR(graphs->ForwardDataParallel(parts[me].batch, *shape, cache, mine));
+  } else {
+    DSV3_RETURN_IF_ERROR(model.Forward(parts[me].batch, cache, mine, mla_mode));
+  }
   std::vector<int64_t> send_rows(world, 0), recv_rows(world, 0);
   send_rows[0] = static_cast<int64_t>(parts[me].output_rows.size());
   int64_t gathered_rows = 0;
@@ -76,6 +78,8 @@ absl::Status ForwardDataParallel(DeepseekV3Model& model, Communicator& comm,
   }
   return absl::OkStatus();
 }
+
+namespace {
 
 class LocalModelRunner final : public ModelRunner {
  public:
@@ -142,7 +146,7 @@ class TpLeaderRunner final : public ModelRunner {
     DSV3_RETURN_IF_ERROR(SendLocked(m));
     const absl::Status st =
         model_.dp_attention()
-            ? ForwardDataParallel(model_, comm_, batch, *cache_, logits, mla_mode)
+            ? ForwardDataParallel(model_, &graphs_, comm_, batch, *cache_, logits, mla_mode)
             : graphs_.Forward(batch, *cache_, logits, mla_mode, hidden);
     if (!st.ok()) return FailLocked(st);
     last_activity_ = absl::Now();
@@ -307,10 +311,10 @@ absl::Status RunWorker(DeepseekV3Model& model, Communicator& comm) {
       case ControlMessage::Kind::kStep:
         DSV3_RETURN_IF_ERROR(CheckPlanFits(m.batch, model.config(), cache.get(),
                                            model.dp_attention() ? comm.world_size() : 1));
-        DSV3_RETURN_IF_ERROR(model.dp_attention()
-                                 ? ForwardDataParallel(model, comm, m.batch, *cache, logits,
-                                                       m.mla_mode)
-                                 : graphs.Forward(m.batch, *cache, logits, m.mla_mode));
+        DSV3_RETURN_IF_ERROR(
+            model.dp_attention()
+                ? ForwardDataParallel(model, &graphs, comm, m.batch, *cache, logits, m.mla_mode)
+                : graphs.Forward(m.batch, *cache, logits, m.mla_mode));
         break;
     }
   }

@@ -53,9 +53,9 @@
 // kFixedCapacityMaxTokens (also the GPU's small-M expert kernel's and decode graphs' range).
 //
 // The compacted layout synchronizes a device backend twice per layer, so a step that takes it
-// cannot be captured in a CUDA graph. Data-parallel steps still run eagerly
-// (ForwardDataParallel calls Forward directly; its logits also go through the host): graphing
-// fixed-capacity decode steps on GPUs is the next step.
+// cannot be captured in a CUDA graph. Data-parallel decode steps go through the decode graph
+// runner at one shape every rank shares (ForwardDataParallel, DataParallelGraphShape), whose
+// rows are C, so they take the fixed-capacity layout; other steps run eagerly.
 #pragma once
 
 #include <cstdint>

@@ -4,8 +4,13 @@
 #include <cassert>
 
 #include "engine/backend/graph_policy.h"
+#include "engine/model/expert_parallel_moe.h"
 
 namespace dsv3 {
+
+// A data-parallel graph step's MoE layers take the fixed-capacity dispatch (no host
+// synchronization) at C = its rows.
+static_assert(kMaxGraphTokens <= kFixedCapacityMaxTokens);
 
 std::optional<GraphStepShape> GraphShapeOf(const ForwardBatch& batch,
                                            std::span<const int32_t> sizes,
@@ -42,6 +47,7 @@ ForwardBatch PadForGraph(const ForwardBatch& batch, const GraphStepShape& shape,
   const size_t blocks = static_cast<size_t>((shape.context_bucket + block_size - 1) / block_size);
   assert(static_cast<int32_t>(batch.sequences.size()) <= shape.sequences);
   ForwardBatch padded;
+  padded.max_rank_tokens = batch.max_rank_tokens;
   padded.token_ids = batch.token_ids;
   padded.token_ids.resize(static_cast<size_t>(shape.sequences) * k, 0);
   padded.sequences = batch.sequences;
@@ -54,6 +60,25 @@ ForwardBatch PadForGraph(const ForwardBatch& batch, const GraphStepShape& shape,
   for (int32_t r = 0; r < rows; ++r) padded.logits_rows[r] = r;
   if (with_hidden) padded.hidden_rows = padded.logits_rows;
   return padded;
+}
+
+std::optional<GraphStepShape> DataParallelGraphShape(std::span<const AttentionRankPart> parts,
+                                                     std::span<const int32_t> sizes,
+                                                     bool even_contexts_needed) {
+  std::optional<GraphStepShape> common;
+  for (const AttentionRankPart& part : parts) {
+    if (part.batch.sequences.empty()) continue;  // idle: pads to the common shape
+    const std::optional<GraphStepShape> own = GraphShapeOf(part.batch, sizes, even_contexts_needed);
+    if (!own) return std::nullopt;
+    if (!common) {
+      common = own;
+      continue;
+    }
+    if (own->tokens_per_sequence != common->tokens_per_sequence) return std::nullopt;
+    common->sequences = std::max(common->sequences, own->sequences);
+    common->context_bucket = std::max(common->context_bucket, own->context_bucket);
+  }
+  return common;
 }
 
 }  // namespace dsv3

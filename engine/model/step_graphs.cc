@@ -1,6 +1,7 @@
 #include "engine/model/step_graphs.h"
 
 #include <algorithm>
+#include <cassert>
 #include <span>
 
 #include "engine/backend/graph_policy.h"
@@ -66,7 +67,10 @@ absl::Status DecodeGraphRunner::Forward(const ForwardBatch& batch, KvCache& cach
                                         std::vector<float>* hidden) {
   StepGraphCapture* capture = model_.backend().step_graphs();
   std::optional<GraphStepShape> shape;
-  if (capture != nullptr && mla_mode == MlaMode::kAuto && !sizes_.empty()) {
+  // A data-parallel part (max_rank_tokens set) is graphed only at the shape every rank shares
+  // (ForwardDataParallel): padded alone, its rows could pass the capacity the others use.
+  if (capture != nullptr && mla_mode == MlaMode::kAuto && !sizes_.empty() &&
+      batch.max_rank_tokens < 0) {
     const ModelConfig& c = model_.config();
     shape = GraphShapeOf(batch, sizes_,
                          !capture->DecodeReadsOwnKeysOnly(c.kv_lora_rank, c.qk_rope_head_dim));
@@ -76,6 +80,28 @@ absl::Status DecodeGraphRunner::Forward(const ForwardBatch& batch, KvCache& cach
     return model_.Forward(batch, cache, logits, mla_mode, hidden);
   }
   return RunGraphStep(*capture, batch, *shape, cache, logits, hidden);
+}
+
+std::optional<GraphStepShape> DecodeGraphRunner::DataParallelShape(
+    std::span<const AttentionRankPart> parts, MlaMode mla_mode) const {
+  if (mla_mode != MlaMode::kAuto || sizes_.empty()) return std::nullopt;
+  const ModelConfig& c = model_.config();
+  StepGraphCapture* capture = model_.backend().step_graphs();
+  const bool even_contexts_needed =
+      capture == nullptr || !capture->DecodeReadsOwnKeysOnly(c.kv_lora_rank, c.qk_rope_head_dim);
+  return DataParallelGraphShape(parts, sizes_, even_contexts_needed);
+}
+
+absl::Status DecodeGraphRunner::ForwardDataParallel(const ForwardBatch& batch,
+                                                    const GraphStepShape& shape, KvCache& cache,
+                                                    std::vector<float>& logits) {
+  assert(batch.max_rank_tokens == shape.rows());
+  StepGraphCapture* capture = model_.backend().step_graphs();
+  if (capture == nullptr) {
+    ++stats_.eager;
+    return model_.Forward(batch, cache, logits);
+  }
+  return RunGraphStep(*capture, batch, shape, cache, logits, /*hidden=*/nullptr);
 }
 
 absl::Status DecodeGraphRunner::RunGraphStep(StepGraphCapture& capture, const ForwardBatch& batch,
@@ -103,7 +129,7 @@ absl::Status DecodeGraphRunner::RunGraphStep(StepGraphCapture& capture, const Fo
       with_hidden && model_.returns_outputs() ? hidden_out_.view().Rows(0, rows) : TensorView();
   const auto body = [&] { return model_.RunStep(padded, ab, cache, logits_view, hidden_view); };
 
-  Entry& g = graphs_[Key{shape, with_hidden, capture.plan_epoch()}];
+  Entry& g = graphs_[Key{shape, with_hidden, capture.plan_epoch(), padded.max_rank_tokens}];
   if (g.graph >= 0) {
     ++stats_.replayed;
     capture.Launch(g.graph, body);

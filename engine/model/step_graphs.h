@@ -13,12 +13,18 @@
 // is measured again), later ones replay; the real rows are downloaded after. A capture that
 // would pass the backend's graph memory bound leaves its shape eager (over_budget).
 //
+// Under data-parallel attention (ForwardDataParallel) every rank's runner runs its part of a
+// decode step at one shape all ranks share (DataParallelGraphShape), so that the MoE layers'
+// collectives, which a graph holds, are the same on every rank.
+//
 // Graphs read the KV cache, the model's weights and the runner's buffers where they were
 // captured: the runner drops them when it sees another cache. One Forward at a time.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <optional>
+#include <span>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -26,6 +32,7 @@
 #include "engine/model/forward_batch.h"
 #include "engine/model/graph_batch.h"
 #include "engine/model/kv_cache.h"
+#include "engine/parallel/attention_split.h"
 
 namespace dsv3 {
 
@@ -54,9 +61,27 @@ class DecodeGraphRunner {
   DecodeGraphRunner(const DecodeGraphRunner&) = delete;
   DecodeGraphRunner& operator=(const DecodeGraphRunner&) = delete;
 
-  // DeepseekV3Model::Forward's contract, with graphs where they apply.
+  // DeepseekV3Model::Forward's contract, with graphs where they apply (never to a batch with
+  // max_rank_tokens set, a data-parallel part: ForwardDataParallel below).
   absl::Status Forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>& logits,
                        MlaMode mla_mode = MlaMode::kAuto, std::vector<float>* hidden = nullptr);
+
+  // Data-parallel attention, on every rank: the shape every rank runs its part of a step at
+  // (DataParallelGraphShape over every rank's part, with this runner's batch sizes), or nullopt:
+  // every rank runs the step eagerly (also for MlaMode other than kAuto, and with no graph
+  // sizes). Every rank's runner must have the same Options and every rank's backend the same
+  // kind (on backends that do not capture, even contexts are asked for), so that all get the
+  // same answer from the same step.
+  std::optional<GraphStepShape> DataParallelShape(std::span<const AttentionRankPart> parts,
+                                                  MlaMode mla_mode) const;
+  // Data-parallel attention: this rank's part of a step at `shape` = DataParallelShape(every
+  // rank's part); `batch` may be empty (an idle rank runs B padding sequences, for the
+  // collectives) and its max_rank_tokens must be shape.rows(), the MoE layers' capacity on every
+  // rank. A graph step on a backend that captures (the logits of batch.logits_rows come back as
+  // Forward's); elsewhere (the CPU, graphs off) Forward's eager step of `batch` unpadded, whose
+  // MoE layers take the same capacity (spare rows change no result).
+  absl::Status ForwardDataParallel(const ForwardBatch& batch, const GraphStepShape& shape,
+                                   KvCache& cache, std::vector<float>& logits);
 
   Stats stats() const;
   // Frees every graph (the next graph steps measure and capture again).
@@ -67,6 +92,9 @@ class DecodeGraphRunner {
     GraphStepShape shape;
     bool with_hidden = false;
     uint64_t plan_epoch = 0;
+    // ForwardBatch::max_rank_tokens, the MoE layers' capacity under data-parallel attention (a
+    // graph holds its collectives' sizes); -1 otherwise.
+    int32_t max_rank_tokens = -1;
     auto operator<=>(const Key&) const = default;
   };
   struct Entry {

@@ -3,9 +3,13 @@
 // with its own KV cache, the routed experts split N ways. Every sequence's logits must equal
 // those of one rank running all of them (within float32 reassociation of the expert sums) and
 // its greedy tokens must be identical. Ranks that have no sequence in a step still take part.
+// Steps through ForwardDataParallel with a decode graph runner (on the CPU its data-parallel
+// decode steps run eagerly, at the capacity every rank's graph shape gives) equal those without
+// one bit for bit, an idle rank's steps included.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <ostream>
@@ -16,6 +20,8 @@
 #include "absl/strings/str_cat.h"
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/model/model.h"
+#include "engine/model/step_graphs.h"
+#include "engine/model_runner.h"
 #include "tests/fixture_reference.h"
 #include "tests/gloo_group.h"
 #include "tests/test_util.h"
@@ -162,6 +168,79 @@ INSTANTIATE_TEST_SUITE_P(
         // Rank 3 never has a sequence; the others have one or two.
         Case{4, {0, 1, 2, 0, 1}, {4, 4, 3, 4, 2}, "four_ranks_one_always_idle"}),
     [](const auto& info) { return info.param.name; });
+
+// ForwardDataParallel with and without a DecodeGraphRunner, on two ranks over gloo, one
+// model per rank and a cache per pass: rank 0 has three sequences, rank 1 one that stops
+// decoding after two steps (then idle). With the runner every decode step takes its
+// data-parallel path: the graph shape of the largest part (3 sequences pad to 4), so C = 4 on
+// both ranks, where the runner-less steps have C = 3, the most tokens of any rank; on the CPU
+// that path is the eager Forward at C = 4. A spare capacity changes no sum, so the logits must
+// be equal bit for bit.
+TEST(ForwardDataParallelTest, DecodeStepsThroughTheGraphRunnerEqualEagerBitForBit) {
+  constexpr int kWorld = 2, kDecodeSteps = 4, kBlocksPerSeq = 2, kSeqsPerRank = 3;
+  const auto ref = LoadFixtureReference("tiny");
+  ASSERT_GE(ref.prompts.size(), 3u);
+  // Prompts 2 (17 tokens, twice) and 1 (5) on rank 0, 1 on rank 1: contexts even enough for
+  // decode by GEMMs, which the runner asks for on a backend without graphs.
+  const struct {
+    int prompt, rank, decode_steps;
+  } seqs[] = {{2, 0, kDecodeSteps}, {1, 1, 2}, {2, 0, kDecodeSteps}, {1, 0, kDecodeSteps}};
+  // The step's batch, the same on every rank: step 0 prefills every sequence, step s decodes
+  // (teacher-forced tokens) those with decode_steps >= s. Blocks are numbered within each
+  // rank's cache.
+  auto step_batch = [&](int step) {
+    ForwardBatch batch;
+    std::vector<int> slot_on_rank(kWorld, 0);
+    for (int i = 0; i < static_cast<int>(std::size(seqs)); ++i) {
+      const int32_t slot = slot_on_rank[seqs[i].rank]++;
+      if (step > seqs[i].decode_steps) continue;
+      std::vector<int32_t> table(kBlocksPerSeq);
+      for (int32_t b = 0; b < kBlocksPerSeq; ++b) table[b] = slot * kBlocksPerSeq + b;
+      const std::vector<int32_t>& prompt = ref.prompts[seqs[i].prompt];
+      const int32_t len = static_cast<int32_t>(prompt.size());
+      const std::vector<int32_t> tokens =
+          step == 0 ? prompt : std::vector<int32_t>{static_cast<int32_t>(7 * step + i)};
+      const int32_t begin = batch.num_tokens(), n = static_cast<int32_t>(tokens.size());
+      batch.token_ids.insert(batch.token_ids.end(), tokens.begin(), tokens.end());
+      SequenceSlice seq{begin, n, step == 0 ? 0 : len + step - 1, table};
+      seq.attention_rank = seqs[i].rank;
+      batch.sequences.push_back(seq);
+      batch.logits_rows.push_back(begin + n - 1);
+    }
+    return batch;
+  };
+
+  GlooGroup group(kWorld);
+  for (auto& comm : group.comms) ASSERT_NE(comm, nullptr);
+  std::vector<float> logits[2];  // rank 0's, every step, with the runner and without
+  std::vector<int64_t> runner_eager(kWorld, -1);
+  group.OnEveryRank([&](int r) {
+    CpuBackend backend(1);
+    auto model = DeepseekV3Model::Load(FixturePath("tiny-fp8"), backend, *group.comms[r], {},
+                                       /*dp_attention=*/true);
+    ASSERT_TRUE(model.ok()) << model.status();
+    for (int pass = 0; pass < 2; ++pass) {
+      KvCache cache(backend, (*model)->config(), kSeqsPerRank * kBlocksPerSeq, kBlockSize);
+      DecodeGraphRunner runner(**model);
+      for (int step = 0; step <= kDecodeSteps; ++step) {
+        std::vector<float> out;
+        const absl::Status st = ForwardDataParallel(**model, pass == 0 ? &runner : nullptr,
+                                                    *group.comms[r], step_batch(step), cache, out);
+        ASSERT_TRUE(st.ok()) << st;
+        if (r == 0) logits[pass].insert(logits[pass].end(), out.begin(), out.end());
+      }
+      if (pass == 0) runner_eager[r] = runner.stats().eager;
+    }
+  });
+  ASSERT_FALSE(logits[0].empty());
+  ASSERT_EQ(logits[0].size(), logits[1].size());
+  int64_t differing = 0;
+  for (size_t i = 0; i < logits[0].size(); ++i) differing += logits[0][i] != logits[1][i];
+  EXPECT_EQ(differing, 0) << "of " << logits[0].size() << " logits";
+  // Every decode step went through the runner's data-parallel path on both ranks (rank 1 idle
+  // in the last two); the prefill went to Forward directly.
+  for (int r = 0; r < kWorld; ++r) EXPECT_EQ(runner_eager[r], kDecodeSteps) << "rank " << r;
+}
 
 TEST(DpAttentionModelConfigTest, ExpertsNotDivisibleByTheRanksAreRejectedByName) {
   // tiny has 8 routed experts: 3 ranks cannot split them.

@@ -8,7 +8,10 @@
 //    PadRows, the AllGathers and SumRowBlocks on the device). The whole model (prefill, then
 //    eager decode steps) loaded with dp_attention on that communicator gives the plain model's
 //    logits bit for bit too, in either layout, with the shared expert run apart in both (the
-//    fused shared expert is a plain-MoE-only path).
+//    fused shared expert is a plain-MoE-only path). Decode steps through ForwardDataParallel with
+//    a decode graph runner (padded to the graph shape, C = its rows, then measured, captured and
+//    replayed with the MoE layers' NCCL collectives inside the graph) equal the same padded steps
+//    run eagerly on a backend without graphs bit for bit.
 //  - Two GPUs (skipped with fewer): dsv3-generate --tp 2 --dp-attention against --tp 1 on
 //    smooth-fp8. The prompt logits must agree within kMultiGpuLogitTol, the bound cuda_tp_test
 //    holds --tp 2 to, and on the greedy token wherever --tp 1's top-2 margin exceeds kGreedyMargin:
@@ -30,7 +33,11 @@
 #include <vector>
 
 #include "engine/model/expert_parallel_moe.h"
+#include "engine/model/graph_batch.h"
 #include "engine/model/kv_cache.h"
+#include "engine/model/step_graphs.h"
+#include "engine/model_runner.h"
+#include "engine/parallel/attention_split.h"
 #include "engine/parallel/nccl/nccl_communicator.h"
 #include "engine/util/npy.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -253,6 +260,119 @@ TEST_F(DpAttentionModelOneGpuTest, AnEmptyBatchRunsEveryLayer) {
   EXPECT_TRUE(logits.empty());
   gpu_->Synchronize();
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+}
+
+// A CUDA backend and a dp_attention model on a one-rank NCCL communicator of its own stream.
+struct DpRank {
+  std::unique_ptr<CudaBackend> gpu;
+  std::unique_ptr<Communicator> comm;
+  std::unique_ptr<DeepseekV3Model> model;
+};
+
+void MakeDpRank(const ModelConfig& config, CudaBackend::Options options, DpRank& rank) {
+  auto gpu = CudaBackend::Create(options);
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  rank.gpu = *std::move(gpu);
+  auto comm = CreateNcclCommunicator(nullptr, SingleRankCommunicator::Instance(),
+                                     {.local_rank = 0, .cuda_stream = rank.gpu->device_stream()});
+  ASSERT_TRUE(comm.ok()) << comm.status();
+  rank.comm = *std::move(comm);
+  auto model = DeepseekV3Model::Random(config, *rank.gpu, 11, *rank.comm, /*dp_attention=*/true);
+  ASSERT_TRUE(model.ok()) << model.status();
+  rank.model = *std::move(model);
+}
+
+// --dp-attention decode steps through the graph runner: ForwardDataParallel with a
+// DecodeGraphRunner pads the rank's part to its graph shape (3 sequences: 4, the MoE layers'
+// capacity C = 4), measures the first step, captures the second (the fixed-capacity layout's
+// PadRows, NCCL all-gathers and all-to-all, SumRowBlocks inside the graph) and replays the rest.
+// Each step's logits must equal, bit for bit, the same padded step run eagerly (BeginStep and
+// RunStep at the same shape and capacity) on a backend without graphs: the same kernels on the
+// same rows, so any difference is the graph's (a plan or a collective read at a stale address).
+TEST(DpAttentionGraphsOneGpuTest, DecodeStepsReplayTheEagerPaddedStepBitForBit) {
+  DSV3_SKIP_WITHOUT_GPU();
+  auto config = ::dsv3::testing::V3LatentDimsConfig();
+  ASSERT_TRUE(config.ok()) << config.status();
+  DpRank graphed, eager;
+  MakeDpRank(*config, {}, graphed);
+  ASSERT_FALSE(HasFatalFailure());
+  MakeDpRank(*config, {.cuda_graphs = false}, eager);
+  ASSERT_FALSE(HasFatalFailure());
+  ASSERT_NE(graphed.gpu->step_graphs(), nullptr);
+  const int64_t vocab = config->vocab_size;
+  constexpr int32_t kBlock = 16, kSeqBlocks = 4;
+  constexpr int kDecodeSteps = 8;
+  const std::vector<int32_t> lengths = {5, 23, 40};
+  const int num_seqs = static_cast<int>(lengths.size());
+  auto table = [&](int s) {
+    std::vector<int32_t> t(kSeqBlocks);
+    for (int32_t i = 0; i < kSeqBlocks; ++i) t[i] = i * num_seqs + s;
+    return t;
+  };
+  KvCache graphed_cache(*graphed.gpu, *config, num_seqs * kSeqBlocks, kBlock);
+  KvCache eager_cache(*eager.gpu, *config, num_seqs * kSeqBlocks, kBlock);
+  DecodeGraphRunner runner(*graphed.model);
+
+  // The prefill is no graph step: both run Forward (C = its 68 tokens).
+  const ForwardBatch prefill = ::dsv3::testing::PromptsPrefill(lengths, table, vocab);
+  std::vector<float> got, want;
+  ASSERT_TRUE(
+      ForwardDataParallel(*graphed.model, &runner, *graphed.comm, prefill, graphed_cache, got)
+          .ok());
+  ASSERT_TRUE(
+      ForwardDataParallel(*eager.model, nullptr, *eager.comm, prefill, eager_cache, want).ok());
+  EXPECT_EQ(got, want) << "prefill";
+
+  for (int step = 0; step < kDecodeSteps; ++step) {
+    ForwardBatch decode;
+    for (int s = 0; s < num_seqs; ++s) {
+      const int32_t context = lengths[s] + step;
+      decode.token_ids.push_back(::dsv3::testing::PromptToken(s, context, vocab));
+      decode.sequences.push_back({s, 1, context, table(s)});
+      decode.logits_rows.push_back(s);
+    }
+    ASSERT_TRUE(
+        ForwardDataParallel(*graphed.model, &runner, *graphed.comm, decode, graphed_cache, got)
+            .ok())
+        << "step " << step;
+
+    // The reference: the runner's padded step, eager.
+    std::vector<AttentionRankPart> parts = {SplitForAttentionRank(decode, 0)};
+    const std::optional<GraphStepShape> shape = runner.DataParallelShape(parts, MlaMode::kAuto);
+    ASSERT_TRUE(shape.has_value()) << "step " << step;
+    EXPECT_EQ(*shape, (GraphStepShape{4, 1, 256}));
+    parts[0].batch.max_rank_tokens = shape->rows();
+    const ForwardBatch padded = PadForGraph(parts[0].batch, *shape, kBlock,
+                                            eager_cache.scratch_block(), /*with_hidden=*/false);
+    const AttentionBatch ab =
+        eager.model->BeginStep(padded, eager_cache, MlaMode::kAuto, shape->context_bucket);
+    Tensor logits(eager.gpu->allocator(), DType::kF32, {shape->rows(), vocab});
+    ASSERT_TRUE(eager.model->RunStep(padded, ab, eager_cache, logits, TensorView()).ok());
+    want.assign(num_seqs * vocab, 0.0f);
+    eager.gpu->Download(logits.view().Rows(0, num_seqs), want.data());
+
+    ASSERT_EQ(got.size(), want.size()) << "step " << step;
+    int64_t differing = 0;
+    for (size_t i = 0; i < want.size(); ++i) differing += got[i] != want[i];
+    EXPECT_EQ(differing, 0) << "step " << step << ": of " << want.size()
+                            << " logits (relative error " << ::dsv3::testing::RelError(got, want)
+                            << ")";
+  }
+  const DecodeGraphRunner::Stats stats = runner.stats();
+  std::printf("dp-attention graphs: %lld captures, %lld replays, %lld measured, %lld eager\n",
+              static_cast<long long>(stats.captured), static_cast<long long>(stats.replayed),
+              static_cast<long long>(stats.measured), static_cast<long long>(stats.eager));
+  // One shape (4 sequences, one context bucket, C = 4): measured once (one more allowed, for
+  // caches the first run fills), captured once, replayed after.
+  EXPECT_EQ(stats.eager, 0);
+  EXPECT_EQ(stats.captured, 1);
+  EXPECT_LE(stats.measured, 2);
+  EXPECT_GE(stats.replayed, kDecodeSteps - 3);
+  graphed.gpu->Synchronize();
+  eager.gpu->Synchronize();
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  graphed.model.reset();  // the models' tensors live in their backends' memory: freed first
+  eager.model.reset();
 }
 
 std::string Generate(const std::string& args) {

@@ -1,6 +1,7 @@
 // The decode graph runner's choice of graph steps and its padding (engine/model/graph_batch.h):
 // which batches run as graphs at which padded size and context bucket, and that padding keeps
-// the real sequences as they were and sends the padding rows' KV to the scratch block only.
+// the real sequences as they were and sends the padding rows' KV to the scratch block only;
+// under data-parallel attention, the one shape every rank's part of a step runs at.
 #include "engine/model/graph_batch.h"
 
 #include <gtest/gtest.h>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "engine/backend/graph_policy.h"
+#include "engine/model/expert_parallel_moe.h"
 
 namespace dsv3 {
 namespace {
@@ -116,6 +118,72 @@ TEST(PadForGraphTest, RealSequencesKeptPaddingGoesToTheScratchBlock) {
       EXPECT_EQ(padded.hidden_rows, with_hidden ? padded.logits_rows : std::vector<int32_t>{});
     }
   }
+}
+
+// One rank's part: Batch(contexts, k); no contexts: an idle rank.
+AttentionRankPart Part(const std::vector<int32_t>& contexts, int32_t k) {
+  AttentionRankPart part;
+  if (!contexts.empty()) part.batch = Batch(contexts, k);
+  return part;
+}
+
+TEST(DataParallelGraphShapeTest, EveryRankRunsTheLargestPartsShape) {
+  const std::vector<int32_t> sizes = GraphBatchSizes(256);
+  const struct {
+    const char* name;
+    std::vector<AttentionRankPart> parts;
+    bool even_contexts_needed;
+    std::optional<GraphStepShape> want;
+  } cases[] = {
+      {"one rank", {Part({5, 9, 11}, 1)}, true, GraphStepShape{4, 1, 256}},
+      {"the largest padded size", {Part({5}, 1), Part({5, 6, 7, 8, 9}, 1)}, true,
+       GraphStepShape{8, 1, 256}},
+      {"the longest context bucket", {Part({5, 6}, 1), Part({600}, 1)}, true,
+       GraphStepShape{2, 1, 768}},
+      {"an idle rank pads too", {Part({5, 6, 7}, 1), Part({}, 1)}, true,
+       GraphStepShape{4, 1, 256}},
+      {"idle first", {Part({}, 1), Part({}, 1), Part({40}, 1)}, true, GraphStepShape{1, 1, 256}},
+      {"every rank idle: eager", {Part({}, 1), Part({}, 1)}, true, std::nullopt},
+      {"verify steps", {Part({10}, 3), Part({20, 30}, 3)}, true, GraphStepShape{2, 3, 256}},
+      {"k differs", {Part({10}, 1), Part({20}, 2)}, true, std::nullopt},
+      {"one part is a prefill", {Part({10}, 1), Part({0}, 17)}, true, std::nullopt},
+      {"one part too large", {Part({10}, 1), Part(std::vector<int32_t>(257, 10), 1)}, true,
+       std::nullopt},
+      {"one part too uneven for GEMMs", {Part({10}, 1), Part({1, 1, 1, 3000}, 1)}, true,
+       std::nullopt},
+      {"uneven, own keys only", {Part({10}, 1), Part({1, 1, 1, 3000}, 1)}, false,
+       GraphStepShape{4, 1, 3072}},
+  };
+  for (const auto& c : cases) {
+    const std::optional<GraphStepShape> got =
+        DataParallelGraphShape(c.parts, sizes, c.even_contexts_needed);
+    EXPECT_EQ(got, c.want) << c.name;
+    // Its rows are the MoE layers' capacity: within the fixed-capacity dispatch's range.
+    if (got) EXPECT_LE(got->rows(), kFixedCapacityMaxTokens) << c.name;
+  }
+}
+
+// A data-parallel part keeps its max_rank_tokens (the capacity the caller set: the shape's
+// rows), and an idle rank's empty part pads to B padding sequences in the scratch block.
+TEST(PadForGraphTest, DataParallelPartsKeepTheirCapacityAndAnIdleRankPadsToTheShape) {
+  const GraphStepShape shape{4, 1, 512};
+  ForwardBatch part = Batch({5, 300}, 1);
+  part.max_rank_tokens = shape.rows();
+  const ForwardBatch padded = PadForGraph(part, shape, kBlock, kScratch, false);
+  EXPECT_EQ(padded.max_rank_tokens, 4);
+  EXPECT_EQ(padded.num_tokens(), 4);
+
+  ForwardBatch idle;
+  idle.max_rank_tokens = shape.rows();
+  const ForwardBatch idle_padded = PadForGraph(idle, shape, kBlock, kScratch, false);
+  EXPECT_EQ(idle_padded.max_rank_tokens, 4);
+  ASSERT_EQ(idle_padded.sequences.size(), 4u);
+  EXPECT_EQ(idle_padded.token_ids, std::vector<int32_t>(4, 0));
+  for (const SequenceSlice& seq : idle_padded.sequences) {
+    EXPECT_EQ(seq.context_begin, 0);
+    EXPECT_EQ(seq.block_table, std::vector<int32_t>(512 / kBlock, kScratch));
+  }
+  EXPECT_EQ(idle_padded.logits_rows, (std::vector<int32_t>{0, 1, 2, 3}));
 }
 
 }  // namespace
