@@ -428,11 +428,12 @@ using MmaKernel = void (*)(MmaGemmArgs);
 // groups: grid rows (active expert slots, or 1 for a dense GEMM); max_group_rows: a bound on the
 // rows of any group, which picks the token tiles: one tile (the ring form) up to 8 rows, else
 // kDenseTokTiles for a dense launch and kTokTiles for a grouped one. K is split while the launch
-// is short of kTargetWarps and every warp keeps at least one pair of k-blocks. A grouped launch
-// of more than one wave (its blocks all take about the same time at decode sizes) whose waves
-// are less than 80% full on average splits K once more where that fills them better (the 9
-// matrices of gate|up with the shared expert fused at batch 1: 576 blocks, 2.2 waves; split
-// once more, 4.4).
+// is short of kTargetWarps and every warp keeps at least one pair of k-blocks. A grouped or ring
+// launch of more than one wave (its blocks all take about the same time at decode sizes) whose
+// waves are less than 80% full on average splits K once more where that fills them better (the
+// 9 matrices of gate|up with the shared expert fused at batch 1: 576 blocks, 2.2 waves; split
+// once more, 4.4. The dense layer's gate|up on the ring: 576 blocks, 1.09 waves of the ring's
+// 528 slots; split once more, 2.2).
 void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, cudaStream_t stream) {
   assert(a.k_pad % 256 == 0);
   // The kernel's offsets are 32-bit: bytes within one weight matrix (its rows rounded up to whole
@@ -458,7 +459,7 @@ void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, cudaSt
   };
   auto may_split = [&](int ksplit) { return 2 * ksplit <= std::min<int64_t>(pairs, kMaxKSplit); };
   while (tiles * groups * a.ksplit < kTargetWarps && may_split(a.ksplit)) a.ksplit *= 2;
-  if (grouped && may_split(a.ksplit)) {
+  if ((grouped || ring) && may_split(a.ksplit)) {
     const double waves = Waves(kernel, warps(a.ksplit) * 32, smem(a.ksplit), blocks(a.ksplit));
     if (waves > 1 && WaveFill(waves) < 0.8 &&
         WaveFill(Waves(kernel, warps(2 * a.ksplit) * 32, smem(2 * a.ksplit),
