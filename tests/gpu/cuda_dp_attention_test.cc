@@ -52,6 +52,14 @@ using ::dsv3::testing::RunCommand;
 using ::dsv3::testing::TempDir;
 using ::dsv3::testing::ToolPath;
 
+// Sequence s's block table when num_seqs sequences of `blocks` blocks each take the cache's
+// blocks in turn: blocks s, s + num_seqs, s + 2 num_seqs, ...
+std::vector<int32_t> InterleavedBlockTable(int s, int num_seqs, int32_t blocks) {
+  std::vector<int32_t> t(blocks);
+  for (int32_t i = 0; i < blocks; ++i) t[i] = i * num_seqs + s;
+  return t;
+}
+
 // A CUDA backend and a one-rank NCCL communicator on its stream.
 class OneRankDeviceTest : public ::testing::Test {
  protected:
@@ -202,11 +210,7 @@ TEST_P(DpAttentionModelLayoutOneGpuTest, LogitsEqualThePlainModelBitForBit) {
   constexpr int32_t kBlock = 16, kSeqBlocks = 4;
   const std::vector<int32_t> lengths = {5, 23, 40};
   const int num_seqs = static_cast<int>(lengths.size());
-  auto table = [&](int s) {
-    std::vector<int32_t> t(kSeqBlocks);
-    for (int32_t i = 0; i < kSeqBlocks; ++i) t[i] = i * num_seqs + s;
-    return t;
-  };
+  auto table = [&](int s) { return InterleavedBlockTable(s, num_seqs, kSeqBlocks); };
   std::vector<float> outputs[2];
   for (int which = 0; which < 2; ++which) {
     DeepseekV3Model& model = which == 0 ? **plain : **dp;
@@ -304,11 +308,7 @@ TEST(DpAttentionGraphsOneGpuTest, DecodeStepsReplayTheEagerPaddedStepBitForBit) 
   constexpr int kDecodeSteps = 8;
   const std::vector<int32_t> lengths = {5, 23, 40};
   const int num_seqs = static_cast<int>(lengths.size());
-  auto table = [&](int s) {
-    std::vector<int32_t> t(kSeqBlocks);
-    for (int32_t i = 0; i < kSeqBlocks; ++i) t[i] = i * num_seqs + s;
-    return t;
-  };
+  auto table = [&](int s) { return InterleavedBlockTable(s, num_seqs, kSeqBlocks); };
   KvCache graphed_cache(*graphed.gpu, *config, num_seqs * kSeqBlocks, kBlock);
   KvCache eager_cache(*eager.gpu, *config, num_seqs * kSeqBlocks, kBlock);
   DecodeGraphRunner runner(*graphed.model);
