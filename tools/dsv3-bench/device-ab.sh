@@ -13,27 +13,8 @@ if [ "${1:-}" = --tests ]; then
 fi
 rounds=${1:-2}
 shift || true
-out=${OUT:-/tmp/out}
-mkdir -p "$out" /tmp/dsv3
-[ -d /tmp/dsv3/lib ] || tar xJf .device/lib.tar.xz -C /tmp/dsv3
-[ -d .device/bin ] || tar xJf .device/bin.tar.xz -C .device
-export LD_LIBRARY_PATH=/tmp/dsv3/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-bin=.device/bin
-fixtures=/tmp/dsv3/fixtures
-mkdir -p $fixtures
-for a in tests/data/fixtures/*.tar.xz; do tar xJf "$a" -C $fixtures; done
-export DSV3_FIXTURES_DIR=$fixtures DSV3_TOOLS_DIR=$PWD/$bin
+source "$(dirname "$0")/device-env.sh"
 names=$(cd $bin && ls *.dsv3-bench 2>/dev/null | sed 's/\.dsv3-bench$//')
-# The demo-model tests look for the model and its held-out ids at paths compiled in from their
-# build (tests/demo_model.h): put them where each binary looks.
-for exe in $bin/*; do
-  for d in $(grep -aoE '/[A-Za-z0-9_./+-]*/data/demo-model' "$exe" | sort -u); do
-    [ -d "$d" ] || { mkdir -p "$d" && tar xJf tools/demo-model/dsv3-demo-fp8.tar.xz -C "$d"; }
-  done
-  for f in $(grep -aoE '/[A-Za-z0-9_./+-]*/tools/demo-model/heldout_ids.txt' "$exe" | sort -u); do
-    [ -e "$f" ] || { mkdir -p "$(dirname "$f")" && cp tools/demo-model/heldout_ids.txt "$f"; }
-  done
-done
 if $tests; then
   for name in $names; do
     for t in $(cd $bin && ls "$name".gpu_*_test 2>/dev/null); do

@@ -8,18 +8,9 @@
 # bench at --tp 2. pack-device.sh makes .device/.
 set -uo pipefail
 what=${1:-all}
-out=${OUT:-/tmp/out}
-mkdir -p "$out" /tmp/dsv3
-tar xJf .device/lib.tar.xz -C /tmp/dsv3
-tar xJf .device/bin.tar.xz -C .device
-export LD_LIBRARY_PATH=/tmp/dsv3/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-fixtures=/tmp/dsv3/fixtures
-mkdir -p $fixtures
-for a in tests/data/fixtures/*.tar.xz; do tar xJf "$a" -C $fixtures; done
-export DSV3_FIXTURES_DIR=$fixtures
+source "$(dirname "$0")/device-env.sh"
+fixtures=$DSV3_FIXTURES_DIR
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv | tee "$out/gpu.txt"
-bin=.device/bin
-export DSV3_TOOLS_DIR=$PWD/$bin  # tests run the tools from there (tests/test_util.h ToolPath)
 gpus=$(nvidia-smi -L | wc -l)
 if [ "$what" != bench ]; then
   for t in $(cd $bin && ls gpu_*_test); do

@@ -28,8 +28,8 @@ for spec in "$@"; do
     [ -x "$t" ] || continue
     base=$(basename "$t")
     [[ " $tests " == *" $base "* ]] || [ ! -e "$build/tests/gpu/$base" ] || continue
-    cp "$t" "$variants/$name.$(basename "$t")"
-    extra+=("variants/$name.$(basename "$t")")
+    cp "$t" "$variants/$name.$base"
+    extra+=("variants/$name.$base")
   done
 done
 EXTRA="${EXTRA:-} ${extra[*]}" bash "$(dirname "$0")/pack-device.sh" "$build"
