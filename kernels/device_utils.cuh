@@ -88,6 +88,23 @@ __device__ __forceinline__ float BlockSum(float v) {
   return WarpSum(v);
 }
 
+// v as an element of type t would hold it (rounded to nearest even for BF16).
+__device__ __forceinline__ float RoundTo(float v, ElemType t) {
+  return t == ElemType::kBF16 ? ToFloat(FromFloat<bf16>(v)) : v;
+}
+
+// FP8 e4m3 of v, saturated to the finite range.
+__device__ __forceinline__ uint8_t ToE4M3(float v) {
+  return static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
+}
+
+// The scale of a 1x128 activation block with largest magnitude amax (SPEC section 4): q = x / s
+// fits e4m3; ue8m0 rounds it up to a power of two (DeepGEMM's scale format).
+__device__ __forceinline__ float Fp8BlockScale(float amax, bool ue8m0) {
+  const float s = fmaxf(amax, 1e-4f) / 448.0f;
+  return ue8m0 ? exp2f(ceilf(log2f(s))) : s;
+}
+
 // Element i of an F32, BF16 or I32 array, as float.
 __device__ __forceinline__ float LoadAs(const void* base, int64_t i, ElemType t) {
   switch (t) {

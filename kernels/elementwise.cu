@@ -26,13 +26,13 @@ __global__ void EmbeddingKernel(EmbeddingParams p) {
   }
 }
 
-// One block per row; the row is read twice (sum of squares, then scale), which keeps any width
-// (the second read mostly hits the cache). kVector: 8 columns per access (Vectorizable).
+// The first pass of a row's norm, by every thread of its block: with p.add, x = x + add
+// (rounded to x's type, written back), then 1 / sqrt(mean(x^2) + eps). Each thread takes the
+// columns i = threadIdx.x * kWidth + j * blockDim.x * kWidth, as the second pass does, so a
+// thread rereads only what it wrote itself. kVector: 8 columns per access (Vectorizable).
 template <bool kVector>
-__global__ void RmsNormKernel(RmsNormParams p) {
-  KernelPrologue();
-  const int64_t r = blockIdx.x;
-  const int64_t x_row = r * p.x_stride, out_row = r * p.out_stride;
+__device__ __forceinline__ float RowInverseRms(const RmsNormParams& p, int64_t r) {
+  const int64_t x_row = r * p.x_stride, add_row = r * p.add_stride;
   constexpr int kWidth = kVector ? 8 : 1;
   float sum = 0.0f;
   for (int64_t i = threadIdx.x * kWidth; i < p.dim; i += blockDim.x * kWidth) {
@@ -42,11 +42,38 @@ __global__ void RmsNormKernel(RmsNormParams p) {
     } else {
       v[0] = LoadAs(p.x, x_row + i, p.x_type);
     }
+    if (p.add != nullptr) {
+      float a[kWidth];
+      if constexpr (kVector) {
+        Load8(p.add, add_row + i, p.add_type, a);
+      } else {
+        a[0] = LoadAs(p.add, add_row + i, p.add_type);
+      }
+#pragma unroll
+      for (int j = 0; j < kWidth; ++j) v[j] = RoundTo(v[j] + a[j], p.x_type);
+      void* x = const_cast<void*>(p.x);  // writable whenever add is set (RmsNormParams)
+      if constexpr (kVector) {
+        Store8(x, x_row + i, v, p.x_type);
+      } else {
+        StoreAs(x, x_row + i, v[0], p.x_type);
+      }
+    }
 #pragma unroll
     for (int j = 0; j < kWidth; ++j) sum += v[j] * v[j];
   }
   sum = BlockSum(sum);
-  const float inv = rsqrtf(sum / static_cast<float>(p.dim) + p.eps);
+  return rsqrtf(sum / static_cast<float>(p.dim) + p.eps);
+}
+
+// One block per row; the row is read twice (sum of squares, then scale), which keeps any width
+// (the second read mostly hits the cache).
+template <bool kVector>
+__global__ void RmsNormKernel(RmsNormParams p) {
+  KernelPrologue();
+  const int64_t r = blockIdx.x;
+  const int64_t x_row = r * p.x_stride, out_row = r * p.out_stride;
+  constexpr int kWidth = kVector ? 8 : 1;
+  const float inv = RowInverseRms<kVector>(p, r);
   // In place is safe: each thread rewrites only the elements it alone read above.
   for (int64_t i = threadIdx.x * kWidth; i < p.dim; i += blockDim.x * kWidth) {
     float v[kWidth], w[kWidth];
@@ -64,6 +91,39 @@ __global__ void RmsNormKernel(RmsNormParams p) {
     } else {
       StoreAs(p.out, out_row + i, v[0], p.out_type);
     }
+  }
+}
+
+// One block per padded row: the first pass as RmsNormKernel's, then warp w takes 128-column
+// blocks w, w + warps, ... with 4 columns per lane (QuantizeKernel's layout): the normed values
+// rounded to BF16 (stored to out), their block's amax, scale and e4m3 codes. The second pass
+// touches only its own lane's columns of x and out, so out may alias x as in RmsNorm.
+template <bool kVector>
+__global__ void RmsNormQuantizeKernel(RmsNormQuantizeParams p) {
+  KernelPrologue();
+  const RmsNormParams& n = p.norm;
+  const int64_t r = blockIdx.x;
+  const bool real = r < n.rows;  // block-uniform: padding rows skip the norm's barriers
+  const float inv = real ? RowInverseRms<kVector>(n, r) : 0.0f;
+  const int lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  for (int64_t kb = threadIdx.x / 32; kb < p.cols_padded / 128; kb += warps) {
+    const int64_t c0 = kb * 128 + lane * 4;
+    float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float amax = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if (!real || c0 + j >= n.dim) continue;
+      v[j] = RoundTo(n.weight[c0 + j] * (LoadAs(n.x, r * n.x_stride + c0 + j, n.x_type) * inv),
+                     ElemType::kBF16);
+      StoreAs(n.out, r * n.out_stride + c0 + j, v[j], ElemType::kBF16);
+      amax = fmaxf(amax, fabsf(v[j]));
+    }
+    const float s = real ? Fp8BlockScale(WarpMax(amax), p.ue8m0) : 1.0f;
+    uint32_t packed = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) packed |= static_cast<uint32_t>(ToE4M3(v[j] / s)) << (8 * j);
+    *reinterpret_cast<uint32_t*>(p.q + r * p.cols_padded + c0) = packed;
+    if (lane == 0) p.scales[kb * p.rows_padded + r] = s;
   }
 }
 
@@ -220,12 +280,32 @@ void Embedding(const EmbeddingParams& p, cudaStream_t stream) {
   Launch(EmbeddingKernel, static_cast<unsigned>(p.tokens), 256, 0, stream, p);
 }
 
+namespace {
+
+// Whether a norm's arrays all take 16-byte accesses (the kVector form).
+bool VectorizableNorm(const RmsNormParams& p) {
+  return Vectorizable(p.dim, {{p.x, p.x_stride}, {p.out, p.out_stride}, {p.weight, 0}}) &&
+         (p.add == nullptr || Vectorizable(p.dim, {{p.add, p.add_stride}}));
+}
+
+}  // namespace
+
 void RmsNorm(const RmsNormParams& p, cudaStream_t stream) {
   if (p.rows == 0) return;
-  if (Vectorizable(p.dim, {{p.x, p.x_stride}, {p.out, p.out_stride}, {p.weight, 0}})) {
+  if (VectorizableNorm(p)) {
     Launch(RmsNormKernel<true>, static_cast<unsigned>(p.rows), 256, 0, stream, p);
   } else {
     Launch(RmsNormKernel<false>, static_cast<unsigned>(p.rows), 256, 0, stream, p);
+  }
+}
+
+void RmsNormQuantize(const RmsNormQuantizeParams& p, cudaStream_t stream) {
+  if (p.rows_padded == 0) return;
+  const unsigned grid = static_cast<unsigned>(p.rows_padded);
+  if (VectorizableNorm(p.norm)) {
+    Launch(RmsNormQuantizeKernel<true>, grid, 256, 0, stream, p);
+  } else {
+    Launch(RmsNormQuantizeKernel<false>, grid, 256, 0, stream, p);
   }
 }
 

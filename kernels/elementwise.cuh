@@ -27,6 +27,10 @@ void Embedding(const EmbeddingParams& p, cudaStream_t stream);
 
 // out = x / sqrt(mean(x^2) + eps) * weight per row. x, out [rows, dim] (may alias when their
 // types agree), weight F32. x is BF16 or F32 (the residual stream), out BF16 or F32.
+// With `add` (the residual add before a norm, one kernel instead of two): x = x + add first,
+// rounded to x's type and written back to x, which must then be writable; the norm is of that
+// sum. Equal bits to a Binary kAdd into x and then the norm whenever x, add and out take
+// 16-byte accesses (Vectorizable), which picks the same summation order.
 struct RmsNormParams {
   const void* x;
   int64_t x_stride;
@@ -37,8 +41,24 @@ struct RmsNormParams {
   float eps;
   ElemType x_type = ElemType::kBF16;
   ElemType out_type = ElemType::kBF16;
+  const void* add = nullptr;  // [rows, dim] with row stride add_stride
+  int64_t add_stride = 0;
+  ElemType add_type = ElemType::kF32;
 };
 void RmsNorm(const RmsNormParams& p, cudaStream_t stream);
+
+// The norm (p.norm.out BF16) and the 1x128 FP8 quantization of its output for the
+// linear after it, in one kernel: q [rows_padded, cols_padded] e4m3 and scales [cols_padded /
+// 128, rows_padded] exactly as QuantizeActivations writes them from p.out (padding q = 0,
+// scale 1). The same bits as RmsNorm then QuantizeActivations.
+struct RmsNormQuantizeParams {
+  RmsNormParams norm;
+  uint8_t* q;
+  float* scales;
+  int64_t rows_padded, cols_padded;  // cols_padded a multiple of 128, >= dim
+  bool ue8m0;
+};
+void RmsNormQuantize(const RmsNormQuantizeParams& p, cudaStream_t stream);
 
 // out = a + b (kind kAdd) or silu(a) * b (kind kSiluMul). [rows, cols], outputs may alias inputs.
 // Each operand is BF16 or F32; the arithmetic is F32 and the result is rounded once.

@@ -6,10 +6,6 @@ namespace dsv3::kernels {
 
 namespace {
 
-__device__ __forceinline__ uint8_t ToE4M3(float v) {
-  return static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
-}
-
 // Four BF16 values from 8 bytes (the caller checked the alignment).
 __device__ __forceinline__ void Load4(const bf16* src, float v[4]) {
   const uint2 raw = *reinterpret_cast<const uint2*>(src);
@@ -59,9 +55,7 @@ __global__ void QuantizeKernel(QuantizeActivationsParams p) {
 #pragma unroll
   for (int j = 0; j < 4; ++j) amax = fmaxf(amax, fabsf(v[j]));
   amax = WarpMax(amax);
-  float s = fmaxf(amax, 1e-4f) / 448.0f;
-  if (p.ue8m0) s = exp2f(ceilf(log2f(s)));
-  if (row >= rows) s = 1.0f;
+  const float s = row < rows ? Fp8BlockScale(amax, p.ue8m0) : 1.0f;
   uint32_t packed = 0;
 #pragma unroll
   for (int j = 0; j < 4; ++j) packed |= static_cast<uint32_t>(ToE4M3(v[j] / s)) << (8 * j);

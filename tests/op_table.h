@@ -209,6 +209,18 @@ inline std::vector<OpRow> OpTable() {
         b.RmsNorm(x, w, 1e-6f, x);
         return in.Host(x);
       });
+      // The residual stream (F32) plus a branch, normed: both outputs compared.
+      add("add_rmsnorm_" + shape, kBf16Tolerance, [=](Backend& b, std::mt19937& rng) {
+        OpInputs in(b, rng);
+        const TensorView x = in.F32(in.Values(m * d, 3.0f), m, d);
+        const TensorView branch = in.F32(in.Values(m * d), m, d);
+        const TensorView w = in.Dense({d}, 1.0f, 0.2f);
+        const TensorView out = in.Empty(b.activation_dtype(), {m, d});
+        b.AddRmsNorm(x, branch, w, 1e-6f, out);
+        std::vector<float> got = in.Host(out), sum = in.Host(x);
+        got.insert(got.end(), sum.begin(), sum.end());
+        return got;
+      });
       add("add_" + shape, kBf16Tolerance, [=](Backend& b, std::mt19937& rng) {
         OpInputs in(b, rng);
         const TensorView a = in.F32(in.Values(m * d), m, d), c = in.Activation({m, d});
@@ -309,6 +321,33 @@ inline std::vector<OpRow> OpTable() {
                 in.Empty(out_type == DType::kF32 ? DType::kF32 : b.activation_dtype(), {m, n});
             b.Linear(x, w, y);
             return in.Host(y);
+          });
+        }
+      }
+    }
+    // The attention's two uses: q_a's output normed in place and fed to q_b, and the residual
+    // stream (F32) plus the last layer's branch normed into the input of q_a|kv_a. normed, y
+    // and (with the add) the new residual compared.
+    for (auto [n, k] : {std::pair<int64_t, int64_t>{300, 200}, {576, 1536}}) {
+      for (bool fp8 : {true, false}) {
+        for (bool add_branch : {false, true}) {
+          const std::string name =
+              absl::StrCat("rmsnorm_linear_", fp8 ? "fp8" : "bf16", "_m", m, "_n", n, "_k", k,
+                           add_branch ? "_add" : "_in_place");
+          add(name, fp8 ? kFp8Tolerance : kBf16Tolerance, [=](Backend& b, std::mt19937& rng) {
+            OpInputs in(b, rng);
+            const LinearWeight w = in.Linear(n, k, fp8);
+            const TensorView g = in.Dense({k}, 1.0f, 0.2f);
+            const TensorView x = add_branch ? in.F32(in.Values(m * k, 3.0f), m, k)
+                                            : in.Activation({m, k}, 3.0f);
+            const TensorView branch = in.F32(in.Values(m * k), m, k);
+            const TensorView normed = add_branch ? in.Empty(b.activation_dtype(), {m, k}) : x;
+            const TensorView y = in.Empty(b.activation_dtype(), {m, n});
+            b.RmsNormLinear(x, add_branch ? &branch : nullptr, g, 1e-6f, normed, w, y);
+            std::vector<float> got = in.Host(y), norm = in.Host(normed), sum = in.Host(x);
+            got.insert(got.end(), norm.begin(), norm.end());
+            if (add_branch) got.insert(got.end(), sum.begin(), sum.end());
+            return got;
           });
         }
       }

@@ -205,6 +205,28 @@ class Backend {
   virtual void Linear(const TensorView& x, const LinearWeight& w, const TensorView& y) = 0;
   // out = a + b, elementwise, [M, D].
   virtual void Add(const TensorView& a, const TensorView& b, const TensorView& out) = 0;
+  // The residual add and the norm after it: x = x + branch (rounded to x's type), then out =
+  // RmsNorm(x) * weight. x, branch, out [M, D]. A backend may do both in one pass (one kernel on
+  // GPUs) with the same results as the two ops.
+  virtual void AddRmsNorm(const TensorView& x, const TensorView& branch, const TensorView& weight,
+                          float eps, const TensorView& out) {
+    Add(x, branch, x);
+    RmsNorm(x, weight, eps, out);
+  }
+  // A norm and the linear that reads it, after the residual add when `branch` is given: x = x +
+  // *branch (as AddRmsNorm), normed = RmsNorm(x) * norm_weight (normed may be x), then y =
+  // normed W^T. A backend may quantize the linear's input inside the norm (GPU FP8: one kernel
+  // fewer) with the same results as the parts.
+  virtual void RmsNormLinear(const TensorView& x, const TensorView* branch,
+                             const TensorView& norm_weight, float eps, const TensorView& normed,
+                             const LinearWeight& w, const TensorView& y) {
+    if (branch != nullptr) {
+      AddRmsNorm(x, *branch, norm_weight, eps, normed);
+    } else {
+      RmsNorm(x, norm_weight, eps, normed);
+    }
+    Linear(normed, w, y);
+  }
   // Rotates x [T, heads, rope_dim] (any strides) in place at positions[t].
   virtual void Rope(const TensorView& x, std::span<const int32_t> positions,
                     const RopeParams& rope) = 0;

@@ -155,6 +155,19 @@ void TimingBackend::Add(const TensorView& a, const TensorView& b, const TensorVi
   Timed("add", [&] { inner().Add(a, b, out); });
 }
 
+void TimingBackend::AddRmsNorm(const TensorView& x, const TensorView& branch,
+                               const TensorView& weight, float eps, const TensorView& out) {
+  Timed("add rmsnorm", [&] { inner().AddRmsNorm(x, branch, weight, eps, out); });
+}
+
+void TimingBackend::RmsNormLinear(const TensorView& x, const TensorView* branch,
+                                  const TensorView& norm_weight, float eps,
+                                  const TensorView& normed, const LinearWeight& w,
+                                  const TensorView& y) {
+  Timed(w.weight.dtype == DType::kF8E4M3 ? "rmsnorm linear fp8" : "rmsnorm linear",
+        [&] { inner().RmsNormLinear(x, branch, norm_weight, eps, normed, w, y); });
+}
+
 void TimingBackend::Rope(const TensorView& x, std::span<const int32_t> positions,
                          const RopeParams& rope) {
   Timed("rope", [&] { inner().Rope(x, positions, rope); });

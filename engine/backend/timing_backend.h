@@ -52,6 +52,11 @@ class TimingBackend final : public ForwardingBackend, public OpSections {
                const TensorView& out) override;
   void Linear(const TensorView& x, const LinearWeight& w, const TensorView& y) override;
   void Add(const TensorView& a, const TensorView& b, const TensorView& out) override;
+  void AddRmsNorm(const TensorView& x, const TensorView& branch, const TensorView& weight,
+                  float eps, const TensorView& out) override;
+  void RmsNormLinear(const TensorView& x, const TensorView* branch, const TensorView& norm_weight,
+                     float eps, const TensorView& normed, const LinearWeight& w,
+                     const TensorView& y) override;
   void Rope(const TensorView& x, std::span<const int32_t> positions,
             const RopeParams& rope) override;
   void SiluMul(const TensorView& gate, const TensorView& up, const TensorView& out) override;

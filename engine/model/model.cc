@@ -166,11 +166,14 @@ absl::Status DeepseekV3Model::RunStep(const ForwardBatch& batch, const Attention
                      weights_->shard.dense().Begin(c.vocab_size), x);
   DSV3_RETURN_IF_ERROR(AllReduce(x));
 
+  // The last layer's output [T, H], kept in F32 until the residual add (Layer).
+  Tensor branch(backend_.allocator(), DType::kF32, {t, h});
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     backend_.BeginLayer(l);
-    DSV3_RETURN_IF_ERROR(Layer(weights_->layers[l], x, ab, cache.layer(l), ab.mla_mode,
-                               batch.max_rank_tokens));
+    DSV3_RETURN_IF_ERROR(Layer(weights_->layers[l], x, branch, /*pending=*/l > 0, ab,
+                               cache.layer(l), ab.mla_mode, batch.max_rank_tokens));
   }
+  if (c.num_hidden_layers > 0) backend_.Add(x, branch, x);
 
   backend_.BeginLayer(-1);
   if (!hidden.empty()) NormedRows(x, batch.hidden_rows, weights_->final_norm, hidden);
@@ -222,8 +225,12 @@ absl::Status DeepseekV3Model::ForwardMtp(const ForwardBatch& batch, absl::Span<c
   backend_.RmsNorm(emb, m.enorm, eps, Columns(eh, 0, h));
   backend_.RmsNorm(h_prev, m.hnorm, eps, Columns(eh, h, h));
   backend_.Linear(eh, m.eh_proj, u);
-  DSV3_RETURN_IF_ERROR(
-      Layer(m.layer, u, ab, cache.layer(l), MlaMode::kAuto, batch.max_rank_tokens));
+  {
+    Tensor branch(backend_.allocator(), DType::kF32, {t, h});  // [T, H]
+    DSV3_RETURN_IF_ERROR(Layer(m.layer, u, branch, /*pending=*/false, ab, cache.layer(l),
+                               MlaMode::kAuto, batch.max_rank_tokens));
+    backend_.Add(u, branch, u);
+  }
 
   backend_.BeginLayer(-1);
   const int64_t r = static_cast<int64_t>(batch.logits_rows.size());
@@ -287,34 +294,36 @@ absl::Status DeepseekV3Model::Head(const TensorView& normed, const TensorView& l
 }
 
 absl::Status DeepseekV3Model::Layer(const LayerWeights& layer, const TensorView& x,
+                                    const TensorView& branch, bool pending,
                                     const AttentionBatch& batch, const TensorView& cache,
                                     MlaMode mode, int64_t max_rank_tokens) {
   const ModelConfig& c = config_;
   const int64_t t = x.dim(0), h = c.hidden_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
   Tensor normed = NewActivation(backend_, t, h);  // [T, H]
-  // Attention or FFN output [T, H], kept in F32 until the residual add rounds it once: under
+  // branch (attention or FFN output) stays F32 until the residual add rounds it once: under
   // tensor parallelism it is a partial sum, and all-reducing unrounded partials rounds TP=N
   // where TP=1 rounds (BF16 partials gave TP=2 extra roundings that these models amplify).
-  Tensor branch(backend_.allocator(), DType::kF32, {t, h});
-  backend_.RmsNorm(x, layer.input_norm, eps, normed);
-  Attention(layer, normed, batch, cache, mode, branch);
+  // q_a and kv_a in one GEMM of the normed input: qkv_lat [T, stacked rows], whose column ranges
+  // are q_lat [T, q_lora] and latent [T, kv_lora + rope].
+  const StackedLinear& qkv_a = layer.attn.qkv_a;
+  Tensor qkv_lat = NewActivation(backend_, t, qkv_a.weight.n());
+  backend_.RmsNormLinear(x, pending ? &branch : nullptr, layer.input_norm, eps, normed,
+                         qkv_a.weight, qkv_lat);
+  Attention(layer, normed, qkv_lat, batch, cache, mode, branch);
   DSV3_RETURN_IF_ERROR(AllReduce(branch));  // heads are split: o_proj gives partial sums
-  backend_.Add(x, branch, x);
-  backend_.RmsNorm(x, layer.post_attention_norm, eps, normed);
+  backend_.AddRmsNorm(x, branch, layer.post_attention_norm, eps, normed);
   if (layer.is_moe) {
     DSV3_RETURN_IF_ERROR(Moe(layer.moe, normed, max_rank_tokens, branch));
   } else {
     Mlp(layer.dense_mlp, normed, branch);
   }
-  DSV3_RETURN_IF_ERROR(AllReduce(branch));  // experts and MLP widths are split
-  backend_.Add(x, branch, x);
-  return absl::OkStatus();
+  return AllReduce(branch);  // experts and MLP widths are split
 }
 
 void DeepseekV3Model::Attention(const LayerWeights& layer, const TensorView& x,
-                                const AttentionBatch& batch, const TensorView& cache,
-                                MlaMode mode, const TensorView& out) {
+                                const TensorView& qkv_lat, const AttentionBatch& batch,
+                                const TensorView& cache, MlaMode mode, const TensorView& out) {
   const ModelConfig& c = config_;
   const AttentionWeights& a = layer.attn;
   // This rank's heads.
@@ -322,15 +331,10 @@ void DeepseekV3Model::Attention(const LayerWeights& layer, const TensorView& x,
   const int64_t qk = c.qk_head_dim();
   const float eps = static_cast<float>(c.rms_norm_eps);
 
-  // q_a and kv_a in one GEMM: qkv_lat [T, stacked rows], whose column ranges are q_lat
-  // [T, q_lora] and latent [T, kv_lora + rope].
-  Tensor qkv_lat = NewActivation(backend_, t, a.qkv_a.weight.n());
-  backend_.Linear(x, a.qkv_a.weight, qkv_lat);
   Tensor q = NewActivation(backend_, t, nh * qk);  // [T, nh * (nope + rope)]
   if (a.q_b) {
     const TensorView q_lat = a.qkv_a.Output(qkv_lat, 0);
-    backend_.RmsNorm(q_lat, a.q_a_norm, eps, q_lat);
-    backend_.Linear(q_lat, *a.q_b, q);
+    backend_.RmsNormLinear(q_lat, nullptr, a.q_a_norm, eps, q_lat, *a.q_b, q);
   } else {
     backend_.Linear(x, *a.q, q);
   }

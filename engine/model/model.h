@@ -114,11 +114,14 @@ class DeepseekV3Model {
   // Sums a partial result over the tensor-parallel ranks (nothing to do on one rank).
   absl::Status AllReduce(const TensorView& t);
 
-  // One decoder layer over the residual stream x [T, H] (updated in place). `max_rank_tokens`:
-  // the step's ForwardBatch::max_rank_tokens (the MoE layers' dispatch layout under
-  // dp_attention).
-  absl::Status Layer(const LayerWeights& layer, const TensorView& x, const AttentionBatch& batch,
-                     const TensorView& cache, MlaMode mode, int64_t max_rank_tokens);
+  // One decoder layer over the residual stream x [T, H] (updated in place). branch [T, H] F32:
+  // on entry, when `pending`, the layer before's output still to be added to x (added here in
+  // one op with this layer's first norm); on return, this layer's own output, still to be added
+  // (by the next layer, or by the caller after the last). `max_rank_tokens`: the step's
+  // ForwardBatch::max_rank_tokens (the MoE layers' dispatch layout under dp_attention).
+  absl::Status Layer(const LayerWeights& layer, const TensorView& x, const TensorView& branch,
+                     bool pending, const AttentionBatch& batch, const TensorView& cache,
+                     MlaMode mode, int64_t max_rank_tokens);
   // normed [R, H] (final-normed rows) -> float32 logits [R, V] on the device, rank 0 only,
   // through the vocabulary-parallel head.
   absl::Status Head(const TensorView& normed, const TensorView& logits);
@@ -126,8 +129,11 @@ class DeepseekV3Model {
   // every row in order).
   void NormedRows(const TensorView& x, std::span<const int32_t> rows, const TensorView& norm,
                   const TensorView& out);
-  void Attention(const LayerWeights& layer, const TensorView& x, const AttentionBatch& batch,
-                 const TensorView& cache, MlaMode mode, const TensorView& out);
+  // MLA over x [T, H] (the normed input) and qkv_lat = x [q_a; kv_a]^T (Layer computes it with
+  // the norm); out [T, H] F32.
+  void Attention(const LayerWeights& layer, const TensorView& x, const TensorView& qkv_lat,
+                 const AttentionBatch& batch, const TensorView& cache, MlaMode mode,
+                 const TensorView& out);
   void Mlp(const MlpWeights& w, const TensorView& x, const TensorView& out);
   // Fails only when the expert-parallel exchange fails (dp_attention).
   absl::Status Moe(const MoeWeights& w, const TensorView& x, int64_t max_rank_tokens,

@@ -55,6 +55,7 @@ struct Args {
   bool custom_all_reduce = false;  // the model's small all-reduces over peer memory, not NCCL
   bool no_pdl = false;  // kernels launched without programmatic dependent launch (launch.cuh)
   bool no_fuse_shared = false;     // the shared expert apart from the grouped experts
+  bool no_fuse_norms = false;      // residual adds and norm quantizations as kernels of their own
   std::vector<int> trace_batches;  // batches whose graphed step is traced per kernel
   // Speculative decoding (verify_bench.cc): drafts K per step; when given, only that section runs.
   std::vector<int> verify_tokens;
@@ -164,10 +165,11 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
   const double copy_bw = CopyBandwidth(gpu.stream());
   std::fprintf(out,
                "device: %s, driver API %d, runtime %d, copy bandwidth %.2f TB/s, "
-               "tensor parallel %d, programmatic dependent launch %s, shared expert %s\n",
+               "tensor parallel %d, programmatic dependent launch %s, shared expert %s, norms %s\n",
                prop.name, driver, runtime, copy_bw / 1e12, comm.world_size(),
                args.no_pdl ? "off" : "on in decode steps",
-               args.no_fuse_shared ? "apart" : "fused into the grouped experts where it pays");
+               args.no_fuse_shared ? "apart" : "fused into the grouped experts where it pays",
+               args.no_fuse_norms ? "apart" : "fused with the residual add and q_b's quantization");
 
   // The model runs on a TimingBackend around the GPU: per-layer and per-op times on the GPU's
   // stream, and the GPU's choice of kernel paths and MLA's sub-steps as sections.
@@ -428,6 +430,7 @@ int Run(const Args& args) {
     options.device = rank;
     options.programmatic_launch = !args.no_pdl;
     options.fuse_shared_expert = !args.no_fuse_shared;
+    options.fuse_norms = !args.no_fuse_norms;
     auto gpu = CudaBackend::Create(options);
     if (!gpu.ok()) return fail(gpu.status());
     if (args.tp == 1) {
@@ -488,6 +491,9 @@ int main(int argc, char** argv) {
       "--no-fuse-shared", args.no_fuse_shared,
       "run the shared expert apart instead of as one more grouped expert (to measure what the "
       "fusion gives)");
+  app.add_flag("--no-fuse-norms", args.no_fuse_norms,
+               "run the residual adds and the quantization of q_b's input as kernels of their "
+               "own instead of inside the norms (to measure what the fusion gives)");
   app.add_flag(
       "--no-pdl", args.no_pdl,
       "launch the kernels without programmatic dependent launch (to measure what it gives)");

@@ -450,6 +450,20 @@ void CudaBackend::RmsNorm(const TensorView& x, const TensorView& weight, float e
                    stream_);
 }
 
+void CudaBackend::AddRmsNorm(const TensorView& x, const TensorView& branch,
+                             const TensorView& weight, float eps, const TensorView& out) {
+  if (!options_.fuse_norms) {
+    Backend::AddRmsNorm(x, branch, weight, eps, out);
+    return;
+  }
+  assert(IsActivationType(x.dtype) && IsActivationType(out.dtype) && weight.dtype == DType::kF32);
+  assert(IsActivationType(branch.dtype) && (x.data != out.data || x.dtype == out.dtype));
+  kernels::RmsNorm({x.data, x.strides[0], weight.ptr<float>(), out.data, out.strides[0], x.dim(0),
+                    x.dim(1), eps, ElemTypeOf(x.dtype), ElemTypeOf(out.dtype), branch.data,
+                    branch.strides[0], ElemTypeOf(branch.dtype)},
+                   stream_);
+}
+
 void CudaBackend::Add(const TensorView& a, const TensorView& b, const TensorView& out) {
   kernels::Binary({a.data, a.strides[0], b.data, b.strides[0], out.data, out.strides[0], a.dim(0),
                    a.dim(1), kernels::BinaryKind::kAdd, ElemTypeOf(a.dtype), ElemTypeOf(b.dtype),

@@ -60,6 +60,8 @@ class CudaBackend final : public Backend {
     // The shared expert as one more expert of the grouped FP8 MoE (MoeExpertsWithShared) in
     // steps of at most kFuseSharedMaxTokens tokens.
     bool fuse_shared_expert = true;
+    // AddRmsNorm and RmsNormLinear as one kernel each; off: the Backend defaults (the parts).
+    bool fuse_norms = true;
   };
   // Beyond this many tokens the shared expert runs apart: with tens of rows it would be the
   // small-M grouped kernel's longest item, and prefill's tiled GEMMs gain nothing from it
@@ -116,6 +118,12 @@ class CudaBackend final : public Backend {
                const TensorView& out) override;
   void Linear(const TensorView& x, const LinearWeight& w, const TensorView& y) override;
   void Add(const TensorView& a, const TensorView& b, const TensorView& out) override;
+  // One kernel each (kernels::RmsNorm with its add; kernels::RmsNormQuantize for an FP8 linear).
+  void AddRmsNorm(const TensorView& x, const TensorView& branch, const TensorView& weight,
+                  float eps, const TensorView& out) override;
+  void RmsNormLinear(const TensorView& x, const TensorView* branch, const TensorView& norm_weight,
+                     float eps, const TensorView& normed, const LinearWeight& w,
+                     const TensorView& y) override;
   void Rope(const TensorView& x, std::span<const int32_t> positions,
             const RopeParams& rope) override;
   void SiluMul(const TensorView& gate, const TensorView& up, const TensorView& out) override;
@@ -285,6 +293,10 @@ class CudaBackend final : public Backend {
   absl::Status Fp8Gemm(const Tensor& xq, const Tensor& xs, const LinearWeight& w, int64_t m,
                        int64_t m_pad, int64_t n_pad, int64_t k_pad, bool f32_out,
                        const TensorView& y);
+  // y = x W^T for an FP8 weight from x (BF16 [M, K], for the fallback to a BF16 weight) and its
+  // quantization (xq [M_pad, K_pad], xs [K_pad/128, M_pad]): the small-M kernel or cuBLASLt.
+  void Fp8Linear(const TensorView& x, const Tensor& xq, const Tensor& xs, const LinearWeight& w,
+                 const TensorView& y);
   // y = x W^T for a BF16 weight view [N, K].
   void Bf16Linear(const TensorView& x, const TensorView& w, const TensorView& y);
   void Check(const absl::Status& status, const char* what);
