@@ -1,7 +1,7 @@
 // MLA on the GPU (SPEC section 3): the naive form for prefill (latents up-projected to per-head
 // K and V by one GEMM over every context row of the step) and the absorbed form for decode
-// (W_UK folded into the query and W_UV into the output by batched GEMMs, attention over the
-// cached latents).
+// (W_UK folded into the query and W_UV into the output, by a weight-streaming kernel up to 8
+// tokens and batched GEMMs beyond, attention over the cached latents).
 #include <algorithm>
 
 #include "engine/backend/cuda/cuda_backend.h"
@@ -10,6 +10,7 @@
 #include "kernels/elementwise.cuh"
 #include "kernels/launch_check.h"
 #include "kernels/mla.cuh"
+#include "kernels/mla_absorb.cuh"
 
 namespace dsv3 {
 
@@ -141,7 +142,24 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
   const StepPlan::Form& absorbed = plan.absorbed;
   if (absorbed.path != AttentionPath::kNone) {
     // q_lat [T, nh, lora]: per head, q_lat_h^T [lora, T] = W_UK_h^T [lora, nope] q_nope_h^T.
+    // Up to 8 tokens (decode) the weight-streaming kernel (kernels/mla_absorb.cuh), which starts
+    // loading W_UK while the kernel before still runs; else, or at shapes it does not take,
+    // cuBLASLt.
     Tensor q_lat(allocator(), DType::kBF16, {t, nh * lora});
+    const kernels::MlaAbsorbParams uk_small{.w = wkvb.data,
+                                            .w_row_stride = wkvb.strides[0],
+                                            .w_head_stride = head_rows * wkvb.strides[0],
+                                            .transposed = true,
+                                            .m = static_cast<int32_t>(lora),
+                                            .k = static_cast<int32_t>(nope),
+                                            .x = q.data,
+                                            .x_token_stride = q.strides[0],
+                                            .x_head_stride = q.strides[1],
+                                            .out = q_lat.view().data,
+                                            .out_token_stride = nh * lora,
+                                            .out_head_stride = lora,
+                                            .tokens = static_cast<int32_t>(t),
+                                            .heads = static_cast<int32_t>(nh)};
     Bf16GemmArgs uk;
     uk.m = lora;
     uk.n = t;
@@ -158,7 +176,11 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
     uk.batch = static_cast<int32_t>(nh);
     {
       Section part(*this, "- mla: W_UK, W_UV GEMMs");
-      Check(gemm_->Bf16(uk), "MLA W_UK absorption");
+      if (kernels::MlaAbsorbSupports(uk_small)) {
+        kernels::MlaAbsorb(uk_small, stream_);
+      } else {
+        Check(gemm_->Bf16(uk), "MLA W_UK absorption");
+      }
     }
 
     Tensor o_lat(allocator(), DType::kBF16, {t, nh * lora});  // [T, nh, lora]
@@ -191,14 +213,29 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
       a.partial = nullptr;
     }
 
-    // out_h^T [v, T] = W_UV_h [v, lora] o_lat_h^T. Rows of tokens the naive form handles get
-    // overwritten below.
+    // out_h^T [v, T] = W_UV_h [v, lora] o_lat_h^T (the same choice of kernel as W_UK). Rows of
+    // tokens the naive form handles get overwritten below.
+    const void* w_uv = static_cast<const char*>(wkvb.data) + nope * wkvb.strides[0] * 2;
+    const kernels::MlaAbsorbParams uv_small{.w = w_uv,
+                                            .w_row_stride = wkvb.strides[0],
+                                            .w_head_stride = head_rows * wkvb.strides[0],
+                                            .transposed = false,
+                                            .m = static_cast<int32_t>(vd),
+                                            .k = static_cast<int32_t>(lora),
+                                            .x = o_lat.view().data,
+                                            .x_token_stride = nh * lora,
+                                            .x_head_stride = lora,
+                                            .out = out.data,
+                                            .out_token_stride = out.strides[0],
+                                            .out_head_stride = vd,
+                                            .tokens = static_cast<int32_t>(t),
+                                            .heads = static_cast<int32_t>(nh)};
     Bf16GemmArgs uv;
     uv.trans_a = true;
     uv.m = vd;
     uv.n = t;
     uv.k = lora;
-    uv.a = static_cast<const char*>(wkvb.data) + nope * wkvb.strides[0] * 2;
+    uv.a = w_uv;
     uv.lda = wkvb.strides[0];
     uv.stride_a = head_rows * wkvb.strides[0];
     uv.b = o_lat.view().data;
@@ -209,7 +246,11 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
     uv.stride_d = vd;
     uv.batch = static_cast<int32_t>(nh);
     Section part(*this, "- mla: W_UK, W_UV GEMMs");
-    Check(gemm_->Bf16(uv), "MLA W_UV projection");
+    if (kernels::MlaAbsorbSupports(uv_small)) {
+      kernels::MlaAbsorb(uv_small, stream_);
+    } else {
+      Check(gemm_->Bf16(uv), "MLA W_UV projection");
+    }
   }
 
   const StepPlan::Form& naive = plan.naive;

@@ -1,0 +1,43 @@
+// The absorbed MLA's per-head products with kv_b in decode steps (SPEC section 3): W_UK folded
+// into the query before attention and W_UV applied to its latent output after, for steps of up
+// to 8 tokens, streaming the weights on tensor cores (kernels/mla_absorb.cu).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace dsv3::kernels {
+
+// The most tokens MlaAbsorb takes in one launch (the mma's N).
+inline constexpr int32_t kMlaAbsorbMaxTokens = 8;
+
+// out[t, h, 0:m] = A_h x[t, h, 0:k] for t < tokens and h < heads, where A_h [m, k] is a per-head
+// slice of a BF16 weight whose stored rows are w_row_stride elements apart; head h's slice
+// starts at w + h * w_head_stride (elements):
+// - transposed false (W_UV, out_h^T = W_UV_h o_lat_h^T): A_h is the slice's rows, stored [m, k];
+// - transposed true (W_UK, q_lat_h^T = W_UK_h^T q_nope_h^T): A_h is the transpose of the
+//   slice's rows, stored [k, m].
+// x [tokens, heads, k] and out [tokens, heads, m] are BF16 at the given element strides; out
+// overlaps neither x nor w. F32 accumulation, out rounded to BF16.
+struct MlaAbsorbParams {
+  const void* w;
+  int64_t w_row_stride, w_head_stride;
+  bool transposed;
+  int32_t m, k;
+  const void* x;
+  int64_t x_token_stride, x_head_stride;
+  void* out;
+  int64_t out_token_stride, out_head_stride;
+  int32_t tokens, heads;
+};
+
+// Whether MlaAbsorb serves p: 1 to 8 tokens, at most 65535 heads, m and k positive multiples of
+// 16, k <= 512, w and x 16-byte aligned with strides of whole 8-element (16-byte) chunks.
+bool MlaAbsorbSupports(const MlaAbsorbParams& p);
+
+// Launches the product (MlaAbsorbSupports(p) must hold), with PDL where the calling thread asks
+// for it (launch.cuh): the weight loads are issued before the wait for the kernel before.
+void MlaAbsorb(const MlaAbsorbParams& p, cudaStream_t stream);
+
+}  // namespace dsv3::kernels
