@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cassert>
 
 #include "kernels/device_utils.cuh"
@@ -25,51 +26,39 @@ __device__ __forceinline__ bool Beats(const Candidate& a, const Candidate& b) {
   return a.index < b.index;
 }
 
-// The best candidate of the warp; every lane gets it (Beats is a strict total order, so the
-// butterfly leaves the one maximum in every lane).
-__device__ __forceinline__ Candidate WarpBest(Candidate c) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    Candidate other;
-    other.value = __shfl_xor_sync(0xffffffffu, c.value, o);
-    other.index = __shfl_xor_sync(0xffffffffu, c.index, o);
-    other.valid = __shfl_xor_sync(0xffffffffu, static_cast<int>(c.valid), o) != 0;
-    if (Beats(other, c)) c = other;
-  }
-  return c;
+__device__ __forceinline__ float Sigmoid(float logit) { return 1.0f / (1.0f + expf(-logit)); }
+
+// A choice score as a key whose unsigned order is Beats' order on values (NaN taken as -inf, -0
+// as +0), so that a warp finds its best candidate with two redux instructions. Every key is at
+// least -inf's, 0x007fffff: 0 marks a candidate already taken.
+__device__ __forceinline__ uint32_t OrderedKey(float v) {
+  if (isnan(v)) v = -INFINITY;
+  const uint32_t u = __float_as_uint(v == 0.0f ? 0.0f : v);
+  return (u & 0x80000000u) != 0 ? ~u : u | 0x80000000u;
 }
 
-// Tokens per block of MoeTopkRoundsKernel, one warp each.
-constexpr int kTopkWarps = 4;
-
-// Large steps (prefill): one warp per token, every selection in rounds of a warp-wide arg-max
-// (no block barriers), with the reference's tie order, so ids match the CPU exactly. O(E) work
-// per pick; the ranks kernel below does O(E^2) per token and wins only where latency counts.
-// Dynamic shared memory per warp: s and c [E] F32, taken [E].
-__global__ void MoeTopkRoundsKernel(MoeTopkParams p) {
-  KernelPrologue();
-  extern __shared__ float scratch[];
-  __shared__ float group_scores[kTopkWarps][kMaxGroups];
-  __shared__ bool kept_groups[kTopkWarps][kMaxGroups];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t t = static_cast<int64_t>(blockIdx.x) * kTopkWarps + warp;
-  if (t >= p.tokens) return;  // the whole warp: nothing below synchronizes the block
-  float* s = scratch + warp * 2 * p.experts;
-  float* c = s + p.experts;
-  bool* taken = reinterpret_cast<bool*>(scratch + kTopkWarps * 2 * p.experts) + warp * p.experts;
-  float* group_score = group_scores[warp];
-  bool* keep = kept_groups[warp];
-  for (int64_t e = lane; e < p.experts; e += 32) {
-    s[e] = 1.0f / (1.0f + expf(-p.logits[t * p.experts + e]));
-    c[e] = s[e] + p.bias[e];
-    taken[e] = false;
+// Token t's selection by one warp (all 32 lanes call it), from its logits [E] F32 (global or
+// shared memory): the reference's serial selections, each exact: a group's two best scores by a
+// scan (a lane per group), the kept groups by rank, then top_k rounds, each taking the warp's best
+// key (ties: the lower index). keys: the warp's scratch [E] in shared memory, group_score
+// [groups]. Lane l owns experts l, l + 32, ...: their keys are read and written by it alone after
+// the group scan, so the rounds need no barrier.
+__device__ void SelectExperts(const MoeTopkParams& p, int64_t t, const float* logits,
+                              uint32_t* keys, float* group_score) {
+  const int lane = threadIdx.x % 32;
+  const int experts = static_cast<int>(p.experts), groups = static_cast<int>(p.groups);
+  const int group_size = experts / groups;
+  for (int e = lane; e < experts; e += 32) {
+    keys[e] = __float_as_uint(Sigmoid(logits[e]) + p.bias[e]);  // c, as bits until masked
   }
   __syncwarp();
-  const int64_t group_size = p.experts / p.groups;
-  for (int64_t g = lane; g < p.groups; g += 32) {
+  for (int g = lane; g < groups; g += 32) {
+    // The two best do not depend on the scan's order: each lane starts at another column of its
+    // group, so that the lanes' reads fall in different banks.
+    const uint32_t* c = keys + g * group_size;
     float best = -INFINITY, second = -INFINITY;
-    for (int64_t j = 0; j < group_size; ++j) {
-      const float v = c[g * group_size + j];
+    for (int n = 0, j = g % group_size; n < group_size; ++n, j = j + 1 == group_size ? 0 : j + 1) {
+      const float v = __uint_as_float(c[j]);
       if (v > best) {
         second = best;
         best = v;
@@ -77,51 +66,74 @@ __global__ void MoeTopkRoundsKernel(MoeTopkParams p) {
         second = v;
       }
     }
-    group_score[g] = group_size >= 2 ? best + second : best;
-    keep[g] = false;
+    const float score = group_size >= 2 ? best + second : best;
+    group_score[g] = isnan(score) ? -INFINITY : score;
   }
   __syncwarp();
-  for (int64_t round = 0; round < p.topk_groups; ++round) {
-    Candidate mine{-INFINITY, INT32_MAX, false};
-    for (int64_t g = lane; g < p.groups; g += 32) {
-      const Candidate cand{group_score[g], static_cast<int32_t>(g), !keep[g]};
-      if (Beats(cand, mine)) mine = cand;
+  // The topk_groups best groups (ties: lower index) are those of rank below topk_groups.
+  auto kept = [&](int g) {
+    if (g >= groups) return false;
+    int rank = 0;
+    for (int j = 0; j < groups; ++j) {
+      const float v = group_score[j], mine = group_score[g];
+      rank += v > mine || (v == mine && j < g) ? 1 : 0;
     }
-    const Candidate best = WarpBest(mine);
-    if (lane == 0) keep[best.index] = true;
-    __syncwarp();
+    return rank < p.topk_groups;
+  };
+  const uint32_t kept_low = __ballot_sync(0xffffffffu, kept(lane));        // groups [0, 32)
+  const uint32_t kept_high = __ballot_sync(0xffffffffu, kept(lane + 32));  // [32, 64)
+  for (int e = lane; e < experts; e += 32) {
+    const int g = e / group_size;
+    const bool keep = ((g < 32 ? kept_low >> g : kept_high >> (g - 32)) & 1u) != 0;
+    keys[e] = OrderedKey(keep ? __uint_as_float(keys[e]) : -INFINITY);
   }
-  for (int64_t e = lane; e < p.experts; e += 32) {
-    if (!keep[e / group_size]) c[e] = -INFINITY;
-  }
-  __syncwarp();
-  int32_t* ids = p.ids + t * p.ids_stride;
-  float* w = p.weights + t * p.weights_stride;
-  float sum = 0.0f;  // lane 0's
-  for (int64_t i = 0; i < p.top_k; ++i) {
-    Candidate mine{-INFINITY, INT32_MAX, false};
-    for (int64_t e = lane; e < p.experts; e += 32) {
-      const Candidate cand{c[e], static_cast<int32_t>(e), !taken[e]};
-      if (Beats(cand, mine)) mine = cand;
+  int32_t my_pick = 0;  // lane i's: pick i
+  for (int i = 0; i < p.top_k; ++i) {
+    uint32_t best = 0, best_e = 0xffffffffu;  // the lane's first best: its lowest index
+    for (int e = lane; e < experts; e += 32) {
+      const uint32_t k = keys[e];
+      if (k > best) {
+        best = k;
+        best_e = e;
+      }
     }
-    const Candidate best = WarpBest(mine);
-    if (lane == 0) {
-      ids[i] = best.index;
-      w[i] = s[best.index];
-      sum += s[best.index];
-      taken[best.index] = true;
-    }
-    __syncwarp();
+    const uint32_t top = __reduce_max_sync(0xffffffffu, best);
+    const uint32_t pick = __reduce_min_sync(0xffffffffu, best == top ? best_e : 0xffffffffu);
+    if (static_cast<int>(pick % 32) == lane) keys[pick] = 0;
+    if (lane == i) my_pick = static_cast<int32_t>(pick);
   }
-  if (lane != 0) return;
-  const float denom = p.norm_topk_prob ? sum + 1e-20f : 1.0f;
-  for (int64_t i = 0; i < p.top_k; ++i) w[i] = w[i] / denom * p.scaling;
+  // Weights from the uncorrected scores, summed in pick order as the reference adds.
+  const float s = lane < p.top_k ? Sigmoid(logits[my_pick]) : 0.0f;
+  float sum = 0.0f;
+  for (int i = 0; i < p.top_k; ++i) sum += __shfl_sync(0xffffffffu, s, i);
+  if (lane < p.top_k) {
+    const float denom = p.norm_topk_prob ? sum + 1e-20f : 1.0f;
+    p.ids[t * p.ids_stride + lane] = my_pick;
+    p.weights[t * p.weights_stride + lane] = s / denom * p.scaling;
+  }
+}
+
+// Tokens per block of MoeTopkRoundsKernel, one warp each.
+constexpr int kTopkWarps = 4;
+
+// Large steps (prefill): one warp per token (SelectExperts): O(E) work per pick; the ranks
+// kernel below does O(E^2) per token and wins only where latency counts. Dynamic shared memory:
+// the warps' keys [kTopkWarps][E].
+__global__ void MoeTopkRoundsKernel(MoeTopkParams p) {
+  KernelPrologue();
+  extern __shared__ uint32_t topk_keys[];
+  __shared__ float group_scores[kTopkWarps][kMaxGroups];
+  const int warp = threadIdx.x / 32;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kTopkWarps + warp;
+  if (t >= p.tokens) return;  // the whole warp: nothing below synchronizes the block
+  SelectExperts(p, t, p.logits + t * p.experts, topk_keys + warp * p.experts, group_scores[warp]);
 }
 
 constexpr int kMaxTopK = 32;
 // Tokens up to which MoeTopk ranks (MoeTopkRanksKernel) instead of running rounds: on the H200
-// with V3's 256 experts in 8 groups and top 8, ranking is twice as fast at batch 1 (a decode
-// step's latency) and three times slower at 4096 tokens (docs/cuda.md).
+// with V3's 256 experts in 8 groups and top 8, ranking was twice as fast at batch 1 (a decode
+// step's latency) and three times slower at 4096 tokens (docs/cuda.md), measured against the
+// rounds before SelectExperts' keys.
 constexpr int64_t kRanksMaxTokens = 256;
 
 // The number of candidates among [begin, end) that beat `mine` (values from `value`, all valid).
@@ -152,7 +164,7 @@ __global__ void MoeTopkRanksKernel(MoeTopkParams p) {
   const bool is_expert = e < p.experts;
   const int64_t group_size = p.experts / p.groups, group = e / group_size;
   if (is_expert) {
-    s[e] = 1.0f / (1.0f + expf(-p.logits[t * p.experts + e]));
+    s[e] = Sigmoid(p.logits[t * p.experts + e]);
     const float v = s[e] + p.bias[e];
     c[e] = isnan(v) ? -INFINITY : v;
   }
@@ -184,6 +196,127 @@ __global__ void MoeTopkRanksKernel(MoeTopkParams p) {
     for (int64_t i = 0; i < p.top_k; ++i) sum += picked[i];
     const float denom = p.norm_topk_prob ? sum + 1e-20f : 1.0f;
     p.weights[t * p.weights_stride + e] = picked[e] / denom * p.scaling;
+  }
+}
+
+// MoeRouterTopkKernel's shape: a warp per expert row, kRouterRows rows per block; each lane
+// loads up to kRouterChunksPerLane 16-byte chunks of its row (all of its share of a split) before
+// the programmatic wait; at most kRouterMaxSplits splits of hidden.
+constexpr int kRouterRows = 8;
+constexpr int kRouterChunksPerLane = 8;
+constexpr int kRouterMaxSplits = 16;
+constexpr int kRouterMaxSplitChunks = 32 * kRouterChunksPerLane;  // = the block's threads
+static_assert(kMoeRouterMaxTokens <= kRouterRows, "the last block selects with a warp per token");
+// Dynamic shared memory at most: logits and keys [T][E] for the selection (x's columns of a
+// split, [T][kRouterMaxSplitChunks] x 16 bytes, take less).
+constexpr size_t kRouterMaxSmem = kMoeRouterMaxTokens * kMaxExperts * 2 * sizeof(float);
+
+// Grid (splits, ceil(E / kRouterRows)). Block (s, b): the partial logits of experts [8b, 8b + 8)
+// over split s of hidden, for every token: warp w dots row 8b + w, lane l its split's 16-byte
+// chunks l, l + 32, ... (F32, a chunk's 8 products in order), summed over the warp, into
+// partials [s, t, e]. The router is never written by a step, so its loads go out before the
+// programmatic wait and stream while the kernel before finishes; x is read after it, staged once
+// per block in shared memory ([T][split chunks]), where all 8 warps read it. The last block to
+// take a ticket sums the splits in order (the same logits whichever block is last) into shared
+// logits [T][E] and selects, a warp per token (SelectExperts). Dynamic shared memory: the staged
+// x, then, in the last block, logits and keys [T][E].
+__global__ void __launch_bounds__(kRouterRows * 32) MoeRouterTopkKernel(MoeRouterTopkParams p) {
+  extern __shared__ uint4 router_smem[];
+  __shared__ float group_scores[kRouterRows][kMaxGroups];
+  __shared__ bool is_last;
+  const MoeTopkParams& q = p.topk;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int tokens = static_cast<int>(q.tokens), experts = static_cast<int>(q.experts);
+  const int row = static_cast<int>(blockIdx.y) * kRouterRows + warp;
+  const bool has_row = row < experts;
+  const int chunks = static_cast<int>(p.hidden / 8);
+  const int split_chunks = (chunks + p.splits - 1) / p.splits;
+  const int begin = static_cast<int>(blockIdx.x) * split_chunks;
+  const int width = max(0, min(chunks, begin + split_chunks) - begin);  // <= the block's threads
+  const uint4* w_row = reinterpret_cast<const uint4*>(static_cast<const bf16*>(p.router) +
+                                                      (has_row ? row : 0) * p.router_stride) +
+                       begin;
+  uint4 w[kRouterChunksPerLane];
+#pragma unroll
+  for (int i = 0; i < kRouterChunksPerLane; ++i) {
+    const int c = lane + 32 * i;
+    w[i] = has_row && c < width ? __ldg(w_row + c) : make_uint4(0, 0, 0, 0);
+  }
+  // The bias is a weight too: in L2 by the time the last block selects (a 128-byte line each).
+  if (blockIdx.x == 0 && blockIdx.y == 0 && static_cast<int>(threadIdx.x) * 32 < experts) {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(q.bias + threadIdx.x * 32));
+  }
+  KernelPrologue();
+  uint4* xs = router_smem;  // [T][width]
+  if (static_cast<int>(threadIdx.x) < width) {
+    uint4 column[kMoeRouterMaxTokens];  // every token's loads in flight before the first store
+#pragma unroll
+    for (int t = 0; t < kMoeRouterMaxTokens; ++t) {
+      if (t < tokens) {
+        const uint4* x_row =
+            reinterpret_cast<const uint4*>(static_cast<const bf16*>(p.x) + t * p.x_stride);
+        column[t] = __ldg(x_row + begin + threadIdx.x);
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < kMoeRouterMaxTokens; ++t) {
+      if (t < tokens) xs[t * width + threadIdx.x] = column[t];
+    }
+  }
+  __syncthreads();
+  float acc[kMoeRouterMaxTokens] = {};
+#pragma unroll
+  for (int i = 0; i < kRouterChunksPerLane; ++i) {
+    const int c = lane + 32 * i;
+    if (!has_row || c >= width) break;
+    float wf[8];
+    Bf16x8ToFloats(w[i], wf);
+#pragma unroll
+    for (int t = 0; t < kMoeRouterMaxTokens; ++t) {
+      if (t >= tokens) break;
+      const uint4 raw = xs[t * width + c];  // one 16-byte load, then unpacked
+      float xf[8];
+      Bf16x8ToFloats(raw, xf);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) acc[t] = fmaf(wf[j], xf[j], acc[t]);
+    }
+  }
+  float mine = 0.0f;  // lane t stores token t's sum
+#pragma unroll
+  for (int t = 0; t < kMoeRouterMaxTokens; ++t) {
+    if (t >= tokens) break;
+    const float sum = WarpSum(acc[t]);
+    if (lane == t) mine = sum;
+  }
+  const int plane = tokens * experts;  // one split's partials [T, E]
+  if (has_row && lane < tokens) {
+    p.partials[static_cast<int64_t>(blockIdx.x) * plane + lane * experts + row] = mine;
+  }
+  // The fence orders this block's partials before its ticket; atomicInc wraps to 0 at the block
+  // count, so the counter is 0 again after every launch (graph replays need no reset).
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned blocks = gridDim.x * gridDim.y;
+    is_last = atomicInc(p.ticket, blocks - 1) == blocks - 1;
+  }
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  float* logits = reinterpret_cast<float*>(router_smem);         // [T][E], over the staged x
+  uint32_t* keys = reinterpret_cast<uint32_t*>(logits + plane);  // [T][E]
+#pragma unroll 4
+  for (int i = threadIdx.x; i < plane; i += blockDim.x) {
+    float v = 0.0f;
+#pragma unroll
+    for (int s = 0; s < kRouterMaxSplits; ++s) {
+      if (s < p.splits) v += __ldcg(p.partials + s * plane + i);  // other SMs' writes: from L2
+    }
+    logits[i] = v;
+  }
+  __syncthreads();
+  if (warp < tokens) {
+    SelectExperts(q, warp, logits + warp * experts, keys + warp * experts, group_scores[warp]);
   }
 }
 
@@ -250,9 +383,44 @@ void MoeTopk(const MoeTopkParams& p, cudaStream_t stream) {
            stream, p);
     return;
   }
-  // s and c F32 and taken per warp; E <= kMaxExperts keeps it at 36 KB.
-  const size_t scratch = kTopkWarps * p.experts * (2 * sizeof(float) + sizeof(bool));
-  Launch(MoeTopkRoundsKernel, CeilDiv(p.tokens, kTopkWarps), kTopkWarps * 32, scratch, stream, p);
+  // The warps' keys; E <= kMaxExperts keeps them at 16 KB.
+  const size_t keys = kTopkWarps * p.experts * sizeof(uint32_t);
+  Launch(MoeTopkRoundsKernel, CeilDiv(p.tokens, kTopkWarps), kTopkWarps * 32, keys, stream, p);
+}
+
+bool MoeRouterTopkFits(const MoeRouterTopkParams& p) {
+  return p.topk.tokens <= kMoeRouterMaxTokens && p.topk.experts <= kMaxExperts &&
+         p.hidden <= int64_t{kRouterMaxSplits} * kRouterMaxSplitChunks * 8 &&
+         Vectorizable(p.hidden, {{p.x, p.x_stride}, {p.router, p.router_stride}});
+}
+
+int MoeRouterSplits(int64_t experts, int64_t hidden, int multiprocessors) {
+  const int64_t blocks = CeilDiv(experts, kRouterRows), chunks = hidden / 8;
+  // Splits of at least a chunk per lane (a block's x staging and warp sums pay per split), no
+  // more than fill the SMs, and enough that a split fits the loads issued before the wait.
+  const int64_t fill = std::min<int64_t>(multiprocessors / blocks, chunks / 32);
+  const int64_t least = std::max(1, CeilDiv(chunks, kRouterMaxSplitChunks));
+  return static_cast<int>(std::clamp<int64_t>(fill, least, kRouterMaxSplits));
+}
+
+void MoeRouterTopk(const MoeRouterTopkParams& p, cudaStream_t stream) {
+  const MoeTopkParams& q = p.topk;
+  if (q.tokens == 0) return;
+  assert(MoeRouterTopkFits(p) && p.splits >= 1 && p.splits <= kRouterMaxSplits &&
+         p.splits * kRouterMaxSplitChunks >= p.hidden / 8 && q.groups <= kMaxGroups &&
+         q.top_k <= kMaxTopK && q.top_k <= q.experts && q.experts % q.groups == 0);
+  const int64_t split_chunks = CeilDiv(p.hidden / 8, p.splits);
+  const size_t smem =
+      std::max(q.tokens * split_chunks * sizeof(uint4), q.tokens * q.experts * 2 * sizeof(float));
+  if (smem > 48 * 1024) {
+    // Per launch rather than once: the attribute belongs to the current device. Always the same
+    // bound, so that no launch lowers it under one that a captured graph replays.
+    DSV3_CUDA_CHECK(cudaFuncSetAttribute(MoeRouterTopkKernel,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(kRouterMaxSmem)));
+  }
+  const dim3 grid(p.splits, CeilDiv(q.experts, kRouterRows));
+  Launch(MoeRouterTopkKernel, grid, kRouterRows * 32, smem, stream, p);
 }
 
 void MoeCombine(const MoeCombineParams& p, cudaStream_t stream) {

@@ -27,6 +27,31 @@ struct MoeTopkParams {
 };
 void MoeTopk(const MoeTopkParams& p, cudaStream_t stream);
 
+// The router of decode-sized steps in one launch: logits [T, E] = x [T, H] BF16 . router [E, H]^T
+// BF16 summed in F32, then MoeTopk's selection (same picks, order and weights). It replaces a
+// cuBLASLt GEMM (split-K and its reduce) and MoeTopk, and it loads the router before its
+// programmatic wait (launch.cuh), which cuBLASLt's kernels never do. The last block to finish
+// selects; it finds out by a ticket that each launch returns to 0.
+inline constexpr int64_t kMoeRouterMaxTokens = 8;
+struct MoeRouterTopkParams {
+  const void* x;  // [tokens, hidden] BF16, rows x_stride elements apart
+  int64_t x_stride;
+  const void* router;  // [experts, hidden] BF16, rows router_stride elements apart
+  int64_t router_stride, hidden;
+  int splits;        // of hidden (MoeRouterSplits)
+  float* partials;   // workspace [splits, tokens, experts] F32
+  uint32_t* ticket;  // one counter, 0 before the first launch: every launch leaves it 0
+  // The selection and its outputs as MoeTopk takes them; topk.logits is not read.
+  MoeTopkParams topk;
+};
+// Whether MoeRouterTopk serves these: at most kMoeRouterMaxTokens tokens, experts <= 1024,
+// hidden a multiple of 8 up to 32768, x and router 16-byte aligned with strides multiple of 8.
+bool MoeRouterTopkFits(const MoeRouterTopkParams& p);
+// The hidden splits for a device of `multiprocessors` SMs: blocks of 8 experts times splits
+// about fill the SMs, and every lane's share of a split fits the loads it issues before its wait.
+int MoeRouterSplits(int64_t experts, int64_t hidden, int multiprocessors);
+void MoeRouterTopk(const MoeRouterTopkParams& p, cudaStream_t stream);
+
 // out[t, :] = sum_j weights[t, j] * y[row_of[t * top_k + j], :] over j with row_of >= 0, in
 // F32, rounded once to out_type. y [rows, hidden] (y_type; expert outputs in permuted order).
 struct MoeCombineParams {

@@ -77,6 +77,8 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const Options& 
       cache->erase(it);
     }
   });
+  b->router_ticket_ = Tensor(b->allocator_.get(), DType::kI32, {1});
+  DSV3_CUDA_CHECK(cudaMemsetAsync(b->router_ticket_.view().data, 0, sizeof(int32_t), b->stream_));
   auto gemm = CublasLtGemm::Create(b->stream_);
   if (!gemm.ok()) return gemm.status();
   b->gemm_ = *std::move(gemm);
@@ -94,6 +96,7 @@ CudaBackend::~CudaBackend() {
   { auto copies = std::move(dequantized_); dequantized_.clear(); }
   { auto tables = std::move(grouped_weights_); grouped_weights_.clear(); }
   active_log_ = Tensor();
+  router_ticket_ = Tensor();
   gemm_.reset();
   cudaStreamSynchronize(stream_);
   cudaStreamDestroy(stream_);

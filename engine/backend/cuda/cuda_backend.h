@@ -349,6 +349,8 @@ class CudaBackend final : public Backend {
   static constexpr int64_t kActiveLogSize = 4096;
   Tensor active_log_;  // [kActiveLogSize] I32: active experts of grouped calls, on the device
   int64_t active_logged_ = 0;
+  // [1]: the fused router's ticket (kernels::MoeRouterTopk), zeroed once; every launch leaves it 0.
+  Tensor router_ticket_;
 };
 
 }  // namespace dsv3

@@ -1,4 +1,5 @@
-// MoE on the GPU: noaux_tc routing (router GEMM, then a top-k kernel) and the routed experts.
+// MoE on the GPU: noaux_tc routing (decode-sized steps: one kernel, the router GEMV whose last
+// block selects; larger: router GEMM, then a top-k kernel) and the routed experts.
 // FP8 experts run as grouped GEMMs with no host synchronization (cuda_moe_grouped.cc): the
 // small-M kernel up to grouped_moe_max_tokens_ tokens, the tiled wgmma kernel beyond. BF16
 // experts read the router's ids back and run one after another through Linear. All end in one
@@ -22,15 +23,43 @@ void CudaBackend::MoeRoute(const TensorView& x, const TensorView& router, const 
                            const MoeRouteParams& p, const TensorView& topk_ids,
                            const TensorView& topk_weights) {
   assert(router.dtype == DType::kBF16 && bias.dtype == DType::kF32 && p.num_experts <= 1024);
-  const int64_t t = x.dim(0), e = p.num_experts;
+  const int64_t t = x.dim(0), e = p.num_experts, h = x.dim(1);
   if (t == 0) return;
+  kernels::MoeTopkParams topk{.logits = nullptr,  // the GEMM path's
+                              .bias = bias.ptr<float>(),
+                              .tokens = t,
+                              .experts = e,
+                              .top_k = p.top_k,
+                              .groups = p.num_groups,
+                              .topk_groups = p.topk_groups,
+                              .norm_topk_prob = p.norm_topk_prob,
+                              .scaling = p.routed_scaling_factor,
+                              .ids = topk_ids.ptr<int32_t>(),
+                              .ids_stride = topk_ids.strides[0],
+                              .weights = topk_weights.ptr<float>(),
+                              .weights_stride = topk_weights.strides[0]};
+  kernels::MoeRouterTopkParams fused{.x = x.data,
+                                     .x_stride = x.strides[0],
+                                     .router = router.data,
+                                     .router_stride = router.strides[0],
+                                     .hidden = h,
+                                     .splits = kernels::MoeRouterSplits(e, h, multiprocessors_),
+                                     .partials = nullptr,  // allocated if it is taken
+                                     .ticket = router_ticket_.ptr<uint32_t>(),
+                                     .topk = topk};
+  if (x.dtype == DType::kBF16 && x.strides[1] == 1 && router.strides[1] == 1 &&
+      kernels::MoeRouterTopkFits(fused)) {
+    Section path(*this, "- moe route: fused router kernel");
+    Tensor partials(allocator(), DType::kF32, {fused.splits, t, e});  // [splits, T, E]
+    fused.partials = partials.ptr<float>();
+    kernels::MoeRouterTopk(fused, stream_);
+    return;
+  }
+  Section path(*this, "- moe route: GEMM + top-k");
   Tensor logits(allocator(), DType::kF32, {t, e});  // [T, E]
   Bf16Linear(x, router, logits);
-  kernels::MoeTopk({logits.ptr<float>(), bias.ptr<float>(), t, e, p.top_k, p.num_groups,
-                    p.topk_groups, p.norm_topk_prob, p.routed_scaling_factor,
-                    topk_ids.ptr<int32_t>(), topk_ids.strides[0], topk_weights.ptr<float>(),
-                    topk_weights.strides[0]},
-                   stream_);
+  topk.logits = logits.ptr<float>();
+  kernels::MoeTopk(topk, stream_);
 }
 
 bool CudaBackend::MoeExpertsWithShared(const TensorView& x, const TensorView& topk_ids,
