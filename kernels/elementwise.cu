@@ -26,16 +26,21 @@ __global__ void EmbeddingKernel(EmbeddingParams p) {
   }
 }
 
+// Threads of a norm's block (RmsNormKernel, RmsNormQuantizeKernel): at V3's hidden size, 896 of
+// them take the row in one 8-column access each, so a decode step's single-row norm (one
+// block, one SM) waits one memory latency per pass rather than four.
+constexpr int kNormThreads = 1024;
+
 // The first pass of a row's norm, by every thread of its block: with p.add, x = x + add
-// (rounded to x's type, written back), then 1 / sqrt(mean(x^2) + eps). Each thread takes the
-// columns i = threadIdx.x * kWidth + j * blockDim.x * kWidth, as the second pass does, so a
-// thread rereads only what it wrote itself. kVector: 8 columns per access (Vectorizable).
+// (rounded to x's type, written back), then 1 / sqrt(mean(x^2) + eps). Thread i takes the
+// columns i * kWidth + j * kNormThreads * kWidth, as RmsNormKernel's second pass does, so there
+// a thread rereads only what it wrote itself. kVector: 8 columns per access (Vectorizable).
 template <bool kVector>
 __device__ __forceinline__ float RowInverseRms(const RmsNormParams& p, int64_t r) {
   const int64_t x_row = r * p.x_stride, add_row = r * p.add_stride;
   constexpr int kWidth = kVector ? 8 : 1;
   float sum = 0.0f;
-  for (int64_t i = threadIdx.x * kWidth; i < p.dim; i += blockDim.x * kWidth) {
+  for (int64_t i = threadIdx.x * kWidth; i < p.dim; i += kNormThreads * kWidth) {
     float v[kWidth];
     if constexpr (kVector) {
       Load8(p.x, x_row + i, p.x_type, v);
@@ -65,17 +70,17 @@ __device__ __forceinline__ float RowInverseRms(const RmsNormParams& p, int64_t r
   return rsqrtf(sum / static_cast<float>(p.dim) + p.eps);
 }
 
-// One block per row; the row is read twice (sum of squares, then scale), which keeps any width
-// (the second read mostly hits the cache).
+// One block of kNormThreads per row; the row is read twice (sum of squares, then scale), which
+// keeps any width (the second read mostly hits the cache).
 template <bool kVector>
-__global__ void RmsNormKernel(RmsNormParams p) {
+__global__ void __launch_bounds__(kNormThreads) RmsNormKernel(RmsNormParams p) {
   KernelPrologue();
   const int64_t r = blockIdx.x;
   const int64_t x_row = r * p.x_stride, out_row = r * p.out_stride;
   constexpr int kWidth = kVector ? 8 : 1;
   const float inv = RowInverseRms<kVector>(p, r);
   // In place is safe: each thread rewrites only the elements it alone read above.
-  for (int64_t i = threadIdx.x * kWidth; i < p.dim; i += blockDim.x * kWidth) {
+  for (int64_t i = threadIdx.x * kWidth; i < p.dim; i += kNormThreads * kWidth) {
     float v[kWidth], w[kWidth];
     if constexpr (kVector) {
       Load8(p.x, x_row + i, p.x_type, v);
@@ -94,12 +99,33 @@ __global__ void RmsNormKernel(RmsNormParams p) {
   }
 }
 
+// Four consecutive elements [i, i + 4) of an F32 or BF16 array as float (kVector: i a multiple
+// of 4 and the array 16-byte aligned, one access; else one element at a time, up to `end`).
+template <bool kVector>
+__device__ __forceinline__ void Load4(const void* base, int64_t i, int64_t end, ElemType t,
+                                      float v[4]) {
+  if constexpr (kVector) {
+    if (t == ElemType::kBF16) {
+      const uint2 raw = *reinterpret_cast<const uint2*>(static_cast<const bf16*>(base) + i);
+      const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
+      v[0] = __low2float(pairs[0]), v[1] = __high2float(pairs[0]);
+      v[2] = __low2float(pairs[1]), v[3] = __high2float(pairs[1]);
+    } else {
+      const float4 f = *reinterpret_cast<const float4*>(static_cast<const float*>(base) + i);
+      v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[j] = i + j < end ? LoadAs(base, i + j, t) : 0.0f;
+  }
+}
+
 // One block per padded row: the first pass as RmsNormKernel's, then warp w takes 128-column
-// blocks w, w + warps, ... with 4 columns per lane (QuantizeKernel's layout): the normed values
+// blocks w, w + 32, ... with 4 columns per lane (QuantizeKernel's layout): the normed values
 // rounded to BF16 (stored to out), their block's amax, scale and e4m3 codes. The second pass
 // touches only its own lane's columns of x and out, so out may alias x as in RmsNorm.
 template <bool kVector>
-__global__ void RmsNormQuantizeKernel(RmsNormQuantizeParams p) {
+__global__ void __launch_bounds__(kNormThreads) RmsNormQuantizeKernel(RmsNormQuantizeParams p) {
   KernelPrologue();
   const RmsNormParams& n = p.norm;
   const int64_t r = blockIdx.x;
@@ -109,15 +135,25 @@ __global__ void RmsNormQuantizeKernel(RmsNormQuantizeParams p) {
   for (int64_t kb = threadIdx.x / 32; kb < p.cols_padded / 128; kb += warps) {
     const int64_t c0 = kb * 128 + lane * 4;
     float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (real && c0 < n.dim) {  // with kVector, dim % 8 == 0: all four columns or none
+      float x[4], w[4];
+      Load4<kVector>(n.x, r * n.x_stride + c0, r * n.x_stride + n.dim, n.x_type, x);
+      Load4<kVector>(n.weight, c0, n.dim, ElemType::kF32, w);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) v[j] = RoundTo(w[j] * (x[j] * inv), ElemType::kBF16);
+      bf16* out = static_cast<bf16*>(n.out) + r * n.out_stride + c0;
+      if constexpr (kVector) {
+        *reinterpret_cast<uint2*>(out) = make_uint2(PackBf16(v[0], v[1]), PackBf16(v[2], v[3]));
+      } else {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          if (c0 + j < n.dim) out[j] = FromFloat<bf16>(v[j]);
+        }
+      }
+    }
     float amax = 0.0f;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      if (!real || c0 + j >= n.dim) continue;
-      v[j] = RoundTo(n.weight[c0 + j] * (LoadAs(n.x, r * n.x_stride + c0 + j, n.x_type) * inv),
-                     ElemType::kBF16);
-      StoreAs(n.out, r * n.out_stride + c0 + j, v[j], ElemType::kBF16);
-      amax = fmaxf(amax, fabsf(v[j]));
-    }
+    for (int j = 0; j < 4; ++j) amax = fmaxf(amax, fabsf(v[j]));
     const float s = real ? Fp8BlockScale(WarpMax(amax), p.ue8m0) : 1.0f;
     uint32_t packed = 0;
 #pragma unroll
@@ -293,9 +329,9 @@ bool VectorizableNorm(const RmsNormParams& p) {
 void RmsNorm(const RmsNormParams& p, cudaStream_t stream) {
   if (p.rows == 0) return;
   if (VectorizableNorm(p)) {
-    Launch(RmsNormKernel<true>, static_cast<unsigned>(p.rows), 256, 0, stream, p);
+    Launch(RmsNormKernel<true>, static_cast<unsigned>(p.rows), kNormThreads, 0, stream, p);
   } else {
-    Launch(RmsNormKernel<false>, static_cast<unsigned>(p.rows), 256, 0, stream, p);
+    Launch(RmsNormKernel<false>, static_cast<unsigned>(p.rows), kNormThreads, 0, stream, p);
   }
 }
 
@@ -303,9 +339,9 @@ void RmsNormQuantize(const RmsNormQuantizeParams& p, cudaStream_t stream) {
   if (p.rows_padded == 0) return;
   const unsigned grid = static_cast<unsigned>(p.rows_padded);
   if (VectorizableNorm(p.norm)) {
-    Launch(RmsNormQuantizeKernel<true>, grid, 256, 0, stream, p);
+    Launch(RmsNormQuantizeKernel<true>, grid, kNormThreads, 0, stream, p);
   } else {
-    Launch(RmsNormQuantizeKernel<false>, grid, 256, 0, stream, p);
+    Launch(RmsNormQuantizeKernel<false>, grid, kNormThreads, 0, stream, p);
   }
 }
 

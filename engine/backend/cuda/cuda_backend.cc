@@ -455,7 +455,7 @@ void CudaBackend::RmsNorm(const TensorView& x, const TensorView& weight, float e
 
 void CudaBackend::AddRmsNorm(const TensorView& x, const TensorView& branch,
                              const TensorView& weight, float eps, const TensorView& out) {
-  if (!options_.fuse_norms) {
+  if (!options_.fuse_norms || x.dim(0) > kFusedNormMaxRows) {
     Backend::AddRmsNorm(x, branch, weight, eps, out);
     return;
   }

@@ -67,6 +67,9 @@ class CudaBackend final : public Backend {
   // small-M grouped kernel's longest item, and prefill's tiled GEMMs gain nothing from it
   // (docs/journal/2026-12-02-stream-wgmma-and-shared-experts.md).
   static constexpr int64_t kFuseSharedMaxTokens = 8;
+  // AddRmsNorm and RmsNormLinear run as one kernel up to this many rows (decode, verify): with
+  // many rows the parts' grids of small blocks are faster than a block per row doing all.
+  static constexpr int64_t kFusedNormMaxRows = 16;
   // Fails when there is no usable CUDA device.
   static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const Options& options);
   ~CudaBackend() override;
@@ -118,7 +121,8 @@ class CudaBackend final : public Backend {
                const TensorView& out) override;
   void Linear(const TensorView& x, const LinearWeight& w, const TensorView& y) override;
   void Add(const TensorView& a, const TensorView& b, const TensorView& out) override;
-  // One kernel each (kernels::RmsNorm with its add; kernels::RmsNormQuantize for an FP8 linear).
+  // One kernel each up to kFusedNormMaxRows rows (kernels::RmsNorm with its add;
+  // kernels::RmsNormQuantize for an FP8 linear), the parts beyond.
   void AddRmsNorm(const TensorView& x, const TensorView& branch, const TensorView& weight,
                   float eps, const TensorView& out) override;
   void RmsNormLinear(const TensorView& x, const TensorView* branch, const TensorView& norm_weight,

@@ -79,7 +79,7 @@ void CudaBackend::RmsNormLinear(const TensorView& x, const TensorView* branch,
                                 const TensorView& y) {
   const int64_t m = x.dim(0), k = w.k();
   if (!options_.fuse_norms || w.weight.dtype != DType::kF8E4M3 || normed.dtype != DType::kBF16 ||
-      m == 0) {
+      m == 0 || m > kFusedNormMaxRows) {
     Backend::RmsNormLinear(x, branch, norm_weight, eps, normed, w, y);
     return;
   }
