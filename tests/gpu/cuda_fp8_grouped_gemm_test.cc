@@ -22,6 +22,8 @@
 namespace dsv3 {
 namespace {
 
+using testing::DeviceBuffer;
+
 using kernels::Fp8GroupedGemm;
 using kernels::Fp8GroupedGemmParams;
 using kernels::GroupedWeight;
@@ -32,25 +34,6 @@ using kernels::kGroupedTileRows;
 // shape), before the F32 promotion.
 constexpr double kBf16Tol = 4e-3;
 constexpr double kF32Tol = 5e-4;
-
-// Device memory owned by the test.
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t bytes) { EXPECT_EQ(cudaMalloc(&p_, bytes), cudaSuccess); }
-  DeviceBuffer(const void* host, size_t bytes) : DeviceBuffer(bytes) {
-    EXPECT_EQ(cudaMemcpy(p_, host, bytes, cudaMemcpyHostToDevice), cudaSuccess);
-  }
-  ~DeviceBuffer() { cudaFree(p_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  template <typename T>
-  T* get() const {
-    return static_cast<T*>(p_);
-  }
-
- private:
-  void* p_ = nullptr;
-};
 
 struct Case {
   std::string name;

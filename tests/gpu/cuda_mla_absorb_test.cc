@@ -26,6 +26,8 @@
 namespace dsv3 {
 namespace {
 
+using testing::DeviceBuffer;
+
 using kernels::kMlaAbsorbMaxTokens;
 using kernels::MlaAbsorbParams;
 
@@ -42,25 +44,6 @@ constexpr Shape kV3{"v3", 128, 128, 64, 128, 512};
 constexpr Shape kRagged{"16 heads ragged", 16, 48, 16, 48, 80};
 
 enum class Form { kWuk, kWuv };
-
-// Device memory owned by the test.
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t bytes) { EXPECT_EQ(cudaMalloc(&p_, bytes), cudaSuccess); }
-  DeviceBuffer(const void* host, size_t bytes) : DeviceBuffer(bytes) {
-    EXPECT_EQ(cudaMemcpy(p_, host, bytes, cudaMemcpyHostToDevice), cudaSuccess);
-  }
-  ~DeviceBuffer() { cudaFree(p_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  template <typename T>
-  T* get() const {
-    return static_cast<T*>(p_);
-  }
-
- private:
-  void* p_ = nullptr;
-};
 
 // BF16 codes of uniform values in [-1, 1].
 std::vector<uint16_t> RandomCodes(int64_t n, std::mt19937& rng) {

@@ -30,6 +30,25 @@ namespace dsv3::testing {
 inline constexpr double kMultiGpuLogitTol = 3e-2;
 inline constexpr float kGreedyMargin = 0.1f;
 
+// Device memory owned by a test (raw kernels' operands), copied from the host when given.
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t bytes) { EXPECT_EQ(cudaMalloc(&p_, bytes), cudaSuccess); }
+  DeviceBuffer(const void* host, size_t bytes) : DeviceBuffer(bytes) {
+    EXPECT_EQ(cudaMemcpy(p_, host, bytes, cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  ~DeviceBuffer() { cudaFree(p_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  template <typename T>
+  T* get() const {
+    return static_cast<T*>(p_);
+  }
+
+ private:
+  void* p_ = nullptr;
+};
+
 // In a test body: skips with a message when no GPU is present.
 #define DSV3_SKIP_WITHOUT_GPU()                                                   \
   do {                                                                            \
