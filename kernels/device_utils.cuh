@@ -98,11 +98,25 @@ __device__ __forceinline__ uint8_t ToE4M3(float v) {
   return static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
 }
 
-// The scale of a 1x128 activation block with largest magnitude amax (SPEC section 4): q = x / s
-// fits e4m3; ue8m0 rounds it up to a power of two (DeepGEMM's scale format).
-__device__ __forceinline__ float Fp8BlockScale(float amax, bool ue8m0) {
-  const float s = fmaxf(amax, 1e-4f) / 448.0f;
-  return ue8m0 ? exp2f(ceilf(log2f(s))) : s;
+// One 1x128 activation block's quantization (SPEC section 4) by the warp that holds it, lane l
+// with columns [4l, 4l + 4) in v: s = max(amax, 1e-4) / 448 (ue8m0: rounded up to a power of
+// two, DeepGEMM's scale format; a padding row, real false: 1), codes v / s as e4m3. Lane l
+// writes its four codes to q_block + 4l, lane 0 the scale. Every lane of the warp calls it.
+__device__ __forceinline__ void QuantizeBlock128(const float v[4], bool real, bool ue8m0,
+                                                 uint8_t* q_block, float* scale) {
+  float amax = 0.0f;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) amax = fmaxf(amax, fabsf(v[j]));
+  amax = WarpMax(amax);
+  float s = fmaxf(amax, 1e-4f) / 448.0f;
+  if (ue8m0) s = exp2f(ceilf(log2f(s)));
+  if (!real) s = 1.0f;
+  uint32_t packed = 0;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) packed |= static_cast<uint32_t>(ToE4M3(v[j] / s)) << (8 * j);
+  const int lane = threadIdx.x % 32;
+  *reinterpret_cast<uint32_t*>(q_block + 4 * lane) = packed;
+  if (lane == 0) *scale = s;
 }
 
 // Element i of an F32, BF16 or I32 array, as float.
@@ -150,6 +164,28 @@ __device__ __forceinline__ void Load8(const void* base, int64_t i, ElemType t, f
     const float4 lo = src[0], hi = src[1];
     v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w;
     v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
+  }
+}
+
+// Elements [i, i + 4) of an F32 or BF16 array as float. kVector: all four below `end` and
+// element i aligned to the access (one 8-byte access for BF16, 16-byte for F32); else one
+// element at a time, 0 from `end` on.
+template <bool kVector>
+__device__ __forceinline__ void Load4(const void* base, int64_t i, int64_t end, ElemType t,
+                                      float v[4]) {
+  if constexpr (kVector) {
+    if (t == ElemType::kBF16) {
+      const uint2 raw = *reinterpret_cast<const uint2*>(static_cast<const bf16*>(base) + i);
+      const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
+      v[0] = __low2float(pairs[0]), v[1] = __high2float(pairs[0]);
+      v[2] = __low2float(pairs[1]), v[3] = __high2float(pairs[1]);
+    } else {
+      const float4 f = *reinterpret_cast<const float4*>(static_cast<const float*>(base) + i);
+      v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[j] = i + j < end ? LoadAs(base, i + j, t) : 0.0f;
   }
 }
 

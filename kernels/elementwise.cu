@@ -99,27 +99,6 @@ __global__ void __launch_bounds__(kNormThreads) RmsNormKernel(RmsNormParams p) {
   }
 }
 
-// Four consecutive elements [i, i + 4) of an F32 or BF16 array as float (kVector: i a multiple
-// of 4 and the array 16-byte aligned, one access; else one element at a time, up to `end`).
-template <bool kVector>
-__device__ __forceinline__ void Load4(const void* base, int64_t i, int64_t end, ElemType t,
-                                      float v[4]) {
-  if constexpr (kVector) {
-    if (t == ElemType::kBF16) {
-      const uint2 raw = *reinterpret_cast<const uint2*>(static_cast<const bf16*>(base) + i);
-      const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
-      v[0] = __low2float(pairs[0]), v[1] = __high2float(pairs[0]);
-      v[2] = __low2float(pairs[1]), v[3] = __high2float(pairs[1]);
-    } else {
-      const float4 f = *reinterpret_cast<const float4*>(static_cast<const float*>(base) + i);
-      v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
-    }
-  } else {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) v[j] = i + j < end ? LoadAs(base, i + j, t) : 0.0f;
-  }
-}
-
 // One block per padded row: the first pass as RmsNormKernel's, then warp w takes 128-column
 // blocks w, w + 32, ... with 4 columns per lane (QuantizeKernel's layout): the normed values
 // rounded to BF16 (stored to out), their block's amax, scale and e4m3 codes. The second pass
@@ -151,15 +130,8 @@ __global__ void __launch_bounds__(kNormThreads) RmsNormQuantizeKernel(RmsNormQua
         }
       }
     }
-    float amax = 0.0f;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) amax = fmaxf(amax, fabsf(v[j]));
-    const float s = real ? Fp8BlockScale(WarpMax(amax), p.ue8m0) : 1.0f;
-    uint32_t packed = 0;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) packed |= static_cast<uint32_t>(ToE4M3(v[j] / s)) << (8 * j);
-    *reinterpret_cast<uint32_t*>(p.q + r * p.cols_padded + c0) = packed;
-    if (lane == 0) p.scales[kb * p.rows_padded + r] = s;
+    QuantizeBlock128(v, real, p.ue8m0, p.q + r * p.cols_padded + kb * 128,
+                     p.scales + kb * p.rows_padded + r);
   }
 }
 

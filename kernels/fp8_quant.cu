@@ -6,17 +6,6 @@ namespace dsv3::kernels {
 
 namespace {
 
-// Four BF16 values from 8 bytes (the caller checked the alignment).
-__device__ __forceinline__ void Load4(const bf16* src, float v[4]) {
-  const uint2 raw = *reinterpret_cast<const uint2*>(src);
-  const __nv_bfloat162 lo = *reinterpret_cast<const __nv_bfloat162*>(&raw.x);
-  const __nv_bfloat162 hi = *reinterpret_cast<const __nv_bfloat162*>(&raw.y);
-  v[0] = __low2float(lo);
-  v[1] = __high2float(lo);
-  v[2] = __low2float(hi);
-  v[3] = __high2float(hi);
-}
-
 // One warp per (row, 128-column block): each lane owns 4 consecutive columns. kVector: rows
 // and columns allow 8-byte loads of the lane's 4 values.
 template <bool kVector>
@@ -36,31 +25,19 @@ __global__ void QuantizeKernel(QuantizeActivationsParams p) {
     const bf16* up = static_cast<const bf16*>(p.up) + src_row * p.up_stride;
     float u[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // up's values (SiLU-gate only)
     if (kVector && c0 + 4 <= p.cols) {
-      Load4(x + c0, v);
-      if (p.up != nullptr) Load4(up + c0, u);
+      Load4<true>(x, c0, p.cols, ElemType::kBF16, v);
+      if (p.up != nullptr) Load4<true>(up, c0, p.cols, ElemType::kBF16, u);
     } else {
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        if (c0 + j >= p.cols) continue;
-        v[j] = ToFloat(x[c0 + j]);
-        if (p.up != nullptr) u[j] = ToFloat(up[c0 + j]);
-      }
+      Load4<false>(x, c0, p.cols, ElemType::kBF16, v);
+      if (p.up != nullptr) Load4<false>(up, c0, p.cols, ElemType::kBF16, u);
     }
     if (p.up != nullptr) {
 #pragma unroll
       for (int j = 0; j < 4; ++j) v[j] = ToFloat(FromFloat<bf16>(SiluMul(v[j], u[j])));
     }
   }
-  float amax = 0.0f;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) amax = fmaxf(amax, fabsf(v[j]));
-  amax = WarpMax(amax);
-  const float s = row < rows ? Fp8BlockScale(amax, p.ue8m0) : 1.0f;
-  uint32_t packed = 0;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) packed |= static_cast<uint32_t>(ToE4M3(v[j] / s)) << (8 * j);
-  *reinterpret_cast<uint32_t*>(p.q + row * p.cols_padded + c0) = packed;
-  if (lane == 0) p.scales[kb * p.rows_padded + row] = s;
+  QuantizeBlock128(v, row < rows, p.ue8m0, p.q + row * p.cols_padded + kb * 128,
+                   p.scales + kb * p.rows_padded + row);
 }
 
 __global__ void DequantizeKernel(DequantizeParams p) {

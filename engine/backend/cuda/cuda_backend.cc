@@ -444,13 +444,30 @@ void CudaBackend::Embedding(const TensorView& table, std::span<const int32_t> id
                      stream_);
 }
 
-void CudaBackend::RmsNorm(const TensorView& x, const TensorView& weight, float eps,
-                          const TensorView& out) {
+kernels::RmsNormParams CudaBackend::NormParams(const TensorView& x, const TensorView* add,
+                                               const TensorView& weight, float eps,
+                                               const TensorView& out) {
   assert(IsActivationType(x.dtype) && IsActivationType(out.dtype) && weight.dtype == DType::kF32);
   assert(x.data != out.data || x.dtype == out.dtype);
-  kernels::RmsNorm({x.data, x.strides[0], weight.ptr<float>(), out.data, out.strides[0], x.dim(0),
-                    x.dim(1), eps, ElemTypeOf(x.dtype), ElemTypeOf(out.dtype)},
-                   stream_);
+  assert(add == nullptr || IsActivationType(add->dtype));
+  return {x.data,
+          x.strides[0],
+          weight.ptr<float>(),
+          out.data,
+          out.strides[0],
+          x.dim(0),
+          x.dim(1),
+          eps,
+          ElemTypeOf(x.dtype),
+          ElemTypeOf(out.dtype),
+          add != nullptr ? add->data : nullptr,
+          add != nullptr ? add->strides[0] : 0,
+          add != nullptr ? ElemTypeOf(add->dtype) : kernels::ElemType::kF32};
+}
+
+void CudaBackend::RmsNorm(const TensorView& x, const TensorView& weight, float eps,
+                          const TensorView& out) {
+  kernels::RmsNorm(NormParams(x, nullptr, weight, eps, out), stream_);
 }
 
 void CudaBackend::AddRmsNorm(const TensorView& x, const TensorView& branch,
@@ -459,12 +476,7 @@ void CudaBackend::AddRmsNorm(const TensorView& x, const TensorView& branch,
     Backend::AddRmsNorm(x, branch, weight, eps, out);
     return;
   }
-  assert(IsActivationType(x.dtype) && IsActivationType(out.dtype) && weight.dtype == DType::kF32);
-  assert(IsActivationType(branch.dtype) && (x.data != out.data || x.dtype == out.dtype));
-  kernels::RmsNorm({x.data, x.strides[0], weight.ptr<float>(), out.data, out.strides[0], x.dim(0),
-                    x.dim(1), eps, ElemTypeOf(x.dtype), ElemTypeOf(out.dtype), branch.data,
-                    branch.strides[0], ElemTypeOf(branch.dtype)},
-                   stream_);
+  kernels::RmsNorm(NormParams(x, &branch, weight, eps, out), stream_);
 }
 
 void CudaBackend::Add(const TensorView& a, const TensorView& b, const TensorView& out) {

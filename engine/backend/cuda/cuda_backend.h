@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "engine/backend/backend.h"
 #include "engine/backend/cuda/cublaslt_gemm.h"
 #include "engine/backend/cuda/stream_allocator.h"
@@ -34,6 +35,7 @@
 
 namespace dsv3::kernels {
 struct GroupedWeight;
+struct RmsNormParams;
 }  // namespace dsv3::kernels
 
 namespace dsv3 {
@@ -297,10 +299,19 @@ class CudaBackend final : public Backend {
   absl::Status Fp8Gemm(const Tensor& xq, const Tensor& xs, const LinearWeight& w, int64_t m,
                        int64_t m_pad, int64_t n_pad, int64_t k_pad, bool f32_out,
                        const TensorView& y);
-  // y = x W^T for an FP8 weight from x (BF16 [M, K], for the fallback to a BF16 weight) and its
-  // quantization (xq [M_pad, K_pad], xs [K_pad/128, M_pad]): the small-M kernel or cuBLASLt.
-  void Fp8Linear(const TensorView& x, const Tensor& xq, const Tensor& xs, const LinearWeight& w,
-                 const TensorView& y);
+  // y = x W^T for an FP8 weight: `quantize` writes x's 1x128 quantization into the buffers it is
+  // given (xq [M_pad, K_pad] e4m3, xs [K_pad/128, M_pad] F32; M_pad = M rounded up to 4), then
+  // the small-M kernel or cuBLASLt. x (BF16 [M, K]) is read only by the fallback to a BF16
+  // weight.
+  using QuantizeInto =
+      absl::FunctionRef<void(uint8_t* xq, float* xs, int64_t m_pad, int64_t k_pad)>;
+  void Fp8Linear(const TensorView& x, const LinearWeight& w, const TensorView& y,
+                 QuantizeInto quantize);
+  // The norm kernel's arguments: out = RmsNorm(x + *add, or x) * weight (RmsNorm, AddRmsNorm and
+  // RmsNormLinear's norm).
+  static kernels::RmsNormParams NormParams(const TensorView& x, const TensorView* add,
+                                           const TensorView& weight, float eps,
+                                           const TensorView& out);
   // y = x W^T for a BF16 weight view [N, K].
   void Bf16Linear(const TensorView& x, const TensorView& w, const TensorView& y);
   void Check(const absl::Status& status, const char* what);

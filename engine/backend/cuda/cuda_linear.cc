@@ -64,50 +64,39 @@ void CudaBackend::Linear(const TensorView& x, const LinearWeight& w, const Tenso
     Bf16Linear(x, w.weight, y);
     return;
   }
-  const int64_t m_pad = RoundUp(m, 4), k_pad = w.weight.strides[0];
-  Tensor xq(allocator(), DType::kF8E4M3, {m_pad, k_pad});      // [M_pad, K_pad]
-  Tensor xs(allocator(), DType::kF32, {k_pad / 128, m_pad});   // [K_pad/128, M_pad]
-  kernels::QuantizeActivations({x.data, x.strides[0], m, k, m_pad, k_pad, xq.ptr<uint8_t>(),
-                                xs.ptr<float>(), options_.ue8m0_activation_scales},
-                               stream_);
-  Fp8Linear(x, xq, xs, w, y);
+  Fp8Linear(x, w, y, [&](uint8_t* xq, float* xs, int64_t m_pad, int64_t k_pad) {
+    kernels::QuantizeActivations(
+        {x.data, x.strides[0], m, k, m_pad, k_pad, xq, xs, options_.ue8m0_activation_scales},
+        stream_);
+  });
 }
 
 void CudaBackend::RmsNormLinear(const TensorView& x, const TensorView* branch,
                                 const TensorView& norm_weight, float eps,
                                 const TensorView& normed, const LinearWeight& w,
                                 const TensorView& y) {
-  const int64_t m = x.dim(0), k = w.k();
+  const int64_t m = x.dim(0);
   if (!options_.fuse_norms || w.weight.dtype != DType::kF8E4M3 || normed.dtype != DType::kBF16 ||
       m == 0 || m > kFusedNormMaxRows) {
     Backend::RmsNormLinear(x, branch, norm_weight, eps, normed, w, y);
     return;
   }
-  assert(x.dim(1) == k && normed.dim(0) == m && normed.dim(1) == k);
-  assert((x.dtype == DType::kBF16 || x.dtype == DType::kF32) && norm_weight.dtype == DType::kF32);
-  assert(x.data != normed.data || x.dtype == normed.dtype);
-  const int64_t m_pad = RoundUp(m, 4), k_pad = w.weight.strides[0];
-  Tensor xq(allocator(), DType::kF8E4M3, {m_pad, k_pad});      // [M_pad, K_pad]
-  Tensor xs(allocator(), DType::kF32, {k_pad / 128, m_pad});   // [K_pad/128, M_pad]
-  kernels::RmsNormQuantize(
-      {{x.data, x.strides[0], norm_weight.ptr<float>(), normed.data, normed.strides[0], m, k, eps,
-        ElemTypeOf(x.dtype), kernels::ElemType::kBF16, branch != nullptr ? branch->data : nullptr,
-        branch != nullptr ? branch->strides[0] : 0,
-        branch != nullptr ? ElemTypeOf(branch->dtype) : kernels::ElemType::kF32},
-       xq.ptr<uint8_t>(),
-       xs.ptr<float>(),
-       m_pad,
-       k_pad,
-       options_.ue8m0_activation_scales},
-      stream_);
-  Fp8Linear(normed, xq, xs, w, y);
+  assert(x.dim(1) == w.k() && normed.dim(0) == m && normed.dim(1) == w.k());
+  const kernels::RmsNormParams norm = NormParams(x, branch, norm_weight, eps, normed);
+  Fp8Linear(normed, w, y, [&](uint8_t* xq, float* xs, int64_t m_pad, int64_t k_pad) {
+    kernels::RmsNormQuantize({norm, xq, xs, m_pad, k_pad, options_.ue8m0_activation_scales},
+                             stream_);
+  });
 }
 
-void CudaBackend::Fp8Linear(const TensorView& x, const Tensor& xq, const Tensor& xs,
-                            const LinearWeight& w, const TensorView& y) {
+void CudaBackend::Fp8Linear(const TensorView& x, const LinearWeight& w, const TensorView& y,
+                            QuantizeInto quantize) {
   const int64_t m = x.dim(0), n = w.n();
-  const int64_t m_pad = xq.view().dim(0), n_pad = RoundUp(n, 64), k_pad = xq.view().dim(1);
+  const int64_t m_pad = RoundUp(m, 4), n_pad = RoundUp(n, 64), k_pad = w.weight.strides[0];
+  Tensor xq(allocator(), DType::kF8E4M3, {m_pad, k_pad});      // [M_pad, K_pad]
+  Tensor xs(allocator(), DType::kF32, {k_pad / 128, m_pad});   // [K_pad/128, M_pad]
   Section path(*this, m <= kSmallFp8Rows ? "- linear fp8: small-M kernel" : "- linear fp8: cuBLASLt");
+  quantize(xq.ptr<uint8_t>(), xs.ptr<float>(), m_pad, k_pad);
   if (m <= kSmallFp8Rows) {
     assert((y.dtype == DType::kBF16 || y.dtype == DType::kF32) && y.strides[1] == 1);
     kernels::DenseFp8Gemm({xq.ptr<uint8_t>(), xs.ptr<float>(), m, m_pad, k_pad,
