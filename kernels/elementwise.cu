@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cassert>
 
 #include "kernels/device_utils.cuh"
 #include "kernels/elementwise.cuh"
@@ -70,16 +71,14 @@ __device__ __forceinline__ float RowInverseRms(const RmsNormParams& p, int64_t r
   return rsqrtf(sum / static_cast<float>(p.dim) + p.eps);
 }
 
-// One block of kNormThreads per row; the row is read twice (sum of squares, then scale), which
-// keeps any width (the second read mostly hits the cache).
+// The second pass of a row's norm: out = weight * (x * inv), each thread over the columns it
+// took in RowInverseRms (so in place is safe: it rewrites only what it alone read). copy
+// (optional, BF16, out BF16): the same values written there too (a KV cache row).
 template <bool kVector>
-__global__ void __launch_bounds__(kNormThreads) RmsNormKernel(RmsNormParams p) {
-  KernelPrologue();
-  const int64_t r = blockIdx.x;
+__device__ __forceinline__ void NormalizeRow(const RmsNormParams& p, int64_t r, float inv,
+                                             bf16* copy) {
   const int64_t x_row = r * p.x_stride, out_row = r * p.out_stride;
   constexpr int kWidth = kVector ? 8 : 1;
-  const float inv = RowInverseRms<kVector>(p, r);
-  // In place is safe: each thread rewrites only the elements it alone read above.
   for (int64_t i = threadIdx.x * kWidth; i < p.dim; i += kNormThreads * kWidth) {
     float v[kWidth], w[kWidth];
     if constexpr (kVector) {
@@ -93,10 +92,21 @@ __global__ void __launch_bounds__(kNormThreads) RmsNormKernel(RmsNormParams p) {
     for (int j = 0; j < kWidth; ++j) v[j] = w[j] * (v[j] * inv);
     if constexpr (kVector) {
       Store8(p.out, out_row + i, v, p.out_type);
+      if (copy != nullptr) Store8(copy, i, v, ElemType::kBF16);
     } else {
       StoreAs(p.out, out_row + i, v[0], p.out_type);
+      if (copy != nullptr) copy[i] = FromFloat<bf16>(v[0]);
     }
   }
+}
+
+// One block of kNormThreads per row; the row is read twice (sum of squares, then scale), which
+// keeps any width (the second read mostly hits the cache).
+template <bool kVector>
+__global__ void __launch_bounds__(kNormThreads) RmsNormKernel(RmsNormParams p) {
+  KernelPrologue();
+  const int64_t r = blockIdx.x;
+  NormalizeRow<kVector>(p, r, RowInverseRms<kVector>(p, r), nullptr);
 }
 
 // One block per padded row: the first pass as RmsNormKernel's, then warp w takes 128-column
@@ -218,6 +228,31 @@ __global__ void SumRowBlocksKernel(SumRowBlocksParams p) {
 // enough threads stay in flight for a single decode token (128 heads: 16 x 32 pairs).
 constexpr int64_t kRopeHeadsPerThread = 8;
 
+// The rotation of pair i at token t's position: cosine and sine times the attention factor.
+struct RopeAngle {
+  float c, s;
+};
+__device__ __forceinline__ RopeAngle AngleOf(const RopeParams& p, int64_t t, int64_t i) {
+  const float angle = p.inv_freq[i] * static_cast<float>(p.positions[t]);
+  return {cosf(angle) * p.attention_factor, sinf(angle) * p.attention_factor};
+}
+
+// Rotates pair i of head h of token t in place. copy (optional): the rotated pair also written
+// there, at the same offsets inside a head's rope_dim values.
+__device__ __forceinline__ void RotatePair(const RopeParams& p, int64_t t, int64_t h, int64_t i,
+                                           RopeAngle r, bf16* copy) {
+  bf16* v = static_cast<bf16*>(p.x) + t * p.token_stride + h * p.head_stride;
+  const int64_t ia = p.interleaved ? 2 * i : i, ib = p.interleaved ? 2 * i + 1 : i + p.rope_dim / 2;
+  const float x0 = ToFloat(v[ia]), x1 = ToFloat(v[ib]);
+  const bf16 a = FromFloat<bf16>(x0 * r.c - x1 * r.s), b = FromFloat<bf16>(x1 * r.c + x0 * r.s);
+  v[ia] = a;
+  v[ib] = b;
+  if (copy != nullptr) {
+    copy[ia] = a;
+    copy[ib] = b;
+  }
+}
+
 // One thread per (token, group of kRopeHeadsPerThread heads, pair).
 __global__ void RopeKernel(RopeParams p) {
   KernelPrologue();
@@ -226,16 +261,33 @@ __global__ void RopeKernel(RopeParams p) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= p.tokens * groups * half) return;
   const int64_t i = idx % half, g = (idx / half) % groups, t = idx / (half * groups);
-  const float angle = p.inv_freq[i] * static_cast<float>(p.positions[t]);
-  const float c = cosf(angle) * p.attention_factor, s = sinf(angle) * p.attention_factor;
+  const RopeAngle angle = AngleOf(p, t, i);
   const int64_t h_end = min(p.heads, (g + 1) * kRopeHeadsPerThread);
-  for (int64_t h = g * kRopeHeadsPerThread; h < h_end; ++h) {
-    bf16* v = static_cast<bf16*>(p.x) + t * p.token_stride + h * p.head_stride;
-    bf16* a = p.interleaved ? &v[2 * i] : &v[i];
-    bf16* b = p.interleaved ? &v[2 * i + 1] : &v[i + half];
-    const float x0 = ToFloat(*a), x1 = ToFloat(*b);
-    *a = FromFloat<bf16>(x0 * c - x1 * s);
-    *b = FromFloat<bf16>(x1 * c + x0 * s);
+  for (int64_t h = g * kRopeHeadsPerThread; h < h_end; ++h) RotatePair(p, t, h, i, angle, nullptr);
+}
+
+// MLA's inputs, grid (tokens, 2) of kNormThreads: block (t, 0) norms token t's c in place (as
+// RmsNormKernel) and rotates its k_pe (as RopeKernel), writing both to the token's cache row
+// from the values it stores; block (t, 1) rotates every head's q_pe. The same bits as the four
+// kernels of the parts.
+template <bool kVector>
+__global__ void __launch_bounds__(kNormThreads) MlaInputsKernel(MlaInputsParams p) {
+  KernelPrologue();
+  const int64_t t = blockIdx.x;
+  if (blockIdx.y == 1) {
+    const RopeParams& q = p.q_rope;
+    const int64_t half = q.rope_dim / 2;
+    for (int64_t j = threadIdx.x; j < q.heads * half; j += blockDim.x) {
+      const int64_t i = j % half;
+      RotatePair(q, t, j / half, i, AngleOf(q, t, i), nullptr);
+    }
+    return;
+  }
+  bf16* row = static_cast<bf16*>(p.cache) + p.slot_mapping[t] * p.kv_dim;
+  NormalizeRow<kVector>(p.norm, t, RowInverseRms<kVector>(p.norm, t), row);
+  const RopeParams& k = p.k_rope;
+  for (int64_t i = threadIdx.x; i < k.rope_dim / 2; i += blockDim.x) {
+    RotatePair(k, t, 0, i, AngleOf(k, t, i), row + p.norm.dim);
   }
 }
 
@@ -304,6 +356,19 @@ void RmsNorm(const RmsNormParams& p, cudaStream_t stream) {
     Launch(RmsNormKernel<true>, static_cast<unsigned>(p.rows), kNormThreads, 0, stream, p);
   } else {
     Launch(RmsNormKernel<false>, static_cast<unsigned>(p.rows), kNormThreads, 0, stream, p);
+  }
+}
+
+void MlaInputs(const MlaInputsParams& p, cudaStream_t stream) {
+  if (p.norm.rows == 0) return;
+  assert(p.norm.x == p.norm.out && p.norm.out_type == ElemType::kBF16);
+  assert(p.k_rope.heads == 1 && p.kv_dim == p.norm.dim + p.k_rope.rope_dim);
+  const dim3 grid(static_cast<unsigned>(p.norm.rows), 2);
+  // The vector form also stores the normed c to the cache rows 8 values at a time.
+  if (VectorizableNorm(p.norm) && Vectorizable(p.norm.dim, {{p.cache, p.kv_dim}})) {
+    Launch(MlaInputsKernel<true>, grid, kNormThreads, 0, stream, p);
+  } else {
+    Launch(MlaInputsKernel<false>, grid, kNormThreads, 0, stream, p);
   }
 }
 

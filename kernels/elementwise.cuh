@@ -148,6 +148,19 @@ struct RopeParams {
 };
 void Rope(const RopeParams& p, cudaStream_t stream);
 
+// MLA's inputs of a step in one kernel, the same bits as its parts: RmsNorm(norm) in place
+// (x == out, BF16: c, [T, kv_lora]), Rope(k_rope) (k_pe, one head) and Rope(q_rope) (q_pe),
+// then each token's row [c | k_pe] (kv_dim = kv_lora + rope values) written to cache row
+// slot_mapping[t] (WriteKvCache).
+struct MlaInputsParams {
+  RmsNormParams norm;
+  RopeParams k_rope, q_rope;
+  const int64_t* slot_mapping;  // [T] device
+  void* cache;                  // BF16 rows of kv_dim
+  int64_t kv_dim;
+};
+void MlaInputs(const MlaInputsParams& p, cudaStream_t stream);
+
 // dst[r, c] = convert(src[r, c]) for [rows, cols]; F32, BF16 or I32 sources, F32 or BF16
 // destinations.
 struct Copy2DParams {

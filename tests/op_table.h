@@ -186,6 +186,59 @@ inline void AddAttentionRows(std::vector<OpRow>& rows) {
   }
 }
 
+// MLA's inputs (PrepareMlaInputs) for t new tokens of one sequence at context 37: c normed, k_pe
+// and q_pe rotated, the latent rows written to cache blocks handed out from the top. The
+// latent, q and the whole cache are compared. At V3's dims (vector form on the GPU) and at
+// small ragged ones.
+inline void AddMlaInputsRows(std::vector<OpRow>& rows, int64_t t) {
+  for (const MlaRowShape s : {MlaRowShape{"v3dims", 16, 128, 64, 128, 512},
+                              MlaRowShape{"small", 3, 24, 16, 20, 84}}) {
+    rows.push_back({absl::StrCat("mla_inputs_t", t, "_", s.name), kBf16Tolerance,
+                    [s, t](Backend& b, std::mt19937& rng) {
+      constexpr int32_t kBlock = 16, kContext = 37;
+      OpInputs in(b, rng);
+      const int64_t kv_dim = s.lora + s.rope, qk = s.nope + s.rope;
+      const int32_t blocks = (kContext + static_cast<int32_t>(t) + kBlock - 1) / kBlock;
+      std::vector<int32_t> table(blocks);
+      for (int32_t i = 0; i < blocks; ++i) table[i] = blocks - 1 - i;
+      AttentionBatch batch;
+      batch.block_size = kBlock;
+      batch.kv_lora_rank = s.lora;
+      batch.rope_dim = s.rope;
+      batch.sequences.push_back({0, static_cast<int32_t>(t), kContext, table.data(), blocks});
+      for (int32_t j = 0; j < t; ++j) {
+        const int32_t pos = kContext + j;
+        batch.positions.push_back(pos);
+        batch.slot_mapping.push_back(int64_t{table[pos / kBlock]} * kBlock + pos % kBlock);
+        batch.token_ids.push_back(0);
+      }
+      std::vector<float> inv_freq(s.rope / 2);
+      for (int64_t i = 0; i < s.rope / 2; ++i) {
+        inv_freq[i] = std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(s.rope));
+      }
+      const TensorView cache = in.Activation({blocks, kBlock, kv_dim});
+      const TensorView latent = in.Activation({t, kv_dim}, 3.0f);
+      const TensorView q = in.Activation({t, s.heads, qk});
+      const TensorView norm = in.Dense({s.lora}, 1.0f, 0.2f);
+      TensorView c = latent, k_pe = latent, q_pe = q;  // as the model makes them
+      c.shape[1] = s.lora;
+      k_pe.data = static_cast<char*>(latent.data) + s.lora * DTypeSize(latent.dtype);
+      k_pe.ndim = 3;
+      k_pe.shape = {t, 1, s.rope, 0};
+      k_pe.strides = {latent.strides[0], s.rope, 1, 0};
+      q_pe.data = static_cast<char*>(q.data) + s.nope * DTypeSize(q.dtype);
+      q_pe.shape[2] = s.rope;
+      b.BeginStep(batch);
+      b.PrepareMlaInputs({latent, c, k_pe, q_pe}, norm, 1e-6f, batch.positions,
+                         RopeParams{inv_freq.data(), s.rope, 1.1f, true}, batch, cache);
+      std::vector<float> got = in.Host(latent), q_host = in.Host(q), cache_host = in.Host(cache);
+      got.insert(got.end(), q_host.begin(), q_host.end());
+      got.insert(got.end(), cache_host.begin(), cache_host.end());
+      return got;
+    }});
+  }
+}
+
 // The table. Rows M = 1, 3, 5, 100 (decode to prefill), widths not multiples of 128.
 inline std::vector<OpRow> OpTable() {
   std::vector<OpRow> rows;
@@ -366,6 +419,7 @@ inline std::vector<OpRow> OpTable() {
             return in.Host(x);
           });
     }
+    AddMlaInputsRows(rows, m);
     add(absl::StrCat("moe_route_t", m), 1e-3, [=](Backend& b, std::mt19937& rng) {
       // Compared by the routing weights; the ids agree wherever the weights do.
       OpInputs in(b, rng);

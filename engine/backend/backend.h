@@ -96,6 +96,12 @@ struct MlaParams {
   MlaMode mode = MlaMode::kAuto;
 };
 
+// A step's MLA inputs (Backend::PrepareMlaInputs): the latent rows of kv_a's output [T, kv_lora +
+// rope], its columns c [T, kv_lora] and k_pe [T, 1, rope], and q's rope part [T, heads, rope].
+struct MlaInputs {
+  TensorView latent, c, k_pe, q_pe;
+};
+
 // Routing parameters of a MoE layer (noaux_tc: sigmoid scores, correction bias, group limit).
 struct MoeRouteParams {
   int64_t num_experts = 0;
@@ -226,6 +232,19 @@ class Backend {
       RmsNorm(x, norm_weight, eps, normed);
     }
     Linear(normed, w, y);
+  }
+  // MLA's inputs of a step, before attention, in place: c = RmsNorm(c) * norm_weight; k_pe and
+  // q_pe rotated at positions; then latent's rows written to the cache (WriteKvCache). latent
+  // [T, kv_lora + rope] has the columns c [T, kv_lora] and k_pe (a [T, 1, rope] view); q_pe
+  // [T, heads, rope]. A backend may do it all in one pass (one kernel on GPUs) with the same
+  // results as the parts.
+  virtual void PrepareMlaInputs(const MlaInputs& in, const TensorView& norm_weight, float eps,
+                                std::span<const int32_t> positions, const RopeParams& rope,
+                                const AttentionBatch& batch, const TensorView& cache) {
+    RmsNorm(in.c, norm_weight, eps, in.c);
+    Rope(in.k_pe, positions, rope);
+    Rope(in.q_pe, positions, rope);
+    WriteKvCache(in.latent, batch, cache);
   }
   // Rotates x [T, heads, rope_dim] (any strides) in place at positions[t].
   virtual void Rope(const TensorView& x, std::span<const int32_t> positions,

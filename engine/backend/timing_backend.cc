@@ -168,6 +168,14 @@ void TimingBackend::RmsNormLinear(const TensorView& x, const TensorView* branch,
         [&] { inner().RmsNormLinear(x, branch, norm_weight, eps, normed, w, y); });
 }
 
+void TimingBackend::PrepareMlaInputs(const MlaInputs& in, const TensorView& norm_weight,
+                                     float eps, std::span<const int32_t> positions,
+                                     const RopeParams& rope, const AttentionBatch& batch,
+                                     const TensorView& cache) {
+  Timed("prepare mla inputs",
+        [&] { inner().PrepareMlaInputs(in, norm_weight, eps, positions, rope, batch, cache); });
+}
+
 void TimingBackend::Rope(const TensorView& x, std::span<const int32_t> positions,
                          const RopeParams& rope) {
   Timed("rope", [&] { inner().Rope(x, positions, rope); });

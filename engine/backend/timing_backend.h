@@ -57,6 +57,9 @@ class TimingBackend final : public ForwardingBackend, public OpSections {
   void RmsNormLinear(const TensorView& x, const TensorView* branch, const TensorView& norm_weight,
                      float eps, const TensorView& normed, const LinearWeight& w,
                      const TensorView& y) override;
+  void PrepareMlaInputs(const MlaInputs& in, const TensorView& norm_weight, float eps,
+                        std::span<const int32_t> positions, const RopeParams& rope,
+                        const AttentionBatch& batch, const TensorView& cache) override;
   void Rope(const TensorView& x, std::span<const int32_t> positions,
             const RopeParams& rope) override;
   void SiluMul(const TensorView& gate, const TensorView& up, const TensorView& out) override;

@@ -338,18 +338,14 @@ void DeepseekV3Model::Attention(const LayerWeights& layer, const TensorView& x,
   } else {
     backend_.Linear(x, *a.q, q);
   }
-  // latent: c = RMSNorm(kv[:, :kv_lora]), k_pe = RoPE(kv[:, kv_lora:]).
+  // latent: c = RMSNorm(kv[:, :kv_lora]), k_pe = RoPE(kv[:, kv_lora:]), then to the cache.
   const TensorView latent = a.qkv_a.Output(qkv_lat, a.qkv_a.parts.size() - 1);
   const TensorView c_part = Columns(latent, 0, c.kv_lora_rank);
-  backend_.RmsNorm(c_part, a.kv_a_norm, eps, c_part);
-
   TensorView k_pe = latent;  // [T, 1, rope]
   k_pe.data = static_cast<char*>(latent.data) + c.kv_lora_rank * DTypeSize(latent.dtype);
   k_pe.ndim = 3;
   k_pe.shape = {t, 1, c.qk_rope_head_dim, 0};
   k_pe.strides = {latent.strides[0], c.qk_rope_head_dim, 1, 0};
-  backend_.Rope(k_pe, batch.positions, rope_.params());
-
   TensorView q3 = q.view();  // [T, nh, nope + rope]
   q3.ndim = 3;
   q3.shape = {t, nh, qk, 0};
@@ -357,9 +353,8 @@ void DeepseekV3Model::Attention(const LayerWeights& layer, const TensorView& x,
   TensorView q_pe = q3;  // [T, nh, rope]
   q_pe.data = static_cast<char*>(q.view().data) + c.qk_nope_head_dim * DTypeSize(q.view().dtype);
   q_pe.shape[2] = c.qk_rope_head_dim;
-  backend_.Rope(q_pe, batch.positions, rope_.params());
-
-  backend_.WriteKvCache(latent, batch, cache);
+  backend_.PrepareMlaInputs({latent, c_part, k_pe, q_pe}, a.kv_a_norm, eps, batch.positions,
+                            rope_.params(), batch, cache);
   MlaParams params;
   params.num_heads = nh;
   params.nope_dim = c.qk_nope_head_dim;

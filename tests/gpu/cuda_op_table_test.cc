@@ -48,7 +48,8 @@ TEST_P(CudaFusedOpsTest, EqualTheirPartsBitForBit) {
 std::vector<OpRow> FusedOpRows() {
   std::vector<OpRow> rows;
   for (OpRow& row : ::dsv3::testing::OpTable()) {
-    if (row.name.starts_with("add_rmsnorm_") || row.name.starts_with("rmsnorm_linear_")) {
+    if (row.name.starts_with("add_rmsnorm_") || row.name.starts_with("rmsnorm_linear_") ||
+        row.name.starts_with("mla_inputs_")) {
       rows.push_back(std::move(row));
     }
   }

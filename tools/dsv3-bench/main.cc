@@ -169,7 +169,9 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
                prop.name, driver, runtime, copy_bw / 1e12, comm.world_size(),
                args.no_pdl ? "off" : "on in decode steps",
                args.no_fuse_shared ? "apart" : "fused into the grouped experts where it pays",
-               args.no_fuse_norms ? "apart" : "fused with the residual add and q_b's quantization");
+               args.no_fuse_norms ? "apart"
+                                  : "fused with the residual add, q_b's quantization, RoPE "
+                                    "and the KV write");
 
   // The model runs on a TimingBackend around the GPU: per-layer and per-op times on the GPU's
   // stream, and the GPU's choice of kernel paths and MLA's sub-steps as sections.
@@ -492,8 +494,9 @@ int main(int argc, char** argv) {
       "run the shared expert apart instead of as one more grouped expert (to measure what the "
       "fusion gives)");
   app.add_flag("--no-fuse-norms", args.no_fuse_norms,
-               "run the residual adds and the quantization of q_b's input as kernels of their "
-               "own instead of inside the norms (to measure what the fusion gives)");
+               "run the residual adds, the quantization of q_b's input, RoPE and the KV write "
+               "as kernels of their own instead of inside the norms (to measure what the "
+               "fusion gives)");
   app.add_flag(
       "--no-pdl", args.no_pdl,
       "launch the kernels without programmatic dependent launch (to measure what it gives)");

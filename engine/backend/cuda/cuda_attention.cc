@@ -47,6 +47,34 @@ void CudaBackend::WriteKvCache(const TensorView& latent, const AttentionBatch& b
                         stream_);
 }
 
+void CudaBackend::PrepareMlaInputs(const MlaInputs& in, const TensorView& norm_weight, float eps,
+                                   std::span<const int32_t> positions, const RopeParams& rope,
+                                   const AttentionBatch& batch, const TensorView& cache) {
+  const int64_t t = in.latent.dim(0), kv_lora = in.c.dim(1);
+  // One kernel for decode-sized steps whose c and k_pe are the latent's two column ranges (the
+  // model's layout); the parts otherwise.
+  const bool fusable = options_.fuse_norms && t <= kFusedNormMaxRows &&
+                       in.latent.dtype == DType::kBF16 && in.q_pe.dtype == DType::kBF16 &&
+                       cache.dtype == DType::kBF16 && in.c.data == in.latent.data &&
+                       in.k_pe.data == in.latent.ptr<uint16_t>() + kv_lora &&
+                       cache.dim(2) == in.latent.dim(1) && in.latent.dim(1) == kv_lora + rope.rope_dim;
+  if (!fusable) {
+    Backend::PrepareMlaInputs(in, norm_weight, eps, positions, rope, batch, cache);
+    return;
+  }
+  assert(plan_.batch == &batch && "PrepareMlaInputs needs BeginStep(batch) first");
+  Tensor scratch;
+  const int32_t* pos = DeviceIndices(positions, plan_.positions_host, plan_.positions, scratch);
+  const float* inv_freq = DeviceInvFreq(rope);
+  auto rope_of = [&](const TensorView& x) -> kernels::RopeParams {
+    return {x.data, x.strides[0], x.strides[1], x.dim(0), x.dim(1), rope.rope_dim, pos, inv_freq,
+            rope.attention_factor, rope.interleaved};
+  };
+  kernels::MlaInputs({NormParams(in.c, nullptr, norm_weight, eps, in.c), rope_of(in.k_pe),
+                      rope_of(in.q_pe), plan_.slots.ptr<int64_t>(), cache.data, cache.dim(2)},
+                     stream_);
+}
+
 void CudaBackend::BuildForm(const AttentionBatch& batch, bool naive, StepPlan::Form& form) {
   const MlaMode mode = batch.mla_mode;
   const StepPlan& plan = plan_;

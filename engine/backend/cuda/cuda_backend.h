@@ -62,15 +62,17 @@ class CudaBackend final : public Backend {
     // The shared expert as one more expert of the grouped FP8 MoE (MoeExpertsWithShared) in
     // steps of at most kFuseSharedMaxTokens tokens.
     bool fuse_shared_expert = true;
-    // AddRmsNorm and RmsNormLinear as one kernel each; off: the Backend defaults (the parts).
+    // AddRmsNorm, RmsNormLinear and PrepareMlaInputs as one kernel each; off: the Backend
+    // defaults (the parts).
     bool fuse_norms = true;
   };
   // Beyond this many tokens the shared expert runs apart: with tens of rows it would be the
   // small-M grouped kernel's longest item, and prefill's tiled GEMMs gain nothing from it
   // (docs/journal/2026-12-02-stream-wgmma-and-shared-experts.md).
   static constexpr int64_t kFuseSharedMaxTokens = 8;
-  // AddRmsNorm and RmsNormLinear run as one kernel up to this many rows (decode, verify): with
-  // many rows the parts' grids of small blocks are faster than a block per row doing all.
+  // AddRmsNorm, RmsNormLinear and PrepareMlaInputs run as one kernel up to this many rows
+  // (decode, verify): with many rows the parts' grids of small blocks are faster than a block per
+  // row doing all.
   static constexpr int64_t kFusedNormMaxRows = 16;
   // Fails when there is no usable CUDA device.
   static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const Options& options);
@@ -130,6 +132,10 @@ class CudaBackend final : public Backend {
   void RmsNormLinear(const TensorView& x, const TensorView* branch, const TensorView& norm_weight,
                      float eps, const TensorView& normed, const LinearWeight& w,
                      const TensorView& y) override;
+  // One kernel up to kFusedNormMaxRows tokens (kernels::MlaInputs), the parts beyond.
+  void PrepareMlaInputs(const MlaInputs& in, const TensorView& norm_weight, float eps,
+                        std::span<const int32_t> positions, const RopeParams& rope,
+                        const AttentionBatch& batch, const TensorView& cache) override;
   void Rope(const TensorView& x, std::span<const int32_t> positions,
             const RopeParams& rope) override;
   void SiluMul(const TensorView& gate, const TensorView& up, const TensorView& out) override;
