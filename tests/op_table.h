@@ -214,7 +214,7 @@ inline void AddMlaInputsRows(std::vector<OpRow>& rows, int64_t t) {
       }
       std::vector<float> inv_freq(s.rope / 2);
       for (int64_t i = 0; i < s.rope / 2; ++i) {
-        inv_freq[i] = std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(s.rope));
+        inv_freq[i] = std::pow(10000.0f, -2.0f * static_cast<float>(i) / s.rope);
       }
       const TensorView cache = in.Activation({blocks, kBlock, kv_dim});
       const TensorView latent = in.Activation({t, kv_dim}, 3.0f);

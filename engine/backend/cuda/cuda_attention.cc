@@ -57,7 +57,8 @@ void CudaBackend::PrepareMlaInputs(const MlaInputs& in, const TensorView& norm_w
                        in.latent.dtype == DType::kBF16 && in.q_pe.dtype == DType::kBF16 &&
                        cache.dtype == DType::kBF16 && in.c.data == in.latent.data &&
                        in.k_pe.data == in.latent.ptr<uint16_t>() + kv_lora &&
-                       cache.dim(2) == in.latent.dim(1) && in.latent.dim(1) == kv_lora + rope.rope_dim;
+                       cache.dim(2) == in.latent.dim(1) &&
+                       in.latent.dim(1) == kv_lora + rope.rope_dim;
   if (!fusable) {
     Backend::PrepareMlaInputs(in, norm_weight, eps, positions, rope, batch, cache);
     return;
