@@ -426,15 +426,17 @@ double WaveFill(double waves) { return waves / std::ceil(waves); }
 using MmaKernel = void (*)(MmaGemmArgs);
 
 // groups: grid rows (active expert slots, or 1 for a dense GEMM); max_group_rows: a bound on the
-// rows of any group, which picks the token tiles: one tile (the ring form) up to 8 rows, else
-// kDenseTokTiles for a dense launch and kTokTiles for a grouped one. K is split while the launch
+// rows of any group, which picks the token tiles: one tile (the ring form) up to 8 rows (a
+// grouped launch: up to ring_max_rows, in chunks of 8), else kDenseTokTiles for a dense launch
+// and kTokTiles for a grouped one. K is split while the launch
 // is short of kTargetWarps and every warp keeps at least one pair of k-blocks. A grouped or ring
 // launch of more than one wave (its blocks all take about the same time at decode sizes) whose
 // waves are less than 80% full on average splits K once more where that fills them better (the
 // 9 matrices of gate|up with the shared expert fused at batch 1: 576 blocks, 2.2 waves; split
 // once more, 4.4. The dense layer's gate|up on the ring: 576 blocks, 1.09 waves of the ring's
 // 528 slots; split once more, 2.2).
-void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, cudaStream_t stream) {
+void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, int64_t ring_max_rows,
+                   cudaStream_t stream) {
   assert(a.k_pad % 256 == 0);
   // The kernel's offsets are 32-bit: bytes within one weight matrix (its rows rounded up to whole
   // column tiles; V3's largest, the dense gate|up, is 36864 x 7168 = 264 MB) and within the
@@ -446,8 +448,9 @@ void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, cudaSt
   // Dense: more than 16 rows would take several passes over the weights.
   const MmaKernel kernel =
       ring      ? Fp8MmaGemmKernel<1, Feed::kSmemRing>
-      : grouped ? (max_group_rows <= kTokens ? Fp8MmaGemmKernel<1, Feed::kRegisterRing>
-                                             : Fp8MmaGemmKernel<kTokTiles, Feed::kPairs>)
+      : grouped ? (max_group_rows <= std::max<int64_t>(kTokens, ring_max_rows)
+                       ? Fp8MmaGemmKernel<1, Feed::kRegisterRing>
+                       : Fp8MmaGemmKernel<kTokTiles, Feed::kPairs>)
                 : Fp8MmaGemmKernel<kDenseTokTiles, Feed::kPairs>;
   const int64_t tiles = a.mats * ((a.n + kTileCols - 1) / kTileCols);
   const int64_t pairs = a.k_pad / 256;
@@ -505,14 +508,14 @@ void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream) {
                  p.y_stride,
                  p.y_f32,
                  1},
-                p.max_active, p.max_rows_per_group, stream);
+                p.max_active, p.max_rows_per_group, p.ring_max_rows, stream);
 }
 
 void DenseFp8Gemm(const DenseFp8GemmParams& p, cudaStream_t stream) {
   if (p.rows == 0 || p.n == 0) return;
   LaunchMmaGemm({p.xq, p.xs, p.rows_padded, p.k_pad, nullptr, nullptr, nullptr, nullptr, 0, 0, p.w,
                  p.rows, 1, p.n, p.scale_stride, p.y, p.y_stride, p.y_f32, 1},
-                1, p.rows, stream);
+                1, p.rows, kTokens, stream);
 }
 
 }  // namespace dsv3::kernels

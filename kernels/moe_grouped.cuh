@@ -78,6 +78,11 @@ struct GroupedFp8GemmParams {
   // token tile and loads each k-block a pair ahead of its arithmetic; the results are the same
   // bits either way, and correct for any rows. Default: no bound known.
   int64_t max_rows_per_group = INT64_MAX;
+  // Launches whose max_rows_per_group is at most this (and at least 8) run the one-tile ring too,
+  // over each group's rows in chunks of 8 that stream the group's weights once each (the later
+  // passes mostly from L2); beyond, the four-tile form converts each weight block once for up
+  // to 32 rows but loads it without lookahead. The same bits either way.
+  int64_t ring_max_rows = 8;
 };
 void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream);
 

@@ -121,9 +121,10 @@ TEST_F(CudaGroupedGemmTest, SmallRowFp8LinearWritesF32IntoStridedWindowOnly) {
 // Routing tables [T, top_k] of global expert ids.
 using Routing = std::vector<int32_t>;
 
-// GroupedFp8Gemm takes the one-tile kernel when max_rows_per_group <= 8 and the four-tile one
-// otherwise: the same K split, k-blocks in the same order and the same arithmetic, so the same F32
-// bits. 16 experts of gate|up (N = 300, K = 1000: K split over up to 4 warps), top 4.
+// GroupedFp8Gemm takes the one-tile kernel when max_rows_per_group <= max(8, ring_max_rows) and
+// the four-tile one otherwise: the same K split, k-blocks in the same order and the same
+// arithmetic, so the same F32 bits. 16 experts of gate|up (N = 300, K = 1000: K split over up to
+// 4 warps), top 4; from 20 tokens on, experts of more than 8 rows take the ring in chunks of 8.
 TEST_F(CudaGroupedGemmTest, GroupedGemmOneTileFormGivesFourTileFormBits) {
   const int64_t experts = 16, top_k = 4, mats = 2, n = 300, k = 1000;
   std::vector<kernels::GroupedWeight> table;  // [experts, mats]
@@ -139,7 +140,7 @@ TEST_F(CudaGroupedGemmTest, GroupedGemmOneTileFormGivesFourTileFormBits) {
   Allocator* alloc = gpu_->allocator();
   Tensor d_table(alloc, DType::kU8, {static_cast<int64_t>(table.size() * sizeof(table[0]))});
   CopyIn(*gpu_, d_table, table.data());
-  for (int64_t t : {1, 5, 8}) {
+  for (int64_t t : {1, 5, 8, 20, 40}) {
     const int64_t entries = t * top_k, rows_pad = (entries + 3) / 4 * 4;
     const Routing ids = RandomRouting(t, top_k, experts, rng_);
     Tensor d_ids(alloc, DType::kI32, {entries}), begin(alloc, DType::kI32, {experts + 1});
@@ -179,7 +180,10 @@ TEST_F(CudaGroupedGemmTest, GroupedGemmOneTileFormGivesFourTileFormBits) {
                                       y.view().data,
                                       mats * n,
                                       true};
-      if (form == 0) p.max_rows_per_group = t;
+      if (form == 0) {
+        p.max_rows_per_group = t;
+        p.ring_max_rows = t;
+      }
       kernels::GroupedFp8Gemm(p, gpu_->stream());
       bits[form].resize(entries * mats * n);
       CopyOut(*gpu_, y, bits[form].data());

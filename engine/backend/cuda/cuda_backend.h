@@ -65,6 +65,10 @@ class CudaBackend final : public Backend {
     // AddRmsNorm, RmsNormLinear and PrepareMlaInputs as one kernel each; off: the Backend
     // defaults (the parts).
     bool fuse_norms = true;
+    // Grouped small-M launches (decode experts) whose groups may have up to this many rows run
+    // the one-tile register ring (kernels::GroupedFp8GemmParams::ring_max_rows); 8: only those
+    // of at most 8 rows (batch <= 8), the four-tile form beyond.
+    int64_t grouped_ring_max_rows = 8;
   };
   // Beyond this many tokens the shared expert runs apart: with tens of rows it would be the
   // small-M grouped kernel's longest item, and prefill's tiled GEMMs gain nothing from it
@@ -74,6 +78,7 @@ class CudaBackend final : public Backend {
   // (decode, verify): with many rows the parts' grids of small blocks are faster than a block per
   // row doing all.
   static constexpr int64_t kFusedNormMaxRows = 16;
+  const Options& options() const { return options_; }
   // Fails when there is no usable CUDA device.
   static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const Options& options);
   ~CudaBackend() override;
