@@ -4,7 +4,8 @@
 // weight copy (L2 may serve part of it) and once rotating through copies totalling over 4x the
 // 50 MB L2 (HBM reads). GB/s counts weight and scale bytes; "% copy" is against a 1 GB
 // device-to-device cudaMemcpy timed in the same run (read + write bytes). Last, GroupedFp8Gemm at
-// the decode MoE shapes (batches 1, 8 and 128, top-8 of 256 experts), which shares the kernel.
+// the decode MoE shapes (batches 1, 8, 32 and 128, top-8 of 256 experts; beyond 8, both forms of
+// the kernel, GroupedFp8GemmParams::ring_max_rows), which shares the kernel.
 //
 // Built as dsv3-dense-gemm-bench with the CUDA backend (tools/CMakeLists.txt), or by hand from
 // the repository root:
@@ -193,7 +194,9 @@ void RunDense(const Shape& sh) {
 
 // Decode MoE: `tokens` tokens, top-8 of 256 distinct experts each (uniform), through MoeAlign;
 // weights [experts][mats] of n x k (7.5 GB for gate|up: no L2 reuse across launches).
-void RunGrouped(const char* name, int64_t tokens, int64_t n, int64_t k, int64_t mats) {
+// ring_max_rows: GroupedFp8GemmParams::ring_max_rows (which form runs groups of 9+ rows).
+void RunGrouped(const char* name, int64_t tokens, int64_t n, int64_t k, int64_t mats,
+                int64_t ring_max_rows) {
   const int64_t experts = 256, top_k = 8, entries = tokens * top_k, kb = k / 128;
   std::mt19937 rng(11);
   std::vector<int32_t> ids(entries);
@@ -238,12 +241,15 @@ void RunGrouped(const char* name, int64_t tokens, int64_t n, int64_t k, int64_t 
   GroupedFp8GemmParams p{xq,    xs,   entries, k,    begin, active, num_active, experts,
                          table, mats, 0,       mats, n,     kb,     y,          mats * n};
   p.max_rows_per_group = tokens;  // each token's experts are distinct
+  p.ring_max_rows = ring_max_rows;
   const double us = TimeUs(5, 50, [&](int) { GroupedFp8Gemm(p, nullptr); });
   const double gbs = act * mats * (mat_bytes + s_count * 4.0) / us * 1e-3;
   std::printf(
-      "grouped %-14s %ld tokens, %d active experts x %ld x %ld x %ld: %7.2f us  "
+      "grouped %-14s %ld tokens, %d active experts x %ld x %ld x %ld, %s: %7.2f us  "
       "%6.0f GB/s  %5.1f%% copy\n",
-      name, tokens, act, mats, n, k, us, gbs, 100 * gbs / g_copy_gbs);
+      name, tokens, act, mats, n, k,
+      tokens <= std::max<int64_t>(8, ring_max_rows) ? "one-tile ring" : "four tiles", us, gbs,
+      100 * gbs / g_copy_gbs);
   for (void* ptr :
        {static_cast<void*>(d_ids), static_cast<void*>(begin), static_cast<void*>(active),
         static_cast<void*>(num_active), static_cast<void*>(token_of), static_cast<void*>(row_of),
@@ -270,9 +276,13 @@ int main() {
       {"dense down", 7168, 18432, true},
   };
   for (const Shape& sh : shapes) RunDense(sh);
-  for (int64_t tokens : {1, 8, 128}) {
-    RunGrouped("gate|up", tokens, 2048, 7168, 2);
-    RunGrouped("down", tokens, 7168, 2048, 1);
+  for (int64_t tokens : {1, 8, 32, 128}) {
+    // Beyond 8 tokens, both forms of the kernel (the four-tile default, then the ring).
+    for (int64_t ring_max_rows : {int64_t{8}, tokens}) {
+      if (tokens <= 8 && ring_max_rows != 8) continue;
+      RunGrouped("gate|up", tokens, 2048, 7168, 2, ring_max_rows);
+      RunGrouped("down", tokens, 7168, 2048, 1, ring_max_rows);
+    }
   }
   std::printf("%s\n", g_all_ok ? "all checks OK" : "SOME CHECKS FAILED");
   return g_all_ok ? 0 : 1;
