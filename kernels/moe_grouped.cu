@@ -428,13 +428,12 @@ using MmaKernel = void (*)(MmaGemmArgs);
 // groups: grid rows (active expert slots, or 1 for a dense GEMM); max_group_rows: a bound on the
 // rows of any group, which picks the token tiles: one tile (the ring form) up to 8 rows (a
 // grouped launch: up to ring_max_rows, in chunks of 8), else kDenseTokTiles for a dense launch
-// and kTokTiles for a grouped one. K is split while the launch
-// is short of kTargetWarps and every warp keeps at least one pair of k-blocks. A grouped or ring
-// launch of more than one wave (its blocks all take about the same time at decode sizes) whose
-// waves are less than 80% full on average splits K once more where that fills them better (the
-// 9 matrices of gate|up with the shared expert fused at batch 1: 576 blocks, 2.2 waves; split
-// once more, 4.4. The dense layer's gate|up on the ring: 576 blocks, 1.09 waves of the ring's
-// 528 slots; split once more, 2.2).
+// and kTokTiles for a grouped one. K is split while the launch is short of kTargetWarps and every
+// warp keeps at least one pair of k-blocks. A grouped or ring launch of more than one wave (its
+// blocks all take about the same time at decode sizes) whose waves are less than 80% full on
+// average splits K once more where that fills them better (the 9 matrices of gate|up with the
+// shared expert fused at batch 1: 576 blocks, 2.2 waves; split once more, 4.4. The dense layer's
+// gate|up on the ring: 576 blocks, 1.09 waves of the ring's 528 slots; split once more, 2.2).
 void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, int64_t ring_max_rows,
                    cudaStream_t stream) {
   assert(a.k_pad % 256 == 0);
