@@ -59,6 +59,41 @@ std::vector<OpRow> FusedOpRows() {
 INSTANTIATE_TEST_SUITE_P(Fused, CudaFusedOpsTest, ::testing::ValuesIn(FusedOpRows()),
                          [](const auto& info) { return info.param.name; });
 
+// W_UV's kernel merging the flash decode kernel's split outputs (Options::merge_flash_splits,
+// in place of the combine kernel) gives the combine's bits: the MLA rows of decode and verify
+// steps at V3's latent dims (several key splits, short items' splits empty) on a second backend
+// with the merge on.
+class CudaMergedFlashSplitsTest : public CudaOpTableTest {};
+
+TEST_P(CudaMergedFlashSplitsTest, GiveTheCombineKernelsBits) {
+  const OpRow& row = GetParam();
+  CudaBackend::Options options;
+  options.merge_flash_splits = true;
+  auto merging = CudaBackend::Create(options);
+  ASSERT_TRUE(merging.ok()) << merging.status();
+  std::mt19937 rng_combine(17), rng_merge(17);
+  const std::vector<float> want = row.run(*gpu_, rng_combine);
+  const std::vector<float> got = row.run(**merging, rng_merge);
+  ASSERT_EQ(got.size(), want.size());
+  int64_t differ = 0;
+  for (size_t i = 0; i < want.size(); ++i) differ += got[i] != want[i] ? 1 : 0;
+  EXPECT_EQ(differ, 0) << "of " << want.size();
+}
+
+std::vector<OpRow> FlashDecodeRows() {
+  std::vector<OpRow> rows;
+  for (OpRow& row : ::dsv3::testing::OpTable()) {
+    if (row.name == "mla_decode_v3dims" || row.name == "mla_verify_v3dims") {
+      rows.push_back(std::move(row));
+    }
+  }
+  return rows;
+}
+
+INSTANTIATE_TEST_SUITE_P(FlashDecode, CudaMergedFlashSplitsTest,
+                         ::testing::ValuesIn(FlashDecodeRows()),
+                         [](const auto& info) { return info.param.name; });
+
 INSTANTIATE_TEST_SUITE_P(Ops, CudaOpTableTest, ::testing::ValuesIn(::dsv3::testing::OpTable()),
                          [](const auto& info) { return info.param.name; });
 

@@ -57,6 +57,7 @@ struct Args {
   bool no_fuse_shared = false;     // the shared expert apart from the grouped experts
   bool no_fuse_norms = false;      // residual adds and norm quantizations as kernels of their own
   int64_t grouped_ring_max_rows = -1;  // < 0: the backend's default
+  bool merge_flash_splits = false;     // W_UV's kernel merges flash decode's splits
   std::vector<int> trace_batches;  // batches whose graphed step is traced per kernel
   // Speculative decoding (verify_bench.cc): drafts K per step; when given, only that section runs.
   std::vector<int> verify_tokens;
@@ -167,14 +168,16 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
   std::fprintf(out,
                "device: %s, driver API %d, runtime %d, copy bandwidth %.2f TB/s, "
                "tensor parallel %d, programmatic dependent launch %s, shared expert %s, norms %s, "
-               "grouped experts on the register ring up to %lld rows each\n",
+               "grouped experts on the register ring up to %lld rows each, flash splits merged "
+               "by %s\n",
                prop.name, driver, runtime, copy_bw / 1e12, comm.world_size(),
                args.no_pdl ? "off" : "on in decode steps",
                args.no_fuse_shared ? "apart" : "fused into the grouped experts where it pays",
                args.no_fuse_norms ? "apart"
                                   : "fused with the residual add, q_b's quantization, RoPE "
                                     "and the KV write",
-               static_cast<long long>(gpu.options().grouped_ring_max_rows));
+               static_cast<long long>(gpu.options().grouped_ring_max_rows),
+               gpu.options().merge_flash_splits ? "W_UV's kernel" : "the combine kernel");
 
   // The model runs on a TimingBackend around the GPU: per-layer and per-op times on the GPU's
   // stream, and the GPU's choice of kernel paths and MLA's sub-steps as sections.
@@ -437,6 +440,7 @@ int Run(const Args& args) {
     options.fuse_shared_expert = !args.no_fuse_shared;
     options.fuse_norms = !args.no_fuse_norms;
     if (args.grouped_ring_max_rows >= 0) options.grouped_ring_max_rows = args.grouped_ring_max_rows;
+    options.merge_flash_splits = args.merge_flash_splits;
     auto gpu = CudaBackend::Create(options);
     if (!gpu.ok()) return fail(gpu.status());
     if (args.tp == 1) {
@@ -501,6 +505,9 @@ int main(int argc, char** argv) {
                "run the residual adds, the quantization of q_b's input, RoPE and the KV write "
                "as kernels of their own instead of inside the norms (to measure what the "
                "fusion gives)");
+  app.add_flag("--merge-flash-splits", args.merge_flash_splits,
+               "decode steps of up to 8 tokens: W_UV's kernel merges the flash decode kernel's "
+               "split outputs in place of its combine kernel (to measure what it gives)");
   app.add_option("--grouped-ring-max-rows", args.grouped_ring_max_rows,
                  "decode experts' grouped launches of up to this many rows per expert on the "
                  "one-tile register ring, in chunks of 8 (default: the backend's, 8)");

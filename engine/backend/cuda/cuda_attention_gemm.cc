@@ -10,6 +10,7 @@
 // near kScratchBytes.
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "engine/backend/cuda/cuda_backend.h"
@@ -47,14 +48,14 @@ bool CudaBackend::DecodeByGemm(int64_t sequences, int64_t total_context, int64_t
          EvenEnoughForGemmDecode(sequences, total_context, max_context);
 }
 
-void CudaBackend::MlaDecodeOnTensorCores(const TensorView& q, const TensorView& q_lat,
-                                         const TensorView& cache, const StepPlan::Form& form,
-                                         int32_t block_size, const MlaParams& p,
-                                         const TensorView& o_lat) {
+int32_t CudaBackend::MlaDecodeOnTensorCores(const TensorView& q, const TensorView& q_lat,
+                                            const TensorView& cache, const StepPlan::Form& form,
+                                            int32_t block_size, const MlaParams& p,
+                                            const TensorView& o_lat, Tensor* split_outputs) {
   const int64_t nh = p.num_heads, lora = p.kv_lora_rank, rope = p.rope_dim;
   if (!FlashDecodeDims(lora, rope) || q.strides[1] % 8 != 0 || q.strides[0] % 8 != 0 || p.nope_dim % 8 != 0) {
     MlaDecodeByGemm(q, q_lat, cache, form, block_size, p, o_lat);
-    return;
+    return 0;
   }
   kernels::FlashMlaDecodeParams a{};
   a.q_lat = q_lat.data;
@@ -79,7 +80,11 @@ void CudaBackend::MlaDecodeOnTensorCores(const TensorView& q, const TensorView& 
   a.out = o_lat.data;
   a.out_token_stride = o_lat.strides[0];
   a.out_head_stride = lora;
+  a.caller_merges_splits = split_outputs != nullptr && a.split.splits > 1;
   kernels::FlashMlaDecode(a, stream_);
+  if (!a.caller_merges_splits) return 0;
+  *split_outputs = std::move(partial);
+  return a.split.splits;
 }
 
 void CudaBackend::MlaDecodeByGemm(const TensorView& q, const TensorView& q_lat,

@@ -69,6 +69,9 @@ class CudaBackend final : public Backend {
     // the one-tile register ring (kernels::GroupedFp8GemmParams::ring_max_rows); 8: only those
     // of at most 8 rows (batch <= 8), the four-tile form beyond.
     int64_t grouped_ring_max_rows = 8;
+    // Decode steps of up to 8 tokens: W_UV's kernel merges the flash decode kernel's split
+    // outputs as it loads its tokens, in place of the combine kernel (the same bits).
+    bool merge_flash_splits = false;
   };
   // Beyond this many tokens the shared expert runs apart: with tens of rows it would be the
   // small-M grouped kernel's longest item, and prefill's tiled GEMMs gain nothing from it
@@ -238,6 +241,9 @@ class CudaBackend final : public Backend {
       // kDecodeTensorCores: the context every item pads to: the longest, or a graph step's
       // padded_context (one graph serves every step of the bucket).
       int64_t gemm_context = 0;
+      // Absorbed form: item i is token row i for every item (with tokens equal to the step's
+      // rows: every token of the step, in order).
+      bool items_are_rows = false;
     };
     Form absorbed, naive;
   };
@@ -291,9 +297,13 @@ class CudaBackend final : public Backend {
   static bool DecodeByGemm(int64_t sequences, int64_t total_context, int64_t max_context);
   // The latent dims the flash decode kernel serves (kv_lora_rank 512, rope 64).
   static bool FlashDecodeDims(int64_t kv_lora_rank, int64_t rope_dim);
-  void MlaDecodeOnTensorCores(const TensorView& q, const TensorView& q_lat,
-                              const TensorView& cache, const StepPlan::Form& form,
-                              int32_t block_size, const MlaParams& p, const TensorView& o_lat);
+  // With split_outputs: when the flash decode kernel splits the keys, its split outputs stay in
+  // *split_outputs for W_UV's kernel to merge (kernels::MlaAbsorbParams::split_partial) and
+  // o_lat is not written; returns that split count (0: o_lat written).
+  int32_t MlaDecodeOnTensorCores(const TensorView& q, const TensorView& q_lat,
+                                 const TensorView& cache, const StepPlan::Form& form,
+                                 int32_t block_size, const MlaParams& p, const TensorView& o_lat,
+                                 Tensor* split_outputs);
   void MlaDecodeByGemm(const TensorView& q, const TensorView& q_lat, const TensorView& cache,
                        const StepPlan::Form& form, int32_t block_size, const MlaParams& p,
                        const TensorView& o_lat);
