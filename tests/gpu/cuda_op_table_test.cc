@@ -33,16 +33,20 @@ TEST_P(CudaOpTableTest, MatchesTheCpuReference) {
 // Backend defaults, runs the two ops on the same GPU.
 class CudaFusedOpsTest : public CudaOpTableTest {};
 
-TEST_P(CudaFusedOpsTest, EqualTheirPartsBitForBit) {
-  const OpRow& row = GetParam();
-  ForwardingBackend parts(*gpu_);
-  std::mt19937 rng_fused(17), rng_parts(17);
-  const std::vector<float> fused = row.run(*gpu_, rng_fused);
-  const std::vector<float> want = row.run(parts, rng_parts);
-  ASSERT_EQ(fused.size(), want.size());
+// Runs `row` on both backends from the same inputs and expects the same F32 bits.
+void ExpectSameBits(const OpRow& row, Backend& got_from, Backend& want_from) {
+  std::mt19937 rng_got(17), rng_want(17);
+  const std::vector<float> got = row.run(got_from, rng_got);
+  const std::vector<float> want = row.run(want_from, rng_want);
+  ASSERT_EQ(got.size(), want.size());
   int64_t differ = 0;
-  for (size_t i = 0; i < want.size(); ++i) differ += fused[i] != want[i] ? 1 : 0;
+  for (size_t i = 0; i < want.size(); ++i) differ += got[i] != want[i] ? 1 : 0;
   EXPECT_EQ(differ, 0) << "of " << want.size();
+}
+
+TEST_P(CudaFusedOpsTest, EqualTheirPartsBitForBit) {
+  ForwardingBackend parts(*gpu_);
+  ExpectSameBits(GetParam(), *gpu_, parts);
 }
 
 std::vector<OpRow> FusedOpRows() {
@@ -66,18 +70,11 @@ INSTANTIATE_TEST_SUITE_P(Fused, CudaFusedOpsTest, ::testing::ValuesIn(FusedOpRow
 class CudaMergedFlashSplitsTest : public CudaOpTableTest {};
 
 TEST_P(CudaMergedFlashSplitsTest, GiveTheCombineKernelsBits) {
-  const OpRow& row = GetParam();
   CudaBackend::Options options;
   options.merge_flash_splits = true;
   auto merging = CudaBackend::Create(options);
   ASSERT_TRUE(merging.ok()) << merging.status();
-  std::mt19937 rng_combine(17), rng_merge(17);
-  const std::vector<float> want = row.run(*gpu_, rng_combine);
-  const std::vector<float> got = row.run(**merging, rng_merge);
-  ASSERT_EQ(got.size(), want.size());
-  int64_t differ = 0;
-  for (size_t i = 0; i < want.size(); ++i) differ += got[i] != want[i] ? 1 : 0;
-  EXPECT_EQ(differ, 0) << "of " << want.size();
+  ExpectSameBits(GetParam(), **merging, *gpu_);
 }
 
 std::vector<OpRow> FlashDecodeRows() {
