@@ -256,14 +256,6 @@ struct Consumer {
 __device__ __forceinline__ FlashMlaSplitOutputs Splits(const FlashMlaDecodeParams& p) {
   return {p.partial, p.num_items, p.split.splits, p.heads};
 }
-__device__ __forceinline__ float* PartialO(const FlashMlaDecodeParams& p, int item, int split,
-                                           int h) {
-  return Splits(p).O(item, split, h);
-}
-__device__ __forceinline__ float* PartialLse(const FlashMlaDecodeParams& p, int item, int split,
-                                             int h) {
-  return Splits(p).Lse(item, split, h);
-}
 
 __global__ void __launch_bounds__(kThreads, 1) FlashMlaDecodeKernel(const FlashMlaDecodeParams p) {
   KernelPrologue();
@@ -277,7 +269,7 @@ __global__ void __launch_bounds__(kThreads, 1) FlashMlaDecodeKernel(const FlashM
   if (wk.key_begin >= wk.key_end) {  // a short item's empty split: weight 0 in the combine
     for (int r = threadIdx.x; r < kHeads; r += blockDim.x) {
       if (wk.head0 + r < p.heads) {
-        *PartialLse(p, item_index, split, wk.head0 + r) = -INFINITY;
+        *Splits(p).Lse(item_index, split, wk.head0 + r) = -INFINITY;
       }
     }
     return;
@@ -356,13 +348,13 @@ __global__ void __launch_bounds__(kThreads, 1) FlashMlaDecodeKernel(const FlashM
 #pragma unroll
   for (int n = 0; n < 16; ++n) {
     if (h0 < p.heads) {
-      float* o = PartialO(p, item_index, split, h0) + dim0 + 8 * n;
+      float* o = Splits(p).O(item_index, split, h0) + dim0 + 8 * n;
       *reinterpret_cast<float2*>(o) = make_float2(cs.o_lo[4 * n] * inv0, cs.o_lo[4 * n + 1] * inv0);
       *reinterpret_cast<float2*>(o + 128) =
           make_float2(cs.o_hi[4 * n] * inv0, cs.o_hi[4 * n + 1] * inv0);
     }
     if (h1 < p.heads) {
-      float* o = PartialO(p, item_index, split, h1) + dim0 + 8 * n;
+      float* o = Splits(p).O(item_index, split, h1) + dim0 + 8 * n;
       *reinterpret_cast<float2*>(o) =
           make_float2(cs.o_lo[4 * n + 2] * inv1, cs.o_lo[4 * n + 3] * inv1);
       *reinterpret_cast<float2*>(o + 128) =
@@ -370,8 +362,8 @@ __global__ void __launch_bounds__(kThreads, 1) FlashMlaDecodeKernel(const FlashM
     }
   }
   if (cs.c == 0 && t == 0) {
-    if (h0 < p.heads) *PartialLse(p, item_index, split, h0) = cs.m0 * cs.scale_log2 + __log2f(l0);
-    if (h1 < p.heads) *PartialLse(p, item_index, split, h1) = cs.m1 * cs.scale_log2 + __log2f(l1);
+    if (h0 < p.heads) *Splits(p).Lse(item_index, split, h0) = cs.m0 * cs.scale_log2 + __log2f(l0);
+    if (h1 < p.heads) *Splits(p).Lse(item_index, split, h1) = cs.m1 * cs.scale_log2 + __log2f(l1);
   }
 }
 
@@ -388,7 +380,7 @@ __global__ void __launch_bounds__(128) FlashMlaDecodeCombineKernel(const FlashMl
   const int splits = p.split.splits, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   float mx = -INFINITY;
   for (int s = threadIdx.x; s < splits; s += blockDim.x) {
-    weight[s] = *PartialLse(p, item_index, s, h);
+    weight[s] = *Splits(p).Lse(item_index, s, h);
     mx = fmaxf(mx, weight[s]);
   }
   mx = WarpMax(mx);
