@@ -22,7 +22,6 @@
 
 #include "kernels/device_utils.cuh"
 #include "kernels/flash_mla_decode.cuh"
-#include "kernels/flash_mla_splits.cuh"
 #include "kernels/launch.cuh"
 #include "kernels/sm90_async.cuh"
 
@@ -251,10 +250,15 @@ struct Consumer {
   }
 };
 
-// Each split's output normalized by its own sum, and its log2-sum-exp of scaled scores
-// (kernels/flash_mla_splits.cuh).
-__device__ __forceinline__ FlashMlaSplitOutputs Splits(const FlashMlaDecodeParams& p) {
-  return {p.partial, p.num_items, p.split.splits, p.heads};
+// Each split's output normalized by its own sum, and its log2-sum-exp of scaled scores.
+__device__ __forceinline__ float* PartialO(const FlashMlaDecodeParams& p, int item, int split,
+                                           int h) {
+  return p.partial + ((static_cast<int64_t>(item) * p.split.splits + split) * p.heads + h) * kLora;
+}
+__device__ __forceinline__ float* PartialLse(const FlashMlaDecodeParams& p, int item, int split,
+                                             int h) {
+  return p.partial + static_cast<int64_t>(p.num_items) * p.split.splits * p.heads * kLora +
+         (static_cast<int64_t>(item) * p.split.splits + split) * p.heads + h;
 }
 
 __global__ void __launch_bounds__(kThreads, 1) FlashMlaDecodeKernel(const FlashMlaDecodeParams p) {
@@ -269,7 +273,7 @@ __global__ void __launch_bounds__(kThreads, 1) FlashMlaDecodeKernel(const FlashM
   if (wk.key_begin >= wk.key_end) {  // a short item's empty split: weight 0 in the combine
     for (int r = threadIdx.x; r < kHeads; r += blockDim.x) {
       if (wk.head0 + r < p.heads) {
-        *Splits(p).Lse(item_index, split, wk.head0 + r) = -INFINITY;
+        *PartialLse(p, item_index, split, wk.head0 + r) = -INFINITY;
       }
     }
     return;
@@ -348,13 +352,13 @@ __global__ void __launch_bounds__(kThreads, 1) FlashMlaDecodeKernel(const FlashM
 #pragma unroll
   for (int n = 0; n < 16; ++n) {
     if (h0 < p.heads) {
-      float* o = Splits(p).O(item_index, split, h0) + dim0 + 8 * n;
+      float* o = PartialO(p, item_index, split, h0) + dim0 + 8 * n;
       *reinterpret_cast<float2*>(o) = make_float2(cs.o_lo[4 * n] * inv0, cs.o_lo[4 * n + 1] * inv0);
       *reinterpret_cast<float2*>(o + 128) =
           make_float2(cs.o_hi[4 * n] * inv0, cs.o_hi[4 * n + 1] * inv0);
     }
     if (h1 < p.heads) {
-      float* o = Splits(p).O(item_index, split, h1) + dim0 + 8 * n;
+      float* o = PartialO(p, item_index, split, h1) + dim0 + 8 * n;
       *reinterpret_cast<float2*>(o) =
           make_float2(cs.o_lo[4 * n + 2] * inv1, cs.o_lo[4 * n + 3] * inv1);
       *reinterpret_cast<float2*>(o + 128) =
@@ -362,15 +366,15 @@ __global__ void __launch_bounds__(kThreads, 1) FlashMlaDecodeKernel(const FlashM
     }
   }
   if (cs.c == 0 && t == 0) {
-    if (h0 < p.heads) *Splits(p).Lse(item_index, split, h0) = cs.m0 * cs.scale_log2 + __log2f(l0);
-    if (h1 < p.heads) *Splits(p).Lse(item_index, split, h1) = cs.m1 * cs.scale_log2 + __log2f(l1);
+    if (h0 < p.heads) *PartialLse(p, item_index, split, h0) = cs.m0 * cs.scale_log2 + __log2f(l0);
+    if (h1 < p.heads) *PartialLse(p, item_index, split, h1) = cs.m1 * cs.scale_log2 + __log2f(l1);
   }
 }
 
 // Block (head, item), 128 threads x 4 dims: out = sum_s w_s o_s / sum_s w_s with
-// w_s = 2^(lse_s - max lse); empty splits (lse -inf) weigh nothing (MergeSplits). The weights
-// are found by all threads together and each thread's loads over the splits are independent, so
-// the block waits about one memory latency per 8 splits rather than two per split.
+// w_s = 2^(lse_s - max lse); empty splits (lse -inf) weigh nothing. The weights are found by
+// all threads together and each thread's loads over the splits are independent, so the block
+// waits about one memory latency per 8 splits rather than two per split.
 constexpr int kMaxSplits = 256;
 __global__ void __launch_bounds__(128) FlashMlaDecodeCombineKernel(const FlashMlaDecodeParams p) {
   KernelPrologue();
@@ -380,7 +384,7 @@ __global__ void __launch_bounds__(128) FlashMlaDecodeCombineKernel(const FlashMl
   const int splits = p.split.splits, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   float mx = -INFINITY;
   for (int s = threadIdx.x; s < splits; s += blockDim.x) {
-    weight[s] = *Splits(p).Lse(item_index, s, h);
+    weight[s] = *PartialLse(p, item_index, s, h);
     mx = fmaxf(mx, weight[s]);
   }
   mx = WarpMax(mx);
@@ -388,15 +392,32 @@ __global__ void __launch_bounds__(128) FlashMlaDecodeCombineKernel(const FlashMl
   __syncthreads();
   mx = fmaxf(fmaxf(warp_value[0], warp_value[1]), fmaxf(warp_value[2], warp_value[3]));
   // Every thread wrote its own weight slots above and rewrites only those here.
-  for (int s = threadIdx.x; s < splits; s += blockDim.x) weight[s] = SplitWeight(weight[s], mx);
+  for (int s = threadIdx.x; s < splits; s += blockDim.x) {
+    weight[s] = weight[s] == -INFINITY ? 0.0f : exp2f(weight[s] - mx);
+  }
   __syncthreads();
-  float merged[4];
-  MergeSplits<4>(Splits(p), item_index, h, 4 * threadIdx.x, weight, merged);
+  float acc[4] = {}, total = 0.0f;
+  const int d = 4 * threadIdx.x;
+  const float* o = PartialO(p, item_index, 0, h) + d;
+  const int64_t split_stride = static_cast<int64_t>(p.heads) * kLora;
+#pragma unroll 8
+  for (int s = 0; s < splits; ++s) {
+    const float w = weight[s];
+    const float4 v = *reinterpret_cast<const float4*>(o + s * split_stride);
+    total += w;
+    // An empty split's output was never written: skip it rather than multiply it by 0.
+    if (w == 0.0f) continue;
+    acc[0] = fmaf(w, v.x, acc[0]);
+    acc[1] = fmaf(w, v.y, acc[1]);
+    acc[2] = fmaf(w, v.z, acc[2]);
+    acc[3] = fmaf(w, v.w, acc[3]);
+  }
+  const float inv = 1.0f / total;
   const MlaGemmItem item = p.items[item_index];
   bf16* out = static_cast<bf16*>(p.out) + item.token_row * p.out_token_stride +
-              h * p.out_head_stride + 4 * threadIdx.x;
-  reinterpret_cast<uint32_t*>(out)[0] = PackBf16(merged[0], merged[1]);
-  reinterpret_cast<uint32_t*>(out)[1] = PackBf16(merged[2], merged[3]);
+              h * p.out_head_stride + d;
+  reinterpret_cast<uint32_t*>(out)[0] = PackBf16(acc[0] * inv, acc[1] * inv);
+  reinterpret_cast<uint32_t*>(out)[1] = PackBf16(acc[2] * inv, acc[3] * inv);
 }
 
 }  // namespace
@@ -433,7 +454,7 @@ void FlashMlaDecode(const FlashMlaDecodeParams& p, cudaStream_t stream) {
                   static_cast<unsigned>((p.heads + kHeads - 1) / kHeads),
                   static_cast<unsigned>(p.num_items));
   Launch(FlashMlaDecodeKernel, grid, kThreads, kSmemBytes, stream, p);
-  if (p.split.splits > 1 && !p.caller_merges_splits) {
+  if (p.split.splits > 1) {
     Launch(FlashMlaDecodeCombineKernel,
            dim3(static_cast<unsigned>(p.heads), static_cast<unsigned>(p.num_items)), kLora / 4, 0,
            stream, p);

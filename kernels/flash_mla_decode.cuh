@@ -53,9 +53,6 @@ struct FlashMlaDecodeParams {
   float* partial;
   void* out;
   int64_t out_token_stride, out_head_stride;
-  // With several splits: leave their outputs in `partial` for the caller's next kernel to merge
-  // (MlaAbsorbParams::splits) instead of launching the combine; out is then not written.
-  bool caller_merges_splits = false;
 };
 void FlashMlaDecode(const FlashMlaDecodeParams& p, cudaStream_t stream);
 

@@ -23,7 +23,6 @@
 #include <cassert>
 
 #include "kernels/device_utils.cuh"
-#include "kernels/flash_mla_splits.cuh"
 #include "kernels/launch.cuh"
 #include "kernels/mla_absorb.cuh"
 #include "kernels/sm90_async.cuh"
@@ -49,12 +48,7 @@ constexpr size_t SmemBytes(bool transposed, int k) {
   return 2 * (static_cast<size_t>(WeightTileRows(transposed, k)) * WeightPitch(transposed, k) +
               static_cast<size_t>(kMlaAbsorbMaxTokens) * (k + kPad));
 }
-// With split_partial, the splits' weights per token behind the token tile.
-constexpr size_t MergeBytes(int splits) {
-  return static_cast<size_t>(kMlaAbsorbMaxTokens) * splits * sizeof(float);
-}
-constexpr size_t kMaxSmemBytes =
-    std::max(SmemBytes(false, kMaxK) + MergeBytes(kMlaAbsorbMaxSplits), SmemBytes(true, kMaxK));
+constexpr size_t kMaxSmemBytes = std::max(SmemBytes(false, kMaxK), SmemBytes(true, kMaxK));
 
 __device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
@@ -99,42 +93,8 @@ __device__ __forceinline__ void CpAsyncWaitPending(int pending) {
   }
 }
 
-// The token tile of head h from the flash decode kernel's split outputs (p.split_partial): each
-// token's split weights into `weights` [8][splits] (warp t for token t), then every token's 512
-// dims merged 8 at a time (MergeSplits, as the combine kernel) and rounded to BF16 into
-// xtile [8][k + kPad]; tokens past p.tokens are zeros.
-__device__ __forceinline__ void LoadMergedTokens(const MlaAbsorbParams& p, int h, float* weights,
-                                                 bf16* xtile) {
-  const FlashMlaSplitOutputs splits{p.split_partial, p.split_items, p.splits, p.heads};
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  for (int t = warp; t < p.tokens; t += kWarps) {
-    float* w = weights + t * p.splits;
-    float mx = -INFINITY;
-    for (int s = lane; s < p.splits; s += 32) {
-      w[s] = *splits.Lse(t, s, h);
-      mx = fmaxf(mx, w[s]);
-    }
-    mx = WarpMax(mx);
-    for (int s = lane; s < p.splits; s += 32) w[s] = SplitWeight(w[s], mx);
-  }
-  __syncthreads();
-  constexpr int kChunks = kFlashDecodeLora / 8, kPitch = kFlashDecodeLora + kPad;
-  for (int i = threadIdx.x; i < kMlaAbsorbMaxTokens * kChunks; i += blockDim.x) {
-    const int t = i / kChunks, c = i % kChunks * 8;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (t < p.tokens) {
-      float merged[8];
-      MergeSplits<8>(splits, t, h, c, weights + t * p.splits, merged);
-      v = make_uint4(PackBf16(merged[0], merged[1]), PackBf16(merged[2], merged[3]),
-                     PackBf16(merged[4], merged[5]), PackBf16(merged[6], merged[7]));
-    }
-    *reinterpret_cast<uint4*>(xtile + t * kPitch + c) = v;
-  }
-}
-
-// Grid (m / 64 rounded up, heads), kWarps * 32 threads, SmemBytes(kTransposed, k) (+
-// MergeBytes(splits) with split_partial) of shared memory: the weight tile, then the token tile
-// (then the split weights).
+// Grid (m / 64 rounded up, heads), kWarps * 32 threads, SmemBytes(kTransposed, k) of shared
+// memory: the weight tile, then the token tile.
 template <bool kTransposed>
 __global__ void __launch_bounds__(kWarps * 32) MlaAbsorbKernel(MlaAbsorbParams p) {
   extern __shared__ uint4 smem[];
@@ -169,20 +129,13 @@ __global__ void __launch_bounds__(kWarps * 32) MlaAbsorbKernel(MlaAbsorbParams p
 
   KernelPrologue();
   // x_h [8, k]; tokens past p.tokens are zeros (their product columns are computed, not stored).
+  const bf16* const x = static_cast<const bf16*>(p.x) + h * p.x_head_stride;
   const int x_chunks = k / 8;
-  if (p.split_partial != nullptr) {
-    if constexpr (!kTransposed) {
-      LoadMergedTokens(p, h, reinterpret_cast<float*>(xtile + kMlaAbsorbMaxTokens * x_pitch),
-                       xtile);
-    }
-  } else {
-    const bf16* const x = static_cast<const bf16*>(p.x) + h * p.x_head_stride;
-    for (int i = threadIdx.x; i < kMlaAbsorbMaxTokens * x_chunks; i += blockDim.x) {
-      const int t = i / x_chunks, c = i % x_chunks * 8;
-      uint4 v = make_uint4(0, 0, 0, 0);
-      if (t < p.tokens) v = __ldg(reinterpret_cast<const uint4*>(x + t * p.x_token_stride + c));
-      *reinterpret_cast<uint4*>(xtile + t * x_pitch + c) = v;
-    }
+  for (int i = threadIdx.x; i < kMlaAbsorbMaxTokens * x_chunks; i += blockDim.x) {
+    const int t = i / x_chunks, c = i % x_chunks * 8;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (t < p.tokens) v = __ldg(reinterpret_cast<const uint4*>(x + t * p.x_token_stride + c));
+    *reinterpret_cast<uint4*>(xtile + t * x_pitch + c) = v;
   }
 
   // ldmatrix row addresses of this lane at k-step 0 (lane l addresses row l % 8 of matrix l / 8):
@@ -249,14 +202,10 @@ bool Aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 }  // namespace
 
 bool MlaAbsorbSupports(const MlaAbsorbParams& p) {
-  const bool merge_ok = p.split_partial == nullptr ||
-                        (!p.transposed && p.k == kFlashDecodeLora && p.splits >= 2 &&
-                         p.splits <= kMlaAbsorbMaxSplits && p.split_items >= p.tokens &&
-                         Aligned16(p.split_partial));
   return p.tokens >= 1 && p.tokens <= kMlaAbsorbMaxTokens && p.heads >= 1 && p.heads <= 65535 &&
          p.m > 0 && p.m % 16 == 0 && p.k > 0 && p.k % 16 == 0 && p.k <= kMaxK && Aligned16(p.w) &&
          Aligned16(p.x) && p.w_row_stride % 8 == 0 && p.w_head_stride % 8 == 0 &&
-         p.x_token_stride % 8 == 0 && p.x_head_stride % 8 == 0 && merge_ok;
+         p.x_token_stride % 8 == 0 && p.x_head_stride % 8 == 0;
 }
 
 void MlaAbsorb(const MlaAbsorbParams& p, cudaStream_t stream) {
@@ -267,9 +216,7 @@ void MlaAbsorb(const MlaAbsorbParams& p, cudaStream_t stream) {
   DSV3_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmemBytes));
   const dim3 grid(CeilDiv(p.m, kBlockRows), static_cast<unsigned>(p.heads));
-  const size_t smem = SmemBytes(p.transposed, p.k) +
-                      (p.split_partial != nullptr ? MergeBytes(p.splits) : 0);
-  Launch(kernel, grid, kWarps * 32, smem, stream, p);
+  Launch(kernel, grid, kWarps * 32, SmemBytes(p.transposed, p.k), stream, p);
 }
 
 }  // namespace dsv3::kernels

@@ -30,19 +30,10 @@ struct MlaAbsorbParams {
   void* out;
   int64_t out_token_stride, out_head_stride;
   int32_t tokens, heads;
-  // Optional, W_UV (transposed false) with k = 512 only: x is not read; token t's x_h is the
-  // merge of the flash decode kernel's `splits` split outputs of its item t (the caller's items
-  // are its tokens in order) in split_partial (FlashMlaDecodeParams::partial of split_items
-  // items, caller_merges_splits), rounded to BF16 exactly as its combine kernel writes it
-  // (kernels/flash_mla_splits.cuh).
-  float* split_partial = nullptr;
-  int32_t split_items = 0, splits = 0;
 };
 
 // Whether MlaAbsorb serves p: 1 to 8 tokens, at most 65535 heads, m and k positive multiples of
-// 16, k <= 512, w and x 16-byte aligned with strides of whole 8-element (16-byte) chunks; with
-// split_partial, W_UV at k = 512, 2 to kMlaAbsorbMaxSplits splits, and every token an item.
-inline constexpr int32_t kMlaAbsorbMaxSplits = 256;
+// 16, k <= 512, w and x 16-byte aligned with strides of whole 8-element (16-byte) chunks.
 bool MlaAbsorbSupports(const MlaAbsorbParams& p);
 
 // Launches the product (MlaAbsorbSupports(p) must hold), with PDL where the calling thread asks

@@ -423,17 +423,26 @@ double Waves(Kernel kernel, int threads, size_t smem, int64_t blocks) {
 // How full the grid's waves are on average (1: whole waves only).
 double WaveFill(double waves) { return waves / std::ceil(waves); }
 
+// A launch stepped back to one wave must fill at least this much of it (q_b at one row, 1536
+// column tiles: 0.73 of a wave at a 2-way split; the dense gate|up at one row would fill 0.55
+// unsplit and keeps the wave-fill rule's split instead).
+constexpr double kOneWaveMinFill = 0.7;
+
 using MmaKernel = void (*)(MmaGemmArgs);
 
 // groups: grid rows (active expert slots, or 1 for a dense GEMM); max_group_rows: a bound on the
 // rows of any group, which picks the token tiles: one tile (the ring form) up to 8 rows (a
 // grouped launch: up to ring_max_rows, in chunks of 8), else kDenseTokTiles for a dense launch
 // and kTokTiles for a grouped one. K is split while the launch is short of kTargetWarps and every
-// warp keeps at least one pair of k-blocks. A grouped or ring launch of more than one wave (its
-// blocks all take about the same time at decode sizes) whose waves are less than 80% full on
-// average splits K once more where that fills them better (the 9 matrices of gate|up with the
-// shared expert fused at batch 1: 576 blocks, 2.2 waves; split once more, 4.4. The dense layer's
-// gate|up on the ring: 576 blocks, 1.09 waves of the ring's 528 slots; split once more, 2.2).
+// warp keeps at least one pair of k-blocks. Where that spills over one wave, the largest smaller
+// split whose launch fits one wave and fills at least kOneWaveMinFill of it is taken instead (a
+// second, partly filled wave costs about a whole one: o_proj at one row, 448 column tiles,
+// splits K 8 ways in 0.85 waves rather than 16 in 1.7). A grouped or ring launch of more than
+// one wave (its blocks all take about the same time at decode sizes) whose waves are less than
+// 80% full on average splits K once more where that fills them better (the 9 matrices of gate|up
+// with the shared expert fused at batch 1: 576 blocks, 2.2 waves; split once more, 4.4. The
+// dense layer's gate|up on the ring: 576 blocks, 1.09 waves of the ring's 528 slots; split once
+// more, 2.2).
 void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, int64_t ring_max_rows,
                    cudaStream_t stream) {
   assert(a.k_pad % 256 == 0);
@@ -460,20 +469,28 @@ void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, int64_
     return ring ? static_cast<size_t>(warps(ksplit)) * kRingStages * kRingStageBytes : 0;
   };
   auto may_split = [&](int ksplit) { return 2 * ksplit <= std::min<int64_t>(pairs, kMaxKSplit); };
-  while (tiles * groups * a.ksplit < kTargetWarps && may_split(a.ksplit)) a.ksplit *= 2;
-  if ((grouped || ring) && may_split(a.ksplit)) {
-    const double waves = Waves(kernel, warps(a.ksplit) * 32, smem(a.ksplit), blocks(a.ksplit));
-    if (waves > 1 && WaveFill(waves) < 0.8 &&
-        WaveFill(Waves(kernel, warps(2 * a.ksplit) * 32, smem(2 * a.ksplit),
-                       blocks(2 * a.ksplit))) > WaveFill(waves)) {
-      a.ksplit *= 2;
-    }
-  }
   if (ring) {
     // Per launch rather than once: the attribute belongs to the current device. The same bound
-    // every time, so that no launch lowers it under one that a captured graph replays.
+    // every time, so that no launch lowers it under one that a captured graph replays. Before
+    // the occupancy queries below: without it a ring of 48 KB or more fits no block.
     DSV3_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxRingBytes));
+  }
+  auto waves = [&](int ksplit) {
+    return Waves(kernel, warps(ksplit) * 32, smem(ksplit), blocks(ksplit));
+  };
+  while (tiles * groups * a.ksplit < kTargetWarps && may_split(a.ksplit)) a.ksplit *= 2;
+  if (waves(a.ksplit) > 1) {
+    for (int ksplit = a.ksplit / 2; ksplit >= 1; ksplit /= 2) {
+      if (waves(ksplit) > 1) continue;
+      if (waves(ksplit) >= kOneWaveMinFill) a.ksplit = ksplit;
+      break;
+    }
+  }
+  const double fill = WaveFill(waves(a.ksplit));
+  if ((grouped || ring) && may_split(a.ksplit) && waves(a.ksplit) > 1 && fill < 0.8 &&
+      WaveFill(waves(2 * a.ksplit)) > fill) {
+    a.ksplit *= 2;
   }
   const dim3 grid(CeilDiv(tiles, warps(a.ksplit) / a.ksplit), static_cast<unsigned>(groups));
   Launch(kernel, grid, warps(a.ksplit) * 32, smem(a.ksplit), stream, a);

@@ -82,7 +82,7 @@ struct GroupedFp8GemmParams {
   // over each group's rows in chunks of 8 that stream the group's weights once each (the later
   // passes mostly from L2); beyond, the four-tile form converts each weight block once for up
   // to 32 rows but loads it without lookahead. The same bits either way.
-  int64_t ring_max_rows = 8;
+  int64_t ring_max_rows = 32;
 };
 void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream);
 

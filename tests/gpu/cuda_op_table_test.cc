@@ -33,20 +33,16 @@ TEST_P(CudaOpTableTest, MatchesTheCpuReference) {
 // Backend defaults, runs the two ops on the same GPU.
 class CudaFusedOpsTest : public CudaOpTableTest {};
 
-// Runs `row` on both backends from the same inputs and expects the same F32 bits.
-void ExpectSameBits(const OpRow& row, Backend& got_from, Backend& want_from) {
-  std::mt19937 rng_got(17), rng_want(17);
-  const std::vector<float> got = row.run(got_from, rng_got);
-  const std::vector<float> want = row.run(want_from, rng_want);
-  ASSERT_EQ(got.size(), want.size());
-  int64_t differ = 0;
-  for (size_t i = 0; i < want.size(); ++i) differ += got[i] != want[i] ? 1 : 0;
-  EXPECT_EQ(differ, 0) << "of " << want.size();
-}
-
 TEST_P(CudaFusedOpsTest, EqualTheirPartsBitForBit) {
+  const OpRow& row = GetParam();
   ForwardingBackend parts(*gpu_);
-  ExpectSameBits(GetParam(), *gpu_, parts);
+  std::mt19937 rng_fused(17), rng_parts(17);
+  const std::vector<float> fused = row.run(*gpu_, rng_fused);
+  const std::vector<float> want = row.run(parts, rng_parts);
+  ASSERT_EQ(fused.size(), want.size());
+  int64_t differ = 0;
+  for (size_t i = 0; i < want.size(); ++i) differ += fused[i] != want[i] ? 1 : 0;
+  EXPECT_EQ(differ, 0) << "of " << want.size();
 }
 
 std::vector<OpRow> FusedOpRows() {
@@ -61,34 +57,6 @@ std::vector<OpRow> FusedOpRows() {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fused, CudaFusedOpsTest, ::testing::ValuesIn(FusedOpRows()),
-                         [](const auto& info) { return info.param.name; });
-
-// W_UV's kernel merging the flash decode kernel's split outputs (Options::merge_flash_splits,
-// in place of the combine kernel) gives the combine's bits: the MLA rows of decode and verify
-// steps at V3's latent dims (several key splits, short items' splits empty) on a second backend
-// with the merge on.
-class CudaMergedFlashSplitsTest : public CudaOpTableTest {};
-
-TEST_P(CudaMergedFlashSplitsTest, GiveTheCombineKernelsBits) {
-  CudaBackend::Options options;
-  options.merge_flash_splits = true;
-  auto merging = CudaBackend::Create(options);
-  ASSERT_TRUE(merging.ok()) << merging.status();
-  ExpectSameBits(GetParam(), **merging, *gpu_);
-}
-
-std::vector<OpRow> FlashDecodeRows() {
-  std::vector<OpRow> rows;
-  for (OpRow& row : ::dsv3::testing::OpTable()) {
-    if (row.name == "mla_decode_v3dims" || row.name == "mla_verify_v3dims") {
-      rows.push_back(std::move(row));
-    }
-  }
-  return rows;
-}
-
-INSTANTIATE_TEST_SUITE_P(FlashDecode, CudaMergedFlashSplitsTest,
-                         ::testing::ValuesIn(FlashDecodeRows()),
                          [](const auto& info) { return info.param.name; });
 
 INSTANTIATE_TEST_SUITE_P(Ops, CudaOpTableTest, ::testing::ValuesIn(::dsv3::testing::OpTable()),

@@ -57,8 +57,8 @@ struct Args {
   bool no_fuse_shared = false;     // the shared expert apart from the grouped experts
   bool no_fuse_norms = false;      // residual adds and norm quantizations as kernels of their own
   int64_t grouped_ring_max_rows = -1;  // < 0: the backend's default
-  bool merge_flash_splits = false;     // W_UV's kernel merges flash decode's splits
   std::vector<int> trace_batches;  // batches whose graphed step is traced per kernel
+  bool trace_prefill = false;      // the prefill step (default experts path) per kernel
   // Speculative decoding (verify_bench.cc): drafts K per step; when given, only that section runs.
   std::vector<int> verify_tokens;
   std::vector<int> verify_batches = {1, 8, 32, 64};
@@ -168,16 +168,14 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
   std::fprintf(out,
                "device: %s, driver API %d, runtime %d, copy bandwidth %.2f TB/s, "
                "tensor parallel %d, programmatic dependent launch %s, shared expert %s, norms %s, "
-               "grouped experts on the register ring up to %lld rows each, flash splits merged "
-               "by %s\n",
+               "grouped experts on the register ring up to %lld rows each\n",
                prop.name, driver, runtime, copy_bw / 1e12, comm.world_size(),
                args.no_pdl ? "off" : "on in decode steps",
                args.no_fuse_shared ? "apart" : "fused into the grouped experts where it pays",
                args.no_fuse_norms ? "apart"
                                   : "fused with the residual add, q_b's quantization, RoPE "
                                     "and the KV write",
-               static_cast<long long>(gpu.options().grouped_ring_max_rows),
-               gpu.options().merge_flash_splits ? "W_UV's kernel" : "the combine kernel");
+               static_cast<long long>(gpu.options().grouped_ring_max_rows));
 
   // The model runs on a TimingBackend around the GPU: per-layer and per-op times on the GPU's
   // stream, and the GPU's choice of kernel paths and MLA's sub-steps as sections.
@@ -397,6 +395,19 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
                  "decode's small-M grouped kernel (1).\n");
     PrintOpTable(out, "Prefill: time per op in one step (ms, all layers and the head)", {0, 1},
                  prefill_ops);
+    if (args.trace_prefill) {
+      // Prefill steps run eagerly: the trace is of one plain step, after the ones above.
+      auto trace = bench::KernelTrace::Start();
+      if (!trace.ok() || !model.Forward(fb, cache, logits).ok()) {
+        std::fprintf(stderr, "no prefill kernel trace: %s\n",
+                     trace.ok() ? "the step failed" : trace.status().ToString().c_str());
+      } else {
+        bench::PrintKernelTrace(
+            out, absl::StrCat("Prefill: the kernels of one step of ", n, " tokens (CUPTI)"),
+            (*trace)->Take());
+      }
+      gpu.TakeActiveExperts();
+    }
   }
 
   if (comm.rank() != 0) return 0;
@@ -440,7 +451,6 @@ int Run(const Args& args) {
     options.fuse_shared_expert = !args.no_fuse_shared;
     options.fuse_norms = !args.no_fuse_norms;
     if (args.grouped_ring_max_rows >= 0) options.grouped_ring_max_rows = args.grouped_ring_max_rows;
-    options.merge_flash_splits = args.merge_flash_splits;
     auto gpu = CudaBackend::Create(options);
     if (!gpu.ok()) return fail(gpu.status());
     if (args.tp == 1) {
@@ -497,6 +507,8 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   app.add_option("--trace-batches", args.trace_batches,
                  "decode batch sizes whose graphed step is listed kernel by kernel (CUPTI)");
+  app.add_flag("--trace-prefill", args.trace_prefill,
+               "list the prefill step kernel by kernel (CUPTI)");
   app.add_flag(
       "--no-fuse-shared", args.no_fuse_shared,
       "run the shared expert apart instead of as one more grouped expert (to measure what the "
@@ -505,9 +517,6 @@ int main(int argc, char** argv) {
                "run the residual adds, the quantization of q_b's input, RoPE and the KV write "
                "as kernels of their own instead of inside the norms (to measure what the "
                "fusion gives)");
-  app.add_flag("--merge-flash-splits", args.merge_flash_splits,
-               "decode steps of up to 8 tokens: W_UV's kernel merges the flash decode kernel's "
-               "split outputs in place of its combine kernel (to measure what it gives)");
   app.add_option("--grouped-ring-max-rows", args.grouped_ring_max_rows,
                  "decode experts' grouped launches of up to this many rows per expert on the "
                  "one-tile register ring, in chunks of 8 (default: the backend's, 8)");

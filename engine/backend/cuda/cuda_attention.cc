@@ -109,10 +109,6 @@ void CudaBackend::BuildForm(const AttentionBatch& batch, bool naive, StepPlan::F
   }
   form.tokens = static_cast<int64_t>(rows.size());
   form.context_rows = static_cast<int64_t>(slots.size());
-  form.items_are_rows = !naive;
-  for (int64_t i = 0; form.items_are_rows && i < form.tokens; ++i) {
-    form.items_are_rows = rows[i] == i;
-  }
   if (form.tokens == 0) return;  // nothing of the step takes this form: path kNone
   if (naive) {
     form.path = form.tokens >= kPrefillTensorCoreMinTokens ? AttentionPath::kPrefillTensorCores
@@ -229,41 +225,9 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
     a.out = o_lat.view().data;
     a.out_token_stride = nh * lora;
     a.out_head_stride = lora;
-
-    // out_h^T [v, T] = W_UV_h [v, lora] o_lat_h^T (the same choice of kernel as W_UK). Rows of
-    // tokens the naive form handles get overwritten below.
-    const void* w_uv = static_cast<const char*>(wkvb.data) + nope * wkvb.strides[0] * 2;
-    kernels::MlaAbsorbParams uv_small{.w = w_uv,
-                                      .w_row_stride = wkvb.strides[0],
-                                      .w_head_stride = head_rows * wkvb.strides[0],
-                                      .transposed = false,
-                                      .m = static_cast<int32_t>(vd),
-                                      .k = static_cast<int32_t>(lora),
-                                      .x = o_lat.view().data,
-                                      .x_token_stride = nh * lora,
-                                      .x_head_stride = lora,
-                                      .out = out.data,
-                                      .out_token_stride = out.strides[0],
-                                      .out_head_stride = vd,
-                                      .tokens = static_cast<int32_t>(t),
-                                      .heads = static_cast<int32_t>(nh)};
-    // With merge_flash_splits, W_UV's kernel merges the flash decode kernel's split outputs as it
-    // loads its tokens (kernels::MlaAbsorbParams::split_partial), in place of the combine kernel:
-    // at V3's latent dims, when the step's tokens are the form's items in order.
-    const bool merge_splits = options_.merge_flash_splits && absorbed.items_are_rows &&
-                              absorbed.tokens == t && FlashDecodeDims(lora, rope) &&
-                              kernels::MlaAbsorbSupports(uv_small);
-    Tensor split_outputs;
     if (absorbed.path == AttentionPath::kDecodeTensorCores) {
       Section part(*this, "- mla: absorbed attention (tensor cores)");
-      const int32_t splits =
-          MlaDecodeOnTensorCores(q, q_lat, cache, absorbed, batch.block_size, p, o_lat,
-                                 merge_splits ? &split_outputs : nullptr);
-      if (splits > 0) {
-        uv_small.split_partial = split_outputs.ptr<float>();
-        uv_small.split_items = static_cast<int32_t>(absorbed.tokens);
-        uv_small.splits = splits;
-      }
+      MlaDecodeOnTensorCores(q, q_lat, cache, absorbed, batch.block_size, p, o_lat);
     } else {
       Section part(*this, "- mla: absorbed attention (kernel)");
       a.splits = KeySplits(absorbed.max_context, absorbed.tokens, nh);
@@ -278,6 +242,23 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
       a.partial = nullptr;
     }
 
+    // out_h^T [v, T] = W_UV_h [v, lora] o_lat_h^T (the same choice of kernel as W_UK). Rows of
+    // tokens the naive form handles get overwritten below.
+    const void* w_uv = static_cast<const char*>(wkvb.data) + nope * wkvb.strides[0] * 2;
+    const kernels::MlaAbsorbParams uv_small{.w = w_uv,
+                                            .w_row_stride = wkvb.strides[0],
+                                            .w_head_stride = head_rows * wkvb.strides[0],
+                                            .transposed = false,
+                                            .m = static_cast<int32_t>(vd),
+                                            .k = static_cast<int32_t>(lora),
+                                            .x = o_lat.view().data,
+                                            .x_token_stride = nh * lora,
+                                            .x_head_stride = lora,
+                                            .out = out.data,
+                                            .out_token_stride = out.strides[0],
+                                            .out_head_stride = vd,
+                                            .tokens = static_cast<int32_t>(t),
+                                            .heads = static_cast<int32_t>(nh)};
     Bf16GemmArgs uv;
     uv.trans_a = true;
     uv.m = vd;
@@ -294,8 +275,7 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
     uv.stride_d = vd;
     uv.batch = static_cast<int32_t>(nh);
     Section part(*this, "- mla: W_UK, W_UV GEMMs");
-    // Merging splits (o_lat unwritten) is only chosen where the kernel serves it (merge_splits).
-    if (uv_small.split_partial != nullptr || kernels::MlaAbsorbSupports(uv_small)) {
+    if (kernels::MlaAbsorbSupports(uv_small)) {
       kernels::MlaAbsorb(uv_small, stream_);
     } else {
       Check(gemm_->Bf16(uv), "MLA W_UV projection");

@@ -10,7 +10,6 @@
 // near kScratchBytes.
 #include <algorithm>
 #include <cstdint>
-#include <utility>
 #include <vector>
 
 #include "engine/backend/cuda/cuda_backend.h"
@@ -48,14 +47,14 @@ bool CudaBackend::DecodeByGemm(int64_t sequences, int64_t total_context, int64_t
          EvenEnoughForGemmDecode(sequences, total_context, max_context);
 }
 
-int32_t CudaBackend::MlaDecodeOnTensorCores(const TensorView& q, const TensorView& q_lat,
-                                            const TensorView& cache, const StepPlan::Form& form,
-                                            int32_t block_size, const MlaParams& p,
-                                            const TensorView& o_lat, Tensor* split_outputs) {
+void CudaBackend::MlaDecodeOnTensorCores(const TensorView& q, const TensorView& q_lat,
+                                         const TensorView& cache, const StepPlan::Form& form,
+                                         int32_t block_size, const MlaParams& p,
+                                         const TensorView& o_lat) {
   const int64_t nh = p.num_heads, lora = p.kv_lora_rank, rope = p.rope_dim;
   if (!FlashDecodeDims(lora, rope) || q.strides[1] % 8 != 0 || q.strides[0] % 8 != 0 || p.nope_dim % 8 != 0) {
     MlaDecodeByGemm(q, q_lat, cache, form, block_size, p, o_lat);
-    return 0;
+    return;
   }
   kernels::FlashMlaDecodeParams a{};
   a.q_lat = q_lat.data;
@@ -80,11 +79,7 @@ int32_t CudaBackend::MlaDecodeOnTensorCores(const TensorView& q, const TensorVie
   a.out = o_lat.data;
   a.out_token_stride = o_lat.strides[0];
   a.out_head_stride = lora;
-  a.caller_merges_splits = split_outputs != nullptr && a.split.splits > 1;
   kernels::FlashMlaDecode(a, stream_);
-  if (!a.caller_merges_splits) return 0;
-  *split_outputs = std::move(partial);
-  return a.split.splits;
 }
 
 void CudaBackend::MlaDecodeByGemm(const TensorView& q, const TensorView& q_lat,

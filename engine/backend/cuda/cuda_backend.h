@@ -66,12 +66,10 @@ class CudaBackend final : public Backend {
     // defaults (the parts).
     bool fuse_norms = true;
     // Grouped small-M launches (decode experts) whose groups may have up to this many rows run
-    // the one-tile register ring (kernels::GroupedFp8GemmParams::ring_max_rows); 8: only those
-    // of at most 8 rows (batch <= 8), the four-tile form beyond.
-    int64_t grouped_ring_max_rows = 8;
-    // Decode steps of up to 8 tokens: W_UV's kernel merges the flash decode kernel's split
-    // outputs as it loads its tokens, in place of the combine kernel (the same bits).
-    bool merge_flash_splits = false;
+    // the one-tile register ring (kernels::GroupedFp8GemmParams::ring_max_rows), the four-tile
+    // form beyond. 32: decode batches up to 32 (faster at 32; at 128, an expert with tens of
+    // rows streams its weights once per 8 of them, slower: docs/perf/h200.md).
+    int64_t grouped_ring_max_rows = 32;
   };
   // Beyond this many tokens the shared expert runs apart: with tens of rows it would be the
   // small-M grouped kernel's longest item, and prefill's tiled GEMMs gain nothing from it
@@ -241,9 +239,6 @@ class CudaBackend final : public Backend {
       // kDecodeTensorCores: the context every item pads to: the longest, or a graph step's
       // padded_context (one graph serves every step of the bucket).
       int64_t gemm_context = 0;
-      // Absorbed form: item i is token row i for every item (with tokens equal to the step's
-      // rows: every token of the step, in order).
-      bool items_are_rows = false;
     };
     Form absorbed, naive;
   };
@@ -297,13 +292,9 @@ class CudaBackend final : public Backend {
   static bool DecodeByGemm(int64_t sequences, int64_t total_context, int64_t max_context);
   // The latent dims the flash decode kernel serves (kv_lora_rank 512, rope 64).
   static bool FlashDecodeDims(int64_t kv_lora_rank, int64_t rope_dim);
-  // With split_outputs: when the flash decode kernel splits the keys, its split outputs stay in
-  // *split_outputs for W_UV's kernel to merge (kernels::MlaAbsorbParams::split_partial) and
-  // o_lat is not written; returns that split count (0: o_lat written).
-  int32_t MlaDecodeOnTensorCores(const TensorView& q, const TensorView& q_lat,
-                                 const TensorView& cache, const StepPlan::Form& form,
-                                 int32_t block_size, const MlaParams& p, const TensorView& o_lat,
-                                 Tensor* split_outputs);
+  void MlaDecodeOnTensorCores(const TensorView& q, const TensorView& q_lat,
+                              const TensorView& cache, const StepPlan::Form& form,
+                              int32_t block_size, const MlaParams& p, const TensorView& o_lat);
   void MlaDecodeByGemm(const TensorView& q, const TensorView& q_lat, const TensorView& cache,
                        const StepPlan::Form& form, int32_t block_size, const MlaParams& p,
                        const TensorView& o_lat);
