@@ -444,7 +444,7 @@ using MmaKernel = void (*)(MmaGemmArgs);
 // dense layer's gate|up on the ring: 576 blocks, 1.09 waves of the ring's 528 slots; split once
 // more, 2.2).
 void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, int64_t ring_max_rows,
-                   cudaStream_t stream) {
+                   int forced_ksplit, cudaStream_t stream) {
   assert(a.k_pad % 256 == 0);
   // The kernel's offsets are 32-bit: bytes within one weight matrix (its rows rounded up to whole
   // column tiles; V3's largest, the dense gate|up, is 36864 x 7168 = 264 MB) and within the
@@ -492,6 +492,11 @@ void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, int64_
       WaveFill(waves(2 * a.ksplit)) > fill) {
     a.ksplit *= 2;
   }
+  if (forced_ksplit > 0) {
+    assert((forced_ksplit & (forced_ksplit - 1)) == 0);
+    assert(forced_ksplit <= std::min<int64_t>(pairs, kMaxKSplit));
+    a.ksplit = forced_ksplit;
+  }
   const dim3 grid(CeilDiv(tiles, warps(a.ksplit) / a.ksplit), static_cast<unsigned>(groups));
   Launch(kernel, grid, warps(a.ksplit) * 32, smem(a.ksplit), stream, a);
 }
@@ -524,14 +529,14 @@ void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream) {
                  p.y_stride,
                  p.y_f32,
                  1},
-                p.max_active, p.max_rows_per_group, p.ring_max_rows, stream);
+                p.max_active, p.max_rows_per_group, p.ring_max_rows, p.ksplit, stream);
 }
 
 void DenseFp8Gemm(const DenseFp8GemmParams& p, cudaStream_t stream) {
   if (p.rows == 0 || p.n == 0) return;
   LaunchMmaGemm({p.xq, p.xs, p.rows_padded, p.k_pad, nullptr, nullptr, nullptr, nullptr, 0, 0, p.w,
                  p.rows, 1, p.n, p.scale_stride, p.y, p.y_stride, p.y_f32, 1},
-                1, p.rows, kTokens, stream);
+                1, p.rows, kTokens, p.ksplit, stream);
 }
 
 }  // namespace dsv3::kernels

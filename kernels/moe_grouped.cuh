@@ -83,6 +83,9 @@ struct GroupedFp8GemmParams {
   // passes mostly from L2); beyond, the four-tile form converts each weight block once for up
   // to 32 rows but loads it without lookahead. The same bits either way.
   int64_t ring_max_rows = 32;
+  // Warps sharing each column tile's k-blocks: 0 picks it by the launch's shape (the default);
+  // a power of two up to min(16, k_pad / 256) forces it (dsv3-dense-gemm-bench --sweep-ksplit).
+  int ksplit = 0;
 };
 void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream);
 
@@ -98,6 +101,7 @@ struct DenseFp8GemmParams {
   void* y;
   int64_t y_stride;
   bool y_f32;
+  int ksplit = 0;  // as GroupedFp8GemmParams::ksplit
 };
 void DenseFp8Gemm(const DenseFp8GemmParams& p, cudaStream_t stream);
 

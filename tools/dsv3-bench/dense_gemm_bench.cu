@@ -5,7 +5,9 @@
 // 50 MB L2 (HBM reads). GB/s counts weight and scale bytes; "% copy" is against a 1 GB
 // device-to-device cudaMemcpy timed in the same run (read + write bytes). Last, GroupedFp8Gemm at
 // the decode MoE shapes (batches 1, 8, 32 and 128, top-8 of 256 experts; beyond 8, both forms of
-// the kernel, GroupedFp8GemmParams::ring_max_rows), which shares the kernel.
+// the kernel, GroupedFp8GemmParams::ring_max_rows), which shares the kernel. With
+// --sweep-ksplit, each timed launch again at every K split the kernel allows (the params'
+// ksplit), to check the launch rule's choice (LaunchMmaGemm) against the best one.
 //
 // Built as dsv3-dense-gemm-bench with the CUDA backend (tools/CMakeLists.txt), or by hand from
 // the repository root:
@@ -99,6 +101,19 @@ struct Shape {
 };
 
 bool g_all_ok = true;
+bool g_sweep_ksplit = false;
+
+// With --sweep-ksplit: `time(ksplit)` (us) at every split the kernel allows for k_pad, on one
+// line after the launch's own.
+template <typename TimeAt>
+void PrintKsplitSweep(int64_t k_pad, TimeAt time) {
+  if (!g_sweep_ksplit) return;
+  std::printf("    forced K split:");
+  for (int ksplit = 1; ksplit <= std::min<int64_t>(16, k_pad / 256); ksplit *= 2) {
+    std::printf("  %d: %.2f us", ksplit, time(ksplit));
+  }
+  std::printf("\n");
+}
 
 void RunDense(const Shape& sh) {
   const int64_t k_pad = (sh.k + 127) / 128 * 128, n_pad = (sh.n + 15) / 16 * 16;
@@ -184,6 +199,17 @@ void RunDense(const Shape& sh) {
         "%-22s %5ld x %5ld  M %2ld  err/bound %.2f %-4s  L2-warm %7.2f us  HBM %7.2f us  "
         "%6.0f GB/s  %5.1f%% copy\n",
         sh.name, sh.n, sh.k, m, worst, ok ? "OK" : "FAIL", hot, hbm, gbs, 100 * gbs / g_copy_gbs);
+    if (sh.time) {
+      PrintKsplitSweep(k_pad, [&](int ksplit) {
+        const int iters = std::max(20, static_cast<int>(4.0 / gbytes));
+        return TimeUs(copies, iters, [&](int i) {
+          DenseFp8GemmParams q = p;
+          q.w = {wq + i % copies * w_bytes, ws + i % copies * s_count};
+          q.ksplit = ksplit;
+          DenseFp8Gemm(q, nullptr);
+        });
+      });
+    }
     DSV3_CUDA_CHECK(cudaFree(xq));
     DSV3_CUDA_CHECK(cudaFree(xs));
     DSV3_CUDA_CHECK(cudaFree(y));
@@ -250,6 +276,11 @@ void RunGrouped(const char* name, int64_t tokens, int64_t n, int64_t k, int64_t 
       name, tokens, act, mats, n, k,
       tokens <= std::max<int64_t>(8, ring_max_rows) ? "one-tile ring" : "four tiles", us, gbs,
       100 * gbs / g_copy_gbs);
+  PrintKsplitSweep(k, [&](int ksplit) {
+    GroupedFp8GemmParams q = p;
+    q.ksplit = ksplit;
+    return TimeUs(5, 50, [&](int) { GroupedFp8Gemm(q, nullptr); });
+  });
   for (void* ptr :
        {static_cast<void*>(d_ids), static_cast<void*>(begin), static_cast<void*>(active),
         static_cast<void*>(num_active), static_cast<void*>(token_of), static_cast<void*>(row_of),
@@ -261,7 +292,15 @@ void RunGrouped(const char* name, int64_t tokens, int64_t n, int64_t k, int64_t 
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--sweep-ksplit") == 0) {
+      g_sweep_ksplit = true;
+    } else {
+      std::fprintf(stderr, "usage: %s [--sweep-ksplit]\n", argv[0]);
+      return 2;
+    }
+  }
   MeasureCopy();
   const std::vector<Shape> shapes = {
       {"ragged", 200, 256, false},
