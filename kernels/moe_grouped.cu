@@ -462,7 +462,6 @@ void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, int64_
                 : Fp8MmaGemmKernel<kDenseTokTiles, Feed::kPairs>;
   const int64_t tiles = a.mats * ((a.n + kTileCols - 1) / kTileCols);
   const int64_t pairs = a.k_pad / 256;
-  a.ksplit = 1;
   auto warps = [](int ksplit) { return std::max(kBlockWarps, ksplit); };
   auto blocks = [&](int ksplit) { return CeilDiv(tiles, warps(ksplit) / ksplit) * groups; };
   auto smem = [&](int ksplit) -> size_t {
@@ -479,24 +478,26 @@ void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, int64_
   auto waves = [&](int ksplit) {
     return Waves(kernel, warps(ksplit) * 32, smem(ksplit), blocks(ksplit));
   };
-  while (tiles * groups * a.ksplit < kTargetWarps && may_split(a.ksplit)) a.ksplit *= 2;
-  if (waves(a.ksplit) > 1) {
-    for (int ksplit = a.ksplit / 2; ksplit >= 1; ksplit /= 2) {
-      if (waves(ksplit) > 1) continue;
-      if (waves(ksplit) >= kOneWaveMinFill) a.ksplit = ksplit;
+  auto choose_ksplit = [&] {
+    int ksplit = 1;
+    while (tiles * groups * ksplit < kTargetWarps && may_split(ksplit)) ksplit *= 2;
+    const double spilled = waves(ksplit);
+    if (spilled <= 1) return ksplit;
+    for (int fewer = ksplit / 2; fewer >= 1; fewer /= 2) {
+      const double w = waves(fewer);
+      if (w > 1) continue;
+      if (w >= kOneWaveMinFill) return fewer;
       break;
     }
-  }
-  const double fill = WaveFill(waves(a.ksplit));
-  if ((grouped || ring) && may_split(a.ksplit) && waves(a.ksplit) > 1 && fill < 0.8 &&
-      WaveFill(waves(2 * a.ksplit)) > fill) {
-    a.ksplit *= 2;
-  }
-  if (forced_ksplit > 0) {
-    assert((forced_ksplit & (forced_ksplit - 1)) == 0);
-    assert(forced_ksplit <= std::min<int64_t>(pairs, kMaxKSplit));
-    a.ksplit = forced_ksplit;
-  }
+    if ((grouped || ring) && may_split(ksplit) && WaveFill(spilled) < 0.8 &&
+        WaveFill(waves(2 * ksplit)) > WaveFill(spilled)) {
+      return 2 * ksplit;
+    }
+    return ksplit;
+  };
+  assert(forced_ksplit == 0 || ((forced_ksplit & (forced_ksplit - 1)) == 0 &&
+                                forced_ksplit <= std::min<int64_t>(pairs, kMaxKSplit)));
+  a.ksplit = forced_ksplit > 0 ? forced_ksplit : choose_ksplit();
   const dim3 grid(CeilDiv(tiles, warps(a.ksplit) / a.ksplit), static_cast<unsigned>(groups));
   Launch(kernel, grid, warps(a.ksplit) * 32, smem(a.ksplit), stream, a);
 }

@@ -519,7 +519,7 @@ int main(int argc, char** argv) {
                "fusion gives)");
   app.add_option("--grouped-ring-max-rows", args.grouped_ring_max_rows,
                  "decode experts' grouped launches of up to this many rows per expert on the "
-                 "one-tile register ring, in chunks of 8 (default: the backend's, 8)");
+                 "one-tile register ring, in chunks of 8 (default: the backend's, 32)");
   app.add_flag(
       "--no-pdl", args.no_pdl,
       "launch the kernels without programmatic dependent launch (to measure what it gives)");
