@@ -29,19 +29,24 @@ __global__ void EmbeddingKernel(EmbeddingParams p) {
 
 // Threads of a norm's block (RmsNormKernel, RmsNormQuantizeKernel): at V3's hidden size, 896 of
 // them take the row in one 8-column access each, so a decode step's single-row norm (one
-// block, one SM) waits one memory latency per pass rather than four.
+// block, one SM) waits one memory latency per pass rather than four. From kNormManyRows rows
+// on (prefill; at decode batch 128 they were slower), RmsNorm's blocks take
+// kNormManyRowsThreads: more rows in flight per SM, where the rows
+// rather than one row's latency fill the device.
 constexpr int kNormThreads = 1024;
+constexpr int64_t kNormManyRows = 512;
+constexpr int kNormManyRowsThreads = 256;
 
 // The first pass of a row's norm, by every thread of its block: with p.add, x = x + add
 // (rounded to x's type, written back), then 1 / sqrt(mean(x^2) + eps). Thread i takes the
-// columns i * kWidth + j * kNormThreads * kWidth, as RmsNormKernel's second pass does, so there
+// columns i * kWidth + j * blockDim.x * kWidth, as RmsNormKernel's second pass does, so there
 // a thread rereads only what it wrote itself. kVector: 8 columns per access (Vectorizable).
 template <bool kVector>
 __device__ __forceinline__ float RowInverseRms(const RmsNormParams& p, int64_t r) {
   const int64_t x_row = r * p.x_stride, add_row = r * p.add_stride;
   constexpr int kWidth = kVector ? 8 : 1;
   float sum = 0.0f;
-  for (int64_t i = threadIdx.x * kWidth; i < p.dim; i += kNormThreads * kWidth) {
+  for (int64_t i = threadIdx.x * kWidth; i < p.dim; i += blockDim.x * kWidth) {
     float v[kWidth];
     if constexpr (kVector) {
       Load8(p.x, x_row + i, p.x_type, v);
@@ -79,7 +84,7 @@ __device__ __forceinline__ void NormalizeRow(const RmsNormParams& p, int64_t r, 
                                              bf16* copy) {
   const int64_t x_row = r * p.x_stride, out_row = r * p.out_stride;
   constexpr int kWidth = kVector ? 8 : 1;
-  for (int64_t i = threadIdx.x * kWidth; i < p.dim; i += kNormThreads * kWidth) {
+  for (int64_t i = threadIdx.x * kWidth; i < p.dim; i += blockDim.x * kWidth) {
     float v[kWidth], w[kWidth];
     if constexpr (kVector) {
       Load8(p.x, x_row + i, p.x_type, v);
@@ -100,8 +105,9 @@ __device__ __forceinline__ void NormalizeRow(const RmsNormParams& p, int64_t r, 
   }
 }
 
-// One block of kNormThreads per row; the row is read twice (sum of squares, then scale), which
-// keeps any width (the second read mostly hits the cache).
+// One block per row (kNormThreads, or kNormManyRowsThreads for many rows); the row is read
+// twice (sum of squares, then scale), which keeps any width (the second read mostly hits the
+// cache).
 template <bool kVector>
 __global__ void __launch_bounds__(kNormThreads) RmsNormKernel(RmsNormParams p) {
   KernelPrologue();
@@ -352,10 +358,11 @@ bool VectorizableNorm(const RmsNormParams& p) {
 
 void RmsNorm(const RmsNormParams& p, cudaStream_t stream) {
   if (p.rows == 0) return;
+  const int threads = p.rows >= kNormManyRows ? kNormManyRowsThreads : kNormThreads;
   if (VectorizableNorm(p)) {
-    Launch(RmsNormKernel<true>, static_cast<unsigned>(p.rows), kNormThreads, 0, stream, p);
+    Launch(RmsNormKernel<true>, static_cast<unsigned>(p.rows), threads, 0, stream, p);
   } else {
-    Launch(RmsNormKernel<false>, static_cast<unsigned>(p.rows), kNormThreads, 0, stream, p);
+    Launch(RmsNormKernel<false>, static_cast<unsigned>(p.rows), threads, 0, stream, p);
   }
 }
 

@@ -6,10 +6,38 @@ namespace dsv3::kernels {
 
 namespace {
 
+// A 128-column block held by 16 lanes, 8 consecutive columns each (lane l of the half-warp:
+// columns [8l, 8l + 8) in v): s = max(amax, 1e-4) / 448 (ue8m0: rounded up to a power of two;
+// a padding row, real false: 1), codes v / s as e4m3, the arithmetic of QuantizeBlock128. Both
+// halves of the warp call it together (the reduction stays inside each half); a half with
+// `write` false stores nothing.
+__device__ __forceinline__ void QuantizeHalfWarpBlock128(const float v[8], bool real, bool ue8m0,
+                                                         bool write, uint8_t* q_block,
+                                                         float* scale) {
+  float amax = 0.0f;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(v[j]));
+#pragma unroll
+  for (int o = 8; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  float s = fmaxf(amax, 1e-4f) / 448.0f;
+  if (ue8m0) s = exp2f(ceilf(log2f(s)));
+  if (!real) s = 1.0f;
+  uint32_t lo = 0, hi = 0;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    lo |= static_cast<uint32_t>(ToE4M3(v[j] / s)) << (8 * j);
+    hi |= static_cast<uint32_t>(ToE4M3(v[j + 4] / s)) << (8 * j);
+  }
+  const int l16 = threadIdx.x % 16;
+  if (!write) return;
+  *reinterpret_cast<uint2*>(q_block + 8 * l16) = make_uint2(lo, hi);
+  if (l16 == 0) *scale = s;
+}
+
 // One warp per (row, 128-column block): each lane owns 4 consecutive columns. kVector: rows
 // and columns allow 8-byte loads of the lane's 4 values.
 template <bool kVector>
-__global__ void QuantizeKernel(QuantizeActivationsParams p) {
+__global__ void QuantizeWarpPerBlockKernel(QuantizeActivationsParams p) {
   KernelPrologue();
   const int lane = threadIdx.x % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.y) * (blockDim.x / 32) + threadIdx.x / 32;
@@ -40,6 +68,70 @@ __global__ void QuantizeKernel(QuantizeActivationsParams p) {
                    p.scales + kb * p.rows_padded + row);
 }
 
+// One warp per (row, run of 2 * kIters 128-column blocks): each iteration a half-warp per block,
+// 8 columns per lane, and every iteration's loads issued before the first block's reduction, so
+// that a warp keeps up to kIters x 512 bytes of each input in flight (at prefill sizes one
+// 8-byte load per lane and block left the copy engine idle: docs/perf/h200.md). kVector: rows
+// and columns allow 16-byte loads of a lane's 8 values.
+template <bool kVector, int kIters>
+__global__ void QuantizeRunKernel(QuantizeActivationsParams p, int64_t runs_per_row) {
+  KernelPrologue();
+  constexpr int kWarps = 8;
+  const int lane = threadIdx.x % 32, half = lane / 16, l16 = lane % 16;
+  const int64_t unit = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  const int64_t row = unit / runs_per_row;
+  if (row >= p.rows_padded) return;
+  const int64_t blocks = p.cols_padded / 128;
+  const int64_t kb0 = unit % runs_per_row * (2 * kIters) + half;
+  const int64_t rows =
+      p.used_count != nullptr ? min(p.rows, *p.used_count * p.used_unit) : p.rows;
+  const bool real = row < rows;
+  const int64_t src_row = real && p.x_rows != nullptr ? p.x_rows[row] : row;
+  const bf16* x = static_cast<const bf16*>(p.x) + src_row * p.x_stride;
+  const bf16* up = static_cast<const bf16*>(p.up) + src_row * p.up_stride;
+  // Whole 16-byte loads first (kVector, 8 columns inside the row), then the ragged edge and
+  // unaligned rows one element at a time.
+  uint4 raw_x[kIters], raw_up[kIters];
+  bool whole[kIters];
+#pragma unroll
+  for (int it = 0; it < kIters; ++it) {
+    const int64_t c0 = (kb0 + 2 * it) * 128 + l16 * 8;
+    whole[it] = kVector && real && c0 + 8 <= p.cols;
+    if (whole[it]) {
+      raw_x[it] = *reinterpret_cast<const uint4*>(x + c0);
+      if (p.up != nullptr) raw_up[it] = *reinterpret_cast<const uint4*>(up + c0);
+    }
+  }
+  float v[kIters][8];
+#pragma unroll
+  for (int it = 0; it < kIters; ++it) {
+    const int64_t c0 = (kb0 + 2 * it) * 128 + l16 * 8;
+    float u[8];
+    if (whole[it]) {
+      Bf16x8ToFloats(raw_x[it], v[it]);
+      if (p.up != nullptr) Bf16x8ToFloats(raw_up[it], u);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const bool in = real && c0 + j < p.cols;
+        v[it][j] = in ? ToFloat(x[c0 + j]) : 0.0f;
+        u[j] = in && p.up != nullptr ? ToFloat(up[c0 + j]) : 0.0f;
+      }
+    }
+    if (p.up != nullptr) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) v[it][j] = ToFloat(FromFloat<bf16>(SiluMul(v[it][j], u[j])));
+    }
+  }
+#pragma unroll
+  for (int it = 0; it < kIters; ++it) {
+    const int64_t kb = kb0 + 2 * it;
+    QuantizeHalfWarpBlock128(v[it], real, p.ue8m0, kb < blocks,
+                             p.q + row * p.cols_padded + kb * 128,
+                             p.scales + kb * p.rows_padded + row);
+  }
+}
+
 __global__ void DequantizeKernel(DequantizeParams p) {
   KernelPrologue();
   const int64_t n = blockIdx.x;
@@ -58,14 +150,34 @@ __global__ void DequantizeKernel(DequantizeParams p) {
 void QuantizeActivations(const QuantizeActivationsParams& p, cudaStream_t stream) {
   if (p.rows_padded == 0) return;
   constexpr int kWarps = 8;
-  const dim3 grid(static_cast<unsigned>(p.cols_padded / 128), CeilDiv(p.rows_padded, kWarps));
-  auto aligned = [](const void* base, int64_t stride) {
-    return reinterpret_cast<uintptr_t>(base) % 8 == 0 && stride % 4 == 0;
+  // Whether x (and up) allow loads of `bytes` at once: base and row stride (in BF16 elements).
+  auto loads_of = [&](int bytes) {
+    auto fits = [&](const void* base, int64_t stride) {
+      return reinterpret_cast<uintptr_t>(base) % bytes == 0 && stride % (bytes / 2) == 0;
+    };
+    return fits(p.x, p.x_stride) && (p.up == nullptr || fits(p.up, p.up_stride));
   };
-  if (aligned(p.x, p.x_stride) && (p.up == nullptr || aligned(p.up, p.up_stride))) {
-    Launch(QuantizeKernel<true>, grid, kWarps * 32, 0, stream, p);
+  // Decode-sized launches: a warp per 128-column block (with the run kernel below the MoE layer
+  // was 3 us slower at batch 1 and the dense layer 8 us at 128). From kRunRows rows on, runs of
+  // 8 blocks per warp with 16-byte loads (prefill: docs/perf/h200.md).
+  constexpr int64_t kRunRows = 512;
+  if (p.rows_padded < kRunRows) {
+    const dim3 grid(static_cast<unsigned>(p.cols_padded / 128), CeilDiv(p.rows_padded, kWarps));
+    if (loads_of(8)) {
+      Launch(QuantizeWarpPerBlockKernel<true>, grid, kWarps * 32, 0, stream, p);
+    } else {
+      Launch(QuantizeWarpPerBlockKernel<false>, grid, kWarps * 32, 0, stream, p);
+    }
+    return;
+  }
+  constexpr int kIters = 4;
+  const int64_t runs_per_row = CeilDiv(p.cols_padded / 128, int64_t{2} * kIters);
+  const auto grid =
+      static_cast<unsigned>(CeilDiv(p.rows_padded * runs_per_row, int64_t{kWarps}));
+  if (loads_of(16)) {
+    Launch(QuantizeRunKernel<true, kIters>, grid, kWarps * 32, 0, stream, p, runs_per_row);
   } else {
-    Launch(QuantizeKernel<false>, grid, kWarps * 32, 0, stream, p);
+    Launch(QuantizeRunKernel<false, kIters>, grid, kWarps * 32, 0, stream, p, runs_per_row);
   }
 }
 

@@ -177,6 +177,8 @@ struct MmaGemmArgs {
   int64_t y_stride;
   bool y_f32;
   int ksplit;  // warps per column tile, each over every ksplit-th pair of 128-k blocks
+  // Grouped four-tile launches: groups of at most this many rows take the register ring.
+  int32_t ring_rows;
 };
 
 // A dense linear's weight is never written by the step, so the kernel asks for it before it
@@ -209,11 +211,17 @@ __device__ __forceinline__ void PrefetchFirstPairs(const uint8_t* row0, int kpar
 // matrix and the activations, addresses are base pointers plus 32-bit offsets (LaunchMmaGemm
 // checks that they fit): 64-bit index arithmetic was much of the loop's integer work (Nsight
 // Compute on o_proj: docs/journal/2026-12-02-fused-shared-expert-and-negative-levers.md).
-template <int kTiles, Feed kFeed>
-__global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs p) {
-  constexpr bool kLoadAhead = kTiles <= 2;               // activations loaded with the weights
-  extern __shared__ uint4 ring_smem[];                   // kSmemRing: [warps][kRingStages][4][32]
-  __shared__ float partial[kMaxKSplit][kTiles * 4][32];  // [warp][token tile * 4 + c][lane]
+//
+// kRingSmallGroups (grouped four-tile launches): a group of at most p.ring_rows rows, counted on
+// the device, runs the one-tile register ring's body instead (which sets itself up again; its
+// second prologue returns at once), the others four tiles: the same sums either way.
+// partial_words: the block's split-K exchange, kMaxKSplit x kTiles x 4 x 32 floats.
+template <int kTiles, Feed kFeed, bool kRingSmallGroups>
+__device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* partial_words) {
+  constexpr bool kLoadAhead = kTiles <= 2;  // activations loaded with the weights
+  extern __shared__ uint4 ring_smem[];      // kSmemRing: [warps][kRingStages][4][32]
+  // [warp][token tile * 4 + c][lane]
+  auto& partial = *reinterpret_cast<float(*)[kMaxKSplit][kTiles * 4][32]>(partial_words);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
   const int kpart = warp % p.ksplit;
@@ -252,6 +260,12 @@ __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs 
     e = p.active[blockIdx.y];
     r_begin = p.begin[e];
     r_end = p.begin[e + 1];
+  }
+  if constexpr (kRingSmallGroups) {
+    if (r_end - r_begin <= p.ring_rows) {
+      Fp8MmaGemmBody<1, Feed::kRegisterRing, false>(p, partial_words);
+      return;
+    }
   }
   const uint8_t* wrow = nullptr;  // this lane's bytes of weight row c0 + g in k-block 0
   const float* srow = nullptr;    // the tile's block scales (16 | 128: one per k-block)
@@ -401,6 +415,12 @@ __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs 
   }
 }
 
+template <int kTiles, Feed kFeed, bool kRingSmallGroups = false>
+__global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs p) {
+  __shared__ float partial[kMaxKSplit * kTiles * 4 * 32];
+  Fp8MmaGemmBody<kTiles, kFeed, kRingSmallGroups>(p, partial);
+}
+
 // Waves of a grid of `blocks`: blocks over the SMs' slots, SMs x resident blocks of `kernel` at
 // `threads` and `smem` bytes of dynamic shared memory (cached per thread: each rank's thread has
 // its own device).
@@ -433,7 +453,8 @@ using MmaKernel = void (*)(MmaGemmArgs);
 // groups: grid rows (active expert slots, or 1 for a dense GEMM); max_group_rows: a bound on the
 // rows of any group, which picks the token tiles: one tile (the ring form) up to 8 rows (a
 // grouped launch: up to ring_max_rows, in chunks of 8), else kDenseTokTiles for a dense launch
-// and kTokTiles for a grouped one. K is split while the launch is short of kTargetWarps and every
+// and kTokTiles for a grouped one, whose groups of at most ring_group_max_rows rows take the
+// ring (kRingSmallGroups). K is split while the launch is short of kTargetWarps and every
 // warp keeps at least one pair of k-blocks. Where that spills over one wave, the largest smaller
 // split whose launch fits one wave and fills at least kOneWaveMinFill of it is taken instead (a
 // second, partly filled wave costs about a whole one: o_proj at one row, 448 column tiles,
@@ -444,7 +465,7 @@ using MmaKernel = void (*)(MmaGemmArgs);
 // dense layer's gate|up on the ring: 576 blocks, 1.09 waves of the ring's 528 slots; split once
 // more, 2.2).
 void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, int64_t ring_max_rows,
-                   int forced_ksplit, cudaStream_t stream) {
+                   int64_t ring_group_max_rows, int forced_ksplit, cudaStream_t stream) {
   assert(a.k_pad % 256 == 0);
   // The kernel's offsets are 32-bit: bytes within one weight matrix (its rows rounded up to whole
   // column tiles; V3's largest, the dense gate|up, is 36864 x 7168 = 264 MB) and within the
@@ -458,8 +479,10 @@ void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, int64_
       ring      ? Fp8MmaGemmKernel<1, Feed::kSmemRing>
       : grouped ? (max_group_rows <= std::max<int64_t>(kTokens, ring_max_rows)
                        ? Fp8MmaGemmKernel<1, Feed::kRegisterRing>
-                       : Fp8MmaGemmKernel<kTokTiles, Feed::kPairs>)
+                   : ring_group_max_rows > 0 ? Fp8MmaGemmKernel<kTokTiles, Feed::kPairs, true>
+                                             : Fp8MmaGemmKernel<kTokTiles, Feed::kPairs>)
                 : Fp8MmaGemmKernel<kDenseTokTiles, Feed::kPairs>;
+  a.ring_rows = static_cast<int32_t>(std::clamp<int64_t>(ring_group_max_rows, 0, INT32_MAX));
   const int64_t tiles = a.mats * ((a.n + kTileCols - 1) / kTileCols);
   const int64_t pairs = a.k_pad / 256;
   auto warps = [](int ksplit) { return std::max(kBlockWarps, ksplit); };
@@ -529,15 +552,17 @@ void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream) {
                  p.y,
                  p.y_stride,
                  p.y_f32,
-                 1},
-                p.max_active, p.max_rows_per_group, p.ring_max_rows, p.ksplit, stream);
+                 1,
+                 0},
+                p.max_active, p.max_rows_per_group, p.ring_max_rows, p.ring_group_max_rows,
+                p.ksplit, stream);
 }
 
 void DenseFp8Gemm(const DenseFp8GemmParams& p, cudaStream_t stream) {
   if (p.rows == 0 || p.n == 0) return;
   LaunchMmaGemm({p.xq, p.xs, p.rows_padded, p.k_pad, nullptr, nullptr, nullptr, nullptr, 0, 0, p.w,
-                 p.rows, 1, p.n, p.scale_stride, p.y, p.y_stride, p.y_f32, 1},
-                1, p.rows, kTokens, p.ksplit, stream);
+                 p.rows, 1, p.n, p.scale_stride, p.y, p.y_stride, p.y_f32, 1, 0},
+                1, p.rows, kTokens, 0, p.ksplit, stream);
 }
 
 }  // namespace dsv3::kernels

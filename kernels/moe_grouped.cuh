@@ -83,6 +83,10 @@ struct GroupedFp8GemmParams {
   // passes mostly from L2); beyond, the four-tile form converts each weight block once for up
   // to 32 rows but loads it without lookahead. The same bits either way.
   int64_t ring_max_rows = 32;
+  // Launches beyond that: each group of at most this many rows (counted on the device) runs the
+  // ring, the others four tiles (0: every group four tiles). Under a skewed routing (a few
+  // experts with tens of rows, most with a few) neither form alone suits every group.
+  int64_t ring_group_max_rows = 8;
   // Warps sharing each column tile's k-blocks: 0 picks it by the launch's shape (the default);
   // a power of two up to min(16, k_pad / 256) forces it (dsv3-dense-gemm-bench --sweep-ksplit).
   int ksplit = 0;

@@ -122,9 +122,12 @@ TEST_F(CudaGroupedGemmTest, SmallRowFp8LinearWritesF32IntoStridedWindowOnly) {
 using Routing = std::vector<int32_t>;
 
 // GroupedFp8Gemm takes the one-tile kernel when max_rows_per_group <= max(8, ring_max_rows) and
-// the four-tile one otherwise: the same K split, k-blocks in the same order and the same
-// arithmetic, so the same F32 bits. 16 experts of gate|up (N = 300, K = 1000: K split over up to
-// 4 warps), top 4; from 20 tokens on, experts of more than 8 rows take the ring in chunks of 8.
+// the four-tile one otherwise, whose groups of at most ring_group_max_rows rows take the ring:
+// the same K split, k-blocks in the same order and the same arithmetic, so the same F32 bits.
+// 16 experts of gate|up (N = 300, K = 1000: K split over up to 4 warps), top 4, three forms:
+// every group on the ring (from 20 tokens on, groups of more than 8 rows in chunks of 8), every
+// group in four tiles, and each group by its rows (ring_group_max_rows 5: at 20 and 40 tokens,
+// ~5 and ~10 rows a group, some groups each way).
 TEST_F(CudaGroupedGemmTest, GroupedGemmOneTileFormGivesFourTileFormBits) {
   const int64_t experts = 16, top_k = 4, mats = 2, n = 300, k = 1000;
   std::vector<kernels::GroupedWeight> table;  // [experts, mats]
@@ -160,8 +163,8 @@ TEST_F(CudaGroupedGemmTest, GroupedGemmOneTileFormGivesFourTileFormBits) {
         xs(alloc, DType::kF32, {k_pad / 128, rows_pad});
     CopyIn(*gpu_, xq, x.q.data());
     CopyIn(*gpu_, xs, scales.data());
-    std::vector<uint32_t> bits[2];  // [one tile, four tiles] y [entries, mats * n] F32
-    for (int form = 0; form < 2; ++form) {
+    std::vector<uint32_t> bits[3];  // [ring, four tiles, by group] y [entries, mats * n] F32
+    for (int form = 0; form < 3; ++form) {
       Tensor y = DevEmpty(DType::kF32, entries, mats * n);
       kernels::GroupedFp8GemmParams p{xq.ptr<uint8_t>(),
                                       xs.ptr<float>(),
@@ -180,21 +183,22 @@ TEST_F(CudaGroupedGemmTest, GroupedGemmOneTileFormGivesFourTileFormBits) {
                                       y.view().data,
                                       mats * n,
                                       true};
-      if (form == 0) {
-        p.max_rows_per_group = t;
-        p.ring_max_rows = t;
-      }
+      p.max_rows_per_group = t;
+      p.ring_max_rows = form == 0 ? t : 0;
+      p.ring_group_max_rows = form == 2 ? 5 : 0;
       kernels::GroupedFp8Gemm(p, gpu_->stream());
       bits[form].resize(entries * mats * n);
       CopyOut(*gpu_, y, bits[form].data());
     }
-    int64_t differ = 0, unwritten = 0;
-    for (size_t i = 0; i < bits[0].size(); ++i) {
-      differ += bits[0][i] != bits[1][i] ? 1 : 0;
-      unwritten += bits[0][i] == 0xffffffffu ? 1 : 0;
+    for (int form : {0, 2}) {
+      int64_t differ = 0, unwritten = 0;
+      for (size_t i = 0; i < bits[1].size(); ++i) {
+        differ += bits[form][i] != bits[1][i] ? 1 : 0;
+        unwritten += bits[form][i] == 0xffffffffu ? 1 : 0;
+      }
+      EXPECT_EQ(differ, 0) << "t=" << t << " form " << form;
+      EXPECT_EQ(unwritten, 0) << "t=" << t << " form " << form;
     }
-    EXPECT_EQ(differ, 0) << "t=" << t;
-    EXPECT_EQ(unwritten, 0) << "t=" << t;
   }
 }
 

@@ -4,8 +4,9 @@
 // weight copy (L2 may serve part of it) and once rotating through copies totalling over 4x the
 // 50 MB L2 (HBM reads). GB/s counts weight and scale bytes; "% copy" is against a 1 GB
 // device-to-device cudaMemcpy timed in the same run (read + write bytes). Last, GroupedFp8Gemm at
-// the decode MoE shapes (batches 1, 8, 32 and 128, top-8 of 256 experts; beyond 8, both forms of
-// the kernel, GroupedFp8GemmParams::ring_max_rows), which shares the kernel. With
+// the decode MoE shapes (batches 1, 8, 32 and 128, top-8 of 256 experts; beyond 8, the kernel's
+// forms by GroupedFp8GemmParams::ring_max_rows and ring_group_max_rows: four tiles, the ring for
+// groups of up to 8 or 16 rows, the ring for all), which shares the kernel. With
 // --sweep-ksplit, each timed launch again at every K split the kernel allows (the params'
 // ksplit), to check the launch rule's choice (LaunchMmaGemm) against the best one.
 //
@@ -220,9 +221,10 @@ void RunDense(const Shape& sh) {
 
 // Decode MoE: `tokens` tokens, top-8 of 256 distinct experts each (uniform), through MoeAlign;
 // weights [experts][mats] of n x k (7.5 GB for gate|up: no L2 reuse across launches).
-// ring_max_rows: GroupedFp8GemmParams::ring_max_rows (which form runs groups of 9+ rows).
+// ring_max_rows, ring_group_max_rows: GroupedFp8GemmParams's (which form runs groups of 9+
+// rows).
 void RunGrouped(const char* name, int64_t tokens, int64_t n, int64_t k, int64_t mats,
-                int64_t ring_max_rows) {
+                int64_t ring_max_rows, int64_t ring_group_max_rows) {
   const int64_t experts = 256, top_k = 8, entries = tokens * top_k, kb = k / 128;
   std::mt19937 rng(11);
   std::vector<int32_t> ids(entries);
@@ -268,14 +270,21 @@ void RunGrouped(const char* name, int64_t tokens, int64_t n, int64_t k, int64_t 
                          table, mats, 0,       mats, n,     kb,     y,          mats * n};
   p.max_rows_per_group = tokens;  // each token's experts are distinct
   p.ring_max_rows = ring_max_rows;
+  p.ring_group_max_rows = ring_group_max_rows;
   const double us = TimeUs(5, 50, [&](int) { GroupedFp8Gemm(p, nullptr); });
   const double gbs = act * mats * (mat_bytes + s_count * 4.0) / us * 1e-3;
+  char form[48] = "one-tile ring";
+  if (tokens > std::max<int64_t>(8, ring_max_rows)) {
+    if (ring_group_max_rows > 0) {
+      std::snprintf(form, sizeof(form), "ring up to %ld rows a group", ring_group_max_rows);
+    } else {
+      std::snprintf(form, sizeof(form), "four tiles");
+    }
+  }
   std::printf(
       "grouped %-14s %ld tokens, %d active experts x %ld x %ld x %ld, %s: %7.2f us  "
       "%6.0f GB/s  %5.1f%% copy\n",
-      name, tokens, act, mats, n, k,
-      tokens <= std::max<int64_t>(8, ring_max_rows) ? "one-tile ring" : "four tiles", us, gbs,
-      100 * gbs / g_copy_gbs);
+      name, tokens, act, mats, n, k, form, us, gbs, 100 * gbs / g_copy_gbs);
   PrintKsplitSweep(k, [&](int ksplit) {
     GroupedFp8GemmParams q = p;
     q.ksplit = ksplit;
@@ -316,11 +325,14 @@ int main(int argc, char** argv) {
   };
   for (const Shape& sh : shapes) RunDense(sh);
   for (int64_t tokens : {1, 8, 32, 128}) {
-    // Beyond 8 tokens, both forms of the kernel (the four-tile default, then the ring).
-    for (int64_t ring_max_rows : {int64_t{8}, tokens}) {
-      if (tokens <= 8 && ring_max_rows != 8) continue;
-      RunGrouped("gate|up", tokens, 2048, 7168, 2, ring_max_rows);
-      RunGrouped("down", tokens, 7168, 2048, 1, ring_max_rows);
+    // Beyond 8 tokens, every group in four tiles, groups of up to 8 and 16 rows on the ring,
+    // then every group on the ring.
+    for (int64_t group_rows : {int64_t{0}, int64_t{8}, int64_t{16}, tokens}) {
+      if (tokens <= 8 && group_rows != 0) continue;
+      if (group_rows == 16 && tokens <= 16) continue;
+      const bool all_ring = group_rows == tokens;
+      RunGrouped("gate|up", tokens, 2048, 7168, 2, all_ring ? tokens : 0, group_rows);
+      RunGrouped("down", tokens, 7168, 2048, 1, all_ring ? tokens : 0, group_rows);
     }
   }
   std::printf("%s\n", g_all_ok ? "all checks OK" : "SOME CHECKS FAILED");

@@ -57,6 +57,7 @@ struct Args {
   bool no_fuse_shared = false;     // the shared expert apart from the grouped experts
   bool no_fuse_norms = false;      // residual adds and norm quantizations as kernels of their own
   int64_t grouped_ring_max_rows = -1;  // < 0: the backend's default
+  int64_t grouped_ring_group_max_rows = -1;  // < 0: the backend's default
   std::vector<int> trace_batches;  // batches whose graphed step is traced per kernel
   bool trace_prefill = false;      // the prefill step (default experts path) per kernel
   // Speculative decoding (verify_bench.cc): drafts K per step; when given, only that section runs.
@@ -168,14 +169,16 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
   std::fprintf(out,
                "device: %s, driver API %d, runtime %d, copy bandwidth %.2f TB/s, "
                "tensor parallel %d, programmatic dependent launch %s, shared expert %s, norms %s, "
-               "grouped experts on the register ring up to %lld rows each\n",
+               "grouped experts on the register ring up to %lld rows each (beyond, experts of "
+               "up to %lld rows)\n",
                prop.name, driver, runtime, copy_bw / 1e12, comm.world_size(),
                args.no_pdl ? "off" : "on in decode steps",
                args.no_fuse_shared ? "apart" : "fused into the grouped experts where it pays",
                args.no_fuse_norms ? "apart"
                                   : "fused with the residual add, q_b's quantization, RoPE "
                                     "and the KV write",
-               static_cast<long long>(gpu.options().grouped_ring_max_rows));
+               static_cast<long long>(gpu.options().grouped_ring_max_rows),
+               static_cast<long long>(gpu.options().grouped_ring_group_max_rows));
 
   // The model runs on a TimingBackend around the GPU: per-layer and per-op times on the GPU's
   // stream, and the GPU's choice of kernel paths and MLA's sub-steps as sections.
@@ -451,6 +454,9 @@ int Run(const Args& args) {
     options.fuse_shared_expert = !args.no_fuse_shared;
     options.fuse_norms = !args.no_fuse_norms;
     if (args.grouped_ring_max_rows >= 0) options.grouped_ring_max_rows = args.grouped_ring_max_rows;
+    if (args.grouped_ring_group_max_rows >= 0) {
+      options.grouped_ring_group_max_rows = args.grouped_ring_group_max_rows;
+    }
     auto gpu = CudaBackend::Create(options);
     if (!gpu.ok()) return fail(gpu.status());
     if (args.tp == 1) {
@@ -520,6 +526,9 @@ int main(int argc, char** argv) {
   app.add_option("--grouped-ring-max-rows", args.grouped_ring_max_rows,
                  "decode experts' grouped launches of up to this many rows per expert on the "
                  "one-tile register ring, in chunks of 8 (default: the backend's, 32)");
+  app.add_option("--grouped-ring-group-max-rows", args.grouped_ring_group_max_rows,
+                 "larger launches: experts of up to this many rows on the ring all the same, "
+                 "the rest in four token tiles; 0: none (default: the backend's, 8)");
   app.add_flag(
       "--no-pdl", args.no_pdl,
       "launch the kernels without programmatic dependent launch (to measure what it gives)");

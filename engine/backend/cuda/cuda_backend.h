@@ -70,6 +70,9 @@ class CudaBackend final : public Backend {
     // form beyond. 32: decode batches up to 32 (faster at 32; at 128, an expert with tens of
     // rows streams its weights once per 8 of them, slower: docs/perf/h200.md).
     int64_t grouped_ring_max_rows = 32;
+    // Launches beyond that: experts with at most this many rows take the ring all the same,
+    // counted on the device (kernels::GroupedFp8GemmParams::ring_group_max_rows; 0: none).
+    int64_t grouped_ring_group_max_rows = 8;
   };
   // Beyond this many tokens the shared expert runs apart: with tens of rows it would be the
   // small-M grouped kernel's longest item, and prefill's tiled GEMMs gain nothing from it

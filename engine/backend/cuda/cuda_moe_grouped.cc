@@ -112,7 +112,8 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
       kernels::GroupedFp8Gemm(
           {q.ptr<uint8_t>(), s.ptr<float>(), rows_pad, k_pad, begin.ptr<int32_t>(),
            active.ptr<int32_t>(), num_active.ptr<int32_t>(), std::min(local, entries), weights, 3,
-           first, mats, n, scale_stride, y, mats * n, y_f32, t, options_.grouped_ring_max_rows},
+           first, mats, n, scale_stride, y, mats * n, y_f32, t, options_.grouped_ring_max_rows,
+           options_.grouped_ring_group_max_rows},
           stream_);
     }
   };
