@@ -98,24 +98,40 @@ __device__ __forceinline__ uint8_t ToE4M3(float v) {
   return static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
 }
 
-// One 1x128 activation block's quantization (SPEC section 4) by the warp that holds it, lane l
-// with columns [4l, 4l + 4) in v: s = max(amax, 1e-4) / 448 (ue8m0: rounded up to a power of
-// two, DeepGEMM's scale format; a padding row, real false: 1), codes v / s as e4m3. Lane l
-// writes its four codes to q_block + 4l, lane 0 the scale. Every lane of the warp calls it.
-__device__ __forceinline__ void QuantizeBlock128(const float v[4], bool real, bool ue8m0,
-                                                 uint8_t* q_block, float* scale) {
+// One 1x128 activation block's quantization (SPEC section 4) by the kLanes lanes that hold it
+// (32: a warp, 4 columns each; 16: a half-warp, 8 each), lane l with columns [kPer l, kPer l +
+// kPer) in v: s = max(amax, 1e-4) / 448 (ue8m0: rounded up to a power of two, DeepGEMM's scale
+// format; a padding row, real false: 1), codes v / s as e4m3. Lane l writes its codes to
+// q_block + kPer l, lane 0 the scale; nothing where `write` is false. Every lane of the warp
+// calls it (with kLanes 16 both halves together: each half reduces over itself).
+template <int kLanes = 32>
+__device__ __forceinline__ void QuantizeBlock128(const float* v, bool real, bool ue8m0,
+                                                 uint8_t* q_block, float* scale,
+                                                 bool write = true) {
+  static_assert(kLanes == 32 || kLanes == 16);
+  constexpr int kPer = 128 / kLanes;
   float amax = 0.0f;
 #pragma unroll
-  for (int j = 0; j < 4; ++j) amax = fmaxf(amax, fabsf(v[j]));
-  amax = WarpMax(amax);
+  for (int j = 0; j < kPer; ++j) amax = fmaxf(amax, fabsf(v[j]));
+#pragma unroll
+  for (int o = kLanes / 2; o > 0; o >>= 1) {
+    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  }
   float s = fmaxf(amax, 1e-4f) / 448.0f;
   if (ue8m0) s = exp2f(ceilf(log2f(s)));
   if (!real) s = 1.0f;
-  uint32_t packed = 0;
+  uint32_t packed[kPer / 4] = {};
 #pragma unroll
-  for (int j = 0; j < 4; ++j) packed |= static_cast<uint32_t>(ToE4M3(v[j] / s)) << (8 * j);
-  const int lane = threadIdx.x % 32;
-  *reinterpret_cast<uint32_t*>(q_block + 4 * lane) = packed;
+  for (int j = 0; j < kPer; ++j) {
+    packed[j / 4] |= static_cast<uint32_t>(ToE4M3(v[j] / s)) << (8 * (j % 4));
+  }
+  const int lane = threadIdx.x % kLanes;
+  if (!write) return;
+  if constexpr (kPer == 4) {
+    *reinterpret_cast<uint32_t*>(q_block + 4 * lane) = packed[0];
+  } else {
+    *reinterpret_cast<uint2*>(q_block + 8 * lane) = make_uint2(packed[0], packed[1]);
+  }
   if (lane == 0) *scale = s;
 }
 

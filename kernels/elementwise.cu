@@ -31,8 +31,8 @@ __global__ void EmbeddingKernel(EmbeddingParams p) {
 // them take the row in one 8-column access each, so a decode step's single-row norm (one
 // block, one SM) waits one memory latency per pass rather than four. From kNormManyRows rows
 // on (prefill; at decode batch 128 they were slower), RmsNorm's blocks take
-// kNormManyRowsThreads: more rows in flight per SM, where the rows
-// rather than one row's latency fill the device.
+// kNormManyRowsThreads: more rows in flight per SM, where the rows rather than one row's
+// latency fill the device.
 constexpr int kNormThreads = 1024;
 constexpr int64_t kNormManyRows = 512;
 constexpr int kNormManyRowsThreads = 256;

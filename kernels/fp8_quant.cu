@@ -6,34 +6,6 @@ namespace dsv3::kernels {
 
 namespace {
 
-// A 128-column block held by 16 lanes, 8 consecutive columns each (lane l of the half-warp:
-// columns [8l, 8l + 8) in v): s = max(amax, 1e-4) / 448 (ue8m0: rounded up to a power of two;
-// a padding row, real false: 1), codes v / s as e4m3, the arithmetic of QuantizeBlock128. Both
-// halves of the warp call it together (the reduction stays inside each half); a half with
-// `write` false stores nothing.
-__device__ __forceinline__ void QuantizeHalfWarpBlock128(const float v[8], bool real, bool ue8m0,
-                                                         bool write, uint8_t* q_block,
-                                                         float* scale) {
-  float amax = 0.0f;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(v[j]));
-#pragma unroll
-  for (int o = 8; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-  float s = fmaxf(amax, 1e-4f) / 448.0f;
-  if (ue8m0) s = exp2f(ceilf(log2f(s)));
-  if (!real) s = 1.0f;
-  uint32_t lo = 0, hi = 0;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    lo |= static_cast<uint32_t>(ToE4M3(v[j] / s)) << (8 * j);
-    hi |= static_cast<uint32_t>(ToE4M3(v[j + 4] / s)) << (8 * j);
-  }
-  const int l16 = threadIdx.x % 16;
-  if (!write) return;
-  *reinterpret_cast<uint2*>(q_block + 8 * l16) = make_uint2(lo, hi);
-  if (l16 == 0) *scale = s;
-}
-
 // One warp per (row, 128-column block): each lane owns 4 consecutive columns. kVector: rows
 // and columns allow 8-byte loads of the lane's 4 values.
 template <bool kVector>
@@ -126,9 +98,8 @@ __global__ void QuantizeRunKernel(QuantizeActivationsParams p, int64_t runs_per_
 #pragma unroll
   for (int it = 0; it < kIters; ++it) {
     const int64_t kb = kb0 + 2 * it;
-    QuantizeHalfWarpBlock128(v[it], real, p.ue8m0, kb < blocks,
-                             p.q + row * p.cols_padded + kb * 128,
-                             p.scales + kb * p.rows_padded + row);
+    QuantizeBlock128<16>(v[it], real, p.ue8m0, p.q + row * p.cols_padded + kb * 128,
+                         p.scales + kb * p.rows_padded + row, kb < blocks);
   }
 }
 
