@@ -4,15 +4,25 @@
 //
 // Block (split, head group of 64, item), 384 threads. Warpgroup 0 is the producer: it gathers
 // the item's query [64 heads, 576] once and its paged latent rows in 64-key tiles [64, 576]
-// (cp.async through the block table, zeros past the context) into a ring of two shared-memory
-// stages, each completing on a "full" mbarrier. Warpgroups 1 and 2 are the consumers c = 0, 1;
-// per tile each computes S_c = Q K^T for keys [32 c, 32 c + 32) (wgmma m64n32k16, Q and K from
-// shared memory), the two exchange their row maxima through shared memory, each writes its
-// probabilities P_c (BF16) into one shared [64, 64] tile, and then each computes
-// O_c += P V_c for latent dims [256 c, 256 c + 256) (wgmma m64n128k16 x 2, P from shared memory,
-// V = the tile's first 512 columns, MN-major). Each consumer keeps the row sums of its own keys;
-// they meet at the end. Shared memory: Q 72 KB + 2 stages x 72 KB + P 8 KB (all 128-byte
-// swizzled [rows][64 elements] column blocks, the wgmma layout) = 224 KB: one block per SM.
+// (cp.async through the block table, zeros past the context) into two shared-memory stages,
+// each in two parts with their own "full" and "empty" mbarriers: lo = column blocks 0-3 (the
+// latent dims [0, 256)) and hi = blocks 4-8 (dims [256, 512) and the rope dims).
+//
+// Warpgroups 1 and 2 are the consumers L and R; L holds O's dims [0, 256) and R dims [256, 512)
+// in registers (128 F32 per thread each). They take the tiles in pairs (A in stage 0, B in stage
+// 1) on FlashMLA's "seesaw" schedule, so that one's softmax runs under the other's GEMMs:
+//   L: S_A = Q K_A^T (wgmma m64n64k16, Q and K from shared memory); m_A = max(m, rowmax S_A);
+//      publishes m_A; P_A = exp(S_A - m_A); O_L = O_L e^(m - m_A) + P_A V_A[L] (P_A from
+//      registers); releases A's lo part.
+//   R: S_B = Q K_B^T meanwhile; with m_A, m_B = max(m_A, rowmax S_B); publishes m_B;
+//      P_B = exp(S_B - m_B), into shared memory; O_R = O_R e^(m - m_B) + P_B V_B[R].
+//   L: P_A e^(m_A - m_B) into A's spent rope block; O_L = O_L e^(m_A - m_B) + P_B V_B[L]
+//      (P_B from shared memory); releases B's lo part.
+//   R: O_R += P_A e^(m_A - m_B) V_A[R] (from shared memory); releases A's and B's hi parts.
+// An odd last tile is an A without a B (m_B = m_A). Each consumer keeps the row sums of its own
+// tiles; they meet at the end. L takes A's lo part first and R B's hi part first: the parts
+// released first. Shared memory: Q 72 KB + 2 stages x 72 KB + P_B 8 KB (all 128-byte swizzled
+// [rows][64 elements] column blocks, the wgmma layout) = 224 KB: one block per SM.
 //
 // Numerics as the prefill flash kernel: F32 scores and softmax (exp2 with scale * log2(e)
 // folded in), P rounded to BF16 for P V, F32 O. With several splits, each writes its O
@@ -30,46 +40,63 @@ namespace dsv3::kernels {
 namespace {
 
 constexpr int kLora = kFlashDecodeLora, kDim = kFlashDecodeLora + kFlashDecodeRope;  // 576
-constexpr int kHeads = 64;                  // query rows per block: the wgmma's M
-constexpr int kKeys = kFlashDecodeTileKeys;  // keys per tile, 32 per consumer
-constexpr int kColBlocks = kDim / 64;       // 9 column blocks of 64 dims
-constexpr int kStages = 2;
+constexpr int kHeads = 64;                   // query rows per block: the wgmma's M
+constexpr int kKeys = kFlashDecodeTileKeys;  // keys per tile
+constexpr int kColBlocks = kDim / 64;        // 9 column blocks of 64 dims
+constexpr int kLoBlocks = 4;                 // a stage's lo part: blocks [0, 4); hi: [4, 9)
 constexpr int kThreads = 3 * 128;
-constexpr int kQBytes = kHeads * kDim * 2, kKBytes = kKeys * kDim * 2, kPBytes = kHeads * kKeys * 2;
-constexpr int kRedBytes = 2 * kHeads * 4;   // per consumer, one float per row
-constexpr int kBarBytes = 2 * kStages * 8;  // full and empty per stage
-constexpr int kSmemBytes = 1024 + kQBytes + kStages * kKBytes + kPBytes + kRedBytes + kBarBytes;
+constexpr int kBlockBytes = kKeys * 128;     // one column block [64 rows][64 elements]
+constexpr int kQBytes = kColBlocks * kBlockBytes, kKBytes = kColBlocks * kBlockBytes;
+constexpr int kPBytes = kBlockBytes;
+constexpr int kRowBytes = 2 * kHeads * 4;    // two floats per row: m_A, m_B (then the sums)
+constexpr int kBarBytes = 2 * 2 * 2 * 8;     // full and empty x lo and hi x 2 stages
+constexpr int kSmemBytes = 1024 + kQBytes + 2 * kKBytes + kPBytes + kRowBytes + kBarBytes;
 static_assert(kSmemBytes <= 227 * 1024);
 
+// Named barriers between the consumers (0 is __syncthreads): both wait at kBothConsumers; at the
+// others one consumer arrives and the other waits.
+enum ConsumerBarrier : int { kBothConsumers = 1, kMaxAReady, kMaxBReady, kPaReady, kPbReady };
+__device__ __forceinline__ void NamedSync(int id) {
+  asm volatile("bar.sync %0, 256;" ::"r"(id) : "memory");
+}
+__device__ __forceinline__ void NamedArrive(int id) {
+  asm volatile("bar.arrive %0, 256;" ::"r"(id) : "memory");
+}
+
 struct Smem {
-  uint32_t q, stages, p, red, bars;
+  uint32_t q, stages, p_b, rows, bars;
   __device__ uint32_t K(int st) const { return stages + st * kKBytes; }
-  __device__ uint32_t Full(int st) const { return bars + 8 * st; }
-  __device__ uint32_t Empty(int st) const { return bars + 8 * (kStages + st); }
-  // The row value (maximum, then sum) consumer c publishes for row r.
-  __device__ uint32_t Red(int c, int r) const { return red + 4 * (c * kHeads + r); }
+  // Stage 0's rope block, spent once S_A is done: P_A for R.
+  __device__ uint32_t Pa() const { return K(0) + (kColBlocks - 1) * kBlockBytes; }
+  __device__ uint32_t Full(int st, int hi) const { return bars + 8 * (2 * st + hi); }
+  __device__ uint32_t Empty(int st, int hi) const { return bars + 8 * (4 + 2 * st + hi); }
+  // Per row r: m_A (which = 0) and m_B (1), published by L and R; at the end the row sums.
+  __device__ uint32_t Row(int which, int r) const { return rows + 4 * (which * kHeads + r); }
 };
 
 #define FMD_D8(i)                                                                             \
   "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
       "+f"(d[i + 6]), "+f"(d[i + 7])
-#define FMD_R16 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+#define FMD_R32                                                                                 \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
+  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
 #define FMD_R64                                                                                 \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
   "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "  \
   "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "  \
   "%56, %57, %58, %59, %60, %61, %62, %63"
 
-// S [64, 32 keys] (+)= Q K^T over 16 of the 576 dims, both K-major in shared memory.
-__device__ __forceinline__ void WgmmaS(float (&d)[16], uint64_t a, uint64_t b, int accumulate) {
+// S [64, 64 keys] (+)= Q K^T over 16 of the 576 dims, both K-major in shared memory.
+__device__ __forceinline__ void WgmmaS(float (&d)[32], uint64_t a, uint64_t b, int accumulate) {
   asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 " FMD_R16
-      "}, %16, %17, p, 1, 1, 0, 0;\n}\n"
-      : FMD_D8(0), FMD_D8(8)
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " FMD_R32
+      "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+      : FMD_D8(0), FMD_D8(8), FMD_D8(16), FMD_D8(24)
       : "l"(a), "l"(b), "r"(accumulate));
 }
-// O [64, 128 dims] += P [64, 16 keys] V [16 keys, 128 dims]: P K-major, V MN-major (transposed).
+// O [64, 128 dims] += P [64, 16 keys] V [16 keys, 128 dims]: P K-major in shared memory, V
+// MN-major (transposed).
 __device__ __forceinline__ void WgmmaPv(float (&d)[64], uint64_t a, uint64_t b) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.eq.b32 p, 1, 1;\n"
@@ -79,12 +106,19 @@ __device__ __forceinline__ void WgmmaPv(float (&d)[64], uint64_t a, uint64_t b) 
         FMD_D8(56)
       : "l"(a), "l"(b));
 }
+// The same with P from registers (the accumulator layout of S, packed to BF16 pairs).
+__device__ __forceinline__ void WgmmaPv(float (&d)[64], const uint32_t (&a)[4], uint64_t b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.eq.b32 p, 1, 1;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " FMD_R64
+      "}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+      : FMD_D8(0), FMD_D8(8), FMD_D8(16), FMD_D8(24), FMD_D8(32), FMD_D8(40), FMD_D8(48),
+        FMD_D8(56)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+}
 #undef FMD_D8
-#undef FMD_R16
+#undef FMD_R32
 #undef FMD_R64
-
-// Named barrier 1 over the two consumer warpgroups.
-__device__ __forceinline__ void ConsumersSync() { asm volatile("bar.sync 1, 256;" ::: "memory"); }
 
 __device__ __forceinline__ void StoreShared(uint32_t addr, uint32_t v) {
   asm volatile("st.shared.u32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
@@ -97,91 +131,127 @@ __device__ __forceinline__ float LoadShared(uint32_t addr) {
   asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(addr) : "memory");
   return v;
 }
+// Generic-proxy shared-memory writes (cp.async's, the P stores) before wgmma reads them through
+// the async proxy.
+__device__ __forceinline__ void FenceProxyAsync() {
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+}
 
 // The block's work: item, its 64 heads from head0, keys [key_begin, key_end).
 struct Work {
   MlaGemmItem item;
   int head0, key_begin, key_end;
+  __device__ int Tiles() const { return (key_end - key_begin + kKeys - 1) / kKeys; }
 };
 
 // Producer warpgroup: thread (r = tid / 8, c = tid % 8) copies 16-byte chunk c of each 128-byte
 // row segment of rows r, r + 16, r + 32, r + 48; those rows share r % 8, hence one swizzled
 // offset.
-__device__ __forceinline__ void Produce(const FlashMlaDecodeParams& p, const Work& wk,
-                                        const Smem& sm) {
-  const int c = threadIdx.x % 8, r = threadIdx.x / 8;
-  const uint32_t swz = static_cast<uint32_t>(r * 128 + ((c ^ (r & 7)) << 4));
+struct Producer {
+  const FlashMlaDecodeParams& p;
+  const Work& wk;
+  const Smem& sm;
+  int c = threadIdx.x % 8, r = threadIdx.x / 8;
+  uint32_t swz = static_cast<uint32_t>(r * 128 + ((c ^ (r & 7)) << 4));
+
   // Q rows: [q_lat | q_pe] of head head0 + row; zeros past the heads (outputs dropped).
+  __device__ __forceinline__ void LoadQ() const {
 #pragma unroll
-  for (int i = 0; i < kHeads / 16; ++i) {
-    const int h = wk.head0 + r + 16 * i;
-    const bool valid = h < p.heads;
-    const int64_t hh = valid ? h : 0;
-    const bf16* lat = static_cast<const bf16*>(p.q_lat) + wk.item.token_row * p.q_lat_token_stride +
-                      hh * p.q_lat_head_stride + c * 8;
-    const bf16* pe = static_cast<const bf16*>(p.q_pe) + wk.item.token_row * p.q_pe_token_stride +
-                     hh * p.q_pe_head_stride + c * 8;
+    for (int i = 0; i < kHeads / 16; ++i) {
+      const int h = wk.head0 + r + 16 * i;
+      const bool valid = h < p.heads;
+      const int64_t hh = valid ? h : 0;
+      const bf16* lat = static_cast<const bf16*>(p.q_lat) +
+                        wk.item.token_row * p.q_lat_token_stride + hh * p.q_lat_head_stride + c * 8;
+      const bf16* pe = static_cast<const bf16*>(p.q_pe) + wk.item.token_row * p.q_pe_token_stride +
+                       hh * p.q_pe_head_stride + c * 8;
 #pragma unroll
-    for (int b = 0; b < kColBlocks; ++b) {
-      CpAsync16(sm.q + b * kHeads * 128 + 16 * i * 128 + swz, b < kColBlocks - 1 ? lat + b * 64 : pe,
-                valid ? 16 : 0);
+      for (int b = 0; b < kColBlocks; ++b) {
+        CpAsync16(sm.q + b * kBlockBytes + 16 * i * 128 + swz,
+                  b < kColBlocks - 1 ? lat + b * 64 : pe, valid ? 16 : 0);
+      }
     }
   }
-  const bf16* cache = static_cast<const bf16*>(p.cache) + c * 8;
-  const int32_t* table = p.block_tables + wk.item.table_offset;
-  const int tiles = (wk.key_end - wk.key_begin + kKeys - 1) / kKeys;
-  for (int j = 0, st = 0; j < tiles; ++j, st = st + 1 == kStages ? 0 : st + 1) {
-    if (j >= kStages) MbarWait(sm.Empty(st), (j / kStages + 1) & 1);  // the consumers' release
+  // Column blocks [B0, B1) of tile j's latent rows into stage st, then the part's arrival.
+  template <int B0, int B1>
+  __device__ __forceinline__ void LoadPart(int j, int st) const {
+    const bf16* cache = static_cast<const bf16*>(p.cache) + c * 8;
+    const int32_t* table = p.block_tables + wk.item.table_offset;
 #pragma unroll
     for (int i = 0; i < kKeys / 16; ++i) {
       const int key = wk.key_begin + j * kKeys + r + 16 * i;
       const bool valid = key < wk.key_end;
       const int k = valid ? key : wk.key_begin;
-      const int64_t row = static_cast<int64_t>(table[k / p.block_size]) * p.block_size +
-                          k % p.block_size;
+      const int64_t row =
+          static_cast<int64_t>(table[k / p.block_size]) * p.block_size + k % p.block_size;
       const bf16* src = cache + row * kDim;
       const uint32_t dst = sm.K(st) + 16 * i * 128 + swz;
 #pragma unroll
-      for (int b = 0; b < kColBlocks; ++b) {
-        CpAsync16(dst + b * kKeys * 128, src + b * 64, valid ? 16 : 0);
+      for (int b = B0; b < B1; ++b) {
+        CpAsync16(dst + b * kBlockBytes, src + b * 64, valid ? 16 : 0);
       }
     }
-    CpAsyncArrive(sm.Full(st));  // tile 0's also covers Q
+    CpAsyncArrive(sm.Full(st, B0 == 0 ? 0 : 1));
   }
-  asm volatile("cp.async.wait_all;" ::: "memory");
-}
+  // Pair by pair, each part once the consumer that reads it last has released it, in the order
+  // they are released: A's lo part (L, after P_A V_A[L]), B's hi part (R, after P_B V_B[R]), A's
+  // hi part (R, after P_A V_A[R]), B's lo part (L, after P_B V_B[L]).
+  __device__ __forceinline__ void Run() const {
+    LoadQ();  // pair 0's arrivals cover it
+    const int tiles = wk.Tiles();
+    for (int a = 0, pair = 0; a < tiles; a += 2, ++pair) {
+      const bool has_b = a + 1 < tiles;
+      const uint32_t released = (pair - 1) & 1;  // the phase the consumers completed
+      if (pair > 0) MbarWait(sm.Empty(0, 0), released);
+      LoadPart<0, kLoBlocks>(a, 0);
+      if (has_b) {
+        if (pair > 0) MbarWait(sm.Empty(1, 1), released);
+        LoadPart<kLoBlocks, kColBlocks>(a + 1, 1);
+      }
+      if (pair > 0) MbarWait(sm.Empty(0, 1), released);
+      LoadPart<kLoBlocks, kColBlocks>(a, 0);
+      if (has_b) {
+        if (pair > 0) MbarWait(sm.Empty(1, 0), released);
+        LoadPart<0, kLoBlocks>(a + 1, 1);
+      }
+    }
+    asm volatile("cp.async.wait_all;" ::: "memory");
+  }
+};
 
-// Consumer c (0, 1): thread (warp w of the warpgroup, lane = 4 g + t) holds rows 16 w + g and
-// 16 w + g + 8 at columns 8 n + 2 t, + 1 of each 8-column slice n (the wgmma accumulator
-// layout): S slice n (keys 32 c + 8 n ...) in s[4 n, + 4), O dims 256 c + 8 n ... in o_lo (n <
-// 16) and 256 c + 128 + 8 n ... in o_hi.
+// A consumer: thread (warp w of the warpgroup, lane = 4 g + t) holds rows row0 = 16 w + g and
+// row0 + 8 at columns 8 n + 2 t, + 1 of each 8-column slice n (the wgmma accumulator layout):
+// S slice n (the tile's keys 8 n ...) in s[4 n, + 4); O dims 256 c + 8 n ... in o_lo (n < 16)
+// and 256 c + 128 + 8 n ... in o_hi, c = 0 for L and 1 for R.
 struct Consumer {
-  float s[16];
+  float s[32];
   float o_lo[64], o_hi[64];
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
   float scale_log2;
-  int c, row0;  // row0: 16 w + g; the thread's other row is row0 + 8
+  int c, row0, t;
 
-  __device__ __forceinline__ void Tile(const Smem& sm, int st, int key0, int key_end) {
-    const int t = threadIdx.x % 4, lane = threadIdx.x % 32;
-    const uint32_t k = sm.K(st);
-    FenceRegs(s);
-    WgmmaFence();
+  // S = Q K^T over column blocks [B0, B1) of stage st once the part holding them has landed.
+  template <int B0, int B1>
+  __device__ __forceinline__ void IssueS(const Smem& sm, int st, uint32_t phase, bool first) {
+    MbarWait(sm.Full(st, B0 == 0 ? 0 : 1), phase);
+    FenceProxyAsync();
+    WgmmaFence();  // after the wait's loop, or ptxas serializes the wgmmas
 #pragma unroll
-    for (int kk = 0; kk < kDim / 16; ++kk) {
-      // Dims [16 kk, + 16): column block kk / 4, 32 bytes into its 128-byte rows.
-      const uint32_t col = (kk / 4) * 8192 + (kk % 4) * 32;  // 8192: a [64][128 B] block
-      WgmmaS(s, WgmmaDesc(sm.q + col, 16, 1024), WgmmaDesc(k + col + 32 * c * 128, 16, 1024),
-             kk > 0);
+    for (int b = B0; b < B1; ++b) {
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {  // 32 bytes (16 dims) into the blocks' 128-byte rows
+        const uint32_t col = b * kBlockBytes + kk * 32;
+        WgmmaS(s, WgmmaDesc(sm.q + col, 16, 1024), WgmmaDesc(sm.K(st) + col, 16, 1024),
+               !(first && b == B0 && kk == 0));
+      }
     }
-    WgmmaCommit();
-    WgmmaWait<0>();
-    FenceRegs(s);
-    // Keys past the range (the last tile's tail) get probability 0.
-    float mx0 = -INFINITY, mx1 = -INFINITY;
+  }
+  // Scores of keys at or past key_end (the last tile's tail) to -inf; the row maxima of s.
+  __device__ __forceinline__ void MaskedMax(int key0, int key_end, float& mx0, float& mx1) {
+    mx0 = mx1 = -INFINITY;
 #pragma unroll
-    for (int n = 0; n < 4; ++n) {
-      const int key = key0 + 32 * c + 8 * n + 2 * t;
+    for (int n = 0; n < 8; ++n) {
+      const int key = key0 + 8 * n + 2 * t;
       if (key >= key_end) s[4 * n] = s[4 * n + 2] = -INFINITY;
       if (key + 1 >= key_end) s[4 * n + 1] = s[4 * n + 3] = -INFINITY;
       mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
@@ -189,64 +259,189 @@ struct Consumer {
     }
     mx0 = QuadMax(mx0);
     mx1 = QuadMax(mx1);
-    if (t == 0) {
-      StoreShared(sm.Red(c, row0), mx0);
-      StoreShared(sm.Red(c, row0 + 8), mx1);
-    }
-    ConsumersSync();  // both halves' maxima published; the other's P V of the last tile done
-    // The tile has a key in range, so at least one half's maximum is finite.
-    mx0 = fmaxf(fmaxf(mx0, LoadShared(sm.Red(1 - c, row0))), m0);
-    mx1 = fmaxf(fmaxf(mx1, LoadShared(sm.Red(1 - c, row0 + 8))), m1);
-    const float alpha0 = Exp2((m0 - mx0) * scale_log2), alpha1 = Exp2((m1 - mx1) * scale_log2);
-    m0 = mx0;
-    m1 = mx1;
+  }
+  // s = exp(S - max) in place; returns the thread's part of the row sums.
+  __device__ __forceinline__ void Exponentiate(float mx0, float mx1, float& sum0, float& sum1) {
     const float b0 = mx0 * scale_log2, b1 = mx1 * scale_log2;
-    float sum0 = 0.0f, sum1 = 0.0f;
+    sum0 = sum1 = 0.0f;
 #pragma unroll
-    for (int n = 0; n < 4; ++n) {
-      const float p0 = Exp2(fmaf(s[4 * n], scale_log2, -b0));
-      const float p1 = Exp2(fmaf(s[4 * n + 1], scale_log2, -b0));
-      const float p2 = Exp2(fmaf(s[4 * n + 2], scale_log2, -b1));
-      const float p3 = Exp2(fmaf(s[4 * n + 3], scale_log2, -b1));
-      sum0 += p0 + p1;
-      sum1 += p2 + p3;
-      // P [64 rows][64 keys]: one 128-byte row per head, 16-byte chunk (4 c + n) swizzled.
-      const int chunk = 4 * c + n;
-      StoreShared(sm.p + row0 * 128 + ((chunk ^ (row0 & 7)) << 4) + 4 * t, PackBf16(p0, p1));
-      StoreShared(sm.p + (row0 + 8) * 128 + ((chunk ^ ((row0 + 8) & 7)) << 4) + 4 * t,
-                  PackBf16(p2, p3));
+    for (int n = 0; n < 8; ++n) {
+      s[4 * n] = Exp2(fmaf(s[4 * n], scale_log2, -b0));
+      s[4 * n + 1] = Exp2(fmaf(s[4 * n + 1], scale_log2, -b0));
+      s[4 * n + 2] = Exp2(fmaf(s[4 * n + 2], scale_log2, -b1));
+      s[4 * n + 3] = Exp2(fmaf(s[4 * n + 3], scale_log2, -b1));
+      sum0 += s[4 * n] + s[4 * n + 1];
+      sum1 += s[4 * n + 2] + s[4 * n + 3];
     }
-    l0 = l0 * alpha0 + sum0;
-    l1 = l1 * alpha1 + sum1;
-    // The generic-proxy writes of P, before wgmma reads them through the async proxy.
-    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-    ConsumersSync();  // P complete
+  }
+  // P (s times f0 / f1 per row, to BF16) into shared [64 rows][64 keys] at p: one 128-byte row
+  // per head, 16-byte chunk n swizzled.
+  __device__ __forceinline__ void StoreP(uint32_t p, float f0, float f1) const {
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+      StoreShared(p + row0 * 128 + ((n ^ (row0 & 7)) << 4) + 4 * t,
+                  PackBf16(s[4 * n] * f0, s[4 * n + 1] * f0));
+      StoreShared(p + (row0 + 8) * 128 + ((n ^ ((row0 + 8) & 7)) << 4) + 4 * t,
+                  PackBf16(s[4 * n + 2] * f1, s[4 * n + 3] * f1));
+    }
+    FenceProxyAsync();
+  }
+  __device__ __forceinline__ void ScaleO(float f0, float f1) {
 #pragma unroll
     for (int i = 0; i < 64; i += 4) {
-      o_lo[i] *= alpha0;
-      o_lo[i + 1] *= alpha0;
-      o_lo[i + 2] *= alpha1;
-      o_lo[i + 3] *= alpha1;
-      o_hi[i] *= alpha0;
-      o_hi[i + 1] *= alpha0;
-      o_hi[i + 2] *= alpha1;
-      o_hi[i + 3] *= alpha1;
+      o_lo[i] *= f0;
+      o_lo[i + 1] *= f0;
+      o_lo[i + 2] *= f1;
+      o_lo[i + 3] *= f1;
+      o_hi[i] *= f0;
+      o_hi[i + 1] *= f0;
+      o_hi[i + 2] *= f1;
+      o_hi[i + 3] *= f1;
     }
+  }
+  // Stage st's V rows of this consumer's dims: column blocks 4 c, 4 c + 1 (o_lo) and 4 c + 2,
+  // 4 c + 3 (o_hi), keys [16 kk, + 16).
+  __device__ __forceinline__ uint64_t V(const Smem& sm, int st, int half, int kk) const {
+    return WgmmaDesc(sm.K(st) + (4 * c + 2 * half) * kBlockBytes + kk * 16 * 128, kBlockBytes,
+                     1024);
+  }
+  // O += P V over stage st with P from s (registers).
+  __device__ __forceinline__ void IssuePvLocal(const Smem& sm, int st) {
+    uint32_t pa[kKeys / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < kKeys / 16; ++kk) {
+      pa[kk][0] = PackBf16(s[8 * kk], s[8 * kk + 1]);
+      pa[kk][1] = PackBf16(s[8 * kk + 2], s[8 * kk + 3]);
+      pa[kk][2] = PackBf16(s[8 * kk + 4], s[8 * kk + 5]);
+      pa[kk][3] = PackBf16(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+    FenceRegs(pa);
     FenceRegs(o_lo);
     FenceRegs(o_hi);
     WgmmaFence();
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk) {
-      const uint64_t a = WgmmaDesc(sm.p + kk * 32, 16, 1024);
-      // V rows [16 kk, + 16) of column blocks 4 c, 4 c + 1 (o_lo) and 4 c + 2, 4 c + 3 (o_hi).
-      WgmmaPv(o_lo, a, WgmmaDesc(k + (4 * c) * 8192 + kk * 16 * 128, 8192, 1024));
-      WgmmaPv(o_hi, a, WgmmaDesc(k + (4 * c + 2) * 8192 + kk * 16 * 128, 8192, 1024));
+      WgmmaPv(o_lo, pa[kk], V(sm, st, 0, kk));
+      WgmmaPv(o_hi, pa[kk], V(sm, st, 1, kk));
     }
     WgmmaCommit();
+  }
+  // O += P V over stage st with P from shared memory at p.
+  __device__ __forceinline__ void IssuePvShared(const Smem& sm, int st, uint32_t p) {
+    FenceRegs(o_lo);
+    FenceRegs(o_hi);
+    WgmmaFence();
+#pragma unroll
+    for (int kk = 0; kk < kKeys / 16; ++kk) {
+      const uint64_t a = WgmmaDesc(p + kk * 32, 16, 1024);
+      WgmmaPv(o_lo, a, V(sm, st, 0, kk));
+      WgmmaPv(o_hi, a, V(sm, st, 1, kk));
+    }
+    WgmmaCommit();
+  }
+  __device__ __forceinline__ void WaitO() {
     WgmmaWait<0>();
     FenceRegs(o_lo);
     FenceRegs(o_hi);
-    if (lane == 0) MbarArrive(sm.Empty(st));
+  }
+  __device__ __forceinline__ void Release(uint32_t bar) const {
+    if (threadIdx.x % 32 == 0) MbarArrive(bar);
+  }
+
+  // L's part of the pair (A = tile a in stage 0, B in stage 1 when has_b).
+  __device__ __forceinline__ void PairL(const Smem& sm, int key0, int key_end, uint32_t phase,
+                                        bool has_b) {
+    FenceRegs(s);
+    IssueS<0, kLoBlocks>(sm, 0, phase, true);
+    IssueS<kLoBlocks, kColBlocks>(sm, 0, phase, false);
+    WgmmaCommit();
+    WgmmaWait<0>();
+    FenceRegs(s);
+    float ma0, ma1;
+    MaskedMax(key0, key_end, ma0, ma1);
+    ma0 = fmaxf(ma0, m0);  // the tile has a key in range: finite
+    ma1 = fmaxf(ma1, m1);
+    if (t == 0) {
+      StoreShared(sm.Row(0, row0), ma0);
+      StoreShared(sm.Row(0, row0 + 8), ma1);
+    }
+    NamedArrive(kMaxAReady);
+    const float scale_a0 = Exp2((m0 - ma0) * scale_log2), scale_a1 = Exp2((m1 - ma1) * scale_log2);
+    float sum0, sum1;
+    Exponentiate(ma0, ma1, sum0, sum1);
+    l0 = l0 * scale_a0 + sum0;
+    l1 = l1 * scale_a1 + sum1;
+    ScaleO(scale_a0, scale_a1);
+    IssuePvLocal(sm, 0);
+    WaitO();
+    Release(sm.Empty(0, 0));
+    NamedSync(kMaxBReady);
+    const float mb0 = LoadShared(sm.Row(1, row0)), mb1 = LoadShared(sm.Row(1, row0 + 8));
+    const float scale_b0 = Exp2((ma0 - mb0) * scale_log2), scale_b1 = Exp2((ma1 - mb1) * scale_log2);
+    StoreP(sm.Pa(), scale_b0, scale_b1);
+    NamedArrive(kPaReady);
+    l0 *= scale_b0;
+    l1 *= scale_b1;
+    m0 = mb0;
+    m1 = mb1;
+    if (!has_b) return;  // m_B = m_A: nothing to rescale
+    ScaleO(scale_b0, scale_b1);
+    NamedSync(kPbReady);
+    MbarWait(sm.Full(1, 0), phase);  // B's lo part (V_B[L]); R's S_B waited for it too
+    FenceProxyAsync();
+    IssuePvShared(sm, 1, sm.p_b);
+    WaitO();
+    Release(sm.Empty(1, 0));
+  }
+
+  // R's part of the pair.
+  __device__ __forceinline__ void PairR(const Smem& sm, int key0, int key_end, uint32_t phase,
+                                        bool has_b) {
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+    if (has_b) {
+      FenceRegs(s);
+      IssueS<kLoBlocks, kColBlocks>(sm, 1, phase, true);
+      IssueS<0, kLoBlocks>(sm, 1, phase, false);
+      WgmmaCommit();
+      WgmmaWait<0>();
+      FenceRegs(s);
+      MaskedMax(key0, key_end, mx0, mx1);
+    }
+    NamedSync(kMaxAReady);
+    const float ma0 = LoadShared(sm.Row(0, row0)), ma1 = LoadShared(sm.Row(0, row0 + 8));
+    const float mb0 = fmaxf(ma0, mx0), mb1 = fmaxf(ma1, mx1);
+    if (t == 0) {
+      StoreShared(sm.Row(1, row0), mb0);
+      StoreShared(sm.Row(1, row0 + 8), mb1);
+    }
+    NamedArrive(kMaxBReady);
+    // O_R and the sums of R's tiles from m to m_A, then to m_B.
+    const float scale0 = Exp2((m0 - ma0) * scale_log2) * Exp2((ma0 - mb0) * scale_log2);
+    const float scale1 = Exp2((m1 - ma1) * scale_log2) * Exp2((ma1 - mb1) * scale_log2);
+    l0 *= scale0;
+    l1 *= scale1;
+    ScaleO(scale0, scale1);
+    m0 = mb0;
+    m1 = mb1;
+    if (has_b) {
+      float sum0, sum1;
+      Exponentiate(mb0, mb1, sum0, sum1);
+      l0 += sum0;
+      l1 += sum1;
+      StoreP(sm.p_b, 1.0f, 1.0f);
+      NamedArrive(kPbReady);
+      IssuePvLocal(sm, 1);
+    }
+    NamedSync(kPaReady);
+    MbarWait(sm.Full(0, 1), phase);  // A's hi part (V_A[R]); L's S_A waited for it too
+    FenceProxyAsync();
+    IssuePvShared(sm, 0, sm.Pa());
+    if (has_b) {
+      WgmmaWait<1>();
+      Release(sm.Empty(1, 1));
+    }
+    WaitO();
+    Release(sm.Empty(0, 1));
   }
 };
 
@@ -283,13 +478,15 @@ __global__ void __launch_bounds__(kThreads, 1) FlashMlaDecodeKernel(const FlashM
   Smem sm;
   sm.q = base;
   sm.stages = base + kQBytes;
-  sm.p = sm.stages + kStages * kKBytes;
-  sm.red = sm.p + kPBytes;
-  sm.bars = sm.red + kRedBytes;
+  sm.p_b = sm.stages + 2 * kKBytes;
+  sm.rows = sm.p_b + kPBytes;
+  sm.bars = sm.rows + kRowBytes;
   if (threadIdx.x == 0) {
-    for (int st = 0; st < kStages; ++st) {
-      MbarInit(sm.Full(st), 128);  // every producer thread's cp.async arrival
-      MbarInit(sm.Empty(st), 8);   // one arrival per consumer warp
+    for (int st = 0; st < 2; ++st) {
+      for (int hi = 0; hi < 2; ++hi) {
+        MbarInit(sm.Full(st, hi), 128);  // every producer thread's cp.async arrival
+        MbarInit(sm.Empty(st, hi), 4);   // one arrival per warp of the consumer releasing it
+      }
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
@@ -297,35 +494,39 @@ __global__ void __launch_bounds__(kThreads, 1) FlashMlaDecodeKernel(const FlashM
   const int wg = threadIdx.x / 128;
   if (wg == 0) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
-    Produce(p, wk, sm);
+    Producer{p, wk, sm}.Run();
     return;
   }
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
   Consumer cs;
   cs.c = wg - 1;
+  cs.t = threadIdx.x % 4;
   cs.row0 = 16 * ((threadIdx.x / 32) % 4) + (threadIdx.x % 32) / 4;
   cs.scale_log2 = p.scale * 1.4426950408889634f;
 #pragma unroll
   for (int i = 0; i < 64; ++i) cs.o_lo[i] = cs.o_hi[i] = 0.0f;
-  const int tiles = (wk.key_end - wk.key_begin + kKeys - 1) / kKeys;
-  for (int j = 0, st = 0; j < tiles; ++j, st = st + 1 == kStages ? 0 : st + 1) {
-    MbarWait(sm.Full(st), (j / kStages) & 1);
-    // cp.async wrote the tile through the generic proxy; wgmma reads through the async one.
-    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-    cs.Tile(sm, st, wk.key_begin + j * kKeys, wk.key_end);
+  const int tiles = wk.Tiles();
+  for (int a = 0, pair = 0; a < tiles; a += 2, ++pair) {
+    const bool has_b = a + 1 < tiles;
+    const int key0 = wk.key_begin + a * kKeys;
+    if (cs.c == 0) {
+      cs.PairL(sm, key0, wk.key_end, pair & 1, has_b);
+    } else {
+      cs.PairR(sm, key0 + kKeys, wk.key_end, pair & 1, has_b);
+    }
   }
 
-  // Row sums: each consumer summed its own keys.
-  const int t = threadIdx.x % 4;
+  // Row sums: each consumer summed its own tiles. The rows' maxima are no longer read (R read
+  // m_A before the last kMaxBReady, L m_B before the last kPaReady).
+  const int t = cs.t;
   const float part0 = QuadSum(cs.l0), part1 = QuadSum(cs.l1);
-  // The other consumer read the last maxima before the last "P complete" barrier.
   if (t == 0) {
-    StoreShared(sm.Red(cs.c, cs.row0), part0);
-    StoreShared(sm.Red(cs.c, cs.row0 + 8), part1);
+    StoreShared(sm.Row(cs.c, cs.row0), part0);
+    StoreShared(sm.Row(cs.c, cs.row0 + 8), part1);
   }
-  ConsumersSync();
-  const float l0 = part0 + LoadShared(sm.Red(1 - cs.c, cs.row0));
-  const float l1 = part1 + LoadShared(sm.Red(1 - cs.c, cs.row0 + 8));
+  NamedSync(kBothConsumers);
+  const float l0 = part0 + LoadShared(sm.Row(1 - cs.c, cs.row0));
+  const float l1 = part1 + LoadShared(sm.Row(1 - cs.c, cs.row0 + 8));
   const float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
   const int h0 = wk.head0 + cs.row0, h1 = h0 + 8;
   const int dim0 = 256 * cs.c + 2 * t;
