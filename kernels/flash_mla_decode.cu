@@ -74,25 +74,13 @@ struct Smem {
   __device__ uint32_t Row(int which, int r) const { return rows + 4 * (which * kHeads + r); }
 };
 
-#define FMD_D8(i)                                                                             \
-  "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
-      "+f"(d[i + 6]), "+f"(d[i + 7])
-#define FMD_R32                                                                                 \
-  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
-  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
-#define FMD_R64                                                                                 \
-  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
-  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "  \
-  "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "  \
-  "%56, %57, %58, %59, %60, %61, %62, %63"
-
 // S [64, 64 keys] (+)= Q K^T over 16 of the 576 dims, both K-major in shared memory.
 __device__ __forceinline__ void WgmmaS(float (&d)[32], uint64_t a, uint64_t b, int accumulate) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " FMD_R32
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " DSV3_WGMMA_R32
       "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-      : FMD_D8(0), FMD_D8(8), FMD_D8(16), FMD_D8(24)
+      : DSV3_WGMMA_D8(0), DSV3_WGMMA_D8(8), DSV3_WGMMA_D8(16), DSV3_WGMMA_D8(24)
       : "l"(a), "l"(b), "r"(accumulate));
 }
 // O [64, 128 dims] += P [64, 16 keys] V [16 keys, 128 dims]: P K-major in shared memory, V
@@ -100,25 +88,12 @@ __device__ __forceinline__ void WgmmaS(float (&d)[32], uint64_t a, uint64_t b, i
 __device__ __forceinline__ void WgmmaPv(float (&d)[64], uint64_t a, uint64_t b) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.eq.b32 p, 1, 1;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " FMD_R64
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " DSV3_WGMMA_R64
       "}, %64, %65, p, 1, 1, 0, 1;\n}\n"
-      : FMD_D8(0), FMD_D8(8), FMD_D8(16), FMD_D8(24), FMD_D8(32), FMD_D8(40), FMD_D8(48),
-        FMD_D8(56)
+      : DSV3_WGMMA_D8(0), DSV3_WGMMA_D8(8), DSV3_WGMMA_D8(16), DSV3_WGMMA_D8(24),
+        DSV3_WGMMA_D8(32), DSV3_WGMMA_D8(40), DSV3_WGMMA_D8(48), DSV3_WGMMA_D8(56)
       : "l"(a), "l"(b));
 }
-// The same with P from registers (the accumulator layout of S, packed to BF16 pairs).
-__device__ __forceinline__ void WgmmaPv(float (&d)[64], const uint32_t (&a)[4], uint64_t b) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.eq.b32 p, 1, 1;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " FMD_R64
-      "}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
-      : FMD_D8(0), FMD_D8(8), FMD_D8(16), FMD_D8(24), FMD_D8(32), FMD_D8(40), FMD_D8(48),
-        FMD_D8(56)
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
-}
-#undef FMD_D8
-#undef FMD_R32
-#undef FMD_R64
 
 __device__ __forceinline__ void StoreShared(uint32_t addr, uint32_t v) {
   asm volatile("st.shared.u32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
@@ -321,8 +296,8 @@ struct Consumer {
     WgmmaFence();
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk) {
-      WgmmaPv(o_lo, pa[kk], V(sm, st, 0, kk));
-      WgmmaPv(o_hi, pa[kk], V(sm, st, 1, kk));
+      WgmmaBf16RegA64x128x16(o_lo, pa[kk], V(sm, st, 0, kk));
+      WgmmaBf16RegA64x128x16(o_hi, pa[kk], V(sm, st, 1, kk));
     }
     WgmmaCommit();
   }
@@ -377,7 +352,8 @@ struct Consumer {
     Release(sm.Empty(0, 0));
     NamedSync(kMaxBReady);
     const float mb0 = LoadShared(sm.Row(1, row0)), mb1 = LoadShared(sm.Row(1, row0 + 8));
-    const float scale_b0 = Exp2((ma0 - mb0) * scale_log2), scale_b1 = Exp2((ma1 - mb1) * scale_log2);
+    const float scale_b0 = Exp2((ma0 - mb0) * scale_log2);
+    const float scale_b1 = Exp2((ma1 - mb1) * scale_log2);
     StoreP(sm.Pa(), scale_b0, scale_b1);
     NamedArrive(kPaReady);
     l0 *= scale_b0;
@@ -536,7 +512,8 @@ __global__ void __launch_bounds__(kThreads, 1) FlashMlaDecodeKernel(const FlashM
     for (int n = 0; n < 16; ++n) {
       if (h0 < p.heads) {
         bf16* o = out + h0 * p.out_head_stride + 8 * n;
-        *reinterpret_cast<uint32_t*>(o) = PackBf16(cs.o_lo[4 * n] * inv0, cs.o_lo[4 * n + 1] * inv0);
+        *reinterpret_cast<uint32_t*>(o) =
+            PackBf16(cs.o_lo[4 * n] * inv0, cs.o_lo[4 * n + 1] * inv0);
         *reinterpret_cast<uint32_t*>(o + 128) =
             PackBf16(cs.o_hi[4 * n] * inv0, cs.o_hi[4 * n + 1] * inv0);
       }

@@ -61,37 +61,16 @@ __device__ __forceinline__ void BarArrive(int id) {
 }
 
 
-#define FMLA_D8(i)                                                                            \
-  "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
-      "+f"(d[i + 6]), "+f"(d[i + 7])
-#define FMLA_R64                                                                                \
-  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
-  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "  \
-  "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "  \
-  "%56, %57, %58, %59, %60, %61, %62, %63"
-
 // S [64, 128 keys] (+)= Q K^T over 16 of the 192 dims, both K-major in shared memory.
 __device__ __forceinline__ void WgmmaQk(float (&d)[64], uint64_t a, uint64_t b, int accumulate) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " FMLA_R64
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " DSV3_WGMMA_R64
       "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-      : FMLA_D8(0), FMLA_D8(8), FMLA_D8(16), FMLA_D8(24), FMLA_D8(32), FMLA_D8(40), FMLA_D8(48),
-        FMLA_D8(56)
+      : DSV3_WGMMA_D8(0), DSV3_WGMMA_D8(8), DSV3_WGMMA_D8(16), DSV3_WGMMA_D8(24),
+        DSV3_WGMMA_D8(32), DSV3_WGMMA_D8(40), DSV3_WGMMA_D8(48), DSV3_WGMMA_D8(56)
       : "l"(a), "l"(b), "r"(accumulate));
 }
-// O [64, 128] += P [64, 16 keys] V [16 keys, 128]: P from registers, V MN-major (transposed).
-__device__ __forceinline__ void WgmmaPv(float (&d)[64], const uint32_t (&a)[4], uint64_t b) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.eq.b32 p, 1, 1;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " FMLA_R64
-      "}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
-      : FMLA_D8(0), FMLA_D8(8), FMLA_D8(16), FMLA_D8(24), FMLA_D8(32), FMLA_D8(40), FMLA_D8(48),
-        FMLA_D8(56)
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
-}
-#undef FMLA_D8
-#undef FMLA_R64
 
 struct Smem {
   uint32_t q, stages, bars;
@@ -180,7 +159,7 @@ struct Consumer {
   __device__ __forceinline__ void IssuePv(uint32_t sv) {
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk) {
-      WgmmaPv(o, pa[kk], WgmmaDesc(sv + kk * 16 * 128, kKeys * 128, 1024));
+      WgmmaBf16RegA64x128x16(o, pa[kk], WgmmaDesc(sv + kk * 16 * 128, kKeys * 128, 1024));
     }
   }
   // Online softmax of S (keys [k0, k0 + kKeys)): new row maxima, alpha (O's rescale), l, and

@@ -1,8 +1,9 @@
 // Hopper (sm_90a) building blocks shared by the warp-specialized kernels (the prefill grouped FP8
-// GEMM and the prefill flash attention) and the small-M GEMM's shared-memory ring: shared-memory
-// addresses, mbarriers, cp.async (into a barrier's transaction or its own completion groups),
-// wgmma descriptors and the fences around wgmma. Included only by .cu
-// files built for sm_90a.
+// GEMM, the prefill and decode flash attention) and the small-M GEMM's shared-memory ring:
+// shared-memory addresses, mbarriers, cp.async (into a barrier's transaction or its own
+// completion groups), wgmma descriptors, operands and the fences around wgmma, and the
+// register-A BF16 wgmma both flash kernels use for P V. Included only by .cu files built for
+// sm_90a.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -81,6 +82,33 @@ __device__ __forceinline__ void WgmmaCommit() {
 template <int N>
 __device__ __forceinline__ void WgmmaWait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+
+// wgmma accumulator operands for inline asm: eight of d's registers from i on ("+f"), and the
+// register lists {%0, ..., %31} and {%0, ..., %63} of 32- and 64-register accumulators.
+#define DSV3_WGMMA_D8(i)                                                                      \
+  "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
+      "+f"(d[i + 6]), "+f"(d[i + 7])
+#define DSV3_WGMMA_R32                                                                          \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
+  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+#define DSV3_WGMMA_R64                                                                          \
+  DSV3_WGMMA_R32 ", %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, " \
+                 "%47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "  \
+                 "%62, %63"
+
+// D [64, 128] += A [64, 16] B [16, 128], BF16 in, F32 accumulated: A from registers (an m64
+// accumulator's layout packed to BF16 pairs: flash attention's P), B MN-major in shared memory
+// (V, transposed).
+__device__ __forceinline__ void WgmmaBf16RegA64x128x16(float (&d)[64], const uint32_t (&a)[4],
+                                                       uint64_t b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.eq.b32 p, 1, 1;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " DSV3_WGMMA_R64
+      "}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+      : DSV3_WGMMA_D8(0), DSV3_WGMMA_D8(8), DSV3_WGMMA_D8(16), DSV3_WGMMA_D8(24),
+        DSV3_WGMMA_D8(32), DSV3_WGMMA_D8(40), DSV3_WGMMA_D8(48), DSV3_WGMMA_D8(56)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
 }
 
 // Keeps the compiler from moving register accesses across wgmma issue and wait, which it

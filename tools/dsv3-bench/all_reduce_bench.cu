@@ -32,9 +32,11 @@
 
 #include "kernels/custom_all_reduce.cuh"
 #include "kernels/launch_check.h"
+#include "tools/dsv3-bench/fp8_bench_data.cuh"
 
 namespace {
 
+using dsv3::bench::Bf16ToFloat;
 using dsv3::kernels::ElemType;
 using dsv3::kernels::PeerAllReduce;
 using dsv3::kernels::PeerAllReduceParams;
@@ -118,12 +120,6 @@ uint64_t Mix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-float Bf16Bits(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 uint16_t ToBf16(float f) {  // round to nearest even (no NaNs here)
   uint32_t u;
   std::memcpy(&u, &f, 4);
@@ -138,7 +134,7 @@ std::vector<float> Inputs(const Message& m, int r) {
     const uint64_t bits = Mix(static_cast<uint64_t>(r) * 0x100000001b3ull + i);
     const float x = std::ldexp(static_cast<float>(bits >> 40) * 0x1p-24f * 4.0f - 2.0f,
                                static_cast<int>(bits & 15) - 8);
-    v[i] = m.type == ElemType::kBF16 ? Bf16Bits(ToBf16(x)) : x;
+    v[i] = m.type == ElemType::kBF16 ? Bf16ToFloat(ToBf16(x)) : x;
   }
   return v;
 }
@@ -158,7 +154,7 @@ float ValueAt(const std::vector<char>& bytes, int64_t i, ElemType type) {
   if (type == ElemType::kBF16) {
     uint16_t b;
     std::memcpy(&b, bytes.data() + 2 * i, 2);
-    return Bf16Bits(b);
+    return Bf16ToFloat(b);
   }
   float f;
   std::memcpy(&f, bytes.data() + 4 * i, 4);

@@ -31,6 +31,7 @@
 
 namespace {
 
+using dsv3::bench::Bf16ToFloat;
 using dsv3::bench::CopyGbs;
 using dsv3::bench::FillScales;
 using dsv3::bench::Fp8;
@@ -68,13 +69,6 @@ __global__ void Reference(DenseFp8GemmParams p, const int64_t* col, int64_t cols
     acc += part * p.xs[kb * p.rows_padded + r] * p.w.s[c / 128 * p.scale_stride + kb];
   }
   out[i] = acc;
-}
-
-float Bf16ToFloat(uint16_t h) {
-  const uint32_t bits = static_cast<uint32_t>(h) << 16;
-  float v;
-  std::memcpy(&v, &bits, 4);
-  return v;
 }
 
 uint32_t g_seed = 1;

@@ -33,6 +33,7 @@
 
 namespace {
 
+using dsv3::bench::Bf16ToFloat;
 using dsv3::bench::CopyGbs;
 using dsv3::bench::Hash;
 using dsv3::bench::TimeUs;
@@ -171,13 +172,6 @@ struct Problem {
     return p;
   }
 };
-
-float Bf16ToFloat(uint16_t h) {
-  const uint32_t bits = static_cast<uint32_t>(h) << 16;
-  float v;
-  std::memcpy(&v, &bits, 4);
-  return v;
-}
 
 // Largest |kernel - reference| over the outputs, relative to the largest |reference|.
 double CheckAgainstReference(Problem& pb) {
