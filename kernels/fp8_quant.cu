@@ -1,3 +1,5 @@
+#include <cassert>
+
 #include "kernels/device_utils.cuh"
 #include "kernels/fp8_quant.cuh"
 #include "kernels/launch.cuh"
@@ -103,6 +105,39 @@ __global__ void QuantizeRunKernel(QuantizeActivationsParams p, int64_t runs_per_
   }
 }
 
+// A warp per row: its codes in 16-byte pieces, every piece's load issued before the first store
+// (kGatherPieces per lane cover 7168 columns in one pass), then the row's block scales.
+constexpr int kGatherPieces = 14;
+__global__ void GatherQuantizedRowsKernel(GatherQuantizedRowsParams p) {
+  KernelPrologue();
+  constexpr int kWarps = 8;
+  const int lane = threadIdx.x % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  const int64_t rows =
+      p.used_count != nullptr ? min(p.rows, *p.used_count * p.used_unit) : p.rows;
+  if (row >= rows) return;
+  const int64_t src = p.src_rows[row];
+  const uint4* from = reinterpret_cast<const uint4*>(p.src_q + src * p.cols_padded);
+  uint4* to = reinterpret_cast<uint4*>(p.q + row * p.cols_padded);
+  const int64_t pieces = p.cols_padded / 16;
+  for (int64_t base = 0; base < pieces; base += 32 * kGatherPieces) {
+    uint4 v[kGatherPieces];
+#pragma unroll
+    for (int i = 0; i < kGatherPieces; ++i) {
+      const int64_t c = base + i * 32 + lane;
+      if (c < pieces) v[i] = from[c];
+    }
+#pragma unroll
+    for (int i = 0; i < kGatherPieces; ++i) {
+      const int64_t c = base + i * 32 + lane;
+      if (c < pieces) to[c] = v[i];
+    }
+  }
+  for (int64_t kb = lane; kb < p.cols_padded / 128; kb += 32) {
+    p.scales[kb * p.rows_padded + row] = p.src_scales[kb * p.src_rows_padded + src];
+  }
+}
+
 __global__ void DequantizeKernel(DequantizeParams p) {
   KernelPrologue();
   const int64_t n = blockIdx.x;
@@ -150,6 +185,14 @@ void QuantizeActivations(const QuantizeActivationsParams& p, cudaStream_t stream
   } else {
     Launch(QuantizeRunKernel<false, kIters>, grid, kWarps * 32, 0, stream, p, runs_per_row);
   }
+}
+
+void GatherQuantizedRows(const GatherQuantizedRowsParams& p, cudaStream_t stream) {
+  if (p.rows == 0) return;
+  assert(p.cols_padded % 128 == 0);
+  constexpr int kWarps = 8;
+  Launch(GatherQuantizedRowsKernel, static_cast<unsigned>(CeilDiv(p.rows, int64_t{kWarps})),
+         kWarps * 32, 0, stream, p);
 }
 
 void DequantizeFp8(const DequantizeParams& p, cudaStream_t stream) {

@@ -33,6 +33,26 @@ struct QuantizeActivationsParams {
 };
 void QuantizeActivations(const QuantizeActivationsParams& p, cudaStream_t stream);
 
+// Quantized rows gathered: row r of q / scales (as QuantizeActivations writes them: q [rows_padded,
+// cols_padded] e4m3, scales [cols_padded / 128, rows_padded]) = row src_rows[r] of src_q /
+// src_scales ([.., cols_padded], [cols_padded / 128, src_rows_padded]), for r below rows, or below
+// used_count[0] * used_unit when set (the rows past it are not written). The same bits as
+// QuantizeActivations with x_rows = src_rows over the unquantized rows; cheaper where rows repeat
+// (the prefill experts' routed rows: each token top_k times). cols_padded a multiple of 128.
+struct GatherQuantizedRowsParams {
+  const uint8_t* src_q;
+  const float* src_scales;
+  int64_t src_rows_padded;
+  const int32_t* src_rows;  // device, [rows]
+  int64_t rows, cols_padded;
+  uint8_t* q;
+  float* scales;
+  int64_t rows_padded;
+  const int32_t* used_count = nullptr;
+  int64_t used_unit = 1;
+};
+void GatherQuantizedRows(const GatherQuantizedRowsParams& p, cudaStream_t stream);
+
 // out[n, k] = w[n, k] * scale_inv[n / 128][k / 128] as BF16. w [n, k] e4m3 with row stride
 // w_stride; scale_inv row stride scale_stride; out row stride out_stride.
 struct DequantizeParams {

@@ -1,5 +1,6 @@
 // The FP8 MoE experts on the device, with no host synchronization: MoeAlign groups the routed
-// rows expert by expert, the gather is fused into the activation quantization, one grouped GEMM
+// rows expert by expert, the gather is fused into the activation quantization (large batches:
+// each token quantized once, its codes then gathered to its routed rows), one grouped GEMM
 // launch computes gate|up of every active expert, the SiLU-gate is fused into the next
 // quantization, one launch computes down, and MoeCombine sums each token's weighted rows.
 // Two layouts and kernels:
@@ -120,7 +121,23 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
 
   Tensor xq(allocator(), DType::kF8E4M3, {rows_pad, h_kpad});
   Tensor xs(allocator(), DType::kF32, {h_kpad / 128, rows_pad});
-  quantize(x.data, x.strides[0], token_of.ptr<int32_t>(), nullptr, h, h_kpad, xq, xs);
+  if (tiled) {
+    // Each token quantized once, then its codes copied to its routed rows: quantizing the routed
+    // rows one by one read x top_k times (at V3's 4096 tokens x is 58 MB, more than L2 holds).
+    Tensor tq(allocator(), DType::kF8E4M3, {t, h_kpad});  // [T, h_kpad]
+    Tensor ts(allocator(), DType::kF32, {h_kpad / 128, t});
+    kernels::QuantizeActivations({x.data, x.strides[0], t, h, t, h_kpad, tq.ptr<uint8_t>(),
+                                  ts.ptr<float>(), options_.ue8m0_activation_scales},
+                                 stream_);
+    kernels::GatherQuantizedRowsParams gather{tq.ptr<uint8_t>(), ts.ptr<float>(), t,
+                                              token_of.ptr<int32_t>(), rows, h_kpad,
+                                              xq.ptr<uint8_t>(), xs.ptr<float>(), rows_pad};
+    gather.used_count = used;
+    gather.used_unit = kTile;
+    kernels::GatherQuantizedRows(gather, stream_);
+  } else {
+    quantize(x.data, x.strides[0], token_of.ptr<int32_t>(), nullptr, h, h_kpad, xq, xs);
+  }
   Tensor aq(allocator(), DType::kF8E4M3, {rows_pad, i_kpad});
   Tensor as(allocator(), DType::kF32, {i_kpad / 128, rows_pad});
   {
