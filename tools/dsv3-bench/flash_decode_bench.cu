@@ -91,7 +91,9 @@ __global__ void Reference(FlashMlaDecodeParams p, int max_context, double* scrat
   for (int key = 0; key < item.context; ++key) sum += exp(s[key] - mx);
   for (int d = threadIdx.x; d < kLora; d += blockDim.x) {
     double acc = 0;
-    for (int key = 0; key < item.context; ++key) acc += exp(s[key] - mx) * Value(cache, row(key) + d);
+    for (int key = 0; key < item.context; ++key) {
+      acc += exp(s[key] - mx) * Value(cache, row(key) + d);
+    }
     out[(static_cast<int64_t>(it) * p.heads + h) * kLora + d] = acc / sum;
   }
 }

@@ -1,6 +1,6 @@
 // The FP8 MoE experts on the device, with no host synchronization: MoeAlign groups the routed
-// rows expert by expert, the gather is fused into the activation quantization (large batches:
-// each token quantized once, its codes then gathered to its routed rows), one grouped GEMM
+// rows expert by expert, the routed rows' activations are gathered and quantized in one pass
+// (large batches: each token quantized once, its codes then gathered), one grouped GEMM
 // launch computes gate|up of every active expert, the SiLU-gate is fused into the next
 // quantization, one launch computes down, and MoeCombine sums each token's weighted rows.
 // Two layouts and kernels:
