@@ -19,6 +19,9 @@ namespace dsv3::server {
 namespace {
 
 constexpr char kServiceName[] = "dsv3.v1.Inference";
+// How long Drain waits, after aborting the streams left at the end of the grace period, for
+// them to write their last events (as long as the gRPC server's own shutdown deadline).
+constexpr absl::Duration kAbortedStreamsFlush = absl::Seconds(2);
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, const char* flag) {
   std::ifstream in(path, std::ios::binary);
@@ -197,6 +200,14 @@ void Server::Drain(absl::Duration grace, const absl::Notification* stop_now) {
   // Aborting in the engine ends the remaining streams (UNAVAILABLE); the server's own shutdown
   // deadline then cancels anything still open.
   if (model_) model_->engine->Shutdown();
+  // The aborted streams still write their last events (the error and SSE's [DONE]): stopping
+  // the HTTP server first would cut them off (httplib stops calling a chunked response's
+  // provider once it is stopping). Bounded, so that a client that stopped reading cannot hold
+  // the exit.
+  const absl::Time flushed_by = absl::Now() + kAbortedStreamsFlush;
+  while (metrics_.active_streams() > 0 && absl::Now() < flushed_by && !stopping_now()) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
   grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   // The engine ended every HTTP request above, so its handlers return promptly.
   if (http_) http_->Stop();
