@@ -190,9 +190,15 @@ void Server::Drain(absl::Duration grace, const absl::Notification* stop_now) {
     spdlog::info("draining: waiting up to {} for {} streams", absl::FormatDuration(grace), active);
   }
   auto stopping_now = [stop_now] { return stop_now != nullptr && stop_now->HasBeenNotified(); };
-  while ((active = metrics_.active_streams()) > 0 && absl::Now() < deadline && !stopping_now()) {
-    absl::SleepFor(absl::Milliseconds(10));
-  }
+  // Waits until no stream is open, `until` passes or a second signal comes; the streams left.
+  auto wait_for_streams = [&](absl::Time until) {
+    int64_t open = 0;
+    while ((open = metrics_.active_streams()) > 0 && absl::Now() < until && !stopping_now()) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return open;
+  };
+  active = wait_for_streams(deadline);
   if (active > 0) {
     spdlog::warn("{}: aborting {} streams", stopping_now() ? "stopping now" : "grace period over",
                  active);
@@ -204,10 +210,7 @@ void Server::Drain(absl::Duration grace, const absl::Notification* stop_now) {
   // the HTTP server first would cut them off (httplib stops calling a chunked response's
   // provider once it is stopping). Bounded, so that a client that stopped reading cannot hold
   // the exit.
-  const absl::Time flushed_by = absl::Now() + kAbortedStreamsFlush;
-  while (metrics_.active_streams() > 0 && absl::Now() < flushed_by && !stopping_now()) {
-    absl::SleepFor(absl::Milliseconds(10));
-  }
+  wait_for_streams(absl::Now() + kAbortedStreamsFlush);
   grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   // The engine ended every HTTP request above, so its handlers return promptly.
   if (http_) http_->Stop();

@@ -6,10 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
-#include <cstring>
 #include <random>
 #include <vector>
 
+#include "engine/backend/dtype.h"
 #include "kernels/fp8_quant.cuh"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -20,13 +20,6 @@ using testing::DeviceBuffer;
 
 class CudaFp8QuantTest : public testing::GpuTest {};
 
-// BF16 bits of v (truncated: any BF16 values do here).
-uint16_t Bf16Bits(float v) {
-  uint32_t u;
-  std::memcpy(&u, &v, 4);
-  return static_cast<uint16_t>(u >> 16);
-}
-
 TEST_F(CudaFp8QuantTest, GatheredTokenCodesEqualRoutedRowQuantization) {
   // cols 1000: a ragged last block; 200 routed rows over 37 tokens (each token several times),
   // of which the first 2 x 64 are in use.
@@ -36,7 +29,7 @@ TEST_F(CudaFp8QuantTest, GatheredTokenCodesEqualRoutedRowQuantization) {
   std::mt19937 rng(5);
   std::normal_distribution<float> normal(0.0f, 2.0f);
   std::vector<uint16_t> x(tokens * cols);
-  for (uint16_t& v : x) v = Bf16Bits(normal(rng));
+  for (uint16_t& v : x) v = F32ToBf16(normal(rng));
   std::vector<int32_t> token_of(rows);
   for (int32_t& t : token_of) t = static_cast<int32_t>(rng() % tokens);
 

@@ -30,13 +30,12 @@
 #include <thread>
 #include <vector>
 
+#include "engine/backend/dtype.h"
 #include "kernels/custom_all_reduce.cuh"
 #include "kernels/launch_check.h"
-#include "tools/dsv3-bench/fp8_bench_data.cuh"
 
 namespace {
 
-using dsv3::bench::Bf16ToFloat;
 using dsv3::kernels::ElemType;
 using dsv3::kernels::PeerAllReduce;
 using dsv3::kernels::PeerAllReduceParams;
@@ -120,13 +119,6 @@ uint64_t Mix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-uint16_t ToBf16(float f) {  // round to nearest even (no NaNs here)
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-
 // Rank r's inputs, exactly representable in the message's type; magnitudes 2^-8..2^8.
 std::vector<float> Inputs(const Message& m, int r) {
   std::vector<float> v(m.n);
@@ -134,7 +126,7 @@ std::vector<float> Inputs(const Message& m, int r) {
     const uint64_t bits = Mix(static_cast<uint64_t>(r) * 0x100000001b3ull + i);
     const float x = std::ldexp(static_cast<float>(bits >> 40) * 0x1p-24f * 4.0f - 2.0f,
                                static_cast<int>(bits & 15) - 8);
-    v[i] = m.type == ElemType::kBF16 ? Bf16ToFloat(ToBf16(x)) : x;
+    v[i] = m.type == ElemType::kBF16 ? dsv3::Bf16ToF32(dsv3::F32ToBf16(x)) : x;
   }
   return v;
 }
@@ -142,7 +134,7 @@ std::vector<char> Bytes(const std::vector<float>& v, ElemType type) {
   std::vector<char> out(v.size() * (type == ElemType::kBF16 ? 2 : 4));
   for (size_t i = 0; i < v.size(); ++i) {
     if (type == ElemType::kBF16) {
-      const uint16_t b = ToBf16(v[i]);
+      const uint16_t b = dsv3::F32ToBf16(v[i]);
       std::memcpy(out.data() + 2 * i, &b, 2);
     } else {
       std::memcpy(out.data() + 4 * i, &v[i], 4);
@@ -154,7 +146,7 @@ float ValueAt(const std::vector<char>& bytes, int64_t i, ElemType type) {
   if (type == ElemType::kBF16) {
     uint16_t b;
     std::memcpy(&b, bytes.data() + 2 * i, 2);
-    return Bf16ToFloat(b);
+    return dsv3::Bf16ToF32(b);
   }
   float f;
   std::memcpy(&f, bytes.data() + 4 * i, 4);

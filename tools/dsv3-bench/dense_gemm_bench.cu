@@ -24,6 +24,7 @@
 #include <random>
 #include <vector>
 
+#include "engine/backend/dtype.h"
 #include "kernels/launch_check.h"
 #include "kernels/moe_grouped.cuh"
 #include "tools/dsv3-bench/cuda_timing.cuh"
@@ -31,7 +32,7 @@
 
 namespace {
 
-using dsv3::bench::Bf16ToFloat;
+using dsv3::Bf16ToF32;
 using dsv3::bench::CopyGbs;
 using dsv3::bench::FillScales;
 using dsv3::bench::Fp8;
@@ -164,7 +165,7 @@ void RunDense(const Shape& sh) {
       for (int64_t i = 0; i < cols; ++i) ss += ref[r * cols + i] * ref[r * cols + i];
       const double rms = std::sqrt(ss / cols);
       for (int64_t i = 0; i < cols; ++i) {
-        const double v = Bf16ToFloat(got[r * sh.n + col[i]]), want = ref[r * cols + i];
+        const double v = Bf16ToF32(got[r * sh.n + col[i]]), want = ref[r * cols + i];
         const double bound = std::ldexp(std::fabs(want), -8) + 1e-3 * rms;
         const double e = std::isfinite(v) ? std::fabs(v - want) / bound : INFINITY;
         if (e > worst) worst = e, worst_r = r, worst_i = i;
@@ -173,7 +174,7 @@ void RunDense(const Shape& sh) {
     const bool ok = worst <= 1;
     if (!ok) {
       std::printf("  worst: row %ld column %ld got %.6g want %.6g\n", worst_r, col[worst_i],
-                  Bf16ToFloat(got[worst_r * sh.n + col[worst_i]]), ref[worst_r * cols + worst_i]);
+                  Bf16ToF32(got[worst_r * sh.n + col[worst_i]]), ref[worst_r * cols + worst_i]);
     }
     g_all_ok = g_all_ok && ok;
     DSV3_CUDA_CHECK(cudaFree(d_col));

@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/backend/dtype.h"
 #include "kernels/flash_mla_decode.cuh"
 #include "kernels/launch_check.h"
 #include "tools/dsv3-bench/cuda_timing.cuh"
@@ -33,7 +34,7 @@
 
 namespace {
 
-using dsv3::bench::Bf16ToFloat;
+using dsv3::Bf16ToF32;
 using dsv3::bench::CopyGbs;
 using dsv3::bench::Hash;
 using dsv3::bench::TimeUs;
@@ -194,7 +195,7 @@ double CheckAgainstReference(Problem& pb) {
   cudaFree(ref);
   double max_err = 0, max_ref = 0;
   for (int64_t i = 0; i < outs; ++i) {
-    const double g = Bf16ToFloat(got[i]);
+    const double g = Bf16ToF32(got[i]);
     max_err = std::isfinite(g) ? std::max(max_err, std::fabs(g - want[i])) : INFINITY;
     max_ref = std::max(max_ref, std::fabs(want[i]));
   }

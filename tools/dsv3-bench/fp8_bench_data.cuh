@@ -1,13 +1,11 @@
-// Data for the standalone kernel benches (grouped_gemm_bench.cu, dense_gemm_bench.cu,
-// flash_decode_bench.cu, all_reduce_bench.cu): on the device a counter hash, uniform block
-// scales, and e4m3 codes read back in F64 for their naive references; on the host BF16 results
-// read back.
+// Device-side random data for the standalone kernel benches (grouped_gemm_bench.cu,
+// dense_gemm_bench.cu, flash_decode_bench.cu): a counter hash, uniform block scales, and e4m3
+// codes read back in F64 for their naive references.
 #pragma once
 
 #include <cuda_fp8.h>
 
 #include <cstdint>
-#include <cstring>
 
 namespace dsv3::bench {
 
@@ -34,14 +32,6 @@ __device__ inline double Fp8(uint8_t b) {
   __nv_fp8_e4m3 v;
   v.__x = b;
   return static_cast<double>(static_cast<float>(v));
-}
-
-// The value of BF16 bits h.
-inline float Bf16ToFloat(uint16_t h) {
-  const uint32_t bits = static_cast<uint32_t>(h) << 16;
-  float v;
-  std::memcpy(&v, &bits, 4);
-  return v;
 }
 
 }  // namespace dsv3::bench
