@@ -57,21 +57,28 @@ constexpr int kSmemBytes =
 // The weight tensor map's origin and the split of a weight's address into its coordinates.
 constexpr uint64_t kWeightBase = 256;
 constexpr int kWeightHighShift = 35;
-// Items are ordered in groups of kGroupTiles consecutive tiles: all column blocks of a group,
-// tile fastest. The blocks running at one time then cover a few experts' tiles against the same
-// weight columns, so each weight tile comes from DRAM about once and the rest from L2.
-constexpr int64_t kGroupTiles = 8;
-
+// Items are ordered expert by expert: for each run of consecutive tiles of one expert, all
+// its column blocks, tile fastest. The blocks running at one time then cover the tiles of one
+// or a few experts against the same weight columns, so each weight tile comes from DRAM once
+// and the rest from L2. (Groups of a fixed number of tiles would split experts between groups
+// that run in different waves, each reading the expert's weights from DRAM.) Finding the run
+// costs a scan of tile_expert as long as the run, a few tiles at prefill sizes.
 struct Item {
   int64_t tile, m, col0;  // col0: first column of the item within matrix m
 };
 
-__device__ __forceinline__ Item DecodeItem(int64_t w, int64_t num_tiles, int64_t blocks_per_mat,
+// Item w of the run holding tile w / blocks: the run of tiles [first, end) spans the items
+// [first * blocks, end * blocks), so every item of the run finds the same run.
+__device__ __forceinline__ Item DecodeItem(int64_t w, const int32_t* tile_expert,
+                                           int64_t num_tiles, int64_t blocks_per_mat,
                                            int64_t blocks) {
-  const int64_t group = w / (kGroupTiles * blocks), rem = w % (kGroupTiles * blocks);
-  const int64_t in_group = min(kGroupTiles, num_tiles - group * kGroupTiles);
-  const int64_t b = rem / in_group;
-  return {group * kGroupTiles + rem % in_group, b / blocks_per_mat, b % blocks_per_mat * kBN};
+  const int64_t t0 = w / blocks;
+  const int32_t e = __ldg(tile_expert + t0);
+  int64_t first = t0, end = t0 + 1;
+  while (first > 0 && __ldg(tile_expert + first - 1) == e) --first;
+  while (end < num_tiles && __ldg(tile_expert + end) == e) ++end;
+  const int64_t run = end - first, rem = w - first * blocks, b = rem / run;
+  return {first + rem % run, b / blocks_per_mat, b % blocks_per_mat * kBN};
 }
 
 // d (+)= A[64 x 32] * B[128 x 32]^T; accumulate = false overwrites d.
@@ -141,7 +148,7 @@ __device__ void Produce(const CUtensorMap& map_x, const CUtensorMap& map_w,
   int stage = 0;
   uint32_t phase = 0;
   for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
-    const Item it = DecodeItem(w, num_tiles, blocks_per_mat, blocks);
+    const Item it = DecodeItem(w, p.tile_expert, num_tiles, blocks_per_mat, blocks);
     const int64_t e = __ldg(p.tile_expert + it.tile);
     const GroupedWeight gw = p.weights[e * p.weights_stride + p.first + it.m];
     const uint64_t off = reinterpret_cast<uintptr_t>(gw.w) - kWeightBase;
@@ -274,7 +281,7 @@ __device__ void Consume(const Fp8GroupedGemmParams& p, const CUtensorMap& map_y,
     }
   };
   for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
-    const Item it = DecodeItem(w, num_tiles, blocks_per_mat, blocks);
+    const Item it = DecodeItem(w, p.tile_expert, num_tiles, blocks_per_mat, blocks);
     const int64_t col0 = it.col0 + wg * kWgCols;
     if (col0 >= p.n) {  // no columns of this item left: pass its stages on
       for (int64_t kb = 0; kb < kblocks; ++kb) {
