@@ -4,9 +4,10 @@
 // weight copy (L2 may serve part of it) and once rotating through copies totalling over 4x the
 // 50 MB L2 (HBM reads). GB/s counts weight and scale bytes; "% copy" is against a 1 GB
 // device-to-device cudaMemcpy timed in the same run (read + write bytes). Last, GroupedFp8Gemm at
-// the decode MoE shapes (batches 1, 8, 32 and 128, top-8 of 256 experts; beyond 8, the kernel's
-// forms by GroupedFp8GemmParams::ring_max_rows and ring_group_max_rows: four tiles, the ring for
-// groups of up to 8 or 16 rows, the ring for all), which shares the kernel. With
+// the decode MoE shapes (batches 1, 8, 32 and 128, top-8 of 256 experts, uniform routing, and
+// at 32 and 128 skewed as the random model's; beyond 8, the kernel's forms by
+// GroupedFp8GemmParams::ring_max_rows and ring_group_max_rows: four tiles, the ring for groups
+// of up to 8 or 16 rows, the ring for all), which shares the kernel. With
 // --sweep-ksplit, each timed launch again at every K split the kernel allows (the params'
 // ksplit), to check the launch rule's choice (LaunchMmaGemm) against the best one.
 //
@@ -21,7 +22,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "engine/backend/dtype.h"
@@ -214,21 +217,36 @@ void RunDense(const Shape& sh) {
   DSV3_CUDA_CHECK(cudaFree(ws));
 }
 
-// Decode MoE: `tokens` tokens, top-8 of 256 distinct experts each (uniform), through MoeAlign;
-// weights [experts][mats] of n x k (7.5 GB for gate|up: no L2 reuse across launches).
-// ring_max_rows, ring_group_max_rows: GroupedFp8GemmParams's (which form runs groups of 9+
-// rows).
-void RunGrouped(const char* name, int64_t tokens, int64_t n, int64_t k, int64_t mats,
-                int64_t ring_max_rows, int64_t ring_group_max_rows) {
+// Each token's top-8 of 256 distinct experts: uniform (skew 0), or skewed, the expert of
+// hotness rank r (a random order of the experts) drawn with weight 1 / (r + 1)^skew (top-8 of
+// log weight + Gumbel noise: sampling without replacement). Skew 0.9 with the bench's seed
+// activates 47, 120 and 216 experts at 8, 32 and 128 tokens (the random model: 43, 113 and 213,
+// docs/perf/h200.md), 87 rows on the hottest expert at 128.
+std::vector<int32_t> RouteTokens(int64_t tokens, double skew, std::mt19937& rng) {
+  constexpr int64_t kExperts = 256, kTopK = 8;
+  std::vector<int32_t> order(kExperts), ids(tokens * kTopK);
+  for (int32_t e = 0; e < kExperts; ++e) order[e] = e;
+  std::shuffle(order.begin(), order.end(), rng);
+  std::uniform_real_distribution<double> uniform(1e-12, 1.0);
+  std::vector<std::pair<double, int32_t>> keys(kExperts);
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t r = 0; r < kExperts; ++r) {
+      keys[r] = {-skew * std::log(r + 1.0) - std::log(-std::log(uniform(rng))), order[r]};
+    }
+    std::partial_sort(keys.begin(), keys.begin() + kTopK, keys.end(), std::greater<>());
+    for (int64_t i = 0; i < kTopK; ++i) ids[t * kTopK + i] = keys[i].second;
+  }
+  return ids;
+}
+
+// Decode MoE: `tokens` tokens routed by RouteTokens, through MoeAlign; weights [experts][mats]
+// of n x k (7.5 GB for gate|up: no L2 reuse across launches). ring_max_rows,
+// ring_group_max_rows: GroupedFp8GemmParams's (which form runs groups of 9+ rows).
+void RunGrouped(const char* name, int64_t tokens, double skew, int64_t n, int64_t k,
+                int64_t mats, int64_t ring_max_rows, int64_t ring_group_max_rows) {
   const int64_t experts = 256, top_k = 8, entries = tokens * top_k, kb = k / 128;
   std::mt19937 rng(11);
-  std::vector<int32_t> ids(entries);
-  for (int64_t t = 0; t < tokens; ++t) {
-    std::vector<int32_t> all(experts);
-    for (int32_t e = 0; e < experts; ++e) all[e] = e;
-    std::shuffle(all.begin(), all.end(), rng);
-    std::copy(all.begin(), all.begin() + top_k, ids.begin() + t * top_k);
-  }
+  const std::vector<int32_t> ids = RouteTokens(tokens, skew, rng);
   int32_t *d_ids, *begin, *active, *num_active, *token_of, *row_of;
   DSV3_CUDA_CHECK(cudaMalloc(&d_ids, entries * 4));
   DSV3_CUDA_CHECK(cudaMalloc(&begin, (experts + 1) * 4));
@@ -277,9 +295,10 @@ void RunGrouped(const char* name, int64_t tokens, int64_t n, int64_t k, int64_t 
     }
   }
   std::printf(
-      "grouped %-14s %ld tokens, %d active experts x %ld x %ld x %ld, %s: %7.2f us  "
+      "grouped %-14s %ld tokens (%s), %d active experts x %ld x %ld x %ld, %s: %7.2f us  "
       "%6.0f GB/s  %5.1f%% copy\n",
-      name, tokens, act, mats, n, k, form, us, gbs, 100 * gbs / g_copy_gbs);
+      name, tokens, skew > 0 ? "skewed" : "uniform", act, mats, n, k, form, us, gbs,
+      100 * gbs / g_copy_gbs);
   PrintKsplitSweep(k, [&](int ksplit) {
     GroupedFp8GemmParams q = p;
     q.ksplit = ksplit;
@@ -319,15 +338,17 @@ int main(int argc, char** argv) {
       {"dense down", 7168, 18432, true},
   };
   for (const Shape& sh : shapes) RunDense(sh);
-  for (int64_t tokens : {1, 8, 32, 128}) {
+  // Uniform routing at 1-128 tokens, then the random model's skew at 32 and 128.
+  for (const auto& [tokens, skew] : std::vector<std::pair<int64_t, double>>{
+           {1, 0.0}, {8, 0.0}, {32, 0.0}, {128, 0.0}, {32, 0.9}, {128, 0.9}}) {
     // Beyond 8 tokens, every group in four tiles, groups of up to 8 and 16 rows on the ring,
     // then every group on the ring.
     for (int64_t group_rows : {int64_t{0}, int64_t{8}, int64_t{16}, tokens}) {
       if (tokens <= 8 && group_rows != 0) continue;
       if (group_rows == 16 && tokens <= 16) continue;
       const bool all_ring = group_rows == tokens;
-      RunGrouped("gate|up", tokens, 2048, 7168, 2, all_ring ? tokens : 0, group_rows);
-      RunGrouped("down", tokens, 7168, 2048, 1, all_ring ? tokens : 0, group_rows);
+      RunGrouped("gate|up", tokens, skew, 2048, 7168, 2, all_ring ? tokens : 0, group_rows);
+      RunGrouped("down", tokens, skew, 7168, 2048, 1, all_ring ? tokens : 0, group_rows);
     }
   }
   std::printf("%s\n", g_all_ok ? "all checks OK" : "SOME CHECKS FAILED");
