@@ -217,24 +217,24 @@ void RunDense(const Shape& sh) {
   DSV3_CUDA_CHECK(cudaFree(ws));
 }
 
-// Each token's top-8 of 256 distinct experts: uniform (skew 0), or skewed, the expert of
-// hotness rank r (a random order of the experts) drawn with weight 1 / (r + 1)^skew (top-8 of
-// log weight + Gumbel noise: sampling without replacement). Skew 0.9 with the bench's seed
+// Each token's top_k distinct experts: uniform (skew 0), or skewed, the expert of hotness rank
+// r (a random order of the experts) drawn with weight 1 / (r + 1)^skew (top_k of log weight +
+// Gumbel noise: sampling without replacement). Top-8 of 256 at skew 0.9 with the bench's seed
 // activates 47, 120 and 216 experts at 8, 32 and 128 tokens (the random model: 43, 113 and 213,
 // docs/perf/h200.md), 87 rows on the hottest expert at 128.
-std::vector<int32_t> RouteTokens(int64_t tokens, double skew, std::mt19937& rng) {
-  constexpr int64_t kExperts = 256, kTopK = 8;
-  std::vector<int32_t> order(kExperts), ids(tokens * kTopK);
-  for (int32_t e = 0; e < kExperts; ++e) order[e] = e;
+std::vector<int32_t> RouteTokens(int64_t tokens, int64_t experts, int64_t top_k, double skew,
+                                 std::mt19937& rng) {
+  std::vector<int32_t> order(experts), ids(tokens * top_k);
+  for (int32_t e = 0; e < experts; ++e) order[e] = e;
   std::shuffle(order.begin(), order.end(), rng);
   std::uniform_real_distribution<double> uniform(1e-12, 1.0);
-  std::vector<std::pair<double, int32_t>> keys(kExperts);
+  std::vector<std::pair<double, int32_t>> keys(experts);
   for (int64_t t = 0; t < tokens; ++t) {
-    for (int64_t r = 0; r < kExperts; ++r) {
+    for (int64_t r = 0; r < experts; ++r) {
       keys[r] = {-skew * std::log(r + 1.0) - std::log(-std::log(uniform(rng))), order[r]};
     }
-    std::partial_sort(keys.begin(), keys.begin() + kTopK, keys.end(), std::greater<>());
-    for (int64_t i = 0; i < kTopK; ++i) ids[t * kTopK + i] = keys[i].second;
+    std::partial_sort(keys.begin(), keys.begin() + top_k, keys.end(), std::greater<>());
+    for (int64_t i = 0; i < top_k; ++i) ids[t * top_k + i] = keys[i].second;
   }
   return ids;
 }
@@ -246,7 +246,7 @@ void RunGrouped(const char* name, int64_t tokens, double skew, int64_t n, int64_
                 int64_t mats, int64_t ring_max_rows, int64_t ring_group_max_rows) {
   const int64_t experts = 256, top_k = 8, entries = tokens * top_k, kb = k / 128;
   std::mt19937 rng(11);
-  const std::vector<int32_t> ids = RouteTokens(tokens, skew, rng);
+  const std::vector<int32_t> ids = RouteTokens(tokens, experts, top_k, skew, rng);
   int32_t *d_ids, *begin, *active, *num_active, *token_of, *row_of;
   DSV3_CUDA_CHECK(cudaMalloc(&d_ids, entries * 4));
   DSV3_CUDA_CHECK(cudaMalloc(&begin, (experts + 1) * 4));
