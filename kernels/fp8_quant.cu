@@ -8,6 +8,8 @@ namespace dsv3::kernels {
 
 namespace {
 
+constexpr int kWarps = 8;  // warps per block of the quantization and gather kernels
+
 // One warp per (row, 128-column block): each lane owns 4 consecutive columns. kVector: rows
 // and columns allow 8-byte loads of the lane's 4 values.
 template <bool kVector>
@@ -50,7 +52,6 @@ __global__ void QuantizeWarpPerBlockKernel(QuantizeActivationsParams p) {
 template <bool kVector, int kIters>
 __global__ void QuantizeRunKernel(QuantizeActivationsParams p, int64_t runs_per_row) {
   KernelPrologue();
-  constexpr int kWarps = 8;
   const int lane = threadIdx.x % 32, half = lane / 16, l16 = lane % 16;
   const int64_t unit = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   const int64_t row = unit / runs_per_row;
@@ -110,7 +111,6 @@ __global__ void QuantizeRunKernel(QuantizeActivationsParams p, int64_t runs_per_
 constexpr int kGatherPieces = 14;
 __global__ void GatherQuantizedRowsKernel(GatherQuantizedRowsParams p) {
   KernelPrologue();
-  constexpr int kWarps = 8;
   const int lane = threadIdx.x % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   const int64_t rows =
@@ -155,7 +155,6 @@ __global__ void DequantizeKernel(DequantizeParams p) {
 
 void QuantizeActivations(const QuantizeActivationsParams& p, cudaStream_t stream) {
   if (p.rows_padded == 0) return;
-  constexpr int kWarps = 8;
   // Whether x (and up) allow loads of `bytes` at once: base and row stride (in BF16 elements).
   auto loads_of = [&](int bytes) {
     auto fits = [&](const void* base, int64_t stride) {
@@ -190,7 +189,6 @@ void QuantizeActivations(const QuantizeActivationsParams& p, cudaStream_t stream
 void GatherQuantizedRows(const GatherQuantizedRowsParams& p, cudaStream_t stream) {
   if (p.rows == 0) return;
   assert(p.cols_padded % 128 == 0);
-  constexpr int kWarps = 8;
   Launch(GatherQuantizedRowsKernel, static_cast<unsigned>(CeilDiv(p.rows, int64_t{kWarps})),
          kWarps * 32, 0, stream, p);
 }
