@@ -18,6 +18,7 @@ namespace {
 constexpr int kMaxExperts = 1024;
 
 constexpr int kAlignThreads = kMaxExperts;  // one thread per expert
+static_assert(kGroupedChunkRows == kTokens, "a chunk is one token tile of the ring");
 
 // One block of kAlignThreads, thread e for expert e: counts per expert, a block-wide exclusive
 // scan of the experts' (padded) row counts and of their active flags, then placement by
@@ -27,6 +28,7 @@ __global__ void __launch_bounds__(kAlignThreads) MoeAlignKernel(MoeAlignParams p
   __shared__ int32_t count[kMaxExperts];
   __shared__ int32_t fill[kMaxExperts];
   __shared__ int32_t warp_rows[kAlignThreads / 32], warp_active[kAlignThreads / 32];
+  __shared__ int32_t warp_chunks[kAlignThreads / 32];
   const int64_t tile = p.tile_rows > 0 ? p.tile_rows : 1;
   const int64_t tokens = p.entries / p.top_k;
   // Entries: the routed ones, then each token's shared-expert entry.
@@ -48,28 +50,42 @@ __global__ void __launch_bounds__(kAlignThreads) MoeAlignKernel(MoeAlignParams p
   const int32_t c = expert < p.experts ? count[expert] : 0;
   const int32_t own_rows = static_cast<int32_t>((c + tile - 1) / tile * tile);
   const int32_t own_active = c > 0 ? 1 : 0;
+  const int32_t own_chunks =
+      static_cast<int32_t>((own_rows + kGroupedChunkRows - 1) / kGroupedChunkRows);
   const int32_t rows_in_warp = WarpInclusiveSum(own_rows);
   const int32_t active_in_warp = WarpInclusiveSum(own_active);
+  const int32_t chunks_in_warp = WarpInclusiveSum(own_chunks);
   if (lane == 31) {
     warp_rows[warp] = rows_in_warp;
     warp_active[warp] = active_in_warp;
+    warp_chunks[warp] = chunks_in_warp;
   }
   __syncthreads();
   if (warp == 0) {  // the warps' totals, scanned in place (inclusive)
     warp_rows[lane] = WarpInclusiveSum(warp_rows[lane]);
     warp_active[lane] = WarpInclusiveSum(warp_active[lane]);
+    warp_chunks[lane] = WarpInclusiveSum(warp_chunks[lane]);
   }
   __syncthreads();
   const int32_t row = (warp > 0 ? warp_rows[warp - 1] : 0) + rows_in_warp - own_rows;
   const int32_t slot = (warp > 0 ? warp_active[warp - 1] : 0) + active_in_warp - own_active;
+  const int32_t chunk = (warp > 0 ? warp_chunks[warp - 1] : 0) + chunks_in_warp - own_chunks;
   if (expert < p.experts) {
     p.begin[expert] = row;
     fill[expert] = row;
     if (own_active) p.active[slot] = expert;
+    if (p.chunk_expert != nullptr) {
+      p.chunk_begin[expert] = chunk;
+      for (int32_t q = chunk; q < chunk + own_chunks; ++q) p.chunk_expert[q] = expert;
+    }
   }
   if (expert == kAlignThreads - 1) {  // past every expert: its inclusive sums are the totals
     p.begin[p.experts] = row + own_rows;
     *p.num_active = slot + own_active;
+    if (p.chunk_expert != nullptr) {
+      p.chunk_begin[p.experts] = chunk + own_chunks;
+      *p.num_chunks = chunk + own_chunks;
+    }
     if (p.active_log != nullptr) {
       *p.active_log = slot + own_active - (p.shared_expert >= 0 && tokens > 0 ? 1 : 0);
     }
@@ -179,6 +195,10 @@ struct MmaGemmArgs {
   int ksplit;  // warps per column tile, each over every ksplit-th pair of 128-k blocks
   // Grouped four-tile launches: groups of at most this many rows take the register ring.
   int32_t ring_rows;
+  // Chunked grouped launches (GroupedFp8GemmParams::chunk_expert), else null.
+  const int32_t* chunk_begin;
+  const int32_t* chunk_expert;
+  const int32_t* num_chunks;
 };
 
 // A dense linear's weight is never written by the step, so the kernel asks for it before it
@@ -225,9 +245,33 @@ __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* part
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
   const int kpart = warp % p.ksplit;
+  // Grouped launches: the group's rows [r_begin, r_end) of local expert e, and the block's column
+  // block. The routing is the kernels before's output: read after the prologue.
+  int64_t col_block = blockIdx.x, e = 0;
+  int32_t r_begin = 0, r_end = static_cast<int32_t>(p.rows);
+  if (p.begin != nullptr) {
+    KernelPrologue();
+    if (p.chunk_expert != nullptr) {
+      // Block L of the grid: chunk L / gridDim.x's expert e owns blocks [first, end) x
+      // gridDim.x, column block major and chunk minor: a column block's chunks run together.
+      const int64_t linear = static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x;
+      const int64_t chunk = linear / gridDim.x;
+      if (chunk >= *p.num_chunks) return;  // the whole block
+      e = p.chunk_expert[chunk];
+      const int64_t first = p.chunk_begin[e], count = p.chunk_begin[e + 1] - first;
+      const int64_t local = linear - first * gridDim.x;
+      col_block = local / count;
+      r_begin = p.begin[e] + static_cast<int32_t>(local % count * kTokens);
+      r_end = min(p.begin[e + 1], r_begin + kTokens);
+    } else {
+      if (blockIdx.y >= *p.num_active) return;  // the whole block
+      e = p.active[blockIdx.y];
+      r_begin = p.begin[e];
+      r_end = p.begin[e + 1];
+    }
+  }
   const int64_t tiles_per_mat = (p.n + kTileCols - 1) / kTileCols;
-  const int64_t tile =
-      static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32 / p.ksplit) + warp / p.ksplit;
+  const int64_t tile = col_block * (blockDim.x / 32 / p.ksplit) + warp / p.ksplit;
   const bool has_tile = tile < p.mats * tiles_per_mat;
   const int64_t m = tile / tiles_per_mat, c0 = tile % tiles_per_mat * kTileCols;
   const int32_t k_pad = static_cast<int32_t>(p.k_pad);
@@ -252,15 +296,7 @@ __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* part
       PrefetchFirstPairs(p.dense.w + row_g * k_pad, kpart, p.ksplit, pairs, row8, t);
     }
   }
-  KernelPrologue();
-  int64_t e = 0;
-  int32_t r_begin = 0, r_end = static_cast<int32_t>(p.rows);
-  if (p.begin != nullptr) {
-    if (blockIdx.y >= *p.num_active) return;  // the whole block
-    e = p.active[blockIdx.y];
-    r_begin = p.begin[e];
-    r_end = p.begin[e + 1];
-  }
+  if (p.begin == nullptr) KernelPrologue();
   if constexpr (kRingSmallGroups) {
     if (r_end - r_begin <= p.ring_rows) {
       Fp8MmaGemmBody<1, Feed::kRegisterRing, false>(p, partial_words);
@@ -450,7 +486,9 @@ constexpr double kOneWaveMinFill = 0.7;
 
 using MmaKernel = void (*)(MmaGemmArgs);
 
-// groups: grid rows (active expert slots, or 1 for a dense GEMM); max_group_rows: a bound on the
+// groups: grid rows (active expert slots, or 1 for a dense GEMM; a chunked launch's grid has
+// chunk_rows rows instead, and splits K as the same launch by groups would, whose sums it gives
+// bit for bit); max_group_rows: a bound on the
 // rows of any group, which picks the token tiles: one tile (the ring form) up to 8 rows (a
 // grouped launch: up to ring_max_rows, in chunks of 8), else kDenseTokTiles for a dense launch
 // and kTokTiles for a grouped one, whose groups of at most ring_group_max_rows rows take the
@@ -464,8 +502,9 @@ using MmaKernel = void (*)(MmaGemmArgs);
 // with the shared expert fused at batch 1: 576 blocks, 2.2 waves; split once more, 4.4. The
 // dense layer's gate|up on the ring: 576 blocks, 1.09 waves of the ring's 528 slots; split once
 // more, 2.2).
-void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, int64_t ring_max_rows,
-                   int64_t ring_group_max_rows, int forced_ksplit, cudaStream_t stream) {
+void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t chunk_rows, int64_t max_group_rows,
+                   int64_t ring_max_rows, int64_t ring_group_max_rows, int forced_ksplit,
+                   cudaStream_t stream) {
   assert(a.k_pad % 256 == 0);
   // The kernel's offsets are 32-bit: bytes within one weight matrix (its rows rounded up to whole
   // column tiles; V3's largest, the dense gate|up, is 36864 x 7168 = 264 MB) and within the
@@ -474,10 +513,11 @@ void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, int64_
   assert(a.rows_padded * a.k_pad <= INT32_MAX);
   const bool grouped = a.begin != nullptr;
   const bool ring = !grouped && max_group_rows <= kTokens;
+  const bool chunked = a.chunk_expert != nullptr;  // groups: the chunks' bound
   // Dense: more than 16 rows would take several passes over the weights.
   const MmaKernel kernel =
       ring      ? Fp8MmaGemmKernel<1, Feed::kSmemRing>
-      : grouped ? (max_group_rows <= std::max<int64_t>(kTokens, ring_max_rows)
+      : grouped ? (chunked || max_group_rows <= std::max<int64_t>(kTokens, ring_max_rows)
                        ? Fp8MmaGemmKernel<1, Feed::kRegisterRing>
                    : ring_group_max_rows > 0 ? Fp8MmaGemmKernel<kTokTiles, Feed::kPairs, true>
                                              : Fp8MmaGemmKernel<kTokTiles, Feed::kPairs>)
@@ -521,7 +561,9 @@ void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, int64_
   assert(forced_ksplit == 0 || ((forced_ksplit & (forced_ksplit - 1)) == 0 &&
                                 forced_ksplit <= std::min<int64_t>(pairs, kMaxKSplit)));
   a.ksplit = forced_ksplit > 0 ? forced_ksplit : choose_ksplit();
-  const dim3 grid(CeilDiv(tiles, warps(a.ksplit) / a.ksplit), static_cast<unsigned>(groups));
+  assert((chunked ? chunk_rows : groups) <= 65535);  // a grid's rows
+  const dim3 grid(CeilDiv(tiles, warps(a.ksplit) / a.ksplit),
+                  static_cast<unsigned>(chunked ? chunk_rows : groups));
   Launch(kernel, grid, warps(a.ksplit) * 32, smem(a.ksplit), stream, a);
 }
 
@@ -534,6 +576,7 @@ void MoeAlign(const MoeAlignParams& p, cudaStream_t stream) {
 
 void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream) {
   if (p.max_active == 0 || p.n == 0) return;
+  const bool chunked = p.chunk_expert != nullptr && p.max_rows_per_group > kTokens;
   LaunchMmaGemm({p.xq,
                  p.xs,
                  p.rows_padded,
@@ -553,16 +596,20 @@ void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream) {
                  p.y_stride,
                  p.y_f32,
                  1,
-                 0},
-                p.max_active, p.max_rows_per_group, p.ring_max_rows, p.ring_group_max_rows,
-                p.ksplit, stream);
+                 0,
+                 chunked ? p.chunk_begin : nullptr,
+                 chunked ? p.chunk_expert : nullptr,
+                 chunked ? p.num_chunks : nullptr},
+                p.max_active, p.max_chunks, p.max_rows_per_group, p.ring_max_rows,
+                p.ring_group_max_rows, p.ksplit, stream);
 }
 
 void DenseFp8Gemm(const DenseFp8GemmParams& p, cudaStream_t stream) {
   if (p.rows == 0 || p.n == 0) return;
   LaunchMmaGemm({p.xq, p.xs, p.rows_padded, p.k_pad, nullptr, nullptr, nullptr, nullptr, 0, 0, p.w,
-                 p.rows, 1, p.n, p.scale_stride, p.y, p.y_stride, p.y_f32, 1, 0},
-                1, p.rows, kTokens, 0, p.ksplit, stream);
+                 p.rows, 1, p.n, p.scale_stride, p.y, p.y_stride, p.y_f32, 1, 0, nullptr, nullptr,
+                 nullptr},
+                1, 0, p.rows, kTokens, 0, p.ksplit, stream);
 }
 
 }  // namespace dsv3::kernels

@@ -40,8 +40,25 @@ struct MoeAlignParams {
   // entries [T * top_k, T * top_k + T) (token t's is T * top_k + t) that row_of and token_of
   // then cover too; active_log does not count it.
   int64_t shared_expert = -1;
+  // Optional chunks (chunk_expert != nullptr): each expert's rows [begin[e], begin[e+1]) cut into
+  // chunks of kGroupedChunkRows rows (the last may be shorter), numbered expert by expert:
+  // chunk_begin [experts + 1] the first chunk of each expert, chunk_expert [at most
+  // MaxGroupedChunks(...)] the local expert of each chunk, num_chunks the count in use.
+  int32_t* chunk_begin = nullptr;
+  int32_t* chunk_expert = nullptr;
+  int32_t* num_chunks = nullptr;
 };
 void MoeAlign(const MoeAlignParams& p, cudaStream_t stream);
+
+// Rows per chunk: one mma's tokens (GroupedFp8GemmParams::chunk_expert).
+constexpr int64_t kGroupedChunkRows = 8;
+
+// A bound on the chunks of `entries` rows (the shared expert's included) over `experts` local
+// experts: sum over the active ones of ceil(rows / 8) <= (entries + 7 * active) / 8.
+constexpr int64_t MaxGroupedChunks(int64_t entries, int64_t experts) {
+  const int64_t active = experts < entries ? experts : entries;
+  return (entries + (kGroupedChunkRows - 1) * active) / kGroupedChunkRows;
+}
 
 // One FP8 matrix: w [N_pad, K_pad] e4m3 (row stride K_pad; rows up to RoundUp(N, 16) readable,
 // K_pad a multiple of 512 and zero past K), s its block scales [ceil(N/128), scale_stride] F32.
@@ -87,6 +104,16 @@ struct GroupedFp8GemmParams {
   // ring, the others four tiles (0: every group four tiles). Under a skewed routing (a few
   // experts with tens of rows, most with a few) neither form alone suits every group.
   int64_t ring_group_max_rows = 8;
+  // Chunks (MoeAlignParams' chunk_begin, chunk_expert, num_chunks; max_chunks bounds the count):
+  // when set and some group may have more than kGroupedChunkRows rows, every chunk of every group
+  // runs the one-tile ring as its own blocks, the chunks of one expert's column block next to
+  // each other in launch order, so that they run together and read its weights from DRAM once
+  // (L2 serves the others). Takes precedence over ring_max_rows and ring_group_max_rows; the
+  // K split is chosen as without chunks, so the sums are the same bits.
+  const int32_t* chunk_begin = nullptr;
+  const int32_t* chunk_expert = nullptr;
+  const int32_t* num_chunks = nullptr;
+  int64_t max_chunks = 0;
   // Warps sharing each column tile's k-blocks: 0 picks it by the launch's shape (the default);
   // a power of two up to min(16, k_pad / 256) forces it (dsv3-dense-gemm-bench --sweep-ksplit).
   int ksplit = 0;

@@ -122,12 +122,14 @@ TEST_F(CudaGroupedGemmTest, SmallRowFp8LinearWritesF32IntoStridedWindowOnly) {
 using Routing = std::vector<int32_t>;
 
 // GroupedFp8Gemm takes the one-tile kernel when max_rows_per_group <= max(8, ring_max_rows) and
-// the four-tile one otherwise, whose groups of at most ring_group_max_rows rows take the ring:
-// the same K split, k-blocks in the same order and the same arithmetic, so the same F32 bits.
-// 16 experts of gate|up (N = 300, K = 1000: K split over up to 4 warps), top 4, three forms:
+// the four-tile one otherwise, whose groups of at most ring_group_max_rows rows take the ring;
+// given MoeAlign's chunks, each chunk of 8 rows runs the ring as its own blocks: the same K
+// split, k-blocks in the same order and the same arithmetic, so the same F32 bits.
+// 16 experts of gate|up (N = 300, K = 1000: K split over up to 4 warps), top 4, four forms:
 // every group on the ring (from 20 tokens on, groups of more than 8 rows in chunks of 8), every
-// group in four tiles, and each group by its rows (ring_group_max_rows 5: at 20 and 40 tokens,
-// ~5 and ~10 rows a group, some groups each way).
+// group in four tiles, each group by its rows (ring_group_max_rows 5: at 20 and 40 tokens,
+// ~5 and ~10 rows a group, some groups each way), and chunks (at 100 tokens ~25 rows a group:
+// three or four chunks, the last one partial).
 TEST_F(CudaGroupedGemmTest, GroupedGemmOneTileFormGivesFourTileFormBits) {
   const int64_t experts = 16, top_k = 4, mats = 2, n = 300, k = 1000;
   std::vector<kernels::GroupedWeight> table;  // [experts, mats]
@@ -143,17 +145,42 @@ TEST_F(CudaGroupedGemmTest, GroupedGemmOneTileFormGivesFourTileFormBits) {
   Allocator* alloc = gpu_->allocator();
   Tensor d_table(alloc, DType::kU8, {static_cast<int64_t>(table.size() * sizeof(table[0]))});
   CopyIn(*gpu_, d_table, table.data());
-  for (int64_t t : {1, 5, 8, 20, 40}) {
+  for (int64_t t : {1, 5, 8, 20, 40, 100}) {
     const int64_t entries = t * top_k, rows_pad = (entries + 3) / 4 * 4;
+    const int64_t max_chunks = kernels::MaxGroupedChunks(entries, experts);
     const Routing ids = RandomRouting(t, top_k, experts, rng_);
     Tensor d_ids(alloc, DType::kI32, {entries}), begin(alloc, DType::kI32, {experts + 1});
     Tensor active(alloc, DType::kI32, {experts}), num_active(alloc, DType::kI32, {1});
     Tensor token_of(alloc, DType::kI32, {entries}), row_of(alloc, DType::kI32, {entries});
+    Tensor chunk_begin(alloc, DType::kI32, {experts + 1}), num_chunks(alloc, DType::kI32, {1});
+    Tensor chunk_expert(alloc, DType::kI32, {max_chunks});
     CopyIn(*gpu_, d_ids, ids.data());
-    kernels::MoeAlign({d_ids.ptr<int32_t>(), entries, top_k, 0, experts, begin.ptr<int32_t>(),
-                       active.ptr<int32_t>(), num_active.ptr<int32_t>(), token_of.ptr<int32_t>(),
-                       row_of.ptr<int32_t>(), nullptr},
-                      gpu_->stream());
+    kernels::MoeAlignParams align{d_ids.ptr<int32_t>(),    entries,
+                                  top_k,                   0,
+                                  experts,                 begin.ptr<int32_t>(),
+                                  active.ptr<int32_t>(),   num_active.ptr<int32_t>(),
+                                  token_of.ptr<int32_t>(), row_of.ptr<int32_t>(),
+                                  nullptr};
+    align.chunk_begin = chunk_begin.ptr<int32_t>();
+    align.chunk_expert = chunk_expert.ptr<int32_t>();
+    align.num_chunks = num_chunks.ptr<int32_t>();
+    kernels::MoeAlign(align, gpu_->stream());
+    // The chunks against the routing: ceil(rows / 8) per expert, numbered expert by expert.
+    std::vector<int32_t> host_begin(experts + 1), host_chunk_begin(experts + 1), host_count(1);
+    CopyOut(*gpu_, begin, host_begin.data());
+    CopyOut(*gpu_, chunk_begin, host_chunk_begin.data());
+    CopyOut(*gpu_, num_chunks, host_count.data());
+    std::vector<int32_t> rows_of(experts, 0);
+    for (int32_t id : ids) ++rows_of[id];
+    int32_t chunks = 0;
+    for (int64_t e = 0; e < experts; ++e) {
+      EXPECT_EQ(host_begin[e + 1] - host_begin[e], rows_of[e]) << "t=" << t << " expert " << e;
+      EXPECT_EQ(host_chunk_begin[e], chunks) << "t=" << t << " expert " << e;
+      chunks += (rows_of[e] + 7) / 8;
+    }
+    EXPECT_EQ(host_chunk_begin[experts], chunks) << "t=" << t;
+    EXPECT_EQ(host_count[0], chunks) << "t=" << t;
+    EXPECT_LE(chunks, max_chunks) << "t=" << t;
     // Quantized activations: xq [rows_pad, k_pad] finite e4m3, xs [k_pad / 128, rows_pad].
     Fp8Weight x = RandomFp8(rows_pad, k_pad, rng_);
     std::vector<float> scales(k_pad / 128 * rows_pad);
@@ -163,8 +190,9 @@ TEST_F(CudaGroupedGemmTest, GroupedGemmOneTileFormGivesFourTileFormBits) {
         xs(alloc, DType::kF32, {k_pad / 128, rows_pad});
     CopyIn(*gpu_, xq, x.q.data());
     CopyIn(*gpu_, xs, scales.data());
-    std::vector<uint32_t> bits[3];  // [ring, four tiles, by group] y [entries, mats * n] F32
-    for (int form = 0; form < 3; ++form) {
+    // [ring, four tiles, by group, chunks] y [entries, mats * n] F32
+    std::vector<uint32_t> bits[4];
+    for (int form = 0; form < 4; ++form) {
       Tensor y = DevEmpty(DType::kF32, entries, mats * n);
       kernels::GroupedFp8GemmParams p{xq.ptr<uint8_t>(),
                                       xs.ptr<float>(),
@@ -186,11 +214,17 @@ TEST_F(CudaGroupedGemmTest, GroupedGemmOneTileFormGivesFourTileFormBits) {
       p.max_rows_per_group = t;
       p.ring_max_rows = form == 0 ? t : 0;
       p.ring_group_max_rows = form == 2 ? 5 : 0;
+      if (form == 3) {
+        p.chunk_begin = chunk_begin.ptr<int32_t>();
+        p.chunk_expert = chunk_expert.ptr<int32_t>();
+        p.num_chunks = num_chunks.ptr<int32_t>();
+        p.max_chunks = max_chunks;
+      }
       kernels::GroupedFp8Gemm(p, gpu_->stream());
       bits[form].resize(entries * mats * n);
       CopyOut(*gpu_, y, bits[form].data());
     }
-    for (int form : {0, 2}) {
+    for (int form : {0, 2, 3}) {
       int64_t differ = 0, unwritten = 0;
       for (size_t i = 0; i < bits[1].size(); ++i) {
         differ += bits[form][i] != bits[1][i] ? 1 : 0;

@@ -241,23 +241,31 @@ std::vector<int32_t> RouteTokens(int64_t tokens, int64_t experts, int64_t top_k,
 
 // Decode MoE: `tokens` tokens routed by RouteTokens, through MoeAlign; weights [experts][mats]
 // of n x k (7.5 GB for gate|up: no L2 reuse across launches). ring_max_rows,
-// ring_group_max_rows: GroupedFp8GemmParams's (which form runs groups of 9+ rows).
+// ring_group_max_rows, chunked: GroupedFp8GemmParams's (which form runs groups of 9+ rows).
 void RunGrouped(const char* name, int64_t tokens, double skew, int64_t n, int64_t k,
-                int64_t mats, int64_t ring_max_rows, int64_t ring_group_max_rows) {
+                int64_t mats, int64_t ring_max_rows, int64_t ring_group_max_rows, bool chunked) {
   const int64_t experts = 256, top_k = 8, entries = tokens * top_k, kb = k / 128;
+  const int64_t max_chunks = dsv3::kernels::MaxGroupedChunks(entries, experts);
   std::mt19937 rng(11);
   const std::vector<int32_t> ids = RouteTokens(tokens, experts, top_k, skew, rng);
   int32_t *d_ids, *begin, *active, *num_active, *token_of, *row_of;
+  int32_t *chunk_begin, *chunk_expert, *num_chunks;
   DSV3_CUDA_CHECK(cudaMalloc(&d_ids, entries * 4));
   DSV3_CUDA_CHECK(cudaMalloc(&begin, (experts + 1) * 4));
   DSV3_CUDA_CHECK(cudaMalloc(&active, experts * 4));
   DSV3_CUDA_CHECK(cudaMalloc(&num_active, 4));
   DSV3_CUDA_CHECK(cudaMalloc(&token_of, entries * 4));
   DSV3_CUDA_CHECK(cudaMalloc(&row_of, entries * 4));
+  DSV3_CUDA_CHECK(cudaMalloc(&chunk_begin, (experts + 1) * 4));
+  DSV3_CUDA_CHECK(cudaMalloc(&chunk_expert, max_chunks * 4));
+  DSV3_CUDA_CHECK(cudaMalloc(&num_chunks, 4));
   DSV3_CUDA_CHECK(cudaMemcpy(d_ids, ids.data(), entries * 4, cudaMemcpyHostToDevice));
-  dsv3::kernels::MoeAlign(
-      {d_ids, entries, top_k, 0, experts, begin, active, num_active, token_of, row_of, nullptr},
-      nullptr);
+  dsv3::kernels::MoeAlignParams align{
+      d_ids, entries, top_k, 0, experts, begin, active, num_active, token_of, row_of, nullptr};
+  align.chunk_begin = chunk_begin;
+  align.chunk_expert = chunk_expert;
+  align.num_chunks = num_chunks;
+  dsv3::kernels::MoeAlign(align, nullptr);
   uint8_t *wq, *xq;
   float *ws, *xs;
   void* y;
@@ -284,10 +292,18 @@ void RunGrouped(const char* name, int64_t tokens, double skew, int64_t n, int64_
   p.max_rows_per_group = tokens;  // each token's experts are distinct
   p.ring_max_rows = ring_max_rows;
   p.ring_group_max_rows = ring_group_max_rows;
+  if (chunked) {
+    p.chunk_begin = chunk_begin;
+    p.chunk_expert = chunk_expert;
+    p.num_chunks = num_chunks;
+    p.max_chunks = max_chunks;
+  }
   const double us = TimeUs(5, 50, [&](int) { GroupedFp8Gemm(p, nullptr); });
   const double gbs = act * mats * (mat_bytes + s_count * 4.0) / us * 1e-3;
   char form[48] = "one-tile ring";
-  if (tokens > std::max<int64_t>(8, ring_max_rows)) {
+  if (chunked && tokens > 8) {
+    std::snprintf(form, sizeof(form), "chunks of 8 rows");
+  } else if (tokens > std::max<int64_t>(8, ring_max_rows)) {
     if (ring_group_max_rows > 0) {
       std::snprintf(form, sizeof(form), "ring up to %ld rows a group", ring_group_max_rows);
     } else {
@@ -308,7 +324,8 @@ void RunGrouped(const char* name, int64_t tokens, double skew, int64_t n, int64_
        {static_cast<void*>(d_ids), static_cast<void*>(begin), static_cast<void*>(active),
         static_cast<void*>(num_active), static_cast<void*>(token_of), static_cast<void*>(row_of),
         static_cast<void*>(wq), static_cast<void*>(ws), static_cast<void*>(xq),
-        static_cast<void*>(xs), y, static_cast<void*>(table)}) {
+        static_cast<void*>(xs), y, static_cast<void*>(table), static_cast<void*>(chunk_begin),
+        static_cast<void*>(chunk_expert), static_cast<void*>(num_chunks)}) {
     DSV3_CUDA_CHECK(cudaFree(ptr));
   }
 }
@@ -342,13 +359,15 @@ int main(int argc, char** argv) {
   for (const auto& [tokens, skew] : std::vector<std::pair<int64_t, double>>{
            {1, 0.0}, {8, 0.0}, {32, 0.0}, {128, 0.0}, {32, 0.9}, {128, 0.9}}) {
     // Beyond 8 tokens, every group in four tiles, groups of up to 8 and 16 rows on the ring,
-    // then every group on the ring.
-    for (int64_t group_rows : {int64_t{0}, int64_t{8}, int64_t{16}, tokens}) {
+    // every group on the ring, then each group's chunks of 8 rows as blocks of their own.
+    for (int64_t group_rows : {int64_t{0}, int64_t{8}, int64_t{16}, tokens, int64_t{-1}}) {
       if (tokens <= 8 && group_rows != 0) continue;
       if (group_rows == 16 && tokens <= 16) continue;
-      const bool all_ring = group_rows == tokens;
-      RunGrouped("gate|up", tokens, skew, 2048, 7168, 2, all_ring ? tokens : 0, group_rows);
-      RunGrouped("down", tokens, skew, 7168, 2048, 1, all_ring ? tokens : 0, group_rows);
+      const bool all_ring = group_rows == tokens, chunked = group_rows < 0;
+      const int64_t ring_rows = all_ring ? tokens : 0;
+      const int64_t ring_group_rows = std::max<int64_t>(group_rows, 0);
+      RunGrouped("gate|up", tokens, skew, 2048, 7168, 2, ring_rows, ring_group_rows, chunked);
+      RunGrouped("down", tokens, skew, 7168, 2048, 1, ring_rows, ring_group_rows, chunked);
     }
   }
   std::printf("%s\n", g_all_ok ? "all checks OK" : "SOME CHECKS FAILED");

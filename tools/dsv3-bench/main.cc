@@ -19,6 +19,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "engine/backend/cuda/cuda_backend.h"
 #include "engine/backend/cuda/cuda_event_clock.h"
@@ -58,6 +59,7 @@ struct Args {
   bool no_fuse_norms = false;      // residual adds and norm quantizations as kernels of their own
   int64_t grouped_ring_max_rows = -1;  // < 0: the backend's default
   int64_t grouped_ring_group_max_rows = -1;  // < 0: the backend's default
+  bool no_grouped_chunks = false;  // the two options above instead of chunks of 8 rows
   std::vector<int> trace_batches;  // batches whose graphed step is traced per kernel
   bool trace_prefill = false;      // the prefill step (default experts path) per kernel
   // Speculative decoding (verify_bench.cc): drafts K per step; when given, only that section runs.
@@ -166,19 +168,25 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
   cudaDriverGetVersion(&driver);
   cudaRuntimeGetVersion(&runtime);
   const double copy_bw = CopyBandwidth(gpu.stream());
+  const CudaBackend::Options& o = gpu.options();
+  const std::string grouped_form =
+      o.grouped_chunks
+          ? "of more than 8 rows each in chunks of 8 rows"
+          : absl::StrFormat("on the register ring up to %lld rows each (beyond, experts of up to "
+                            "%lld rows)",
+                            static_cast<long long>(o.grouped_ring_max_rows),
+                            static_cast<long long>(o.grouped_ring_group_max_rows));
   std::fprintf(out,
                "device: %s, driver API %d, runtime %d, copy bandwidth %.2f TB/s, "
                "tensor parallel %d, programmatic dependent launch %s, shared expert %s, norms %s, "
-               "grouped experts on the register ring up to %lld rows each (beyond, experts of "
-               "up to %lld rows)\n",
+               "grouped experts %s\n",
                prop.name, driver, runtime, copy_bw / 1e12, comm.world_size(),
                args.no_pdl ? "off" : "on in decode steps",
                args.no_fuse_shared ? "apart" : "fused into the grouped experts where it pays",
                args.no_fuse_norms ? "apart"
                                   : "fused with the residual add, q_b's quantization, RoPE "
                                     "and the KV write",
-               static_cast<long long>(gpu.options().grouped_ring_max_rows),
-               static_cast<long long>(gpu.options().grouped_ring_group_max_rows));
+               grouped_form.c_str());
 
   // The model runs on a TimingBackend around the GPU: per-layer and per-op times on the GPU's
   // stream, and the GPU's choice of kernel paths and MLA's sub-steps as sections.
@@ -457,6 +465,7 @@ int Run(const Args& args) {
     if (args.grouped_ring_group_max_rows >= 0) {
       options.grouped_ring_group_max_rows = args.grouped_ring_group_max_rows;
     }
+    options.grouped_chunks = !args.no_grouped_chunks;
     auto gpu = CudaBackend::Create(options);
     if (!gpu.ok()) return fail(gpu.status());
     if (args.tp == 1) {
@@ -529,6 +538,9 @@ int main(int argc, char** argv) {
   app.add_option("--grouped-ring-group-max-rows", args.grouped_ring_group_max_rows,
                  "larger launches: experts of up to this many rows on the ring all the same, "
                  "the rest in four token tiles; 0: none (default: the backend's, 8)");
+  app.add_flag("--no-grouped-chunks", args.no_grouped_chunks,
+               "decode experts of more than 8 rows each by the two options above instead of "
+               "in chunks of 8 rows as blocks of their own (to measure what the chunks give)");
   app.add_flag(
       "--no-pdl", args.no_pdl,
       "launch the kernels without programmatic dependent launch (to measure what it gives)");

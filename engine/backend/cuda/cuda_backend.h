@@ -73,6 +73,10 @@ class CudaBackend final : public Backend {
     // Launches beyond that: experts with at most this many rows take the ring all the same,
     // counted on the device (kernels::GroupedFp8GemmParams::ring_group_max_rows; 0: none).
     int64_t grouped_ring_group_max_rows = 8;
+    // Grouped small-M launches of more than 8 rows per expert run each expert's chunks of 8 rows
+    // as blocks of their own (kernels::GroupedFp8GemmParams::chunk_expert), in place of the
+    // two options above.
+    bool grouped_chunks = true;
   };
   // Beyond this many tokens the shared expert runs apart: with tens of rows it would be the
   // small-M grouped kernel's longest item, and prefill's tiled GEMMs gain nothing from it

@@ -58,6 +58,10 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
                                 row_of.ptr<int32_t>(),
                                 ActiveLogSlot()};
   Tensor tile_expert, tiles_used;  // [tiles] expert of each tile, [1] tiles in use
+  // The small-M kernel's chunks of 8 rows: [local + 1] first chunk of each expert, [max_chunks]
+  // expert of each chunk, [1] chunks in use.
+  const int64_t max_chunks = tiled ? 0 : kernels::MaxGroupedChunks(entries, local);
+  Tensor chunk_begin, chunk_expert, num_chunks;
   if (tiled) {
     tile_expert = Tensor(allocator(), DType::kI32, {tiles});
     tiles_used = Tensor(allocator(), DType::kI32, {1});
@@ -65,6 +69,13 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
     align.tile_expert = tile_expert.ptr<int32_t>();
     align.num_tiles = tiles_used.ptr<int32_t>();
     align.capacity_rows = rows;
+  } else {
+    chunk_begin = Tensor(allocator(), DType::kI32, {local + 1});
+    chunk_expert = Tensor(allocator(), DType::kI32, {max_chunks});
+    num_chunks = Tensor(allocator(), DType::kI32, {1});
+    align.chunk_begin = chunk_begin.ptr<int32_t>();
+    align.chunk_expert = chunk_expert.ptr<int32_t>();
+    align.num_chunks = num_chunks.ptr<int32_t>();
   }
   if (shared != nullptr) align.shared_expert = local - 1;
   kernels::MoeAlign(align, stream_);
@@ -110,12 +121,33 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
     } else {
       // max_rows_per_group t: a token's top-k experts are distinct, and the shared expert takes
       // one row per token.
-      kernels::GroupedFp8Gemm(
-          {q.ptr<uint8_t>(), s.ptr<float>(), rows_pad, k_pad, begin.ptr<int32_t>(),
-           active.ptr<int32_t>(), num_active.ptr<int32_t>(), std::min(local, entries), weights, 3,
-           first, mats, n, scale_stride, y, mats * n, y_f32, t, options_.grouped_ring_max_rows,
-           options_.grouped_ring_group_max_rows},
-          stream_);
+      kernels::GroupedFp8GemmParams p{q.ptr<uint8_t>(),
+                                      s.ptr<float>(),
+                                      rows_pad,
+                                      k_pad,
+                                      begin.ptr<int32_t>(),
+                                      active.ptr<int32_t>(),
+                                      num_active.ptr<int32_t>(),
+                                      std::min(local, entries),
+                                      weights,
+                                      3,
+                                      first,
+                                      mats,
+                                      n,
+                                      scale_stride,
+                                      y,
+                                      mats * n,
+                                      y_f32,
+                                      t,
+                                      options_.grouped_ring_max_rows,
+                                      options_.grouped_ring_group_max_rows};
+      if (options_.grouped_chunks) {
+        p.chunk_begin = chunk_begin.ptr<int32_t>();
+        p.chunk_expert = chunk_expert.ptr<int32_t>();
+        p.num_chunks = num_chunks.ptr<int32_t>();
+        p.max_chunks = max_chunks;
+      }
+      kernels::GroupedFp8Gemm(p, stream_);
     }
   };
 
