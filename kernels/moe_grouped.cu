@@ -111,12 +111,11 @@ __global__ void __launch_bounds__(kAlignThreads) MoeAlignKernel(MoeAlignParams p
   }
 }
 
-// Token tiles a warp accumulates per pass over the weights: kTokTiles for grouped launches;
-// kDenseTokTiles for dense ones (at most 16 rows), which frees the registers to load each pair's
+// Token tiles a warp accumulates per pass over the weights: one, fed by a ring (Feed below), for
+// grouped launches (a group or chunk of at most 8 rows per block) and dense ones of at most 8
+// rows; kDenseTokTiles for larger dense ones (at most 16 rows), which loads each pair's
 // activations and scales together with its weights: one memory latency per pair instead of two,
-// where decode sizes are latency-bound (docs/perf/h200.md, dsv3-dense-gemm-bench). Launches of
-// at most 8 rows (a group's or a dense linear's) run one tile, fed by a ring (Feed below).
-constexpr int kTokTiles = 4;
+// where decode sizes are latency-bound (docs/perf/h200.md, dsv3-dense-gemm-bench).
 constexpr int kDenseTokTiles = 2;
 constexpr int kBlockWarps = 8;  // warps per block while ksplit <= 8
 constexpr int kMaxKSplit = 16;  // warps sharing one column tile; also the most warps per block
@@ -129,7 +128,7 @@ constexpr int64_t kTargetWarps = 4096;
 // How a warp gets its operands:
 //  - kPairs loads a pair of k-blocks into registers and then works through it, waiting out the
 //    pair's whole latency (Nsight Compute on o_proj: 43% of stalls at a pair's first conversion).
-//  - kRegisterRing (grouped launches of at most 8 rows a group, one token tile) keeps a ring of
+//  - kRegisterRing (grouped launches, one token tile) keeps a ring of
 //    three blocks' operands in registers, each loaded a pair ahead of its arithmetic (127
 //    registers: two blocks of 8 warps per SM).
 //  - kSmemRing (dense launches of at most 8 rows, one token tile) copies the weights by cp.async
@@ -193,8 +192,6 @@ struct MmaGemmArgs {
   int64_t y_stride;
   bool y_f32;
   int ksplit;  // warps per column tile, each over every ksplit-th pair of 128-k blocks
-  // Grouped four-tile launches: groups of at most this many rows take the register ring.
-  int32_t ring_rows;
   // Chunked grouped launches (GroupedFp8GemmParams::chunk_expert), else null.
   const int32_t* chunk_begin;
   const int32_t* chunk_expert;
@@ -231,14 +228,9 @@ __device__ __forceinline__ void PrefetchFirstPairs(const uint8_t* row0, int kpar
 // matrix and the activations, addresses are base pointers plus 32-bit offsets (LaunchMmaGemm
 // checks that they fit): 64-bit index arithmetic was much of the loop's integer work (Nsight
 // Compute on o_proj: docs/journal/2026-12-02-fused-shared-expert-and-negative-levers.md).
-//
-// kRingSmallGroups (grouped four-tile launches): a group of at most p.ring_rows rows, counted on
-// the device, runs the one-tile register ring's body instead (which sets itself up again; its
-// second prologue returns at once), the others four tiles: the same sums either way.
 // partial_words: the block's split-K exchange, kMaxKSplit x kTiles x 4 x 32 floats.
-template <int kTiles, Feed kFeed, bool kRingSmallGroups>
+template <int kTiles, Feed kFeed>
 __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* partial_words) {
-  constexpr bool kLoadAhead = kTiles <= 2;  // activations loaded with the weights
   extern __shared__ uint4 ring_smem[];      // kSmemRing: [warps][kRingStages][4][32]
   // [warp][token tile * 4 + c][lane]
   auto& partial = *reinterpret_cast<float(*)[kMaxKSplit][kTiles * 4][32]>(partial_words);
@@ -297,12 +289,6 @@ __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* part
     }
   }
   if (p.begin == nullptr) KernelPrologue();
-  if constexpr (kRingSmallGroups) {
-    if (r_end - r_begin <= p.ring_rows) {
-      Fp8MmaGemmBody<1, Feed::kRegisterRing, false>(p, partial_words);
-      return;
-    }
-  }
   const uint8_t* wrow = nullptr;  // this lane's bytes of weight row c0 + g in k-block 0
   const float* srow = nullptr;    // the tile's block scales (16 | 128: one per k-block)
   if (has_tile) {
@@ -374,27 +360,23 @@ __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* part
       for (int32_t pr = kpart; has_tile && pr < pairs; pr += p.ksplit) {
         uint4 raw_g[2][2], raw_g8[2][2];  // [k-block of the pair][low, high 16 bytes]
         float ws[2];
-        // [k-block][token tile] activations and their scales (rows 2t, 2t + 1): every tile's,
-        // loaded with the weights (kLoadAhead), else one slot that each tile loads in turn.
-        constexpr int kSlots = kLoadAhead ? kTiles : 1;
-        uint4 raw_x[2][kSlots][2];
-        float xsa[2][kSlots], xsb[2][kSlots];
+        // [k-block][token tile] activations and their scales (rows 2t, 2t + 1), loaded with the
+        // weights.
+        uint4 raw_x[2][kTiles][2];
+        float xsa[2][kTiles], xsb[2][kTiles];
 #pragma unroll
         for (int b = 0; b < 2; ++b) {
           const int32_t kb = 2 * pr + b;
           LoadWeightBlock(wrow, row8, kb, raw_g[b], raw_g8[b]);
           ws[b] = __ldg(srow + kb);
-          if constexpr (kLoadAhead) {
 #pragma unroll
-            for (int j = 0; j < kTiles; ++j) {
-              if (r0 + j * kTokens >= r_end) continue;  // warp-uniform
-              load_tokens(r0 + j * kTokens, kb, raw_x[b][j], xsa[b][j], xsb[b][j]);
-            }
+          for (int j = 0; j < kTiles; ++j) {
+            if (r0 + j * kTokens >= r_end) continue;  // warp-uniform
+            load_tokens(r0 + j * kTokens, kb, raw_x[b][j], xsa[b][j], xsb[b][j]);
           }
         }
 #pragma unroll
         for (int b = 0; b < 2; ++b) {
-          const int32_t kb = 2 * pr + b;
           uint32_t wg[16], wg8[16];
           ToF16(wg, raw_g[b]);
           ToF16(wg8, raw_g8[b]);
@@ -402,11 +384,7 @@ __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* part
           for (int j = 0; j < kTiles; ++j) {
             const int32_t base = r0 + j * kTokens;
             if (base >= r_end) continue;  // warp-uniform
-            const int slot = kLoadAhead ? j : 0;
-            if constexpr (!kLoadAhead) {
-              load_tokens(base, kb, raw_x[b][0], xsa[b][0], xsb[b][0]);
-            }
-            AccumulateBlock(acc[j], wg, wg8, raw_x[b][slot], ws[b], xsa[b][slot], xsb[b][slot]);
+            AccumulateBlock(acc[j], wg, wg8, raw_x[b][j], ws[b], xsa[b][j], xsb[b][j]);
           }
         }
       }
@@ -451,10 +429,10 @@ __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* part
   }
 }
 
-template <int kTiles, Feed kFeed, bool kRingSmallGroups = false>
+template <int kTiles, Feed kFeed>
 __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs p) {
   __shared__ float partial[kMaxKSplit * kTiles * 4 * 32];
-  Fp8MmaGemmBody<kTiles, kFeed, kRingSmallGroups>(p, partial);
+  Fp8MmaGemmBody<kTiles, kFeed>(p, partial);
 }
 
 // Waves of a grid of `blocks`: blocks over the SMs' slots, SMs x resident blocks of `kernel` at
@@ -487,13 +465,10 @@ constexpr double kOneWaveMinFill = 0.7;
 using MmaKernel = void (*)(MmaGemmArgs);
 
 // groups: grid rows (active expert slots, or 1 for a dense GEMM; a chunked launch's grid has
-// chunk_rows rows instead, and splits K as the same launch by groups would, whose sums it gives
-// bit for bit); max_group_rows: a bound on the
-// rows of any group, which picks the token tiles: one tile (the ring form) up to 8 rows (a
-// grouped launch: up to ring_max_rows, in chunks of 8), else kDenseTokTiles for a dense launch
-// and kTokTiles for a grouped one, whose groups of at most ring_group_max_rows rows take the
-// ring (kRingSmallGroups). K is split while the launch is short of kTargetWarps and every
-// warp keeps at least one pair of k-blocks. Where that spills over one wave, the largest smaller
+// max_chunks rows instead, and splits K as the same launch by groups would, whose sums it gives
+// bit for bit). Grouped launches run one token tile on the register ring; dense ones the
+// shared-memory ring up to 8 rows (max_group_rows), else kDenseTokTiles tiles. K is split while
+// the launch is short of kTargetWarps and every warp keeps at least one pair of k-blocks. Where that spills over one wave, the largest smaller
 // split whose launch fits one wave and fills at least kOneWaveMinFill of it is taken instead (a
 // second, partly filled wave costs about a whole one: o_proj at one row, 448 column tiles,
 // splits K 8 ways in 0.85 waves rather than 16 in 1.7). A grouped or ring launch of more than
@@ -502,9 +477,8 @@ using MmaKernel = void (*)(MmaGemmArgs);
 // with the shared expert fused at batch 1: 576 blocks, 2.2 waves; split once more, 4.4. The
 // dense layer's gate|up on the ring: 576 blocks, 1.09 waves of the ring's 528 slots; split once
 // more, 2.2).
-void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t chunk_rows, int64_t max_group_rows,
-                   int64_t ring_max_rows, int64_t ring_group_max_rows, int forced_ksplit,
-                   cudaStream_t stream) {
+void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_chunks, int64_t max_group_rows,
+                   int forced_ksplit, cudaStream_t stream) {
   assert(a.k_pad % 256 == 0);
   // The kernel's offsets are 32-bit: bytes within one weight matrix (its rows rounded up to whole
   // column tiles; V3's largest, the dense gate|up, is 36864 x 7168 = 264 MB) and within the
@@ -513,16 +487,11 @@ void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t chunk_rows, int64_t ma
   assert(a.rows_padded * a.k_pad <= INT32_MAX);
   const bool grouped = a.begin != nullptr;
   const bool ring = !grouped && max_group_rows <= kTokens;
-  const bool chunked = a.chunk_expert != nullptr;  // groups: the chunks' bound
+  const bool chunked = a.chunk_expert != nullptr;
   // Dense: more than 16 rows would take several passes over the weights.
-  const MmaKernel kernel =
-      ring      ? Fp8MmaGemmKernel<1, Feed::kSmemRing>
-      : grouped ? (chunked || max_group_rows <= std::max<int64_t>(kTokens, ring_max_rows)
-                       ? Fp8MmaGemmKernel<1, Feed::kRegisterRing>
-                   : ring_group_max_rows > 0 ? Fp8MmaGemmKernel<kTokTiles, Feed::kPairs, true>
-                                             : Fp8MmaGemmKernel<kTokTiles, Feed::kPairs>)
-                : Fp8MmaGemmKernel<kDenseTokTiles, Feed::kPairs>;
-  a.ring_rows = static_cast<int32_t>(std::clamp<int64_t>(ring_group_max_rows, 0, INT32_MAX));
+  const MmaKernel kernel = ring      ? Fp8MmaGemmKernel<1, Feed::kSmemRing>
+                           : grouped ? Fp8MmaGemmKernel<1, Feed::kRegisterRing>
+                                     : Fp8MmaGemmKernel<kDenseTokTiles, Feed::kPairs>;
   const int64_t tiles = a.mats * ((a.n + kTileCols - 1) / kTileCols);
   const int64_t pairs = a.k_pad / 256;
   auto warps = [](int ksplit) { return std::max(kBlockWarps, ksplit); };
@@ -561,9 +530,9 @@ void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t chunk_rows, int64_t ma
   assert(forced_ksplit == 0 || ((forced_ksplit & (forced_ksplit - 1)) == 0 &&
                                 forced_ksplit <= std::min<int64_t>(pairs, kMaxKSplit)));
   a.ksplit = forced_ksplit > 0 ? forced_ksplit : choose_ksplit();
-  assert((chunked ? chunk_rows : groups) <= 65535);  // a grid's rows
+  assert((chunked ? max_chunks : groups) <= 65535);  // a grid's rows
   const dim3 grid(CeilDiv(tiles, warps(a.ksplit) / a.ksplit),
-                  static_cast<unsigned>(chunked ? chunk_rows : groups));
+                  static_cast<unsigned>(chunked ? max_chunks : groups));
   Launch(kernel, grid, warps(a.ksplit) * 32, smem(a.ksplit), stream, a);
 }
 
@@ -596,20 +565,18 @@ void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream) {
                  p.y_stride,
                  p.y_f32,
                  1,
-                 0,
                  chunked ? p.chunk_begin : nullptr,
                  chunked ? p.chunk_expert : nullptr,
                  chunked ? p.num_chunks : nullptr},
-                p.max_active, p.max_chunks, p.max_rows_per_group, p.ring_max_rows,
-                p.ring_group_max_rows, p.ksplit, stream);
+                p.max_active, p.max_chunks, p.max_rows_per_group, p.ksplit, stream);
 }
 
 void DenseFp8Gemm(const DenseFp8GemmParams& p, cudaStream_t stream) {
   if (p.rows == 0 || p.n == 0) return;
   LaunchMmaGemm({p.xq, p.xs, p.rows_padded, p.k_pad, nullptr, nullptr, nullptr, nullptr, 0, 0, p.w,
-                 p.rows, 1, p.n, p.scale_stride, p.y, p.y_stride, p.y_f32, 1, 0, nullptr, nullptr,
+                 p.rows, 1, p.n, p.scale_stride, p.y, p.y_stride, p.y_f32, 1, nullptr, nullptr,
                  nullptr},
-                1, 0, p.rows, kTokens, 0, p.ksplit, stream);
+                1, 0, p.rows, p.ksplit, stream);
 }
 
 }  // namespace dsv3::kernels

@@ -91,25 +91,17 @@ struct GroupedFp8GemmParams {
   int64_t y_stride;
   bool y_f32 = false;  // y F32 instead of BF16
   // A bound on any active expert's rows (T for a launch over T tokens: a token's top-k experts
-  // are distinct, and the shared expert takes one row per token). Up to 8, the kernel runs one
-  // token tile and loads each k-block a pair ahead of its arithmetic; the results are the same
-  // bits either way, and correct for any rows. Default: no bound known.
+  // are distinct, and the shared expert takes one row per token). Each block runs one token tile
+  // (8 rows), loading each k-block a pair ahead of its arithmetic; a group of more rows goes
+  // through its chunks of 8 one after another in the same blocks, or, given chunks, as blocks of
+  // their own. Default: no bound known.
   int64_t max_rows_per_group = INT64_MAX;
-  // Launches whose max_rows_per_group is at most this (and at least 8) run the one-tile ring too,
-  // over each group's rows in chunks of 8 that stream the group's weights once each (the later
-  // passes mostly from L2); beyond, the four-tile form converts each weight block once for up
-  // to 32 rows but loads it without lookahead. The same bits either way.
-  int64_t ring_max_rows = 32;
-  // Launches beyond that: each group of at most this many rows (counted on the device) runs the
-  // ring, the others four tiles (0: every group four tiles). Under a skewed routing (a few
-  // experts with tens of rows, most with a few) neither form alone suits every group.
-  int64_t ring_group_max_rows = 8;
   // Chunks (MoeAlignParams' chunk_begin, chunk_expert, num_chunks; max_chunks bounds the count):
   // when set and some group may have more than kGroupedChunkRows rows, every chunk of every group
-  // runs the one-tile ring as its own blocks, the chunks of one expert's column block next to
-  // each other in launch order, so that they run together and read its weights from DRAM once
-  // (L2 serves the others). Takes precedence over ring_max_rows and ring_group_max_rows; the
-  // K split is chosen as without chunks, so the sums are the same bits.
+  // runs as blocks of its own, the chunks of one expert's column block next to each other in
+  // launch order, so that they run together and read its weights from DRAM once (L2 serves the
+  // others), instead of one block reading them once per chunk, mostly from DRAM again. The K
+  // split is chosen as without chunks: the sums are the same bits.
   const int32_t* chunk_begin = nullptr;
   const int32_t* chunk_expert = nullptr;
   const int32_t* num_chunks = nullptr;

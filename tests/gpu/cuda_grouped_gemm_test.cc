@@ -5,8 +5,8 @@
 // against the plain F32 CPU (FP8 activations, ~6e-2). GPU outputs are poisoned (NaN) first.
 // Shapes cover ragged N (not a multiple of the kernel's 16-column tiles) and K, every K split the
 // launch picks (1 to 16 warps per column tile), token tiles past the last row, experts with no
-// rows and experts with more rows than one 32-row pass. At the kernel: the one-token-tile form that
-// grouped launches of at most 8 rows per expert take gives the four-tile form's bits.
+// rows and experts of many 8-row chunks. At the kernel: MoeAlign's chunks, and a grouped launch
+// over them gives the bits of the launch whose blocks go through every chunk of their expert.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -121,16 +121,13 @@ TEST_F(CudaGroupedGemmTest, SmallRowFp8LinearWritesF32IntoStridedWindowOnly) {
 // Routing tables [T, top_k] of global expert ids.
 using Routing = std::vector<int32_t>;
 
-// GroupedFp8Gemm takes the one-tile kernel when max_rows_per_group <= max(8, ring_max_rows) and
-// the four-tile one otherwise, whose groups of at most ring_group_max_rows rows take the ring;
-// given MoeAlign's chunks, each chunk of 8 rows runs the ring as its own blocks: the same K
-// split, k-blocks in the same order and the same arithmetic, so the same F32 bits.
-// 16 experts of gate|up (N = 300, K = 1000: K split over up to 4 warps), top 4, four forms:
-// every group on the ring (from 20 tokens on, groups of more than 8 rows in chunks of 8), every
-// group in four tiles, each group by its rows (ring_group_max_rows 5: at 20 and 40 tokens,
-// ~5 and ~10 rows a group, some groups each way), and chunks (at 100 tokens ~25 rows a group:
-// three or four chunks, the last one partial).
-TEST_F(CudaGroupedGemmTest, GroupedGemmOneTileFormGivesFourTileFormBits) {
+// GroupedFp8Gemm without chunks runs each expert's rows 8 at a time in the same blocks; given
+// MoeAlign's chunks (checked here against the routing), each chunk of 8 rows runs as blocks of
+// its own: the same K split, k-blocks in the same order and the same arithmetic, so the same F32
+// bits, and every row written. 16 experts of gate|up (N = 300, K = 1000: K split over up to 4
+// warps), top 4, at 1 to 100 tokens (at 100, ~25 rows an expert: three or four chunks, the last
+// one partial).
+TEST_F(CudaGroupedGemmTest, GroupedGemmChunksGiveOneBlockPerExpertBits) {
   const int64_t experts = 16, top_k = 4, mats = 2, n = 300, k = 1000;
   std::vector<kernels::GroupedWeight> table;  // [experts, mats]
   int64_t k_pad = 0, scale_stride = 0;
@@ -190,9 +187,8 @@ TEST_F(CudaGroupedGemmTest, GroupedGemmOneTileFormGivesFourTileFormBits) {
         xs(alloc, DType::kF32, {k_pad / 128, rows_pad});
     CopyIn(*gpu_, xq, x.q.data());
     CopyIn(*gpu_, xs, scales.data());
-    // [ring, four tiles, by group, chunks] y [entries, mats * n] F32
-    std::vector<uint32_t> bits[4];
-    for (int form = 0; form < 4; ++form) {
+    std::vector<uint32_t> bits[2];  // [without, with chunks] y [entries, mats * n] F32
+    for (int form = 0; form < 2; ++form) {
       Tensor y = DevEmpty(DType::kF32, entries, mats * n);
       kernels::GroupedFp8GemmParams p{xq.ptr<uint8_t>(),
                                       xs.ptr<float>(),
@@ -212,9 +208,7 @@ TEST_F(CudaGroupedGemmTest, GroupedGemmOneTileFormGivesFourTileFormBits) {
                                       mats * n,
                                       true};
       p.max_rows_per_group = t;
-      p.ring_max_rows = form == 0 ? t : 0;
-      p.ring_group_max_rows = form == 2 ? 5 : 0;
-      if (form == 3) {
+      if (form == 1) {
         p.chunk_begin = chunk_begin.ptr<int32_t>();
         p.chunk_expert = chunk_expert.ptr<int32_t>();
         p.num_chunks = num_chunks.ptr<int32_t>();
@@ -224,14 +218,14 @@ TEST_F(CudaGroupedGemmTest, GroupedGemmOneTileFormGivesFourTileFormBits) {
       bits[form].resize(entries * mats * n);
       CopyOut(*gpu_, y, bits[form].data());
     }
-    for (int form : {0, 2, 3}) {
+    for (int form = 0; form < 2; ++form) {
       int64_t differ = 0, unwritten = 0;
-      for (size_t i = 0; i < bits[1].size(); ++i) {
-        differ += bits[form][i] != bits[1][i] ? 1 : 0;
+      for (size_t i = 0; i < bits[0].size(); ++i) {
+        differ += bits[form][i] != bits[0][i] ? 1 : 0;
         unwritten += bits[form][i] == 0xffffffffu ? 1 : 0;
       }
-      EXPECT_EQ(differ, 0) << "t=" << t << " form " << form;
-      EXPECT_EQ(unwritten, 0) << "t=" << t << " form " << form;
+      EXPECT_EQ(differ, 0) << "t=" << t << " chunks " << form;
+      EXPECT_EQ(unwritten, 0) << "t=" << t << " chunks " << form;
     }
   }
 }

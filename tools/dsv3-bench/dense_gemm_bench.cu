@@ -5,9 +5,9 @@
 // 50 MB L2 (HBM reads). GB/s counts weight and scale bytes; "% copy" is against a 1 GB
 // device-to-device cudaMemcpy timed in the same run (read + write bytes). Last, GroupedFp8Gemm at
 // the decode MoE shapes (batches 1, 8, 32 and 128, top-8 of 256 experts, uniform routing, and
-// at 32 and 128 skewed as the random model's; beyond 8, the kernel's forms by
-// GroupedFp8GemmParams::ring_max_rows and ring_group_max_rows: four tiles, the ring for groups
-// of up to 8 or 16 rows, the ring for all), which shares the kernel. With
+// at 32 and 128 skewed as the random model's; beyond 8, each expert's chunks of 8 rows in the
+// same blocks and as blocks of their own: GroupedFp8GemmParams::chunk_expert), which shares the
+// kernel. With
 // --sweep-ksplit, each timed launch again at every K split the kernel allows (the params'
 // ksplit), to check the launch rule's choice (LaunchMmaGemm) against the best one.
 //
@@ -240,10 +240,10 @@ std::vector<int32_t> RouteTokens(int64_t tokens, int64_t experts, int64_t top_k,
 }
 
 // Decode MoE: `tokens` tokens routed by RouteTokens, through MoeAlign; weights [experts][mats]
-// of n x k (7.5 GB for gate|up: no L2 reuse across launches). ring_max_rows,
-// ring_group_max_rows, chunked: GroupedFp8GemmParams's (which form runs groups of 9+ rows).
+// of n x k (7.5 GB for gate|up: no L2 reuse across launches). chunked: MoeAlign's chunks passed
+// on to the GEMM.
 void RunGrouped(const char* name, int64_t tokens, double skew, int64_t n, int64_t k,
-                int64_t mats, int64_t ring_max_rows, int64_t ring_group_max_rows, bool chunked) {
+                int64_t mats, bool chunked) {
   const int64_t experts = 256, top_k = 8, entries = tokens * top_k, kb = k / 128;
   const int64_t max_chunks = dsv3::kernels::MaxGroupedChunks(entries, experts);
   std::mt19937 rng(11);
@@ -290,8 +290,6 @@ void RunGrouped(const char* name, int64_t tokens, double skew, int64_t n, int64_
   GroupedFp8GemmParams p{xq,    xs,   entries, k,    begin, active, num_active, experts,
                          table, mats, 0,       mats, n,     kb,     y,          mats * n};
   p.max_rows_per_group = tokens;  // each token's experts are distinct
-  p.ring_max_rows = ring_max_rows;
-  p.ring_group_max_rows = ring_group_max_rows;
   if (chunked) {
     p.chunk_begin = chunk_begin;
     p.chunk_expert = chunk_expert;
@@ -300,16 +298,9 @@ void RunGrouped(const char* name, int64_t tokens, double skew, int64_t n, int64_
   }
   const double us = TimeUs(5, 50, [&](int) { GroupedFp8Gemm(p, nullptr); });
   const double gbs = act * mats * (mat_bytes + s_count * 4.0) / us * 1e-3;
-  char form[48] = "one-tile ring";
-  if (chunked && tokens > 8) {
-    std::snprintf(form, sizeof(form), "chunks of 8 rows");
-  } else if (tokens > std::max<int64_t>(8, ring_max_rows)) {
-    if (ring_group_max_rows > 0) {
-      std::snprintf(form, sizeof(form), "ring up to %ld rows a group", ring_group_max_rows);
-    } else {
-      std::snprintf(form, sizeof(form), "four tiles");
-    }
-  }
+  const char* form = tokens <= 8 ? "one chunk an expert"
+                     : chunked   ? "chunks as blocks"
+                                 : "chunks in one block";
   std::printf(
       "grouped %-14s %ld tokens (%s), %d active experts x %ld x %ld x %ld, %s: %7.2f us  "
       "%6.0f GB/s  %5.1f%% copy\n",
@@ -358,16 +349,11 @@ int main(int argc, char** argv) {
   // Uniform routing at 1-128 tokens, then the random model's skew at 32 and 128.
   for (const auto& [tokens, skew] : std::vector<std::pair<int64_t, double>>{
            {1, 0.0}, {8, 0.0}, {32, 0.0}, {128, 0.0}, {32, 0.9}, {128, 0.9}}) {
-    // Beyond 8 tokens, every group in four tiles, groups of up to 8 and 16 rows on the ring,
-    // every group on the ring, then each group's chunks of 8 rows as blocks of their own.
-    for (int64_t group_rows : {int64_t{0}, int64_t{8}, int64_t{16}, tokens, int64_t{-1}}) {
-      if (tokens <= 8 && group_rows != 0) continue;
-      if (group_rows == 16 && tokens <= 16) continue;
-      const bool all_ring = group_rows == tokens, chunked = group_rows < 0;
-      const int64_t ring_rows = all_ring ? tokens : 0;
-      const int64_t ring_group_rows = std::max<int64_t>(group_rows, 0);
-      RunGrouped("gate|up", tokens, skew, 2048, 7168, 2, ring_rows, ring_group_rows, chunked);
-      RunGrouped("down", tokens, skew, 7168, 2048, 1, ring_rows, ring_group_rows, chunked);
+    // Beyond 8 tokens, each expert's chunks in the same blocks, then as blocks of their own.
+    for (bool chunked : {false, true}) {
+      if (tokens <= 8 && chunked) continue;
+      RunGrouped("gate|up", tokens, skew, 2048, 7168, 2, chunked);
+      RunGrouped("down", tokens, skew, 7168, 2048, 1, chunked);
     }
   }
   std::printf("%s\n", g_all_ok ? "all checks OK" : "SOME CHECKS FAILED");

@@ -19,7 +19,6 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "engine/backend/cuda/cuda_backend.h"
 #include "engine/backend/cuda/cuda_event_clock.h"
@@ -57,9 +56,7 @@ struct Args {
   bool no_pdl = false;  // kernels launched without programmatic dependent launch (launch.cuh)
   bool no_fuse_shared = false;     // the shared expert apart from the grouped experts
   bool no_fuse_norms = false;      // residual adds and norm quantizations as kernels of their own
-  int64_t grouped_ring_max_rows = -1;  // < 0: the backend's default
-  int64_t grouped_ring_group_max_rows = -1;  // < 0: the backend's default
-  bool no_grouped_chunks = false;  // the two options above instead of chunks of 8 rows
+  bool no_grouped_chunks = false;  // decode experts' chunks of 8 rows in the same blocks
   std::vector<int> trace_batches;  // batches whose graphed step is traced per kernel
   bool trace_prefill = false;      // the prefill step (default experts path) per kernel
   // Speculative decoding (verify_bench.cc): drafts K per step; when given, only that section runs.
@@ -168,25 +165,17 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
   cudaDriverGetVersion(&driver);
   cudaRuntimeGetVersion(&runtime);
   const double copy_bw = CopyBandwidth(gpu.stream());
-  const CudaBackend::Options& o = gpu.options();
-  const std::string grouped_form =
-      o.grouped_chunks
-          ? "of more than 8 rows each in chunks of 8 rows"
-          : absl::StrFormat("on the register ring up to %lld rows each (beyond, experts of up to "
-                            "%lld rows)",
-                            static_cast<long long>(o.grouped_ring_max_rows),
-                            static_cast<long long>(o.grouped_ring_group_max_rows));
   std::fprintf(out,
                "device: %s, driver API %d, runtime %d, copy bandwidth %.2f TB/s, "
                "tensor parallel %d, programmatic dependent launch %s, shared expert %s, norms %s, "
-               "grouped experts %s\n",
+               "grouped experts' chunks of 8 rows %s\n",
                prop.name, driver, runtime, copy_bw / 1e12, comm.world_size(),
                args.no_pdl ? "off" : "on in decode steps",
                args.no_fuse_shared ? "apart" : "fused into the grouped experts where it pays",
                args.no_fuse_norms ? "apart"
                                   : "fused with the residual add, q_b's quantization, RoPE "
                                     "and the KV write",
-               grouped_form.c_str());
+               args.no_grouped_chunks ? "in the same blocks" : "as blocks of their own");
 
   // The model runs on a TimingBackend around the GPU: per-layer and per-op times on the GPU's
   // stream, and the GPU's choice of kernel paths and MLA's sub-steps as sections.
@@ -461,10 +450,6 @@ int Run(const Args& args) {
     options.programmatic_launch = !args.no_pdl;
     options.fuse_shared_expert = !args.no_fuse_shared;
     options.fuse_norms = !args.no_fuse_norms;
-    if (args.grouped_ring_max_rows >= 0) options.grouped_ring_max_rows = args.grouped_ring_max_rows;
-    if (args.grouped_ring_group_max_rows >= 0) {
-      options.grouped_ring_group_max_rows = args.grouped_ring_group_max_rows;
-    }
     options.grouped_chunks = !args.no_grouped_chunks;
     auto gpu = CudaBackend::Create(options);
     if (!gpu.ok()) return fail(gpu.status());
@@ -532,15 +517,10 @@ int main(int argc, char** argv) {
                "run the residual adds, the quantization of q_b's input, RoPE and the KV write "
                "as kernels of their own instead of inside the norms (to measure what the "
                "fusion gives)");
-  app.add_option("--grouped-ring-max-rows", args.grouped_ring_max_rows,
-                 "decode experts' grouped launches of up to this many rows per expert on the "
-                 "one-tile register ring, in chunks of 8 (default: the backend's, 32)");
-  app.add_option("--grouped-ring-group-max-rows", args.grouped_ring_group_max_rows,
-                 "larger launches: experts of up to this many rows on the ring all the same, "
-                 "the rest in four token tiles; 0: none (default: the backend's, 8)");
   app.add_flag("--no-grouped-chunks", args.no_grouped_chunks,
-               "decode experts of more than 8 rows each by the two options above instead of "
-               "in chunks of 8 rows as blocks of their own (to measure what the chunks give)");
+               "decode experts of more than 8 rows each: their chunks of 8 rows one after "
+               "another in the same blocks instead of as blocks of their own (to measure what "
+               "the chunks give)");
   app.add_flag(
       "--no-pdl", args.no_pdl,
       "launch the kernels without programmatic dependent launch (to measure what it gives)");

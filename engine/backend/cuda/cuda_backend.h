@@ -65,17 +65,9 @@ class CudaBackend final : public Backend {
     // AddRmsNorm, RmsNormLinear and PrepareMlaInputs as one kernel each; off: the Backend
     // defaults (the parts).
     bool fuse_norms = true;
-    // Grouped small-M launches (decode experts) whose groups may have up to this many rows run
-    // the one-tile register ring (kernels::GroupedFp8GemmParams::ring_max_rows), the four-tile
-    // form beyond. 32: decode batches up to 32 (faster at 32; at 128, an expert with tens of
-    // rows streams its weights once per 8 of them, slower: docs/perf/h200.md).
-    int64_t grouped_ring_max_rows = 32;
-    // Launches beyond that: experts with at most this many rows take the ring all the same,
-    // counted on the device (kernels::GroupedFp8GemmParams::ring_group_max_rows; 0: none).
-    int64_t grouped_ring_group_max_rows = 8;
-    // Grouped small-M launches of more than 8 rows per expert run each expert's chunks of 8 rows
-    // as blocks of their own (kernels::GroupedFp8GemmParams::chunk_expert), in place of the
-    // two options above.
+    // Grouped small-M launches (decode experts) of more than 8 rows per expert run each
+    // expert's chunks of 8 rows as blocks of their own (kernels::GroupedFp8GemmParams::
+    // chunk_expert); off: one block through all of an expert's chunks (to measure what it gives).
     bool grouped_chunks = true;
   };
   // Beyond this many tokens the shared expert runs apart: with tens of rows it would be the

@@ -58,9 +58,11 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
                                 row_of.ptr<int32_t>(),
                                 ActiveLogSlot()};
   Tensor tile_expert, tiles_used;  // [tiles] expert of each tile, [1] tiles in use
-  // The small-M kernel's chunks of 8 rows: [local + 1] first chunk of each expert, [max_chunks]
-  // expert of each chunk, [1] chunks in use.
-  const int64_t max_chunks = tiled ? 0 : kernels::MaxGroupedChunks(entries, local);
+  // The small-M kernel's chunks of 8 rows, where an expert may have more (a token's top-k
+  // experts are distinct; the shared expert has one row per token): [local + 1] first chunk of
+  // each expert, [max_chunks] expert of each chunk, [1] chunks in use.
+  const bool chunked = !tiled && options_.grouped_chunks && t > kernels::kGroupedChunkRows;
+  const int64_t max_chunks = chunked ? kernels::MaxGroupedChunks(entries, local) : 0;
   Tensor chunk_begin, chunk_expert, num_chunks;
   if (tiled) {
     tile_expert = Tensor(allocator(), DType::kI32, {tiles});
@@ -69,7 +71,7 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
     align.tile_expert = tile_expert.ptr<int32_t>();
     align.num_tiles = tiles_used.ptr<int32_t>();
     align.capacity_rows = rows;
-  } else {
+  } else if (chunked) {
     chunk_begin = Tensor(allocator(), DType::kI32, {local + 1});
     chunk_expert = Tensor(allocator(), DType::kI32, {max_chunks});
     num_chunks = Tensor(allocator(), DType::kI32, {1});
@@ -138,10 +140,8 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
                                       y,
                                       mats * n,
                                       y_f32,
-                                      t,
-                                      options_.grouped_ring_max_rows,
-                                      options_.grouped_ring_group_max_rows};
-      if (options_.grouped_chunks) {
+                                      t};
+      if (chunked) {
         p.chunk_begin = chunk_begin.ptr<int32_t>();
         p.chunk_expert = chunk_expert.ptr<int32_t>();
         p.num_chunks = num_chunks.ptr<int32_t>();
