@@ -231,7 +231,7 @@ __device__ __forceinline__ void PrefetchFirstPairs(const uint8_t* row0, int kpar
 // partial_words: the block's split-K exchange, kMaxKSplit x kTiles x 4 x 32 floats.
 template <int kTiles, Feed kFeed>
 __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* partial_words) {
-  extern __shared__ uint4 ring_smem[];      // kSmemRing: [warps][kRingStages][4][32]
+  extern __shared__ uint4 ring_smem[];  // kSmemRing: [warps][kRingStages][4][32]
   // [warp][token tile * 4 + c][lane]
   auto& partial = *reinterpret_cast<float(*)[kMaxKSplit][kTiles * 4][32]>(partial_words);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
