@@ -54,7 +54,10 @@ __global__ void __launch_bounds__(kAlignThreads) MoeAlignKernel(MoeAlignParams p
       static_cast<int32_t>((own_rows + kGroupedChunkRows - 1) / kGroupedChunkRows);
   const int32_t rows_in_warp = WarpInclusiveSum(own_rows);
   const int32_t active_in_warp = WarpInclusiveSum(own_active);
-  const int32_t chunks_in_warp = WarpInclusiveSum(own_chunks);
+  // The chunks' scan only where they are asked for (a uniform branch): decode steps of up to 8
+  // tokens, on the latency path of every layer, have no use for them.
+  const bool chunks = p.chunk_expert != nullptr;
+  const int32_t chunks_in_warp = chunks ? WarpInclusiveSum(own_chunks) : 0;
   if (lane == 31) {
     warp_rows[warp] = rows_in_warp;
     warp_active[warp] = active_in_warp;
@@ -64,17 +67,18 @@ __global__ void __launch_bounds__(kAlignThreads) MoeAlignKernel(MoeAlignParams p
   if (warp == 0) {  // the warps' totals, scanned in place (inclusive)
     warp_rows[lane] = WarpInclusiveSum(warp_rows[lane]);
     warp_active[lane] = WarpInclusiveSum(warp_active[lane]);
-    warp_chunks[lane] = WarpInclusiveSum(warp_chunks[lane]);
+    if (chunks) warp_chunks[lane] = WarpInclusiveSum(warp_chunks[lane]);
   }
   __syncthreads();
   const int32_t row = (warp > 0 ? warp_rows[warp - 1] : 0) + rows_in_warp - own_rows;
   const int32_t slot = (warp > 0 ? warp_active[warp - 1] : 0) + active_in_warp - own_active;
-  const int32_t chunk = (warp > 0 ? warp_chunks[warp - 1] : 0) + chunks_in_warp - own_chunks;
+  const int32_t chunk =
+      chunks ? (warp > 0 ? warp_chunks[warp - 1] : 0) + chunks_in_warp - own_chunks : 0;
   if (expert < p.experts) {
     p.begin[expert] = row;
     fill[expert] = row;
     if (own_active) p.active[slot] = expert;
-    if (p.chunk_expert != nullptr) {
+    if (chunks) {
       p.chunk_begin[expert] = chunk;
       for (int32_t q = chunk; q < chunk + own_chunks; ++q) p.chunk_expert[q] = expert;
     }
@@ -82,7 +86,7 @@ __global__ void __launch_bounds__(kAlignThreads) MoeAlignKernel(MoeAlignParams p
   if (expert == kAlignThreads - 1) {  // past every expert: its inclusive sums are the totals
     p.begin[p.experts] = row + own_rows;
     *p.num_active = slot + own_active;
-    if (p.chunk_expert != nullptr) {
+    if (chunks) {
       p.chunk_begin[p.experts] = chunk + own_chunks;
       *p.num_chunks = chunk + own_chunks;
     }
@@ -244,14 +248,14 @@ __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* part
   if (p.begin != nullptr) {
     KernelPrologue();
     if (p.chunk_expert != nullptr) {
-      // Block L of the grid: chunk L / gridDim.x's expert e owns blocks [first, end) x
-      // gridDim.x, column block major and chunk minor: a column block's chunks run together.
-      const int64_t linear = static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x;
-      const int64_t chunk = linear / gridDim.x;
+      // Grid row y is chunk y. Expert e's chunks [first, first + count) own rows [first,
+      // first + count) of the grid, whose blocks are taken in order as column block major and
+      // chunk minor: a column block's chunks run together.
+      const int64_t chunk = blockIdx.y;
       if (chunk >= *p.num_chunks) return;  // the whole block
       e = p.chunk_expert[chunk];
       const int64_t first = p.chunk_begin[e], count = p.chunk_begin[e + 1] - first;
-      const int64_t local = linear - first * gridDim.x;
+      const int64_t local = (chunk - first) * gridDim.x + blockIdx.x;
       col_block = local / count;
       r_begin = p.begin[e] + static_cast<int32_t>(local % count * kTokens);
       r_end = min(p.begin[e + 1], r_begin + kTokens);
