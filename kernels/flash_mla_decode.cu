@@ -3,10 +3,14 @@
 // MMA's M and one pass over its keys serves them all.
 //
 // Block (split, head group of 64, item), 384 threads. Warpgroup 0 is the producer: it gathers
-// the item's query [64 heads, 576] once and its paged latent rows in 64-key tiles [64, 576]
-// (cp.async through the block table, zeros past the context) into two shared-memory stages,
-// each in two parts with their own "full" and "empty" mbarriers: lo = column blocks 0-3 (the
-// latent dims [0, 256)) and hi = blocks 4-8 (dims [256, 512) and the rope dims).
+// the item's query [64 heads, 576] once (cp.async, its own "q full" mbarrier) and its paged
+// latent rows in 64-key tiles [64, 576] into two shared-memory stages, each in two parts with
+// their own "full" and "empty" mbarriers: lo = column blocks 0-3 (the latent dims [0, 256)) and
+// hi = blocks 4-8 (dims [256, 512) and the rope dims). Where the cache's pages hold whole tiles
+// (block_size a multiple of 64), a tile whose keys are all in range comes by TMA (one thread
+// issues a part's 4 or 5 boxes of [64 rows][64 dims]; the copy engine applies the swizzle),
+// since one SM's cp.async do not keep enough bytes in flight; the last, partial tile of a range
+// and other page sizes by cp.async through the block table, zeros past the context.
 //
 // Warpgroups 1 and 2 are the consumers L and R; L holds O's dims [0, 256) and R dims [256, 512)
 // in registers (128 F32 per thread each). They take the tiles in pairs (A in stage 0, B in stage
@@ -34,6 +38,7 @@
 #include "kernels/flash_mla_decode.cuh"
 #include "kernels/launch.cuh"
 #include "kernels/sm90_async.cuh"
+#include "kernels/tensor_map.cuh"
 
 namespace dsv3::kernels {
 
@@ -49,7 +54,7 @@ constexpr int kBlockBytes = kKeys * 128;     // one column block [64 rows][64 el
 constexpr int kQBytes = kColBlocks * kBlockBytes, kKBytes = kColBlocks * kBlockBytes;
 constexpr int kPBytes = kBlockBytes;
 constexpr int kRowBytes = 2 * kHeads * 4;    // two floats per row: m_A, m_B (then the sums)
-constexpr int kBarBytes = 2 * 2 * 2 * 8;     // full and empty x lo and hi x 2 stages
+constexpr int kBarBytes = (2 * 2 * 2 + 1) * 8;  // full and empty x lo and hi x 2 stages; q full
 constexpr int kSmemBytes = 1024 + kQBytes + 2 * kKBytes + kPBytes + kRowBytes + kBarBytes;
 static_assert(kSmemBytes <= 227 * 1024);
 
@@ -70,6 +75,7 @@ struct Smem {
   __device__ uint32_t Pa() const { return K(0) + (kColBlocks - 1) * kBlockBytes; }
   __device__ uint32_t Full(int st, int hi) const { return bars + 8 * (2 * st + hi); }
   __device__ uint32_t Empty(int st, int hi) const { return bars + 8 * (4 + 2 * st + hi); }
+  __device__ uint32_t QFull() const { return bars + 8 * 8; }
   // Per row r: m_A (which = 0) and m_B (1), published by L and R; at the end the row sums.
   __device__ uint32_t Row(int which, int r) const { return rows + 4 * (which * kHeads + r); }
 };
@@ -119,11 +125,13 @@ struct Work {
   __device__ int Tiles() const { return (key_end - key_begin + kKeys - 1) / kKeys; }
 };
 
-// Producer warpgroup: thread (r = tid / 8, c = tid % 8) copies 16-byte chunk c of each 128-byte
-// row segment of rows r, r + 16, r + 32, r + 48; those rows share r % 8, hence one swizzled
-// offset.
+// Producer warpgroup: by cp.async, thread (r = tid / 8, c = tid % 8) copies 16-byte chunk c of
+// each 128-byte row segment of rows r, r + 16, r + 32, r + 48; those rows share r % 8, hence one
+// swizzled offset. A part's full barrier counts 128 arrivals: each thread's, after its cp.async
+// or, for a TMA part, plain, thread 0's expecting the part's bytes.
 struct Producer {
   const FlashMlaDecodeParams& p;
+  const CUtensorMap& cache_map;
   const Work& wk;
   const Smem& sm;
   int c = threadIdx.x % 8, r = threadIdx.x / 8;
@@ -146,12 +154,28 @@ struct Producer {
                   b < kColBlocks - 1 ? lat + b * 64 : pe, valid ? 16 : 0);
       }
     }
+    CpAsyncArrive(sm.QFull());
   }
   // Column blocks [B0, B1) of tile j's latent rows into stage st, then the part's arrival.
   template <int B0, int B1>
   __device__ __forceinline__ void LoadPart(int j, int st) const {
-    const bf16* cache = static_cast<const bf16*>(p.cache) + c * 8;
     const int32_t* table = p.block_tables + wk.item.table_offset;
+    const uint32_t full = sm.Full(st, B0 == 0 ? 0 : 1);
+    const int key0 = wk.key_begin + j * kKeys;
+    if (p.block_size % kKeys == 0 && key0 + kKeys <= wk.key_end) {
+      if (threadIdx.x == 0) {
+        const int32_t row = table[key0 / p.block_size] * p.block_size + key0 % p.block_size;
+        MbarExpectTx(full, (B1 - B0) * kBlockBytes);
+#pragma unroll
+        for (int b = B0; b < B1; ++b) {
+          TmaLoad2d(sm.K(st) + b * kBlockBytes, cache_map, full, 64 * b, row);
+        }
+      } else {
+        MbarArrive(full);
+      }
+      return;
+    }
+    const bf16* cache = static_cast<const bf16*>(p.cache) + c * 8;
 #pragma unroll
     for (int i = 0; i < kKeys / 16; ++i) {
       const int key = wk.key_begin + j * kKeys + r + 16 * i;
@@ -166,13 +190,13 @@ struct Producer {
         CpAsync16(dst + b * kBlockBytes, src + b * 64, valid ? 16 : 0);
       }
     }
-    CpAsyncArrive(sm.Full(st, B0 == 0 ? 0 : 1));
+    CpAsyncArrive(full);
   }
   // Pair by pair, each part once the consumer that reads it last has released it, in the order
   // they are released: A's lo part (L, after P_A V_A[L]), B's hi part (R, after P_B V_B[R]), A's
   // hi part (R, after P_A V_A[R]), B's lo part (L, after P_B V_B[L]).
   __device__ __forceinline__ void Run() const {
-    LoadQ();  // pair 0's arrivals cover it
+    LoadQ();
     const int tiles = wk.Tiles();
     for (int a = 0, pair = 0; a < tiles; a += 2, ++pair) {
       const bool has_b = a + 1 < tiles;
@@ -432,7 +456,9 @@ __device__ __forceinline__ float* PartialLse(const FlashMlaDecodeParams& p, int 
          (static_cast<int64_t>(item) * p.split.splits + split) * p.heads + h;
 }
 
-__global__ void __launch_bounds__(kThreads, 1) FlashMlaDecodeKernel(const FlashMlaDecodeParams p) {
+__global__ void __launch_bounds__(kThreads, 1)
+    FlashMlaDecodeKernel(const __grid_constant__ FlashMlaDecodeParams p,
+                         const __grid_constant__ CUtensorMap cache_map) {
   KernelPrologue();
   extern __shared__ unsigned char smem_raw[];
   const int split = blockIdx.x, item_index = blockIdx.z;
@@ -464,13 +490,14 @@ __global__ void __launch_bounds__(kThreads, 1) FlashMlaDecodeKernel(const FlashM
         MbarInit(sm.Empty(st, hi), 4);   // one arrival per warp of the consumer releasing it
       }
     }
+    MbarInit(sm.QFull(), 128);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
   const int wg = threadIdx.x / 128;
   if (wg == 0) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
-    Producer{p, wk, sm}.Run();
+    Producer{p, cache_map, wk, sm}.Run();
     return;
   }
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
@@ -482,6 +509,7 @@ __global__ void __launch_bounds__(kThreads, 1) FlashMlaDecodeKernel(const FlashM
 #pragma unroll
   for (int i = 0; i < 64; ++i) cs.o_lo[i] = cs.o_hi[i] = 0.0f;
   const int tiles = wk.Tiles();
+  MbarWait(sm.QFull(), 0);
   for (int a = 0, pair = 0; a < tiles; a += 2, ++pair) {
     const bool has_b = a + 1 < tiles;
     const int key0 = wk.key_begin + a * kKeys;
@@ -631,7 +659,17 @@ void FlashMlaDecode(const FlashMlaDecodeParams& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.split.splits),
                   static_cast<unsigned>((p.heads + kHeads - 1) / kHeads),
                   static_cast<unsigned>(p.num_items));
-  Launch(FlashMlaDecodeKernel, grid, kThreads, kSmemBytes, stream, p);
+  // The cache [rows, 576] in boxes of [64 rows][64 dims] (one column block of a tile); only
+  // read where pages hold whole tiles.
+  CUtensorMap cache_map{};
+  if (p.block_size % kKeys == 0) {
+    const cuuint64_t dims[2] = {kDim, static_cast<cuuint64_t>(p.cache_rows)};
+    const cuuint64_t strides[1] = {kDim * 2};
+    const cuuint32_t box[2] = {64, kKeys};
+    cache_map = EncodeTensorMap(CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, dims, strides, box,
+                                const_cast<void*>(p.cache));
+  }
+  Launch(FlashMlaDecodeKernel, grid, kThreads, kSmemBytes, stream, p, cache_map);
   if (p.split.splits > 1) {
     Launch(FlashMlaDecodeCombineKernel,
            dim3(static_cast<unsigned>(p.heads), static_cast<unsigned>(p.num_items)), kLora / 4, 0,

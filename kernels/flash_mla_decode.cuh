@@ -34,16 +34,18 @@ FlashMlaDecodeSplit FlashMlaDecodeSplits(int64_t items, int64_t heads, int64_t m
 int64_t FlashMlaDecodePartialFloats(int64_t items, int64_t heads, FlashMlaDecodeSplit split);
 
 // q_lat [tokens, heads, 512] and q_pe [tokens, heads, 64] (rotated), with their token and head
-// strides in elements; the paged latent cache [blocks, block_size, 576] ([c | k_pe] rows) with
-// the concatenated block tables; items (device) name each token's row, table and context;
-// out [tokens, heads, 512] at its strides. All BF16, every row 16-byte aligned. `partial`:
-// FlashMlaDecodePartialFloats floats of scratch when split.splits > 1.
+// strides in elements; the paged latent cache [blocks, block_size, 576] ([c | k_pe] rows;
+// cache_rows = blocks x block_size) with the concatenated block tables; items (device) name
+// each token's row, table and context; out [tokens, heads, 512] at its strides. All BF16, every
+// row 16-byte aligned. `partial`: FlashMlaDecodePartialFloats floats of scratch when
+// split.splits > 1.
 struct FlashMlaDecodeParams {
   const void* q_lat;
   int64_t q_lat_token_stride, q_lat_head_stride;
   const void* q_pe;
   int64_t q_pe_token_stride, q_pe_head_stride;
   const void* cache;
+  int64_t cache_rows;
   int32_t block_size;
   const int32_t* block_tables;
   const MlaGemmItem* items;

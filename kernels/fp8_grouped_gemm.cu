@@ -23,7 +23,6 @@
 // each paid too (docs/journal/2026-11-28-h200-runs.md; tools/dsv3-bench/grouped_gemm_bench.cu
 // times it).
 #include <cuda.h>
-#include <cudaTypedefs.h>
 
 #include <algorithm>
 #include <cassert>
@@ -35,6 +34,7 @@
 #include "kernels/fp8_grouped_gemm.cuh"
 #include "kernels/launch.cuh"
 #include "kernels/sm90_async.cuh"
+#include "kernels/tensor_map.cuh"
 
 namespace dsv3::kernels {
 
@@ -93,19 +93,6 @@ __device__ __forceinline__ void Wgmma64x128x32(float (&d)[64], uint64_t a, uint6
       : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));
 }
 
-// TMA loads completing on an mbarrier with a byte count.
-__device__ __forceinline__ void MbarExpectTx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void TmaLoad2d(uint32_t dst, const CUtensorMap& map, uint32_t bar,
-                                          int32_t x0, int32_t x1) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, "
-      "%4}], [%2];" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(&map)), "r"(bar), "r"(x0), "r"(x1)
-      : "memory");
-}
 __device__ __forceinline__ void TmaLoad4d(uint32_t dst, const CUtensorMap& map, uint32_t bar,
                                           int32_t x0, int32_t x1, int32_t x2, int32_t x3) {
   asm volatile(
@@ -396,37 +383,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
-// cuTensorMapEncodeTiled through the runtime (no link against the driver library).
-PFN_cuTensorMapEncodeTiled_v12000 EncodeTiled() {
-  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult found;
-    DSV3_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000,
-                                                     cudaEnableDefault, &found));
-    if (found != cudaDriverEntryPointSuccess) {
-      std::fprintf(stderr, "cuTensorMapEncodeTiled not found\n");
-      std::abort();
-    }
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
-  }();
-  return fn;
-}
-
-CUtensorMap Encode(CUtensorMapDataType type, int rank, const cuuint64_t* dims,
-                   const cuuint64_t* strides, const cuuint32_t* box, void* base) {
-  CUtensorMap map;
-  const cuuint32_t unit[4] = {1, 1, 1, 1};
-  const CUresult r = EncodeTiled()(&map, type, rank, base, dims, strides, box, unit,
-                                   CU_TENSOR_MAP_INTERLEAVE_NONE,
-                                   CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                                   CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) {
-    std::fprintf(stderr, "cuTensorMapEncodeTiled failed (%d), rank %d\n", static_cast<int>(r),
-                 rank);
-    std::abort();
-  }
-  return map;
-}
 
 }  // namespace
 
@@ -445,8 +401,8 @@ void Fp8GroupedGemm(const Fp8GroupedGemmParams& p, cudaStream_t stream) {
                                 static_cast<cuuint64_t>(p.rows_padded)};
   const cuuint64_t x_strides[1] = {static_cast<cuuint64_t>(p.k_pad)};
   const cuuint32_t x_box[2] = {kBK, kBM};
-  const CUtensorMap map_x = Encode(CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, x_dims, x_strides, x_box,
-                                   const_cast<uint8_t*>(p.xq));
+  const CUtensorMap map_x = EncodeTensorMap(CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, x_dims, x_strides,
+                                            x_box, const_cast<uint8_t*>(p.xq));
   // Every weight matrix through one map, as a window of the address space: byte k of row c of
   // the matrix at w is kWeightBase + k + k_pad c + 16 x2 + 2^35 x3, with (x2, x3) from w - base
   // (a 16-byte-aligned offset of up to 2^35 bytes in x2, the rest in x3). Rows >= n are out of
@@ -457,8 +413,8 @@ void Fp8GroupedGemm(const Fp8GroupedGemmParams& p, cudaStream_t stream) {
                                    cuuint64_t{1} << kWeightHighShift};
   const cuuint32_t w_box[4] = {kBK, kBN, 1, 1};
   const CUtensorMap map_w =
-      Encode(CU_TENSOR_MAP_DATA_TYPE_UINT8, 4, w_dims, w_strides, w_box,
-             reinterpret_cast<void*>(uintptr_t{kWeightBase}));
+      EncodeTensorMap(CU_TENSOR_MAP_DATA_TYPE_UINT8, 4, w_dims, w_strides, w_box,
+                      reinterpret_cast<void*>(uintptr_t{kWeightBase}));
   // BF16 y by TMA stores where the map can address it (16-byte-aligned base and row stride):
   // all mats * n columns as one [rows_padded, mats * n] tensor, boxes of 64 rows x 64 columns
   // (the 128-byte swizzle's widest); columns past mats * n are clipped by the map, a box that
@@ -471,7 +427,8 @@ void Fp8GroupedGemm(const Fp8GroupedGemmParams& p, cudaStream_t stream) {
                                   static_cast<cuuint64_t>(p.rows_padded)};
     const cuuint64_t y_strides[1] = {static_cast<cuuint64_t>(p.y_stride * 2)};
     const cuuint32_t y_box[2] = {64, kBM};
-    map_y = Encode(CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, y_dims, y_strides, y_box, p.y);
+    map_y =
+        EncodeTensorMap(CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, y_dims, y_strides, y_box, p.y);
   }
   const int64_t items = p.num_tiles * p.mats * ((p.n + kBN - 1) / kBN);
   const int grid = static_cast<int>(std::min<int64_t>(items, sms));

@@ -6,6 +6,7 @@
 // sm_90a.
 #pragma once
 
+#include <cuda.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -62,6 +63,21 @@ __device__ __forceinline__ void CpAsyncWait() {
 // The barrier gets this thread's arrival once all its earlier cp.async have landed.
 __device__ __forceinline__ void CpAsyncArrive(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
+}
+
+// TMA loads completing on an mbarrier with a byte count: the arrival that expects the bytes,
+// then the copies (the map a __grid_constant__ kernel parameter).
+__device__ __forceinline__ void MbarExpectTx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void TmaLoad2d(uint32_t dst, const CUtensorMap& map, uint32_t bar,
+                                          int32_t x0, int32_t x1) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, "
+      "%4}], [%2];" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(&map)), "r"(bar), "r"(x0), "r"(x1)
+      : "memory");
 }
 
 // wgmma shared-memory operand descriptor with 128-byte swizzle, offsets in bytes. K-major tiles

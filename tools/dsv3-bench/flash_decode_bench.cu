@@ -10,8 +10,8 @@
 // Built as dsv3-flash-decode-bench with the CUDA backend (tools/CMakeLists.txt), or by hand from
 // the repository root:
 //   nvcc -gencode arch=compute_90a,code=sm_90a -std=c++17 -O3 -I. \
-//     tools/dsv3-bench/flash_decode_bench.cu kernels/flash_mla_decode.cu kernels/launch.cu \
-//     -o flash_decode_bench
+//     tools/dsv3-bench/flash_decode_bench.cu kernels/flash_mla_decode.cu kernels/tensor_map.cu \
+//     kernels/launch.cu -o flash_decode_bench
 // Usage: flash_decode_bench [--configs items:context,...] [--splits N] [--iters N]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -161,6 +161,7 @@ struct Problem {
     p.q_pe_token_stride = int64_t{kHeads} * kRope;
     p.q_pe_head_stride = kRope;
     p.cache = cache;
+    p.cache_rows = int64_t{blocks_per_copy} * copies * kBlock;
     p.block_size = kBlock;
     p.block_tables = tables + int64_t{copy} * blocks_per_copy;
     p.items = items;

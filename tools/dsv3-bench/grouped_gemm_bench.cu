@@ -6,7 +6,8 @@
 // Built as dsv3-grouped-gemm-bench with the CUDA backend (tools/CMakeLists.txt), or by hand
 // from the repository root:
 //   nvcc -gencode arch=compute_90a,code=sm_90a -std=c++17 -O3 -I. \
-//     tools/dsv3-bench/grouped_gemm_bench.cu kernels/fp8_grouped_gemm.cu -o grouped_gemm_bench
+//     tools/dsv3-bench/grouped_gemm_bench.cu kernels/fp8_grouped_gemm.cu kernels/tensor_map.cu \
+//     kernels/launch.cu -o grouped_gemm_bench
 //   ./grouped_gemm_bench
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>

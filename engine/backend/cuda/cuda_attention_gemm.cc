@@ -64,6 +64,7 @@ void CudaBackend::MlaDecodeOnTensorCores(const TensorView& q, const TensorView& 
   a.q_pe_token_stride = q.strides[0];
   a.q_pe_head_stride = q.strides[1];
   a.cache = cache.data;
+  a.cache_rows = cache.dim(0) * cache.dim(1);
   a.block_size = block_size;
   a.block_tables = plan_.block_tables.ptr<int32_t>();
   a.items = static_cast<const kernels::MlaGemmItem*>(form.gemm_items.view().data);
