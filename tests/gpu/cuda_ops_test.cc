@@ -230,14 +230,14 @@ TEST_P(CudaMlaTest, WriteKvCacheAndAttentionMatchCpuInEveryMode) {
   std::vector<std::pair<int32_t, int32_t>> gemm_batch = {{30, 70}};
   for (int32_t i = 0; i < 20; ++i) gemm_batch.push_back({150 + (i * 37) % 150, 1});
   const std::vector<std::vector<std::pair<int32_t, int32_t>>> batches = {
-      {{0, 1}},                               // first token
-      {{0, 3}},                               // short prefill
-      {{17, 1}, {40, 1}, {5, 1}},             // decode
-      {{0, 37}, {20, 1}, {16, 5}, {63, 1}},   // mixed prefill chunks and decode
-      {{300, 1}, {1000, 1}, {129, 1}},        // long decode: keys split over blocks
-      {{4000, 1}, {700, 3}, {63, 2}},         // splits empty for the short items; verify-like
-      {{0, 100}, {64, 90}},                   // long prefills: naive form by GEMMs
-      {{40, 1100}, {2, 1}},                   // a prompt longer than a causal run (512)
+      {{0, 1}},                              // first token
+      {{0, 3}},                              // short prefill
+      {{17, 1}, {40, 1}, {5, 1}},            // decode
+      {{0, 37}, {20, 1}, {16, 5}, {63, 1}},  // mixed prefill chunks and decode
+      {{300, 1}, {1000, 1}, {129, 1}},       // long decode: keys split over blocks
+      {{4000, 1}, {700, 3}, {63, 2}},        // splits empty for the short items; verify-like
+      {{0, 100}, {64, 90}},                  // long prefills: naive form by GEMMs
+      {{40, 1100}, {2, 1}},                  // a prompt longer than a causal run (512)
       gemm_batch,
   };
   Fp8Weight wkvb = RandomFp8(s.heads * (s.nope + s.v), s.lora, rng_);
@@ -252,37 +252,42 @@ TEST_P(CudaMlaTest, WriteKvCacheAndAttentionMatchCpuInEveryMode) {
   p.v_dim = s.v;
   p.kv_lora_rank = s.lora;
   p.softmax_scale = 1.0f / std::sqrt(static_cast<float>(qk));
-  for (const auto& seqs : batches) {
-    MlaCase c = MakeMlaCase(rng_, seqs, 16);
-    c.batch.kv_lora_rank = s.lora;  // as the model says it: the backend picks paths by them
-    c.batch.rope_dim = s.rope;
-    const int64_t t = c.tokens, slots = c.num_blocks * 16;
-    // The cache holds random context; the new tokens' latents are written by WriteKvCache.
-    auto cache = RandomBf16(slots * kv_dim, rng_, 1.0f);
-    auto latent = RandomBf16(t * kv_dim, rng_, 1.0f);
-    auto q = RandomBf16(t * s.heads * qk, rng_, 1.0f);
-    TensorView ccache = TensorView::Contiguous(cache.data(), DType::kF32, {c.num_blocks, 16, kv_dim});
-    Tensor gcache = Dev(cache, slots, kv_dim);
-    TensorView gcache3 = gcache.view().Reshape({c.num_blocks, 16, kv_dim});
-    cpu_.WriteKvCache(Host(latent, t, kv_dim), c.batch, ccache);
-    Tensor glatent = Dev(latent, t, kv_dim);
-    gpu_->BeginStep(c.batch);  // the step plan WriteKvCache and MlaAttention read
-    gpu_->WriteKvCache(glatent, c.batch, gcache3);
-    EXPECT_EQ(RelError(ToHost(*gpu_, gcache), cache), 0.0);
+  // Pages of 16 keys (the flash decode kernel gathers rows by cp.async) and of 64 (whole tiles
+  // by TMA, a range's partial last tile by cp.async).
+  for (const int32_t block_size : {16, 64}) {
+    for (const auto& seqs : batches) {
+      MlaCase c = MakeMlaCase(rng_, seqs, block_size);
+      c.batch.kv_lora_rank = s.lora;  // as the model says it: the backend picks paths by them
+      c.batch.rope_dim = s.rope;
+      const int64_t t = c.tokens, slots = c.num_blocks * block_size;
+      // The cache holds random context; the new tokens' latents are written by WriteKvCache.
+      auto cache = RandomBf16(slots * kv_dim, rng_, 1.0f);
+      auto latent = RandomBf16(t * kv_dim, rng_, 1.0f);
+      auto q = RandomBf16(t * s.heads * qk, rng_, 1.0f);
+      TensorView ccache =
+          TensorView::Contiguous(cache.data(), DType::kF32, {c.num_blocks, block_size, kv_dim});
+      Tensor gcache = Dev(cache, slots, kv_dim);
+      TensorView gcache3 = gcache.view().Reshape({c.num_blocks, block_size, kv_dim});
+      cpu_.WriteKvCache(Host(latent, t, kv_dim), c.batch, ccache);
+      Tensor glatent = Dev(latent, t, kv_dim);
+      gpu_->BeginStep(c.batch);  // the step plan WriteKvCache and MlaAttention read
+      gpu_->WriteKvCache(glatent, c.batch, gcache3);
+      EXPECT_EQ(RelError(ToHost(*gpu_, gcache), cache), 0.0);
 
-    TensorView cq = TensorView::Contiguous(q.data(), DType::kF32, {t, s.heads, qk});
-    Tensor gq = Dev(q, t, s.heads * qk);
-    TensorView gq3 = gq.view().Reshape({t, s.heads, qk});
-    for (MlaMode mode : {MlaMode::kAuto, MlaMode::kNaive, MlaMode::kAbsorbed}) {
-      p.mode = mode;
-      c.batch.mla_mode = mode;
-      gpu_->BeginStep(c.batch);  // a plan per mode: its forms and attention paths
-      std::vector<float> want(t * s.heads * s.v);
-      cpu_.MlaAttention(cq, ccache, *ckvb, c.batch, p, Host(want, t, s.heads * s.v));
-      Tensor out = DevEmpty(DType::kBF16, t, s.heads * s.v);
-      gpu_->MlaAttention(gq3, gcache3, *gkvb, c.batch, p, out);
-      EXPECT_LT(RelError(ToHost(*gpu_, out), want), 2e-2)
-          << "mode " << static_cast<int>(mode) << " tokens " << t;
+      TensorView cq = TensorView::Contiguous(q.data(), DType::kF32, {t, s.heads, qk});
+      Tensor gq = Dev(q, t, s.heads * qk);
+      TensorView gq3 = gq.view().Reshape({t, s.heads, qk});
+      for (MlaMode mode : {MlaMode::kAuto, MlaMode::kNaive, MlaMode::kAbsorbed}) {
+        p.mode = mode;
+        c.batch.mla_mode = mode;
+        gpu_->BeginStep(c.batch);  // a plan per mode: its forms and attention paths
+        std::vector<float> want(t * s.heads * s.v);
+        cpu_.MlaAttention(cq, ccache, *ckvb, c.batch, p, Host(want, t, s.heads * s.v));
+        Tensor out = DevEmpty(DType::kBF16, t, s.heads * s.v);
+        gpu_->MlaAttention(gq3, gcache3, *gkvb, c.batch, p, out);
+        EXPECT_LT(RelError(ToHost(*gpu_, out), want), 2e-2)
+            << "mode " << static_cast<int>(mode) << " tokens " << t << " block size " << block_size;
+      }
     }
   }
 }
@@ -310,9 +315,9 @@ TEST_P(CudaMoeExpertsTest, MatchCpu) {
   std::vector<ExpertWeights> cw(e), gw(e), ew(e);
   std::vector<Tensor> cpu_store, gpu_store;
   for (int64_t j = 0; j < e; ++j) {
-    for (auto [field, n, kk] : {std::tuple{&ExpertWeights::gate, inter, h},
-                                std::tuple{&ExpertWeights::up, inter, h},
-                                std::tuple{&ExpertWeights::down, h, inter}}) {
+    for (auto [field, n, kk] :
+         {std::tuple{&ExpertWeights::gate, inter, h}, std::tuple{&ExpertWeights::up, inter, h},
+          std::tuple{&ExpertWeights::down, h, inter}}) {
       Fp8Weight w = RandomFp8(n, kk, rng_);
       auto c = cpu_.MakeLinear(w.weight(), w.scale_inv(), cpu_store);
       auto g = gpu_->MakeLinear(w.weight(), w.scale_inv(), gpu_store);
@@ -335,7 +340,8 @@ TEST_P(CudaMoeExpertsTest, MatchCpu) {
       cpu_.MoeExperts(Host(x, t, h), TensorView::Contiguous(ids.data(), DType::kI32, {t, k}),
                       Host(w, t, k), cpu_local, begin, Host(want, t, h));
       Tensor gx = Dev(x, t, h), out = DevEmpty(DType::kBF16, t, h);
-      Tensor gids(gpu_->allocator(), DType::kI32, {t, k}), gwt(gpu_->allocator(), DType::kF32, {t, k});
+      Tensor gids(gpu_->allocator(), DType::kI32, {t, k}),
+          gwt(gpu_->allocator(), DType::kF32, {t, k});
       CopyIn(*gpu_, gids, ids.data());
       CopyIn(*gpu_, gwt, w.data());
       gpu_->MoeExperts(gx, gids, gwt, gpu_local, begin, out);
@@ -354,7 +360,8 @@ TEST_P(CudaMoeExpertsTest, MatchCpu) {
     for (int64_t i = 0; i < t * k; ++i) ids[i] = static_cast<int32_t>(i % k);  // experts 0..2
     std::vector<float> w(t * k, 0.5f);
     Tensor gx = Dev(x, t, h), out = DevEmpty(DType::kBF16, t, h);
-    Tensor gids(gpu_->allocator(), DType::kI32, {t, k}), gwt(gpu_->allocator(), DType::kF32, {t, k});
+    Tensor gids(gpu_->allocator(), DType::kI32, {t, k}),
+        gwt(gpu_->allocator(), DType::kF32, {t, k});
     CopyIn(*gpu_, gids, ids.data());
     CopyIn(*gpu_, gwt, w.data());
     gpu_->MoeExperts(gx, gids, gwt, std::span<const ExpertWeights>(gw.data() + 3, e - 3), 3, out);
