@@ -1,9 +1,9 @@
 // Hopper (sm_90a) building blocks shared by the warp-specialized kernels (the prefill grouped FP8
 // GEMM, the prefill and decode flash attention) and the small-M GEMM's shared-memory ring:
 // shared-memory addresses, mbarriers, cp.async (into a barrier's transaction or its own
-// completion groups), TMA tile loads (maps from kernels/tensor_map.cuh), wgmma descriptors, operands and the fences around wgmma, and the
-// register-A BF16 wgmma both flash kernels use for P V. Included only by .cu files built for
-// sm_90a.
+// completion groups), TMA tile loads (maps from kernels/tensor_map.cuh), wgmma descriptors,
+// operands and the fences around wgmma, and the register-A BF16 wgmma both flash kernels use
+// for P V. Included only by .cu files built for sm_90a.
 #pragma once
 
 #include <cuda.h>
