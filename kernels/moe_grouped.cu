@@ -56,7 +56,7 @@ __global__ void __launch_bounds__(kAlignThreads) MoeAlignKernel(MoeAlignParams p
   const int32_t active_in_warp = WarpInclusiveSum(own_active);
   // The chunks' scan only where they are asked for (a uniform branch): decode steps of up to 8
   // tokens, on the latency path of every layer, have no use for them.
-  const bool chunks = p.chunk_expert != nullptr;
+  const bool chunks = p.chunks.expert != nullptr;
   const int32_t chunks_in_warp = chunks ? WarpInclusiveSum(own_chunks) : 0;
   if (lane == 31) {
     warp_rows[warp] = rows_in_warp;
@@ -79,16 +79,16 @@ __global__ void __launch_bounds__(kAlignThreads) MoeAlignKernel(MoeAlignParams p
     fill[expert] = row;
     if (own_active) p.active[slot] = expert;
     if (chunks) {
-      p.chunk_begin[expert] = chunk;
-      for (int32_t q = chunk; q < chunk + own_chunks; ++q) p.chunk_expert[q] = expert;
+      p.chunks.begin[expert] = chunk;
+      for (int32_t q = chunk; q < chunk + own_chunks; ++q) p.chunks.expert[q] = expert;
     }
   }
   if (expert == kAlignThreads - 1) {  // past every expert: its inclusive sums are the totals
     p.begin[p.experts] = row + own_rows;
     *p.num_active = slot + own_active;
     if (chunks) {
-      p.chunk_begin[p.experts] = chunk + own_chunks;
-      *p.num_chunks = chunk + own_chunks;
+      p.chunks.begin[p.experts] = chunk + own_chunks;
+      *p.chunks.count = chunk + own_chunks;
     }
     if (p.active_log != nullptr) {
       *p.active_log = slot + own_active - (p.shared_expert >= 0 && tokens > 0 ? 1 : 0);
@@ -196,10 +196,8 @@ struct MmaGemmArgs {
   int64_t y_stride;
   bool y_f32;
   int ksplit;  // warps per column tile, each over every ksplit-th pair of 128-k blocks
-  // Chunked grouped launches (GroupedFp8GemmParams::chunk_expert), else null.
-  const int32_t* chunk_begin;
-  const int32_t* chunk_expert;
-  const int32_t* num_chunks;
+  // Chunked grouped launches (GroupedFp8GemmParams::chunks), else empty.
+  GroupedChunks chunks;
 };
 
 // A dense linear's weight is never written by the step, so the kernel asks for it before it
@@ -247,14 +245,14 @@ __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* part
   int32_t r_begin = 0, r_end = static_cast<int32_t>(p.rows);
   if (p.begin != nullptr) {
     KernelPrologue();
-    if (p.chunk_expert != nullptr) {
+    if (p.chunks.expert != nullptr) {
       // Grid row y is chunk y. Expert e's chunks [first, first + count) own rows [first,
       // first + count) of the grid, whose blocks are taken in order as column block major and
       // chunk minor: a column block's chunks run together.
       const int64_t chunk = blockIdx.y;
-      if (chunk >= *p.num_chunks) return;  // the whole block
-      e = p.chunk_expert[chunk];
-      const int64_t first = p.chunk_begin[e], count = p.chunk_begin[e + 1] - first;
+      if (chunk >= *p.chunks.count) return;  // the whole block
+      e = p.chunks.expert[chunk];
+      const int64_t first = p.chunks.begin[e], count = p.chunks.begin[e + 1] - first;
       const int64_t local = (chunk - first) * gridDim.x + blockIdx.x;
       col_block = local / count;
       r_begin = p.begin[e] + static_cast<int32_t>(local % count * kTokens);
@@ -469,20 +467,20 @@ constexpr double kOneWaveMinFill = 0.7;
 using MmaKernel = void (*)(MmaGemmArgs);
 
 // groups: grid rows (active expert slots, or 1 for a dense GEMM; a chunked launch's grid has
-// max_chunks rows instead, and splits K as the same launch by groups would, whose sums it gives
-// bit for bit). Grouped launches run one token tile on the register ring; dense ones the
+// a.chunks.max rows instead, and splits K as the same launch by groups would, whose sums it
+// gives bit for bit). Grouped launches run one token tile on the register ring; dense ones the
 // shared-memory ring up to 8 rows (max_group_rows), else kDenseTokTiles tiles. K is split while
-// the launch is short of kTargetWarps and every warp keeps at least one pair of k-blocks. Where that spills over one wave, the largest smaller
-// split whose launch fits one wave and fills at least kOneWaveMinFill of it is taken instead (a
-// second, partly filled wave costs about a whole one: o_proj at one row, 448 column tiles,
-// splits K 8 ways in 0.85 waves rather than 16 in 1.7). A grouped or ring launch of more than
-// one wave (its blocks all take about the same time at decode sizes) whose waves are less than
-// 80% full on average splits K once more where that fills them better (the 9 matrices of gate|up
-// with the shared expert fused at batch 1: 576 blocks, 2.2 waves; split once more, 4.4. The
-// dense layer's gate|up on the ring: 576 blocks, 1.09 waves of the ring's 528 slots; split once
-// more, 2.2).
-void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_chunks, int64_t max_group_rows,
-                   int forced_ksplit, cudaStream_t stream) {
+// the launch is short of kTargetWarps and every warp keeps at least one pair of k-blocks. Where
+// that spills over one wave, the largest smaller split whose launch fits one wave and fills at
+// least kOneWaveMinFill of it is taken instead (a second, partly filled wave costs about a whole
+// one: o_proj at one row, 448 column tiles, splits K 8 ways in 0.85 waves rather than 16 in
+// 1.7). A grouped or ring launch of more than one wave (its blocks all take about the same time
+// at decode sizes) whose waves are less than 80% full on average splits K once more where that
+// fills them better (the 9 matrices of gate|up with the shared expert fused at batch 1: 576
+// blocks, 2.2 waves; split once more, 4.4. The dense layer's gate|up on the ring: 576 blocks,
+// 1.09 waves of the ring's 528 slots; split once more, 2.2).
+void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, int forced_ksplit,
+                   cudaStream_t stream) {
   assert(a.k_pad % 256 == 0);
   // The kernel's offsets are 32-bit: bytes within one weight matrix (its rows rounded up to whole
   // column tiles; V3's largest, the dense gate|up, is 36864 x 7168 = 264 MB) and within the
@@ -491,7 +489,7 @@ void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_chunks, int64_t ma
   assert(a.rows_padded * a.k_pad <= INT32_MAX);
   const bool grouped = a.begin != nullptr;
   const bool ring = !grouped && max_group_rows <= kTokens;
-  const bool chunked = a.chunk_expert != nullptr;
+  const bool chunked = a.chunks.expert != nullptr;
   // Dense: more than 16 rows would take several passes over the weights.
   const MmaKernel kernel = ring      ? Fp8MmaGemmKernel<1, Feed::kSmemRing>
                            : grouped ? Fp8MmaGemmKernel<1, Feed::kRegisterRing>
@@ -534,9 +532,9 @@ void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_chunks, int64_t ma
   assert(forced_ksplit == 0 || ((forced_ksplit & (forced_ksplit - 1)) == 0 &&
                                 forced_ksplit <= std::min<int64_t>(pairs, kMaxKSplit)));
   a.ksplit = forced_ksplit > 0 ? forced_ksplit : choose_ksplit();
-  assert((chunked ? max_chunks : groups) <= 65535);  // a grid's rows
-  const dim3 grid(CeilDiv(tiles, warps(a.ksplit) / a.ksplit),
-                  static_cast<unsigned>(chunked ? max_chunks : groups));
+  const int64_t grid_rows = chunked ? a.chunks.max : groups;
+  assert(grid_rows <= 65535);
+  const dim3 grid(CeilDiv(tiles, warps(a.ksplit) / a.ksplit), static_cast<unsigned>(grid_rows));
   Launch(kernel, grid, warps(a.ksplit) * 32, smem(a.ksplit), stream, a);
 }
 
@@ -549,7 +547,7 @@ void MoeAlign(const MoeAlignParams& p, cudaStream_t stream) {
 
 void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream) {
   if (p.max_active == 0 || p.n == 0) return;
-  const bool chunked = p.chunk_expert != nullptr && p.max_rows_per_group > kTokens;
+  const bool chunked = p.chunks.expert != nullptr && p.max_rows_per_group > kTokens;
   LaunchMmaGemm({p.xq,
                  p.xs,
                  p.rows_padded,
@@ -569,18 +567,15 @@ void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream) {
                  p.y_stride,
                  p.y_f32,
                  1,
-                 chunked ? p.chunk_begin : nullptr,
-                 chunked ? p.chunk_expert : nullptr,
-                 chunked ? p.num_chunks : nullptr},
-                p.max_active, p.max_chunks, p.max_rows_per_group, p.ksplit, stream);
+                 chunked ? p.chunks : GroupedChunks{}},
+                p.max_active, p.max_rows_per_group, p.ksplit, stream);
 }
 
 void DenseFp8Gemm(const DenseFp8GemmParams& p, cudaStream_t stream) {
   if (p.rows == 0 || p.n == 0) return;
   LaunchMmaGemm({p.xq, p.xs, p.rows_padded, p.k_pad, nullptr, nullptr, nullptr, nullptr, 0, 0, p.w,
-                 p.rows, 1, p.n, p.scale_stride, p.y, p.y_stride, p.y_f32, 1, nullptr, nullptr,
-                 nullptr},
-                1, 0, p.rows, p.ksplit, stream);
+                 p.rows, 1, p.n, p.scale_stride, p.y, p.y_stride, p.y_f32, 1, GroupedChunks{}},
+                1, p.rows, p.ksplit, stream);
 }
 
 }  // namespace dsv3::kernels

@@ -10,6 +10,20 @@
 
 namespace dsv3::kernels {
 
+// Rows per chunk: one mma's tokens.
+constexpr int64_t kGroupedChunkRows = 8;
+
+// Each expert's rows cut into chunks of kGroupedChunkRows rows (the last may be shorter),
+// numbered expert by expert; MoeAlign writes them where `expert` is set, GroupedFp8Gemm reads
+// them. Device arrays: begin [experts + 1] the first chunk of each expert, expert [max] the local
+// expert of each chunk, count [1] the chunks in use; max a bound on them (MaxGroupedChunks).
+struct GroupedChunks {
+  int32_t* begin = nullptr;
+  int32_t* expert = nullptr;
+  int32_t* count = nullptr;
+  int64_t max = 0;
+};
+
 // From topk ids [T * top_k] (global expert ids): the permuted layout of the rows routed to the
 // local experts [expert_begin, expert_begin + experts). Rows are grouped expert by expert
 // (order inside an expert unspecified). begin [experts + 1] row ranges; active [experts] the
@@ -40,18 +54,10 @@ struct MoeAlignParams {
   // entries [T * top_k, T * top_k + T) (token t's is T * top_k + t) that row_of and token_of
   // then cover too; active_log does not count it.
   int64_t shared_expert = -1;
-  // Optional chunks (chunk_expert != nullptr): each expert's rows [begin[e], begin[e+1]) cut into
-  // chunks of kGroupedChunkRows rows (the last may be shorter), numbered expert by expert:
-  // chunk_begin [experts + 1] the first chunk of each expert, chunk_expert [at most
-  // MaxGroupedChunks(...)] the local expert of each chunk, num_chunks the count in use.
-  int32_t* chunk_begin = nullptr;
-  int32_t* chunk_expert = nullptr;
-  int32_t* num_chunks = nullptr;
+  // Optional: each expert's rows [begin[e], begin[e+1]) cut into chunks (GroupedChunks).
+  GroupedChunks chunks;
 };
 void MoeAlign(const MoeAlignParams& p, cudaStream_t stream);
-
-// Rows per chunk: one mma's tokens (GroupedFp8GemmParams::chunk_expert).
-constexpr int64_t kGroupedChunkRows = 8;
 
 // A bound on the chunks of `entries` rows (the shared expert's included) over `experts` local
 // experts: sum over the active ones of ceil(rows / 8) <= (entries + 7 * active) / 8.
@@ -96,16 +102,12 @@ struct GroupedFp8GemmParams {
   // through its chunks of 8 one after another in the same blocks, or, given chunks, as blocks of
   // their own. Default: no bound known.
   int64_t max_rows_per_group = INT64_MAX;
-  // Chunks (MoeAlignParams' chunk_begin, chunk_expert, num_chunks; max_chunks bounds the count):
-  // when set and some group may have more than kGroupedChunkRows rows, every chunk of every group
-  // runs as blocks of its own, the chunks of one expert's column block next to each other in
-  // launch order, so that they run together and read its weights from DRAM once (L2 serves the
-  // others), instead of one block reading them once per chunk, mostly from DRAM again. The K
-  // split is chosen as without chunks: the sums are the same bits.
-  const int32_t* chunk_begin = nullptr;
-  const int32_t* chunk_expert = nullptr;
-  const int32_t* num_chunks = nullptr;
-  int64_t max_chunks = 0;
+  // MoeAlign's chunks: when set and some group may have more than kGroupedChunkRows rows, every
+  // chunk of every group runs as blocks of its own, the chunks of one expert's column block next
+  // to each other in launch order, so that they run together and read its weights from DRAM once
+  // (L2 serves the others), instead of one block reading them once per chunk, mostly from DRAM
+  // again. The K split is chosen as without chunks: the sums are the same bits.
+  GroupedChunks chunks;
   // Warps sharing each column tile's k-blocks: 0 picks it by the launch's shape (the default);
   // a power of two up to min(16, k_pad / 256) forces it (dsv3-dense-gemm-bench --sweep-ksplit).
   int ksplit = 0;

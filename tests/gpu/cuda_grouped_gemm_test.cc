@@ -158,9 +158,8 @@ TEST_F(CudaGroupedGemmTest, GroupedGemmChunksGiveOneBlockPerExpertBits) {
                                   active.ptr<int32_t>(),   num_active.ptr<int32_t>(),
                                   token_of.ptr<int32_t>(), row_of.ptr<int32_t>(),
                                   nullptr};
-    align.chunk_begin = chunk_begin.ptr<int32_t>();
-    align.chunk_expert = chunk_expert.ptr<int32_t>();
-    align.num_chunks = num_chunks.ptr<int32_t>();
+    align.chunks = {chunk_begin.ptr<int32_t>(), chunk_expert.ptr<int32_t>(),
+                    num_chunks.ptr<int32_t>(), max_chunks};
     kernels::MoeAlign(align, gpu_->stream());
     // The chunks against the routing: ceil(rows / 8) per expert, numbered expert by expert.
     std::vector<int32_t> host_begin(experts + 1), host_chunk_begin(experts + 1), host_count(1);
@@ -208,12 +207,7 @@ TEST_F(CudaGroupedGemmTest, GroupedGemmChunksGiveOneBlockPerExpertBits) {
                                       mats * n,
                                       true};
       p.max_rows_per_group = t;
-      if (form == 1) {
-        p.chunk_begin = chunk_begin.ptr<int32_t>();
-        p.chunk_expert = chunk_expert.ptr<int32_t>();
-        p.num_chunks = num_chunks.ptr<int32_t>();
-        p.max_chunks = max_chunks;
-      }
+      if (form == 1) p.chunks = align.chunks;
       kernels::GroupedFp8Gemm(p, gpu_->stream());
       bits[form].resize(entries * mats * n);
       CopyOut(*gpu_, y, bits[form].data());

@@ -6,7 +6,7 @@
 // device-to-device cudaMemcpy timed in the same run (read + write bytes). Last, GroupedFp8Gemm at
 // the decode MoE shapes (batches 1, 8, 32 and 128, top-8 of 256 experts, uniform routing, and
 // at 32 and 128 skewed as the random model's; beyond 8, each expert's chunks of 8 rows in the
-// same blocks and as blocks of their own: GroupedFp8GemmParams::chunk_expert), which shares the
+// same blocks and as blocks of their own: GroupedFp8GemmParams::chunks), which shares the
 // kernel. With
 // --sweep-ksplit, each timed launch again at every K split the kernel allows (the params'
 // ksplit), to check the launch rule's choice (LaunchMmaGemm) against the best one.
@@ -262,9 +262,7 @@ void RunGrouped(const char* name, int64_t tokens, double skew, int64_t n, int64_
   DSV3_CUDA_CHECK(cudaMemcpy(d_ids, ids.data(), entries * 4, cudaMemcpyHostToDevice));
   dsv3::kernels::MoeAlignParams align{
       d_ids, entries, top_k, 0, experts, begin, active, num_active, token_of, row_of, nullptr};
-  align.chunk_begin = chunk_begin;
-  align.chunk_expert = chunk_expert;
-  align.num_chunks = num_chunks;
+  align.chunks = {chunk_begin, chunk_expert, num_chunks, max_chunks};
   dsv3::kernels::MoeAlign(align, nullptr);
   uint8_t *wq, *xq;
   float *ws, *xs;
@@ -290,12 +288,7 @@ void RunGrouped(const char* name, int64_t tokens, double skew, int64_t n, int64_
   GroupedFp8GemmParams p{xq,    xs,   entries, k,    begin, active, num_active, experts,
                          table, mats, 0,       mats, n,     kb,     y,          mats * n};
   p.max_rows_per_group = tokens;  // each token's experts are distinct
-  if (chunked) {
-    p.chunk_begin = chunk_begin;
-    p.chunk_expert = chunk_expert;
-    p.num_chunks = num_chunks;
-    p.max_chunks = max_chunks;
-  }
+  if (chunked) p.chunks = align.chunks;
   const double us = TimeUs(5, 50, [&](int) { GroupedFp8Gemm(p, nullptr); });
   const double gbs = act * mats * (mat_bytes + s_count * 4.0) / us * 1e-3;
   const char* form = tokens <= 8 ? "one chunk an expert"

@@ -67,7 +67,7 @@ class CudaBackend final : public Backend {
     bool fuse_norms = true;
     // Grouped small-M launches (decode experts) of more than 8 rows per expert run each
     // expert's chunks of 8 rows as blocks of their own (kernels::GroupedFp8GemmParams::
-    // chunk_expert); off: one block through all of an expert's chunks (to measure what it gives).
+    // chunks); off: one block through all of an expert's chunks (to measure what it gives).
     bool grouped_chunks = true;
   };
   // Beyond this many tokens the shared expert runs apart: with tens of rows it would be the

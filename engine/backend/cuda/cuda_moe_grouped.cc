@@ -59,10 +59,8 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
                                 ActiveLogSlot()};
   Tensor tile_expert, tiles_used;  // [tiles] expert of each tile, [1] tiles in use
   // The small-M kernel's chunks of 8 rows, where an expert may have more (a token's top-k
-  // experts are distinct; the shared expert has one row per token): [local + 1] first chunk of
-  // each expert, [max_chunks] expert of each chunk, [1] chunks in use.
+  // experts are distinct; the shared expert has one row per token).
   const bool chunked = !tiled && options_.grouped_chunks && t > kernels::kGroupedChunkRows;
-  const int64_t max_chunks = chunked ? kernels::MaxGroupedChunks(entries, local) : 0;
   Tensor chunk_begin, chunk_expert, num_chunks;
   if (tiled) {
     tile_expert = Tensor(allocator(), DType::kI32, {tiles});
@@ -72,12 +70,12 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
     align.num_tiles = tiles_used.ptr<int32_t>();
     align.capacity_rows = rows;
   } else if (chunked) {
+    const int64_t max_chunks = kernels::MaxGroupedChunks(entries, local);
     chunk_begin = Tensor(allocator(), DType::kI32, {local + 1});
     chunk_expert = Tensor(allocator(), DType::kI32, {max_chunks});
     num_chunks = Tensor(allocator(), DType::kI32, {1});
-    align.chunk_begin = chunk_begin.ptr<int32_t>();
-    align.chunk_expert = chunk_expert.ptr<int32_t>();
-    align.num_chunks = num_chunks.ptr<int32_t>();
+    align.chunks = {chunk_begin.ptr<int32_t>(), chunk_expert.ptr<int32_t>(),
+                    num_chunks.ptr<int32_t>(), max_chunks};
   }
   if (shared != nullptr) align.shared_expert = local - 1;
   kernels::MoeAlign(align, stream_);
@@ -141,12 +139,7 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
                                       mats * n,
                                       y_f32,
                                       t};
-      if (chunked) {
-        p.chunk_begin = chunk_begin.ptr<int32_t>();
-        p.chunk_expert = chunk_expert.ptr<int32_t>();
-        p.num_chunks = num_chunks.ptr<int32_t>();
-        p.max_chunks = max_chunks;
-      }
+      p.chunks = align.chunks;  // empty when not chunked
       kernels::GroupedFp8Gemm(p, stream_);
     }
   };
