@@ -55,7 +55,7 @@ struct MoeAlignParams {
   // then cover too; active_log does not count it.
   int64_t shared_expert = -1;
   // Optional: each expert's rows [begin[e], begin[e+1]) cut into chunks (GroupedChunks).
-  GroupedChunks chunks;
+  GroupedChunks chunks = {};
 };
 void MoeAlign(const MoeAlignParams& p, cudaStream_t stream);
 
@@ -107,7 +107,7 @@ struct GroupedFp8GemmParams {
   // to each other in launch order, so that they run together and read its weights from DRAM once
   // (L2 serves the others), instead of one block reading them once per chunk, mostly from DRAM
   // again. The K split is chosen as without chunks: the sums are the same bits.
-  GroupedChunks chunks;
+  GroupedChunks chunks = {};
   // Warps sharing each column tile's k-blocks: 0 picks it by the launch's shape (the default);
   // a power of two up to min(16, k_pad / 256) forces it (dsv3-dense-gemm-bench --sweep-ksplit).
   int ksplit = 0;
