@@ -35,6 +35,7 @@
 #include <limits>
 
 #include "kernels/device_utils.cuh"
+#include "kernels/flash_mla_combine.cuh"
 #include "kernels/flash_mla_decode.cuh"
 #include "kernels/launch.cuh"
 #include "kernels/sm90_async.cuh"
@@ -445,15 +446,17 @@ struct Consumer {
   }
 };
 
-// Each split's output normalized by its own sum, and its log2-sum-exp of scaled scores.
+// Each split's output and lse (FlashSplitPartials; FlashSplitPartialsOf on the host).
+__device__ __forceinline__ FlashSplitPartials Partials(const FlashMlaDecodeParams& p) {
+  return {p.partial, p.num_items, p.split.splits, p.heads};
+}
 __device__ __forceinline__ float* PartialO(const FlashMlaDecodeParams& p, int item, int split,
                                            int h) {
-  return p.partial + ((static_cast<int64_t>(item) * p.split.splits + split) * p.heads + h) * kLora;
+  return SplitO(Partials(p), item, split, h);
 }
 __device__ __forceinline__ float* PartialLse(const FlashMlaDecodeParams& p, int item, int split,
                                              int h) {
-  return p.partial + static_cast<int64_t>(p.num_items) * p.split.splits * p.heads * kLora +
-         (static_cast<int64_t>(item) * p.split.splits + split) * p.heads + h;
+  return SplitLse(Partials(p), item, split, h);
 }
 
 __global__ void __launch_bounds__(kThreads, 1)
@@ -577,53 +580,20 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
-// Block (head, item), 128 threads x 4 dims: out = sum_s w_s o_s / sum_s w_s with
-// w_s = 2^(lse_s - max lse); empty splits (lse -inf) weigh nothing. The weights are found by
-// all threads together and each thread's loads over the splits are independent, so the block
-// waits about one memory latency per 8 splits rather than two per split.
-constexpr int kMaxSplits = 256;
-__global__ void __launch_bounds__(128) FlashMlaDecodeCombineKernel(const FlashMlaDecodeParams p) {
+// Block (head, item), kFlashCombineThreads threads x 4 dims: MergeSplits into out.
+__global__ void __launch_bounds__(kFlashCombineThreads)
+    FlashMlaDecodeCombineKernel(const FlashMlaDecodeParams p) {
   KernelPrologue();
-  __shared__ float weight[kMaxSplits];
+  __shared__ float weight[kFlashDecodeMaxSplits];
   __shared__ float warp_value[4];
   const int h = blockIdx.x, item_index = blockIdx.y;
-  const int splits = p.split.splits, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  float mx = -INFINITY;
-  for (int s = threadIdx.x; s < splits; s += blockDim.x) {
-    weight[s] = *PartialLse(p, item_index, s, h);
-    mx = fmaxf(mx, weight[s]);
-  }
-  mx = WarpMax(mx);
-  if (lane == 0) warp_value[warp] = mx;
-  __syncthreads();
-  mx = fmaxf(fmaxf(warp_value[0], warp_value[1]), fmaxf(warp_value[2], warp_value[3]));
-  // Every thread wrote its own weight slots above and rewrites only those here.
-  for (int s = threadIdx.x; s < splits; s += blockDim.x) {
-    weight[s] = weight[s] == -INFINITY ? 0.0f : exp2f(weight[s] - mx);
-  }
-  __syncthreads();
-  float acc[4] = {}, total = 0.0f;
-  const int d = 4 * threadIdx.x;
-  const float* o = PartialO(p, item_index, 0, h) + d;
-  const int64_t split_stride = static_cast<int64_t>(p.heads) * kLora;
-#pragma unroll 8
-  for (int s = 0; s < splits; ++s) {
-    const float w = weight[s];
-    const float4 v = *reinterpret_cast<const float4*>(o + s * split_stride);
-    total += w;
-    // An empty split's output was never written: skip it rather than multiply it by 0.
-    if (w == 0.0f) continue;
-    acc[0] = fmaf(w, v.x, acc[0]);
-    acc[1] = fmaf(w, v.y, acc[1]);
-    acc[2] = fmaf(w, v.z, acc[2]);
-    acc[3] = fmaf(w, v.w, acc[3]);
-  }
-  const float inv = 1.0f / total;
+  float merged[4];
+  MergeSplits(Partials(p), item_index, h, weight, warp_value, merged);
   const MlaGemmItem item = p.items[item_index];
   bf16* out = static_cast<bf16*>(p.out) + item.token_row * p.out_token_stride +
-              h * p.out_head_stride + d;
-  reinterpret_cast<uint32_t*>(out)[0] = PackBf16(acc[0] * inv, acc[1] * inv);
-  reinterpret_cast<uint32_t*>(out)[1] = PackBf16(acc[2] * inv, acc[3] * inv);
+              h * p.out_head_stride + 4 * threadIdx.x;
+  reinterpret_cast<uint32_t*>(out)[0] = PackBf16(merged[0], merged[1]);
+  reinterpret_cast<uint32_t*>(out)[1] = PackBf16(merged[2], merged[3]);
 }
 
 }  // namespace
@@ -634,7 +604,7 @@ FlashMlaDecodeSplit FlashMlaDecodeSplits(int64_t items, int64_t heads, int64_t m
   const int64_t groups = items * ((heads + kHeads - 1) / kHeads);
   FlashMlaDecodeSplit best;
   int64_t best_cost = std::numeric_limits<int64_t>::max();
-  for (int64_t s = 1; s <= std::min<int64_t>(tiles, kMaxSplits); ++s) {
+  for (int64_t s = 1; s <= std::min<int64_t>(tiles, kFlashDecodeMaxSplits); ++s) {
     const int64_t per = (tiles + s - 1) / s;
     if ((tiles + per - 1) / per != s) continue;  // an equal count of tiles with fewer splits
     const int64_t waves = (groups * s + sms - 1) / sms;
@@ -670,10 +640,10 @@ void FlashMlaDecode(const FlashMlaDecodeParams& p, cudaStream_t stream) {
                                 const_cast<void*>(p.cache));
   }
   Launch(FlashMlaDecodeKernel, grid, kThreads, kSmemBytes, stream, p, cache_map);
-  if (p.split.splits > 1) {
+  if (p.split.splits > 1 && !p.defer_merge) {
     Launch(FlashMlaDecodeCombineKernel,
-           dim3(static_cast<unsigned>(p.heads), static_cast<unsigned>(p.num_items)), kLora / 4, 0,
-           stream, p);
+           dim3(static_cast<unsigned>(p.heads), static_cast<unsigned>(p.num_items)),
+           kFlashCombineThreads, 0, stream, p);
   }
 }
 

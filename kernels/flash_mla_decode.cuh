@@ -32,6 +32,16 @@ FlashMlaDecodeSplit FlashMlaDecodeSplits(int64_t items, int64_t heads, int64_t m
                                          int sms);
 // Floats of the partial-output scratch the split needs (0 for one split).
 int64_t FlashMlaDecodePartialFloats(int64_t items, int64_t heads, FlashMlaDecodeSplit split);
+// The most splits a launch takes.
+constexpr int32_t kFlashDecodeMaxSplits = 256;
+
+// That scratch, F32: o [items][splits][heads][512], each split's output normalized by its own
+// sum, then lse [items][splits][heads], its log2-sum-exp of scaled scores (-inf for an empty
+// split, whose o is never written). Merged by MergeSplits (flash_mla_combine.cuh).
+struct FlashSplitPartials {
+  float* base = nullptr;
+  int32_t items = 0, splits = 0, heads = 0;
+};
 
 // q_lat [tokens, heads, 512] and q_pe [tokens, heads, 64] (rotated), with their token and head
 // strides in elements; the paged latent cache [blocks, block_size, 576] ([c | k_pe] rows;
@@ -55,7 +65,13 @@ struct FlashMlaDecodeParams {
   float* partial;
   void* out;
   int64_t out_token_stride, out_head_stride;
+  // Split launches only: leave the partials unmerged (out is not written); the caller merges
+  // them (FlashSplitPartialsOf, MergeSplits) instead of a combine kernel.
+  bool defer_merge = false;
 };
+inline FlashSplitPartials FlashSplitPartialsOf(const FlashMlaDecodeParams& p) {
+  return {p.partial, p.num_items, p.split.splits, p.heads};
+}
 void FlashMlaDecode(const FlashMlaDecodeParams& p, cudaStream_t stream);
 
 }  // namespace dsv3::kernels

@@ -23,6 +23,7 @@
 #include <cassert>
 
 #include "kernels/device_utils.cuh"
+#include "kernels/flash_mla_combine.cuh"
 #include "kernels/launch.cuh"
 #include "kernels/mla_absorb.cuh"
 #include "kernels/sm90_async.cuh"
@@ -129,9 +130,26 @@ __global__ void __launch_bounds__(kWarps * 32) MlaAbsorbKernel(MlaAbsorbParams p
 
   KernelPrologue();
   // x_h [8, k]; tokens past p.tokens are zeros (their product columns are computed, not stored).
-  const bf16* const x = static_cast<const bf16*>(p.x) + h * p.x_head_stride;
   const int x_chunks = k / 8;
-  for (int i = threadIdx.x; i < kMlaAbsorbMaxTokens * x_chunks; i += blockDim.x) {
+  bool merged = false;
+  if constexpr (!kTransposed) {
+    if (p.merge.base != nullptr) {
+      // One token (k = 512 = 128 threads x 4 dims): row 0 is its splits merged, rows 1-7 zeros.
+      __shared__ float weight[kFlashDecodeMaxSplits];
+      __shared__ float warp_value[4];
+      float v[4];
+      MergeSplits(p.merge, 0, h, weight, warp_value, v);
+      *reinterpret_cast<uint2*>(xtile + 4 * threadIdx.x) =
+          make_uint2(PackBf16(v[0], v[1]), PackBf16(v[2], v[3]));
+      for (int i = x_chunks + threadIdx.x; i < kMlaAbsorbMaxTokens * x_chunks; i += blockDim.x) {
+        const int t = i / x_chunks, c = i % x_chunks * 8;
+        *reinterpret_cast<uint4*>(xtile + t * x_pitch + c) = make_uint4(0, 0, 0, 0);
+      }
+      merged = true;
+    }
+  }
+  const bf16* const x = static_cast<const bf16*>(p.x) + h * p.x_head_stride;
+  for (int i = threadIdx.x; !merged && i < kMlaAbsorbMaxTokens * x_chunks; i += blockDim.x) {
     const int t = i / x_chunks, c = i % x_chunks * 8;
     uint4 v = make_uint4(0, 0, 0, 0);
     if (t < p.tokens) v = __ldg(reinterpret_cast<const uint4*>(x + t * p.x_token_stride + c));
@@ -210,6 +228,10 @@ bool MlaAbsorbSupports(const MlaAbsorbParams& p) {
 
 void MlaAbsorb(const MlaAbsorbParams& p, cudaStream_t stream) {
   assert(MlaAbsorbSupports(p));
+  static_assert(kWarps * 32 == kFlashCombineThreads, "a block merges a head's splits");
+  assert(p.merge.base == nullptr ||
+         (!p.transposed && p.tokens == 1 && p.k == kFlashDecodeLora && p.merge.items == 1 &&
+          p.merge.heads == p.heads && p.merge.splits <= kFlashDecodeMaxSplits));
   auto* kernel = p.transposed ? MlaAbsorbKernel<true> : MlaAbsorbKernel<false>;
   // Per launch rather than once: the attribute belongs to the current device. The same bound
   // every time, so that no launch lowers it under one that a captured graph replays.

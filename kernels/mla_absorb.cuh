@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "kernels/flash_mla_decode.cuh"
+
 namespace dsv3::kernels {
 
 // The most tokens MlaAbsorb takes in one launch (the mma's N).
@@ -30,6 +32,10 @@ struct MlaAbsorbParams {
   void* out;
   int64_t out_token_stride, out_head_stride;
   int32_t tokens, heads;
+  // Optional (W_UV of one token, k 512, after a split flash decode launch that deferred its
+  // merge): x is not read; the token's row is item 0's splits merged for head h (MergeSplits,
+  // the bits of the flash decode kernel's combine), so no combine kernel runs in between.
+  FlashSplitPartials merge = {};
 };
 
 // Whether MlaAbsorb serves p: 1 to 8 tokens, at most 65535 heads, m and k positive multiples of

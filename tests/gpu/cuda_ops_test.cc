@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <numeric>
 #include <random>
+#include <string>
 
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/backend/cpu/gpu_emulation_backend.h"
@@ -298,6 +299,68 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaMlaTest,
                          ::testing::Values(MlaShape{3, 24, 16, 20, 80},
                                            MlaShape{16, 128, 64, 128, 512},
                                            MlaShape{128, 128, 64, 128, 512}));
+
+// One-token decode steps whose flash launch splits the keys: W_UV's kernel merging the splits
+// itself (CudaBackend::Options::merge_in_w_uv) gives the bits of the combine kernel followed by
+// W_UV, at one and two groups of 64 heads and contexts of 1 to 20000 keys (1 to 64 splits, empty
+// ones included where the split rounds up).
+TEST_F(CudaOpsTest, OneTokenSplitsMergedInWuvEqualCombineKernel) {
+  CudaBackend::Options options;
+  options.merge_in_w_uv = true;
+  auto merging = CudaBackend::Create(options);
+  ASSERT_TRUE(merging.ok()) << merging.status();
+  // Counts the steps that took the merge (CudaBackend::SetOpSections).
+  class MergeCount final : public OpSections {
+   public:
+    void BeginSection(const char* name) override {
+      count += std::string(name) == "- mla: splits merged by W_UV's kernel";
+    }
+    void EndSection() override {}
+    int count = 0;
+  } merges;
+  (*merging)->SetOpSections(&merges);
+  for (const MlaShape s : {MlaShape{16, 128, 64, 128, 512}, MlaShape{128, 128, 64, 128, 512}}) {
+    const int64_t kv_dim = s.lora + s.rope, qk = s.nope + s.rope;
+    Fp8Weight wkvb = RandomFp8(s.heads * (s.nope + s.v), s.lora, rng_);
+    std::vector<Tensor> store;
+    auto kvb = gpu_->MakeLinear(wkvb.weight(), wkvb.scale_inv(), store);
+    ASSERT_TRUE(kvb.ok());
+    MlaParams p;
+    p.num_heads = s.heads;
+    p.nope_dim = s.nope;
+    p.rope_dim = s.rope;
+    p.v_dim = s.v;
+    p.kv_lora_rank = s.lora;
+    p.softmax_scale = 1.0f / std::sqrt(static_cast<float>(qk));
+    p.mode = MlaMode::kAbsorbed;
+    for (const int32_t context : {0, 63, 300, 1000, 4000, 20000}) {
+      MlaCase c = MakeMlaCase(rng_, {{context, 1}}, 64);
+      c.batch.kv_lora_rank = s.lora;
+      c.batch.rope_dim = s.rope;
+      c.batch.mla_mode = MlaMode::kAbsorbed;
+      const int64_t slots = c.num_blocks * 64;
+      Tensor cache = Dev(RandomBf16(slots * kv_dim, rng_, 1.0f), slots, kv_dim);
+      const TensorView cache3 = cache.view().Reshape({c.num_blocks, 64, kv_dim});
+      Tensor q = Dev(RandomBf16(s.heads * qk, rng_, 1.0f), 1, s.heads * qk);
+      const TensorView q3 = q.view().Reshape({1, s.heads, qk});
+      Tensor want = DevEmpty(DType::kBF16, 1, s.heads * s.v);
+      gpu_->BeginStep(c.batch);
+      gpu_->MlaAttention(q3, cache3, *kvb, c.batch, p, want);
+      gpu_->Synchronize();  // its inputs and weights, made on gpu_'s stream, before merging's use
+      Tensor got(merging->get()->allocator(), DType::kBF16, {1, s.heads * s.v});
+      (*merging)->BeginStep(c.batch);
+      (*merging)->MlaAttention(q3, cache3, *kvb, c.batch, p, got);
+      const std::vector<float> g = ToHost(**merging, got), w = ToHost(*gpu_, want);
+      int64_t differ = 0;
+      for (size_t i = 0; i < g.size(); ++i) differ += g[i] != w[i];
+      EXPECT_EQ(differ, 0) << s.heads << " heads, context " << context << ": relative error "
+                           << RelError(g, w);
+    }
+  }
+  (*merging)->SetOpSections(nullptr);
+  // Every context but 0 and 63 (one tile: one split) splits, at both head counts.
+  EXPECT_EQ(merges.count, 8);
+}
 
 // Up to 256 tokens the grouped path (device permutation, small-M grouped FP8 kernel), beyond it
 // the tiled path (device layout, wgmma grouped FP8 GEMMs over 64-row tiles of one expert); both

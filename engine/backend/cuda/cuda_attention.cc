@@ -188,7 +188,7 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
                                             .out_token_stride = nh * lora,
                                             .out_head_stride = lora,
                                             .tokens = static_cast<int32_t>(t),
-                                            .heads = static_cast<int32_t>(nh)};
+                                      .heads = static_cast<int32_t>(nh)};
     Bf16GemmArgs uk;
     uk.m = lora;
     uk.n = t;
@@ -213,6 +213,10 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
     }
 
     Tensor o_lat(allocator(), DType::kBF16, {t, nh * lora});  // [T, nh, lora]
+    // A one-token step's split flash launch may leave its merge to W_UV's kernel below (one
+    // kernel fewer on the step's chain), which then reads the partials instead of o_lat.
+    kernels::FlashSplitPartials deferred;
+    Tensor deferred_scratch;
     a.q_a = q_lat.view().data;
     a.q_a_token_stride = nh * lora;
     a.q_a_head_stride = lora;
@@ -225,9 +229,31 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
     a.out = o_lat.view().data;
     a.out_token_stride = nh * lora;
     a.out_head_stride = lora;
+    // out_h^T [v, T] = W_UV_h [v, lora] o_lat_h^T (the same choice of kernel as W_UK). Rows of
+    // tokens the naive form handles get overwritten below.
+    const void* w_uv = static_cast<const char*>(wkvb.data) + nope * wkvb.strides[0] * 2;
+    kernels::MlaAbsorbParams uv_small{.w = w_uv,
+                                      .w_row_stride = wkvb.strides[0],
+                                      .w_head_stride = head_rows * wkvb.strides[0],
+                                      .transposed = false,
+                                      .m = static_cast<int32_t>(vd),
+                                      .k = static_cast<int32_t>(lora),
+                                      .x = o_lat.view().data,
+                                      .x_token_stride = nh * lora,
+                                      .x_head_stride = lora,
+                                      .out = out.data,
+                                      .out_token_stride = out.strides[0],
+                                      .out_head_stride = vd,
+                                      .tokens = static_cast<int32_t>(t),
+                                      .heads = static_cast<int32_t>(nh)};
     if (absorbed.path == AttentionPath::kDecodeTensorCores) {
       Section part(*this, "- mla: absorbed attention (tensor cores)");
-      MlaDecodeOnTensorCores(q, q_lat, cache, absorbed, batch.block_size, p, o_lat);
+      const bool defer = options_.merge_in_w_uv && t == 1 && absorbed.tokens == 1 &&
+                         kernels::MlaAbsorbSupports(uv_small);
+      MlaDecodeOnTensorCores(q, q_lat, cache, absorbed, batch.block_size, p, o_lat,
+                             defer ? &deferred : nullptr, &deferred_scratch);
+      uv_small.merge = deferred;
+      if (deferred.base != nullptr) Section path(*this, "- mla: splits merged by W_UV's kernel");
     } else {
       Section part(*this, "- mla: absorbed attention (kernel)");
       a.splits = KeySplits(absorbed.max_context, absorbed.tokens, nh);
@@ -242,23 +268,6 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
       a.partial = nullptr;
     }
 
-    // out_h^T [v, T] = W_UV_h [v, lora] o_lat_h^T (the same choice of kernel as W_UK). Rows of
-    // tokens the naive form handles get overwritten below.
-    const void* w_uv = static_cast<const char*>(wkvb.data) + nope * wkvb.strides[0] * 2;
-    const kernels::MlaAbsorbParams uv_small{.w = w_uv,
-                                            .w_row_stride = wkvb.strides[0],
-                                            .w_head_stride = head_rows * wkvb.strides[0],
-                                            .transposed = false,
-                                            .m = static_cast<int32_t>(vd),
-                                            .k = static_cast<int32_t>(lora),
-                                            .x = o_lat.view().data,
-                                            .x_token_stride = nh * lora,
-                                            .x_head_stride = lora,
-                                            .out = out.data,
-                                            .out_token_stride = out.strides[0],
-                                            .out_head_stride = vd,
-                                            .tokens = static_cast<int32_t>(t),
-                                            .heads = static_cast<int32_t>(nh)};
     Bf16GemmArgs uv;
     uv.trans_a = true;
     uv.m = vd;

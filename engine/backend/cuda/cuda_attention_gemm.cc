@@ -10,6 +10,7 @@
 // near kScratchBytes.
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "engine/backend/cuda/cuda_backend.h"
@@ -50,7 +51,8 @@ bool CudaBackend::DecodeByGemm(int64_t sequences, int64_t total_context, int64_t
 void CudaBackend::MlaDecodeOnTensorCores(const TensorView& q, const TensorView& q_lat,
                                          const TensorView& cache, const StepPlan::Form& form,
                                          int32_t block_size, const MlaParams& p,
-                                         const TensorView& o_lat) {
+                                         const TensorView& o_lat,
+                                         kernels::FlashSplitPartials* deferred, Tensor* scratch) {
   const int64_t nh = p.num_heads, lora = p.kv_lora_rank, rope = p.rope_dim;
   if (!FlashDecodeDims(lora, rope) || q.strides[1] % 8 != 0 || q.strides[0] % 8 != 0 || p.nope_dim % 8 != 0) {
     MlaDecodeByGemm(q, q_lat, cache, form, block_size, p, o_lat);
@@ -80,7 +82,12 @@ void CudaBackend::MlaDecodeOnTensorCores(const TensorView& q, const TensorView& 
   a.out = o_lat.data;
   a.out_token_stride = o_lat.strides[0];
   a.out_head_stride = lora;
+  a.defer_merge = deferred != nullptr && form.tokens == 1 && a.split.splits > 1;
   kernels::FlashMlaDecode(a, stream_);
+  if (a.defer_merge) {
+    *deferred = kernels::FlashSplitPartialsOf(a);
+    *scratch = std::move(partial);
+  }
 }
 
 void CudaBackend::MlaDecodeByGemm(const TensorView& q, const TensorView& q_lat,

@@ -34,6 +34,7 @@
 #include "kernels/elem_type.h"
 
 namespace dsv3::kernels {
+struct FlashSplitPartials;
 struct GroupedWeight;
 struct RmsNormParams;
 }  // namespace dsv3::kernels
@@ -69,6 +70,10 @@ class CudaBackend final : public Backend {
     // expert's chunks of 8 rows as blocks of their own (kernels::GroupedFp8GemmParams::
     // chunks); off: one block through all of an expert's chunks (to measure what it gives).
     bool grouped_chunks = true;
+    // In one-token decode steps whose flash decode launch splits the keys, W_UV's kernel merges
+    // the splits itself (kernels::MlaAbsorbParams::merge) instead of a combine kernel between
+    // them; off: the combine kernel.
+    bool merge_in_w_uv = false;
   };
   // Beyond this many tokens the shared expert runs apart: with tens of rows it would be the
   // small-M grouped kernel's longest item, and prefill's tiled GEMMs gain nothing from it
@@ -291,9 +296,13 @@ class CudaBackend final : public Backend {
   static bool DecodeByGemm(int64_t sequences, int64_t total_context, int64_t max_context);
   // The latent dims the flash decode kernel serves (kv_lora_rank 512, rope 64).
   static bool FlashDecodeDims(int64_t kv_lora_rank, int64_t rope_dim);
+  // deferred (optional): a flash launch of one item in several splits then leaves their merge
+  // to the caller (its W_UV kernel): *deferred describes the partials, which `scratch` keeps.
   void MlaDecodeOnTensorCores(const TensorView& q, const TensorView& q_lat,
                               const TensorView& cache, const StepPlan::Form& form,
-                              int32_t block_size, const MlaParams& p, const TensorView& o_lat);
+                              int32_t block_size, const MlaParams& p, const TensorView& o_lat,
+                              kernels::FlashSplitPartials* deferred = nullptr,
+                              Tensor* scratch = nullptr);
   void MlaDecodeByGemm(const TensorView& q, const TensorView& q_lat, const TensorView& cache,
                        const StepPlan::Form& form, int32_t block_size, const MlaParams& p,
                        const TensorView& o_lat);
