@@ -26,9 +26,10 @@ __device__ __forceinline__ float* SplitLse(const FlashSplitPartials& p, int item
 
 // out = sum_s w_s o_s / sum_s w_s at this thread's 4 dims of (item, h), w_s = 2^(lse_s - max
 // lse); empty splits weigh nothing. Every thread of the kFlashCombineThreads-thread block calls
-// it (block-wide barriers). weight: shared [kFlashDecodeMaxSplits], warp_value: shared [4]. The weights
-// are found by all threads together and each thread's loads over the splits are independent, so
-// the block waits about one memory latency per 8 splits rather than two per split.
+// it (block-wide barriers). weight: shared [kFlashDecodeMaxSplits], warp_value: shared [4]. The
+// weights are found by all threads together and each thread's loads over the splits are
+// independent, so the block waits about one memory latency per 8 splits rather than two per
+// split.
 __device__ __forceinline__ void MergeSplits(const FlashSplitPartials& p, int item, int h,
                                             float* weight, float* warp_value, float (&out)[4]) {
   const int splits = p.splits, lane = threadIdx.x % 32, warp = threadIdx.x / 32;

@@ -309,6 +309,9 @@ TEST_F(CudaOpsTest, OneTokenSplitsMergedInWuvEqualCombineKernel) {
   options.merge_in_w_uv = true;
   auto merging = CudaBackend::Create(options);
   ASSERT_TRUE(merging.ok()) << merging.status();
+  options.merge_in_w_uv = false;
+  auto combining = CudaBackend::Create(options);
+  ASSERT_TRUE(combining.ok()) << combining.status();
   // Counts the steps that took the merge (CudaBackend::SetOpSections).
   class MergeCount final : public OpSections {
    public:
@@ -344,9 +347,11 @@ TEST_F(CudaOpsTest, OneTokenSplitsMergedInWuvEqualCombineKernel) {
       Tensor q = Dev(RandomBf16(s.heads * qk, rng_, 1.0f), 1, s.heads * qk);
       const TensorView q3 = q.view().Reshape({1, s.heads, qk});
       Tensor want = DevEmpty(DType::kBF16, 1, s.heads * s.v);
-      gpu_->BeginStep(c.batch);
-      gpu_->MlaAttention(q3, cache3, *kvb, c.batch, p, want);
-      gpu_->Synchronize();  // its inputs and weights, made on gpu_'s stream, before merging's use
+      // Inputs and weights made on gpu_'s stream, before the other backends use them.
+      gpu_->Synchronize();
+      (*combining)->BeginStep(c.batch);
+      (*combining)->MlaAttention(q3, cache3, *kvb, c.batch, p, want);
+      (*combining)->Synchronize();
       Tensor got(merging->get()->allocator(), DType::kBF16, {1, s.heads * s.v});
       (*merging)->BeginStep(c.batch);
       (*merging)->MlaAttention(q3, cache3, *kvb, c.batch, p, got);

@@ -55,7 +55,7 @@ struct Args {
   bool custom_all_reduce = false;  // the model's small all-reduces over peer memory, not NCCL
   bool no_pdl = false;  // kernels launched without programmatic dependent launch (launch.cuh)
   bool no_fuse_shared = false;     // the shared expert apart from the grouped experts
-  bool merge_in_w_uv = false;      // one-token decode: W_UV's kernel merges the flash splits
+  bool no_merge_in_w_uv = false;   // one-token decode: a combine kernel before W_UV's
   bool no_fuse_norms = false;      // residual adds and norm quantizations as kernels of their own
   bool no_grouped_chunks = false;  // decode experts' chunks of 8 rows in the same blocks
   std::vector<int> trace_batches;  // batches whose graphed step is traced per kernel
@@ -177,7 +177,7 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
                                   : "fused with the residual add, q_b's quantization, RoPE "
                                     "and the KV write",
                args.no_grouped_chunks ? "in the same blocks" : "as blocks of their own",
-               args.merge_in_w_uv ? "W_UV's kernel" : "a combine kernel");
+               args.no_merge_in_w_uv ? "a combine kernel" : "W_UV's kernel");
 
   // The model runs on a TimingBackend around the GPU: per-layer and per-op times on the GPU's
   // stream, and the GPU's choice of kernel paths and MLA's sub-steps as sections.
@@ -451,7 +451,7 @@ int Run(const Args& args) {
     options.device = rank;
     options.programmatic_launch = !args.no_pdl;
     options.fuse_shared_expert = !args.no_fuse_shared;
-    options.merge_in_w_uv = args.merge_in_w_uv;
+    options.merge_in_w_uv = !args.no_merge_in_w_uv;
     options.fuse_norms = !args.no_fuse_norms;
     options.grouped_chunks = !args.no_grouped_chunks;
     auto gpu = CudaBackend::Create(options);
@@ -516,9 +516,10 @@ int main(int argc, char** argv) {
       "--no-fuse-shared", args.no_fuse_shared,
       "run the shared expert apart instead of as one more grouped expert (to measure what the "
       "fusion gives)");
-  app.add_flag("--merge-in-w-uv", args.merge_in_w_uv,
-               "one-token decode steps: W_UV's kernel merges the flash decode kernel's splits "
-               "instead of a combine kernel between them");
+  app.add_flag("--no-merge-in-w-uv", args.no_merge_in_w_uv,
+               "one-token decode steps: a combine kernel merges the flash decode kernel's splits "
+               "before W_UV's kernel instead of W_UV's kernel merging them (to measure what the "
+               "merge gives)");
   app.add_flag("--no-fuse-norms", args.no_fuse_norms,
                "run the residual adds, the quantization of q_b's input, RoPE and the KV write "
                "as kernels of their own instead of inside the norms (to measure what the "

@@ -72,8 +72,8 @@ class CudaBackend final : public Backend {
     bool grouped_chunks = true;
     // In one-token decode steps whose flash decode launch splits the keys, W_UV's kernel merges
     // the splits itself (kernels::MlaAbsorbParams::merge) instead of a combine kernel between
-    // them; off: the combine kernel.
-    bool merge_in_w_uv = false;
+    // them; off: the combine kernel (to measure what it gives).
+    bool merge_in_w_uv = true;
   };
   // Beyond this many tokens the shared expert runs apart: with tens of rows it would be the
   // small-M grouped kernel's longest item, and prefill's tiled GEMMs gain nothing from it
