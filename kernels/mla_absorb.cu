@@ -148,12 +148,14 @@ __global__ void __launch_bounds__(kWarps * 32) MlaAbsorbKernel(MlaAbsorbParams p
       merged = true;
     }
   }
-  const bf16* const x = static_cast<const bf16*>(p.x) + h * p.x_head_stride;
-  for (int i = threadIdx.x; !merged && i < kMlaAbsorbMaxTokens * x_chunks; i += blockDim.x) {
-    const int t = i / x_chunks, c = i % x_chunks * 8;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (t < p.tokens) v = __ldg(reinterpret_cast<const uint4*>(x + t * p.x_token_stride + c));
-    *reinterpret_cast<uint4*>(xtile + t * x_pitch + c) = v;
+  if (!merged) {
+    const bf16* const x = static_cast<const bf16*>(p.x) + h * p.x_head_stride;
+    for (int i = threadIdx.x; i < kMlaAbsorbMaxTokens * x_chunks; i += blockDim.x) {
+      const int t = i / x_chunks, c = i % x_chunks * 8;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (t < p.tokens) v = __ldg(reinterpret_cast<const uint4*>(x + t * p.x_token_stride + c));
+      *reinterpret_cast<uint4*>(xtile + t * x_pitch + c) = v;
+    }
   }
 
   // ldmatrix row addresses of this lane at k-step 0 (lane l addresses row l % 8 of matrix l / 8):

@@ -183,6 +183,18 @@ struct MlaShape {
   int64_t heads, nope, rope, v, lora;
 };
 
+// MLA's parameters at shape s (the mode left at its default).
+MlaParams MlaParamsOf(const MlaShape& s) {
+  MlaParams p;
+  p.num_heads = s.heads;
+  p.nope_dim = s.nope;
+  p.rope_dim = s.rope;
+  p.v_dim = s.v;
+  p.kv_lora_rank = s.lora;
+  p.softmax_scale = 1.0f / std::sqrt(static_cast<float>(s.nope + s.rope));
+  return p;
+}
+
 // A batch of sequences mixing prefill chunks (several new tokens, some after cached context)
 // and decode steps (one token), with shuffled block tables.
 struct MlaCase {
@@ -246,13 +258,7 @@ TEST_P(CudaMlaTest, WriteKvCacheAndAttentionMatchCpuInEveryMode) {
   auto ckvb = cpu_.MakeLinear(wkvb.weight(), wkvb.scale_inv(), cpu_store);
   auto gkvb = gpu_->MakeLinear(wkvb.weight(), wkvb.scale_inv(), gpu_store);
   ASSERT_TRUE(ckvb.ok() && gkvb.ok());
-  MlaParams p;
-  p.num_heads = s.heads;
-  p.nope_dim = s.nope;
-  p.rope_dim = s.rope;
-  p.v_dim = s.v;
-  p.kv_lora_rank = s.lora;
-  p.softmax_scale = 1.0f / std::sqrt(static_cast<float>(qk));
+  MlaParams p = MlaParamsOf(s);
   // Pages of 16 keys (the flash decode kernel gathers rows by cp.async) and of 64 (whole tiles
   // by TMA, a range's partial last tile by cp.async).
   for (const int32_t block_size : {16, 64}) {
@@ -328,13 +334,7 @@ TEST_F(CudaOpsTest, OneTokenSplitsMergedInWuvEqualCombineKernel) {
     std::vector<Tensor> store;
     auto kvb = gpu_->MakeLinear(wkvb.weight(), wkvb.scale_inv(), store);
     ASSERT_TRUE(kvb.ok());
-    MlaParams p;
-    p.num_heads = s.heads;
-    p.nope_dim = s.nope;
-    p.rope_dim = s.rope;
-    p.v_dim = s.v;
-    p.kv_lora_rank = s.lora;
-    p.softmax_scale = 1.0f / std::sqrt(static_cast<float>(qk));
+    MlaParams p = MlaParamsOf(s);
     p.mode = MlaMode::kAbsorbed;
     for (const int32_t context : {0, 63, 300, 1000, 4000, 20000}) {
       MlaCase c = MakeMlaCase(rng_, {{context, 1}}, 64);

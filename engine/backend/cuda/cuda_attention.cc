@@ -188,7 +188,7 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
                                             .out_token_stride = nh * lora,
                                             .out_head_stride = lora,
                                             .tokens = static_cast<int32_t>(t),
-                                      .heads = static_cast<int32_t>(nh)};
+                                            .heads = static_cast<int32_t>(nh)};
     Bf16GemmArgs uk;
     uk.m = lora;
     uk.n = t;
