@@ -4,6 +4,7 @@
 #include "kernels/device_utils.cuh"
 #include "kernels/elementwise.cuh"
 #include "kernels/launch.cuh"
+#include "kernels/rope.cuh"
 
 namespace dsv3::kernels {
 
@@ -120,10 +121,8 @@ __global__ void __launch_bounds__(kNormThreads) RmsNormKernel(RmsNormParams p) {
 // rounded to BF16 (stored to out), their block's amax, scale and e4m3 codes. The second pass
 // touches only its own lane's columns of x and out, so out may alias x as in RmsNorm.
 template <bool kVector>
-__global__ void __launch_bounds__(kNormThreads) RmsNormQuantizeKernel(RmsNormQuantizeParams p) {
-  KernelPrologue();
+__device__ __forceinline__ void RmsNormQuantizeRow(const RmsNormQuantizeParams& p, int64_t r) {
   const RmsNormParams& n = p.norm;
-  const int64_t r = blockIdx.x;
   const bool real = r < n.rows;  // block-uniform: padding rows skip the norm's barriers
   const float inv = real ? RowInverseRms<kVector>(n, r) : 0.0f;
   const int lane = threadIdx.x % 32, warps = blockDim.x / 32;
@@ -149,6 +148,12 @@ __global__ void __launch_bounds__(kNormThreads) RmsNormQuantizeKernel(RmsNormQua
     QuantizeBlock128(v, real, p.ue8m0, p.q + r * p.cols_padded + kb * 128,
                      p.scales + kb * p.rows_padded + r);
   }
+}
+
+template <bool kVector>
+__global__ void __launch_bounds__(kNormThreads) RmsNormQuantizeKernel(RmsNormQuantizeParams p) {
+  KernelPrologue();
+  RmsNormQuantizeRow<kVector>(p, blockIdx.x);
 }
 
 __device__ __forceinline__ float BinaryOp(BinaryKind kind, float a, float b) {
@@ -234,13 +239,9 @@ __global__ void SumRowBlocksKernel(SumRowBlocksParams p) {
 // enough threads stay in flight for a single decode token (128 heads: 16 x 32 pairs).
 constexpr int64_t kRopeHeadsPerThread = 8;
 
-// The rotation of pair i at token t's position: cosine and sine times the attention factor.
-struct RopeAngle {
-  float c, s;
-};
+// The rotation of pair i at token t's position (kernels/rope.cuh).
 __device__ __forceinline__ RopeAngle AngleOf(const RopeParams& p, int64_t t, int64_t i) {
-  const float angle = p.inv_freq[i] * static_cast<float>(p.positions[t]);
-  return {cosf(angle) * p.attention_factor, sinf(angle) * p.attention_factor};
+  return RopeAngleAt(p.inv_freq, p.attention_factor, p.positions[t], i);
 }
 
 // Rotates pair i of head h of token t in place. copy (optional): the rotated pair also written
@@ -250,7 +251,8 @@ __device__ __forceinline__ void RotatePair(const RopeParams& p, int64_t t, int64
   bf16* v = static_cast<bf16*>(p.x) + t * p.token_stride + h * p.head_stride;
   const int64_t ia = p.interleaved ? 2 * i : i, ib = p.interleaved ? 2 * i + 1 : i + p.rope_dim / 2;
   const float x0 = ToFloat(v[ia]), x1 = ToFloat(v[ib]);
-  const bf16 a = FromFloat<bf16>(x0 * r.c - x1 * r.s), b = FromFloat<bf16>(x1 * r.c + x0 * r.s);
+  const bf16 a = FromFloat<bf16>(RotatedFirst(x0, x1, r));
+  const bf16 b = FromFloat<bf16>(RotatedSecond(x0, x1, r));
   v[ia] = a;
   v[ib] = b;
   if (copy != nullptr) {
@@ -272,6 +274,18 @@ __global__ void RopeKernel(RopeParams p) {
   for (int64_t h = g * kRopeHeadsPerThread; h < h_end; ++h) RotatePair(p, t, h, i, angle, nullptr);
 }
 
+// Token t's latent: its c normed in place (as RmsNormKernel) and its k_pe rotated (as
+// RopeKernel), both written to the token's cache row from the values it stores.
+template <bool kVector>
+__device__ __forceinline__ void MlaLatentRow(const MlaInputsParams& p, int64_t t) {
+  bf16* row = static_cast<bf16*>(p.cache) + p.slot_mapping[t] * p.kv_dim;
+  NormalizeRow<kVector>(p.norm, t, RowInverseRms<kVector>(p.norm, t), row);
+  const RopeParams& k = p.k_rope;
+  for (int64_t i = threadIdx.x; i < k.rope_dim / 2; i += blockDim.x) {
+    RotatePair(k, t, 0, i, AngleOf(k, t, i), row + p.norm.dim);
+  }
+}
+
 // MLA's inputs, grid (tokens, 2) of kNormThreads: block (t, 0) norms token t's c in place (as
 // RmsNormKernel) and rotates its k_pe (as RopeKernel), writing both to the token's cache row
 // from the values it stores; block (t, 1) rotates every head's q_pe. The same bits as the four
@@ -289,11 +303,20 @@ __global__ void __launch_bounds__(kNormThreads) MlaInputsKernel(MlaInputsParams 
     }
     return;
   }
-  bf16* row = static_cast<bf16*>(p.cache) + p.slot_mapping[t] * p.kv_dim;
-  NormalizeRow<kVector>(p.norm, t, RowInverseRms<kVector>(p.norm, t), row);
-  const RopeParams& k = p.k_rope;
-  for (int64_t i = threadIdx.x; i < k.rope_dim / 2; i += blockDim.x) {
-    RotatePair(k, t, 0, i, AngleOf(k, t, i), row + p.norm.dim);
+  MlaLatentRow<kVector>(p, t);
+}
+
+// q_b's input and MLA's latent inputs in one grid (padded rows, 2) of kNormThreads: blocks (r, 0)
+// as RmsNormQuantizeKernel's block r, blocks (t, 1) of the real tokens as MlaInputsKernel's
+// (t, 0). The same bits as those two kernels (each part with its own vector form).
+template <bool kQVector, bool kLVector>
+__global__ void __launch_bounds__(kNormThreads)
+    RmsNormQuantizeMlaLatentsKernel(RmsNormQuantizeParams q, MlaInputsParams l) {
+  KernelPrologue();
+  if (blockIdx.y == 0) {
+    RmsNormQuantizeRow<kQVector>(q, blockIdx.x);
+  } else if (blockIdx.x < l.norm.rows) {
+    MlaLatentRow<kLVector>(l, blockIdx.x);
   }
 }
 
@@ -376,6 +399,26 @@ void MlaInputs(const MlaInputsParams& p, cudaStream_t stream) {
     Launch(MlaInputsKernel<true>, grid, kNormThreads, 0, stream, p);
   } else {
     Launch(MlaInputsKernel<false>, grid, kNormThreads, 0, stream, p);
+  }
+}
+
+void RmsNormQuantizeMlaLatents(const RmsNormQuantizeParams& q, const MlaInputsParams& l,
+                               cudaStream_t stream) {
+  if (q.rows_padded == 0) return;
+  assert(l.norm.rows <= q.rows_padded && l.norm.x == l.norm.out);
+  assert(l.norm.out_type == ElemType::kBF16 && l.k_rope.heads == 1);
+  assert(l.kv_dim == l.norm.dim + l.k_rope.rope_dim);
+  const dim3 grid(static_cast<unsigned>(q.rows_padded), 2);
+  const bool qv = VectorizableNorm(q.norm);
+  const bool lv = VectorizableNorm(l.norm) && Vectorizable(l.norm.dim, {{l.cache, l.kv_dim}});
+  if (qv && lv) {
+    Launch(RmsNormQuantizeMlaLatentsKernel<true, true>, grid, kNormThreads, 0, stream, q, l);
+  } else if (qv) {
+    Launch(RmsNormQuantizeMlaLatentsKernel<true, false>, grid, kNormThreads, 0, stream, q, l);
+  } else if (lv) {
+    Launch(RmsNormQuantizeMlaLatentsKernel<false, true>, grid, kNormThreads, 0, stream, q, l);
+  } else {
+    Launch(RmsNormQuantizeMlaLatentsKernel<false, false>, grid, kNormThreads, 0, stream, q, l);
   }
 }
 

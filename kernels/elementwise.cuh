@@ -161,6 +161,11 @@ struct MlaInputsParams {
 };
 void MlaInputs(const MlaInputsParams& p, cudaStream_t stream);
 
+// RmsNormQuantize(q) and MlaInputs(l) without its q_pe part (l.q_rope unused), as one launch: the
+// same bits. l's tokens at most q's padded rows.
+void RmsNormQuantizeMlaLatents(const RmsNormQuantizeParams& q, const MlaInputsParams& l,
+                               cudaStream_t stream);
+
 // dst[r, c] = convert(src[r, c]) for [rows, cols]; F32, BF16 or I32 sources, F32 or BF16
 // destinations.
 struct Copy2DParams {

@@ -9,6 +9,7 @@
 #include "kernels/fp8_mma_tile.cuh"
 #include "kernels/launch.cuh"
 #include "kernels/moe_grouped.cuh"
+#include "kernels/rope.cuh"
 #include "kernels/sm90_async.cuh"
 
 namespace dsv3::kernels {
@@ -198,6 +199,7 @@ struct MmaGemmArgs {
   int ksplit;  // warps per column tile, each over every ksplit-th pair of 128-k blocks
   // Chunked grouped launches (GroupedFp8GemmParams::chunks), else empty.
   GroupedChunks chunks;
+  RopeEpilogue rope;  // dense launches only
 };
 
 // A dense linear's weight is never written by the step, so the kernel asks for it before it
@@ -231,7 +233,7 @@ __device__ __forceinline__ void PrefetchFirstPairs(const uint8_t* row0, int kpar
 // checks that they fit): 64-bit index arithmetic was much of the loop's integer work (Nsight
 // Compute on o_proj: docs/journal/2026-12-02-fused-shared-expert-and-negative-levers.md).
 // partial_words: the block's split-K exchange, kMaxKSplit x kTiles x 4 x 32 floats.
-template <int kTiles, Feed kFeed>
+template <int kTiles, Feed kFeed, bool kRope>
 __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* partial_words) {
   extern __shared__ uint4 ring_smem[];  // kSmemRing: [warps][kRingStages][4][32]
   // [warp][token tile * 4 + c][lane]
@@ -417,12 +419,25 @@ __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* part
         for (int i = 0; i < 4; ++i) {
           const int32_t r = r0 + j * kTokens + 2 * t + (i & 1);
           const int64_t c = c0 + g + 8 * (i >> 1);
+          float v = acc[j][i];
+          if constexpr (kRope) {  // every lane takes the shuffle
+            // As stored, then rotated with the pair's other column, which lane ^ 4 holds
+            // (columns c0 + g: g even and odd are the pair).
+            v = ToFloat(FromFloat<bf16>(v));
+            const float other = __shfl_xor_sync(0xffffffffu, v, 4);
+            const int64_t in_head = c % p.rope.head_cols - p.rope.rope_begin;
+            if (r < r_end && in_head >= 0 && in_head < p.rope.rope_dim) {
+              const RopeAngle a = RopeAngleAt(p.rope.inv_freq, p.rope.attention_factor,
+                                              p.rope.positions[r], in_head / 2);
+              v = in_head % 2 == 0 ? RotatedFirst(v, other, a) : RotatedSecond(other, v, a);
+            }
+          }
           if (r >= r_end || c >= p.n) continue;
           const int64_t o = r * p.y_stride + m * p.n + c;
           if (p.y_f32) {
-            static_cast<float*>(p.y)[o] = acc[j][i];
+            static_cast<float*>(p.y)[o] = v;
           } else {
-            static_cast<bf16*>(p.y)[o] = FromFloat<bf16>(acc[j][i]);
+            static_cast<bf16*>(p.y)[o] = FromFloat<bf16>(v);
           }
         }
       }
@@ -431,10 +446,12 @@ __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* part
   }
 }
 
-template <int kTiles, Feed kFeed>
+// kRope: with the output's RoPE (MmaGemmArgs::rope; dense launches), a kernel of its own so that
+// the others keep their code.
+template <int kTiles, Feed kFeed, bool kRope = false>
 __global__ void __launch_bounds__(kMaxKSplit * 32) Fp8MmaGemmKernel(MmaGemmArgs p) {
   __shared__ float partial[kMaxKSplit * kTiles * 4 * 32];
-  Fp8MmaGemmBody<kTiles, kFeed>(p, partial);
+  Fp8MmaGemmBody<kTiles, kFeed, kRope>(p, partial);
 }
 
 // Waves of a grid of `blocks`: blocks over the SMs' slots, SMs x resident blocks of `kernel` at
@@ -491,8 +508,12 @@ void LaunchMmaGemm(MmaGemmArgs a, int64_t groups, int64_t max_group_rows, int fo
   const bool ring = !grouped && max_group_rows <= kTokens;
   const bool chunked = a.chunks.expert != nullptr;
   // Dense: more than 16 rows would take several passes over the weights.
-  const MmaKernel kernel = ring      ? Fp8MmaGemmKernel<1, Feed::kSmemRing>
+  const bool rope = a.rope.positions != nullptr;
+  assert(!rope || !grouped);
+  const MmaKernel kernel = ring ? (rope ? Fp8MmaGemmKernel<1, Feed::kSmemRing, true>
+                                        : Fp8MmaGemmKernel<1, Feed::kSmemRing>)
                            : grouped ? Fp8MmaGemmKernel<1, Feed::kRegisterRing>
+                           : rope    ? Fp8MmaGemmKernel<kDenseTokTiles, Feed::kPairs, true>
                                      : Fp8MmaGemmKernel<kDenseTokTiles, Feed::kPairs>;
   const int64_t tiles = a.mats * ((a.n + kTileCols - 1) / kTileCols);
   const int64_t pairs = a.k_pad / 256;
@@ -567,14 +588,19 @@ void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream) {
                  p.y_stride,
                  p.y_f32,
                  1,
-                 chunked ? p.chunks : GroupedChunks{}},
+                 chunked ? p.chunks : GroupedChunks{},
+                 RopeEpilogue{}},
                 p.max_active, p.max_rows_per_group, p.ksplit, stream);
 }
 
 void DenseFp8Gemm(const DenseFp8GemmParams& p, cudaStream_t stream) {
   if (p.rows == 0 || p.n == 0) return;
+  assert(p.rope.positions == nullptr ||
+         (!p.y_f32 && p.rope.head_cols % 2 == 0 && p.rope.rope_begin % 2 == 0 &&
+          p.rope.rope_dim % 2 == 0 && p.rope.rope_begin + p.rope.rope_dim <= p.rope.head_cols));
   LaunchMmaGemm({p.xq, p.xs, p.rows_padded, p.k_pad, nullptr, nullptr, nullptr, nullptr, 0, 0, p.w,
-                 p.rows, 1, p.n, p.scale_stride, p.y, p.y_stride, p.y_f32, 1, GroupedChunks{}},
+                 p.rows, 1, p.n, p.scale_stride, p.y, p.y_stride, p.y_f32, 1, GroupedChunks{},
+                 p.rope},
                 1, p.rows, p.ksplit, stream);
 }
 

@@ -114,6 +114,17 @@ struct GroupedFp8GemmParams {
 };
 void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream);
 
+// RoPE of a dense launch's output as it is stored (q_b's: q's rope part of every head), the bits
+// of kernels::Rope on the stored BF16 output, interleaved pairs (2i, 2i + 1) only: row r at
+// position positions[r], in every head_cols columns the columns [rope_begin, rope_begin +
+// rope_dim) (even offsets and widths). positions null: none.
+struct RopeEpilogue {
+  const int32_t* positions = nullptr;
+  const float* inv_freq = nullptr;  // [rope_dim / 2]
+  float attention_factor = 1.0f;
+  int32_t head_cols = 0, rope_begin = 0, rope_dim = 0;
+};
+
 // One plain linear: rows [0, rows) of xq times the weight w (given by value: no device tables),
 // y [rows, n] with row stride y_stride, BF16 or (y_f32) F32. Meant for rows <= ~16, where it
 // streams the weight at memory speed; it is correct for any rows.
@@ -127,6 +138,7 @@ struct DenseFp8GemmParams {
   int64_t y_stride;
   bool y_f32;
   int ksplit = 0;  // as GroupedFp8GemmParams::ksplit
+  RopeEpilogue rope = {};  // BF16 y only
 };
 void DenseFp8Gemm(const DenseFp8GemmParams& p, cudaStream_t stream);
 

@@ -102,6 +102,19 @@ struct MlaInputs {
   TensorView latent, c, k_pe, q_pe;
 };
 
+// An attention's query through q_b and its MLA inputs (Backend::MlaQueryAndInputs): q_lat [T,
+// q_lora] (normed in place), q_a_norm [q_lora], q_b [heads * (nope + rope), q_lora], q [T,
+// heads * (nope + rope)], `inputs` as PrepareMlaInputs takes them (q_pe: q's rope columns),
+// kv_a_norm [kv_lora].
+struct MlaQueryArgs {
+  TensorView q_lat, q_a_norm;
+  const LinearWeight* q_b = nullptr;
+  TensorView q;
+  MlaInputs inputs;
+  TensorView kv_a_norm;
+  float eps = 1e-6f;
+};
+
 // Routing parameters of a MoE layer (noaux_tc: sigmoid scores, correction bias, group limit).
 struct MoeRouteParams {
   int64_t num_experts = 0;
@@ -245,6 +258,15 @@ class Backend {
     Rope(in.k_pe, positions, rope);
     Rope(in.q_pe, positions, rope);
     WriteKvCache(in.latent, batch, cache);
+  }
+  // q = RmsNormLinear(q_lat, q_a_norm, q_b) (normed in place), then PrepareMlaInputs. A backend
+  // may run the two as fewer kernels (the GPU at decode sizes: the latent's part beside q_a's
+  // norm, q_pe rotated as q_b's GEMM stores it) with the same results as the parts.
+  virtual void MlaQueryAndInputs(const MlaQueryArgs& a, std::span<const int32_t> positions,
+                                 const RopeParams& rope, const AttentionBatch& batch,
+                                 const TensorView& cache) {
+    RmsNormLinear(a.q_lat, nullptr, a.q_a_norm, a.eps, a.q_lat, *a.q_b, a.q);
+    PrepareMlaInputs(a.inputs, a.kv_a_norm, a.eps, positions, rope, batch, cache);
   }
   // Rotates x [T, heads, rope_dim] (any strides) in place at positions[t].
   virtual void Rope(const TensorView& x, std::span<const int32_t> positions,

@@ -176,6 +176,13 @@ void TimingBackend::PrepareMlaInputs(const MlaInputs& in, const TensorView& norm
         [&] { inner().PrepareMlaInputs(in, norm_weight, eps, positions, rope, batch, cache); });
 }
 
+void TimingBackend::MlaQueryAndInputs(const MlaQueryArgs& a, std::span<const int32_t> positions,
+                                      const RopeParams& rope, const AttentionBatch& batch,
+                                      const TensorView& cache) {
+  Timed("mla query and inputs",
+        [&] { inner().MlaQueryAndInputs(a, positions, rope, batch, cache); });
+}
+
 void TimingBackend::Rope(const TensorView& x, std::span<const int32_t> positions,
                          const RopeParams& rope) {
   Timed("rope", [&] { inner().Rope(x, positions, rope); });

@@ -60,6 +60,9 @@ class TimingBackend final : public ForwardingBackend, public OpSections {
   void PrepareMlaInputs(const MlaInputs& in, const TensorView& norm_weight, float eps,
                         std::span<const int32_t> positions, const RopeParams& rope,
                         const AttentionBatch& batch, const TensorView& cache) override;
+  void MlaQueryAndInputs(const MlaQueryArgs& a, std::span<const int32_t> positions,
+                         const RopeParams& rope, const AttentionBatch& batch,
+                         const TensorView& cache) override;
   void Rope(const TensorView& x, std::span<const int32_t> positions,
             const RopeParams& rope) override;
   void SiluMul(const TensorView& gate, const TensorView& up, const TensorView& out) override;

@@ -332,12 +332,6 @@ void DeepseekV3Model::Attention(const LayerWeights& layer, const TensorView& x,
   const float eps = static_cast<float>(c.rms_norm_eps);
 
   Tensor q = NewActivation(backend_, t, nh * qk);  // [T, nh * (nope + rope)]
-  if (a.q_b) {
-    const TensorView q_lat = a.qkv_a.Output(qkv_lat, 0);
-    backend_.RmsNormLinear(q_lat, nullptr, a.q_a_norm, eps, q_lat, *a.q_b, q);
-  } else {
-    backend_.Linear(x, *a.q, q);
-  }
   // latent: c = RMSNorm(kv[:, :kv_lora]), k_pe = RoPE(kv[:, kv_lora:]), then to the cache.
   const TensorView latent = a.qkv_a.Output(qkv_lat, a.qkv_a.parts.size() - 1);
   const TensorView c_part = Columns(latent, 0, c.kv_lora_rank);
@@ -353,8 +347,21 @@ void DeepseekV3Model::Attention(const LayerWeights& layer, const TensorView& x,
   TensorView q_pe = q3;  // [T, nh, rope]
   q_pe.data = static_cast<char*>(q.view().data) + c.qk_nope_head_dim * DTypeSize(q.view().dtype);
   q_pe.shape[2] = c.qk_rope_head_dim;
-  backend_.PrepareMlaInputs({latent, c_part, k_pe, q_pe}, a.kv_a_norm, eps, batch.positions,
-                            rope_.params(), batch, cache);
+  const MlaInputs inputs{latent, c_part, k_pe, q_pe};
+  if (a.q_b) {
+    backend_.MlaQueryAndInputs({.q_lat = a.qkv_a.Output(qkv_lat, 0),
+                                .q_a_norm = a.q_a_norm,
+                                .q_b = &*a.q_b,
+                                .q = q,
+                                .inputs = inputs,
+                                .kv_a_norm = a.kv_a_norm,
+                                .eps = eps},
+                               batch.positions, rope_.params(), batch, cache);
+  } else {
+    backend_.Linear(x, *a.q, q);
+    backend_.PrepareMlaInputs(inputs, a.kv_a_norm, eps, batch.positions, rope_.params(), batch,
+                              cache);
+  }
   MlaParams params;
   params.num_heads = nh;
   params.nope_dim = c.qk_nope_head_dim;

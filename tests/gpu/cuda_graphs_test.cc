@@ -124,12 +124,13 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CudaGraphsTest,
 // A random model at V3's latent dims (kv_lora_rank 512, rope 64), where decode attention is the
 // flash kernel: the runner graphs batches of any mix of contexts (each item reads its own keys,
 // its splits sized by the padded bucket), so five sequences of 5 to 700 cached tokens, far too
-// uneven for decode by GEMMs, are graphed, and every replay matches the eager step.
-TEST(CudaGraphsAtV3LatentDimsTest, UnevenContextsAreGraphedAndMatchEager) {
-  DSV3_SKIP_WITHOUT_GPU();
+// uneven for decode by GEMMs, are graphed, and every replay matches the eager step (the eager
+// backend with the default options, the graphed one with `graphed_options`).
+void UnevenContextsGraphedMatchEager(const CudaBackend::Options& graphed_options,
+                                     const char* what) {
   auto config = ::dsv3::testing::V3LatentDimsConfig();
   ASSERT_TRUE(config.ok()) << config.status();
-  auto graphed_backend = CudaBackend::Create({});
+  auto graphed_backend = CudaBackend::Create(graphed_options);
   auto eager_backend = CudaBackend::Create({.cuda_graphs = false});
   ASSERT_TRUE(graphed_backend.ok() && eager_backend.ok());
   auto graphed = DeepseekV3Model::Random(*config, **graphed_backend, 7);
@@ -148,7 +149,7 @@ TEST(CudaGraphsAtV3LatentDimsTest, UnevenContextsAreGraphedAndMatchEager) {
   };
   std::vector<int32_t> context, next;
   PrefillBoth(**graphed, graphed_cache, **eager, eager_cache, lengths, table, context, next);
-  ASSERT_FALSE(HasFatalFailure());
+  ASSERT_FALSE(::testing::Test::HasFatalFailure());
   std::vector<float> graphed_logits, eager_logits;
 
   DecodeGraphRunner runner(**graphed);
@@ -171,15 +172,29 @@ TEST(CudaGraphsAtV3LatentDimsTest, UnevenContextsAreGraphedAndMatchEager) {
     }
   }
   const DecodeGraphRunner::Stats stats = runner.stats();
-  std::printf("graphs at V3 latent dims, uneven contexts: worst relative error %.2e over 12 "
-              "steps; %lld captures, %lld replays, %lld eager\n",
-              worst, static_cast<long long>(stats.captured),
+  std::printf("graphs at V3 latent dims, uneven contexts, %s: worst relative error %.2e over "
+              "12 steps; %lld captures, %lld replays, %lld eager\n",
+              what, worst, static_cast<long long>(stats.captured),
               static_cast<long long>(stats.replayed), static_cast<long long>(stats.eager));
   EXPECT_EQ(stats.eager, 0) << "uneven contexts must not keep a step eager at these dims";
   EXPECT_EQ(stats.captured, 1);
   EXPECT_GE(stats.replayed, 12 - 3);
   graphed->reset();  // the models' tensors live in their backends' memory: freed first
   eager->reset();
+}
+
+TEST(CudaGraphsAtV3LatentDimsTest, UnevenContextsAreGraphedAndMatchEager) {
+  DSV3_SKIP_WITHOUT_GPU();
+  UnevenContextsGraphedMatchEager({}, "default options");
+}
+
+// The same with MLA's query and inputs in two kernels in the graphed steps (the latents beside
+// q_a's norm, q_pe's RoPE in q_b's GEMM): their replays match the eager steps of the parts.
+TEST(CudaGraphsAtV3LatentDimsTest, MlaQueryInTwoKernelsIsGraphedAndMatchesEager) {
+  DSV3_SKIP_WITHOUT_GPU();
+  CudaBackend::Options options;
+  options.fuse_mla_query = true;
+  UnevenContextsGraphedMatchEager(options, "MLA query in two kernels");
 }
 
 }  // namespace

@@ -9,8 +9,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <random>
+#include <tuple>
 #include <string>
 
 #include "engine/backend/cpu/cpu_backend.h"
@@ -365,6 +367,116 @@ TEST_F(CudaOpsTest, OneTokenSplitsMergedInWuvEqualCombineKernel) {
   (*merging)->SetOpSections(nullptr);
   // Every context but 0 and 63 (one tile: one split) splits, at both head counts.
   EXPECT_EQ(merges.count, 8);
+}
+
+// MlaQueryAndInputs in two kernels (Options::fuse_mla_query: the latent's part beside q_a's
+// norm, q_pe's RoPE in q_b's GEMM) against its parts (RmsNormLinear, then PrepareMlaInputs) on
+// the same inputs: q, the normed q_lat and c, the rotated k_pe and the whole cache equal bit for
+// bit, at V3's dims with 16 and 128 heads, 1 to 16 tokens of one sequence at positions around
+// 70000 (large angles).
+TEST_F(CudaOpsTest, MlaQueryAndInputsInTwoKernelsEqualParts) {
+  CudaBackend::Options options;
+  options.fuse_mla_query = true;
+  auto fused_backend = CudaBackend::Create(options);
+  ASSERT_TRUE(fused_backend.ok()) << fused_backend.status();
+  CudaBackend& fused = **fused_backend;
+  class PathCount final : public OpSections {
+   public:
+    void BeginSection(const char* name) override {
+      count += std::string(name).rfind("- mla query: latents beside", 0) == 0;
+    }
+    void EndSection() override {}
+    int count = 0;
+  } paths;
+  fused.SetOpSections(&paths);
+  constexpr int64_t q_lora = 1536, lora = 512, rope = 64, nope = 128, head_cols = nope + rope;
+  constexpr int32_t kBlock = 16, kContext = 70001;
+  std::vector<float> inv_freq(rope / 2);
+  for (int64_t i = 0; i < rope / 2; ++i) {
+    inv_freq[i] = std::pow(10000.0f, -2.0f * static_cast<float>(i) / rope);
+  }
+  const RopeParams rope_params{inv_freq.data(), rope, 1.1f, true};
+  int expected_paths = 0;
+  for (const int64_t heads : {int64_t{16}, int64_t{128}}) {
+    Fp8Weight wq = RandomFp8(heads * head_cols, q_lora, rng_);
+    std::vector<Tensor> store;
+    auto q_b = gpu_->MakeLinear(wq.weight(), wq.scale_inv(), store);
+    ASSERT_TRUE(q_b.ok());
+    std::vector<float> q_norm = RandomBf16(q_lora, rng_, 1.0f), kv_norm = RandomBf16(lora, rng_);
+    Tensor dq_norm(gpu_->allocator(), DType::kF32, {q_lora});
+    Tensor dkv_norm(gpu_->allocator(), DType::kF32, {lora});
+    CopyIn(*gpu_, dq_norm, q_norm.data());
+    CopyIn(*gpu_, dkv_norm, kv_norm.data());
+    for (const int64_t t : {int64_t{1}, int64_t{3}, int64_t{8}, int64_t{16}}) {
+      const int32_t blocks = (kContext + static_cast<int32_t>(t) + kBlock - 1) / kBlock;
+      std::vector<int32_t> table(blocks);
+      for (int32_t i = 0; i < blocks; ++i) table[i] = blocks - 1 - i;
+      AttentionBatch batch;
+      batch.block_size = kBlock;
+      batch.kv_lora_rank = lora;
+      batch.rope_dim = rope;
+      batch.sequences.push_back({0, static_cast<int32_t>(t), kContext, table.data(), blocks});
+      for (int32_t j = 0; j < t; ++j) {
+        const int32_t pos = kContext + j;
+        batch.positions.push_back(pos);
+        batch.slot_mapping.push_back(int64_t{table[pos / kBlock]} * kBlock + pos % kBlock);
+        batch.token_ids.push_back(0);
+      }
+      const std::vector<float> lat = RandomBf16(t * (q_lora + lora + rope), rng_, 2.0f);
+      const std::vector<float> cache_values = RandomBf16(blocks * kBlock * (lora + rope), rng_);
+      // Each backend's own copies (the op works in place): [qkv_lat, q, cache].
+      struct Run {
+        Tensor qkv_lat, q, cache;
+      };
+      auto run = [&](CudaBackend& b) {
+        Run r{Dev(lat, t, q_lora + lora + rope), DevEmpty(DType::kBF16, t, heads * head_cols),
+              Dev(cache_values, blocks * kBlock, lora + rope)};
+        gpu_->Synchronize();  // made on gpu_'s stream
+        const TensorView qkv = r.qkv_lat.view();
+        TensorView q_lat = qkv, latent = qkv;
+        q_lat.shape[1] = q_lora;
+        latent.data = static_cast<char*>(qkv.data) + q_lora * 2;
+        latent.shape[1] = lora + rope;
+        TensorView c = latent, k_pe = latent;
+        c.shape[1] = lora;
+        k_pe.data = static_cast<char*>(latent.data) + lora * 2;
+        k_pe.ndim = 3;
+        k_pe.shape = {t, 1, rope, 0};
+        k_pe.strides = {latent.strides[0], rope, 1, 0};
+        TensorView q_pe = r.q.view();
+        q_pe.data = static_cast<char*>(q_pe.data) + nope * 2;
+        q_pe.ndim = 3;
+        q_pe.shape = {t, heads, rope, 0};
+        q_pe.strides = {heads * head_cols, head_cols, 1, 0};
+        const TensorView cache3 = r.cache.view().Reshape({blocks, kBlock, lora + rope});
+        b.BeginStep(batch);
+        b.MlaQueryAndInputs({.q_lat = q_lat,
+                             .q_a_norm = dq_norm,
+                             .q_b = &*q_b,
+                             .q = r.q,
+                             .inputs = {latent, c, k_pe, q_pe},
+                             .kv_a_norm = dkv_norm,
+                             .eps = 1e-6f},
+                            batch.positions, rope_params, batch, cache3);
+        b.Synchronize();
+        return r;
+      };
+      const Run want = run(*gpu_), got = run(fused);
+      ++expected_paths;
+      for (auto [name, g, w] :
+           {std::tuple{"q", &got.q, &want.q}, std::tuple{"q_lat|latent", &got.qkv_lat,
+                                                         &want.qkv_lat},
+            std::tuple{"cache", &got.cache, &want.cache}}) {
+        const std::vector<float> gh = ToHost(fused, *g), wh = ToHost(*gpu_, *w);
+        int64_t differ = 0;
+        for (size_t i = 0; i < gh.size(); ++i) differ += gh[i] != wh[i];
+        EXPECT_EQ(differ, 0) << name << ", " << heads << " heads, " << t
+                             << " tokens: relative error " << RelError(gh, wh);
+      }
+    }
+  }
+  fused.SetOpSections(nullptr);
+  EXPECT_EQ(paths.count, expected_paths) << "the two-kernel form did not run every time";
 }
 
 // Up to 256 tokens the grouped path (device permutation, small-M grouped FP8 kernel), beyond it

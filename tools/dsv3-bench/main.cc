@@ -56,6 +56,7 @@ struct Args {
   bool no_pdl = false;  // kernels launched without programmatic dependent launch (launch.cuh)
   bool no_fuse_shared = false;     // the shared expert apart from the grouped experts
   bool no_merge_in_w_uv = false;   // one-token decode: a combine kernel before W_UV's
+  bool fuse_mla_query = false;     // q_b's GEMM with q_pe's RoPE, the latents beside q_a's norm
   bool no_fuse_norms = false;      // residual adds and norm quantizations as kernels of their own
   bool no_grouped_chunks = false;  // decode experts' chunks of 8 rows in the same blocks
   std::vector<int> trace_batches;  // batches whose graphed step is traced per kernel
@@ -169,7 +170,8 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
   std::fprintf(out,
                "device: %s, driver API %d, runtime %d, copy bandwidth %.2f TB/s, "
                "tensor parallel %d, programmatic dependent launch %s, shared expert %s, norms %s, "
-               "grouped experts' chunks of 8 rows %s, one-token flash splits merged by %s\n",
+               "grouped experts' chunks of 8 rows %s, one-token flash splits merged by %s, "
+               "MLA query %s\n",
                prop.name, driver, runtime, copy_bw / 1e12, comm.world_size(),
                args.no_pdl ? "off" : "on in decode steps",
                args.no_fuse_shared ? "apart" : "fused into the grouped experts where it pays",
@@ -177,7 +179,8 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
                                   : "fused with the residual add, q_b's quantization, RoPE "
                                     "and the KV write",
                args.no_grouped_chunks ? "in the same blocks" : "as blocks of their own",
-               args.no_merge_in_w_uv ? "a combine kernel" : "W_UV's kernel");
+               args.no_merge_in_w_uv ? "a combine kernel" : "W_UV's kernel",
+               args.fuse_mla_query ? "in two kernels" : "in three kernels");
 
   // The model runs on a TimingBackend around the GPU: per-layer and per-op times on the GPU's
   // stream, and the GPU's choice of kernel paths and MLA's sub-steps as sections.
@@ -452,6 +455,7 @@ int Run(const Args& args) {
     options.programmatic_launch = !args.no_pdl;
     options.fuse_shared_expert = !args.no_fuse_shared;
     options.merge_in_w_uv = !args.no_merge_in_w_uv;
+    options.fuse_mla_query = args.fuse_mla_query;
     options.fuse_norms = !args.no_fuse_norms;
     options.grouped_chunks = !args.no_grouped_chunks;
     auto gpu = CudaBackend::Create(options);
@@ -520,6 +524,9 @@ int main(int argc, char** argv) {
                "one-token decode steps: a combine kernel merges the flash decode kernel's splits "
                "before W_UV's kernel instead of W_UV's kernel merging them (to measure what the "
                "merge gives)");
+  app.add_flag("--fuse-mla-query", args.fuse_mla_query,
+               "decode steps: MLA's latent inputs (norm, RoPE, cache write) in q_a's norm kernel "
+               "and q_pe's RoPE in q_b's GEMM (two kernels where there are three)");
   app.add_flag("--no-fuse-norms", args.no_fuse_norms,
                "run the residual adds, the quantization of q_b's input, RoPE and the KV write "
                "as kernels of their own instead of inside the norms (to measure what the "

@@ -11,6 +11,7 @@
 #include "kernels/launch_check.h"
 #include "kernels/mla.cuh"
 #include "kernels/mla_absorb.cuh"
+#include "kernels/moe_grouped.cuh"
 
 namespace dsv3 {
 
@@ -47,33 +48,84 @@ void CudaBackend::WriteKvCache(const TensorView& latent, const AttentionBatch& b
                         stream_);
 }
 
+// Whether MLA's inputs take the one-kernel forms: a decode-sized step whose c and k_pe are the
+// latent's two column ranges (the model's layout), all BF16.
+bool CudaBackend::MlaInputsFusable(const MlaInputs& in, const RopeParams& rope,
+                                   const TensorView& cache) const {
+  const int64_t t = in.latent.dim(0), kv_lora = in.c.dim(1);
+  return options_.fuse_norms && t <= kFusedNormMaxRows && in.latent.dtype == DType::kBF16 &&
+         in.q_pe.dtype == DType::kBF16 && cache.dtype == DType::kBF16 &&
+         in.c.data == in.latent.data && in.k_pe.data == in.latent.ptr<uint16_t>() + kv_lora &&
+         cache.dim(2) == in.latent.dim(1) && in.latent.dim(1) == kv_lora + rope.rope_dim;
+}
+
+kernels::MlaInputsParams CudaBackend::MlaInputsKernelParams(const MlaInputs& in,
+                                                            const TensorView& norm_weight,
+                                                            float eps, const int32_t* positions,
+                                                            const RopeParams& rope,
+                                                            const TensorView& cache) {
+  const float* inv_freq = DeviceInvFreq(rope);
+  auto rope_of = [&](const TensorView& x) -> kernels::RopeParams {
+    return {x.data, x.strides[0], x.strides[1], x.dim(0), x.dim(1), rope.rope_dim, positions,
+            inv_freq, rope.attention_factor, rope.interleaved};
+  };
+  return {NormParams(in.c, nullptr, norm_weight, eps, in.c), rope_of(in.k_pe), rope_of(in.q_pe),
+          plan_.slots.ptr<int64_t>(), cache.data, cache.dim(2)};
+}
+
 void CudaBackend::PrepareMlaInputs(const MlaInputs& in, const TensorView& norm_weight, float eps,
                                    std::span<const int32_t> positions, const RopeParams& rope,
                                    const AttentionBatch& batch, const TensorView& cache) {
-  const int64_t t = in.latent.dim(0), kv_lora = in.c.dim(1);
-  // One kernel for decode-sized steps whose c and k_pe are the latent's two column ranges (the
-  // model's layout); the parts otherwise.
-  const bool fusable = options_.fuse_norms && t <= kFusedNormMaxRows &&
-                       in.latent.dtype == DType::kBF16 && in.q_pe.dtype == DType::kBF16 &&
-                       cache.dtype == DType::kBF16 && in.c.data == in.latent.data &&
-                       in.k_pe.data == in.latent.ptr<uint16_t>() + kv_lora &&
-                       cache.dim(2) == in.latent.dim(1) &&
-                       in.latent.dim(1) == kv_lora + rope.rope_dim;
-  if (!fusable) {
+  if (!MlaInputsFusable(in, rope, cache)) {
     Backend::PrepareMlaInputs(in, norm_weight, eps, positions, rope, batch, cache);
     return;
   }
   assert(plan_.batch == &batch && "PrepareMlaInputs needs BeginStep(batch) first");
   Tensor scratch;
   const int32_t* pos = DeviceIndices(positions, plan_.positions_host, plan_.positions, scratch);
-  const float* inv_freq = DeviceInvFreq(rope);
-  auto rope_of = [&](const TensorView& x) -> kernels::RopeParams {
-    return {x.data, x.strides[0], x.strides[1], x.dim(0), x.dim(1), rope.rope_dim, pos, inv_freq,
-            rope.attention_factor, rope.interleaved};
-  };
-  kernels::MlaInputs({NormParams(in.c, nullptr, norm_weight, eps, in.c), rope_of(in.k_pe),
-                      rope_of(in.q_pe), plan_.slots.ptr<int64_t>(), cache.data, cache.dim(2)},
-                     stream_);
+  kernels::MlaInputs(MlaInputsKernelParams(in, norm_weight, eps, pos, rope, cache), stream_);
+}
+
+void CudaBackend::MlaQueryAndInputs(const MlaQueryArgs& a, std::span<const int32_t> positions,
+                                    const RopeParams& rope, const AttentionBatch& batch,
+                                    const TensorView& cache) {
+  const MlaInputs& in = a.inputs;
+  const LinearWeight& w = *a.q_b;
+  const int64_t t = a.q_lat.dim(0);
+  // q_pe: columns [rope_begin, rope_begin + rope) of every head_cols columns of q.
+  const int64_t head_cols = in.q_pe.strides[1];
+  const int64_t rope_begin =
+      (static_cast<const char*>(in.q_pe.data) - static_cast<const char*>(a.q.data)) / 2;
+  const bool fusable =
+      options_.fuse_mla_query && MlaInputsFusable(in, rope, cache) && t >= 1 &&
+      w.weight.dtype == DType::kF8E4M3 && a.q_lat.dtype == DType::kBF16 &&
+      a.q.dtype == DType::kBF16 && a.q.strides[1] == 1 && rope.interleaved &&
+      in.q_pe.strides[0] == a.q.strides[0] && in.q_pe.strides[2] == 1 &&
+      in.q_pe.dim(1) * head_cols == a.q.dim(1) && rope_begin >= 0 && rope_begin % 2 == 0 &&
+      head_cols % 2 == 0 && rope_begin + rope.rope_dim <= head_cols;
+  if (!fusable) {
+    Backend::MlaQueryAndInputs(a, positions, rope, batch, cache);
+    return;
+  }
+  assert(plan_.batch == &batch && "MlaQueryAndInputs needs BeginStep(batch) first");
+  Tensor scratch;
+  const int32_t* pos = DeviceIndices(positions, plan_.positions_host, plan_.positions, scratch);
+  const int64_t m_pad = (t + 3) / 4 * 4, k_pad = w.weight.strides[0];
+  Tensor xq(allocator(), DType::kF8E4M3, {m_pad, k_pad});     // [M_pad, K_pad]
+  Tensor xs(allocator(), DType::kF32, {k_pad / 128, m_pad});  // [K_pad / 128, M_pad]
+  Section path(*this, "- mla query: latents beside q_a's norm, q_pe's RoPE in q_b's GEMM");
+  const kernels::MlaInputsParams latents =
+      MlaInputsKernelParams(in, a.kv_a_norm, a.eps, pos, rope, cache);
+  kernels::RmsNormQuantizeMlaLatents(
+      {NormParams(a.q_lat, nullptr, a.q_a_norm, a.eps, a.q_lat), xq.ptr<uint8_t>(),
+       xs.ptr<float>(), m_pad, k_pad, options_.ue8m0_activation_scales},
+      latents, stream_);
+  kernels::DenseFp8GemmParams g{xq.ptr<uint8_t>(), xs.ptr<float>(), t, m_pad, k_pad,
+                                {w.weight.ptr<uint8_t>(), w.scale_inv.ptr<float>()}, w.n(),
+                                w.scale_inv.strides[0], a.q.data, a.q.strides[0], false};
+  g.rope = {pos, latents.k_rope.inv_freq, rope.attention_factor, static_cast<int32_t>(head_cols),
+            static_cast<int32_t>(rope_begin), static_cast<int32_t>(rope.rope_dim)};
+  kernels::DenseFp8Gemm(g, stream_);
 }
 
 void CudaBackend::BuildForm(const AttentionBatch& batch, bool naive, StepPlan::Form& form) {

@@ -36,6 +36,7 @@
 namespace dsv3::kernels {
 struct FlashSplitPartials;
 struct GroupedWeight;
+struct MlaInputsParams;
 struct RmsNormParams;
 }  // namespace dsv3::kernels
 
@@ -74,6 +75,11 @@ class CudaBackend final : public Backend {
     // the splits itself (kernels::MlaAbsorbParams::merge) instead of a combine kernel between
     // them; off: the combine kernel (to measure what it gives).
     bool merge_in_w_uv = true;
+    // MlaQueryAndInputs in steps of at most kFusedNormMaxRows tokens (with fuse_norms) as two
+    // kernels instead of three: the latent's norm, RoPE and cache write beside q_a's norm and
+    // quantization, q_pe's RoPE in q_b's GEMM as it stores q; off: RmsNormLinear, then
+    // PrepareMlaInputs.
+    bool fuse_mla_query = false;
   };
   // Beyond this many tokens the shared expert runs apart: with tens of rows it would be the
   // small-M grouped kernel's longest item, and prefill's tiled GEMMs gain nothing from it
@@ -148,6 +154,12 @@ class CudaBackend final : public Backend {
                         const AttentionBatch& batch, const TensorView& cache) override;
   void Rope(const TensorView& x, std::span<const int32_t> positions,
             const RopeParams& rope) override;
+  // Two kernels up to kFusedNormMaxRows tokens with Options::fuse_mla_query
+  // (kernels::RmsNormQuantizeMlaLatents, then kernels::DenseFp8Gemm with its RoPE epilogue), the
+  // parts beyond.
+  void MlaQueryAndInputs(const MlaQueryArgs& a, std::span<const int32_t> positions,
+                         const RopeParams& rope, const AttentionBatch& batch,
+                         const TensorView& cache) override;
   void SiluMul(const TensorView& gate, const TensorView& up, const TensorView& out) override;
   void Copy(const TensorView& src, const TensorView& dst) override;
   void GatherRows(const TensorView& x, std::span<const int32_t> rows,
@@ -279,6 +291,14 @@ class CudaBackend final : public Backend {
   const int32_t* DeviceIndices(std::span<const int32_t> host, const std::vector<int32_t>& planned,
                                const Tensor& planned_device, Tensor& scratch);
   const float* DeviceInvFreq(const RopeParams& rope);
+  // MLA's inputs in the one-kernel forms (PrepareMlaInputs, MlaQueryAndInputs): whether they
+  // take them, and the kernel's parameters (positions on the device).
+  bool MlaInputsFusable(const MlaInputs& in, const RopeParams& rope,
+                        const TensorView& cache) const;
+  kernels::MlaInputsParams MlaInputsKernelParams(const MlaInputs& in,
+                                                 const TensorView& norm_weight, float eps,
+                                                 const int32_t* positions,
+                                                 const RopeParams& rope, const TensorView& cache);
   // An FP8 weight [n, k] (rows weight_pitch bytes apart) with its block scales [ceil(n/128),
   // ceil(k/128)] (rows scale_pitch floats apart), both in host memory, padded and uploaded.
   LinearWeight UploadFp8Linear(const uint8_t* weight, int64_t weight_pitch, int64_t n, int64_t k,
