@@ -396,6 +396,9 @@ TEST_F(CudaOpsTest, MlaQueryAndInputsInTwoKernelsEqualParts) {
     inv_freq[i] = std::pow(10000.0f, -2.0f * static_cast<float>(i) / rope);
   }
   const RopeParams rope_params{inv_freq.data(), rope, 1.1f, true};
+  // One cache of random rows for every case, with the blocks of the longest (16 tokens).
+  const int32_t cache_blocks = (kContext + 16 + kBlock - 1) / kBlock;
+  const std::vector<float> cache_values = RandomBf16(cache_blocks * kBlock * (lora + rope), rng_);
   int expected_paths = 0;
   for (const int64_t heads : {int64_t{16}, int64_t{128}}) {
     Fp8Weight wq = RandomFp8(heads * head_cols, q_lora, rng_);
@@ -423,14 +426,13 @@ TEST_F(CudaOpsTest, MlaQueryAndInputsInTwoKernelsEqualParts) {
         batch.token_ids.push_back(0);
       }
       const std::vector<float> lat = RandomBf16(t * (q_lora + lora + rope), rng_, 2.0f);
-      const std::vector<float> cache_values = RandomBf16(blocks * kBlock * (lora + rope), rng_);
       // Each backend's own copies (the op works in place): [qkv_lat, q, cache].
       struct Run {
         Tensor qkv_lat, q, cache;
       };
       auto run = [&](CudaBackend& b) {
         Run r{Dev(lat, t, q_lora + lora + rope), DevEmpty(DType::kBF16, t, heads * head_cols),
-              Dev(cache_values, blocks * kBlock, lora + rope)};
+              Dev(cache_values, cache_blocks * kBlock, lora + rope)};
         gpu_->Synchronize();  // made on gpu_'s stream
         const TensorView qkv = r.qkv_lat.view();
         TensorView q_lat = qkv, latent = qkv;
@@ -448,7 +450,7 @@ TEST_F(CudaOpsTest, MlaQueryAndInputsInTwoKernelsEqualParts) {
         q_pe.ndim = 3;
         q_pe.shape = {t, heads, rope, 0};
         q_pe.strides = {heads * head_cols, head_cols, 1, 0};
-        const TensorView cache3 = r.cache.view().Reshape({blocks, kBlock, lora + rope});
+        const TensorView cache3 = r.cache.view().Reshape({cache_blocks, kBlock, lora + rope});
         b.BeginStep(batch);
         b.MlaQueryAndInputs({.q_lat = q_lat,
                              .q_a_norm = dq_norm,
