@@ -188,13 +188,14 @@ TEST(CudaGraphsAtV3LatentDimsTest, UnevenContextsAreGraphedAndMatchEager) {
   UnevenContextsGraphedMatchEager({}, "default options");
 }
 
-// The same with MLA's query and inputs in two kernels in the graphed steps (the latents beside
-// q_a's norm, q_pe's RoPE in q_b's GEMM): their replays match the eager steps of the parts.
-TEST(CudaGraphsAtV3LatentDimsTest, MlaQueryInTwoKernelsIsGraphedAndMatchesEager) {
+// The same with MLA's query and inputs in three kernels in the graphed steps (RmsNormLinear, then
+// PrepareMlaInputs): their replays match the eager steps of the default two (the latents beside
+// q_a's norm, q_pe's RoPE in q_b's GEMM).
+TEST(CudaGraphsAtV3LatentDimsTest, MlaQueryInThreeKernelsIsGraphedAndMatchesEager) {
   DSV3_SKIP_WITHOUT_GPU();
   CudaBackend::Options options;
-  options.fuse_mla_query = true;
-  UnevenContextsGraphedMatchEager(options, "MLA query in two kernels");
+  options.fuse_mla_query = false;
+  UnevenContextsGraphedMatchEager(options, "MLA query in three kernels");
 }
 
 }  // namespace

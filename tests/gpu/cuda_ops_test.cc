@@ -380,6 +380,10 @@ TEST_F(CudaOpsTest, MlaQueryAndInputsInTwoKernelsEqualParts) {
   auto fused_backend = CudaBackend::Create(options);
   ASSERT_TRUE(fused_backend.ok()) << fused_backend.status();
   CudaBackend& fused = **fused_backend;
+  options.fuse_mla_query = false;
+  auto parts_backend = CudaBackend::Create(options);
+  ASSERT_TRUE(parts_backend.ok()) << parts_backend.status();
+  CudaBackend& parts = **parts_backend;
   class PathCount final : public OpSections {
    public:
     void BeginSection(const char* name) override {
@@ -463,13 +467,13 @@ TEST_F(CudaOpsTest, MlaQueryAndInputsInTwoKernelsEqualParts) {
         b.Synchronize();
         return r;
       };
-      const Run want = run(*gpu_), got = run(fused);
+      const Run want = run(parts), got = run(fused);
       ++expected_paths;
       for (auto [name, g, w] :
            {std::tuple{"q", &got.q, &want.q}, std::tuple{"q_lat|latent", &got.qkv_lat,
                                                          &want.qkv_lat},
             std::tuple{"cache", &got.cache, &want.cache}}) {
-        const std::vector<float> gh = ToHost(fused, *g), wh = ToHost(*gpu_, *w);
+        const std::vector<float> gh = ToHost(fused, *g), wh = ToHost(parts, *w);
         int64_t differ = 0;
         for (size_t i = 0; i < gh.size(); ++i) differ += gh[i] != wh[i];
         EXPECT_EQ(differ, 0) << name << ", " << heads << " heads, " << t

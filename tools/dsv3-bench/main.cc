@@ -56,7 +56,7 @@ struct Args {
   bool no_pdl = false;  // kernels launched without programmatic dependent launch (launch.cuh)
   bool no_fuse_shared = false;     // the shared expert apart from the grouped experts
   bool no_merge_in_w_uv = false;   // one-token decode: a combine kernel before W_UV's
-  bool fuse_mla_query = false;     // q_b's GEMM with q_pe's RoPE, the latents beside q_a's norm
+  bool no_fuse_mla_query = false;  // MLA's query and inputs in three kernels, not two
   bool no_fuse_norms = false;      // residual adds and norm quantizations as kernels of their own
   bool no_grouped_chunks = false;  // decode experts' chunks of 8 rows in the same blocks
   std::vector<int> trace_batches;  // batches whose graphed step is traced per kernel
@@ -180,7 +180,7 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
                                     "and the KV write",
                args.no_grouped_chunks ? "in the same blocks" : "as blocks of their own",
                args.no_merge_in_w_uv ? "a combine kernel" : "W_UV's kernel",
-               args.fuse_mla_query ? "in two kernels" : "in three kernels");
+               args.no_fuse_mla_query ? "in three kernels" : "in two kernels");
 
   // The model runs on a TimingBackend around the GPU: per-layer and per-op times on the GPU's
   // stream, and the GPU's choice of kernel paths and MLA's sub-steps as sections.
@@ -455,7 +455,7 @@ int Run(const Args& args) {
     options.programmatic_launch = !args.no_pdl;
     options.fuse_shared_expert = !args.no_fuse_shared;
     options.merge_in_w_uv = !args.no_merge_in_w_uv;
-    options.fuse_mla_query = args.fuse_mla_query;
+    options.fuse_mla_query = !args.no_fuse_mla_query;
     options.fuse_norms = !args.no_fuse_norms;
     options.grouped_chunks = !args.no_grouped_chunks;
     auto gpu = CudaBackend::Create(options);
@@ -524,9 +524,10 @@ int main(int argc, char** argv) {
                "one-token decode steps: a combine kernel merges the flash decode kernel's splits "
                "before W_UV's kernel instead of W_UV's kernel merging them (to measure what the "
                "merge gives)");
-  app.add_flag("--fuse-mla-query", args.fuse_mla_query,
-               "decode steps: MLA's latent inputs (norm, RoPE, cache write) in q_a's norm kernel "
-               "and q_pe's RoPE in q_b's GEMM (two kernels where there are three)");
+  app.add_flag("--no-fuse-mla-query", args.no_fuse_mla_query,
+               "decode steps: MLA's latent inputs (norm, RoPE, cache write) after q_b's GEMM and "
+               "q_pe's RoPE in their own kernel instead of in q_a's norm kernel and q_b's GEMM "
+               "(to measure what the fusion gives)");
   app.add_flag("--no-fuse-norms", args.no_fuse_norms,
                "run the residual adds, the quantization of q_b's input, RoPE and the KV write "
                "as kernels of their own instead of inside the norms (to measure what the "

@@ -78,8 +78,8 @@ class CudaBackend final : public Backend {
     // MlaQueryAndInputs in steps of at most kFusedNormMaxRows tokens (with fuse_norms) as two
     // kernels instead of three: the latent's norm, RoPE and cache write beside q_a's norm and
     // quantization, q_pe's RoPE in q_b's GEMM as it stores q; off: RmsNormLinear, then
-    // PrepareMlaInputs.
-    bool fuse_mla_query = false;
+    // PrepareMlaInputs (to measure what the fusion gives).
+    bool fuse_mla_query = true;
   };
   // Beyond this many tokens the shared expert runs apart: with tens of rows it would be the
   // small-M grouped kernel's longest item, and prefill's tiled GEMMs gain nothing from it
