@@ -98,6 +98,14 @@ __device__ __forceinline__ uint8_t ToE4M3(float v) {
   return static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
 }
 
+// A 1x128 activation block's scale from its amax (SPEC section 4): max(amax, 1e-4) / 448, with
+// ue8m0 rounded up to a power of two (DeepGEMM's scale format).
+__device__ __forceinline__ float Block128Scale(float amax, bool ue8m0) {
+  float s = fmaxf(amax, 1e-4f) / 448.0f;
+  if (ue8m0) s = exp2f(ceilf(log2f(s)));
+  return s;
+}
+
 // One 1x128 activation block's quantization (SPEC section 4) by the kLanes lanes that hold it
 // (32: a warp, 4 columns each; 16: a half-warp, 8 each), lane l with columns [kPer l, kPer l +
 // kPer) in v: s = max(amax, 1e-4) / 448 (ue8m0: rounded up to a power of two, DeepGEMM's scale
@@ -117,8 +125,7 @@ __device__ __forceinline__ void QuantizeBlock128(const float* v, bool real, bool
   for (int o = kLanes / 2; o > 0; o >>= 1) {
     amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
   }
-  float s = fmaxf(amax, 1e-4f) / 448.0f;
-  if (ue8m0) s = exp2f(ceilf(log2f(s)));
+  float s = Block128Scale(amax, ue8m0);
   if (!real) s = 1.0f;
   uint32_t packed[kPer / 4] = {};
 #pragma unroll

@@ -19,6 +19,8 @@
 // token), by ldmatrix without .trans. Every shared row is padded by 16 bytes, so that the 8 row
 // addresses of each 8x8 ldmatrix fall on 8 distinct 4-bank groups (row pitches are 4 banks
 // modulo 32 times an odd number).
+#include <cooperative_groups.h>
+
 #include <algorithm>
 #include <cassert>
 
@@ -94,6 +96,53 @@ __device__ __forceinline__ void CpAsyncWaitPending(int pending) {
   }
 }
 
+// W_UV's outputs quantized (MlaAbsorbParams::q): each token's amax over the warp's rows (lanes of
+// one t), the block's (shared memory), then the head's: each block of the cluster's two writes
+// its amaxes into the other's shared memory. The codes of rows `row` and row + 8 (tokens 2t,
+// 2t + 1), from the values as out stores them (BF16); block 0 writes the scales.
+__device__ void QuantizeHeadOutputs(const MlaAbsorbParams& p, const float (&acc)[2][4], int h,
+                                    int row) {
+  namespace cg = cooperative_groups;
+  __shared__ float warp_amax[kWarps][kMlaAbsorbMaxTokens];
+  __shared__ float peer_amax[kMlaAbsorbMaxTokens];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+  float v[2][2], amax[2];
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    v[j][0] = ToFloat(FromFloat<bf16>(acc[0][j] + acc[1][j]));
+    v[j][1] = ToFloat(FromFloat<bf16>(acc[0][2 + j] + acc[1][2 + j]));
+    amax[j] = fmaxf(fabsf(v[j][0]), fabsf(v[j][1]));
+#pragma unroll
+    for (int o = 4; o < 32; o *= 2) {
+      amax[j] = fmaxf(amax[j], __shfl_xor_sync(0xffffffffu, amax[j], o));
+    }
+    if (g == 0) warp_amax[warp][2 * t + j] = amax[j];
+  }
+  __syncthreads();
+  cg::cluster_group cluster = cg::this_cluster();
+  float own = 0.0f;
+  asm volatile("barrier.cluster.wait.aligned;");  // the peer has started (arrived at the top)
+  if (threadIdx.x < kMlaAbsorbMaxTokens) {
+    for (int w = 0; w < kWarps; ++w) own = fmaxf(own, warp_amax[w][threadIdx.x]);
+    cluster.map_shared_rank(peer_amax, cluster.block_rank() ^ 1)[threadIdx.x] = own;
+  }
+  cluster.sync();  // both blocks' amaxes written
+  if (threadIdx.x < kMlaAbsorbMaxTokens) {
+    warp_amax[0][threadIdx.x] = Block128Scale(fmaxf(own, peer_amax[threadIdx.x]), p.ue8m0);
+  }
+  __syncthreads();
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    const int tok = 2 * t + j;
+    if (tok >= p.tokens) continue;
+    const float s = warp_amax[0][tok];
+    uint8_t* q = p.q + tok * p.q_stride + h * 128 + row;
+    q[0] = ToE4M3(v[j][0] / s);
+    q[8] = ToE4M3(v[j][1] / s);
+    if (blockIdx.x == 0 && threadIdx.x < 4) p.q_scales[h * p.q_rows + tok] = s;
+  }
+}
+
 // Grid (m / 64 rounded up, heads), kWarps * 32 threads, SmemBytes(kTransposed, k) of shared
 // memory: the weight tile, then the token tile.
 template <bool kTransposed>
@@ -106,6 +155,9 @@ __global__ void __launch_bounds__(kWarps * 32) MlaAbsorbKernel(MlaAbsorbParams p
   const int h = blockIdx.y, m0 = blockIdx.x * kBlockRows;
   const int rows = min(kBlockRows, p.m - m0);  // a multiple of 16: whole warps
   const bf16* const w = static_cast<const bf16*>(p.w) + h * p.w_head_stride;
+  // Quantizing: this block's arrival at the cluster barrier that the amax exchange waits on, so
+  // that its peer's shared memory exists before it is written.
+  if (!kTransposed && p.q != nullptr) asm volatile("barrier.cluster.arrive.relaxed.aligned;");
 
   // Stage s: k-steps [s per_stage, (s + 1) per_stage) of the tile's rows, in 16-byte chunks.
   // Rows (W_UV) or columns (W_UK) past m stay unloaded: their warps compute nothing.
@@ -202,10 +254,14 @@ __global__ void __launch_bounds__(kWarps * 32) MlaAbsorbKernel(MlaAbsorbParams p
       if (kk + 1 < kk1) step(acc[1], kk + 1);
     }
   }
-  if (!active) return;
-
   // Accumulator: c0, c1 row g, tokens 2t, 2t + 1; c2, c3 row g + 8, the same tokens.
   const int g = lane / 4, t = lane % 4;
+  if constexpr (!kTransposed) {
+    if (p.q != nullptr) {  // m 128: every warp active
+      QuantizeHeadOutputs(p, acc, h, m0 + warp * 16 + g);
+    }
+  }
+  if (!active) return;
   bf16* const out = static_cast<bf16*>(p.out) + h * p.out_head_stride + m0 + warp * 16 + g;
 #pragma unroll
   for (int j = 0; j < 2; ++j) {
@@ -222,10 +278,13 @@ bool Aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 }  // namespace
 
 bool MlaAbsorbSupports(const MlaAbsorbParams& p) {
+  const bool quantize_fits =
+      p.q == nullptr || (!p.transposed && p.m == 128 && p.out_head_stride == 128 &&
+                         p.q_rows >= p.tokens && p.q_stride >= int64_t{p.heads} * 128);
   return p.tokens >= 1 && p.tokens <= kMlaAbsorbMaxTokens && p.heads >= 1 && p.heads <= 65535 &&
          p.m > 0 && p.m % 16 == 0 && p.k > 0 && p.k % 16 == 0 && p.k <= kMaxK && Aligned16(p.w) &&
          Aligned16(p.x) && p.w_row_stride % 8 == 0 && p.w_head_stride % 8 == 0 &&
-         p.x_token_stride % 8 == 0 && p.x_head_stride % 8 == 0;
+         p.x_token_stride % 8 == 0 && p.x_head_stride % 8 == 0 && quantize_fits;
 }
 
 void MlaAbsorb(const MlaAbsorbParams& p, cudaStream_t stream) {
@@ -240,7 +299,9 @@ void MlaAbsorb(const MlaAbsorbParams& p, cudaStream_t stream) {
   DSV3_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmemBytes));
   const dim3 grid(CeilDiv(p.m, kBlockRows), static_cast<unsigned>(p.heads));
-  Launch(kernel, grid, kWarps * 32, SmemBytes(p.transposed, p.k), stream, p);
+  // Quantizing: a head's two blocks (m 128) as one cluster.
+  LaunchInClusters(kernel, grid, kWarps * 32, SmemBytes(p.transposed, p.k), stream,
+                   p.q != nullptr ? 2 : 1, p);
 }
 
 }  // namespace dsv3::kernels

@@ -36,10 +36,20 @@ struct MlaAbsorbParams {
   // merge): x is not read; the token's row is item 0's splits merged for head h (MergeSplits,
   // the bits of the flash decode kernel's combine), so no combine kernel runs in between.
   FlashSplitPartials merge = {};
+  // Optional (W_UV with m 128, out's heads 128 apart: a head's outputs are one 1x128 block of the
+  // next linear's input): out also quantized as QuantizeActivations would quantize it (the same
+  // bits): codes q [tokens, q_stride] e4m3 at column h * 128 + row, scales [heads, q_rows] F32.
+  // The two blocks of a head (64 rows each, a cluster of two) share each token's amax through
+  // distributed shared memory.
+  uint8_t* q = nullptr;
+  float* q_scales = nullptr;
+  int64_t q_stride = 0, q_rows = 0;
+  bool ue8m0 = false;
 };
 
 // Whether MlaAbsorb serves p: 1 to 8 tokens, at most 65535 heads, m and k positive multiples of
-// 16, k <= 512, w and x 16-byte aligned with strides of whole 8-element (16-byte) chunks.
+// 16, k <= 512, w and x 16-byte aligned with strides of whole 8-element (16-byte) chunks; with q,
+// not transposed, m 128, out_head_stride 128 and q_rows at least the tokens.
 bool MlaAbsorbSupports(const MlaAbsorbParams& p);
 
 // Launches the product (MlaAbsorbSupports(p) must hold), with PDL where the calling thread asks

@@ -307,6 +307,16 @@ class Backend {
   virtual void MlaAttention(const TensorView& q, const TensorView& cache, const LinearWeight& kv_b,
                             const AttentionBatch& batch, const MlaParams& params,
                             const TensorView& out) = 0;
+  // MlaAttention into attn, then Linear(attn, o_proj, out), where the backend can run them
+  // together (the GPU's decode steps: W_UV's kernel also quantizes attn for o_proj's GEMM). The
+  // same outputs as the parts (attn included). Not forwarded by ForwardingBackend.
+  virtual void MlaAttentionLinear(const TensorView& q, const TensorView& cache,
+                                  const LinearWeight& kv_b, const AttentionBatch& batch,
+                                  const MlaParams& params, const TensorView& attn,
+                                  const LinearWeight& o_proj, const TensorView& out) {
+    MlaAttention(q, cache, kv_b, batch, params, attn);
+    Linear(attn, o_proj, out);
+  }
 
   // noaux_tc routing: scores = sigmoid(x W_g^T); top-k experts per token.
   // x [T, H], router [E, H], bias [E]; topk_ids [T, k] I32, topk_weights [T, k] F32.

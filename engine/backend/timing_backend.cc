@@ -225,6 +225,15 @@ void TimingBackend::MlaAttention(const TensorView& q, const TensorView& cache,
   Timed("mla attention", [&] { inner().MlaAttention(q, cache, kv_b, batch, params, out); });
 }
 
+void TimingBackend::MlaAttentionLinear(const TensorView& q, const TensorView& cache,
+                                       const LinearWeight& kv_b, const AttentionBatch& batch,
+                                       const MlaParams& params, const TensorView& attn,
+                                       const LinearWeight& o_proj, const TensorView& out) {
+  Timed("mla attention + o_proj", [&] {
+    inner().MlaAttentionLinear(q, cache, kv_b, batch, params, attn, o_proj, out);
+  });
+}
+
 void TimingBackend::MoeRoute(const TensorView& x, const TensorView& router,
                              const TensorView& bias, const MoeRouteParams& params,
                              const TensorView& topk_ids, const TensorView& topk_weights) {

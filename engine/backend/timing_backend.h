@@ -78,6 +78,10 @@ class TimingBackend final : public ForwardingBackend, public OpSections {
   void MlaAttention(const TensorView& q, const TensorView& cache, const LinearWeight& kv_b,
                     const AttentionBatch& batch, const MlaParams& params,
                     const TensorView& out) override;
+  void MlaAttentionLinear(const TensorView& q, const TensorView& cache, const LinearWeight& kv_b,
+                          const AttentionBatch& batch, const MlaParams& params,
+                          const TensorView& attn, const LinearWeight& o_proj,
+                          const TensorView& out) override;
   void MoeRoute(const TensorView& x, const TensorView& router, const TensorView& bias,
                 const MoeRouteParams& params, const TensorView& topk_ids,
                 const TensorView& topk_weights) override;

@@ -371,8 +371,7 @@ void DeepseekV3Model::Attention(const LayerWeights& layer, const TensorView& x,
   params.softmax_scale = static_cast<float>(c.softmax_scale());
   params.mode = mode;
   Tensor attn = NewActivation(backend_, t, nh * c.v_head_dim);  // [T, nh * v]
-  backend_.MlaAttention(q3, cache, a.kv_b, batch, params, attn);
-  backend_.Linear(attn, a.o, out);
+  backend_.MlaAttentionLinear(q3, cache, a.kv_b, batch, params, attn, a.o, out);
 }
 
 void DeepseekV3Model::Mlp(const MlpWeights& w, const TensorView& x, const TensorView& out) {

@@ -59,6 +59,7 @@ struct Args {
   bool no_fuse_mla_query = false;  // MLA's query and inputs in three kernels, not two
   bool no_fuse_norms = false;      // residual adds and norm quantizations as kernels of their own
   bool no_grouped_chunks = false;  // decode experts' chunks of 8 rows in the same blocks
+  bool no_quantize_in_w_uv = false;  // o_proj's input quantized by a kernel of its own
   std::vector<int> trace_batches;  // batches whose graphed step is traced per kernel
   bool trace_prefill = false;      // the prefill step (default experts path) per kernel
   // Speculative decoding (verify_bench.cc): drafts K per step; when given, only that section runs.
@@ -171,7 +172,7 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
                "device: %s, driver API %d, runtime %d, copy bandwidth %.2f TB/s, "
                "tensor parallel %d, programmatic dependent launch %s, shared expert %s, norms %s, "
                "grouped experts' chunks of 8 rows %s, one-token flash splits merged by %s, "
-               "MLA query %s\n",
+               "MLA query %s, o_proj's input quantized by %s\n",
                prop.name, driver, runtime, copy_bw / 1e12, comm.world_size(),
                args.no_pdl ? "off" : "on in decode steps",
                args.no_fuse_shared ? "apart" : "fused into the grouped experts where it pays",
@@ -180,7 +181,8 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
                                     "and the KV write",
                args.no_grouped_chunks ? "in the same blocks" : "as blocks of their own",
                args.no_merge_in_w_uv ? "a combine kernel" : "W_UV's kernel",
-               args.no_fuse_mla_query ? "in three kernels" : "in two kernels");
+               args.no_fuse_mla_query ? "in three kernels" : "in two kernels",
+               args.no_quantize_in_w_uv ? "a kernel of its own" : "W_UV's kernel");
 
   // The model runs on a TimingBackend around the GPU: per-layer and per-op times on the GPU's
   // stream, and the GPU's choice of kernel paths and MLA's sub-steps as sections.
@@ -458,6 +460,7 @@ int Run(const Args& args) {
     options.fuse_mla_query = !args.no_fuse_mla_query;
     options.fuse_norms = !args.no_fuse_norms;
     options.grouped_chunks = !args.no_grouped_chunks;
+    options.quantize_in_w_uv = !args.no_quantize_in_w_uv;
     auto gpu = CudaBackend::Create(options);
     if (!gpu.ok()) return fail(gpu.status());
     if (args.tp == 1) {
@@ -532,6 +535,9 @@ int main(int argc, char** argv) {
                "run the residual adds, the quantization of q_b's input, RoPE and the KV write "
                "as kernels of their own instead of inside the norms (to measure what the "
                "fusion gives)");
+  app.add_flag("--no-quantize-in-w-uv", args.no_quantize_in_w_uv,
+               "decode steps: a quantization kernel between W_UV's and o_proj's instead of W_UV's "
+               "kernel quantizing its output for o_proj (to measure what the fusion gives)");
   app.add_flag("--no-grouped-chunks", args.no_grouped_chunks,
                "decode experts of more than 8 rows each: their chunks of 8 rows one after "
                "another in the same blocks instead of as blocks of their own (to measure what "

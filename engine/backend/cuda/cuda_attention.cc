@@ -8,6 +8,7 @@
 #include "engine/backend/graph_policy.h"
 #include "kernels/attention_gemm.cuh"
 #include "kernels/elementwise.cuh"
+#include "kernels/fp8_quant.cuh"
 #include "kernels/launch_check.h"
 #include "kernels/mla.cuh"
 #include "kernels/mla_absorb.cuh"
@@ -195,12 +196,38 @@ void CudaBackend::BuildForm(const AttentionBatch& batch, bool naive, StepPlan::F
 void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
                                const LinearWeight& kv_b, const AttentionBatch& batch,
                                const MlaParams& p, const TensorView& out) {
+  MlaAttentionInto(q, cache, kv_b, batch, p, out, nullptr);
+}
+
+void CudaBackend::MlaAttentionLinear(const TensorView& q, const TensorView& cache,
+                                     const LinearWeight& kv_b, const AttentionBatch& batch,
+                                     const MlaParams& p, const TensorView& attn,
+                                     const LinearWeight& o_proj, const TensorView& out) {
+  const int64_t t = attn.dim(0), k = attn.dim(1);
+  if (!options_.quantize_in_w_uv || o_proj.weight.dtype != DType::kF8E4M3 || t == 0 ||
+      t > kSmallFp8Rows || !attn.is_contiguous()) {
+    Backend::MlaAttentionLinear(q, cache, kv_b, batch, p, attn, o_proj, out);
+    return;
+  }
+  Fp8Linear(attn, o_proj, out, [&](uint8_t* xq, float* xs, int64_t m_pad, int64_t k_pad) {
+    const QuantizedOutput quantized{xq, xs, m_pad, k_pad};
+    if (MlaAttentionInto(q, cache, kv_b, batch, p, attn, &quantized)) return;
+    kernels::QuantizeActivations(
+        {attn.data, attn.strides[0], t, k, m_pad, k_pad, xq, xs, options_.ue8m0_activation_scales},
+        stream_);
+  });
+}
+
+bool CudaBackend::MlaAttentionInto(const TensorView& q, const TensorView& cache,
+                                   const LinearWeight& kv_b, const AttentionBatch& batch,
+                                   const MlaParams& p, const TensorView& out,
+                                   const QuantizedOutput* quantized) {
   assert(q.dtype == DType::kBF16 && cache.dtype == DType::kBF16 && out.dtype == DType::kBF16);
   const int64_t t = q.dim(0), nh = p.num_heads, nope = p.nope_dim, rope = p.rope_dim;
   const int64_t vd = p.v_dim, lora = p.kv_lora_rank, kv_dim = lora + rope;
   const int64_t head_rows = nope + vd;  // rows of kv_b per head
   assert(lora + rope <= 640 && lora <= 512 && nope + rope <= 640);
-  if (t == 0) return;
+  if (t == 0) return false;
   assert(plan_.batch == &batch && p.mode == batch.mla_mode &&
          "MlaAttention needs BeginStep(batch) first, in the batch's mode");
   const StepPlan& plan = plan_;
@@ -221,6 +248,8 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
   a.scale = p.softmax_scale;
 
   const StepPlan::Form& absorbed = plan.absorbed;
+  const StepPlan::Form& naive = plan.naive;
+  bool quantized_out = false;  // W_UV's kernel wrote `quantized`
   if (absorbed.path != AttentionPath::kNone) {
     // q_lat [T, nh, lora]: per head, q_lat_h^T [lora, T] = W_UK_h^T [lora, nope] q_nope_h^T.
     // Up to 8 tokens (decode) the weight-streaming kernel (kernels/mla_absorb.cuh), which starts
@@ -336,6 +365,20 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
     uv.stride_d = vd;
     uv.batch = static_cast<int32_t>(nh);
     Section part(*this, "- mla: W_UK, W_UV GEMMs");
+    if (quantized != nullptr && naive.path == AttentionPath::kNone) {
+      // Every row is W_UV's (no naive tokens overwrite any).
+      kernels::MlaAbsorbParams quantizing = uv_small;
+      quantizing.q = quantized->q;
+      quantizing.q_scales = quantized->scales;
+      quantizing.q_stride = quantized->q_stride;
+      quantizing.q_rows = quantized->q_rows;
+      quantizing.ue8m0 = options_.ue8m0_activation_scales;
+      if (kernels::MlaAbsorbSupports(quantizing) && quantized->q_stride == nh * vd) {
+        Section path(*this, "- mla: W_UV's kernel quantizes for o_proj");
+        uv_small = quantizing;
+        quantized_out = true;
+      }
+    }
     if (kernels::MlaAbsorbSupports(uv_small)) {
       kernels::MlaAbsorb(uv_small, stream_);
     } else {
@@ -343,7 +386,6 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
     }
   }
 
-  const StepPlan::Form& naive = plan.naive;
   if (naive.path != AttentionPath::kNone) {
     // Every context row of the naive sequences, then kv [rows, nh * (nope + v)] = c W_kvb^T.
     Tensor latents(allocator(), DType::kBF16, {naive.context_rows, kv_dim});
@@ -370,7 +412,7 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
     if (naive.path == AttentionPath::kPrefillTensorCores) {
       Section part(*this, "- mla: naive attention (flash kernel or GEMMs)");
       MlaPrefillOnTensorCores(q, kv, latents, naive, p, out);
-      return;
+      return quantized_out;
     }
     Section part(*this, "- mla: naive attention (kernel)");
 
@@ -391,6 +433,7 @@ void CudaBackend::MlaAttention(const TensorView& q, const TensorView& cache,
     a.out_head_stride = vd;
     kernels::MlaAttention(a, stream_);
   }
+  return quantized_out;
 }
 
 }  // namespace dsv3

@@ -71,6 +71,11 @@ class CudaBackend final : public Backend {
     // expert's chunks of 8 rows as blocks of their own (kernels::GroupedFp8GemmParams::
     // chunks); off: one block through all of an expert's chunks (to measure what it gives).
     bool grouped_chunks = true;
+    // MlaAttentionLinear in steps of a few tokens (the small-M o_proj) whose W_UV runs on its
+    // weight-streaming kernel: that kernel also quantizes its output for o_proj (a head's two
+    // blocks as a cluster sharing the amax), so no quantization kernel runs between them; off:
+    // MlaAttention, then Linear (to measure what it gives).
+    bool quantize_in_w_uv = true;
     // In one-token decode steps whose flash decode launch splits the keys, W_UV's kernel merges
     // the splits itself (kernels::MlaAbsorbParams::merge) instead of a combine kernel between
     // them; off: the combine kernel (to measure what it gives).
@@ -85,6 +90,10 @@ class CudaBackend final : public Backend {
   // small-M grouped kernel's longest item, and prefill's tiled GEMMs gain nothing from it
   // (docs/journal/2026-12-02-stream-wgmma-and-shared-experts.md).
   static constexpr int64_t kFuseSharedMaxTokens = 8;
+  // Rows up to which an FP8 linear runs on kernels::DenseFp8Gemm instead of cuBLASLt: cuBLASLt's
+  // block-scaled FP8 GEMM costs a ~30 us floor per call whatever the size (H200), while at a few
+  // rows the linear is a stream of its weight, which the small-M kernel reads at memory speed.
+  static constexpr int64_t kSmallFp8Rows = 16;
   // AddRmsNorm, RmsNormLinear and PrepareMlaInputs run as one kernel up to this many rows
   // (decode, verify): with many rows the parts' grids of small blocks are faster than a block per
   // row doing all.
@@ -175,6 +184,10 @@ class CudaBackend final : public Backend {
   void MlaAttention(const TensorView& q, const TensorView& cache, const LinearWeight& kv_b,
                     const AttentionBatch& batch, const MlaParams& params,
                     const TensorView& out) override;
+  void MlaAttentionLinear(const TensorView& q, const TensorView& cache, const LinearWeight& kv_b,
+                          const AttentionBatch& batch, const MlaParams& params,
+                          const TensorView& attn, const LinearWeight& o_proj,
+                          const TensorView& out) override;
   void MoeRoute(const TensorView& x, const TensorView& router, const TensorView& bias,
                 const MoeRouteParams& params, const TensorView& topk_ids,
                 const TensorView& topk_weights) override;
@@ -347,6 +360,18 @@ class CudaBackend final : public Backend {
       absl::FunctionRef<void(uint8_t* xq, float* xs, int64_t m_pad, int64_t k_pad)>;
   void Fp8Linear(const TensorView& x, const LinearWeight& w, const TensorView& y,
                  QuantizeInto quantize);
+  // Where MlaAttention's output also goes quantized (MlaAttentionLinear): codes [q_rows,
+  // q_stride] e4m3 and scales [q_stride / 128, q_rows], as Fp8Linear's quantize step writes them.
+  struct QuantizedOutput {
+    uint8_t* q;
+    float* scales;
+    int64_t q_rows, q_stride;
+  };
+  // MlaAttention; with `quantized`, also its output quantized where W_UV's kernel can write it,
+  // which it returns (false: the caller quantizes out itself).
+  bool MlaAttentionInto(const TensorView& q, const TensorView& cache, const LinearWeight& kv_b,
+                        const AttentionBatch& batch, const MlaParams& params,
+                        const TensorView& out, const QuantizedOutput* quantized);
   // The norm kernel's arguments: out = RmsNorm(x + *add, or x) * weight (RmsNorm, AddRmsNorm and
   // RmsNormLinear's norm).
   static kernels::RmsNormParams NormParams(const TensorView& x, const TensorView* add,

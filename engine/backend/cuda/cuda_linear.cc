@@ -14,11 +14,6 @@ namespace dsv3 {
 
 namespace {
 
-// Rows up to which an FP8 linear runs on kernels::DenseFp8Gemm instead of cuBLASLt: cuBLASLt's
-// block-scaled FP8 GEMM costs a ~30 us floor per call whatever the size (H200), while at a few
-// rows the linear is a stream of its weight, which the small-M kernel reads at memory speed.
-constexpr int64_t kSmallFp8Rows = 16;
-
 int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 }  // namespace
