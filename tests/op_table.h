@@ -20,6 +20,7 @@
 #include "engine/backend/backend.h"
 #include "engine/backend/dtype.h"
 #include "engine/weights/random_tensors.h"
+#include "tests/mla_batch_util.h"
 #include "tests/moe_routing_util.h"
 
 namespace dsv3::testing {
@@ -198,24 +199,10 @@ inline void AddMlaInputsRows(std::vector<OpRow>& rows, int64_t t) {
       constexpr int32_t kBlock = 16, kContext = 37;
       OpInputs in(b, rng);
       const int64_t kv_dim = s.lora + s.rope, qk = s.nope + s.rope;
-      const int32_t blocks = (kContext + static_cast<int32_t>(t) + kBlock - 1) / kBlock;
-      std::vector<int32_t> table(blocks);
-      for (int32_t i = 0; i < blocks; ++i) table[i] = blocks - 1 - i;
-      AttentionBatch batch;
-      batch.block_size = kBlock;
-      batch.kv_lora_rank = s.lora;
-      batch.rope_dim = s.rope;
-      batch.sequences.push_back({0, static_cast<int32_t>(t), kContext, table.data(), blocks});
-      for (int32_t j = 0; j < t; ++j) {
-        const int32_t pos = kContext + j;
-        batch.positions.push_back(pos);
-        batch.slot_mapping.push_back(int64_t{table[pos / kBlock]} * kBlock + pos % kBlock);
-        batch.token_ids.push_back(0);
-      }
-      std::vector<float> inv_freq(s.rope / 2);
-      for (int64_t i = 0; i < s.rope / 2; ++i) {
-        inv_freq[i] = std::pow(10000.0f, -2.0f * static_cast<float>(i) / s.rope);
-      }
+      std::vector<int32_t> table;
+      const AttentionBatch batch = OneSequenceStep(t, kContext, kBlock, s.lora, s.rope, table);
+      const int32_t blocks = static_cast<int32_t>(table.size());
+      const std::vector<float> inv_freq = RopeInvFreq(s.rope);
       const TensorView cache = in.Activation({blocks, kBlock, kv_dim});
       const TensorView latent = in.Activation({t, kv_dim}, 3.0f);
       const TensorView q = in.Activation({t, s.heads, qk});

@@ -8,13 +8,11 @@
 // BF16 out.
 #include <gtest/gtest.h>
 
-#include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
 
 #include "engine/backend/cuda/cuda_backend.h"
-#include "engine/backend/timing_hooks.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/gpu/mla_test_cases.h"
 
@@ -29,16 +27,8 @@ using testing::MlaShape;
 using testing::RandomBf16;
 using testing::RandomFp8;
 using testing::RelError;
+using testing::SectionCount;
 using testing::ToHost;
-
-constexpr char kQuantizingPath[] = "- mla: W_UV's kernel quantizes for o_proj";
-
-class PathCount final : public OpSections {
- public:
-  void BeginSection(const char* name) override { count += std::string(name) == kQuantizingPath; }
-  void EndSection() override {}
-  int count = 0;
-};
 
 class CudaMlaOutputTest : public testing::GpuTest {
  protected:
@@ -55,7 +45,7 @@ TEST_F(CudaMlaOutputTest, WuvQuantizingForOprojEqualsParts) {
   auto parts_backend = CudaBackend::Create(options);
   ASSERT_TRUE(parts_backend.ok()) << parts_backend.status();
   CudaBackend& parts = **parts_backend;
-  PathCount paths;
+  SectionCount paths("- mla: W_UV's kernel quantizes for o_proj");
   fused.SetOpSections(&paths);
   int expected_paths = 0;
   constexpr int64_t kHidden = 384;  // o_proj's rows

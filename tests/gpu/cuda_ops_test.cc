@@ -22,6 +22,7 @@
 #include "engine/weights/linear_stack.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/gpu/mla_test_cases.h"
+#include "tests/mla_batch_util.h"
 #include "tests/moe_routing_util.h"
 #include "tests/test_util.h"
 
@@ -34,12 +35,15 @@ using testing::MakeMlaCase;
 using testing::MlaCase;
 using testing::MlaParamsOf;
 using testing::MlaShape;
+using testing::OneSequenceStep;
 using testing::PickWeights;
 using testing::Poison;
 using testing::RandomBf16;
 using testing::RandomFp8;
 using testing::RandomRouting;
 using testing::RelError;
+using testing::RopeInvFreq;
+using testing::SectionCount;
 using testing::ToHost;
 
 constexpr double kBf16Tol = 1e-2;
@@ -271,15 +275,7 @@ TEST_F(CudaOpsTest, OneTokenSplitsMergedInWuvEqualCombineKernel) {
   options.merge_in_w_uv = false;
   auto combining = CudaBackend::Create(options);
   ASSERT_TRUE(combining.ok()) << combining.status();
-  // Counts the steps that took the merge (CudaBackend::SetOpSections).
-  class MergeCount final : public OpSections {
-   public:
-    void BeginSection(const char* name) override {
-      count += std::string(name) == "- mla: splits merged by W_UV's kernel";
-    }
-    void EndSection() override {}
-    int count = 0;
-  } merges;
+  SectionCount merges("- mla: splits merged by W_UV's kernel");  // the steps that took it
   (*merging)->SetOpSections(&merges);
   for (const MlaShape s : {MlaShape{16, 128, 64, 128, 512}, MlaShape{128, 128, 64, 128, 512}}) {
     const int64_t kv_dim = s.lora + s.rope, qk = s.nope + s.rope;
@@ -335,21 +331,11 @@ TEST_F(CudaOpsTest, MlaQueryAndInputsInTwoKernelsEqualParts) {
   auto parts_backend = CudaBackend::Create(options);
   ASSERT_TRUE(parts_backend.ok()) << parts_backend.status();
   CudaBackend& parts = **parts_backend;
-  class PathCount final : public OpSections {
-   public:
-    void BeginSection(const char* name) override {
-      count += std::string(name).rfind("- mla query: latents beside", 0) == 0;
-    }
-    void EndSection() override {}
-    int count = 0;
-  } paths;
+  SectionCount paths("- mla query: latents beside");
   fused.SetOpSections(&paths);
   constexpr int64_t q_lora = 1536, lora = 512, rope = 64, nope = 128, head_cols = nope + rope;
   constexpr int32_t kBlock = 16, kContext = 70001;
-  std::vector<float> inv_freq(rope / 2);
-  for (int64_t i = 0; i < rope / 2; ++i) {
-    inv_freq[i] = std::pow(10000.0f, -2.0f * static_cast<float>(i) / rope);
-  }
+  const std::vector<float> inv_freq = RopeInvFreq(rope);
   const RopeParams rope_params{inv_freq.data(), rope, 1.1f, true};
   // One cache of random rows for every case, with the blocks of the longest (16 tokens).
   const int32_t cache_blocks = (kContext + 16 + kBlock - 1) / kBlock;
@@ -366,20 +352,8 @@ TEST_F(CudaOpsTest, MlaQueryAndInputsInTwoKernelsEqualParts) {
     CopyIn(*gpu_, dq_norm, q_norm.data());
     CopyIn(*gpu_, dkv_norm, kv_norm.data());
     for (const int64_t t : {int64_t{1}, int64_t{3}, int64_t{8}, int64_t{16}}) {
-      const int32_t blocks = (kContext + static_cast<int32_t>(t) + kBlock - 1) / kBlock;
-      std::vector<int32_t> table(blocks);
-      for (int32_t i = 0; i < blocks; ++i) table[i] = blocks - 1 - i;
-      AttentionBatch batch;
-      batch.block_size = kBlock;
-      batch.kv_lora_rank = lora;
-      batch.rope_dim = rope;
-      batch.sequences.push_back({0, static_cast<int32_t>(t), kContext, table.data(), blocks});
-      for (int32_t j = 0; j < t; ++j) {
-        const int32_t pos = kContext + j;
-        batch.positions.push_back(pos);
-        batch.slot_mapping.push_back(int64_t{table[pos / kBlock]} * kBlock + pos % kBlock);
-        batch.token_ids.push_back(0);
-      }
+      std::vector<int32_t> table;
+      const AttentionBatch batch = OneSequenceStep(t, kContext, kBlock, lora, rope, table);
       const std::vector<float> lat = RandomBf16(t * (q_lora + lora + rope), rng_, 2.0f);
       // Each backend's own copies (the op works in place): [qkv_lat, q, cache].
       struct Run {

@@ -11,12 +11,15 @@
 #include <functional>
 #include <memory>
 #include <random>
+#include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend/cuda/cuda_backend.h"
 #include "engine/backend/dtype.h"
+#include "engine/backend/timing_hooks.h"
 #include "engine/engine.h"
 #include "engine/model/model.h"
 #include "tests/test_util.h"
@@ -101,6 +104,21 @@ inline absl::StatusOr<ModelConfig> V3LatentDimsConfig() {
 }
 
 // A test with a CudaBackend on GPU 0 (skipped without a GPU) and host/device helpers.
+// Counts the sections a backend opens whose names start with `prefix` (CudaBackend::SetOpSections:
+// the kernel paths its ops took).
+class SectionCount final : public OpSections {
+ public:
+  explicit SectionCount(std::string prefix) : prefix_(std::move(prefix)) {}
+  void BeginSection(const char* name) override {
+    count += std::string_view(name).substr(0, prefix_.size()) == prefix_ ? 1 : 0;
+  }
+  void EndSection() override {}
+  int count = 0;
+
+ private:
+  std::string prefix_;
+};
+
 class GpuTest : public ::testing::Test {
  protected:
   void SetUp() override {
