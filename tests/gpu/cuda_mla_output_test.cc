@@ -5,7 +5,8 @@
 // reads attn back): attn and out equal bit for bit. One token with its keys split (W_UV merging
 // the splits too), three and eight decode tokens, and six tokens in the naive mode (no W_UV
 // kernel: the quantization kernel runs instead); 16 and 128 heads at V3's head dims; F32 and
-// BF16 out.
+// BF16 out; the decode steps also replayed from a CUDA graph captured with PDL.
+#include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include <tuple>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "engine/backend/cuda/cuda_backend.h"
+#include "kernels/programmatic_launch.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/gpu/mla_test_cases.h"
 
@@ -92,14 +94,36 @@ TEST_F(CudaMlaOutputTest, WuvQuantizingForOprojEqualsParts) {
         fused.BeginStep(c.batch);
         fused.MlaAttentionLinear(q3, cache3, *kvb, c.batch, p, got_attn, *o_proj, got);
         expected_paths += quantizes ? 1 : 0;
-        for (auto [name, g, w] : {std::tuple{"attn", &got_attn, &want_attn},
-                                  std::tuple{"out", &got, &want}}) {
-          const std::vector<float> gh = ToHost(fused, *g), wh = ToHost(parts, *w);
-          int64_t differ = 0;
-          for (size_t i = 0; i < gh.size(); ++i) differ += gh[i] != wh[i];
-          EXPECT_EQ(differ, 0) << name << ", " << s.heads << " heads, " << t << " tokens, out "
-                               << DTypeName(out_type) << ": relative error " << RelError(gh, wh);
-        }
+        auto expect_equal = [&](const char* how) {
+          for (auto [name, g, w] : {std::tuple{"attn", &got_attn, &want_attn},
+                                    std::tuple{"out", &got, &want}}) {
+            const std::vector<float> gh = ToHost(fused, *g), wh = ToHost(parts, *w);
+            int64_t differ = 0;
+            for (size_t i = 0; i < gh.size(); ++i) differ += gh[i] != wh[i];
+            EXPECT_EQ(differ, 0) << how << ": " << name << ", " << s.heads << " heads, " << t
+                                 << " tokens, out " << DTypeName(out_type)
+                                 << ": relative error " << RelError(gh, wh);
+          }
+        };
+        expect_equal("eager");
+        if (!quantizes || out_type != DType::kF32) continue;
+        // Captured with PDL as decode steps are (the cluster launch among programmatic edges),
+        // replayed into poisoned outputs.
+        const cudaStream_t stream = fused.stream();
+        cudaGraph_t graph;
+        kernels::SetProgrammaticLaunch(true);
+        ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+        fused.MlaAttentionLinear(q3, cache3, *kvb, c.batch, p, got_attn, *o_proj, got);
+        ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+        kernels::SetProgrammaticLaunch(false);
+        ++expected_paths;
+        cudaGraphExec_t exec;
+        ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+        for (const Tensor* o : {&got_attn, &got}) testing::Poison(fused, *o);
+        ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+        expect_equal("graph replay");
+        EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+        EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
       }
     }
   }
