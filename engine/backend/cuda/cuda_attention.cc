@@ -8,7 +8,6 @@
 #include "engine/backend/graph_policy.h"
 #include "kernels/attention_gemm.cuh"
 #include "kernels/elementwise.cuh"
-#include "kernels/fp8_quant.cuh"
 #include "kernels/launch_check.h"
 #include "kernels/mla.cuh"
 #include "kernels/mla_absorb.cuh"
@@ -104,6 +103,7 @@ void CudaBackend::MlaQueryAndInputs(const MlaQueryArgs& a, std::span<const int32
       in.q_pe.strides[0] == a.q.strides[0] && in.q_pe.strides[2] == 1 &&
       in.q_pe.dim(1) * head_cols == a.q.dim(1) && rope_begin >= 0 && rope_begin % 2 == 0 &&
       head_cols % 2 == 0 && rope_begin + rope.rope_dim <= head_cols;
+  static_assert(kFusedNormMaxRows <= kSmallFp8Rows, "q_b's RoPE epilogue is the small-M kernel's");
   if (!fusable) {
     Backend::MlaQueryAndInputs(a, positions, rope, batch, cache);
     return;
@@ -111,22 +111,24 @@ void CudaBackend::MlaQueryAndInputs(const MlaQueryArgs& a, std::span<const int32
   assert(plan_.batch == &batch && "MlaQueryAndInputs needs BeginStep(batch) first");
   Tensor scratch;
   const int32_t* pos = DeviceIndices(positions, plan_.positions_host, plan_.positions, scratch);
-  const int64_t m_pad = (t + 3) / 4 * 4, k_pad = w.weight.strides[0];
-  Tensor xq(allocator(), DType::kF8E4M3, {m_pad, k_pad});     // [M_pad, K_pad]
-  Tensor xs(allocator(), DType::kF32, {k_pad / 128, m_pad});  // [K_pad / 128, M_pad]
   Section path(*this, "- mla query: latents beside q_a's norm, q_pe's RoPE in q_b's GEMM");
   const kernels::MlaInputsParams latents =
       MlaInputsKernelParams(in, a.kv_a_norm, a.eps, pos, rope, cache);
-  kernels::RmsNormQuantizeMlaLatents(
-      {NormParams(a.q_lat, nullptr, a.q_a_norm, a.eps, a.q_lat), xq.ptr<uint8_t>(),
-       xs.ptr<float>(), m_pad, k_pad, options_.ue8m0_activation_scales},
-      latents, stream_);
-  kernels::DenseFp8GemmParams g{xq.ptr<uint8_t>(), xs.ptr<float>(), t, m_pad, k_pad,
-                                {w.weight.ptr<uint8_t>(), w.scale_inv.ptr<float>()}, w.n(),
-                                w.scale_inv.strides[0], a.q.data, a.q.strides[0], false};
-  g.rope = {pos, latents.k_rope.inv_freq, rope.attention_factor, static_cast<int32_t>(head_cols),
-            static_cast<int32_t>(rope_begin), static_cast<int32_t>(rope.rope_dim)};
-  kernels::DenseFp8Gemm(g, stream_);
+  const kernels::RopeEpilogue q_pe_rope{pos,
+                                        latents.k_rope.inv_freq,
+                                        rope.attention_factor,
+                                        static_cast<int32_t>(head_cols),
+                                        static_cast<int32_t>(rope_begin),
+                                        static_cast<int32_t>(rope.rope_dim)};
+  Fp8Linear(
+      a.q_lat, w, a.q,
+      [&](uint8_t* xq, float* xs, int64_t m_pad, int64_t k_pad) {
+        kernels::RmsNormQuantizeMlaLatents(
+            {NormParams(a.q_lat, nullptr, a.q_a_norm, a.eps, a.q_lat), xq, xs, m_pad, k_pad,
+             options_.ue8m0_activation_scales},
+            latents, stream_);
+      },
+      &q_pe_rope);
 }
 
 void CudaBackend::BuildForm(const AttentionBatch& batch, bool naive, StepPlan::Form& form) {
@@ -203,7 +205,7 @@ void CudaBackend::MlaAttentionLinear(const TensorView& q, const TensorView& cach
                                      const LinearWeight& kv_b, const AttentionBatch& batch,
                                      const MlaParams& p, const TensorView& attn,
                                      const LinearWeight& o_proj, const TensorView& out) {
-  const int64_t t = attn.dim(0), k = attn.dim(1);
+  const int64_t t = attn.dim(0);
   if (!options_.quantize_in_w_uv || o_proj.weight.dtype != DType::kF8E4M3 || t == 0 ||
       t > kSmallFp8Rows || !attn.is_contiguous()) {
     Backend::MlaAttentionLinear(q, cache, kv_b, batch, p, attn, o_proj, out);
@@ -211,10 +213,9 @@ void CudaBackend::MlaAttentionLinear(const TensorView& q, const TensorView& cach
   }
   Fp8Linear(attn, o_proj, out, [&](uint8_t* xq, float* xs, int64_t m_pad, int64_t k_pad) {
     const QuantizedOutput quantized{xq, xs, m_pad, k_pad};
-    if (MlaAttentionInto(q, cache, kv_b, batch, p, attn, &quantized)) return;
-    kernels::QuantizeActivations(
-        {attn.data, attn.strides[0], t, k, m_pad, k_pad, xq, xs, options_.ue8m0_activation_scales},
-        stream_);
+    if (!MlaAttentionInto(q, cache, kv_b, batch, p, attn, &quantized)) {
+      QuantizeRows(attn, xq, xs, m_pad, k_pad);
+    }
   });
 }
 
@@ -373,6 +374,7 @@ bool CudaBackend::MlaAttentionInto(const TensorView& q, const TensorView& cache,
       quantizing.q_stride = quantized->q_stride;
       quantizing.q_rows = quantized->q_rows;
       quantizing.ue8m0 = options_.ue8m0_activation_scales;
+      // o_proj's K without padding columns (the kernel writes the heads' columns only).
       if (kernels::MlaAbsorbSupports(quantizing) && quantized->q_stride == nh * vd) {
         Section path(*this, "- mla: W_UV's kernel quantizes for o_proj");
         uv_small = quantizing;

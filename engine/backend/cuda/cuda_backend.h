@@ -38,6 +38,7 @@ struct FlashSplitPartials;
 struct GroupedWeight;
 struct MlaInputsParams;
 struct RmsNormParams;
+struct RopeEpilogue;
 }  // namespace dsv3::kernels
 
 namespace dsv3 {
@@ -358,8 +359,13 @@ class CudaBackend final : public Backend {
   // weight.
   using QuantizeInto =
       absl::FunctionRef<void(uint8_t* xq, float* xs, int64_t m_pad, int64_t k_pad)>;
+  // rope (optional; at most kSmallFp8Rows rows, BF16 y): RoPE of y's columns as the small-M
+  // kernel stores them (kernels::RopeEpilogue).
   void Fp8Linear(const TensorView& x, const LinearWeight& w, const TensorView& y,
-                 QuantizeInto quantize);
+                 QuantizeInto quantize, const kernels::RopeEpilogue* rope = nullptr);
+  // x [M, K] BF16 quantized as Fp8Linear's quantize step writes it (xq [m_pad, k_pad], xs
+  // [k_pad / 128, m_pad]).
+  void QuantizeRows(const TensorView& x, uint8_t* xq, float* xs, int64_t m_pad, int64_t k_pad);
   // Where MlaAttention's output also goes quantized (MlaAttentionLinear): codes [q_rows,
   // q_stride] e4m3 and scales [q_stride / 128, q_rows], as Fp8Linear's quantize step writes them.
   struct QuantizedOutput {

@@ -60,10 +60,15 @@ void CudaBackend::Linear(const TensorView& x, const LinearWeight& w, const Tenso
     return;
   }
   Fp8Linear(x, w, y, [&](uint8_t* xq, float* xs, int64_t m_pad, int64_t k_pad) {
-    kernels::QuantizeActivations(
-        {x.data, x.strides[0], m, k, m_pad, k_pad, xq, xs, options_.ue8m0_activation_scales},
-        stream_);
+    QuantizeRows(x, xq, xs, m_pad, k_pad);
   });
+}
+
+void CudaBackend::QuantizeRows(const TensorView& x, uint8_t* xq, float* xs, int64_t m_pad,
+                               int64_t k_pad) {
+  kernels::QuantizeActivations({x.data, x.strides[0], x.dim(0), x.dim(1), m_pad, k_pad, xq, xs,
+                                options_.ue8m0_activation_scales},
+                               stream_);
 }
 
 void CudaBackend::RmsNormLinear(const TensorView& x, const TensorView* branch,
@@ -85,19 +90,22 @@ void CudaBackend::RmsNormLinear(const TensorView& x, const TensorView* branch,
 }
 
 void CudaBackend::Fp8Linear(const TensorView& x, const LinearWeight& w, const TensorView& y,
-                            QuantizeInto quantize) {
+                            QuantizeInto quantize, const kernels::RopeEpilogue* rope) {
   const int64_t m = x.dim(0), n = w.n();
   const int64_t m_pad = RoundUp(m, 4), n_pad = RoundUp(n, 64), k_pad = w.weight.strides[0];
   Tensor xq(allocator(), DType::kF8E4M3, {m_pad, k_pad});      // [M_pad, K_pad]
   Tensor xs(allocator(), DType::kF32, {k_pad / 128, m_pad});   // [K_pad/128, M_pad]
   Section path(*this, m <= kSmallFp8Rows ? "- linear fp8: small-M kernel" : "- linear fp8: cuBLASLt");
   quantize(xq.ptr<uint8_t>(), xs.ptr<float>(), m_pad, k_pad);
+  assert(rope == nullptr || m <= kSmallFp8Rows);
   if (m <= kSmallFp8Rows) {
     assert((y.dtype == DType::kBF16 || y.dtype == DType::kF32) && y.strides[1] == 1);
-    kernels::DenseFp8Gemm({xq.ptr<uint8_t>(), xs.ptr<float>(), m, m_pad, k_pad,
-                           {w.weight.ptr<uint8_t>(), w.scale_inv.ptr<float>()}, n,
-                           w.scale_inv.strides[0], y.data, y.strides[0], y.dtype == DType::kF32},
-                          stream_);
+    kernels::DenseFp8GemmParams g{xq.ptr<uint8_t>(), xs.ptr<float>(), m, m_pad, k_pad,
+                                  {w.weight.ptr<uint8_t>(), w.scale_inv.ptr<float>()}, n,
+                                  w.scale_inv.strides[0], y.data, y.strides[0],
+                                  y.dtype == DType::kF32};
+    if (rope != nullptr) g.rope = *rope;
+    kernels::DenseFp8Gemm(g, stream_);
     return;
   }
   // cuBLASLt writes [M_pad, N_pad] in y's type (F32 partial sums stay unrounded for the
