@@ -52,8 +52,8 @@ void CudaBackend::Bf16Linear(const TensorView& x, const TensorView& w, const Ten
 }
 
 void CudaBackend::Linear(const TensorView& x, const LinearWeight& w, const TensorView& y) {
-  const int64_t m = x.dim(0), k = w.k();
-  assert(x.dim(1) == k && y.dim(0) == m && y.dim(1) == w.n() && x.dtype == DType::kBF16);
+  const int64_t m = x.dim(0);
+  assert(x.dim(1) == w.k() && y.dim(0) == m && y.dim(1) == w.n() && x.dtype == DType::kBF16);
   if (m == 0) return;
   if (w.weight.dtype == DType::kBF16) {
     Bf16Linear(x, w.weight, y);
