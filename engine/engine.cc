@@ -315,8 +315,8 @@ class Engine::Impl {
     }
     scheduler_.CommitStep(plan, emitted);
     if (speculator_) {
-      if (absl::Status s = speculator_->Extend(plan, batch, hidden_, scheduler_.rank_scheduler(0),
-                                                   lookup); !s.ok()) {
+      if (absl::Status s = speculator_->Extend(plan, batch, hidden_, scheduler_, lookup);
+          !s.ok()) {
         return Break(s);
       }
     }
@@ -498,10 +498,6 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelRunner& runner,
   DeepseekV3Model& model = runner.model();
   const ModelConfig& mc = model.config();
   const bool mtp = config.scheduler.speculative_tokens > 0;
-  if (mtp && runner.attention_ranks() > 1) {
-    return absl::InvalidArgumentError(
-        "--speculative-tokens does not run with --dp-attention yet; leave one of them out");
-  }
   if (mtp && !model.has_mtp()) {
     return absl::InvalidArgumentError(
         "speculative_tokens > 0 needs the MTP module, and the checkpoint has none");

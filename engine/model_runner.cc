@@ -6,8 +6,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "engine/data_parallel_forward.h"
 #include "engine/model/model.h"
-#include "engine/parallel/attention_split.h"
 #include "engine/model/step_graphs.h"
 #include "engine/parallel/batch_codec.h"
 #include "engine/util/status_macros.h"
@@ -31,55 +31,33 @@ std::unique_ptr<KvCache> MakeCache(DeepseekV3Model& model, DecodeGraphRunner& gr
                                    mtp_layer);
 }
 
-}  // namespace
-
-absl::Status ForwardDataParallel(DeepseekV3Model& model, DecodeGraphRunner* graphs,
-                                 Communicator& comm, const ForwardBatch& batch, KvCache& cache,
-                                 std::vector<float>& logits, MlaMode mla_mode) {
-  const int world = comm.world_size(), me = comm.rank();
-  const int64_t vocab = model.config().vocab_size;
-  std::vector<AttentionRankPart> parts;
-  for (int r = 0; r < world; ++r) parts.push_back(SplitForAttentionRank(batch, r));
-  std::vector<float> mine;  // [rows of this rank, V]
-  // Every rank gets the same shape (or none) from the same parts.
-  const std::optional<GraphStepShape> shape =
-      graphs != nullptr ? graphs->DataParallelShape(parts, mla_mode) : std::nullopt;
-  if (shape) {
-    parts[me].batch.max_rank_tokens = shape->rows();
-    DSV3_RETURN_IF_ERROR(graphs->ForwardDataParallel(parts[me].batch, *shape, cache, mine));
-  } else {
-    DSV3_RETURN_IF_ERROR(model.Forward(parts[me].batch, cache, mine, mla_mode));
+// One step of the main model on any rank of a group: this rank's part under data-parallel
+// attention, the whole batch under tensor parallelism. Hidden states are asked for by
+// batch.hidden_rows alike on every rank, so that every rank pads and graphs the step the same
+// way; `hidden` (null on workers) gets them on rank 0.
+absl::Status RunStep(DeepseekV3Model& model, DecodeGraphRunner& graphs, Communicator& comm,
+                     const ForwardBatch& batch, KvCache& cache, std::vector<float>& logits,
+                     MlaMode mla_mode, std::vector<float>* hidden) {
+  if (model.dp_attention()) {
+    return ForwardDataParallel(model, &graphs, comm, batch, cache, logits, mla_mode, hidden);
   }
-  std::vector<int64_t> send_rows(world, 0), recv_rows(world, 0);
-  send_rows[0] = static_cast<int64_t>(parts[me].output_rows.size());
-  int64_t gathered_rows = 0;
-  if (me == 0) {
-    for (int r = 0; r < world; ++r) recv_rows[r] = static_cast<int64_t>(parts[r].output_rows.size());
-    gathered_rows = static_cast<int64_t>(batch.logits_rows.size());
-  }
-  // The logits travel in the backend's memory, which the communicator takes (NCCL reads device
-  // memory): [rows of this rank, V] up, [rows, V] rank after rank back on rank 0.
-  Backend& backend = model.backend();
-  Tensor send(backend.allocator(), DType::kF32, {send_rows[0], vocab});
-  Tensor recv(backend.allocator(), DType::kF32, {gathered_rows, vocab});
-  backend.CopyFromHost(mine.data(), send);
-  DSV3_RETURN_IF_ERROR(comm.AllToAllV(send, send_rows, recv, recv_rows));
-  logits.clear();
-  if (me != 0) return absl::OkStatus();
-  std::vector<float> gathered(gathered_rows * vocab);
-  backend.CopyToHost(recv, gathered.data());
-  logits.resize(gathered.size());
-  const float* row = gathered.data();
-  for (const AttentionRankPart& part : parts) {
-    for (int32_t out : part.output_rows) {
-      std::copy_n(row, vocab, logits.data() + out * vocab);
-      row += vocab;
-    }
-  }
-  return absl::OkStatus();
+  std::vector<float> worker_hidden;  // stays empty: only rank 0 returns hidden states
+  if (hidden == nullptr && !batch.hidden_rows.empty()) hidden = &worker_hidden;
+  return graphs.Forward(batch, cache, logits, mla_mode, hidden);
 }
 
-namespace {
+// The MTP module's step on any rank of a group; `hidden` is rank 0's (empty on workers), and so
+// are the outputs (`hidden_out` null on workers).
+absl::Status RunMtpStep(DeepseekV3Model& model, Communicator& comm, const ForwardBatch& batch,
+                        absl::Span<const float> hidden, KvCache& cache,
+                        std::vector<float>& logits, std::vector<float>* hidden_out) {
+  if (model.dp_attention()) {
+    std::vector<float> worker_out;
+    return ForwardMtpDataParallel(model, comm, batch, hidden, cache, logits,
+                                  hidden_out != nullptr ? *hidden_out : worker_out);
+  }
+  return model.ForwardMtp(batch, hidden, cache, logits, hidden_out);
+}
 
 class LocalModelRunner final : public ModelRunner {
  public:
@@ -122,42 +100,37 @@ class TpLeaderRunner final : public ModelRunner {
   ~TpLeaderRunner() override { Shutdown(); }
 
   absl::Status AllocateCache(int64_t num_blocks, int32_t block_size, bool mtp_layer) override {
-    if (mtp_layer) {
-      return absl::UnimplementedError(
-          "MTP speculative decoding does not run under tensor parallelism yet");
-    }
     absl::MutexLock lock(&mu_);
     ControlMessage m{.kind = ControlMessage::Kind::kAllocateCache,
                      .num_kv_blocks = num_blocks,
-                     .kv_block_size = block_size};
+                     .kv_block_size = block_size,
+                     .mtp_layer = mtp_layer};
     DSV3_RETURN_IF_ERROR(SendLocked(m));
-    cache_ = MakeCache(model_, graphs_, num_blocks, block_size, /*mtp_layer=*/false,
-                       std::move(cache_));
+    cache_ = MakeCache(model_, graphs_, num_blocks, block_size, mtp_layer, std::move(cache_));
     return absl::OkStatus();
   }
 
   absl::Status Execute(const ForwardBatch& batch, std::vector<float>& logits, MlaMode mla_mode,
                        std::vector<float>* hidden) override {
     absl::MutexLock lock(&mu_);
-    if (hidden != nullptr && model_.dp_attention()) {
-      return absl::UnimplementedError("hidden states under data-parallel attention");
-    }
     ControlMessage m{.kind = ControlMessage::Kind::kStep, .mla_mode = mla_mode, .batch = batch};
+    if (hidden == nullptr) m.batch.hidden_rows.clear();  // what the workers see of the step
     DSV3_RETURN_IF_ERROR(SendLocked(m));
-    const absl::Status st =
-        model_.dp_attention()
-            ? ForwardDataParallel(model_, &graphs_, comm_, batch, *cache_, logits, mla_mode)
-            : graphs_.Forward(batch, *cache_, logits, mla_mode, hidden);
+    const absl::Status st = RunStep(model_, graphs_, comm_, m.batch, *cache_, logits, mla_mode,
+                                    hidden);
     if (!st.ok()) return FailLocked(st);
     last_activity_ = absl::Now();
     return absl::OkStatus();
   }
 
-  // AllocateCache refuses the MTP layer, so no engine gets here.
-  absl::Status ExecuteMtp(const ForwardBatch&, absl::Span<const float>, std::vector<float>&,
-                          std::vector<float>&) override {
-    return absl::UnimplementedError(
-        "MTP speculative decoding does not run under tensor parallelism yet");
+  absl::Status ExecuteMtp(const ForwardBatch& batch, absl::Span<const float> hidden,
+                          std::vector<float>& logits, std::vector<float>& hidden_out) override {
+    absl::MutexLock lock(&mu_);
+    DSV3_RETURN_IF_ERROR(SendLocked({.kind = ControlMessage::Kind::kMtpStep, .batch = batch}));
+    const absl::Status st = RunMtpStep(model_, comm_, batch, hidden, *cache_, logits, &hidden_out);
+    if (!st.ok()) return FailLocked(st);
+    last_activity_ = absl::Now();
+    return absl::OkStatus();
   }
 
   absl::Status Health() override {
@@ -305,16 +278,19 @@ absl::Status RunWorker(DeepseekV3Model& model, Communicator& comm) {
         DSV3_RETURN_IF_ERROR(comm.Barrier());
         break;
       case ControlMessage::Kind::kAllocateCache:
-        cache = MakeCache(model, graphs, m.num_kv_blocks, m.kv_block_size, /*mtp_layer=*/false,
+        cache = MakeCache(model, graphs, m.num_kv_blocks, m.kv_block_size, m.mtp_layer,
                           std::move(cache));
         break;
       case ControlMessage::Kind::kStep:
         DSV3_RETURN_IF_ERROR(CheckPlanFits(m.batch, model.config(), cache.get(),
                                            model.dp_attention() ? comm.world_size() : 1));
         DSV3_RETURN_IF_ERROR(
-            model.dp_attention()
-                ? ForwardDataParallel(model, &graphs, comm, m.batch, *cache, logits, m.mla_mode)
-                : graphs.Forward(m.batch, *cache, logits, m.mla_mode));
+            RunStep(model, graphs, comm, m.batch, *cache, logits, m.mla_mode, nullptr));
+        break;
+      case ControlMessage::Kind::kMtpStep:
+        DSV3_RETURN_IF_ERROR(CheckPlanFits(m.batch, model.config(), cache.get(),
+                                           model.dp_attention() ? comm.world_size() : 1));
+        DSV3_RETURN_IF_ERROR(RunMtpStep(model, comm, m.batch, {}, *cache, logits, nullptr));
         break;
     }
   }

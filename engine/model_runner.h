@@ -11,8 +11,9 @@
 //
 // Data-parallel attention (a model loaded with dp_attention): the batch holds every attention
 // rank's sequences (SequenceSlice::attention_rank); each rank, rank 0 included, runs its own part
-// (attention_split.h) in its own cache of num_blocks blocks, and the logits come back to rank 0
-// in the batch's order.
+// (data_parallel_forward.h) in its own cache of num_blocks blocks, and the logits (and hidden
+// states) come back to rank 0 in the batch's order. Speculative decoding's MTP steps
+// (ExecuteMtp) reach the workers the same way under either split.
 #pragma once
 
 #include <cstdint>
@@ -92,21 +93,6 @@ struct TpLeaderOptions {
 // Rank 0 of a group of world_size > 1. `model` and `comm` must outlive the runner.
 std::unique_ptr<ModelRunner> MakeTpLeaderRunner(DeepseekV3Model& model, Communicator& comm,
                                                 TpLeaderOptions options);
-
-// Data-parallel attention (a model loaded with dp_attention), on every rank: runs this rank's
-// part of `batch` (SplitForAttentionRank), then sends its logits to rank 0, which puts every
-// rank's rows where batch.logits_rows has them ([rows, V]; the other ranks get `logits` empty).
-// A rank without a sequence still runs the step: the MoE layers' exchanges need every rank.
-// With `graphs`, a step every rank's part of which is a graph step (decode: graphs->
-// DataParallelShape) runs through it at that one shape, every rank padded to the same rows, the
-// MoE layers' capacity (max_rank_tokens) those rows, so every rank captures and replays the same
-// collectives; other steps, and every step without `graphs`, call the model's Forward with
-// max_rank_tokens the most tokens of any rank, which picks the MoE layers' dispatch layout
-// (expert_parallel_moe.h). The logits' exchange is never in a graph: they come to the host from
-// each rank's step and go back to the device for the all-to-all. Fails when a collective fails.
-absl::Status ForwardDataParallel(DeepseekV3Model& model, DecodeGraphRunner* graphs,
-                                 Communicator& comm, const ForwardBatch& batch, KvCache& cache,
-                                 std::vector<float>& logits, MlaMode mla_mode = MlaMode::kAuto);
 
 // The loop of ranks > 0: runs every plan rank 0 broadcasts until kShutdown (returns OK). Returns
 // an error when rank 0 disappears or stops sending (no plan or heartbeat within the

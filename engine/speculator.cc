@@ -43,7 +43,11 @@ absl::Status Speculator::Draft(StepPlan& plan, RequestLookup lookup) {
       if (it == drafts_.end() || request.params == nullptr) continue;
       Drafts& d = it->second;
       assert(static_cast<int32_t>(d.tokens.size()) == j);
-      mtp.sequences.push_back({mtp.num_tokens(), 1, e.context_begin + j - 1, e.block_table});
+      mtp.sequences.push_back({.token_begin = mtp.num_tokens(),
+                               .num_tokens = 1,
+                               .context_begin = e.context_begin + j - 1,
+                               .block_table = e.block_table,
+                               .attention_rank = e.attention_rank});
       mtp.logits_rows.push_back(mtp.num_tokens());
       mtp.token_ids.push_back(d.tokens[j - 1]);
       h.insert(h.end(), d.hidden.begin(), d.hidden.end());
@@ -101,8 +105,8 @@ std::vector<SampledToken> Speculator::Verify(const ScheduledSequence& entry,
 }
 
 absl::Status Speculator::Extend(const StepPlan& plan, const ForwardBatch& batch,
-                                absl::Span<const float> hidden, const Scheduler& scheduler,
-                                RequestLookup lookup) {
+                                absl::Span<const float> hidden,
+                                const DataParallelScheduler& scheduler, RequestLookup lookup) {
   ForwardBatch mtp;
   std::vector<float> h;  // [rows, H]: main final hidden state of each kept position
   std::vector<SequenceId> sampled;
@@ -115,7 +119,11 @@ absl::Status Speculator::Extend(const StepPlan& plan, const ForwardBatch& batch,
     const int32_t kept = seq->num_computed_tokens() - e.context_begin;
     assert(kept >= 1 && kept <= e.num_new_tokens());
     const absl::Span<const int32_t> next = seq->token_ids().subspan(e.context_begin + 1, kept);
-    mtp.sequences.push_back({mtp.num_tokens(), kept, e.context_begin, e.block_table});
+    mtp.sequences.push_back({.token_begin = mtp.num_tokens(),
+                             .num_tokens = kept,
+                             .context_begin = e.context_begin,
+                             .block_table = e.block_table,
+                             .attention_rank = e.attention_rank});
     mtp.token_ids.insert(mtp.token_ids.end(), next.begin(), next.end());
     const int64_t row = batch.sequences[i].token_begin;
     h.insert(h.end(), hidden.begin() + row * hidden_size_,

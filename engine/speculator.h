@@ -26,7 +26,7 @@
 #include "engine/model/forward_batch.h"
 #include "engine/model_runner.h"
 #include "engine/sampling/sampler.h"
-#include "engine/scheduler/scheduler.h"
+#include "engine/scheduler/data_parallel_scheduler.h"
 
 namespace dsv3 {
 
@@ -62,7 +62,7 @@ class Speculator {
   // sequence is still known to `scheduler`, using the final hidden states `hidden` of every row
   // of `batch` (plan.ToForwardBatch()). Fails when the MTP step fails.
   absl::Status Extend(const StepPlan& plan, const ForwardBatch& batch,
-                      absl::Span<const float> hidden, const Scheduler& scheduler,
+                      absl::Span<const float> hidden, const DataParallelScheduler& scheduler,
                       RequestLookup lookup);
 
   // Drops what is kept for a sequence that ended or was preempted.

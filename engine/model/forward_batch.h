@@ -34,7 +34,8 @@ struct ForwardBatch {
   // (usually the last new token of each sequence; every row for --logits-out).
   std::vector<int32_t> logits_rows;
   // Rows whose final hidden states (after model.norm) the caller wants, in output order: the MTP
-  // module's input. Rank 0's business only: not sent to tensor-parallel workers.
+  // module's input. Sent to every rank (batch_codec): under tensor parallelism only rank 0
+  // returns them, under data-parallel attention each rank its own, gathered on rank 0.
   std::vector<int32_t> hidden_rows;
   // Data-parallel attention: the most tokens any attention rank runs in this step, the row
   // capacity C of the MoE layers' fixed-capacity dispatch (expert_parallel_moe.h). Every rank's

@@ -201,7 +201,7 @@ absl::Status DeepseekV3Model::ForwardMtp(const ForwardBatch& batch, absl::Span<c
   if (!cache.has_mtp_layer()) {
     return absl::FailedPreconditionError("the KV cache was allocated without the MTP layer");
   }
-  assert(static_cast<int64_t>(hidden.size()) == t * h);
+  assert(!returns_outputs() || static_cast<int64_t>(hidden.size()) == t * h);
   const MtpWeights& m = *weights_->mtp;
   const AttentionBatch ab = BeginStep(batch, cache);
   const float eps = static_cast<float>(c.rms_norm_eps);
@@ -215,10 +215,16 @@ absl::Status DeepseekV3Model::ForwardMtp(const ForwardBatch& batch, absl::Span<c
   backend_.Embedding(weights_->embed, batch.token_ids, weights_->shard.dense().Begin(c.vocab_size), emb);
   DSV3_RETURN_IF_ERROR(AllReduce(emb));
   {
-    const Tensor uploaded = backend_.Upload(  // [T, H] in the activation type
-        TensorView::Contiguous(const_cast<float*>(hidden.data()), DType::kF32, {t, h},
-                               Device::kCpu));
-    backend_.Copy(uploaded, h_prev);
+    // h_i [T, H] F32 from the host. Under tensor parallelism only rank 0 has it: the other
+    // ranks sum their zeros with it (a broadcast by the collective every rank already has), so
+    // that every rank runs the layer on the same rows.
+    std::vector<float> zeros;
+    if (!returns_outputs()) zeros.assign(t * h, 0.0f);
+    const float* rows = returns_outputs() ? hidden.data() : zeros.data();
+    const Tensor uploaded = backend_.Upload(
+        TensorView::Contiguous(const_cast<float*>(rows), DType::kF32, {t, h}, Device::kCpu));
+    DSV3_RETURN_IF_ERROR(AllReduce(uploaded));
+    backend_.Copy(uploaded, h_prev);  // in the activation type
   }
   // eh [T, 2H] = [RMSNorm_e(Emb(t_{i+1})) ; RMSNorm_h(h_i)], the embedding half first; then
   // eh_proj and the MTP layer.

@@ -102,8 +102,11 @@ class DeepseekV3Model {
   // layer; its entries for positions [0, context_begin) must be there). Writes the float32 logits
   // of t_{i+2} for batch.logits_rows into `logits` ([rows, V]) and, with `hidden_out`, the MTP
   // output state of those rows (after shared_head.norm: what the next chained draft takes as h)
-  // into it ([rows, H]). FailedPrecondition without the MTP module or the cache layer; otherwise
-  // fails only as Forward does.
+  // into it ([rows, H]). Under tensor parallelism every rank calls it with the same batch, and
+  // `hidden` is rank 0's business (the others pass it empty; the logits and output states come
+  // back on rank 0 only, as Forward's); under data-parallel attention each rank runs its own
+  // batch (ForwardMtpDataParallel). FailedPrecondition without the MTP module or the cache
+  // layer; otherwise fails only as Forward does.
   absl::Status ForwardMtp(const ForwardBatch& batch, absl::Span<const float> hidden,
                           KvCache& cache, std::vector<float>& logits,
                           std::vector<float>* hidden_out = nullptr);

@@ -94,14 +94,15 @@ std::optional<GraphStepShape> DecodeGraphRunner::DataParallelShape(
 
 absl::Status DecodeGraphRunner::ForwardDataParallel(const ForwardBatch& batch,
                                                     const GraphStepShape& shape, KvCache& cache,
-                                                    std::vector<float>& logits) {
+                                                    std::vector<float>& logits,
+                                                    std::vector<float>* hidden) {
   assert(batch.max_rank_tokens == shape.rows());
   StepGraphCapture* capture = model_.backend().step_graphs();
   if (capture == nullptr) {
     ++stats_.eager;
-    return model_.Forward(batch, cache, logits);
+    return model_.Forward(batch, cache, logits, MlaMode::kAuto, hidden);
   }
-  return RunGraphStep(*capture, batch, shape, cache, logits, /*hidden=*/nullptr);
+  return RunGraphStep(*capture, batch, shape, cache, logits, hidden);
 }
 
 absl::Status DecodeGraphRunner::RunGraphStep(StepGraphCapture& capture, const ForwardBatch& batch,

@@ -77,11 +77,13 @@ class DecodeGraphRunner {
   // Data-parallel attention: this rank's part of a step at `shape` = DataParallelShape(every
   // rank's part); `batch` may be empty (an idle rank runs B padding sequences, for the
   // collectives) and its max_rank_tokens must be shape.rows(), the MoE layers' capacity on every
-  // rank. A graph step on a backend that captures (the logits of batch.logits_rows come back as
-  // Forward's); elsewhere (the CPU, graphs off) Forward's eager step of `batch` unpadded, whose
-  // MoE layers take the same capacity (spare rows change no result).
+  // rank. A graph step on a backend that captures (the logits of batch.logits_rows, and with
+  // `hidden` the hidden states of batch.hidden_rows, come back as Forward's); elsewhere (the CPU,
+  // graphs off) Forward's eager step of `batch` unpadded, whose MoE layers take the same capacity
+  // (spare rows change no result).
   absl::Status ForwardDataParallel(const ForwardBatch& batch, const GraphStepShape& shape,
-                                   KvCache& cache, std::vector<float>& logits);
+                                   KvCache& cache, std::vector<float>& logits,
+                                   std::vector<float>* hidden = nullptr);
 
   Stats stats() const;
   // Frees every graph (the next graph steps measure and capture again).

@@ -42,6 +42,7 @@ class Reader {
  public:
   Reader(const char* data, size_t size) : p_(data), left_(size) {}
 
+  absl::Status U8(uint8_t* v) { return Bytes(v, sizeof(*v), "a flag"); }
   absl::Status U32(uint32_t* v) { return Bytes(v, sizeof(*v), "a count"); }
   absl::Status I32(int32_t* v) { return Bytes(v, sizeof(*v), "a field"); }
   absl::Status I64(int64_t* v) { return Bytes(v, sizeof(*v), "a field"); }
@@ -88,14 +89,23 @@ absl::Status CheckBatch(const ForwardBatch& b) {
       return absl::DataLossError(absl::StrCat("step plan: logits row ", row, " of ", tokens));
     }
   }
+  for (int32_t row : b.hidden_rows) {
+    if (row < 0 || row >= tokens) {
+      return absl::DataLossError(absl::StrCat("step plan: hidden row ", row, " of ", tokens));
+    }
+  }
   return absl::OkStatus();
+}
+
+bool CarriesBatch(ControlMessage::Kind kind) {
+  return kind == ControlMessage::Kind::kStep || kind == ControlMessage::Kind::kMtpStep;
 }
 
 }  // namespace
 
 std::string EncodeControlMessage(const ControlMessage& message) {
   std::string payload;
-  if (message.kind == ControlMessage::Kind::kStep) {
+  if (CarriesBatch(message.kind)) {
     const ForwardBatch& b = message.batch;
     PutArray(payload, b.token_ids);
     PutU32(payload, static_cast<uint32_t>(b.sequences.size()));
@@ -106,9 +116,11 @@ std::string EncodeControlMessage(const ControlMessage& message) {
       PutArray(payload, s.block_table);
     }
     PutArray(payload, b.logits_rows);
+    PutArray(payload, b.hidden_rows);
   } else if (message.kind == ControlMessage::Kind::kAllocateCache) {
     payload.append(reinterpret_cast<const char*>(&message.num_kv_blocks), sizeof(int64_t));
     payload.append(reinterpret_cast<const char*>(&message.kv_block_size), sizeof(int32_t));
+    payload.push_back(message.mtp_layer ? 1 : 0);
   }
   Header h{};
   std::memcpy(h.magic, kMagic, sizeof(kMagic));
@@ -147,7 +159,7 @@ absl::StatusOr<ControlMessage> DecodeControlMessage(const std::string& bytes) {
     return absl::DataLossError("step plan: checksum mismatch");
   }
   ControlMessage m;
-  if (h.kind < 1 || h.kind > 4) {
+  if (h.kind < 1 || h.kind > static_cast<uint8_t>(ControlMessage::Kind::kMtpStep)) {
     return absl::DataLossError(absl::StrCat("step plan: unknown kind ", h.kind));
   }
   if (h.mla_mode > static_cast<uint8_t>(MlaMode::kAbsorbed)) {
@@ -156,7 +168,7 @@ absl::StatusOr<ControlMessage> DecodeControlMessage(const std::string& bytes) {
   m.kind = static_cast<ControlMessage::Kind>(h.kind);
   m.mla_mode = static_cast<MlaMode>(h.mla_mode);
   Reader r(payload, h.payload_bytes);
-  if (m.kind == ControlMessage::Kind::kStep) {
+  if (CarriesBatch(m.kind)) {
     ForwardBatch& b = m.batch;
     DSV3_RETURN_IF_ERROR(r.Array(&b.token_ids, "token ids"));
     uint32_t num_sequences = 0;
@@ -175,14 +187,19 @@ absl::StatusOr<ControlMessage> DecodeControlMessage(const std::string& bytes) {
       DSV3_RETURN_IF_ERROR(r.Array(&s.block_table, "a block table"));
     }
     DSV3_RETURN_IF_ERROR(r.Array(&b.logits_rows, "logits rows"));
+    DSV3_RETURN_IF_ERROR(r.Array(&b.hidden_rows, "hidden rows"));
     DSV3_RETURN_IF_ERROR(CheckBatch(b));
   } else if (m.kind == ControlMessage::Kind::kAllocateCache) {
     DSV3_RETURN_IF_ERROR(r.I64(&m.num_kv_blocks));
     DSV3_RETURN_IF_ERROR(r.I32(&m.kv_block_size));
-    if (m.num_kv_blocks < 0 || m.kv_block_size < 1) {  // 0 blocks: release the cache
+    uint8_t mtp_layer = 0;
+    DSV3_RETURN_IF_ERROR(r.U8(&mtp_layer));
+    if (m.num_kv_blocks < 0 || m.kv_block_size < 1 || mtp_layer > 1) {  // 0 blocks: release
       return absl::DataLossError(absl::StrCat("step plan: cache of ", m.num_kv_blocks,
-                                              " blocks of ", m.kv_block_size, " tokens"));
+                                              " blocks of ", m.kv_block_size,
+                                              " tokens, MTP layer flag ", mtp_layer));
     }
+    m.mtp_layer = mtp_layer == 1;
   }
   if (r.left() != 0) {
     return absl::DataLossError(absl::StrCat("step plan: ", r.left(), " trailing bytes"));

@@ -1,6 +1,7 @@
 // Tensor parallelism end to end on CPU, through dsv3-generate: TP=2 and TP=4 give the logits of
-// TP=1 within 1e-4 and the same greedy tokens; killing a worker mid-generation makes the run
-// fail within 10 s and leaves no process behind. Skipped until dsv3-generate accepts --tp.
+// TP=1 within 1e-4 and the same greedy tokens, with MTP speculative decoding too; killing a
+// worker mid-generation makes the run fail within 10 s and leaves no process behind. Skipped
+// until dsv3-generate accepts --tp.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -12,6 +13,7 @@
 
 #include "absl/time/clock.h"
 #include "engine/util/npy.h"
+#include "nlohmann/json.hpp"
 #include "tests/test_util.h"
 
 namespace dsv3 {
@@ -82,6 +84,24 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, TpGenerateTest, ::testing::Values("tiny-bf16"
                            return name;
                          });
 
+// MTP speculative decoding with the MTP layer sharded as the main layers are: the greedy tokens
+// of TP=1 without speculation, with drafts verified (--stats counts them; the fixtures' MTP
+// modules are random, so few are accepted).
+TEST_P(TpGenerateTest, SpeculativeGreedyTokensMatchOneRankWithout) {
+  const std::string model = FixturePath(GetParam());
+  const std::string args = "--model " + model + " --prompt-ids " + kPrompt + " --max-new-tokens 12";
+  const auto one = RunCommand(Generate(args));
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  for (int tp : {2, 4}) {
+    const auto spec = RunCommand(
+        Generate(args + " --tp " + std::to_string(tp) + " --speculative-tokens 2 --stats"));
+    ASSERT_EQ(spec.exit_code, 0) << spec.err;
+    EXPECT_EQ(spec.out, one.out) << "tp " << tp;
+    // --stats prints the engine counters as the last line of stderr.
+    const nlohmann::json stats = nlohmann::json::parse(spec.err.substr(spec.err.rfind("\n{") + 1));
+    EXPECT_GT(stats["spec_proposed"][0].get<int64_t>(), 0) << "tp " << tp;
+  }
+}
 
 TEST(TpFailureTest, KillingAWorkerFailsTheRunWithinTenSecondsAndLeavesNoProcess) {
   if (!GenerateHasTp()) GTEST_SKIP() << "dsv3-generate has no --tp yet";

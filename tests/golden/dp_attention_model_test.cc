@@ -21,7 +21,7 @@
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/model/model.h"
 #include "engine/model/step_graphs.h"
-#include "engine/model_runner.h"
+#include "engine/data_parallel_forward.h"
 #include "tests/fixture_reference.h"
 #include "tests/gloo_group.h"
 #include "tests/test_util.h"

@@ -36,7 +36,7 @@
 #include "engine/model/graph_batch.h"
 #include "engine/model/kv_cache.h"
 #include "engine/model/step_graphs.h"
-#include "engine/model_runner.h"
+#include "engine/data_parallel_forward.h"
 #include "engine/parallel/attention_split.h"
 #include "engine/parallel/nccl/nccl_communicator.h"
 #include "engine/util/npy.h"

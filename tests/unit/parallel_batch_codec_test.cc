@@ -19,12 +19,14 @@ ControlMessage TwoSequenceStep() {
                        {.token_begin = 3, .num_tokens = 2, .context_begin = 70,
                         .block_table = {1, 2}, .attention_rank = 3}};
   m.batch.logits_rows = {2, 4};
+  m.batch.hidden_rows = {0, 1, 2, 4};
   return m;
 }
 
 void ExpectSameBatch(const ForwardBatch& a, const ForwardBatch& b) {
   EXPECT_EQ(a.token_ids, b.token_ids);
   EXPECT_EQ(a.logits_rows, b.logits_rows);
+  EXPECT_EQ(a.hidden_rows, b.hidden_rows);
   ASSERT_EQ(a.sequences.size(), b.sequences.size());
   for (size_t i = 0; i < a.sequences.size(); ++i) {
     EXPECT_EQ(a.sequences[i].token_begin, b.sequences[i].token_begin);
@@ -44,16 +46,29 @@ TEST(BatchCodecTest, StepRoundTrips) {
   ExpectSameBatch(decoded->batch, m.batch);
 }
 
+TEST(BatchCodecTest, MtpStepRoundTrips) {
+  ControlMessage m = TwoSequenceStep();
+  m.kind = ControlMessage::Kind::kMtpStep;
+  auto decoded = DecodeControlMessage(EncodeControlMessage(m));
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->kind, ControlMessage::Kind::kMtpStep);
+  ExpectSameBatch(decoded->batch, m.batch);
+}
+
 TEST(BatchCodecTest, CacheGeometryRoundTrips) {
   ControlMessage m;
   m.kind = ControlMessage::Kind::kAllocateCache;
   m.num_kv_blocks = 1ll << 33;
   m.kv_block_size = 64;
-  auto decoded = DecodeControlMessage(EncodeControlMessage(m));
-  ASSERT_TRUE(decoded.ok()) << decoded.status();
-  EXPECT_EQ(decoded->kind, ControlMessage::Kind::kAllocateCache);
-  EXPECT_EQ(decoded->num_kv_blocks, 1ll << 33);
-  EXPECT_EQ(decoded->kv_block_size, 64);
+  for (bool mtp_layer : {false, true}) {
+    m.mtp_layer = mtp_layer;
+    auto decoded = DecodeControlMessage(EncodeControlMessage(m));
+    ASSERT_TRUE(decoded.ok()) << decoded.status();
+    EXPECT_EQ(decoded->kind, ControlMessage::Kind::kAllocateCache);
+    EXPECT_EQ(decoded->num_kv_blocks, 1ll << 33);
+    EXPECT_EQ(decoded->kv_block_size, 64);
+    EXPECT_EQ(decoded->mtp_layer, mtp_layer);
+  }
   m.kv_block_size = 0;
   EXPECT_EQ(DecodeControlMessage(EncodeControlMessage(m)).status().code(),
             absl::StatusCode::kDataLoss);
@@ -97,7 +112,7 @@ TEST(BatchCodecTest, CorruptBuffersAreDataLossErrors) {
       {"short header", good.substr(0, 10)},
       {"bad magic", Patched(good, 0, 0x33565358u)},  // "XSV3"
       {"other version", Patched(good, 8, 0x00010001u)},  // version 1, kind 1
-      {"unknown kind", Patched(good, 8, 0x00090001u)},
+      {"unknown kind", Patched(good, 8, kPlanCodecVersion | 0x00090000u)},
       {"truncated payload", good.substr(0, good.size() - 4)},
       {"trailing byte", good + "x"},
       {"flipped payload bit", [&] {
@@ -114,6 +129,7 @@ TEST(BatchCodecTest, CorruptBuffersAreDataLossErrors) {
       {"negative attention rank",
        EncodedWith([](ForwardBatch& b) { b.sequences[1].attention_rank = -1; })},
       {"logits row out of range", EncodedWith([](ForwardBatch& b) { b.logits_rows = {5}; })},
+      {"hidden row out of range", EncodedWith([](ForwardBatch& b) { b.hidden_rows = {0, -1}; })},
   };
   for (const Case& c : cases) {
     auto decoded = DecodeControlMessage(c.bytes);
