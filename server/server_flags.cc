@@ -67,8 +67,7 @@ ParsedFlags ParseServerFlags(int argc, char** argv) {
   app.add_flag("--dp-attention", o.dp_attention,
                "with --tp N: data-parallel attention with expert parallelism; each rank runs "
                "attention for its own requests (its own KV cache, replicated attention, dense "
-               "and shared weights) and owns 1/N of the routed experts (CPU backend for now; "
-               "not with --speculative-tokens)");
+               "and shared weights) and owns 1/N of the routed experts");
   app.add_option("--rank-timeout-s", o.rank_timeout_s,
                  "seconds a step may wait for another rank before the group counts as broken")
       ->check(CLI::PositiveNumber);

@@ -1,5 +1,6 @@
 // dsv3-server --tp 2 --dp-attention on the CPU: concurrent streams, which rank 0 spreads over
-// the two attention ranks, each give the ids TP=1 gives, and the server reports its size.
+// the two attention ranks, each give the ids TP=1 gives (with MTP speculative decoding too),
+// and the server reports its size.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -34,27 +35,41 @@ std::vector<StreamResult> GenerateAll(ServerProcess& server, int max_tokens) {
   return results;
 }
 
+// Every prompt's ids from `server` equal those of `one_rank`, 24 of them.
+void ExpectSameIdsAsOneRank(ServerProcess& one_rank, ServerProcess& server) {
+  ASSERT_TRUE(one_rank.WaitServing()) << one_rank.log();
+  ASSERT_TRUE(server.WaitServing()) << server.log();
+  const std::vector<StreamResult> one = GenerateAll(one_rank, 24);
+  const std::vector<StreamResult> two = GenerateAll(server, 24);
+  for (size_t i = 0; i < kPrompts.size(); ++i) {
+    ASSERT_TRUE(one[i].status.ok()) << one[i].status.error_message();
+    ASSERT_TRUE(two[i].status.ok()) << two[i].status.error_message() << server.log();
+    EXPECT_EQ(two[i].ids.size(), 24u) << "prompt " << i;
+    EXPECT_EQ(two[i].ids, one[i].ids) << "prompt " << i;
+  }
+  EXPECT_NE(server.log().find("on each of 2 attention ranks"), std::string::npos)
+      << server.log();
+}
+
 TEST(ServerDpAttentionTest, ConcurrentStreamsMatchOneRank) {
   const std::string model = "--model=" + FixturePath("tiny-fp8");
   ServerProcess tp1({model});
   ServerProcess dp({model, "--tp=2", "--dp-attention"});
-  ASSERT_TRUE(tp1.WaitServing()) << tp1.log();
-  ASSERT_TRUE(dp.WaitServing()) << dp.log();
-  const std::vector<StreamResult> one = GenerateAll(tp1, 24);
-  const std::vector<StreamResult> two = GenerateAll(dp, 24);
-  for (size_t i = 0; i < kPrompts.size(); ++i) {
-    ASSERT_TRUE(one[i].status.ok()) << one[i].status.error_message();
-    ASSERT_TRUE(two[i].status.ok()) << two[i].status.error_message() << dp.log();
-    EXPECT_EQ(two[i].ids.size(), 24u) << "prompt " << i;
-    EXPECT_EQ(two[i].ids, one[i].ids) << "prompt " << i;
-  }
-  EXPECT_NE(dp.log().find("on each of 2 attention ranks"), std::string::npos) << dp.log();
+  ExpectSameIdsAsOneRank(tp1, dp);
 
   auto stub = dp.Stub();
   grpc::ClientContext context;
   v1::ModelInfo info;
   ASSERT_TRUE(stub->GetModelInfo(&context, {}, &info).ok());
   EXPECT_EQ(info.tensor_parallel_size(), 2);
+}
+
+// With MTP speculative decoding on each attention rank: the ids of one rank without it.
+TEST(ServerDpAttentionTest, SpeculativeConcurrentStreamsMatchOneRankWithout) {
+  const std::string model = "--model=" + FixturePath("tiny-fp8");
+  ServerProcess tp1({model});
+  ServerProcess dp({model, "--tp=2", "--dp-attention", "--speculative-tokens=2"});
+  ExpectSameIdsAsOneRank(tp1, dp);
 }
 
 }  // namespace

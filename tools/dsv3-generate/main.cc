@@ -371,7 +371,7 @@ int main(int argc, char** argv) {
   dsv3::AddNodeLaunchFlags(app, opt.node);
   app.add_flag("--dp-attention", opt.dp_attention,
                "with --tp N: data-parallel attention with expert parallelism (each rank runs "
-               "its own sequences; the routed experts are split N ways; CPU backend for now)");
+               "its own sequences; the routed experts are split N ways)");
   app.add_option("--rank-timeout-s", opt.rank_timeout_s,
                  "seconds a step may wait for another rank before the group is declared broken");
   app.add_flag("--custom-all-reduce", opt.custom_all_reduce,
