@@ -8,7 +8,9 @@
 namespace dsv3 {
 
 DataParallelScheduler::DataParallelScheduler(const SchedulerConfig& config, int num_ranks,
-                                             int32_t blocks_per_rank, int32_t block_size) {
+                                             int32_t blocks_per_rank, int32_t block_size,
+                                             const DataParallelPlacement& placement)
+    : prefix_caching_(config.enable_prefix_caching), placement_(placement) {
   assert(num_ranks >= 1);
   for (int r = 0; r < num_ranks; ++r) {
     Rank& rank = ranks_.emplace_back();
@@ -17,13 +19,16 @@ DataParallelScheduler::DataParallelScheduler(const SchedulerConfig& config, int 
   }
 }
 
+int32_t DataParallelScheduler::NumSequences(int r) const {
+  const SchedulerStats s = ranks_[r].scheduler->stats();
+  return s.num_waiting + s.num_running;
+}
+
 int DataParallelScheduler::LeastLoadedRank() const {
   int best = 0;
   std::tuple<int32_t, int32_t> best_load;
   for (int r = 0; r < num_ranks(); ++r) {
-    const SchedulerStats s = ranks_[r].scheduler->stats();
-    const std::tuple<int32_t, int32_t> load{s.num_waiting + s.num_running,
-                                            ranks_[r].pool->stats().num_used};
+    const std::tuple<int32_t, int32_t> load{NumSequences(r), ranks_[r].pool->stats().num_used};
     if (r == 0 || load < best_load) {
       best = r;
       best_load = load;
@@ -32,12 +37,35 @@ int DataParallelScheduler::LeastLoadedRank() const {
   return best;
 }
 
+int DataParallelScheduler::RankFor(absl::Span<const int32_t> prompt_ids) const {
+  const int least = LeastLoadedRank();
+  if (!prefix_caching_ || num_ranks() == 1 || prompt_ids.empty()) return least;
+  // The blocks a hit can cover end before the last token (Scheduler::AdmitFront).
+  const int32_t block_size = ranks_[0].pool->block_size();
+  const int32_t eligible = (static_cast<int32_t>(prompt_ids.size()) - 1) / block_size;
+  int best = least;
+  int32_t best_blocks = 0;
+  for (int r = 0; r < num_ranks(); ++r) {
+    const int32_t blocks = ranks_[r].pool->CachedPrefixBlocks(prompt_ids, eligible);
+    if (blocks > best_blocks ||
+        (blocks == best_blocks && blocks > 0 && NumSequences(r) < NumSequences(best))) {
+      best = r;
+      best_blocks = blocks;
+    }
+  }
+  const double cached = static_cast<double>(best_blocks) * block_size / prompt_ids.size();
+  const int32_t load = NumSequences(best), least_load = NumSequences(least);
+  const bool imbalanced = load - least_load > placement_.balance_abs_threshold &&
+                          load > placement_.balance_rel_threshold * least_load;
+  return cached > placement_.cache_threshold && !imbalanced ? best : least;
+}
+
 absl::Status DataParallelScheduler::AddSequence(SequenceId id, std::vector<int32_t> prompt_ids,
                                                 int32_t max_new_tokens) {
   if (rank_of_.contains(id)) {
     return absl::AlreadyExistsError(absl::StrCat("sequence ", id, " already exists"));
   }
-  const int r = LeastLoadedRank();
+  const int r = RankFor(prompt_ids);
   absl::Status s = ranks_[r].scheduler->AddSequence(id, std::move(prompt_ids), max_new_tokens);
   if (s.ok()) rank_of_[id] = r;
   return s;

@@ -6,12 +6,14 @@
 //   scheduler.CommitStep(plan, emitted);    // each rank's part to its own scheduler
 //
 // A sequence is assigned to one rank when it is added, and stays there for its life (its KV
-// lives in that rank's cache): the rank with the fewest sequences (waiting and running), then
-// the fewest blocks in use, then the lowest. Each rank's scheduler keeps its own limits
-// (max_batched_tokens and max_running_seqs apply per rank), preempts only its own sequences and
-// caches prefixes in its own pool (a prefix is found only on the rank that computed it). Plan
-// entries carry their rank (ScheduledSequence::attention_rank). With one rank this is exactly
-// one Scheduler over one pool.
+// lives in that rank's cache). Each rank caches prefixes in its own pool, so a prompt goes where
+// the longest prefix of it is cached, unless the ranks' loads are too far apart
+// (DataParallelPlacement, the cache-aware rule of SGLang's router), else to the least loaded
+// rank: the fewest sequences (waiting and running), then the fewest blocks in use, then the
+// lowest. Each rank's scheduler keeps its own limits (max_batched_tokens and max_running_seqs
+// apply per rank) and preempts only its own sequences. Plan entries carry their rank
+// (ScheduledSequence::attention_rank). With one rank this is exactly one Scheduler over one
+// pool.
 #pragma once
 
 #include <cstdint>
@@ -26,14 +28,25 @@
 
 namespace dsv3 {
 
+// Where a new sequence goes when some rank's prefix cache holds the start of its prompt: the rank
+// holding the longest cached prefix (ties: the least loaded of them) if that prefix is more than
+// `cache_threshold` of the prompt, unless the loads are imbalanced: that rank has more than
+// `balance_abs_threshold` sequences more than the least loaded rank and more than
+// `balance_rel_threshold` times as many. The defaults are SGLang's router's.
+struct DataParallelPlacement {
+  double cache_threshold = 0.3;
+  int32_t balance_abs_threshold = 64;
+  double balance_rel_threshold = 1.5;
+};
+
 class DataParallelScheduler {
  public:
   // `config` must be valid (asserted); num_ranks >= 1; every rank gets a pool of
   // `blocks_per_rank` blocks of `block_size` tokens (the geometry of every rank's KV cache).
   DataParallelScheduler(const SchedulerConfig& config, int num_ranks, int32_t blocks_per_rank,
-                        int32_t block_size);
+                        int32_t block_size, const DataParallelPlacement& placement = {});
 
-  // Scheduler::AddSequence on the least loaded rank (see the file comment); its errors.
+  // Scheduler::AddSequence on the rank the file comment describes; its errors.
   absl::Status AddSequence(SequenceId id, std::vector<int32_t> prompt_ids, int32_t max_new_tokens);
   StepPlan Schedule();
   // Scheduler::CommitStep for each rank's entries of `plan`, the last Schedule result (emitted
@@ -64,10 +77,15 @@ class DataParallelScheduler {
     std::unique_ptr<BlockPool> pool;
     std::unique_ptr<Scheduler> scheduler;
   };
+  // Sequences waiting and running on rank r.
+  int32_t NumSequences(int r) const;
   int LeastLoadedRank() const;
+  int RankFor(absl::Span<const int32_t> prompt_ids) const;
   // The entries of `plan` that belong to `rank`, as that rank's own plan.
   static StepPlan PartOf(const StepPlan& plan, int rank);
 
+  const bool prefix_caching_;
+  const DataParallelPlacement placement_;
   std::vector<Rank> ranks_;
   absl::flat_hash_map<SequenceId, int> rank_of_;
 };

@@ -108,6 +108,57 @@ TEST(DataParallelSchedulerTest, NewSequencesGoToTheLeastLoadedRankAndStayThere) 
   RunSteps(s, {{{"0/5:3@0[2]s", "0/6:9@0[3,4,5]s", "1/2:1@3[0]s", "2/3:1@3[0]s"}}});
 }
 
+// Ranks 0 and 1 each cache the two full blocks of one finished prompt (A = Prompt(1, 9) on rank
+// 0, B = Prompt(2, 9) on rank 1; blocks of 4 tokens). Then the case's prompts are added in order
+// (none runs): each goes where the file comment of data_parallel_scheduler.h says.
+struct PlacementCase {
+  const char* name;
+  DataParallelPlacement placement;
+  bool prefix_caching;
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<int> ranks;  // where each prompt goes
+};
+
+// The first `n` tokens of `prompt`, then `extra` tokens no other prompt has.
+std::vector<int32_t> PrefixOf(const std::vector<int32_t>& prompt, size_t n, int32_t extra) {
+  std::vector<int32_t> out(prompt.begin(), prompt.begin() + n);
+  for (int32_t i = 0; i < extra; ++i) out.push_back(5000 + i);
+  return out;
+}
+
+TEST(DataParallelSchedulerTest, PromptsGoWhereTheirPrefixIsCachedUnlessTheLoadsAreImbalanced) {
+  const std::vector<int32_t> a = Prompt(1, 9), b = Prompt(2, 9);
+  const std::vector<int32_t> b_turn = PrefixOf(b, 8, 3);  // B's two blocks: 8 of 11 cached
+  const PlacementCase cases[] = {
+      {"B's prefix goes to rank 1, every time within SGLang's thresholds", {}, true,
+       {b_turn, b_turn, b_turn, b_turn}, {1, 1, 1, 1}},
+      {"A's prefix goes to rank 0", {}, true, {PrefixOf(a, 8, 5)}, {0}},
+      {"until rank 1 has more than 2 sequences more than rank 0 (and 1.5x as many)",
+       {.balance_abs_threshold = 2}, true, {b_turn, b_turn, b_turn, b_turn, b_turn}, {1, 1, 1, 0, 1}},
+      {"a cached quarter of the prompt is not enough (least loaded: rank 0, the lower)", {}, true,
+       {PrefixOf(b, 4, 12)}, {0}},
+      {"a lower threshold takes it", {.cache_threshold = 0.2}, true, {PrefixOf(b, 4, 12)}, {1}},
+      {"without prefix caching: the least loaded rank", {}, false, {b_turn, b_turn, b_turn},
+       {0, 1, 0}},
+  };
+  for (const PlacementCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    SchedulerConfig config = Config(8);
+    config.enable_prefix_caching = c.prefix_caching;
+    DataParallelScheduler s(config, 2, 16, 4, c.placement);
+    ASSERT_TRUE(s.AddSequence(1, a, 2).ok());
+    ASSERT_TRUE(s.AddSequence(2, b, 2).ok());
+    RunSteps(s, {{{"0/1:9@0[0,1,2]s", "1/2:9@0[0,1,2]s"}, {1, 2}}});
+    SequenceId id = 10;
+    for (size_t i = 0; i < c.prompts.size(); ++i, ++id) {
+      ASSERT_TRUE(s.AddSequence(id, c.prompts[i], 2).ok());
+      EXPECT_EQ(s.RankOf(id), c.ranks[i]) << "prompt " << i;
+    }
+    const absl::Status inv = s.CheckInvariants();
+    EXPECT_TRUE(inv.ok()) << inv;
+  }
+}
+
 TEST(DataParallelSchedulerTest, LimitsApplyPerRank) {
   // One seat per rank: two sequences run at once on two ranks, the third waits for rank 0.
   DataParallelScheduler s(Config(/*max_running_seqs=*/1), 2, 8, 4);
