@@ -33,6 +33,7 @@
 #include "engine/weights/random_tensors.h"
 #include "kernels/elementwise.cuh"
 #include "tools/dsv3-bench/bench_util.h"
+#include "tools/dsv3-bench/dp_attention_bench.h"
 #include "tools/dsv3-bench/kernel_trace.h"
 #include "tools/dsv3-bench/verify_bench.h"
 
@@ -52,6 +53,7 @@ struct Args {
   int prefill_tokens = 4096;
   int iters = 5;
   int tp = 1;
+  bool dp_attention = false;  // tp > 1: data-parallel attention (dp_attention_bench.cc)
   bool custom_all_reduce = false;  // the model's small all-reduces over peer memory, not NCCL
   bool no_pdl = false;  // kernels launched without programmatic dependent launch (launch.cuh)
   bool no_fuse_shared = false;     // the shared expert apart from the grouped experts
@@ -189,13 +191,22 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
   TimingBackend timed(gpu, [&] { return MakeCudaEventClock(gpu.stream()); });
   gpu.SetOpSections(&timed);
   absl::Cleanup no_sections = [&] { gpu.SetOpSections(nullptr); };  // before `timed` goes
-  auto model_or = DeepseekV3Model::Random(c, timed, 1234, comm);
+  auto model_or = DeepseekV3Model::Random(c, timed, 1234, comm, args.dp_attention);
   if (!model_or.ok()) {
     std::fprintf(stderr, "%s\n", std::string(model_or.status().message()).c_str());
     return 1;
   }
   DeepseekV3Model& model = **model_or;
   const int32_t block = 64;
+  if (args.dp_attention) {
+    return RunDpAttentionBench({.batches = args.batches,
+                                .context = args.context,
+                                .iters = args.iters,
+                                .dense_layers = args.dense_layers,
+                                .moe_layers = args.moe_layers,
+                                .block_size = block},
+                               gpu, timed, model, comm, out);
+  }
   const int max_batch = std::max(*std::max_element(args.batches.begin(), args.batches.end()),
                                  *std::max_element(args.verify_batches.begin(),
                                                    args.verify_batches.end()));
@@ -547,10 +558,17 @@ int main(int argc, char** argv) {
       "launch the kernels without programmatic dependent launch (to measure what it gives)");
   app.add_option("--tp", args.tp, "tensor-parallel ranks (threads, one GPU each)")
       ->check(CLI::Range(1, 8));
+  app.add_flag("--dp-attention", args.dp_attention,
+               "with --tp N: decode steps under data-parallel attention with expert parallelism "
+               "(each rank its own sequences of the global --batches; only this section runs)");
   app.add_flag("--custom-all-reduce", args.custom_all_reduce,
                "with --tp: the model's all-reduces of up to 8 MiB over peer memory (NVLink) "
                "instead of NCCL, as dsv3-server --custom-all-reduce");
   CLI11_PARSE(app, argc, argv);
+  if (args.dp_attention && args.tp < 2) {
+    std::fprintf(stderr, "dsv3-bench: --dp-attention needs --tp 2 or more\n");
+    return 2;
+  }
   return dsv3::Run(args);
 #else
   CLI11_PARSE(app, argc, argv);
