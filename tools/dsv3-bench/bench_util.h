@@ -4,7 +4,10 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <optional>
 #include <vector>
+
+#include "engine/backend/timing_backend.h"
 
 namespace dsv3::bench {
 
@@ -52,6 +55,48 @@ float MedianMs(cudaStream_t stream, Work&& work) {
     if (i >= 2) ms.push_back(t);
   }
   return Median(ms);
+}
+
+// Medians (ms) of decode steps: per dense layer, per MoE layer (each the mean over its layers of
+// the per-layer medians), and of the whole step.
+struct StepTimes {
+  float dense = 0, moe = 0, step = 0;
+};
+
+// Times `iters` calls of `step` (returns false when the step failed) after two warm-ups (with
+// graphs: the measured run and the capture), the layers by `timed`'s layer marks (with graphs,
+// event records captured in the step's graph), the step on `stream`. Layers [0, dense_layers)
+// are dense, the next moe_layers MoE.
+template <typename Step>
+std::optional<StepTimes> TimeSteps(cudaStream_t stream, TimingBackend& timed, int iters,
+                                   int dense_layers, int moe_layers, Step&& step) {
+  const int layers = dense_layers + moe_layers;
+  std::vector<std::vector<float>> per_layer(layers);
+  std::vector<float> step_ms;
+  StreamTimer timer(stream);
+  timed.SetLayerTiming(true);
+  for (int it = 0; it < iters + 2; ++it) {
+    timer.Start();
+    if (!step()) {
+      timed.SetLayerTiming(false);
+      return std::nullopt;
+    }
+    const float ms = timer.StopMs();
+    const auto times = timed.LayerTimes();
+    if (it < 2) continue;
+    step_ms.push_back(ms);
+    for (const auto& [layer, t] : times) {
+      if (layer >= 0 && layer < layers) per_layer[layer].push_back(t);
+    }
+  }
+  timed.SetLayerTiming(false);
+  StepTimes t;
+  for (int l = 0; l < layers && !per_layer[l].empty(); ++l) {
+    (l < dense_layers ? t.dense : t.moe) +=
+        Median(per_layer[l]) / (l < dense_layers ? dense_layers : moe_layers);
+  }
+  t.step = Median(step_ms);
+  return t;
 }
 
 // Bytes of FP8 weights with their block scales.

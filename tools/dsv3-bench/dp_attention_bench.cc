@@ -21,9 +21,6 @@
 namespace dsv3 {
 namespace {
 
-using bench::Median;
-using bench::StreamTimer;
-
 // B decode sequences over `ranks` attention ranks, sequence s on rank s % ranks in its rank's
 // blocks [slot * blocks_per_sequence, ...), slot = s / ranks.
 ForwardBatch SpreadBatch(int b, int ranks, int context, int32_t blocks_per_sequence,
@@ -43,10 +40,6 @@ ForwardBatch SpreadBatch(int b, int ranks, int context, int32_t blocks_per_seque
   }
   return fb;
 }
-
-struct Timing {
-  float dense = 0, moe = 0, step = 0;  // ms, medians: per dense layer, per MoE layer, the step
-};
 
 }  // namespace
 
@@ -71,45 +64,19 @@ int RunDpAttentionBench(const DpAttentionBenchOptions& o, CudaBackend& gpu, Timi
                "| step, no graphs | tokens/s per sequence | tokens/s |\n"
                "|---|---|---|---|---|---|---|---|\n",
                ranks, o.context, o.iters);
-  const int layers = o.dense_layers + o.moe_layers;
   DecodeGraphRunner runner(model);  // one for every batch, as in the server
   for (int b : o.batches) {
     const ForwardBatch fb =
         SpreadBatch(b, ranks, o.context, blocks_per_sequence, model.config().vocab_size);
     std::vector<float> logits;
-    // The first two steps warm up (with graphs: the measured run and the capture).
-    auto time_steps = [&](bool graphs) -> std::optional<Timing> {
+    auto time_steps = [&](bool graphs) {
       gpu.SetCudaGraphs(graphs);
-      std::vector<std::vector<float>> per_layer(layers);
-      std::vector<float> step_ms;
-      StreamTimer step(gpu.stream());
-      timed.SetLayerTiming(true);
-      for (int it = 0; it < o.iters + 2; ++it) {
-        step.Start();
-        if (!ForwardDataParallel(model, &runner, comm, fb, cache, logits).ok()) {
-          return std::nullopt;
-        }
-        const float ms = step.StopMs();
-        const auto times = timed.LayerTimes();
-        if (it < 2) continue;
-        step_ms.push_back(ms);
-        for (const auto& [layer, t] : times) {
-          if (layer >= 0) per_layer[layer].push_back(t);
-        }
-      }
-      timed.SetLayerTiming(false);
-      Timing t;
-      for (int l = 0; l < o.dense_layers && !per_layer[l].empty(); ++l) {
-        t.dense += Median(per_layer[l]) / o.dense_layers;
-      }
-      for (int l = o.dense_layers; l < layers && !per_layer[l].empty(); ++l) {
-        t.moe += Median(per_layer[l]) / o.moe_layers;
-      }
-      t.step = Median(step_ms);
-      return t;
+      return bench::TimeSteps(gpu.stream(), timed, o.iters, o.dense_layers, o.moe_layers, [&] {
+        return ForwardDataParallel(model, &runner, comm, fb, cache, logits).ok();
+      });
     };
-    const std::optional<Timing> eager = time_steps(false);
-    const std::optional<Timing> graphed = time_steps(true);
+    const std::optional<bench::StepTimes> eager = time_steps(false);
+    const std::optional<bench::StepTimes> graphed = time_steps(true);
     if (!eager || !graphed) {
       std::fprintf(stderr, "rank %d: a data-parallel decode step at batch %d failed\n",
                    comm.rank(), b);

@@ -43,7 +43,6 @@ namespace {
 using bench::Fp8Bytes;
 using bench::Median;
 using bench::MedianMs;
-using bench::StreamTimer;
 
 struct Args {
   int dense_layers = 1;
@@ -274,39 +273,12 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
       fb.logits_rows.push_back(s);
     }
     std::vector<float> logits;
-    // Median ms per dense layer, per MoE layer and per step, with or without CUDA graphs (the
-    // first two steps warm up: with graphs, an eager run and the capture).
-    struct Timing {
-      float dense = 0, moe = 0, step = 0;
-    };
-    auto time_steps = [&](bool graphs) -> std::optional<Timing> {
+    // With or without CUDA graphs.
+    auto time_steps = [&](bool graphs) {
       gpu.SetCudaGraphs(graphs);
-      std::vector<std::vector<float>> per_layer(c.num_hidden_layers + 1);
-      std::vector<float> step_ms;
-      StreamTimer step(gpu.stream());
-      timed.SetLayerTiming(true);
-      for (int it = 0; it < args.iters + 2; ++it) {
-        step.Start();
-        if (!runner.Forward(fb, cache, logits).ok()) return std::nullopt;
-        const float ms = step.StopMs();
-        const auto times = timed.LayerTimes();
-        if (it < 2) continue;
-        step_ms.push_back(ms);
-        for (const auto& [layer, t] : times) {
-          per_layer[layer < 0 ? c.num_hidden_layers : layer].push_back(t);
-        }
-      }
-      timed.SetLayerTiming(false);
-      // With graphs, the layer marks are event records inside the step's graph (TimingBackend).
-      Timing timing;
-      for (int l = 0; l < args.dense_layers && !per_layer[l].empty(); ++l) {
-        timing.dense += Median(per_layer[l]) / args.dense_layers;
-      }
-      for (int l = args.dense_layers; l < c.num_hidden_layers && !per_layer[l].empty(); ++l) {
-        timing.moe += Median(per_layer[l]) / args.moe_layers;
-      }
-      timing.step = Median(step_ms);
-      return timing;
+      return bench::TimeSteps(gpu.stream(), timed, args.iters, args.dense_layers,
+                              args.moe_layers,
+                              [&] { return runner.Forward(fb, cache, logits).ok(); });
     };
     const auto eager = time_steps(false);
     const auto graphed = time_steps(true);

@@ -30,8 +30,6 @@ namespace dsv3 {
 
 namespace {
 
-using bench::Median;
-using bench::StreamTimer;
 
 constexpr int kV3DenseLayers = 3, kV3MoeLayers = 58;
 constexpr double kAcceptance[] = {0.64, 0.85};  // the demo model's greedy rate (quality.md), a target
@@ -67,35 +65,22 @@ struct StepTiming {
 };
 
 std::optional<StepTiming> TimeStep(const VerifyBenchOptions& o, CudaBackend& gpu,
-                                   TimingBackend& timed, DeepseekV3Model& model, KvCache& cache, const ForwardBatch& fb) {
-  const int layers = o.dense_layers + o.moe_layers;
-  std::vector<std::vector<float>> per_layer(layers);
-  std::vector<float> step_ms, logits, hidden;
-  StreamTimer timer(gpu.stream());
+                                   TimingBackend& timed, DeepseekV3Model& model, KvCache& cache,
+                                   const ForwardBatch& fb) {
+  std::vector<float> logits, hidden;
   DecodeGraphRunner runner(model);
-  timed.SetLayerTiming(true);
-  for (int it = 0; it < o.iters + 2; ++it) {  // two warm-ups: the eager run and the capture
-    timer.Start();
-    if (!runner.Forward(fb, cache, logits, MlaMode::kAuto,
-                        fb.hidden_rows.empty() ? nullptr : &hidden).ok()) {
-      return std::nullopt;
-    }
-    const float ms = timer.StopMs();
-    const auto times = timed.LayerTimes();
-    if (it < 2) continue;
-    step_ms.push_back(ms);
-    for (const auto& [layer, t] : times) {
-      if (layer >= 0) per_layer[layer].push_back(t);
-    }
-  }
-  timed.SetLayerTiming(false);
+  const std::optional<bench::StepTimes> times =
+      bench::TimeSteps(gpu.stream(), timed, o.iters, o.dense_layers, o.moe_layers, [&] {
+        return runner
+            .Forward(fb, cache, logits, MlaMode::kAuto, fb.hidden_rows.empty() ? nullptr : &hidden)
+            .ok();
+      });
+  if (!times) return std::nullopt;
   StepTiming timing;
   timing.replays = runner.stats().replayed;
-  for (int l = 0; l < layers && !per_layer[l].empty(); ++l) {
-    (l < o.dense_layers ? timing.dense : timing.moe) +=
-        Median(per_layer[l]) / (l < o.dense_layers ? o.dense_layers : o.moe_layers);
-  }
-  timing.step = Median(step_ms);
+  timing.dense = times->dense;
+  timing.moe = times->moe;
+  timing.step = times->step;
   timing.rest = timing.step - (o.dense_layers * timing.dense + o.moe_layers * timing.moe);
   // One eager step (op timing turns graphs off) counts the experts the batch activates.
   gpu.TakeActiveExperts();
