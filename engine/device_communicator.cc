@@ -23,12 +23,4 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeDeviceCommunicator(Backend& ba
                                   " backend: this build has no collectives for its memory");
 }
 
-void AbortDeviceCommunicator(Communicator& comm) {
-#if defined(DSV3_HAVE_NCCL)
-  AbortNcclCommunicator(comm);
-#else
-  (void)comm;
-#endif
-}
-
 }  // namespace dsv3

@@ -16,8 +16,4 @@ namespace dsv3 {
 absl::StatusOr<std::unique_ptr<Communicator>> MakeDeviceCommunicator(Backend& backend,
                                                                      RankGroup& group);
 
-// Makes the pending and later collectives of a communicator from MakeDeviceCommunicator fail
-// instead of waiting for a peer that is gone (NCCL's abort). Safe from any thread.
-void AbortDeviceCommunicator(Communicator& comm);
-
 }  // namespace dsv3

@@ -70,7 +70,7 @@ absl::Status ModelGroup::Load(const std::string& model_dir, std::unique_ptr<Back
     std::call_once(*once, [&] {
       if (on_failure) on_failure(status);
       if (device_comm != nullptr) {
-        std::thread([device_comm] { AbortDeviceCommunicator(*device_comm); }).detach();
+        std::thread([device_comm] { device_comm->Abort(); }).detach();
       }
     });
   };

@@ -40,6 +40,12 @@ class Communicator {
   // A barrier with its own timeout, for the first meeting after loading weights, which may take
   // some ranks minutes longer than others (the per-collective timeout is seconds).
   virtual absl::Status StartupBarrier(absl::Duration /*timeout*/) { return Barrier(); }
+
+  // Makes the pending and later collectives fail instead of waiting for a peer that is gone
+  // (NCCL's abort; NCCL kernels would otherwise spin on a dead peer). Safe from any thread, and
+  // it may block: call it off the threads that must go on. Nothing to do where every collective
+  // times out by itself (gloo, one rank).
+  virtual void Abort() {}
 };
 
 // The bytes of one row of `t` ([rows, ...]: the product of every dimension after the first).

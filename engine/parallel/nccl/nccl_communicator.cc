@@ -122,7 +122,7 @@ class NcclCommunicator final : public Communicator {
   }
 
   // The custom all-reduce first: its kernels stop waiting at once, while ncclCommAbort may block.
-  void Abort() {
+  void Abort() override {
     if (aborted_.exchange(true)) return;
     if (custom_ != nullptr) custom_->Abort();
     ncclCommAbort(comm_);
@@ -202,10 +202,6 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(TcpStore* s
   }
   return std::unique_ptr<Communicator>(new NcclCommunicator(
       comm, host, static_cast<cudaStream_t>(options.cuda_stream), std::move(custom)));
-}
-
-void AbortNcclCommunicator(Communicator& comm) {
-  if (auto* nccl = dynamic_cast<NcclCommunicator*>(&comm)) nccl->Abort();
 }
 
 }  // namespace dsv3

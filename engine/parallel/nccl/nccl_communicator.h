@@ -38,8 +38,4 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(TcpStore* s
                                                                      Communicator& host,
                                                                      const NcclOptions& options);
 
-// Aborts the NCCL communicator `comm` made by CreateNcclCommunicator: pending and later
-// collectives fail instead of waiting for a peer that is gone. Safe from another thread.
-void AbortNcclCommunicator(Communicator& comm);
-
 }  // namespace dsv3
