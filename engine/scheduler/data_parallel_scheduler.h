@@ -66,8 +66,7 @@ class DataParallelScheduler {
   absl::Status CheckInvariants() const;
 
   int num_ranks() const { return static_cast<int>(ranks_.size()); }
-  // Rank r's scheduler and pool (one rank: the speculator's scheduler).
-  Scheduler& rank_scheduler(int r) { return *ranks_[r].scheduler; }
+  // Rank r's block pool.
   const BlockPool& rank_pool(int r) const { return *ranks_[r].pool; }
   // The rank of a live sequence, or -1.
   int RankOf(SequenceId id) const;
