@@ -35,9 +35,10 @@ std::unique_ptr<KvCache> MakeCache(DeepseekV3Model& model, DecodeGraphRunner& gr
 // attention, the whole batch under tensor parallelism. Hidden states are asked for by
 // batch.hidden_rows alike on every rank, so that every rank pads and graphs the step the same
 // way; `hidden` (null on workers) gets them on rank 0.
-absl::Status RunStep(DeepseekV3Model& model, DecodeGraphRunner& graphs, Communicator& comm,
-                     const ForwardBatch& batch, KvCache& cache, std::vector<float>& logits,
-                     MlaMode mla_mode, std::vector<float>* hidden) {
+absl::Status StepOnThisRank(DeepseekV3Model& model, DecodeGraphRunner& graphs,
+                            Communicator& comm, const ForwardBatch& batch, KvCache& cache,
+                            std::vector<float>& logits, MlaMode mla_mode,
+                            std::vector<float>* hidden) {
   if (model.dp_attention()) {
     return ForwardDataParallel(model, &graphs, comm, batch, cache, logits, mla_mode, hidden);
   }
@@ -48,9 +49,10 @@ absl::Status RunStep(DeepseekV3Model& model, DecodeGraphRunner& graphs, Communic
 
 // The MTP module's step on any rank of a group; `hidden` is rank 0's (empty on workers), and so
 // are the outputs (`hidden_out` null on workers).
-absl::Status RunMtpStep(DeepseekV3Model& model, Communicator& comm, const ForwardBatch& batch,
-                        absl::Span<const float> hidden, KvCache& cache,
-                        std::vector<float>& logits, std::vector<float>* hidden_out) {
+absl::Status MtpStepOnThisRank(DeepseekV3Model& model, Communicator& comm,
+                               const ForwardBatch& batch, absl::Span<const float> hidden,
+                               KvCache& cache, std::vector<float>& logits,
+                               std::vector<float>* hidden_out) {
   if (model.dp_attention()) {
     std::vector<float> worker_out;
     return ForwardMtpDataParallel(model, comm, batch, hidden, cache, logits,
@@ -116,8 +118,8 @@ class TpLeaderRunner final : public ModelRunner {
     ControlMessage m{.kind = ControlMessage::Kind::kStep, .mla_mode = mla_mode, .batch = batch};
     if (hidden == nullptr) m.batch.hidden_rows.clear();  // what the workers see of the step
     DSV3_RETURN_IF_ERROR(SendLocked(m));
-    const absl::Status st = RunStep(model_, graphs_, comm_, m.batch, *cache_, logits, mla_mode,
-                                    hidden);
+    const absl::Status st =
+        StepOnThisRank(model_, graphs_, comm_, m.batch, *cache_, logits, mla_mode, hidden);
     if (!st.ok()) return FailLocked(st);
     last_activity_ = absl::Now();
     return absl::OkStatus();
@@ -127,7 +129,8 @@ class TpLeaderRunner final : public ModelRunner {
                           std::vector<float>& logits, std::vector<float>& hidden_out) override {
     absl::MutexLock lock(&mu_);
     DSV3_RETURN_IF_ERROR(SendLocked({.kind = ControlMessage::Kind::kMtpStep, .batch = batch}));
-    const absl::Status st = RunMtpStep(model_, comm_, batch, hidden, *cache_, logits, &hidden_out);
+    const absl::Status st =
+        MtpStepOnThisRank(model_, comm_, batch, hidden, *cache_, logits, &hidden_out);
     if (!st.ok()) return FailLocked(st);
     last_activity_ = absl::Now();
     return absl::OkStatus();
@@ -285,12 +288,12 @@ absl::Status RunWorker(DeepseekV3Model& model, Communicator& comm) {
         DSV3_RETURN_IF_ERROR(CheckPlanFits(m.batch, model.config(), cache.get(),
                                            model.dp_attention() ? comm.world_size() : 1));
         DSV3_RETURN_IF_ERROR(
-            RunStep(model, graphs, comm, m.batch, *cache, logits, m.mla_mode, nullptr));
+            StepOnThisRank(model, graphs, comm, m.batch, *cache, logits, m.mla_mode, nullptr));
         break;
       case ControlMessage::Kind::kMtpStep:
         DSV3_RETURN_IF_ERROR(CheckPlanFits(m.batch, model.config(), cache.get(),
                                            model.dp_attention() ? comm.world_size() : 1));
-        DSV3_RETURN_IF_ERROR(RunMtpStep(model, comm, m.batch, {}, *cache, logits, nullptr));
+        DSV3_RETURN_IF_ERROR(MtpStepOnThisRank(model, comm, m.batch, {}, *cache, logits, nullptr));
         break;
     }
   }
