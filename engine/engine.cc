@@ -95,7 +95,6 @@ class Engine::Impl {
     if (config.scheduler.speculative_tokens > 0) {
       speculator_ =
           std::make_unique<Speculator>(runner, sampler_, config.scheduler.speculative_tokens);
-      assert(scheduler_.num_ranks() == 1);  // Create refuses speculation with several
     }
     request_histograms_ = RequestHistograms(max_context_);
     stats_.kv_blocks_total = scheduler_.pool_stats().num_blocks;  // every attention rank's
