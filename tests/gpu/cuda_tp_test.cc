@@ -4,14 +4,20 @@
 // and the model's all-reduces and the head's all-gather run over NCCL on the backends' streams.
 // The prompt logits must equal one GPU's (--tp 1) within kMultiGpuLogitTol, and wherever one GPU's
 // top-2 margin exceeds kGreedyMargin the two agree on the greedy token. FP8 slices that cut scale
-// blocks are refused. Skipped without two GPUs.
+// blocks are refused. MTP speculative decoding on two GPUs (--tp 2, and --tp 2 --dp-attention)
+// keeps the greedy output of the same split without it on the demo model. Skipped without two
+// GPUs.
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "absl/strings/str_join.h"
 #include "engine/util/npy.h"
+#include "nlohmann/json.hpp"
+#include "tests/demo_model.h"
 #include "tests/fixture_reference.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/test_util.h"
@@ -98,6 +104,43 @@ TEST_P(CudaTensorParallelRefusalTest, Fp8SlicesThatCutBlocksAreRefused) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaTensorParallelRefusalTest,
                          ::testing::Values("tiny-fp8", "noqlora-fp8"),
                          ::dsv3::testing::FixtureTestName);
+
+// The demo model's trained MTP module drafting on two GPUs: greedy output with 2 drafts per step
+// equals the same split's output without them (as one GPU's does, gpu_cuda_speculative_test),
+// for tensor parallelism and for data-parallel attention, and drafts are accepted (--stats).
+TEST(CudaTensorParallelSpeculativeTest, DraftsKeepTheGreedyOutputOfTheSameSplit) {
+  if (CudaBackend::DeviceCount() < 2) {
+    GTEST_SKIP() << "fewer than two CUDA devices: tensor-parallel GPU test skipped";
+  }
+  if (!std::filesystem::exists(::dsv3::testing::DemoModelDir())) {
+    GTEST_SKIP() << "demo model not extracted at " << ::dsv3::testing::DemoModelDir();
+  }
+  TempDir dir;
+  const std::string prompts = dir.file("prompts.txt");
+  {
+    std::ofstream out(prompts);
+    for (const auto& p : ::dsv3::testing::HeldOutWindows(4, 40)) {
+      out << absl::StrJoin(p, ",") << "\n";
+    }
+  }
+  const std::string args = " --device cuda --model " + ::dsv3::testing::DemoModelDir() +
+                           " --prompts-file " + prompts +
+                           " --max-new-tokens 32 --ignore-eos --stats";
+  for (const char* split : {"--tp 2", "--tp 2 --dp-attention"}) {
+    const auto plain = RunCommand(ToolPath("dsv3-generate") + " " + split + args);
+    ASSERT_EQ(plain.exit_code, 0) << split << ": " << plain.err;
+    const auto spec =
+        RunCommand(ToolPath("dsv3-generate") + " " + split + args + " --speculative-tokens 2");
+    ASSERT_EQ(spec.exit_code, 0) << split << ": " << spec.err;
+    EXPECT_EQ(spec.out, plain.out) << split;
+    // --stats prints the engine counters as the last line of stderr.
+    const nlohmann::json stats =
+        nlohmann::json::parse(spec.err.substr(spec.err.rfind("\n{") + 1));
+    std::printf("%s K=2: accepted/proposed %s/%s\n", split, stats["spec_accepted"].dump().c_str(),
+                stats["spec_proposed"].dump().c_str());
+    EXPECT_GT(stats["spec_accepted"][0].get<int64_t>(), 0) << split;
+  }
+}
 
 }  // namespace
 }  // namespace dsv3
