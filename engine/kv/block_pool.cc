@@ -67,22 +67,6 @@ PrefixMatch BlockPool::MatchPrefix(absl::Span<const BlockHash> hashes,
   return match;
 }
 
-int32_t BlockPool::CachedPrefixBlocks(absl::Span<const int32_t> tokens,
-                                      int32_t max_blocks) const {
-  const int32_t full = static_cast<int32_t>(tokens.size()) / block_size_;
-  BlockHash hash;  // the parent of the first block
-  int32_t n = 0;
-  for (; n < std::min(max_blocks, full); ++n) {
-    const absl::Span<const int32_t> block = tokens.subspan(n * block_size_, block_size_);
-    hash = hasher_.Hash(hash, block);
-    auto it = cache_.find(hash);
-    if (it == cache_.end()) break;
-    const std::vector<int32_t>& stored = blocks_[it->second].tokens;
-    if (!std::equal(block.begin(), block.end(), stored.begin(), stored.end())) break;
-  }
-  return n;
-}
-
 void BlockPool::AcquirePrefix(const PrefixMatch& match) {
   for (BlockId id : match.blocks) {
     Block& block = blocks_[id];

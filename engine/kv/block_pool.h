@@ -76,10 +76,6 @@ class BlockPool {
   // must hold at least hashes.size() full blocks. Changes nothing.
   PrefixMatch MatchPrefix(absl::Span<const BlockHash> hashes,
                           absl::Span<const int32_t> tokens) const;
-  // How many of the first `max_blocks` full blocks of `tokens` the cache holds in a row, hashed
-  // with this pool's hasher one block at a time up to the first miss (MatchPrefix's count, for a
-  // caller that has no hashes). Changes nothing.
-  int32_t CachedPrefixBlocks(absl::Span<const int32_t> tokens, int32_t max_blocks) const;
   // Takes one reference on each block of `match` (found by MatchPrefix with no pool change since)
   // and counts the lookup in the stats.
   void AcquirePrefix(const PrefixMatch& match);

@@ -216,15 +216,18 @@ absl::Status DeepseekV3Model::ForwardMtp(const ForwardBatch& batch, absl::Span<c
   DSV3_RETURN_IF_ERROR(AllReduce(emb));
   {
     // h_i [T, H] F32 from the host. Under tensor parallelism only rank 0 has it: the other
-    // ranks sum their zeros with it (a broadcast by the collective every rank already has), so
-    // that every rank runs the layer on the same rows.
-    std::vector<float> zeros;
-    if (!returns_outputs()) zeros.assign(t * h, 0.0f);
-    const float* rows = returns_outputs() ? hidden.data() : zeros.data();
-    const Tensor uploaded = backend_.Upload(
-        TensorView::Contiguous(const_cast<float*>(rows), DType::kF32, {t, h}, Device::kCpu));
-    DSV3_RETURN_IF_ERROR(AllReduce(uploaded));
-    backend_.Copy(uploaded, h_prev);  // in the activation type
+    // ranks zero their copy on the device and sum it with rank 0's (a broadcast by the
+    // collective every rank already has), so that every rank runs the layer on the same rows.
+    Tensor h_in(backend_.allocator(), DType::kF32, {t, h});
+    if (returns_outputs()) {
+      backend_.CopyFromHost(hidden.data(), h_in);
+    } else {
+      const TensorView no_rows = TensorView::Contiguous(nullptr, DType::kF32, {0, h},
+                                                        backend_.device());
+      backend_.PadRows(no_rows, 0.0f, h_in);
+    }
+    DSV3_RETURN_IF_ERROR(AllReduce(h_in));
+    backend_.Copy(h_in, h_prev);  // in the activation type
   }
   // eh [T, 2H] = [RMSNorm_e(Emb(t_{i+1})) ; RMSNorm_h(h_i)], the embedding half first; then
   // eh_proj and the MTP layer.

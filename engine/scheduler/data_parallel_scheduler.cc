@@ -12,9 +12,12 @@ DataParallelScheduler::DataParallelScheduler(const SchedulerConfig& config, int 
                                              const DataParallelPlacement& placement)
     : prefix_caching_(config.enable_prefix_caching), placement_(placement) {
   assert(num_ranks >= 1);
+  // One hash key for every rank's pool: a prompt's block hashes, computed once, look it up in
+  // each (RankFor).
+  const BlockHasher hasher = BlockHasher::WithRandomKey();
   for (int r = 0; r < num_ranks; ++r) {
     Rank& rank = ranks_.emplace_back();
-    rank.pool = std::make_unique<BlockPool>(blocks_per_rank, block_size);
+    rank.pool = std::make_unique<BlockPool>(blocks_per_rank, block_size, hasher);
     rank.scheduler = std::make_unique<Scheduler>(config, *rank.pool);
   }
 }
@@ -41,12 +44,20 @@ int DataParallelScheduler::RankFor(absl::Span<const int32_t> prompt_ids) const {
   const int least = LeastLoadedRank();
   if (!prefix_caching_ || num_ranks() == 1 || prompt_ids.empty()) return least;
   // The blocks a hit can cover end before the last token (Scheduler::AdmitFront).
-  const int32_t block_size = ranks_[0].pool->block_size();
+  const BlockPool& pool0 = *ranks_[0].pool;
+  const int32_t block_size = pool0.block_size();
   const int32_t eligible = (static_cast<int32_t>(prompt_ids.size()) - 1) / block_size;
+  std::vector<BlockHash> hashes;
+  BlockHash parent;  // the first block's parent
+  for (int32_t i = 0; i < eligible; ++i) {
+    parent = pool0.hasher().Hash(parent, prompt_ids.subspan(i * block_size, block_size));
+    hashes.push_back(parent);
+  }
   int best = least;
   int32_t best_blocks = 0;
   for (int r = 0; r < num_ranks(); ++r) {
-    const int32_t blocks = ranks_[r].pool->CachedPrefixBlocks(prompt_ids, eligible);
+    const int32_t blocks =
+        static_cast<int32_t>(ranks_[r].pool->MatchPrefix(hashes, prompt_ids).blocks.size());
     if (blocks > best_blocks ||
         (blocks == best_blocks && blocks > 0 && NumSequences(r) < NumSequences(best))) {
       best = r;

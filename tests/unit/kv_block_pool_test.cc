@@ -82,35 +82,6 @@ TEST(BlockPoolTest, CachedBlockIsSharedAndConfirmedByTokenIds) {
   EXPECT_EQ(match.num_queried, 2);
 }
 
-TEST(BlockPoolTest, CachedPrefixBlocksCountsTheLeadingHitsWithoutChangingAnything) {
-  BlockPool pool(4, kBlockSize, TestHasher());
-  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8, 9};
-  const std::vector<BlockHash> hashes = Chain(pool.hasher(), tokens);
-  const BlockId b0 = *pool.Allocate();
-  const BlockId b1 = *pool.Allocate();
-  ASSERT_TRUE(pool.Cache(b0, hashes[0], absl::MakeConstSpan(tokens).first(4)));
-  ASSERT_TRUE(pool.Cache(b1, hashes[1], absl::MakeConstSpan(tokens).subspan(4, 4)));
-  const struct {
-    std::vector<int32_t> tokens;
-    int32_t max_blocks;
-    int32_t want;
-  } cases[] = {
-      {tokens, 2, 2},
-      {tokens, 1, 1},                           // at most max_blocks
-      {tokens, 5, 2},                           // only full blocks: the 9th token has none
-      {{1, 2, 3, 4, 5, 6, 7}, 2, 1},            // the second block is not full
-      {{1, 2, 3, 4, 5, 6, 7, 0, 9}, 2, 1},      // the second block differs
-      {{0, 2, 3, 4, 5, 6, 7, 8, 9}, 2, 0},      // so does the first (and the chain after it)
-      {{5, 6, 7, 8, 1, 2, 3, 4}, 2, 0},         // the blocks in another order
-  };
-  for (const auto& c : cases) {
-    EXPECT_EQ(pool.CachedPrefixBlocks(c.tokens, c.max_blocks), c.want)
-        << c.tokens.size() << " tokens, at most " << c.max_blocks;
-  }
-  EXPECT_EQ(pool.stats().prefix_queried_blocks, 0);  // not a lookup a request made
-  ExpectStats(pool, 2, 0, 2, 2);
-}
-
 TEST(BlockPoolTest, SecondBlockWithSameHashIsNotCached) {
   BlockPool pool(2, kBlockSize, TestHasher());
   const std::vector<int32_t> tokens = {1, 2, 3, 4};

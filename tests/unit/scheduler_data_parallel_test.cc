@@ -150,11 +150,15 @@ TEST(DataParallelSchedulerTest, PromptsGoWhereTheirPrefixIsCachedUnlessTheLoadsA
     ASSERT_TRUE(s.AddSequence(1, a, 2).ok());
     ASSERT_TRUE(s.AddSequence(2, b, 2).ok());
     RunSteps(s, {{{"0/1:9@0[0,1,2]s", "1/2:9@0[0,1,2]s"}, {1, 2}}});
+    const BlockPoolStats before = s.pool_stats();
     SequenceId id = 10;
     for (size_t i = 0; i < c.prompts.size(); ++i, ++id) {
       ASSERT_TRUE(s.AddSequence(id, c.prompts[i], 2).ok());
       EXPECT_EQ(s.RankOf(id), c.ranks[i]) << "prompt " << i;
     }
+    // Looking for a prompt's prefix on every rank is not a request's lookup: no pool counts it.
+    EXPECT_EQ(s.pool_stats().prefix_queried_blocks, before.prefix_queried_blocks);
+    EXPECT_EQ(s.pool_stats().prefix_hit_blocks, before.prefix_hit_blocks);
     const absl::Status inv = s.CheckInvariants();
     EXPECT_TRUE(inv.ok()) << inv;
   }
