@@ -14,7 +14,7 @@ struct MlaGemmItem {
   int32_t token_row;     // its (single) new token's row in q and out
   int32_t table_offset;  // start of its block table in the concatenated tables
   int32_t context;       // keys it attends: every cached position, its own included
-  int32_t pad;
+  int32_t tile_begin;    // flash decode kernel: tiles of the items before (flash_mla_decode.cuh)
 };
 
 // latents [items, max_context, kv_dim]: row j of item i is cache row j of its sequence (through

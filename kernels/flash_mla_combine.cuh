@@ -1,6 +1,7 @@
-// The flash decode kernel's split outputs (kernels/flash_mla_decode.cu) and their merge, shared
-// by its combine kernel and by the W_UV kernel (kernels/mla_absorb.cu), which merges them itself
-// in one-token steps instead of waiting for a combine kernel: one function, so the same bits.
+// The flash decode kernel's cut into parts, its partial outputs (kernels/flash_mla_decode.cu) and
+// their merge, shared by its combine kernel and by the W_UV kernel (kernels/mla_absorb.cu),
+// which merges them itself in one-token steps instead of waiting for a combine kernel: one
+// function, so the same bits.
 #pragma once
 
 #include <cstdint>
@@ -13,29 +14,68 @@ namespace dsv3::kernels {
 // The merge's block: 128 threads, thread i merging dims [4i, 4i + 4).
 constexpr int kFlashCombineThreads = kFlashDecodeLora / 4;
 
-// FlashSplitPartials' arrays (flash_mla_decode.cuh): o of (item, split, head h), and its lse.
-__device__ __forceinline__ float* SplitO(const FlashSplitPartials& p, int item, int split, int h) {
-  return p.base +
-         ((static_cast<int64_t>(item) * p.splits + split) * p.heads + h) * kFlashDecodeLora;
+// The launch's cut (flash_mla_decode.cuh) as the items give it: the tiles in all and the parts
+// that hold some, min(FlashSplitPartials::parts, total) (none empty: each holds >= 1 tile).
+struct FlashCut {
+  int32_t total, parts;
+  __device__ __forceinline__ int32_t Begin(int q) const {
+    return static_cast<int32_t>(int64_t{total} * q / parts);
+  }
+  // The part holding tile u.
+  __device__ __forceinline__ int PartOf(int32_t u) const {
+    return static_cast<int>((int64_t{u + 1} * parts - 1) / total);
+  }
+  // The slot of a split item's piece in part q that ends at tile `end` (FlashSplitPartials).
+  __device__ __forceinline__ int PieceSlot(int q, int32_t end) const {
+    return 2 * q + (end == Begin(q + 1) ? 1 : 0);
+  }
+};
+__device__ __forceinline__ FlashCut CutOf(const MlaGemmItem* items, int num_items, int parts) {
+  const MlaGemmItem last = items[num_items - 1];
+  const int32_t total = last.tile_begin + FlashDecodeTiles(last.context);
+  return {total, min(parts, total)};
 }
-__device__ __forceinline__ float* SplitLse(const FlashSplitPartials& p, int item, int split,
-                                           int h) {
-  return p.base + static_cast<int64_t>(p.items) * p.splits * p.heads * kFlashDecodeLora +
-         (static_cast<int64_t>(item) * p.splits + split) * p.heads + h;
+// FlashSplitPartials' arrays: o of (slot, head h), and its lse.
+__device__ __forceinline__ float* SlotO(const FlashSplitPartials& p, int slot, int h) {
+  return p.base + (static_cast<int64_t>(slot) * p.heads + h) * kFlashDecodeLora;
+}
+__device__ __forceinline__ float* SlotLse(const FlashSplitPartials& p, int slot, int h) {
+  return p.base + int64_t{2} * p.parts * p.heads * kFlashDecodeLora +
+         static_cast<int64_t>(slot) * p.heads + h;
+}
+// Item i's tiles [begin, end) and the parts holding them, [first, last].
+struct ItemParts {
+  FlashCut cut;
+  int32_t begin, end;
+  int first, last;
+};
+__device__ __forceinline__ ItemParts PartsOfItem(const FlashSplitPartials& p, int item) {
+  const MlaGemmItem it = p.items[item];
+  ItemParts r;
+  r.cut = CutOf(p.items, p.num_items, p.parts);
+  r.begin = it.tile_begin;
+  r.end = r.begin + FlashDecodeTiles(it.context);
+  r.first = r.cut.PartOf(r.begin);
+  r.last = r.cut.PartOf(r.end - 1);
+  return r;
 }
 
-// out = sum_s w_s o_s / sum_s w_s at this thread's 4 dims of (item, h), w_s = 2^(lse_s - max
-// lse); empty splits weigh nothing. Every thread of the kFlashCombineThreads-thread block calls
-// it (block-wide barriers). weight: shared [kFlashDecodeMaxSplits], warp_value: shared [4]. The
-// weights are found by all threads together and each thread's loads over the splits are
-// independent, so the block waits about one memory latency per 8 splits rather than two per
-// split.
+// out = sum_s w_s o_s / sum_s w_s at this thread's 4 dims of (item, h) over the item's pieces
+// (one per part holding it), w_s = 2^(lse_s - max lse). Every thread of the
+// kFlashCombineThreads-thread block calls it (block-wide barriers). weight, slot: shared
+// [kFlashDecodeMaxParts] each; warp_value: shared [4]. The pieces' slots and weights are found
+// by all threads together and each thread's loads over the pieces are independent, so the
+// block waits about one memory latency per 8 pieces rather than two per piece.
 __device__ __forceinline__ void MergeSplits(const FlashSplitPartials& p, int item, int h,
-                                            float* weight, float* warp_value, float (&out)[4]) {
-  const int splits = p.splits, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+                                            float* weight, int* slot, float* warp_value,
+                                            float (&out)[4]) {
+  const ItemParts ip = PartsOfItem(p, item);
+  const int pieces = ip.last - ip.first + 1, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   float mx = -INFINITY;
-  for (int s = threadIdx.x; s < splits; s += kFlashCombineThreads) {
-    weight[s] = *SplitLse(p, item, s, h);
+  for (int s = threadIdx.x; s < pieces; s += kFlashCombineThreads) {
+    const int q = ip.first + s;
+    slot[s] = ip.cut.PieceSlot(q, min(ip.end, ip.cut.Begin(q + 1)));
+    weight[s] = *SlotLse(p, slot[s], h);
     mx = fmaxf(mx, weight[s]);
   }
   mx = WarpMax(mx);
@@ -43,21 +83,17 @@ __device__ __forceinline__ void MergeSplits(const FlashSplitPartials& p, int ite
   __syncthreads();
   mx = fmaxf(fmaxf(warp_value[0], warp_value[1]), fmaxf(warp_value[2], warp_value[3]));
   // Every thread wrote its own weight slots above and rewrites only those here.
-  for (int s = threadIdx.x; s < splits; s += kFlashCombineThreads) {
-    weight[s] = weight[s] == -INFINITY ? 0.0f : exp2f(weight[s] - mx);
+  for (int s = threadIdx.x; s < pieces; s += kFlashCombineThreads) {
+    weight[s] = exp2f(weight[s] - mx);
   }
   __syncthreads();
   float acc[4] = {}, total = 0.0f;
   const int d = 4 * threadIdx.x;
-  const float* o = SplitO(p, item, 0, h) + d;
-  const int64_t split_stride = static_cast<int64_t>(p.heads) * kFlashDecodeLora;
 #pragma unroll 8
-  for (int s = 0; s < splits; ++s) {
+  for (int s = 0; s < pieces; ++s) {
     const float w = weight[s];
-    const float4 v = *reinterpret_cast<const float4*>(o + s * split_stride);
+    const float4 v = *reinterpret_cast<const float4*>(SlotO(p, slot[s], h) + d);
     total += w;
-    // An empty split's output was never written: skip it rather than multiply it by 0.
-    if (w == 0.0f) continue;
     acc[0] = fmaf(w, v.x, acc[0]);
     acc[1] = fmaf(w, v.y, acc[1]);
     acc[2] = fmaf(w, v.z, acc[2]);

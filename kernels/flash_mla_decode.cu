@@ -1,20 +1,21 @@
 // Absorbed-form MLA decode for Hopper (sm_90a wgmma, warp-specialized), FlashMLA's shape of the
-// problem: every head of a group reads the same latent rows, so a block takes 64 heads as the
-// MMA's M and one pass over its keys serves them all.
+// problem: every head of a group reads the same latent rows, so a block takes 64 heads as the MMA's
+// M and one pass over its keys serves them all.
 //
-// Block (split, head group of 64, item), 384 threads. Warpgroup 0 is the producer: it gathers
-// the item's query [64 heads, 576] once (cp.async, its own "q full" mbarrier) and its paged
-// latent rows in 64-key tiles [64, 576] into two shared-memory stages, each in two parts with
-// their own "full" and "empty" mbarriers: lo = column blocks 0-3 (the latent dims [0, 256)) and
-// hi = blocks 4-8 (dims [256, 512) and the rope dims). Where the cache's pages hold whole tiles
-// (block_size a multiple of 64), a tile whose keys are all in range comes by TMA (one thread
-// issues a part's 4 or 5 boxes of [64 rows][64 dims]; the copy engine applies the swizzle),
-// since one SM's cp.async do not keep enough bytes in flight; the last, partial tile of a range
-// and other page sizes by cp.async through the block table, zeros past the context.
+// Block (part, head group of 64), 384 threads: the part's pieces of items (flash_mla_decode.cuh),
+// one after another. Warpgroup 0 is the producer: it gathers each piece's query [64 heads, 576]
+// (cp.async, its "q full" mbarrier, once the consumers have released the last piece's on "q empty")
+// and its paged latent rows in 64-key tiles [64, 576] into two shared-memory stages, each in two
+// parts with their own "full" and "empty" mbarriers: lo = column blocks 0-3 (the latent dims [0,
+// 256)) and hi = blocks 4-8 (dims [256, 512) and the rope dims). Where the cache's pages hold whole
+// tiles (block_size a multiple of 64), a tile whose keys are all in range comes by TMA (one thread
+// issues a part's 4 or 5 boxes of [64 rows][64 dims]; the copy engine applies the swizzle), since
+// one SM's cp.async do not keep enough bytes in flight; the last, partial tile of a range and other
+// page sizes by cp.async through the block table, zeros past the context.
 //
-// Warpgroups 1 and 2 are the consumers L and R; L holds O's dims [0, 256) and R dims [256, 512)
-// in registers (128 F32 per thread each). They take the tiles in pairs (A in stage 0, B in stage
-// 1) on FlashMLA's "seesaw" schedule, so that one's softmax runs under the other's GEMMs:
+// Warpgroups 1 and 2 are the consumers L and R; L holds O's dims [0, 256) and R dims [256, 512) in
+// registers (128 F32 per thread each). They take the tiles in pairs (A in stage 0, B in stage 1) on
+// FlashMLA's "seesaw" schedule, so that one's softmax runs under the other's GEMMs:
 //   L: S_A = Q K_A^T (wgmma m64n64k16, Q and K from shared memory); m_A = max(m, rowmax S_A);
 //      publishes m_A; P_A = exp(S_A - m_A); O_L = O_L e^(m - m_A) + P_A V_A[L] (P_A from
 //      registers); releases A's lo part.
@@ -23,15 +24,16 @@
 //   L: P_A e^(m_A - m_B) into A's spent rope block; O_L = O_L e^(m_A - m_B) + P_B V_B[L]
 //      (P_B from shared memory); releases B's lo part.
 //   R: O_R += P_A e^(m_A - m_B) V_A[R] (from shared memory); releases A's and B's hi parts.
-// An odd last tile is an A without a B (m_B = m_A). Each consumer keeps the row sums of its own
-// tiles; they meet at the end. L takes A's lo part first and R B's hi part first: the parts
-// released first. Shared memory: Q 72 KB + 2 stages x 72 KB + P_B 8 KB (all 128-byte swizzled
+// A piece's odd last tile is an A without a B (m_B = m_A). Each consumer keeps the row sums of its
+// own tiles; they meet at the piece's end. L takes A's lo part first and R B's hi part first: the
+// parts released first. Shared memory: Q 72 KB + 2 stages x 72 KB + P_B 8 KB (all 128-byte swizzled
 // [rows][64 elements] column blocks, the wgmma layout) = 224 KB: one block per SM.
 //
-// Numerics as the prefill flash kernel: F32 scores and softmax (exp2 with scale * log2(e)
-// folded in), P rounded to BF16 for P V, F32 O. With several splits, each writes its O
-// normalized by its own sum and its log2-sum-exp in F32, and the combine kernel weighs them.
+// Numerics as the prefill flash kernel: F32 scores and softmax (exp2 with scale * log2(e) folded
+// in), P rounded to BF16 for P V, F32 O. An item split over parts gets from each its O normalized
+// by its own sum and its log2-sum-exp in F32, and the combine kernel weighs them.
 #include <algorithm>
+#include <cassert>
 #include <limits>
 
 #include "kernels/device_utils.cuh"
@@ -55,7 +57,8 @@ constexpr int kBlockBytes = kKeys * 128;     // one column block [64 rows][64 el
 constexpr int kQBytes = kColBlocks * kBlockBytes, kKBytes = kColBlocks * kBlockBytes;
 constexpr int kPBytes = kBlockBytes;
 constexpr int kRowBytes = 2 * kHeads * 4;    // two floats per row: m_A, m_B (then the sums)
-constexpr int kBarBytes = (2 * 2 * 2 + 1) * 8;  // full and empty x lo and hi x 2 stages; q full
+// Full and empty x lo and hi x 2 stages; q full, q empty.
+constexpr int kBarBytes = (2 * 2 * 2 + 2) * 8;
 constexpr int kSmemBytes = 1024 + kQBytes + 2 * kKBytes + kPBytes + kRowBytes + kBarBytes;
 static_assert(kSmemBytes <= 227 * 1024);
 
@@ -77,6 +80,7 @@ struct Smem {
   __device__ uint32_t Full(int st, int hi) const { return bars + 8 * (2 * st + hi); }
   __device__ uint32_t Empty(int st, int hi) const { return bars + 8 * (4 + 2 * st + hi); }
   __device__ uint32_t QFull() const { return bars + 8 * 8; }
+  __device__ uint32_t QEmpty() const { return bars + 9 * 8; }
   // Per row r: m_A (which = 0) and m_B (1), published by L and R; at the end the row sums.
   __device__ uint32_t Row(int which, int r) const { return rows + 4 * (which * kHeads + r); }
 };
@@ -119,11 +123,37 @@ __device__ __forceinline__ void FenceProxyAsync() {
   asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 }
 
-// The block's work: item, its 64 heads from head0, keys [key_begin, key_end).
+// One piece of the block's part: item, its 64 heads from head0, keys [key_begin, key_end), and
+// where its output goes: the partials' slot, or -1 for out (the item is whole in the part).
 struct Work {
   MlaGemmItem item;
-  int head0, key_begin, key_end;
+  int head0, key_begin, key_end, slot;
   __device__ int Tiles() const { return (key_end - key_begin + kKeys - 1) / kKeys; }
+};
+
+// The pieces of part `part` (tiles [begin, end) of the cut) for the head group from head0, item
+// by item from the one holding tile `begin`. Every warp walks them itself (the items are few
+// per part and come from L1 after the first warp's loads).
+struct PartWalk {
+  const FlashMlaDecodeParams& p;
+  FlashCut cut;
+  int part, head0;
+  int32_t begin, end;
+  // Item i's piece into wk; false once the part holds no more.
+  __device__ __forceinline__ bool Piece(int i, Work& wk) const {
+    if (i >= p.num_items) return false;
+    wk.item = p.items[i];
+    const int32_t item_begin = wk.item.tile_begin;
+    const int32_t item_end = item_begin + FlashDecodeTiles(wk.item.context);
+    if (item_begin >= end) return false;
+    const int32_t b = max(begin, item_begin), e = min(end, item_end);
+    wk.head0 = head0;
+    wk.key_begin = (b - item_begin) * kKeys;
+    wk.key_end = min(wk.item.context, (e - item_begin) * kKeys);
+    const bool whole = b == item_begin && e == item_end && !p.defer_merge;
+    wk.slot = whole ? -1 : cut.PieceSlot(part, e);
+    return true;
+  }
 };
 
 // Producer warpgroup: by cp.async, thread (r = tid / 8, c = tid % 8) copies 16-byte chunk c of
@@ -133,14 +163,13 @@ struct Work {
 struct Producer {
   const FlashMlaDecodeParams& p;
   const CUtensorMap& cache_map;
-  const Work& wk;
   const Smem& sm;
   int c = threadIdx.x % 8, r = threadIdx.x / 8;
   uint32_t swz = static_cast<uint32_t>(r * 128 + ((c ^ (r & 7)) << 4));
 
   // Q rows: [q_lat | q_pe] of head head0 + row; zeros past the heads (outputs dropped).
-  __device__ __forceinline__ void LoadQ() const {
-#pragma unroll
+  __device__ __forceinline__ void LoadQ(const Work& wk) const {
+#pragma unroll 1  // the producer has 40 registers: one row group at a time
     for (int i = 0; i < kHeads / 16; ++i) {
       const int h = wk.head0 + r + 16 * i;
       const bool valid = h < p.heads;
@@ -159,7 +188,7 @@ struct Producer {
   }
   // Column blocks [B0, B1) of tile j's latent rows into stage st, then the part's arrival.
   template <int B0, int B1>
-  __device__ __forceinline__ void LoadPart(int j, int st) const {
+  __device__ __forceinline__ void LoadPart(const Work& wk, int j, int st) const {
     const int32_t* table = p.block_tables + wk.item.table_offset;
     const uint32_t full = sm.Full(st, B0 == 0 ? 0 : 1);
     const int key0 = wk.key_begin + j * kKeys;
@@ -193,26 +222,39 @@ struct Producer {
     }
     CpAsyncArrive(full);
   }
-  // Pair by pair, each part once the consumer that reads it last has released it, in the order
-  // they are released: A's lo part (L, after P_A V_A[L]), B's hi part (R, after P_B V_B[R]), A's
-  // hi part (R, after P_A V_A[R]), B's lo part (L, after P_B V_B[L]).
-  __device__ __forceinline__ void Run() const {
-    LoadQ();
-    const int tiles = wk.Tiles();
-    for (int a = 0, pair = 0; a < tiles; a += 2, ++pair) {
-      const bool has_b = a + 1 < tiles;
-      const uint32_t released = (pair - 1) & 1;  // the phase the consumers completed
-      if (pair > 0) MbarWait(sm.Empty(0, 0), released);
-      LoadPart<0, kLoBlocks>(a, 0);
-      if (has_b) {
+  // Piece by piece, pair by pair, each part once the consumer that reads it last has released
+  // it, in the order they are released: A's lo part (L, after P_A V_A[L]), B's hi part (R, after
+  // P_B V_B[R]), A's hi part (R, after P_A V_A[R]), B's lo part (L, after P_B V_B[L]). A pair
+  // without B (a piece's odd last tile) still completes B's barriers, with plain arrivals, so
+  // that every pair moves every barrier one phase. A piece's query goes first, once the
+  // consumers are done with the last one's ("q empty": after their last pair, when they also
+  // release its stages).
+  __device__ __forceinline__ void Run(const PartWalk& walk, int first_item) const {
+    int pair = 0;
+    Work wk;
+    for (int i = first_item, n = 0; walk.Piece(i, wk); ++i, ++n) {
+      const int tiles = wk.Tiles();
+      if (n > 0) MbarWait(sm.QEmpty(), (n - 1) & 1);
+      LoadQ(wk);
+      for (int a = 0; a < tiles; a += 2, ++pair) {
+        const bool has_b = a + 1 < tiles;
+        const uint32_t released = (pair - 1) & 1;  // the phase the consumers completed
+        if (pair > 0) MbarWait(sm.Empty(0, 0), released);
+        LoadPart<0, kLoBlocks>(wk, a, 0);
         if (pair > 0) MbarWait(sm.Empty(1, 1), released);
-        LoadPart<kLoBlocks, kColBlocks>(a + 1, 1);
-      }
-      if (pair > 0) MbarWait(sm.Empty(0, 1), released);
-      LoadPart<kLoBlocks, kColBlocks>(a, 0);
-      if (has_b) {
+        if (has_b) {
+          LoadPart<kLoBlocks, kColBlocks>(wk, a + 1, 1);
+        } else {
+          MbarArrive(sm.Full(1, 1));
+        }
+        if (pair > 0) MbarWait(sm.Empty(0, 1), released);
+        LoadPart<kLoBlocks, kColBlocks>(wk, a, 0);
         if (pair > 0) MbarWait(sm.Empty(1, 0), released);
-        LoadPart<0, kLoBlocks>(a + 1, 1);
+        if (has_b) {
+          LoadPart<0, kLoBlocks>(wk, a + 1, 1);
+        } else {
+          MbarArrive(sm.Full(1, 0));
+        }
       }
     }
     asm volatile("cp.async.wait_all;" ::: "memory");
@@ -385,7 +427,11 @@ struct Consumer {
     l1 *= scale_b1;
     m0 = mb0;
     m1 = mb1;
-    if (!has_b) return;  // m_B = m_A: nothing to rescale
+    if (!has_b) {  // m_B = m_A: nothing to rescale; B's lo part completed empty
+      MbarWait(sm.Full(1, 0), phase);
+      Release(sm.Empty(1, 0));
+      return;
+    }
     ScaleO(scale_b0, scale_b1);
     NamedSync(kPbReady);
     MbarWait(sm.Full(1, 0), phase);  // B's lo part (V_B[L]); R's S_B waited for it too
@@ -440,44 +486,104 @@ struct Consumer {
     if (has_b) {
       WgmmaWait<1>();
       Release(sm.Empty(1, 1));
+    } else {  // B's hi part completed empty
+      MbarWait(sm.Full(1, 1), phase);
+      Release(sm.Empty(1, 1));
     }
     WaitO();
     Release(sm.Empty(0, 1));
   }
+
+  // A piece starts: O, the maxima and the sums from zero.
+  __device__ __forceinline__ void Begin() {
+#pragma unroll
+    for (int i = 0; i < 64; ++i) o_lo[i] = o_hi[i] = 0.0f;
+    m0 = m1 = -INFINITY;
+    l0 = l1 = 0.0f;
+  }
+  // A piece ends: each consumer summed its own tiles; the sums meet in the rows' shared floats
+  // (the maxima there are no longer read: R read m_A before the last kMaxBReady, L m_B before
+  // the last kPaReady), and both have read them before the next piece's maxima overwrite them.
+  // Then O / l into out (slot -1) or the piece's slot of the partials.
+  __device__ __forceinline__ void Finish(const FlashMlaDecodeParams& p, const Smem& sm,
+                                         const Work& wk) const {
+    const float part0 = QuadSum(l0), part1 = QuadSum(l1);
+    if (t == 0) {
+      StoreShared(sm.Row(c, row0), part0);
+      StoreShared(sm.Row(c, row0 + 8), part1);
+    }
+    NamedSync(kBothConsumers);
+    const float sum0 = part0 + LoadShared(sm.Row(1 - c, row0));
+    const float sum1 = part1 + LoadShared(sm.Row(1 - c, row0 + 8));
+    NamedSync(kBothConsumers);
+    const float inv0 = 1.0f / sum0, inv1 = 1.0f / sum1;
+    const int h0 = wk.head0 + row0, h1 = h0 + 8;
+    const int dim0 = 256 * c + 2 * t;
+    if (wk.slot < 0) {
+      bf16* out = static_cast<bf16*>(p.out) + wk.item.token_row * p.out_token_stride + dim0;
+#pragma unroll
+      for (int n = 0; n < 16; ++n) {
+        if (h0 < p.heads) {
+          bf16* o = out + h0 * p.out_head_stride + 8 * n;
+          *reinterpret_cast<uint32_t*>(o) = PackBf16(o_lo[4 * n] * inv0, o_lo[4 * n + 1] * inv0);
+          *reinterpret_cast<uint32_t*>(o + 128) =
+              PackBf16(o_hi[4 * n] * inv0, o_hi[4 * n + 1] * inv0);
+        }
+        if (h1 < p.heads) {
+          bf16* o = out + h1 * p.out_head_stride + 8 * n;
+          *reinterpret_cast<uint32_t*>(o) =
+              PackBf16(o_lo[4 * n + 2] * inv1, o_lo[4 * n + 3] * inv1);
+          *reinterpret_cast<uint32_t*>(o + 128) =
+              PackBf16(o_hi[4 * n + 2] * inv1, o_hi[4 * n + 3] * inv1);
+        }
+      }
+      return;
+    }
+    const FlashSplitPartials partials = FlashSplitPartialsOf(p);
+#pragma unroll
+    for (int n = 0; n < 16; ++n) {
+      if (h0 < p.heads) {
+        float* o = SlotO(partials, wk.slot, h0) + dim0 + 8 * n;
+        *reinterpret_cast<float2*>(o) = make_float2(o_lo[4 * n] * inv0, o_lo[4 * n + 1] * inv0);
+        *reinterpret_cast<float2*>(o + 128) =
+            make_float2(o_hi[4 * n] * inv0, o_hi[4 * n + 1] * inv0);
+      }
+      if (h1 < p.heads) {
+        float* o = SlotO(partials, wk.slot, h1) + dim0 + 8 * n;
+        *reinterpret_cast<float2*>(o) =
+            make_float2(o_lo[4 * n + 2] * inv1, o_lo[4 * n + 3] * inv1);
+        *reinterpret_cast<float2*>(o + 128) =
+            make_float2(o_hi[4 * n + 2] * inv1, o_hi[4 * n + 3] * inv1);
+      }
+    }
+    if (c == 0 && t == 0) {
+      if (h0 < p.heads) *SlotLse(partials, wk.slot, h0) = m0 * scale_log2 + __log2f(sum0);
+      if (h1 < p.heads) *SlotLse(partials, wk.slot, h1) = m1 * scale_log2 + __log2f(sum1);
+    }
+  }
 };
 
-// Each split's output and lse (FlashSplitPartials; FlashSplitPartialsOf on the host).
-__device__ __forceinline__ FlashSplitPartials Partials(const FlashMlaDecodeParams& p) {
-  return {p.partial, p.num_items, p.split.splits, p.heads};
-}
-__device__ __forceinline__ float* PartialO(const FlashMlaDecodeParams& p, int item, int split,
-                                           int h) {
-  return SplitO(Partials(p), item, split, h);
-}
-__device__ __forceinline__ float* PartialLse(const FlashMlaDecodeParams& p, int item, int split,
-                                             int h) {
-  return SplitLse(Partials(p), item, split, h);
-}
-
+// Block (part q, head group): the pieces of part q of the cut (PartWalk), one after another
+// through the same stages and barriers.
 __global__ void __launch_bounds__(kThreads, 1)
     FlashMlaDecodeKernel(const __grid_constant__ FlashMlaDecodeParams p,
                          const __grid_constant__ CUtensorMap cache_map) {
-  KernelPrologue();
   extern __shared__ unsigned char smem_raw[];
-  const int split = blockIdx.x, item_index = blockIdx.z;
-  Work wk;
-  wk.item = p.items[item_index];
-  wk.head0 = blockIdx.y * kHeads;
-  wk.key_begin = split * p.split.split_keys;
-  wk.key_end = min(wk.item.context, wk.key_begin + p.split.split_keys);
-  if (wk.key_begin >= wk.key_end) {  // a short item's empty split: weight 0 in the combine
-    for (int r = threadIdx.x; r < kHeads; r += blockDim.x) {
-      if (wk.head0 + r < p.heads) {
-        *PartialLse(p, item_index, split, wk.head0 + r) = -INFINITY;
-      }
+  __shared__ int first_item;
+  // The items came with the step's plan, before the step's first kernel: read before the wait,
+  // while the kernel before finishes.
+  const FlashCut cut = CutOf(p.items, p.num_items, p.parts);
+  const int part = blockIdx.x;
+  if (part >= cut.parts) return;  // more parts than tiles: this one holds none
+  const PartWalk walk{p, cut, part, static_cast<int>(blockIdx.y) * kHeads, cut.Begin(part),
+                      cut.Begin(part + 1)};
+  for (int i = threadIdx.x; i < p.num_items; i += blockDim.x) {
+    const MlaGemmItem it = p.items[i];
+    if (it.tile_begin <= walk.begin && walk.begin < it.tile_begin + FlashDecodeTiles(it.context)) {
+      first_item = i;
     }
-    return;
   }
+  KernelPrologue();
   // The 128-byte swizzle repeats every 1024 bytes: tiles start 1024-byte aligned.
   const uint32_t base = (SmemAddr(smem_raw) + 1023) & ~1023u;
   Smem sm;
@@ -489,18 +595,19 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) {
     for (int st = 0; st < 2; ++st) {
       for (int hi = 0; hi < 2; ++hi) {
-        MbarInit(sm.Full(st, hi), 128);  // every producer thread's cp.async arrival
+        MbarInit(sm.Full(st, hi), 128);  // every producer thread's arrival
         MbarInit(sm.Empty(st, hi), 4);   // one arrival per warp of the consumer releasing it
       }
     }
     MbarInit(sm.QFull(), 128);
+    MbarInit(sm.QEmpty(), 8);  // one arrival per consumer warp
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
-  __syncthreads();
+  __syncthreads();  // also publishes first_item
   const int wg = threadIdx.x / 128;
   if (wg == 0) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
-    Producer{p, cache_map, wk, sm}.Run();
+    Producer{p, cache_map, sm}.Run(walk, first_item);
     return;
   }
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
@@ -509,86 +616,40 @@ __global__ void __launch_bounds__(kThreads, 1)
   cs.t = threadIdx.x % 4;
   cs.row0 = 16 * ((threadIdx.x / 32) % 4) + (threadIdx.x % 32) / 4;
   cs.scale_log2 = p.scale * 1.4426950408889634f;
-#pragma unroll
-  for (int i = 0; i < 64; ++i) cs.o_lo[i] = cs.o_hi[i] = 0.0f;
-  const int tiles = wk.Tiles();
-  MbarWait(sm.QFull(), 0);
-  for (int a = 0, pair = 0; a < tiles; a += 2, ++pair) {
-    const bool has_b = a + 1 < tiles;
-    const int key0 = wk.key_begin + a * kKeys;
-    if (cs.c == 0) {
-      cs.PairL(sm, key0, wk.key_end, pair & 1, has_b);
-    } else {
-      cs.PairR(sm, key0 + kKeys, wk.key_end, pair & 1, has_b);
-    }
-  }
-
-  // Row sums: each consumer summed its own tiles. The rows' maxima are no longer read (R read
-  // m_A before the last kMaxBReady, L m_B before the last kPaReady).
-  const int t = cs.t;
-  const float part0 = QuadSum(cs.l0), part1 = QuadSum(cs.l1);
-  if (t == 0) {
-    StoreShared(sm.Row(cs.c, cs.row0), part0);
-    StoreShared(sm.Row(cs.c, cs.row0 + 8), part1);
-  }
-  NamedSync(kBothConsumers);
-  const float l0 = part0 + LoadShared(sm.Row(1 - cs.c, cs.row0));
-  const float l1 = part1 + LoadShared(sm.Row(1 - cs.c, cs.row0 + 8));
-  const float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
-  const int h0 = wk.head0 + cs.row0, h1 = h0 + 8;
-  const int dim0 = 256 * cs.c + 2 * t;
-  if (p.split.splits == 1) {
-    bf16* out = static_cast<bf16*>(p.out) + wk.item.token_row * p.out_token_stride + dim0;
-#pragma unroll
-    for (int n = 0; n < 16; ++n) {
-      if (h0 < p.heads) {
-        bf16* o = out + h0 * p.out_head_stride + 8 * n;
-        *reinterpret_cast<uint32_t*>(o) =
-            PackBf16(cs.o_lo[4 * n] * inv0, cs.o_lo[4 * n + 1] * inv0);
-        *reinterpret_cast<uint32_t*>(o + 128) =
-            PackBf16(cs.o_hi[4 * n] * inv0, cs.o_hi[4 * n + 1] * inv0);
-      }
-      if (h1 < p.heads) {
-        bf16* o = out + h1 * p.out_head_stride + 8 * n;
-        *reinterpret_cast<uint32_t*>(o) =
-            PackBf16(cs.o_lo[4 * n + 2] * inv1, cs.o_lo[4 * n + 3] * inv1);
-        *reinterpret_cast<uint32_t*>(o + 128) =
-            PackBf16(cs.o_hi[4 * n + 2] * inv1, cs.o_hi[4 * n + 3] * inv1);
+  int pair = 0;
+  Work wk;
+  for (int i = first_item, n = 0; walk.Piece(i, wk); ++i, ++n) {
+    cs.Begin();
+    MbarWait(sm.QFull(), n & 1);
+    const int tiles = wk.Tiles();
+    for (int a = 0; a < tiles; a += 2, ++pair) {
+      const bool has_b = a + 1 < tiles;
+      const int key0 = wk.key_begin + a * kKeys;
+      if (cs.c == 0) {
+        cs.PairL(sm, key0, wk.key_end, pair & 1, has_b);
+      } else {
+        cs.PairR(sm, key0 + kKeys, wk.key_end, pair & 1, has_b);
       }
     }
-    return;
-  }
-#pragma unroll
-  for (int n = 0; n < 16; ++n) {
-    if (h0 < p.heads) {
-      float* o = PartialO(p, item_index, split, h0) + dim0 + 8 * n;
-      *reinterpret_cast<float2*>(o) = make_float2(cs.o_lo[4 * n] * inv0, cs.o_lo[4 * n + 1] * inv0);
-      *reinterpret_cast<float2*>(o + 128) =
-          make_float2(cs.o_hi[4 * n] * inv0, cs.o_hi[4 * n + 1] * inv0);
-    }
-    if (h1 < p.heads) {
-      float* o = PartialO(p, item_index, split, h1) + dim0 + 8 * n;
-      *reinterpret_cast<float2*>(o) =
-          make_float2(cs.o_lo[4 * n + 2] * inv1, cs.o_lo[4 * n + 3] * inv1);
-      *reinterpret_cast<float2*>(o + 128) =
-          make_float2(cs.o_hi[4 * n + 2] * inv1, cs.o_hi[4 * n + 3] * inv1);
-    }
-  }
-  if (cs.c == 0 && t == 0) {
-    if (h0 < p.heads) *PartialLse(p, item_index, split, h0) = cs.m0 * cs.scale_log2 + __log2f(l0);
-    if (h1 < p.heads) *PartialLse(p, item_index, split, h1) = cs.m1 * cs.scale_log2 + __log2f(l1);
+    cs.Release(sm.QEmpty());  // this warp's S, which read Q, are done
+    cs.Finish(p, sm, wk);
   }
 }
 
-// Block (head, item), kFlashCombineThreads threads x 4 dims: MergeSplits into out.
+// Block (head, item), kFlashCombineThreads threads x 4 dims: MergeSplits into out for an item
+// the cut split; the kernel wrote the others whole.
 __global__ void __launch_bounds__(kFlashCombineThreads)
     FlashMlaDecodeCombineKernel(const FlashMlaDecodeParams p) {
   KernelPrologue();
-  __shared__ float weight[kFlashDecodeMaxSplits];
+  __shared__ float weight[kFlashDecodeMaxParts];
+  __shared__ int slot[kFlashDecodeMaxParts];
   __shared__ float warp_value[4];
   const int h = blockIdx.x, item_index = blockIdx.y;
+  const FlashSplitPartials partials = FlashSplitPartialsOf(p);
+  const ItemParts ip = PartsOfItem(partials, item_index);
+  if (ip.first == ip.last) return;
   float merged[4];
-  MergeSplits(Partials(p), item_index, h, weight, warp_value, merged);
+  MergeSplits(partials, item_index, h, weight, slot, warp_value, merged);
   const MlaGemmItem item = p.items[item_index];
   bf16* out = static_cast<bf16*>(p.out) + item.token_row * p.out_token_stride +
               h * p.out_head_stride + 4 * threadIdx.x;
@@ -598,27 +659,38 @@ __global__ void __launch_bounds__(kFlashCombineThreads)
 
 }  // namespace
 
-FlashMlaDecodeSplit FlashMlaDecodeSplits(int64_t items, int64_t heads, int64_t max_context,
-                                         int sms) {
-  const int64_t tiles = std::max<int64_t>(1, (max_context + kKeys - 1) / kKeys);
-  const int64_t groups = items * ((heads + kHeads - 1) / kHeads);
-  FlashMlaDecodeSplit best;
+int32_t FlashMlaDecodeParts(int64_t items, int64_t heads, int64_t max_context, int sms) {
+  const int64_t tiles = std::max<int64_t>(1, FlashDecodeTiles(static_cast<int32_t>(
+                                                 std::min<int64_t>(max_context, INT32_MAX))));
+  const int64_t total = items * tiles, groups = (heads + kHeads - 1) / kHeads;
+  int32_t best = 1;
   int64_t best_cost = std::numeric_limits<int64_t>::max();
-  for (int64_t s = 1; s <= std::min<int64_t>(tiles, kFlashDecodeMaxSplits); ++s) {
-    const int64_t per = (tiles + s - 1) / s;
-    if ((tiles + per - 1) / per != s) continue;  // an equal count of tiles with fewer splits
-    const int64_t waves = (groups * s + sms - 1) / sms;
-    const int64_t cost = waves * (per + (s > 1 ? 4 : 1));
+  for (int64_t parts = 1; parts <= std::min<int64_t>(total, kFlashDecodeMaxParts); ++parts) {
+    const int64_t waves = (parts * groups + sms - 1) / sms;
+    const int64_t per = (total + parts - 1) / parts;
+    // Parts of whole items (parts divides items) split none; any other cut splits some, and a
+    // part then may hold a piece more than its tiles would fill with whole items.
+    const bool splits = items % parts != 0;
+    const int64_t pieces = std::min(items, (per + tiles - 1) / tiles + (splits ? 1 : 0));
+    const int64_t cost = waves * (per + pieces + (splits ? 3 : 0));
     if (cost < best_cost) {
       best_cost = cost;
-      best = {static_cast<int32_t>(s), static_cast<int32_t>(per * kKeys)};
+      best = static_cast<int32_t>(parts);
     }
   }
   return best;
 }
 
-int64_t FlashMlaDecodePartialFloats(int64_t items, int64_t heads, FlashMlaDecodeSplit split) {
-  return split.splits > 1 ? items * split.splits * heads * (kLora + 1) : 0;
+int64_t FlashMlaDecodePartialFloats(int64_t heads, int32_t parts) {
+  return parts > 1 ? 2 * int64_t{parts} * heads * (kLora + 1) : 0;
+}
+
+void AssignFlashDecodeTiles(MlaGemmItem* items, int64_t count) {
+  int32_t tiles = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    items[i].tile_begin = tiles;
+    tiles += FlashDecodeTiles(items[i].context);
+  }
 }
 
 void FlashMlaDecode(const FlashMlaDecodeParams& p, cudaStream_t stream) {
@@ -626,9 +698,9 @@ void FlashMlaDecode(const FlashMlaDecodeParams& p, cudaStream_t stream) {
   // Per launch rather than once: the attribute belongs to the current device.
   DSV3_CUDA_CHECK(cudaFuncSetAttribute(FlashMlaDecodeKernel,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
-  const dim3 grid(static_cast<unsigned>(p.split.splits),
-                  static_cast<unsigned>((p.heads + kHeads - 1) / kHeads),
-                  static_cast<unsigned>(p.num_items));
+  assert(p.parts >= 1 && p.parts <= kFlashDecodeMaxParts && (!p.defer_merge || p.num_items == 1));
+  const dim3 grid(static_cast<unsigned>(p.parts),
+                  static_cast<unsigned>((p.heads + kHeads - 1) / kHeads));
   // The cache [rows, 576] in boxes of [64 rows][64 dims] (one column block of a tile); only
   // read where pages hold whole tiles.
   CUtensorMap cache_map{};
@@ -640,7 +712,7 @@ void FlashMlaDecode(const FlashMlaDecodeParams& p, cudaStream_t stream) {
                                 const_cast<void*>(p.cache));
   }
   Launch(FlashMlaDecodeKernel, grid, kThreads, kSmemBytes, stream, p, cache_map);
-  if (p.split.splits > 1 && !p.defer_merge) {
+  if (p.parts > 1 && !p.defer_merge) {
     Launch(FlashMlaDecodeCombineKernel,
            dim3(static_cast<unsigned>(p.heads), static_cast<unsigned>(p.num_items)),
            kFlashCombineThreads, 0, stream, p);

@@ -16,39 +16,50 @@
 namespace dsv3::kernels {
 
 constexpr int64_t kFlashDecodeLora = 512, kFlashDecodeRope = 64;
-// Keys per tile: the splits' unit.
+// Keys per tile: the unit the launch's parts are cut in.
 constexpr int32_t kFlashDecodeTileKeys = 64;
+__host__ __device__ constexpr int32_t FlashDecodeTiles(int32_t context) {
+  return (context + kFlashDecodeTileKeys - 1) / kFlashDecodeTileKeys;
+}
 
-// How the keys are split: every item's keys [0, context) go in `splits` ranges of `split_keys`
-// (a multiple of kFlashDecodeTileKeys), the last ranges short or empty for short items.
-struct FlashMlaDecodeSplit {
-  int32_t splits = 1, split_keys = 0;
-};
-// The split for `items` items of `heads` heads attending at most `max_context` keys on a GPU of
+// How a launch divides the work (FlashMLA's tile scheduler): the items' tiles, item after item
+// (MlaGemmItem::tile_begin: the tiles of the items before it), form one sequence of `total`
+// tiles, cut into `parts` equal ranges (part q: tiles [total q / parts, total (q + 1) / parts)).
+// A block takes one part for one group of 64 heads, item by item: an item that a cut splits
+// gets a partial output per part that holds some of it, merged afterwards; every other item is
+// written whole. Equal ranges keep every SM equally busy at any batch and mix of contexts,
+// where splitting each item into the same number of ranges left SMs idle (128 of 132 blocks at
+// 32 items of 2 head groups) or ran short blocks in a second wave.
+// The parts for `items` items of `heads` heads attending at most `max_context` keys on a GPU of
 // `sms` multiprocessors (one block per SM fits): least time by a model counting waves of blocks
-// times each block's tiles plus its fixed cost in tiles: the query load (1) and, when split,
-// the partial output [64, 512] F32 written and read back (3).
-FlashMlaDecodeSplit FlashMlaDecodeSplits(int64_t items, int64_t heads, int64_t max_context,
-                                         int sms);
-// Floats of the partial-output scratch the split needs (0 for one split).
-int64_t FlashMlaDecodePartialFloats(int64_t items, int64_t heads, FlashMlaDecodeSplit split);
-// The most splits a launch takes.
-constexpr int32_t kFlashDecodeMaxSplits = 256;
+// times each block's tiles plus its fixed costs in tiles: a query load per item it holds (1)
+// and, when a cut may split an item, the partial output [64, 512] F32 written and read back (3).
+int32_t FlashMlaDecodeParts(int64_t items, int64_t heads, int64_t max_context, int sms);
+// The most parts a launch takes.
+constexpr int32_t kFlashDecodeMaxParts = 256;
+// Floats of the partial-output scratch `parts` parts need (0 for one part).
+int64_t FlashMlaDecodePartialFloats(int64_t heads, int32_t parts);
+// items[i].tile_begin for every item (host): the sum of FlashDecodeTiles over items [0, i).
+void AssignFlashDecodeTiles(MlaGemmItem* items, int64_t count);
 
-// That scratch, F32: o [items][splits][heads][512], each split's output normalized by its own
-// sum, then lse [items][splits][heads], its log2-sum-exp of scaled scores (-inf for an empty
-// split, whose o is never written). Merged by MergeSplits (flash_mla_combine.cuh).
+// That scratch, F32, two slots per part: a piece of a split item in part q goes to slot 2 q + 1
+// when it reaches the part's end, else to slot 2 q (then it is the part's first piece, of an
+// item begun in an earlier part). Each slot: o [slots][heads][512], the piece's output
+// normalized by its own sum, then lse [slots][heads], its log2-sum-exp of scaled scores. Merged
+// by MergeSplits (flash_mla_combine.cuh), which finds an item's slots from the items alone.
 struct FlashSplitPartials {
   float* base = nullptr;
-  int32_t items = 0, splits = 0, heads = 0;
+  const MlaGemmItem* items = nullptr;
+  int32_t num_items = 0, parts = 0, heads = 0;
 };
 
 // q_lat [tokens, heads, 512] and q_pe [tokens, heads, 64] (rotated), with their token and head
 // strides in elements; the paged latent cache [blocks, block_size, 576] ([c | k_pe] rows;
 // cache_rows = blocks x block_size) with the concatenated block tables; items (device) name
-// each token's row, table and context; out [tokens, heads, 512] at its strides. All BF16, every
-// row 16-byte aligned. `partial`: FlashMlaDecodePartialFloats floats of scratch when
-// split.splits > 1.
+// each token's row, table, context and tile_begin (AssignFlashDecodeTiles); out [tokens, heads,
+// 512] at its strides. All BF16, every row 16-byte aligned. The items are read before the
+// programmatic wait: they must not come from the kernel before. `partial`:
+// FlashMlaDecodePartialFloats floats of scratch when parts > 1.
 struct FlashMlaDecodeParams {
   const void* q_lat;
   int64_t q_lat_token_stride, q_lat_head_stride;
@@ -61,16 +72,18 @@ struct FlashMlaDecodeParams {
   const MlaGemmItem* items;
   int32_t num_items, heads;
   float scale;
-  FlashMlaDecodeSplit split;
+  int32_t parts = 1;
   float* partial;
   void* out;
   int64_t out_token_stride, out_head_stride;
-  // Split launches only: leave the partials unmerged (out is not written); the caller merges
-  // them (FlashSplitPartialsOf, MergeSplits) instead of a combine kernel.
+  // One item, parts > 1 only: every part writes its partial output, the item's whole one is
+  // not written; the caller merges them (FlashSplitPartialsOf, MergeSplits) instead of a
+  // combine kernel.
   bool defer_merge = false;
 };
-inline FlashSplitPartials FlashSplitPartialsOf(const FlashMlaDecodeParams& p) {
-  return {p.partial, p.num_items, p.split.splits, p.heads};
+__host__ __device__ inline FlashSplitPartials FlashSplitPartialsOf(
+    const FlashMlaDecodeParams& p) {
+  return {p.partial, p.items, p.num_items, p.parts, p.heads};
 }
 void FlashMlaDecode(const FlashMlaDecodeParams& p, cudaStream_t stream);
 

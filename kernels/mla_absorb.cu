@@ -186,11 +186,12 @@ __global__ void __launch_bounds__(kWarps * 32) MlaAbsorbKernel(MlaAbsorbParams p
   bool merged = false;
   if constexpr (!kTransposed) {
     if (p.merge.base != nullptr) {
-      // One token (k = 512 = 128 threads x 4 dims): row 0 is its splits merged, rows 1-7 zeros.
-      __shared__ float weight[kFlashDecodeMaxSplits];
+      // One token (k = 512 = 128 threads x 4 dims): row 0 is its pieces merged, rows 1-7 zeros.
+      __shared__ float weight[kFlashDecodeMaxParts];
+      __shared__ int slot[kFlashDecodeMaxParts];
       __shared__ float warp_value[4];
       float v[4];
-      MergeSplits(p.merge, 0, h, weight, warp_value, v);
+      MergeSplits(p.merge, 0, h, weight, slot, warp_value, v);
       *reinterpret_cast<uint2*>(xtile + 4 * threadIdx.x) =
           make_uint2(PackBf16(v[0], v[1]), PackBf16(v[2], v[3]));
       for (int i = x_chunks + threadIdx.x; i < kMlaAbsorbMaxTokens * x_chunks; i += blockDim.x) {
@@ -289,10 +290,10 @@ bool MlaAbsorbSupports(const MlaAbsorbParams& p) {
 
 void MlaAbsorb(const MlaAbsorbParams& p, cudaStream_t stream) {
   assert(MlaAbsorbSupports(p));
-  static_assert(kWarps * 32 == kFlashCombineThreads, "a block merges a head's splits");
+  static_assert(kWarps * 32 == kFlashCombineThreads, "a block merges a head's pieces");
   assert(p.merge.base == nullptr ||
-         (!p.transposed && p.tokens == 1 && p.k == kFlashDecodeLora && p.merge.items == 1 &&
-          p.merge.heads == p.heads && p.merge.splits <= kFlashDecodeMaxSplits));
+         (!p.transposed && p.tokens == 1 && p.k == kFlashDecodeLora && p.merge.num_items == 1 &&
+          p.merge.heads == p.heads && p.merge.parts <= kFlashDecodeMaxParts));
   auto* kernel = p.transposed ? MlaAbsorbKernel<true> : MlaAbsorbKernel<false>;
   // Per launch rather than once: the attribute belongs to the current device. The same bound
   // every time, so that no launch lowers it under one that a captured graph replays.

@@ -32,8 +32,8 @@ struct MlaAbsorbParams {
   void* out;
   int64_t out_token_stride, out_head_stride;
   int32_t tokens, heads;
-  // Optional (W_UV of one token, k 512, after a split flash decode launch that deferred its
-  // merge): x is not read; the token's row is item 0's splits merged for head h (MergeSplits,
+  // Optional (W_UV of one token, k 512, after a flash decode launch in parts that deferred its
+  // merge): x is not read; the token's row is item 0's pieces merged for head h (MergeSplits,
   // the bits of the flash decode kernel's combine), so no combine kernel runs in between.
   FlashSplitPartials merge = {};
   // Optional (W_UV with m 128, out's heads 128 apart: a head's outputs are one 1x128 block of the

@@ -263,10 +263,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaMlaTest,
                                            MlaShape{16, 128, 64, 128, 512},
                                            MlaShape{128, 128, 64, 128, 512}));
 
-// One-token decode steps whose flash launch splits the keys: W_UV's kernel merging the splits
-// itself (CudaBackend::Options::merge_in_w_uv) gives the bits of the combine kernel followed by
-// W_UV, at one and two groups of 64 heads and contexts of 1 to 20000 keys (1 to 64 splits, empty
-// ones included where the split rounds up).
+// One-token decode steps whose flash launch cuts the keys into parts: W_UV's kernel merging the
+// pieces itself (CudaBackend::Options::merge_in_w_uv) gives the bits of the combine kernel
+// followed by W_UV, at one and two groups of 64 heads and contexts of 1 to 20000 keys (1 to 105
+// parts).
 TEST_F(CudaOpsTest, OneTokenSplitsMergedInWuvEqualCombineKernel) {
   CudaBackend::Options options;
   options.merge_in_w_uv = true;
@@ -275,7 +275,7 @@ TEST_F(CudaOpsTest, OneTokenSplitsMergedInWuvEqualCombineKernel) {
   options.merge_in_w_uv = false;
   auto combining = CudaBackend::Create(options);
   ASSERT_TRUE(combining.ok()) << combining.status();
-  SectionCount merges("- mla: splits merged by W_UV's kernel");  // the steps that took it
+  SectionCount merges("- mla: pieces merged by W_UV's kernel");  // the steps that took it
   (*merging)->SetOpSections(&merges);
   for (const MlaShape s : {MlaShape{16, 128, 64, 128, 512}, MlaShape{128, 128, 64, 128, 512}}) {
     const int64_t kv_dim = s.lora + s.rope, qk = s.nope + s.rope;
@@ -312,7 +312,7 @@ TEST_F(CudaOpsTest, OneTokenSplitsMergedInWuvEqualCombineKernel) {
     }
   }
   (*merging)->SetOpSections(nullptr);
-  // Every context but 0 and 63 (one tile: one split) splits, at both head counts.
+  // Every context but 0 and 63 (one tile: one part) is cut, at both head counts.
   EXPECT_EQ(merges.count, 8);
 }
 

@@ -1,9 +1,9 @@
 // Checks and times the MLA flash decode kernel (kernels/flash_mla_decode.cu) on its own (needs
-// only libcudart): first against a naive F64 device reference at a few ragged contexts (every
-// split the kernel's rule gives them, and forced splits), then timed with events over
+// only libcudart): first against a naive F64 device reference at a few ragged contexts (the
+// parts the kernel's rule gives them, and forced ones), then timed with events over
 // back-to-back launches at decode's shapes (128 heads, batches x contexts), each launch on
 // another copy of the paged latent cache while the copies total under 512 MB (so short contexts
-// read HBM, not L2, as a model's layers do). Reports the split, us per launch, TFLOP/s (2 x heads
+// read HBM, not L2, as a model's layers do). Reports the parts, us per launch, TFLOP/s (2 x heads
 // x keys x (576 + 512) per item) and the latent bytes read once per launch against the
 // device-to-device copy bandwidth measured in the same run.
 //
@@ -12,7 +12,7 @@
 //   nvcc -gencode arch=compute_90a,code=sm_90a -std=c++17 -O3 -I. \
 //     tools/dsv3-bench/flash_decode_bench.cu kernels/flash_mla_decode.cu kernels/tensor_map.cu \
 //     kernels/launch.cu -o flash_decode_bench
-// Usage: flash_decode_bench [--configs items:context,...] [--splits N] [--iters N]
+// Usage: flash_decode_bench [--configs items:context,...] [--parts N] [--iters N]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -40,9 +40,9 @@ using dsv3::bench::Hash;
 using dsv3::bench::TimeUs;
 using dsv3::kernels::FlashMlaDecode;
 using dsv3::kernels::FlashMlaDecodeParams;
+using dsv3::kernels::AssignFlashDecodeTiles;
+using dsv3::kernels::FlashMlaDecodeParts;
 using dsv3::kernels::FlashMlaDecodePartialFloats;
-using dsv3::kernels::FlashMlaDecodeSplit;
-using dsv3::kernels::FlashMlaDecodeSplits;
 using dsv3::kernels::MlaGemmItem;
 
 constexpr int kHeads = 128, kLora = 512, kRope = 64, kDim = kLora + kRope, kBlock = 64;
@@ -108,7 +108,7 @@ struct Problem {
   int32_t* tables = nullptr;
   MlaGemmItem* items = nullptr;
   float* partial = nullptr;
-  FlashMlaDecodeSplit split;
+  int parts = 1;
 
   Problem(std::vector<int> ctx, int copies_wanted, uint32_t seed)
       : contexts(std::move(ctx)), copies(copies_wanted) {
@@ -118,6 +118,7 @@ struct Problem {
       host_items[i] = {i, blocks_per_copy, contexts[i], 0};
       blocks_per_copy += (contexts[i] + kBlock - 1) / kBlock;
     }
+    AssignFlashDecodeTiles(host_items.data(), n);
     const int64_t blocks = int64_t{blocks_per_copy} * copies;
     std::vector<int32_t> order(blocks);
     std::iota(order.begin(), order.end(), 0);
@@ -145,11 +146,11 @@ struct Problem {
     }
   }
   int MaxContext() const { return *std::max_element(contexts.begin(), contexts.end()); }
-  void SetSplit(FlashMlaDecodeSplit s) {
-    split = s;
+  void SetParts(int n) {
+    parts = n;
     cudaFree(partial);
     partial = nullptr;
-    const int64_t floats = FlashMlaDecodePartialFloats(contexts.size(), kHeads, s);
+    const int64_t floats = FlashMlaDecodePartialFloats(kHeads, n);
     if (floats > 0) DSV3_CUDA_CHECK(cudaMalloc(&partial, floats * 4));
   }
   FlashMlaDecodeParams Params(int copy) const {
@@ -168,7 +169,7 @@ struct Problem {
     p.num_items = static_cast<int32_t>(contexts.size());
     p.heads = kHeads;
     p.scale = 1.0f / std::sqrt(192.0f);
-    p.split = split;
+    p.parts = parts;
     p.partial = partial;
     p.out = out;
     p.out_token_stride = int64_t{kHeads} * kLora;
@@ -223,12 +224,12 @@ std::vector<std::pair<int, int>> ParseConfigs(const char* text) {
 int main(int argc, char** argv) {
   auto configs = ParseConfigs(
       "1:1024,32:1024,128:1024,1:16384,8:16384,32:16384,1:65536,8:65536,32:65536");
-  int forced_splits = 0, iters = 20;
+  int forced_parts = 0, iters = 20;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--configs")) {
       configs = ParseConfigs(argv[i + 1]);
-    } else if (!std::strcmp(argv[i], "--splits")) {
-      forced_splits = std::atoi(argv[i + 1]);
+    } else if (!std::strcmp(argv[i], "--parts")) {
+      forced_parts = std::atoi(argv[i + 1]);
     } else if (!std::strcmp(argv[i], "--iters")) {
       iters = std::max(1, std::atoi(argv[i + 1]));
     } else {
@@ -240,43 +241,36 @@ int main(int argc, char** argv) {
   DSV3_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   const int sms = prop.multiProcessorCount;
 
-  // Ragged contexts: a single key, a partial last tile, several tiles, a long one split.
+  // Ragged contexts (81 tiles in all): a single key, a partial last tile, several tiles, a long
+  // one cut; parts holding several items, pieces with and without an odd last tile, one tile
+  // per part, and more parts than tiles.
   bool ok = true;
-  for (const int splits : {0, 1, 3, 17}) {
+  for (const int forced : {0, 1, 3, 17, 81, 100}) {
     Problem pb({1, 700, 64, 4097, 130}, 1, 7);
-    FlashMlaDecodeSplit s = FlashMlaDecodeSplits(5, kHeads, pb.MaxContext(), sms);
-    if (splits > 0) {
-      const int tiles = (pb.MaxContext() + 63) / 64;
-      s = {splits, (tiles + splits - 1) / splits * 64};
-    }
-    pb.SetSplit(s);
+    const int parts = forced > 0 ? forced : FlashMlaDecodeParts(5, kHeads, pb.MaxContext(), sms);
+    pb.SetParts(parts);
     const double err = CheckAgainstReference(pb);
     const bool pass = err < 1e-2;
     ok = ok && pass;
-    std::printf("check contexts 1,700,64,4097,130 splits %d (%d keys): max error %.2e of max "
-                "|out| %s\n",
-                s.splits, s.split_keys, err, pass ? "ok" : "FAILED");
+    std::printf("check contexts 1,700,64,4097,130 in %d parts: max error %.2e of max |out| %s\n",
+                parts, err, pass ? "ok" : "FAILED");
   }
 
   const double copy_gbs = CopyGbs();
   std::printf("%s, %d SMs, copy %.0f GB/s\n", prop.name, sms, copy_gbs);
-  std::printf("%6s %7s %6s %10s %9s %9s %7s\n", "items", "context", "splits", "us", "TFLOP/s",
+  std::printf("%6s %7s %6s %10s %9s %9s %7s\n", "items", "context", "parts", "us", "TFLOP/s",
               "GB/s", "% copy");
   for (const auto& [items, context] : configs) {
     const double bytes = static_cast<double>(items) * context * kDim * 2;
     const int copies = std::max(1, static_cast<int>(512e6 / bytes));
     Problem pb(std::vector<int>(items, context), copies, 11);
-    FlashMlaDecodeSplit s = FlashMlaDecodeSplits(items, kHeads, context, sms);
-    if (forced_splits > 0) {
-      const int tiles = (context + 63) / 64;
-      const int splits = std::min(forced_splits, tiles);
-      s = {splits, (tiles + splits - 1) / splits * 64};
-    }
-    pb.SetSplit(s);
+    const int parts = forced_parts > 0 ? forced_parts
+                                       : FlashMlaDecodeParts(items, kHeads, context, sms);
+    pb.SetParts(parts);
     const double us =
         TimeUs(3, iters, [&](int i) { FlashMlaDecode(pb.Params(i % copies), nullptr); });
     const double flops = kFlopsPerKeyHead * kHeads * items * static_cast<double>(context);
-    std::printf("%6d %7d %6d %10.1f %9.1f %9.0f %7.1f\n", items, context, s.splits, us,
+    std::printf("%6d %7d %6d %10.1f %9.1f %9.0f %7.1f\n", items, context, parts, us,
                 flops / us * 1e-6, bytes / us * 1e-3, 100.0 * bytes / us * 1e-3 / copy_gbs);
   }
   return ok ? 0 : 1;

@@ -8,6 +8,7 @@
 #include "engine/backend/graph_policy.h"
 #include "kernels/attention_gemm.cuh"
 #include "kernels/elementwise.cuh"
+#include "kernels/flash_mla_decode.cuh"
 #include "kernels/launch_check.h"
 #include "kernels/mla.cuh"
 #include "kernels/mla_absorb.cuh"
@@ -190,6 +191,7 @@ void CudaBackend::BuildForm(const AttentionBatch& batch, bool naive, StepPlan::F
     form.context_slots = UploadBytes(slots.data(), DType::kI32, {form.context_rows});
     if (form.path == AttentionPath::kPrefillTensorCores) form.flash_tiles = FlashMlaTiles(form);
   } else {
+    kernels::AssignFlashDecodeTiles(items.data(), static_cast<int64_t>(items.size()));
     form.gemm_items = UploadBytes(items.data(), DType::kI32,
                                   {static_cast<int64_t>(items.size()), 4});
   }
@@ -295,7 +297,7 @@ bool CudaBackend::MlaAttentionInto(const TensorView& q, const TensorView& cache,
     }
 
     Tensor o_lat(allocator(), DType::kBF16, {t, nh * lora});  // [T, nh, lora]
-    // A one-token step's split flash launch may leave its merge to W_UV's kernel below (one
+    // A one-token step's flash launch in parts may leave its merge to W_UV's kernel below (one
     // kernel fewer on the step's chain), which then reads the partials instead of o_lat.
     kernels::FlashSplitPartials deferred;
     Tensor deferred_scratch;
@@ -335,7 +337,7 @@ bool CudaBackend::MlaAttentionInto(const TensorView& q, const TensorView& cache,
       MlaDecodeOnTensorCores(q, q_lat, cache, absorbed, batch.block_size, p, o_lat,
                              defer ? &deferred : nullptr, &deferred_scratch);
       uv_small.merge = deferred;
-      if (deferred.base != nullptr) Section path(*this, "- mla: splits merged by W_UV's kernel");
+      if (deferred.base != nullptr) Section path(*this, "- mla: pieces merged by W_UV's kernel");
     } else {
       Section part(*this, "- mla: absorbed attention (kernel)");
       a.splits = KeySplits(absorbed.max_context, absorbed.tokens, nh);

@@ -73,16 +73,16 @@ void CudaBackend::MlaDecodeOnTensorCores(const TensorView& q, const TensorView& 
   a.num_items = static_cast<int32_t>(form.tokens);
   a.heads = static_cast<int32_t>(nh);
   a.scale = p.softmax_scale;
-  a.split = kernels::FlashMlaDecodeSplits(form.tokens, nh, form.gemm_context, multiprocessors_);
+  a.parts = kernels::FlashMlaDecodeParts(form.tokens, nh, form.gemm_context, multiprocessors_);
   Tensor partial;
-  if (const int64_t floats = kernels::FlashMlaDecodePartialFloats(form.tokens, nh, a.split)) {
+  if (const int64_t floats = kernels::FlashMlaDecodePartialFloats(nh, a.parts)) {
     partial = Tensor(allocator(), DType::kF32, {floats});
     a.partial = partial.ptr<float>();
   }
   a.out = o_lat.data;
   a.out_token_stride = o_lat.strides[0];
   a.out_head_stride = lora;
-  a.defer_merge = deferred != nullptr && form.tokens == 1 && a.split.splits > 1;
+  a.defer_merge = deferred != nullptr && form.tokens == 1 && a.parts > 1;
   kernels::FlashMlaDecode(a, stream_);
   if (a.defer_merge) {
     *deferred = kernels::FlashSplitPartialsOf(a);
