@@ -1,7 +1,7 @@
-// The flash decode kernel's cut into parts, its partial outputs (kernels/flash_mla_decode.cu) and
-// their merge, shared by its combine kernel and by the W_UV kernel (kernels/mla_absorb.cu),
-// which merges them itself in one-token steps instead of waiting for a combine kernel: one
-// function, so the same bits.
+// The flash decode kernel's partial outputs (kernels/flash_mla_decode.cu: the pieces of the
+// items its cut splits, kernels/flash_mla_cut.h) and their merge, shared by its combine kernel
+// and by the W_UV kernel (kernels/mla_absorb.cu), which merges them itself in one-token steps
+// instead of waiting for a combine kernel: one function, so the same bits.
 #pragma once
 
 #include <cstdint>
@@ -14,26 +14,10 @@ namespace dsv3::kernels {
 // The merge's block: 128 threads, thread i merging dims [4i, 4i + 4).
 constexpr int kFlashCombineThreads = kFlashDecodeLora / 4;
 
-// The launch's cut (flash_mla_decode.cuh) as the items give it: the tiles in all and the parts
-// that hold some, min(FlashSplitPartials::parts, total) (none empty: each holds >= 1 tile).
-struct FlashCut {
-  int32_t total, parts;
-  __device__ __forceinline__ int32_t Begin(int q) const {
-    return static_cast<int32_t>(int64_t{total} * q / parts);
-  }
-  // The part holding tile u.
-  __device__ __forceinline__ int PartOf(int32_t u) const {
-    return static_cast<int>((int64_t{u + 1} * parts - 1) / total);
-  }
-  // The slot of a split item's piece in part q that ends at tile `end` (FlashSplitPartials).
-  __device__ __forceinline__ int PieceSlot(int q, int32_t end) const {
-    return 2 * q + (end == Begin(q + 1) ? 1 : 0);
-  }
-};
+// The launch's cut as its items give it (the last item's tiles end where the cut does).
 __device__ __forceinline__ FlashCut CutOf(const MlaGemmItem* items, int num_items, int parts) {
   const MlaGemmItem last = items[num_items - 1];
-  const int32_t total = last.tile_begin + FlashDecodeTiles(last.context);
-  return {total, min(parts, total)};
+  return MakeFlashCut(last.tile_begin + FlashDecodeTiles(last.context), parts);
 }
 // FlashSplitPartials' arrays: o of (slot, head h), and its lse.
 __device__ __forceinline__ float* SlotO(const FlashSplitPartials& p, int slot, int h) {
@@ -43,21 +27,11 @@ __device__ __forceinline__ float* SlotLse(const FlashSplitPartials& p, int slot,
   return p.base + int64_t{2} * p.parts * p.heads * kFlashDecodeLora +
          static_cast<int64_t>(slot) * p.heads + h;
 }
-// Item i's tiles [begin, end) and the parts holding them, [first, last].
-struct ItemParts {
-  FlashCut cut;
-  int32_t begin, end;
-  int first, last;
-};
-__device__ __forceinline__ ItemParts PartsOfItem(const FlashSplitPartials& p, int item) {
+// Item i's pieces.
+__device__ __forceinline__ FlashItemPieces PiecesOfItem(const FlashSplitPartials& p, int item) {
   const MlaGemmItem it = p.items[item];
-  ItemParts r;
-  r.cut = CutOf(p.items, p.num_items, p.parts);
-  r.begin = it.tile_begin;
-  r.end = r.begin + FlashDecodeTiles(it.context);
-  r.first = r.cut.PartOf(r.begin);
-  r.last = r.cut.PartOf(r.end - 1);
-  return r;
+  return PiecesOfItem(CutOf(p.items, p.num_items, p.parts), it.tile_begin,
+                      it.tile_begin + FlashDecodeTiles(it.context));
 }
 
 // out = sum_s w_s o_s / sum_s w_s at this thread's 4 dims of (item, h) over the item's pieces
@@ -69,12 +43,11 @@ __device__ __forceinline__ ItemParts PartsOfItem(const FlashSplitPartials& p, in
 __device__ __forceinline__ void MergeSplits(const FlashSplitPartials& p, int item, int h,
                                             float* weight, int* slot, float* warp_value,
                                             float (&out)[4]) {
-  const ItemParts ip = PartsOfItem(p, item);
-  const int pieces = ip.last - ip.first + 1, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const FlashItemPieces ip = PiecesOfItem(p, item);
+  const int pieces = ip.Count(), lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   float mx = -INFINITY;
   for (int s = threadIdx.x; s < pieces; s += kFlashCombineThreads) {
-    const int q = ip.first + s;
-    slot[s] = ip.cut.PieceSlot(q, min(ip.end, ip.cut.Begin(q + 1)));
+    slot[s] = ip.Slot(s);
     weight[s] = *SlotLse(p, slot[s], h);
     mx = fmaxf(mx, weight[s]);
   }

@@ -34,7 +34,6 @@
 // by its own sum and its log2-sum-exp in F32, and the combine kernel weighs them.
 #include <algorithm>
 #include <cassert>
-#include <limits>
 
 #include "kernels/device_utils.cuh"
 #include "kernels/flash_mla_combine.cuh"
@@ -131,27 +130,27 @@ struct Work {
   __device__ int Tiles() const { return (key_end - key_begin + kKeys - 1) / kKeys; }
 };
 
-// The pieces of part `part` (tiles [begin, end) of the cut) for the head group from head0, item
-// by item from the one holding tile `begin`. Every warp walks them itself (the items are few
-// per part and come from L1 after the first warp's loads).
+// The pieces of part `part` of the cut for the head group from head0, item by item from the one
+// holding the part's first tile. Every warp walks them itself (the items are few per part and
+// come from L1 after the first warp's loads).
 struct PartWalk {
   const FlashMlaDecodeParams& p;
   FlashCut cut;
   int part, head0;
-  int32_t begin, end;
   // Item i's piece into wk; false once the part holds no more.
   __device__ __forceinline__ bool Piece(int i, Work& wk) const {
     if (i >= p.num_items) return false;
     wk.item = p.items[i];
     const int32_t item_begin = wk.item.tile_begin;
-    const int32_t item_end = item_begin + FlashDecodeTiles(wk.item.context);
-    if (item_begin >= end) return false;
-    const int32_t b = max(begin, item_begin), e = min(end, item_end);
+    FlashPiece piece;
+    if (!PieceOfItem(cut, part, item_begin, item_begin + FlashDecodeTiles(wk.item.context),
+                     p.defer_merge, piece)) {
+      return false;
+    }
     wk.head0 = head0;
-    wk.key_begin = (b - item_begin) * kKeys;
-    wk.key_end = min(wk.item.context, (e - item_begin) * kKeys);
-    const bool whole = b == item_begin && e == item_end && !p.defer_merge;
-    wk.slot = whole ? -1 : cut.PieceSlot(part, e);
+    wk.key_begin = (piece.begin - item_begin) * kKeys;
+    wk.key_end = min(wk.item.context, (piece.end - item_begin) * kKeys);
+    wk.slot = piece.slot;
     return true;
   }
 };
@@ -575,11 +574,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   const FlashCut cut = CutOf(p.items, p.num_items, p.parts);
   const int part = blockIdx.x;
   if (part >= cut.parts) return;  // more parts than tiles: this one holds none
-  const PartWalk walk{p, cut, part, static_cast<int>(blockIdx.y) * kHeads, cut.Begin(part),
-                      cut.Begin(part + 1)};
+  const PartWalk walk{p, cut, part, static_cast<int>(blockIdx.y) * kHeads};
+  const int32_t begin = cut.Begin(part);
   for (int i = threadIdx.x; i < p.num_items; i += blockDim.x) {
     const MlaGemmItem it = p.items[i];
-    if (it.tile_begin <= walk.begin && walk.begin < it.tile_begin + FlashDecodeTiles(it.context)) {
+    if (it.tile_begin <= begin && begin < it.tile_begin + FlashDecodeTiles(it.context)) {
       first_item = i;
     }
   }
@@ -646,8 +645,7 @@ __global__ void __launch_bounds__(kFlashCombineThreads)
   __shared__ float warp_value[4];
   const int h = blockIdx.x, item_index = blockIdx.y;
   const FlashSplitPartials partials = FlashSplitPartialsOf(p);
-  const ItemParts ip = PartsOfItem(partials, item_index);
-  if (ip.first == ip.last) return;
+  if (PiecesOfItem(partials, item_index).Count() == 1) return;
   float merged[4];
   MergeSplits(partials, item_index, h, weight, slot, warp_value, merged);
   const MlaGemmItem item = p.items[item_index];
@@ -658,28 +656,6 @@ __global__ void __launch_bounds__(kFlashCombineThreads)
 }
 
 }  // namespace
-
-int32_t FlashMlaDecodeParts(int64_t items, int64_t heads, int64_t max_context, int sms) {
-  const int64_t tiles = std::max<int64_t>(1, FlashDecodeTiles(static_cast<int32_t>(
-                                                 std::min<int64_t>(max_context, INT32_MAX))));
-  const int64_t total = items * tiles, groups = (heads + kHeads - 1) / kHeads;
-  int32_t best = 1;
-  int64_t best_cost = std::numeric_limits<int64_t>::max();
-  for (int64_t parts = 1; parts <= std::min<int64_t>(total, kFlashDecodeMaxParts); ++parts) {
-    const int64_t waves = (parts * groups + sms - 1) / sms;
-    const int64_t per = (total + parts - 1) / parts;
-    // Parts of whole items (parts divides items) split none; any other cut splits some, and a
-    // part then may hold a piece more than its tiles would fill with whole items.
-    const bool splits = items % parts != 0;
-    const int64_t pieces = std::min(items, (per + tiles - 1) / tiles + (splits ? 1 : 0));
-    const int64_t cost = waves * (per + pieces + (splits ? 3 : 0));
-    if (cost < best_cost) {
-      best_cost = cost;
-      best = static_cast<int32_t>(parts);
-    }
-  }
-  return best;
-}
 
 int64_t FlashMlaDecodePartialFloats(int64_t heads, int32_t parts) {
   return parts > 1 ? 2 * int64_t{parts} * heads * (kLora + 1) : 0;
