@@ -34,20 +34,30 @@ __device__ __forceinline__ FlashItemPieces PiecesOfItem(const FlashSplitPartials
                       it.tile_begin + FlashDecodeTiles(it.context));
 }
 
-// out = sum_s w_s o_s / sum_s w_s at this thread's 4 dims of (item, h) over the item's pieces
-// (one per part holding it), w_s = 2^(lse_s - max lse). Every thread of the
-// kFlashCombineThreads-thread block calls it (block-wide barriers). weight, slot: shared
-// [kFlashDecodeMaxParts] each; warp_value: shared [4]. The pieces' slots and weights are found
-// by all threads together and each thread's loads over the pieces are independent, so the
-// block waits about one memory latency per 8 pieces rather than two per piece.
-__device__ __forceinline__ void MergeSplits(const FlashSplitPartials& p, int item, int h,
-                                            float* weight, int* slot, float* warp_value,
-                                            float (&out)[4]) {
-  const FlashItemPieces ip = PiecesOfItem(p, item);
-  const int pieces = ip.Count(), lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+// The slots of item i's pieces into shared `slot` [kFlashDecodeMaxParts], each thread of the
+// kFlashCombineThreads-thread block those of pieces threadIdx.x, + kFlashCombineThreads, ...
+// (the ones MergeSplits reads back itself: no barrier between); returns the count. From the
+// items alone, so callers run it before their programmatic wait.
+__device__ __forceinline__ int PlanMerge(const FlashSplitPartials& p, int item, int* slot) {
+  const FlashItemPieces pieces = PiecesOfItem(p, item);
+  for (int s = threadIdx.x; s < pieces.Count(); s += kFlashCombineThreads) {
+    slot[s] = pieces.Slot(s);
+  }
+  return pieces.Count();
+}
+
+// out = sum_s w_s o_s / sum_s w_s at this thread's 4 dims of head h over an item's `pieces`
+// pieces (slots from PlanMerge), w_s = 2^(lse_s - max lse). Every thread of the block calls it
+// (block-wide barriers). weight: shared [kFlashDecodeMaxParts], warp_value: shared [4]. The
+// weights are found by all threads together and each thread's loads over the pieces are
+// independent, so the block waits about one memory latency per 8 pieces rather than two per
+// piece.
+__device__ __forceinline__ void MergeSplits(const FlashSplitPartials& p, int pieces,
+                                            const int* slot, int h, float* weight,
+                                            float* warp_value, float (&out)[4]) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   float mx = -INFINITY;
   for (int s = threadIdx.x; s < pieces; s += kFlashCombineThreads) {
-    slot[s] = ip.Slot(s);
     weight[s] = *SlotLse(p, slot[s], h);
     mx = fmaxf(mx, weight[s]);
   }

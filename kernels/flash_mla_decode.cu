@@ -2,7 +2,7 @@
 // problem: every head of a group reads the same latent rows, so a block takes 64 heads as the MMA's
 // M and one pass over its keys serves them all.
 //
-// Block (part, head group of 64), 384 threads: the part's pieces of items (flash_mla_decode.cuh),
+// Block (head group of 64, part), 384 threads: the part's pieces of items (flash_mla_decode.cuh),
 // one after another. Warpgroup 0 is the producer: it gathers each piece's query [64 heads, 576]
 // (cp.async, its "q full" mbarrier, once the consumers have released the last piece's on "q empty")
 // and its paged latent rows in 64-key tiles [64, 576] into two shared-memory stages, each in two
@@ -562,7 +562,7 @@ struct Consumer {
   }
 };
 
-// Block (part q, head group): the pieces of part q of the cut (PartWalk), one after another
+// Block (head group, part q): the pieces of part q of the cut (PartWalk), one after another
 // through the same stages and barriers.
 __global__ void __launch_bounds__(kThreads, 1)
     FlashMlaDecodeKernel(const __grid_constant__ FlashMlaDecodeParams p,
@@ -572,9 +572,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   // The items came with the step's plan, before the step's first kernel: read before the wait,
   // while the kernel before finishes.
   const FlashCut cut = CutOf(p.items, p.num_items, p.parts);
-  const int part = blockIdx.x;
+  const int part = blockIdx.y;
   if (part >= cut.parts) return;  // more parts than tiles: this one holds none
-  const PartWalk walk{p, cut, part, static_cast<int>(blockIdx.y) * kHeads};
+  const PartWalk walk{p, cut, part, static_cast<int>(blockIdx.x) * kHeads};
   const int32_t begin = cut.Begin(part);
   for (int i = threadIdx.x; i < p.num_items; i += blockDim.x) {
     const MlaGemmItem it = p.items[i];
@@ -639,16 +639,18 @@ __global__ void __launch_bounds__(kThreads, 1)
 // the cut split; the kernel wrote the others whole.
 __global__ void __launch_bounds__(kFlashCombineThreads)
     FlashMlaDecodeCombineKernel(const FlashMlaDecodeParams p) {
-  KernelPrologue();
   __shared__ float weight[kFlashDecodeMaxParts];
   __shared__ int slot[kFlashDecodeMaxParts];
   __shared__ float warp_value[4];
   const int h = blockIdx.x, item_index = blockIdx.y;
   const FlashSplitPartials partials = FlashSplitPartialsOf(p);
-  if (PiecesOfItem(partials, item_index).Count() == 1) return;
-  float merged[4];
-  MergeSplits(partials, item_index, h, weight, slot, warp_value, merged);
+  // The items are the step's plan: the pieces are known before the wait.
   const MlaGemmItem item = p.items[item_index];
+  const int pieces = PlanMerge(partials, item_index, slot);
+  KernelPrologue();
+  if (pieces == 1) return;
+  float merged[4];
+  MergeSplits(partials, pieces, slot, h, weight, warp_value, merged);
   bf16* out = static_cast<bf16*>(p.out) + item.token_row * p.out_token_stride +
               h * p.out_head_stride + 4 * threadIdx.x;
   reinterpret_cast<uint32_t*>(out)[0] = PackBf16(merged[0], merged[1]);
@@ -675,8 +677,10 @@ void FlashMlaDecode(const FlashMlaDecodeParams& p, cudaStream_t stream) {
   DSV3_CUDA_CHECK(cudaFuncSetAttribute(FlashMlaDecodeKernel,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
   assert(p.parts >= 1 && p.parts <= kFlashDecodeMaxParts && (!p.defer_merge || p.num_items == 1));
-  const dim3 grid(static_cast<unsigned>(p.parts),
-                  static_cast<unsigned>((p.heads + kHeads - 1) / kHeads));
+  // Head groups next to each other in launch order: the blocks reading the same keys go to
+  // neighbouring SMs together and read them from DRAM once.
+  const dim3 grid(static_cast<unsigned>((p.heads + kHeads - 1) / kHeads),
+                  static_cast<unsigned>(p.parts));
   // The cache [rows, 576] in boxes of [64 rows][64 dims] (one column block of a tile); only
   // read where pages hold whole tiles.
   CUtensorMap cache_map{};

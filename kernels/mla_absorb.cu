@@ -180,6 +180,12 @@ __global__ void __launch_bounds__(kWarps * 32) MlaAbsorbKernel(MlaAbsorbParams p
     CpAsyncCommit();
   }
 
+  // A deferred merge's pieces come from the items, the step's plan: known before the wait.
+  __shared__ int merge_slot[kFlashDecodeMaxParts];
+  int merge_pieces = 0;
+  if constexpr (!kTransposed) {
+    if (p.merge.base != nullptr) merge_pieces = PlanMerge(p.merge, 0, merge_slot);
+  }
   KernelPrologue();
   // x_h [8, k]; tokens past p.tokens are zeros (their product columns are computed, not stored).
   const int x_chunks = k / 8;
@@ -188,10 +194,9 @@ __global__ void __launch_bounds__(kWarps * 32) MlaAbsorbKernel(MlaAbsorbParams p
     if (p.merge.base != nullptr) {
       // One token (k = 512 = 128 threads x 4 dims): row 0 is its pieces merged, rows 1-7 zeros.
       __shared__ float weight[kFlashDecodeMaxParts];
-      __shared__ int slot[kFlashDecodeMaxParts];
       __shared__ float warp_value[4];
       float v[4];
-      MergeSplits(p.merge, 0, h, weight, slot, warp_value, v);
+      MergeSplits(p.merge, merge_pieces, merge_slot, h, weight, warp_value, v);
       *reinterpret_cast<uint2*>(xtile + 4 * threadIdx.x) =
           make_uint2(PackBf16(v[0], v[1]), PackBf16(v[2], v[3]));
       for (int i = x_chunks + threadIdx.x; i < kMlaAbsorbMaxTokens * x_chunks; i += blockDim.x) {
