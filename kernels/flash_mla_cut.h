@@ -90,24 +90,31 @@ DSV3_HOST_DEVICE FlashItemPieces PiecesOfItem(const FlashCut& cut, int32_t begin
   return {cut, begin, end, cut.PartOf(begin), cut.PartOf(end - 1)};
 }
 
+// A launch of one block per item and head group, each item whole: no cut, no merge (the
+// combine kernel's launch, whose blocks each check an item, costs more than it saves where the
+// items already fill the SMs).
+constexpr int32_t kFlashDecodePerItem = 0;
+
 // The parts for `items` items of `heads` heads attending at most `max_context` keys on a GPU of
-// `sms` multiprocessors (one block per SM fits): least time by a model counting waves of blocks
-// times each block's tiles plus its fixed costs in tiles: a query load per piece (1) and, when
-// a cut may split an item, the partial output [64, 512] F32 written and read back (3). Parts of
-// whole items (parts divides items) split none under equal contexts; any other cut splits some,
-// and a part may then hold a piece more than its tiles would fill with whole items.
+// `sms` multiprocessors (one block per SM fits), or kFlashDecodePerItem: least time by a model
+// counting waves of blocks times each block's tiles plus its fixed costs in tiles: a query load
+// per piece (1) and, where a cut may split an item, the partial output [64, 512] F32 written and
+// read back (3); a cut of more than one part also runs the combine kernel (1). Parts of whole
+// items (parts divides items) split none under equal contexts; any other cut splits some, and a
+// part may then hold a piece more than its tiles would fill with whole items. Ties go to one
+// block per item.
 inline int32_t FlashMlaDecodeParts(int64_t items, int64_t heads, int64_t max_context, int sms) {
   const int64_t tiles = std::max<int64_t>(
       1, FlashDecodeTiles(static_cast<int32_t>(std::min<int64_t>(max_context, INT32_MAX - 64))));
   const int64_t total = items * tiles, groups = (heads + 63) / 64;
-  int32_t best = 1;
-  int64_t best_cost = std::numeric_limits<int64_t>::max();
+  int32_t best = kFlashDecodePerItem;
+  int64_t best_cost = (items * groups + sms - 1) / sms * (tiles + 1);
   for (int64_t parts = 1; parts <= std::min<int64_t>(total, kFlashDecodeMaxParts); ++parts) {
     const int64_t waves = (parts * groups + sms - 1) / sms;
     const int64_t per = (total + parts - 1) / parts;
     const bool splits = items % parts != 0;
     const int64_t pieces = std::min(items, (per + tiles - 1) / tiles + (splits ? 1 : 0));
-    const int64_t cost = waves * (per + pieces + (splits ? 3 : 0));
+    const int64_t cost = waves * (per + pieces + (splits ? 3 : 0)) + (parts > 1 ? 1 : 0);
     if (cost < best_cost) {
       best_cost = cost;
       best = static_cast<int32_t>(parts);

@@ -137,14 +137,16 @@ struct PartWalk {
   const FlashMlaDecodeParams& p;
   FlashCut cut;
   int part, head0;
-  // Item i's piece into wk; false once the part holds no more.
+  // Item i's piece into wk; false once the part holds no more. Launched per item, part `part`
+  // is item `part` whole.
   __device__ __forceinline__ bool Piece(int i, Work& wk) const {
-    if (i >= p.num_items) return false;
+    if (i >= p.num_items || (p.parts == kFlashDecodePerItem && i != part)) return false;
     wk.item = p.items[i];
     const int32_t item_begin = wk.item.tile_begin;
-    FlashPiece piece;
-    if (!PieceOfItem(cut, part, item_begin, item_begin + FlashDecodeTiles(wk.item.context),
-                     p.defer_merge, piece)) {
+    const int32_t item_end = item_begin + FlashDecodeTiles(wk.item.context);
+    FlashPiece piece{item_begin, item_end, -1};
+    if (p.parts != kFlashDecodePerItem &&
+        !PieceOfItem(cut, part, item_begin, item_end, p.defer_merge, piece)) {
       return false;
     }
     wk.head0 = head0;
@@ -571,15 +573,20 @@ __global__ void __launch_bounds__(kThreads, 1)
   __shared__ int first_item;
   // The items came with the step's plan, before the step's first kernel: read before the wait,
   // while the kernel before finishes.
-  const FlashCut cut = CutOf(p.items, p.num_items, p.parts);
   const int part = blockIdx.y;
-  if (part >= cut.parts) return;  // more parts than tiles: this one holds none
+  const bool per_item = p.parts == kFlashDecodePerItem;
+  const FlashCut cut = per_item ? FlashCut{1, 1} : CutOf(p.items, p.num_items, p.parts);
+  if (part >= cut.parts && !per_item) return;  // more parts than tiles: this one holds none
   const PartWalk walk{p, cut, part, static_cast<int>(blockIdx.x) * kHeads};
-  const int32_t begin = cut.Begin(part);
-  for (int i = threadIdx.x; i < p.num_items; i += blockDim.x) {
-    const MlaGemmItem it = p.items[i];
-    if (it.tile_begin <= begin && begin < it.tile_begin + FlashDecodeTiles(it.context)) {
-      first_item = i;
+  if (per_item) {
+    first_item = part;
+  } else {
+    const int32_t begin = cut.Begin(part);
+    for (int i = threadIdx.x; i < p.num_items; i += blockDim.x) {
+      const MlaGemmItem it = p.items[i];
+      if (it.tile_begin <= begin && begin < it.tile_begin + FlashDecodeTiles(it.context)) {
+        first_item = i;
+      }
     }
   }
   KernelPrologue();
@@ -676,11 +683,12 @@ void FlashMlaDecode(const FlashMlaDecodeParams& p, cudaStream_t stream) {
   // Per launch rather than once: the attribute belongs to the current device.
   DSV3_CUDA_CHECK(cudaFuncSetAttribute(FlashMlaDecodeKernel,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
-  assert(p.parts >= 1 && p.parts <= kFlashDecodeMaxParts && (!p.defer_merge || p.num_items == 1));
-  // Head groups next to each other in launch order: the blocks reading the same keys go to
-  // neighbouring SMs together and read them from DRAM once.
+  assert(p.parts >= 0 && p.parts <= kFlashDecodeMaxParts &&
+         (!p.defer_merge || (p.num_items == 1 && p.parts > 1)));
+  // Head groups next to each other in launch order: the blocks reading the same keys start
+  // together.
   const dim3 grid(static_cast<unsigned>((p.heads + kHeads - 1) / kHeads),
-                  static_cast<unsigned>(p.parts));
+                  static_cast<unsigned>(p.parts == kFlashDecodePerItem ? p.num_items : p.parts));
   // The cache [rows, 576] in boxes of [64 rows][64 dims] (one column block of a tile); only
   // read where pages hold whole tiles.
   CUtensorMap cache_map{};

@@ -52,7 +52,7 @@ struct FlashMlaDecodeParams {
   const MlaGemmItem* items;
   int32_t num_items, heads;
   float scale;
-  int32_t parts = 1;
+  int32_t parts = 1;  // or kFlashDecodePerItem: one block per item (and head group), no cut
   float* partial;
   void* out;
   int64_t out_token_stride, out_head_stride;

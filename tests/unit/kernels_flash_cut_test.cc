@@ -142,16 +142,27 @@ TEST(FlashCutTest, PartsKeepEverySmBusyAtLongContexts) {
                         Shape{8, 65536, 128}, Shape{32, 16384, 128}, Shape{1, 65536, 128},
                         Shape{32, 65536, 64}, Shape{5, 30000, 64}}) {
     const int32_t parts = FlashMlaDecodeParts(s.items, s.heads, s.context, kSms);
-    ASSERT_GE(parts, 1);
+    ASSERT_GE(parts, kFlashDecodePerItem);
     ASSERT_LE(parts, kFlashDecodeMaxParts);
     const int64_t groups = (s.heads + 63) / 64;
-    const int64_t total = s.items * FlashDecodeTiles(static_cast<int32_t>(s.context));
-    const int64_t waves = (parts * groups + kSms - 1) / kSms;
-    const int64_t longest = waves * ((total + parts - 1) / parts);
+    const int64_t tiles = FlashDecodeTiles(static_cast<int32_t>(s.context));
+    const int64_t total = s.items * tiles;
+    const int64_t blocks = (parts == kFlashDecodePerItem ? s.items : parts) * groups;
+    const int64_t waves = (blocks + kSms - 1) / kSms;
+    const int64_t longest =
+        waves * (parts == kFlashDecodePerItem ? tiles : (total + parts - 1) / parts);
     const double even = static_cast<double>(total * groups) / kSms;
     EXPECT_LE(longest, even * 1.02 + 1)
         << s.items << " x " << s.context << ", " << s.heads << " heads: " << parts << " parts";
   }
+}
+
+// Many short items, already more blocks than SMs: one block per item, whole, and no combine
+// kernel (a cut would add the combine's launch and split items for no better balance).
+TEST(FlashCutTest, ManyShortItemsTakeOneBlockEach) {
+  EXPECT_EQ(FlashMlaDecodeParts(128, 128, 1024, 132), kFlashDecodePerItem);
+  EXPECT_EQ(FlashMlaDecodeParts(256, 128, 512, 132), kFlashDecodePerItem);
+  EXPECT_NE(FlashMlaDecodeParts(1, 128, 1024, 132), kFlashDecodePerItem);
 }
 
 }  // namespace

@@ -224,7 +224,7 @@ std::vector<std::pair<int, int>> ParseConfigs(const char* text) {
 int main(int argc, char** argv) {
   auto configs = ParseConfigs(
       "1:1024,32:1024,128:1024,1:16384,8:16384,32:16384,1:65536,8:65536,32:65536");
-  int forced_parts = 0, iters = 20;
+  int forced_parts = -1, iters = 20;  // -1: the rule's; 0: one block per item
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--configs")) {
       configs = ParseConfigs(argv[i + 1]);
@@ -242,12 +242,12 @@ int main(int argc, char** argv) {
   const int sms = prop.multiProcessorCount;
 
   // Ragged contexts (81 tiles in all): a single key, a partial last tile, several tiles, a long
-  // one cut; parts holding several items, pieces with and without an odd last tile, one tile
-  // per part, and more parts than tiles.
+  // one cut; one block per item (0), parts holding several items, pieces with and without an
+  // odd last tile, one tile per part, and more parts than tiles.
   bool ok = true;
-  for (const int forced : {0, 1, 3, 17, 81, 100}) {
+  for (const int forced : {-1, 0, 1, 3, 17, 81, 100}) {
     Problem pb({1, 700, 64, 4097, 130}, 1, 7);
-    const int parts = forced > 0 ? forced : FlashMlaDecodeParts(5, kHeads, pb.MaxContext(), sms);
+    const int parts = forced >= 0 ? forced : FlashMlaDecodeParts(5, kHeads, pb.MaxContext(), sms);
     pb.SetParts(parts);
     const double err = CheckAgainstReference(pb);
     const bool pass = err < 1e-2;
@@ -264,8 +264,8 @@ int main(int argc, char** argv) {
     const double bytes = static_cast<double>(items) * context * kDim * 2;
     const int copies = std::max(1, static_cast<int>(512e6 / bytes));
     Problem pb(std::vector<int>(items, context), copies, 11);
-    const int parts = forced_parts > 0 ? forced_parts
-                                       : FlashMlaDecodeParts(items, kHeads, context, sms);
+    const int parts = forced_parts >= 0 ? forced_parts
+                                        : FlashMlaDecodeParts(items, kHeads, context, sms);
     pb.SetParts(parts);
     const double us =
         TimeUs(3, iters, [&](int i) { FlashMlaDecode(pb.Params(i % copies), nullptr); });
