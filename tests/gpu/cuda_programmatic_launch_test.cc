@@ -4,7 +4,7 @@
 // that read its input or wrote its output before KernelPrologue() would race the kernel before
 // it and show here as differing logits. The prefills are short enough to take PDL too.
 // Two models: a fixture (the GEMM decode attention path) and a random one at V3's latent dims
-// (the flash decode kernel with its key splits and combine).
+// (the flash decode kernel with its keys cut into parts and the combine).
 #include <gtest/gtest.h>
 
 #include <algorithm>

@@ -172,7 +172,7 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
   std::fprintf(out,
                "device: %s, driver API %d, runtime %d, copy bandwidth %.2f TB/s, "
                "tensor parallel %d, programmatic dependent launch %s, shared expert %s, norms %s, "
-               "grouped experts' chunks of 8 rows %s, one-token flash splits merged by %s, "
+               "grouped experts' chunks of 8 rows %s, one-token flash pieces merged by %s, "
                "MLA query %s, o_proj's input quantized by %s\n",
                prop.name, driver, runtime, copy_bw / 1e12, comm.world_size(),
                args.no_pdl ? "off" : "on in decode steps",

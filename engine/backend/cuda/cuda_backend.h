@@ -77,9 +77,9 @@ class CudaBackend final : public Backend {
     // blocks as a cluster sharing the amax), so no quantization kernel runs between them; off:
     // MlaAttention, then Linear (to measure what it gives).
     bool quantize_in_w_uv = true;
-    // In one-token decode steps whose flash decode launch splits the keys, W_UV's kernel merges
-    // the splits itself (kernels::MlaAbsorbParams::merge) instead of a combine kernel between
-    // them; off: the combine kernel (to measure what it gives).
+    // In one-token decode steps whose flash decode launch cuts the keys into parts, W_UV's
+    // kernel merges the pieces itself (kernels::MlaAbsorbParams::merge) instead of a combine
+    // kernel between them; off: the combine kernel (to measure what it gives).
     bool merge_in_w_uv = true;
     // MlaQueryAndInputs in steps of at most kFusedNormMaxRows tokens (with fuse_norms) as two
     // kernels instead of three: the latent's norm, RoPE and cache write beside q_a's norm and
