@@ -2,7 +2,7 @@
 // problem: every head of a group reads the same latent rows, so a block takes 64 heads as the MMA's
 // M and one pass over its keys serves them all.
 //
-// Block (head group of 64, part), 384 threads: the part's pieces of items (flash_mla_decode.cuh),
+// Block (head group of 64, part), 384 threads: the part's pieces of items (flash_mla_cut.h),
 // one after another. Warpgroup 0 is the producer: it gathers each piece's query [64 heads, 576]
 // (cp.async, its "q full" mbarrier, once the consumers have released the last piece's on "q empty")
 // and its paged latent rows in 64-key tiles [64, 576] into two shared-memory stages, each in two
