@@ -17,7 +17,7 @@ constexpr int kFlashCombineThreads = kFlashDecodeLora / 4;
 // The launch's cut as its items give it (the last item's tiles end where the cut does).
 __device__ __forceinline__ FlashCut CutOf(const MlaGemmItem* items, int num_items, int parts) {
   const MlaGemmItem last = items[num_items - 1];
-  return MakeFlashCut(last.tile_begin + FlashDecodeTiles(last.context), parts);
+  return MakeFlashCut(FlashTileEnd(last), parts);
 }
 // FlashSplitPartials' arrays: o of (slot, head h), and its lse.
 __device__ __forceinline__ float* SlotO(const FlashSplitPartials& p, int slot, int h) {
@@ -30,8 +30,7 @@ __device__ __forceinline__ float* SlotLse(const FlashSplitPartials& p, int slot,
 // Item i's pieces.
 __device__ __forceinline__ FlashItemPieces PiecesOfItem(const FlashSplitPartials& p, int item) {
   const MlaGemmItem it = p.items[item];
-  return PiecesOfItem(CutOf(p.items, p.num_items, p.parts), it.tile_begin,
-                      it.tile_begin + FlashDecodeTiles(it.context));
+  return PiecesOfItem(CutOf(p.items, p.num_items, p.parts), it.tile_begin, FlashTileEnd(it));
 }
 
 // The slots of item i's pieces into shared `slot` [kFlashDecodeMaxParts], each thread of the

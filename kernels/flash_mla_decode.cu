@@ -143,7 +143,7 @@ struct PartWalk {
     if (i >= p.num_items || (p.parts == kFlashDecodePerItem && i != part)) return false;
     wk.item = p.items[i];
     const int32_t item_begin = wk.item.tile_begin;
-    const int32_t item_end = item_begin + FlashDecodeTiles(wk.item.context);
+    const int32_t item_end = FlashTileEnd(wk.item);
     FlashPiece piece{item_begin, item_end, -1};
     if (p.parts != kFlashDecodePerItem &&
         !PieceOfItem(cut, part, item_begin, item_end, p.defer_merge, piece)) {
@@ -584,7 +584,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int32_t begin = cut.Begin(part);
     for (int i = threadIdx.x; i < p.num_items; i += blockDim.x) {
       const MlaGemmItem it = p.items[i];
-      if (it.tile_begin <= begin && begin < it.tile_begin + FlashDecodeTiles(it.context)) {
+      if (it.tile_begin <= begin && begin < FlashTileEnd(it)) {
         first_item = i;
       }
     }
@@ -674,7 +674,7 @@ void AssignFlashDecodeTiles(MlaGemmItem* items, int64_t count) {
   int32_t tiles = 0;
   for (int64_t i = 0; i < count; ++i) {
     items[i].tile_begin = tiles;
-    tiles += FlashDecodeTiles(items[i].context);
+    tiles = FlashTileEnd(items[i]);
   }
 }
 

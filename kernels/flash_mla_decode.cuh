@@ -22,6 +22,10 @@ constexpr int64_t kFlashDecodeLora = 512, kFlashDecodeRope = 64;
 int64_t FlashMlaDecodePartialFloats(int64_t heads, int32_t parts);
 // items[i].tile_begin for every item (host): the sum of FlashDecodeTiles over items [0, i).
 void AssignFlashDecodeTiles(MlaGemmItem* items, int64_t count);
+// Where an item's tiles end in the launch's sequence of tiles (its tile_begin set).
+__host__ __device__ inline int32_t FlashTileEnd(const MlaGemmItem& item) {
+  return item.tile_begin + FlashDecodeTiles(item.context);
+}
 
 // That scratch, F32, two slots per part (FlashCut::PieceSlot), each the output of a piece of a
 // split item normalized by its own sum: o [slots][heads][512], then lse [slots][heads], its
