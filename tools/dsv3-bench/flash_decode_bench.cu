@@ -5,7 +5,9 @@
 // another copy of the paged latent cache while the copies total under 512 MB (so short contexts
 // read HBM, not L2, as a model's layers do). Reports the parts, us per launch, TFLOP/s (2 x heads
 // x keys x (576 + 512) per item) and the latent bytes read once per launch against the
-// device-to-device copy bandwidth measured in the same run.
+// device-to-device copy bandwidth measured in the same run. One item cut into parts is also
+// timed without the combine kernel ("kernel us"), launched as the model's one-token steps launch
+// it (defer_merge: W_UV's kernel merges the pieces there).
 //
 // Built as dsv3-flash-decode-bench with the CUDA backend (tools/CMakeLists.txt), or by hand from
 // the repository root:
@@ -258,8 +260,8 @@ int main(int argc, char** argv) {
 
   const double copy_gbs = CopyGbs();
   std::printf("%s, %d SMs, copy %.0f GB/s\n", prop.name, sms, copy_gbs);
-  std::printf("%6s %7s %6s %10s %9s %9s %7s\n", "items", "context", "parts", "us", "TFLOP/s",
-              "GB/s", "% copy");
+  std::printf("%6s %7s %6s %10s %9s %9s %7s %10s\n", "items", "context", "parts", "us", "TFLOP/s",
+              "GB/s", "% copy", "kernel us");
   for (const auto& [items, context] : configs) {
     const double bytes = static_cast<double>(items) * context * kDim * 2;
     const int copies = std::max(1, static_cast<int>(512e6 / bytes));
@@ -269,9 +271,19 @@ int main(int argc, char** argv) {
     pb.SetParts(parts);
     const double us =
         TimeUs(3, iters, [&](int i) { FlashMlaDecode(pb.Params(i % copies), nullptr); });
+    std::string kernel_us = "-";
+    if (items == 1 && parts > 1) {
+      kernel_us = std::to_string(TimeUs(3, iters, [&](int i) {
+        FlashMlaDecodeParams p = pb.Params(i % copies);
+        p.defer_merge = true;
+        FlashMlaDecode(p, nullptr);
+      }));
+      kernel_us.resize(kernel_us.find('.') + 2);  // one decimal, as the other columns
+    }
     const double flops = kFlopsPerKeyHead * kHeads * items * static_cast<double>(context);
-    std::printf("%6d %7d %6d %10.1f %9.1f %9.0f %7.1f\n", items, context, parts, us,
-                flops / us * 1e-6, bytes / us * 1e-3, 100.0 * bytes / us * 1e-3 / copy_gbs);
+    std::printf("%6d %7d %6d %10.1f %9.1f %9.0f %7.1f %10s\n", items, context, parts, us,
+                flops / us * 1e-6, bytes / us * 1e-3, 100.0 * bytes / us * 1e-3 / copy_gbs,
+                kernel_us.c_str());
   }
   return ok ? 0 : 1;
 }
