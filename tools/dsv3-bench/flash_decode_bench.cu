@@ -271,19 +271,19 @@ int main(int argc, char** argv) {
     pb.SetParts(parts);
     const double us =
         TimeUs(3, iters, [&](int i) { FlashMlaDecode(pb.Params(i % copies), nullptr); });
-    std::string kernel_us = "-";
+    char kernel_us[16] = "-";
     if (items == 1 && parts > 1) {
-      kernel_us = std::to_string(TimeUs(3, iters, [&](int i) {
+      const double alone = TimeUs(3, iters, [&](int i) {
         FlashMlaDecodeParams p = pb.Params(i % copies);
         p.defer_merge = true;
         FlashMlaDecode(p, nullptr);
-      }));
-      kernel_us.resize(kernel_us.find('.') + 2);  // one decimal, as the other columns
+      });
+      std::snprintf(kernel_us, sizeof kernel_us, "%.1f", alone);
     }
     const double flops = kFlopsPerKeyHead * kHeads * items * static_cast<double>(context);
     std::printf("%6d %7d %6d %10.1f %9.1f %9.0f %7.1f %10s\n", items, context, parts, us,
                 flops / us * 1e-6, bytes / us * 1e-3, 100.0 * bytes / us * 1e-3 / copy_gbs,
-                kernel_us.c_str());
+                kernel_us);
   }
   return ok ? 0 : 1;
 }
