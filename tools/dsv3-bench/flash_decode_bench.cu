@@ -25,7 +25,6 @@
 #include <cstring>
 #include <numeric>
 #include <random>
-#include <string>
 #include <vector>
 
 #include "engine/backend/dtype.h"
