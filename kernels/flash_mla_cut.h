@@ -107,16 +107,19 @@ inline int32_t FlashMlaDecodeParts(int64_t items, int64_t heads, int64_t max_con
   const int64_t tiles = std::max<int64_t>(
       1, FlashDecodeTiles(static_cast<int32_t>(std::min<int64_t>(max_context, INT32_MAX - 64))));
   const int64_t total = items * tiles, groups = (heads + 63) / 64;
+  // Waves of `blocks` blocks, each of `per` tiles and `pieces` query loads.
+  auto cost = [&](int64_t blocks, int64_t per, int64_t pieces, bool splits, bool combines) {
+    return (blocks + sms - 1) / sms * (per + pieces + (splits ? 3 : 0)) + (combines ? 1 : 0);
+  };
   int32_t best = kFlashDecodePerItem;
-  int64_t best_cost = (items * groups + sms - 1) / sms * (tiles + 1);
+  int64_t best_cost = cost(items * groups, tiles, 1, false, false);
   for (int64_t parts = 1; parts <= std::min<int64_t>(total, kFlashDecodeMaxParts); ++parts) {
-    const int64_t waves = (parts * groups + sms - 1) / sms;
     const int64_t per = (total + parts - 1) / parts;
     const bool splits = items % parts != 0;
     const int64_t pieces = std::min(items, (per + tiles - 1) / tiles + (splits ? 1 : 0));
-    const int64_t cost = waves * (per + pieces + (splits ? 3 : 0)) + (parts > 1 ? 1 : 0);
-    if (cost < best_cost) {
-      best_cost = cost;
+    const int64_t c = cost(parts * groups, per, pieces, splits, parts > 1);
+    if (c < best_cost) {
+      best_cost = c;
       best = static_cast<int32_t>(parts);
     }
   }
