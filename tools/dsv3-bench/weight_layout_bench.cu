@@ -48,7 +48,9 @@ constexpr int kMaxWarps = 16;
 //         2    is the kernel: the token fragment and the scales loaded per block beside the ring
 //              (LoadTokenFragment, __ldg), split-K partial sums met in shared memory, one warp
 //              storing;
-//         3    is 2 with the token fragment and the scales copied into the ring with the weights.
+//         3    is 2 with the token fragment and the scales copied into the ring with the weights;
+//         4    is 2 with one row (every lane's token fragment is row 0's), as DenseFp8Gemm at
+//              M = 1 loads it.
 enum Layout { kRowMajor, kTileMajor, kKbMajor };
 
 __device__ __forceinline__ void CpAsync4(uint32_t dst, const void* src) {
@@ -147,8 +149,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32) RingRead(Operands p) {
                                kb_of(i + kStages - 1));
     uint4 x_raw[2];
     float ws = 1.f, xsa = 1.f, xsb = 1.f;
-    if constexpr (kWork == 2) {
-      LoadTokenFragment(p.xq, p.xs, p.k_pad, 8, 0, 8, kb, g, t, x_raw, xsa, xsb);
+    if constexpr (kWork == 2 || kWork == 4) {
+      const int32_t rows = kWork == 4 ? 1 : 8;
+      LoadTokenFragment(p.xq, p.xs, p.k_pad, 8, 0, rows, kb, g, t, x_raw, xsa, xsb);
       ws = __ldg(srow + kb);
     }
     CpAsyncWait<kStages - 1>();
@@ -297,7 +300,8 @@ void Run(const char* name, int64_t n, int64_t k, double copy_gbs, uint32_t* sink
   const double gemm = TimeUs(copies, iters, [&](int i) {
     DenseFp8Gemm({xq, xs, 1, 8, k, {at(i), s}, n, k / 128, y, n, true}, nullptr);
   });
-  const Timing t[] = {TimeRing<kRowMajor, false, 2>(p, copies, bytes, iters, sms),
+  const Timing t[] = {TimeRing<kRowMajor, false, 4>(p, copies, bytes, iters, sms),
+                      TimeRing<kRowMajor, false, 2>(p, copies, bytes, iters, sms),
                       TimeRing<kRowMajor, false, 3>(p, copies, bytes, iters, sms),
                       TimeRing<kTileMajor, true, 2>(p, copies, bytes, iters, sms),
                       TimeRing<kTileMajor, true, 3>(p, copies, bytes, iters, sms),
@@ -313,8 +317,8 @@ void Run(const char* name, int64_t n, int64_t k, double copy_gbs, uint32_t* sink
   std::printf("| %s %ld x %ld | %.1f (%.0f%%) |", name, n, k, gemm, pct(gemm));
   for (const Timing& v : t) std::printf(" %.1f (%.0f%%) |", v.us, pct(v.us));
   std::printf(" %.1f (%.0f%%) | %ld x %d / %d, full ring %ld x %d / %d |\n", contiguous,
-              pct(contiguous), t[0].grid.blocks, t[0].grid.warps, t[0].grid.ksplit,
-              t[1].grid.blocks, t[1].grid.warps, t[1].grid.ksplit);
+              pct(contiguous), t[1].grid.blocks, t[1].grid.warps, t[1].grid.ksplit,
+              t[2].grid.blocks, t[2].grid.warps, t[2].grid.ksplit);
   for (void* p : {static_cast<void*>(w), static_cast<void*>(s), static_cast<void*>(xq),
                   static_cast<void*>(xs), static_cast<void*>(y)}) {
     DSV3_CUDA_CHECK(cudaFree(p));
@@ -333,10 +337,11 @@ int main() {
   std::printf("device-to-device copy %.1f GB/s (read + write); %% of it; us per launch, M = 1\n\n",
               copy_gbs);
   std::printf(
-      "| weight N x K | DenseFp8Gemm | row-major: kernel | full ring | tile-major, contiguous "
-      "copy: kernel | full ring | k-block-major, own fragments: kernel | contiguous copy: loads "
-      "| kernel | full ring | contiguous read | grid (blocks x warps / split) |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+      "| weight N x K | DenseFp8Gemm | row-major: kernel, 1 row | 8 rows | full ring | "
+      "tile-major, contiguous copy: kernel | full ring | k-block-major, own fragments: kernel | "
+      "contiguous copy: loads | kernel | full ring | contiguous read | grid (blocks x warps / "
+      "split) |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   const struct {
     const char* name;
     int64_t n, k;
