@@ -209,7 +209,8 @@ __global__ void ContiguousRead(const uint8_t* w, int64_t bytes, uint32_t* sink) 
     uint4 v[4];
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      v[j] = i + j * lanes < vecs ? LoadStreaming(w + 16 * (i + j * lanes)) : make_uint4(0, 0, 0, 0);
+      const int64_t at = i + j * lanes;
+      v[j] = at < vecs ? LoadStreaming(w + 16 * at) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int j = 0; j < 4; ++j) acc ^= v[j].x ^ v[j].y ^ v[j].z ^ v[j].w;
