@@ -1,5 +1,5 @@
 // The small-M FP8 GEMM's warp tile (kernels/moe_grouped.cu; tools/dsv3-bench's
-// read_pattern_bench.cu takes it apart): 16 weight rows by 8 tokens over one 128-k block on
+// weight_layout_bench.cu takes it apart): 16 weight rows by 8 tokens over one 128-k block on
 // tensor cores, from weights and activations loaded straight into registers. Included only by
 // .cu files.
 #pragma once

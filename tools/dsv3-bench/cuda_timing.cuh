@@ -1,5 +1,5 @@
 // Timing helpers shared by the standalone kernel benches (dense_gemm_bench.cu,
-// read_pattern_bench.cu): CUDA-event timing of back-to-back launches and the device's
+// weight_layout_bench.cu): CUDA-event timing of back-to-back launches and the device's
 // device-to-device copy bandwidth, the reference their percentages are of.
 #pragma once
 
