@@ -353,10 +353,16 @@ int main() {
   const struct {
     const char* name;
     int64_t n, k;
-  } shapes[] = {{"o_proj", 7168, 16384},          {"q_b", 24576, 1536},
-                {"q_a|kv_a", 2112, 7168},         {"dense down", 7168, 18432},
+  } shapes[] = {{"o_proj", 7168, 16384},
+                {"q_b", 24576, 1536},
+                {"q_a|kv_a", 2112, 7168},
+                {"dense down", 7168, 18432},
                 {"9 experts' gate|up", 9 * 4096, 7168},
-                {"9 experts' down", 9 * 7168, 2048}};
+                {"9 experts' down", 9 * 7168, 2048},
+                // Power-of-two row strides (o_proj's 16 KB, the experts' down's 2 KB) against
+                // the same weights with K padded by 512 zeros (rows 16.5 and 2.5 KB apart).
+                {"o_proj, K 16896", 7168, 16896},
+                {"9 experts' down, K 2560", 9 * 7168, 2560}};
   for (const auto& shape : shapes) Run(shape.name, shape.n, shape.k, copy_gbs, sink, sms);
   DSV3_CUDA_CHECK(cudaFree(sink));
   return 0;
