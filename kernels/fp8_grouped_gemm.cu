@@ -101,13 +101,6 @@ __device__ __forceinline__ void TmaLoad4d(uint32_t dst, const CUtensorMap& map, 
       "l"(reinterpret_cast<uint64_t>(&map)), "r"(bar), "r"(x0), "r"(x1), "r"(x2), "r"(x3)
       : "memory");
 }
-// 4 bytes global -> shared (the weight scales; src_bytes = 0 zero-fills).
-__device__ __forceinline__ void CpAsync4(uint32_t dst, const void* src, uint32_t src_bytes) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(src),
-               "r"(src_bytes)
-               : "memory");
-}
-
 // Producer (one warp): per k-block, lane 0 issues the two tile loads (the tensor maps apply the
 // 128-byte swizzle and zero-fill weight rows >= n), lanes 0-15 copy the tile's 64 activation
 // scales and lanes 16-17 the consumers' two weight scales into the stage's scale slot.

@@ -50,6 +50,14 @@ __device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src, uint32_
                : "memory");
 }
 
+// 4 bytes global -> shared through L1 (.ca: the only form for fewer than 16 bytes); src_bytes =
+// 0 zero-fills.
+__device__ __forceinline__ void CpAsync4(uint32_t dst, const void* src, uint32_t src_bytes = 4) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(src),
+               "r"(src_bytes)
+               : "memory");
+}
+
 // cp.async's completion groups: Commit closes the group of this thread's copies issued since
 // the last one; Wait<N> returns once at most N of its groups are still in flight.
 __device__ __forceinline__ void CpAsyncCommit() {

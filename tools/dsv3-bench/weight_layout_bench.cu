@@ -27,13 +27,13 @@ using namespace dsv3::kernels;
 
 constexpr int kStages = 3;                // the kernel's kRingStages
 constexpr int kStageBytes = 4 * 32 * 16;  // a warp's k-block: [4 pieces][32 lanes] x 16 bytes
-// A stage of the full ring (kWork 3) also holds the token fragment ([2][32 lanes] x 16 bytes)
+// A stage of the full ring (kFullRing) also holds the token fragment ([2][32 lanes] x 16 bytes)
 // and the block's three scales per lane (weight, rows 2t and 2t + 1).
 constexpr int kFullStageBytes = kStageBytes + 2 * 32 * 16 + 32 * 16;
 constexpr int kMaxWarps = 16;
 
 // How the weight's bytes lie (Layout), how a warp copies a block (kContiguous) and what it does
-// with each block (kWork):
+// with each block (Work):
 //   kRowMajor  [N, K], as checkpoints store it;
 //   kTileMajor [N / 16][K / 128][16 rows][128 bytes]: a warp's block one 2 KB run, a column
 //              tile's k-blocks one after another;
@@ -43,19 +43,16 @@ constexpr int kMaxWarps = 16;
 //              contiguous bytes) to where the lane whose fragment they are reads them back
 //              (after a __syncwarp); else each lane copies its own fragment (rows g and g + 8,
 //              bytes 16t and 64 + 16t of each: the addresses loads into registers must take);
-//   kWork 0    folds the weights into a word;
-//         1    adds the kernel's arithmetic (f16 conversions, 8 mmas) on a fragment made of them;
-//         2    is the kernel: the token fragment and the scales loaded per block beside the ring
-//              (LoadTokenFragment, __ldg), split-K partial sums met in shared memory, one warp
-//              storing;
-//         3    is 2 with the token fragment and the scales copied into the ring with the weights;
-//         4    is 2 with one row (every lane's token fragment is row 0's), as DenseFp8Gemm at
-//              M = 1 loads it.
+//   kLoads     folds the weights into a word;
+//   kKernel    the kernel's work: the token fragment and the scales loaded per block beside the
+//              ring (LoadTokenFragment, __ldg), f16 conversions and mmas, split-K partial sums
+//              met in shared memory, one warp storing;
+//   kFullRing  kKernel with the token fragment and the scales copied into the ring with the
+//              weights;
+//   kKernelOneRow kKernel with one row (every lane's token fragment is row 0's), as
+//              DenseFp8Gemm at M = 1 loads it.
 enum Layout { kRowMajor, kTileMajor, kKbMajor };
-
-__device__ __forceinline__ void CpAsync4(uint32_t dst, const void* src) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(src) : "memory");
-}
+enum Work { kLoads, kKernel, kFullRing, kKernelOneRow };
 
 // Byte offset of block (tile, kb) in a blocked layout.
 template <int kLayout>
@@ -80,10 +77,10 @@ struct Operands {
 // Block i of this warp (k-block kb) into ring slot i % kStages, one completion group (empty past
 // the last block, so that each iteration closes exactly one). A stage's weights are [4 pieces]
 // [32 lanes] x 16 bytes, piece p of lane 4g + t: row g + 8 (p / 2), bytes 16t + 64 (p % 2).
-template <int kLayout, bool kContiguous, int kWork>
+template <int kLayout, bool kContiguous, Work kWork>
 __device__ __forceinline__ void IssueBlock(const Operands& p, uint8_t* ring, int lane,
                                            int64_t tile, int32_t i, int32_t blocks, int32_t kb) {
-  constexpr int kStage = kWork == 3 ? kFullStageBytes : kStageBytes;
+  constexpr int kStage = kWork == kFullRing ? kFullStageBytes : kStageBytes;
   if (i < blocks) {
     const int32_t kblocks = p.k_pad / 128;
     const uint32_t stage = SmemAddr(ring + (i % kStages) * kStage);
@@ -107,7 +104,7 @@ __device__ __forceinline__ void IssueBlock(const Operands& p, uint8_t* ring, int
         CpAsync16(stage + piece * 512 + lane * 16, src);
       }
     }
-    if constexpr (kWork == 3) {
+    if constexpr (kWork == kFullRing) {
       const uint8_t* px = p.xq + (g * p.k_pad + kb * 128 + 16 * t);  // M = 8 rows here
       const uint32_t slot = stage + lane * 16;
       CpAsync16(slot + 2048, px);
@@ -123,11 +120,11 @@ __device__ __forceinline__ void IssueBlock(const Operands& p, uint8_t* ring, int
 
 // One column tile of 16 rows per ksplit warps, warp kpart over k-block pairs kpart, kpart +
 // ksplit, ... as the kernel takes them.
-template <int kLayout, bool kContiguous, int kWork>
+template <int kLayout, bool kContiguous, Work kWork>
 __global__ void __launch_bounds__(kMaxWarps * 32) RingRead(Operands p) {
   extern __shared__ __align__(16) uint8_t ring_smem[];
   __shared__ float partial[kMaxWarps][4][32];
-  constexpr int kStage = kWork == 3 ? kFullStageBytes : kStageBytes;
+  constexpr int kStage = kWork == kFullRing ? kFullStageBytes : kStageBytes;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
   const int64_t tile = int64_t{blockIdx.x} * (blockDim.x / 32 / p.ksplit) + warp / p.ksplit;
@@ -146,11 +143,11 @@ __global__ void __launch_bounds__(kMaxWarps * 32) RingRead(Operands p) {
   for (int32_t i = 0; i < blocks; ++i) {
     const int32_t kb = kb_of(i);
     IssueBlock<kLayout, kContiguous, kWork>(p, ring, lane, tile, i + kStages - 1, blocks,
-                               kb_of(i + kStages - 1));
+                                            kb_of(i + kStages - 1));
     uint4 x_raw[2];
     float ws = 1.f, xsa = 1.f, xsb = 1.f;
-    if constexpr (kWork == 2 || kWork == 4) {
-      const int32_t rows = kWork == 4 ? 1 : 8;
+    if constexpr (kWork == kKernel || kWork == kKernelOneRow) {
+      const int32_t rows = kWork == kKernelOneRow ? 1 : 8;
       LoadTokenFragment(p.xq, p.xs, p.k_pad, 8, 0, rows, kb, g, t, x_raw, xsa, xsb);
       ws = __ldg(srow + kb);
     }
@@ -158,15 +155,11 @@ __global__ void __launch_bounds__(kMaxWarps * 32) RingRead(Operands p) {
     if constexpr (kContiguous) __syncwarp();  // the block's bytes came by other lanes' copies
     const uint4* slot = reinterpret_cast<const uint4*>(ring + (i % kStages) * kStage) + lane;
     const uint4 g_raw[2] = {slot[0], slot[32]}, g8_raw[2] = {slot[64], slot[96]};
-    if constexpr (kWork == 0) {
+    if constexpr (kWork == kLoads) {
       fold ^= g_raw[0].x ^ g_raw[0].w ^ g_raw[1].y ^ g8_raw[0].z ^ g8_raw[1].x;
       continue;
     }
-    if constexpr (kWork == 1) {
-      x_raw[0] = make_uint4(g_raw[0].x ^ 0x3c3c3c3c, g_raw[0].y, 0, 0);
-      x_raw[1] = g8_raw[1];
-    }
-    if constexpr (kWork == 3) {
+    if constexpr (kWork == kFullRing) {
       x_raw[0] = slot[128];
       x_raw[1] = slot[160];
       const float* sc = reinterpret_cast<const float*>(slot + 192);
@@ -179,7 +172,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) RingRead(Operands p) {
     ToF16(wg8, g8_raw);
     AccumulateBlock(acc, wg, wg8, x_raw, ws, xsa, xsb);
   }
-  if constexpr (kWork >= 2) {
+  if constexpr (kWork != kLoads) {
     if (p.ksplit > 1) {
       if (kpart != 0) {
         for (int i = 0; i < 4; ++i) partial[warp][i][lane] = acc[i];
@@ -227,10 +220,10 @@ struct Grid {
   int64_t blocks;
   size_t smem;
 };
-template <int kLayout, bool kContiguous, int kWork>
+template <int kLayout, bool kContiguous, Work kWork>
 Grid RingGrid(int64_t n, int64_t k_pad, int sms) {
   const auto kernel = RingRead<kLayout, kContiguous, kWork>;
-  const int stage = kWork == 3 ? kFullStageBytes : kStageBytes;
+  const int stage = kWork == kFullRing ? kFullStageBytes : kStageBytes;
   DSV3_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        kMaxWarps * kStages * stage));
   const int64_t tiles = (n + 15) / 16, pairs = k_pad / 256;
@@ -270,7 +263,7 @@ struct Timing {
 };
 
 // One variant over the weight's copies (`copies` of `bytes` from w, taken in turn).
-template <int kLayout, bool kContiguous, int kWork>
+template <int kLayout, bool kContiguous, Work kWork>
 Timing TimeRing(Operands p, int64_t copies, int64_t bytes, int iters, int sms) {
   const Grid g = RingGrid<kLayout, kContiguous, kWork>(p.n, p.k_pad, sms);
   const uint8_t* w = p.w;
@@ -301,15 +294,15 @@ void Run(const char* name, int64_t n, int64_t k, double copy_gbs, uint32_t* sink
   const double gemm = TimeUs(copies, iters, [&](int i) {
     DenseFp8Gemm({xq, xs, 1, 8, k, {at(i), s}, n, k / 128, y, n, true}, nullptr);
   });
-  const Timing t[] = {TimeRing<kRowMajor, false, 4>(p, copies, bytes, iters, sms),
-                      TimeRing<kRowMajor, false, 2>(p, copies, bytes, iters, sms),
-                      TimeRing<kRowMajor, false, 3>(p, copies, bytes, iters, sms),
-                      TimeRing<kTileMajor, true, 2>(p, copies, bytes, iters, sms),
-                      TimeRing<kTileMajor, true, 3>(p, copies, bytes, iters, sms),
-                      TimeRing<kKbMajor, false, 2>(p, copies, bytes, iters, sms),
-                      TimeRing<kKbMajor, true, 0>(p, copies, bytes, iters, sms),
-                      TimeRing<kKbMajor, true, 2>(p, copies, bytes, iters, sms),
-                      TimeRing<kKbMajor, true, 3>(p, copies, bytes, iters, sms)};
+  const Timing t[] = {TimeRing<kRowMajor, false, kKernelOneRow>(p, copies, bytes, iters, sms),
+                      TimeRing<kRowMajor, false, kKernel>(p, copies, bytes, iters, sms),
+                      TimeRing<kRowMajor, false, kFullRing>(p, copies, bytes, iters, sms),
+                      TimeRing<kTileMajor, true, kKernel>(p, copies, bytes, iters, sms),
+                      TimeRing<kTileMajor, true, kFullRing>(p, copies, bytes, iters, sms),
+                      TimeRing<kKbMajor, false, kKernel>(p, copies, bytes, iters, sms),
+                      TimeRing<kKbMajor, true, kLoads>(p, copies, bytes, iters, sms),
+                      TimeRing<kKbMajor, true, kKernel>(p, copies, bytes, iters, sms),
+                      TimeRing<kKbMajor, true, kFullRing>(p, copies, bytes, iters, sms)};
   // DenseFp8Gemm with the K split forced to the emulation's: where it matches the default, the
   // two launches have the same grid.
   const double gemm_split = TimeUs(copies, iters, [&](int i) {
