@@ -101,10 +101,22 @@ __device__ __forceinline__ void TmaLoad4d(uint32_t dst, const CUtensorMap& map, 
       "l"(reinterpret_cast<uint64_t>(&map)), "r"(bar), "r"(x0), "r"(x1), "r"(x2), "r"(x3)
       : "memory");
 }
+__device__ __forceinline__ void TmaLoad5d(uint32_t dst, const CUtensorMap& map, uint32_t bar,
+                                          int32_t x0, int32_t x1, int32_t x2, int32_t x3,
+                                          int32_t x4) {
+  asm volatile(
+      "cp.async.bulk.tensor.5d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, "
+      "%4, %5, %6, %7}], [%2];" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(&map)), "r"(bar), "r"(x0), "r"(x1), "r"(x2), "r"(x3),
+      "r"(x4)
+      : "memory");
+}
 // Producer (one warp): per k-block, lane 0 issues the two tile loads (the tensor maps apply the
-// 128-byte swizzle and zero-fill weight rows >= n), lanes 0-15 copy the tile's 64 activation
-// scales and lanes 16-17 the consumers' two weight scales into the stage's scale slot.
+// 128-byte swizzle and zero-fill weight rows >= n; map_w for row-major weights, map_wb for
+// k-block-major ones), lanes 0-15 copy the tile's 64 activation scales and lanes 16-17 the
+// consumers' two weight scales into the stage's scale slot.
 __device__ void Produce(const CUtensorMap& map_x, const CUtensorMap& map_w,
+                        const CUtensorMap& map_wb,
                         const Fp8GroupedGemmParams& p, uint8_t* smem, float* scales,
                         uint32_t full0, uint32_t empty0, int64_t num_tiles, int64_t items,
                         int64_t blocks_per_mat, int64_t blocks) {
@@ -130,8 +142,13 @@ __device__ void Produce(const CUtensorMap& map_x, const CUtensorMap& map_w,
         MbarExpectTx(full, kStageBytes);
         TmaLoad2d(sa, map_x, full, static_cast<int32_t>(kb * kBK),
                   static_cast<int32_t>(it.tile * kBM));
-        TmaLoad4d(sa + kATile, map_w, full, static_cast<int32_t>(kb * kBK),
-                  static_cast<int32_t>(it.col0), w16, whigh);
+        if (gw.k_block_major) {
+          TmaLoad5d(sa + kATile, map_wb, full, 0, static_cast<int32_t>(it.col0),
+                    static_cast<int32_t>(kb), w16, whigh);
+        } else {
+          TmaLoad4d(sa + kATile, map_w, full, static_cast<int32_t>(kb * kBK),
+                    static_cast<int32_t>(it.col0), w16, whigh);
+        }
       }
       const uint32_t slot = SmemAddr(scales + stage * kScaleSlot);
       if (lane < 16) {
@@ -341,6 +358,7 @@ __device__ void Consume(const Fp8GroupedGemmParams& p, const CUtensorMap& map_y,
 __global__ void __launch_bounds__(kThreads, 1)
     Fp8GroupedGemmKernel(const __grid_constant__ CUtensorMap map_x,
                          const __grid_constant__ CUtensorMap map_w,
+                         const __grid_constant__ CUtensorMap map_wb,
                          const __grid_constant__ CUtensorMap map_y, const Fp8GroupedGemmParams p,
                          bool y_tma) {
   KernelPrologue();
@@ -366,7 +384,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (wg == 0) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
     if (threadIdx.x < 32) {
-      Produce(map_x, map_w, p, smem, scales, full0, empty0, num_tiles, items, blocks_per_mat,
+      Produce(map_x, map_w, map_wb, p, smem, scales, full0, empty0, num_tiles, items, blocks_per_mat,
               blocks);
     }
   } else {
@@ -408,6 +426,17 @@ void Fp8GroupedGemm(const Fp8GroupedGemmParams& p, cudaStream_t stream) {
   const CUtensorMap map_w =
       EncodeTensorMap(CU_TENSOR_MAP_DATA_TYPE_UINT8, 4, w_dims, w_strides, w_box,
                       reinterpret_cast<void*>(uintptr_t{kWeightBase}));
+  // k-block-major weights (weight_layout.cuh) through a second window: byte b of row c in k-block
+  // kb is kWeightBase + b + 128 c + 128 n_pad kb + 16 x2 + 2^35 x3; the same boxes.
+  const cuuint64_t wb_dims[5] = {kBK, static_cast<cuuint64_t>(p.n),
+                                 static_cast<cuuint64_t>(p.k_pad / kBK),
+                                 cuuint64_t{1} << (kWeightHighShift - 4), cuuint64_t{1} << 20};
+  const cuuint64_t wb_strides[4] = {kBK, static_cast<cuuint64_t>(WeightRowsPadded(p.n) * kBK), 16,
+                                    cuuint64_t{1} << kWeightHighShift};
+  const cuuint32_t wb_box[5] = {kBK, kBN, 1, 1, 1};
+  const CUtensorMap map_wb =
+      EncodeTensorMap(CU_TENSOR_MAP_DATA_TYPE_UINT8, 5, wb_dims, wb_strides, wb_box,
+                      reinterpret_cast<void*>(uintptr_t{kWeightBase}));
   // BF16 y by TMA stores where the map can address it (16-byte-aligned base and row stride):
   // all mats * n columns as one [rows_padded, mats * n] tensor, boxes of 64 rows x 64 columns
   // (the 128-byte swizzle's widest); columns past mats * n are clipped by the map, a box that
@@ -425,7 +454,8 @@ void Fp8GroupedGemm(const Fp8GroupedGemmParams& p, cudaStream_t stream) {
   }
   const int64_t items = p.num_tiles * p.mats * ((p.n + kBN - 1) / kBN);
   const int grid = static_cast<int>(std::min<int64_t>(items, sms));
-  Launch(Fp8GroupedGemmKernel, grid, kThreads, kSmemBytes, stream, map_x, map_w, map_y, p, y_tma);
+  Launch(Fp8GroupedGemmKernel, grid, kThreads, kSmemBytes, stream, map_x, map_w, map_wb, map_y, p,
+         y_tma);
 }
 
 }  // namespace dsv3::kernels

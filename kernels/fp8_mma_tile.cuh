@@ -90,10 +90,10 @@ __device__ __forceinline__ void BlockMma(float (&d)[4], const uint32_t (&wg)[16]
 }
 
 // This lane's 32 bytes of weight rows g and g + 8 in k-block kb (BlockMma's wg and wg8 before
-// conversion), from wrow, its bytes of row g in k-block 0, and row8, the bytes of 8 rows.
-__device__ __forceinline__ void LoadWeightBlock(const uint8_t* wrow, int32_t row8, int32_t kb,
-                                                uint4 (&g)[2], uint4 (&g8)[2]) {
-  const uint8_t* w = wrow + kb * 128;
+// conversion), from w, its bytes of row g in the k-block, and row8, the bytes from row g to row
+// g + 8.
+__device__ __forceinline__ void LoadWeightBlock(const uint8_t* w, int32_t row8, uint4 (&g)[2],
+                                                uint4 (&g8)[2]) {
   g[0] = LoadStreaming(w);
   g[1] = LoadStreaming(w + 64);
   g8[0] = LoadStreaming(w + row8);

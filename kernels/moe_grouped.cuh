@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "kernels/weight_layout.cuh"
+
 namespace dsv3::kernels {
 
 // Rows per chunk: one mma's tokens.
@@ -66,11 +68,13 @@ constexpr int64_t MaxGroupedChunks(int64_t entries, int64_t experts) {
   return (entries + (kGroupedChunkRows - 1) * active) / kGroupedChunkRows;
 }
 
-// One FP8 matrix: w [N_pad, K_pad] e4m3 (row stride K_pad; rows up to RoundUp(N, 16) readable,
-// K_pad a multiple of 512 and zero past K), s its block scales [ceil(N/128), scale_stride] F32.
+// One FP8 matrix: e4m3 codes w (WeightRowsPadded(N) rows, K_pad a multiple of 512, zeros past N
+// and past K) laid out as k_block_major says (kernels/weight_layout.cuh), s its block scales
+// [ceil(N/128), scale_stride] F32.
 struct GroupedWeight {
   const uint8_t* w;
   const float* s;
+  bool k_block_major = false;
 };
 
 // Both GEMMs below compute, per block of 128 k (kb), in F32:

@@ -43,6 +43,10 @@ struct DeviceMemory {
 struct LinearWeight {
   TensorView weight;     // [N, K]
   TensorView scale_inv;  // [ceil(N/128), ceil(K/128)] F32 for FP8 weights, else empty
+  // A GPU's FP8 codes laid out k-block-major (kernels/weight_layout.cuh) instead of [N, K] by
+  // Backend::PrepareRoutedExperts; `weight` keeps its shape and row stride (the padded K). Only
+  // the backend's MoE ops read such a weight.
+  bool k_block_major = false;
   int64_t n() const { return weight.dim(0); }
   int64_t k() const { return weight.dim(1); }
 };
@@ -163,6 +167,12 @@ class Backend {
   // Host memory the weight loader reads the checkpoint into before LoadLinear/LoadDense copy it
   // out: pinned on GPUs (copies to the device are DMA from it), plain on the CPU.
   virtual Allocator* staging_allocator() { return HostAllocator(); }
+  // Lays a MoE layer's loaded routed experts out for this backend's MoE kernels, in place, once:
+  // MoeExperts and MoeExpertsWithShared are their only readers. The default keeps them as
+  // loaded (LinearWeight::k_block_major says what a backend did).
+  virtual absl::Status PrepareRoutedExperts(std::span<ExpertWeights> /*experts*/) {
+    return absl::OkStatus();
+  }
   // Makes a linear weight from host data: `weight` [N, K] F8_E4M3 with `scale_inv`
   // [ceil(N/128), ceil(K/128)] F32, or an F32/BF16 weight with `scale_inv` empty. The data is
   // copied; `storage` owns the result (as for LoadLinear).

@@ -46,6 +46,9 @@ class ForwardingBackend : public Backend {
     return inner_->LoadDense(source, name, shape, storage);
   }
   Allocator* staging_allocator() override { return inner_->staging_allocator(); }
+  absl::Status PrepareRoutedExperts(std::span<ExpertWeights> experts) override {
+    return inner_->PrepareRoutedExperts(experts);
+  }
   absl::StatusOr<LinearWeight> MakeLinear(const TensorView& weight, const TensorView& scale_inv,
                                           std::vector<Tensor>& storage) override {
     return inner_->MakeLinear(weight, scale_inv, storage);

@@ -190,6 +190,17 @@ absl::Status CheckLayerCount(const Checkpoint& ckpt, const ModelConfig& config) 
                    ", but the checkpoint has no layer ", last, " (no tensor '", name, "')"));
 }
 
+// Every MoE layer's routed experts (the MTP module's included) handed to the backend to lay out
+// for its MoE ops, once all are loaded.
+absl::Status PrepareRoutedExperts(Backend& backend, ModelWeights& w) {
+  auto prepare = [&](LayerWeights& l) {
+    return l.is_moe ? backend.PrepareRoutedExperts(l.moe.experts) : absl::OkStatus();
+  };
+  for (LayerWeights& l : w.layers) DSV3_RETURN_IF_ERROR(prepare(l));
+  if (w.mtp.has_value()) DSV3_RETURN_IF_ERROR(prepare(w.mtp->layer));
+  return absl::OkStatus();
+}
+
 // The requests LoadAll (and the MTP module, when `mtp`) makes, in its order, loading nothing.
 std::vector<WeightRequest> RecordRequests(const ModelConfig& config, const Shard& shard,
                                           bool mtp) {
@@ -369,6 +380,7 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const Checkpoin
       config, shard);
   DSV3_RETURN_IF_ERROR(LoadAll(loader, config, shard, *w));
   if (mtp) DSV3_RETURN_IF_ERROR(loader.Mtp(w->mtp.emplace()));
+  DSV3_RETURN_IF_ERROR(PrepareRoutedExperts(backend, *w));
   progress.Finish();
   return w;
 }
@@ -417,6 +429,7 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Random(const ModelCo
       },
       config, shard);
   DSV3_RETURN_IF_ERROR(LoadAll(loader, config, shard, *w));
+  DSV3_RETURN_IF_ERROR(PrepareRoutedExperts(backend, *w));
   return w;
 }
 

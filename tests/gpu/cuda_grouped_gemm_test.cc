@@ -48,12 +48,18 @@ class CudaGroupedGemmTest : public testing::GpuTest {
   struct Linears {
     LinearWeight cpu, emu, gpu;
   };
-  Linears MakeLinears(int64_t n, int64_t k) {
+  // gpu_copy: a second GPU copy of the same weight.
+  Linears MakeLinears(int64_t n, int64_t k, LinearWeight* gpu_copy = nullptr) {
     Fp8Weight w = RandomFp8(n, k, rng_);
     auto c = cpu_.MakeLinear(w.weight(), w.scale_inv(), cpu_store_);
     auto e = emu_.MakeLinear(w.weight(), w.scale_inv(), cpu_store_);
     auto g = gpu_->MakeLinear(w.weight(), w.scale_inv(), gpu_store_);
     EXPECT_TRUE(c.ok() && e.ok() && g.ok());
+    if (gpu_copy != nullptr) {
+      auto copy = gpu_->MakeLinear(w.weight(), w.scale_inv(), gpu_store_);
+      EXPECT_TRUE(copy.ok());
+      *gpu_copy = *copy;
+    }
     return {*c, *e, *g};
   }
 
@@ -272,22 +278,48 @@ TEST_F(CudaGroupedGemmTest, DenseGemmRingFormGivesPairFormBits) {
 
 class CudaGroupedMoeTest : public CudaGroupedGemmTest {
  protected:
-  // `experts` experts of hidden size h and intermediate size inter, on all three backends.
+  // `experts` experts of hidden size h and intermediate size inter, on all three backends (the
+  // GPU's as loading leaves them, row-major: the MoE kernels read either layout), and the same
+  // GPU experts again as PrepareRoutedExperts lays them out (k-block-major).
   void MakeExperts(int64_t experts, int64_t h, int64_t inter) {
     h_ = h;
     cw_.assign(experts, {});
     ew_.assign(experts, {});
     gw_.assign(experts, {});
+    gkb_.assign(experts, {});
     for (int64_t j = 0; j < experts; ++j) {
       for (auto [field, n, k] : {std::tuple{&ExpertWeights::gate, inter, h},
                                  std::tuple{&ExpertWeights::up, inter, h},
                                  std::tuple{&ExpertWeights::down, h, inter}}) {
-        const Linears w = MakeLinears(n, k);
+        const Linears w = MakeLinears(n, k, &(gkb_[j].*field));
         cw_[j].*field = w.cpu;
         ew_[j].*field = w.emu;
         gw_[j].*field = w.gpu;
       }
     }
+    ASSERT_TRUE(gpu_->PrepareRoutedExperts(gkb_).ok());
+    for (const ExpertWeights& e : gkb_) ASSERT_TRUE(e.gate.k_block_major && e.down.k_block_major);
+  }
+
+  // The GPU's MoE output for x routed by `ids` through `experts` (or, given `shared`, through
+  // MoeExpertsWithShared: false when it did not take the step), as host floats.
+  std::vector<float> GpuMoe(const std::vector<float>& x, const Routing& ids, int64_t top_k,
+                            const std::vector<ExpertWeights>& experts,
+                            const ExpertWeights* shared = nullptr) {
+    const int64_t t = static_cast<int64_t>(ids.size()) / top_k, h = h_;
+    std::vector<float> weights(t * top_k);
+    for (int64_t i = 0; i < t * top_k; ++i) weights[i] = 0.25f + 0.125f * (i % top_k);
+    Tensor gx = Dev(x, t, h), out = DevEmpty(DType::kBF16, t, h);
+    Tensor gids(gpu_->allocator(), DType::kI32, {t, top_k});
+    Tensor gweights(gpu_->allocator(), DType::kF32, {t, top_k});
+    CopyIn(*gpu_, gids, ids.data());
+    CopyIn(*gpu_, gweights, weights.data());
+    if (shared == nullptr) {
+      gpu_->MoeExperts(gx, gids, gweights, experts, 0, out);
+    } else {
+      EXPECT_TRUE(gpu_->MoeExpertsWithShared(gx, gids, gweights, experts, 0, *shared, out));
+    }
+    return ToHost(*gpu_, out);
   }
 
   // MoeExperts over the local experts [begin, experts) for tokens routed by `ids`, GPU against
@@ -324,8 +356,34 @@ class CudaGroupedMoeTest : public CudaGroupedGemmTest {
   }
 
   int64_t h_ = 0;
-  std::vector<ExpertWeights> cw_, ew_, gw_;
+  std::vector<ExpertWeights> cw_, ew_, gw_, gkb_;
 };
+
+// The grouped kernels read k-block-major experts (PrepareRoutedExperts) in the same blocks and
+// order as row-major ones: the same bits on every path: the small-M kernel at 1 to 256 tokens
+// (its chunks of 8 rows among them), the tiled kernel above (TMA boxes through the second map),
+// and the small-M kernel with a row-major shared expert beside k-block-major routed ones. Ragged
+// H = 1000 and I = 300 (N not a multiple of 64: the padding rows).
+TEST_F(CudaGroupedMoeTest, KBlockMajorExpertsGiveRowMajorBits) {
+  const int64_t e = 16, top_k = 4;
+  MakeExperts(e, 1000, 300);
+  for (int64_t t : {1, 5, 37, 256, 300, 700}) {
+    const Routing ids = RandomRouting(t, top_k, e, rng_);
+    const auto x = RandomBf16(t * h_, rng_, 2.0f);
+    const auto row_major = GpuMoe(x, ids, top_k, gw_), k_block_major = GpuMoe(x, ids, top_k, gkb_);
+    EXPECT_EQ(row_major, k_block_major) << "t=" << t;
+  }
+  ExpertWeights shared;
+  shared.gate = MakeLinears(300, 1000).gpu;
+  shared.up = MakeLinears(300, 1000).gpu;
+  shared.down = MakeLinears(1000, 300).gpu;
+  for (int64_t t : {1, 8}) {
+    const Routing ids = RandomRouting(t, top_k, e, rng_);
+    const auto x = RandomBf16(t * h_, rng_, 2.0f);
+    EXPECT_EQ(GpuMoe(x, ids, top_k, gw_, &shared), GpuMoe(x, ids, top_k, gkb_, &shared))
+        << "with the shared expert, t=" << t;
+  }
+}
 
 // 8 experts, ragged H = 1000 and I = 300 (I not a multiple of 16; K split over 4 and 2 warps).
 TEST_F(CudaGroupedMoeTest, RaggedExpertsWithEmptyAndMultiPassExpertsMatchCpu) {

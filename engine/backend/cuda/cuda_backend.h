@@ -128,6 +128,9 @@ class CudaBackend final : public Backend {
                                           std::vector<Tensor>& storage) override;
   // Pinned (pinned_host_allocator.h).
   Allocator* staging_allocator() override;
+  // FP8 experts that the grouped kernels take (at most kMaxGroupedExperts of one shape) become
+  // k-block-major.
+  absl::Status PrepareRoutedExperts(std::span<ExpertWeights> experts) override;
   // F32 host data becomes BF16, I32 stays I32.
   Tensor Upload(const TensorView& host) override;
   void Download(const TensorView& device_tensor, float* host) override;

@@ -93,6 +93,7 @@ void CudaBackend::Fp8Linear(const TensorView& x, const LinearWeight& w, const Te
                             QuantizeInto quantize, const kernels::RopeEpilogue* rope) {
   const int64_t m = x.dim(0), n = w.n();
   const int64_t m_pad = RoundUp(m, 4), n_pad = RoundUp(n, 64), k_pad = w.weight.strides[0];
+  assert(!w.k_block_major);  // a routed expert's: MoE ops only (PrepareRoutedExperts)
   Tensor xq(allocator(), DType::kF8E4M3, {m_pad, k_pad});      // [M_pad, K_pad]
   Tensor xs(allocator(), DType::kF32, {k_pad / 128, m_pad});   // [K_pad/128, M_pad]
   Section path(*this, m <= kSmallFp8Rows ? "- linear fp8: small-M kernel" : "- linear fp8: cuBLASLt");

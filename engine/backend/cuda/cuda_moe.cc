@@ -5,11 +5,13 @@
 // experts read the router's ids back and run one after another through Linear. All end in one
 // weighted combine.
 #include <algorithm>
+#include <unordered_set>
 
 #include "engine/backend/cuda/cuda_backend.h"
 #include "kernels/elementwise.cuh"
 #include "kernels/launch_check.h"
 #include "kernels/moe.cuh"
+#include "kernels/weight_layout.cuh"
 
 namespace dsv3 {
 
@@ -60,6 +62,37 @@ void CudaBackend::MoeRoute(const TensorView& x, const TensorView& router, const 
   Bf16Linear(x, router, logits);
   topk.logits = logits.ptr<float>();
   kernels::MoeTopk(topk, stream_);
+}
+
+absl::Status CudaBackend::PrepareRoutedExperts(std::span<ExpertWeights> experts) {
+  // Only the grouped kernels read k-block-major codes; more experts than they take run through
+  // Linear (MoeExperts), which reads row-major ones.
+  if (experts.empty() || static_cast<int64_t>(experts.size()) > kMaxGroupedExperts ||
+      experts.front().gate.weight.dtype != DType::kF8E4M3) {
+    return absl::OkStatus();
+  }
+  Tensor scratch;  // [rows, k_pad] of the largest matrix so far
+  std::unordered_set<const void*> done;  // a matrix two experts share moves once
+  for (ExpertWeights& e : experts) {
+    for (LinearWeight* w : {&e.gate, &e.up, &e.down}) {
+      if (w->weight.dtype != DType::kF8E4M3 || w->k_block_major) {
+        return absl::InvalidArgumentError(
+            "PrepareRoutedExperts: every routed expert must be FP8 and laid out once");
+      }
+      if (done.insert(w->weight.data).second) {
+        const int64_t k_pad = w->weight.strides[0];
+        const int64_t bytes = kernels::WeightRowsPadded(w->n()) * k_pad;
+        if (scratch.numel() < bytes) scratch = Tensor(allocator(), DType::kU8, {bytes});
+        kernels::ToKBlockMajor(w->weight.ptr<uint8_t>(), w->n(), k_pad, scratch.ptr<uint8_t>(),
+                               stream_);
+        DSV3_CUDA_CHECK(cudaMemcpyAsync(w->weight.data, scratch.view().data, bytes,
+                                        cudaMemcpyDeviceToDevice, stream_));
+      }
+      w->k_block_major = true;
+    }
+  }
+  DSV3_CUDA_CHECK(cudaStreamSynchronize(stream_));  // scratch goes back to the pool
+  return absl::OkStatus();
 }
 
 bool CudaBackend::MoeExpertsWithShared(const TensorView& x, const TensorView& topk_ids,

@@ -203,7 +203,7 @@ const kernels::GroupedWeight* CudaBackend::GroupedWeights(std::span<const Expert
     std::vector<kernels::GroupedWeight> table;  // [experts (+ shared), 3]: gate, up, down
     auto add = [&](const ExpertWeights& e) {
       for (const LinearWeight* w : {&e.gate, &e.up, &e.down}) {
-        table.push_back({w->weight.ptr<uint8_t>(), w->scale_inv.ptr<float>()});
+        table.push_back({w->weight.ptr<uint8_t>(), w->scale_inv.ptr<float>(), w->k_block_major});
       }
     };
     for (const ExpertWeights& e : experts) add(e);
