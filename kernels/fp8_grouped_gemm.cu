@@ -384,8 +384,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (wg == 0) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
     if (threadIdx.x < 32) {
-      Produce(map_x, map_w, map_wb, p, smem, scales, full0, empty0, num_tiles, items, blocks_per_mat,
-              blocks);
+      Produce(map_x, map_w, map_wb, p, smem, scales, full0, empty0, num_tiles, items,
+              blocks_per_mat, blocks);
     }
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
