@@ -95,6 +95,11 @@ class LockstepBackend final : public Backend {
     linear_[g->weight.data] = *c;
     return g;
   }
+  // The GPU's experts as the GPU backend lays them out (their CPU twins, found by address, stay
+  // as loaded): the MoE ops run on k-block-major experts as in the server.
+  absl::Status PrepareRoutedExperts(std::span<ExpertWeights> experts) override {
+    return gpu_.PrepareRoutedExperts(experts);
+  }
   Tensor Upload(const TensorView& host) override { return gpu_.Upload(host); }
   void Download(const TensorView& t, float* host) override { gpu_.Download(t, host); }
   void CopyToHost(const TensorView& src, void* host) override { gpu_.CopyToHost(src, host); }
