@@ -373,14 +373,16 @@ TEST_F(CudaGroupedMoeTest, KBlockMajorExpertsGiveRowMajorBits) {
     const auto row_major = GpuMoe(x, ids, top_k, gw_), k_block_major = GpuMoe(x, ids, top_k, gkb_);
     EXPECT_EQ(row_major, k_block_major) << "t=" << t;
   }
-  ExpertWeights shared;
-  shared.gate = MakeLinears(300, 1000).gpu;
-  shared.up = MakeLinears(300, 1000).gpu;
-  shared.down = MakeLinears(1000, 300).gpu;
+  // One shared expert per set of routed ones, the same weights: the backend keys a launch's
+  // device table by the shared expert's gate, as a layer's experts come with their own.
+  ExpertWeights shared, shared_copy;
+  shared.gate = MakeLinears(300, 1000, &shared_copy.gate).gpu;
+  shared.up = MakeLinears(300, 1000, &shared_copy.up).gpu;
+  shared.down = MakeLinears(1000, 300, &shared_copy.down).gpu;
   for (int64_t t : {1, 8}) {
     const Routing ids = RandomRouting(t, top_k, e, rng_);
     const auto x = RandomBf16(t * h_, rng_, 2.0f);
-    EXPECT_EQ(GpuMoe(x, ids, top_k, gw_, &shared), GpuMoe(x, ids, top_k, gkb_, &shared))
+    EXPECT_EQ(GpuMoe(x, ids, top_k, gw_, &shared), GpuMoe(x, ids, top_k, gkb_, &shared_copy))
         << "with the shared expert, t=" << t;
   }
 }
