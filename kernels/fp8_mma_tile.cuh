@@ -32,10 +32,11 @@ constexpr int kTileCols = 16;  // output columns per warp tile (the mma's M)
 constexpr int kTokens = 8;     // tokens per mma (its N)
 
 // Weights are read once per pass: kept out of L1, which serves the activations that every warp
-// of the block rereads.
+// of the block rereads. Volatile: the compiler may not issue it ahead of the test that guards it
+// (a warp past the last tile has no weight to read; its address is no weight's).
 __device__ __forceinline__ uint4 LoadStreaming(const uint8_t* p) {
   uint4 v;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
       : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
       : "l"(p));
   return v;

@@ -18,7 +18,7 @@
 namespace dsv3::kernels {
 
 // Rows a weight's storage holds: N rounded up to whole 64-row blocks.
-constexpr int64_t WeightRowsPadded(int64_t n) { return (n + 63) / 64 * 64; }
+__host__ __device__ constexpr int64_t WeightRowsPadded(int64_t n) { return (n + 63) / 64 * 64; }
 
 // Bytes from one 128-k block of a row to the next (kb) and from a row to the next (row).
 struct WeightStrides {

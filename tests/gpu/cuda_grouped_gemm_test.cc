@@ -359,6 +359,34 @@ class CudaGroupedMoeTest : public CudaGroupedGemmTest {
   std::vector<ExpertWeights> cw_, ew_, gw_, gkb_;
 };
 
+// PrepareRoutedExperts moves each code to where kernels/weight_layout.cuh says: byte (r, k) of
+// the padded [N_pad, K_pad] matrix to ((k / 128) N_pad + r) 128 + k % 128 (zeros past N and K).
+TEST_F(CudaGroupedMoeTest, PrepareRoutedExpertsLaysCodesOutKBlockMajor) {
+  const int64_t n = 300, k = 1000;
+  Fp8Weight w = RandomFp8(n, k, rng_);
+  std::vector<ExpertWeights> experts(1);
+  for (LinearWeight* lw : {&experts[0].gate, &experts[0].up, &experts[0].down}) {
+    auto g = gpu_->MakeLinear(w.weight(), w.scale_inv(), gpu_store_);
+    ASSERT_TRUE(g.ok());
+    *lw = *g;
+  }
+  ASSERT_TRUE(gpu_->PrepareRoutedExperts(experts).ok());
+  const int64_t k_pad = experts[0].gate.weight.strides[0];
+  const int64_t n_pad = kernels::WeightRowsPadded(n);
+  std::vector<uint8_t> got(n_pad * k_pad);
+  gpu_->Synchronize();
+  ASSERT_EQ(cudaMemcpy(got.data(), experts[0].up.weight.data, got.size(), cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  int64_t wrong = 0;
+  for (int64_t r = 0; r < n_pad; ++r) {
+    for (int64_t c = 0; c < k_pad; ++c) {
+      const uint8_t want = r < n && c < k ? w.q[r * k + c] : 0;
+      wrong += got[(c / 128 * n_pad + r) * 128 + c % 128] != want;
+    }
+  }
+  EXPECT_EQ(wrong, 0) << "of " << got.size() << " codes";
+}
+
 // The grouped kernels read k-block-major experts (PrepareRoutedExperts) in the same blocks and
 // order as row-major ones: the same bits on every path: the small-M kernel at 1 to 256 tokens
 // (its chunks of 8 rows among them), the tiled kernel above (TMA boxes through the second map),
