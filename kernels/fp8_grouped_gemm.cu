@@ -101,16 +101,6 @@ __device__ __forceinline__ void TmaLoad4d(uint32_t dst, const CUtensorMap& map, 
       "l"(reinterpret_cast<uint64_t>(&map)), "r"(bar), "r"(x0), "r"(x1), "r"(x2), "r"(x3)
       : "memory");
 }
-__device__ __forceinline__ void TmaLoad5d(uint32_t dst, const CUtensorMap& map, uint32_t bar,
-                                          int32_t x0, int32_t x1, int32_t x2, int32_t x3,
-                                          int32_t x4) {
-  asm volatile(
-      "cp.async.bulk.tensor.5d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, "
-      "%4, %5, %6, %7}], [%2];" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(&map)), "r"(bar), "r"(x0), "r"(x1), "r"(x2), "r"(x3),
-      "r"(x4)
-      : "memory");
-}
 // Producer (one warp): per k-block, lane 0 issues the two tile loads (the tensor maps apply the
 // 128-byte swizzle and zero-fill weight rows >= n; map_w for row-major weights, map_wb for
 // k-block-major ones), lanes 0-15 copy the tile's 64 activation scales and lanes 16-17 the
@@ -128,9 +118,12 @@ __device__ void Produce(const CUtensorMap& map_x, const CUtensorMap& map_w,
     const Item it = DecodeItem(w, p.tile_expert, num_tiles, blocks_per_mat, blocks);
     const int64_t e = __ldg(p.tile_expert + it.tile);
     const GroupedWeight gw = p.weights[e * p.weights_stride + p.first + it.m];
-    const uint64_t off = reinterpret_cast<uintptr_t>(gw.w) - kWeightBase;
-    const int32_t w16 = static_cast<int32_t>((off & ((uint64_t{1} << kWeightHighShift) - 1)) >> 4);
-    const int32_t whigh = static_cast<int32_t>(off >> kWeightHighShift);
+    // Row-major: k-block kb at x0 = kb kBK of map_w. K-block-major: each k-block a [N_pad][128]
+    // slab of its own, at kb_bytes more address per k-block, through map_wb at x0 = 0.
+    const CUtensorMap& map_gw = gw.k_block_major ? map_wb : map_w;
+    const int32_t x0_step = gw.k_block_major ? 0 : kBK;
+    const uint64_t kb_bytes = gw.k_block_major ? WeightRowsPadded(p.n) * kBK : 0;
+    const uint64_t off0 = reinterpret_cast<uintptr_t>(gw.w) - kWeightBase;
     const int64_t wcol = it.col0 + 128 * (lane - 16);  // lanes 16, 17: a consumer's columns
     const float* ws = gw.s + (wcol / 128) * p.scale_stride;
     const float* xs = p.xs + it.tile * kBM + 4 * lane;
@@ -142,13 +135,12 @@ __device__ void Produce(const CUtensorMap& map_x, const CUtensorMap& map_w,
         MbarExpectTx(full, kStageBytes);
         TmaLoad2d(sa, map_x, full, static_cast<int32_t>(kb * kBK),
                   static_cast<int32_t>(it.tile * kBM));
-        if (gw.k_block_major) {
-          TmaLoad5d(sa + kATile, map_wb, full, 0, static_cast<int32_t>(it.col0),
-                    static_cast<int32_t>(kb), w16, whigh);
-        } else {
-          TmaLoad4d(sa + kATile, map_w, full, static_cast<int32_t>(kb * kBK),
-                    static_cast<int32_t>(it.col0), w16, whigh);
-        }
+        const uint64_t off = off0 + kb * kb_bytes;
+        const int32_t w16 =
+            static_cast<int32_t>((off & ((uint64_t{1} << kWeightHighShift) - 1)) >> 4);
+        const int32_t whigh = static_cast<int32_t>(off >> kWeightHighShift);
+        TmaLoad4d(sa + kATile, map_gw, full, static_cast<int32_t>(kb * x0_step),
+                  static_cast<int32_t>(it.col0), w16, whigh);
       }
       const uint32_t slot = SmemAddr(scales + stage * kScaleSlot);
       if (lane < 16) {
@@ -426,16 +418,15 @@ void Fp8GroupedGemm(const Fp8GroupedGemmParams& p, cudaStream_t stream) {
   const CUtensorMap map_w =
       EncodeTensorMap(CU_TENSOR_MAP_DATA_TYPE_UINT8, 4, w_dims, w_strides, w_box,
                       reinterpret_cast<void*>(uintptr_t{kWeightBase}));
-  // k-block-major weights (weight_layout.cuh) through a second window: byte b of row c in k-block
-  // kb is kWeightBase + b + 128 c + 128 n_pad kb + 16 x2 + 2^35 x3; the same boxes.
-  const cuuint64_t wb_dims[5] = {kBK, static_cast<cuuint64_t>(p.n),
-                                 static_cast<cuuint64_t>(p.k_pad / kBK),
+  // k-block-major weights (weight_layout.cuh) through a second window whose rows are 128 bytes
+  // apart: byte b of row c of the k-block slab at address a is kWeightBase + b + 128 c + 16 x2 +
+  // 2^35 x3, with (x2, x3) from a - base (Produce adds the k-block's offset); the same boxes.
+  const cuuint64_t wb_dims[4] = {kBK, static_cast<cuuint64_t>(p.n),
                                  cuuint64_t{1} << (kWeightHighShift - 4), cuuint64_t{1} << 20};
-  const cuuint64_t wb_strides[4] = {kBK, static_cast<cuuint64_t>(WeightRowsPadded(p.n) * kBK), 16,
-                                    cuuint64_t{1} << kWeightHighShift};
-  const cuuint32_t wb_box[5] = {kBK, kBN, 1, 1, 1};
+  const cuuint64_t wb_strides[3] = {kBK, 16, cuuint64_t{1} << kWeightHighShift};
+  const cuuint32_t wb_box[4] = {kBK, kBN, 1, 1};
   const CUtensorMap map_wb =
-      EncodeTensorMap(CU_TENSOR_MAP_DATA_TYPE_UINT8, 5, wb_dims, wb_strides, wb_box,
+      EncodeTensorMap(CU_TENSOR_MAP_DATA_TYPE_UINT8, 4, wb_dims, wb_strides, wb_box,
                       reinterpret_cast<void*>(uintptr_t{kWeightBase}));
   // BF16 y by TMA stores where the map can address it (16-byte-aligned base and row stride):
   // all mats * n columns as one [rows_padded, mats * n] tensor, boxes of 64 rows x 64 columns

@@ -32,13 +32,21 @@ constexpr int kTileCols = 16;  // output columns per warp tile (the mma's M)
 constexpr int kTokens = 8;     // tokens per mma (its N)
 
 // Weights are read once per pass: kept out of L1, which serves the activations that every warp
-// of the block rereads. Volatile: the compiler may not issue it ahead of the test that guards it
-// (a warp past the last tile has no weight to read; its address is no weight's).
+// of the block rereads. kOrdered: volatile, so that the compiler does not issue the load ahead of
+// the test that guards it (the grouped kernel's warps past the last tile have no weight to read,
+// and it did).
+template <bool kOrdered = false>
 __device__ __forceinline__ uint4 LoadStreaming(const uint8_t* p) {
   uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
+  if constexpr (kOrdered) {
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+  } else {
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+  }
   return v;
 }
 
@@ -93,12 +101,13 @@ __device__ __forceinline__ void BlockMma(float (&d)[4], const uint32_t (&wg)[16]
 // This lane's 32 bytes of weight rows g and g + 8 in k-block kb (BlockMma's wg and wg8 before
 // conversion), from w, its bytes of row g in the k-block, and row8, the bytes from row g to row
 // g + 8.
+template <bool kOrdered = false>
 __device__ __forceinline__ void LoadWeightBlock(const uint8_t* w, int32_t row8, uint4 (&g)[2],
                                                 uint4 (&g8)[2]) {
-  g[0] = LoadStreaming(w);
-  g[1] = LoadStreaming(w + 64);
-  g8[0] = LoadStreaming(w + row8);
-  g8[1] = LoadStreaming(w + row8 + 64);
+  g[0] = LoadStreaming<kOrdered>(w);
+  g[1] = LoadStreaming<kOrdered>(w + 64);
+  g8[0] = LoadStreaming<kOrdered>(w + row8);
+  g8[1] = LoadStreaming<kOrdered>(w + row8 + 64);
 }
 
 // acc += one k-block's 16 x 8 product (BlockMma) with the token fragment raw_x, scaled by the

@@ -276,9 +276,10 @@ __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* part
   const int32_t rows_padded = static_cast<int32_t>(p.rows_padded);
   const int32_t pairs = k_pad / 256;
   const int32_t row_g = static_cast<int32_t>(c0) + g;  // this lane's weight row
-  // The weight's strides (GroupedWeight): a dense launch's from p.dense, which the kernel may
-  // read before its prologue; a grouped launch's once its matrix is known, after it.
-  WeightStrides st = StridesOf(p.dense.k_block_major, p.n, k_pad);
+  // The weight's strides: a dense launch's (every feed but the register ring) row-major; a
+  // grouped launch's as its matrix says (GroupedWeight), once the matrix is known.
+  constexpr bool kGrouped = kFeed == Feed::kRegisterRing;
+  WeightStrides st = StridesOf(false, p.n, k_pad);
   int32_t row8 = 8 * st.row;  // bytes from row g to row g + 8
   uint4* ring = ring_smem + warp * kRingStages * 4 * 32;
   // Block i of this warp is k-block 2 pr + i % 2 of pair pr = kpart + i / 2 * ksplit.
@@ -304,8 +305,10 @@ __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* part
   if (has_tile) {
     const GroupedWeight gw =
         p.begin != nullptr ? p.weights[e * p.weights_stride + p.first + m] : p.dense;
-    st = StridesOf(gw.k_block_major, p.n, k_pad);
-    row8 = 8 * st.row;
+    if constexpr (kGrouped) {
+      st = StridesOf(gw.k_block_major, p.n, k_pad);
+      row8 = 8 * st.row;
+    }
     wrow = gw.w + (row_g * st.row + 16 * t);
     srow = gw.s + c0 / 128 * p.scale_stride;
   }
@@ -349,7 +352,7 @@ __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* part
       BlockOperands ops[3];
       auto load = [&](int32_t i, BlockOperands& q) {
         const int32_t kb = kb_of(i);
-        LoadWeightBlock(wrow + kb * st.kb, row8, q.g, q.g8);
+        LoadWeightBlock<true>(wrow + kb * st.kb, row8, q.g, q.g8);
         q.ws = __ldg(srow + kb);
         load_tokens(r0, kb, q.x, q.xsa, q.xsb);
       };
@@ -603,6 +606,7 @@ void GroupedFp8Gemm(const GroupedFp8GemmParams& p, cudaStream_t stream) {
 
 void DenseFp8Gemm(const DenseFp8GemmParams& p, cudaStream_t stream) {
   if (p.rows == 0 || p.n == 0) return;
+  assert(!p.w.k_block_major);  // dense feeds read row-major weights
   assert(p.rope.positions == nullptr ||
          (!p.y_f32 && p.rope.head_cols % 2 == 0 && p.rope.rope_begin % 2 == 0 &&
           p.rope.rope_dim % 2 == 0 && p.rope.rope_begin + p.rope.rope_dim <= p.rope.head_cols));

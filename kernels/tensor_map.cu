@@ -32,7 +32,7 @@ PFN_cuTensorMapEncodeTiled_v12000 EncodeTiled() {
 CUtensorMap EncodeTensorMap(CUtensorMapDataType type, int rank, const cuuint64_t* dims,
                             const cuuint64_t* strides, const cuuint32_t* box, void* base) {
   CUtensorMap map;
-  const cuuint32_t unit[5] = {1, 1, 1, 1, 1};
+  const cuuint32_t unit[4] = {1, 1, 1, 1};
   const CUresult r = EncodeTiled()(&map, type, rank, base, dims, strides, box, unit,
                                    CU_TENSOR_MAP_INTERLEAVE_NONE,
                                    CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
