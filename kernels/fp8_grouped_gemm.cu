@@ -428,12 +428,14 @@ void Fp8GroupedGemm(const Fp8GroupedGemmParams& p, cudaStream_t stream) {
   const CUtensorMap map_wb =
       EncodeTensorMap(CU_TENSOR_MAP_DATA_TYPE_UINT8, 4, wb_dims, wb_strides, wb_box,
                       reinterpret_cast<void*>(uintptr_t{kWeightBase}));
-  // BF16 y by TMA stores where the map can address it (16-byte-aligned base and row stride):
-  // all mats * n columns as one [rows_padded, mats * n] tensor, boxes of 64 rows x 64 columns
-  // (the 128-byte swizzle's widest); columns past mats * n are clipped by the map, a box that
-  // would cross into the next matrix is stored directly instead (Consume).
-  const bool y_tma =
-      !p.y_f32 && reinterpret_cast<uintptr_t>(p.y) % 16 == 0 && p.y_stride % 8 == 0;
+  // BF16 y by TMA stores where the map can address it (16-byte-aligned base and row stride, and
+  // every box starting 16-byte-aligned: each matrix's columns, m * n on, too; a misaligned box
+  // is an illegal instruction): all mats * n columns as one [rows_padded, mats * n] tensor,
+  // boxes of 64 rows x 64 columns (the 128-byte swizzle's widest); columns past mats * n are
+  // clipped by the map, a box that would cross into the next matrix is stored directly instead
+  // (Consume).
+  const bool y_tma = !p.y_f32 && reinterpret_cast<uintptr_t>(p.y) % 16 == 0 &&
+                     p.y_stride % 8 == 0 && (p.mats == 1 || p.n % 8 == 0);
   CUtensorMap map_y{};
   if (y_tma) {
     const cuuint64_t y_dims[2] = {static_cast<cuuint64_t>(p.mats * p.n),
