@@ -32,9 +32,8 @@ constexpr int kTileCols = 16;  // output columns per warp tile (the mma's M)
 constexpr int kTokens = 8;     // tokens per mma (its N)
 
 // Weights are read once per pass: kept out of L1, which serves the activations that every warp
-// of the block rereads. kOrdered: volatile, so that the compiler does not issue the load ahead of
-// the test that guards it (the grouped kernel's warps past the last tile have no weight to read,
-// and it did).
+// of the block rereads. kOrdered: volatile, so that the compiler cannot issue the load ahead of
+// the test that guards it (the grouped kernel's warps past the last tile hold no weight address).
 template <bool kOrdered = false>
 __device__ __forceinline__ uint4 LoadStreaming(const uint8_t* p) {
   uint4 v;

@@ -13,6 +13,7 @@
 #include "kernels/elementwise.cuh"
 #include "kernels/launch_check.h"
 #include "kernels/programmatic_launch.h"
+#include "kernels/weight_layout.cuh"
 
 namespace dsv3 {
 
@@ -169,7 +170,7 @@ LinearWeight CudaBackend::UploadFp8Linear(const uint8_t* weight, int64_t weight_
                                           std::vector<Tensor>& storage) {
   // Padded to cuBLASLt's operand sizes (zeros): K by Fp8PaddedK, N to 64 rows; the scales'
   // rows to K's blocks (padding scales 1).
-  const int64_t n_pad = RoundUp(n, 64), k_pad = Fp8PaddedK(k);
+  const int64_t n_pad = kernels::WeightRowsPadded(n), k_pad = Fp8PaddedK(k);
   const int64_t nb = ScaleBlocks(n), kb = ScaleBlocks(k), kb_pad = k_pad / kFp8ScaleBlock;
   Tensor t(allocator(), DType::kF8E4M3, {n_pad, k_pad});
   DSV3_CUDA_CHECK(cudaMemsetAsync(t.view().data, 0, n_pad * k_pad, stream_));
