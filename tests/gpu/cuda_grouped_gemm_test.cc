@@ -301,23 +301,23 @@ class CudaGroupedMoeTest : public CudaGroupedGemmTest {
     for (const ExpertWeights& e : gkb_) ASSERT_TRUE(e.gate.k_block_major && e.down.k_block_major);
   }
 
-  // The GPU's MoE output for x routed by `ids` through `experts` (or, given `shared`, through
+  // The GPU's MoE output for x routed by `ids` with `weights` [T, top_k] through the local
+  // experts `experts`, the first one global expert `begin` (or, given `shared`, through
   // MoeExpertsWithShared: false when it did not take the step), as host floats.
   std::vector<float> GpuMoe(const std::vector<float>& x, const Routing& ids, int64_t top_k,
-                            const std::vector<ExpertWeights>& experts,
+                            const std::vector<float>& weights,
+                            std::span<const ExpertWeights> experts, int64_t begin = 0,
                             const ExpertWeights* shared = nullptr) {
     const int64_t t = static_cast<int64_t>(ids.size()) / top_k, h = h_;
-    std::vector<float> weights(t * top_k);
-    for (int64_t i = 0; i < t * top_k; ++i) weights[i] = 0.25f + 0.125f * (i % top_k);
     Tensor gx = Dev(x, t, h), out = DevEmpty(DType::kBF16, t, h);
     Tensor gids(gpu_->allocator(), DType::kI32, {t, top_k});
     Tensor gweights(gpu_->allocator(), DType::kF32, {t, top_k});
     CopyIn(*gpu_, gids, ids.data());
     CopyIn(*gpu_, gweights, weights.data());
     if (shared == nullptr) {
-      gpu_->MoeExperts(gx, gids, gweights, experts, 0, out);
+      gpu_->MoeExperts(gx, gids, gweights, experts, begin, out);
     } else {
-      EXPECT_TRUE(gpu_->MoeExpertsWithShared(gx, gids, gweights, experts, 0, *shared, out));
+      EXPECT_TRUE(gpu_->MoeExpertsWithShared(gx, gids, gweights, experts, begin, *shared, out));
     }
     return ToHost(*gpu_, out);
   }
@@ -341,14 +341,8 @@ class CudaGroupedMoeTest : public CudaGroupedGemmTest {
     emu_.MoeExperts(Host(x, t, h), hids, Host(weights, t, top_k),
                     std::span<const ExpertWeights>(ew_.data() + begin, e - begin), begin,
                     Host(emulated, t, h));
-    Tensor gx = Dev(x, t, h), out = DevEmpty(DType::kBF16, t, h);
-    Tensor gids(gpu_->allocator(), DType::kI32, {t, top_k});
-    Tensor gweights(gpu_->allocator(), DType::kF32, {t, top_k});
-    CopyIn(*gpu_, gids, ids.data());
-    CopyIn(*gpu_, gweights, weights.data());
-    gpu_->MoeExperts(gx, gids, gweights,
-                     std::span<const ExpertWeights>(gw_.data() + begin, e - begin), begin, out);
-    const auto got = ToHost(*gpu_, out);
+    const auto got = GpuMoe(x, ids, top_k, weights,
+                            std::span<const ExpertWeights>(gw_.data() + begin, e - begin), begin);
     std::printf("grouped moe %s begin=%ld: gpu-emu %.2e gpu-cpu %.2e\n", what.c_str(), begin,
                 RelError(got, emulated), RelError(got, want));
     EXPECT_LT(RelError(got, emulated), kEmulatedTol) << what << " begin=" << begin;
@@ -395,11 +389,17 @@ TEST_F(CudaGroupedMoeTest, PrepareRoutedExpertsLaysCodesOutKBlockMajor) {
 TEST_F(CudaGroupedMoeTest, KBlockMajorExpertsGiveRowMajorBits) {
   const int64_t e = 16, top_k = 4;
   MakeExperts(e, 1000, 300);
+  auto route_weights = [&](int64_t t) {
+    std::vector<float> weights(t * top_k);
+    for (int64_t i = 0; i < t * top_k; ++i) weights[i] = 0.25f + 0.125f * (i % top_k);
+    return weights;
+  };
   for (int64_t t : {1, 5, 37, 256, 300, 700}) {
     const Routing ids = RandomRouting(t, top_k, e, rng_);
     const auto x = RandomBf16(t * h_, rng_, 2.0f);
-    const auto row_major = GpuMoe(x, ids, top_k, gw_), k_block_major = GpuMoe(x, ids, top_k, gkb_);
-    EXPECT_EQ(row_major, k_block_major) << "t=" << t;
+    const auto weights = route_weights(t);
+    EXPECT_EQ(GpuMoe(x, ids, top_k, weights, gw_), GpuMoe(x, ids, top_k, weights, gkb_))
+        << "t=" << t;
   }
   // One shared expert per set of routed ones, the same weights: the backend keys a launch's
   // device table by the shared expert's gate, as a layer's experts come with their own.
@@ -410,7 +410,9 @@ TEST_F(CudaGroupedMoeTest, KBlockMajorExpertsGiveRowMajorBits) {
   for (int64_t t : {1, 8}) {
     const Routing ids = RandomRouting(t, top_k, e, rng_);
     const auto x = RandomBf16(t * h_, rng_, 2.0f);
-    EXPECT_EQ(GpuMoe(x, ids, top_k, gw_, &shared), GpuMoe(x, ids, top_k, gkb_, &shared_copy))
+    const auto weights = route_weights(t);
+    EXPECT_EQ(GpuMoe(x, ids, top_k, weights, gw_, 0, &shared),
+              GpuMoe(x, ids, top_k, weights, gkb_, 0, &shared_copy))
         << "with the shared expert, t=" << t;
   }
 }
