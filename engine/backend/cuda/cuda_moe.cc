@@ -19,6 +19,14 @@ namespace {
 
 constexpr int64_t kMaxGroupedExperts = 1024;  // MoeAlign's shared counters
 
+// Whether MoeExperts runs `experts` through the grouped kernels (which read k-block-major codes)
+// rather than one expert after another through Linear (row-major): FP8 and at most
+// kMaxGroupedExperts of them. A layer's local experts that fit give spans that fit too.
+bool GroupedKernelsTake(std::span<const ExpertWeights> experts) {
+  return !experts.empty() && experts.front().gate.weight.dtype == DType::kF8E4M3 &&
+         static_cast<int64_t>(experts.size()) <= kMaxGroupedExperts;
+}
+
 }  // namespace
 
 void CudaBackend::MoeRoute(const TensorView& x, const TensorView& router, const TensorView& bias,
@@ -65,12 +73,7 @@ void CudaBackend::MoeRoute(const TensorView& x, const TensorView& router, const 
 }
 
 absl::Status CudaBackend::PrepareRoutedExperts(std::span<ExpertWeights> experts) {
-  // Only the grouped kernels read k-block-major codes; more experts than they take run through
-  // Linear (MoeExperts), which reads row-major ones.
-  if (experts.empty() || static_cast<int64_t>(experts.size()) > kMaxGroupedExperts ||
-      experts.front().gate.weight.dtype != DType::kF8E4M3) {
-    return absl::OkStatus();
-  }
+  if (!GroupedKernelsTake(experts)) return absl::OkStatus();
   Tensor scratch;  // [rows, k_pad] of the largest matrix so far
   std::unordered_set<const void*> done;  // a matrix two experts share moves once
   for (ExpertWeights& e : experts) {
@@ -130,7 +133,7 @@ void CudaBackend::MoeExperts(const TensorView& x, const TensorView& topk_ids,
   const int64_t local = static_cast<int64_t>(experts.size());
   if (t == 0) return;
   assert(topk_ids.is_contiguous() && topk_weights.dtype == DType::kF32);
-  if (experts.front().gate.weight.dtype == DType::kF8E4M3 && local <= kMaxGroupedExperts) {
+  if (GroupedKernelsTake(experts)) {
     const bool tiled = t > grouped_moe_max_tokens_;
     Section path(*this, tiled ? "- moe experts: tiled grouped GEMMs"
                               : "- moe experts: small-M grouped kernel");
