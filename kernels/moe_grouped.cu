@@ -162,14 +162,14 @@ constexpr int kRingStages = 3;
 constexpr int kRingStageBytes = 4 * 32 * 16;
 constexpr int kMaxRingBytes = kMaxKSplit * kRingStages * kRingStageBytes;  // a block's at most
 
-// Block i (k-block kb, kb_stride bytes a k-block) of this lane's weights (LoadWeightBlock's four
-// 16-byte pieces) into slot i % kRingStages of its warp's ring [kRingStages][4][32 lanes], as one
-// completion group: an empty group once i >= blocks, so that every iteration closes exactly one.
+// Block i (k-block kb) of this lane's weights (LoadWeightBlock's four 16-byte pieces) into slot
+// i % kRingStages of its warp's ring [kRingStages][4][32 lanes], as one completion group: an empty
+// group once i >= blocks, so that every iteration closes exactly one.
 __device__ __forceinline__ void IssueRingBlock(uint4* ring, int lane, const uint8_t* wrow,
-                                               int32_t row8, int32_t kb_stride, int32_t i,
-                                               int32_t blocks, int32_t kb) {
+                                               int32_t row8, int32_t i, int32_t blocks,
+                                               int32_t kb) {
   if (i < blocks) {
-    const uint8_t* w = wrow + kb * kb_stride;
+    const uint8_t* w = wrow + kb * 128;
     const uint32_t slot = SmemAddr(ring + (i % kRingStages) * 4 * 32 + lane);
     CpAsync16(slot, w);
     CpAsync16(slot + 32 * 16, w + 64);
@@ -204,13 +204,11 @@ struct MmaGemmArgs {
 
 // A dense linear's weight is never written by the step, so the kernel asks for it before it
 // waits for the kernel before it (launch.cuh): the first kPrefetchPairs pairs of k-blocks this
-// warp will read, rows row0 and row0 + 8 (row8 bytes on; kb_stride bytes a k-block), go to L2
-// while that kernel still runs. One lane per row and k-block (t == 0): a k-block of a row is one
-// 128-byte line.
+// warp will read, rows row0 and row0 + 8 (row8 bytes on), go to L2 while that kernel still runs.
+// One lane per row and k-block (t == 0): a k-block of a row is one 128-byte line.
 constexpr int kPrefetchPairs = 4;
 __device__ __forceinline__ void PrefetchFirstPairs(const uint8_t* row0, int kpart, int ksplit,
-                                                   int32_t pairs, int32_t row8, int32_t kb_stride,
-                                                   int t) {
+                                                   int32_t pairs, int32_t row8, int t) {
   if (t != 0) return;
 #pragma unroll
   for (int i = 0; i < kPrefetchPairs; ++i) {
@@ -218,7 +216,7 @@ __device__ __forceinline__ void PrefetchFirstPairs(const uint8_t* row0, int kpar
     if (pr >= pairs) return;
 #pragma unroll
     for (int b = 0; b < 2; ++b) {
-      const uint8_t* line = row0 + (2 * pr + b) * kb_stride;
+      const uint8_t* line = row0 + (2 * pr + b) * 128;
       asm volatile("prefetch.global.L2 [%0];" ::"l"(line));
       asm volatile("prefetch.global.L2 [%0];" ::"l"(line + row8));
     }
@@ -276,11 +274,9 @@ __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* part
   const int32_t rows_padded = static_cast<int32_t>(p.rows_padded);
   const int32_t pairs = k_pad / 256;
   const int32_t row_g = static_cast<int32_t>(c0) + g;  // this lane's weight row
-  // The weight's strides: a dense launch's (every feed but the register ring) row-major; a
-  // grouped launch's as its matrix says (GroupedWeight), once the matrix is known.
-  constexpr bool kGrouped = kFeed == Feed::kRegisterRing;
-  WeightStrides st = StridesOf(false, p.n, k_pad);
-  int32_t row8 = 8 * st.row;  // bytes from row g to row g + 8
+  // Bytes from row g to row g + 8 and from one k-block to the next: row-major for dense launches
+  // (every feed but the register ring); a grouped launch's matrix says (GroupedWeight), below.
+  int32_t row8 = 8 * k_pad, kb_stride = 128;
   uint4* ring = ring_smem + warp * kRingStages * 4 * 32;
   // Block i of this warp is k-block 2 pr + i % 2 of pair pr = kpart + i / 2 * ksplit.
   auto kb_of = [&](int32_t i) { return 2 * (kpart + i / 2 * p.ksplit) + i % 2; };
@@ -290,13 +286,13 @@ __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* part
   bool ring_primed = false;
   if (p.begin == nullptr && has_tile) {
     if constexpr (kFeed == Feed::kSmemRing) {
-      const uint8_t* wrow0 = p.dense.w + (row_g * st.row + 16 * t);
+      const uint8_t* wrow0 = p.dense.w + (row_g * k_pad + 16 * t);
       for (int32_t i = 0; i < kRingStages - 1; ++i) {
-        IssueRingBlock(ring, lane, wrow0, row8, st.kb, i, blocks, kb_of(i));
+        IssueRingBlock(ring, lane, wrow0, row8, i, blocks, kb_of(i));
       }
       ring_primed = true;
     } else {
-      PrefetchFirstPairs(p.dense.w + row_g * st.row, kpart, p.ksplit, pairs, row8, st.kb, t);
+      PrefetchFirstPairs(p.dense.w + row_g * k_pad, kpart, p.ksplit, pairs, row8, t);
     }
   }
   if (p.begin == nullptr) KernelPrologue();
@@ -305,11 +301,14 @@ __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* part
   if (has_tile) {
     const GroupedWeight gw =
         p.begin != nullptr ? p.weights[e * p.weights_stride + p.first + m] : p.dense;
-    if constexpr (kGrouped) {
-      st = StridesOf(gw.k_block_major, p.n, k_pad);
+    int32_t row_stride = k_pad;
+    if constexpr (kFeed == Feed::kRegisterRing) {
+      const WeightStrides st = StridesOf(gw.k_block_major, p.n, k_pad);
+      row_stride = st.row;
       row8 = 8 * st.row;
+      kb_stride = st.kb;
     }
-    wrow = gw.w + (row_g * st.row + 16 * t);
+    wrow = gw.w + (row_g * row_stride + 16 * t);
     srow = gw.s + c0 / 128 * p.scale_stride;
   }
   auto load_tokens = [&](int32_t base, int32_t kb, uint4(&raw)[2], float& sa, float& sb) {
@@ -325,13 +324,13 @@ __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* part
       // shares) before the wait.
       if (!ring_primed) {
         for (int32_t i = 0; i < kRingStages - 1; ++i) {
-          IssueRingBlock(ring, lane, wrow, row8, st.kb, i, blocks, kb_of(i));
+          IssueRingBlock(ring, lane, wrow, row8, i, blocks, kb_of(i));
         }
       }
       ring_primed = false;  // a next chunk of rows primes its own
       for (int32_t i = 0; i < blocks; ++i) {
         const int32_t kb = kb_of(i);
-        IssueRingBlock(ring, lane, wrow, row8, st.kb, i + kRingStages - 1, blocks,
+        IssueRingBlock(ring, lane, wrow, row8, i + kRingStages - 1, blocks,
                        kb_of(i + kRingStages - 1));
         uint4 x[2];
         float xsa, xsb;
@@ -352,7 +351,7 @@ __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* part
       BlockOperands ops[3];
       auto load = [&](int32_t i, BlockOperands& q) {
         const int32_t kb = kb_of(i);
-        LoadWeightBlock<true>(wrow + kb * st.kb, row8, q.g, q.g8);
+        LoadWeightBlock<true>(wrow + kb * kb_stride, row8, q.g, q.g8);
         q.ws = __ldg(srow + kb);
         load_tokens(r0, kb, q.x, q.xsa, q.xsb);
       };
@@ -382,7 +381,7 @@ __device__ __forceinline__ void Fp8MmaGemmBody(const MmaGemmArgs& p, float* part
 #pragma unroll
         for (int b = 0; b < 2; ++b) {
           const int32_t kb = 2 * pr + b;
-          LoadWeightBlock(wrow + kb * st.kb, row8, raw_g[b], raw_g8[b]);
+          LoadWeightBlock(wrow + kb * kb_stride, row8, raw_g[b], raw_g8[b]);
           ws[b] = __ldg(srow + kb);
 #pragma unroll
           for (int j = 0; j < kTiles; ++j) {
