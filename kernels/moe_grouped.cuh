@@ -59,6 +59,7 @@ struct MoeAlignParams {
   // Optional: each expert's rows [begin[e], begin[e+1]) cut into chunks (GroupedChunks).
   GroupedChunks chunks = {};
 };
+// One block on the device (kernels/moe_align.cu).
 void MoeAlign(const MoeAlignParams& p, cudaStream_t stream);
 
 // A bound on the chunks of `entries` rows (the shared expert's included) over `experts` local

@@ -14,7 +14,8 @@
 // Built as dsv3-dense-gemm-bench with the CUDA backend (tools/CMakeLists.txt), or by hand from
 // the repository root:
 //   nvcc -gencode arch=compute_90a,code=sm_90a -std=c++17 -O3 -I. \
-//     tools/dsv3-bench/dense_gemm_bench.cu kernels/moe_grouped.cu -o dense_gemm_bench
+//     tools/dsv3-bench/dense_gemm_bench.cu kernels/moe_grouped.cu kernels/moe_align.cu \
+//     kernels/launch.cu -o dense_gemm_bench
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
