@@ -52,6 +52,38 @@ __device__ __forceinline__ float QuadSum(float v) {
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
+// The flash kernels' softmax numerators, in place: a thread's scores s in the wgmma accumulator
+// layout (s[4n], s[4n + 1] of its row r, s[4n + 2], s[4n + 3] of row r + 8) become
+// 2^(s scale_log2 - mx scale_log2) with their row's max mx0 or mx1; sum0 and sum1 get the
+// thread's parts of the two row sums.
+template <int kScores>
+__device__ __forceinline__ void ExpScores(float (&s)[kScores], float scale_log2, float mx0,
+                                          float mx1, float& sum0, float& sum1) {
+  const float b0 = mx0 * scale_log2, b1 = mx1 * scale_log2;
+  sum0 = sum1 = 0.0f;
+#pragma unroll
+  for (int n = 0; n < kScores / 4; ++n) {
+    s[4 * n] = Exp2(fmaf(s[4 * n], scale_log2, -b0));
+    s[4 * n + 1] = Exp2(fmaf(s[4 * n + 1], scale_log2, -b0));
+    s[4 * n + 2] = Exp2(fmaf(s[4 * n + 2], scale_log2, -b1));
+    s[4 * n + 3] = Exp2(fmaf(s[4 * n + 3], scale_log2, -b1));
+    sum0 += s[4 * n] + s[4 * n + 1];
+    sum1 += s[4 * n + 2] + s[4 * n + 3];
+  }
+}
+
+// P for a register-A wgmma (m64 k16 steps): a thread's scores s in the accumulator layout, 8 per
+// 16 keys, packed as the A fragment's four BF16 pairs per step.
+template <int kSteps>
+__device__ __forceinline__ void PackScoresBf16(const float (&s)[8 * kSteps],
+                                               uint32_t (&pa)[kSteps][4]) {
+#pragma unroll
+  for (int kk = 0; kk < kSteps; ++kk) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) pa[kk][i] = PackBf16(s[8 * kk + 2 * i], s[8 * kk + 2 * i + 1]);
+  }
+}
+
 __device__ __forceinline__ float WarpSum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -50,20 +50,6 @@ struct Consumer {
     mx0 = QuadMax(mx0);
     mx1 = QuadMax(mx1);
   }
-  // s = exp(S - max) in place; returns the thread's part of the row sums.
-  __device__ __forceinline__ void Exponentiate(float mx0, float mx1, float& sum0, float& sum1) {
-    const float b0 = mx0 * scale_log2, b1 = mx1 * scale_log2;
-    sum0 = sum1 = 0.0f;
-#pragma unroll
-    for (int n = 0; n < 8; ++n) {
-      s[4 * n] = Exp2(fmaf(s[4 * n], scale_log2, -b0));
-      s[4 * n + 1] = Exp2(fmaf(s[4 * n + 1], scale_log2, -b0));
-      s[4 * n + 2] = Exp2(fmaf(s[4 * n + 2], scale_log2, -b1));
-      s[4 * n + 3] = Exp2(fmaf(s[4 * n + 3], scale_log2, -b1));
-      sum0 += s[4 * n] + s[4 * n + 1];
-      sum1 += s[4 * n + 2] + s[4 * n + 3];
-    }
-  }
   // P (s times f0 / f1 per row, to BF16) into shared [64 rows][64 keys] at p: one 128-byte row
   // per head, 16-byte chunk n swizzled.
   __device__ __forceinline__ void StoreP(uint32_t p, float f0, float f1) const {
@@ -98,13 +84,7 @@ struct Consumer {
   // O += P V over stage st with P from s (registers).
   __device__ __forceinline__ void IssuePvLocal(const Smem& sm, int st) {
     uint32_t pa[kKeys / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < kKeys / 16; ++kk) {
-      pa[kk][0] = PackBf16(s[8 * kk], s[8 * kk + 1]);
-      pa[kk][1] = PackBf16(s[8 * kk + 2], s[8 * kk + 3]);
-      pa[kk][2] = PackBf16(s[8 * kk + 4], s[8 * kk + 5]);
-      pa[kk][3] = PackBf16(s[8 * kk + 6], s[8 * kk + 7]);
-    }
+    PackScoresBf16(s, pa);
     FenceRegs(pa);
     FenceRegs(o_lo);
     FenceRegs(o_hi);
@@ -158,7 +138,7 @@ struct Consumer {
     NamedArrive(kMaxAReady);
     const float scale_a0 = Exp2((m0 - ma0) * scale_log2), scale_a1 = Exp2((m1 - ma1) * scale_log2);
     float sum0, sum1;
-    Exponentiate(ma0, ma1, sum0, sum1);
+    ExpScores(s, scale_log2, ma0, ma1, sum0, sum1);
     l0 = l0 * scale_a0 + sum0;
     l1 = l1 * scale_a1 + sum1;
     ScaleO(scale_a0, scale_a1);
@@ -220,7 +200,7 @@ struct Consumer {
     m1 = mb1;
     if (has_b) {
       float sum0, sum1;
-      Exponentiate(mb0, mb1, sum0, sum1);
+      ExpScores(s, scale_log2, mb0, mb1, sum0, sum1);
       l0 += sum0;
       l1 += sum1;
       StoreP(sm.p_b, 1.0f, 1.0f);

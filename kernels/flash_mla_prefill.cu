@@ -190,29 +190,12 @@ struct Consumer {
     alpha1 = Exp2((m1 - mx1) * scale_log2);
     m0 = mx0;
     m1 = mx1;
-    const float b0 = mx0 * scale_log2, b1 = mx1 * scale_log2;
-    float sum0 = 0.0f, sum1 = 0.0f;
-#pragma unroll
-    for (int n = 0; n < kKeys / 8; ++n) {
-      s[4 * n] = Exp2(fmaf(s[4 * n], scale_log2, -b0));
-      s[4 * n + 1] = Exp2(fmaf(s[4 * n + 1], scale_log2, -b0));
-      s[4 * n + 2] = Exp2(fmaf(s[4 * n + 2], scale_log2, -b1));
-      s[4 * n + 3] = Exp2(fmaf(s[4 * n + 3], scale_log2, -b1));
-      sum0 += s[4 * n] + s[4 * n + 1];
-      sum1 += s[4 * n + 2] + s[4 * n + 3];
-    }
+    float sum0, sum1;
+    ExpScores(s, scale_log2, mx0, mx1, sum0, sum1);
     l0 = l0 * alpha0 + sum0;
     l1 = l1 * alpha1 + sum1;
   }
-  __device__ __forceinline__ void PackP() {
-#pragma unroll
-    for (int kk = 0; kk < kKeys / 16; ++kk) {
-      pa[kk][0] = PackBf16(s[8 * kk], s[8 * kk + 1]);
-      pa[kk][1] = PackBf16(s[8 * kk + 2], s[8 * kk + 3]);
-      pa[kk][2] = PackBf16(s[8 * kk + 4], s[8 * kk + 5]);
-      pa[kk][3] = PackBf16(s[8 * kk + 6], s[8 * kk + 7]);
-    }
-  }
+  __device__ __forceinline__ void PackP() { PackScoresBf16(s, pa); }
   __device__ __forceinline__ void RescaleO() {
 #pragma unroll
     for (int n = 0; n < kV / 8; ++n) {
