@@ -369,6 +369,22 @@ inline std::vector<OpRow> OpTable() {
         }
       }
     }
+    // The shared expert's down projection onto the routed experts' sum (F32): K = 200 and 1536
+    // (the GPU adds in cuBLASLt's epilogue where M is past its small-M kernel and N % 64 == 0).
+    for (auto [n, k] : {std::pair<int64_t, int64_t>{300, 200}, {576, 1536}}) {
+      if (many && n != 300) continue;
+      for (bool fp8 : {true, false}) {
+        add(absl::StrCat("linear_add_", fp8 ? "fp8" : "bf16", "_m", m, "_n", n, "_k", k),
+            fp8 ? kFp8Tolerance : kBf16Tolerance, [=](Backend& b, std::mt19937& rng) {
+              OpInputs in(b, rng);
+              const LinearWeight w = in.Linear(n, k, fp8);
+              const TensorView x = in.Activation({m, k}, 2.0f);
+              const TensorView y = in.F32(in.Values(m * n), m, n);
+              b.LinearAdd(x, w, y);
+              return in.Host(y);
+            });
+      }
+    }
     // The attention's two uses: q_a's output normed in place and fed to q_b, and the residual
     // stream (F32) plus the last layer's branch normed into the input of q_a|kv_a. normed, y
     // and (with the add) the new residual compared.

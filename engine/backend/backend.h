@@ -234,6 +234,14 @@ class Backend {
   virtual void Linear(const TensorView& x, const LinearWeight& w, const TensorView& y) = 0;
   // out = a + b, elementwise, [M, D].
   virtual void Add(const TensorView& a, const TensorView& b, const TensorView& out) = 0;
+  // y[M, N] += x[M, K] W^T (the shared expert's output onto the routed experts' sum). A backend
+  // may add in the GEMM's epilogue (cuBLASLt's beta = 1: one pass over y fewer) where that gives
+  // the same results as the parts: y F32, one rounding either way.
+  virtual void LinearAdd(const TensorView& x, const LinearWeight& w, const TensorView& y) {
+    Tensor product(allocator(), y.dtype, {y.dim(0), y.dim(1)});  // [M, N]
+    Linear(x, w, product);
+    Add(y, product, y);
+  }
   // The residual add and the norm after it: x = x + branch (rounded to x's type), then out =
   // RmsNorm(x) * weight. x, branch, out [M, D]. A backend may do both in one pass (one kernel on
   // GPUs) with the same results as the two ops.

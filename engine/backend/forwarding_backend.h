@@ -1,7 +1,7 @@
 // ForwardingBackend: a Backend that passes every call to another one, the base of the wrappers
 // that add one concern around a compute backend (TimingBackend: op timing; GpuEmulationBackend:
 // the GPU's roundings on the CPU). A wrapper overrides only the calls its concern touches.
-// The fused ops (AddRmsNorm, RmsNormLinear, PrepareMlaInputs, MlaQueryAndInputs,
+// The fused ops (LinearAdd, AddRmsNorm, RmsNormLinear, PrepareMlaInputs, MlaQueryAndInputs,
 // MlaAttentionLinear) are not forwarded: their defaults run through the wrapper's own parts
 // (Add, RmsNorm, Linear, Rope, WriteKvCache, MlaAttention), so a wrapper that changes those
 // changes them too; a wrapper that only observes (TimingBackend) forwards them itself.

@@ -151,6 +151,11 @@ void TimingBackend::Linear(const TensorView& x, const LinearWeight& w, const Ten
   Timed(name, [&] { inner().Linear(x, w, y); });
 }
 
+void TimingBackend::LinearAdd(const TensorView& x, const LinearWeight& w, const TensorView& y) {
+  Timed(w.weight.dtype == DType::kF8E4M3 ? "linear add fp8" : "linear add",
+        [&] { inner().LinearAdd(x, w, y); });
+}
+
 void TimingBackend::Add(const TensorView& a, const TensorView& b, const TensorView& out) {
   Timed("add", [&] { inner().Add(a, b, out); });
 }

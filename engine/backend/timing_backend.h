@@ -51,6 +51,7 @@ class TimingBackend final : public ForwardingBackend, public OpSections {
   void RmsNorm(const TensorView& x, const TensorView& weight, float eps,
                const TensorView& out) override;
   void Linear(const TensorView& x, const LinearWeight& w, const TensorView& y) override;
+  void LinearAdd(const TensorView& x, const LinearWeight& w, const TensorView& y) override;
   void Add(const TensorView& a, const TensorView& b, const TensorView& out) override;
   void AddRmsNorm(const TensorView& x, const TensorView& branch, const TensorView& weight,
                   float eps, const TensorView& out) override;

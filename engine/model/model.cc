@@ -383,13 +383,18 @@ void DeepseekV3Model::Attention(const LayerWeights& layer, const TensorView& x,
   backend_.MlaAttentionLinear(q3, cache, a.kv_b, batch, params, attn, a.o, out);
 }
 
-void DeepseekV3Model::Mlp(const MlpWeights& w, const TensorView& x, const TensorView& out) {
+void DeepseekV3Model::Mlp(const MlpWeights& w, const TensorView& x, const TensorView& out,
+                          bool add_to_out) {
   // gate and up in one GEMM: gate_up [T, stacked rows], columns gate [T, I] and up [T, I].
   Tensor gate_up = NewActivation(backend_, x.dim(0), w.gate_up.weight.n());
   backend_.Linear(x, w.gate_up.weight, gate_up);
   const TensorView gate = w.gate_up.Output(gate_up, 0);
   backend_.SiluMul(gate, w.gate_up.Output(gate_up, 1), gate);
-  backend_.Linear(gate, w.down, out);
+  if (add_to_out) {
+    backend_.LinearAdd(gate, w.down, out);
+  } else {
+    backend_.Linear(gate, w.down, out);
+  }
 }
 
 absl::Status DeepseekV3Model::Moe(const MoeWeights& w, const TensorView& x, int64_t max_rank_tokens,
@@ -431,9 +436,7 @@ absl::Status DeepseekV3Model::Moe(const MoeWeights& w, const TensorView& x, int6
     }
     backend_.MoeExperts(x, ids, weights, w.experts, expert_begin, out);
   }
-  Tensor shared(backend_.allocator(), out.dtype, {t, c.hidden_size});  // [T, H]
-  Mlp(w.shared, x, shared);
-  backend_.Add(out, shared, out);
+  Mlp(w.shared, x, out, /*add_to_out=*/true);  // the shared expert's output onto the routed sum
   return absl::OkStatus();
 }
 

@@ -137,7 +137,9 @@ class DeepseekV3Model {
   void Attention(const LayerWeights& layer, const TensorView& x, const TensorView& qkv_lat,
                  const AttentionBatch& batch, const TensorView& cache, MlaMode mode,
                  const TensorView& out);
-  void Mlp(const MlpWeights& w, const TensorView& x, const TensorView& out);
+  // out [T, H] = the MLP of x [T, H] (out += with add_to_out).
+  void Mlp(const MlpWeights& w, const TensorView& x, const TensorView& out,
+           bool add_to_out = false);
   // Fails only when the expert-parallel exchange fails (dp_attention).
   absl::Status Moe(const MoeWeights& w, const TensorView& x, int64_t max_rank_tokens,
                    const TensorView& out);

@@ -137,6 +137,14 @@ class LockstepBackend final : public Backend {
     gpu_.Linear(x, w, y);
     Check(w.weight.dtype == DType::kF8E4M3 ? "linear fp8" : "linear bf16", y, want);
   }
+  void LinearAdd(const TensorView& x, const LinearWeight& w, const TensorView& y) override {
+    auto xh = HostCopy(gpu_, x);
+    std::vector<float> want = HostCopy(gpu_, y);
+    cpu_.LinearAdd(View(xh, {x.dim(0), x.dim(1)}), Twin(linear_, w.weight.data, "linear"),
+                   View(want, {y.dim(0), y.dim(1)}));
+    gpu_.LinearAdd(x, w, y);
+    Check(w.weight.dtype == DType::kF8E4M3 ? "linear add fp8" : "linear add bf16", y, want);
+  }
   void Add(const TensorView& a, const TensorView& b, const TensorView& out) override {
     auto ah = HostCopy(gpu_, a), bh = HostCopy(gpu_, b);
     std::vector<float> want(out.dim(0) * out.dim(1));

@@ -136,7 +136,7 @@ absl::Status CublasLtGemm::Fp8(const Fp8GemmArgs& g) {
   Plan& p = **plan;
   DSV3_LT_RETURN_IF_ERROR(SetDesc(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, g.w_scale));
   DSV3_LT_RETURN_IF_ERROR(SetDesc(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, g.x_scale));
-  const float alpha = 1.0f, beta = 0.0f;
+  const float alpha = 1.0f, beta = g.add_to_d ? 1.0f : 0.0f;
   DSV3_LT_RETURN_IF_ERROR(cublasLtMatmul(handle_, p.desc, &alpha, g.w, p.a, g.x, p.b, &beta, g.d,
                                          p.d, g.d, p.d, &p.algo, workspace_, kWorkspaceBytes,
                                          stream_));
@@ -189,7 +189,7 @@ absl::Status CublasLtGemm::Bf16(const Bf16GemmArgs& g) {
   auto plan = Bf16Plan(g);
   if (!plan.ok()) return plan.status();
   Plan& p = **plan;
-  const float alpha = 1.0f, beta = 0.0f;
+  const float alpha = 1.0f, beta = g.add_to_d ? 1.0f : 0.0f;
   DSV3_LT_RETURN_IF_ERROR(cublasLtMatmul(handle_, p.desc, &alpha, g.a, p.a, g.b, p.b, &beta, g.d,
                                          p.d, g.d, p.d, &p.algo, workspace_, kWorkspaceBytes,
                                          stream_));

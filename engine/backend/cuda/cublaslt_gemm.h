@@ -19,7 +19,8 @@ namespace dsv3 {
 // W is stored row-major with row stride k_padded and n_padded rows (both cuBLASLt operand
 // sizes), w_scale is the checkpoint's scale_inv [ceil(N/128), ceil(K/128)]; X is
 // [m_padded, k_padded] with scales [k_padded/128, m_padded]; D is [m_padded, n_padded] BF16
-// (F32 with d_f32), row stride ldd. m_padded % 4 == 0 and k_padded % 128 == 0.
+// (F32 with d_f32), row stride ldd; add_to_d adds the product to D (beta = 1). m_padded % 4 ==
+// 0 and k_padded % 128 == 0.
 struct Fp8GemmArgs {
   const void* w;
   const float* w_scale;
@@ -30,9 +31,11 @@ struct Fp8GemmArgs {
   void* d;
   int64_t ldd;
   bool d_f32 = false;
+  bool add_to_d = false;
 };
 
-// D = op(A) op(B) for `batch` matrices at fixed strides (elements). A and B BF16; D BF16 or F32.
+// D = op(A) op(B) (D += with add_to_d) for `batch` matrices at fixed strides (elements). A and B
+// BF16; D BF16 or F32.
 struct Bf16GemmArgs {
   bool trans_a = false, trans_b = false;
   int64_t m = 0, n = 0, k = 0;
@@ -43,6 +46,7 @@ struct Bf16GemmArgs {
   void* d = nullptr;
   int64_t ldd = 0, stride_d = 0;
   bool d_f32 = false;
+  bool add_to_d = false;
   int32_t batch = 1;
 };
 

@@ -153,6 +153,7 @@ class CudaBackend final : public Backend {
   void RmsNorm(const TensorView& x, const TensorView& weight, float eps,
                const TensorView& out) override;
   void Linear(const TensorView& x, const LinearWeight& w, const TensorView& y) override;
+  void LinearAdd(const TensorView& x, const LinearWeight& w, const TensorView& y) override;
   void Add(const TensorView& a, const TensorView& b, const TensorView& out) override;
   // One kernel each up to kFusedNormMaxRows rows (kernels::RmsNorm with its add;
   // kernels::RmsNormQuantize for an FP8 linear), the parts beyond.
@@ -352,10 +353,11 @@ class CudaBackend final : public Backend {
   // The BF16 [N, K] form of a linear weight (dequantized once and cached for FP8 weights).
   TensorView Bf16Weight(const LinearWeight& w);
   // y = x W^T by cuBLASLt block scaling, from the quantized x (xq [M_pad, K_pad], scales xs
-  // [K_pad/128, M_pad]); D in F32 or BF16 (f32_out), converted into y where y differs.
+  // [K_pad/128, M_pad]); D in F32 or BF16 (f32_out), converted into y where y differs. add_to_y:
+  // y += x W^T in the GEMM's epilogue, where D is y itself (y of D's type, M_pad = M, N_pad = N).
   absl::Status Fp8Gemm(const Tensor& xq, const Tensor& xs, const LinearWeight& w, int64_t m,
                        int64_t m_pad, int64_t n_pad, int64_t k_pad, bool f32_out,
-                       const TensorView& y);
+                       const TensorView& y, bool add_to_y = false);
   // y = x W^T for an FP8 weight: `quantize` writes x's 1x128 quantization into the buffers it is
   // given (xq [M_pad, K_pad] e4m3, xs [K_pad/128, M_pad] F32; M_pad = M rounded up to 4), then
   // the small-M kernel or cuBLASLt. x (BF16 [M, K]) is read only by the fallback to a BF16
@@ -386,8 +388,9 @@ class CudaBackend final : public Backend {
   static kernels::RmsNormParams NormParams(const TensorView& x, const TensorView* add,
                                            const TensorView& weight, float eps,
                                            const TensorView& out);
-  // y = x W^T for a BF16 weight view [N, K].
-  void Bf16Linear(const TensorView& x, const TensorView& w, const TensorView& y);
+  // y = x W^T for a BF16 weight view [N, K] (y += x W^T with add_to_y).
+  void Bf16Linear(const TensorView& x, const TensorView& w, const TensorView& y,
+                  bool add_to_y = false);
   void Check(const absl::Status& status, const char* what);
   // MoeExperts for FP8 experts (cuda_moe_grouped.cc): the permutation built on the device and one
   // grouped GEMM launch each for gate|up and down over every active expert; `tiled` (large

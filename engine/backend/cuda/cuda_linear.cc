@@ -32,7 +32,8 @@ TensorView CudaBackend::Bf16Weight(const LinearWeight& w) {
   return it->second.view();
 }
 
-void CudaBackend::Bf16Linear(const TensorView& x, const TensorView& w, const TensorView& y) {
+void CudaBackend::Bf16Linear(const TensorView& x, const TensorView& w, const TensorView& y,
+                             bool add_to_y) {
   assert(x.dtype == DType::kBF16 && w.dtype == DType::kBF16);
   assert(y.dtype == DType::kBF16 || y.dtype == DType::kF32);
   // Column-major: y^T [N, M] = W [N, K] (stored K x N, transposed) x^T [K, M].
@@ -48,6 +49,7 @@ void CudaBackend::Bf16Linear(const TensorView& x, const TensorView& w, const Ten
   g.d = y.data;
   g.ldd = y.strides[0];
   g.d_f32 = y.dtype == DType::kF32;
+  g.add_to_d = add_to_y;
   Check(gemm_->Bf16(g), "BF16 linear");
 }
 
@@ -62,6 +64,33 @@ void CudaBackend::Linear(const TensorView& x, const LinearWeight& w, const Tenso
   Fp8Linear(x, w, y, [&](uint8_t* xq, float* xs, int64_t m_pad, int64_t k_pad) {
     QuantizeRows(x, xq, xs, m_pad, k_pad);
   });
+}
+
+void CudaBackend::LinearAdd(const TensorView& x, const LinearWeight& w, const TensorView& y) {
+  const int64_t m = x.dim(0), n = w.n();
+  assert(x.dim(1) == w.k() && y.dim(0) == m && y.dim(1) == n && x.dtype == DType::kBF16);
+  const int64_t m_pad = RoundUp(m, 4), n_pad = RoundUp(n, 64);
+  const bool fp8 = w.weight.dtype == DType::kF8E4M3;
+  // cuBLASLt adds y in its epilogue where it writes y itself: F32 y (one rounding, as the parts
+  // round) of the GEMM's own shape, beyond the small-M kernel's rows (that kernel only writes).
+  if (m == 0 || y.dtype != DType::kF32 ||
+      (fp8 && (m <= kSmallFp8Rows || m_pad != m || n_pad != n))) {
+    Backend::LinearAdd(x, w, y);
+    return;
+  }
+  if (!fp8) {
+    Bf16Linear(x, w.weight, y, /*add_to_y=*/true);
+    return;
+  }
+  const int64_t k_pad = w.weight.strides[0];
+  Tensor xq(allocator(), DType::kF8E4M3, {m_pad, k_pad});      // [M_pad, K_pad]
+  Tensor xs(allocator(), DType::kF32, {k_pad / 128, m_pad});   // [K_pad/128, M_pad]
+  Section path(*this, "- linear fp8: cuBLASLt, adding");
+  QuantizeRows(x, xq.ptr<uint8_t>(), xs.ptr<float>(), m_pad, k_pad);
+  // No F32-out kernel for the shape (cuBLASLt refuses before launching): the parts.
+  if (!Fp8Gemm(xq, xs, w, m, m_pad, n_pad, k_pad, /*f32_out=*/true, y, /*add_to_y=*/true).ok()) {
+    Backend::LinearAdd(x, w, y);
+  }
 }
 
 void CudaBackend::QuantizeRows(const TensorView& x, uint8_t* xq, float* xs, int64_t m_pad,
@@ -137,15 +166,16 @@ void CudaBackend::Fp8Linear(const TensorView& x, const LinearWeight& w, const Te
 
 absl::Status CudaBackend::Fp8Gemm(const Tensor& xq, const Tensor& xs, const LinearWeight& w,
                                   int64_t m, int64_t m_pad, int64_t n_pad, int64_t k_pad,
-                                  bool f32_out, const TensorView& y) {
+                                  bool f32_out, const TensorView& y, bool add_to_y) {
   const int64_t n = w.n();
   const DType d_type = f32_out ? DType::kF32 : DType::kBF16;
   const bool direct = y.dtype == d_type && m_pad == m && n_pad == n;
+  assert(direct || !add_to_y);
   Tensor d;
   if (!direct) d = Tensor(allocator(), d_type, {m_pad, n_pad});
   Fp8GemmArgs g{w.weight.data, w.scale_inv.ptr<float>(), n_pad, k_pad, xq.view().data,
                 xs.ptr<float>(), m_pad, direct ? y.data : d.view().data,
-                direct ? y.strides[0] : n_pad, f32_out};
+                direct ? y.strides[0] : n_pad, f32_out, add_to_y};
   DSV3_RETURN_IF_ERROR(gemm_->Fp8(g));
   if (!direct) {
     kernels::Copy2D({d.view().data, n_pad, ElemTypeOf(d_type), y.data, y.strides[0],
