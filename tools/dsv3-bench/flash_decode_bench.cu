@@ -231,6 +231,11 @@ int main(int argc, char** argv) {
       configs = ParseConfigs(argv[i + 1]);
     } else if (!std::strcmp(argv[i], "--parts")) {
       forced_parts = std::atoi(argv[i + 1]);
+      if (forced_parts < 0 || forced_parts > dsv3::kernels::kFlashDecodeMaxParts) {
+        std::fprintf(stderr, "--parts %s: want 0 (one block per item) to %d\n", argv[i + 1],
+                     dsv3::kernels::kFlashDecodeMaxParts);
+        return 2;
+      }
     } else if (!std::strcmp(argv[i], "--iters")) {
       iters = std::max(1, std::atoi(argv[i + 1]));
     } else {
