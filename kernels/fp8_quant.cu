@@ -162,9 +162,9 @@ void QuantizeActivations(const QuantizeActivationsParams& p, cudaStream_t stream
     };
     return fits(p.x, p.x_stride) && (p.up == nullptr || fits(p.up, p.up_stride));
   };
-  // Decode-sized launches: a warp per 128-column block (with the run kernel below the MoE layer
-  // was 3 us slower at batch 1 and the dense layer 8 us at 128). From kRunRows rows on, runs of
-  // 8 blocks per warp with 16-byte loads (prefill: docs/perf/h200.md).
+  // Decode-sized launches: a warp per 128-column block (the run kernel below made the decode
+  // layers slower at batches 1 and 128). From kRunRows rows on, runs of 8 blocks per warp with
+  // 16-byte loads (prefill: docs/perf/h200.md).
   constexpr int64_t kRunRows = 512;
   if (p.rows_padded < kRunRows) {
     const dim3 grid(static_cast<unsigned>(p.cols_padded / 128), CeilDiv(p.rows_padded, kWarps));

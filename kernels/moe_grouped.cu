@@ -40,9 +40,9 @@ constexpr int64_t kTargetWarps = 4096;
 //    registers: two blocks of 8 warps per SM).
 //  - kSmemRing (dense launches of at most 8 rows, one token tile) copies the weights by cp.async
 //    into a ring of kRingStages blocks per warp in shared memory, two blocks ahead: 64
-//    registers, so two blocks of 16 warps fit per SM, twice the warps of the other feeds. On
-//    o_proj at one row 38.7 us against kPairs' 46.4; grouped launches ran slower on it than on
-//    the register ring (docs/journal/2026-12-03-smem-ring.md).
+//    registers, so two blocks of 16 warps fit per SM, twice the warps of the other feeds: the
+//    fastest feed for dense launches; grouped launches ran slower on it than on the register
+//    ring (docs/journal/2026-12-03-smem-ring.md).
 // Every feed takes the same blocks in the same order through the same arithmetic: the sums
 // are the same bits whichever feeds a launch.
 enum class Feed { kPairs, kRegisterRing, kSmemRing };
