@@ -335,20 +335,25 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
     for (int32_t i = 0; i < n; ++i) fb.token_ids.push_back((i * 104729) % c.vocab_size);
     fb.logits_rows = {n - 1};
     std::vector<float> logits;
-    // Mean MoE-layer milliseconds over two steps after a warm-up.
-    auto moe_layer_ms = [&]() -> float {
+    // Mean MoE-layer milliseconds over two steps after a warm-up; `active`: the mean number of
+    // experts a MoE layer of those steps routed rows to.
+    auto moe_layer_ms = [&](double& active) -> float {
       std::vector<std::vector<float>> per_layer(c.num_hidden_layers + 1);
+      std::vector<int64_t> counts;
       for (int it = 0; it < 3; ++it) {
         timed.SetLayerTiming(true);
         if (!model.Forward(fb, cache, logits).ok()) return -1;
         const auto times = timed.LayerTimes();
-        gpu.TakeActiveExperts();
+        const std::vector<int64_t> step_counts = gpu.TakeActiveExperts();
         if (it == 0) continue;
+        counts.insert(counts.end(), step_counts.begin(), step_counts.end());
         for (const auto& [layer, t] : times) {
           per_layer[layer < 0 ? c.num_hidden_layers : layer].push_back(t);
         }
       }
       timed.SetLayerTiming(false);
+      active = 0;
+      for (int64_t a : counts) active += static_cast<double>(a) / counts.size();
       float moe = 0;
       for (int l = args.dense_layers; l < c.num_hidden_layers; ++l) {
         moe += Median(per_layer[l]) / args.moe_layers;
@@ -360,9 +365,11 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
                               2 * t * 512 * nh * 256 /* K/V up-projection */ +
                               2 * (t * t / 2) * nh * (192 + 128);
     const double moe_flops = 2 * t * 9 * 3 * h * 2048 + 2 * t * 256 * h;
+    // Every active expert's weights are read at least once per MoE layer: their bytes at the
+    // copy bandwidth are a floor under the experts' GEMMs.
     std::fprintf(out, "\n## Prefill, %d tokens (one sequence)\n\n| experts by | MoE layer ms | "
-                 "tokens/s per MoE layer | effective TFLOP/s (attention + MoE) |\n"
-                 "|---|---|---|---|\n", n);
+                 "tokens/s per MoE layer | effective TFLOP/s (attention + MoE) | active experts | "
+                 "their weights at copy bandwidth, ms |\n|---|---|---|---|---|---|\n", n);
     const std::pair<const char*, int64_t> paths[] = {
         {"tiled grouped FP8 GEMMs (default above 256 tokens)",
          CudaBackend::kDefaultGroupedMoeMaxTokens},
@@ -370,10 +377,12 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
     std::vector<std::vector<std::pair<std::string, float>>> prefill_ops;  // per path
     for (const auto& [label, max_tokens] : paths) {
       gpu.SetGroupedMoeMaxTokens(max_tokens);
-      const float moe = moe_layer_ms();
+      double active = 0;
+      const float moe = moe_layer_ms(active);
       if (moe < 0) return 1;
-      std::fprintf(out, "| %s | %.2f | %.0f | %.1f |\n", label, moe, t / (moe * 1e-3),
-                   (attn_flops + moe_flops) / (moe * 1e-3) / 1e12);
+      std::fprintf(out, "| %s | %.2f | %.0f | %.1f | %.1f | %.2f |\n", label, moe,
+                   t / (moe * 1e-3), (attn_flops + moe_flops) / (moe * 1e-3) / 1e12, active,
+                   active * expert_bytes / copy_bw * 1e3);
       timed.SetOpTiming(true);
       if (!model.Forward(fb, cache, logits).ok()) return 1;
       prefill_ops.push_back(timed.TakeOpTimes());
