@@ -31,12 +31,15 @@ __global__ void EmbeddingKernel(EmbeddingParams p) {
 // Threads of a norm's block (RmsNormKernel, RmsNormQuantizeKernel): at V3's hidden size, 896 of
 // them take the row in one 8-column access each, so a decode step's single-row norm (one
 // block, one SM) waits one memory latency per pass rather than four. From kNormManyRows rows
-// on (prefill; at decode batch 128 they were slower), RmsNorm's blocks take
-// kNormManyRowsThreads: more rows in flight per SM, where the rows rather than one row's
-// latency fill the device.
+// on (prefill; at decode batch 128 they were slower), the blocks take kNormManyRowsThreads:
+// more rows in flight per SM, where the rows rather than one row's latency fill the device.
+// The block's width sets the order of a row's sum of squares, so every norm kernel picks it
+// by NormThreads.
 constexpr int kNormThreads = 1024;
-constexpr int64_t kNormManyRows = 512;
 constexpr int kNormManyRowsThreads = 256;
+int NormThreads(int64_t rows) {
+  return rows >= kNormManyRows ? kNormManyRowsThreads : kNormThreads;
+}
 
 // The first pass of a row's norm, by every thread of its block: with p.add, x = x + add
 // (rounded to x's type, written back), then 1 / sqrt(mean(x^2) + eps). Thread i takes the
@@ -381,7 +384,7 @@ bool VectorizableNorm(const RmsNormParams& p) {
 
 void RmsNorm(const RmsNormParams& p, cudaStream_t stream) {
   if (p.rows == 0) return;
-  const int threads = p.rows >= kNormManyRows ? kNormManyRowsThreads : kNormThreads;
+  const int threads = NormThreads(p.rows);
   if (VectorizableNorm(p)) {
     Launch(RmsNormKernel<true>, static_cast<unsigned>(p.rows), threads, 0, stream, p);
   } else {
@@ -425,10 +428,11 @@ void RmsNormQuantizeMlaLatents(const RmsNormQuantizeParams& q, const MlaInputsPa
 void RmsNormQuantize(const RmsNormQuantizeParams& p, cudaStream_t stream) {
   if (p.rows_padded == 0) return;
   const unsigned grid = static_cast<unsigned>(p.rows_padded);
+  const int threads = NormThreads(p.norm.rows);  // RmsNorm's rule: the same sums
   if (VectorizableNorm(p.norm)) {
-    Launch(RmsNormQuantizeKernel<true>, grid, kNormThreads, 0, stream, p);
+    Launch(RmsNormQuantizeKernel<true>, grid, threads, 0, stream, p);
   } else {
-    Launch(RmsNormQuantizeKernel<false>, grid, kNormThreads, 0, stream, p);
+    Launch(RmsNormQuantizeKernel<false>, grid, threads, 0, stream, p);
   }
 }
 

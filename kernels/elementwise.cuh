@@ -46,6 +46,10 @@ struct RmsNormParams {
   ElemType add_type = ElemType::kF32;
 };
 void RmsNorm(const RmsNormParams& p, cudaStream_t stream);
+// Rows from which RmsNorm and RmsNormQuantize give each row a block of 256 threads (prefill:
+// several rows in flight per SM) instead of 1024 (decode: one row's passes in one access per
+// thread). Both pick by the same rule, so their sums agree at any row count.
+constexpr int64_t kNormManyRows = 512;
 
 // The norm (p.norm.out BF16) and the 1x128 FP8 quantization of its output for the
 // linear after it, in one kernel: q [rows_padded, cols_padded] e4m3 and scales [cols_padded /

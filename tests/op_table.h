@@ -227,8 +227,8 @@ inline void AddMlaInputsRows(std::vector<OpRow>& rows, int64_t t) {
 }
 
 // The table. Rows M = 1, 3, 5, 100 (decode to prefill), widths not multiples of 128; M = 600
-// for the elementwise ops and one FP8 / BF16 linear only (the GPU's many-row kernel forms:
-// norms and activation quantization from 512 rows).
+// for the elementwise ops, one FP8 / BF16 linear and one FP8 norm-linear only (the GPU's
+// many-row kernel forms: norms, fused or not, and activation quantization from 512 rows).
 inline std::vector<OpRow> OpTable() {
   std::vector<OpRow> rows;
   const int64_t kRows[] = {1, 3, 5, 100, 600};
@@ -388,9 +388,10 @@ inline std::vector<OpRow> OpTable() {
     // The attention's two uses: q_a's output normed in place and fed to q_b, and the residual
     // stream (F32) plus the last layer's branch normed into the input of q_a|kv_a. normed, y
     // and (with the add) the new residual compared.
-    if (many) continue;
+    // At M = 600 the FP8 form at one shape: the GPU's fused norm-quantize of many rows.
     for (auto [n, k] : {std::pair<int64_t, int64_t>{300, 200}, {576, 1536}}) {
       for (bool fp8 : {true, false}) {
+        if (many && (n != 576 || !fp8)) continue;
         for (bool add_branch : {false, true}) {
           const std::string name =
               absl::StrCat("rmsnorm_linear_", fp8 ? "fp8" : "bf16", "_m", m, "_n", n, "_k", k,

@@ -471,9 +471,13 @@ void CudaBackend::RmsNorm(const TensorView& x, const TensorView& weight, float e
   kernels::RmsNorm(NormParams(x, nullptr, weight, eps, out), stream_);
 }
 
+bool CudaBackend::FusesNorms(int64_t rows) const {
+  return options_.fuse_norms && (rows <= kFusedNormMaxRows || rows >= kernels::kNormManyRows);
+}
+
 void CudaBackend::AddRmsNorm(const TensorView& x, const TensorView& branch,
                              const TensorView& weight, float eps, const TensorView& out) {
-  if (!options_.fuse_norms || x.dim(0) > kFusedNormMaxRows) {
+  if (!FusesNorms(x.dim(0))) {
     Backend::AddRmsNorm(x, branch, weight, eps, out);
     return;
   }

@@ -96,8 +96,10 @@ class CudaBackend final : public Backend {
   // rows the linear is a stream of its weight, which the small-M kernel reads at memory speed.
   static constexpr int64_t kSmallFp8Rows = 16;
   // AddRmsNorm, RmsNormLinear and PrepareMlaInputs run as one kernel up to this many rows
-  // (decode, verify): with many rows the parts' grids of small blocks are faster than a block per
-  // row doing all.
+  // (decode, verify): with more rows the parts' grids of small blocks were faster than a
+  // 1024-thread block per row doing all. AddRmsNorm and RmsNormLinear fuse again from
+  // kernels::kNormManyRows rows (prefill), where the norms' blocks are 256 threads
+  // (FusesNorms).
   static constexpr int64_t kFusedNormMaxRows = 16;
   const Options& options() const { return options_; }
   // Fails when there is no usable CUDA device.
@@ -155,8 +157,8 @@ class CudaBackend final : public Backend {
   void Linear(const TensorView& x, const LinearWeight& w, const TensorView& y) override;
   void LinearAdd(const TensorView& x, const LinearWeight& w, const TensorView& y) override;
   void Add(const TensorView& a, const TensorView& b, const TensorView& out) override;
-  // One kernel each up to kFusedNormMaxRows rows (kernels::RmsNorm with its add;
-  // kernels::RmsNormQuantize for an FP8 linear), the parts beyond.
+  // One kernel each where FusesNorms (kernels::RmsNorm with its add; kernels::RmsNormQuantize
+  // for an FP8 linear), else the parts; the same bits either way.
   void AddRmsNorm(const TensorView& x, const TensorView& branch, const TensorView& weight,
                   float eps, const TensorView& out) override;
   void RmsNormLinear(const TensorView& x, const TensorView* branch, const TensorView& norm_weight,
@@ -383,6 +385,9 @@ class CudaBackend final : public Backend {
   bool MlaAttentionInto(const TensorView& q, const TensorView& cache, const LinearWeight& kv_b,
                         const AttentionBatch& batch, const MlaParams& params,
                         const TensorView& out, const QuantizedOutput* quantized);
+  // Whether AddRmsNorm and RmsNormLinear of `rows` rows run as one kernel: with fuse_norms, up
+  // to kFusedNormMaxRows and from kernels::kNormManyRows rows.
+  bool FusesNorms(int64_t rows) const;
   // The norm kernel's arguments: out = RmsNorm(x + *add, or x) * weight (RmsNorm, AddRmsNorm and
   // RmsNormLinear's norm).
   static kernels::RmsNormParams NormParams(const TensorView& x, const TensorView* add,

@@ -105,8 +105,8 @@ void CudaBackend::RmsNormLinear(const TensorView& x, const TensorView* branch,
                                 const TensorView& normed, const LinearWeight& w,
                                 const TensorView& y) {
   const int64_t m = x.dim(0);
-  if (!options_.fuse_norms || w.weight.dtype != DType::kF8E4M3 || normed.dtype != DType::kBF16 ||
-      m == 0 || m > kFusedNormMaxRows) {
+  if (!FusesNorms(m) || w.weight.dtype != DType::kF8E4M3 || normed.dtype != DType::kBF16 ||
+      m == 0) {
     Backend::RmsNormLinear(x, branch, norm_weight, eps, normed, w, y);
     return;
   }
