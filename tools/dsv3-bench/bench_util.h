@@ -4,6 +4,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <optional>
 #include <vector>
 
@@ -14,6 +15,13 @@ namespace dsv3::bench {
 inline float Median(std::vector<float> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0.0f : v[v.size() / 2];
+}
+
+// The mean of counts (0 for none): e.g. the experts each MoE layer activated.
+inline double Mean(const std::vector<int64_t>& counts) {
+  double sum = 0;
+  for (int64_t c : counts) sum += static_cast<double>(c);
+  return counts.empty() ? 0.0 : sum / static_cast<double>(counts.size());
 }
 
 // Milliseconds of the work enqueued on `stream` between Start() and StopMs() (which waits).

@@ -300,9 +300,7 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
     if (!model.Forward(fb, cache, logits).ok()) return 1;
     op_columns.push_back(timed.TakeOpTimes());
     timed.SetOpTiming(false);
-    const std::vector<int64_t> active = gpu.TakeActiveExperts();
-    double mean_active = 0;
-    for (int64_t a : active) mean_active += static_cast<double>(a) / active.size();
+    const double mean_active = bench::Mean(gpu.TakeActiveExperts());
     const double kv_bytes = static_cast<double>(b) * (args.context + 1) * 576 * 2;
     const double floor_ms = bench::MoeFloorBytes{rank_attn_bytes, router_bytes, expert_bytes, tp}
                                 .FloorMs(mean_active, kv_bytes, copy_bw);
@@ -352,8 +350,7 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
         }
       }
       timed.SetLayerTiming(false);
-      active = 0;
-      for (int64_t a : counts) active += static_cast<double>(a) / counts.size();
+      active = bench::Mean(counts);
       float moe = 0;
       for (int l = args.dense_layers; l < c.num_hidden_layers; ++l) {
         moe += Median(per_layer[l]) / args.moe_layers;
