@@ -2,6 +2,7 @@
 
 #include "kernels/device_utils.cuh"
 #include "kernels/fp8_quant.cuh"
+#include "kernels/fp8_quant_warp.cuh"
 #include "kernels/launch.cuh"
 
 namespace dsv3::kernels {
@@ -10,38 +11,18 @@ namespace {
 
 constexpr int kWarps = 8;  // warps per block of the quantization and gather kernels
 
-// One warp per (row, 128-column block): each lane owns 4 consecutive columns. kVector: rows
-// and columns allow 8-byte loads of the lane's 4 values.
+// One warp per (row, 128-column block) (QuantizeRowBlockByWarp). kVector: rows and columns
+// allow 8-byte loads of a lane's 4 values.
 template <bool kVector>
 __global__ void QuantizeWarpPerBlockKernel(QuantizeActivationsParams p) {
   KernelPrologue();
-  const int lane = threadIdx.x % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.y) * (blockDim.x / 32) + threadIdx.x / 32;
-  const int64_t kb = blockIdx.x;
   if (row >= p.rows_padded) return;
-  const int64_t c0 = kb * 128 + lane * 4;
   const int64_t rows =
       p.used_count != nullptr ? min(p.rows, *p.used_count * p.used_unit) : p.rows;
-  float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  if (row < rows) {
-    const int64_t src_row = p.x_rows != nullptr ? p.x_rows[row] : row;
-    const bf16* x = static_cast<const bf16*>(p.x) + src_row * p.x_stride;
-    const bf16* up = static_cast<const bf16*>(p.up) + src_row * p.up_stride;
-    float u[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // up's values (SiLU-gate only)
-    if (kVector && c0 + 4 <= p.cols) {
-      Load4<true>(x, c0, p.cols, ElemType::kBF16, v);
-      if (p.up != nullptr) Load4<true>(up, c0, p.cols, ElemType::kBF16, u);
-    } else {
-      Load4<false>(x, c0, p.cols, ElemType::kBF16, v);
-      if (p.up != nullptr) Load4<false>(up, c0, p.cols, ElemType::kBF16, u);
-    }
-    if (p.up != nullptr) {
-#pragma unroll
-      for (int j = 0; j < 4; ++j) v[j] = ToFloat(FromFloat<bf16>(SiluMul(v[j], u[j])));
-    }
-  }
-  QuantizeBlock128(v, row < rows, p.ue8m0, p.q + row * p.cols_padded + kb * 128,
-                   p.scales + kb * p.rows_padded + row);
+  const bool real = row < rows;
+  const int64_t src_row = real && p.x_rows != nullptr ? p.x_rows[row] : row;
+  QuantizeRowBlockByWarp<kVector>(p, row, src_row, real, blockIdx.x);
 }
 
 // One warp per (row, run of 2 * kIters 128-column blocks): each iteration a half-warp per block,

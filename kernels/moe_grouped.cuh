@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "kernels/fp8_quant.cuh"
 #include "kernels/weight_layout.cuh"
 
 namespace dsv3::kernels {
@@ -61,6 +62,17 @@ struct MoeAlignParams {
 };
 // One block on the device (kernels/moe_align.cu).
 void MoeAlign(const MoeAlignParams& p, cudaStream_t stream);
+
+// MoeAlign and the quantization of the routed rows (QuantizeActivations with x_rows = token_of)
+// in one launch, for decode-sized steps, where each was a kernel on the step's latency path: at
+// most kMoeAlignQuantizeMaxEntries entries (the shared expert's included), neither tiles nor
+// chunks. Every block aligns the entries itself (counts per expert and their scan), rows inside
+// an expert in entry order; block 0 writes MoeAlign's outputs, and each warp quantizes a (row,
+// 128-column block) with the bits of QuantizeActivations. quantize: rows = the entries, x_rows
+// unset (token_of is the gather), no up and no used_count.
+inline constexpr int64_t kMoeAlignQuantizeMaxEntries = 256;
+void MoeAlignQuantize(const MoeAlignParams& align, const QuantizeActivationsParams& quantize,
+                      cudaStream_t stream);
 
 // A bound on the chunks of `entries` rows (the shared expert's included) over `experts` local
 // experts: sum over the active ones of ceil(rows / 8) <= (entries + 7 * active) / 8.

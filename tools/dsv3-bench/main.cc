@@ -61,6 +61,8 @@ struct Args {
   bool no_fuse_norms = false;      // residual adds and norm quantizations as kernels of their own
   bool no_grouped_chunks = false;  // decode experts' chunks of 8 rows in the same blocks
   bool no_quantize_in_w_uv = false;  // o_proj's input quantized by a kernel of its own
+  bool no_fuse_align_quantize = false;  // MoeAlign and the experts' input quantization apart
+  int flash_parts = 0;  // the flash decode launch's parts; 0: the backend's rule
   std::vector<int> trace_batches;  // batches whose graphed step is traced per kernel
   bool trace_prefill = false;      // the prefill step (default experts path) per kernel
   // Speculative decoding (verify_bench.cc): drafts K per step; when given, only that section runs.
@@ -173,7 +175,8 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
                "device: %s, driver API %d, runtime %d, copy bandwidth %.2f TB/s, "
                "tensor parallel %d, programmatic dependent launch %s, shared expert %s, norms %s, "
                "grouped experts' chunks of 8 rows %s, one-token flash pieces merged by %s, "
-               "MLA query %s, o_proj's input quantized by %s\n",
+               "MLA query %s, o_proj's input quantized by %s, flash decode parts %s, "
+               "decode experts' rows aligned and quantized %s\n",
                prop.name, driver, runtime, copy_bw / 1e12, comm.world_size(),
                args.no_pdl ? "off" : "on in decode steps",
                args.no_fuse_shared ? "apart" : "fused into the grouped experts where it pays",
@@ -183,7 +186,9 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
                args.no_grouped_chunks ? "in the same blocks" : "as blocks of their own",
                args.no_merge_in_w_uv ? "a combine kernel" : "W_UV's kernel",
                args.no_fuse_mla_query ? "in three kernels" : "in two kernels",
-               args.no_quantize_in_w_uv ? "a kernel of its own" : "W_UV's kernel");
+               args.no_quantize_in_w_uv ? "a kernel of its own" : "W_UV's kernel",
+               args.flash_parts > 0 ? std::to_string(args.flash_parts).c_str() : "by the rule",
+               args.no_fuse_align_quantize ? "by two kernels" : "in one kernel");
 
   // The model runs on a TimingBackend around the GPU: per-layer and per-op times on the GPU's
   // stream, and the GPU's choice of kernel paths and MLA's sub-steps as sections.
@@ -450,6 +455,8 @@ int Run(const Args& args) {
     options.fuse_norms = !args.no_fuse_norms;
     options.grouped_chunks = !args.no_grouped_chunks;
     options.quantize_in_w_uv = !args.no_quantize_in_w_uv;
+    options.flash_decode_parts = args.flash_parts;
+    options.fuse_moe_align_quantize = !args.no_fuse_align_quantize;
     auto gpu = CudaBackend::Create(options);
     if (!gpu.ok()) return fail(gpu.status());
     if (args.tp == 1) {
@@ -531,6 +538,13 @@ int main(int argc, char** argv) {
                "decode experts of more than 8 rows each: their chunks of 8 rows one after "
                "another in the same blocks instead of as blocks of their own (to measure what "
                "the chunks give)");
+  app.add_flag("--no-fuse-align-quantize", args.no_fuse_align_quantize,
+               "decode experts: MoeAlign, then a quantization kernel, instead of one kernel "
+               "doing both (to measure what the fusion gives)");
+  app.add_option("--flash-parts", args.flash_parts,
+                 "decode attention: cut the flash decode launch's keys into this many parts "
+                 "instead of the rule's choice (to measure the rule in the model)")
+      ->check(CLI::Range(1, 256));
   app.add_flag(
       "--no-pdl", args.no_pdl,
       "launch the kernels without programmatic dependent launch (to measure what it gives)");

@@ -73,7 +73,10 @@ void CudaBackend::MlaDecodeOnTensorCores(const TensorView& q, const TensorView& 
   a.num_items = static_cast<int32_t>(form.tokens);
   a.heads = static_cast<int32_t>(nh);
   a.scale = p.softmax_scale;
-  a.parts = kernels::FlashMlaDecodeParts(form.tokens, nh, form.gemm_context, multiprocessors_);
+  a.parts = options_.flash_decode_parts > 0
+                ? std::min(options_.flash_decode_parts, kernels::kFlashDecodeMaxParts)
+                : kernels::FlashMlaDecodeParts(form.tokens, nh, form.gemm_context,
+                                               multiprocessors_);
   Tensor partial;
   if (const int64_t floats = kernels::FlashMlaDecodePartialFloats(nh, a.parts)) {
     partial = Tensor(allocator(), DType::kF32, {floats});

@@ -72,6 +72,10 @@ class CudaBackend final : public Backend {
     // expert's chunks of 8 rows as blocks of their own (kernels::GroupedFp8GemmParams::
     // chunks); off: one block through all of an expert's chunks (to measure what it gives).
     bool grouped_chunks = true;
+    // Grouped launches of at most kAlignQuantizeMaxRows routed rows align and quantize them in
+    // one kernel (kernels::MoeAlignQuantize); off: MoeAlign, then QuantizeActivations (to
+    // measure what the fusion gives).
+    bool fuse_moe_align_quantize = true;
     // MlaAttentionLinear in steps of a few tokens (the small-M o_proj) whose W_UV runs on its
     // weight-streaming kernel: that kernel also quantizes its output for o_proj (a head's two
     // blocks as a cluster sharing the amax), so no quantization kernel runs between them; off:
@@ -86,6 +90,10 @@ class CudaBackend final : public Backend {
     // quantization, q_pe's RoPE in q_b's GEMM as it stores q; off: RmsNormLinear, then
     // PrepareMlaInputs (to measure what the fusion gives).
     bool fuse_mla_query = true;
+    // The flash decode launch's parts (kernels/flash_mla_cut.h): 0 takes FlashMlaDecodeParts's
+    // rule; n > 0 forces min(n, kFlashDecodeMaxParts) (to measure the rule in the model, where
+    // W_UV's kernel merges the pieces of one-token steps).
+    int flash_decode_parts = 0;
   };
   // Beyond this many tokens the shared expert runs apart: with tens of rows it would be the
   // small-M grouped kernel's longest item, and prefill's tiled GEMMs gain nothing from it
@@ -101,6 +109,12 @@ class CudaBackend final : public Backend {
   // kernels::kNormManyRows rows (prefill), where the norms' blocks are 256 threads
   // (FusesNorms).
   static constexpr int64_t kFusedNormMaxRows = 16;
+  // Grouped MoE launches of up to this many (padded) routed rows align and quantize them in one
+  // kernel (kernels::MoeAlignQuantize, with fuse_moe_align_quantize): one V3 decode token's 8
+  // experts and shared expert (12 rows padded). Each of its blocks aligns every entry itself,
+  // which gained ~1 us per MoE layer at one token and lost ~1 us at 8 (72 rows) on an H100
+  // (docs/journal/2026-12-06-session-38.md).
+  static constexpr int64_t kAlignQuantizeMaxRows = 16;
   const Options& options() const { return options_; }
   // Fails when there is no usable CUDA device.
   static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const Options& options);

@@ -2,7 +2,8 @@
 // rows expert by expert, the routed rows' activations are gathered and quantized in one pass
 // (large batches: each token quantized once, its codes then gathered), one grouped GEMM
 // launch computes gate|up of every active expert, the SiLU-gate is fused into the next
-// quantization, one launch computes down, and MoeCombine sums each token's weighted rows.
+// quantization, one launch computes down, and MoeCombine sums each token's weighted rows. At
+// decode sizes MoeAlign and the routed rows' quantization are one launch (MoeAlignQuantize).
 // Two layouts and kernels:
 // - decode-sized batches: rows packed expert by expert, the small-M tensor-core kernel of
 //   kernels/moe_grouped.cu (a few rows per expert: a weight stream);
@@ -78,7 +79,10 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
                     num_chunks.ptr<int32_t>(), max_chunks};
   }
   if (shared != nullptr) align.shared_expert = local - 1;
-  kernels::MoeAlign(align, stream_);
+  // Steps of a few routed rows align and quantize them in one launch (below).
+  const bool align_quantizes = !tiled && !chunked && options_.fuse_moe_align_quantize &&
+                               rows_pad <= kAlignQuantizeMaxRows;
+  if (!align_quantizes) kernels::MoeAlign(align, stream_);
   const int32_t* used = tiled ? tiles_used.ptr<int32_t>() : nullptr;
 
   // src [rows, cols] (row r of it: row x_rows[r] of src when set; silu(src) * up when up is set)
@@ -160,6 +164,11 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
     gather.used_count = used;
     gather.used_unit = kTile;
     kernels::GatherQuantizedRows(gather, stream_);
+  } else if (align_quantizes) {
+    kernels::MoeAlignQuantize(align,
+                              {x.data, x.strides[0], rows, h, rows_pad, h_kpad, xq.ptr<uint8_t>(),
+                               xs.ptr<float>(), options_.ue8m0_activation_scales},
+                              stream_);
   } else {
     quantize(x.data, x.strides[0], token_of.ptr<int32_t>(), nullptr, h, h_kpad, xq, xs);
   }
