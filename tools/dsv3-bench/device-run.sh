@@ -3,7 +3,11 @@
 # H200"): binaries and their shared libraries travel in .device/ (bin.tar.xz, lib.tar.xz), built here
 # with build-cuda. The fixtures travel as their archives in the working tree and are extracted
 # to /tmp/dsv3/fixtures, where DSV3_FIXTURES_DIR points the tests (tests/test_util.h FixturePath).
-# Usage (inside the `run` tool, repository root): tools/dsv3-bench/device-run.sh [tests|bench|all]
+# Usage (inside the `run` tool, repository root):
+#   tools/dsv3-bench/device-run.sh [tests|bench|all|issue18]
+# issue18: only issue 18's rows (context 1024 at batches 1, 32 and 128 with the 4096-token
+# prefill; contexts 16384 and 65536 at 1, 8 and 32), every table in one archive
+# ($OUT/issue18.tar.gz: the run tool brings back at most eight files).
 # On a machine with two GPUs (nvidia-h200-x2) it also runs the tensor-parallel test and the
 # bench at --tp 2. pack-device.sh makes .device/.
 set -uo pipefail
@@ -12,6 +16,16 @@ source "$(dirname "$0")/device-env.sh"
 fixtures=$DSV3_FIXTURES_DIR
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv | tee "$out/gpu.txt"
 gpus=$(nvidia-smi -L | wc -l)
+if [ "$what" = issue18 ]; then
+  timeout 240 $bin/dsv3-bench --batches 1 32 128 >"$out/ctx1024.md" 2>&1
+  for ctx in 16384 65536; do
+    timeout 240 $bin/dsv3-bench --context $ctx --batches 1 8 32 --iters 3 --prefill-tokens 256 \
+      >"$out/ctx$ctx.md" 2>&1
+  done
+  grep -hE "copy bandwidth|^\| (1|8|32|128) \||^\| tiled grouped" "$out"/ctx*.md | cut -c1-160
+  tar czf "$out/issue18.tar.gz" -C "$out" ctx1024.md ctx16384.md ctx65536.md gpu.txt
+  exit 0
+fi
 if [ "$what" != bench ]; then
   for t in $(cd $bin && ls gpu_*_test); do
     timeout 300 $bin/$t --gtest_brief=1 >"$out/$t.log" 2>&1

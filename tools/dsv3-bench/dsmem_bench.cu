@@ -1,0 +1,133 @@
+// How fast distributed shared memory moves bulk copies between the two blocks of 2-CTA clusters,
+// every SM at once, against bulk copies from an L2-resident buffer into shared memory: the
+// question that decides whether a prefill grouped GEMM can forward half of each weight box from
+// one block of a pair to the other instead of both asking L2 for it (docs/perf/h200.md, "What is
+// next"; the design in docs/journal/2026-12-06-session-37.md).
+//
+// One block per SM (its shared memory takes most of the SM), clusters of two. Per round each
+// block arms `stages` stage barriers for `chunk` bytes each and issues `stages` bulk copies of
+// `chunk` bytes: in "dsmem" mode from its own shared memory into the other block's stage s
+// (cp.async.bulk.shared::cluster.shared::cta, completing on the other block's barrier s), in
+// "l2" mode from an 8 MB global buffer (L2-resident after the warm-up) into its own stage s.
+// Then it waits for its stages and the cluster synchronizes, so no copy of the next round can
+// complete on a barrier phase of this one. Reported: bytes landed per second over all SMs.
+//
+// Built as dsv3-dsmem-bench with the CUDA backend (tools/CMakeLists.txt).
+// Usage: dsv3-dsmem-bench [--chunk BYTES] [--stages N] [--rounds N]
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/launch_check.h"
+#include "kernels/sm90_async.cuh"
+#include "tools/dsv3-bench/cuda_timing.cuh"
+
+namespace {
+
+using dsv3::kernels::MbarExpectTx;
+using dsv3::kernels::MbarInit;
+using dsv3::kernels::MbarWait;
+using dsv3::kernels::SmemAddr;
+
+constexpr int kMaxStages = 16;
+constexpr int64_t kL2Bytes = 8 << 20;  // the "l2" mode's source, well inside L2
+
+// The shared-memory address `local` as the other block of this block's cluster of two sees it.
+__device__ __forceinline__ uint32_t PeerAddr(uint32_t local) {
+  uint32_t rank, peer_addr;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;"
+               : "=r"(peer_addr)
+               : "r"(local), "r"(rank ^ 1));
+  return peer_addr;
+}
+
+__device__ __forceinline__ void ClusterSync() {
+  asm volatile("barrier.cluster.arrive.aligned;\nbarrier.cluster.wait.aligned;" ::: "memory");
+}
+
+// Shared memory: [stages][chunk] stages, then the source chunk, then the stages' barriers.
+__global__ void __cluster_dims__(2, 1, 1)
+    CopyRounds(bool dsmem, const uint8_t* global_src, int64_t chunk, int stages, int rounds) {
+  extern __shared__ __align__(1024) uint8_t smem[];
+  __shared__ __align__(8) uint64_t full[kMaxStages];
+  const uint32_t stage0 = SmemAddr(smem), src = stage0 + stages * chunk;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < stages; ++s) MbarInit(SmemAddr(&full[s]), 1);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  ClusterSync();  // both blocks' barriers exist before either copies
+  const int64_t blocks_per_l2 = kL2Bytes / chunk;
+  for (int r = 0; r < rounds; ++r) {
+    if (threadIdx.x == 0) {
+      for (int s = 0; s < stages; ++s) {
+        const uint32_t bar = SmemAddr(&full[s]), dst = stage0 + s * chunk;
+        MbarExpectTx(bar, static_cast<uint32_t>(chunk));
+        if (dsmem) {
+          asm volatile(
+              "cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes "
+              "[%0], [%1], %2, [%3];" ::"r"(PeerAddr(dst)),
+              "r"(src), "r"(static_cast<uint32_t>(chunk)), "r"(PeerAddr(bar))
+              : "memory");
+        } else {
+          const int64_t block = (blockIdx.x * int64_t{stages} + s + r) % blocks_per_l2;
+          asm volatile(
+              "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes "
+              "[%0], [%1], %2, [%3];" ::"r"(dst),
+              "l"(global_src + block * chunk), "r"(static_cast<uint32_t>(chunk)), "r"(bar)
+              : "memory");
+        }
+      }
+      for (int s = 0; s < stages; ++s) MbarWait(SmemAddr(&full[s]), r & 1);
+    }
+    ClusterSync();
+  }
+}
+
+int ArgInt(int argc, char** argv, const char* name, int fallback) {
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], name) == 0) return std::atoi(argv[i + 1]);
+  }
+  return fallback;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int64_t chunk = ArgInt(argc, argv, "--chunk", 16384);
+  const int stages = ArgInt(argc, argv, "--stages", 8);
+  const int rounds = ArgInt(argc, argv, "--rounds", 400);
+  if (chunk % 16 != 0 || chunk <= 0 || stages < 1 || stages > kMaxStages || rounds < 1) {
+    std::fprintf(stderr, "--chunk must be a positive multiple of 16, --stages 1 to %d\n",
+                 kMaxStages);
+    return 2;
+  }
+  int sms = 0;
+  DSV3_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const size_t smem = static_cast<size_t>(stages + 1) * chunk + 1024;
+  DSV3_CUDA_CHECK(cudaFuncSetAttribute(CopyRounds, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(smem)));
+  uint8_t* global_src = nullptr;
+  DSV3_CUDA_CHECK(cudaMalloc(&global_src, kL2Bytes));
+  DSV3_CUDA_CHECK(cudaMemset(global_src, 1, kL2Bytes));
+  const int blocks = sms / 2 * 2;  // clusters of two, one block per SM
+  cudaDeviceProp prop;
+  DSV3_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s, %d SMs, %d blocks, chunk %lld B, %d stages, %d rounds\n", prop.name,
+              sms, blocks, static_cast<long long>(chunk), stages, rounds);
+  std::printf("| mode | us per launch | TB/s over all SMs | GB/s per SM |\n|---|---|---|---|\n");
+  for (const bool dsmem : {true, false}) {
+    const double us = dsv3::bench::TimeUs(2, 10, [&](int) {
+      CopyRounds<<<blocks, 128, smem>>>(dsmem, global_src, chunk, stages, rounds);
+    });
+    DSV3_CUDA_CHECK(cudaGetLastError());
+    const double bytes = static_cast<double>(blocks) * stages * chunk * rounds;
+    std::printf("| %s | %.1f | %.2f | %.1f |\n", dsmem ? "dsmem (SM to SM)" : "l2 (to SM)", us,
+                bytes / us / 1e6, bytes / blocks / us / 1e3);
+  }
+  DSV3_CUDA_CHECK(cudaFree(global_src));
+  return 0;
+}
