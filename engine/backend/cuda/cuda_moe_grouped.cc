@@ -2,8 +2,9 @@
 // rows expert by expert, the routed rows' activations are gathered and quantized in one pass
 // (large batches: each token quantized once, its codes then gathered), one grouped GEMM
 // launch computes gate|up of every active expert, the SiLU-gate is fused into the next
-// quantization, one launch computes down, and MoeCombine sums each token's weighted rows. At
-// decode sizes MoeAlign and the routed rows' quantization are one launch (MoeAlignQuantize).
+// quantization, one launch computes down, and MoeCombine sums each token's weighted rows. In
+// steps of a few routed rows (V3's one-token decode) MoeAlign and the routed rows' quantization
+// are one launch (MoeAlignQuantize).
 // Two layouts and kernels:
 // - decode-sized batches: rows packed expert by expert, the small-M tensor-core kernel of
 //   kernels/moe_grouped.cu (a few rows per expert: a weight stream);
