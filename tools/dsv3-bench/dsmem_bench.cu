@@ -16,6 +16,7 @@
 // Usage: dsv3-dsmem-bench [--chunk BYTES] [--stages N] [--rounds N]
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -113,7 +114,15 @@ int main(int argc, char** argv) {
   uint8_t* global_src = nullptr;
   DSV3_CUDA_CHECK(cudaMalloc(&global_src, kL2Bytes));
   DSV3_CUDA_CHECK(cudaMemset(global_src, 1, kL2Bytes));
-  const int blocks = sms / 2 * 2;  // clusters of two, one block per SM
+  // Clusters of two, one block per SM, as many as can be resident at once (a GPC of an odd
+  // number of free SMs leaves one idle), so that every block runs in the first wave.
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(sms / 2 * 2);
+  config.blockDim = dim3(128);
+  config.dynamicSmemBytes = smem;
+  int clusters = 0;
+  DSV3_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, CopyRounds, &config));
+  const int blocks = std::min(sms / 2, clusters) * 2;
   cudaDeviceProp prop;
   DSV3_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs, %d blocks, chunk %lld B, %d stages, %d rounds\n", prop.name,
