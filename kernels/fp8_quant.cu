@@ -136,20 +136,13 @@ __global__ void DequantizeKernel(DequantizeParams p) {
 
 void QuantizeActivations(const QuantizeActivationsParams& p, cudaStream_t stream) {
   if (p.rows_padded == 0) return;
-  // Whether x (and up) allow loads of `bytes` at once: base and row stride (in BF16 elements).
-  auto loads_of = [&](int bytes) {
-    auto fits = [&](const void* base, int64_t stride) {
-      return reinterpret_cast<uintptr_t>(base) % bytes == 0 && stride % (bytes / 2) == 0;
-    };
-    return fits(p.x, p.x_stride) && (p.up == nullptr || fits(p.up, p.up_stride));
-  };
   // Decode-sized launches: a warp per 128-column block (the run kernel below made the decode
   // layers slower at batches 1 and 128). From kRunRows rows on, runs of 8 blocks per warp with
   // 16-byte loads (prefill: docs/perf/h200.md).
   constexpr int64_t kRunRows = 512;
   if (p.rows_padded < kRunRows) {
     const dim3 grid(static_cast<unsigned>(p.cols_padded / 128), CeilDiv(p.rows_padded, kWarps));
-    if (loads_of(8)) {
+    if (QuantizeLoadsFit(p, 8)) {
       Launch(QuantizeWarpPerBlockKernel<true>, grid, kWarps * 32, 0, stream, p);
     } else {
       Launch(QuantizeWarpPerBlockKernel<false>, grid, kWarps * 32, 0, stream, p);
@@ -160,7 +153,7 @@ void QuantizeActivations(const QuantizeActivationsParams& p, cudaStream_t stream
   const int64_t runs_per_row = CeilDiv(p.cols_padded / 128, int64_t{2} * kIters);
   const auto grid =
       static_cast<unsigned>(CeilDiv(p.rows_padded * runs_per_row, int64_t{kWarps}));
-  if (loads_of(16)) {
+  if (QuantizeLoadsFit(p, 16)) {
     Launch(QuantizeRunKernel<true, kIters>, grid, kWarps * 32, 0, stream, p, runs_per_row);
   } else {
     Launch(QuantizeRunKernel<false, kIters>, grid, kWarps * 32, 0, stream, p, runs_per_row);

@@ -33,6 +33,15 @@ struct QuantizeActivationsParams {
 };
 void QuantizeActivations(const QuantizeActivationsParams& p, cudaStream_t stream);
 
+// Whether x (and up, when set) allow loads of `bytes` at once: base and row stride (BF16
+// elements). The quantization kernels pick their vector loads by it.
+inline bool QuantizeLoadsFit(const QuantizeActivationsParams& p, int bytes) {
+  auto fits = [&](const void* base, int64_t stride) {
+    return reinterpret_cast<uintptr_t>(base) % bytes == 0 && stride % (bytes / 2) == 0;
+  };
+  return fits(p.x, p.x_stride) && (p.up == nullptr || fits(p.up, p.up_stride));
+}
+
 // Quantized rows gathered: row r of q / scales (as QuantizeActivations writes them: q [rows_padded,
 // cols_padded] e4m3, scales [cols_padded / 128, rows_padded]) = row src_rows[r] of src_q /
 // src_scales ([.., cols_padded], [cols_padded / 128, src_rows_padded]), for r below rows, or below

@@ -227,10 +227,7 @@ void MoeAlignQuantize(const MoeAlignParams& align, const QuantizeActivationsPara
   if (quantize.rows_padded == 0) return;
   const dim3 grid(static_cast<unsigned>(quantize.cols_padded / 128),
                   static_cast<unsigned>(CeilDiv(quantize.rows_padded, kAlignQuantizeWarps)));
-  // 8-byte loads where x's base and row stride allow them (as QuantizeActivations decides).
-  const bool vector =
-      reinterpret_cast<uintptr_t>(quantize.x) % 8 == 0 && quantize.x_stride % 4 == 0;
-  if (vector) {
+  if (QuantizeLoadsFit(quantize, 8)) {
     Launch(MoeAlignQuantizeKernel<true>, grid, kAlignQuantizeThreads, 0, stream, align,
            quantize);
   } else {

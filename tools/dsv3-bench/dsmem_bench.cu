@@ -14,6 +14,7 @@
 //
 // Built as dsv3-dsmem-bench with the CUDA backend (tools/CMakeLists.txt).
 // Usage: dsv3-dsmem-bench [--chunk BYTES] [--stages N] [--rounds N]
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -28,6 +29,7 @@
 
 namespace {
 
+namespace cg = cooperative_groups;
 using dsv3::kernels::MbarExpectTx;
 using dsv3::kernels::MbarInit;
 using dsv3::kernels::MbarWait;
@@ -38,16 +40,11 @@ constexpr int64_t kL2Bytes = 8 << 20;  // the "l2" mode's source, well inside L2
 
 // The shared-memory address `local` as the other block of this block's cluster of two sees it.
 __device__ __forceinline__ uint32_t PeerAddr(uint32_t local) {
-  uint32_t rank, peer_addr;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  uint32_t peer_addr;
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;"
                : "=r"(peer_addr)
-               : "r"(local), "r"(rank ^ 1));
+               : "r"(local), "r"(cg::this_cluster().block_rank() ^ 1));
   return peer_addr;
-}
-
-__device__ __forceinline__ void ClusterSync() {
-  asm volatile("barrier.cluster.arrive.aligned;\nbarrier.cluster.wait.aligned;" ::: "memory");
 }
 
 // Shared memory: [stages][chunk] stages, then the source chunk, then the stages' barriers.
@@ -60,7 +57,7 @@ __global__ void __cluster_dims__(2, 1, 1)
     for (int s = 0; s < stages; ++s) MbarInit(SmemAddr(&full[s]), 1);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
-  ClusterSync();  // both blocks' barriers exist before either copies
+  cg::this_cluster().sync();  // both blocks' barriers exist before either copies
   const int64_t blocks_per_l2 = kL2Bytes / chunk;
   for (int r = 0; r < rounds; ++r) {
     if (threadIdx.x == 0) {
@@ -84,7 +81,7 @@ __global__ void __cluster_dims__(2, 1, 1)
       }
       for (int s = 0; s < stages; ++s) MbarWait(SmemAddr(&full[s]), r & 1);
     }
-    ClusterSync();
+    cg::this_cluster().sync();
   }
 }
 
