@@ -9,8 +9,12 @@
 // `chunk` bytes: in "dsmem" mode from its own shared memory into the other block's stage s
 // (cp.async.bulk.shared::cluster.shared::cta, completing on the other block's barrier s), in
 // "l2" mode from an 8 MB global buffer (L2-resident after the warm-up) into its own stage s.
-// Then it waits for its stages and the cluster synchronizes, so no copy of the next round can
-// complete on a barrier phase of this one. Reported: bytes landed per second over all SMs.
+// "forward" mode is the GEMM's pattern: each stage's chunk comes from L2 into the block's own
+// half of the stage, and once landed the block copies it on into the other block's second half,
+// so every stage ends holding 2 x chunk bytes of which each L2 delivered one; "l2 x2" is the
+// same 2 x chunk bytes per stage all read from L2. Then each block waits for its stages and the
+// cluster synchronizes, so no copy of the next round can complete on a barrier phase of this
+// one. Reported: bytes landed in shared memory per second over all SMs.
 //
 // Built as dsv3-dsmem-bench with the CUDA backend (tools/CMakeLists.txt).
 // Usage: dsv3-dsmem-bench [--chunk BYTES] [--stages N] [--rounds N]
@@ -36,6 +40,7 @@ using dsv3::kernels::MbarWait;
 using dsv3::kernels::SmemAddr;
 
 constexpr int kMaxStages = 16;
+enum class Mode { kDsmem, kL2, kForward };
 constexpr int64_t kL2Bytes = 8 << 20;  // the "l2" mode's source, well inside L2
 
 // The shared-memory address `local` as the other block of this block's cluster of two sees it.
@@ -47,24 +52,66 @@ __device__ __forceinline__ uint32_t PeerAddr(uint32_t local) {
   return peer_addr;
 }
 
-// Shared memory: [stages][chunk] stages, then the source chunk, then the stages' barriers.
+__device__ __forceinline__ void CopyFromGlobal(uint32_t dst, const uint8_t* src, int64_t bytes,
+                                               uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
+          "r"(dst),
+      "l"(src), "r"(static_cast<uint32_t>(bytes)), "r"(bar)
+      : "memory");
+}
+
+// One "forward" round by thread 0: every stage's own half from L2, each passed on to the other
+// block's second half as soon as it lands; returns when this block's stages hold both halves.
+__device__ void ForwardRound(const uint8_t* global_src, int64_t chunk, int stages, int r,
+                             int64_t blocks_per_l2, uint32_t stage0, uint64_t* full,
+                             uint64_t* landed) {
+  const uint32_t second = stage0 + static_cast<uint32_t>(stages * chunk);
+  for (int s = 0; s < stages; ++s) {
+    MbarExpectTx(SmemAddr(&landed[s]), static_cast<uint32_t>(chunk));
+    MbarExpectTx(SmemAddr(&full[s]), static_cast<uint32_t>(chunk));  // the other's half
+    const int64_t block = (blockIdx.x * int64_t{stages} + s + r) % blocks_per_l2;
+    CopyFromGlobal(stage0 + s * chunk, global_src + block * chunk, chunk, SmemAddr(&landed[s]));
+  }
+  for (int s = 0; s < stages; ++s) {
+    MbarWait(SmemAddr(&landed[s]), r & 1);
+    asm volatile(
+        "cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes "
+        "[%0], [%1], %2, [%3];" ::"r"(PeerAddr(second + static_cast<uint32_t>(s * chunk))),
+        "r"(stage0 + static_cast<uint32_t>(s * chunk)), "r"(static_cast<uint32_t>(chunk)),
+        "r"(PeerAddr(SmemAddr(&full[s])))
+        : "memory");
+  }
+  for (int s = 0; s < stages; ++s) MbarWait(SmemAddr(&full[s]), r & 1);
+}
+
+// Shared memory: [stages][chunk] stages, then the source chunk (in "forward" mode a second
+// [stages][chunk] for the halves from the other block), then the stages' barriers.
 __global__ void __cluster_dims__(2, 1, 1)
-    CopyRounds(bool dsmem, const uint8_t* global_src, int64_t chunk, int stages, int rounds) {
+    CopyRounds(Mode mode, const uint8_t* global_src, int64_t chunk, int stages, int rounds) {
   extern __shared__ __align__(1024) uint8_t smem[];
   __shared__ __align__(8) uint64_t full[kMaxStages];
+  __shared__ __align__(8) uint64_t landed[kMaxStages];  // "forward": the own half from L2
   const uint32_t stage0 = SmemAddr(smem), src = stage0 + stages * chunk;
   if (threadIdx.x == 0) {
-    for (int s = 0; s < stages; ++s) MbarInit(SmemAddr(&full[s]), 1);
+    for (int s = 0; s < stages; ++s) {
+      MbarInit(SmemAddr(&full[s]), 1);
+      MbarInit(SmemAddr(&landed[s]), 1);
+    }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   cg::this_cluster().sync();  // both blocks' barriers exist before either copies
   const int64_t blocks_per_l2 = kL2Bytes / chunk;
   for (int r = 0; r < rounds; ++r) {
     if (threadIdx.x == 0) {
+      if (mode == Mode::kForward) {
+        ForwardRound(global_src, chunk, stages, r, blocks_per_l2, stage0, full, landed);
+        continue;
+      }
       for (int s = 0; s < stages; ++s) {
         const uint32_t bar = SmemAddr(&full[s]), dst = stage0 + s * chunk;
         MbarExpectTx(bar, static_cast<uint32_t>(chunk));
-        if (dsmem) {
+        if (mode == Mode::kDsmem) {
           asm volatile(
               "cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes "
               "[%0], [%1], %2, [%3];" ::"r"(PeerAddr(dst)),
@@ -72,11 +119,7 @@ __global__ void __cluster_dims__(2, 1, 1)
               : "memory");
         } else {
           const int64_t block = (blockIdx.x * int64_t{stages} + s + r) % blocks_per_l2;
-          asm volatile(
-              "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes "
-              "[%0], [%1], %2, [%3];" ::"r"(dst),
-              "l"(global_src + block * chunk), "r"(static_cast<uint32_t>(chunk)), "r"(bar)
-              : "memory");
+          CopyFromGlobal(dst, global_src + block * chunk, chunk, bar);
         }
       }
       for (int s = 0; s < stages; ++s) MbarWait(SmemAddr(&full[s]), r & 1);
@@ -96,7 +139,7 @@ int ArgInt(int argc, char** argv, const char* name, int fallback) {
 
 int main(int argc, char** argv) {
   const int64_t chunk = ArgInt(argc, argv, "--chunk", 16384);
-  const int stages = ArgInt(argc, argv, "--stages", 8);
+  const int stages = ArgInt(argc, argv, "--stages", 4);
   const int rounds = ArgInt(argc, argv, "--rounds", 400);
   if (chunk % 16 != 0 || chunk <= 0 || stages < 1 || stages > kMaxStages || rounds < 1) {
     std::fprintf(stderr, "--chunk must be a positive multiple of 16, --stages 1 to %d\n",
@@ -105,7 +148,8 @@ int main(int argc, char** argv) {
   }
   int sms = 0;
   DSV3_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  const size_t smem = static_cast<size_t>(stages + 1) * chunk + 1024;
+  // The largest layout: "forward"'s two halves per stage.
+  const size_t smem = static_cast<size_t>(2 * stages + 1) * chunk + 1024;
   DSV3_CUDA_CHECK(cudaFuncSetAttribute(CopyRounds, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(smem)));
   uint8_t* global_src = nullptr;
@@ -125,14 +169,24 @@ int main(int argc, char** argv) {
   std::printf("device: %s, %d SMs, %d blocks, chunk %lld B, %d stages, %d rounds\n", prop.name,
               sms, blocks, static_cast<long long>(chunk), stages, rounds);
   std::printf("| mode | us per launch | TB/s over all SMs | GB/s per SM |\n|---|---|---|---|\n");
-  for (const bool dsmem : {true, false}) {
+  struct Row {
+    const char* name;
+    Mode mode;
+    int64_t chunk;  // per copy; "forward" lands 2 x chunk per stage
+    int64_t landed_per_stage;
+  };
+  const Row rows[] = {{"dsmem (SM to SM)", Mode::kDsmem, chunk, chunk},
+                      {"l2 (to SM)", Mode::kL2, chunk, chunk},
+                      {"forward (half l2, half SM to SM)", Mode::kForward, chunk, 2 * chunk},
+                      {"l2 x2 (both halves from l2)", Mode::kL2, 2 * chunk, 2 * chunk}};
+  for (const Row& row : rows) {
     const double us = dsv3::bench::TimeUs(2, 10, [&](int) {
-      CopyRounds<<<blocks, 128, smem>>>(dsmem, global_src, chunk, stages, rounds);
+      CopyRounds<<<blocks, 128, smem>>>(row.mode, global_src, row.chunk, stages, rounds);
     });
     DSV3_CUDA_CHECK(cudaGetLastError());
-    const double bytes = static_cast<double>(blocks) * stages * chunk * rounds;
-    std::printf("| %s | %.1f | %.2f | %.1f |\n", dsmem ? "dsmem (SM to SM)" : "l2 (to SM)", us,
-                bytes / us / 1e6, bytes / blocks / us / 1e3);
+    const double bytes = static_cast<double>(blocks) * stages * row.landed_per_stage * rounds;
+    std::printf("| %s | %.1f | %.2f | %.1f |\n", row.name, us, bytes / us / 1e6,
+                bytes / blocks / us / 1e3);
   }
   DSV3_CUDA_CHECK(cudaFree(global_src));
   return 0;
