@@ -184,16 +184,17 @@ __global__ void __launch_bounds__(kThreads, 1)
   };
   const int wg = threadIdx.x / 128;
   if (wg == 0) {
-    // 48, not the plain kernel's 40: the producer's pair state would spill in 40 (48 x 128 +
-    // 232 x 256 threads is the whole register file).
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 48;");
+    // 56 and 224, not the plain kernel's 40 and 232: the producer's pair state spills in 40.
+    // The two must sum to the launch's allocation (168 x 384 = 56 x 128 + 224 x 256), or the
+    // consumers' setmaxnreg.inc waits for registers no one frees.
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 56;");
     if (threadIdx.x < 32) {
       ProducePairs(maps, half_w, half_wb, p, sh, walk, decode, rank);
     } else if (threadIdx.x == 32) {
       Forward(p, sh, walk, decode, rank);
     }
   } else {
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 224;");
     auto release = [rank](uint32_t empty) {
       MbarArrive(empty);
       MbarArriveCluster(PeerAddr(empty, rank));

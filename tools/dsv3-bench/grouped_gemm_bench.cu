@@ -266,7 +266,8 @@ void Run(const Problem& pb, bool timed, std::mt19937& rng) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // The flags: see the top of this file.
+  // The flags: see the top of this file. Lines go out as printed (a run cut short keeps them).
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   const bool only_v3 = argc > 1 && std::strcmp(argv[1], "--v3") == 0;
   const bool only_checks = argc > 1 && std::strcmp(argv[1], "--checks") == 0;
   const bool once = argc > 2 && std::strcmp(argv[2], "--once") == 0;
