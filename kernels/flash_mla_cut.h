@@ -15,11 +15,7 @@
 #include <cstdint>
 #include <limits>
 
-#if defined(__CUDACC__)
-#define DSV3_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define DSV3_HOST_DEVICE inline
-#endif
+#include "kernels/host_device.h"
 
 namespace dsv3::kernels {
 

@@ -41,22 +41,6 @@ using namespace grouped_gemm;  // NOLINT: this file is the kernel those pieces m
 
 namespace {
 
-// Items are ordered expert by expert: for each run of consecutive tiles of one expert, all
-// its column blocks, tile fastest. The blocks running at one time then cover the tiles of one
-// or a few experts against the same weight columns, so each weight tile comes from DRAM once
-// and the rest from L2. (Groups of a fixed number of tiles would split experts between groups
-// that run in different waves, each reading the expert's weights from DRAM.)
-//
-// Item w of the run holding tile w / blocks: the run of tiles [first, end) spans the items
-// [first * blocks, end * blocks), so every item of the run finds the same run.
-__device__ __forceinline__ Item DecodeItem(int64_t w, const int32_t* tile_expert,
-                                           int64_t num_tiles, int64_t blocks_per_mat,
-                                           int64_t blocks) {
-  const TileRun run = RunOfTile(w / blocks, tile_expert, num_tiles);
-  const int64_t tiles = run.end - run.first, rem = w - run.first * blocks, b = rem / tiles;
-  return {run.first + rem % tiles, b / blocks_per_mat, b % blocks_per_mat * kBN};
-}
-
 // Producer (one warp): per k-block, lane 0 issues the two tile loads (the tensor maps apply the
 // 128-byte swizzle and zero-fill weight rows >= n), and the lanes copy the stage's scales.
 template <class DecodeFn>
@@ -108,7 +92,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int64_t num_tiles = TilesInUse(p);
   const ItemWalk walk{blockIdx.x, num_tiles * blocks, gridDim.x};
   auto decode = [&](int64_t w) {
-    return DecodeItem(w, p.tile_expert, num_tiles, blocks_per_mat, blocks);
+    return DecodeGroupedItem(w, p.tile_expert, num_tiles, blocks_per_mat, blocks);
   };
   const int wg = threadIdx.x / 128;
   if (wg == 0) {

@@ -18,7 +18,8 @@
 //     is still being forwarded into.
 // An expert with an odd number of tiles leaves one tile: for it the cluster takes two adjacent
 // column blocks, one per block, each loading its whole box as the plain kernel does (the
-// forwarder then only arrives), so both blocks still walk the same stages.
+// forwarder then only arrives), so both blocks still walk the same stages. The order of the
+// cluster items: DecodeGroupedPairItem (kernels/grouped_gemm_schedule.h).
 #include <cooperative_groups.h>
 #include <cuda.h>
 
@@ -42,29 +43,6 @@ namespace cg = cooperative_groups;
 
 constexpr int kHalfRows = kBN / 2;      // weight rows per block of a pair (one consumer's)
 constexpr int kHalfBytes = kBTile / 2;  // 16 KB
-
-struct PairItem {
-  Item item;     // this block's tile, matrix and columns
-  bool forward;  // a pair (tiles t, t + 1 against the same columns) or the odd tile's block
-};
-
-// Cluster items run expert by expert as the plain kernel's items do: a run of T tiles against
-// B column blocks (B even) is T B / 2 cluster items, so the run starting at tile f starts at
-// cluster item f B / 2 and item c lies in the run holding tile 2 c / B. Inside a run, for each
-// pair of column blocks (2g, 2g + 1): the T / 2 tile pairs against column block 2g, then
-// against 2g + 1 (tile pair fastest: clusters running together read the same columns), then,
-// for odd T, the last tile against both (block r taking 2g + r): T items per pair of blocks.
-__device__ __forceinline__ PairItem DecodePairItem(int64_t c, int rank, const int32_t* tile_expert,
-                                                   int64_t num_tiles, int64_t blocks_per_mat,
-                                                   int64_t blocks) {
-  const TileRun run = RunOfTile(2 * c / blocks, tile_expert, num_tiles);
-  const int64_t tiles = run.end - run.first, pairs = tiles / 2;
-  const int64_t rem = c - run.first * blocks / 2, group = rem / tiles, r = rem % tiles;
-  const bool forward = r < 2 * pairs;
-  const int64_t b = forward ? 2 * group + r / pairs : 2 * group + rank;
-  const int64_t tile = forward ? run.first + 2 * (r % pairs) + rank : run.first + 2 * pairs;
-  return {{tile, b / blocks_per_mat, b % blocks_per_mat * kBN}, forward};
-}
 
 // The shared-memory address `local` has in the other block of this block's cluster.
 __device__ __forceinline__ uint32_t PeerAddr(uint32_t local, int rank) {
@@ -100,7 +78,7 @@ __device__ void ProducePairs(const GroupedMaps& maps, const CUtensorMap& half_w,
   const int64_t kblocks = p.k_pad / kBK;
   Stages at;
   for (int64_t c = walk.first; c < walk.end; c += walk.step) {
-    const PairItem pi = decode(c);
+    const GroupedPairItem pi = decode(c);
     const ItemLoads loads(p, pi.item, lane);
     for (int64_t kb = 0; kb < kblocks; ++kb, at.Next()) {
       MbarWait(sh.empty0 + 8 * at.stage, at.phase ^ 1);  // a fresh barrier passes parity 1
@@ -180,7 +158,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int64_t clusters = gridDim.x / 2;
   const ItemWalk walk{blockIdx.x / 2, num_tiles * blocks / 2, clusters};
   auto decode = [&](int64_t c) {
-    return DecodePairItem(c, rank, p.tile_expert, num_tiles, blocks_per_mat, blocks);
+    return DecodeGroupedPairItem(c, rank, p.tile_expert, num_tiles, blocks_per_mat, blocks);
   };
   const int wg = threadIdx.x / 128;
   if (wg == 0) {

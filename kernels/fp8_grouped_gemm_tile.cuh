@@ -13,6 +13,7 @@
 
 #include "kernels/device_utils.cuh"
 #include "kernels/fp8_grouped_gemm.cuh"
+#include "kernels/grouped_gemm_schedule.h"
 #include "kernels/sm90_async.cuh"
 #include "kernels/weight_layout.cuh"
 
@@ -22,6 +23,7 @@ constexpr int kBM = static_cast<int>(kGroupedTileRows);  // rows per item (the w
 constexpr int kWgCols = 128;                             // columns per consumer (its N)
 constexpr int kConsumers = 2;
 constexpr int kBN = kConsumers * kWgCols;  // columns per item
+static_assert(kBN == kGroupedItemCols);
 constexpr int kBK = 128;                   // k per stage: one scale block, one 128-byte row
 constexpr int kStages = 4;                 // 5 would leave no room for the output tiles
 constexpr int kATile = kBM * kBK;          // bytes
@@ -37,10 +39,9 @@ constexpr int kSmemBytes =
 constexpr uint64_t kWeightBase = 256;
 constexpr int kWeightHighShift = 35;
 
-// A work item: one 64-row tile (one expert) by 256 columns of one matrix.
-struct Item {
-  int64_t tile, m, col0;  // col0: first column of the item within matrix m
-};
+// A work item: one 64-row tile (one expert) by 256 columns of one matrix (the order the
+// kernels walk them in: kernels/grouped_gemm_schedule.h).
+using Item = GroupedItem;
 
 // The items one block visits: first, first + step, ... below end.
 struct ItemWalk {
@@ -66,20 +67,6 @@ struct SharedLayout {
         empty0(full0 + 8 * kStages),
         landed0(empty0 + 8 * kStages) {}
 };
-
-// The run of tiles [first, end) of tile t0's expert (tiles of one expert are adjacent): a scan
-// as long as the run, a few tiles at prefill sizes.
-struct TileRun {
-  int64_t first, end;
-};
-__device__ __forceinline__ TileRun RunOfTile(int64_t t0, const int32_t* tile_expert,
-                                             int64_t num_tiles) {
-  const int32_t e = __ldg(tile_expert + t0);
-  int64_t first = t0, end = t0 + 1;
-  while (first > 0 && __ldg(tile_expert + first - 1) == e) --first;
-  while (end < num_tiles && __ldg(tile_expert + end) == e) ++end;
-  return {first, end};
-}
 
 // The tiles the launch covers: num_tiles, or fewer by the device count tiles_used.
 __device__ __forceinline__ int64_t TilesInUse(const Fp8GroupedGemmParams& p) {

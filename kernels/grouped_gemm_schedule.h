@@ -1,0 +1,84 @@
+// The order in which the prefill grouped FP8 GEMM (kernels/fp8_grouped_gemm.cu) and its
+// clusters forwarding weight halves (kernels/fp8_grouped_gemm_pairs.cu) walk their work: plain
+// C++ on integers, for the kernels and for tests/unit/kernels_grouped_gemm_schedule_test.cc,
+// which walks every item as the kernels do.
+//
+// The rows are tiles of 64 (tile_expert[t]: the expert of tile t; tiles of one expert
+// adjacent), the columns `blocks` column blocks of 256 over all matrices (blocks_per_mat per
+// matrix). An item is one tile against one column block. Items run expert by expert: for each
+// run of an expert's tiles, all its column blocks, tile fastest, so that the blocks running at
+// one time cover the tiles of one or a few experts against the same weight columns and each
+// weight tile comes from DRAM once, the rest from L2. (Groups of a fixed number of tiles would
+// split experts between groups running in different waves, each reading the expert's weights
+// from DRAM.)
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/host_device.h"
+
+namespace dsv3::kernels {
+
+constexpr int64_t kGroupedItemCols = 256;  // columns per item
+
+struct GroupedItem {
+  int64_t tile, m, col0;  // col0: first column of the item within matrix m
+};
+
+DSV3_HOST_DEVICE int32_t LoadTileExpert(const int32_t* at) {
+#if defined(__CUDA_ARCH__)
+  return __ldg(at);
+#else
+  return *at;
+#endif
+}
+
+// The run of tiles [first, end) of tile t0's expert: a scan as long as the run, a few tiles at
+// prefill sizes.
+struct TileRun {
+  int64_t first, end;
+};
+DSV3_HOST_DEVICE TileRun RunOfTile(int64_t t0, const int32_t* tile_expert, int64_t num_tiles) {
+  const int32_t e = LoadTileExpert(tile_expert + t0);
+  int64_t first = t0, end = t0 + 1;
+  while (first > 0 && LoadTileExpert(tile_expert + first - 1) == e) --first;
+  while (end < num_tiles && LoadTileExpert(tile_expert + end) == e) ++end;
+  return {first, end};
+}
+
+// Item w of the plain kernel (num_tiles * blocks items): the run of tiles [first, end) spans
+// the items [first * blocks, end * blocks), so item w lies in the run holding tile w / blocks.
+DSV3_HOST_DEVICE GroupedItem DecodeGroupedItem(int64_t w, const int32_t* tile_expert,
+                                               int64_t num_tiles, int64_t blocks_per_mat,
+                                               int64_t blocks) {
+  const TileRun run = RunOfTile(w / blocks, tile_expert, num_tiles);
+  const int64_t tiles = run.end - run.first, rem = w - run.first * blocks, b = rem / tiles;
+  return {run.first + rem % tiles, b / blocks_per_mat, b % blocks_per_mat * kGroupedItemCols};
+}
+
+// One block's share of a cluster item (clusters of two blocks, rank 0 and 1).
+struct GroupedPairItem {
+  GroupedItem item;  // this block's tile, matrix and columns
+  bool forward;      // a pair: tiles t, t + 1 of one expert against the same columns
+};
+
+// Cluster item c (num_tiles * blocks / 2 of them; blocks even) for the block of rank `rank`.
+// A run of T tiles is T blocks / 2 cluster items, so the run starting at tile f starts at
+// cluster item f blocks / 2 and item c lies in the run holding tile 2 c / blocks. Inside a run,
+// for each pair of column blocks (2g, 2g + 1): the T / 2 tile pairs against column block 2g,
+// then against 2g + 1 (tile pair fastest, as the plain order), then, for odd T, the last tile
+// against both, block r taking column block 2g + r: T cluster items per pair of column blocks.
+DSV3_HOST_DEVICE GroupedPairItem DecodeGroupedPairItem(int64_t c, int rank,
+                                                       const int32_t* tile_expert,
+                                                       int64_t num_tiles, int64_t blocks_per_mat,
+                                                       int64_t blocks) {
+  const TileRun run = RunOfTile(2 * c / blocks, tile_expert, num_tiles);
+  const int64_t tiles = run.end - run.first, pairs = tiles / 2;
+  const int64_t rem = c - run.first * blocks / 2, group = rem / tiles, r = rem % tiles;
+  const bool forward = r < 2 * pairs;
+  const int64_t b = forward ? 2 * group + r / pairs : 2 * group + rank;
+  const int64_t tile = forward ? run.first + 2 * (r % pairs) + rank : run.first + 2 * pairs;
+  return {{tile, b / blocks_per_mat, b % blocks_per_mat * kGroupedItemCols}, forward};
+}
+
+}  // namespace dsv3::kernels
