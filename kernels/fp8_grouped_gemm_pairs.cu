@@ -46,14 +46,7 @@ constexpr int kHalfBytes = kBTile / 2;  // 16 KB
 
 // The shared-memory address `local` has in the other block of this block's cluster.
 __device__ __forceinline__ uint32_t PeerAddr(uint32_t local, int rank) {
-  uint32_t peer;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(peer) : "r"(local), "r"(rank ^ 1));
-  return peer;
-}
-
-__device__ __forceinline__ void MbarArriveCluster(uint32_t cluster_bar) {
-  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(cluster_bar)
-               : "memory");
+  return ClusterSmemAddr(local, static_cast<uint32_t>(rank ^ 1));
 }
 
 struct Stages {
@@ -123,11 +116,7 @@ __device__ void Forward(const Fp8GroupedGemmParams& p, const SharedLayout& sh,
         landed_phase ^= 1u << at.stage;
         const uint32_t half =
             SmemAddr(sh.stages + at.stage * kStageBytes) + kATile + rank * kHalfBytes;
-        asm volatile(
-            "cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes "
-            "[%0], [%1], %2, [%3];" ::"r"(PeerAddr(half, rank)),
-            "r"(half), "r"(kHalfBytes), "r"(PeerAddr(full, rank))
-            : "memory");
+        BulkCopyToCluster(PeerAddr(half, rank), half, kHalfBytes, PeerAddr(full, rank));
       }
       MbarArrive(full);
     }

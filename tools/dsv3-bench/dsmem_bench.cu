@@ -37,6 +37,8 @@ namespace cg = cooperative_groups;
 using dsv3::kernels::MbarExpectTx;
 using dsv3::kernels::MbarInit;
 using dsv3::kernels::MbarWait;
+using dsv3::kernels::BulkCopyToCluster;
+using dsv3::kernels::ClusterSmemAddr;
 using dsv3::kernels::SmemAddr;
 
 constexpr int kMaxStages = 16;
@@ -45,11 +47,7 @@ constexpr int64_t kL2Bytes = 8 << 20;  // the "l2" mode's source, well inside L2
 
 // The shared-memory address `local` as the other block of this block's cluster of two sees it.
 __device__ __forceinline__ uint32_t PeerAddr(uint32_t local) {
-  uint32_t peer_addr;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;"
-               : "=r"(peer_addr)
-               : "r"(local), "r"(cg::this_cluster().block_rank() ^ 1));
-  return peer_addr;
+  return ClusterSmemAddr(local, cg::this_cluster().block_rank() ^ 1);
 }
 
 __device__ __forceinline__ void CopyFromGlobal(uint32_t dst, const uint8_t* src, int64_t bytes,
@@ -75,12 +73,9 @@ __device__ void ForwardRound(const uint8_t* global_src, int64_t chunk, int stage
   }
   for (int s = 0; s < stages; ++s) {
     MbarWait(SmemAddr(&landed[s]), r & 1);
-    asm volatile(
-        "cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes "
-        "[%0], [%1], %2, [%3];" ::"r"(PeerAddr(second + static_cast<uint32_t>(s * chunk))),
-        "r"(stage0 + static_cast<uint32_t>(s * chunk)), "r"(static_cast<uint32_t>(chunk)),
-        "r"(PeerAddr(SmemAddr(&full[s])))
-        : "memory");
+    BulkCopyToCluster(PeerAddr(second + static_cast<uint32_t>(s * chunk)),
+                      stage0 + static_cast<uint32_t>(s * chunk), static_cast<uint32_t>(chunk),
+                      PeerAddr(SmemAddr(&full[s])));
   }
   for (int s = 0; s < stages; ++s) MbarWait(SmemAddr(&full[s]), r & 1);
 }
@@ -112,11 +107,7 @@ __global__ void __cluster_dims__(2, 1, 1)
         const uint32_t bar = SmemAddr(&full[s]), dst = stage0 + s * chunk;
         MbarExpectTx(bar, static_cast<uint32_t>(chunk));
         if (mode == Mode::kDsmem) {
-          asm volatile(
-              "cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes "
-              "[%0], [%1], %2, [%3];" ::"r"(PeerAddr(dst)),
-              "r"(src), "r"(static_cast<uint32_t>(chunk)), "r"(PeerAddr(bar))
-              : "memory");
+          BulkCopyToCluster(PeerAddr(dst), src, static_cast<uint32_t>(chunk), PeerAddr(bar));
         } else {
           const int64_t block = (blockIdx.x * int64_t{stages} + s + r) % blocks_per_l2;
           CopyFromGlobal(dst, global_src + block * chunk, chunk, bar);
