@@ -174,26 +174,27 @@ __global__ void __launch_bounds__(kThreads, 1)
   cluster.sync();
 }
 
-// Clusters of two resident at once with this kernel's shared memory (asked once per process:
-// one device per rank).
-int MaxActiveClusters(int sms) {
-  static std::atomic<int> cached{0};
-  if (cached.load() == 0) {
-    cudaLaunchAttribute cluster_dim{};
-    cluster_dim.id = cudaLaunchAttributeClusterDimension;
-    cluster_dim.val.clusterDim = {2, 1, 1};
-    cudaLaunchConfig_t config{};
-    config.gridDim = dim3(sms / 2 * 2);
-    config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = kSmemBytes;
-    config.attrs = &cluster_dim;
-    config.numAttrs = 1;
-    int clusters = 0;
-    DSV3_CUDA_CHECK(
-        cudaOccupancyMaxActiveClusters(&clusters, Fp8GroupedGemmPairsKernel, &config));
-    cached.store(std::max(clusters, 1));
-  }
-  return cached.load();
+// Clusters of two resident at once with this kernel's shared memory on `device` (asked once
+// per device: tensor-parallel ranks may be threads of one process, a GPU each).
+int MaxActiveClusters(int device, int sms) {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> cached[kMaxDevices] = {};
+  std::atomic<int>* slot = device < kMaxDevices ? &cached[device] : nullptr;
+  if (slot != nullptr && slot->load() > 0) return slot->load();
+  cudaLaunchAttribute cluster_dim{};
+  cluster_dim.id = cudaLaunchAttributeClusterDimension;
+  cluster_dim.val.clusterDim = {2, 1, 1};
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(sms / 2 * 2);
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = kSmemBytes;
+  config.attrs = &cluster_dim;
+  config.numAttrs = 1;
+  int clusters = 0;
+  DSV3_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, Fp8GroupedGemmPairsKernel, &config));
+  clusters = std::max(clusters, 1);
+  if (slot != nullptr) slot->store(clusters);
+  return clusters;
 }
 
 }  // namespace
@@ -214,7 +215,7 @@ void grouped_gemm::LaunchForwardPairs(const Fp8GroupedGemmParams& p, const Group
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
   const int64_t cluster_items = p.num_tiles * p.mats * (p.n / kBN) / 2;
   const int clusters =
-      static_cast<int>(std::min<int64_t>(cluster_items, MaxActiveClusters(sms)));
+      static_cast<int>(std::min<int64_t>(cluster_items, MaxActiveClusters(device, sms)));
   LaunchInClusters(Fp8GroupedGemmPairsKernel, 2 * clusters, kThreads, kSmemBytes, stream, 2,
                    maps, half_w, half_wb, p);
 }

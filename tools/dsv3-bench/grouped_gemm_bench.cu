@@ -5,8 +5,9 @@
 // Gamma(0.5) rows per expert) timed with events: median of 15 after 3 warm-ups. Every problem
 // runs with its weights row-major and k-block-major (kernels/weight_layout.cuh; the engine's
 // routed experts), one after the other, and where it fits k-block-major in clusters
-// forwarding weight halves (Fp8GroupedGemmParams::forward_pairs, "kbm fwd pairs"). --v3: the timed problems only; --checks: the untimed
-// ones only; --v3 --once: one checked launch per layout, untimed (for Nsight Compute).
+// forwarding weight halves (Fp8GroupedGemmParams::forward_pairs, "kbm fwd pairs"). --v3: the
+// timed problems only; --checks: the untimed ones only; --v3 --once: one checked launch per
+// layout, untimed (for Nsight Compute).
 //
 // Built as dsv3-grouped-gemm-bench with the CUDA backend (tools/CMakeLists.txt), or by hand
 // from the repository root:
@@ -195,8 +196,10 @@ void Run(const Problem& pb, bool timed, std::mt19937& rng) {
     const char* layout;
     bool kbm, forward_pairs;
   };
-  for (const Variant& v : {Variant{"row-major", false, false}, Variant{"k-block-major", true, false},
-                           Variant{"kbm fwd pairs", true, true}}) {
+  const Variant variants[] = {{"row-major", false, false},
+                              {"k-block-major", true, false},
+                              {"kbm fwd pairs", true, true}};
+  for (const Variant& v : variants) {
     if (v.forward_pairs && !ForwardPairsFit(p_row)) continue;
     Fp8GroupedGemmParams p = p_row;
     p.weights = v.kbm ? d_table_kbm : d_table;
