@@ -22,7 +22,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=cs
 gpus=$(nvidia-smi -L | wc -l)
 if [ "$what" = pairs ]; then
   g=$bin/dsv3-grouped-gemm-bench
-  timeout 90 $g --checks >"$out/checks.md" 2>  timeout 60 $g --checks >"$out/checks.md" 2>&1; echo "checks rc=$?"1; echo "checks rc=$?"; cut -c1-140 "$out/checks.md"
+  timeout 90 $g --checks >"$out/checks.md" 2>&1; echo "checks rc=$?"; cut -c1-140 "$out/checks.md"
   if ! grep -q FAIL "$out/checks.md" && grep -q "kbm fwd pairs" "$out/checks.md"; then
     timeout 120 $bin/gpu_cuda_fp8_grouped_gemm_test --gtest_brief=1 >"$out/test.log" 2>&1
     echo "test rc=$?"; grep -E "rel err|FAILED|PASSED" "$out/test.log"
