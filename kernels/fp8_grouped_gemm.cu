@@ -96,10 +96,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   };
   const int wg = threadIdx.x / 128;
   if (wg == 0) {
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    RegisterSplit<kConsumers, 40, 232>::Producer();
     if (threadIdx.x < 32) Produce(maps, p, sh, walk, decode);
   } else {
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+    RegisterSplit<kConsumers, 40, 232>::Consumer();
     Consume(p, maps.y, maps.y_tma, sh.stages, sh.scales, sh.epi, sh.full0, sh.empty0, walk,
             decode, [](uint32_t empty) { MbarArrive(empty); }, wg - 1);
   }

@@ -43,6 +43,7 @@ namespace cg = cooperative_groups;
 
 constexpr int kHalfRows = kBN / 2;      // weight rows per block of a pair (one consumer's)
 constexpr int kHalfBytes = kBTile / 2;  // 16 KB
+using PairsRegisters = RegisterSplit<kConsumers, 56, 224>;
 
 // The shared-memory address `local` has in the other block of this block's cluster.
 __device__ __forceinline__ uint32_t PeerAddr(uint32_t local, int rank) {
@@ -152,16 +153,14 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int wg = threadIdx.x / 128;
   if (wg == 0) {
     // 56 and 224, not the plain kernel's 40 and 232: the producer's pair state spills in 40.
-    // The two must sum to the launch's allocation (168 x 384 = 56 x 128 + 224 x 256), or the
-    // consumers' setmaxnreg.inc waits for registers no one frees.
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 56;");
+    PairsRegisters::Producer();
     if (threadIdx.x < 32) {
       ProducePairs(maps, half_w, half_wb, p, sh, walk, decode, rank);
     } else if (threadIdx.x == 32) {
       Forward(p, sh, walk, decode, rank);
     }
   } else {
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 224;");
+    PairsRegisters::Consumer();
     auto release = [rank](uint32_t empty) {
       MbarArrive(empty);
       MbarArriveCluster(PeerAddr(empty, rank));

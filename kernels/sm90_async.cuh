@@ -40,6 +40,25 @@ __device__ __forceinline__ void MbarArrive(uint32_t bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
 }
 
+// Warp specialization's register split for blocks of one producer warpgroup and kConsumers
+// consumer warpgroups launched with __launch_bounds__(128 (1 + kConsumers), 1): setmaxnreg
+// moves registers between the warpgroups inside the block's allocation (the register file's
+// 64K over its threads, in units of 8: 168 at 384 threads), so the two counts must not ask for
+// more than that, or the consumers' setmaxnreg.inc waits forever for registers no one frees.
+template <int kConsumers, int kProducerRegs, int kConsumerRegs>
+struct RegisterSplit {
+  static constexpr int kThreads = 128 * (1 + kConsumers);
+  static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <=
+                    65536 / kThreads / 8 * 8 * kThreads,
+                "the split asks for more registers than the block is allocated");
+  __device__ static void Producer() {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kProducerRegs));
+  }
+  __device__ static void Consumer() {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(kConsumerRegs));
+  }
+};
+
 // Clusters: the address the shared-memory address `local` of this block has in block `rank`
 // of its cluster (for remote arrivals and bulk copies), and an arrival on a barrier there.
 __device__ __forceinline__ uint32_t ClusterSmemAddr(uint32_t local, uint32_t rank) {
