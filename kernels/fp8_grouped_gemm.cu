@@ -101,14 +101,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   } else {
     RegisterSplit<kConsumers, 40, 232>::Consumer();
     Consume(p, maps.y, maps.y_tma, sh.stages, sh.scales, sh.epi, sh.full0, sh.empty0, walk,
-            decode, [](uint32_t empty) { MbarArrive(empty); }, wg - 1);
+            decode, wg - 1);
   }
 }
 
-}  // namespace
-
-void grouped_gemm::EncodeWeightMaps(const Fp8GroupedGemmParams& p, int box_rows,
-                                    CUtensorMap* w, CUtensorMap* wb) {
+// The weight windows (GroupedMaps::w, wb).
+void EncodeWeightMaps(const Fp8GroupedGemmParams& p, CUtensorMap* w, CUtensorMap* wb) {
   // Every weight matrix through one map, as a window of the address space: byte k of row c of
   // the matrix at w is kWeightBase + k + k_pad c + 16 x2 + 2^35 x3, with (x2, x3) from w - base
   // (a 16-byte-aligned offset of up to 2^35 bytes in x2, the rest in x3). Rows >= n are out of
@@ -117,7 +115,7 @@ void grouped_gemm::EncodeWeightMaps(const Fp8GroupedGemmParams& p, int box_rows,
                                 cuuint64_t{1} << (kWeightHighShift - 4), cuuint64_t{1} << 20};
   const cuuint64_t w_strides[3] = {static_cast<cuuint64_t>(p.k_pad), 16,
                                    cuuint64_t{1} << kWeightHighShift};
-  const cuuint32_t box[4] = {kBK, static_cast<cuuint32_t>(box_rows), 1, 1};
+  const cuuint32_t box[4] = {kBK, kBN, 1, 1};
   *w = EncodeTensorMap(CU_TENSOR_MAP_DATA_TYPE_UINT8, 4, w_dims, w_strides, box,
                        reinterpret_cast<void*>(uintptr_t{kWeightBase}));
   // k-block-major weights (weight_layout.cuh) through a second window whose rows are 128 bytes
@@ -130,6 +128,8 @@ void grouped_gemm::EncodeWeightMaps(const Fp8GroupedGemmParams& p, int box_rows,
                         reinterpret_cast<void*>(uintptr_t{kWeightBase}));
 }
 
+}  // namespace
+
 GroupedMaps grouped_gemm::EncodeGroupedMaps(const Fp8GroupedGemmParams& p) {
   GroupedMaps maps{};
   // xq: [rows_padded, k_pad], boxes of 64 rows x 128 bytes.
@@ -139,7 +139,7 @@ GroupedMaps grouped_gemm::EncodeGroupedMaps(const Fp8GroupedGemmParams& p) {
   const cuuint32_t x_box[2] = {kBK, kBM};
   maps.x = EncodeTensorMap(CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, x_dims, x_strides, x_box,
                            const_cast<uint8_t*>(p.xq));
-  EncodeWeightMaps(p, kBN, &maps.w, &maps.wb);
+  EncodeWeightMaps(p, &maps.w, &maps.wb);
   // BF16 y by TMA stores where the map can address it (16-byte-aligned base and row stride, and
   // every box starting 16-byte-aligned: each matrix's columns, m * n on, too; a misaligned box
   // is an illegal instruction): all mats * n columns as one [rows_padded, mats * n] tensor,
@@ -165,10 +165,6 @@ void Fp8GroupedGemm(const Fp8GroupedGemmParams& p, cudaStream_t stream) {
   assert(reinterpret_cast<uintptr_t>(p.xq) % 16 == 0);
   assert(reinterpret_cast<uintptr_t>(p.xs) % 16 == 0);
   const GroupedMaps maps = EncodeGroupedMaps(p);
-  if (p.forward_pairs && ForwardPairsFit(p)) {
-    LaunchForwardPairs(p, maps, stream);
-    return;
-  }
   int device = 0, sms = 0;
   DSV3_CUDA_CHECK(cudaGetDevice(&device));
   DSV3_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));

@@ -37,11 +37,6 @@ struct Fp8GroupedGemmParams {
   // Optional device count of the tiles in use (a layout built on the device, sized for the most
   // tiles it could need): tiles from it on are neither read nor written.
   const int32_t* tiles_used = nullptr;
-  // Where ForwardPairsFit(*this): clusters of two blocks on two
-  // tiles of one expert share each weight box, each block loading half of it and passing that
-  // half to the other by distributed shared memory (fp8_grouped_gemm_pairs.cu). The same
-  // arithmetic, so the same bits; elsewhere ignored.
-  bool forward_pairs = false;
 };
 
 // y[r, m * n + c] = sum_kb (sum_{k in kb} xq[r,k] * w_m[c,k]) * xs[kb, r] * s_m[c / 128, kb], F32
@@ -49,9 +44,5 @@ struct Fp8GroupedGemmParams {
 // (graph-capturable; the tensor maps travel by value in the launch); a persistent grid of one
 // 384-thread block per SM with ~194 KB of dynamic shared memory.
 void Fp8GroupedGemm(const Fp8GroupedGemmParams& p, cudaStream_t stream);
-
-// Whether forward_pairs applies to p: n a multiple of 256 and an even count of 256-column
-// blocks over the mats matrices.
-bool ForwardPairsFit(const Fp8GroupedGemmParams& p);
 
 }  // namespace dsv3::kernels

@@ -1,9 +1,7 @@
-// Device pieces shared by the prefill grouped FP8 GEMM's two kernels (fp8_grouped_gemm.cu: one
-// block per item; fp8_grouped_gemm_pairs.cu: clusters of two blocks sharing each weight box):
-// the tile geometry, the wgmma, the producer's per-item weight coordinates and scale copies, and
-// the consumers (mainloop, promotion, epilogue), which both kernels run unchanged but for how
-// they walk their items and release their stages. Included only by those two .cu files
-// (sm_90a); see fp8_grouped_gemm.cu's header for the recipe.
+// Device pieces of the prefill grouped FP8 GEMM (fp8_grouped_gemm.cu, which holds the kernel,
+// its producer and launch, and describes the recipe): the tile geometry, the wgmma, the
+// producer's per-item weight coordinates and scale copies, and the consumers (mainloop,
+// promotion, epilogue). Included only by that file (sm_90a).
 #pragma once
 
 #include <cuda.h>
@@ -32,7 +30,7 @@ constexpr int kStageBytes = kATile + kBTile;  // 40 KB; tiles stay 1024-byte ali
 constexpr int kThreads = 128 * (1 + kConsumers);
 constexpr int kScaleSlot = kBM + 8;  // floats per stage: 64 activation scales, 2 weight scales
 constexpr int kEpiBytes = kBM * kWgCols * 2;  // a consumer's BF16 output tile (16 KB)
-constexpr int kBarriers = 3;  // per stage: full, empty, and (clusters) landed
+constexpr int kBarriers = 2;  // per stage: full, empty
 constexpr int kSmemBytes =
     kStages * (kStageBytes + kScaleSlot * 4 + kBarriers * 8) + kConsumers * kEpiBytes + 1024;
 // The weight tensor map's origin and the split of a weight's address into its coordinates.
@@ -50,13 +48,12 @@ struct ItemWalk {
 
 // Dynamic shared memory: kStages stages of [A 64 x 128 B | B 256 x 128 B] (1024-byte aligned
 // for the swizzle), the consumers' output tiles, the stages' scale slots, then the stages'
-// barriers: full (operands landed), empty (consumers done), landed (a cluster block's own
-// weight half landed, see fp8_grouped_gemm_pairs.cu).
+// barriers: full (operands landed), empty (consumers done).
 struct SharedLayout {
   uint8_t* stages;
   uint8_t* epi;
   float* scales;
-  uint32_t full0, empty0, landed0;  // barrier s at + 8 s
+  uint32_t full0, empty0;  // barrier s at + 8 s
 
   __device__ explicit SharedLayout(uint8_t* raw)
       : stages(reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(raw) + 1023) &
@@ -64,8 +61,7 @@ struct SharedLayout {
         epi(stages + kStages * kStageBytes),
         scales(reinterpret_cast<float*>(epi + kConsumers * kEpiBytes)),
         full0(SmemAddr(scales + kStages * kScaleSlot)),
-        empty0(full0 + 8 * kStages),
-        landed0(empty0 + 8 * kStages) {}
+        empty0(full0 + 8 * kStages) {}
 };
 
 // The tiles the launch covers: num_tiles, or fewer by the device count tiles_used.
@@ -82,14 +78,6 @@ struct GroupedMaps {
   bool y_tma;
 };
 GroupedMaps EncodeGroupedMaps(const Fp8GroupedGemmParams& p);
-// The weight windows alone, in boxes of box_rows rows of 128 bytes.
-void EncodeWeightMaps(const Fp8GroupedGemmParams& p, int box_rows, CUtensorMap* w,
-                      CUtensorMap* wb);
-
-// The launch of clusters sharing weight boxes (fp8_grouped_gemm_pairs.cu), for problems where
-// ForwardPairsFit.
-void LaunchForwardPairs(const Fp8GroupedGemmParams& p, const GroupedMaps& maps,
-                        cudaStream_t stream);
 
 // d (+)= A[64 x 32] * B[128 x 32]^T; accumulate = false overwrites d.
 __device__ __forceinline__ void Wgmma64x128x32(float (&d)[64], uint64_t a, uint64_t b,
@@ -185,11 +173,11 @@ __device__ __forceinline__ void Promote(float (&acc)[64], const float (&part)[64
   for (int i = 0; i < 64; ++i) acc[i] = fmaf(part[i], (i % 4) < 2 ? s0 : s1, acc[i]);
 }
 
-// A consumer warp's release of a stage: release(empty) by lane 0 once the warp is done with it.
-template <class ReleaseFn>
-__device__ __forceinline__ void Release(ReleaseFn release, uint32_t empty, int lane) {
+// A consumer warp's release of a stage: an arrival on empty by lane 0 once the warp is done
+// with it.
+__device__ __forceinline__ void Release(uint32_t empty, int lane) {
   __syncwarp();
-  if (lane == 0) release(empty);
+  if (lane == 0) MbarArrive(empty);
 }
 
 __device__ __forceinline__ void BarSync(int id) {
@@ -232,7 +220,7 @@ __device__ __forceinline__ void StoreDirect(const Fp8GroupedGemmParams& p, const
 }
 
 // Consumer warpgroup wg (0 or 1): columns [col0 + 128 wg, + 128) of each item walk visits
-// (decode(w) gives item w), releasing each stage through release(empty). Accumulator
+// (decode(w) gives item w), releasing each stage through its empty barrier. Accumulator
 // layout of m64n128 (thread t = 32 warp + lane): d[4j + h] is row 16 warp + lane / 4 (+ 8 for
 // h >= 2), column 8j + 2 (lane % 4) + h % 2.
 //
@@ -243,11 +231,10 @@ __device__ __forceinline__ void StoreDirect(const Fp8GroupedGemmParams& p, const
 // stores and the warpgroup goes on with the next item; the stores drain during its mainloop and
 // are waited for (reads only) before the buffer is written again. Named barrier 1 + wg syncs the
 // warpgroup (0 is __syncthreads).
-template <class DecodeFn, class ReleaseFn>
+template <class DecodeFn>
 __device__ void Consume(const Fp8GroupedGemmParams& p, const CUtensorMap& map_y, bool y_tma,
                         uint8_t* smem, const float* scales, uint8_t* epi, uint32_t full0,
-                        uint32_t empty0, const ItemWalk& walk, DecodeFn decode,
-                        ReleaseFn release, int wg) {
+                        uint32_t empty0, const ItemWalk& walk, DecodeFn decode, int wg) {
   const int t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
   const int row = 16 * warp + lane / 4;  // and row + 8
   const int64_t kblocks = p.k_pad / kBK;
@@ -265,7 +252,7 @@ __device__ void Consume(const Fp8GroupedGemmParams& p, const CUtensorMap& map_y,
     if (col0 >= p.n) {  // no columns of this item left: pass its stages on
       for (int64_t kb = 0; kb < kblocks; ++kb) {
         MbarWait(full0 + 8 * stage, phase);
-        Release(release, empty0 + 8 * stage, lane);
+        Release(empty0 + 8 * stage, lane);
         next();
       }
       continue;
@@ -286,7 +273,7 @@ __device__ void Consume(const Fp8GroupedGemmParams& p, const CUtensorMap& map_y,
       next();
     };
     auto finish = [&](float(&part)[64], float s0, float s1, int st) {
-      Release(release, empty0 + 8 * st, lane);
+      Release(empty0 + 8 * st, lane);
       Promote(acc, part, s0, s1);
     };
     // Runs of 4 blocks: pa takes the even ones, pb the odd ones, each promoted while the next

@@ -1,7 +1,6 @@
-// The order in which the prefill grouped FP8 GEMM (kernels/fp8_grouped_gemm.cu) and its
-// clusters forwarding weight halves (kernels/fp8_grouped_gemm_pairs.cu) walk their work: plain
-// C++ on integers, for the kernels and for tests/unit/kernels_grouped_gemm_schedule_test.cc,
-// which walks every item as the kernels do.
+// The order in which the prefill grouped FP8 GEMM (kernels/fp8_grouped_gemm.cu) walks its
+// work: plain C++ on integers, for the kernel and for
+// tests/unit/kernels_grouped_gemm_schedule_test.cc, which walks every item as the kernel does.
 //
 // The rows are tiles of 64 (tile_expert[t]: the expert of tile t; tiles of one expert
 // adjacent), the columns `blocks` column blocks of 256 over all matrices (blocks_per_mat per
@@ -46,7 +45,7 @@ DSV3_HOST_DEVICE TileRun RunOfTile(int64_t t0, const int32_t* tile_expert, int64
   return {first, end};
 }
 
-// Item w of the plain kernel (num_tiles * blocks items): the run of tiles [first, end) spans
+// Item w of the kernel (num_tiles * blocks items): the run of tiles [first, end) spans
 // the items [first * blocks, end * blocks), so item w lies in the run holding tile w / blocks.
 DSV3_HOST_DEVICE GroupedItem DecodeGroupedItem(int64_t w, const int32_t* tile_expert,
                                                int64_t num_tiles, int64_t blocks_per_mat,
@@ -54,31 +53,6 @@ DSV3_HOST_DEVICE GroupedItem DecodeGroupedItem(int64_t w, const int32_t* tile_ex
   const TileRun run = RunOfTile(w / blocks, tile_expert, num_tiles);
   const int64_t tiles = run.end - run.first, rem = w - run.first * blocks, b = rem / tiles;
   return {run.first + rem % tiles, b / blocks_per_mat, b % blocks_per_mat * kGroupedItemCols};
-}
-
-// One block's share of a cluster item (clusters of two blocks, rank 0 and 1).
-struct GroupedPairItem {
-  GroupedItem item;  // this block's tile, matrix and columns
-  bool forward;      // a pair: tiles t, t + 1 of one expert against the same columns
-};
-
-// Cluster item c (num_tiles * blocks / 2 of them; blocks even) for the block of rank `rank`.
-// A run of T tiles is T blocks / 2 cluster items, so the run starting at tile f starts at
-// cluster item f blocks / 2 and item c lies in the run holding tile 2 c / blocks. Inside a run,
-// for each pair of column blocks (2g, 2g + 1): the T / 2 tile pairs against column block 2g,
-// then against 2g + 1 (tile pair fastest, as the plain order), then, for odd T, the last tile
-// against both, block r taking column block 2g + r: T cluster items per pair of column blocks.
-DSV3_HOST_DEVICE GroupedPairItem DecodeGroupedPairItem(int64_t c, int rank,
-                                                       const int32_t* tile_expert,
-                                                       int64_t num_tiles, int64_t blocks_per_mat,
-                                                       int64_t blocks) {
-  const TileRun run = RunOfTile(2 * c / blocks, tile_expert, num_tiles);
-  const int64_t tiles = run.end - run.first, pairs = tiles / 2;
-  const int64_t rem = c - run.first * blocks / 2, group = rem / tiles, r = rem % tiles;
-  const bool forward = r < 2 * pairs;
-  const int64_t b = forward ? 2 * group + r / pairs : 2 * group + rank;
-  const int64_t tile = forward ? run.first + 2 * (r % pairs) + rank : run.first + 2 * pairs;
-  return {{tile, b / blocks_per_mat, b % blocks_per_mat * kGroupedItemCols}, forward};
 }
 
 }  // namespace dsv3::kernels

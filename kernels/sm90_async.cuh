@@ -59,28 +59,6 @@ struct RegisterSplit {
   }
 };
 
-// Clusters: the address the shared-memory address `local` of this block has in block `rank`
-// of its cluster (for remote arrivals and bulk copies), and an arrival on a barrier there.
-__device__ __forceinline__ uint32_t ClusterSmemAddr(uint32_t local, uint32_t rank) {
-  uint32_t remote;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
-  return remote;
-}
-__device__ __forceinline__ void MbarArriveCluster(uint32_t cluster_bar) {
-  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(cluster_bar)
-               : "memory");
-}
-// bytes (a multiple of 16) from this block's shared memory to `cluster_dst` in another block
-// of the cluster, completing on that block's barrier `cluster_bar` (both ClusterSmemAddr).
-__device__ __forceinline__ void BulkCopyToCluster(uint32_t cluster_dst, uint32_t src,
-                                                  uint32_t bytes, uint32_t cluster_bar) {
-  asm volatile(
-      "cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes [%0], [%1], %2, "
-      "[%3];" ::"r"(cluster_dst),
-      "r"(src), "r"(bytes), "r"(cluster_bar)
-      : "memory");
-}
-
 // 16 bytes global -> shared through L2 only.
 __device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");

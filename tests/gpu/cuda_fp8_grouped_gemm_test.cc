@@ -3,8 +3,7 @@
 // accumulation inside each 128-k block and output rounding differ. Outputs are poisoned (NaN)
 // first; columns of y past mats * n must stay poisoned. Shapes: ragged N (not a multiple of the
 // kernel's 256-column items, odd N), experts with no rows and with several tiles, a single tile,
-// gate|up side by side (mats = 2) and the DeepSeek-V3 expert sizes; and the clusters that
-// forward weight halves (forward_pairs) on shapes they take, against the plain kernel's bits. Timing of the V3 prefill
+// gate|up side by side (mats = 2) and the DeepSeek-V3 expert sizes. Timing of the V3 prefill
 // shapes is tools/dsv3-bench/grouped_gemm_bench.cu's job.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
@@ -27,7 +26,6 @@ using testing::DeviceBuffer;
 
 using kernels::Fp8GroupedGemm;
 using kernels::Fp8GroupedGemmParams;
-using kernels::ForwardPairsFit;
 using kernels::GroupedWeight;
 using kernels::kGroupedTileRows;
 
@@ -44,9 +42,6 @@ struct Case {
   bool y_f32;
   int64_t y_extra;    // y_stride = mats * n + y_extra
   int64_t row_step;   // the reference covers rows 0, row_step, 2 row_step, ... (host time)
-  // Clusters forwarding weight halves (Fp8GroupedGemmParams::forward_pairs); its output must
-  // also equal the plain kernel's bit for bit (the same arithmetic).
-  bool forward_pairs = false;
 };
 
 // Finite e4m3 codes (0x7f / 0xff are NaN).
@@ -108,32 +103,14 @@ class CudaFp8GroupedGemmTest : public testing::GpuTest {
     DeviceBuffer d_y(rows * y_stride * esize);
     ASSERT_EQ(cudaMemset(d_y.get<void>(), 0xff, rows * y_stride * esize), cudaSuccess);
 
-    Fp8GroupedGemmParams params{d_xq.get<uint8_t>(), d_xs.get<float>(), rows, k_pad,
-                                d_tiles.get<int32_t>(), tiles, d_table.get<GroupedWeight>(),
-                                weights_stride, first, c.mats, c.n, scale_stride,
-                                d_y.get<void>(), y_stride, c.y_f32};
-    params.forward_pairs = c.forward_pairs;
-    ASSERT_TRUE(!c.forward_pairs || ForwardPairsFit(params)) << c.name;
-    Fp8GroupedGemm(params, nullptr);
+    Fp8GroupedGemm({d_xq.get<uint8_t>(), d_xs.get<float>(), rows, k_pad, d_tiles.get<int32_t>(),
+                    tiles, d_table.get<GroupedWeight>(), weights_stride, first, c.mats, c.n,
+                    scale_stride, d_y.get<void>(), y_stride, c.y_f32},
+                   nullptr);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     std::vector<uint8_t> y_raw(rows * y_stride * esize);
     ASSERT_EQ(cudaMemcpy(y_raw.data(), d_y.get<void>(), y_raw.size(), cudaMemcpyDeviceToHost),
               cudaSuccess);
-    if (c.forward_pairs) {  // the plain kernel into a second poisoned buffer: the same bytes
-      DeviceBuffer d_plain(y_raw.size());
-      ASSERT_EQ(cudaMemset(d_plain.get<void>(), 0xff, y_raw.size()), cudaSuccess);
-      params.y = d_plain.get<void>();
-      params.forward_pairs = false;
-      Fp8GroupedGemm(params, nullptr);
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      std::vector<uint8_t> plain(y_raw.size());
-      ASSERT_EQ(cudaMemcpy(plain.data(), d_plain.get<void>(), plain.size(),
-                           cudaMemcpyDeviceToHost),
-                cudaSuccess);
-      int64_t differ = 0;
-      for (size_t i = 0; i < plain.size(); ++i) differ += plain[i] != y_raw[i];
-      EXPECT_EQ(differ, 0) << c.name << ": bytes unlike the plain kernel's";
-    }
     auto y_at = [&](int64_t r, int64_t col) {
       const int64_t o = r * y_stride + col;
       if (c.y_f32) return reinterpret_cast<const float*>(y_raw.data())[o];
@@ -197,18 +174,6 @@ TEST_F(CudaFp8GroupedGemmTest, DeepSeekV3ShapesMatchHostReference) {
   // gate|up (N 2048 x 2, K 7168) and down (N 7168, K 2048); every 7th row checked (host time).
   Check({"v3 gate|up", {100, 0, 64, 129}, 2048, 7168, 2, false, 0, 7});
   Check({"v3 down", {130, 0, 1}, 7168, 2048, 1, false, 0, 7});
-}
-
-TEST_F(CudaFp8GroupedGemmTest, ForwardedPairsMatchHostReferenceAndPlainKernel) {
-  // Experts of 1, 2, 0, 3, 1 and 5 tiles: pairs, and odd last tiles, whose cluster takes two
-  // column blocks; N = 768 with mats = 2 puts an odd tile's two column blocks in different
-  // matrices. F32, BF16 by TMA stores and BF16 stored directly (8-byte row stride).
-  const std::vector<int64_t> mixed = {64, 128, 0, 192, 1, 300};
-  Check({"pairs n 256 f32", mixed, 256, 1024, 2, true, 8, 1, true});
-  Check({"pairs n 768 bf16", {130, 64, 250}, 768, 512, 2, false, 0, 1, true});
-  Check({"pairs n 512 bf16 direct", mixed, 512, 500, 1, false, 4, 1, true});
-  Check({"pairs v3 gate|up", {100, 0, 64, 129, 256}, 2048, 7168, 2, false, 0, 7, true});
-  Check({"pairs v3 down", {130, 0, 1, 200}, 7168, 2048, 1, false, 0, 7, true});
 }
 
 }  // namespace

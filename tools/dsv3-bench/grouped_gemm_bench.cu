@@ -4,16 +4,13 @@
 // each padded to 64-row tiles; and gate|up under uneven routing like a random model's,
 // Gamma(0.5) rows per expert) timed with events: median of 15 after 3 warm-ups. Every problem
 // runs with its weights row-major and k-block-major (kernels/weight_layout.cuh; the engine's
-// routed experts), one after the other, and where it fits k-block-major in clusters
-// forwarding weight halves (Fp8GroupedGemmParams::forward_pairs, "kbm fwd pairs"). --v3: the
-// timed problems only; --checks: the untimed ones only; --v3 --once: one checked launch per
-// layout, untimed (for Nsight Compute).
+// routed experts), one after the other. --v3: the timed problems only; --checks: the untimed
+// ones only; --v3 --once: one checked launch per layout, untimed (for Nsight Compute).
 //
 // Built as dsv3-grouped-gemm-bench with the CUDA backend (tools/CMakeLists.txt), or by hand
 // from the repository root:
 //   nvcc -gencode arch=compute_90a,code=sm_90a -std=c++17 -O3 -I. \
-//     tools/dsv3-bench/grouped_gemm_bench.cu kernels/fp8_grouped_gemm.cu \
-//     kernels/fp8_grouped_gemm_pairs.cu kernels/tensor_map.cu \
+//     tools/dsv3-bench/grouped_gemm_bench.cu kernels/fp8_grouped_gemm.cu kernels/tensor_map.cu \
 //     kernels/weight_layout.cu kernels/launch.cu -o grouped_gemm_bench
 //   ./grouped_gemm_bench
 #include <cuda_fp8.h>
@@ -39,7 +36,6 @@ using dsv3::bench::Fp8;
 using dsv3::bench::Hash;
 using dsv3::kernels::Fp8GroupedGemm;
 using dsv3::kernels::Fp8GroupedGemmParams;
-using dsv3::kernels::ForwardPairsFit;
 using dsv3::kernels::GroupedWeight;
 using dsv3::kernels::kGroupedTileRows;
 using dsv3::kernels::ToKBlockMajor;
@@ -190,21 +186,11 @@ void Run(const Problem& pb, bool timed, std::mt19937& rng) {
     DSV3_CUDA_CHECK(cudaFree(d_ref));
   }
 
-  // Row-major weights, then k-block-major (the engine's routed experts), then k-block-major in
-  // clusters forwarding weight halves (where the problem's column blocks pair up).
-  struct Variant {
-    const char* layout;
-    bool kbm, forward_pairs;
-  };
-  const Variant variants[] = {{"row-major", false, false},
-                              {"k-block-major", true, false},
-                              {"kbm fwd pairs", true, true}};
-  for (const Variant& v : variants) {
-    if (v.forward_pairs && !ForwardPairsFit(p_row)) continue;
+  // Row-major weights, then k-block-major (the engine's routed experts).
+  for (const bool kbm : {false, true}) {
     Fp8GroupedGemmParams p = p_row;
-    p.weights = v.kbm ? d_table_kbm : d_table;
-    p.forward_pairs = v.forward_pairs;
-    const char* layout = v.layout;
+    p.weights = kbm ? d_table_kbm : d_table;
+    const char* layout = kbm ? "k-block-major" : "row-major";
     DSV3_CUDA_CHECK(cudaMemset(y, 0xff, std::max<int64_t>(rows * y_stride * esize, 16)));
     Fp8GroupedGemm(p, nullptr);
     DSV3_CUDA_CHECK(cudaDeviceSynchronize());
@@ -289,10 +275,9 @@ int main(int argc, char** argv) {
       {"n=64 one tile", {10}, 64, 1000, 2, true, 4, 0, false},
       {"n=129 odd", {0, 65, 3}, 129, 512, 2, false, 3, 0, false},
       {"n=129 odd f32", {0, 65, 3}, 129, 512, 2, true, 3, 0, false},
-      // Forwarded pairs (fitting these two): experts of 1, 2, 0, 3, 1 and 5 tiles; odd tiles
-      // against column blocks of two matrices.
-      {"pairs n=256 f32", {64, 128, 0, 192, 1, 300}, 256, 1024, 2, true, 8, 0, false},
-      {"pairs n=768 bf16", {130, 64, 250}, 768, 512, 2, false, 0, 0, false},
+      // Experts of 1, 2, 0, 3, 1 and 5 tiles; column blocks over two matrices.
+      {"tiles 1-5 n=256 f32", {64, 128, 0, 192, 1, 300}, 256, 1024, 2, true, 8, 0, false},
+      {"tiles 1-4 n=768 bf16", {130, 64, 250}, 768, 512, 2, false, 0, 0, false},
       {"v3 gate|up small", {100, 64, 0, 300}, 2048, 7168, 2, false, 0, 200000, false},
       {"v3 down small", {100, 0, 200}, 7168, 2048, 1, false, 0, 200000, false},
       {"v3 gate|up", v3_rows, 2048, 7168, 2, false, 0, 20000, true},

@@ -63,7 +63,6 @@ struct Args {
   bool no_quantize_in_w_uv = false;  // o_proj's input quantized by a kernel of its own
   bool no_fuse_align_quantize = false;  // MoeAlign and the experts' input quantization apart
   int flash_parts = 0;  // the flash decode launch's parts; 0: the backend's rule
-  bool grouped_forward_pairs = false;  // prefill's grouped GEMMs in clusters sharing weights
   std::vector<int> trace_batches;  // batches whose graphed step is traced per kernel
   bool trace_prefill = false;      // the prefill step (default experts path) per kernel
   // Speculative decoding (verify_bench.cc): drafts K per step; when given, only that section runs.
@@ -177,7 +176,7 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
                "tensor parallel %d, programmatic dependent launch %s, shared expert %s, norms %s, "
                "grouped experts' chunks of 8 rows %s, one-token flash pieces merged by %s, "
                "MLA query %s, o_proj's input quantized by %s, flash decode parts %s, "
-               "decode experts' rows aligned and quantized %s, prefill's grouped GEMMs %s\n",
+               "decode experts' rows aligned and quantized %s\n",
                prop.name, driver, runtime, copy_bw / 1e12, comm.world_size(),
                args.no_pdl ? "off" : "on in decode steps",
                args.no_fuse_shared ? "apart" : "fused into the grouped experts where it pays",
@@ -189,9 +188,7 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
                args.no_fuse_mla_query ? "in three kernels" : "in two kernels",
                args.no_quantize_in_w_uv ? "a kernel of its own" : "W_UV's kernel",
                args.flash_parts > 0 ? std::to_string(args.flash_parts).c_str() : "by the rule",
-               args.no_fuse_align_quantize ? "by two kernels" : "in one kernel",
-               args.grouped_forward_pairs ? "in clusters forwarding weight halves"
-                                          : "one block per item");
+               args.no_fuse_align_quantize ? "by two kernels" : "in one kernel");
 
   // The model runs on a TimingBackend around the GPU: per-layer and per-op times on the GPU's
   // stream, and the GPU's choice of kernel paths and MLA's sub-steps as sections.
@@ -460,7 +457,6 @@ int Run(const Args& args) {
     options.quantize_in_w_uv = !args.no_quantize_in_w_uv;
     options.flash_decode_parts = args.flash_parts;
     options.fuse_moe_align_quantize = !args.no_fuse_align_quantize;
-    options.grouped_forward_pairs = args.grouped_forward_pairs;
     auto gpu = CudaBackend::Create(options);
     if (!gpu.ok()) return fail(gpu.status());
     if (args.tp == 1) {
@@ -545,10 +541,6 @@ int main(int argc, char** argv) {
   app.add_flag("--no-fuse-align-quantize", args.no_fuse_align_quantize,
                "decode experts: MoeAlign, then a quantization kernel, instead of one kernel "
                "doing both (to measure what the fusion gives)");
-  app.add_flag("--grouped-forward-pairs", args.grouped_forward_pairs,
-               "prefill experts: the tiled grouped GEMMs in clusters of two blocks, each loading "
-               "half of a shared weight box and passing it to the other (to measure what it "
-               "gives)");
   app.add_option("--flash-parts", args.flash_parts,
                  "decode attention: cut the flash decode launch's keys into this many parts "
                  "instead of the rule's choice (to measure the rule in the model)")

@@ -94,11 +94,6 @@ class CudaBackend final : public Backend {
     // rule; n > 0 forces min(n, kFlashDecodeMaxParts) (to measure the rule in the model, where
     // W_UV's kernel merges the pieces of one-token steps).
     int flash_decode_parts = 0;
-    // Prefill's tiled grouped GEMMs in clusters of two blocks sharing each weight box
-    // (kernels::Fp8GroupedGemmParams::forward_pairs: each block loads half of it from L2 and
-    // passes it on by distributed shared memory); off: the plain kernel. The same bits either
-    // way.
-    bool grouped_forward_pairs = false;
   };
   // Beyond this many tokens the shared expert runs apart: with tens of rows it would be the
   // small-M grouped kernel's longest item, and prefill's tiled GEMMs gain nothing from it

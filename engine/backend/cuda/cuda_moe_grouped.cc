@@ -122,7 +122,6 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
                                       mats * n,
                                       y_f32};
       p.tiles_used = used;
-      p.forward_pairs = options_.grouped_forward_pairs;
       kernels::Fp8GroupedGemm(p, stream_);
     } else {
       // max_rows_per_group t: a token's top-k experts are distinct, and the shared expert takes
