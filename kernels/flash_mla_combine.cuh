@@ -49,8 +49,8 @@ __device__ __forceinline__ int PlanMerge(const FlashSplitPartials& p, int item, 
 // pieces (slots from PlanMerge), w_s = 2^(lse_s - max lse). Every thread of the block calls it
 // (block-wide barriers). weight: shared [kFlashDecodeMaxParts], warp_value: shared [4]. The
 // weights are found by all threads together and each thread's loads over the pieces are
-// independent, so the block waits about one memory latency per 8 pieces rather than two per
-// piece.
+// independent, so the block waits about one memory latency per 16 pieces rather than two per
+// piece (a one-token step at 65536 keys has 64 pieces per head).
 __device__ __forceinline__ void MergeSplits(const FlashSplitPartials& p, int pieces,
                                             const int* slot, int h, float* weight,
                                             float* warp_value, float (&out)[4]) {
@@ -71,15 +71,24 @@ __device__ __forceinline__ void MergeSplits(const FlashSplitPartials& p, int pie
   __syncthreads();
   float acc[4] = {}, total = 0.0f;
   const int d = 4 * threadIdx.x;
-#pragma unroll 8
-  for (int s = 0; s < pieces; ++s) {
-    const float w = weight[s];
-    const float4 v = *reinterpret_cast<const float4*>(SlotO(p, slot[s], h) + d);
-    total += w;
-    acc[0] = fmaf(w, v.x, acc[0]);
-    acc[1] = fmaf(w, v.y, acc[1]);
-    acc[2] = fmaf(w, v.z, acc[2]);
-    acc[3] = fmaf(w, v.w, acc[3]);
+  // A batch's loads all go out before its first product; the sum stays in piece order.
+  constexpr int kBatch = 16;
+  for (int s0 = 0; s0 < pieces; s0 += kBatch) {
+    float4 v[kBatch];
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      if (s0 + j < pieces) v[j] = *reinterpret_cast<const float4*>(SlotO(p, slot[s0 + j], h) + d);
+    }
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      if (s0 + j >= pieces) break;
+      const float w = weight[s0 + j];
+      total += w;
+      acc[0] = fmaf(w, v[j].x, acc[0]);
+      acc[1] = fmaf(w, v[j].y, acc[1]);
+      acc[2] = fmaf(w, v[j].z, acc[2]);
+      acc[3] = fmaf(w, v[j].w, acc[3]);
+    }
   }
   const float inv = 1.0f / total;
 #pragma unroll
