@@ -97,11 +97,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   __syncthreads();  // also publishes first_item
   const int wg = threadIdx.x / 128;
   if (wg == 0) {
-    RegisterSplit<2, 40, 232>::Producer();
+    TwoConsumerRegisters::Producer();
     Producer{p, cache_map, sm}.Run(walk, first_item);
     return;
   }
-  RegisterSplit<2, 40, 232>::Consumer();
+  TwoConsumerRegisters::Consumer();
   Consumer cs;
   cs.c = wg - 1;
   cs.t = threadIdx.x % 4;

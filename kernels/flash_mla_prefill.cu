@@ -260,11 +260,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int key_tiles = (tile.pos + tile.rows + kKeys - 1) / kKeys;
   const int wg = threadIdx.x / 128;
   if (wg == 0) {
-    RegisterSplit<2, 40, 232>::Producer();
+    TwoConsumerRegisters::Producer();
     Produce(p, tile, h, sm, key_tiles);
     return;
   }
-  RegisterSplit<2, 40, 232>::Consumer();
+  TwoConsumerRegisters::Consumer();
   const int w = wg - 1;  // consumer index: rows [64 w, 64 w + 64) of the tile
   const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
   const int row = 64 * w + 16 * warp + lane / 4;

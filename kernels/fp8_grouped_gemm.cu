@@ -51,7 +51,7 @@ __device__ void Produce(const GroupedMaps& maps, const Fp8GroupedGemmParams& p,
   int stage = 0;
   uint32_t phase = 0;
   for (int64_t w = walk.first; w < walk.end; w += walk.step) {
-    const Item it = decode(w);
+    const GroupedItem it = decode(w);
     const ItemLoads loads(p, it, lane);
     const CUtensorMap& map_w = loads.k_block_major ? maps.wb : maps.w;
     for (int64_t kb = 0; kb < kblocks; ++kb) {
@@ -94,12 +94,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto decode = [&](int64_t w) {
     return DecodeGroupedItem(w, p.tile_expert, num_tiles, blocks_per_mat, blocks);
   };
+  static_assert(kConsumers == 2, "TwoConsumerRegisters");
   const int wg = threadIdx.x / 128;
   if (wg == 0) {
-    RegisterSplit<kConsumers, 40, 232>::Producer();
+    TwoConsumerRegisters::Producer();
     if (threadIdx.x < 32) Produce(maps, p, sh, walk, decode);
   } else {
-    RegisterSplit<kConsumers, 40, 232>::Consumer();
+    TwoConsumerRegisters::Consumer();
     Consume(p, maps.y, maps.y_tma, sh.stages, sh.scales, sh.epi, sh.full0, sh.empty0, walk,
             decode, wg - 1);
   }

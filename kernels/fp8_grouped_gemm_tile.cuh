@@ -37,10 +37,6 @@ constexpr int kSmemBytes =
 constexpr uint64_t kWeightBase = 256;
 constexpr int kWeightHighShift = 35;
 
-// A work item: one 64-row tile (one expert) by 256 columns of one matrix (the order the
-// kernels walk them in: kernels/grouped_gemm_schedule.h).
-using Item = GroupedItem;
-
 // The items one block visits: first, first + step, ... below end.
 struct ItemWalk {
   int64_t first, end, step;
@@ -110,7 +106,7 @@ struct ItemLoads {
   const float* ws;  // lanes 16, 17: their consumer's weight scales (null past n)
   const float* xs;  // lanes 0-15: 4 of the tile's 64 activation scales
 
-  __device__ ItemLoads(const Fp8GroupedGemmParams& p, const Item& it, int lane) {
+  __device__ ItemLoads(const Fp8GroupedGemmParams& p, const GroupedItem& it, int lane) {
     const int64_t e = __ldg(p.tile_expert + it.tile);
     const GroupedWeight gw = p.weights[e * p.weights_stride + p.first + it.m];
     k_block_major = gw.k_block_major;
@@ -247,7 +243,7 @@ __device__ void Consume(const Fp8GroupedGemmParams& p, const CUtensorMap& map_y,
     }
   };
   for (int64_t w = walk.first; w < walk.end; w += walk.step) {
-    const Item it = decode(w);
+    const GroupedItem it = decode(w);
     const int64_t col0 = it.col0 + wg * kWgCols;
     if (col0 >= p.n) {  // no columns of this item left: pass its stages on
       for (int64_t kb = 0; kb < kblocks; ++kb) {

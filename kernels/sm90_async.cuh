@@ -58,6 +58,9 @@ struct RegisterSplit {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(kConsumerRegs));
   }
 };
+// The split of this project's warp-specialized kernels (the prefill grouped GEMM, flash
+// prefill, flash decode): one producer warpgroup on 40 registers, two consumers on 232.
+using TwoConsumerRegisters = RegisterSplit<2, 40, 232>;
 
 // 16 bytes global -> shared through L2 only.
 __device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src) {
