@@ -37,6 +37,26 @@ __device__ __forceinline__ uint32_t OrderedKey(float v) {
   return (u & 0x80000000u) != 0 ? ~u : u | 0x80000000u;
 }
 
+// OrderedKey's inverse on the values it keeps (-inf for NaN's key, +0 for -0's).
+__device__ __forceinline__ float KeyValue(uint32_t key) {
+  return __uint_as_float((key & 0x80000000u) != 0 ? key & 0x7fffffffu : ~key);
+}
+
+// Token t's outputs from its picks (lane i < top_k holds pick i; all 32 lanes call it): weights
+// from the uncorrected scores, summed in pick order as the reference adds.
+__device__ void WritePicks(const MoeTopkParams& p, int64_t t, const float* logits,
+                           int32_t my_pick) {
+  const int lane = threadIdx.x % 32;
+  const float s = lane < p.top_k ? Sigmoid(logits[my_pick]) : 0.0f;
+  float sum = 0.0f;
+  for (int i = 0; i < p.top_k; ++i) sum += __shfl_sync(0xffffffffu, s, i);
+  if (lane < p.top_k) {
+    const float denom = p.norm_topk_prob ? sum + 1e-20f : 1.0f;
+    p.ids[t * p.ids_stride + lane] = my_pick;
+    p.weights[t * p.weights_stride + lane] = s / denom * p.scaling;
+  }
+}
+
 // Token t's selection by one warp (all 32 lanes call it), from its logits [E] F32 (global or
 // shared memory): the reference's serial selections, each exact: a group's two best scores by a
 // scan (a lane per group), the kept groups by rank, then top_k rounds, each taking the warp's best
@@ -102,15 +122,7 @@ __device__ void SelectExperts(const MoeTopkParams& p, int64_t t, const float* lo
     if (static_cast<int>(pick % 32) == lane) keys[pick] = 0;
     if (lane == i) my_pick = static_cast<int32_t>(pick);
   }
-  // Weights from the uncorrected scores, summed in pick order as the reference adds.
-  const float s = lane < p.top_k ? Sigmoid(logits[my_pick]) : 0.0f;
-  float sum = 0.0f;
-  for (int i = 0; i < p.top_k; ++i) sum += __shfl_sync(0xffffffffu, s, i);
-  if (lane < p.top_k) {
-    const float denom = p.norm_topk_prob ? sum + 1e-20f : 1.0f;
-    p.ids[t * p.ids_stride + lane] = my_pick;
-    p.weights[t * p.weights_stride + lane] = s / denom * p.scaling;
-  }
+  WritePicks(p, t, logits, my_pick);
 }
 
 // Tokens per block of MoeTopkRoundsKernel, one warp each.
@@ -211,6 +223,67 @@ static_assert(kMoeRouterMaxTokens <= kRouterRows, "the last block selects with a
 // split, [T][kRouterMaxSplitChunks] x 16 bytes, take less).
 constexpr size_t kRouterMaxSmem = kMoeRouterMaxTokens * kMaxExperts * 2 * sizeof(float);
 
+// Whether MoeRouterTopkKernel's last block selects a one-token step with all its warps
+// (SelectOneTokenBlockwide): groups of exactly 32 experts, a warp for each (V3's 256 experts in
+// 8 groups). Other shapes and steps keep a warp per token (SelectExperts).
+__device__ __forceinline__ bool BlockwideSelectionFits(const MoeTopkParams& p) {
+  return p.tokens == 1 && p.experts == p.groups * 32 && p.groups <= kRouterRows &&
+         p.top_k <= 32;
+}
+
+// Token 0's selection by the whole block (every thread calls it): the same picks, order and
+// weights as SelectExperts, by ranks instead of rounds. Warp g holds group g, lane l expert
+// 32 g + l and its key. A group's score from its two best keys (redux), the kept groups by rank;
+// each expert's rank in its group by shuffles, the group's top_k best becoming candidates; the
+// top_k best of the kept groups lie among them, and candidate c is pick r when r candidates beat
+// it. A candidate is one 64-bit value, key then complemented index, so that the larger value
+// wins and equal keys go to the lower index, as in SelectExperts. logits [E], candidates
+// [groups * top_k] and the picks [top_k] in shared memory.
+__device__ void SelectOneTokenBlockwide(const MoeTopkParams& p, const float* logits,
+                                        float* group_score, uint64_t* candidates,
+                                        int32_t* picks) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int groups = static_cast<int>(p.groups), top_k = static_cast<int>(p.top_k);
+  const int e = static_cast<int>(threadIdx.x);
+  uint32_t key = 0;
+  if (warp < groups) {
+    key = OrderedKey(Sigmoid(logits[e]) + p.bias[e]);
+    const uint32_t best = __reduce_max_sync(0xffffffffu, key);
+    const uint32_t first = __reduce_min_sync(0xffffffffu, key == best ? lane : 32u);
+    const uint32_t second = __reduce_max_sync(0xffffffffu, lane == first ? 0u : key);
+    const float score = KeyValue(best) + KeyValue(second);  // the multiset's two best
+    if (lane == 0) group_score[warp] = isnan(score) ? -INFINITY : score;
+  }
+  __syncthreads();
+  if (warp < groups) {
+    const float mine = group_score[warp];
+    int group_rank = 0;
+    for (int j = 0; j < groups; ++j) {
+      const float v = group_score[j];
+      group_rank += v > mine || (v == mine && j < warp) ? 1 : 0;
+    }
+    if (group_rank >= p.topk_groups) key = OrderedKey(-INFINITY);
+    int rank = 0;
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+      const uint32_t other = __shfl_sync(0xffffffffu, key, j);
+      rank += other > key || (other == key && j < lane) ? 1 : 0;
+    }
+    if (rank < top_k) {
+      candidates[warp * top_k + rank] = uint64_t{key} << 32 | ~static_cast<uint32_t>(e);
+    }
+  }
+  __syncthreads();
+  if (e < groups * top_k) {
+    const uint64_t mine = candidates[e];
+    int rank = 0;
+    for (int j = 0; j < groups * top_k; ++j) rank += candidates[j] > mine ? 1 : 0;
+    if (rank < top_k) picks[rank] = static_cast<int32_t>(~static_cast<uint32_t>(mine));
+  }
+  __syncthreads();
+  if (warp == 0) WritePicks(p, 0, logits, lane < top_k ? picks[lane] : 0);
+}
+
 // Grid (splits, ceil(E / kRouterRows)). Block (s, b): the partial logits of experts [8b, 8b + 8)
 // over split s of hidden, for every token: warp w dots row 8b + w, lane l its split's 16-byte
 // chunks l, l + 32, ... (F32, a chunk's 8 products in order), summed over the warp, into
@@ -218,12 +291,14 @@ constexpr size_t kRouterMaxSmem = kMoeRouterMaxTokens * kMaxExperts * 2 * sizeof
 // programmatic wait and stream while the kernel before finishes; x is read after it, staged once
 // per block in shared memory ([T][split chunks]), where all 8 warps read it. The last block to
 // take a ticket sums the splits in order (the same logits whichever block is last) into shared
-// logits [T][E] and selects, a warp per token (SelectExperts). Dynamic shared memory: the staged
-// x, then, in the last block, logits and keys [T][E].
+// logits [T][E] and selects: one token with the whole block where its groups fit
+// (SelectOneTokenBlockwide), else a warp per token (SelectExperts). Dynamic shared memory: the
+// staged x, then, in the last block, logits and keys [T][E] (one token: logits, candidates).
 __global__ void __launch_bounds__(kRouterRows * 32) MoeRouterTopkKernel(MoeRouterTopkParams p) {
   extern __shared__ uint4 router_smem[];
   __shared__ float group_scores[kRouterRows][kMaxGroups];
   __shared__ bool is_last;
+  __shared__ int32_t picks[kMaxTopK];  // the one-token selection's (SelectOneTokenBlockwide)
   const MoeTopkParams& q = p.topk;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int tokens = static_cast<int>(q.tokens), experts = static_cast<int>(q.experts);
@@ -315,7 +390,10 @@ __global__ void __launch_bounds__(kRouterRows * 32) MoeRouterTopkKernel(MoeRoute
     logits[i] = v;
   }
   __syncthreads();
-  if (warp < tokens) {
+  if (BlockwideSelectionFits(q)) {
+    SelectOneTokenBlockwide(q, logits, group_scores[0], reinterpret_cast<uint64_t*>(keys),
+                            picks);
+  } else if (warp < tokens) {
     SelectExperts(q, warp, logits + warp * experts, keys + warp * experts, group_scores[warp]);
   }
 }
@@ -410,8 +488,10 @@ void MoeRouterTopk(const MoeRouterTopkParams& p, cudaStream_t stream) {
          p.splits * kRouterMaxSplitChunks >= p.hidden / 8 && q.groups <= kMaxGroups &&
          q.top_k <= kMaxTopK && q.top_k <= q.experts && q.experts % q.groups == 0);
   const int64_t split_chunks = CeilDiv(p.hidden / 8, p.splits);
-  const size_t smem =
-      std::max(q.tokens * split_chunks * sizeof(uint4), q.tokens * q.experts * 2 * sizeof(float));
+  // The selection's share: logits and keys [T][E], at one token logits [E] and 64-bit
+  // candidates, at most [E] (SelectOneTokenBlockwide).
+  const size_t smem = std::max(q.tokens * split_chunks * sizeof(uint4),
+                               std::max<int64_t>(2 * q.tokens, 3) * q.experts * sizeof(float));
   if (smem > 48 * 1024) {
     // Per launch rather than once: the attribute belongs to the current device. Always the same
     // bound, so that no launch lowers it under one that a captured graph replays.

@@ -4,8 +4,9 @@
 // tokens, beyond them a warp per token with the fused kernel's selection). An id must match
 // wherever the reference's pick is decisive (its choice score, and the kept groups' scores, more
 // than kTieGap from the next); weights within kWeightTol relative where the chosen set is. The
-// fused kernel's ticket must return to 0 by itself: the same call twice, and two calls captured
-// in a CUDA graph with PDL and replayed three times, give the same bits.
+// fused kernel's one-token selection (the whole block) must give the bits of its warp-per-token
+// one, ties included. Its ticket must return to 0 by itself: the same call twice, and two calls
+// captured in a CUDA graph with PDL and replayed three times, give the same bits.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -171,11 +172,16 @@ class CudaMoeRouteTest : public testing::GpuTest {
     in.router = RandomBf16(sh.experts * sh.hidden, rng_, a);
     std::uniform_real_distribution<float> u(-0.1f, 0.1f);
     for (int64_t e = 0; e < sh.experts; ++e) in.bias.push_back(u(rng_));
-    in.dx = Dev(in.x, tokens, sh.hidden);
+    Upload(sh, in);
+    return in;
+  }
+
+  // The device copies of in's host values.
+  void Upload(const RouteShape& sh, RouteInputs& in) {
+    in.dx = Dev(in.x, in.tokens, sh.hidden);
     in.drouter = Dev(in.router, sh.experts, sh.hidden);
     in.dbias = Tensor(gpu_->allocator(), DType::kF32, {sh.experts});
     CopyIn(*gpu_, in.dbias, in.bias.data());
-    return in;
   }
 
   // MoeRoute into poisoned outputs, read back.
@@ -231,6 +237,56 @@ TEST_F(CudaMoeRouteTest, LargerStepsTakeTheGemmPathAndMatchTheReference) {
     }
   }
   EXPECT_GT(checked, picks / 2) << "too few decisive picks to check";
+}
+
+// One token selects with the whole last block where its groups hold 32 experts each (V3's),
+// two tokens with a warp each: a token alone and beside a copy of itself must route to the same
+// bits. Repeated router rows (and biases) tie choice scores exactly: "pairs" within each group,
+// "groups" also group g + 4 as a copy of group g (tied group scores), "all" every expert alike
+// (the lowest groups kept, the lowest experts picked).
+TEST_F(CudaMoeRouteTest, OneTokenBlockwideSelectionMatchesTheWarpSelection) {
+  const RouteShape& sh = kV3;
+  const int64_t h = sh.hidden, group_size = sh.experts / sh.groups;
+  for (const char* ties : {"none", "pairs", "groups", "all"}) {
+    SCOPED_TRACE(ties);
+    const std::string kind = ties;
+    RouteInputs two = MakeInputs(sh, 2);
+    std::copy_n(two.x.begin(), h, two.x.begin() + h);
+    for (int64_t e = 0; e < sh.experts; ++e) {
+      int64_t from = e;
+      if (kind == "all") from = 0;
+      if (kind == "pairs" || kind == "groups") from = e - e % 2;
+      if (kind == "groups" && e / group_size >= sh.groups / 2) {
+        from -= sh.groups / 2 * group_size;
+      }
+      std::copy_n(two.router.begin() + from * h, h, two.router.begin() + e * h);
+      two.bias[e] = two.bias[from];
+    }
+    Upload(sh, two);
+    RouteInputs one;
+    one.tokens = 1;
+    one.x.assign(two.x.begin(), two.x.begin() + h);
+    one.router = two.router;
+    one.bias = two.bias;
+    Upload(sh, one);
+    const Routed alone = Route(sh, one), beside = Route(sh, two);
+    EXPECT_EQ(alone.path, kFusedPath);
+    EXPECT_EQ(beside.path, kFusedPath);
+    const auto first = [&](const auto& v) { return std::vector(v.begin(), v.begin() + sh.top_k); };
+    EXPECT_EQ(alone.ids, first(beside.ids));
+    EXPECT_EQ(alone.weights, first(beside.weights));
+    EXPECT_EQ(first(beside.ids), std::vector(beside.ids.begin() + sh.top_k, beside.ids.end()));
+    if (kind == "all") {
+      std::vector<int32_t> lowest(sh.top_k);
+      std::iota(lowest.begin(), lowest.end(), 0);
+      EXPECT_EQ(alone.ids, lowest);
+    }
+    if (kind == "none") {
+      int64_t checked = 0;
+      ExpectMatches(sh, Reference(sh, one), alone, checked);
+      EXPECT_GT(checked, sh.top_k / 2);
+    }
+  }
 }
 
 // Two fused routes (two layers' routers) back to back in one graph, launched with PDL as decode
