@@ -227,8 +227,7 @@ constexpr size_t kRouterMaxSmem = kMoeRouterMaxTokens * kMaxExperts * 2 * sizeof
 // (SelectOneTokenBlockwide): groups of exactly 32 experts, a warp for each (V3's 256 experts in
 // 8 groups). Other shapes and steps keep a warp per token (SelectExperts).
 __device__ __forceinline__ bool BlockwideSelectionFits(const MoeTopkParams& p) {
-  return p.tokens == 1 && p.experts == p.groups * 32 && p.groups <= kRouterRows &&
-         p.top_k <= 32;
+  return p.tokens == 1 && p.experts == p.groups * 32 && p.groups <= kRouterRows;
 }
 
 // Token 0's selection by the whole block (every thread calls it): the same picks, order and
@@ -256,12 +255,8 @@ __device__ void SelectOneTokenBlockwide(const MoeTopkParams& p, const float* log
   }
   __syncthreads();
   if (warp < groups) {
-    const float mine = group_score[warp];
-    int group_rank = 0;
-    for (int j = 0; j < groups; ++j) {
-      const float v = group_score[j];
-      group_rank += v > mine || (v == mine && j < warp) ? 1 : 0;
-    }
+    const int group_rank = RankAmong({group_score[warp], warp, true}, 0, groups,
+                                     [&](int64_t j) { return group_score[j]; });
     if (group_rank >= p.topk_groups) key = OrderedKey(-INFINITY);
     int rank = 0;
 #pragma unroll
