@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 build_dir=${BUILD_DIR:-build}
-cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_UNITY_BUILD=ON
 cmake --build "$build_dir" -j "$(nproc)" --target dsv3-server dsv3-client
 http_listen=${HTTP_LISTEN-127.0.0.1:8000}
 exec "$build_dir/server/dsv3-server" ${http_listen:+--http-listen "$http_listen"} "$@"

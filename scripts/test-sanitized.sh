@@ -11,11 +11,13 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$(realpath -m "${1:-$root/build-asan}")"
 
 # -O1: a third of -O2's compile time, and the tests' CPU model runs stay fast enough. The tests'
-# own sources at -O0 (a third less again; the model runs in the engine's code, not in theirs).
+# own sources at -Og (tests/CMakeLists.txt; under ASan 23% less compile time than -O0, and the
+# tests ran 16% faster; the model runs in the engine's code, not in theirs). Unity sources as
+# in scripts/test.sh.
 cmake -S "$root" -B "$build" -G Ninja -DDSV3_CUDA=OFF -DDSV3_SANITIZE=address,undefined \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
-  -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1" -DDSV3_TEST_COMPILE_OPTIONS=-O0 \
-  -DDSV3_TEST_TIMEOUT=2400
+  -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1" -DDSV3_TEST_COMPILE_OPTIONS=-Og \
+  -DCMAKE_UNITY_BUILD=ON -DDSV3_TEST_TIMEOUT=2400
 # Only what the tests run (tests/CMakeLists.txt: dsv3_cpu_tests), not the benchmarks.
 cmake --build "$build" -j "$(nproc)" --target dsv3_cpu_tests
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=0"
