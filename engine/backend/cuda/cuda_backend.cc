@@ -21,8 +21,6 @@ namespace {
 
 using kernels::ElemType;
 
-int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
-
 // An FP8 weight's K as cuBLASLt gets it: whole 128-blocks, and a multiple of 4 blocks, because
 // the 128x128 block scales are read in rows of 16 bytes (cuBLASLt returns garbage for a K of 1
 // or 2 blocks; every DeepSeek-V3 K is already a multiple of 512).

@@ -53,6 +53,9 @@ inline kernels::ElemType ElemTypeOf(DType t) {
   }
 }
 
+// v rounded up to a multiple of m (m > 0): padded rows and K of weights and activations.
+inline int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
 class CudaBackend final : public Backend {
  public:
   struct Options {

@@ -12,12 +12,6 @@
 
 namespace dsv3 {
 
-namespace {
-
-int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
-
-}  // namespace
-
 TensorView CudaBackend::Bf16Weight(const LinearWeight& w) {
   if (w.weight.dtype == DType::kBF16) return w.weight;
   auto it = dequantized_.find(w.weight.data);
