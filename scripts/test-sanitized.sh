@@ -11,9 +11,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$(realpath -m "${1:-$root/build-asan}")"
 
 # -O1: a third of -O2's compile time, and the tests' CPU model runs stay fast enough. The tests'
-# own sources at -Og (tests/CMakeLists.txt; under ASan 23% less compile time than -O0, and the
-# tests ran 16% faster; the model runs in the engine's code, not in theirs). Unity sources as
-# in scripts/test.sh.
+# own sources at -Og (tests/CMakeLists.txt: under ASan it compiles faster than -O0; the model
+# runs in the engine's code, not in theirs). Unity sources as in scripts/test.sh.
 cmake -S "$root" -B "$build" -G Ninja -DDSV3_CUDA=OFF -DDSV3_SANITIZE=address,undefined \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
   -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1" -DDSV3_TEST_COMPILE_OPTIONS=-Og \
