@@ -31,7 +31,7 @@ struct ModelLimits {
   // Unset fields. The server fills these from the checkpoint and its flags; the plain values
   // are the engine's own defaults (vLLM's).
   ChatTemplate chat_template = ChatTemplate::kV3;  // a chat request's unspecified template
-  SamplingParams sampling;                         // generation_config.json's sampling values
+  SamplingParams sampling{};                       // generation_config.json's sampling values
   // Unset max_tokens: true, the context left after the prompt, at most max_tokens_cap (0: no
   // cap), as users of other servers expect; false, sampling.max_tokens.
   bool max_tokens_fill_context = false;

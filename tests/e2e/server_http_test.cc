@@ -115,7 +115,9 @@ TEST_F(ServerHttpTest, ChatStreamEndsWithDoneAndMatchesTheWholeAnswerAtTemperatu
   std::string finish;
   for (size_t i = 0; i + 1 < events.data.size(); ++i) {
     const json& choice = events.data[i]["choices"][0];
-    if (i == 0) EXPECT_EQ(choice["delta"]["role"], "assistant");
+    if (i == 0) {
+      EXPECT_EQ(choice["delta"]["role"], "assistant");
+    }
     text += choice["delta"].value("content", "");
     if (!choice["finish_reason"].is_null()) finish = choice["finish_reason"];
     EXPECT_TRUE(events.data[i]["usage"].is_null());

@@ -57,7 +57,9 @@ TEST(RequestStreamTest, TakeAllMergesWhatIsQueuedInOrder) {
     EXPECT_EQ(got->text, text) << c.name;
     EXPECT_EQ(got->logprobs, logprobs) << c.name;
     EXPECT_EQ(got->finished(), c.final_at != 0) << c.name;
-    if (c.final_at != 0) EXPECT_EQ(got->completion_tokens, c.final_at) << c.name;
+    if (c.final_at != 0) {
+      EXPECT_EQ(got->completion_tokens, c.final_at) << c.name;
+    }
     stream.Push(Token(99));
     EXPECT_EQ(stream.TakeAll().has_value(), !c.closed_after) << c.name;
   }

@@ -159,7 +159,9 @@ TEST(DataParallelGraphShapeTest, EveryRankRunsTheLargestPartsShape) {
         DataParallelGraphShape(c.parts, sizes, c.even_contexts_needed);
     EXPECT_EQ(got, c.want) << c.name;
     // Its rows are the MoE layers' capacity: within the fixed-capacity dispatch's range.
-    if (got) EXPECT_LE(got->rows(), kFixedCapacityMaxTokens) << c.name;
+    if (got) {
+      EXPECT_LE(got->rows(), kFixedCapacityMaxTokens) << c.name;
+    }
   }
 }
 

@@ -67,7 +67,9 @@ class SchedulerSpeculativeTest : public ::testing::Test {
       scheduler_->CommitStep(plan, emitted);
       for (SequenceId id : step.finish) EXPECT_TRUE(scheduler_->Finish(id).ok()) << id;
       EXPECT_TRUE(scheduler_->CheckInvariants().ok()) << scheduler_->CheckInvariants();
-      if (step.used_blocks >= 0) EXPECT_EQ(pool_->stats().num_used, step.used_blocks);
+      if (step.used_blocks >= 0) {
+        EXPECT_EQ(pool_->stats().num_used, step.used_blocks);
+      }
     }
   }
 
