@@ -4,7 +4,7 @@
 
 #include "tests/test_util.h"
 
-namespace dsv3 {
+namespace dsv3::deploy_manifests_test {
 namespace {
 
 TEST(DeployManifestsTest, ParseAndPassOnlyFlagsTheServerHas) {
@@ -14,4 +14,4 @@ TEST(DeployManifestsTest, ParseAndPassOnlyFlagsTheServerHas) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::deploy_manifests_test

@@ -13,7 +13,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
 
-namespace dsv3 {
+namespace dsv3::eval_cli_test {
 namespace {
 
 using ::dsv3::testing::CommandResult;
@@ -213,4 +213,4 @@ TEST(EvalCliTest, TextBeyondTheModelsVocabularyIsRefused) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::eval_cli_test

@@ -12,7 +12,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
 
-namespace dsv3 {
+namespace dsv3::generate_cli_test {
 namespace {
 
 using ::dsv3::testing::CommandResult;
@@ -164,4 +164,4 @@ TEST(GenerateCliTest, TokenIdOutsideTheVocabularyIsRejected) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::generate_cli_test

@@ -15,7 +15,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
 
-namespace dsv3 {
+namespace dsv3::parallel_dp_attention_test {
 namespace {
 
 using ::dsv3::testing::FixturePath;
@@ -140,4 +140,4 @@ TEST(DpAttentionGenerateTest, UnsupportedCombinationsFailNamingTheProblem) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::parallel_dp_attention_test

@@ -17,7 +17,7 @@
 #include "engine/parallel/socket_io.h"
 #include "tests/test_util.h"
 
-namespace dsv3 {
+namespace dsv3::parallel_multinode_generate_test {
 namespace {
 
 using ::dsv3::testing::ChildPids;
@@ -153,4 +153,4 @@ TEST(MultiNodeGenerateTest, KillingAWorkerOnNodeOneEndsBothNodesAndLeavesNoRank)
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::parallel_multinode_generate_test

@@ -16,7 +16,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
 
-namespace dsv3 {
+namespace dsv3::parallel_tp_generate_test {
 namespace {
 
 using ::dsv3::testing::ChildPids;
@@ -141,4 +141,4 @@ TEST(TpFailureTest, KillingAWorkerFailsTheRunWithinTenSecondsAndLeavesNoProcess)
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::parallel_tp_generate_test

@@ -12,7 +12,7 @@
 #include "gtest/gtest.h"
 #include "tests/e2e/server_process.h"
 
-namespace dsv3::testing {
+namespace dsv3::testing::server_admission_test {
 namespace {
 
 TEST(ServerAdmissionTest, BurstAdmitsMaxRunningPlusMaxQueued) {
@@ -77,4 +77,4 @@ TEST(ServerAdmissionTest, BurstAdmitsMaxRunningPlusMaxQueued) {
 }
 
 }  // namespace
-}  // namespace dsv3::testing
+}  // namespace dsv3::testing::server_admission_test

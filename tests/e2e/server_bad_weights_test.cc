@@ -14,7 +14,7 @@
 #include "tests/e2e/server_process.h"
 #include "tests/test_util.h"
 
-namespace dsv3::testing {
+namespace dsv3::testing::server_bad_weights_test {
 namespace {
 
 using ::testing::AllOf;
@@ -152,4 +152,4 @@ TEST(ServerBadWeightsTest, RewrittenButUndamagedCopyServes) {
 }
 
 }  // namespace
-}  // namespace dsv3::testing
+}  // namespace dsv3::testing::server_bad_weights_test

@@ -14,7 +14,7 @@
 #include "tests/demo_model.h"
 #include "tests/e2e/server_process.h"
 
-namespace dsv3::testing {
+namespace dsv3::testing::server_demo_model_test {
 namespace {
 
 using ::testing::HasSubstr;
@@ -98,4 +98,4 @@ TEST_F(ServerDemoModelTest, ChatTemplatesGiveAnAnswerThatEnds) {
 }
 
 }  // namespace
-}  // namespace dsv3::testing
+}  // namespace dsv3::testing::server_demo_model_test

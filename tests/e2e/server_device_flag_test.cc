@@ -6,7 +6,7 @@
 #include "gtest/gtest.h"
 #include "tests/e2e/server_process.h"
 
-namespace dsv3::testing {
+namespace dsv3::testing::server_device_flag_test {
 namespace {
 
 using ::testing::HasSubstr;
@@ -36,4 +36,4 @@ TEST(ServerDeviceFlagTest, UnknownDeviceIsRejectedNamingTheFlag) {
 }
 
 }  // namespace
-}  // namespace dsv3::testing
+}  // namespace dsv3::testing::server_device_flag_test

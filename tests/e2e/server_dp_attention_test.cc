@@ -9,7 +9,7 @@
 
 #include "tests/e2e/server_process.h"
 
-namespace dsv3 {
+namespace dsv3::server_dp_attention_test {
 namespace {
 
 using ::dsv3::testing::FixturePath;
@@ -73,4 +73,4 @@ TEST(ServerDpAttentionTest, SpeculativeConcurrentStreamsMatchOneRankWithout) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::server_dp_attention_test

@@ -7,7 +7,7 @@
 #include "gtest/gtest.h"
 #include "tests/e2e/server_process.h"
 
-namespace dsv3::testing {
+namespace dsv3::testing::server_grpc_choices_test {
 namespace {
 
 class ServerGrpcChoicesTest : public ::testing::Test {
@@ -100,4 +100,4 @@ TEST_F(ServerGrpcChoicesTest, RequestIdComesFromMetadataAndIsEchoed) {
 }
 
 }  // namespace
-}  // namespace dsv3::testing
+}  // namespace dsv3::testing::server_grpc_choices_test

@@ -10,7 +10,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/e2e/server_process.h"
 
-namespace dsv3::testing {
+namespace dsv3::testing::server_http_test {
 namespace {
 
 using json = nlohmann::json;
@@ -337,4 +337,4 @@ TEST(ServerHttpDrainTest, HealthIs503WhileDrainingAndNewRequestsGet503) {
 }
 
 }  // namespace
-}  // namespace dsv3::testing
+}  // namespace dsv3::testing::server_http_test

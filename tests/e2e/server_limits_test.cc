@@ -8,7 +8,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/e2e/server_process.h"
 
-namespace dsv3::testing {
+namespace dsv3::testing::server_limits_test {
 namespace {
 
 using ::testing::AllOf;
@@ -85,4 +85,4 @@ TEST(ServerLimitsTest, RequestOverMaxModelLenIsRefusedNamingTheFlag) {
 }
 
 }  // namespace
-}  // namespace dsv3::testing
+}  // namespace dsv3::testing::server_limits_test

@@ -20,7 +20,7 @@
 #include "gtest/gtest.h"
 #include "tests/e2e/server_process.h"
 
-namespace dsv3::testing {
+namespace dsv3::testing::server_load_faults_test {
 namespace {
 
 // Under AddressSanitizer the server's RSS is mostly the sanitizer's allocator: its quarantine
@@ -163,4 +163,4 @@ TEST(ServerLoadFaultsTest, StreamsAndKvBlocksComeBackAndRssIsFlatUnderFaults) {
 }
 
 }  // namespace
-}  // namespace dsv3::testing
+}  // namespace dsv3::testing::server_load_faults_test

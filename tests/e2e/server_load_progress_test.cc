@@ -14,7 +14,7 @@
 #include "tests/e2e/server_process.h"
 #include "tests/smoke_model.h"
 
-namespace dsv3::testing {
+namespace dsv3::testing::server_load_progress_test {
 namespace {
 
 using Health = grpc::health::v1::HealthCheckResponse;
@@ -104,4 +104,4 @@ TEST(ServerLoadProgressTest, NotServingUntilTheModelIsLoaded) {
 }
 
 }  // namespace
-}  // namespace dsv3::testing
+}  // namespace dsv3::testing::server_load_progress_test

@@ -9,7 +9,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/e2e/server_process.h"
 
-namespace dsv3::testing {
+namespace dsv3::testing::server_log_format_test {
 namespace {
 
 // 2026-12-01T23:45:01.123+00:00
@@ -78,4 +78,4 @@ TEST(ServerLogFormatTest, TextTimestampsCarryTheUtcOffset) {
 }
 
 }  // namespace
-}  // namespace dsv3::testing
+}  // namespace dsv3::testing::server_log_format_test

@@ -17,7 +17,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/e2e/server_process.h"
 
-namespace dsv3::testing {
+namespace dsv3::testing::server_metrics_test {
 namespace {
 
 using json = nlohmann::json;
@@ -313,4 +313,4 @@ TEST(ServerMetricsTest, SpeculativeStepsRecordOneGapForSeveralTokens) {
 }
 
 }  // namespace
-}  // namespace dsv3::testing
+}  // namespace dsv3::testing::server_metrics_test

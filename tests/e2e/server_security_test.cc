@@ -3,7 +3,7 @@
 #include "gtest/gtest.h"
 #include "tests/e2e/server_process.h"
 
-namespace dsv3::testing {
+namespace dsv3::testing::server_security_test {
 namespace {
 
 using ::testing::HasSubstr;
@@ -143,4 +143,4 @@ TEST(ServerSecurity, MutualTls) {
 }
 
 }  // namespace
-}  // namespace dsv3::testing
+}  // namespace dsv3::testing::server_security_test

@@ -7,7 +7,7 @@
 #include "gtest/gtest.h"
 #include "tests/e2e/server_process.h"
 
-namespace dsv3::testing {
+namespace dsv3::testing::server_startup_test {
 namespace {
 
 using ::testing::HasSubstr;
@@ -132,4 +132,4 @@ TEST(ServerStartupTest, StartupFailureExitsCleanlyWithGarbageTlsClientCa) {
 }
 
 }  // namespace
-}  // namespace dsv3::testing
+}  // namespace dsv3::testing::server_startup_test

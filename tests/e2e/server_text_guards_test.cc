@@ -15,7 +15,7 @@
 #include "tests/e2e/server_process.h"
 #include "tests/smoke_model.h"
 
-namespace dsv3::testing {
+namespace dsv3::testing::server_text_guards_test {
 namespace {
 
 using ::testing::HasSubstr;
@@ -156,4 +156,4 @@ TEST(ServerTextGuardsTest, TokenizeIsBoundedByMaxTokenizeBytes) {
 }
 
 }  // namespace
-}  // namespace dsv3::testing
+}  // namespace dsv3::testing::server_text_guards_test

@@ -7,7 +7,7 @@
 #include "tests/e2e/server_process.h"
 #include "tests/smoke_model.h"
 
-namespace dsv3::testing {
+namespace dsv3::testing::server_text_test {
 namespace {
 
 using ::testing::HasSubstr;
@@ -215,4 +215,4 @@ TEST_F(ServerTextTest, PythonExample) {
 }
 
 }  // namespace
-}  // namespace dsv3::testing
+}  // namespace dsv3::testing::server_text_test

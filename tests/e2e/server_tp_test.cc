@@ -13,7 +13,7 @@
 
 #include "tests/e2e/server_process.h"
 
-namespace dsv3 {
+namespace dsv3::server_tp_test {
 namespace {
 
 using ::dsv3::testing::FixturePath;
@@ -104,4 +104,4 @@ TEST(ServerTensorParallelTest, KilledWorkerGivesUnavailableAndExitsNonZero) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::server_tp_test

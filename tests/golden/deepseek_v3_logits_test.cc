@@ -16,7 +16,7 @@
 #include "tests/fixture_reference.h"
 #include "tests/test_util.h"
 
-namespace dsv3 {
+namespace dsv3::deepseek_v3_logits_test {
 namespace {
 
 using ::dsv3::testing::FixturePath;
@@ -176,4 +176,4 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, ModelGoldenTest,
                          ::dsv3::testing::FixtureTestName);
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::deepseek_v3_logits_test

@@ -28,7 +28,7 @@
 #include "tests/fixture_reference.h"
 #include "tests/test_util.h"
 
-namespace dsv3 {
+namespace dsv3::deepseek_v3_mtp_test {
 namespace {
 
 using ::dsv3::testing::FixturePath;
@@ -189,4 +189,4 @@ TEST(MtpDemoModelTest, DraftsAgreeWithMainModelOnHeldOutText) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::deepseek_v3_mtp_test

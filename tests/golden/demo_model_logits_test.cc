@@ -15,7 +15,7 @@
 #include "tests/demo_model.h"
 #include "tests/test_util.h"
 
-namespace dsv3 {
+namespace dsv3::demo_model_logits_test {
 namespace {
 
 using ::dsv3::testing::DemoModelDir;
@@ -69,4 +69,4 @@ TEST(DemoModelLogits, CpuFloat32MatchesTransformersFloat32) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::demo_model_logits_test

@@ -26,7 +26,7 @@
 #include "tests/gloo_group.h"
 #include "tests/test_util.h"
 
-namespace dsv3 {
+namespace dsv3::dp_attention_model_test {
 namespace {
 
 using ::dsv3::testing::FixturePath;
@@ -263,4 +263,4 @@ TEST(DpAttentionModelConfigTest, ExpertsNotDivisibleByTheRanksAreRejectedByName)
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::dp_attention_model_test

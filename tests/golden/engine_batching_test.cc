@@ -14,7 +14,7 @@
 #include "tests/fixture_reference.h"
 #include "tests/test_util.h"
 
-namespace dsv3 {
+namespace dsv3::engine_batching_test {
 namespace {
 
 using ::dsv3::testing::FixturePath;
@@ -232,4 +232,4 @@ TEST_F(EngineBatchingTest, InvalidRequestsAreRejectedByName) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::engine_batching_test

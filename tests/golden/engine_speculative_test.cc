@@ -19,7 +19,7 @@
 #include "tests/fixture_reference.h"
 #include "tests/test_util.h"
 
-namespace dsv3 {
+namespace dsv3::engine_speculative_test {
 namespace {
 
 using ::dsv3::testing::FixturePath;
@@ -312,4 +312,4 @@ TEST_F(SpeculativeDemoTest, SampledTokensFollowTheDistributionOfNoSpeculation) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::engine_speculative_test

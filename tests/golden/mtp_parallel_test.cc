@@ -18,7 +18,7 @@
 #include "tests/gloo_group.h"
 #include "tests/test_util.h"
 
-namespace dsv3 {
+namespace dsv3::mtp_parallel_test {
 namespace {
 
 using ::dsv3::testing::FixturePath;
@@ -217,4 +217,4 @@ INSTANTIATE_TEST_SUITE_P(
     [](const auto& info) { return info.param.name; });
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::mtp_parallel_test

@@ -18,7 +18,7 @@
 #include "tests/fixture_reference.h"
 #include "tests/test_util.h"
 
-namespace dsv3 {
+namespace dsv3::tensor_parallel_test {
 namespace {
 
 using ::dsv3::testing::FixturePath;
@@ -234,4 +234,4 @@ TEST(TensorParallelConfigTest, IndivisibleHeadsAreRejectedByName) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::tensor_parallel_test

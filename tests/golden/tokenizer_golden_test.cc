@@ -15,7 +15,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
 
-namespace dsv3 {
+namespace dsv3::tokenizer_golden_test {
 namespace {
 
 using nlohmann::json;
@@ -127,4 +127,4 @@ TEST_F(TokenizerGoldenTest, V3ChatRendersAndEncodesIdentically) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::tokenizer_golden_test

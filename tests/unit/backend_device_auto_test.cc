@@ -6,7 +6,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-namespace dsv3 {
+namespace dsv3::backend_device_auto_test {
 namespace {
 
 using ::testing::HasSubstr;
@@ -32,4 +32,4 @@ TEST(BackendDeviceAutoTest, UnknownDeviceIsRejectedNamingTheFlag) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::backend_device_auto_test

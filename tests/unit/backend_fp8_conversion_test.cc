@@ -8,7 +8,7 @@
 
 #include "engine/backend/dtype.h"
 
-namespace dsv3 {
+namespace dsv3::backend_fp8_conversion_test {
 namespace {
 
 // Nearest of the 127 finite magnitudes, ties to the even code, saturating at 448.
@@ -63,4 +63,4 @@ TEST(Fp8ConversionTest, SaturatesAndKeepsZerosAndNan) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::backend_fp8_conversion_test

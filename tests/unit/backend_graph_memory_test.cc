@@ -13,7 +13,7 @@
 #include "engine/backend/graph_policy.h"
 #include "engine/backend/tensor.h"
 
-namespace dsv3 {
+namespace dsv3::backend_graph_memory_test {
 namespace {
 
 TEST(ArenaAllocatorTest, RepeatedAllocationsGetTheSameAlignedAddresses) {
@@ -159,4 +159,4 @@ TEST(GraphMemoryBudgetTest, RefusesWhatWouldPassTheLimit) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::backend_graph_memory_test

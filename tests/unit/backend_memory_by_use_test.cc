@@ -7,7 +7,7 @@
 
 #include "engine/backend/memory_by_use.h"
 
-namespace dsv3 {
+namespace dsv3::backend_memory_by_use_test {
 namespace {
 
 constexpr int64_t kGiB = int64_t{1} << 30;
@@ -77,4 +77,4 @@ TEST(GpuMemoryByUseTest, LogLineNamesTheFourUsesInGiB) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::backend_memory_by_use_test

@@ -9,7 +9,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
 
-namespace dsv3 {
+namespace dsv3::config_model_config_test {
 namespace {
 
 using ::dsv3::testing::TempDir;
@@ -422,4 +422,4 @@ TEST(ModelConfigTest, FromModelDir) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::config_model_config_test

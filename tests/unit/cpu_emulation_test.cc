@@ -11,7 +11,7 @@
 #include "engine/backend/cpu/gpu_emulation_backend.h"
 #include "engine/backend/dtype.h"
 
-namespace dsv3 {
+namespace dsv3::cpu_emulation_test {
 namespace {
 
 TEST(CpuEmulationTest, RoundToE4M3MatchesTheConverter) {
@@ -126,4 +126,4 @@ TEST(CpuEmulationTest, Bf16KeepsTheResidualStreamExact) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::cpu_emulation_test

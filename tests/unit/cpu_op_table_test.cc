@@ -7,7 +7,7 @@
 #include "engine/backend/cpu/gpu_emulation_backend.h"
 #include "tests/op_table.h"
 
-namespace dsv3 {
+namespace dsv3::cpu_op_table_test {
 namespace {
 
 using ::dsv3::testing::OpRow;
@@ -31,4 +31,4 @@ INSTANTIATE_TEST_SUITE_P(Ops, CpuOpTableTest, ::testing::ValuesIn(::dsv3::testin
                          [](const auto& info) { return info.param.name; });
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::cpu_op_table_test

@@ -11,7 +11,7 @@
 
 #include "engine/backend/cpu/cpu_backend.h"
 
-namespace dsv3 {
+namespace dsv3::cpu_row_blocks_test {
 namespace {
 
 struct SumCase {
@@ -99,4 +99,4 @@ TEST(CpuPadRowsTest, CopiesTheRowsAndFillsThePadding) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::cpu_row_blocks_test

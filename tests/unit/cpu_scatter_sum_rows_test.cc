@@ -11,7 +11,7 @@
 
 #include "engine/backend/cpu/cpu_backend.h"
 
-namespace dsv3 {
+namespace dsv3::cpu_scatter_sum_rows_test {
 namespace {
 
 struct Case {
@@ -85,4 +85,4 @@ TEST(CpuByteCopiesTest, RoundTripKeepsEveryByte) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::cpu_scatter_sum_rows_test

@@ -12,7 +12,7 @@
 #include "engine/backend/step_graph_capture.h"
 #include "engine/backend/timing_backend.h"
 
-namespace dsv3 {
+namespace dsv3::cpu_timing_backend_test {
 namespace {
 
 std::vector<std::string> Names(const std::vector<std::pair<std::string, float>>& times) {
@@ -150,4 +150,4 @@ TEST(TimingBackendGraphsTest, AReplayedStepReportsTheLayerMarksItsCaptureMade) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::cpu_timing_backend_test

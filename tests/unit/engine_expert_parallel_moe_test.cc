@@ -23,7 +23,7 @@
 #include "tests/moe_routing_util.h"
 #include "tests/op_table.h"
 
-namespace dsv3 {
+namespace dsv3::engine_expert_parallel_moe_test {
 namespace {
 
 using ::dsv3::testing::GlooGroup;
@@ -193,4 +193,4 @@ TEST(ChooseDispatchLayoutTest, FixedCapacityUpToTheThresholdWhenTheCapacityIsKno
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::engine_expert_parallel_moe_test

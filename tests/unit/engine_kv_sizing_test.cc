@@ -7,7 +7,7 @@
 #include "engine/engine.h"
 #include "engine/kv_sizing.h"
 
-namespace dsv3 {
+namespace dsv3::engine_kv_sizing_test {
 namespace {
 
 using ::testing::AllOf;
@@ -114,4 +114,4 @@ TEST(EngineConfigTest, GpuMemoryUtilizationOutsideItsRangeNamesTheFlag) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::engine_kv_sizing_test

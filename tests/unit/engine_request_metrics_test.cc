@@ -9,7 +9,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace dsv3 {
+namespace dsv3::engine_request_metrics_test {
 namespace {
 
 using ::testing::ElementsAreArray;
@@ -236,4 +236,4 @@ TEST(RequestHistograms, MeanTimePerOutputTokenIsOverTokensNotRequests) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::engine_request_metrics_test

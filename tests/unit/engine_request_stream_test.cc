@@ -9,7 +9,7 @@
 
 #include "engine/engine.h"
 
-namespace dsv3 {
+namespace dsv3::engine_request_stream_test {
 namespace {
 
 OutputDelta Token(int32_t id, FinishReason reason = FinishReason::kNone) {
@@ -90,4 +90,4 @@ TEST(RequestStreamTest, AFullQueueMergesIntoItsLastDelta) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::engine_request_stream_test

@@ -19,7 +19,7 @@
 #include "engine/model/model.h"
 #include "tests/test_util.h"
 
-namespace dsv3 {
+namespace dsv3::engine_step_graphs_test {
 namespace {
 
 using ::dsv3::testing::FixturePath;
@@ -252,4 +252,4 @@ TEST_F(StepGraphsTest, NoGraphsWhileOpsAreTimed) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::engine_step_graphs_test

@@ -6,7 +6,7 @@
 #include "engine/eval/ids_file.h"
 #include "tests/test_util.h"
 
-namespace dsv3 {
+namespace dsv3::eval_ids_file_test {
 namespace {
 
 using ::dsv3::testing::TempDir;
@@ -51,4 +51,4 @@ TEST(EvalIdsFileTest, AMissingFileIsNotFound) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::eval_ids_file_test

@@ -7,7 +7,7 @@
 
 #include "engine/eval/metrics.h"
 
-namespace dsv3 {
+namespace dsv3::eval_metrics_test {
 namespace {
 
 TEST(EvalMetricsTest, UniformLogitsScorePerplexityEqualToTheVocabulary) {
@@ -127,4 +127,4 @@ TEST(EvalMetricsTest, NothingScoredIsAnError) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::eval_metrics_test

@@ -3,7 +3,7 @@
 
 #include "engine/eval/windows.h"
 
-namespace dsv3 {
+namespace dsv3::eval_windows_test {
 namespace {
 
 struct Case {
@@ -56,4 +56,4 @@ TEST(EvalWindowsTest, AContextTooSmallToScoreIsRefused) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::eval_windows_test

@@ -14,7 +14,7 @@
 
 #include "kernels/flash_mla_cut.h"
 
-namespace dsv3::kernels {
+namespace dsv3::kernels::kernels_flash_cut_test {
 namespace {
 
 struct Written {
@@ -24,7 +24,7 @@ struct Written {
 
 // The whole check for one launch: items of `contexts` keys cut into at most `parts`.
 void CheckCut(const std::vector<int32_t>& contexts, int32_t parts, bool always_slot) {
-  SCOPED_TRACE(testing::Message() << contexts.size() << " items, " << parts << " parts"
+  SCOPED_TRACE(::testing::Message() << contexts.size() << " items, " << parts << " parts"
                                   << (always_slot ? ", always slots" : ""));
   const int n = static_cast<int>(contexts.size());
   std::vector<int32_t> begin(n + 1, 0);
@@ -166,4 +166,4 @@ TEST(FlashCutTest, ManyShortItemsTakeOneBlockEach) {
 }
 
 }  // namespace
-}  // namespace dsv3::kernels
+}  // namespace dsv3::kernels::kernels_flash_cut_test

@@ -11,7 +11,7 @@
 
 #include "kernels/grouped_gemm_schedule.h"
 
-namespace dsv3::kernels {
+namespace dsv3::kernels::kernels_grouped_gemm_schedule_test {
 namespace {
 
 struct Layout {
@@ -76,7 +76,7 @@ TEST(GroupedGemmScheduleTest, EveryCellOnceExpertByExpert) {
       {Tiles({0, 7}), 1, 4},
   };
   for (const Layout& l : layouts) {
-    SCOPED_TRACE(testing::Message() << l.tile_expert.size() << " tiles, " << l.mats << " x "
+    SCOPED_TRACE(::testing::Message() << l.tile_expert.size() << " tiles, " << l.mats << " x "
                                     << l.blocks_per_mat << " column blocks");
     CheckWalk(l);
   }
@@ -90,10 +90,10 @@ TEST(GroupedGemmScheduleTest, RandomLayouts) {
     for (int& t : tiles) t = tiles_of(rng);
     Layout l{Tiles(tiles), mats(rng), per_mat(rng)};
     if (l.tile_expert.empty()) continue;
-    SCOPED_TRACE(testing::Message() << "trial " << trial);
+    SCOPED_TRACE(::testing::Message() << "trial " << trial);
     CheckWalk(l);
   }
 }
 
 }  // namespace
-}  // namespace dsv3::kernels
+}  // namespace dsv3::kernels::kernels_grouped_gemm_schedule_test

@@ -6,7 +6,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "engine/kv/block_hash.h"
 
-namespace dsv3 {
+namespace dsv3::kv_block_hash_test {
 namespace {
 
 // Reference vectors of SipHash-2-4: key 00 01 .. 0f, message 00 01 .. (len - 1).
@@ -66,4 +66,4 @@ TEST(BlockHasherTest, NoCollisionsAmongManySmallBlocks) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::kv_block_hash_test

@@ -6,7 +6,7 @@
 #include "engine/kv/block_pool.h"
 #include "engine/kv/block_table.h"
 
-namespace dsv3 {
+namespace dsv3::kv_block_pool_test {
 namespace {
 
 using ::testing::ElementsAre;
@@ -191,4 +191,4 @@ TEST(NumBlocksForBudgetTest, Table) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::kv_block_pool_test

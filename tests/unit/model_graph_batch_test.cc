@@ -12,7 +12,7 @@
 #include "engine/backend/graph_policy.h"
 #include "engine/model/expert_parallel_moe.h"
 
-namespace dsv3 {
+namespace dsv3::model_graph_batch_test {
 namespace {
 
 constexpr int32_t kBlock = 16;
@@ -189,4 +189,4 @@ TEST(PadForGraphTest, DataParallelPartsKeepTheirCapacityAndAnIdleRankPadsToTheSh
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::model_graph_batch_test

@@ -6,7 +6,7 @@
 
 #include "engine/parallel/attention_split.h"
 
-namespace dsv3 {
+namespace dsv3::parallel_attention_split_test {
 namespace {
 
 // Four sequences: rows [0,3) rank 1, [3,4) rank 0, [4,6) rank 1, [6,7) rank 2. Logits of every
@@ -98,4 +98,4 @@ TEST(AttentionSplitTest, EveryPartCarriesTheLargestRanksTokenCount) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::parallel_attention_split_test

@@ -7,7 +7,7 @@
 
 #include "engine/parallel/batch_codec.h"
 
-namespace dsv3 {
+namespace dsv3::parallel_batch_codec_test {
 namespace {
 
 ControlMessage TwoSequenceStep() {
@@ -147,4 +147,4 @@ TEST(BatchCodecTest, EveryTruncationFailsCleanly) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::parallel_batch_codec_test

@@ -7,7 +7,7 @@
 
 #include "engine/parallel/parallel_config.h"
 
-namespace dsv3 {
+namespace dsv3::parallel_config_test {
 namespace {
 
 using Env = std::map<std::string, std::string>;
@@ -192,4 +192,4 @@ TEST(ParallelConfigTest, ErrorsNameTheFlagOrVariable) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::parallel_config_test

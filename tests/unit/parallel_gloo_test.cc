@@ -12,7 +12,7 @@
 #include "engine/parallel/gloo_communicator.h"
 #include "engine/parallel/tcp_store.h"
 
-namespace dsv3 {
+namespace dsv3::parallel_gloo_test {
 namespace {
 
 struct Group {
@@ -220,4 +220,4 @@ TEST(GlooCommunicatorTest, PeerThatHangsFailsTheCollectiveAtTheTimeout) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::parallel_gloo_test

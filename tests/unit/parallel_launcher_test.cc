@@ -17,7 +17,7 @@
 #include "engine/parallel/launcher.h"
 #include "tests/test_util.h"
 
-namespace dsv3 {
+namespace dsv3::parallel_launcher_test {
 namespace {
 
 
@@ -204,4 +204,4 @@ TEST(LauncherTest, KillingRankZeroLeavesNoOrphan) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::parallel_launcher_test

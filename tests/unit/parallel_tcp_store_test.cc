@@ -8,7 +8,7 @@
 #include "engine/parallel/socket_io.h"
 #include "engine/parallel/tcp_store.h"
 
-namespace dsv3 {
+namespace dsv3::parallel_tcp_store_test {
 namespace {
 
 std::unique_ptr<TcpStore> Server() {
@@ -153,4 +153,4 @@ TEST(TcpStoreTest, AbortOnAClientEndsItsPendingGetWithTheReason) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::parallel_tcp_store_test

@@ -8,7 +8,7 @@
 #include <limits>
 #include <string>
 
-namespace dsv3 {
+namespace dsv3::sampling_params_test {
 namespace {
 
 using ::testing::HasSubstr;
@@ -86,4 +86,4 @@ TEST(SamplingParamsTest, EachErrorNamesItsParameter) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::sampling_params_test

@@ -9,7 +9,7 @@
 #include "engine/sampling/random.h"
 #include "engine/sampling/sampler.h"
 
-namespace dsv3 {
+namespace dsv3::sampling_sampler_test {
 namespace {
 
 using ::testing::ElementsAre;
@@ -265,4 +265,4 @@ TEST(SamplerTest, LogprobsComeFromRawLogits) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::sampling_sampler_test

@@ -10,7 +10,7 @@
 #include "engine/sampling/sampler.h"
 #include "engine/sampling/speculative.h"
 
-namespace dsv3 {
+namespace dsv3::sampling_speculative_test {
 namespace {
 
 // Chi-square critical value at significance 0.001 for 7 degrees of freedom (8 categories).
@@ -134,4 +134,4 @@ TEST(SamplerProbabilitiesTest, GreedyIsOneHotAtSampleChoice) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::sampling_speculative_test

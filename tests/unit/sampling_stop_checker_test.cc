@@ -5,7 +5,7 @@
 
 #include "engine/sampling/stop_checker.h"
 
-namespace dsv3 {
+namespace dsv3::sampling_stop_checker_test {
 namespace {
 
 constexpr int32_t kEos = 2;
@@ -125,4 +125,4 @@ TEST(StopCheckerTest, MinTokensDelaysEosStopTokensAndStopStrings) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::sampling_stop_checker_test

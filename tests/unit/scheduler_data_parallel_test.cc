@@ -11,7 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "engine/scheduler/data_parallel_scheduler.h"
 
-namespace dsv3 {
+namespace dsv3::scheduler_data_parallel_test {
 namespace {
 
 // "rank/id:new_tokens@context_begin[blocks]" plus "s" when it samples.
@@ -204,4 +204,4 @@ TEST(DataParallelSchedulerTest, OneRankIsThePlainScheduler) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::scheduler_data_parallel_test

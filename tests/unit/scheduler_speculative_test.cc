@@ -12,7 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "engine/scheduler/scheduler.h"
 
-namespace dsv3 {
+namespace dsv3::scheduler_speculative_test {
 namespace {
 
 // "id:new_tokens@context_begin[blocks]" plus "+d" for d drafts and "s" when it samples.
@@ -129,4 +129,4 @@ TEST_F(SchedulerSpeculativeTest, PrefixCacheSeesOnlyCommittedTokens) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::scheduler_speculative_test

@@ -3,7 +3,7 @@
 
 #include "engine/scheduler/step_plan.h"
 
-namespace dsv3 {
+namespace dsv3::scheduler_step_plan_test {
 namespace {
 
 using ::testing::ElementsAre;
@@ -44,4 +44,4 @@ TEST(StepPlanTest, EmptyPlanGivesEmptyBatch) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::scheduler_step_plan_test

@@ -12,7 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "engine/scheduler/scheduler.h"
 
-namespace dsv3 {
+namespace dsv3::scheduler_step_test {
 namespace {
 
 using ::testing::ElementsAre;
@@ -378,4 +378,4 @@ TEST(SchedulerConfigTest, Validate) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::scheduler_step_test

@@ -13,7 +13,7 @@
 #include "engine/sampling/stop_checker.h"
 #include "engine/scheduler/scheduler.h"
 
-namespace dsv3 {
+namespace dsv3::scheduler_workload_test {
 namespace {
 
 constexpr int32_t kVocab = 48;
@@ -248,4 +248,4 @@ TEST(SchedulerWorkloadTest, AbortsAtAnyPointLeaveOnlyFreeOrCachedBlocks) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::scheduler_workload_test

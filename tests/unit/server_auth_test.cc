@@ -6,7 +6,7 @@
 #include "server/auth.h"
 #include "tests/test_util.h"
 
-namespace dsv3::server {
+namespace dsv3::server::server_auth_test {
 namespace {
 
 grpc::StatusCode CodeFor(const ApiKeyAuth& auth, std::multimap<std::string, std::string> md) {
@@ -54,4 +54,4 @@ TEST(ServerAuth, KeyFile) {
 }
 
 }  // namespace
-}  // namespace dsv3::server
+}  // namespace dsv3::server::server_auth_test

@@ -4,7 +4,7 @@
 #include "gtest/gtest.h"
 #include "server/cancel_reason.h"
 
-namespace dsv3::server {
+namespace dsv3::server::server_cancel_reason_test {
 namespace {
 
 using Clock = std::chrono::system_clock;
@@ -44,4 +44,4 @@ TEST(CancelReasonTest, NoDeadlineIsAlwaysTheClient) {
 }
 
 }  // namespace
-}  // namespace dsv3::server
+}  // namespace dsv3::server::server_cancel_reason_test

@@ -6,7 +6,7 @@
 #include "gtest/gtest.h"
 #include "server/metrics.h"
 
-namespace dsv3::server {
+namespace dsv3::server::server_metrics_test {
 namespace {
 
 using ::testing::HasSubstr;
@@ -207,4 +207,4 @@ TEST(ServerMetrics, SpeculativeDecodingByDraftPosition) {
 }
 
 }  // namespace
-}  // namespace dsv3::server
+}  // namespace dsv3::server::server_metrics_test

@@ -9,7 +9,7 @@
 #include "server/openai_request.h"
 #include "tests/test_util.h"
 
-namespace dsv3::server::openai {
+namespace dsv3::server::openai::server_openai_request_test {
 namespace {
 
 using ::testing::HasSubstr;
@@ -215,4 +215,4 @@ TEST(OpenAiRequestTest, ChatNeedsATokenizer) {
 }
 
 }  // namespace
-}  // namespace dsv3::server::openai
+}  // namespace dsv3::server::openai::server_openai_request_test

@@ -11,7 +11,7 @@
 #include "server/serving_defaults.h"
 #include "tests/test_util.h"
 
-namespace dsv3::server::openai {
+namespace dsv3::server::openai::server_openai_response_test {
 namespace {
 
 using ::dsv3::testing::TempDir;
@@ -226,4 +226,4 @@ TEST(ServingDefaultsTest, ChatTemplateAndSamplingComeFromTheCheckpoint) {
 }
 
 }  // namespace
-}  // namespace dsv3::server::openai
+}  // namespace dsv3::server::openai::server_openai_response_test

@@ -9,7 +9,7 @@
 #include "tests/smoke_model.h"
 #include "tests/test_util.h"
 
-namespace dsv3::testing {
+namespace dsv3::testing::server_smoke_model_test {
 namespace {
 
 std::string Slurp(const std::string& path) {
@@ -58,4 +58,4 @@ TEST(ServerSmokeModel, MissingTokenizerFailsCleanly) {
 }
 
 }  // namespace
-}  // namespace dsv3::testing
+}  // namespace dsv3::testing::server_smoke_model_test

@@ -9,7 +9,7 @@
 
 #include "absl/synchronization/notification.h"
 
-namespace dsv3::server {
+namespace dsv3::server::server_stream_pump_test {
 namespace {
 
 TEST(StreamPumpTest, RunsEveryTaskOnceOffTheCallersThread) {
@@ -41,4 +41,4 @@ TEST(StreamPumpTest, PostNeverWaitsForARunningTask) {
 }
 
 }  // namespace
-}  // namespace dsv3::server
+}  // namespace dsv3::server::server_stream_pump_test

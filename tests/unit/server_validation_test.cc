@@ -8,7 +8,7 @@
 #include "server/validation.h"
 #include "tests/test_util.h"
 
-namespace dsv3::server {
+namespace dsv3::server::server_validation_test {
 namespace {
 
 using ::testing::HasSubstr;
@@ -311,4 +311,4 @@ TEST(ValidationTest, LimitErrorsNameTheFlagThatSetsTheLimit) {
 }
 
 }  // namespace
-}  // namespace dsv3::server
+}  // namespace dsv3::server::server_validation_test

@@ -11,7 +11,7 @@
 #include "engine/model/model_weights.h"
 #include "tests/test_util.h"
 
-namespace dsv3 {
+namespace dsv3::shard_random_weights_test {
 namespace {
 
 ModelConfig SmoothConfig() {
@@ -77,4 +77,4 @@ TEST(RandomShardTest, WorldThatDoesNotDivideTheHeadsIsRefusedByName) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::shard_random_weights_test

@@ -5,7 +5,7 @@
 #include "engine/tokenizer/byte_level.h"
 #include "engine/tokenizer/regex.h"
 
-namespace dsv3::tokenizer {
+namespace dsv3::tokenizer::tokenizer_byte_level_test {
 namespace {
 
 TEST(ByteLevelTest, MapsEveryByteToADistinctCodePointAndBack) {
@@ -49,8 +49,8 @@ TEST(ByteLevelTest, LossyReplacesEachMaximalIllFormedSubsequence) {
   for (const LossyCase& c : cases) {
     std::string out;
     AppendUtf8Lossy(c.input, out);
-    EXPECT_EQ(out, c.expected) << testing::PrintToString(c.input);
-    EXPECT_EQ(IsValidUtf8(c.input), c.input == c.expected) << testing::PrintToString(c.input);
+    EXPECT_EQ(out, c.expected) << ::testing::PrintToString(c.input);
+    EXPECT_EQ(IsValidUtf8(c.input), c.input == c.expected) << ::testing::PrintToString(c.input);
   }
 }
 
@@ -71,7 +71,7 @@ TEST(ByteLevelTest, CompleteUtf8PrefixHoldsOnlyAnUnfinishedCharacter) {
       {"\xC3\xA9\xC3", 2},
   };
   for (const auto& c : cases) {
-    EXPECT_EQ(CompleteUtf8Prefix(c.input), c.expected) << testing::PrintToString(c.input);
+    EXPECT_EQ(CompleteUtf8Prefix(c.input), c.expected) << ::testing::PrintToString(c.input);
   }
 }
 
@@ -96,4 +96,4 @@ TEST(RegexTest, WhitespaceMatchesOnigurumaNotPcre2) {
 }
 
 }  // namespace
-}  // namespace dsv3::tokenizer
+}  // namespace dsv3::tokenizer::tokenizer_byte_level_test

@@ -7,7 +7,7 @@
 
 #include "engine/tokenizer/chat_template.h"
 
-namespace dsv3 {
+namespace dsv3::tokenizer_chat_template_test {
 namespace {
 
 ChatMessage Msg(std::string role, std::string content) {
@@ -35,7 +35,7 @@ struct ChatCase {
   std::string expected;
 };
 
-class ChatTemplateTest : public testing::TestWithParam<ChatCase> {};
+class ChatTemplateTest : public ::testing::TestWithParam<ChatCase> {};
 
 TEST_P(ChatTemplateTest, RendersLikeTheJinjaTemplate) {
   const ChatCase& c = GetParam();
@@ -52,7 +52,7 @@ const std::string kCallB =
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, ChatTemplateTest,
-    testing::Values(
+    ::testing::Values(
         ChatCase{"SystemAndUser",
                  ChatTemplate::kV3,
                  {Msg("system", "S"), Msg("user", "Hi")},
@@ -119,7 +119,7 @@ INSTANTIATE_TEST_SUITE_P(
                  false,
                  "<B>S<｜User｜>Q<｜Assistant｜>A<｜end▁of▁sentence｜>"},
         ChatCase{"Empty", ChatTemplate::kV3, {}, true, "<B><｜Assistant｜>"}),
-    [](const testing::TestParamInfo<ChatCase>& info) { return info.param.name; });
+    [](const ::testing::TestParamInfo<ChatCase>& info) { return info.param.name; });
 
 TEST(ChatTemplateErrorsTest, RejectsUnknownRolesAndNullContent) {
   const std::vector<ChatMessage> unknown = {Msg("developer", "x")};
@@ -132,4 +132,4 @@ TEST(ChatTemplateErrorsTest, RejectsUnknownRolesAndNullContent) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::tokenizer_chat_template_test

@@ -8,7 +8,7 @@
 #include "engine/tokenizer/byte_level.h"
 #include "engine/tokenizer/detokenizer.h"
 
-namespace dsv3 {
+namespace dsv3::tokenizer_detokenizer_test {
 namespace {
 
 const Tokenizer& V3() {
@@ -70,7 +70,7 @@ TEST(IncrementalDetokenizerTest, DeltasConcatenateToDecodeAndEndOnCharacters) {
     const std::vector<int32_t> ids = V3().Encode(text);
     std::string all;
     for (const std::string& d : Deltas(ids)) {
-      EXPECT_TRUE(tokenizer::IsValidUtf8(d)) << testing::PrintToString(d);
+      EXPECT_TRUE(tokenizer::IsValidUtf8(d)) << ::testing::PrintToString(d);
       all += d;
     }
     EXPECT_EQ(all, V3().Decode(ids));
@@ -79,4 +79,4 @@ TEST(IncrementalDetokenizerTest, DeltasConcatenateToDecodeAndEndOnCharacters) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::tokenizer_detokenizer_test

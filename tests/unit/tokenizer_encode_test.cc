@@ -12,7 +12,7 @@
 #include "engine/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 
-namespace dsv3 {
+namespace dsv3::tokenizer_encode_test {
 namespace {
 
 const Tokenizer& V3() {
@@ -197,4 +197,4 @@ TEST(AddedTokenMatcherTest, MatchesLeftmostLongestWithStripAndWordFlags) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::tokenizer_encode_test

@@ -9,7 +9,7 @@
 #include "engine/tokenizer/tokenizer.h"
 #include "gtest/gtest.h"
 
-namespace dsv3 {
+namespace dsv3::tokenizer_special_tokens_test {
 namespace {
 
 const Tokenizer& V3() {
@@ -112,4 +112,4 @@ TEST(SpecialTokensInMessagesTest, LiteralPiecesRepairIllFormedUtf8) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::tokenizer_special_tokens_test

@@ -8,7 +8,7 @@
 #include "engine/tokenizer/reasoning_parser.h"
 #include "engine/tokenizer/tool_call_parser.h"
 
-namespace dsv3 {
+namespace dsv3::tokenizer_stream_parsers_test {
 namespace {
 
 // Every way of cutting `text` into two deltas, plus one byte at a time, plus all at once.
@@ -29,7 +29,7 @@ struct ReasoningCase {
   std::string content;
 };
 
-class ReasoningParserTest : public testing::TestWithParam<ReasoningCase> {};
+class ReasoningParserTest : public ::testing::TestWithParam<ReasoningCase> {};
 
 TEST_P(ReasoningParserTest, SameSplitAtEveryCut) {
   const ReasoningCase& c = GetParam();
@@ -42,14 +42,14 @@ TEST_P(ReasoningParserTest, SameSplitAtEveryCut) {
       content += delta.content;
     }
     ReasoningParser::Delta last = parser.Flush();
-    EXPECT_EQ(reasoning + last.reasoning, c.reasoning) << testing::PrintToString(deltas);
-    EXPECT_EQ(content + last.content, c.content) << testing::PrintToString(deltas);
+    EXPECT_EQ(reasoning + last.reasoning, c.reasoning) << ::testing::PrintToString(deltas);
+    EXPECT_EQ(content + last.content, c.content) << ::testing::PrintToString(deltas);
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, ReasoningParserTest,
-    testing::Values(
+    ::testing::Values(
         // R1's prompt ends "<think>\n": the output has no opening tag.
         ReasoningCase{"OpenedByPrompt", true, "Let me see.</think>\n\nAnswer", "Let me see.",
                       "\n\nAnswer"},
@@ -62,7 +62,7 @@ INSTANTIATE_TEST_SUITE_P(
         ReasoningCase{"TagPrefixAtTheEnd", false, "<thi", "", "<thi"},
         ReasoningCase{"CloseTagPrefixInsideReasoning", true, "a</thin</think>b", "a</thin", "b"},
         ReasoningCase{"EmptyReasoning", true, "</think>", "", ""}),
-    [](const testing::TestParamInfo<ReasoningCase>& info) { return info.param.name; });
+    [](const ::testing::TestParamInfo<ReasoningCase>& info) { return info.param.name; });
 
 struct ToolCase {
   std::string name;
@@ -71,7 +71,7 @@ struct ToolCase {
   std::vector<ToolCall> calls;
 };
 
-class ToolCallParserTest : public testing::TestWithParam<ToolCase> {};
+class ToolCallParserTest : public ::testing::TestWithParam<ToolCase> {};
 
 MATCHER(SameCall, "") {
   const ToolCall& a = std::get<0>(arg);
@@ -93,8 +93,9 @@ TEST_P(ToolCallParserTest, SameCallsAtEveryCut) {
     ToolCallParser::Delta last = parser.Flush();
     content += last.content;
     calls.insert(calls.end(), last.tool_calls.begin(), last.tool_calls.end());
-    EXPECT_EQ(content, c.content) << testing::PrintToString(deltas);
-    EXPECT_THAT(calls, testing::Pointwise(SameCall(), c.calls)) << testing::PrintToString(deltas);
+    EXPECT_EQ(content, c.content) << ::testing::PrintToString(deltas);
+    EXPECT_THAT(calls, ::testing::Pointwise(SameCall(), c.calls))
+        << ::testing::PrintToString(deltas);
   }
 }
 
@@ -105,7 +106,7 @@ const std::string kTwoCalls =
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, ToolCallParserTest,
-    testing::Values(
+    ::testing::Values(
         ToolCase{"PlainText", "no calls here <｜tool", "no calls here <｜tool", {}},
         ToolCase{
             "TwoCallsAfterText",
@@ -135,7 +136,7 @@ INSTANTIATE_TEST_SUITE_P(
                  "<｜tool▁call▁begin｜>no separator<｜tool▁call▁end｜>",
                  "<｜tool▁call▁begin｜>no separator<｜tool▁call▁end｜>",
                  {}}),
-    [](const testing::TestParamInfo<ToolCase>& info) { return info.param.name; });
+    [](const ::testing::TestParamInfo<ToolCase>& info) { return info.param.name; });
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::tokenizer_stream_parsers_test

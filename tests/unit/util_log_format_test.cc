@@ -12,7 +12,7 @@
 #include "nlohmann/json.hpp"
 #include "spdlog/sinks/ostream_sink.h"
 
-namespace dsv3 {
+namespace dsv3::util_log_format_test {
 namespace {
 
 using ::testing::HasSubstr;
@@ -130,4 +130,4 @@ TEST(LogFormatTest, ParseLogFormatNamesTheFlag) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::util_log_format_test

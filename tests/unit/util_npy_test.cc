@@ -7,7 +7,7 @@
 #include "engine/util/npy.h"
 #include "tests/test_util.h"
 
-namespace dsv3 {
+namespace dsv3::util_npy_test {
 namespace {
 
 using ::dsv3::testing::TempDir;
@@ -65,4 +65,4 @@ TEST(UtilNpyTest, ATruncatedFileIsRefusedAtOpen) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::util_npy_test

@@ -10,7 +10,7 @@
 #include "tests/test_util.h"
 #include "tests/unit/safetensors_writer.h"
 
-namespace dsv3 {
+namespace dsv3::weights_checkpoint_test {
 namespace {
 
 using ::dsv3::testing::BytesOf;
@@ -406,4 +406,4 @@ TEST(DequantizeFp8BlocksTest, PartialEdgeBlocksUseTheirOwnScale) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::weights_checkpoint_test

@@ -14,7 +14,7 @@
 #include "engine/weights/linear_stack.h"
 #include "engine/weights/staged_tensors.h"
 
-namespace dsv3 {
+namespace dsv3::weights_linear_stack_test {
 namespace {
 
 using ::testing::HasSubstr;
@@ -217,4 +217,4 @@ TEST(LinearStackTest, BadRowsAndEmptyStacksAreRefused) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::weights_linear_stack_test

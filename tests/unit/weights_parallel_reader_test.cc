@@ -16,7 +16,7 @@
 #include "tests/test_util.h"
 #include "tests/unit/safetensors_writer.h"
 
-namespace dsv3 {
+namespace dsv3::weights_parallel_reader_test {
 namespace {
 
 using ::dsv3::testing::Serialize;
@@ -252,4 +252,4 @@ TEST(ParallelReaderTest, AMissingFileFailsAtStart) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::weights_parallel_reader_test

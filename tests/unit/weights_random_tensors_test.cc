@@ -9,7 +9,7 @@
 
 #include "engine/weights/random_tensors.h"
 
-namespace dsv3 {
+namespace dsv3::weights_random_tensors_test {
 namespace {
 
 struct Moments {
@@ -113,4 +113,4 @@ TEST(RandomTensorsTest, AbsentNameIsNotFound) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::weights_random_tensors_test

@@ -13,7 +13,7 @@
 #include "tests/test_util.h"
 #include "tests/unit/safetensors_writer.h"
 
-namespace dsv3 {
+namespace dsv3::weights_read_plan_test {
 namespace {
 
 using ::dsv3::testing::BytesOf;
@@ -165,4 +165,4 @@ TEST_F(ReadPlanTest, Fp8WeightWithoutScalesIsNotFound) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::weights_read_plan_test

@@ -8,7 +8,7 @@
 #include "tests/test_util.h"
 #include "tests/unit/safetensors_writer.h"
 
-namespace dsv3 {
+namespace dsv3::weights_safetensors_test {
 namespace {
 
 using ::dsv3::testing::SerializeRaw;
@@ -293,4 +293,4 @@ TEST(SafetensorsTest, MutatedFilesNeverCrash) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::weights_safetensors_test

@@ -12,7 +12,7 @@
 #include "tests/test_util.h"
 #include "tests/unit/safetensors_writer.h"
 
-namespace dsv3 {
+namespace dsv3::weights_value_check_test {
 namespace {
 
 using ::dsv3::testing::BytesOf;
@@ -109,4 +109,4 @@ TEST(ValueCheckTest, OnlyTheRanksSliceIsScanned) {
 }
 
 }  // namespace
-}  // namespace dsv3
+}  // namespace dsv3::weights_value_check_test
