@@ -1,4 +1,4 @@
-// Entry point of every test executable. Each of tests/unit, tests/golden and tests/e2e builds
+// Entry point of every test executable. The files of one kind and area (tests/unit/kv_*) build
 // into one executable (tests/CMakeLists.txt: unity sources compile the shared headers once per
 // batch of files), and ctest runs it once per source file with --source=<file name>, which
 // selects the tests defined in that file. An explicit --gtest_filter wins over --source.
@@ -21,6 +21,7 @@ std::string_view FileName(std::string_view path) {
 // that a file's run is the same whichever other files share its executable.
 std::string FilterForSource(std::string_view source) {
   const testing::UnitTest& unit = *testing::UnitTest::GetInstance();
+  const std::string_view wanted = FileName(source);
   std::string filter;
   for (int i = 0; i < unit.total_test_suite_count(); ++i) {
     const testing::TestSuite& suite = *unit.GetTestSuite(i);
@@ -32,7 +33,7 @@ std::string FilterForSource(std::string_view source) {
                      suite.name(), std::string(file).c_str(), test.file());
         return "";
       }
-      if (file != FileName(source)) continue;
+      if (file != wanted) continue;
       if (!filter.empty()) filter += ':';
       filter += std::string(suite.name()) + "." + test.name();
     }
