@@ -6,8 +6,10 @@
 # Usage (inside the `run` tool, repository root):
 #   tools/dsv3-bench/device-run.sh [tests|bench|all|issue18]
 # issue18: only issue 18's rows (context 1024 at batches 1, 32 and 128 with the 4096-token
-# prefill; contexts 16384 and 65536 at 1, 8 and 32), every table in one archive
-# ($OUT/issue18.tar.gz: the run tool brings back at most eight files).
+# prefill; contexts 65536 and 16384 at 1, 8 and 32), after the GPU tests named in TESTS (e.g.
+# TESTS="gpu_cuda_ops_test gpu_cuda_graphs_test": kernels changed since the last device run),
+# the tables in one archive ($OUT/issue18.tar.gz: the run tool brings back at most eight files),
+# packed again as each table ends, so that a call cut short still returns what finished.
 # On a machine with two GPUs (nvidia-h200-x2) it also runs the tensor-parallel test and the
 # bench at --tp 2. pack-device.sh makes .device/.
 set -uo pipefail
@@ -17,13 +19,20 @@ fixtures=$DSV3_FIXTURES_DIR
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv | tee "$out/gpu.txt"
 gpus=$(nvidia-smi -L | wc -l)
 if [ "$what" = issue18 ]; then
+  for t in ${TESTS:-}; do
+    timeout 120 $bin/$t --gtest_brief=1 >"$out/$t.log" 2>&1
+    echo "$t rc=$? $(grep -hE '^\[  (PASSED|FAILED) ' "$out/$t.log" | tr '\n' ' ')"
+  done
+  [ -z "${TESTS:-}" ] || tar czf "$out/tests.tar.gz" -C "$out" $(cd "$out" && ls *.log)
   timeout 240 $bin/dsv3-bench --batches 1 32 128 >"$out/ctx1024.md" 2>&1
-  for ctx in 16384 65536; do
+  tar czf "$out/issue18.tar.gz" -C "$out" ctx1024.md gpu.txt
+  for ctx in 65536 16384; do
     timeout 240 $bin/dsv3-bench --context $ctx --batches 1 8 32 --iters 3 --prefill-tokens 256 \
       >"$out/ctx$ctx.md" 2>&1
+    tar czf "$out/issue18.tar.gz" -C "$out" $(cd "$out" && ls ctx*.md) gpu.txt
   done
   grep -hE "copy bandwidth|^\| (1|8|32|128) \||^\| tiled grouped" "$out"/ctx*.md | cut -c1-160
-  tar czf "$out/issue18.tar.gz" -C "$out" ctx1024.md ctx16384.md ctx65536.md gpu.txt
+  rm -f "$out"/*.log "$out"/ctx*.md
   exit 0
 fi
 if [ "$what" != bench ]; then
