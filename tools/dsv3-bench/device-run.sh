@@ -18,17 +18,20 @@ source "$(dirname "$0")/device-env.sh"
 fixtures=$DSV3_FIXTURES_DIR
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv | tee "$out/gpu.txt"
 gpus=$(nvidia-smi -L | wc -l)
-if [ "$what" = issue18 ]; then
-  for t in ${TESTS:-}; do
-    timeout 120 $bin/$t --gtest_brief=1 >"$out/$t.log" 2>&1
+# Runs the named GPU tests, each one's log in $out/<test>.log, a line per test.
+run_tests() {
+  for t in "$@"; do
+    timeout 300 $bin/$t --gtest_brief=1 >"$out/$t.log" 2>&1
     echo "$t rc=$? $(grep -hE '^\[  (PASSED|FAILED) ' "$out/$t.log" | tr '\n' ' ')"
   done
+}
+if [ "$what" = issue18 ]; then
+  run_tests ${TESTS:-}
   [ -z "${TESTS:-}" ] || tar czf "$out/tests.tar.gz" -C "$out" $(cd "$out" && ls *.log)
-  timeout 240 $bin/dsv3-bench --batches 1 32 128 >"$out/ctx1024.md" 2>&1
-  tar czf "$out/issue18.tar.gz" -C "$out" ctx1024.md gpu.txt
-  for ctx in 65536 16384; do
-    timeout 240 $bin/dsv3-bench --context $ctx --batches 1 8 32 --iters 3 --prefill-tokens 256 \
-      >"$out/ctx$ctx.md" 2>&1
+  for ctx in 1024 65536 16384; do
+    args=(--batches 1 32 128)
+    [ $ctx = 1024 ] || args=(--context $ctx --batches 1 8 32 --iters 3 --prefill-tokens 256)
+    timeout 240 $bin/dsv3-bench "${args[@]}" >"$out/ctx$ctx.md" 2>&1
     tar czf "$out/issue18.tar.gz" -C "$out" $(cd "$out" && ls ctx*.md) gpu.txt
   done
   grep -hE "copy bandwidth|^\| (1|8|32|128) \||^\| tiled grouped" "$out"/ctx*.md | cut -c1-160
@@ -36,10 +39,7 @@ if [ "$what" = issue18 ]; then
   exit 0
 fi
 if [ "$what" != bench ]; then
-  for t in $(cd $bin && ls gpu_*_test); do
-    timeout 300 $bin/$t --gtest_brief=1 >"$out/$t.log" 2>&1
-    echo "$t rc=$?"
-  done
+  run_tests $(cd $bin && ls gpu_*_test)
   grep -h "^tp " "$out/gpu_cuda_tp_test.log" 2>/dev/null
   grep -h "^errors" "$out/gpu_cuda_model_test.log" >"$out/errors.txt"
   grep -h "^lockstep\|^fixture FP8" "$out"/gpu_cuda_*_test.log
