@@ -11,16 +11,26 @@ namespace {
 
 constexpr int kWarps = 8;  // warps per block of the quantization and gather kernels
 
+// The rows of x the quantization reads: all, or those in use (used_count).
+__device__ __forceinline__ int64_t RowsToRead(const QuantizeActivationsParams& p) {
+  return p.used_count != nullptr ? min(p.rows, *p.used_count * p.used_unit) : p.rows;
+}
+
+// The rows of q and scales it writes: the padding rows too, unless a device count of rows in
+// use is set; then no row past it: the tiled grouped GEMM reads no further, and the unused
+// capacity (one partial tile per expert) would cost as much as real rows.
+__device__ __forceinline__ int64_t RowsToWrite(const QuantizeActivationsParams& p) {
+  return p.used_count != nullptr ? RowsToRead(p) : p.rows_padded;
+}
+
 // One warp per (row, 128-column block) (QuantizeRowBlockByWarp). kVector: rows and columns
 // allow 8-byte loads of a lane's 4 values.
 template <bool kVector>
 __global__ void QuantizeWarpPerBlockKernel(QuantizeActivationsParams p) {
   KernelPrologue();
   const int64_t row = static_cast<int64_t>(blockIdx.y) * (blockDim.x / 32) + threadIdx.x / 32;
-  if (row >= p.rows_padded) return;
-  const int64_t rows =
-      p.used_count != nullptr ? min(p.rows, *p.used_count * p.used_unit) : p.rows;
-  const bool real = row < rows;
+  if (row >= RowsToWrite(p)) return;
+  const bool real = row < RowsToRead(p);
   const int64_t src_row = real && p.x_rows != nullptr ? p.x_rows[row] : row;
   QuantizeRowBlockByWarp<kVector>(p, row, src_row, real, blockIdx.x);
 }
@@ -29,19 +39,21 @@ __global__ void QuantizeWarpPerBlockKernel(QuantizeActivationsParams p) {
 // 8 columns per lane, and every iteration's loads issued before the first block's reduction, so
 // that a warp keeps up to kIters x 512 bytes of each input in flight (at prefill sizes one
 // 8-byte load per lane and block left the copy engine idle: docs/perf/h200.md). kVector: rows
-// and columns allow 16-byte loads of a lane's 8 values.
+// and columns allow 16-byte loads of a lane's 8 values. Its SiLU-gate and the divisions keep the
+// issue slots busier than the loads: 4 blocks of 8 warps per SM (64 registers) rather than the 3
+// that 69 registers left room for. ptxas spills 20 bytes inside the IEEE division's slow path
+// only (denormal or out-of-range operands).
 template <bool kVector, int kIters>
-__global__ void QuantizeRunKernel(QuantizeActivationsParams p, int64_t runs_per_row) {
+__global__ void __launch_bounds__(kWarps * 32, 4)
+    QuantizeRunKernel(QuantizeActivationsParams p, int64_t runs_per_row) {
   KernelPrologue();
   const int lane = threadIdx.x % 32, half = lane / 16, l16 = lane % 16;
   const int64_t unit = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   const int64_t row = unit / runs_per_row;
-  if (row >= p.rows_padded) return;
+  if (row >= RowsToWrite(p)) return;
   const int64_t blocks = p.cols_padded / 128;
   const int64_t kb0 = unit % runs_per_row * (2 * kIters) + half;
-  const int64_t rows =
-      p.used_count != nullptr ? min(p.rows, *p.used_count * p.used_unit) : p.rows;
-  const bool real = row < rows;
+  const bool real = row < RowsToRead(p);
   const int64_t src_row = real && p.x_rows != nullptr ? p.x_rows[row] : row;
   const bf16* x = static_cast<const bf16*>(p.x) + src_row * p.x_stride;
   const bf16* up = static_cast<const bf16*>(p.up) + src_row * p.up_stride;

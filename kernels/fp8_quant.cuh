@@ -26,8 +26,9 @@ struct QuantizeActivationsParams {
   // kSiluMul rounds it (up [rows, cols] BF16 with row stride up_stride, rows as x's).
   const void* up = nullptr;
   int64_t up_stride = 0;
-  // Optional device count: only rows below used_count[0] * used_unit are read; the rest are
-  // written as padding (a layout built on the device, sized for the most rows it could need).
+  // Optional device count: only rows below used_count[0] * used_unit are read and written; the
+  // rest are left as they were (a layout built on the device, sized for the most rows it could
+  // need, whose consumers read no further).
   const int32_t* used_count = nullptr;
   int64_t used_unit = 1;
 };
