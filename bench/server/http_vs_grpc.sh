@@ -5,7 +5,7 @@
 # prints one JSON line per run and a Markdown table of the means (for docs/perf/server.md).
 #   BUILD_DIR=build STREAMS=64 DURATION=20 ROUNDS=2 bash bench/server/http_vs_grpc.sh
 # BIN_DIR: where dsv3-server and dsv3-server-load are (default BUILD_DIR/server; the device
-# machine's .device/bin); DEVICE: the server's --device (default auto); MODEL: a --model
+# machine's /tmp/dsv3/bin); DEVICE: the server's --device (default auto); MODEL: a --model
 # directory (default: the embedded demo model).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

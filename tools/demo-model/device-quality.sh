@@ -8,13 +8,8 @@
 # the golden reference rows tests/golden/demo_model_logits_test.cc reads (the first 47 rows of
 # held-out window 0 from the float32 and the ideal-FP8 transformers runs).
 set -uo pipefail
-out=${OUT:-/tmp/out}
-mkdir -p "$out" /tmp/dsv3
-tar xJf .device/lib.tar.xz -C /tmp/dsv3
-tar xJf .device/bin.tar.xz -C .device
-export LD_LIBRARY_PATH=/tmp/dsv3/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+source tools/dsv3-bench/device-env.sh
 mkdir -p /work && { [ -e /work/main ] || ln -s "$PWD" /work/main; }
-bin=.device/bin
 # The GPU test finds the demo model where the CUDA build extracted it.
 mkdir -p build-cuda/data/demo-model
 tar xJf tools/demo-model/dsv3-demo-fp8.tar.xz -C build-cuda/data/demo-model

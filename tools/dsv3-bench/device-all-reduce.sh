@@ -7,14 +7,7 @@
 # after building gpu_custom_all_reduce_test, dsv3-all-reduce-bench, dsv3-generate and
 # dsv3-bench. Usage (run tool, repository root): tools/dsv3-bench/device-all-reduce.sh [step]
 set -uo pipefail
-out=${OUT:-/tmp/out}
-mkdir -p "$out" /tmp/dsv3/fixtures
-tar xJf .device/lib.tar.xz -C /tmp/dsv3
-tar xJf .device/bin.tar.xz -C .device
-export LD_LIBRARY_PATH=/tmp/dsv3/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-tar xJf tests/data/fixtures/smooth-fp8.tar.xz -C /tmp/dsv3/fixtures
-export DSV3_FIXTURES_DIR=/tmp/dsv3/fixtures DSV3_TOOLS_DIR=$PWD/.device/bin
-bin=.device/bin
+source "$(dirname "$0")/device-env.sh"
 gpus=$(nvidia-smi -L | wc -l)
 timeout 400 $bin/gpu_custom_all_reduce_test >"$out/gpu_custom_all_reduce_test.log" 2>&1
 echo "gpu_custom_all_reduce_test rc=$?"

@@ -24,7 +24,7 @@ if [ -f .device/lib.tar.xz ]; then
   tar xJf .device/bin.tar.xz -C .device
 fi
 export LD_LIBRARY_PATH=/tmp/dsv3/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-bin=${BIN:-.device/bin}
+bin=${BIN:-/tmp/dsv3/bin}
 results=$out/load.jsonl
 : >"$results"
 

@@ -6,10 +6,10 @@
 #  1. greedy tokens of the 2 x 2 run equal those of `--tp 4` on one process;
 #  2. killing node 1's worker mid-generation ends both nodes non-zero within 10 s, no process left.
 # NCCL_DEBUG=INFO lines of the first run go to $OUT/multinode-nccl.log (transports chosen).
-# Usage (run tool, repository root, LD_LIBRARY_PATH as device-run.sh sets it):
+# Usage (run tool, repository root, carry [".device"]; device-env.sh unpacks it):
 #   tools/dsv3-bench/multinode-check.sh
 set -uo pipefail
-bin=.device/bin
+source "$(dirname "$0")/device-env.sh"  # bin, out, fixtures, libraries
 fixtures=/tmp/dsv3/fixtures  # the fixture archives extract there, as in device-run.sh
 out=${OUT:-/tmp}
 mkdir -p $fixtures && tar xJf tests/data/fixtures/smooth-fp8.tar.xz -C $fixtures

@@ -16,17 +16,7 @@
 set -uo pipefail
 what=${1:-all}
 filter=${2:-*}
-out=${OUT:-/tmp/out}
-mkdir -p "$out" /tmp/dsv3
-tar xJf .device/lib.tar.xz -C /tmp/dsv3
-tar xJf .device/bin.tar.xz -C .device
-export LD_LIBRARY_PATH=/tmp/dsv3/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-fixtures=/tmp/dsv3/fixtures
-mkdir -p $fixtures
-for a in tests/data/fixtures/*.tar.xz; do tar xJf "$a" -C $fixtures; done
-export DSV3_FIXTURES_DIR=$fixtures
-bin=.device/bin
-export DSV3_TOOLS_DIR=$PWD/$bin
+source "$(dirname "$0")/device-env.sh"
 
 sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 [ -x "$sanitizer" ] || { echo "compute-sanitizer not found"; exit 2; }

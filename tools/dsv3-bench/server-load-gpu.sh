@@ -8,7 +8,7 @@
 #   STREAMS=64 DURATION=30 tools/dsv3-bench/server-load-gpu.sh
 # MODEL=DIR loads another checkpoint than the smooth-fp8 fixture, extracted here from its archive.
 set -uo pipefail
-bin=.device/bin
+source "$(dirname "$0")/device-env.sh"  # bin, out, fixtures, libraries
 if [ -z "${MODEL:-}" ]; then
   mkdir -p /tmp/dsv3/fixtures && tar xJf tests/data/fixtures/smooth-fp8.tar.xz -C /tmp/dsv3/fixtures
 fi

@@ -2,10 +2,10 @@
 # Kills the worker of a two-GPU generation mid-way (device machine with two GPUs, after
 # pack-device.sh): rank 0 must exit non-zero within 10 s (its NCCL communicator is aborted, so a
 # step waiting in a collective fails instead of hanging) and no process may be left behind.
-# Usage (run tool, repository root, LD_LIBRARY_PATH as device-run.sh sets it):
+# Usage (run tool, repository root, carry [".device"]; device-env.sh unpacks it):
 #   tools/dsv3-bench/tp-kill-check.sh
 set -uo pipefail
-bin=.device/bin
+source "$(dirname "$0")/device-env.sh"  # bin, out, fixtures, libraries
 fixtures=/tmp/dsv3/fixtures  # the fixture archives extract there, as in device-run.sh
 mkdir -p $fixtures && tar xJf tests/data/fixtures/smooth-fp8.tar.xz -C $fixtures
 log=${OUT:-/tmp}/tp-kill.log
