@@ -11,9 +11,15 @@ namespace {
 
 constexpr int kWarps = 8;  // warps per block of the quantization and gather kernels
 
-// The rows of x the quantization reads: all, or those in use (used_count).
+// Of `rows`, those in use: below used_count[0] * used_unit when the count is set.
+__device__ __forceinline__ int64_t RowsInUse(int64_t rows, const int32_t* used_count,
+                                             int64_t used_unit) {
+  return used_count != nullptr ? min(rows, *used_count * used_unit) : rows;
+}
+
+// The rows of x the quantization reads.
 __device__ __forceinline__ int64_t RowsToRead(const QuantizeActivationsParams& p) {
-  return p.used_count != nullptr ? min(p.rows, *p.used_count * p.used_unit) : p.rows;
+  return RowsInUse(p.rows, p.used_count, p.used_unit);
 }
 
 // The rows of q and scales it writes: the padding rows too, unless a device count of rows in
@@ -106,9 +112,7 @@ __global__ void GatherQuantizedRowsKernel(GatherQuantizedRowsParams p) {
   KernelPrologue();
   const int lane = threadIdx.x % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  const int64_t rows =
-      p.used_count != nullptr ? min(p.rows, *p.used_count * p.used_unit) : p.rows;
-  if (row >= rows) return;
+  if (row >= RowsInUse(p.rows, p.used_count, p.used_unit)) return;
   const int64_t src = p.src_rows[row];
   const uint4* from = reinterpret_cast<const uint4*>(p.src_q + src * p.cols_padded);
   uint4* to = reinterpret_cast<uint4*>(p.q + row * p.cols_padded);

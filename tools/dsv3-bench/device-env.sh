@@ -2,11 +2,11 @@
 # the device machine: unpacks .device/ (pack-device.sh) into /tmp/dsv3/bin and /tmp/dsv3/lib
 # (every time: a warm machine keeps the last call's unpacked files, which may be another
 # pack's; outside the working tree, so that a dry run here leaves the tree the size the run
-# tool sends), sets LD_LIBRARY_PATH to the packed shared libraries, extracts the fixture archives to /tmp/dsv3/fixtures (DSV3_FIXTURES_DIR,
-# tests/test_util.h FixturePath), points DSV3_TOOLS_DIR at the packed binaries (ToolPath), and
-# puts the demo model and its held-out ids where each packed binary was compiled to look
-# (tests/demo_model.h: paths of the build that made it, which may be a worktree's). Sets `bin`
-# and `out` ($OUT, else /tmp/out).
+# tool sends), sets LD_LIBRARY_PATH to the packed shared libraries, extracts the fixture
+# archives to /tmp/dsv3/fixtures (DSV3_FIXTURES_DIR, tests/test_util.h FixturePath), points
+# DSV3_TOOLS_DIR at the packed binaries (ToolPath), and puts the demo model and its held-out ids
+# where each packed binary was compiled to look (tests/demo_model.h: paths of the build that
+# made it, which may be a worktree's). Sets `bin` and `out` ($OUT, else /tmp/out).
 out=${OUT:-/tmp/out}
 mkdir -p "$out" /tmp/dsv3
 rm -rf /tmp/dsv3/lib /tmp/dsv3/bin

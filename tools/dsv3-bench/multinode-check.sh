@@ -10,10 +10,8 @@
 #   tools/dsv3-bench/multinode-check.sh
 set -uo pipefail
 source "$(dirname "$0")/device-env.sh"  # bin, out, fixtures, libraries
-fixtures=/tmp/dsv3/fixtures  # the fixture archives extract there, as in device-run.sh
 out=${OUT:-/tmp}
-mkdir -p $fixtures && tar xJf tests/data/fixtures/smooth-fp8.tar.xz -C $fixtures
-model=$fixtures/smooth-fp8
+model=$DSV3_FIXTURES_DIR/smooth-fp8
 gen=("$bin/dsv3-generate" --model "$model" --device cuda --prompt-ids 5,77,300)
 node() {  # node RANK GPUS PORT ARGS...
   local rank=$1 gpus=$2 port=$3

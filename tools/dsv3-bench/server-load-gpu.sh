@@ -6,13 +6,10 @@
 # KV and stream metrics after the load, GPU memory before / during / after, and the exit code
 # of a SIGTERM (0 expected).
 #   STREAMS=64 DURATION=30 tools/dsv3-bench/server-load-gpu.sh
-# MODEL=DIR loads another checkpoint than the smooth-fp8 fixture, extracted here from its archive.
+# MODEL=DIR loads another checkpoint than the smooth-fp8 fixture (device-env.sh extracts it).
 set -uo pipefail
 source "$(dirname "$0")/device-env.sh"  # bin, out, fixtures, libraries
-if [ -z "${MODEL:-}" ]; then
-  mkdir -p /tmp/dsv3/fixtures && tar xJf tests/data/fixtures/smooth-fp8.tar.xz -C /tmp/dsv3/fixtures
-fi
-model=${MODEL:-/tmp/dsv3/fixtures/smooth-fp8}
+model=${MODEL:-$DSV3_FIXTURES_DIR/smooth-fp8}
 streams=${STREAMS:-64}
 duration=${DURATION:-30}
 port=50561

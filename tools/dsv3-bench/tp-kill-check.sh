@@ -6,8 +6,7 @@
 #   tools/dsv3-bench/tp-kill-check.sh
 set -uo pipefail
 source "$(dirname "$0")/device-env.sh"  # bin, out, fixtures, libraries
-fixtures=/tmp/dsv3/fixtures  # the fixture archives extract there, as in device-run.sh
-mkdir -p $fixtures && tar xJf tests/data/fixtures/smooth-fp8.tar.xz -C $fixtures
+fixtures=$DSV3_FIXTURES_DIR
 log=${OUT:-/tmp}/tp-kill.log
 $bin/dsv3-generate --model $fixtures/smooth-fp8 --device cuda --tp 2 \
   --prompt-ids 5,77,300 --max-new-tokens 150000 --min-tokens 150000 >"$log" 2>&1 &
