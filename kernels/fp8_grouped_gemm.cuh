@@ -37,10 +37,20 @@ struct Fp8GroupedGemmParams {
   // Optional device count of the tiles in use (a layout built on the device, sized for the most
   // tiles it could need): tiles from it on are neither read nor written.
   const int32_t* tiles_used = nullptr;
+  // Optional SwiGLU output (mats = 2: gate then up; y unused): instead of y, the launch writes
+  // down's input h = BF16(silu(BF16(gate)) * BF16(up)) quantized 1x128 with QuantizeActivations'
+  // bits (SiLU-gate, every row real): codes h_q [rows_padded, h_k_pad] e4m3 and scales h_s
+  // [h_k_pad / 128, rows_padded], columns n to h_k_pad (a multiple of 128) as zeros. Saves the
+  // BF16 [rows, 2n] intermediate and a pass over it.
+  uint8_t* h_q = nullptr;
+  float* h_s = nullptr;
+  int64_t h_k_pad = 0;
+  bool h_ue8m0 = false;
 };
 
 // y[r, m * n + c] = sum_kb (sum_{k in kb} xq[r,k] * w_m[c,k]) * xs[kb, r] * s_m[c / 128, kb], F32
-// accumulation, every row of every tile written, columns c < n only. No host synchronization
+// accumulation, every row of every tile written, columns c < n only (or h from gate and up:
+// h_q). No host synchronization
 // (graph-capturable; the tensor maps travel by value in the launch); a persistent grid of one
 // 384-thread block per SM with ~194 KB of dynamic shared memory.
 void Fp8GroupedGemm(const Fp8GroupedGemmParams& p, cudaStream_t stream);

@@ -68,9 +68,10 @@ __device__ __forceinline__ int64_t TilesInUse(const Fp8GroupedGemmParams& p) {
 
 // The tensor maps of a launch (built on the host, passed by value): xq in boxes of 64 rows x
 // 128 bytes; every weight matrix through one window of the address space, row-major (w) and
-// k-block-major (wb), in boxes of 256 rows; y when it can go out by TMA stores (y_tma).
+// k-block-major (wb), in boxes of 256 rows, and (SwiGLU output) of 128 rows (w_half, wb_half);
+// y when it can go out by TMA stores (y_tma).
 struct GroupedMaps {
-  CUtensorMap x, w, wb, y;
+  CUtensorMap x, w, wb, w_half, wb_half, y;
   bool y_tma;
 };
 GroupedMaps EncodeGroupedMaps(const Fp8GroupedGemmParams& p);
@@ -98,31 +99,38 @@ __device__ __forceinline__ void TmaLoad4d(uint32_t dst, const CUtensorMap& map, 
 
 // The producer's view of one item: where its weight matrix lies (through map_w for row-major
 // weights, map_wb for k-block-major ones: each k-block a [N_pad][128] slab of its own, at
-// kb_bytes more address per k-block, at x0 = 0) and its scales.
+// kb_bytes more address per k-block, at x0 = 0) and its scales. A SwiGLU item (swiglu) reads
+// the same 128 columns of gate (matrix it.m = 0, consumer 0) and up (the next, consumer 1);
+// gate and up share one layout.
 struct ItemLoads {
   bool k_block_major;
-  uint64_t off0, kb_bytes;
+  uint64_t off0, off1, kb_bytes;  // off1: up's (SwiGLU items)
   int32_t x0_step;
   const float* ws;  // lanes 16, 17: their consumer's weight scales (null past n)
   const float* xs;  // lanes 0-15: 4 of the tile's 64 activation scales
 
-  __device__ ItemLoads(const Fp8GroupedGemmParams& p, const GroupedItem& it, int lane) {
+  __device__ ItemLoads(const Fp8GroupedGemmParams& p, const GroupedItem& it, int lane,
+                       bool swiglu) {
     const int64_t e = __ldg(p.tile_expert + it.tile);
-    const GroupedWeight gw = p.weights[e * p.weights_stride + p.first + it.m];
+    const GroupedWeight* expert = p.weights + e * p.weights_stride + p.first;
+    const GroupedWeight gw = expert[it.m];
     k_block_major = gw.k_block_major;
     x0_step = gw.k_block_major ? 0 : kBK;
     kb_bytes = gw.k_block_major ? WeightRowsPadded(p.n) * kBK : 0;
     off0 = reinterpret_cast<uintptr_t>(gw.w) - kWeightBase;
-    const int64_t wcol = it.col0 + 128 * (lane - 16);
-    ws = wcol < p.n ? gw.s + (wcol / 128) * p.scale_stride : nullptr;
+    off1 = swiglu ? reinterpret_cast<uintptr_t>(expert[1].w) - kWeightBase : off0;
+    const int64_t wcol = it.col0 + (swiglu ? 0 : 128 * (lane - 16));
+    const float* s = swiglu && lane == 17 ? expert[1].s : gw.s;
+    ws = wcol < p.n ? s + (wcol / 128) * p.scale_stride : nullptr;
     xs = p.xs + it.tile * kBM + 4 * lane;
   }
 
-  // Weight rows [col, col + box rows) of k-block kb into dst through map (map_w / map_wb or
-  // their half-box forms, as k_block_major says), completing on bar.
+  // Weight rows [col, col + box rows) of k-block kb of the matrix at offset `off` (off0, or
+  // off1) into dst through map (map_w / map_wb or their half-box forms, as k_block_major says),
+  // completing on bar.
   __device__ void LoadWeights(uint32_t dst, const CUtensorMap& map, uint32_t bar, int64_t kb,
-                              int64_t col) const {
-    const uint64_t off = off0 + kb * kb_bytes;
+                              int64_t col, uint64_t matrix_off) const {
+    const uint64_t off = matrix_off + kb * kb_bytes;
     const int32_t w16 =
         static_cast<int32_t>((off & ((uint64_t{1} << kWeightHighShift) - 1)) >> 4);
     const int32_t whigh = static_cast<int32_t>(off >> kWeightHighShift);
@@ -179,6 +187,66 @@ __device__ __forceinline__ void Release(uint32_t empty, int lane) {
 __device__ __forceinline__ void BarSync(int id) {
   asm volatile("bar.sync %0, 128;" ::"r"(id) : "memory");
 }
+// Named barriers across both consumers (the SwiGLU epilogue's hand-over).
+__device__ __forceinline__ void ConsumersSync(int id) {
+  asm volatile("bar.sync %0, 256;" ::"r"(id) : "memory");
+}
+__device__ __forceinline__ void ConsumersArrive(int id) {
+  asm volatile("bar.arrive %0, 256;" ::"r"(id) : "memory");
+}
+
+// The SwiGLU output's epilogue (Fp8GroupedGemmParams::h_q) for an item's 64 rows x 128 columns:
+// consumer 1 (up) hands its accumulator, rounded to BF16, to consumer 0 (gate) through u_tile
+// ([32][128] BF16 pairs, thread-major: conflict-free, and as both accumulators share the m64n128
+// layout thread t reads what thread t of the other wrote). Consumer 0 forms h = BF16(silu(g) *
+// u) and quantizes each row as QuantizeBlock128 does; a row's 128 columns lie in the quad of
+// lanes sharing lane / 4 (32 each). Named barriers 3 (up's tile written) and 4 (consumer 0 done
+// reading the last one) order the hand-over, once per item each; an arriving side need not wait,
+// as bar.arrive performs its thread's earlier accesses for the barrier's participants (PTX).
+// racecheck's "potential RAW" reports on the hand-over are false (docs/cuda.md, "Sanitizers").
+__device__ __forceinline__ void SwigluEpilogue(const Fp8GroupedGemmParams& p,
+                                               const float (&acc)[64], const GroupedItem& it,
+                                               uint32_t* u_tile, int wg, int row, int lane) {
+  const int t = threadIdx.x % 128;
+  if (wg == 1) {
+    ConsumersSync(4);
+#pragma unroll
+    for (int i = 0; i < 32; ++i) u_tile[i * 128 + t] = PackBf16(acc[2 * i], acc[2 * i + 1]);
+    ConsumersArrive(3);
+    return;
+  }
+  ConsumersArrive(4);
+  ConsumersSync(3);
+  float h[64];
+  float amax[2] = {0.0f, 0.0f};  // rows row and row + 8
+#pragma unroll
+  for (int i = 0; i < 32; ++i) {
+    const uint32_t u = u_tile[i * 128 + t], g = PackBf16(acc[2 * i], acc[2 * i + 1]);
+    const float u0 = __uint_as_float(u << 16), u1 = __uint_as_float(u & 0xffff0000u);
+    const float g0 = __uint_as_float(g << 16), g1 = __uint_as_float(g & 0xffff0000u);
+    h[2 * i] = ToFloat(FromFloat<bf16>(SiluMul(g0, u0)));
+    h[2 * i + 1] = ToFloat(FromFloat<bf16>(SiluMul(g1, u1)));
+    amax[(i % 2)] = fmaxf(amax[i % 2], fmaxf(fabsf(h[2 * i]), fabsf(h[2 * i + 1])));
+  }
+  const float s0 = Block128Scale(QuadMax(amax[0]), p.h_ue8m0);
+  const float s1 = Block128Scale(QuadMax(amax[1]), p.h_ue8m0);
+  const int64_t r0 = it.tile * kBM + row, kb = it.col0 / 128;
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    const int64_t c = it.col0 + 8 * j + 2 * (lane % 4);
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      const float s = hr == 0 ? s0 : s1;
+      const uint16_t codes = static_cast<uint16_t>(ToE4M3(h[4 * j + 2 * hr] / s) |
+                                                   ToE4M3(h[4 * j + 2 * hr + 1] / s) << 8);
+      *reinterpret_cast<uint16_t*>(p.h_q + (r0 + 8 * hr) * p.h_k_pad + c) = codes;
+    }
+  }
+  if (lane % 4 == 0) {
+    p.h_s[kb * p.rows_padded + r0] = s0;
+    p.h_s[kb * p.rows_padded + r0 + 8] = s1;
+  }
+}
 
 // Direct global stores of acc's columns [col0, col0 + 128) of matrix m (those < n), skipping the
 // 64-column halves that went out by TMA (tma_half).
@@ -216,7 +284,8 @@ __device__ __forceinline__ void StoreDirect(const Fp8GroupedGemmParams& p, const
 }
 
 // Consumer warpgroup wg (0 or 1): columns [col0 + 128 wg, + 128) of each item walk visits
-// (decode(w) gives item w), releasing each stage through its empty barrier. Accumulator
+// (decode(w) gives item w; kSwiglu: columns [col0, + 128) of gate for wg 0, of up for wg 1, into
+// SwigluEpilogue), releasing each stage through its empty barrier. Accumulator
 // layout of m64n128 (thread t = 32 warp + lane): d[4j + h] is row 16 warp + lane / 4 (+ 8 for
 // h >= 2), column 8j + 2 (lane % 4) + h % 2.
 //
@@ -227,7 +296,7 @@ __device__ __forceinline__ void StoreDirect(const Fp8GroupedGemmParams& p, const
 // stores and the warpgroup goes on with the next item; the stores drain during its mainloop and
 // are waited for (reads only) before the buffer is written again. Named barrier 1 + wg syncs the
 // warpgroup (0 is __syncthreads).
-template <class DecodeFn>
+template <bool kSwiglu, class DecodeFn>
 __device__ void Consume(const Fp8GroupedGemmParams& p, const CUtensorMap& map_y, bool y_tma,
                         uint8_t* smem, const float* scales, uint8_t* epi, uint32_t full0,
                         uint32_t empty0, const ItemWalk& walk, DecodeFn decode, int wg) {
@@ -244,12 +313,16 @@ __device__ void Consume(const Fp8GroupedGemmParams& p, const CUtensorMap& map_y,
   };
   for (int64_t w = walk.first; w < walk.end; w += walk.step) {
     const GroupedItem it = decode(w);
-    const int64_t col0 = it.col0 + wg * kWgCols;
+    const int64_t col0 = it.col0 + (kSwiglu ? 0 : wg * kWgCols);
     if (col0 >= p.n) {  // no columns of this item left: pass its stages on
       for (int64_t kb = 0; kb < kblocks; ++kb) {
         MbarWait(full0 + 8 * stage, phase);
         Release(empty0 + 8 * stage, lane);
         next();
+      }
+      if constexpr (kSwiglu) {  // h's block past n: codes 0 and the scale of an all-zero block
+        const float zeros[64] = {};
+        SwigluEpilogue(p, zeros, it, reinterpret_cast<uint32_t*>(epi), wg, row, lane);
       }
       continue;
     }
@@ -288,6 +361,10 @@ __device__ void Consume(const Fp8GroupedGemmParams& p, const CUtensorMap& map_y,
       finish(pa, sa0, sa1, sta);
       WaitBlock<0>(pb);
       finish(pb, sb0, sb1, stb);
+    }
+    if constexpr (kSwiglu) {  // h's columns past n come out as zeros: their weights read as 0
+      SwigluEpilogue(p, acc, it, reinterpret_cast<uint32_t*>(epi), wg, row, lane);
+      continue;
     }
 
     const int64_t r0 = it.tile * kBM + row;

@@ -45,14 +45,16 @@ DSV3_HOST_DEVICE TileRun RunOfTile(int64_t t0, const int32_t* tile_expert, int64
   return {first, end};
 }
 
-// Item w of the kernel (num_tiles * blocks items): the run of tiles [first, end) spans
-// the items [first * blocks, end * blocks), so item w lies in the run holding tile w / blocks.
+// Item w of the kernel (num_tiles * blocks items of item_cols columns): the run of tiles
+// [first, end) spans the items [first * blocks, end * blocks), so item w lies in the run holding
+// tile w / blocks. (The SwiGLU output's items are 128 columns of gate and up each: one matrix
+// of blocks of 128 to the schedule.)
 DSV3_HOST_DEVICE GroupedItem DecodeGroupedItem(int64_t w, const int32_t* tile_expert,
                                                int64_t num_tiles, int64_t blocks_per_mat,
-                                               int64_t blocks) {
+                                               int64_t blocks, int64_t item_cols) {
   const TileRun run = RunOfTile(w / blocks, tile_expert, num_tiles);
   const int64_t tiles = run.end - run.first, rem = w - run.first * blocks, b = rem / tiles;
-  return {run.first + rem % tiles, b / blocks_per_mat, b % blocks_per_mat * kGroupedItemCols};
+  return {run.first + rem % tiles, b / blocks_per_mat, b % blocks_per_mat * item_cols};
 }
 
 }  // namespace dsv3::kernels

@@ -17,6 +17,7 @@ namespace {
 struct Layout {
   std::vector<int32_t> tile_expert;  // experts' tiles, adjacent, experts ascending
   int64_t mats, blocks_per_mat;
+  int64_t item_cols = kGroupedItemCols;  // 128: the SwiGLU output's items
 };
 
 // Tiles of experts with tiles_of[e] tiles each (0 allowed).
@@ -37,7 +38,7 @@ void ExpectEveryCellOnce(const std::set<Cell>& seen, const Layout& l) {
       << "a cell visited twice or never";
   for (const auto& [tile, m, col0] : seen) {
     EXPECT_TRUE(tile >= 0 && tile < tiles && m >= 0 && m < l.mats && col0 >= 0 &&
-                col0 < l.blocks_per_mat * kGroupedItemCols && col0 % kGroupedItemCols == 0);
+                col0 < l.blocks_per_mat * l.item_cols && col0 % l.item_cols == 0);
   }
 }
 
@@ -48,14 +49,14 @@ void CheckWalk(const Layout& l) {
   int32_t last_expert = -1;
   for (int64_t w = 0; w < tiles * blocks; ++w) {
     const GroupedItem it =
-        DecodeGroupedItem(w, l.tile_expert.data(), tiles, l.blocks_per_mat, blocks);
+        DecodeGroupedItem(w, l.tile_expert.data(), tiles, l.blocks_per_mat, blocks, l.item_cols);
     seen.insert({it.tile, it.m, it.col0});
     const int32_t e = l.tile_expert[it.tile];
     EXPECT_GE(e, last_expert) << "item " << w << " goes back to an earlier expert";
     last_expert = e;
     if (w > 0) {  // tile fastest: the item before is this one's tile - 1 or another column
-      const GroupedItem prev =
-          DecodeGroupedItem(w - 1, l.tile_expert.data(), tiles, l.blocks_per_mat, blocks);
+      const GroupedItem prev = DecodeGroupedItem(w - 1, l.tile_expert.data(), tiles,
+                                                 l.blocks_per_mat, blocks, l.item_cols);
       if (l.tile_expert[prev.tile] == e && prev.m == it.m && prev.col0 == it.col0) {
         EXPECT_EQ(prev.tile + 1, it.tile) << "item " << w;
       }
@@ -74,10 +75,12 @@ TEST(GroupedGemmScheduleTest, EveryCellOnceExpertByExpert) {
       {Tiles({1, 4, 3}), 1, 28},
       {Tiles({1}), 1, 2},
       {Tiles({0, 7}), 1, 4},
+      {Tiles({3, 0, 2, 2}), 1, 16, 128},  // V3's SwiGLU output: 16 blocks of 128
+      {Tiles({1, 2, 0, 3, 1, 5}), 1, 4, 128},
   };
   for (const Layout& l : layouts) {
     SCOPED_TRACE(::testing::Message() << l.tile_expert.size() << " tiles, " << l.mats << " x "
-                                    << l.blocks_per_mat << " column blocks");
+                                    << l.blocks_per_mat << " column blocks of " << l.item_cols);
     CheckWalk(l);
   }
 }

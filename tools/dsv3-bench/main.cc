@@ -62,6 +62,7 @@ struct Args {
   bool no_grouped_chunks = false;  // decode experts' chunks of 8 rows in the same blocks
   bool no_quantize_in_w_uv = false;  // o_proj's input quantized by a kernel of its own
   bool no_fuse_align_quantize = false;  // MoeAlign and the experts' input quantization apart
+  bool no_swiglu_in_gemm = false;  // prefill: gate|up in BF16, then the SiLU-gate's quantization
   int flash_parts = 0;  // the flash decode launch's parts; 0: the backend's rule
   std::vector<int> trace_batches;  // batches whose graphed step is traced per kernel
   bool trace_prefill = false;      // the prefill step (default experts path) per kernel
@@ -176,7 +177,8 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
                "tensor parallel %d, programmatic dependent launch %s, shared expert %s, norms %s, "
                "grouped experts' chunks of 8 rows %s, one-token flash pieces merged by %s, "
                "MLA query %s, o_proj's input quantized by %s, flash decode parts %s, "
-               "decode experts' rows aligned and quantized %s\n",
+               "decode experts' rows aligned and quantized %s, prefill SiLU-gate quantized by "
+               "%s\n",
                prop.name, driver, runtime, copy_bw / 1e12, comm.world_size(),
                args.no_pdl ? "off" : "on in decode steps",
                args.no_fuse_shared ? "apart" : "fused into the grouped experts where it pays",
@@ -188,7 +190,8 @@ int RunRank(const Args& args, CudaBackend& gpu, Communicator& comm, std::FILE* o
                args.no_fuse_mla_query ? "in three kernels" : "in two kernels",
                args.no_quantize_in_w_uv ? "a kernel of its own" : "W_UV's kernel",
                args.flash_parts > 0 ? std::to_string(args.flash_parts).c_str() : "by the rule",
-               args.no_fuse_align_quantize ? "by two kernels" : "in one kernel");
+               args.no_fuse_align_quantize ? "by two kernels" : "in one kernel",
+               args.no_swiglu_in_gemm ? "a kernel of its own" : "gate|up's epilogue");
 
   // The model runs on a TimingBackend around the GPU: per-layer and per-op times on the GPU's
   // stream, and the GPU's choice of kernel paths and MLA's sub-steps as sections.
@@ -457,6 +460,7 @@ int Run(const Args& args) {
     options.quantize_in_w_uv = !args.no_quantize_in_w_uv;
     options.flash_decode_parts = args.flash_parts;
     options.fuse_moe_align_quantize = !args.no_fuse_align_quantize;
+    options.swiglu_in_grouped_gemm = !args.no_swiglu_in_gemm;
     auto gpu = CudaBackend::Create(options);
     if (!gpu.ok()) return fail(gpu.status());
     if (args.tp == 1) {
@@ -541,6 +545,10 @@ int main(int argc, char** argv) {
   app.add_flag("--no-fuse-align-quantize", args.no_fuse_align_quantize,
                "decode experts: MoeAlign, then a quantization kernel, instead of one kernel "
                "doing both (to measure what the fusion gives)");
+  app.add_flag("--no-swiglu-in-gemm", args.no_swiglu_in_gemm,
+               "prefill experts: gate|up in BF16, then the SiLU-gate's quantization kernel, "
+               "instead of gate|up's launch writing down's quantized input (to measure what "
+               "the fusion gives)");
   app.add_option("--flash-parts", args.flash_parts,
                  "decode attention: cut the flash decode launch's keys into this many parts "
                  "instead of the rule's choice (to measure the rule in the model)")

@@ -79,6 +79,10 @@ class CudaBackend final : public Backend {
     // one kernel (kernels::MoeAlignQuantize); off: MoeAlign, then QuantizeActivations (to
     // measure what the fusion gives).
     bool fuse_moe_align_quantize = true;
+    // Tiled (prefill) grouped experts: gate|up's launch writes down's quantized input itself
+    // (kernels::Fp8GroupedGemmParams::h_q); off: gate|up in BF16, then the SiLU-gate's
+    // quantization kernel (to measure what it gives).
+    bool swiglu_in_grouped_gemm = true;
     // MlaAttentionLinear in steps of a few tokens (the small-M o_proj) whose W_UV runs on its
     // weight-streaming kernel: that kernel also quantizes its output for o_proj (a head's two
     // blocks as a cluster sharing the amax), so no quantization kernel runs between them; off:

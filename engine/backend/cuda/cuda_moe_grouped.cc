@@ -2,7 +2,8 @@
 // rows expert by expert, the routed rows' activations are gathered and quantized in one pass
 // (large batches: each token quantized once, its codes then gathered), one grouped GEMM
 // launch computes gate|up of every active expert, the SiLU-gate is fused into the next
-// quantization, one launch computes down, and MoeCombine sums each token's weighted rows. In
+// quantization (large batches: into gate|up's launch, which writes down's quantized input),
+// one launch computes down, and MoeCombine sums each token's weighted rows. In
 // steps of a few routed rows (V3's one-token decode) MoeAlign and the routed rows' quantization
 // are one launch (MoeAlignQuantize).
 // Two layouts and kernels:
@@ -102,9 +103,11 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
   };
   const kernels::GroupedWeight* weights = GroupedWeights(experts, shared);
   // y [rows, mats * n] = the quantized rows times matrices [first, first + mats) of their
-  // expert (weights [experts, 3]: gate, up, down).
+  // expert (weights [experts, 3]: gate, up, down); with h_q (tiled only), down's input from
+  // gate|up instead (kernels::Fp8GroupedGemmParams::h_q; y unused).
   auto gemm = [&](const Tensor& q, const Tensor& s, int64_t k_pad, int64_t first, int64_t mats,
-                  int64_t n, int64_t scale_stride, void* y, bool y_f32) {
+                  int64_t n, int64_t scale_stride, void* y, bool y_f32,
+                  const Tensor* h_q = nullptr, const Tensor* h_s = nullptr) {
     if (tiled) {
       kernels::Fp8GroupedGemmParams p{q.ptr<uint8_t>(),
                                       s.ptr<float>(),
@@ -122,6 +125,12 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
                                       mats * n,
                                       y_f32};
       p.tiles_used = used;
+      if (h_q != nullptr) {
+        p.h_q = h_q->ptr<uint8_t>();
+        p.h_s = h_s->ptr<float>();
+        p.h_k_pad = h_q->view().dim(1);
+        p.h_ue8m0 = options_.ue8m0_activation_scales;
+      }
       kernels::Fp8GroupedGemm(p, stream_);
     } else {
       // max_rows_per_group t: a token's top-k experts are distinct, and the shared expert takes
@@ -175,7 +184,9 @@ void CudaBackend::GroupedFp8Experts(const TensorView& x, const TensorView& topk_
   }
   Tensor aq(allocator(), DType::kF8E4M3, {rows_pad, i_kpad});
   Tensor as(allocator(), DType::kF32, {i_kpad / 128, rows_pad});
-  {
+  if (tiled && options_.swiglu_in_grouped_gemm) {
+    gemm(xq, xs, h_kpad, 0, 2, inter, e0.gate.scale_inv.strides[0], nullptr, false, &aq, &as);
+  } else {
     Tensor gate_up(allocator(), DType::kBF16, {rows, 2 * inter});  // [rows, gate | up]
     gemm(xq, xs, h_kpad, 0, 2, inter, e0.gate.scale_inv.strides[0], gate_up.view().data, false);
     const uint16_t* gu = gate_up.ptr<uint16_t>();
