@@ -203,7 +203,8 @@ __device__ __forceinline__ void ConsumersArrive(int id) {
 // lanes sharing lane / 4 (32 each). Named barriers 3 (up's tile written) and 4 (consumer 0 done
 // reading the last one) order the hand-over, once per item each; an arriving side need not wait,
 // as bar.arrive performs its thread's earlier accesses for the barrier's participants (PTX).
-// racecheck's "potential RAW" reports on the hand-over are false (docs/cuda.md, "Sanitizers").
+// racecheck reports the hand-over as a potential RAW hazard all the same (docs/cuda.md,
+// "Sanitizers").
 __device__ __forceinline__ void SwigluEpilogue(const Fp8GroupedGemmParams& p,
                                                const float (&acc)[64], const GroupedItem& it,
                                                uint32_t* u_tile, int wg, int row, int lane) {
@@ -226,7 +227,7 @@ __device__ __forceinline__ void SwigluEpilogue(const Fp8GroupedGemmParams& p,
     const float g0 = __uint_as_float(g << 16), g1 = __uint_as_float(g & 0xffff0000u);
     h[2 * i] = ToFloat(FromFloat<bf16>(SiluMul(g0, u0)));
     h[2 * i + 1] = ToFloat(FromFloat<bf16>(SiluMul(g1, u1)));
-    amax[(i % 2)] = fmaxf(amax[i % 2], fmaxf(fabsf(h[2 * i]), fabsf(h[2 * i + 1])));
+    amax[i % 2] = fmaxf(amax[i % 2], fmaxf(fabsf(h[2 * i]), fabsf(h[2 * i + 1])));
   }
   const float s0 = Block128Scale(QuadMax(amax[0]), p.h_ue8m0);
   const float s1 = Block128Scale(QuadMax(amax[1]), p.h_ue8m0);
