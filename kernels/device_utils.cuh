@@ -28,6 +28,13 @@ __device__ __forceinline__ bf16 FromFloat<bf16>(float v) { return __float2bfloat
 __device__ __forceinline__ float SiluMul(float gate, float up) {
   return gate / (1.0f + expf(-gate)) * up;
 }
+// The SiLU-gate's value as down's quantization sees it: silu(gate) * up rounded to BF16 (as
+// kernels::Binary's kSiluMul stores it), back in F32. One definition for every kernel that
+// quantizes it (QuantizeActivations' SiLU-gate, the grouped GEMM's SwiGLU output), whose bits
+// must agree.
+__device__ __forceinline__ float SiluMulBf16(float gate, float up) {
+  return ToFloat(FromFloat<bf16>(SiluMul(gate, up)));
+}
 
 // Two floats as a BF16 pair (round to nearest), lo in the low half.
 __device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {

@@ -225,8 +225,8 @@ __device__ __forceinline__ void SwigluEpilogue(const Fp8GroupedGemmParams& p,
     const uint32_t u = u_tile[i * 128 + t], g = PackBf16(acc[2 * i], acc[2 * i + 1]);
     const float u0 = __uint_as_float(u << 16), u1 = __uint_as_float(u & 0xffff0000u);
     const float g0 = __uint_as_float(g << 16), g1 = __uint_as_float(g & 0xffff0000u);
-    h[2 * i] = ToFloat(FromFloat<bf16>(SiluMul(g0, u0)));
-    h[2 * i + 1] = ToFloat(FromFloat<bf16>(SiluMul(g1, u1)));
+    h[2 * i] = SiluMulBf16(g0, u0);
+    h[2 * i + 1] = SiluMulBf16(g1, u1);
     amax[i % 2] = fmaxf(amax[i % 2], fmaxf(fabsf(h[2 * i]), fabsf(h[2 * i + 1])));
   }
   const float s0 = Block128Scale(QuadMax(amax[0]), p.h_ue8m0);

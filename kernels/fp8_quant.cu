@@ -94,7 +94,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
     }
     if (p.up != nullptr) {
 #pragma unroll
-      for (int j = 0; j < 8; ++j) v[it][j] = ToFloat(FromFloat<bf16>(SiluMul(v[it][j], u[j])));
+      for (int j = 0; j < 8; ++j) v[it][j] = SiluMulBf16(v[it][j], u[j]);
     }
   }
 #pragma unroll

@@ -33,7 +33,7 @@ __device__ __forceinline__ void QuantizeRowBlockByWarp(const QuantizeActivations
     }
     if (p.up != nullptr) {
 #pragma unroll
-      for (int j = 0; j < 4; ++j) v[j] = ToFloat(FromFloat<bf16>(SiluMul(v[j], u[j])));
+      for (int j = 0; j < 4; ++j) v[j] = SiluMulBf16(v[j], u[j]);
     }
   }
   QuantizeBlock128(v, real, p.ue8m0, p.q + row * p.cols_padded + kb * 128,
